@@ -1,0 +1,1 @@
+//! Drives the stages for one resolved build.

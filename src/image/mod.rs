@@ -1,0 +1,1 @@
+//! The image config, history and docker `manifest.json`, serialised canonically.

@@ -1,0 +1,5 @@
+//! The `nixlayer` command; everything lives in [`nixlayer::cli`].
+
+fn main() -> std::process::ExitCode {
+    nixlayer::cli::main()
+}

@@ -1,0 +1,193 @@
+//! The TOML manifest (`image.toml`, SPEC §1) → a typed [`Manifest`].
+//!
+//! Unknown keys and wrong types are errors with the file, line and column,
+//! and for an unknown key the nearest valid one. Values keep their spans so
+//! later checks (a root outside `store.dir`, a bad timestamp) can point at
+//! the line too.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A parsed manifest.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Image name (lowercased into the reference).
+    pub name: Spanned<String>,
+    /// Tag; default derived from the content.
+    pub tag: Option<Spanned<String>>,
+    /// GOARCH spelling; default the host's.
+    pub architecture: Option<Spanned<String>>,
+    /// Default `linux`.
+    pub os: Option<Spanned<String>>,
+    /// CPU variant (arm).
+    pub variant: Option<Spanned<String>>,
+    /// RFC 3339 or `now`; image metadata only.
+    pub created: Option<Spanned<String>>,
+    /// RFC 3339 or `now`; timestamp of every file in every layer.
+    pub mtime: Option<Spanned<String>>,
+    /// Total layer budget.
+    pub max_layers: Option<Spanned<u32>>,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// `[closure]`.
+    pub closure: ClosureSection,
+    /// `[config]`: OCI config keys, verbatim.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// `[owner]`.
+    #[serde(default)]
+    pub owner: OwnerSection,
+    /// `[layering]`.
+    #[serde(default)]
+    pub layering: LayeringSection,
+    /// `[output]`.
+    #[serde(default)]
+    pub output: OutputSection,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Store directory, default `/nix/store`.
+    pub dir: Option<Spanned<String>>,
+    /// Filesystem root the store is read from, default `/`; relative to the manifest.
+    pub root: Option<Spanned<PathBuf>>,
+}
+
+/// `[closure]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosureSection {
+    /// Their closure goes into the image.
+    #[serde(default)]
+    pub roots: Vec<Spanned<String>>,
+    /// Where references come from.
+    pub source: Option<Spanned<SourceSpec>>,
+    /// Paths dropped before layering.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+}
+
+/// `closure.source`: `"nix-store"` or a one-key table naming a file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SourceSpec {
+    /// `"nix-store"`.
+    Named(String),
+    /// `{ registration = "…" }` and the like.
+    File(BTreeMap<String, PathBuf>),
+}
+
+/// `[owner]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerSection {
+    /// Default 0.
+    pub uid: Option<u64>,
+    /// Default 0.
+    pub gid: Option<u64>,
+    /// Default `root`.
+    pub uname: Option<String>,
+    /// Default `root`.
+    pub gname: Option<String>,
+}
+
+/// `[layering]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayeringSection {
+    /// The nixpkgs pipeline DSL, verbatim.
+    pub pipeline: Option<Spanned<serde_json::Value>>,
+    /// `popularity` (default) or `auto`.
+    pub strategy: Option<Spanned<String>>,
+}
+
+/// `[output]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// `docker-archive` (default).
+    pub format: Option<Spanned<String>>,
+    /// `none` (default).
+    pub compression: Option<Spanned<String>>,
+    /// Compression level.
+    pub level: Option<Spanned<i32>>,
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be read.
+    #[error("failed to read manifest `{}`", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid manifest at a place.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// A suggestion, e.g. the nearest valid key.
+        hint: Option<String>,
+    },
+}
+
+/// A manifest and where it came from, so later checks can cite file:line.
+#[derive(Clone, Debug)]
+pub struct LoadedManifest {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The file.
+    pub path: PathBuf,
+    /// Its text, to turn spans into lines.
+    pub text: String,
+}
+
+impl LoadedManifest {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a valid manifest.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let _ = path;
+        todo!("manifest loading")
+    }
+
+    /// An [`Error::Invalid`] at `span` of the manifest text.
+    #[must_use]
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: String,
+        hint: Option<String>,
+    ) -> Error {
+        let _ = (span, message, hint);
+        todo!()
+    }
+
+    /// A path from the manifest, relative to the manifest's directory.
+    #[must_use]
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(path)
+    }
+}

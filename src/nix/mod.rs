@@ -1,0 +1,10 @@
+//! The small Nix formats every stage shares: nixbase32, store paths and NAR
+//! hashes. Written here because nix-compat is GPL-3.0 and not on crates.io
+//! (see `reference/crates.md`); the formats are a few dozen lines each.
+
+pub mod base32;
+mod hash;
+mod store_path;
+
+pub use hash::{HashParseError, NarHash};
+pub use store_path::{StoreDir, StorePath, StorePathError};

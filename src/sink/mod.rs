@@ -1,0 +1,1 @@
+//! Where the image goes: a docker-archive file or a stream.
