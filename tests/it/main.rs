@@ -1,0 +1,4 @@
+//! Integration tests, one binary. Modules:
+//! - `util`: the test context, tool checks and Nix fixtures.
+
+mod util;

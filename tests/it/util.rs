@@ -1,0 +1,116 @@
+//! Shared test helpers: real Nix fixtures, tool checks, running the binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether the tests run under CI, where a missing tool is a failure, not a skip.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether `tool` is on PATH. Under CI a missing tool fails the test;
+/// elsewhere the caller skips, with a note on stderr.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(!under_ci(), "`{tool}` is required under CI but was not found");
+        eprintln!("skipped: `{tool}` not found");
+    }
+    found
+}
+
+/// The NIX_CONFIG every Nix call of the tests uses: single-user, no sandbox,
+/// no substituters (the machines reach no binary cache).
+pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command";
+
+static NIX_BUILD: Mutex<()> = Mutex::new(());
+
+/// Builds attribute `attr` of `fixtures/nix` with the real `nix-build` and
+/// returns its output store path, or `None` (skip) when Nix is missing
+/// outside CI. The out-link lives under `target/nix-fixtures/`, so the
+/// store path stays a GC root.
+pub fn nix_fixture(attr: &str) -> Option<PathBuf> {
+    if !require_tool("nix-build") {
+        return None;
+    }
+    let _guard = NIX_BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let link = repo().join("target/nix-fixtures").join(attr);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    let out = Command::new("nix-build")
+        .arg(repo().join("fixtures/nix"))
+        .args(["-A", attr, "-o"])
+        .arg(&link)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .expect("run nix-build");
+    assert!(
+        out.status.success(),
+        "nix-build -A {attr} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+}
+
+/// Runs a Nix command with the tests' NIX_CONFIG and returns its stdout.
+pub fn nix(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("nixlayer-test-")
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// A `nixlayer` command with a fixed, neutral environment.
+pub fn nixlayer() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixlayer"));
+    cmd.env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("NIX_CONFIG", NIX_CONFIG);
+    cmd
+}
+
+/// Runs `cmd`, asserting its exit code, and returns its output.
+pub fn run(cmd: &mut Command, code: i32) -> Output {
+    let out = cmd.output().expect("run command");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
