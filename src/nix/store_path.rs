@@ -170,6 +170,12 @@ impl StorePath {
     }
 }
 
+impl AsRef<str> for StorePath {
+    fn as_ref(&self) -> &str {
+        &self.path
+    }
+}
+
 impl fmt::Display for StorePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.path)

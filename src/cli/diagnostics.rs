@@ -1,0 +1,66 @@
+//! Renders an error as `error: <what failed>`, its causes, then hints.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+use crate::{build, closure, manifest};
+
+/// The text shown for `err`.
+#[must_use]
+pub fn render(err: &(dyn StdError + 'static)) -> String {
+    let mut out = format!("error: {err}");
+    let mut hints: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut last_line = err.to_string();
+    while let Some(e) = cause {
+        if let Some(h) = hint(e) {
+            if !hints.contains(&h) {
+                hints.push(h);
+            }
+        }
+        cause = e.source();
+        if let Some(c) = cause {
+            let text = c.to_string();
+            // `#[error(transparent)]` wrappers repeat their source's text.
+            if text != last_line {
+                let _ = write!(out, "\n  Caused by: {text}");
+                last_line = text;
+            }
+        }
+    }
+    for h in hints {
+        let _ = write!(out, "\n\nhint: {h}");
+    }
+    out
+}
+
+/// Whether `err` or one of its causes is a broken pipe (the reader of
+/// `--stream` went away), which ends the program quietly.
+#[must_use]
+pub fn is_broken_pipe(err: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+fn hint(err: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(manifest::Error::Invalid { hint: Some(h), .. }) = err.downcast_ref() {
+        return Some(h.clone());
+    }
+    if let Some(closure::Error::NixStore { .. }) = err.downcast_ref() {
+        return Some(
+            "install Nix, or set `closure.source` to a file: `{ graph = \"…\" }`, `{ registration = \"…\" }`, `{ path_info = \"…\" }` or `{ dot = \"…\" }`".to_owned(),
+        );
+    }
+    if let Some(build::Error::Write(_)) = err.downcast_ref() {
+        return None;
+    }
+    None
+}

@@ -1,0 +1,83 @@
+//! The one place that writes to the terminal. stdout carries data only (the
+//! image under `--stream`); everything for people goes to stderr.
+#![allow(clippy::print_stderr)]
+
+use std::time::Duration;
+
+/// Decides what reaches stderr.
+#[derive(Clone, Copy, Debug)]
+pub struct Printer {
+    quiet: bool,
+}
+
+impl Printer {
+    /// A printer that is silent under `--quiet`.
+    #[must_use]
+    pub fn new(quiet: bool) -> Self {
+        Self { quiet }
+    }
+
+    /// An informational line (the build summary).
+    pub fn info(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A warning the user can act on.
+    pub fn warn(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("warning: {line}");
+        }
+    }
+
+    /// An error report (always shown).
+    pub fn error(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+/// `850ms`, `1.20s`, `2m 05s`.
+#[must_use]
+pub fn elapsed(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `12.3 MiB`, `1.02 GiB`.
+#[must_use]
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(elapsed(Duration::from_millis(850)), "850ms");
+        assert_eq!(elapsed(Duration::from_millis(1200)), "1.20s");
+        assert_eq!(elapsed(Duration::from_secs(125)), "2m 05s");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(12_900_000), "12.3 MiB");
+    }
+}

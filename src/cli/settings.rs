@@ -1,0 +1,376 @@
+//! Resolves a manifest, the command-line overrides and the environment into
+//! library settings. This is the only place that reads the clock and the
+//! environment (`SOURCE_DATE_EPOCH`, the host architecture).
+
+use std::path::PathBuf;
+
+use crate::build::BuildSettings;
+use crate::closure::StoreLocation;
+use crate::image::ConfigSpec;
+use crate::layer::Owner;
+use crate::manifest::{Error, LoadedManifest};
+use crate::nix::{StoreDir, StorePath};
+use crate::plan::Pipeline;
+
+use super::args::BuildArgs;
+
+/// Values from outside the manifest that a build may depend on.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// The current time, used for `"now"`.
+    pub now: jiff::Timestamp,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub source_date_epoch: Option<String>,
+}
+
+impl Environment {
+    /// Reads the clock and the environment.
+    #[must_use]
+    pub fn capture() -> Self {
+        Self {
+            now: jiff::Timestamp::now(),
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        }
+    }
+}
+
+/// A resolved `build` command.
+#[derive(Debug)]
+pub struct BuildCommand {
+    /// What to build.
+    pub settings: BuildSettings,
+    /// Where to write it; `None` for stdout.
+    pub output: Option<PathBuf>,
+    /// Warnings to show before building.
+    pub warnings: Vec<String>,
+}
+
+/// nixpkgs' default for both timestamps: one second after the epoch, so
+/// tools that treat 0 as "unset" still show a date.
+const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
+
+/// The OCI image-config keys (plus Docker's extensions) `[config]` may hold.
+const CONFIG_KEYS: &[&str] = &[
+    "ArgsEscaped",
+    "Cmd",
+    "Entrypoint",
+    "Env",
+    "ExposedPorts",
+    "Healthcheck",
+    "Labels",
+    "OnBuild",
+    "Shell",
+    "StopSignal",
+    "User",
+    "Volumes",
+    "WorkingDir",
+];
+
+/// The host's architecture in GOARCH spelling, as image configs use.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// Resolves `build` from its arguments, the loaded manifest and the environment.
+///
+/// # Errors
+/// When a manifest value is invalid; the error points at its line.
+pub fn resolve_build(
+    args: &BuildArgs,
+    loaded: &LoadedManifest,
+    env: &Environment,
+) -> Result<BuildCommand, Error> {
+    let m = &loaded.manifest;
+    let mut warnings = Vec::new();
+
+    let (name, tag) = match &args.tag {
+        Some(reference) => split_reference(reference),
+        None => (
+            m.name.get_ref().clone(),
+            m.tag.as_ref().map(|t| t.get_ref().clone()),
+        ),
+    };
+    let name = name.to_lowercase();
+    if let Some(reason) = invalid_name(&name) {
+        let message = format!("`{name}` is not a valid image name: {reason}");
+        return Err(match &args.tag {
+            Some(_) => Error::Invalid {
+                path: PathBuf::from("--tag"),
+                line: 1,
+                column: 1,
+                message,
+                hint: None,
+            },
+            None => loaded.error_at(m.name.span(), message, None),
+        });
+    }
+    if let Some(t) = &tag {
+        if !valid_tag(t) {
+            let message = format!("`{t}` is not a valid tag: use up to 128 of `A-Za-z0-9_.-`, not starting with `.` or `-`");
+            return Err(match (&args.tag, &m.tag) {
+                (None, Some(span)) => loaded.error_at(span.span(), message, None),
+                _ => Error::Invalid {
+                    path: PathBuf::from("--tag"),
+                    line: 1,
+                    column: 1,
+                    message,
+                    hint: None,
+                },
+            });
+        }
+    }
+
+    let created = match &m.created {
+        Some(c) => parse_time(loaded, c, env)?,
+        None => match &env.source_date_epoch {
+            Some(epoch) => epoch
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .ok_or_else(|| Error::Invalid {
+                    path: PathBuf::from("SOURCE_DATE_EPOCH"),
+                    line: 1,
+                    column: 1,
+                    message: format!("`{epoch}` is not a number of seconds since the epoch"),
+                    hint: None,
+                })?,
+            None => DEFAULT_TIME.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        },
+    };
+    let mtime_ts = match &m.mtime {
+        Some(t) => parse_time(loaded, t, env)?,
+        None => {
+            if m.created.as_ref().is_some_and(|c| c.get_ref() == "now") {
+                warnings.push(
+                    "`created = \"now\"` without `mtime`: file times follow `created`, so every layer digest changes on every build; set `mtime` to keep layers reusable".to_owned(),
+                );
+            }
+            created
+        }
+    };
+    let mtime = u64::try_from(mtime_ts.as_second()).map_err(|_| {
+        let span = m.mtime.as_ref().or(m.created.as_ref()).map_or(0..0, toml::Spanned::span);
+        loaded.error_at(span, format!("`{mtime_ts}` is before 1970: tar file times cannot be negative"), None)
+    })?;
+
+    let max_layers = m.max_layers.as_ref().map_or(100, |v| *v.get_ref());
+    let store_dir = match &m.store.dir {
+        Some(d) => StoreDir::new(d.get_ref()).map_err(|e| loaded.error_at(d.span(), e.to_string(), None))?,
+        None => StoreDir::default(),
+    };
+    let store_root = match &m.store.root {
+        Some(r) => loaded.resolve(r.get_ref()),
+        None => PathBuf::from("/"),
+    };
+    let parse_paths = |list: &[toml::Spanned<String>]| {
+        list.iter()
+            .map(|p| {
+                StorePath::parse(&store_dir, p.get_ref()).map_err(|e| {
+                    loaded.error_at(
+                        p.span(),
+                        e.to_string(),
+                        Some(format!("`store.dir` is `{store_dir}`")),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let roots = parse_paths(&m.closure.roots)?;
+    let exclude = parse_paths(&m.closure.exclude)?;
+    let source = loaded.closure_source()?;
+
+    let pipeline = match &m.layering.pipeline {
+        Some(p) => Pipeline::parse(p.get_ref()).map_err(|e| loaded.error_at(p.span(), e.to_string(), None))?,
+        None => {
+            // SPEC §3: the budget leaves one layer for the customisation layer.
+            let budget = max_layers.saturating_sub(1);
+            if budget < 1 {
+                let span = m.max_layers.as_ref().map_or(0..0, toml::Spanned::span);
+                return Err(loaded.error_at(span, format!("`max_layers = {max_layers}` leaves no layer for store paths"), Some("use at least 2".to_owned())));
+            }
+            Pipeline::popularity(budget as usize)
+        }
+    };
+
+    let mut config = serde_json::Map::new();
+    for (key, value) in &m.config {
+        if !CONFIG_KEYS.contains(&key.as_str()) {
+            let nearest = CONFIG_KEYS.iter().min_by_key(|k| edit_distance(k, key)).copied();
+            let span = config_key_span(loaded, key);
+            return Err(loaded.error_at(
+                span,
+                format!("unknown key `{key}` in `[config]`"),
+                nearest.map(|n| format!("did you mean `{n}`? `[config]` takes the OCI image config keys")),
+            ));
+        }
+        config.insert(key.clone(), value.clone());
+    }
+
+    let owner = Owner {
+        uid: m.owner.uid.unwrap_or(0),
+        gid: m.owner.gid.unwrap_or(0),
+        uname: m.owner.uname.clone().unwrap_or_else(|| "root".to_owned()),
+        gname: m.owner.gname.clone().unwrap_or_else(|| "root".to_owned()),
+    };
+
+    let settings = BuildSettings {
+        name,
+        tag,
+        config: ConfigSpec {
+            created: created.to_string(),
+            architecture: m
+                .architecture
+                .as_ref()
+                .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
+            os: m.os.as_ref().map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
+            variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
+            config,
+        },
+        store: StoreLocation {
+            dir: store_dir,
+            root: store_root,
+        },
+        roots,
+        source,
+        exclude,
+        pipeline,
+        owner,
+        mtime,
+    };
+    Ok(BuildCommand {
+        settings,
+        output: args.output.clone(),
+        warnings,
+    })
+}
+
+fn parse_time(
+    loaded: &LoadedManifest,
+    value: &toml::Spanned<String>,
+    env: &Environment,
+) -> Result<jiff::Timestamp, Error> {
+    let text = value.get_ref();
+    if text == "now" {
+        return Ok(env.now);
+    }
+    text.parse::<jiff::Timestamp>().map_err(|_| {
+        loaded.error_at(
+            value.span(),
+            format!("`{text}` is not an RFC 3339 time"),
+            Some("write e.g. `1970-01-01T00:00:01Z`, `2024-05-01T12:00:00+02:00` or `now`".to_owned()),
+        )
+    })
+}
+
+/// Where `[config]`'s `key` is written, for error messages.
+fn config_key_span(loaded: &LoadedManifest, key: &str) -> std::ops::Range<usize> {
+    // `[config]` is a plain map without spans; find the key after its header.
+    let text = &loaded.text;
+    let start = text.find("[config]").unwrap_or(0);
+    text[start..]
+        .find(key)
+        .map_or(0..0, |i| start + i..start + i + key.len())
+}
+
+/// `NAME[:TAG]`; a colon inside the registry host (`host:5000/x`) is not a tag.
+fn split_reference(reference: &str) -> (String, Option<String>) {
+    match reference.rfind(':') {
+        Some(i) if !reference[i + 1..].contains('/') => (
+            reference[..i].to_owned(),
+            Some(reference[i + 1..].to_owned()),
+        ),
+        _ => (reference.to_owned(), None),
+    }
+}
+
+/// Why `name` is not a docker/OCI repository name (after lowercasing).
+fn invalid_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name.len() > 255 {
+        return Some("it is longer than 255 characters");
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    // A first part with `.` or `:` or `localhost` is a registry host (port allowed).
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let (h, port) = host.split_once(':').unwrap_or((host, ""));
+        if h.is_empty() || !h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-') || !port.bytes().all(|c| c.is_ascii_digit()) {
+            return Some("its registry host is malformed");
+        }
+    }
+    for part in parts {
+        let ok = !part.is_empty()
+            && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c))
+            && part.as_bytes()[0].is_ascii_alphanumeric()
+            && part.as_bytes()[part.len() - 1].is_ascii_alphanumeric();
+        if !ok {
+            return Some("each `/`-separated part must be lowercase letters and digits, joined by `.`, `_` or `-`");
+        }
+    }
+    None
+}
+
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+        && !tag.starts_with(['.', '-'])
+}
+
+/// Levenshtein distance, for "did you mean" hints on a dozen keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_at_the_tag_colon_only() {
+        assert_eq!(split_reference("a/b:1"), ("a/b".into(), Some("1".into())));
+        assert_eq!(split_reference("host:5000/b"), ("host:5000/b".into(), None));
+        assert_eq!(split_reference("host:5000/b:t"), ("host:5000/b".into(), Some("t".into())));
+    }
+
+    #[test]
+    fn names_and_tags() {
+        assert_eq!(invalid_name("registry.example.com/team/hello"), None);
+        assert_eq!(invalid_name("localhost:5000/x"), None);
+        assert_eq!(invalid_name("hello"), None);
+        assert!(invalid_name("a//b").is_some());
+        assert!(invalid_name("-a").is_some());
+        assert!(invalid_name("a b").is_some());
+        assert!(valid_tag("1.0_rc-1"));
+        assert!(!valid_tag(".x"));
+        assert!(!valid_tag("a:b"));
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("Entrypoint", "Entrypoint"), 0);
+        assert_eq!(edit_distance("Entrypiont", "Entrypoint"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}
