@@ -1,4 +1,9 @@
+#![allow(unreachable_pub, missing_docs)]
 //! Integration tests, one binary. Modules:
-//! - `util`: the test context, tool checks and Nix fixtures.
+//! - `util`: the test context, tool checks and Nix fixtures;
+//! - `build`: `nixlayer build` end to end with docker, reproducibility;
+//! - `errors`: bad input gives one message and no output.
 
+mod build;
+mod errors;
 mod util;
