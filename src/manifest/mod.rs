@@ -11,6 +11,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod diagnose;
+mod resolved;
+
+pub use resolved::{
+    ClosureSource, Compression, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR,
+};
+
 /// A parsed manifest.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,16 +168,56 @@ pub struct LoadedManifest {
 }
 
 impl LoadedManifest {
-    /// Reads and parses `path`.
+    /// Reads, parses and validates `path` (see [`LoadedManifest::validate`]).
     ///
     /// # Errors
-    /// When the file cannot be read or is not a valid manifest.
+    /// [`Error::Io`] when the file cannot be read; [`Error::Invalid`], with
+    /// the line and column, when it is not a valid manifest.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let _ = path;
-        todo!("manifest loading")
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(err) => {
+                // Point at the first bad byte, counted in the valid prefix.
+                let at = err.utf8_error().valid_up_to();
+                let prefix = String::from_utf8_lossy(&err.as_bytes()[..at]).into_owned();
+                return Err(diagnose::invalid_at(
+                    path,
+                    &prefix,
+                    at,
+                    "the manifest is not valid UTF-8".to_owned(),
+                    None,
+                ));
+            }
+        };
+        Self::from_text(path.to_path_buf(), text)
     }
 
-    /// An [`Error::Invalid`] at `span` of the manifest text.
+    /// Parses and validates `text` as if read from `path`; `path` names the
+    /// file in errors and anchors relative paths.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `text` is not a valid manifest.
+    pub fn from_text(path: PathBuf, text: String) -> Result<Self, Error> {
+        let manifest = match toml::from_str::<Manifest>(&text) {
+            Ok(manifest) => manifest,
+            Err(err) => return Err(diagnose::from_toml(&path, &text, &err)),
+        };
+        let loaded = Self {
+            manifest,
+            path,
+            text,
+        };
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    /// An [`Error::Invalid`] at `span` of the manifest text, for checks
+    /// made after loading (a root outside `store.dir`, a bad timestamp).
+    /// Any span is accepted: one past the end points at the end.
     #[must_use]
     pub fn error_at(
         &self,
@@ -178,8 +225,14 @@ impl LoadedManifest {
         message: String,
         hint: Option<String>,
     ) -> Error {
-        let _ = (span, message, hint);
-        todo!()
+        diagnose::invalid_at(&self.path, &self.text, span.start, message, hint)
+    }
+
+    /// 1-based line and column (in characters) of byte `offset` of the
+    /// manifest text; an offset past the end gives the end.
+    #[must_use]
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        diagnose::line_col(&self.text, offset)
     }
 
     /// `closure.source` resolved.
@@ -199,3 +252,6 @@ impl LoadedManifest {
             .join(path)
     }
 }
+
+#[cfg(test)]
+mod tests;

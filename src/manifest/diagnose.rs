@@ -1,0 +1,452 @@
+//! Turns `toml`/serde errors into one-line [`Error::Invalid`]s with a line,
+//! a column and, for an unknown key, the nearest valid key.
+//!
+//! toml renders its errors as a multi-line snippet; the CLI prints
+//! `file:line:column: message` plus a `hint:` line instead (STYLE 6), so
+//! only the essence of toml's message is kept and rephrased in the
+//! manifest's words (keys and tables, not fields and structs).
+
+use std::ops::Range;
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::Error;
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+///
+/// An offset past the end is clamped to the end, and one inside a UTF-8
+/// sequence counts as that character, so any offset is answered.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// An [`Error::Invalid`] at byte `offset` of `text`.
+pub(super) fn invalid_at(
+    path: &Path,
+    text: &str,
+    offset: usize,
+    message: String,
+    hint: Option<String>,
+) -> Error {
+    let (line, column) = line_col(text, offset);
+    Error::Invalid {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+        hint,
+    }
+}
+
+/// Levenshtein distance in characters. Hand-written: ten lines do not
+/// justify a dependency, and only short key names are compared.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    // One row of the classic dynamic-programming table at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The candidate nearest to `word`, if it is close enough to be a likely
+/// typo: about a third of the word's length in edits, rounded up, so
+/// `rots` → `roots` and `sauce` → `source` qualify but `foo` → `os` does
+/// not. A candidate differing only by case always qualifies
+/// (`entrypoint` → `Entrypoint`).
+pub(super) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = word.chars().count().div_ceil(3).max(1);
+    candidates
+        .iter()
+        .map(|&c| {
+            let distance = if c.eq_ignore_ascii_case(word) {
+                0
+            } else {
+                edit_distance(word, c)
+            };
+            (distance, c)
+        })
+        // min_by_key keeps the first of equal distances: the order the
+        // candidates were declared in, so the answer is stable.
+        .min_by_key(|&(distance, _)| distance)
+        .filter(|&(distance, _)| distance <= limit)
+        .map(|(_, c)| c)
+}
+
+/// The hint for an unknown `word` among `valid`: the nearest key, or the
+/// list of valid ones when none is close.
+pub(super) fn key_hint(word: &str, valid: &[&str]) -> Option<String> {
+    if let Some(near) = nearest(word, valid) {
+        return Some(format!("did you mean `{near}`?"));
+    }
+    if valid.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = valid.iter().map(|k| format!("`{k}`")).collect();
+    Some(format!("valid keys: {}", list.join(", ")))
+}
+
+/// Where in the document an error span points.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Location {
+    /// Keys from the root to the table holding the offending key.
+    pub(super) table: Vec<String>,
+    /// The offending key itself (the unknown key, or the key of a bad value).
+    pub(super) key: Option<String>,
+    /// The TOML type of the value there ("an array"), which serde cannot
+    /// always tell: it sees a date-time as a table, `[[t]]` as a sequence.
+    pub(super) found: Option<&'static str>,
+}
+
+impl Location {
+    /// `closure.roots`, for messages about a value.
+    pub(super) fn dotted(&self) -> Option<String> {
+        let mut parts = self.table.clone();
+        parts.extend(self.key.clone());
+        (!parts.is_empty()).then(|| parts.join("."))
+    }
+
+    /// ` in `[closure]`` or nothing at the top level.
+    fn in_table(&self) -> String {
+        if self.table.is_empty() {
+            String::new()
+        } else {
+            format!(" in `[{}]`", self.table.join("."))
+        }
+    }
+}
+
+/// Finds which key `span` belongs to: serde reports an unknown key at the
+/// key's span and a bad value at the value's span, and `toml` does not
+/// expose the key path itself, so the parsed document is searched for it.
+pub(super) fn locate(text: &str, span: &Range<usize>) -> Location {
+    let mut found = Location::default();
+    if let Ok(doc) = DeTable::parse(text) {
+        let mut path = Vec::new();
+        search_table(doc.get_ref(), span, &mut path, &mut found);
+    }
+    found
+}
+
+fn search_table(
+    table: &DeTable<'_>,
+    span: &Range<usize>,
+    path: &mut Vec<String>,
+    found: &mut Location,
+) -> bool {
+    for (key, value) in table {
+        if key.span() == *span {
+            *found = Location {
+                table: path.clone(),
+                key: Some(key.get_ref().to_string()),
+                found: Some(kind(value.get_ref())),
+            };
+            return true;
+        }
+        path.push(key.get_ref().to_string());
+        let hit = if value.span() == *span {
+            *found = Location {
+                table: path[..path.len() - 1].to_vec(),
+                key: path.last().cloned(),
+                found: Some(kind(value.get_ref())),
+            };
+            true
+        } else {
+            search_value(value, span, path, found)
+        };
+        path.pop();
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
+fn search_value(
+    value: &Spanned<DeValue<'_>>,
+    span: &Range<usize>,
+    path: &mut Vec<String>,
+    found: &mut Location,
+) -> bool {
+    match value.get_ref() {
+        DeValue::Table(table) => search_table(table, span, path, found),
+        // An element of an array is reported under the array's key.
+        DeValue::Array(items) => items.into_iter().any(|item| {
+            if item.span() == *span {
+                *found = Location {
+                    table: path[..path.len().saturating_sub(1)].to_vec(),
+                    key: path.last().cloned(),
+                    found: Some(kind(item.get_ref())),
+                };
+                true
+            } else {
+                search_value(item, span, path, found)
+            }
+        }),
+        _ => false,
+    }
+}
+
+/// The span of the key at `path` (e.g. `["config", "Entrypoint"]`), for
+/// checks on maps whose keys carry no span of their own.
+pub(super) fn key_span(text: &str, path: &[&str]) -> Option<Range<usize>> {
+    let doc = DeTable::parse(text).ok()?;
+    let (last, parents) = path.split_last()?;
+    let mut table = doc.get_ref();
+    for part in parents {
+        let value = table.iter().find(|(key, _)| key.get_ref() == part)?.1;
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ => return None,
+        }
+    }
+    table
+        .iter()
+        .find(|(key, _)| key.get_ref() == last)
+        .map(|(key, _)| key.span())
+}
+
+/// The TOML type of `value`, as messages name it.
+fn kind(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// The top-level keys that are tables (`[closure]`, …). serde reports
+/// `[[owner]]` or `closure = []` in terms of the struct's fields
+/// ("invalid length 1", "expected u64"), which would mislead.
+const SECTIONS: [&str; 6] = ["store", "closure", "config", "owner", "layering", "output"];
+
+/// The backquoted words of `s`, in order: serde's lists of valid keys.
+fn backquoted(s: &str) -> Vec<&str> {
+    s.split('`').skip(1).step_by(2).collect()
+}
+
+/// `u32` → "an integer from 0 to 4294967295" and the like: serde names
+/// Rust types, the manifest's readers know TOML types.
+fn toml_type(expected: &str) -> String {
+    let expected = expected.trim();
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".to_owned(),
+        "a string" | "a borrowed string" => "a string".to_owned(),
+        "a sequence" => "an array".to_owned(),
+        "a map" => "a table".to_owned(),
+        "a boolean" => "a boolean".to_owned(),
+        "any valid JSON value" => "a TOML value".to_owned(),
+        s if s.starts_with("struct ") => "a table".to_owned(),
+        s => s.to_owned(),
+    }
+}
+
+/// The range an integer type holds, for "out of range" messages.
+fn integer_range(expected: &str) -> Option<String> {
+    let (lo, hi): (i128, i128) = match expected.trim() {
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        _ => return None,
+    };
+    Some(format!("an integer from {lo} to {hi}"))
+}
+
+/// serde's "found" side: `sequence` → `an array`, the rest as written.
+fn toml_found(found: &str) -> String {
+    match found.trim() {
+        "sequence" => "an array".to_owned(),
+        "map" => "a table".to_owned(),
+        s => s.to_owned(),
+    }
+}
+
+/// What a missing required key needs, for the hint.
+fn missing_key_hint(key: &str) -> Option<String> {
+    match key {
+        "name" => Some("add `name = \"registry.example.com/team/app\"` at the top".to_owned()),
+        "closure" => Some("add a `[closure]` table with `roots = [\"/nix/store/…\"]`".to_owned()),
+        _ => None,
+    }
+}
+
+/// Turns a `toml` error (syntax, or serde's verdict on the typed
+/// [`super::Manifest`]) into an [`Error::Invalid`] with a one-line message.
+pub(super) fn from_toml(path: &Path, text: &str, err: &toml::de::Error) -> Error {
+    let span = err.span().unwrap_or(0..0);
+    // toml's own message is already free of the snippet; keep its first
+    // line only, in case a future version grows more.
+    let raw = err.message().lines().next().unwrap_or("").trim();
+    let location = locate(text, &span);
+    let (message, hint) = rephrase(raw, text, &span, &location);
+    invalid_at(path, text, span.start, message, hint)
+}
+
+fn rephrase(
+    raw: &str,
+    text: &str,
+    span: &Range<usize>,
+    location: &Location,
+) -> (String, Option<String>) {
+    let key = location
+        .dotted()
+        .map_or_else(|| "value".to_owned(), |k| format!("`{k}`"));
+
+    if let Some(rest) = raw
+        .strip_prefix("unknown field ")
+        .or_else(|| raw.strip_prefix("unknown variant "))
+    {
+        let words = backquoted(rest);
+        let word = words.first().copied().unwrap_or("");
+        let valid = words.get(1..).unwrap_or(&[]);
+        let noun = if raw.starts_with("unknown field") {
+            "key"
+        } else {
+            "value"
+        };
+        return (
+            format!("unknown {noun} `{word}`{}", location.in_table()),
+            key_hint(word, valid),
+        );
+    }
+    if let Some(rest) = raw.strip_prefix("missing field ") {
+        let word = backquoted(rest).first().copied().unwrap_or("");
+        return (
+            format!("missing required key `{word}`{}", location.in_table()),
+            missing_key_hint(word),
+        );
+    }
+    let is_section = location.table.is_empty()
+        && location
+            .key
+            .as_deref()
+            .is_some_and(|k| SECTIONS.contains(&k));
+    if is_section && location.found.is_some_and(|f| f != "a table") {
+        let found = location.found.unwrap_or("another type");
+        return (
+            format!("wrong type for {key}: expected a table, found {found}"),
+            None,
+        );
+    }
+    if let Some(rest) = raw.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+            // serde sees a TOML date-time as a one-key table.
+            let found = match location.found {
+                Some("a date-time") => "a date-time".to_owned(),
+                _ => toml_found(found),
+            };
+            return (
+                format!(
+                    "wrong type for {key}: expected {}, found {found}",
+                    toml_type(expected),
+                ),
+                None,
+            );
+        }
+    }
+    if let Some(rest) = raw.strip_prefix("invalid value: ") {
+        if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+            let expected = integer_range(expected).unwrap_or_else(|| toml_type(expected));
+            return (
+                format!("invalid value for {key}: expected {expected}, found {found}"),
+                None,
+            );
+        }
+    }
+    if raw.starts_with("data did not match any variant of untagged enum") {
+        // Only `closure.source` is untagged; say which forms it takes.
+        return (
+            format!("invalid {key}"),
+            Some(super::resolved::SOURCE_FORMS.to_owned()),
+        );
+    }
+    if raw == "duplicate key" {
+        if let Some(word) = text.get(span.clone()).filter(|w| !w.contains('\n')) {
+            return (format!("duplicate key `{}`", word.trim()), None);
+        }
+    }
+    let message = if raw.is_empty() {
+        "invalid TOML".to_owned()
+    } else {
+        format!("invalid TOML: {raw}")
+    };
+    (message, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one_in_characters() {
+        let text = "ab\nçd\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 2), (1, 3));
+        assert_eq!(line_col(text, 3), (2, 1));
+        // `d` is after a two-byte `ç`: byte 5, character column 2.
+        assert_eq!(line_col(text, 5), (2, 2));
+        // Inside `ç` and past the end: no panic.
+        assert_eq!(line_col(text, 4), (2, 1));
+        assert_eq!(line_col(text, 99), (3, 1));
+        assert_eq!(line_col("", 7), (1, 1));
+    }
+
+    #[test]
+    fn edit_distance_is_levenshtein() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("rots", "roots"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn nearest_picks_a_close_key_or_none() {
+        let keys = ["roots", "source", "exclude"];
+        assert_eq!(nearest("rots", &keys), Some("roots"));
+        assert_eq!(nearest("sauce", &keys), Some("source"));
+        assert_eq!(nearest("zzzzzz", &keys), None);
+        assert_eq!(nearest("foo", &["os", "tag"]), None);
+        assert_eq!(
+            nearest("entrypoint", &["Cmd", "Entrypoint"]),
+            Some("Entrypoint")
+        );
+    }
+
+    #[test]
+    fn locate_finds_keys_and_values() {
+        let text = "a = 1\n[t]\nb = [1, \"x\"]\nc.d = true\n";
+        let at = |needle: &str| {
+            let start = text.find(needle).unwrap();
+            locate(text, &(start..start + needle.len()))
+        };
+        assert_eq!(at("b").dotted().as_deref(), Some("t.b"));
+        assert_eq!(at("\"x\"").dotted().as_deref(), Some("t.b"));
+        assert_eq!(at("d").table, vec!["t", "c"]);
+        assert_eq!(at("true").dotted().as_deref(), Some("t.c.d"));
+        assert_eq!(locate(text, &(0..0)), Location::default());
+    }
+}

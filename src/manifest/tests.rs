@@ -1,0 +1,508 @@
+//! Loading manifests: every error names the line and column of the
+//! offending key or value. Tests match on fields, not on message text.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const MANIFEST_PATH: &str = "/work/app/image.toml";
+
+fn parse(text: &str) -> Result<LoadedManifest, Error> {
+    LoadedManifest::from_text(PathBuf::from(MANIFEST_PATH), text.to_owned())
+}
+
+/// The line, column, message and hint of the error `text` must give.
+fn invalid(text: &str) -> (usize, usize, String, Option<String>) {
+    match parse(text) {
+        Err(Error::Invalid {
+            path,
+            line,
+            column,
+            message,
+            hint,
+        }) => {
+            assert_eq!(path, Path::new(MANIFEST_PATH));
+            assert!(!message.contains('\n'), "multi-line message: {message:?}");
+            (line, column, message, hint)
+        }
+        other => panic!("expected Error::Invalid for {text:?}, got {other:?}"),
+    }
+}
+
+fn ok(text: &str) -> LoadedManifest {
+    parse(text).unwrap_or_else(|e| panic!("{text:?} should load: {e}"))
+}
+
+const MINIMAL: &str = "name = \"app\"\n[closure]\nroots = []\n";
+
+#[test]
+fn minimal_manifest_takes_the_defaults() {
+    let m = ok(MINIMAL);
+    assert_eq!(m.closure_source().unwrap(), ClosureSource::NixStore);
+    assert_eq!(m.output_format().unwrap(), OutputFormat::DockerArchive);
+    assert_eq!(m.compression().unwrap(), Compression::None);
+    assert_eq!(m.layering().unwrap(), Layering::Popularity);
+    assert_eq!(m.max_layers().unwrap(), DEFAULT_MAX_LAYERS);
+    assert_eq!(m.store_dir().unwrap(), "/nix/store");
+    assert_eq!(m.store_root(), Path::new("/"));
+}
+
+#[test]
+fn malformed_toml_is_one_line_at_its_place() {
+    let (line, column, _, hint) = invalid("name = \"app\"\nmax_layers = = 3\n");
+    assert_eq!((line, column), (2, 14));
+    assert_eq!(hint, None);
+
+    let (line, _, _, _) = invalid("name = \"app\"\n[closure\n");
+    assert_eq!(line, 2);
+
+    // An unterminated string at the very end.
+    let (line, _, _, _) = invalid("name = \"app");
+    assert_eq!(line, 1);
+}
+
+#[test]
+fn duplicate_key_names_the_key() {
+    let (line, column, message, _) = invalid("name = \"a\"\nname = \"b\"\n[closure]\n");
+    assert_eq!((line, column), (2, 1));
+    assert!(message.contains("`name`"), "{message}");
+}
+
+#[test]
+fn unknown_top_level_key_points_at_it_with_the_nearest_key() {
+    let (line, column, message, hint) = invalid("name = \"app\"\nmax_layer = 10\n[closure]\n");
+    assert_eq!((line, column), (2, 1));
+    assert!(message.contains("`max_layer`"), "{message}");
+    assert_eq!(hint.as_deref(), Some("did you mean `max_layers`?"));
+}
+
+#[test]
+fn unknown_key_far_from_any_lists_the_valid_ones() {
+    let (_, _, _, hint) = invalid("name = \"app\"\n[closure]\nxyzzy_plugh = 1\n");
+    let hint = hint.unwrap();
+    assert!(
+        hint.contains("`roots`") && hint.contains("`exclude`"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn unknown_nested_key_names_its_table_and_the_nearest_key() {
+    let text = "name = \"app\"\n\n[closure]\nrots = [\"/nix/store/x\"]\n";
+    let (line, column, message, hint) = invalid(text);
+    assert_eq!((line, column), (4, 1));
+    assert!(
+        message.contains("`rots`") && message.contains("[closure]"),
+        "{message}"
+    );
+    assert_eq!(hint.as_deref(), Some("did you mean `roots`?"));
+
+    // The same key written as a dotted key at the top level.
+    let (line, column, _, hint) = invalid("name = \"app\"\nclosure.rots = []\n");
+    assert_eq!((line, column), (2, 9));
+    assert_eq!(hint.as_deref(), Some("did you mean `roots`?"));
+
+    // And inside an inline table.
+    let (line, column, _, hint) =
+        invalid("name = \"app\"\nclosure = { roots = [], exclued = [] }\n");
+    assert_eq!((line, column), (2, 25));
+    assert_eq!(hint.as_deref(), Some("did you mean `exclude`?"));
+}
+
+#[test]
+fn wrong_type_names_the_key_and_the_expected_type() {
+    let (line, column, message, _) = invalid("name = \"app\"\nmax_layers = \"ten\"\n[closure]\n");
+    assert_eq!((line, column), (2, 14));
+    assert!(
+        message.contains("`max_layers`") && message.contains("integer"),
+        "{message}"
+    );
+
+    let (line, column, message, _) =
+        invalid("name = \"app\"\n[closure]\nroots = [\"/nix/store/a\", 7]\n");
+    assert_eq!((line, column), (3, 26));
+    assert!(
+        message.contains("`closure.roots`") && message.contains("string"),
+        "{message}"
+    );
+
+    let (line, _, message, _) = invalid("name = \"app\"\nowner = 3\n[closure]\n");
+    assert_eq!(line, 2);
+    assert!(
+        message.contains("`owner`") && message.contains("table"),
+        "{message}"
+    );
+
+    let (line, _, message, _) = invalid("name = \"app\"\n[owner]\nuid = -1\n[closure]\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("`owner.uid`"), "{message}");
+
+    let (line, _, message, _) = invalid("name = \"app\"\nmax_layers = 99999999999\n[closure]\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("4294967295"), "{message}");
+}
+
+#[test]
+fn missing_required_keys_are_errors() {
+    let (line, column, message, hint) = invalid("tag = \"1\"\n[closure]\nroots = []\n");
+    assert_eq!((line, column), (1, 1));
+    assert!(message.contains("`name`"), "{message}");
+    assert!(hint.is_some());
+
+    let (_, _, message, hint) = invalid("name = \"app\"\n");
+    assert!(message.contains("`closure`"), "{message}");
+    assert!(hint.unwrap().contains("[closure]"));
+}
+
+#[test]
+fn closure_source_forms() {
+    let source = |value: &str| parse(&format!("name = \"a\"\n[closure]\nsource = {value}\n"));
+    let source_error = |value: &str| {
+        let (line, column, message, hint) =
+            invalid(&format!("name = \"a\"\n[closure]\nsource = {value}\n"));
+        assert_eq!((line, column), (3, 10), "{value}: {message}");
+        (message, hint)
+    };
+
+    assert_eq!(
+        source("\"nix-store\"").unwrap().closure_source().unwrap(),
+        ClosureSource::NixStore
+    );
+    for (key, want) in [
+        (
+            "registration",
+            ClosureSource::Registration as fn(PathBuf) -> ClosureSource,
+        ),
+        ("graph", ClosureSource::Graph),
+        ("path_info", ClosureSource::PathInfo),
+        ("dot", ClosureSource::Dot),
+    ] {
+        let m = source(&format!("{{ {key} = \"/data/in\" }}")).unwrap();
+        assert_eq!(m.closure_source().unwrap(), want(PathBuf::from("/data/in")));
+    }
+
+    let (_, hint) = source_error("\"nix_store\"");
+    assert_eq!(hint.as_deref(), Some("did you mean `nix-store`?"));
+    let (_, hint) = source_error("\"graph\"");
+    assert!(hint.unwrap().contains("graph = \"FILE\""));
+    let (_, hint) = source_error("{}");
+    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    let (_, hint) = source_error("{ graph = \"a\", dot = \"b\" }");
+    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    let (_, hint) = source_error("{ graf = \"g.json\" }");
+    assert_eq!(hint.as_deref(), Some("did you mean `graph`?"));
+    let (message, _) = source_error("{ binary_cache = \"https://cache.example\" }");
+    assert!(message.contains("not supported yet"), "{message}");
+    let (_, hint) = source_error("{ graph = \"\" }");
+    assert_eq!(hint, None);
+    // Wrong types are caught while parsing and get the list of forms too.
+    let (_, hint) = source_error("5");
+    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    let (_, hint) = source_error("{ graph = 5 }");
+    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+}
+
+#[test]
+fn relative_paths_resolve_against_the_manifest_directory() {
+    let m = ok("name = \"a\"\n[store]\nroot = \"chroot\"\n[closure]\nsource = { graph = \"in/graph.json\" }\n");
+    assert_eq!(
+        m.closure_source().unwrap(),
+        ClosureSource::Graph(PathBuf::from("/work/app/in/graph.json"))
+    );
+    assert_eq!(m.store_root(), Path::new("/work/app/chroot"));
+
+    let m = ok("name = \"a\"\n[closure]\nsource = { dot = \"../g.dot\" }\n");
+    assert_eq!(
+        m.closure_source().unwrap(),
+        ClosureSource::Dot(PathBuf::from("/work/app/../g.dot"))
+    );
+}
+
+#[test]
+fn store_dir_must_be_absolute() {
+    let m = ok("name = \"a\"\n[store]\ndir = \"/gnu/store/\"\n[closure]\n");
+    assert_eq!(m.store_dir().unwrap(), "/gnu/store");
+    let (line, column, _, _) = invalid("name = \"a\"\n[store]\ndir = \"nix/store\"\n[closure]\n");
+    assert_eq!((line, column), (3, 7));
+    let (line, _, _, _) = invalid("name = \"a\"\n[store]\ndir = \"/\"\n[closure]\n");
+    assert_eq!(line, 3);
+}
+
+#[test]
+fn output_format_and_compression() {
+    let output = |body: &str| format!("name = \"a\"\n[closure]\n[output]\n{body}\n");
+    let m = ok(&output(
+        "format = \"docker-archive\"\ncompression = \"none\"",
+    ));
+    assert_eq!(m.output_format().unwrap(), OutputFormat::DockerArchive);
+    assert_eq!(m.compression().unwrap(), Compression::None);
+
+    for body in [
+        "format = \"oci-layout\"",
+        "format = \"oci-archive\"",
+        "compression = \"gzip\"",
+        "compression = \"zstd\"",
+    ] {
+        let (line, column, message, _) = invalid(&output(body));
+        assert_eq!(line, 4, "{body}");
+        assert_eq!(column, body.find('"').unwrap() + 1, "{body}");
+        assert!(message.contains("not supported yet"), "{message}");
+    }
+    let (line, _, _, hint) = invalid(&output("format = \"oci-layot\""));
+    assert_eq!(line, 4);
+    assert_eq!(hint.as_deref(), Some("did you mean `oci-layout`?"));
+    let (_, _, _, hint) = invalid(&output("compression = \"xz\""));
+    assert!(hint.unwrap().contains("`gzip`"));
+
+    // The names round-trip, for the CLI's `--format` and `--compression`.
+    for f in OutputFormat::ALL {
+        assert_eq!(OutputFormat::from_name(f.name()), Some(f));
+    }
+    for c in Compression::ALL {
+        assert_eq!(Compression::from_name(c.name()), Some(c));
+    }
+}
+
+#[test]
+fn layering_pipeline_or_strategy() {
+    let layering = |body: &str| format!("name = \"a\"\n[closure]\n[layering]\n{body}\n");
+    let m = ok(&layering(
+        "pipeline = [[\"popularity_contest\"], [\"limit_layers\", 99]]",
+    ));
+    let Layering::Pipeline(pipeline) = m.layering().unwrap() else {
+        panic!("expected a pipeline");
+    };
+    assert_eq!(
+        pipeline.get_ref(),
+        &serde_json::json!([["popularity_contest"], ["limit_layers", 99]])
+    );
+    assert_eq!(m.line_col(pipeline.span().start), (4, 12));
+
+    let m = ok(&layering("strategy = \"popularity\""));
+    assert_eq!(m.layering().unwrap(), Layering::Popularity);
+
+    // Both: the error is on the second of the two.
+    let (line, _, _, _) = invalid(&layering("pipeline = []\nstrategy = \"popularity\""));
+    assert_eq!(line, 5);
+    let (line, _, _, _) = invalid(&layering("strategy = \"popularity\"\npipeline = []"));
+    assert_eq!(line, 5);
+
+    let (line, _, message, _) = invalid(&layering("strategy = \"auto\""));
+    assert_eq!(line, 4);
+    assert!(message.contains("not supported yet"), "{message}");
+    let (_, _, _, hint) = invalid(&layering("strategy = \"popularty\""));
+    assert_eq!(hint.as_deref(), Some("did you mean `popularity`?"));
+    let (line, _, _, _) = invalid(&layering("pipeline = \"popularity_contest\""));
+    assert_eq!(line, 4);
+}
+
+#[test]
+fn max_layers_is_at_least_two() {
+    assert_eq!(
+        ok("name = \"a\"\nmax_layers = 2\n[closure]\n")
+            .max_layers()
+            .unwrap(),
+        2
+    );
+    for n in [0, 1] {
+        let (line, column, _, _) = invalid(&format!("name = \"a\"\nmax_layers = {n}\n[closure]\n"));
+        assert_eq!((line, column), (2, 14));
+    }
+}
+
+#[test]
+fn config_keys_are_oci_keys() {
+    let (line, column, message, hint) =
+        invalid("name = \"a\"\n[closure]\n[config]\nCmd = []\nentrypoint = [\"/bin/sh\"]\n");
+    assert_eq!((line, column), (5, 1));
+    assert!(message.contains("`entrypoint`"), "{message}");
+    assert_eq!(hint.as_deref(), Some("did you mean `Entrypoint`?"));
+}
+
+#[test]
+fn the_first_problem_in_the_file_is_reported() {
+    let text = "name = \"a\"\nmax_layers = 1\n[closure]\n[output]\nformat = \"oci-layout\"\n";
+    assert_eq!(invalid(text).0, 2);
+}
+
+/// Every key of SPEC §1 that the typed manifest has.
+const FULL: &str = r#"
+name = "registry.example.com/team/hello"
+tag = "1.0"
+architecture = "amd64"
+os = "linux"
+variant = "v7"
+created = "1970-01-01T00:00:01Z"
+mtime = "1970-01-01T00:00:01Z"
+max_layers = 100
+
+[store]
+dir = "/nix/store"
+root = "/"
+
+[closure]
+roots = ["/nix/store/00000000000000000000000000000000-hello-2.12.1"]
+source = "nix-store"
+exclude = ["/nix/store/11111111111111111111111111111111-doc"]
+
+[config]
+Entrypoint = ["/nix/store/00000000000000000000000000000000-hello-2.12.1/bin/hello"]
+Cmd = []
+Env = ["LANG=C.UTF-8"]
+WorkingDir = "/"
+User = "1000:1000"
+ExposedPorts = { "8080/tcp" = {} }
+Volumes = { "/data" = {} }
+Labels = { "org.opencontainers.image.source" = "https://example.org/hello" }
+StopSignal = "SIGTERM"
+
+[owner]
+uid = 0
+gid = 0
+uname = "root"
+gname = "root"
+
+[layering]
+pipeline = [["popularity_contest"], ["limit_layers", 99]]
+
+[output]
+format = "docker-archive"
+compression = "none"
+level = 6
+"#;
+
+#[test]
+fn full_manifest_loads_every_key() {
+    let m = ok(FULL);
+    let t = &m.manifest;
+    assert_eq!(t.name.get_ref(), "registry.example.com/team/hello");
+    assert_eq!(t.tag.as_ref().unwrap().get_ref(), "1.0");
+    assert_eq!(t.architecture.as_ref().unwrap().get_ref(), "amd64");
+    assert_eq!(t.os.as_ref().unwrap().get_ref(), "linux");
+    assert_eq!(t.variant.as_ref().unwrap().get_ref(), "v7");
+    assert_eq!(
+        t.created.as_ref().unwrap().get_ref(),
+        "1970-01-01T00:00:01Z"
+    );
+    assert_eq!(t.mtime.as_ref().unwrap().get_ref(), "1970-01-01T00:00:01Z");
+    assert_eq!(m.max_layers().unwrap(), 100);
+    assert_eq!(m.store_dir().unwrap(), "/nix/store");
+    assert_eq!(m.store_root(), Path::new("/"));
+    assert_eq!(t.closure.roots.len(), 1);
+    assert_eq!(t.closure.exclude.len(), 1);
+    assert_eq!(m.closure_source().unwrap(), ClosureSource::NixStore);
+    assert_eq!(t.config.len(), 9);
+    assert_eq!(
+        t.config["ExposedPorts"],
+        serde_json::json!({ "8080/tcp": {} })
+    );
+    assert_eq!(t.owner.uid, Some(0));
+    assert_eq!(t.owner.gname.as_deref(), Some("root"));
+    assert!(matches!(m.layering().unwrap(), Layering::Pipeline(_)));
+    assert_eq!(m.output_format().unwrap(), OutputFormat::DockerArchive);
+    assert_eq!(m.compression().unwrap(), Compression::None);
+    assert_eq!(t.output.level.as_ref().map(|l| *l.get_ref()), Some(6));
+
+    // Spans survive for later checks: `tag` is on line 3, its value at column 7.
+    let tag = t.tag.as_ref().unwrap();
+    assert_eq!(m.line_col(tag.span().start), (3, 7));
+    let Error::Invalid {
+        line, column, hint, ..
+    } = m.error_at(tag.span(), "bad tag".to_owned(), Some("fix it".to_owned()))
+    else {
+        panic!("error_at gives Error::Invalid");
+    };
+    assert_eq!((line, column, hint.as_deref()), (3, 7, Some("fix it")));
+    // Any span is accepted.
+    assert!(matches!(
+        m.error_at(usize::MAX..usize::MAX, String::new(), None),
+        Error::Invalid { .. }
+    ));
+}
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.toml");
+
+    let err = LoadedManifest::load(&path).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+
+    std::fs::write(
+        &path,
+        "name = \"a\"\n[closure]\nsource = { graph = \"g.json\" }\n",
+    )
+    .unwrap();
+    let m = LoadedManifest::load(&path).unwrap();
+    assert_eq!(m.path, path);
+    assert_eq!(
+        m.closure_source().unwrap(),
+        ClosureSource::Graph(dir.path().join("g.json"))
+    );
+
+    std::fs::write(&path, b"name = \"a\"\n# \xff\n").unwrap();
+    let Err(Error::Invalid {
+        path: p,
+        line,
+        column,
+        ..
+    }) = LoadedManifest::load(&path)
+    else {
+        panic!("invalid UTF-8 is Error::Invalid");
+    };
+    assert_eq!((p, line, column), (path, 2, 3));
+}
+
+proptest! {
+    #[test]
+    fn any_text_loads_or_fails_cleanly(text in "\\PC{0,200}") {
+        check_no_panic(&text);
+    }
+
+    #[test]
+    fn any_toml_like_text_loads_or_fails_cleanly(
+        text in "([a-z_.\\[\\]{}=\"', 0-9\\n-]|name|closure|roots|source|graph|config){0,80}"
+    ) {
+        check_no_panic(&text);
+    }
+
+    #[test]
+    fn a_mangled_full_manifest_loads_or_fails_cleanly(
+        at in 0usize..FULL.len(),
+        len in 0usize..12,
+        insert in "\\PC{0,6}",
+    ) {
+        let mut text = FULL.as_bytes().to_vec();
+        let end = (at + len).min(text.len());
+        text.splice(at..end, insert.bytes());
+        check_no_panic(&String::from_utf8_lossy(&text));
+    }
+}
+
+fn check_no_panic(text: &str) {
+    if let Err(err) = parse(text) {
+        let Error::Invalid {
+            line,
+            column,
+            message,
+            ..
+        } = err
+        else {
+            panic!("parsing text gives only Error::Invalid, got {err:?}");
+        };
+        assert!(line >= 1 && column >= 1);
+        assert!(
+            line <= text.lines().count().max(1) + 1,
+            "line {line} in {text:?}"
+        );
+        assert!(
+            !message.is_empty() && !message.contains('\n'),
+            "{message:?}"
+        );
+    }
+}
