@@ -78,12 +78,18 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     let (summary, dest) = match &command.output {
         Some(path) => {
             let out = OutputFile::create(path).map_err(|e| {
-                io::Error::new(e.kind(), format!("failed to create `{}`: {e}", path.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("failed to create `{}`: {e}", path.display()),
+                )
             })?;
             let (out, summary) =
                 build::write_docker_archive(&command.settings, &image, out, &NoReporter)?;
             out.commit().map_err(|e| {
-                io::Error::new(e.kind(), format!("failed to write `{}`: {e}", path.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("failed to write `{}`: {e}", path.display()),
+                )
             })?;
             (summary, path.display().to_string())
         }

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use crate::build::BuildSettings;
-use crate::closure::StoreLocation;
+use crate::closure::{Source, StoreLocation};
 use crate::image::ConfigSpec;
 use crate::layer::Owner;
-use crate::manifest::{Error, LoadedManifest};
+use crate::manifest::{ClosureSource, Error, Layering, LoadedManifest};
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
 
@@ -48,23 +48,6 @@ pub struct BuildCommand {
 /// nixpkgs' default for both timestamps: one second after the epoch, so
 /// tools that treat 0 as "unset" still show a date.
 const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
-
-/// The OCI image-config keys (plus Docker's extensions) `[config]` may hold.
-const CONFIG_KEYS: &[&str] = &[
-    "ArgsEscaped",
-    "Cmd",
-    "Entrypoint",
-    "Env",
-    "ExposedPorts",
-    "Healthcheck",
-    "Labels",
-    "OnBuild",
-    "Shell",
-    "StopSignal",
-    "User",
-    "Volumes",
-    "WorkingDir",
-];
 
 /// The host's architecture in GOARCH spelling, as image configs use.
 fn host_architecture() -> &'static str {
@@ -157,19 +140,25 @@ pub fn resolve_build(
         }
     };
     let mtime = u64::try_from(mtime_ts.as_second()).map_err(|_| {
-        let span = m.mtime.as_ref().or(m.created.as_ref()).map_or(0..0, toml::Spanned::span);
-        loaded.error_at(span, format!("`{mtime_ts}` is before 1970: tar file times cannot be negative"), None)
+        let span = m
+            .mtime
+            .as_ref()
+            .or(m.created.as_ref())
+            .map_or(0..0, toml::Spanned::span);
+        loaded.error_at(
+            span,
+            format!("`{mtime_ts}` is before 1970: tar file times cannot be negative"),
+            None,
+        )
     })?;
 
-    let max_layers = m.max_layers.as_ref().map_or(100, |v| *v.get_ref());
+    let max_layers = loaded.max_layers()?;
     let store_dir = match &m.store.dir {
-        Some(d) => StoreDir::new(d.get_ref()).map_err(|e| loaded.error_at(d.span(), e.to_string(), None))?,
+        Some(d) => StoreDir::new(loaded.store_dir()?)
+            .map_err(|e| loaded.error_at(d.span(), e.to_string(), None))?,
         None => StoreDir::default(),
     };
-    let store_root = match &m.store.root {
-        Some(r) => loaded.resolve(r.get_ref()),
-        None => PathBuf::from("/"),
-    };
+    let store_root = loaded.store_root();
     let parse_paths = |list: &[toml::Spanned<String>]| {
         list.iter()
             .map(|p| {
@@ -185,34 +174,28 @@ pub fn resolve_build(
     };
     let roots = parse_paths(&m.closure.roots)?;
     let exclude = parse_paths(&m.closure.exclude)?;
-    let source = loaded.closure_source()?;
-
-    let pipeline = match &m.layering.pipeline {
-        Some(p) => Pipeline::parse(p.get_ref()).map_err(|e| loaded.error_at(p.span(), e.to_string(), None))?,
-        None => {
-            // SPEC §3: the budget leaves one layer for the customisation layer.
-            let budget = max_layers.saturating_sub(1);
-            if budget < 1 {
-                let span = m.max_layers.as_ref().map_or(0..0, toml::Spanned::span);
-                return Err(loaded.error_at(span, format!("`max_layers = {max_layers}` leaves no layer for store paths"), Some("use at least 2".to_owned())));
-            }
-            Pipeline::popularity(budget as usize)
-        }
+    let source = match loaded.closure_source()? {
+        ClosureSource::Registration(p) => Source::Registration(p),
+        ClosureSource::Graph(p) => Source::Graph(p),
+        ClosureSource::PathInfo(p) => Source::PathInfo(p),
+        ClosureSource::Dot(p) => Source::Dot(p),
+        _ => Source::NixStore,
     };
 
-    let mut config = serde_json::Map::new();
-    for (key, value) in &m.config {
-        if !CONFIG_KEYS.contains(&key.as_str()) {
-            let nearest = CONFIG_KEYS.iter().min_by_key(|k| edit_distance(k, key)).copied();
-            let span = config_key_span(loaded, key);
-            return Err(loaded.error_at(
-                span,
-                format!("unknown key `{key}` in `[config]`"),
-                nearest.map(|n| format!("did you mean `{n}`? `[config]` takes the OCI image config keys")),
-            ));
+    let pipeline = match loaded.layering()? {
+        Layering::Pipeline(p) => Pipeline::parse(p.get_ref())
+            .map_err(|e| loaded.error_at(p.span(), e.to_string(), None))?,
+        _ => {
+            // SPEC §3: the budget leaves one layer for the customisation layer;
+            // `max_layers()` guarantees at least 2.
+            Pipeline::popularity(max_layers.saturating_sub(1) as usize)
         }
-        config.insert(key.clone(), value.clone());
-    }
+    };
+    let config: serde_json::Map<String, serde_json::Value> = m
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
 
     let owner = Owner {
         uid: m.owner.uid.unwrap_or(0),
@@ -230,7 +213,10 @@ pub fn resolve_build(
                 .architecture
                 .as_ref()
                 .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
-            os: m.os.as_ref().map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
+            os: m
+                .os
+                .as_ref()
+                .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
             variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
             config,
         },
@@ -265,19 +251,12 @@ fn parse_time(
         loaded.error_at(
             value.span(),
             format!("`{text}` is not an RFC 3339 time"),
-            Some("write e.g. `1970-01-01T00:00:01Z`, `2024-05-01T12:00:00+02:00` or `now`".to_owned()),
+            Some(
+                "write e.g. `1970-01-01T00:00:01Z`, `2024-05-01T12:00:00+02:00` or `now`"
+                    .to_owned(),
+            ),
         )
     })
-}
-
-/// Where `[config]`'s `key` is written, for error messages.
-fn config_key_span(loaded: &LoadedManifest, key: &str) -> std::ops::Range<usize> {
-    // `[config]` is a plain map without spans; find the key after its header.
-    let text = &loaded.text;
-    let start = text.find("[config]").unwrap_or(0);
-    text[start..]
-        .find(key)
-        .map_or(0..0, |i| start + i..start + i + key.len())
 }
 
 /// `NAME[:TAG]`; a colon inside the registry host (`host:5000/x`) is not a tag.
@@ -304,13 +283,20 @@ fn invalid_name(name: &str) -> Option<&'static str> {
     if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
         let host = parts.remove(0);
         let (h, port) = host.split_once(':').unwrap_or((host, ""));
-        if h.is_empty() || !h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-') || !port.bytes().all(|c| c.is_ascii_digit()) {
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+            || !port.bytes().all(|c| c.is_ascii_digit())
+        {
             return Some("its registry host is malformed");
         }
     }
     for part in parts {
         let ok = !part.is_empty()
-            && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c))
+            && part
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c))
             && part.as_bytes()[0].is_ascii_alphanumeric()
             && part.as_bytes()[part.len() - 1].is_ascii_alphanumeric();
         if !ok {
@@ -323,24 +309,10 @@ fn invalid_name(name: &str) -> Option<&'static str> {
 fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= 128
-        && tag.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+        && tag
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
         && !tag.starts_with(['.', '-'])
-}
-
-/// Levenshtein distance, for "did you mean" hints on a dozen keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -351,7 +323,10 @@ mod tests {
     fn references_split_at_the_tag_colon_only() {
         assert_eq!(split_reference("a/b:1"), ("a/b".into(), Some("1".into())));
         assert_eq!(split_reference("host:5000/b"), ("host:5000/b".into(), None));
-        assert_eq!(split_reference("host:5000/b:t"), ("host:5000/b".into(), Some("t".into())));
+        assert_eq!(
+            split_reference("host:5000/b:t"),
+            ("host:5000/b".into(), Some("t".into()))
+        );
     }
 
     #[test]
@@ -365,12 +340,5 @@ mod tests {
         assert!(valid_tag("1.0_rc-1"));
         assert!(!valid_tag(".x"));
         assert!(!valid_tag("a:b"));
-    }
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("Entrypoint", "Entrypoint"), 0);
-        assert_eq!(edit_distance("Entrypiont", "Entrypoint"), 2);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -73,7 +73,11 @@ pub fn config_json(spec: &ConfigSpec, layers: &[LayerRecord]) -> Vec<u8> {
 
 /// The docker-archive `manifest.json`: one image with its tags and layer members.
 #[must_use]
-pub fn docker_manifest_json(config_member: &str, repo_tags: &[String], layer_members: &[String]) -> Vec<u8> {
+pub fn docker_manifest_json(
+    config_member: &str,
+    repo_tags: &[String],
+    layer_members: &[String],
+) -> Vec<u8> {
     canonical_json(&json!([{
         "Config": config_member,
         "RepoTags": repo_tags,
@@ -95,7 +99,10 @@ pub fn merge_env(base: &[String], own: &[String]) -> Vec<String> {
         }
         values.insert(k, entry.clone());
     }
-    order.into_iter().filter_map(|k| values.remove(&k)).collect()
+    order
+        .into_iter()
+        .filter_map(|k| values.remove(&k))
+        .collect()
 }
 
 #[cfg(test)]
@@ -104,7 +111,8 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
-        let v: Value = serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":1,"x":2}],"c":"é"}}"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":1,"x":2}],"c":"é"}}"#).unwrap();
         assert_eq!(
             String::from_utf8(canonical_json(&v)).unwrap(),
             r#"{"a":{"c":"é","z":[{"x":2,"y":1}]},"b":1}"#
@@ -121,13 +129,22 @@ mod tests {
             config: serde_json::from_str(r#"{"Cmd":["/bin/sh"]}"#).unwrap(),
         };
         let layers = [
-            LayerRecord { diff_id: Digest::of(b"a"), comment: store_layer_comment(&["/nix/store/a"]) },
-            LayerRecord { diff_id: Digest::of(b"b"), comment: "b".into() },
+            LayerRecord {
+                diff_id: Digest::of(b"a"),
+                comment: store_layer_comment(&["/nix/store/a"]),
+            },
+            LayerRecord {
+                diff_id: Digest::of(b"b"),
+                comment: "b".into(),
+            },
         ];
         let doc: Value = serde_json::from_slice(&config_json(&spec, &layers)).unwrap();
         assert_eq!(doc["rootfs"]["diff_ids"][0], Digest::of(b"a").prefixed());
         assert_eq!(doc["rootfs"]["diff_ids"][1], Digest::of(b"b").prefixed());
-        assert_eq!(doc["history"][0]["comment"], "store paths: ['/nix/store/a']");
+        assert_eq!(
+            doc["history"][0]["comment"],
+            "store paths: ['/nix/store/a']"
+        );
         assert_eq!(doc["config"]["Cmd"][0], "/bin/sh");
         assert!(doc.get("variant").is_none());
     }
@@ -136,6 +153,9 @@ mod tests {
     fn env_merges_by_name_first_position_last_value() {
         let base = ["PATH=/bin".to_owned(), "A=1".to_owned(), "LANG".to_owned()];
         let own = ["B=2".to_owned(), "PATH=/usr/bin".to_owned()];
-        assert_eq!(merge_env(&base, &own), ["PATH=/usr/bin", "A=1", "LANG", "B=2"]);
+        assert_eq!(
+            merge_env(&base, &own),
+            ["PATH=/usr/bin", "A=1", "LANG", "B=2"]
+        );
     }
 }

@@ -235,14 +235,6 @@ impl LoadedManifest {
         diagnose::line_col(&self.text, offset)
     }
 
-    /// `closure.source` resolved.
-    ///
-    /// # Errors
-    /// On a source form that is not valid.
-    pub fn closure_source(&self) -> Result<crate::closure::Source, Error> {
-        todo!()
-    }
-
     /// A path from the manifest, relative to the manifest's directory.
     #[must_use]
     pub fn resolve(&self, path: &Path) -> PathBuf {

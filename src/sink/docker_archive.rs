@@ -90,7 +90,11 @@ impl<W: Write> DockerArchiveWriter<W> {
     ///
     /// # Errors
     /// When writing fails.
-    pub fn finish(mut self, config: &[u8], repo_tags: &[String]) -> io::Result<(W, ArchiveSummary)> {
+    pub fn finish(
+        mut self,
+        config: &[u8],
+        repo_tags: &[String],
+    ) -> io::Result<(W, ArchiveSummary)> {
         let config_digest = Digest::of(config);
         let config_member = format!("{}.json", config_digest.hex());
         let header = self.member_header(&config_member, config.len() as u64);

@@ -49,7 +49,10 @@ impl OutputFile {
     /// # Errors
     /// When flushing, syncing or renaming fails; the temporary file is then removed.
     pub fn commit(self) -> io::Result<File> {
-        let temp = self.writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+        let temp = self
+            .writer
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
         temp.as_file().sync_all()?;
         // Temp files are created 0600; an image is not secret, so give it
         // the mode an ordinary new file gets (0644 under the usual umask).

@@ -44,7 +44,10 @@ fn docker_ready() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok || !util::under_ci(), "the docker daemon is required under CI");
+    assert!(
+        ok || !util::under_ci(),
+        "the docker daemon is required under CI"
+    );
     if !ok {
         eprintln!("skipped: no docker daemon");
     }
@@ -52,7 +55,10 @@ fn docker_ready() -> bool {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run docker");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
     assert!(
         out.status.success(),
         "docker {args:?} failed:\n{}",
@@ -69,7 +75,9 @@ fn docker_run(image: &str) -> String {
 
 #[test]
 fn image_from_a_real_closure_loads_and_runs_in_docker() {
-    let Some(hello) = util::nix_fixture("hello") else { return };
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
     if !docker_ready() {
         return;
     }
@@ -78,9 +86,19 @@ fn image_from_a_real_closure_loads_and_runs_in_docker() {
 
     // -o FILE, then `docker load -i`.
     let archive = tmp.path().join("hello.tar");
-    let out = run(nixlayer().arg("build").arg(&manifest).arg("-o").arg(&archive), 0);
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("nixlayer-test/hello:it"), "summary line: {stderr}");
+    assert!(
+        stderr.contains("nixlayer-test/hello:it"),
+        "summary line: {stderr}"
+    );
     let loaded = docker(&["load", "-i", archive.to_str().unwrap()]);
     assert!(loaded.contains("nixlayer-test/hello:it"), "{loaded}");
     assert_eq!(
@@ -102,7 +120,11 @@ fn image_from_a_real_closure_loads_and_runs_in_docker() {
         .output()
         .unwrap();
     assert!(build.wait().unwrap().success());
-    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
     assert_eq!(
         docker_run("nixlayer-test/streamed:s1"),
         "hello from nixlayer\nargs: from docker\n"
@@ -111,18 +133,29 @@ fn image_from_a_real_closure_loads_and_runs_in_docker() {
 
 #[test]
 fn stream_and_file_give_the_same_bytes() {
-    let Some(hello) = util::nix_fixture("hello") else { return };
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
     let tmp = util::temp_dir();
     let manifest = hello_manifest(tmp.path(), &hello, "");
     let archive = tmp.path().join("a.tar");
-    run(nixlayer().arg("build").arg(&manifest).arg("-o").arg(&archive), 0);
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
     let streamed = run(nixlayer().arg("build").arg(&manifest).arg("--stream"), 0).stdout;
     assert_eq!(std::fs::read(&archive).unwrap(), streamed);
 }
 
 #[test]
 fn same_manifest_same_bytes_under_another_umask_tz_locale_and_cwd() {
-    let Some(hello) = util::nix_fixture("hello") else { return };
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
     let tmp = util::temp_dir();
     let manifest = hello_manifest(tmp.path(), &hello, "");
     let first = run(nixlayer().arg("build").arg(&manifest).arg("--stream"), 0).stdout;
@@ -166,7 +199,11 @@ fn example_manifest_builds_without_nix_and_is_pinned() {
     );
     let bytes = std::fs::read(&out).unwrap();
     let digest = nixlayer::layer::Digest::of(&bytes);
-    assert_eq!(digest.hex(), EXAMPLE_ARCHIVE_SHA256, "the example archive changed");
+    assert_eq!(
+        digest.hex(),
+        EXAMPLE_ARCHIVE_SHA256,
+        "the example archive changed"
+    );
 }
 
 const EXAMPLE_ARCHIVE_SHA256: &str = "unknown";

@@ -16,13 +16,20 @@ fn fails(manifest_text: &str, files: &[(&str, &str)], names: &str) -> String {
     let manifest = util::write(tmp.path(), "image.toml", manifest_text);
     let out_file = tmp.path().join("out.tar");
     let out = run(
-        nixlayer().arg("build").arg(&manifest).arg("-o").arg(&out_file),
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(&out_file),
         1,
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
     let first = stderr.lines().next().unwrap_or_default();
     assert!(first.starts_with("error: "), "{stderr}");
-    assert!(first.contains(names), "first line should name `{names}`:\n{stderr}");
+    assert!(
+        first.contains(names),
+        "first line should name `{names}`:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_no_output(tmp.path());
     stderr
@@ -32,13 +39,21 @@ fn assert_no_output(dir: &Path) {
     let left: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "image.toml" && !n.ends_with(".json") && !n.ends_with(".dot") && n != "registration")
+        .filter(|n| {
+            n != "image.toml"
+                && !n.ends_with(".json")
+                && !n.ends_with(".dot")
+                && n != "registration"
+        })
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 fn example_store() -> String {
-    util::repo().join("fixtures/example/store").display().to_string()
+    util::repo()
+        .join("fixtures/example/store")
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -90,7 +105,8 @@ fn missing_root() {
 
 #[test]
 fn truncated_registration() {
-    let text = format!("{ROOT}\nsha256:07b0p1qqlmyqx1acywki7b9icw1bav9s6iphl2sb88pivz3jf4bs\n1280\n\n2\n");
+    let text =
+        format!("{ROOT}\nsha256:07b0p1qqlmyqx1acywki7b9icw1bav9s6iphl2sb88pivz3jf4bs\n1280\n\n2\n");
     fails(
         &format!(
             "name = \"x\"\n[store]\nroot = \"{}\"\n[closure]\nroots = [\"{ROOT}\"]\nsource = {{ registration = \"registration\" }}\n",

@@ -24,7 +24,10 @@ pub fn require_tool(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(!under_ci(), "`{tool}` is required under CI but was not found");
+        assert!(
+            !under_ci(),
+            "`{tool}` is required under CI but was not found"
+        );
         eprintln!("skipped: `{tool}` not found");
     }
     found
@@ -32,7 +35,8 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// The NIX_CONFIG every Nix call of the tests uses: single-user, no sandbox,
 /// no substituters (the machines reach no binary cache).
-pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command";
+pub const NIX_CONFIG: &str =
+    "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command";
 
 static NIX_BUILD: Mutex<()> = Mutex::new(());
 
@@ -44,7 +48,9 @@ pub fn nix_fixture(attr: &str) -> Option<PathBuf> {
     if !require_tool("nix-build") {
         return None;
     }
-    let _guard = NIX_BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = NIX_BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let link = repo().join("target/nix-fixtures").join(attr);
     std::fs::create_dir_all(link.parent().unwrap()).unwrap();
     let out = Command::new("nix-build")
