@@ -34,13 +34,13 @@ const BATCH: usize = 1000;
 #[non_exhaustive]
 pub enum NixStoreError {
     /// `nix-store` is not on `PATH`: Nix is not installed, or not in this environment.
-    #[error("`nix-store` was not found on PATH; install Nix, or read the closure from a file (`closure.source = {{ graph = \"…\" }}`, `registration`, `path_info` or `dot`)")]
+    #[error("`nix-store` was not found on PATH")]
     NotFound,
     /// It could not be started for another reason.
     #[error("`nix-store` could not be started")]
     Spawn(#[source] std::io::Error),
     /// It ran and failed.
-    #[error("it exited with {status}: {stderr}")]
+    #[error("`nix-store` failed ({status}): {stderr}")]
     Failed {
         /// Its exit status.
         status: ExitStatus,
@@ -56,6 +56,27 @@ pub enum NixStoreError {
     /// It printed something that is not UTF-8 text.
     #[error("it printed output that is not UTF-8 text")]
     NotUtf8,
+}
+
+impl NixStoreError {
+    /// What the user can do about it, for the CLI's `hint:` line.
+    #[must_use]
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::NotFound => Some(
+                "install Nix, or read the closure from a file: `closure.source = { graph = \"…\" }` \
+                 (or `registration`, `path_info`, `dot`)",
+            ),
+            Self::InvalidRoots(_) => Some(
+                "build or substitute the roots first (`nix-build`, `nix-store --realise`), \
+                 or check `store.root` and `store.dir`",
+            ),
+            Self::NoDatabase(_) => {
+                Some("`store.root` must be the root of a store, e.g. one made by `nix copy --to local?root=…`")
+            }
+            Self::Spawn(_) | Self::Failed { .. } | Self::NotUtf8 => None,
+        }
+    }
 }
 
 fn list(paths: &[String]) -> String {
@@ -246,6 +267,7 @@ mod tests {
         let program = OsStr::new("nixlayer-test-no-such-program");
         let err = read_with(program, &store(), &[sp('a', "a")]).unwrap_err();
         assert!(matches!(cause(&err), NixStoreError::NotFound), "{err:?}");
+        assert!(cause(&err).hint().is_some_and(|h| h.contains("graph")));
         let Error::NixStore { command, .. } = &err else {
             unreachable!()
         };
