@@ -203,9 +203,8 @@ impl ClosureGraph {
             info.references.sort();
             info.references.dedup();
         }
-        // Equal paths end up adjacent; `sort_by` is stable, so which copy
-        // survives does not depend on anything but the input order, and
-        // identical copies make that moot anyway.
+        // Sorting puts the entries of one path side by side, so each is
+        // compared with the one kept before it.
         paths.sort_by(|a, b| a.path.cmp(&b.path));
         let mut merged: Vec<PathInfo> = Vec::with_capacity(paths.len());
         for info in paths {
