@@ -2,12 +2,34 @@
 //!
 //! Every source (SPEC §2) yields the same type: the store paths of a closure
 //! with their NAR hash, NAR size and references. The graph is sorted by
-//! path, references are sorted and deduplicated, and every reference is a
-//! node of the graph (a dangling reference is an error naming its input).
+//! path, references are sorted and deduplicated, every reference is a node
+//! of the graph (a dangling reference is an error naming its input), and
+//! references form no cycle other than a path referring to itself.
+//!
+//! One submodule per format turns its input into a list of [`PathInfo`];
+//! [`ClosureGraph::new`] checks the invariants above and [`read_closure`]
+//! then keeps the closure of the roots:
+//!
+//! - [`Source::NixStore`]: `nix_store` runs `nix-store` and parses `--dump-db`;
+//! - [`Source::Registration`]: `registration` (closureInfo, `--dump-db`);
+//! - [`Source::Graph`]: `graph_json` (exportReferencesGraph, structured attrs);
+//! - [`Source::PathInfo`]: `path_info` (`nix path-info --json --recursive`);
+//! - [`Source::Dot`]: `dot` (`nix-store --query --graph`), sized by [`nar`].
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::nix::{NarHash, StoreDir, StorePath};
+
+mod dot;
+mod graph_json;
+mod json;
+pub mod nar;
+mod nix_store;
+mod path_info;
+mod registration;
+
+pub use nix_store::NixStoreError;
 
 /// One store path of a closure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,22 +125,234 @@ pub enum Error {
         /// The input.
         input: String,
     },
+    /// One path is listed twice with different hashes, sizes or references.
+    #[error(
+        "`{path}` is listed more than once in {input}, with different hashes, sizes or references"
+    )]
+    ConflictingEntries {
+        /// The path listed twice.
+        path: StorePath,
+        /// The input.
+        input: String,
+    },
+    /// References form a cycle through more than one path, which no Nix
+    /// store can hold: the input is corrupt or was edited by hand.
+    #[error("reference cycle in {input}: {}", Cycle(cycle))]
+    ReferenceCycle {
+        /// The paths of the cycle, each referencing the next, the last referencing the first.
+        cycle: Vec<StorePath>,
+        /// The input.
+        input: String,
+    },
+    /// The NAR size of a path could not be computed from disk (DOT files carry no sizes).
+    #[error("failed to compute the NAR size of `{path}` from `{}`", disk_path.display())]
+    NarSize {
+        /// The store path.
+        path: StorePath,
+        /// Where it was read on this machine.
+        disk_path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Running `nix-store` failed.
     #[error("`{command}` failed")]
     NixStore {
         /// The command line.
         command: String,
-        /// What it printed or why it did not run.
+        /// What it printed or why it did not run, usually a [`NixStoreError`].
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
+/// Displays a cycle as `a` → `b` → `a`.
+struct Cycle<'a>(&'a [StorePath]);
+
+impl fmt::Display for Cycle<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in self.0 {
+            write!(f, "`{p}` → ")?;
+        }
+        match self.0.first() {
+            Some(first) => write!(f, "`{first}`"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How errors name a graph built by [`ClosureGraph::new`].
+const GIVEN_PATHS: &str = "the given paths";
+
 impl ClosureGraph {
+    /// Builds a graph from path entries in any order: sorts paths and
+    /// references, merges entries listed twice when they are identical.
+    ///
+    /// # Errors
+    /// [`Error::ConflictingEntries`] when one path has two different entries,
+    /// [`Error::DanglingReference`] when a reference is not an entry,
+    /// [`Error::ReferenceCycle`] when references form a cycle other than a
+    /// self-reference.
+    pub fn new(paths: Vec<PathInfo>) -> Result<Self, Error> {
+        Self::from_input(paths, GIVEN_PATHS)
+    }
+
+    /// [`ClosureGraph::new`], naming `input` in errors.
+    fn from_input(mut paths: Vec<PathInfo>, input: &str) -> Result<Self, Error> {
+        for info in &mut paths {
+            info.references.sort();
+            info.references.dedup();
+        }
+        // Sorting puts the entries of one path side by side, so each is
+        // compared with the one kept before it.
+        paths.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut merged: Vec<PathInfo> = Vec::with_capacity(paths.len());
+        for info in paths {
+            match merged.last() {
+                Some(last) if last.path == info.path => {
+                    if *last != info {
+                        return Err(Error::ConflictingEntries {
+                            path: info.path,
+                            input: input.to_owned(),
+                        });
+                    }
+                }
+                _ => merged.push(info),
+            }
+        }
+        let graph = Self { paths: merged };
+        graph.check_references(input)?;
+        graph.check_acyclic(input)?;
+        Ok(graph)
+    }
+
+    fn index_of(&self, path: &StorePath) -> Option<usize> {
+        self.paths.binary_search_by(|p| p.path.cmp(path)).ok()
+    }
+
+    fn check_references(&self, input: &str) -> Result<(), Error> {
+        for info in &self.paths {
+            if let Some(missing) = info.references.iter().find(|r| self.index_of(r).is_none()) {
+                return Err(Error::DanglingReference {
+                    referrer: info.path.clone(),
+                    reference: missing.to_string(),
+                    input: input.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Depth-first search with an explicit stack, so a long chain of
+    /// references cannot overflow the call stack.
+    fn check_acyclic(&self, input: &str) -> Result<(), Error> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let edges = self.edge_indices();
+        let mut mark = vec![Mark::New; self.paths.len()];
+        // (node, how many of its edges were followed)
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for start in 0..self.paths.len() {
+            if mark[start] != Mark::New {
+                continue;
+            }
+            mark[start] = Mark::Open;
+            stack.push((start, 0));
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                let Some(&target) = edges[node].get(*next) else {
+                    mark[node] = Mark::Done;
+                    stack.pop();
+                    continue;
+                };
+                *next += 1;
+                if target == node {
+                    continue; // self-references are normal in Nix
+                }
+                match mark[target] {
+                    Mark::New => {
+                        mark[target] = Mark::Open;
+                        stack.push((target, 0));
+                    }
+                    Mark::Open => {
+                        let from = stack.iter().position(|&(n, _)| n == target).unwrap_or(0);
+                        let cycle = stack[from..]
+                            .iter()
+                            .map(|&(n, _)| self.paths[n].path.clone())
+                            .collect();
+                        return Err(Error::ReferenceCycle {
+                            cycle,
+                            input: input.to_owned(),
+                        });
+                    }
+                    Mark::Done => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The references of each path as indices into `paths`; only called
+    /// once every reference is known to be a node.
+    fn edge_indices(&self) -> Vec<Vec<usize>> {
+        self.paths
+            .iter()
+            .map(|info| {
+                info.references
+                    .iter()
+                    .filter_map(|r| self.index_of(r))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The sub-graph of the paths reachable from `roots`, roots included.
+    ///
+    /// # Errors
+    /// [`Error::MissingRoot`] when a root is not in the graph.
+    pub fn closure_of(&self, roots: &[StorePath]) -> Result<Self, Error> {
+        self.closure_in(roots, "the graph")
+    }
+
+    fn closure_in(&self, roots: &[StorePath], input: &str) -> Result<Self, Error> {
+        let edges = self.edge_indices();
+        let mut keep = vec![false; self.paths.len()];
+        let mut todo = Vec::with_capacity(roots.len());
+        for root in roots {
+            let i = self.index_of(root).ok_or_else(|| Error::MissingRoot {
+                root: root.clone(),
+                input: input.to_owned(),
+            })?;
+            todo.push(i);
+        }
+        while let Some(i) = todo.pop() {
+            if !std::mem::replace(&mut keep[i], true) {
+                todo.extend(edges[i].iter().copied().filter(|&j| !keep[j]));
+            }
+        }
+        let paths = self
+            .paths
+            .iter()
+            .zip(keep)
+            .filter(|&(_, k)| k)
+            .map(|(info, _)| info.clone())
+            .collect();
+        Ok(Self { paths })
+    }
+
     /// The store paths, sorted.
     #[must_use]
     pub fn paths(&self) -> &[PathInfo] {
         &self.paths
+    }
+
+    /// The entries, sorted by path.
+    #[must_use]
+    pub fn into_paths(self) -> Vec<PathInfo> {
+        self.paths
     }
 
     /// The entry for `path`.
@@ -144,15 +378,193 @@ impl ClosureGraph {
 }
 
 /// Reads the closure of `roots` from `source`. With an empty `roots`, a
-/// file source gives its whole graph.
+/// file source gives its whole graph and [`Source::NixStore`] an empty one.
 ///
 /// # Errors
-/// When the source cannot be read, is malformed, or lacks a root or a reference.
+/// When the source cannot be read, is malformed, or lacks a root or a
+/// reference; see [`Error`].
 pub fn read_closure(
     source: &Source,
     store: &StoreLocation,
     roots: &[StorePath],
 ) -> Result<ClosureGraph, Error> {
-    let _ = (source, store, roots, Path::new(""));
-    todo!("closure sources")
+    let (file, paths) = match source {
+        Source::NixStore => return nix_store::read(store, roots),
+        Source::Registration(file) => (file, registration::parse(&read(file)?, file, &store.dir)?),
+        Source::Graph(file) => (file, graph_json::parse(&read(file)?, file, &store.dir)?),
+        Source::PathInfo(file) => (file, path_info::parse(&read(file)?, file, &store.dir)?),
+        Source::Dot(file) => (file, dot::parse(&read(file)?, file, store)?),
+    };
+    let input = format!("`{}`", file.display());
+    let graph = ClosureGraph::from_input(paths, &input)?;
+    if roots.is_empty() {
+        Ok(graph)
+    } else {
+        graph.closure_in(roots, &input)
+    }
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(file).map_err(|source| Error::Io {
+        path: file.to_owned(),
+        source,
+    })
+}
+
+/// Shorthand for [`Error::Malformed`].
+fn malformed(file: &Path, line: usize, message: impl Into<String>) -> Error {
+    Error::Malformed {
+        path: file.to_owned(),
+        line,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid store path in `/nix/store` whose hash starts with `c` (so
+    /// tests can order paths by the letter), named `name`.
+    pub(crate) fn sp(c: char, name: &str) -> StorePath {
+        let hash: String = std::iter::repeat_n(c, 32).collect();
+        StorePath::parse(&StoreDir::default(), &format!("/nix/store/{hash}-{name}"))
+            .expect("test store path")
+    }
+
+    pub(crate) fn info(path: &StorePath, refs: &[&StorePath]) -> PathInfo {
+        PathInfo {
+            path: path.clone(),
+            nar_hash: None,
+            nar_size: 8,
+            references: refs.iter().map(|&r| r.clone()).collect(),
+        }
+    }
+
+    //   a ──▶ b ──▶ c ◀─┐
+    //   │           └───┘ (self-reference)
+    //   └──▶ d
+    //   e (unreachable from a)
+    fn sample() -> (ClosureGraph, [StorePath; 5]) {
+        let [a, b, c, d, e] = [
+            sp('a', "a"),
+            sp('b', "b"),
+            sp('c', "c"),
+            sp('d', "d"),
+            sp('f', "e"),
+        ];
+        let graph = ClosureGraph::new(vec![
+            info(&e, &[]),
+            info(&c, &[&c]),
+            info(&a, &[&d, &b, &d]),
+            info(&b, &[&c]),
+            info(&d, &[]),
+        ])
+        .unwrap();
+        (graph, [a, b, c, d, e])
+    }
+
+    #[test]
+    fn new_sorts_paths_and_references() {
+        let (g, [a, b, c, d, _]) = sample();
+        let order: Vec<&str> = g.paths().iter().map(|p| p.path.name()).collect();
+        assert_eq!(order, ["a", "b", "c", "d", "e"]);
+        assert_eq!(g.get(a.as_str()).unwrap().references, [b, d]);
+        assert_eq!(
+            g.get(c.as_str()).unwrap().references,
+            std::slice::from_ref(&c)
+        );
+        assert_eq!(g.len(), 5);
+        assert!(!g.is_empty());
+    }
+
+    #[test]
+    fn identical_duplicates_merge_conflicting_ones_fail() {
+        let [a, b] = [sp('a', "a"), sp('b', "b")];
+        let g =
+            ClosureGraph::new(vec![info(&a, &[&b]), info(&b, &[]), info(&a, &[&b, &b])]).unwrap();
+        assert_eq!(g.len(), 2);
+
+        let mut other = info(&a, &[&b]);
+        other.nar_size = 9;
+        let err = ClosureGraph::new(vec![info(&a, &[&b]), info(&b, &[]), other]).unwrap_err();
+        assert!(
+            matches!(err, Error::ConflictingEntries { ref path, .. } if *path == a),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dangling_reference_is_an_error() {
+        let [a, b] = [sp('a', "a"), sp('b', "b")];
+        let err = ClosureGraph::new(vec![info(&a, &[&b])]).unwrap_err();
+        assert!(
+            matches!(err, Error::DanglingReference { ref referrer, ref reference, .. }
+                if *referrer == a && reference == b.as_str()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cycles_other_than_self_references_are_errors() {
+        let [a, b, c] = [sp('a', "a"), sp('b', "b"), sp('c', "c")];
+        let err = ClosureGraph::new(vec![info(&a, &[&b, &a]), info(&b, &[&c]), info(&c, &[&a])])
+            .unwrap_err();
+        let Error::ReferenceCycle { cycle, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(cycle, &[a.clone(), b.clone(), c.clone()]);
+        assert!(
+            err.to_string()
+                .contains(&format!("`{a}` → `{b}` → `{c}` → `{a}`")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_long_chain_does_not_overflow_the_stack() {
+        let dir = StoreDir::default();
+        let paths: Vec<StorePath> = (0..200_000u32)
+            .map(|i| {
+                let hash = crate::nix::base32::encode(&{
+                    let mut h = [0u8; 20];
+                    h[..4].copy_from_slice(&i.to_be_bytes());
+                    h
+                });
+                StorePath::parse(&dir, &format!("/nix/store/{hash}-p")).unwrap()
+            })
+            .collect();
+        let infos = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| info(p, &paths.get(i + 1).into_iter().collect::<Vec<_>>()))
+            .collect();
+        let g = ClosureGraph::new(infos).unwrap();
+        assert_eq!(g.closure_of(&paths[..1]).unwrap().len(), 200_000);
+    }
+
+    #[test]
+    fn closure_of_keeps_what_roots_reach() {
+        let (g, [a, b, c, d, e]) = sample();
+        let sub = g.closure_of(std::slice::from_ref(&b)).unwrap();
+        assert_eq!(
+            sub.paths().iter().map(|p| &p.path).collect::<Vec<_>>(),
+            [&b, &c]
+        );
+        let sub = g.closure_of(&[a.clone(), e.clone()]).unwrap();
+        assert_eq!(sub.len(), 5);
+        assert_eq!(g.closure_of(std::slice::from_ref(&d)).unwrap().len(), 1);
+        assert_eq!(g.closure_of(&[]).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn closure_of_a_missing_root_is_an_error() {
+        let (g, _) = sample();
+        let z = sp('z', "z");
+        let err = g.closure_of(std::slice::from_ref(&z)).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingRoot { ref root, .. } if *root == z),
+            "{err}"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! Integration tests, one binary. Modules:
 //! - `util`: the test context, tool checks and Nix fixtures;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
+//! - `closure_sources`: the five closure sources agree on real closures;
 //! - `errors`: bad input gives one message and no output.
 
 mod build;
+mod closure_sources;
 mod errors;
 mod util;
