@@ -3,7 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
-use crate::{build, closure, manifest};
+use crate::{closure, manifest};
 
 /// The text shown for `err`.
 #[must_use]
@@ -54,13 +54,8 @@ fn hint(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(manifest::Error::Invalid { hint: Some(h), .. }) = err.downcast_ref() {
         return Some(h.clone());
     }
-    if let Some(closure::Error::NixStore { .. }) = err.downcast_ref() {
-        return Some(
-            "install Nix, or set `closure.source` to a file: `{ graph = \"…\" }`, `{ registration = \"…\" }`, `{ path_info = \"…\" }` or `{ dot = \"…\" }`".to_owned(),
-        );
-    }
-    if let Some(build::Error::Write(_)) = err.downcast_ref() {
-        return None;
+    if let Some(e) = err.downcast_ref::<closure::NixStoreError>() {
+        return e.hint().map(str::to_owned);
     }
     None
 }
