@@ -524,3 +524,332 @@ impl<W: Write> Write for TarWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `data(n)` of `fixtures/tar/generate.py`.
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| ((i * 7 + 3) % 251) as u8).collect()
+    }
+
+    /// `info(...)` of `generate.py`, with its defaults.
+    fn info(name: &[u8], kind: Kind, size: u64) -> Header {
+        Header {
+            name: name.to_vec(),
+            mode: match kind {
+                Kind::Symlink(_) => 0o777,
+                Kind::Directory | Kind::Regular => 0o644,
+            },
+            kind,
+            uid: 0,
+            gid: 0,
+            uname: "root".to_owned(),
+            gname: "root".to_owned(),
+            mtime: 1,
+            size,
+        }
+    }
+
+    fn file(name: &[u8], size: usize) -> (Header, Vec<u8>) {
+        (info(name, Kind::Regular, size as u64), data(size))
+    }
+
+    fn link(name: &[u8], target: &[u8]) -> (Header, Vec<u8>) {
+        (info(name, Kind::Symlink(target.to_vec()), 0), Vec::new())
+    }
+
+    fn with(mut entry: (Header, Vec<u8>), f: impl FnOnce(&mut Header)) -> (Header, Vec<u8>) {
+        f(&mut entry.0);
+        entry
+    }
+
+    fn rep(s: &str, n: usize) -> String {
+        s.repeat(n)
+    }
+
+    /// The twins of `header_cases()` in `generate.py`.
+    fn header_cases() -> Vec<(Header, Vec<u8>)> {
+        let long_dir = format!("/{}", rep("d", 120));
+        let dir = |name: &[u8], mode| {
+            let mut h = info(name, Kind::Directory, 0);
+            h.mode = mode;
+            (h, Vec::new())
+        };
+        vec![
+            dir(b"/nix", 0o755),
+            file(format!("/{}", rep("n", 99)).as_bytes(), 3),
+            file(format!("/{}", rep("n", 100)).as_bytes(), 3),
+            dir(long_dir.as_bytes(), 0o555),
+            (
+                info(
+                    format!("{long_dir}/café-日本.txt").as_bytes(),
+                    Kind::Regular,
+                    8,
+                ),
+                b"unicode\n".to_vec(),
+            ),
+            file("/café".as_bytes(), 0),
+            (
+                info(format!("/{}x", rep("é", 45)).as_bytes(), Kind::Regular, 1),
+                b"x".to_vec(),
+            ),
+            (
+                info(format!("/{}xy", rep("é", 45)).as_bytes(), Kind::Regular, 1),
+                b"y".to_vec(),
+            ),
+            file(b"/bad-\xff-name", 512),
+            file(format!("/{}", rep("b", 990)).as_bytes(), 513),
+            link(b"/sym", rep("t", 100).as_bytes()),
+            link(b"/sym-long", format!("/{}", rep("t", 150)).as_bytes()),
+            link(b"/sym-utf8", "über".as_bytes()),
+            link(b"/sym-bin", b"x\xfe"),
+            with((info(b"/ids", Kind::Regular, 2), b"ok".to_vec()), |h| {
+                h.uid = (1 << 21) - 1;
+                h.gid = 1 << 21;
+            }),
+            with((info(b"/ids2", Kind::Regular, 2), b"ok".to_vec()), |h| {
+                h.uid = (1 << 32) + 5
+            }),
+            with(file(b"/owners", 0), |h| {
+                h.uname = rep("u", 33);
+                h.gname = rep("g", 32);
+            }),
+            with(file(b"/owners2", 0), |h| {
+                h.uname = "üser".to_owned();
+                h.gname = "grüppe".to_owned();
+            }),
+            with(file(b"/mtime", 0), |h| h.mtime = 1 << 33),
+            with(file(b"/mtime2", 0), |h| h.mtime = (1 << 33) - 1),
+            with(file(b"/modes", 0), |h| h.mode = 0o104_755),
+            with(
+                link(
+                    b"/all",
+                    &[b"\xff\xff\xff", rep("é", 60).as_bytes()].concat(),
+                ),
+                |h| {
+                    h.uid = 1 << 21;
+                    h.gid = 1 << 24;
+                    h.uname = "üser".to_owned();
+                    h.gname = rep("g", 40);
+                    h.mtime = 1 << 36;
+                },
+            ),
+        ]
+    }
+
+    fn archive(entries: &[(Header, Vec<u8>)]) -> Vec<u8> {
+        let mut tar = TarWriter::new(Vec::new());
+        for (header, data) in entries {
+            tar.append(header, data).unwrap();
+        }
+        tar.finish().unwrap()
+    }
+
+    /// Equal bytes, or a message naming the first differing offset.
+    fn assert_bytes(actual: &[u8], expected: &[u8]) {
+        if let Some(at) = actual.iter().zip(expected).position(|(a, b)| a != b) {
+            let from = at - at % 512;
+            panic!(
+                "first difference at byte {at} (block at {from}):\n actual   {:?}\n expected {:?}",
+                String::from_utf8_lossy(&actual[from..(from + 512).min(actual.len())]),
+                String::from_utf8_lossy(&expected[from..(from + 512).min(expected.len())]),
+            );
+        }
+        assert_eq!(actual.len(), expected.len(), "lengths differ");
+    }
+
+    #[test]
+    fn headers_match_python_tarfile() {
+        let cases = header_cases();
+        let bytes = archive(&cases);
+        assert_bytes(&bytes, include_bytes!("../../fixtures/tar/headers.tar"));
+        let entries: u64 = cases.iter().map(|(h, _)| entry_len(h)).sum();
+        assert_eq!(archive_len(entries), bytes.len() as u64);
+    }
+
+    #[test]
+    fn trailer_and_record_padding_match_python_tarfile() {
+        assert_bytes(
+            &archive(&[]),
+            include_bytes!("../../fixtures/tar/empty.tar"),
+        );
+        assert_eq!(archive_len(0), RECORD);
+        // 18 blocks of entry + 2 trailer blocks fill one record: no padding.
+        let exact = [file(b"/f", 17 * 512)];
+        assert_eq!(entry_len(&exact[0].0), 18 * BLOCK);
+        assert_bytes(
+            &archive(&exact),
+            include_bytes!("../../fixtures/tar/exact-record.tar"),
+        );
+        let over = [file(b"/f", 17 * 512 + 1)];
+        assert_bytes(
+            &archive(&over),
+            include_bytes!("../../fixtures/tar/over-record.tar"),
+        );
+        assert_eq!(archive_len(18 * BLOCK), RECORD);
+        assert_eq!(archive_len(18 * BLOCK + 1), 2 * RECORD);
+    }
+
+    #[test]
+    fn huge_size_goes_to_pax_like_python() {
+        let header = Header {
+            uid: 7,
+            gid: 8,
+            uname: "u".to_owned(),
+            gname: "g".to_owned(),
+            mtime: 9,
+            ..info(b"/huge", Kind::Regular, 1 << 33)
+        };
+        let mut bytes = Vec::new();
+        encode_header(&header, &mut bytes);
+        assert_bytes(&bytes, include_bytes!("../../fixtures/tar/huge-header.bin"));
+        assert_eq!(header_len(&header), 3 * BLOCK);
+        assert_eq!(entry_len(&header), 3 * BLOCK + (1 << 33));
+    }
+
+    /// The outer docker-archive member shape, checked field by field.
+    #[test]
+    fn ustar_fields_by_hand() {
+        let header = Header {
+            name: b"0123/layer.tar".to_vec(),
+            kind: Kind::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime: 1,
+            size: 10240,
+        };
+        let mut b = Vec::new();
+        encode_header(&header, &mut b);
+        assert_eq!(b.len(), 512);
+        assert_eq!(&b[..15], b"0123/layer.tar\0");
+        assert_eq!(&b[100..108], b"0000644\0");
+        assert_eq!(&b[108..116], b"0000000\0", "uid");
+        assert_eq!(&b[116..124], b"0000000\0", "gid");
+        assert_eq!(&b[124..136], b"00000024000\0");
+        assert_eq!(&b[136..148], b"00000000001\0");
+        let sum: u32 = b[..148]
+            .iter()
+            .chain(&b[156..])
+            .map(|&x| u32::from(x))
+            .sum();
+        let sum = sum + 8 * u32::from(b' ');
+        assert_eq!(&b[148..156], format!("{sum:06o}\0 ").as_bytes());
+        assert_eq!(b[156], b'0');
+        assert_eq!(&b[257..265], b"ustar\x0000");
+        assert!(b[157..257].iter().all(|&x| x == 0), "linkname");
+        assert!(b[265..512].iter().all(|&x| x == 0), "names, dev, prefix");
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        assert_eq!(record_len("path", 90), 99); // "99 path=<90>\n"
+        assert_eq!(record_len("path", 91), 101); // 98 + 2 digits = 100 → 3 digits
+        assert_eq!(record_len("path", 991), 1002);
+    }
+
+    #[test]
+    fn writer_rejects_misuse() {
+        let h = info(b"/f", Kind::Regular, 3);
+        let mut tar = TarWriter::new(Vec::new());
+        assert!(tar.write_all(b"x").is_err(), "no entry open");
+        assert!(tar.append(&h, b"toolong").is_err());
+        tar.start_entry(&h).unwrap();
+        assert!(tar.start_entry(&h).is_err(), "already open");
+        assert!(tar.write_all(b"abcd").is_err(), "past the size");
+        tar.write_all(b"ab").unwrap();
+        assert_eq!(
+            tar.end_entry().unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        tar.write_all(b"c").unwrap();
+        tar.end_entry().unwrap();
+        assert!(tar.end_entry().is_err(), "nothing open");
+        assert_eq!(tar.bytes_written(), 1024);
+        tar.start_entry(&h).unwrap();
+        assert!(tar.finish().is_err(), "still open");
+    }
+
+    #[test]
+    fn directory_and_symlink_carry_no_data() {
+        let mut dir = info(b"/d", Kind::Directory, 99);
+        dir.mode = 0o755;
+        assert_eq!(entry_len(&dir), BLOCK);
+        let mut tar = TarWriter::new(Vec::new());
+        tar.append(&dir, b"").unwrap();
+        let bytes = tar.finish().unwrap();
+        assert_eq!(&bytes[..3], b"/d/", "Python adds the directory slash");
+        assert_eq!(&bytes[124..136], b"00000000000\0");
+    }
+
+    fn arb_header() -> impl Strategy<Value = Header> {
+        let name = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            "[a-zé/日]{0,160}".prop_map(String::into_bytes),
+        ];
+        let kind = prop_oneof![
+            Just(Kind::Directory),
+            Just(Kind::Regular),
+            proptest::collection::vec(any::<u8>(), 0..200).prop_map(Kind::Symlink),
+        ];
+        let id = prop_oneof![0u64..3000, any::<u64>(), Just((1 << 21) - 1), Just(1 << 21)];
+        let big = prop_oneof![0u64..3000, Just((1 << 33) - 1), Just(1 << 33), any::<u64>()];
+        let owner = "[a-zü]{0,40}";
+        (
+            name,
+            kind,
+            any::<u32>(),
+            (id.clone(), id),
+            (owner, owner),
+            big,
+            0u64..5000,
+        )
+            .prop_map(
+                |(name, kind, mode, (uid, gid), (uname, gname), mtime, size)| Header {
+                    name,
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    uname,
+                    gname,
+                    mtime,
+                    size,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn lengths_agree_with_written_bytes(headers in proptest::collection::vec(arb_header(), 0..6)) {
+            let mut tar = TarWriter::new(Vec::new());
+            let mut sum = 0;
+            for h in &headers {
+                let mut encoded = Vec::new();
+                encode_header(h, &mut encoded);
+                prop_assert_eq!(encoded.len() as u64, header_len(h));
+                let before = tar.bytes_written();
+                tar.append(h, &data(h.data_len() as usize)).unwrap();
+                prop_assert_eq!(tar.bytes_written() - before, entry_len(h));
+                sum += entry_len(h);
+            }
+            let bytes = tar.finish().unwrap();
+            prop_assert_eq!(bytes.len() as u64, archive_len(sum));
+            prop_assert_eq!(bytes.len() as u64 % RECORD, 0);
+        }
+
+        #[test]
+        fn huge_sizes_measure_like_they_encode(size in (1u64 << 33)..u64::MAX / 2) {
+            let h = Header { size, ..info(b"/big", Kind::Regular, 0) };
+            let mut encoded = Vec::new();
+            encode_header(&h, &mut encoded);
+            prop_assert_eq!(encoded.len() as u64, header_len(&h));
+        }
+    }
+}

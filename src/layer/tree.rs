@@ -13,6 +13,11 @@
 //! listings of the directories on the current path from the store path
 //! down: memory is bounded by one directory's width times the depth, not by
 //! the size of the closure.
+//!
+//! Names are bytes. Python reads them as `str` through the filesystem
+//! encoding, UTF-8 wherever nixpkgs runs the streamer (UTF-8 mode, or a
+//! UTF-8 locale), with `surrogateescape`; [`python_order`] compares them as
+//! such, and the encoder restores the raw bytes as Python's does.
 
 use std::cmp::Ordering;
 use std::ffi::OsString;
@@ -92,6 +97,8 @@ pub(crate) struct FileTree<'a> {
     paths: slice::Iter<'a, StorePath>,
     /// The directories on the path to the next entry, outermost first.
     stack: Vec<Level>,
+    /// The store path the last entry belongs to.
+    current: Option<&'a StorePath>,
 }
 
 impl<'a> FileTree<'a> {
@@ -101,7 +108,20 @@ impl<'a> FileTree<'a> {
             store,
             paths: paths.iter(),
             stack: Vec::new(),
+            current: None,
         }
+    }
+
+    /// The store path the last yielded entry belongs to.
+    pub(crate) fn current(&self) -> Option<&'a StorePath> {
+        self.current
+    }
+
+    /// Directory levels and names the walk holds right now.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let names = self.stack.iter().map(|l| l.children.len()).sum();
+        (self.stack.len(), names)
     }
 
     /// The entry at `disk`, named `name`; a directory's listing is read and
@@ -189,6 +209,7 @@ impl Iterator for FileTree<'_> {
         // The next store path: a symlink is one entry, a file one entry, a
         // directory the start of a walk. Its tar name is the logical path.
         let path = self.paths.next()?;
+        self.current = Some(path);
         let disk = self.store.disk_path(path.as_str());
         Some(self.entry(path.as_str().as_bytes().to_vec(), disk))
     }
