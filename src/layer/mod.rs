@@ -144,16 +144,25 @@ fn owned_header(opts: &LayerOptions) -> Header {
     }
 }
 
-/// The two entries every store layer starts with: `/nix/` and `/nix/store/`,
-/// mode 0755 (nixpkgs PR #282886, so an unprivileged owner may write the
-/// store). nixpkgs hard-codes these names whatever its `store_dir`; so do we.
-fn prefix_headers(opts: &LayerOptions) -> [Header; 2] {
-    let dir = |name: &[u8]| Header {
-        name: name.to_vec(),
-        mode: 0o755,
-        ..owned_header(opts)
-    };
-    [dir(b"/nix/"), dir(b"/nix/store/")]
+/// The entries every store layer starts with: the store directory and each
+/// of its ancestors, mode 0755 (nixpkgs PR #282886, so an unprivileged owner
+/// may write the store). For `/nix/store` these are nixpkgs' `/nix/` and
+/// `/nix/store/`; nixpkgs writes those names even for another `store_dir`,
+/// which leaves that store's own directories unowned, so we follow the
+/// store directory instead.
+fn prefix_headers(opts: &LayerOptions) -> Vec<Header> {
+    let store = opts.store.dir.as_str();
+    store
+        .match_indices('/')
+        .skip(1)
+        .map(|(i, _)| &store[..i])
+        .chain([store])
+        .map(|dir| Header {
+            name: format!("{dir}/").into_bytes(),
+            mode: 0o755,
+            ..owned_header(opts)
+        })
+        .collect()
 }
 
 /// Moves `entry` into `header`, returning where its bytes are on disk.
@@ -511,6 +520,14 @@ mod tests {
         assert_eq!(&bytes[512..524], b"/nix/store/\0");
         assert_eq!(&bytes[1024..1024 + LINK.len()], LINK.as_bytes());
         assert_eq!(bytes.len() as u64, RECORD);
+    }
+
+    #[test]
+    fn another_store_dir_gets_its_own_directories() {
+        let mut o = opts(Path::new("/"));
+        o.store.dir = crate::nix::StoreDir::new("/opt/pkgs/store").unwrap();
+        let names: Vec<Vec<u8>> = prefix_headers(&o).into_iter().map(|h| h.name).collect();
+        assert_eq!(names, [&b"/opt/"[..], b"/opt/pkgs/", b"/opt/pkgs/store/"]);
     }
 
     #[test]
