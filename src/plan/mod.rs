@@ -18,6 +18,8 @@ mod limit;
 mod pipeline;
 mod popularity;
 
+#[cfg(test)]
+mod golden;
 
 use crate::closure::ClosureGraph;
 use crate::nix::StorePath;
