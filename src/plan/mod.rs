@@ -2,7 +2,7 @@
 //!
 //! This reproduces nixpkgs' `flatten_references_graph` (reference §C):
 //! excluded paths are dropped, the rest becomes a graph whose vertices are
-//! sorted by narSize ([`graph`]), the pipeline runs on it ([`pipeline`]),
+//! sorted by narSize, the pipeline runs on it,
 //! and the result is flattened into layers. For the same graph, exclusions
 //! and pipeline, the layers and their order equal nixpkgs' output (SPEC §3,
 //! tested against `fixtures/golden/layering/`).
