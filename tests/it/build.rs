@@ -206,4 +206,5 @@ fn example_manifest_builds_without_nix_and_is_pinned() {
     );
 }
 
-const EXAMPLE_ARCHIVE_SHA256: &str = "unknown";
+const EXAMPLE_ARCHIVE_SHA256: &str =
+    "6c239f2ba54f8e2ad97e668bd2ace7f77e708b0ff147a15f3049dc832c54f9fc";
