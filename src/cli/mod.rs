@@ -102,10 +102,11 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         }
     };
     printer.info(&format!(
-        "built {} ({}, {} layers, {}) in {} → {dest}",
+        "built {} ({}, {} layer{}, {}) in {} → {dest}",
         summary.reference,
         summary.config_digest,
         summary.layers.len(),
+        if summary.layers.len() == 1 { "" } else { "s" },
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));
