@@ -55,15 +55,35 @@ pub enum Error {
     Write(#[source] std::io::Error),
 }
 
-/// A layer ready to write: its paths and exact tar size.
+/// What a layer holds.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum LayerContent {
+    /// Whole store paths, in write order.
+    Store(Vec<StorePath>),
+}
+
+/// A layer ready to write: its content and exact tar size.
 #[derive(Clone, Debug)]
 pub struct MeasuredLayer {
-    /// Store paths in write order.
-    pub paths: Vec<StorePath>,
-    /// Size of the layer tar in bytes.
+    /// What it holds.
+    pub content: LayerContent,
+    /// Size of the uncompressed layer tar in bytes.
     pub size: u64,
     /// Content key: identifies the layer's bytes before they are hashed.
     pub key: Digest,
+    /// The history comment of the image config.
+    pub comment: String,
+}
+
+impl MeasuredLayer {
+    /// The store paths it holds (none for other layers).
+    #[must_use]
+    pub fn store_paths(&self) -> &[StorePath] {
+        match &self.content {
+            LayerContent::Store(paths) => paths,
+        }
+    }
 }
 
 /// The result of [`prepare`]: the closure, its plan and measured layers.
@@ -122,8 +142,13 @@ impl Reporter for NoReporter {}
 /// The version prefix changes whenever the layer format would.
 fn layer_key(opts: &LayerOptions, paths: &[StorePath]) -> Digest {
     let mut text = format!(
-        "nixlayer store layer v1\0{}\0{}\0{}\0{}\0{}\0",
-        opts.owner.uid, opts.owner.gid, opts.owner.uname, opts.owner.gname, opts.mtime
+        "nixlayer store layer v1\0{}\0{}\0{}\0{}\0{}\0{}\0",
+        opts.store.dir,
+        opts.owner.uid,
+        opts.owner.gid,
+        opts.owner.uname,
+        opts.owner.gname,
+        opts.mtime
     );
     for p in paths {
         text.push_str(p.as_str());
@@ -157,7 +182,8 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
             Ok(MeasuredLayer {
                 size: layer::measure_store_layer(&opts, paths)?,
                 key: layer_key(&opts, paths),
-                paths: paths.clone(),
+                comment: image::store_layer_comment(paths),
+                content: LayerContent::Store(paths.clone()),
             })
         })
         .collect::<Result<Vec<_>, layer::Error>>()?;
@@ -166,6 +192,56 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
         plan,
         layers,
     })
+}
+
+impl PreparedImage {
+    /// Writes the uncompressed tar of layer `index` to `out`, which takes
+    /// exactly `self.layers[index].size` bytes.
+    ///
+    /// # Errors
+    /// When the store cannot be read, `out` cannot be written, or the store
+    /// changed since measuring.
+    pub fn write_layer<W: Write>(
+        &self,
+        settings: &BuildSettings,
+        index: usize,
+        out: W,
+    ) -> Result<layer::LayerDigest, Error> {
+        let measured = &self.layers[index];
+        match &measured.content {
+            LayerContent::Store(paths) => Ok(layer::write_store_layer(
+                &settings.layer_options(),
+                paths,
+                measured.size,
+                out,
+            )?),
+        }
+    }
+
+    /// The image config for layers written with these diff_ids.
+    #[must_use]
+    pub fn config_json(&self, settings: &BuildSettings, diff_ids: &[Digest]) -> Vec<u8> {
+        let records: Vec<LayerRecord> = self
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(l, d)| LayerRecord {
+                diff_id: *d,
+                comment: l.comment.clone(),
+            })
+            .collect();
+        image::config_json(&settings.config, &records)
+    }
+}
+
+/// `name:tag`, the tag derived from the config digest when not given.
+#[must_use]
+pub fn reference(settings: &BuildSettings, config_digest: &Digest) -> String {
+    let tag = settings
+        .tag
+        .clone()
+        .unwrap_or_else(|| config_digest.hex()[..32].to_owned());
+    format!("{}:{tag}", settings.name)
 }
 
 /// Writes `image` as a docker-archive to `out` in one pass over the store.
@@ -178,35 +254,26 @@ pub fn write_docker_archive<W: Write>(
     out: W,
     reporter: &dyn Reporter,
 ) -> Result<(W, BuildSummary), Error> {
-    let opts = settings.layer_options();
     let mut archive = DockerArchiveWriter::new(out, settings.mtime);
-    let mut records = Vec::with_capacity(image.layers.len());
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
-        reporter.on_layer_start(index, image.layers.len(), &layer.paths, layer.size);
+        reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
         archive
             .start_layer(layer_member(&layer.key), layer.size)
             .map_err(Error::Write)?;
-        let digest = layer::write_store_layer(&opts, &layer.paths, layer.size, archive.body())?;
+        let digest = image.write_layer(settings, index, archive.body())?;
         archive.end_layer().map_err(Error::Write)?;
         reporter.on_layer_done(index, &digest.diff_id);
-        records.push(LayerRecord {
-            diff_id: digest.diff_id,
-            comment: image::store_layer_comment(&layer.paths),
-        });
         layers.push(LayerSummary {
             diff_id: digest.diff_id,
             size: digest.size,
-            paths: layer.paths.len(),
+            paths: layer.store_paths().len(),
         });
     }
-    let config = image::config_json(&settings.config, &records);
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+    let config = image.config_json(settings, &diff_ids);
     let config_digest = Digest::of(&config);
-    let tag = settings
-        .tag
-        .clone()
-        .unwrap_or_else(|| config_digest.hex()[..32].to_owned());
-    let reference = format!("{}:{tag}", settings.name);
+    let reference = reference(settings, &config_digest);
     let (out, archive_summary) = archive
         .finish(&config, std::slice::from_ref(&reference))
         .map_err(Error::Write)?;

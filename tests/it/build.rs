@@ -207,4 +207,4 @@ fn example_manifest_builds_without_nix_and_is_pinned() {
 }
 
 const EXAMPLE_ARCHIVE_SHA256: &str =
-    "6c239f2ba54f8e2ad97e668bd2ace7f77e708b0ff147a15f3049dc832c54f9fc";
+    "f3bdeed1c7757f80ddf37857d68f0ab693955c526be43b7d83f83c0f144ad4bb";
