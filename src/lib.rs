@@ -19,6 +19,48 @@
 //! 9. [`cli`]: arguments, settings, printing and exit codes; the only place that
 //!    reads the clock or the environment.
 //!
+//! # Example
+//!
+//! Build the embedded example (store paths committed under
+//! `fixtures/example/`) into memory:
+//!
+//! ```
+//! use std::path::PathBuf;
+//! use nixlayer::build::{self, BuildSettings, NoReporter};
+//! use nixlayer::closure::{Source, StoreLocation};
+//! use nixlayer::image::ConfigSpec;
+//! use nixlayer::nix::{StoreDir, StorePath};
+//! use nixlayer::plan::Pipeline;
+//!
+//! let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/example");
+//! let dir = StoreDir::default();
+//! let app = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
+//! let settings = BuildSettings {
+//!     name: "example".to_owned(),
+//!     tag: Some("doc".to_owned()),
+//!     config: ConfigSpec {
+//!         created: "1970-01-01T00:00:01Z".to_owned(),
+//!         architecture: "amd64".to_owned(),
+//!         os: "linux".to_owned(),
+//!         variant: None,
+//!         config: serde_json::from_str(&format!(r#"{{"Cmd": ["{app}/bin/serve"]}}"#))?,
+//!     },
+//!     store: StoreLocation { dir: dir.clone(), root: fixtures.join("store") },
+//!     roots: vec![StorePath::parse(&dir, app)?],
+//!     source: Source::Graph(fixtures.join("graph.json")),
+//!     exclude: vec![],
+//!     pipeline: Pipeline::popularity(99),
+//!     owner: Default::default(),
+//!     mtime: 1,
+//! };
+//! let image = build::prepare(&settings)?;
+//! let (archive, summary) = build::write_docker_archive(&settings, &image, Vec::new(), &NoReporter)?;
+//! assert_eq!(summary.reference, "example:doc");
+//! assert_eq!(summary.layers.len(), 3); // one per store path
+//! assert_eq!(archive.len() as u64, summary.bytes);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Glossary
 //!
 //! - *store path*: an absolute path `STORE_DIR/<nixbase32 hash>-<name>`.
