@@ -422,6 +422,22 @@ fn malformed(file: &Path, line: usize, message: impl Into<String>) -> Error {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    /// Asserts `result` is [`Error::Malformed`] at line `want` and returns its
+    /// message; shared by the parsers' tests.
+    #[track_caller]
+    pub(crate) fn expect_malformed_at<T: std::fmt::Debug>(
+        result: Result<T, Error>,
+        want: usize,
+    ) -> String {
+        match result {
+            Err(Error::Malformed { line, message, .. }) => {
+                assert_eq!(line, want, "{message}");
+                message
+            }
+            other => panic!("expected Malformed at line {want}, got {other:?}"),
+        }
+    }
+
     use super::*;
 
     /// A valid store path in `/nix/store` whose hash starts with `c` (so

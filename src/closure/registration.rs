@@ -168,13 +168,7 @@ mod tests {
 
     #[track_caller]
     fn malformed_at(text: &str, want: usize) -> String {
-        match run(text) {
-            Err(Error::Malformed { line, message, .. }) => {
-                assert_eq!(line, want, "{message}");
-                message
-            }
-            other => panic!("expected Malformed at line {want}, got {other:?}"),
-        }
+        crate::closure::tests::expect_malformed_at(run(text), want)
     }
 
     #[test]
