@@ -201,7 +201,7 @@ impl PreparedImage {
     /// # Errors
     /// When the store cannot be read, `out` cannot be written, or the store
     /// changed since measuring.
-    pub fn write_layer<W: Write>(
+    pub fn write_layer<W: Write + Send>(
         &self,
         settings: &BuildSettings,
         index: usize,
@@ -248,7 +248,7 @@ pub fn reference(settings: &BuildSettings, config_digest: &Digest) -> String {
 ///
 /// # Errors
 /// When a store file cannot be read or `out` cannot be written.
-pub fn write_docker_archive<W: Write>(
+pub fn write_docker_archive<W: Write + Send>(
     settings: &BuildSettings,
     image: &PreparedImage,
     out: W,

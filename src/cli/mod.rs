@@ -94,7 +94,8 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             (summary, path.display().to_string())
         }
         None => {
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            // `Stdout`, not its lock: the layer writer hands it to a writer thread.
+            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
             let (mut out, summary) =
                 build::write_docker_archive(&command.settings, &image, stdout, &NoReporter)?;
             out.flush().map_err(build::Error::Write)?;

@@ -14,11 +14,12 @@
 //! of depth), and writing adds a fixed read buffer and write buffer.
 
 pub mod hash;
+mod pipe;
 pub mod tar;
 mod tree;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::closure::StoreLocation;
@@ -124,9 +125,6 @@ fn describe_layer(first: Option<&StorePath>) -> String {
 /// Read size for file contents: few syscalls for big files, and a fixed
 /// amount of memory however large the file.
 const READ_BUFFER: usize = 256 * 1024;
-/// Headers and small files are coalesced before they reach `out` (maybe a
-/// pipe, or the outer tar and its hasher); big reads pass straight through.
-const WRITE_BUFFER: usize = 64 * 1024;
 
 /// A header with the layer's owner and mtime, which nixpkgs' `apply_filters`
 /// writes into every entry; the rest is filled per entry.
@@ -204,7 +202,7 @@ pub fn measure_store_layer(opts: &LayerOptions, paths: &[StorePath]) -> Result<u
 /// When reading the store or writing `out` fails, or the store changed since
 /// measuring ([`Error::Changed`]: a file's size differs from its header, or
 /// the layer's from `expected_size`).
-pub fn write_store_layer<W: Write>(
+pub fn write_store_layer<W: Write + Send>(
     opts: &LayerOptions,
     paths: &[StorePath],
     expected_size: u64,
@@ -214,7 +212,25 @@ pub fn write_store_layer<W: Write>(
         first: paths.first().cloned(),
         source,
     };
-    let sink = HashCountWriter::new(BufWriter::with_capacity(WRITE_BUFFER, out));
+    pipe::pipelined(
+        out,
+        |sender| write_store_tar(opts, paths, expected_size, sender),
+        write_err,
+    )
+}
+
+/// The body of [`write_store_layer`], producing into the pipelined sender.
+fn write_store_tar(
+    opts: &LayerOptions,
+    paths: &[StorePath],
+    expected_size: u64,
+    out: pipe::ChunkSender,
+) -> Result<LayerDigest, Error> {
+    let write_err = |source| Error::Write {
+        first: paths.first().cloned(),
+        source,
+    };
+    let sink = HashCountWriter::new(out);
     let mut tar = TarWriter::new(sink);
     for header in prefix_headers(opts) {
         tar.append(&header, &[]).map_err(write_err)?;
@@ -256,10 +272,7 @@ pub fn write_store_layer<W: Write>(
         });
     }
     let sink = tar.finish().map_err(write_err)?;
-    let (buffered, diff_id, size) = sink.finish().map_err(write_err)?;
-    buffered
-        .into_inner()
-        .map_err(|e| write_err(e.into_error()))?;
+    let (_, diff_id, size) = sink.finish().map_err(write_err)?;
     Ok(LayerDigest { diff_id, size })
 }
 
