@@ -13,6 +13,7 @@
 //! only the listings of the directories on its current path (one per level
 //! of depth), and writing adds a fixed read buffer and write buffer.
 
+pub mod cache;
 pub mod hash;
 mod pipe;
 pub mod tar;
