@@ -59,7 +59,7 @@ fn closure(n: usize) -> ClosureGraph {
             if i > 0 {
                 for _ in 0..rng.below(13) {
                     let back = rng.below(i);
-                    let j = if rng.next() % 2 == 0 {
+                    let j = if rng.next().is_multiple_of(2) {
                         i - 1 - back % i.min(50)
                     } else {
                         back
