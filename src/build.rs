@@ -167,13 +167,23 @@ impl BuildSettings {
     }
 }
 
+/// Reads the closure and plans the store layers (what `nixlayer layers`
+/// shows), reading no store file.
+///
+/// # Errors
+/// When the closure cannot be read or planning fails.
+pub fn plan(settings: &BuildSettings) -> Result<(ClosureGraph, LayerPlan), Error> {
+    let closure = closure::read_closure(&settings.source, &settings.store, &settings.roots)?;
+    let plan = plan::plan_layers(&closure, &settings.exclude, &settings.pipeline)?;
+    Ok((closure, plan))
+}
+
 /// Reads the closure, plans and measures the layers: metadata only.
 ///
 /// # Errors
 /// When the closure cannot be read, planning fails or a store path cannot be read.
 pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
-    let closure = closure::read_closure(&settings.source, &settings.store, &settings.roots)?;
-    let plan = plan::plan_layers(&closure, &settings.exclude, &settings.pipeline)?;
+    let (closure, plan) = plan(settings)?;
     let opts = settings.layer_options();
     let layers = plan
         .layers

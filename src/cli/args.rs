@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Build the image a manifest describes.
     Build(BuildArgs),
+    /// Print the layer plan: each store layer's paths and size.
+    Layers(LayersArgs),
 }
 
 /// `nixlayer build`.
@@ -38,4 +40,14 @@ pub struct BuildArgs {
     /// Override the manifest's name and tag: `NAME[:TAG]`.
     #[arg(long, value_name = "NAME[:TAG]")]
     pub tag: Option<String>,
+}
+
+/// `nixlayer layers`.
+#[derive(Debug, Args)]
+pub struct LayersArgs {
+    /// The manifest (`image.toml`).
+    pub manifest: PathBuf,
+    /// Print the layers as JSON, an array of arrays of store paths (nixpkgs' format).
+    #[arg(long)]
+    pub json: bool,
 }

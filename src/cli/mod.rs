@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod diagnostics;
+mod layers;
 pub mod printer;
 pub mod settings;
 
@@ -46,6 +47,7 @@ pub fn main() -> ExitCode {
     let printer = Printer::new(cli.quiet);
     let result = match &cli.command {
         Command::Build(args) => run_build(args, printer),
+        Command::Layers(args) => layers::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,7 +76,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     for w in &command.warnings {
         printer.warn(w);
     }
-    let image = build::prepare(&command.settings)?;
+    let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     let (summary, dest) = match &command.output {
         Some(path) => {
             let out = OutputFile::create(path).map_err(|e| {

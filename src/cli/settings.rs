@@ -185,11 +185,10 @@ pub fn resolve_build(
     let pipeline = match loaded.layering()? {
         Layering::Pipeline(p) => Pipeline::parse(p.get_ref())
             .map_err(|e| loaded.error_at(p.span(), e.to_string(), None))?,
-        _ => {
-            // SPEC §3: the budget leaves one layer for the customisation layer;
-            // `max_layers()` guarantees at least 2.
-            Pipeline::popularity(max_layers.saturating_sub(1) as usize)
-        }
+        // SPEC §3: the budget leaves one layer for the customisation layer;
+        // `max_layers()` guarantees at least 2.
+        Layering::Auto => Pipeline::auto(max_layers.saturating_sub(1) as usize),
+        _ => Pipeline::popularity(max_layers.saturating_sub(1) as usize),
     };
     let config: serde_json::Map<String, serde_json::Value> = m
         .config

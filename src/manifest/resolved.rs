@@ -154,6 +154,9 @@ pub enum Layering {
     /// `strategy = "popularity"` or nothing: popularity contest, then
     /// `limit_layers` to the budget.
     Popularity,
+    /// `strategy = "auto"`: nixpkgs' auto-layer algorithm (reference §C.6)
+    /// within the same budget.
+    Auto,
     /// `pipeline = […]`: the nixpkgs DSL, verbatim, with its span so the
     /// plan's errors can point at it through [`LoadedManifest::error_at`].
     Pipeline(Spanned<serde_json::Value>),
@@ -318,8 +321,8 @@ impl LoadedManifest {
     /// `[layering]`: a verbatim pipeline or a strategy, default popularity.
     ///
     /// # Errors
-    /// When both `pipeline` and `strategy` are set, the strategy is unknown
-    /// or `auto` (not supported yet), or the pipeline is not an array.
+    /// When both `pipeline` and `strategy` are set, the strategy is
+    /// unknown, or the pipeline is not an array.
     pub fn layering(&self) -> Result<Layering, Error> {
         let layering = &self.manifest.layering;
         match (&layering.pipeline, &layering.strategy) {
@@ -353,11 +356,7 @@ impl LoadedManifest {
             }
             (None, Some(strategy)) => match strategy.get_ref().as_str() {
                 "popularity" => Ok(Layering::Popularity),
-                "auto" => Err(self.error_at(
-                    strategy.span(),
-                    "`strategy = \"auto\"` is not supported yet".to_owned(),
-                    Some("use `strategy = \"popularity\"` or a `pipeline`".to_owned()),
-                )),
+                "auto" => Ok(Layering::Auto),
                 other => Err(self.unknown_value(
                     strategy.span(),
                     "layering.strategy",

@@ -289,9 +289,8 @@ fn layering_pipeline_or_strategy() {
     let (line, _, _, _) = invalid(&layering("strategy = \"popularity\"\npipeline = []"));
     assert_eq!(line, 5);
 
-    let (line, _, message, _) = invalid(&layering("strategy = \"auto\""));
-    assert_eq!(line, 4);
-    assert!(message.contains("not supported yet"), "{message}");
+    let m = ok(&layering("strategy = \"auto\""));
+    assert_eq!(m.layering().unwrap(), Layering::Auto);
     let (_, _, _, hint) = invalid(&layering("strategy = \"popularty\""));
     assert_eq!(hint.as_deref(), Some("did you mean `popularity`?"));
     let (line, _, _, _) = invalid(&layering("pipeline = \"popularity_contest\""));

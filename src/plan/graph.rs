@@ -96,6 +96,15 @@ impl LayerGraph {
     }
 }
 
+/// Which way [`Graph::reachable`] follows edges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// Referrer → reference: what a vertex depends on.
+    Out,
+    /// Reference → referrer: what depends on a vertex.
+    In,
+}
+
 /// A graph value of the pipeline: vertices of a [`LayerGraph`] in
 /// vertex-index order, and the edges among them.
 ///
@@ -153,6 +162,129 @@ impl Graph {
                 .into_iter()
                 .map(|s| s.into_iter().map(|v| v + offset).collect()),
         );
+    }
+
+    /// The positions of the [`LayerGraph`] ids `ids` that are vertices of
+    /// this graph, in the order given; the others are skipped (nixpkgs
+    /// ignores names a graph does not have).
+    pub(super) fn positions_of(&self, ids: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let position: HashMap<usize, usize> = self
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(p, &id)| (id, p))
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| position.get(&id).copied())
+            .collect()
+    }
+
+    /// How many edges point at each vertex.
+    pub(super) fn in_degrees(&self) -> Vec<usize> {
+        let mut in_degree = vec![0usize; self.len()];
+        for succ in &self.successors {
+            for &s in succ {
+                in_degree[s] += 1;
+            }
+        }
+        in_degree
+    }
+
+    /// Every vertex reachable from `starts` (themselves included), following
+    /// edges forwards ([`Direction::Out`], igraph `mode="out"`: dependencies)
+    /// or backwards ([`Direction::In`]: dependents), as a mask by position.
+    pub(super) fn reachable(&self, starts: &[usize], direction: Direction) -> Vec<bool> {
+        let predecessors;
+        let next: &[Vec<usize>] = match direction {
+            Direction::Out => &self.successors,
+            Direction::In => {
+                let mut pred = vec![Vec::new(); self.len()];
+                for (v, succ) in self.successors.iter().enumerate() {
+                    for &s in succ {
+                        pred[s].push(v);
+                    }
+                }
+                predecessors = pred;
+                &predecessors
+            }
+        };
+        let mut seen = vec![false; self.len()];
+        let mut todo: Vec<usize> = Vec::new();
+        for &s in starts {
+            if !seen[s] {
+                seen[s] = true;
+                todo.push(s);
+            }
+        }
+        while let Some(v) = todo.pop() {
+            for &s in &next[v] {
+                if !seen[s] {
+                    seen[s] = true;
+                    todo.push(s);
+                }
+            }
+        }
+        seen
+    }
+
+    /// igraph's `induced_subgraph`: the vertices whose `keep` is set, in
+    /// this graph's index order, with the edges among them.
+    ///
+    /// igraph keeps the relative vertex order whichever implementation it
+    /// picks (its "create from scratch" variant sorts the vertex ids first
+    /// to agree with "copy and delete"), so nixpkgs' layers list a
+    /// subgraph's paths in the parent's index order. `graph - vertices`
+    /// (delete) is the same with the mask inverted.
+    pub(super) fn induced(&self, keep: &[bool]) -> Self {
+        let mut new_position = vec![usize::MAX; self.len()];
+        let mut vertices = Vec::new();
+        for (p, &id) in self.vertices.iter().enumerate() {
+            if keep[p] {
+                new_position[p] = vertices.len();
+                vertices.push(id);
+            }
+        }
+        let successors = (0..self.len())
+            .filter(|&p| keep[p])
+            .map(|p| {
+                self.successors[p]
+                    .iter()
+                    .filter(|&&s| keep[s])
+                    .map(|&s| new_position[s])
+                    .collect()
+            })
+            .collect();
+        Self {
+            vertices,
+            successors,
+        }
+    }
+
+    /// The induced subgraph of positions `start..end` (a `split_every`
+    /// slice), without a mask over the whole graph.
+    pub(super) fn induced_range(&self, start: usize, end: usize) -> Self {
+        let end = end.min(self.len());
+        let start = start.min(end);
+        Self {
+            vertices: self.vertices[start..end].to_vec(),
+            successors: self.successors[start..end]
+                .iter()
+                .map(|succ| {
+                    succ.iter()
+                        .filter(|&&s| (start..end).contains(&s))
+                        .map(|&s| s - start)
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// Deletes every edge pointing at a vertex whose `targets` is set
+    /// (igraph `delete_edges(_target_in=…)`).
+    pub(super) fn delete_edges_into(&mut self, targets: &[bool]) {
+        for succ in &mut self.successors {
+            succ.retain(|&s| !targets[s]);
+        }
     }
 
     /// Positions in a topological order (every vertex before its

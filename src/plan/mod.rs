@@ -10,13 +10,17 @@
 //! Invariants: every path of the (non-excluded) closure is in exactly one
 //! layer, no layer is empty, the same input always gives the same plan.
 //!
-//! Supported operations: `popularity_contest` and `limit_layers`; the other
-//! DSL words parse to [`Error::Unsupported`].
+//! Every DSL operation of nixpkgs is supported, plus `reorder`; besides a
+//! pipeline, a plan can come from nixpkgs' newer auto-layer algorithm
+//! ([`Pipeline::auto`], reference §C.6).
 
+mod auto;
 mod graph;
 mod limit;
 mod pipeline;
 mod popularity;
+mod split_paths;
+mod subcomponent;
 
 #[cfg(test)]
 mod golden;
@@ -34,10 +38,19 @@ pub struct LayerPlan {
     pub layers: Vec<Vec<StorePath>>,
 }
 
-/// A parsed layering pipeline (the nixpkgs `layeringPipeline` DSL).
+/// How to plan the store layers: a parsed layering pipeline (the nixpkgs
+/// `layeringPipeline` DSL) or the auto-layer strategy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pipeline {
-    steps: Vec<Step>,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    /// DSL steps, run on the layering graph.
+    Steps(Vec<Step>),
+    /// nixpkgs' `dockerAutoLayer` with this many layers at most.
+    Auto(usize),
 }
 
 /// Why a plan could not be made.
@@ -54,23 +67,17 @@ pub enum Error {
         valid = pipeline::OPERATIONS.join(", ")
     )]
     UnknownOperation {
-        /// The step, counted from 1.
+        /// The top-level step, counted from 1 (a step nested in `over`,
+        /// `map` or `pipe` reports the step holding it).
         step: usize,
         /// The name it gave.
         op: String,
     },
-    /// A step uses a nixpkgs DSL operation nixlayer does not implement yet.
-    #[error("layering pipeline step {step}: `{op}` is not supported yet")]
-    Unsupported {
-        /// The step, counted from 1.
-        step: usize,
-        /// The operation.
-        op: &'static str,
-    },
     /// A step's arguments are wrong.
     #[error("layering pipeline step {step}: `{op}` takes {takes}, got {found}")]
     Arguments {
-        /// The step, counted from 1.
+        /// The top-level step, counted from 1 (a step nested in `over`,
+        /// `map` or `pipe` reports the step holding it).
         step: usize,
         /// The operation.
         op: &'static str,
@@ -83,7 +90,8 @@ pub enum Error {
     /// `popularity_contest` made a list.
     #[error("layering pipeline step {step}: `{op}` needs {needs}, got {found}")]
     Input {
-        /// The step, counted from 1.
+        /// The top-level step, counted from 1 (a step nested in `over`,
+        /// `map` or `pipe` reports the step holding it).
         step: usize,
         /// The operation.
         op: &'static str,
@@ -92,6 +100,24 @@ pub enum Error {
         /// What it got.
         found: &'static str,
     },
+    /// `over` names a key the dict does not have, e.g. `common` after a
+    /// `split_paths` whose split-off paths share nothing with the rest
+    /// (nixpkgs fails with a `KeyError`).
+    #[error(
+        "layering pipeline step {step}: `over` found no `{key}` in the dict; it has {}",
+        keys(present)
+    )]
+    MissingKey {
+        /// The top-level step, counted from 1.
+        step: usize,
+        /// The key asked for.
+        key: &'static str,
+        /// The keys the dict has, in order.
+        present: Vec<&'static str>,
+    },
+    /// The auto-layer strategy was given no layer at all.
+    #[error("the auto layering strategy needs a budget of at least one store layer")]
+    NoLayers,
     /// The references form a cycle, so popularity is undefined (nixpkgs'
     /// recursion would not end).
     #[error("the closure has a reference cycle through `{path}`")]
@@ -115,6 +141,35 @@ pub enum Error {
     },
 }
 
+/// `` `main`, `rest` `` or "no key" for [`Error::MissingKey`].
+fn keys(present: &[&str]) -> String {
+    if present.is_empty() {
+        return "no key".to_owned();
+    }
+    present
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    /// Whether the pipeline itself is at fault (its shape, an operation,
+    /// its arguments or the values its steps pass on), rather than the
+    /// closure: such errors belong at the pipeline's place in the manifest.
+    #[must_use]
+    pub fn is_pipeline(&self) -> bool {
+        matches!(
+            self,
+            Self::Pipeline(_)
+                | Self::UnknownOperation { .. }
+                | Self::Arguments { .. }
+                | Self::Input { .. }
+                | Self::MissingKey { .. }
+        )
+    }
+}
+
 impl Pipeline {
     /// `[["popularity_contest"], ["limit_layers", budget]]`, the default.
     ///
@@ -123,7 +178,18 @@ impl Pipeline {
     #[must_use]
     pub fn popularity(budget: usize) -> Self {
         Self {
-            steps: vec![Step::PopularityContest, Step::LimitLayers(budget)],
+            kind: Kind::Steps(vec![Step::PopularityContest, Step::LimitLayers(budget)]),
+        }
+    }
+
+    /// nixpkgs' auto-layer algorithm (`dockerAutoLayer`, reference §C.6)
+    /// with at most `budget` store layers, ties broken by path.
+    ///
+    /// A `budget` of 0 makes a strategy that [`plan_layers`] rejects.
+    #[must_use]
+    pub fn auto(budget: usize) -> Self {
+        Self {
+            kind: Kind::Auto(budget),
         }
     }
 
@@ -132,10 +198,10 @@ impl Pipeline {
     ///
     /// # Errors
     /// When the value is not a list of `[operation, argument…]` steps, names
-    /// an unknown or not yet supported operation, or has wrong arguments.
+    /// an unknown operation, or has wrong arguments.
     pub fn parse(value: &serde_json::Value) -> Result<Self, Error> {
         Ok(Self {
-            steps: pipeline::parse(value)?,
+            kind: Kind::Steps(pipeline::parse(value)?),
         })
     }
 }
@@ -147,12 +213,24 @@ impl Pipeline {
 ///
 /// # Errors
 /// When the pipeline fails on this graph: a step gets a value it cannot
-/// work on, `limit_layers` is 0, or the references form a cycle.
+/// work on, `over` names a key the dict lacks, `limit_layers` or the
+/// budget is 0, or the references form a cycle.
 pub fn plan_layers(
     graph: &ClosureGraph,
     exclude: &[StorePath],
     pipeline: &Pipeline,
 ) -> Result<LayerPlan, Error> {
+    if let Kind::Auto(budget) = pipeline.kind {
+        let layers = auto::auto_layers(
+            graph
+                .paths()
+                .iter()
+                .map(|p| (&p.path, p.nar_size, p.references.as_slice())),
+            exclude,
+            budget,
+        )?;
+        return Ok(LayerPlan { layers });
+    }
     let base = LayerGraph::new(
         graph
             .paths()
@@ -165,7 +243,14 @@ pub fn plan_layers(
 
 /// Runs `pipeline` on a built layering graph and names the layers.
 fn plan_graph(base: &LayerGraph, pipeline: &Pipeline) -> Result<LayerPlan, Error> {
-    let layers = pipeline::run(&pipeline.steps, base)?.into_layers();
+    let steps = match &pipeline.kind {
+        Kind::Steps(steps) => steps.as_slice(),
+        // `plan_layers` runs the auto strategy on the closure graph, before
+        // any layering graph is built; a layering graph is planned in one
+        // layer, as an empty pipeline would.
+        Kind::Auto(_) => &[],
+    };
+    let layers = pipeline::run(steps, base)?.into_layers();
     Ok(LayerPlan {
         layers: layers
             .into_iter()
@@ -184,6 +269,7 @@ pub(super) mod tests {
     use super::graph::tests::layer_graph;
     use super::graph::Graph;
     use super::*;
+    use crate::closure::PathInfo;
 
     /// A random DAG node: name, narSize, references (to earlier nodes,
     /// possibly itself).
@@ -310,6 +396,90 @@ pub(super) mod tests {
                     prop_assert!(plan.layers.iter().all(|l| !l.is_empty()));
                 }
             }
+        }
+    }
+
+    /// A random step that keeps every path (no `remove_paths`), naming
+    /// paths by node index; nested up to `depth` levels.
+    fn step_strategy(nodes: usize) -> impl Strategy<Value = Json> {
+        let path = move || (0..nodes.max(1)).prop_map(|i| json!(format!("@{i}")));
+        let paths = move || proptest::collection::vec(path(), 0..3);
+        let key = proptest::sample::select(&["main", "common", "rest"][..]);
+        let leaf = prop_oneof![
+            Just(json!(["popularity_contest"])),
+            (1usize..4).prop_map(|n| json!(["limit_layers", n])),
+            (1usize..5).prop_map(|n| json!(["split_every", n])),
+            Just(json!(["flatten"])),
+            Just(json!(["reverse"])),
+            paths().prop_map(|p| json!(["subcomponent_in", p])),
+            paths().prop_map(|p| json!(["subcomponent_out", p])),
+            (paths(), paths()).prop_map(|(mut p, c)| {
+                p.push(json!({ "children_of": c }));
+                json!(["split_paths", p])
+            }),
+            proptest::collection::vec(key.clone(), 0..3).prop_map(|k| json!(["reorder", k])),
+        ];
+        leaf.prop_recursive(2, 12, 3, move |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|s| json!(["map", s])),
+                (key.clone(), inner.clone()).prop_map(|(k, s)| json!(["over", k, s])),
+                proptest::collection::vec(inner, 0..3).prop_map(|s| json!(["pipe", s])),
+            ]
+        })
+    }
+
+    /// `@i` in `value` → the store path of node `i`.
+    fn name_paths(value: &Json, paths: &[StorePath]) -> Json {
+        match value {
+            Json::String(s) => match s.strip_prefix('@').and_then(|i| i.parse::<usize>().ok()) {
+                Some(i) => json!(paths[i % paths.len()].as_str()),
+                None => value.clone(),
+            },
+            Json::Array(items) => Json::Array(items.iter().map(|v| name_paths(v, paths)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    proptest! {
+        /// Random pipelines of path-keeping operations on random DAGs:
+        /// when a pipeline runs (it may fail, e.g. `over` a missing key),
+        /// every path is in exactly one layer, none is empty, and the same
+        /// input gives the same plan.
+        #[test]
+        fn random_pipelines_keep_every_path_once(
+            nodes in dag_strategy(25),
+            steps in proptest::collection::vec(step_strategy(25), 0..5),
+        ) {
+            let ((base, _), paths) = build_excluding(&nodes, &[]);
+            let pipeline = Pipeline::parse(&name_paths(&Json::Array(steps), &paths)).unwrap();
+            if let Ok(plan) = plan_graph(&base, &pipeline) {
+                let kept: BTreeSet<&StorePath> = paths.iter().collect();
+                check_partition(&plan, &kept)?;
+                prop_assert_eq!(plan_graph(&base, &pipeline).unwrap(), plan);
+            }
+        }
+
+        /// The auto strategy through `plan_layers`, on a real `ClosureGraph`.
+        #[test]
+        fn auto_strategy_invariants(nodes in dag_strategy(30), budget in 1usize..10) {
+            let (_, paths) = build_excluding(&nodes, &[]);
+            let graph = ClosureGraph::new(
+                nodes
+                    .iter()
+                    .zip(&paths)
+                    .map(|((_, size, refs), path)| PathInfo {
+                        path: path.clone(),
+                        nar_hash: None,
+                        nar_size: *size,
+                        references: refs.iter().map(|&r| paths[r].clone()).collect(),
+                    })
+                    .collect(),
+            )
+            .unwrap();
+            let plan = plan_layers(&graph, &[], &Pipeline::auto(budget)).unwrap();
+            prop_assert!(plan.layers.len() <= budget);
+            check_partition(&plan, &paths.iter().collect())?;
+            prop_assert_eq!(plan_layers(&graph, &[], &Pipeline::auto(budget)).unwrap(), plan);
         }
     }
 

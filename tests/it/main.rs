@@ -4,10 +4,12 @@
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `errors`: bad input gives one message and no output;
+//! - `layers`: `nixlayer layers` plans (table, JSON, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids.
 
 mod build;
 mod closure_sources;
 mod errors;
 mod layer_golden;
+mod layers;
 mod util;

@@ -1,0 +1,109 @@
+//! `nixlayer layers`: the layer plan of a manifest, as a table or as
+//! nixpkgs' JSON (SPEC §3, §6). Reads the closure like `build`, but no
+//! store file.
+
+use std::io::{self, Write as _};
+
+use crate::build;
+use crate::closure::ClosureGraph;
+use crate::manifest::{Layering, LoadedManifest};
+use crate::plan::LayerPlan;
+
+use super::args::{BuildArgs, LayersArgs};
+use super::{printer, settings, BoxError};
+
+/// Runs `nixlayer layers`.
+pub(super) fn run(args: &LayersArgs) -> Result<(), BoxError> {
+    let loaded = LoadedManifest::load(&args.manifest)?;
+    // The settings of a build of the same manifest: the plan is the build's.
+    let build_args = BuildArgs {
+        manifest: args.manifest.clone(),
+        output: None,
+        stream: false,
+        tag: None,
+    };
+    let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
+    let (closure, plan) = build::plan(&command.settings).map_err(|e| locate(&loaded, e))?;
+    let text = if args.json {
+        json(&plan)
+    } else {
+        table(&closure, &plan)
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A planning error that is the pipeline's fault, pointed at the
+/// pipeline's place in the manifest; other errors unchanged.
+pub(super) fn locate(loaded: &LoadedManifest, err: build::Error) -> BoxError {
+    match (&err, loaded.layering()) {
+        (build::Error::Plan(e), Ok(Layering::Pipeline(p))) if e.is_pipeline() => {
+            loaded.error_at(p.span(), e.to_string(), None).into()
+        }
+        _ => err.into(),
+    }
+}
+
+/// nixpkgs' output: `json.dumps(layers, sort_keys=True, indent=2,
+/// separators=(",", ": "))` printed with a newline. Store paths are ASCII,
+/// so Python's `\u` escaping never applies.
+fn json(plan: &LayerPlan) -> String {
+    let layers: Vec<Vec<&str>> = plan
+        .layers
+        .iter()
+        .map(|l| l.iter().map(|p| p.as_str()).collect())
+        .collect();
+    let mut text = serde_json::to_string_pretty(&layers).unwrap_or_else(|_| "[]".to_owned());
+    text.push('\n');
+    text
+}
+
+/// One row per store path: the layer number, path count and bytes (Σ
+/// narSize) on each layer's first row, then a total.
+fn table(closure: &ClosureGraph, plan: &LayerPlan) -> String {
+    let sizes: Vec<u64> = plan
+        .layers
+        .iter()
+        .map(|l| {
+            l.iter()
+                .filter_map(|p| closure.get(p.as_str()))
+                .map(|info| info.nar_size)
+                .sum()
+        })
+        .collect();
+    let width = sizes
+        .iter()
+        .map(|s| s.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("bytes".len());
+    let mut text = format!(
+        "{:>5}  {:>5}  {:>width$}  path\n",
+        "layer", "paths", "bytes"
+    );
+    for (i, (layer, size)) in plan.layers.iter().zip(&sizes).enumerate() {
+        for (j, path) in layer.iter().enumerate() {
+            if j == 0 {
+                text.push_str(&format!(
+                    "{:>5}  {:>5}  {size:>width$}  {path}\n",
+                    i + 1,
+                    layer.len()
+                ));
+            } else {
+                text.push_str(&format!("{:>5}  {:>5}  {:>width$}  {path}\n", "", "", ""));
+            }
+        }
+    }
+    let paths: usize = plan.layers.iter().map(Vec::len).sum();
+    let total: u64 = sizes.iter().sum();
+    text.push_str(&format!(
+        "{} store layer{}, {paths} path{}, {total} bytes ({})\n",
+        plan.layers.len(),
+        if plan.layers.len() == 1 { "" } else { "s" },
+        if paths == 1 { "" } else { "s" },
+        printer::bytes(total),
+    ));
+    text
+}

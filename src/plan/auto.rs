@@ -1,0 +1,439 @@
+//! The auto-layer strategy: a closure → at most `budget` layers (reference
+//! §C.6, nixpkgs' `auto-layer.py`, the `dockerAutoLayer` default of newer
+//! nixpkgs).
+//!
+//! Each path is attributed a set of *primary* paths, which identifies its
+//! layer. Primaries are taken largest narSize first; a new primary `P`
+//! takes itself and its dependencies, except that a dependency keeps a
+//! primary that is itself a dependency of `P`, and loses the primaries
+//! that depend on `P`. The first primary that would make more distinct
+//! sets than the budget ends the search, and the previous attribution
+//! stands. Paths with the same set form one layer, paths sorted by (name,
+//! hash); layers are ordered by the narSize of their closure.
+//!
+//! As nixpkgs does, excluded paths take part in everything (they have
+//! users, can be primaries, count towards the budget and closure sizes)
+//! and are only dropped from the final layers, empty layers with them.
+//!
+//! nixpkgs breaks ties between layers of equal closure size by Python's
+//! set order, which depends on the hash seed; here they are ordered by
+//! their sorted path lists, so the plan is the same on every run.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::nix::StorePath;
+
+use super::Error;
+
+/// Plans the layers of the closure `nodes` (`(path, narSize, references)`,
+/// self-references allowed, every reference a node), leaving out the
+/// `exclude` paths, in at most `budget` layers.
+///
+/// # Errors
+/// When `budget` is 0, a path appears twice, or a reference is not a node.
+pub(super) fn auto_layers<'a, I>(
+    nodes: I,
+    exclude: &[StorePath],
+    budget: usize,
+) -> Result<Vec<Vec<StorePath>>, Error>
+where
+    I: IntoIterator<Item = (&'a StorePath, u64, &'a [StorePath])>,
+{
+    if budget == 0 {
+        return Err(Error::NoLayers);
+    }
+    let nodes: Vec<(&StorePath, u64, &[StorePath])> = nodes.into_iter().collect();
+    let mut ids: HashMap<&StorePath, usize> = HashMap::with_capacity(nodes.len());
+    for (id, (path, ..)) in nodes.iter().enumerate() {
+        if ids.insert(path, id).is_some() {
+            return Err(Error::DuplicatePath {
+                path: (*path).clone(),
+            });
+        }
+    }
+    let n = nodes.len();
+    let mut references: Vec<Vec<usize>> = Vec::with_capacity(n);
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (id, (path, _, refs)) in nodes.iter().enumerate() {
+        let mut targets = Vec::with_capacity(refs.len());
+        for r in *refs {
+            let Some(&target) = ids.get(r) else {
+                return Err(Error::UnknownReference {
+                    referrer: (*path).clone(),
+                    reference: r.clone(),
+                });
+            };
+            targets.push(target);
+            users[target].push(id);
+        }
+        references.push(targets);
+    }
+    let sizes: Vec<u64> = nodes.iter().map(|(_, size, _)| *size).collect();
+
+    let split = attribute(&sizes, &references, &users, budget);
+
+    // One layer per distinct set, in order of first appearance for now.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of: HashMap<usize, usize> = HashMap::new();
+    for (node, &set) in split.iter().enumerate() {
+        let g = *group_of.entry(set).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(node);
+    }
+    // nixpkgs' `path_key`: the path split at its first `-` into hash and
+    // name, compared by (name, hash).
+    let key = |id: usize| {
+        let path = nodes[id].0.as_str();
+        let (hash, name) = path.split_once('-').unwrap_or((path, ""));
+        (name, hash)
+    };
+    let mut layers: Vec<(u128, Vec<&str>, Vec<usize>)> = groups
+        .into_iter()
+        .map(|mut paths| {
+            paths.sort_by(|&a, &b| key(a).cmp(&key(b)));
+            let closure_size = closure_size(&paths, &references, &sizes);
+            let mut sorted: Vec<&str> = paths.iter().map(|&id| nodes[id].0.as_str()).collect();
+            sorted.sort_unstable();
+            (closure_size, sorted, paths)
+        })
+        .collect();
+    // Dependencies first: a layer's closure includes its dependencies'.
+    layers.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+
+    let excluded: HashSet<&StorePath> = exclude.iter().collect();
+    Ok(layers
+        .into_iter()
+        .map(|(_, _, paths)| {
+            paths
+                .into_iter()
+                .map(|id| nodes[id].0)
+                .filter(|p| !excluded.contains(p))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|layer| !layer.is_empty())
+        .collect())
+}
+
+/// The primary-path attribution: for each node, the id of its set of
+/// primaries (interned, so equal sets have equal ids).
+fn attribute(
+    sizes: &[u64],
+    references: &[Vec<usize>],
+    users: &[Vec<usize>],
+    budget: usize,
+) -> Vec<usize> {
+    let n = sizes.len();
+    // Interned sets of primaries (sorted node ids); set 0 is the empty set.
+    let mut sets: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut interned: HashMap<Vec<usize>, usize> = HashMap::from([(Vec::new(), 0)]);
+    let mut members: Vec<usize> = vec![n];
+    let mut distinct = usize::from(n > 0);
+    let mut split: Vec<usize> = vec![0; n];
+
+    // nixpkgs sorts ascending by narSize (stable) and pops from the end:
+    // largest first, and among equal sizes the later node (the greater
+    // path, as closures are sorted by path) first.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&id| sizes[id]);
+
+    let mut is_dep = vec![false; n];
+    let mut is_user = vec![false; n];
+    for &primary in order.iter().rev() {
+        let deps = reach(primary, references, &mut is_dep);
+        let dependents = reach(primary, users, &mut is_user);
+
+        let mut changes: Vec<(usize, Vec<usize>)> = Vec::with_capacity(deps.len() + 1);
+        changes.push((primary, vec![primary]));
+        for &d in &deps {
+            let mut set: Vec<usize> = sets[split[d]]
+                .iter()
+                .copied()
+                .filter(|&p| !is_user[p])
+                .collect();
+            // A dependency stays with a primary that P itself depends on.
+            if !set.iter().any(|&p| is_dep[p]) {
+                if let Err(at) = set.binary_search(&primary) {
+                    set.insert(at, primary);
+                }
+            }
+            changes.push((d, set));
+        }
+
+        // Apply, counting distinct sets; undo if over budget.
+        let mut undo: Vec<(usize, usize)> = Vec::with_capacity(changes.len());
+        for (node, set) in changes {
+            let id = match interned.get(&set) {
+                Some(&id) => id,
+                None => {
+                    sets.push(set.clone());
+                    members.push(0);
+                    interned.insert(set, sets.len() - 1);
+                    sets.len() - 1
+                }
+            };
+            let old = split[node];
+            undo.push((node, old));
+            move_node(&mut split, &mut members, &mut distinct, node, id);
+        }
+        for &d in &deps {
+            is_dep[d] = false;
+        }
+        for &u in &dependents {
+            is_user[u] = false;
+        }
+        if distinct > budget {
+            for (node, old) in undo.into_iter().rev() {
+                move_node(&mut split, &mut members, &mut distinct, node, old);
+            }
+            break;
+        }
+    }
+    split
+}
+
+/// Moves `node` into set `to`, keeping the member counts and the number of
+/// non-empty sets.
+fn move_node(
+    split: &mut [usize],
+    members: &mut [usize],
+    distinct: &mut usize,
+    node: usize,
+    to: usize,
+) {
+    let from = split[node];
+    if from == to {
+        return;
+    }
+    members[from] -= 1;
+    if members[from] == 0 {
+        *distinct -= 1;
+    }
+    if members[to] == 0 {
+        *distinct += 1;
+    }
+    members[to] += 1;
+    split[node] = to;
+}
+
+/// Everything reachable from `start` along `edges`, `start` excluded
+/// (nixpkgs' `dependencies`), marked in `mark` and returned.
+fn reach(start: usize, edges: &[Vec<usize>], mark: &mut [bool]) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut todo = vec![start];
+    while let Some(v) = todo.pop() {
+        for &next in &edges[v] {
+            if next != start && !mark[next] {
+                mark[next] = true;
+                found.push(next);
+                todo.push(next);
+            }
+        }
+    }
+    found
+}
+
+/// Σ narSize over the closure of `paths` (nixpkgs' `closureSize` of a
+/// layer). A `u128`, so no sum of `u64` sizes can overflow.
+fn closure_size(paths: &[usize], references: &[Vec<usize>], sizes: &[u64]) -> u128 {
+    let mut seen = vec![false; sizes.len()];
+    let mut todo: Vec<usize> = Vec::new();
+    let mut total = 0u128;
+    for &p in paths {
+        if !seen[p] {
+            seen[p] = true;
+            todo.push(p);
+        }
+    }
+    while let Some(v) = todo.pop() {
+        total += u128::from(sizes[v]);
+        for &next in &references[v] {
+            if !seen[next] {
+                seen[next] = true;
+                todo.push(next);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::plan::graph::tests::store_path;
+
+    /// Runs the strategy on `(name, narSize, references by index)`, with
+    /// path `i` hashed from `i`; layers as names.
+    fn plan(nodes: &[(&str, u64, &[usize])], exclude: &[usize], budget: usize) -> Vec<Vec<String>> {
+        let (paths, refs) = paths_and_refs(nodes);
+        let exclude: Vec<StorePath> = exclude.iter().map(|&i| paths[i].clone()).collect();
+        auto_layers(
+            paths
+                .iter()
+                .zip(nodes)
+                .zip(&refs)
+                .map(|((p, n), r)| (p, n.1, r.as_slice())),
+            &exclude,
+            budget,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|l| l.iter().map(|p| p.name().to_owned()).collect())
+        .collect()
+    }
+
+    fn paths_and_refs(nodes: &[(&str, u64, &[usize])]) -> (Vec<StorePath>, Vec<Vec<StorePath>>) {
+        let paths: Vec<StorePath> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ..))| store_path(i as u64, name))
+            .collect();
+        let refs = nodes
+            .iter()
+            .map(|(_, _, r)| r.iter().map(|&i| paths[i].clone()).collect())
+            .collect();
+        (paths, refs)
+    }
+
+    /// The worked example of reference §C.6, limit 3:
+    ///
+    /// ```text
+    /// cust(1) ──► app(100) ──► libA(50) ──► glibc(30)
+    ///    │            └──────► libB(20) ──► glibc
+    ///    └──────► tool(40) ───────────────► glibc
+    /// ```
+    ///
+    /// app takes everything below it; libA then takes glibc; tool would
+    /// make {tool} and {libA, tool}, five sets, so the search stops there.
+    #[test]
+    fn worked_example() {
+        let nodes: &[(&str, u64, &[usize])] = &[
+            ("app", 100, &[1, 2]),
+            ("libA", 50, &[3]),
+            ("libB", 20, &[3]),
+            ("glibc", 30, &[]),
+            ("tool", 40, &[3]),
+            ("cust", 1, &[0, 4]),
+        ];
+        assert_eq!(
+            plan(nodes, &[5], 3),
+            [vec!["glibc", "libA"], vec!["app", "libB"], vec!["tool"]]
+        );
+        // cust is excluded but still counted: with it kept, the same
+        // layers, cust with tool.
+        assert_eq!(
+            plan(nodes, &[], 3),
+            [
+                vec!["glibc", "libA"],
+                vec!["app", "libB"],
+                vec!["cust", "tool"]
+            ]
+        );
+        // A larger budget lets tool in: glibc is shared by libA and tool
+        // (closure sizes 30, 70, 80, 200); libB would make a sixth set.
+        assert_eq!(
+            plan(nodes, &[5], 5),
+            [
+                vec!["glibc"],
+                vec!["tool"],
+                vec!["libA"],
+                vec!["app", "libB"]
+            ]
+        );
+    }
+
+    #[test]
+    fn one_layer_holds_everything() {
+        let nodes: &[(&str, u64, &[usize])] = &[("a", 3, &[1]), ("b", 2, &[]), ("c", 1, &[])];
+        // a → {a} and b → {a}, c stays in {}: two sets, over budget.
+        assert_eq!(plan(nodes, &[], 1), [vec!["a", "b", "c"]]);
+        assert_eq!(plan(&[], &[], 1), Vec::<Vec<String>>::new());
+    }
+
+    #[test]
+    fn equal_sizes_take_the_greater_path_first() {
+        // Same size, no edges: the later node is the first primary, so
+        // with budget 2 it gets its own layer.
+        let nodes: &[(&str, u64, &[usize])] = &[("x", 5, &[]), ("y", 5, &[]), ("z", 5, &[])];
+        let layers = plan(nodes, &[], 2);
+        assert_eq!(layers, [vec!["z"], vec!["x", "y"]]);
+    }
+
+    #[test]
+    fn equal_closure_sizes_are_ordered_by_path() {
+        let nodes: &[(&str, u64, &[usize])] = &[("b", 5, &[]), ("a", 5, &[]), ("c", 5, &[])];
+        let (paths, _) = paths_and_refs(nodes);
+        let mut by_path: Vec<&StorePath> = paths.iter().collect();
+        by_path.sort();
+        let expected: Vec<Vec<String>> =
+            by_path.iter().map(|p| vec![p.name().to_owned()]).collect();
+        assert_eq!(plan(nodes, &[], 10), expected);
+    }
+
+    #[test]
+    fn self_references_are_harmless() {
+        let nodes: &[(&str, u64, &[usize])] = &[("a", 3, &[0, 1]), ("b", 2, &[1])];
+        assert_eq!(plan(nodes, &[], 5), [vec!["b"], vec!["a"]]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let a = store_path(1, "a");
+        let b = store_path(2, "b");
+        let refs = [b.clone()];
+        assert!(matches!(
+            auto_layers([(&a, 1, &refs[..])], &[], 3),
+            Err(Error::UnknownReference { .. })
+        ));
+        assert!(matches!(
+            auto_layers([(&a, 1, &[][..]), (&a, 1, &[][..])], &[], 3),
+            Err(Error::DuplicatePath { .. })
+        ));
+        assert!(matches!(
+            auto_layers([(&a, 1, &[][..])], &[], 0),
+            Err(Error::NoLayers)
+        ));
+    }
+
+    proptest! {
+        /// Random DAGs with several roots, diamonds and self-references:
+        /// every kept path in exactly one layer, no empty layer, within
+        /// budget, and the same plan twice.
+        #[test]
+        fn invariants(
+            nodes in crate::plan::tests::dag_strategy(40),
+            budget in 1usize..12,
+            exclude in proptest::collection::vec(any::<proptest::sample::Index>(), 0..3),
+        ) {
+            let view: Vec<(&str, u64, &[usize])> =
+                nodes.iter().map(|(n, s, r)| (*n, *s, r.as_slice())).collect();
+            let (paths, refs) = paths_and_refs(&view);
+            let exclude: Vec<StorePath> =
+                exclude.iter().map(|i| paths[i.index(paths.len())].clone()).collect();
+            let run = || auto_layers(
+                paths.iter().zip(&view).zip(&refs).map(|((p, n), r)| (p, n.1, r.as_slice())),
+                &exclude,
+                budget,
+            ).unwrap();
+            let layers = run();
+            prop_assert!(layers.len() <= budget);
+            let mut seen = BTreeSet::new();
+            for layer in &layers {
+                prop_assert!(!layer.is_empty());
+                for p in layer {
+                    prop_assert!(seen.insert(p.clone()));
+                }
+            }
+            let kept: BTreeSet<StorePath> =
+                paths.iter().filter(|p| !exclude.contains(p)).cloned().collect();
+            prop_assert_eq!(seen, kept);
+            prop_assert_eq!(run(), layers);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `nixlayer layers`: the plan of the example and of real `nix-build`
+//! closures as a table and as nixpkgs' JSON, the auto strategy within its
+//! budget, and malformed pipelines reported at the manifest's line.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::util::{self, nixlayer, run};
+
+/// `nixlayer layers MANIFEST [--json]`, exit 0, stdout.
+fn layers(manifest: &Path, json: bool) -> String {
+    let mut cmd = nixlayer();
+    cmd.arg("layers").arg(manifest);
+    if json {
+        cmd.arg("--json");
+    }
+    String::from_utf8(run(&mut cmd, 0).stdout).unwrap()
+}
+
+fn parse_json(text: &str) -> Vec<Vec<String>> {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The example's closure (`fixtures/example/graph.json`):
+///
+/// ```text
+/// example-app-0.3 ──► example-site-2.1 ──► example-greeting-1.0
+///        └────────────────────────────────► example-greeting-1.0
+/// ```
+#[test]
+fn the_example_as_a_table_and_as_json() {
+    let manifest = util::repo().join("manifests/example.toml");
+    let json = layers(&manifest, true);
+    // nixpkgs: json.dumps(indent=2, separators=(",", ": ")), then a newline.
+    assert_eq!(
+        json,
+        "[\n  [\n    \"/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0\"\n  ],\n  [\n    \"/nix/store/2jwagnlndazr95zyyns02ih462kl82h1-example-site-2.1\"\n  ],\n  [\n    \"/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3\"\n  ]\n]\n"
+    );
+    let table = layers(&manifest, false);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "layer  paths  bytes  path");
+    assert_eq!(
+        lines[1],
+        "    1      1    488  /nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0"
+    );
+    assert_eq!(lines.len(), 5, "{table}");
+    assert_eq!(lines[4], "3 store layers, 3 paths, 4024 bytes (3.9 KiB)");
+}
+
+/// A manifest for the root `root` of a real closure (read with `nix-store`).
+fn manifest(dir: &Path, root: &Path, layering: &str) -> std::path::PathBuf {
+    util::write(
+        dir,
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/layers\"\nmax_layers = 3\n[closure]\nroots = [\"{}\"]\n{layering}\n",
+            root.display()
+        ),
+    )
+}
+
+/// The closure of `root` by `nix-store`, and each path's narSize.
+fn real_closure(root: &Path) -> (BTreeSet<String>, std::collections::BTreeMap<String, u64>) {
+    let root = root.display().to_string();
+    let paths: BTreeSet<String> = String::from_utf8(util::nix("nix-store", &["-qR", &root]))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let sizes = paths
+        .iter()
+        .map(|p| {
+            let size = String::from_utf8(util::nix("nix-store", &["-q", "--size", p])).unwrap();
+            (p.clone(), size.trim().parse().unwrap())
+        })
+        .collect();
+    (paths, sizes)
+}
+
+/// Every path of the closure exactly once, no empty layer.
+fn assert_partition(layers: &[Vec<String>], closure: &BTreeSet<String>) {
+    let mut seen = BTreeSet::new();
+    for layer in layers {
+        assert!(!layer.is_empty());
+        for p in layer {
+            assert!(seen.insert(p.clone()), "{p} twice");
+        }
+    }
+    assert_eq!(&seen, closure);
+}
+
+/// The golden store of `fixtures/golden/tar/store.nix`: six paths, more
+/// than the budget of two store layers (`max_layers = 3`).
+#[test]
+fn a_real_closure_within_budget_under_both_strategies() {
+    let Some(root) = util::nix_fixture("golden") else {
+        return;
+    };
+    let (closure, sizes) = real_closure(&root);
+    assert!(closure.len() > 2);
+    let tmp = util::temp_dir();
+    for layering in [
+        "",
+        "[layering]\nstrategy = \"popularity\"",
+        "[layering]\nstrategy = \"auto\"",
+    ] {
+        let m = manifest(tmp.path(), &root, layering);
+        let plan = parse_json(&layers(&m, true));
+        assert!(plan.len() <= 2, "{layering}: {plan:?}");
+        assert_partition(&plan, &closure);
+        // Deterministic.
+        assert_eq!(parse_json(&layers(&m, true)), plan);
+
+        // The table shows the same layers, each with Σ narSize.
+        let table = layers(&m, false);
+        let mut rows = table.lines().skip(1);
+        for (i, layer) in plan.iter().enumerate() {
+            let bytes: u64 = layer.iter().map(|p| sizes[p]).sum();
+            for (j, path) in layer.iter().enumerate() {
+                let row: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
+                if j == 0 {
+                    assert_eq!(
+                        row,
+                        [
+                            &(i + 1).to_string(),
+                            &layer.len().to_string(),
+                            &bytes.to_string(),
+                            path.as_str()
+                        ]
+                    );
+                } else {
+                    assert_eq!(row, [path.as_str()]);
+                }
+            }
+        }
+        let total: u64 = sizes.values().sum();
+        assert!(
+            rows.next()
+                .unwrap()
+                .contains(&format!("{} paths, {total} bytes", closure.len())),
+            "{table}"
+        );
+    }
+}
+
+/// The default layering of the `hello` fixture: the same plan as the
+/// explicit nixpkgs default pipeline.
+///
+/// ```text
+/// hello-app-1.0 ──► busybox-static-1.35
+///       └─────────► greeting-1.0
+/// ```
+#[test]
+fn the_default_is_the_popularity_pipeline() {
+    let Some(root) = util::nix_fixture("hello") else {
+        return;
+    };
+    let (closure, _) = real_closure(&root);
+    let tmp = util::temp_dir();
+    let default = parse_json(&layers(&manifest(tmp.path(), &root, ""), true));
+    let explicit = parse_json(&layers(
+        &manifest(
+            tmp.path(),
+            &root,
+            "[layering]\npipeline = [[\"popularity_contest\"], [\"limit_layers\", 2]]",
+        ),
+        true,
+    ));
+    assert_eq!(default, explicit);
+    assert_partition(&default, &closure);
+    // The root is the least popular: in the last, merged layer.
+    assert!(default
+        .last()
+        .unwrap()
+        .contains(&root.display().to_string()));
+}
+
+/// The example manifest with `pipeline` as its last line (line 18).
+fn with_pipeline(pipeline: &str) -> String {
+    let store = util::repo().join("fixtures/example/store");
+    let graph = util::repo().join("fixtures/example/graph.json");
+    format!(
+        "name = \"x\"\n[store]\nroot = \"{}\"\n[closure]\nroots = [\"/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3\"]\nsource = {{ graph = \"{}\" }}\n[layering]\npipeline = {pipeline}\n",
+        store.display(),
+        graph.display()
+    )
+}
+
+/// `layers` and `build` both fail with exit 1, one error naming
+/// `image.toml:8` and containing `says`, no panic.
+fn fails(pipeline: &str, says: &[&str]) {
+    let tmp = util::temp_dir();
+    let m = util::write(tmp.path(), "image.toml", &with_pipeline(pipeline));
+    for args in [vec!["layers"], vec!["build", "-o"]] {
+        let mut cmd = nixlayer();
+        cmd.arg(args[0]).arg(&m);
+        if args.len() > 1 {
+            cmd.arg(args[1]).arg(tmp.path().join("out.tar"));
+        }
+        let out = run(&mut cmd, 1);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: "), "{stderr}");
+        assert!(first.contains("image.toml:8:12: "), "{stderr}");
+        for s in says {
+            assert!(first.contains(s), "should say `{s}`:\n{stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.stdout.is_empty());
+        assert!(!tmp.path().join("out.tar").exists());
+    }
+}
+
+#[test]
+fn malformed_pipelines_name_the_manifest_line() {
+    // An unknown operation lists the valid ones.
+    fails(
+        r#"[["popularity"]]"#,
+        &[
+            "unknown operation `popularity`",
+            "subcomponent_in",
+            "reorder",
+        ],
+    );
+    // Wrong arguments say which operation and what it takes.
+    fails(
+        r#"[["split_every", "3"]]"#,
+        &["`split_every` takes one whole number ≥ 1", "got `\"3\"`"],
+    );
+    fails(
+        r#"[["over", "main"]]"#,
+        &["`over` takes a key (`main`, `common` or `rest`) and one step"],
+    );
+    fails(
+        r#"[["popularity_contest"], ["limit_layers", 0]]"#,
+        &["step 2", "`limit_layers`", "got `0`"],
+    );
+    // At run time: `over` a key the dict lacks names the keys present.
+    fails(
+        r#"[["split_paths", ["/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0"]], ["over", "common", ["popularity_contest"]]]"#,
+        &["`over` found no `common`", "it has `main`, `rest`"],
+    );
+    // A step given the wrong kind of value.
+    fails(
+        r#"[["limit_layers", 2]]"#,
+        &["`limit_layers` needs a list of graphs, got a graph"],
+    );
+    fails(
+        r#"[["popularity_contest", 1]]"#,
+        &["`popularity_contest` takes no arguments"],
+    );
+}
