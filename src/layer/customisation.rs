@@ -3,7 +3,9 @@
 //!
 //! A [`CustomisationTree`] is an in-memory, component-wise sorted list of
 //! entries, built in the order SPEC §4 gives: `contents` merged into `/`
-//! with symlinkJoin semantics ([`CustomisationTree::merge_contents`]), then
+//! with symlinkJoin semantics ([`CustomisationTree::merge_contents`]: real
+//! directories, links to files, symlinks copied with their target as
+//! `lndir` does), then
 //! `files`, `dirs` and `symlinks`, then whatever later stages add (the Nix
 //! database). The tree is small (links and a few files), so holding it is
 //! cheap; file bytes from disk are read only while writing.
@@ -23,7 +25,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -227,9 +229,10 @@ impl CustomisationTree {
 
     /// Merges each store path of `contents` (a directory) into `/`, as
     /// nixpkgs' symlinkJoin does: directories become real directories, files
-    /// and symlinks become symlinks to their place in the store, and a
-    /// symlink resolving to a directory inside the store is merged as that
-    /// directory. Top-level `proc`, `sys` and `dev` are skipped.
+    /// become symlinks to their place in the store, symlinks are copied with
+    /// their own target (`lndir`), and a symlink resolving to a directory
+    /// inside the store is merged as that directory. Top-level `proc`, `sys`
+    /// and `dev` are skipped.
     ///
     /// # Errors
     /// When a store path cannot be read or is not a directory, or two
@@ -342,7 +345,24 @@ impl CustomisationTree {
                         self.merge_dir(&to, &dir, on_collision, depth + 1)?;
                     }
                 }
-                None => self.link(&to, &child, on_collision)?,
+                None => {
+                    // lndir's rule: a symlink is copied with its own target,
+                    // so a relative link resolves in the merged root (Debian's
+                    // `python3 -> python3.11` across packages); a file is
+                    // linked to its place in the store.
+                    let target = if meta.file_type().is_symlink() {
+                        fs::read_link(&child_disk)
+                            .map_err(|source| Error::Io {
+                                path: child_disk.clone(),
+                                source,
+                            })?
+                            .into_os_string()
+                            .into_vec()
+                    } else {
+                        child.clone()
+                    };
+                    self.link(&to, &child, target, on_collision)?;
+                }
             }
         }
         Ok(())
@@ -385,6 +405,7 @@ impl CustomisationTree {
         &mut self,
         to: &[Vec<u8>],
         source: &[u8],
+        target: Vec<u8>,
         on_collision: OnCollision,
     ) -> Result<(), Error> {
         let source_text = String::from_utf8_lossy(source).into_owned();
@@ -408,7 +429,7 @@ impl CustomisationTree {
         self.entries.insert(
             to.to_vec(),
             Entry {
-                kind: EntryKind::Symlink(source.to_vec()),
+                kind: EntryKind::Symlink(target),
                 mode: 0o777,
                 owner: Owner::default(),
                 origin: Some(source_text),
