@@ -657,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn plain_gzip_zstd_archives_give_the_same_layer() {
+    fn plain_gzip_zstd_xz_archives_give_the_same_layer() {
         let layer = vec![7u8; 3000];
         let diff_id = Digest::of(&layer);
         let plain = archive(&layer, &diff_id);
@@ -665,7 +665,9 @@ mod tests {
         gz.write_all(&plain).unwrap();
         let gz = gz.finish().unwrap();
         let zst = zstd::encode_all(&plain[..], 3).unwrap();
-        for bytes in [&plain, &gz, &zst] {
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &plain[..], &mut xz).unwrap();
+        for bytes in [&plain, &gz, &zst, &xz] {
             let image = open_bytes(bytes).unwrap();
             assert_eq!(image.env, ["PATH=/bin", "A=1"]);
             assert_eq!(image.layers.len(), 1);
@@ -689,6 +691,48 @@ mod tests {
             Err(Error::Malformed { .. })
         ));
         assert!(matches!(open_bytes(&[]), Err(Error::Malformed { .. })));
+    }
+
+    /// An OCI layout directory whose layer blob is gzip-compressed: the
+    /// layer comes out as its uncompressed tar, sized before it is written.
+    #[test]
+    fn oci_layout_with_a_compressed_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let digest = Digest::of(bytes);
+            std::fs::write(blobs.join(digest.hex()), bytes).unwrap();
+            digest.prefixed()
+        };
+        let layer = vec![3u8; 5000];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&layer).unwrap();
+        let blob = put(&gz.finish().unwrap());
+        let config = put(
+            serde_json::json!({"rootfs": {"diff_ids": [Digest::of(&layer).prefixed()]}})
+                .to_string()
+                .as_bytes(),
+        );
+        let manifest = put(
+            serde_json::json!({
+                "config": {"digest": config},
+                "layers": [{"digest": blob, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}],
+            })
+            .to_string()
+            .as_bytes(),
+        );
+        std::fs::write(
+            dir.path().join("index.json"),
+            serde_json::json!({"manifests": [{"digest": manifest}]}).to_string(),
+        )
+        .unwrap();
+        let image = BaseImage::open(dir.path()).unwrap();
+        assert!(image.env.is_empty());
+        assert_eq!(image.layers[0].size, 5000);
+        let mut out = Vec::new();
+        image.write_layer(0, &mut out).unwrap();
+        assert_eq!(out, layer);
     }
 
     #[test]

@@ -642,3 +642,154 @@ impl CustomisationTree {
         Ok(LayerDigest { diff_id, size })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    use super::*;
+    use crate::nix::StoreDir;
+
+    const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+    const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
+
+    fn store(root: &Path) -> StoreLocation {
+        StoreLocation {
+            dir: StoreDir::default(),
+            root: root.to_owned(),
+        }
+    }
+
+    fn put(root: &Path, path: &str, content: &str) {
+        let file = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, content).unwrap();
+    }
+
+    fn sp(path: &str) -> StorePath {
+        StorePath::parse(&StoreDir::default(), path).unwrap()
+    }
+
+    /// ```text
+    /// A/ bin/hello  lib -> share/lib  share/lib/x.so  dev/null  proc/x  etc/motd  rel -> bin/hello
+    /// B/ bin/other  etc/motd (different)  share/lib/y.so
+    /// ```
+    fn fixture(root: &Path) {
+        put(root, &format!("{A}/bin/hello"), "hello");
+        put(root, &format!("{A}/share/lib/x.so"), "x");
+        put(root, &format!("{A}/dev/null"), "");
+        put(root, &format!("{A}/proc/x"), "");
+        put(root, &format!("{A}/etc/motd"), "a");
+        symlink("share/lib", root.join(&A[1..]).join("lib")).unwrap();
+        symlink("bin/hello", root.join(&A[1..]).join("rel")).unwrap();
+        put(root, &format!("{B}/bin/other"), "other");
+        put(root, &format!("{B}/etc/motd"), "b");
+        put(root, &format!("{B}/share/lib/y.so"), "y");
+    }
+
+    #[test]
+    fn contents_merge_like_symlink_join() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        let mut tree = CustomisationTree::new(store(dir.path()), Owner::default());
+        tree.merge_contents(&[sp(A), sp(B)], OnCollision::First)
+            .unwrap();
+        let names = tree.names();
+        assert_eq!(
+            names,
+            [
+                "/bin/",
+                "/bin/hello",
+                "/bin/other",
+                "/etc/",
+                "/etc/motd",
+                "/lib/",
+                "/lib/x.so",
+                "/rel",
+                "/share/",
+                "/share/lib/",
+                "/share/lib/x.so",
+                "/share/lib/y.so",
+            ]
+        );
+        let link = |path: &str| match &tree.entries[&split(path).unwrap()].kind {
+            EntryKind::Symlink(t) => String::from_utf8(t.clone()).unwrap(),
+            other => panic!("{path} is {other:?}"),
+        };
+        assert_eq!(link("/bin/hello"), format!("{A}/bin/hello"));
+        assert_eq!(link("/lib/x.so"), format!("{A}/share/lib/x.so"));
+        assert_eq!(link("/etc/motd"), format!("{A}/etc/motd"), "first wins");
+        assert_eq!(link("/rel"), "bin/hello", "symlinks keep their target");
+    }
+
+    #[test]
+    fn collisions_name_both_files_and_equal_files_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        let mut tree = CustomisationTree::new(store(dir.path()), Owner::default());
+        match tree.merge_contents(&[sp(A), sp(B)], OnCollision::Error) {
+            Err(Error::Collision {
+                path,
+                first,
+                second,
+            }) => {
+                assert_eq!(path, "/etc/motd");
+                assert_eq!(first, format!("{A}/etc/motd"));
+                assert_eq!(second, format!("{B}/etc/motd"));
+            }
+            other => panic!("expected a collision, got {other:?}"),
+        }
+        put(dir.path(), &format!("{B}/etc/motd"), "a");
+        let mut tree = CustomisationTree::new(store(dir.path()), Owner::default());
+        tree.merge_contents(&[sp(A), sp(B)], OnCollision::Error)
+            .unwrap();
+    }
+
+    #[test]
+    fn explicit_entries_parents_and_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = Owner {
+            uid: 1000,
+            gid: 1000,
+            uname: "u".into(),
+            gname: "u".into(),
+        };
+        let mut tree = CustomisationTree::new(store(dir.path()), owner.clone());
+        tree.add_file(
+            "/nix/var/nix/db/schema",
+            FileData::Inline(b"10".to_vec()),
+            0o644,
+            &owner,
+        )
+        .unwrap();
+        tree.add_dir("/tmp", 0o1777, &Owner::default()).unwrap();
+        assert_eq!(
+            tree.entries[&split("/nix").unwrap()].owner.uid,
+            1000,
+            "the store's ancestors keep the store layers' owner"
+        );
+        assert_eq!(tree.entries[&split("/nix/var").unwrap()].owner.uid, 0);
+        assert!(matches!(
+            tree.add_file("/nix/store/x", FileData::Inline(Vec::new()), 0o644, &owner),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            tree.add_dir("/../x", 0o755, &owner),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            tree.add_dir("/tmp/x/y", 0o755, &owner)
+                .and(tree.add_symlink("/tmp/x", "/", &owner))
+                .and(tree.add_file("/tmp/x/z", FileData::Inline(Vec::new()), 0o644, &owner)),
+            Err(Error::InvalidPath { .. })
+        ));
+
+        let perms = Permissions::default();
+        let size = tree.measure(7, &perms);
+        let mut bytes = Vec::new();
+        let digest = tree.write(7, &perms, &mut bytes).unwrap();
+        assert_eq!((digest.size, bytes.len() as u64), (size, size));
+        assert_eq!(&bytes[..5], b"/nix/");
+    }
+}

@@ -160,8 +160,14 @@ fn python_closure() -> Option<(PathBuf, Vec<String>)> {
 
 /// The python image: the whole closure merged into `/`, owned by uid 1000
 /// with the Nix database, and permission rules on the customisation layer
-/// and on a store layer.
-fn python_manifest(dir: &Path, python: &Path, closure: &[String]) -> PathBuf {
+/// and, with `store_rule`, on a store layer (which may change a file's
+/// executable bit, so its NAR hash: not for the `nix-store --verify` test).
+fn python_manifest(dir: &Path, python: &Path, closure: &[String], store_rule: bool) -> PathBuf {
+    let store_rule = if store_rule {
+        "[[customisation.permissions]]\npath = \"/nix/store/*-deb-python3-minimal/usr/share/**\"\nuid = 4242\nfile_mode = \"0640\"\n"
+    } else {
+        ""
+    };
     util::write(
         dir,
         "image.toml",
@@ -201,10 +207,7 @@ uid = 1000
 gid = 100
 dir_mode = "0750"
 
-[[customisation.permissions]]
-path = "/nix/store/*-deb-python3-minimal/usr/share/**"
-uid = 4242
-file_mode = "0640"
+{store_rule}
 "#,
             python = python.display(),
             contents = quoted_list(closure),
@@ -224,7 +227,7 @@ fn python_from_debian_closure_runs_as_root_and_as_the_owner() {
         return;
     }
     let tmp = util::temp_dir();
-    let manifest = python_manifest(tmp.path(), &python, &closure);
+    let manifest = python_manifest(tmp.path(), &python, &closure, true);
     let archive = tmp.path().join("python.tar");
     build(&manifest, &archive);
     let image = "nixlayer-test/python:content";
@@ -292,7 +295,7 @@ fn nix_db_passes_nix_store_verify_and_lists_the_host_closure() {
         return;
     };
     let tmp = util::temp_dir();
-    let manifest = python_manifest(tmp.path(), &python, &closure);
+    let manifest = python_manifest(tmp.path(), &python, &closure, false);
     let archive = tmp.path().join("python.tar");
     build(&manifest, &archive);
     let root = tmp.path().join("root");
