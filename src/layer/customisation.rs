@@ -248,7 +248,7 @@ impl CustomisationTree {
                 .ok_or_else(|| Error::NotADirectory {
                     path: path.as_str().to_owned(),
                 })?;
-            self.merge_dir(&[], &dir, on_collision, 0)?;
+            self.merge_dir(&[], &dir, on_collision, &mut vec![dir.clone()])?;
         }
         Ok(())
     }
@@ -302,12 +302,15 @@ impl CustomisationTree {
         Ok(None)
     }
 
+    /// Merges directory `source` at `dest`; `stack` holds the source
+    /// directories being merged, outermost first, so that a symlink back
+    /// to one of them is kept as a link instead of merged without end.
     fn merge_dir(
         &mut self,
         dest: &[Vec<u8>],
         source: &[u8],
         on_collision: OnCollision,
-        depth: usize,
+        stack: &mut Vec<Vec<u8>>,
     ) -> Result<(), Error> {
         let disk = self.disk(source);
         let io = |source| Error::Io {
@@ -334,15 +337,22 @@ impl CustomisationTree {
             })?;
             let dir = if meta.is_dir() {
                 Some(child.clone())
-            } else if meta.file_type().is_symlink() && depth < MAX_HOPS {
+            } else if meta.file_type().is_symlink() {
+                let inside = |dir: &[u8], of: &[u8]| {
+                    of == dir || (of.starts_with(dir) && of.get(dir.len()) == Some(&b'/'))
+                };
                 self.resolve_store_dir(&child)?
+                    .filter(|dir| !stack.iter().any(|open| inside(dir, open)))
             } else {
                 None
             };
             match dir {
                 Some(dir) => {
                     if self.merge_into_dir(&to, &child, on_collision)? {
-                        self.merge_dir(&to, &dir, on_collision, depth + 1)?;
+                        stack.push(dir.clone());
+                        let merged = self.merge_dir(&to, &dir, on_collision, stack);
+                        stack.pop();
+                        merged?;
                     }
                 }
                 None => {
@@ -721,6 +731,20 @@ mod tests {
         assert_eq!(link("/lib/x.so"), format!("{A}/share/lib/x.so"));
         assert_eq!(link("/etc/motd"), format!("{A}/etc/motd"), "first wins");
         assert_eq!(link("/rel"), "bin/hello", "symlinks keep their target");
+    }
+
+    #[test]
+    fn a_symlink_back_to_a_merged_directory_stays_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), &format!("{A}/share/x"), "x");
+        symlink("..", dir.path().join(&A[1..]).join("share/up")).unwrap();
+        symlink(A, dir.path().join(&A[1..]).join("share/self")).unwrap();
+        let mut tree = CustomisationTree::new(store(dir.path()), Owner::default());
+        tree.merge_contents(&[sp(A)], OnCollision::Error).unwrap();
+        assert_eq!(
+            tree.names(),
+            ["/share/", "/share/self", "/share/up", "/share/x"]
+        );
     }
 
     #[test]

@@ -409,6 +409,46 @@ mod tests {
         assert!(parse_mode(&ModeSpec::Number(-1)).is_err());
     }
 
+    fn load(text: &str) -> Result<LoadedManifest, Error> {
+        LoadedManifest::from_text(PathBuf::from("/m/image.toml"), text.to_owned())
+    }
+
+    #[test]
+    fn sections_parse_with_modes_as_text_or_integer() {
+        let m = load(
+            "name = \"x\"\n[closure]\nroots = []\ninclude_nix_db = true\n\
+             [customisation]\non_collision = \"first\"\n\
+             [[customisation.files]]\npath = \"/etc/a\"\ntext = \"a\"\nmode = 0o600\n\
+             [[customisation.dirs]]\npath = \"/tmp/\"\nmode = \"1777\"\n\
+             [[customisation.permissions]]\npath = \"/nix/var/nix/**\"\nuid = 1\n",
+        )
+        .unwrap();
+        let c = m.customisation().unwrap();
+        assert!(c.first_wins);
+        assert_eq!(c.files[0].mode, 0o600);
+        assert_eq!(c.dirs, [("/tmp".to_owned(), 0o1777)]);
+        assert_eq!(c.permissions[0].uid, Some(1));
+        assert_eq!(m.manifest.closure.include_nix_db, Some(true));
+    }
+
+    #[test]
+    fn bad_values_point_at_their_line() {
+        for (text, line) in [
+            ("[[customisation.dirs]]\npath = \"/x\"\nmode = \"9\"\n", 7),
+            ("[[customisation.files]]\npath = \"/x\"\n", 6),
+            ("[customisation]\non_collision = \"last\"\n", 6),
+            ("[[customisation.permissions]]\npath = \"/x\"\n", 6),
+            ("[customisation]\nunknown = 1\n", 6),
+            ("[base]\nimage = \"/nonexistent/base.tar\"\n", 6),
+        ] {
+            let text = format!("name = \"x\"\n[closure]\nroots = []\n\n{text}");
+            match load(&text) {
+                Err(Error::Invalid { line: l, .. }) => assert_eq!(l, line, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn image_paths() {
         assert_eq!(
