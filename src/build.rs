@@ -3,10 +3,14 @@
 //! [`write_docker_archive`] then makes the one pass over the store's bytes.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::closure::{self, ClosureGraph, Source, StoreLocation};
-use crate::image::{self, ConfigSpec, LayerRecord};
-use crate::layer::{self, Digest, LayerOptions, Owner};
+use crate::image::base::{self as base_image, BaseImage};
+use crate::image::{self, nix_db, ConfigSpec, LayerRecord};
+use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
+use crate::layer::{self, Digest, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
 use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink::docker_archive::{layer_member, DockerArchiveWriter};
@@ -35,6 +39,63 @@ pub struct BuildSettings {
     pub owner: Owner,
     /// mtime of every layer entry.
     pub mtime: u64,
+    /// The customisation layer, permissions, the Nix database and the base image.
+    pub content: ContentSettings,
+}
+
+/// What the image holds beyond the store layers (SPEC §4, §5).
+#[derive(Clone, Debug)]
+pub struct ContentSettings {
+    /// `customisation.contents`: store paths merged into `/`.
+    pub contents: Vec<StorePath>,
+    /// `customisation.on_collision`.
+    pub on_collision: OnCollision,
+    /// `customisation.files`, in order.
+    pub files: Vec<CustomFile>,
+    /// `customisation.dirs`: path and mode.
+    pub dirs: Vec<(String, u32)>,
+    /// `customisation.symlinks`: path and target.
+    pub symlinks: Vec<(String, String)>,
+    /// `customisation.permissions`, applied to every layer.
+    pub permissions: Permissions,
+    /// `closure.include_store_paths`: false puts no store path in the image.
+    pub include_store_paths: bool,
+    /// `closure.include_nix_db`.
+    pub include_nix_db: bool,
+    /// `base.image`.
+    pub base: Option<PathBuf>,
+    /// `max_layers` when the store layers use the default pipeline, whose
+    /// limit must then leave room for the base image's layers too (nixpkgs
+    /// checks no budget for a custom pipeline).
+    pub default_budget: Option<u32>,
+}
+
+impl Default for ContentSettings {
+    fn default() -> Self {
+        Self {
+            contents: Vec::new(),
+            on_collision: OnCollision::Error,
+            files: Vec::new(),
+            dirs: Vec::new(),
+            symlinks: Vec::new(),
+            permissions: Permissions::default(),
+            include_store_paths: true,
+            include_nix_db: false,
+            base: None,
+            default_budget: None,
+        }
+    }
+}
+
+/// One `[[customisation.files]]` entry.
+#[derive(Clone, Debug)]
+pub struct CustomFile {
+    /// Absolute path in the image.
+    pub path: String,
+    /// Its bytes.
+    pub data: FileData,
+    /// Its mode.
+    pub mode: u32,
 }
 
 /// Why a build failed.
@@ -53,6 +114,22 @@ pub enum Error {
     /// Writing the image failed.
     #[error("failed to write the image")]
     Write(#[source] std::io::Error),
+    /// The base image could not be read.
+    #[error(transparent)]
+    Base(#[from] base_image::Error),
+    /// The Nix database could not be made.
+    #[error(transparent)]
+    NixDb(#[from] nix_db::Error),
+    /// The base image leaves no layer for the store paths (nixpkgs' check, reference §B.2).
+    #[error("the base image `{}` and the customisation layer use {used} layers, but only `max_layers = {max}` are allowed; at least 1 layer is required to store contents", base.display())]
+    Budget {
+        /// The base image.
+        base: PathBuf,
+        /// Layers used by the base image and the customisation layer.
+        used: usize,
+        /// `max_layers`.
+        max: u32,
+    },
 }
 
 /// What a layer holds.
@@ -61,6 +138,10 @@ pub enum Error {
 pub enum LayerContent {
     /// Whole store paths, in write order.
     Store(Vec<StorePath>),
+    /// The customisation layer.
+    Customisation(Arc<CustomisationTree>),
+    /// Layer `.1` of a base image, copied unchanged.
+    Base(Arc<BaseImage>, usize),
 }
 
 /// A layer ready to write: its content and exact tar size.
@@ -82,6 +163,7 @@ impl MeasuredLayer {
     pub fn store_paths(&self) -> &[StorePath] {
         match &self.content {
             LayerContent::Store(paths) => paths,
+            LayerContent::Customisation(_) | LayerContent::Base(..) => &[],
         }
     }
 }
@@ -93,8 +175,10 @@ pub struct PreparedImage {
     pub closure: ClosureGraph,
     /// The layer plan.
     pub plan: LayerPlan,
-    /// The store layers, measured.
+    /// The layers, measured: base, store, then customisation.
     pub layers: Vec<MeasuredLayer>,
+    /// The base image, when there is one.
+    pub base: Option<Arc<BaseImage>>,
 }
 
 /// One layer of a written image.
@@ -141,7 +225,13 @@ impl Reporter for NoReporter {}
 /// immutable, so the paths and the header options determine the content.
 /// The version prefix changes whenever the layer format would.
 fn layer_key(opts: &LayerOptions, paths: &[StorePath]) -> Digest {
-    let mut text = format!(
+    let mut text = String::new();
+    if !opts.permissions.is_empty() {
+        // Only then, so keys (and archive bytes) without rules stay as they were.
+        text.push_str("permissions\0");
+        text.push_str(&opts.permissions.key_text());
+    }
+    text += &format!(
         "nixlayer store layer v1\0{}\0{}\0{}\0{}\0{}\0{}\0",
         opts.store.dir,
         opts.owner.uid,
@@ -163,45 +253,205 @@ impl BuildSettings {
             store: self.store.clone(),
             owner: self.owner.clone(),
             mtime: self.mtime,
+            permissions: self.content.permissions.clone(),
         }
     }
 }
 
 /// Reads the closure and plans the store layers (what `nixlayer layers`
-/// shows), reading no store file.
+/// shows), reading no store file; a base image is opened to count its layers.
 ///
 /// # Errors
-/// When the closure cannot be read or planning fails.
+/// When the closure or base image cannot be read, the base image leaves no
+/// room for store layers, or planning fails.
 pub fn plan(settings: &BuildSettings) -> Result<(ClosureGraph, LayerPlan), Error> {
-    let closure = closure::read_closure(&settings.source, &settings.store, &settings.roots)?;
-    let plan = plan::plan_layers(&closure, &settings.exclude, &settings.pipeline)?;
+    let base = open_base(settings)?;
+    plan_with_base(settings, base.as_deref())
+}
+
+fn open_base(settings: &BuildSettings) -> Result<Option<Arc<BaseImage>>, Error> {
+    Ok(match &settings.content.base {
+        Some(path) => Some(Arc::new(BaseImage::open(path)?)),
+        None => None,
+    })
+}
+
+fn plan_with_base(
+    settings: &BuildSettings,
+    base: Option<&BaseImage>,
+) -> Result<(ClosureGraph, LayerPlan), Error> {
+    let content = &settings.content;
+    let pipeline = match (content.default_budget, &content.base, base) {
+        (Some(max), Some(base_path), Some(base)) => {
+            // nixpkgs' usedLayers: the customisation layer and the base's.
+            let used = 1 + base.layers.len();
+            if used >= max as usize {
+                return Err(Error::Budget {
+                    base: base_path.clone(),
+                    used,
+                    max,
+                });
+            }
+            settings.pipeline.with_budget(max as usize - used)
+        }
+        _ => settings.pipeline.clone(),
+    };
+    if !content.include_store_paths {
+        // No store path enters the image: no closure, no store layer.
+        return Ok((ClosureGraph::default(), LayerPlan::default()));
+    }
+    let mut roots = settings.roots.clone();
+    for path in &content.contents {
+        if !roots.contains(path) {
+            roots.push(path.clone());
+        }
+    }
+    let closure = closure::read_closure(&settings.source, &settings.store, &roots)?;
+    let plan = plan::plan_layers(&closure, &settings.exclude, &pipeline)?;
     Ok((closure, plan))
 }
 
-/// Reads the closure, plans and measures the layers: metadata only.
+/// Reads the closure, plans and measures the layers: metadata only, except
+/// for the base image (decompressed when compressed) and the small
+/// customisation layer, which is hashed to name it.
 ///
 /// # Errors
-/// When the closure cannot be read, planning fails or a store path cannot be read.
+/// When the closure or base image cannot be read, the base image leaves no
+/// room for store layers, planning fails, a store path cannot be read, or
+/// the customisation layer cannot be built.
 pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
-    let (closure, plan) = plan(settings)?;
+    let base = open_base(settings)?;
+    let (closure, plan) = plan_with_base(settings, base.as_deref())?;
+
+    let mut layers = Vec::new();
+    if let Some(base) = &base {
+        for (index, layer) in base.layers.iter().enumerate() {
+            layers.push(MeasuredLayer {
+                size: layer.size,
+                key: layer.diff_id,
+                comment: image::store_layer_comment(&[&layer.member]),
+                content: LayerContent::Base(Arc::clone(base), index),
+            });
+        }
+    }
     let opts = settings.layer_options();
-    let layers = plan
-        .layers
-        .iter()
-        .map(|paths| {
-            Ok(MeasuredLayer {
-                size: layer::measure_store_layer(&opts, paths)?,
-                key: layer_key(&opts, paths),
-                comment: image::store_layer_comment(paths),
-                content: LayerContent::Store(paths.clone()),
-            })
-        })
-        .collect::<Result<Vec<_>, layer::Error>>()?;
+    for paths in &plan.layers {
+        layers.push(MeasuredLayer {
+            size: layer::measure_store_layer(&opts, paths)?,
+            key: layer_key(&opts, paths),
+            comment: image::store_layer_comment(paths),
+            content: LayerContent::Store(paths.clone()),
+        });
+    }
+    let tree = customisation_tree(settings, &closure, &plan)?;
+    if !tree.is_empty() {
+        // Small by design, so hashing it here (its file sources are read
+        // twice) buys a member name that is its diff_id.
+        let digest = tree.write(
+            settings.mtime,
+            &settings.content.permissions,
+            std::io::sink(),
+        )?;
+        layers.push(MeasuredLayer {
+            size: digest.size,
+            key: digest.diff_id,
+            comment: "customisation layer".to_owned(),
+            content: LayerContent::Customisation(Arc::new(tree)),
+        });
+    }
     Ok(PreparedImage {
         closure,
         plan,
         layers,
+        base,
     })
+}
+
+/// The customisation layer's tree: `contents`, `files`, `dirs`, `symlinks`,
+/// then the Nix database (SPEC §4, §5).
+fn customisation_tree(
+    settings: &BuildSettings,
+    closure: &ClosureGraph,
+    plan: &LayerPlan,
+) -> Result<CustomisationTree, Error> {
+    let content = &settings.content;
+    let root = Owner::default();
+    let mut tree = CustomisationTree::new(settings.store.clone(), settings.owner.clone());
+    tree.merge_contents(&content.contents, content.on_collision)?;
+    for file in &content.files {
+        tree.add_file(&file.path, file.data.clone(), file.mode, &root)?;
+    }
+    for (path, mode) in &content.dirs {
+        tree.add_dir(path, *mode, &root)?;
+    }
+    for (path, target) in &content.symlinks {
+        tree.add_symlink(path, target, &root)?;
+    }
+    if content.include_nix_db {
+        add_nix_db(&mut tree, settings, closure, plan)?;
+    }
+    Ok(tree)
+}
+
+/// `/nix/var/nix` with the database of every store path in the image and a
+/// gcroot per root, all owned by `[owner]` so Nix works as that user.
+fn add_nix_db(
+    tree: &mut CustomisationTree,
+    settings: &BuildSettings,
+    closure: &ClosureGraph,
+    plan: &LayerPlan,
+) -> Result<(), Error> {
+    let owner = &settings.owner;
+    let infos: Vec<&closure::PathInfo> = plan
+        .layers
+        .iter()
+        .flatten()
+        .filter_map(|p| closure.get(p.as_str()))
+        .collect();
+    let db = nix_db::nix_db(&infos, settings.mtime)?;
+    // The state directory sits next to the store directory (`/nix/var/nix`
+    // for `/nix/store`), as Nix derives it.
+    let store = settings.store.dir.as_str();
+    let prefix = store.rsplit_once('/').map_or("", |(parent, _)| parent);
+    let state = format!("{prefix}/var/nix");
+    for dir in [
+        format!("{prefix}/var"),
+        state.clone(),
+        format!("{state}/db"),
+        format!("{state}/gcroots"),
+        format!("{state}/gcroots/docker"),
+    ] {
+        tree.add_dir(&dir, 0o755, owner)?;
+    }
+    tree.add_file(
+        &format!("{state}/db/db.sqlite"),
+        FileData::Inline(db),
+        0o644,
+        owner,
+    )?;
+    tree.add_file(
+        &format!("{state}/db/schema"),
+        FileData::Inline(nix_db::SCHEMA_VERSION.as_bytes().to_vec()),
+        0o644,
+        owner,
+    )?;
+    if settings.content.include_store_paths {
+        let mut roots: Vec<&StorePath> = settings
+            .roots
+            .iter()
+            .chain(&settings.content.contents)
+            .collect();
+        roots.sort();
+        roots.dedup();
+        for root in roots {
+            tree.add_symlink(
+                &format!("{state}/gcroots/docker/{}", root.base_name()),
+                root.as_str(),
+                owner,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl PreparedImage {
@@ -225,6 +475,19 @@ impl PreparedImage {
                 measured.size,
                 out,
             )?),
+            LayerContent::Customisation(tree) => {
+                let digest = tree.write(settings.mtime, &settings.content.permissions, out)?;
+                if digest.diff_id != measured.key {
+                    return Err(layer::Error::Changed {
+                        path: PathBuf::from("customisation layer"),
+                        expected: measured.size,
+                        found: digest.size,
+                    }
+                    .into());
+                }
+                Ok(digest)
+            }
+            LayerContent::Base(base, index) => Ok(base.write_layer(*index, out)?),
         }
     }
 
@@ -240,7 +503,28 @@ impl PreparedImage {
                 comment: l.comment.clone(),
             })
             .collect();
-        image::config_json(&settings.config, &records)
+        match &self.base {
+            Some(base) => {
+                // Only the base's Env is inherited, merged by nixpkgs' rule (§A.7).
+                let mut spec = settings.config.clone();
+                let own = spec
+                    .config
+                    .get("Env")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|env| {
+                        env.iter()
+                            .filter_map(|e| e.as_str().map(str::to_owned))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                let merged = image::merge_env(&base.env, &own);
+                if !merged.is_empty() {
+                    spec.config.insert("Env".to_owned(), merged.into());
+                }
+                image::config_json(&spec, &records)
+            }
+            None => image::config_json(&settings.config, &records),
+        }
     }
 }
 

@@ -12,8 +12,10 @@
 //!    path-info JSON, DOT) → one [`closure::ClosureGraph`].
 //! 4. [`plan`]: a closure graph and a layering pipeline → a [`plan::LayerPlan`].
 //! 5. [`layer`]: store paths → deterministic layer tars, byte-compatible with
-//!    nixpkgs' `stream_layered_image.py`, sized from metadata before a byte is written.
-//! 6. [`image`]: the image config, history and docker `manifest.json`, serialised canonically.
+//!    nixpkgs' `stream_layered_image.py`, sized from metadata before a byte is written;
+//!    the customisation layer and the permission rules applied to every layer.
+//! 6. [`image`]: the image config, history and docker `manifest.json`, serialised
+//!    canonically; the Nix database; base images read from archives and layouts.
 //! 7. [`sink`]: where the image goes (a docker-archive file or a stream).
 //! 8. [`build`]: drives the stages above for one resolved build.
 //! 9. [`cli`]: arguments, settings, printing and exit codes; the only place that

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use crate::build::BuildSettings;
+use crate::build::{BuildSettings, ContentSettings, CustomFile};
 use crate::closure::{Source, StoreLocation};
 use crate::image::ConfigSpec;
-use crate::layer::Owner;
-use crate::manifest::{ClosureSource, Error, Layering, LoadedManifest};
+use crate::layer::customisation::{FileData, OnCollision};
+use crate::layer::{Owner, PermissionRule, Permissions};
+use crate::manifest::{ClosureSource, CustomFileContent, Error, Layering, LoadedManifest};
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
 
@@ -182,13 +183,21 @@ pub fn resolve_build(
         _ => Source::NixStore,
     };
 
+    let mut default_budget = None;
     let pipeline = match loaded.layering()? {
         Layering::Pipeline(p) => Pipeline::parse(p.get_ref())
             .map_err(|e| loaded.error_at(p.span(), e.to_string(), None))?,
         // SPEC §3: the budget leaves one layer for the customisation layer;
-        // `max_layers()` guarantees at least 2.
-        Layering::Auto => Pipeline::auto(max_layers.saturating_sub(1) as usize),
-        _ => Pipeline::popularity(max_layers.saturating_sub(1) as usize),
+        // `max_layers()` guarantees at least 2. A base image takes more,
+        // which `build` subtracts once it has read the base.
+        Layering::Auto => {
+            default_budget = Some(max_layers);
+            Pipeline::auto(max_layers.saturating_sub(1) as usize)
+        }
+        _ => {
+            default_budget = Some(max_layers);
+            Pipeline::popularity(max_layers.saturating_sub(1) as usize)
+        }
     };
     let config: serde_json::Map<String, serde_json::Value> = m
         .config
@@ -202,6 +211,8 @@ pub fn resolve_build(
         uname: m.owner.uname.clone().unwrap_or_else(|| "root".to_owned()),
         gname: m.owner.gname.clone().unwrap_or_else(|| "root".to_owned()),
     };
+
+    let content = resolve_content(loaded, &store_dir, default_budget)?;
 
     let settings = BuildSettings {
         name,
@@ -229,11 +240,78 @@ pub fn resolve_build(
         pipeline,
         owner,
         mtime,
+        content,
     };
     Ok(BuildCommand {
         settings,
         output: args.output.clone(),
         warnings,
+    })
+}
+
+/// `[customisation]`, `[base]` and the closure's content switches.
+fn resolve_content(
+    loaded: &LoadedManifest,
+    store_dir: &StoreDir,
+    default_budget: Option<u32>,
+) -> Result<ContentSettings, Error> {
+    let m = &loaded.manifest;
+    let custom = loaded.customisation()?;
+    let contents = custom
+        .contents
+        .iter()
+        .map(|p| {
+            StorePath::parse(store_dir, p.get_ref()).map_err(|e| {
+                loaded.error_at(
+                    p.span(),
+                    e.to_string(),
+                    Some(format!("`store.dir` is `{store_dir}`")),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = custom
+        .files
+        .into_iter()
+        .map(|f| CustomFile {
+            path: f.path,
+            data: match f.content {
+                CustomFileContent::Text(text) => FileData::Inline(text.into_bytes()),
+                CustomFileContent::Source(path) => FileData::Disk(path),
+            },
+            mode: f.mode,
+        })
+        .collect();
+    let rules = custom
+        .permissions
+        .into_iter()
+        .map(|r| {
+            let mut rule = PermissionRule::new(&r.pattern);
+            rule.uid = r.uid;
+            rule.gid = r.gid;
+            rule.uname = r.uname;
+            rule.gname = r.gname;
+            rule.mode = r.mode;
+            rule.dir_mode = r.dir_mode;
+            rule.file_mode = r.file_mode;
+            rule
+        })
+        .collect();
+    Ok(ContentSettings {
+        contents,
+        on_collision: if custom.first_wins {
+            OnCollision::First
+        } else {
+            OnCollision::Error
+        },
+        files,
+        dirs: custom.dirs,
+        symlinks: custom.symlinks,
+        permissions: Permissions::new(rules),
+        include_store_paths: m.closure.include_store_paths.unwrap_or(true),
+        include_nix_db: m.closure.include_nix_db.unwrap_or(false),
+        base: loaded.base_image()?,
+        default_budget,
     })
 }
 

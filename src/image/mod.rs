@@ -4,6 +4,9 @@
 //! insignificant whitespace, so the same inputs always give the same bytes
 //! and the same digests.
 
+pub mod base;
+pub mod nix_db;
+
 use serde_json::{json, Map, Value};
 
 use crate::layer::Digest;

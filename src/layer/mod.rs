@@ -14,7 +14,9 @@
 //! of depth), and writing adds a fixed read buffer and write buffer.
 
 pub mod cache;
+pub mod customisation;
 pub mod hash;
+pub mod permissions;
 mod pipe;
 pub mod tar;
 mod tree;
@@ -27,6 +29,7 @@ use crate::closure::StoreLocation;
 use crate::nix::StorePath;
 
 pub use hash::{Digest, HashCountWriter};
+pub use permissions::{PermissionRule, Permissions};
 use tar::{Header, Kind, TarWriter};
 use tree::{FileEntry, FileTree};
 
@@ -63,6 +66,9 @@ pub struct LayerOptions {
     pub owner: Owner,
     /// mtime (seconds since the epoch) of every entry.
     pub mtime: u64,
+    /// `[[customisation.permissions]]` rules, applied to every entry; with
+    /// none the layer is byte-identical to nixpkgs'.
+    pub permissions: Permissions,
 }
 
 /// The result of writing a layer.
@@ -114,6 +120,30 @@ pub enum Error {
         /// Size when written (for an overflowing layer, the least it would take).
         found: u64,
     },
+    /// Two `contents` store paths hold different files at one image path.
+    #[error("`{first}` and `{second}` collide at `{path}` in `customisation.contents`")]
+    Collision {
+        /// The image path.
+        path: String,
+        /// What was there first (a store file).
+        first: String,
+        /// What came second.
+        second: String,
+    },
+    /// A `contents` store path is not a directory, so it cannot be merged into `/`.
+    #[error("`{path}` in `customisation.contents` is not a directory")]
+    NotADirectory {
+        /// The store path.
+        path: String,
+    },
+    /// A customisation path cannot be used.
+    #[error("customisation path `{path}` is invalid: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 fn describe_layer(first: Option<&StorePath>) -> String {
@@ -156,20 +186,33 @@ fn prefix_headers(opts: &LayerOptions) -> Vec<Header> {
         .skip(1)
         .map(|(i, _)| &store[..i])
         .chain([store])
-        .map(|dir| Header {
-            name: format!("{dir}/").into_bytes(),
-            mode: 0o755,
-            ..owned_header(opts)
+        .map(|dir| {
+            let mut header = Header {
+                name: format!("{dir}/").into_bytes(),
+                mode: 0o755,
+                ..owned_header(opts)
+            };
+            opts.permissions.apply(&mut header);
+            header
         })
         .collect()
 }
 
 /// Moves `entry` into `header`, returning where its bytes are on disk.
-fn fill_header(header: &mut Header, entry: FileEntry) -> PathBuf {
+/// Owner fields are reset to the layer's and the permission rules applied,
+/// since a rule may have changed them for the previous entry.
+fn fill_header(header: &mut Header, entry: FileEntry, opts: &LayerOptions) -> PathBuf {
     header.name = entry.name;
     header.kind = entry.kind;
     header.mode = entry.mode;
     header.size = entry.size;
+    if !opts.permissions.is_empty() {
+        header.uid = opts.owner.uid;
+        header.gid = opts.owner.gid;
+        header.uname.clone_from(&opts.owner.uname);
+        header.gname.clone_from(&opts.owner.gname);
+        opts.permissions.apply(header);
+    }
     entry.disk
 }
 
@@ -186,7 +229,7 @@ pub fn measure_store_layer(opts: &LayerOptions, paths: &[StorePath]) -> Result<u
     let mut entries: u64 = prefix_headers(opts).iter().map(tar::entry_len).sum();
     let mut header = owned_header(opts);
     for entry in FileTree::new(&opts.store, paths) {
-        fill_header(&mut header, entry?);
+        fill_header(&mut header, entry?, opts);
         entries += tar::entry_len(&header);
     }
     Ok(tar::archive_len(entries))
@@ -246,7 +289,7 @@ fn write_store_tar(
     let mut buf = vec![0; READ_BUFFER];
     let mut walk = FileTree::new(&opts.store, paths);
     while let Some(entry) = walk.next() {
-        let disk = fill_header(&mut header, entry?);
+        let disk = fill_header(&mut header, entry?, opts);
         let at_least = tar::archive_len(tar.bytes_written() + tar::entry_len(&header));
         if at_least > expected_size {
             return Err(Error::Changed {
@@ -364,6 +407,7 @@ mod tests {
                 gname: "users".to_owned(),
             },
             mtime: 1_700_000_000,
+            permissions: Permissions::default(),
         }
     }
 

@@ -11,8 +11,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod content;
 mod diagnose;
 mod resolved;
+
+pub use content::{
+    BaseSection, CustomFile, CustomFileContent, Customisation, CustomisationSection, DirSection,
+    FileSection, ModeSpec, PermissionRuleSpec, PermissionSection, SymlinkSection,
+};
 
 pub use resolved::{
     ClosureSource, Compression, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR,
@@ -55,6 +61,11 @@ pub struct Manifest {
     /// `[output]`.
     #[serde(default)]
     pub output: OutputSection,
+    /// `[customisation]`.
+    #[serde(default)]
+    pub customisation: CustomisationSection,
+    /// `[base]`.
+    pub base: Option<BaseSection>,
 }
 
 /// `[store]`.
@@ -79,6 +90,10 @@ pub struct ClosureSection {
     /// Paths dropped before layering.
     #[serde(default)]
     pub exclude: Vec<Spanned<String>>,
+    /// Default true; false: no store path enters the image.
+    pub include_store_paths: Option<bool>,
+    /// Default false; true: the Nix database of SPEC §5.
+    pub include_nix_db: Option<bool>,
 }
 
 /// `closure.source`: `"nix-store"` or a one-key table naming a file.

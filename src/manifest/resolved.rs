@@ -183,6 +183,8 @@ impl LoadedManifest {
             self.layering().err(),
             self.output_format().err(),
             self.compression().err(),
+            self.customisation().err(),
+            self.base_image().err(),
         ];
         // Report the first problem in reading order, as a compiler would.
         let first = errors.into_iter().flatten().min_by_key(|e| match e {

@@ -193,6 +193,25 @@ impl Pipeline {
         }
     }
 
+    /// The same default strategy with another layer budget (when a base
+    /// image takes part of it); a custom pipeline is returned unchanged, as
+    /// nixpkgs checks no budget for one.
+    #[must_use]
+    pub fn with_budget(&self, budget: usize) -> Self {
+        match &self.kind {
+            Kind::Auto(_) => Self::auto(budget),
+            Kind::Steps(steps)
+                if matches!(
+                    steps.as_slice(),
+                    [Step::PopularityContest, Step::LimitLayers(_)]
+                ) =>
+            {
+                Self::popularity(budget)
+            }
+            Kind::Steps(_) => self.clone(),
+        }
+    }
+
     /// Parses the pipeline as nixpkgs' JSON (or the same shape from TOML),
     /// e.g. `[["popularity_contest"], ["limit_layers", 99]]`.
     ///

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use nixlayer::closure::StoreLocation;
-use nixlayer::layer::{self, LayerOptions, Owner};
+use nixlayer::layer::{self, LayerOptions, Owner, Permissions};
 use nixlayer::nix::{StoreDir, StorePath};
 use serde_json::Value;
 
@@ -46,6 +46,7 @@ fn store_layers_reproduce_nixpkgs_diff_ids() {
                 gname: owner["gname"].as_str().unwrap().to_owned(),
             },
             mtime: u64::try_from(mtime.as_second()).unwrap(),
+            permissions: Permissions::default(),
         };
         for layer in case["layers"].as_array().expect("layers") {
             let paths: Vec<StorePath> = layer["paths"]

@@ -3,12 +3,14 @@
 //! - `util`: the test context, tool checks and Nix fixtures;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
 //! - `closure_sources`: the five closure sources agree on real closures;
+//! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
 //! - `errors`: bad input gives one message and no output;
 //! - `layers`: `nixlayer layers` plans (table, JSON, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids.
 
 mod build;
 mod closure_sources;
+mod content;
 mod errors;
 mod layer_golden;
 mod layers;
