@@ -1,8 +1,11 @@
-//! The image config, its history and the docker `manifest.json`.
+//! The image config, its history and the docker `manifest.json`; the OCI
+//! manifest and index in [`oci`].
 //!
 //! Every JSON document goes through [`canonical_json`]: keys sorted, no
 //! insignificant whitespace, so the same inputs always give the same bytes
 //! and the same digests.
+
+pub mod oci;
 
 use serde_json::{json, Map, Value};
 
