@@ -14,9 +14,13 @@
 //! 5. [`layer`]: store paths → deterministic layer tars, byte-compatible with
 //!    nixpkgs' `stream_layered_image.py`, sized from metadata before a byte is written.
 //! 6. [`image`]: the image config, history and docker `manifest.json`, serialised canonically.
-//! 7. [`sink`]: where the image goes (a docker-archive file or a stream).
-//! 8. [`build`]: drives the stages above for one resolved build.
-//! 9. [`cli`]: arguments, settings, printing and exit codes; the only place that
+//! 7. [`archive`]: reading existing images (docker-archives in any
+//!    compression, OCI archives and layouts), for `merge`, `inspect` and base images.
+//! 8. [`sink`]: where the image goes (a docker-archive, an OCI layout or
+//!    archive, a stream), compressed deterministically on all cores.
+//! 9. [`build`]: drives the stages above for one resolved build.
+//! 10. [`merge`]: many docker-archives into one (nixpkgs' `mergeImages`).
+//! 11. [`cli`]: arguments, settings, printing and exit codes; the only place that
 //!    reads the clock or the environment.
 //!
 //! # Glossary
@@ -28,12 +32,14 @@
 //! - *diff_id*: sha256 of a layer's uncompressed tar; a *blob* is the stored (maybe compressed) bytes.
 //! - *sink*: an output the image is written to.
 
+pub mod archive;
 pub mod build;
 pub mod cli;
 pub mod closure;
 pub mod image;
 pub mod layer;
 pub mod manifest;
+pub mod merge;
 pub mod nix;
 pub mod plan;
 pub mod sink;

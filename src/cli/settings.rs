@@ -35,6 +35,27 @@ impl Environment {
     }
 }
 
+impl Environment {
+    /// `SOURCE_DATE_EPOCH` in seconds, else nixpkgs' default time (one
+    /// second after the epoch): the member times of archives nixlayer
+    /// writes without a manifest (`merge`).
+    ///
+    /// # Errors
+    /// When `SOURCE_DATE_EPOCH` is not a number of seconds.
+    pub fn source_date_epoch_or_default(&self) -> Result<u64, Error> {
+        match &self.source_date_epoch {
+            Some(epoch) => epoch.trim().parse::<u64>().map_err(|_| Error::Invalid {
+                path: PathBuf::from("SOURCE_DATE_EPOCH"),
+                line: 1,
+                column: 1,
+                message: format!("`{epoch}` is not a number of seconds since the epoch"),
+                hint: None,
+            }),
+            None => Ok(1),
+        }
+    }
+}
+
 /// A resolved `build` command.
 #[derive(Debug)]
 pub struct BuildCommand {
