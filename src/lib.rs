@@ -21,7 +21,7 @@
 //! 9. [`build`]: drives the stages above for one resolved build.
 //! 10. [`merge`]: many docker-archives into one (nixpkgs' `mergeImages`).
 //! 11. [`cli`]: arguments, settings, printing and exit codes; the only place that
-//!    reads the clock or the environment.
+//!     reads the clock or the environment.
 //!
 //! # Glossary
 //!

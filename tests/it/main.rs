@@ -4,10 +4,12 @@
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `errors`: bad input gives one message and no output;
-//! - `layer_golden`: store layers reproduce nixpkgs' diff_ids.
+//! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
+//! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker.
 
 mod build;
 mod closure_sources;
 mod errors;
 mod layer_golden;
+mod outputs;
 mod util;
