@@ -1,6 +1,8 @@
 //! Drives the stages for one resolved build: closure → plan → measured
 //! layers → archive. [`prepare`] does everything that reads metadata only;
-//! [`write_docker_archive`] then makes the one pass over the store's bytes.
+//! [`write_docker_archive`], [`write_compressed_docker_archive`],
+//! [`write_oci_layout`] or [`write_oci_archive`] then makes the one pass
+//! over the store's bytes.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,12 +10,16 @@ use std::sync::Arc;
 
 use crate::closure::{self, ClosureGraph, Source, StoreLocation};
 use crate::image::base::{self as base_image, BaseImage};
-use crate::image::{self, nix_db, ConfigSpec, LayerRecord};
+use crate::image::{self, nix_db, oci, ConfigSpec, LayerRecord};
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
-use crate::layer::{self, Digest, LayerOptions, Owner, Permissions};
+use crate::layer::{self, Digest, HashCountWriter, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
 use crate::plan::{self, LayerPlan, Pipeline};
+use crate::sink::compress::{CompressOptions, Compressor};
 use crate::sink::docker_archive::{layer_member, DockerArchiveWriter};
+use crate::sink::oci_archive::OciArchiveWriter;
+use crate::sink::oci_layout::OciLayout;
+use crate::sink::{self, BlobSink};
 
 /// Everything a build needs, resolved: no defaults left, no clock or
 /// environment to read.
@@ -130,6 +136,9 @@ pub enum Error {
         /// `max_layers`.
         max: u32,
     },
+    /// An output file or directory could not be written.
+    #[error(transparent)]
+    Sink(#[from] sink::Error),
 }
 
 /// What a layer holds.
@@ -190,6 +199,23 @@ pub struct LayerSummary {
     pub size: u64,
     /// How many store paths it holds.
     pub paths: usize,
+    /// sha256 of the stored blob: the diff_id unless the layer is
+    /// compressed on its own (OCI outputs).
+    pub digest: Digest,
+    /// Bytes of the stored blob.
+    pub blob_size: u64,
+    /// The blob's media type (OCI layer media types; docker-archive layers
+    /// are plain tars).
+    pub media_type: String,
+}
+
+/// How many blobs an OCI layout build wrote and how many it found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobCounts {
+    /// Blobs written.
+    pub written: usize,
+    /// Blobs that were already there and were kept.
+    pub existing: usize,
 }
 
 /// What a build produced.
@@ -201,8 +227,14 @@ pub struct BuildSummary {
     pub config_digest: Digest,
     /// The layers, bottom first.
     pub layers: Vec<LayerSummary>,
-    /// Bytes of the whole archive.
+    /// Bytes of the whole archive (compressed, as written), or of the
+    /// image's blobs for a layout.
     pub bytes: u64,
+    /// sha256 of the OCI image manifest (OCI outputs only): the digest a
+    /// registry shows for the image.
+    pub manifest_digest: Option<Digest>,
+    /// Blobs written and kept (OCI outputs only).
+    pub blobs: Option<BlobCounts>,
 }
 
 /// Progress of a build, for the CLI to show; the library never prints.
@@ -562,6 +594,9 @@ pub fn write_docker_archive<W: Write + Send>(
             diff_id: digest.diff_id,
             size: digest.size,
             paths: layer.store_paths().len(),
+            digest: digest.diff_id,
+            blob_size: digest.size,
+            media_type: oci::LAYER_MEDIA_TYPE.to_owned(),
         });
     }
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
@@ -578,6 +613,177 @@ pub fn write_docker_archive<W: Write + Send>(
             config_digest,
             layers,
             bytes: archive_summary.bytes,
+            manifest_digest: None,
+            blobs: None,
         },
     ))
+}
+
+/// Writes `image` as a docker-archive compressed as a whole (as nixpkgs'
+/// `buildLayeredImage` does) to `out`; `bytes` in the summary counts the
+/// compressed bytes.
+///
+/// # Errors
+/// When a store file cannot be read or `out` cannot be written.
+pub fn write_compressed_docker_archive<W: Write + Send>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    compress: &CompressOptions,
+    out: W,
+    reporter: &dyn Reporter,
+) -> Result<(W, BuildSummary), Error> {
+    let counted = Compressor::new(HashCountWriter::new(out), compress).map_err(Error::Write)?;
+    let (compressor, mut summary) = write_docker_archive(settings, image, counted, reporter)?;
+    let (out, _, bytes) = compressor
+        .finish()
+        .and_then(HashCountWriter::finish)
+        .map_err(Error::Write)?;
+    summary.bytes = bytes;
+    Ok((out, summary))
+}
+
+/// The OCI blobs of an image: what [`write_oci_blobs`] stored.
+struct OciImage {
+    summary: BuildSummary,
+    /// The `index.json` entry naming the manifest.
+    entry: serde_json::Value,
+    tag: String,
+}
+
+/// Streams each layer through diff_id hasher → compressor → blob hasher →
+/// `blobs`, then stores the config and the manifest.
+fn write_oci_blobs<S: BlobSink>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    compress: &CompressOptions,
+    blobs: &mut S,
+    reporter: &dyn Reporter,
+) -> Result<OciImage, Error> {
+    let media_type = format!(
+        "{}{}",
+        oci::LAYER_MEDIA_TYPE,
+        compress.codec.media_type_suffix()
+    );
+    let mut counts = BlobCounts::default();
+    let mut count = |new: bool| {
+        if new {
+            counts.written += 1;
+        } else {
+            counts.existing += 1;
+        }
+    };
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for (index, layer) in image.layers.iter().enumerate() {
+        reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
+        let blob = blobs.start_blob()?;
+        let mut compressor =
+            Compressor::new(HashCountWriter::new(blob), compress).map_err(Error::Write)?;
+        let digest = image.write_layer(settings, index, &mut compressor)?;
+        let (blob, blob_digest, blob_size) = compressor
+            .finish()
+            .and_then(HashCountWriter::finish)
+            .map_err(Error::Write)?;
+        count(blobs.commit_blob(blob, &blob_digest, blob_size)?);
+        reporter.on_layer_done(index, &digest.diff_id);
+        layers.push(LayerSummary {
+            diff_id: digest.diff_id,
+            size: digest.size,
+            paths: layer.store_paths().len(),
+            digest: blob_digest,
+            blob_size,
+            media_type: media_type.clone(),
+        });
+    }
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+    let config = image.config_json(settings, &diff_ids);
+    let (config_digest, new) = blobs.put_blob(&config)?;
+    count(new);
+    let config_desc = oci::Descriptor {
+        media_type: oci::CONFIG_MEDIA_TYPE.to_owned(),
+        digest: config_digest,
+        size: config.len() as u64,
+    };
+    let layer_descs: Vec<oci::Descriptor> = layers
+        .iter()
+        .map(|l| oci::Descriptor {
+            media_type: l.media_type.clone(),
+            digest: l.digest,
+            size: l.blob_size,
+        })
+        .collect();
+    let manifest = oci::manifest_json(&config_desc, &layer_descs);
+    let (manifest_digest, new) = blobs.put_blob(&manifest)?;
+    count(new);
+    let manifest_desc = oci::Descriptor {
+        media_type: oci::MANIFEST_MEDIA_TYPE.to_owned(),
+        digest: manifest_digest,
+        size: manifest.len() as u64,
+    };
+    let reference = reference(settings, &config_digest);
+    let tag = reference
+        .rsplit_once(':')
+        .map_or("latest", |(_, t)| t)
+        .to_owned();
+    let entry = oci::index_entry(
+        &manifest_desc,
+        &reference,
+        &tag,
+        &settings.config.os,
+        &settings.config.architecture,
+    );
+    let bytes =
+        layers.iter().map(|l| l.blob_size).sum::<u64>() + config_desc.size + manifest_desc.size;
+    Ok(OciImage {
+        summary: BuildSummary {
+            reference,
+            config_digest,
+            layers,
+            bytes,
+            manifest_digest: Some(manifest_digest),
+            blobs: Some(counts),
+        },
+        entry,
+        tag,
+    })
+}
+
+/// Writes `image` into the OCI image layout at `dir` (created when
+/// missing), each layer compressed on its own, and names it by its tag in
+/// `index.json`. Blobs already in the layout are kept, not rewritten.
+///
+/// # Errors
+/// When a store file cannot be read or the layout cannot be written.
+pub fn write_oci_layout(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    compress: &CompressOptions,
+    dir: &std::path::Path,
+    reporter: &dyn Reporter,
+) -> Result<BuildSummary, Error> {
+    let mut layout = OciLayout::create(dir)?;
+    let written = write_oci_blobs(settings, image, compress, &mut layout, reporter)?;
+    layout.set_tag(&written.tag, written.entry)?;
+    Ok(written.summary)
+}
+
+/// Writes `image` as an OCI archive (an OCI layout in a tar) to `out`.
+/// `bytes` in the summary counts the archive.
+///
+/// # Errors
+/// When a store file cannot be read or `out` cannot be written.
+pub fn write_oci_archive<W: Write + Send>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    compress: &CompressOptions,
+    out: W,
+    reporter: &dyn Reporter,
+) -> Result<(W, BuildSummary), Error> {
+    let mut archive = OciArchiveWriter::new(out, settings.mtime).map_err(Error::Write)?;
+    let written = write_oci_blobs(settings, image, compress, &mut archive, reporter)?;
+    let (out, _, bytes) = archive
+        .finish(&oci::index_json(vec![written.entry]))
+        .map_err(Error::Write)?;
+    let mut summary = written.summary;
+    summary.bytes = bytes;
+    Ok((out, summary))
 }

@@ -15,11 +15,15 @@
 //!    nixpkgs' `stream_layered_image.py`, sized from metadata before a byte is written;
 //!    the customisation layer and the permission rules applied to every layer.
 //! 6. [`image`]: the image config, history and docker `manifest.json`, serialised
-//!    canonically; the Nix database; base images read from archives and layouts.
-//! 7. [`sink`]: where the image goes (a docker-archive file or a stream).
-//! 8. [`build`]: drives the stages above for one resolved build.
-//! 9. [`cli`]: arguments, settings, printing and exit codes; the only place that
-//!    reads the clock or the environment.
+//!    canonically; the Nix database; base images.
+//! 7. [`archive`]: reading existing images (docker-archives in any
+//!    compression, OCI archives and layouts), for `merge`, `inspect` and base images.
+//! 8. [`sink`]: where the image goes (a docker-archive, an OCI layout or
+//!    archive, a stream), compressed deterministically on all cores.
+//! 9. [`build`]: drives the stages above for one resolved build.
+//! 10. [`merge`]: many docker-archives into one (nixpkgs' `mergeImages`).
+//! 11. [`cli`]: arguments, settings, printing and exit codes; the only place that
+//!     reads the clock or the environment.
 //!
 //! # Example
 //!
@@ -72,12 +76,14 @@
 //! - *diff_id*: sha256 of a layer's uncompressed tar; a *blob* is the stored (maybe compressed) bytes.
 //! - *sink*: an output the image is written to.
 
+pub mod archive;
 pub mod build;
 pub mod cli;
 pub mod closure;
 pub mod image;
 pub mod layer;
 pub mod manifest;
+pub mod merge;
 pub mod nix;
 pub mod plan;
 pub mod sink;

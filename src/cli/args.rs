@@ -1,5 +1,6 @@
 //! Raw command-line arguments: syntax only, no filesystem or store access.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +24,10 @@ pub enum Command {
     Build(BuildArgs),
     /// Print the layer plan: each store layer's paths and size.
     Layers(LayersArgs),
+    /// Merge docker-archives into one that loads every image (nixpkgs' mergeImages).
+    Merge(MergeArgs),
+    /// Show the images, layers, config and tags of an archive or OCI layout.
+    Inspect(InspectArgs),
 }
 
 /// `nixlayer build`.
@@ -40,6 +45,54 @@ pub struct BuildArgs {
     /// Override the manifest's name and tag: `NAME[:TAG]`.
     #[arg(long, value_name = "NAME[:TAG]")]
     pub tag: Option<String>,
+    /// Output format (default: `[output] format`, else docker-archive).
+    #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-layout", "oci-archive"])]
+    pub format: Option<String>,
+    /// Compression: docker-archive as a whole, OCI per layer (default:
+    /// `[output] compression`, else none).
+    #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
+    pub compression: Option<String>,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Compression threads (default: all cores); never changes the bytes.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long, conflicts_with = "stream")]
+    pub json: bool,
+}
+
+/// `nixlayer merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The docker-archives (plain, gzip, zstd or xz), in order: the first
+    /// copy of a layer wins.
+    #[arg(required = true, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// The merged archive (via a temporary file, renamed when complete).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Compression of the output (default: that of the last input).
+    #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
+    pub compression: Option<String>,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Compression threads (default: all cores); never changes the bytes.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+}
+
+/// `nixlayer inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A docker-archive (plain, gzip, zstd or xz), an OCI archive or an OCI
+    /// layout directory.
+    pub image: PathBuf,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `nixlayer layers`.

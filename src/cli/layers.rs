@@ -21,6 +21,11 @@ pub(super) fn run(args: &LayersArgs) -> Result<(), BoxError> {
         output: None,
         stream: false,
         tag: None,
+        format: None,
+        compression: None,
+        level: None,
+        threads: None,
+        json: false,
     };
     let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
     let (closure, plan) = build::plan(&command.settings).map_err(|e| locate(&loaded, e))?;

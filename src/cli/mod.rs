@@ -16,11 +16,13 @@ use std::time::Instant;
 
 use clap::Parser as _;
 
-use crate::build::{self, NoReporter};
-use crate::manifest::LoadedManifest;
+use crate::archive::ImageArchive;
+use crate::build::{self, BuildSummary, NoReporter};
+use crate::manifest::{LoadedManifest, OutputFormat};
+use crate::merge;
 use crate::sink::OutputFile;
 
-use args::{BuildArgs, Cli, Command};
+use args::{BuildArgs, Cli, Command, InspectArgs, MergeArgs};
 use printer::Printer;
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -48,6 +50,8 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Build(args) => run_build(args, printer),
         Command::Layers(args) => layers::run(args),
+        Command::Merge(args) => run_merge(args, printer),
+        Command::Inspect(args) => run_inspect(args, printer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,8 +80,20 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     for w in &command.warnings {
         printer.warn(w);
     }
+    if command.format == OutputFormat::OciLayout && command.output.is_none() {
+        return Err(UsageError(
+            "an `oci-layout` is a directory: give it with `-o DIR`, or use `--format oci-archive --stream`".to_owned(),
+        )
+        .into());
+    }
     let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    let settings = &command.settings;
+    let compress = &command.compress;
     let (summary, dest) = match &command.output {
+        Some(dir) if command.format == OutputFormat::OciLayout => {
+            let summary = build::write_oci_layout(settings, &image, compress, dir, &NoReporter)?;
+            (summary, dir.display().to_string())
+        }
         Some(path) => {
             let out = OutputFile::create(path).map_err(|e| {
                 io::Error::new(
@@ -85,8 +101,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
                     format!("failed to create `{}`: {e}", path.display()),
                 )
             })?;
-            let (out, summary) =
-                build::write_docker_archive(&command.settings, &image, out, &NoReporter)?;
+            let (out, summary) = write_archive(&command, &image, out)?;
             out.commit().map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -98,12 +113,14 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         None => {
             // `Stdout`, not its lock: the layer writer hands it to a writer thread.
             let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
-            let (mut out, summary) =
-                build::write_docker_archive(&command.settings, &image, stdout, &NoReporter)?;
+            let (mut out, summary) = write_archive(&command, &image, stdout)?;
             out.flush().map_err(build::Error::Write)?;
             (summary, "stdout".to_owned())
         }
     };
+    if command.json {
+        printer.data(&summary_json(&summary, &command, &dest))?;
+    }
     printer.info(&format!(
         "built {} ({}, {} layer{}, {}) in {} → {dest}",
         summary.reference,
@@ -113,5 +130,222 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));
+    if let Some(blobs) = summary
+        .blobs
+        .filter(|_| command.format == OutputFormat::OciLayout)
+    {
+        printer.info(&format!(
+            "{} blob{} written, {} already present",
+            blobs.written,
+            if blobs.written == 1 { "" } else { "s" },
+            blobs.existing
+        ));
+    }
     Ok(())
+}
+
+/// Writes the archive formats (docker-archive, oci-archive) to `out`.
+fn write_archive<W: Write + Send>(
+    command: &settings::BuildCommand,
+    image: &build::PreparedImage,
+    out: W,
+) -> Result<(W, BuildSummary), build::Error> {
+    let (settings, compress) = (&command.settings, &command.compress);
+    if command.format == OutputFormat::OciArchive {
+        build::write_oci_archive(settings, image, compress, out, &NoReporter)
+    } else {
+        build::write_compressed_docker_archive(settings, image, compress, out, &NoReporter)
+    }
+}
+
+/// The `build --json` summary: canonical JSON, one line.
+fn summary_json(summary: &BuildSummary, command: &settings::BuildCommand, dest: &str) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = summary
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "diff_id": l.diff_id.prefixed(),
+                "digest": l.digest.prefixed(),
+                "size": l.blob_size,
+                "uncompressed_size": l.size,
+                "media_type": l.media_type,
+                "paths": l.paths,
+            })
+        })
+        .collect();
+    let mut doc = serde_json::json!({
+        "reference": summary.reference,
+        "format": command.format.name(),
+        "compression": command.compress.codec.name(),
+        "config_digest": summary.config_digest.prefixed(),
+        "image_id": summary.config_digest.prefixed(),
+        "manifest_digest": summary.manifest_digest.map(|d| d.prefixed()),
+        "layers": layers,
+        "bytes": summary.bytes,
+        "output": dest,
+    });
+    if let (Some(blobs), Some(obj)) = (summary.blobs, doc.as_object_mut()) {
+        obj.insert(
+            "blobs".into(),
+            serde_json::json!({ "written": blobs.written, "existing": blobs.existing }),
+        );
+    }
+    crate::image::canonical_json(&doc)
+}
+
+fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
+    let start = Instant::now();
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|p| ImageArchive::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let codec = match &args.compression {
+        Some(name) => settings::codec(
+            crate::manifest::Compression::from_name(name)
+                .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
+        ),
+        None => merge::default_codec(&inputs),
+    };
+    let compress = settings::resolve_compress(codec, args.level, None, args.threads)?;
+    let mtime = settings::Environment::capture().source_date_epoch_or_default()?;
+    let path = &args.output;
+    let out = OutputFile::create(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("failed to create `{}`: {e}", path.display()),
+        )
+    })?;
+    let (out, summary) = merge::merge(&inputs, mtime, &compress, out)?;
+    out.commit().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("failed to write `{}`: {e}", path.display()),
+        )
+    })?;
+    printer.info(&format!(
+        "merged {} image{} ({}; {} member{}, {} shared) in {} → {}",
+        summary.images,
+        if summary.images == 1 { "" } else { "s" },
+        summary.tags.join(", "),
+        summary.members,
+        if summary.members == 1 { "" } else { "s" },
+        summary.duplicates,
+        printer::elapsed(start.elapsed()),
+        path.display(),
+    ));
+    Ok(())
+}
+
+fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
+    let archive = ImageArchive::open(&args.image)?;
+    let mut images = Vec::new();
+    for image in archive.images() {
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            // A docker-archive does not record a member's digest: hash it.
+            let digest = match layer.digest {
+                Some(d) => d,
+                None => {
+                    let mut hasher = crate::layer::HashCountWriter::new(io::sink());
+                    io::copy(&mut archive.open_blob(layer)?, &mut hasher).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("failed to read `{}`: {e}", args.image.display()),
+                        )
+                    })?;
+                    hasher.finish()?.1
+                }
+            };
+            layers.push(serde_json::json!({
+                "digest": digest.prefixed(),
+                "diff_id": layer.diff_id.map(|d| d.prefixed()),
+                "size": layer.size,
+                "media_type": layer.media_type,
+            }));
+        }
+        let config = image.config_value().unwrap_or(serde_json::Value::Null);
+        images.push(serde_json::json!({
+            "tags": image.tags,
+            "config_digest": image.config_digest.prefixed(),
+            "manifest_digest": image.manifest_digest.map(|d| d.prefixed()),
+            "config": config,
+            "layers": layers,
+        }));
+    }
+    let doc = serde_json::json!({
+        "path": args.image.display().to_string(),
+        "format": archive.format().name(),
+        "compression": archive.compression().name(),
+        "images": images,
+    });
+    if args.json {
+        printer.data(&crate::image::canonical_json(&doc))?;
+    } else {
+        printer.data(inspect_text(&doc).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The human form of `inspect`'s JSON.
+fn inspect_text(doc: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let mut out = format!(
+        "{}: {}, compression {}\n",
+        s(&doc["path"]),
+        s(&doc["format"]),
+        s(&doc["compression"])
+    );
+    for (i, image) in doc["images"].as_array().into_iter().flatten().enumerate() {
+        let tags: Vec<String> = image["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nimage {}: {}",
+            i + 1,
+            if tags.is_empty() {
+                "(untagged)".to_owned()
+            } else {
+                tags.join(", ")
+            }
+        );
+        let config = &image["config"];
+        let _ = writeln!(out, "  config    {}", s(&image["config_digest"]));
+        if image["manifest_digest"].is_string() {
+            let _ = writeln!(out, "  manifest  {}", s(&image["manifest_digest"]));
+        }
+        let _ = writeln!(
+            out,
+            "  platform  {}/{}   created {}",
+            s(&config["os"]),
+            s(&config["architecture"]),
+            s(&config["created"])
+        );
+        for key in ["Entrypoint", "Cmd", "Env", "WorkingDir", "User"] {
+            let v = &config["config"][key];
+            if !v.is_null() {
+                let _ = writeln!(out, "  {key:<9} {v}");
+            }
+        }
+        let layers = image["layers"].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(out, "  layers ({}):", layers.len());
+        for (n, l) in layers.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    {:>3}  {}  {:>10}  {}",
+                n + 1,
+                s(&l["digest"]),
+                printer::bytes(l["size"].as_u64().unwrap_or(0)),
+                s(&l["media_type"])
+            );
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
 }

@@ -31,6 +31,19 @@ impl Printer {
         }
     }
 
+    /// Data for scripts (`--json`) on stdout, ending with a newline;
+    /// never silenced by `--quiet`.
+    ///
+    /// # Errors
+    /// When stdout cannot be written.
+    pub fn data(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+
     /// An error report (always shown).
     pub fn error(&self, text: &str) {
         eprintln!("{text}");

@@ -9,9 +9,12 @@ use crate::closure::{Source, StoreLocation};
 use crate::image::ConfigSpec;
 use crate::layer::customisation::{FileData, OnCollision};
 use crate::layer::{Owner, PermissionRule, Permissions};
-use crate::manifest::{ClosureSource, CustomFileContent, Error, Layering, LoadedManifest};
+use crate::manifest::{
+    ClosureSource, Compression, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
+};
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
+use crate::sink::compress::{Codec, CompressOptions};
 
 use super::args::BuildArgs;
 
@@ -35,6 +38,27 @@ impl Environment {
     }
 }
 
+impl Environment {
+    /// `SOURCE_DATE_EPOCH` in seconds, else nixpkgs' default time (one
+    /// second after the epoch): the member times of archives nixlayer
+    /// writes without a manifest (`merge`).
+    ///
+    /// # Errors
+    /// When `SOURCE_DATE_EPOCH` is not a number of seconds.
+    pub fn source_date_epoch_or_default(&self) -> Result<u64, Error> {
+        match &self.source_date_epoch {
+            Some(epoch) => epoch.trim().parse::<u64>().map_err(|_| Error::Invalid {
+                path: PathBuf::from("SOURCE_DATE_EPOCH"),
+                line: 1,
+                column: 1,
+                message: format!("`{epoch}` is not a number of seconds since the epoch"),
+                hint: None,
+            }),
+            None => Ok(1),
+        }
+    }
+}
+
 /// A resolved `build` command.
 #[derive(Debug)]
 pub struct BuildCommand {
@@ -44,6 +68,12 @@ pub struct BuildCommand {
     pub output: Option<PathBuf>,
     /// Warnings to show before building.
     pub warnings: Vec<String>,
+    /// The output format.
+    pub format: OutputFormat,
+    /// How the output is compressed.
+    pub compress: CompressOptions,
+    /// Print the summary as JSON on stdout.
+    pub json: bool,
 }
 
 /// nixpkgs' default for both timestamps: one second after the epoch, so
@@ -242,10 +272,95 @@ pub fn resolve_build(
         mtime,
         content,
     };
+    let format = match &args.format {
+        Some(name) => OutputFormat::from_name(name).ok_or_else(|| cli_error("--format", name))?,
+        None => loaded.output_format()?,
+    };
+    let compression = match &args.compression {
+        Some(name) => {
+            Compression::from_name(name).ok_or_else(|| cli_error("--compression", name))?
+        }
+        None => loaded.compression()?,
+    };
+    let compress = resolve_compress(
+        codec(compression),
+        args.level,
+        m.output.level.as_ref().map(|l| (l, loaded)),
+        args.threads,
+    )?;
     Ok(BuildCommand {
         settings,
         output: args.output.clone(),
         warnings,
+        format,
+        compress,
+        json: args.json,
+    })
+}
+
+/// The writer's codec for the manifest's compression.
+#[must_use]
+pub fn codec(compression: Compression) -> Codec {
+    match compression {
+        Compression::Gzip => Codec::Gzip,
+        Compression::Zstd => Codec::Zstd,
+        _ => Codec::None,
+    }
+}
+
+fn cli_error(flag: &str, value: &str) -> Error {
+    Error::Invalid {
+        path: PathBuf::from(flag),
+        line: 1,
+        column: 1,
+        message: format!("unknown value `{value}`"),
+        hint: None,
+    }
+}
+
+/// The compression settings from `--level` (first), `[output] level`, the
+/// codec's default, and `--threads` (default: every core the process may
+/// use).
+///
+/// # Errors
+/// When the level is out of the codec's range; the error points at
+/// `--level` or the manifest's line.
+pub fn resolve_compress(
+    codec: Codec,
+    cli_level: Option<i32>,
+    manifest_level: Option<(&toml::Spanned<i32>, &LoadedManifest)>,
+    threads: Option<std::num::NonZeroUsize>,
+) -> Result<CompressOptions, Error> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    });
+    let level = cli_level
+        .or_else(|| manifest_level.map(|(l, _)| *l.get_ref()))
+        .unwrap_or_else(|| codec.default_level());
+    let levels = codec.levels();
+    // A level means nothing without compression; ignore it there.
+    if codec != Codec::None && !levels.contains(&level) {
+        let message = format!(
+            "{} level {level} is out of range {}-{}",
+            codec.name(),
+            levels.start(),
+            levels.end()
+        );
+        return Err(match (cli_level, manifest_level) {
+            (None, Some((span, loaded))) => loaded.error_at(span.span(), message, None),
+            _ => Error::Invalid {
+                path: PathBuf::from("--level"),
+                line: 1,
+                column: 1,
+                message,
+                hint: None,
+            },
+        });
+    }
+    Ok(CompressOptions {
+        codec,
+        level: if codec == Codec::None { 0 } else { level },
+        threads,
     })
 }
 

@@ -1,4 +1,5 @@
-//! The image config, its history and the docker `manifest.json`.
+//! The image config, its history and the docker `manifest.json`; the OCI
+//! manifest and index in [`oci`].
 //!
 //! Every JSON document goes through [`canonical_json`]: keys sorted, no
 //! insignificant whitespace, so the same inputs always give the same bytes
@@ -6,6 +7,7 @@
 
 pub mod base;
 pub mod nix_db;
+pub mod oci;
 
 use serde_json::{json, Map, Value};
 

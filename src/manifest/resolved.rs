@@ -101,10 +101,14 @@ impl OutputFormat {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// Whether this build can write it.
+    /// Whether this build can write it (all of them now; kept so a future
+    /// format can be named before it is written).
     #[must_use]
     pub fn is_implemented(self) -> bool {
-        matches!(self, Self::DockerArchive)
+        matches!(
+            self,
+            Self::DockerArchive | Self::OciLayout | Self::OciArchive
+        )
     }
 }
 
@@ -140,10 +144,10 @@ impl Compression {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// Whether this build can write it.
+    /// Whether this build can write it (all of them now).
     #[must_use]
     pub fn is_implemented(self) -> bool {
-        matches!(self, Self::None)
+        matches!(self, Self::None | Self::Gzip | Self::Zstd)
     }
 }
 

@@ -1,7 +1,83 @@
 //! Where the image goes: a docker-archive written to a file (through a
-//! temporary file renamed into place) or streamed to stdout.
+//! temporary file renamed into place) or streamed to stdout, an OCI image
+//! layout directory, or an OCI layout in a tar; compressed or not
+//! ([`compress`]).
 
+pub mod compress;
 pub mod docker_archive;
+pub mod oci_archive;
+pub mod oci_layout;
 mod output;
 
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::layer::Digest;
+
 pub use output::OutputFile;
+
+/// Why an output could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file of the output could not be read or written.
+    #[error("failed to write `{}`", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The target directory holds something other than an OCI layout.
+    #[error("`{}` is not empty and not an OCI image layout (it has no `oci-layout` file)", path.display())]
+    NotALayout {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An existing layout file is not JSON.
+    #[error("`{}` is not valid JSON", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An existing layout file has the wrong shape.
+    #[error("`{}` is malformed: {what}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// Where OCI blobs go: a layout directory or an archive. A blob is
+/// streamed into [`BlobSink::start_blob`]'s writer, hashed by the caller
+/// on the way, then stored under its digest by [`BlobSink::commit_blob`].
+pub trait BlobSink {
+    /// A blob being written.
+    type Blob: Write + Send;
+
+    /// Starts a blob.
+    ///
+    /// # Errors
+    /// When its temporary storage cannot be created.
+    fn start_blob(&mut self) -> Result<Self::Blob, Error>;
+
+    /// Stores `blob`, whose bytes have `digest` and `size`; returns
+    /// whether it was new (a blob already stored is not written again).
+    ///
+    /// # Errors
+    /// When it cannot be stored.
+    fn commit_blob(&mut self, blob: Self::Blob, digest: &Digest, size: u64) -> Result<bool, Error>;
+
+    /// Stores a small blob held in memory; returns its digest and whether
+    /// it was new.
+    ///
+    /// # Errors
+    /// When it cannot be stored.
+    fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), Error>;
+}

@@ -6,7 +6,8 @@
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
 //! - `errors`: bad input gives one message and no output;
 //! - `layers`: `nixlayer layers` plans (table, JSON, strategies) and pipeline errors;
-//! - `layer_golden`: store layers reproduce nixpkgs' diff_ids.
+//! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
+//! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker.
 
 mod build;
 mod closure_sources;
@@ -14,4 +15,5 @@ mod content;
 mod errors;
 mod layer_golden;
 mod layers;
+mod outputs;
 mod util;

@@ -1,0 +1,116 @@
+//! Recognising and undoing the compression of an archive or a blob, by its
+//! magic bytes (as `file --mime-type` does for nixpkgs' mergeImages).
+
+use std::io::{self, BufRead, BufReader, Read};
+
+/// How a file or blob is compressed, as its first bytes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Not compressed (or not a format recognised here).
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+    /// xz (`fd 37 7a 58 5a 00`).
+    Xz,
+}
+
+impl Compression {
+    /// The compression whose magic `head` starts with.
+    #[must_use]
+    pub fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Self::Xz
+        } else {
+            Self::None
+        }
+    }
+
+    /// The name used in messages and `inspect`: `none`, `gzip`, `zstd`, `xz`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+            Self::Xz => "xz",
+        }
+    }
+
+    /// The OCI layer media type of a tar compressed this way (xz has none:
+    /// a docker-archive member only).
+    #[must_use]
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Self::None => "application/vnd.oci.image.layer.v1.tar",
+            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Self::Xz => "application/x-xz",
+        }
+    }
+}
+
+/// Reads the decompressed bytes of `inner`, whatever its compression
+/// (sniffed from its first bytes); plain bytes pass through.
+///
+/// # Errors
+/// When the first bytes cannot be read or a zstd decoder cannot be set up.
+pub fn decompress<'a, R: Read + 'a>(inner: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut buffered = BufReader::with_capacity(1 << 16, inner);
+    let compression = Compression::sniff(buffered.fill_buf()?);
+    let reader: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(buffered),
+        // Multi-member: pigz and `cat a.gz b.gz` write several members.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
+    };
+    Ok((compression, reader))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn sniffs_and_undoes_each_compression() {
+        let data = b"hello tar".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&data[..], 3).unwrap();
+        for (bytes, expected) in [
+            (data.clone(), Compression::None),
+            (gz, Compression::Gzip),
+            (zst, Compression::Zstd),
+        ] {
+            let (found, mut r) = decompress(&bytes[..]).unwrap();
+            assert_eq!(found, expected);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, data);
+        }
+        assert_eq!(
+            Compression::sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+            Compression::Xz
+        );
+    }
+
+    #[test]
+    fn garbage_after_a_magic_is_an_error_not_a_panic() {
+        let (_, mut r) = decompress(&[0x1f, 0x8b, 1, 2, 3][..]).unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+        let (_, mut r) = decompress(&[0x28, 0xb5, 0x2f, 0xfd, 9, 9][..]).unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+        let (_, mut r) = decompress(&[0xfd, b'7', b'z', b'X', b'Z', 0, 1][..]).unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
+}

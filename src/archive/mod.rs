@@ -1,0 +1,609 @@
+//! Reading existing images: docker-archives (plain, gzip, zstd or xz, as
+//! `docker save`, skopeo, nixpkgs and nixlayer write them), OCI archives
+//! and OCI layout directories. `merge` and `inspect` use it, and so can a
+//! build that starts from a base image.
+//!
+//! [`ImageArchive::open`] sniffs what a path is, indexes it (a compressed
+//! archive is first decompressed once into an anonymous temporary file, so
+//! members can be read in any order) and parses its manifests; then
+//! [`ImageArchive::open_blob`] / [`ImageArchive::open_layer`] read a
+//! layer's stored or uncompressed bytes. Malformed input is an [`Error`]
+//! naming the file, never a panic.
+//!
+//! ```no_run
+//! use std::io::Read as _;
+//! let archive = nixlayer::archive::ImageArchive::open("base.tar.gz".as_ref())?;
+//! let image = &archive.images()[0];
+//! for layer in &image.layers {
+//!     let mut tar = archive.open_layer(layer)?; // uncompressed layer tar
+//!     let mut first = [0u8; 512];
+//!     tar.read_exact(&mut first)?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod compression;
+pub mod tar;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use compression::Compression;
+pub use tar::{Member, MemberKind, TarIndex};
+
+use crate::image::oci;
+use crate::layer::Digest;
+
+/// Why an image could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be read.
+    #[error("failed to read `{}`", path.display())]
+    Io {
+        /// The image file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The archive is not a valid tar.
+    #[error("`{}` is not a valid tar archive", path.display())]
+    Tar {
+        /// The image file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: tar::TarError,
+    },
+    /// Neither a docker-archive nor an OCI layout.
+    #[error("`{}` is not a docker-archive or OCI image: {what}", path.display())]
+    NotAnImage {
+        /// The image file or directory.
+        path: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+    /// A file inside the image is missing or has the wrong shape.
+    #[error("`{}` is malformed: `{member}` {what}", path.display())]
+    Malformed {
+        /// The image file or directory.
+        path: PathBuf,
+        /// The member or blob.
+        member: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// What kind of image container a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// A docker-archive (`manifest.json`).
+    DockerArchive,
+    /// An OCI layout in a tar.
+    OciArchive,
+    /// An OCI layout directory.
+    OciLayout,
+}
+
+impl Format {
+    /// `docker-archive`, `oci-archive`, `oci-layout`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DockerArchive => "docker-archive",
+            Self::OciArchive => "oci-archive",
+            Self::OciLayout => "oci-layout",
+        }
+    }
+}
+
+/// A layer of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// Where its bytes are: a member name of the archive, or a path
+    /// relative to the layout directory.
+    pub location: String,
+    /// sha256 of the stored bytes, when the format records it (OCI
+    /// descriptors, docker-archive members named `blobs/sha256/<hex>`).
+    pub digest: Option<Digest>,
+    /// sha256 of the uncompressed tar, from the config's `rootfs.diff_ids`.
+    pub diff_id: Option<Digest>,
+    /// Bytes stored.
+    pub size: u64,
+    /// The OCI descriptor's media type, or for a docker-archive member the
+    /// OCI layer media type of its sniffed compression.
+    pub media_type: String,
+}
+
+/// One image of an archive or layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    /// Its names: docker `RepoTags`, or the OCI `ref.name` annotation.
+    pub tags: Vec<String>,
+    /// The config JSON, as stored.
+    pub config: Vec<u8>,
+    /// sha256 of the config (the docker image id).
+    pub config_digest: Digest,
+    /// Where the config is (member name or relative path).
+    pub config_location: String,
+    /// sha256 of the OCI manifest (OCI only).
+    pub manifest_digest: Option<Digest>,
+    /// The layers, bottom first.
+    pub layers: Vec<Layer>,
+}
+
+impl Image {
+    /// The config, parsed.
+    ///
+    /// # Errors
+    /// When the config is not JSON (checked at open, so only if changed).
+    pub fn config_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(&self.config)
+    }
+}
+
+/// Where the bytes are.
+#[derive(Debug)]
+enum Storage {
+    /// A tar (the file itself, or its decompressed copy).
+    Tar { file: File, index: TarIndex },
+    /// A layout directory.
+    Dir(PathBuf),
+}
+
+/// An opened image archive or layout.
+#[derive(Debug)]
+pub struct ImageArchive {
+    path: PathBuf,
+    format: Format,
+    compression: Compression,
+    storage: Storage,
+    images: Vec<Image>,
+}
+
+/// Largest JSON document (manifest, config, index) read into memory.
+const MAX_JSON: u64 = 64 << 20;
+
+impl ImageArchive {
+    /// Opens `path`: an OCI layout directory, or a file holding a
+    /// docker-archive or OCI archive, plain or compressed (gzip, zstd, xz).
+    ///
+    /// # Errors
+    /// When it cannot be read or is not an image in one of these formats.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let io_err = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if path.is_dir() {
+            let mut archive = Self {
+                path: path.to_owned(),
+                format: Format::OciLayout,
+                compression: Compression::None,
+                storage: Storage::Dir(path.to_owned()),
+                images: Vec::new(),
+            };
+            if !path.join("index.json").is_file() {
+                return Err(Error::NotAnImage {
+                    path: path.to_owned(),
+                    what: "a directory without `index.json`".to_owned(),
+                });
+            }
+            archive.images = archive.read_oci()?;
+            return Ok(archive);
+        }
+        let file = File::open(path).map_err(io_err)?;
+        let (compression, mut reader) = compression::decompress(&file).map_err(io_err)?;
+        let file = if compression == Compression::None {
+            drop(reader);
+            let mut f = file;
+            f.rewind().map_err(io_err)?;
+            f
+        } else {
+            let mut spool = tempfile::tempfile().map_err(io_err)?;
+            io::copy(&mut reader, &mut spool).map_err(io_err)?;
+            spool.rewind().map_err(io_err)?;
+            spool
+        };
+        let index =
+            TarIndex::read(io::BufReader::with_capacity(1 << 16, &file)).map_err(|source| {
+                Error::Tar {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        let format = if index.get("manifest.json").is_some() {
+            Format::DockerArchive
+        } else if index.get("index.json").is_some() {
+            Format::OciArchive
+        } else {
+            return Err(Error::NotAnImage {
+                path: path.to_owned(),
+                what: "neither `manifest.json` nor `index.json` in it".to_owned(),
+            });
+        };
+        let mut archive = Self {
+            path: path.to_owned(),
+            format,
+            compression,
+            storage: Storage::Tar { file, index },
+            images: Vec::new(),
+        };
+        archive.images = match format {
+            Format::DockerArchive => archive.read_docker()?,
+            _ => archive.read_oci()?,
+        };
+        Ok(archive)
+    }
+
+    /// The path opened.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What it is.
+    #[must_use]
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// How the archive file as a whole was compressed.
+    #[must_use]
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Its images, in manifest order.
+    #[must_use]
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    /// The tar's members (archives only; `None` for a layout).
+    #[must_use]
+    pub fn members(&self) -> Option<&[Member]> {
+        match &self.storage {
+            Storage::Tar { index, .. } => Some(index.members()),
+            Storage::Dir(_) => None,
+        }
+    }
+
+    fn malformed(&self, member: &str, what: impl Into<String>) -> Error {
+        Error::Malformed {
+            path: self.path.clone(),
+            member: member.to_owned(),
+            what: what.into(),
+        }
+    }
+
+    /// Opens the stored bytes at `location` (a member name, following
+    /// links, or a path relative to the layout); returns them and their
+    /// length.
+    ///
+    /// # Errors
+    /// When there is no such member or file.
+    pub fn open_location(&self, location: &str) -> Result<(Box<dyn Read + '_>, u64), Error> {
+        let io_err = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        match &self.storage {
+            Storage::Tar { file, index } => {
+                let member = index
+                    .resolve(location)
+                    .ok_or_else(|| self.malformed(location, "is missing"))?;
+                // Each reader gets its own handle, so several can be open.
+                let mut own = file.try_clone().map_err(io_err)?;
+                own.seek(SeekFrom::Start(member.offset)).map_err(io_err)?;
+                Ok((
+                    Box::new(io::BufReader::with_capacity(1 << 16, own.take(member.size))),
+                    member.size,
+                ))
+            }
+            Storage::Dir(dir) => {
+                let rel = tar::normalize(location);
+                if rel.split('/').any(|p| p == "..") {
+                    return Err(self.malformed(location, "leaves the layout"));
+                }
+                let path = dir.join(&rel);
+                let f = File::open(&path).map_err(|source| Error::Io { path, source })?;
+                let len = f.metadata().map_err(io_err)?.len();
+                Ok((Box::new(io::BufReader::with_capacity(1 << 16, f)), len))
+            }
+        }
+    }
+
+    /// Reads a small file (JSON) whole.
+    fn read_small(&self, location: &str) -> Result<Vec<u8>, Error> {
+        let (r, len) = self.open_location(location)?;
+        if len > MAX_JSON {
+            return Err(self.malformed(location, "is too large for a JSON document"));
+        }
+        let mut out = Vec::new();
+        r.take(MAX_JSON)
+            .read_to_end(&mut out)
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(out)
+    }
+
+    fn read_json(&self, location: &str) -> Result<(Vec<u8>, Value), Error> {
+        let bytes = self.read_small(location)?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.malformed(location, format!("is not valid JSON: {e}")))?;
+        Ok((bytes, value))
+    }
+
+    /// A layer's stored bytes (maybe compressed).
+    ///
+    /// # Errors
+    /// When they cannot be opened.
+    pub fn open_blob(&self, layer: &Layer) -> Result<Box<dyn Read + '_>, Error> {
+        Ok(self.open_location(&layer.location)?.0)
+    }
+
+    /// A layer's uncompressed tar, whatever its compression.
+    ///
+    /// # Errors
+    /// When it cannot be opened.
+    pub fn open_layer(&self, layer: &Layer) -> Result<Box<dyn Read + '_>, Error> {
+        let blob = self.open_blob(layer)?;
+        let (_, reader) = compression::decompress(blob).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(reader)
+    }
+
+    /// Sniffs the compression of the bytes at `location`.
+    fn sniff(&self, location: &str) -> Result<Compression, Error> {
+        let (mut r, _) = self.open_location(location)?;
+        let mut head = [0u8; 8];
+        let mut got = 0;
+        while got < head.len() {
+            match r.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(Compression::sniff(&head[..got]))
+    }
+
+    fn diff_ids(&self, location: &str, config: &Value) -> Result<Vec<Digest>, Error> {
+        let Some(ids) = config.pointer("/rootfs/diff_ids") else {
+            return Ok(Vec::new());
+        };
+        let ids = ids.as_array().ok_or_else(|| {
+            self.malformed(location, "has a `rootfs.diff_ids` that is not a list")
+        })?;
+        ids.iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(parse_digest)
+                    .ok_or_else(|| self.malformed(location, format!("has a bad diff_id {v}")))
+            })
+            .collect()
+    }
+
+    fn read_docker(&self) -> Result<Vec<Image>, Error> {
+        let (_, manifest) = self.read_json("manifest.json")?;
+        let entries = manifest
+            .as_array()
+            .ok_or_else(|| self.malformed("manifest.json", "is not a list"))?;
+        let mut images = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let config_location = entry
+                .get("Config")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.malformed("manifest.json", "has an entry without `Config`"))?
+                .to_owned();
+            let (config, config_value) = self.read_json(&config_location)?;
+            let diff_ids = self.diff_ids(&config_location, &config_value)?;
+            let tags = string_list(entry.get("RepoTags"));
+            let members = entry
+                .get("Layers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| self.malformed("manifest.json", "has an entry without `Layers`"))?;
+            let mut layers = Vec::with_capacity(members.len());
+            for (i, m) in members.iter().enumerate() {
+                let location = m
+                    .as_str()
+                    .ok_or_else(|| {
+                        self.malformed("manifest.json", "has a layer that is not a string")
+                    })?
+                    .to_owned();
+                let (_, size) = self.open_location(&location)?;
+                let compression = self.sniff(&location)?;
+                let digest = location
+                    .strip_prefix("blobs/sha256/")
+                    .and_then(|hex| parse_digest(&format!("sha256:{hex}")));
+                layers.push(Layer {
+                    digest,
+                    diff_id: diff_ids.get(i).copied(),
+                    size,
+                    media_type: compression.layer_media_type().to_owned(),
+                    location,
+                });
+            }
+            images.push(Image {
+                tags,
+                config_digest: Digest::of(&config),
+                config,
+                config_location,
+                manifest_digest: None,
+                layers,
+            });
+        }
+        Ok(images)
+    }
+
+    fn read_oci(&self) -> Result<Vec<Image>, Error> {
+        let (_, index) = self.read_json("index.json")?;
+        let mut images = Vec::new();
+        self.read_oci_index("index.json", &index, None, 0, &mut images)?;
+        Ok(images)
+    }
+
+    fn read_oci_index(
+        &self,
+        location: &str,
+        index: &Value,
+        parent_tag: Option<&str>,
+        depth: usize,
+        images: &mut Vec<Image>,
+    ) -> Result<(), Error> {
+        if depth > 4 {
+            return Err(self.malformed(location, "nests indexes too deeply"));
+        }
+        let manifests = index
+            .get("manifests")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.malformed(location, "has no `manifests` list"))?;
+        for desc in manifests {
+            let (media_type, digest, _) = self.descriptor(location, desc)?;
+            let tag = oci::entry_ref_name(desc).or(parent_tag);
+            let blob = blob_location(&digest);
+            let (bytes, doc) = self.read_json(&blob)?;
+            if Digest::of(&bytes) != digest {
+                return Err(self.malformed(&blob, "does not match its digest"));
+            }
+            let media_type = doc
+                .get("mediaType")
+                .and_then(Value::as_str)
+                .map_or(media_type, str::to_owned);
+            if media_type == oci::INDEX_MEDIA_TYPE
+                || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+            {
+                self.read_oci_index(&blob, &doc, tag, depth + 1, images)?;
+                continue;
+            }
+            let config_desc = doc
+                .get("config")
+                .ok_or_else(|| self.malformed(&blob, "has no `config`"))?;
+            let (_, config_digest, _) = self.descriptor(&blob, config_desc)?;
+            let config_location = blob_location(&config_digest);
+            let (config, config_value) = self.read_json(&config_location)?;
+            let diff_ids = self.diff_ids(&config_location, &config_value)?;
+            let layer_descs = doc
+                .get("layers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| self.malformed(&blob, "has no `layers` list"))?;
+            let mut layers = Vec::with_capacity(layer_descs.len());
+            for (i, d) in layer_descs.iter().enumerate() {
+                let (media_type, digest, size) = self.descriptor(&blob, d)?;
+                layers.push(Layer {
+                    location: blob_location(&digest),
+                    digest: Some(digest),
+                    diff_id: diff_ids.get(i).copied(),
+                    size,
+                    media_type,
+                });
+            }
+            images.push(Image {
+                tags: tag.map(str::to_owned).into_iter().collect(),
+                config_digest,
+                config,
+                config_location,
+                manifest_digest: Some(digest),
+                layers,
+            });
+        }
+        Ok(())
+    }
+
+    fn descriptor(&self, location: &str, desc: &Value) -> Result<(String, Digest, u64), Error> {
+        let media_type = desc
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let digest = desc
+            .get("digest")
+            .and_then(Value::as_str)
+            .and_then(parse_digest)
+            .ok_or_else(|| self.malformed(location, "has a descriptor without a sha256 digest"))?;
+        let size = desc
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.malformed(location, "has a descriptor without a size"))?;
+        Ok((media_type, digest, size))
+    }
+}
+
+/// `blobs/sha256/<hex>`.
+fn blob_location(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// `sha256:<64 hex>` → a digest.
+#[must_use]
+pub fn parse_digest(text: &str) -> Option<Digest> {
+    let hex = text.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Digest(out))
+}
+
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_strictly() {
+        let d = Digest::of(b"x");
+        assert_eq!(parse_digest(&d.prefixed()), Some(d));
+        assert_eq!(parse_digest("sha256:abc"), None);
+        assert_eq!(parse_digest(&d.hex()), None);
+        assert_eq!(parse_digest(&format!("sha256:{}", "g".repeat(64))), None);
+    }
+
+    #[test]
+    fn not_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, b"definitely not a tar").unwrap();
+        assert!(matches!(
+            ImageArchive::open(&f),
+            Err(Error::Tar { .. } | Error::NotAnImage { .. })
+        ));
+        assert!(matches!(
+            ImageArchive::open(dir.path()),
+            Err(Error::NotAnImage { .. })
+        ));
+        assert!(matches!(
+            ImageArchive::open(&dir.path().join("missing")),
+            Err(Error::Io { .. })
+        ));
+    }
+}

@@ -1,0 +1,230 @@
+//! Many docker-archives into one that `docker load` turns into every image
+//! they hold, with nixpkgs' `mergeImages` semantics: the members of all
+//! inputs, the first copy of a member name winning (layers are named by
+//! content, so a layer two images share is stored once); `manifest.json`
+//! entries concatenated in input order; `repositories` objects united,
+//! later keys winning. Inputs may be plain, gzip, zstd or xz.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
+use crate::layer::tar::{Header, Kind, TarWriter};
+use crate::layer::HashCountWriter;
+use crate::sink::compress::{Codec, CompressOptions, Compressor};
+
+/// Why a merge failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An input could not be read.
+    #[error(transparent)]
+    Read(#[from] archive::Error),
+    /// An input is not a docker-archive.
+    #[error("`{}` is an {}, not a docker-archive: merge takes docker-archives", path.display(), format.name())]
+    NotDockerArchive {
+        /// The input.
+        path: PathBuf,
+        /// What it is.
+        format: Format,
+    },
+    /// The output could not be written.
+    #[error("failed to write the merged archive")]
+    Write(#[source] io::Error),
+}
+
+/// What a merge wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeSummary {
+    /// The tags of every image, in order.
+    pub tags: Vec<String>,
+    /// Images (manifest entries) in the output.
+    pub images: usize,
+    /// Members written.
+    pub members: usize,
+    /// Members skipped because an earlier input had the same name.
+    pub duplicates: usize,
+    /// Bytes of the output as written (compressed).
+    pub bytes: u64,
+}
+
+/// The output compression mergeImages picks: the last input's (xz, which
+/// nixlayer does not write, becomes gzip, mergeImages' default).
+#[must_use]
+pub fn default_codec(inputs: &[ImageArchive]) -> Codec {
+    match inputs.last().map(ImageArchive::compression) {
+        Some(Compression::None) => Codec::None,
+        Some(Compression::Zstd) => Codec::Zstd,
+        _ => Codec::Gzip,
+    }
+}
+
+/// Merges `inputs` into one docker-archive written to `out`; every member
+/// gets `mtime`, owner 0:0.
+///
+/// # Errors
+/// When an input is not a docker-archive or cannot be read, or `out`
+/// cannot be written.
+pub fn merge<W: Write>(
+    inputs: &[ImageArchive],
+    mtime: u64,
+    compress: &CompressOptions,
+    out: W,
+) -> Result<(W, MergeSummary), Error> {
+    for input in inputs {
+        if input.format() != Format::DockerArchive {
+            return Err(Error::NotDockerArchive {
+                path: input.path().to_owned(),
+                format: input.format(),
+            });
+        }
+    }
+    let counted = HashCountWriter::new(out);
+    let compressor = Compressor::new(counted, compress).map_err(Error::Write)?;
+    let mut tar = TarWriter::new(compressor);
+    let header = |name: &str, kind: Kind, size: u64| Header {
+        name: name.as_bytes().to_vec(),
+        mode: if kind == Kind::Directory {
+            0o755
+        } else {
+            0o644
+        },
+        kind,
+        uid: 0,
+        gid: 0,
+        uname: String::new(),
+        gname: String::new(),
+        mtime,
+        size,
+    };
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut summary = MergeSummary {
+        tags: Vec::new(),
+        images: 0,
+        members: 0,
+        duplicates: 0,
+        bytes: 0,
+    };
+    let mut manifests: Vec<Value> = Vec::new();
+    let mut repositories: Option<Map<String, Value>> = None;
+    for input in inputs {
+        let Some(members) = input.members() else {
+            continue;
+        };
+        for member in members {
+            match member.name.as_str() {
+                "manifest.json" | "repositories" | "" => continue,
+                _ => {}
+            }
+            if !written.insert(member.name.clone()) {
+                summary.duplicates += 1;
+                continue;
+            }
+            match &member.kind {
+                MemberKind::Directory => {
+                    let name = format!("{}/", member.name);
+                    tar.append(&header(&name, Kind::Directory, 0), &[])
+                        .map_err(Error::Write)?;
+                }
+                MemberKind::Symlink(target) => {
+                    let kind = Kind::Symlink(target.clone().into_bytes());
+                    tar.append(&header(&member.name, kind, 0), &[])
+                        .map_err(Error::Write)?;
+                }
+                // Hard links become regular files with the linked bytes:
+                // the target may be a member an earlier input won.
+                MemberKind::Regular | MemberKind::Hardlink(_) => {
+                    let (mut reader, size) = input.open_location(&member.name)?;
+                    tar.start_entry(&header(&member.name, Kind::Regular, size))
+                        .map_err(Error::Write)?;
+                    let copied = io::copy(&mut reader, &mut tar).map_err(|source| {
+                        Error::Read(archive::Error::Io {
+                            path: input.path().to_owned(),
+                            source,
+                        })
+                    })?;
+                    if copied != size {
+                        return Err(Error::Read(archive::Error::Malformed {
+                            path: input.path().to_owned(),
+                            member: member.name.clone(),
+                            what: "is shorter than its header says".to_owned(),
+                        }));
+                    }
+                    tar.end_entry().map_err(Error::Write)?;
+                }
+                // Devices and fifos have no place in an image archive.
+                _ => {
+                    written.remove(&member.name);
+                    continue;
+                }
+            }
+            summary.members += 1;
+        }
+        for entry in read_json_member(input, "manifest.json")?
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            summary.tags.extend(
+                entry
+                    .get("RepoTags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
+            manifests.push(entry.clone());
+        }
+        if input
+            .members()
+            .is_some_and(|m| m.iter().any(|m| m.name == "repositories"))
+        {
+            if let Value::Object(obj) = read_json_member(input, "repositories")? {
+                repositories.get_or_insert_with(Map::new).extend(obj);
+            }
+        }
+    }
+    summary.images = manifests.len();
+    let manifest = crate::image::canonical_json(&Value::Array(manifests));
+    tar.append(
+        &header("manifest.json", Kind::Regular, manifest.len() as u64),
+        &manifest,
+    )
+    .map_err(Error::Write)?;
+    if let Some(repos) = repositories {
+        let bytes = crate::image::canonical_json(&Value::Object(repos));
+        tar.append(
+            &header("repositories", Kind::Regular, bytes.len() as u64),
+            &bytes,
+        )
+        .map_err(Error::Write)?;
+    }
+    let (out, _, bytes) = tar
+        .finish()
+        .and_then(Compressor::finish)
+        .and_then(HashCountWriter::finish)
+        .map_err(Error::Write)?;
+    summary.bytes = bytes;
+    Ok((out, summary))
+}
+
+fn read_json_member(input: &ImageArchive, name: &str) -> Result<Value, Error> {
+    let (mut r, _) = input.open_location(name)?;
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes)
+        .map_err(|source| archive::Error::Io {
+            path: input.path().to_owned(),
+            source,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Read(archive::Error::Malformed {
+            path: input.path().to_owned(),
+            member: name.to_owned(),
+            what: format!("is not valid JSON: {e}"),
+        })
+    })
+}
