@@ -58,6 +58,7 @@
 //!     pipeline: Pipeline::popularity(99),
 //!     owner: Default::default(),
 //!     mtime: 1,
+//!     content: Default::default(),
 //! };
 //! let image = build::prepare(&settings)?;
 //! let (archive, summary) = build::write_docker_archive(&settings, &image, Vec::new(), &NoReporter)?;
