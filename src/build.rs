@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::closure::{self, ClosureGraph, Source, StoreLocation};
 use crate::image::base::{self as base_image, BaseImage};
 use crate::image::{self, nix_db, oci, ConfigSpec, LayerRecord};
+use crate::layer::cache::{BlobRecord, LayerCache, LayerRecord as CacheRecord};
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
 use crate::layer::{self, Digest, HashCountWriter, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
@@ -45,6 +46,8 @@ pub struct BuildSettings {
     pub owner: Owner,
     /// mtime of every layer entry.
     pub mtime: u64,
+    /// Where layer digests are remembered between builds (`None`: no cache).
+    pub cache: Option<LayerCache>,
     /// The customisation layer, permissions, the Nix database and the base image.
     pub content: ContentSettings,
 }
@@ -216,6 +219,9 @@ pub struct BlobCounts {
     pub written: usize,
     /// Blobs that were already there and were kept.
     pub existing: usize,
+    /// Layers whose blob was already there and known from the layer cache,
+    /// so their store paths were not read at all.
+    pub layers_cached: usize,
 }
 
 /// What a build produced.
@@ -650,6 +656,38 @@ struct OciImage {
     tag: String,
 }
 
+fn count(counts: &mut BlobCounts, new: bool) {
+    if new {
+        counts.written += 1;
+    } else {
+        counts.existing += 1;
+    }
+}
+
+/// The summary of `layer` from the layer cache, when the cache knows its
+/// blob in this compression and `blobs` already holds that blob: then
+/// nothing of the layer needs reading. Store paths are immutable, so the
+/// layer's content key stands for its bytes.
+fn cached_layer<S: BlobSink>(
+    settings: &BuildSettings,
+    layer: &MeasuredLayer,
+    cache_name: &str,
+    media_type: &str,
+    blobs: &S,
+) -> Option<LayerSummary> {
+    let record = settings.cache.as_ref()?.get(&layer.key)?;
+    let tar = record.tar?;
+    let blob = record.blobs.get(cache_name)?;
+    (tar.size == layer.size && blobs.has_blob(&blob.digest)).then(|| LayerSummary {
+        diff_id: tar.digest,
+        size: tar.size,
+        paths: layer.store_paths().len(),
+        digest: blob.digest,
+        blob_size: blob.size,
+        media_type: media_type.to_owned(),
+    })
+}
+
 /// Streams each layer through diff_id hasher → compressor → blob hasher →
 /// `blobs`, then stores the config and the manifest.
 fn write_oci_blobs<S: BlobSink>(
@@ -665,15 +703,16 @@ fn write_oci_blobs<S: BlobSink>(
         compress.codec.media_type_suffix()
     );
     let mut counts = BlobCounts::default();
-    let mut count = |new: bool| {
-        if new {
-            counts.written += 1;
-        } else {
-            counts.existing += 1;
-        }
-    };
+    let cache_name = format!("{}-{}", compress.codec.name(), compress.level);
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
+        if let Some(summary) = cached_layer(settings, layer, &cache_name, &media_type, blobs) {
+            counts.existing += 1;
+            counts.layers_cached += 1;
+            reporter.on_layer_done(index, &summary.diff_id);
+            layers.push(summary);
+            continue;
+        }
         reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
         let blob = blobs.start_blob()?;
         let mut compressor =
@@ -683,8 +722,30 @@ fn write_oci_blobs<S: BlobSink>(
             .finish()
             .and_then(HashCountWriter::finish)
             .map_err(Error::Write)?;
-        count(blobs.commit_blob(blob, &blob_digest, blob_size)?);
+        if blobs.commit_blob(blob, &blob_digest, blob_size)? {
+            counts.written += 1;
+        } else {
+            counts.existing += 1;
+        }
         reporter.on_layer_done(index, &digest.diff_id);
+        if let Some(cache) = &settings.cache {
+            let record = CacheRecord {
+                tar: Some(BlobRecord {
+                    digest: digest.diff_id,
+                    size: digest.size,
+                }),
+                blobs: [(
+                    cache_name.clone(),
+                    BlobRecord {
+                        digest: blob_digest,
+                        size: blob_size,
+                    },
+                )]
+                .into(),
+            };
+            // A cache that cannot be written only costs a later rebuild.
+            let _ = cache.put(&layer.key, &record);
+        }
         layers.push(LayerSummary {
             diff_id: digest.diff_id,
             size: digest.size,
@@ -697,7 +758,7 @@ fn write_oci_blobs<S: BlobSink>(
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
     let config = image.config_json(settings, &diff_ids);
     let (config_digest, new) = blobs.put_blob(&config)?;
-    count(new);
+    count(&mut counts, new);
     let config_desc = oci::Descriptor {
         media_type: oci::CONFIG_MEDIA_TYPE.to_owned(),
         digest: config_digest,
@@ -713,7 +774,7 @@ fn write_oci_blobs<S: BlobSink>(
         .collect();
     let manifest = oci::manifest_json(&config_desc, &layer_descs);
     let (manifest_digest, new) = blobs.put_blob(&manifest)?;
-    count(new);
+    count(&mut counts, new);
     let manifest_desc = oci::Descriptor {
         media_type: oci::MANIFEST_MEDIA_TYPE.to_owned(),
         digest: manifest_digest,

@@ -59,6 +59,7 @@
 //!     owner: Default::default(),
 //!     mtime: 1,
 //!     content: Default::default(),
+//!     cache: None,
 //! };
 //! let image = build::prepare(&settings)?;
 //! let (archive, summary) = build::write_docker_archive(&settings, &image, Vec::new(), &NoReporter)?;

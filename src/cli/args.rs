@@ -61,6 +61,10 @@ pub struct BuildArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long, conflicts_with = "stream")]
     pub json: bool,
+    /// Do not use or update the layer cache (`$XDG_CACHE_HOME/nixlayer`),
+    /// which lets an OCI layout rebuild skip reading unchanged layers.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// `nixlayer merge`.

@@ -26,6 +26,7 @@ pub(super) fn run(args: &LayersArgs) -> Result<(), BoxError> {
         level: None,
         threads: None,
         json: false,
+        no_cache: true,
     };
     let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
     let (closure, plan) = build::plan(&command.settings).map_err(|e| locate(&loaded, e))?;

@@ -121,26 +121,30 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     if command.json {
         printer.data(&summary_json(&summary, &command, &dest))?;
     }
+    // One summary line; a layout also says what it had to write.
+    let blobs = summary
+        .blobs
+        .filter(|_| command.format == OutputFormat::OciLayout)
+        .map(|b| {
+            format!(
+                "; {} blob{} written, {} already present ({} layer{} from the cache)",
+                b.written,
+                plural(b.written),
+                b.existing,
+                b.layers_cached,
+                plural(b.layers_cached),
+            )
+        })
+        .unwrap_or_default();
     printer.info(&format!(
-        "built {} ({}, {} layer{}, {}) in {} → {dest}",
+        "built {} ({}, {} layer{}, {}) in {} → {dest}{blobs}",
         summary.reference,
         summary.config_digest,
         summary.layers.len(),
-        if summary.layers.len() == 1 { "" } else { "s" },
+        plural(summary.layers.len()),
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));
-    if let Some(blobs) = summary
-        .blobs
-        .filter(|_| command.format == OutputFormat::OciLayout)
-    {
-        printer.info(&format!(
-            "{} blob{} written, {} already present",
-            blobs.written,
-            if blobs.written == 1 { "" } else { "s" },
-            blobs.existing
-        ));
-    }
     Ok(())
 }
 
@@ -188,7 +192,11 @@ fn summary_json(summary: &BuildSummary, command: &settings::BuildCommand, dest: 
     if let (Some(blobs), Some(obj)) = (summary.blobs, doc.as_object_mut()) {
         obj.insert(
             "blobs".into(),
-            serde_json::json!({ "written": blobs.written, "existing": blobs.existing }),
+            serde_json::json!({
+                "written": blobs.written,
+                "existing": blobs.existing,
+                "layers_cached": blobs.layers_cached,
+            }),
         );
     }
     crate::image::canonical_json(&doc)
@@ -348,4 +356,12 @@ fn inspect_text(doc: &serde_json::Value) -> String {
     }
     out.truncate(out.trim_end().len());
     out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }

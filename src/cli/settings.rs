@@ -25,6 +25,9 @@ pub struct Environment {
     pub now: jiff::Timestamp,
     /// `SOURCE_DATE_EPOCH`, when set.
     pub source_date_epoch: Option<String>,
+    /// The layer cache directory: `$XDG_CACHE_HOME/nixlayer/layers`, else
+    /// `$HOME/.cache/nixlayer/layers`; `None` when neither is set.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Environment {
@@ -34,6 +37,15 @@ impl Environment {
         Self {
             now: jiff::Timestamp::now(),
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+            cache_dir: std::env::var_os("XDG_CACHE_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .filter(|d| !d.is_empty())
+                        .map(|h| PathBuf::from(h).join(".cache"))
+                })
+                .map(|d| d.join("nixlayer").join("layers")),
         }
     }
 }
@@ -244,7 +256,15 @@ pub fn resolve_build(
 
     let content = resolve_content(loaded, &store_dir, default_budget)?;
 
+    let cache = if args.no_cache {
+        None
+    } else {
+        env.cache_dir
+            .clone()
+            .map(crate::layer::cache::LayerCache::new)
+    };
     let settings = BuildSettings {
+        cache,
         name,
         tag,
         config: ConfigSpec {

@@ -74,6 +74,13 @@ pub trait BlobSink {
     /// When it cannot be stored.
     fn commit_blob(&mut self, blob: Self::Blob, digest: &Digest, size: u64) -> Result<bool, Error>;
 
+    /// Whether the blob `digest` is already stored, so a layer known (from
+    /// the layer cache) to have that blob need not be read again.
+    fn has_blob(&self, digest: &Digest) -> bool {
+        let _ = digest;
+        false
+    }
+
     /// Stores a small blob held in memory; returns its digest and whether
     /// it was new.
     ///

@@ -195,6 +195,10 @@ impl BlobSink for OciLayout {
         Ok(true)
     }
 
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
     fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), Error> {
         let digest = Digest::of(bytes);
         let path = self.blob_path(&digest);

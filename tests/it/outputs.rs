@@ -81,14 +81,11 @@ fn docker_run(image: &str) -> String {
 }
 
 fn build_json(manifest: &Path, args: &[&str]) -> Value {
-    let out = run(
-        nixlayer()
-            .arg("build")
-            .arg(manifest)
-            .args(args)
-            .arg("--json"),
-        0,
-    );
+    build_json_in(nixlayer(), manifest, args)
+}
+
+fn build_json_in(mut cmd: std::process::Command, manifest: &Path, args: &[&str]) -> Value {
+    let out = run(cmd.arg("build").arg(manifest).args(args).arg("--json"), 0);
     serde_json::from_slice(&out.stdout).expect("build --json prints JSON")
 }
 
@@ -472,23 +469,38 @@ fn a_layout_rebuild_after_one_path_changed_writes_only_the_changed_blobs() {
         &layout_arg,
     ];
 
+    // A layer cache of this test's own, so the first build is cold.
+    let cache = tmp.path().join("cache");
+    let build = |manifest: &Path| {
+        let mut cmd = nixlayer();
+        cmd.env("XDG_CACHE_HOME", &cache);
+        build_json_in(cmd, manifest, &args)
+    };
+
     let first_dir = tmp.path().join("v1");
-    let first = build_json(&example_copy(&first_dir, APP), &args);
+    let first = build(&example_copy(&first_dir, APP));
     assert_eq!(first["blobs"]["written"], 5, "{first}");
+    assert_eq!(first["blobs"]["layers_cached"], 0, "{first}");
     let before = blob_stats(&layout);
     assert_eq!(before.len(), 5);
 
-    // The same build again: nothing written.
-    let same = build_json(&first_dir.join("image.toml"), &args);
+    // The same build again: nothing written, and no layer even read: the
+    // layer cache knows their blobs, which the layout has.
+    let same = build(&first_dir.join("image.toml"));
     assert_eq!(same["blobs"]["written"], 0, "{same}");
+    assert_eq!(same["blobs"]["layers_cached"], 3, "{same}");
+    assert_eq!(digests(&same), digests(&first));
+    assert_eq!(same["manifest_digest"], first["manifest_digest"]);
     assert_eq!(blob_stats(&layout), before);
 
     // The app changed: its layer, the config and the manifest are new;
     // the two other layers are kept as they were (same inode and mtime).
     let second_dir = tmp.path().join("v2");
-    let second = build_json(&example_copy(&second_dir, APP2), &args);
+    let second = build(&example_copy(&second_dir, APP2));
     assert_eq!(second["blobs"]["written"], 3, "{second}");
     assert_eq!(second["blobs"]["existing"], 2, "{second}");
+    // Only the changed layer was read.
+    assert_eq!(second["blobs"]["layers_cached"], 2, "{second}");
     let after = blob_stats(&layout);
     assert_eq!(after.len(), 8);
     for (name, stat) in &before {

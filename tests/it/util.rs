@@ -97,6 +97,8 @@ pub fn nixlayer() -> Command {
     cmd.env("TZ", "UTC")
         .env("LC_ALL", "C")
         .env_remove("SOURCE_DATE_EPOCH")
+        // The tests' own layer cache, not the user's.
+        .env("XDG_CACHE_HOME", repo().join("target/test-cache"))
         .env("NIX_CONFIG", NIX_CONFIG);
     cmd
 }
