@@ -394,6 +394,14 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_octal_or_base_256() {
+        assert_eq!(octal(b"0000012\0"), Some(10));
+        assert_eq!(octal(b"\x80\0\0\0\0\0\0\x01"), Some(1));
+        assert_eq!(octal(b"        "), Some(0));
+        assert_eq!(octal(b"9\0"), None);
+    }
+
+    #[test]
     fn malformed_archives_are_errors() {
         let mut w = TarWriter::new(Vec::new());
         w.append(&header("a", Kind::Regular, 600), &[7; 600])

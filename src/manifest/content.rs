@@ -106,7 +106,7 @@ pub struct PermissionSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseSection {
-    /// A docker-archive (plain, gzip, zstd, xz) or an OCI layout directory.
+    /// A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI layout directory.
     pub image: Spanned<PathBuf>,
 }
 
