@@ -85,21 +85,8 @@ pub fn merge<W: Write>(
     let counted = HashCountWriter::new(out);
     let compressor = Compressor::new(counted, compress).map_err(Error::Write)?;
     let mut tar = TarWriter::new(compressor);
-    let header = |name: &str, kind: Kind, size: u64| Header {
-        name: name.as_bytes().to_vec(),
-        mode: if kind == Kind::Directory {
-            0o755
-        } else {
-            0o644
-        },
-        kind,
-        uid: 0,
-        gid: 0,
-        uname: String::new(),
-        gname: String::new(),
-        mtime,
-        size,
-    };
+    let header =
+        |name: &str, kind: Kind, size: u64| Header::archive_member(name, kind, size, mtime);
     let mut written: BTreeSet<String> = BTreeSet::new();
     let mut summary = MergeSummary {
         tags: Vec::new(),

@@ -623,17 +623,7 @@ mod tests {
             ("b", &[2u8; 70_000][..]),
             ("manifest.json", b"[]"),
         ] {
-            let header = Header {
-                name: name.as_bytes().to_vec(),
-                kind: Kind::Regular,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                uname: String::new(),
-                gname: String::new(),
-                mtime: 1,
-                size: data.len() as u64,
-            };
+            let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
             w.append(&header, data).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();

@@ -354,17 +354,7 @@ mod tests {
     use crate::layer::tar::{Header, Kind, TarWriter};
 
     fn header(name: &str, kind: Kind, size: u64) -> Header {
-        Header {
-            name: name.as_bytes().to_vec(),
-            mode: 0o644,
-            kind,
-            uid: 0,
-            gid: 0,
-            uname: String::new(),
-            gname: String::new(),
-            mtime: 1,
-            size,
-        }
+        Header::archive_member(name, kind, size, 1)
     }
 
     #[test]

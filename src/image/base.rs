@@ -289,17 +289,7 @@ mod tests {
             ("c.json", config.as_bytes()),
             ("manifest.json", manifest.as_bytes()),
         ] {
-            let header = Header {
-                name: name.as_bytes().to_vec(),
-                kind: Kind::Regular,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                uname: String::new(),
-                gname: String::new(),
-                mtime: 1,
-                size: data.len() as u64,
-            };
+            let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
             tar.append(&header, data).unwrap();
         }
         tar.finish().unwrap()
