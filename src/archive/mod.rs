@@ -340,7 +340,12 @@ impl ImageArchive {
         Ok(out)
     }
 
-    fn read_json(&self, location: &str) -> Result<(Vec<u8>, Value), Error> {
+    /// Reads the JSON document at `location` (at most 64 MiB): its bytes
+    /// and its value.
+    ///
+    /// # Errors
+    /// When it is missing, too large, unreadable or not JSON.
+    pub fn read_json(&self, location: &str) -> Result<(Vec<u8>, Value), Error> {
         let bytes = self.read_small(location)?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| self.malformed(location, format!("is not valid JSON: {e}")))?;
