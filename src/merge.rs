@@ -6,7 +6,7 @@
 //! later keys winning. Inputs may be plain, gzip, zstd or xz.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -85,21 +85,8 @@ pub fn merge<W: Write>(
     let counted = HashCountWriter::new(out);
     let compressor = Compressor::new(counted, compress).map_err(Error::Write)?;
     let mut tar = TarWriter::new(compressor);
-    let header = |name: &str, kind: Kind, size: u64| Header {
-        name: name.as_bytes().to_vec(),
-        mode: if kind == Kind::Directory {
-            0o755
-        } else {
-            0o644
-        },
-        kind,
-        uid: 0,
-        gid: 0,
-        uname: String::new(),
-        gname: String::new(),
-        mtime,
-        size,
-    };
+    let header =
+        |name: &str, kind: Kind, size: u64| Header::archive_member(name, kind, size, mtime);
     let mut written: BTreeSet<String> = BTreeSet::new();
     let mut summary = MergeSummary {
         tags: Vec::new(),
@@ -163,27 +150,17 @@ pub fn merge<W: Write>(
             }
             summary.members += 1;
         }
-        for entry in read_json_member(input, "manifest.json")?
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            summary.tags.extend(
-                entry
-                    .get("RepoTags")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned),
-            );
-            manifests.push(entry.clone());
-        }
+        // The entries as they are; their tags as the reader parsed them.
+        let (_, manifest) = input.read_json("manifest.json")?;
+        manifests.extend(manifest.as_array().into_iter().flatten().cloned());
+        summary
+            .tags
+            .extend(input.images().iter().flat_map(|i| i.tags.iter().cloned()));
         if input
             .members()
             .is_some_and(|m| m.iter().any(|m| m.name == "repositories"))
         {
-            if let Value::Object(obj) = read_json_member(input, "repositories")? {
+            if let Value::Object(obj) = input.read_json("repositories")?.1 {
                 repositories.get_or_insert_with(Map::new).extend(obj);
             }
         }
@@ -210,21 +187,4 @@ pub fn merge<W: Write>(
         .map_err(Error::Write)?;
     summary.bytes = bytes;
     Ok((out, summary))
-}
-
-fn read_json_member(input: &ImageArchive, name: &str) -> Result<Value, Error> {
-    let (mut r, _) = input.open_location(name)?;
-    let mut bytes = Vec::new();
-    r.read_to_end(&mut bytes)
-        .map_err(|source| archive::Error::Io {
-            path: input.path().to_owned(),
-            source,
-        })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Read(archive::Error::Malformed {
-            path: input.path().to_owned(),
-            member: name.to_owned(),
-            what: format!("is not valid JSON: {e}"),
-        })
-    })
 }

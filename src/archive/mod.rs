@@ -26,7 +26,8 @@ pub mod compression;
 pub mod tar;
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -289,7 +290,7 @@ impl ImageArchive {
     ///
     /// # Errors
     /// When there is no such member or file.
-    pub fn open_location(&self, location: &str) -> Result<(Box<dyn Read + '_>, u64), Error> {
+    pub fn open_location(&self, location: &str) -> Result<(Box<dyn Read + Send + '_>, u64), Error> {
         let io_err = |source| Error::Io {
             path: self.path.clone(),
             source,
@@ -299,11 +300,14 @@ impl ImageArchive {
                 let member = index
                     .resolve(location)
                     .ok_or_else(|| self.malformed(location, "is missing"))?;
-                // Each reader gets its own handle, so several can be open.
-                let mut own = file.try_clone().map_err(io_err)?;
-                own.seek(SeekFrom::Start(member.offset)).map_err(io_err)?;
+                // Positional reads: several readers can be open at once.
+                let reader = MemberReader {
+                    file,
+                    pos: member.offset,
+                    end: member.offset + member.size,
+                };
                 Ok((
-                    Box::new(io::BufReader::with_capacity(1 << 16, own.take(member.size))),
+                    Box::new(io::BufReader::with_capacity(1 << 16, reader)),
                     member.size,
                 ))
             }
@@ -336,7 +340,12 @@ impl ImageArchive {
         Ok(out)
     }
 
-    fn read_json(&self, location: &str) -> Result<(Vec<u8>, Value), Error> {
+    /// Reads the JSON document at `location` (at most 64 MiB): its bytes
+    /// and its value.
+    ///
+    /// # Errors
+    /// When it is missing, too large, unreadable or not JSON.
+    pub fn read_json(&self, location: &str) -> Result<(Vec<u8>, Value), Error> {
         let bytes = self.read_small(location)?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| self.malformed(location, format!("is not valid JSON: {e}")))?;
@@ -545,6 +554,26 @@ impl ImageArchive {
     }
 }
 
+/// The bytes `pos..end` of a file, read without moving its offset.
+struct MemberReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for MemberReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// `blobs/sha256/<hex>`.
 fn blob_location(digest: &Digest) -> String {
     format!("blobs/sha256/{}", digest.hex())
@@ -586,6 +615,40 @@ mod tests {
         assert_eq!(parse_digest("sha256:abc"), None);
         assert_eq!(parse_digest(&d.hex()), None);
         assert_eq!(parse_digest(&format!("sha256:{}", "g".repeat(64))), None);
+    }
+
+    /// Readers of two members of one archive, read in turns, each get their
+    /// own bytes.
+    #[test]
+    fn interleaved_readers_are_independent() {
+        use crate::layer::tar::{Header, Kind, TarWriter};
+        let mut w = TarWriter::new(Vec::new());
+        for (name, data) in [
+            ("a", &[1u8; 70_000][..]),
+            ("b", &[2u8; 70_000][..]),
+            ("manifest.json", b"[]"),
+        ] {
+            let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
+            w.append(&header, data).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tar");
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        let archive = ImageArchive::open(&path).unwrap();
+        let (mut a, _) = archive.open_location("a").unwrap();
+        let (mut b, _) = archive.open_location("b").unwrap();
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; 1000];
+        loop {
+            let n = a.read(&mut buf).unwrap();
+            got_a.extend_from_slice(&buf[..n]);
+            let m = b.read(&mut buf).unwrap();
+            got_b.extend_from_slice(&buf[..m]);
+            if n == 0 && m == 0 {
+                break;
+            }
+        }
+        assert_eq!((got_a, got_b), (vec![1u8; 70_000], vec![2u8; 70_000]));
     }
 
     #[test]

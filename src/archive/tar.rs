@@ -354,17 +354,7 @@ mod tests {
     use crate::layer::tar::{Header, Kind, TarWriter};
 
     fn header(name: &str, kind: Kind, size: u64) -> Header {
-        Header {
-            name: name.as_bytes().to_vec(),
-            mode: 0o644,
-            kind,
-            uid: 0,
-            gid: 0,
-            uname: String::new(),
-            gname: String::new(),
-            mtime: 1,
-            size,
-        }
+        Header::archive_member(name, kind, size, 1)
     }
 
     #[test]
@@ -391,6 +381,14 @@ mod tests {
         let at = usize::try_from(m.offset).unwrap();
         assert_eq!(&bytes[at..at + 5], b"hello");
         assert_eq!(index.get("./dir/").unwrap().kind, MemberKind::Directory);
+    }
+
+    #[test]
+    fn numbers_are_octal_or_base_256() {
+        assert_eq!(octal(b"0000012\0"), Some(10));
+        assert_eq!(octal(b"\x80\0\0\0\0\0\0\x01"), Some(1));
+        assert_eq!(octal(b"        "), Some(0));
+        assert_eq!(octal(b"9\0"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::build::{BuildSettings, ContentSettings, CustomFile};
 use crate::closure::{Source, StoreLocation};
 use crate::image::ConfigSpec;
 use crate::layer::customisation::{FileData, OnCollision};
-use crate::layer::{Owner, PermissionRule, Permissions};
+use crate::layer::{Owner, Permissions};
 use crate::manifest::{
     ClosureSource, Compression, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
 };
@@ -417,21 +417,6 @@ fn resolve_content(
             mode: f.mode,
         })
         .collect();
-    let rules = custom
-        .permissions
-        .into_iter()
-        .map(|r| {
-            let mut rule = PermissionRule::new(&r.pattern);
-            rule.uid = r.uid;
-            rule.gid = r.gid;
-            rule.uname = r.uname;
-            rule.gname = r.gname;
-            rule.mode = r.mode;
-            rule.dir_mode = r.dir_mode;
-            rule.file_mode = r.file_mode;
-            rule
-        })
-        .collect();
     Ok(ContentSettings {
         contents,
         on_collision: if custom.first_wins {
@@ -442,7 +427,7 @@ fn resolve_content(
         files,
         dirs: custom.dirs,
         symlinks: custom.symlinks,
-        permissions: Permissions::new(rules),
+        permissions: Permissions::new(custom.permissions),
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
         base: loaded.base_image()?,

@@ -87,6 +87,28 @@ pub struct Header {
 }
 
 impl Header {
+    /// A member of an image archive (docker-archive, OCI archive, merged
+    /// archive): owned by 0:0 without names, mode 0755 for a directory and
+    /// 0644 otherwise, as `docker save` writes them.
+    #[must_use]
+    pub fn archive_member(name: &str, kind: Kind, size: u64, mtime: u64) -> Self {
+        Self {
+            name: name.as_bytes().to_vec(),
+            mode: if kind == Kind::Directory {
+                0o755
+            } else {
+                0o644
+            },
+            kind,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime,
+            size,
+        }
+    }
+
     /// Bytes of data that follow the headers (unpadded).
     #[must_use]
     pub fn data_len(&self) -> u64 {

@@ -106,7 +106,7 @@ pub struct PermissionSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseSection {
-    /// A docker-archive (plain, gzip, zstd, xz) or an OCI layout directory.
+    /// A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI layout directory.
     pub image: Spanned<PathBuf>,
 }
 
@@ -130,24 +130,26 @@ pub enum CustomFileContent {
     Source(PathBuf),
 }
 
-/// A checked `[[customisation.permissions]]` rule.
+/// A checked `[[customisation.permissions]]` rule; matching and applying
+/// it are in [`crate::layer::permissions`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PermissionRuleSpec {
-    /// The normalised pattern.
+pub struct PermissionRule {
+    /// The normalised pattern, absolute (`/nix/var/nix/**`).
     pub pattern: String,
     /// New owner id.
     pub uid: Option<u64>,
     /// New group id.
     pub gid: Option<u64>,
-    /// New owner name.
+    /// New owner name; when `uid` is set without it, the name is cleared so
+    /// that name-preferring tools fall back to the number.
     pub uname: Option<String>,
-    /// New group name.
+    /// New group name, cleared likewise when only `gid` is set.
     pub gname: Option<String>,
-    /// Mode of files and directories.
+    /// Mode of files and directories (not symlinks, whose mode means nothing).
     pub mode: Option<u32>,
-    /// Mode of directories.
+    /// Mode of directories, over `mode`.
     pub dir_mode: Option<u32>,
-    /// Mode of regular files.
+    /// Mode of regular files, over `mode`.
     pub file_mode: Option<u32>,
 }
 
@@ -165,7 +167,7 @@ pub struct Customisation {
     /// `symlinks`: path and target.
     pub symlinks: Vec<(String, String)>,
     /// `permissions`.
-    pub permissions: Vec<PermissionRuleSpec>,
+    pub permissions: Vec<PermissionRule>,
 }
 
 /// The normalised form of absolute image path `path`, or why it is invalid.
@@ -325,7 +327,7 @@ impl LoadedManifest {
         }
         let mut permissions = Vec::with_capacity(section.permissions.len());
         for p in &section.permissions {
-            let rule = PermissionRuleSpec {
+            let rule = PermissionRule {
                 pattern: self.path_at(&p.path, true)?,
                 uid: p.uid,
                 gid: p.gid,

@@ -17,7 +17,7 @@ mod resolved;
 
 pub use content::{
     BaseSection, CustomFile, CustomFileContent, Customisation, CustomisationSection, DirSection,
-    FileSection, ModeSpec, PermissionRuleSpec, PermissionSection, SymlinkSection,
+    FileSection, ModeSpec, PermissionRule, PermissionSection, SymlinkSection,
 };
 
 pub use resolved::{

@@ -339,6 +339,7 @@ impl Graph {
 pub(in crate::plan) mod tests {
     use super::*;
     use crate::nix::{base32, StoreDir};
+    use crate::plan::pipeline::{Key, Value};
 
     /// A valid store path named `name`, with a hash derived from `seed`.
     pub(in crate::plan) fn store_path(seed: u64, name: &str) -> StorePath {
@@ -373,6 +374,52 @@ pub(in crate::plan) mod tests {
         )
         .unwrap();
         (graph, paths)
+    }
+
+    /// The nodes of the upstream `pipe` test (reference §C.3 worked
+    /// example), sizes giving index order Root1 A B C D E F G Root2 Root3:
+    ///
+    /// ```text
+    /// Root1 ──► A ──► B ──► D
+    ///           │     ├───► E ──► F
+    ///           │     └───► G
+    ///           └───► C
+    /// Root2 ──► B     Root3 ──► C
+    /// ```
+    pub(in crate::plan) const UPSTREAM: &[(&str, u64, &[usize])] = &[
+        ("Root1", 0, &[1]),
+        ("A", 1, &[2, 3]),
+        ("B", 2, &[4, 5, 7]),
+        ("C", 3, &[]),
+        ("D", 4, &[]),
+        ("E", 5, &[6]),
+        ("F", 6, &[]),
+        ("G", 7, &[]),
+        ("Root2", 8, &[2]),
+        ("Root3", 9, &[3]),
+    ];
+
+    /// A pipeline value that is a dict of graphs, as its keys and each
+    /// graph's vertex names.
+    pub(in crate::plan) fn dict_names<'a>(
+        base: &'a LayerGraph,
+        value: &Value,
+    ) -> Vec<(Key, Vec<&'a str>)> {
+        let Value::Dict(entries) = value else {
+            panic!("not a dict: {value:?}")
+        };
+        entries
+            .iter()
+            .map(|(k, v)| {
+                let Value::Graph(g) = v else { panic!() };
+                let names = g
+                    .vertices()
+                    .iter()
+                    .map(|&id| base.path(id).name())
+                    .collect();
+                (*k, names)
+            })
+            .collect()
     }
 
     fn names(graph: &LayerGraph, paths: &[StorePath]) -> Vec<usize> {

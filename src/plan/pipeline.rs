@@ -519,7 +519,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::plan::graph::tests::layer_graph;
+    use crate::plan::graph::tests::{layer_graph, UPSTREAM};
 
     #[test]
     fn parses_the_default() {
@@ -819,29 +819,6 @@ mod tests {
             );
         }
     }
-
-    /// The nodes of the upstream `pipe` test (reference §C.3 worked
-    /// example), sizes giving index order Root1 A B C D E F G Root2 Root3:
-    ///
-    /// ```text
-    /// Root1 ──► A ──► B ──► D
-    ///           │     ├───► E ──► F
-    ///           │     └───► G
-    ///           └───► C
-    /// Root2 ──► B     Root3 ──► C
-    /// ```
-    const UPSTREAM: &[(&str, u64, &[usize])] = &[
-        ("Root1", 0, &[1]),
-        ("A", 1, &[2, 3]),
-        ("B", 2, &[4, 5, 7]),
-        ("C", 3, &[]),
-        ("D", 4, &[]),
-        ("E", 5, &[6]),
-        ("F", 6, &[]),
-        ("G", 7, &[]),
-        ("Root2", 8, &[2]),
-        ("Root3", 9, &[3]),
-    ];
 
     /// Runs `pipeline` (with `$NAME` standing for the store path of node
     /// NAME) on the upstream graph; layers as names.

@@ -93,58 +93,12 @@ pub(super) fn split_paths(graph: &Graph, split: &[usize]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::graph::tests::layer_graph;
+    use crate::plan::graph::tests::{dict_names as names, layer_graph, UPSTREAM};
     use crate::plan::graph::LayerGraph;
 
-    /// The dict's keys and each graph's vertex names.
-    fn names(base: &LayerGraph, value: &Value) -> Vec<(Key, Vec<&'static str>)> {
-        let Value::Dict(entries) = value else {
-            panic!("not a dict: {value:?}")
-        };
-        entries
-            .iter()
-            .map(|(k, v)| {
-                let Value::Graph(g) = v else { panic!() };
-                let names = g
-                    .vertices()
-                    .iter()
-                    .map(|&id| leak(base.path(id).name()))
-                    .collect();
-                (*k, names)
-            })
-            .collect()
-    }
-
-    fn leak(s: &str) -> &'static str {
-        Box::leak(s.to_owned().into_boxed_str())
-    }
-
-    /// The upstream test graph (reference §C.3 worked example), sizes
-    /// giving index order Root1 A B C D E F G Root2 Root3:
-    ///
-    /// ```text
-    /// Root1 ──► A ──► B ──► D
-    ///           │     ├───► E ──► F
-    ///           │     └───► G
-    ///           └───► C
-    /// Root2 ──► B     Root3 ──► C
-    /// ```
+    /// The upstream test graph ([`UPSTREAM`]), whole.
     fn upstream() -> (LayerGraph, Graph, Vec<crate::nix::StorePath>) {
-        let (base, paths) = layer_graph(
-            &[
-                ("Root1", 0, &[1]),
-                ("A", 1, &[2, 3]),
-                ("B", 2, &[4, 5, 7]),
-                ("C", 3, &[]),
-                ("D", 4, &[]),
-                ("E", 5, &[6]),
-                ("F", 6, &[]),
-                ("G", 7, &[]),
-                ("Root2", 8, &[2]),
-                ("Root3", 9, &[3]),
-            ],
-            &[],
-        );
+        let (base, paths) = layer_graph(UPSTREAM, &[]);
         let graph = Graph::whole(&base);
         (base, graph, paths)
     }

@@ -23,7 +23,7 @@ pub(super) fn subcomponent(graph: &Graph, starts: &[usize], direction: Direction
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::graph::tests::layer_graph;
+    use crate::plan::graph::tests::{dict_names as names, layer_graph};
     use crate::plan::graph::LayerGraph;
 
     //   app(5) ──► lib(2) ──► libc(1)
@@ -45,28 +45,6 @@ mod tests {
         (base, graph)
     }
 
-    fn names(base: &LayerGraph, value: &Value) -> Vec<(Key, Vec<String>)> {
-        let Value::Dict(entries) = value else {
-            panic!("not a dict: {value:?}")
-        };
-        entries
-            .iter()
-            .map(|(k, v)| {
-                let Value::Graph(g) = v else { panic!() };
-                let names = g
-                    .vertices()
-                    .iter()
-                    .map(|&id| base.path(id).name().to_owned())
-                    .collect();
-                (*k, names)
-            })
-            .collect()
-    }
-
-    fn s(names: &[&str]) -> Vec<String> {
-        names.iter().map(|&n| n.to_owned()).collect()
-    }
-
     #[test]
     fn out_takes_the_dependencies() {
         let (base, graph) = sample();
@@ -74,8 +52,8 @@ mod tests {
         assert_eq!(
             names(&base, &value),
             [
-                (Key::Main, s(&["libc", "lib"])),
-                (Key::Rest, s(&["doc", "tool", "app"]))
+                (Key::Main, vec!["libc", "lib"]),
+                (Key::Rest, vec!["doc", "tool", "app"])
             ]
         );
     }
@@ -87,8 +65,8 @@ mod tests {
         assert_eq!(
             names(&base, &value),
             [
-                (Key::Main, s(&["libc", "lib", "tool", "app"])),
-                (Key::Rest, s(&["doc"]))
+                (Key::Main, vec!["libc", "lib", "tool", "app"]),
+                (Key::Rest, vec!["doc"])
             ]
         );
         // The rest keeps its edges: app → lib survives removing libc.
@@ -110,8 +88,8 @@ mod tests {
         assert_eq!(
             names(&base, &value),
             [
-                (Key::Main, s(&[])),
-                (Key::Rest, s(&["libc", "lib", "doc", "tool", "app"]))
+                (Key::Main, vec![]),
+                (Key::Rest, vec!["libc", "lib", "doc", "tool", "app"])
             ]
         );
     }

@@ -46,17 +46,7 @@ impl<W: Write + Send> DockerArchiveWriter<W> {
     }
 
     fn member_header(&self, name: &str, size: u64) -> Header {
-        Header {
-            name: name.as_bytes().to_vec(),
-            kind: Kind::Regular,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            uname: String::new(),
-            gname: String::new(),
-            mtime: self.mtime,
-            size,
-        }
+        Header::archive_member(name, Kind::Regular, size, self.mtime)
     }
 
     /// Starts a layer member of `size` bytes; its bytes follow through

@@ -69,21 +69,7 @@ impl<W: Write> OciArchiveWriter<W> {
     }
 
     fn header(&self, name: &str, kind: Kind, size: u64) -> Header {
-        Header {
-            name: name.as_bytes().to_vec(),
-            mode: if kind == Kind::Directory {
-                0o755
-            } else {
-                0o644
-            },
-            kind,
-            uid: 0,
-            gid: 0,
-            uname: String::new(),
-            gname: String::new(),
-            mtime: self.mtime,
-            size,
-        }
+        Header::archive_member(name, kind, size, self.mtime)
     }
 
     fn blob_header(&self, digest: &Digest, size: u64) -> Header {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::{self, nixlayer, run};
+use crate::util::{self, docker, docker_ready, docker_run, nixlayer, run};
 
 /// A manifest for the `hello` fixture: a shell script run by a static busybox.
 ///
@@ -31,46 +31,6 @@ Cmd = ["from", "docker"]
 "#
         ),
     )
-}
-
-/// Whether a docker daemon answers; under CI its absence fails the test.
-fn docker_ready() -> bool {
-    if !util::require_tool("docker") {
-        return false;
-    }
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok || !util::under_ci(),
-        "the docker daemon is required under CI"
-    );
-    if !ok {
-        eprintln!("skipped: no docker daemon");
-    }
-    ok
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_run(image: &str) -> String {
-    let out = docker(&["run", "--rm", "--network", "none", image]);
-    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
-    out
 }
 
 #[test]

@@ -8,41 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{self, nixlayer, run};
-
-/// Whether a docker daemon answers; under CI its absence fails the test.
-fn docker_ready() -> bool {
-    if !util::require_tool("docker") {
-        return false;
-    }
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok || !util::under_ci(),
-        "the docker daemon is required under CI"
-    );
-    if !ok {
-        eprintln!("skipped: no docker daemon");
-    }
-    ok
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::util::{self, docker, docker_ready, docker_run, nixlayer, run};
 
 fn build(manifest: &Path, out: &Path) {
     run(nixlayer().arg("build").arg(manifest).arg("-o").arg(out), 0);
@@ -537,17 +503,10 @@ text = "from the top\n"
         return;
     }
     docker(&["load", "-i", top_archive.to_str().unwrap()]);
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "nixlayer-test/on-base:t",
-    ]);
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", "nixlayer-test/on-base:t"])
-        .output();
-    assert_eq!(out, "from the base\nfrom the top\n");
+    assert_eq!(
+        docker_run("nixlayer-test/on-base:t"),
+        "from the base\nfrom the top\n"
+    );
 }
 
 /// Runs `build` expecting exit 1 and no output; the first stderr line.

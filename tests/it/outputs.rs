@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{self, nixlayer, run};
+use crate::util::{self, docker, docker_ready, docker_run, nixlayer, run, tool};
 
 /// The `hello` fixture's manifest, as in `build.rs`.
 ///
@@ -38,46 +38,6 @@ Cmd = ["{cmd}"]
 "#
         ),
     )
-}
-
-fn docker_ready() -> bool {
-    if !util::require_tool("docker") {
-        return false;
-    }
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok || !util::under_ci(),
-        "the docker daemon is required under CI"
-    );
-    if !ok {
-        eprintln!("skipped: no docker daemon");
-    }
-    ok
-}
-
-fn tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn docker_run(image: &str) -> String {
-    let out =
-        String::from_utf8(tool("docker", &["run", "--rm", "--network", "none", image])).unwrap();
-    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
-    out
 }
 
 fn build_json(manifest: &Path, args: &[&str]) -> Value {
@@ -258,7 +218,7 @@ fn gzip_docker_archive_loads_and_zstd_archive_is_valid() {
         .starts_with("sha256:"));
 
     if docker_ready() {
-        let loaded = String::from_utf8(tool("docker", &["load", "-i", gz_arg])).unwrap();
+        let loaded = docker(&["load", "-i", gz_arg]);
         assert!(loaded.contains("nixlayer-test/gz:it"), "{loaded}");
         assert_eq!(
             docker_run("nixlayer-test/gz:it"),
@@ -368,8 +328,7 @@ fn merge_loads_both_tags_and_stores_a_shared_layer_once() {
     );
 
     if docker_ready() {
-        let loaded =
-            String::from_utf8(tool("docker", &["load", "-i", merged.to_str().unwrap()])).unwrap();
+        let loaded = docker(&["load", "-i", merged.to_str().unwrap()]);
         assert!(loaded.contains("nixlayer-test/merge-a:it"), "{loaded}");
         assert!(loaded.contains("nixlayer-test/merge-b:it"), "{loaded}");
         assert_eq!(

@@ -1,8 +1,9 @@
-//! Shared test helpers: real Nix fixtures, tool checks, running the binary.
+//! Shared test helpers: real Nix fixtures, tool checks, running the binary
+//! and other tools, docker.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
 /// The repository root.
@@ -70,9 +71,21 @@ pub fn nix_fixture(attr: &str) -> Option<PathBuf> {
 
 /// Runs a Nix command with the tests' NIX_CONFIG and returns its stdout.
 pub fn nix(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
+    stdout_of(
+        Command::new(program).env("NIX_CONFIG", NIX_CONFIG),
+        program,
+        args,
+    )
+}
+
+/// Runs `program` with `args`, asserting success; its stdout.
+pub fn tool(program: &str, args: &[&str]) -> Vec<u8> {
+    stdout_of(&mut Command::new(program), program, args)
+}
+
+fn stdout_of(cmd: &mut Command, program: &str, args: &[&str]) -> Vec<u8> {
+    let out = cmd
         .args(args)
-        .env("NIX_CONFIG", NIX_CONFIG)
         .output()
         .unwrap_or_else(|e| panic!("run {program}: {e}"));
     assert!(
@@ -81,6 +94,36 @@ pub fn nix(program: &str, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Whether a docker daemon answers; under CI its absence fails the test.
+pub fn docker_ready() -> bool {
+    if !require_tool("docker") {
+        return false;
+    }
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok || !under_ci(), "the docker daemon is required under CI");
+    if !ok {
+        eprintln!("skipped: no docker daemon");
+    }
+    ok
+}
+
+/// Runs `docker` with `args`, asserting success; its stdout.
+pub fn docker(args: &[&str]) -> String {
+    String::from_utf8_lossy(&tool("docker", args)).into_owned()
+}
+
+/// Runs `image` once (no network), removes it and returns its stdout.
+pub fn docker_run(image: &str) -> String {
+    let out = docker(&["run", "--rm", "--network", "none", image]);
+    let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+    out
 }
 
 /// A fresh temporary directory for one test.
