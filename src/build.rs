@@ -129,6 +129,9 @@ pub enum Error {
     /// The Nix database could not be made.
     #[error(transparent)]
     NixDb(#[from] nix_db::Error),
+    /// Nothing would go into the image.
+    #[error("the image would have no layer: `closure.roots`, `[customisation]` and `[base]` give nothing to put in it")]
+    Empty,
     /// The base image leaves no layer for the store paths (nixpkgs' check, reference §B.2).
     #[error("the base image `{}` and the customisation layer use {used} layers, but only `max_layers = {max}` are allowed; at least 1 layer is required to store contents", base.display())]
     Budget {
@@ -396,6 +399,10 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
             comment: "customisation layer".to_owned(),
             content: LayerContent::Customisation(Arc::new(tree)),
         });
+    }
+    if layers.is_empty() {
+        // An image without layers loads nowhere useful; say so instead.
+        return Err(Error::Empty);
     }
     Ok(PreparedImage {
         closure,

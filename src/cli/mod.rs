@@ -95,19 +95,9 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             (summary, dir.display().to_string())
         }
         Some(path) => {
-            let out = OutputFile::create(path).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("failed to create `{}`: {e}", path.display()),
-                )
-            })?;
+            let out = OutputFile::create(path)?;
             let (out, summary) = write_archive(&command, &image, out)?;
-            out.commit().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("failed to write `{}`: {e}", path.display()),
-                )
-            })?;
+            out.commit()?;
             (summary, path.display().to_string())
         }
         None => {
@@ -219,19 +209,9 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
     let compress = settings::resolve_compress(codec, args.level, None, args.threads)?;
     let mtime = settings::Environment::capture().source_date_epoch_or_default()?;
     let path = &args.output;
-    let out = OutputFile::create(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("failed to create `{}`: {e}", path.display()),
-        )
-    })?;
+    let out = OutputFile::create(path)?;
     let (out, summary) = merge::merge(&inputs, mtime, &compress, out)?;
-    out.commit().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("failed to write `{}`: {e}", path.display()),
-        )
-    })?;
+    out.commit()?;
     printer.info(&format!(
         "merged {} image{} ({}; {} member{}, {} shared) in {} → {}",
         summary.images,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::layer::Digest;
 
-pub use output::OutputFile;
+pub use output::{OutputError, OutputFile};
 
 /// Why an output could not be written.
 #[derive(Debug, thiserror::Error)]

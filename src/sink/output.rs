@@ -12,6 +12,43 @@ use tempfile::NamedTempFile;
 /// Large writes keep the syscall count low when streaming gigabytes.
 const BUFFER: usize = 1 << 20;
 
+/// Why an output file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// Its temporary file could not be created.
+    #[error("failed to create `{}`", path.display())]
+    Create {
+        /// The output file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// It could not be completed and renamed into place.
+    #[error("failed to write `{}`", path.display())]
+    Commit {
+        /// The output file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The error without `tempfile`'s ` at path "…"` suffix, which names the
+/// temporary file, a name the user never chose.
+fn os_cause(e: io::Error) -> io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path \"") {
+        Some((cause, _)) => match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), cause.to_owned()),
+        },
+        None => e,
+    }
+}
+
 /// A file being written; [`OutputFile::commit`] puts it in place.
 pub struct OutputFile {
     target: PathBuf,
@@ -23,11 +60,20 @@ impl OutputFile {
     ///
     /// # Errors
     /// When the temporary file cannot be created next to `target`.
-    pub fn create(target: &Path) -> io::Result<Self> {
+    pub fn create(target: &Path) -> Result<Self, OutputError> {
+        Self::create_io(target).map_err(|e| OutputError::Create {
+            path: target.to_owned(),
+            source: os_cause(e),
+        })
+    }
+
+    fn create_io(target: &Path) -> io::Result<Self> {
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        // A missing or unreadable directory, reported as the OS says it.
+        std::fs::metadata(dir)?;
         let temp = tempfile::Builder::new()
             .prefix(".nixlayer-")
             .suffix(".tmp")
@@ -48,7 +94,15 @@ impl OutputFile {
     ///
     /// # Errors
     /// When flushing, syncing or renaming fails; the temporary file is then removed.
-    pub fn commit(self) -> io::Result<File> {
+    pub fn commit(self) -> Result<File, OutputError> {
+        let path = self.target.clone();
+        self.commit_io().map_err(|e| OutputError::Commit {
+            path,
+            source: os_cause(e),
+        })
+    }
+
+    fn commit_io(self) -> io::Result<File> {
         let temp = self
             .writer
             .into_inner()

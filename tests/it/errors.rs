@@ -130,6 +130,31 @@ fn malformed_dot() {
 }
 
 #[test]
+fn nothing_to_put_in_the_image() {
+    fails("name = \"x\"\n[closure]\nroots = []\n", &[], "no layer");
+}
+
+#[test]
+fn output_in_a_missing_directory_names_the_output_not_a_temporary_file() {
+    let tmp = util::temp_dir();
+    let target = tmp.path().join("missing/dir/out.tar");
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(util::repo().join("manifests/example.toml"))
+            .arg("-o")
+            .arg(&target),
+        1,
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!("error: failed to create `{}`", target.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(".tmp"), "{stderr}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     run(nixlayer().arg("build"), 2);
     run(nixlayer().args(["build", "x.toml", "--bogus"]), 2);
