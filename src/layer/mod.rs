@@ -256,11 +256,12 @@ pub fn write_store_layer<W: Write + Send>(
         first: paths.first().cloned(),
         source,
     };
-    pipe::pipelined(
+    let ((), diff_id, size) = pipe::pipelined(
         out,
         |sender| write_store_tar(opts, paths, expected_size, sender),
         write_err,
-    )
+    )?;
+    Ok(LayerDigest { diff_id, size })
 }
 
 /// The body of [`write_store_layer`], producing into the pipelined sender.
@@ -269,13 +270,12 @@ fn write_store_tar(
     paths: &[StorePath],
     expected_size: u64,
     out: pipe::ChunkSender,
-) -> Result<LayerDigest, Error> {
+) -> Result<(), Error> {
     let write_err = |source| Error::Write {
         first: paths.first().cloned(),
         source,
     };
-    let sink = HashCountWriter::new(out);
-    let mut tar = TarWriter::new(sink);
+    let mut tar = TarWriter::new(out);
     for header in prefix_headers(opts) {
         tar.append(&header, &[]).map_err(write_err)?;
     }
@@ -315,9 +315,8 @@ fn write_store_tar(
             found,
         });
     }
-    let sink = tar.finish().map_err(write_err)?;
-    let (_, diff_id, size) = sink.finish().map_err(write_err)?;
-    Ok(LayerDigest { diff_id, size })
+    let mut sender = tar.finish().map_err(write_err)?;
+    sender.flush().map_err(write_err)
 }
 
 enum CopyError {

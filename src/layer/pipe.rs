@@ -1,25 +1,56 @@
-//! Overlaps producing a layer's bytes with writing them out.
+//! Overlaps producing a layer's bytes, hashing them and writing them out.
 //!
-//! Reading the store and hashing its bytes take about as long as pushing
-//! them into a pipe or a file; done on one thread they add up. The layer
-//! writer fills fixed-size chunks (and hashes them) on the calling thread,
-//! while a scoped thread writes full chunks to the output in order. A few
-//! chunks circulate between the two, so memory stays bounded and the output
-//! bytes are exactly those of a single-threaded write.
+//! Reading the store, hashing its bytes and pushing them into a pipe or a
+//! file each take about as long; done on one thread they add up. The layer
+//! writer fills fixed-size chunks on the calling thread, a scoped thread
+//! hashes them (the diff_id) and another writes them to the output, in
+//! order. A few chunks circulate between the three, so memory stays bounded
+//! and the output bytes are exactly those of a single-threaded write.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
+use sha2::{Digest as _, Sha256};
+
+use super::Digest;
+
 /// Bytes per chunk: large enough that a write costs few syscalls.
 const CHUNK: usize = 1 << 20;
-/// Full chunks that may wait for the writer.
+/// Full chunks that may wait for the hasher, and hashed ones for the writer.
 const DEPTH: usize = 3;
+/// Chunks one pipeline may have out at once; past that the producer waits
+/// for the writer to hand one back, which bounds memory.
+const IN_FLIGHT: usize = 2 * DEPTH + 2;
+
+/// Chunks kept between layers. A fresh 1 MiB buffer is a fresh mapping
+/// whose every page faults on first touch; a layer after another reuses
+/// the buffers instead (an image has up to ~100 layers). The pool holds
+/// empty buffers only, so it cannot affect any output.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+fn take_chunk() -> Vec<u8> {
+    POOL.lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+fn give_chunk(mut chunk: Vec<u8>) {
+    chunk.clear();
+    if let Ok(mut pool) = POOL.lock() {
+        if pool.len() < IN_FLIGHT {
+            pool.push(chunk);
+        }
+    }
+}
 
 /// The producing side: a `Write` that hands full chunks to the writer thread.
 pub(crate) struct ChunkSender {
     chunk: Vec<u8>,
     full: SyncSender<Vec<u8>>,
     free: Receiver<Vec<u8>>,
+    /// Chunks taken for this pipeline so far (at most [`IN_FLIGHT`]).
+    taken: usize,
 }
 
 fn writer_gone() -> io::Error {
@@ -28,12 +59,27 @@ fn writer_gone() -> io::Error {
 
 impl ChunkSender {
     fn send(&mut self) -> io::Result<()> {
-        let next = self
-            .free
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let next = match self.free.try_recv() {
+            Ok(chunk) => chunk,
+            Err(_) if self.taken < IN_FLIGHT => {
+                self.taken += 1;
+                take_chunk()
+            }
+            // Enough chunks out: wait for the writer to return one.
+            Err(_) => self.free.recv().map_err(|_| writer_gone())?,
+        };
         let full = std::mem::replace(&mut self.chunk, next);
         self.full.send(full).map_err(|_| writer_gone())
+    }
+}
+
+impl Drop for ChunkSender {
+    /// Returns its buffers to the pool (a memory cache, nothing to flush).
+    fn drop(&mut self) {
+        give_chunk(std::mem::take(&mut self.chunk));
+        for chunk in self.free.try_iter() {
+            give_chunk(chunk);
+        }
     }
 }
 
@@ -56,45 +102,68 @@ impl Write for ChunkSender {
     }
 }
 
-/// Runs `produce` with a [`ChunkSender`] on this thread while another writes
-/// what it sends to `out`. `produce` must flush its sender before returning
-/// for the last chunk to go out. An error from `out` wins over the
-/// producer's resulting "writer stopped" error.
+/// Runs `produce` with a [`ChunkSender`] on this thread while a second
+/// thread hashes what it sends and a third writes it to `out`: reading the
+/// store, hashing and writing each take one pass over the bytes, and
+/// overlapped they cost little more than the slowest of them. `produce`
+/// must flush its sender before returning for the last chunk to go out.
+/// Returns its result with the sha256 and length of everything sent. An
+/// error from `out` wins over the producer's resulting "writer stopped".
 pub(crate) fn pipelined<W, T, E>(
     out: W,
     produce: impl FnOnce(ChunkSender) -> Result<T, E>,
     write_err: impl Fn(io::Error) -> E,
-) -> Result<T, E>
+) -> Result<(T, Digest, u64), E>
 where
     W: Write + Send,
 {
     std::thread::scope(|scope| {
         let (full_tx, full_rx) = sync_channel::<Vec<u8>>(DEPTH);
+        let (hashed_tx, hashed_rx) = sync_channel::<Vec<u8>>(DEPTH);
         let (free_tx, free_rx): (Sender<Vec<u8>>, _) = channel();
+        let hasher = scope.spawn(move || {
+            let mut sha = Sha256::new();
+            let mut count = 0u64;
+            for chunk in full_rx {
+                sha.update(&chunk);
+                count += chunk.len() as u64;
+                if hashed_tx.send(chunk).is_err() {
+                    // The writer stopped; its error is the one to report.
+                    break;
+                }
+            }
+            (Digest(sha.finalize().into()), count)
+        });
         let writer = scope.spawn(move || -> io::Result<()> {
             let mut out = out;
-            for mut chunk in full_rx {
+            for mut chunk in hashed_rx {
                 out.write_all(&chunk)?;
                 chunk.clear();
-                // The producer may be gone already; then the chunk is dropped.
-                let _ = free_tx.send(chunk);
+                // The producer may be done; then the chunk goes to the pool.
+                if let Err(returned) = free_tx.send(chunk) {
+                    give_chunk(returned.0);
+                }
             }
             out.flush()
         });
         let sender = ChunkSender {
-            chunk: Vec::with_capacity(CHUNK),
+            chunk: take_chunk(),
             full: full_tx,
             free: free_rx,
+            taken: 1,
         };
         let produced = produce(sender);
-        // `produce` consumed the sender, closing the channel: the writer
-        // finishes once it has written everything sent.
+        // `produce` consumed the sender, closing the channel: the hasher,
+        // then the writer, finish once everything sent has passed.
+        let hashed = hasher.join();
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the output writer panicked")));
-        match (produced, written) {
-            (_, Err(e)) => Err(write_err(e)),
-            (produced, Ok(())) => produced,
+        match (produced, written, hashed) {
+            (_, Err(e), _) => Err(write_err(e)),
+            (Err(e), Ok(()), _) => Err(e),
+            (Ok(_), Ok(()), Err(_)) => Err(write_err(io::Error::other("the hasher panicked"))),
+            (Ok(t), Ok(()), Ok((digest, count))) => Ok((t, digest, count)),
         }
     })
 }
@@ -107,7 +176,7 @@ mod tests {
     fn writes_everything_in_order() {
         let data: Vec<u8> = (0..5 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
         let mut out = Vec::new();
-        let n = pipelined(
+        let (n, digest, count) = pipelined(
             &mut out,
             |mut sender| {
                 for piece in data.chunks(4099) {
@@ -120,6 +189,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n, data.len());
+        assert_eq!(count, data.len() as u64);
+        assert_eq!(digest, Digest::of(&data));
         assert_eq!(out, data);
     }
 
