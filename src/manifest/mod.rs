@@ -14,11 +14,14 @@ use toml::Spanned;
 mod content;
 mod diagnose;
 mod resolved;
+mod schema;
 
 pub use content::{
     BaseSection, CustomFile, CustomFileContent, Customisation, CustomisationSection, DirSection,
     FileSection, ModeSpec, PermissionRule, PermissionSection, SymlinkSection,
 };
+
+pub use schema::{json_schema, PIPELINE_OPERATIONS};
 
 pub use resolved::{
     ClosureSource, Compression, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR,

@@ -25,12 +25,12 @@ pub(super) const SOURCE_FORMS: &str = "`closure.source` is \"nix-store\" or a ta
      or `{ dot = \"FILE\" }`";
 
 /// The table keys of `closure.source`, in SPEC §2 order.
-const SOURCE_KEYS: [&str; 5] = ["registration", "graph", "path_info", "dot", "binary_cache"];
+pub(super) const SOURCE_KEYS: [&str; 5] = ["registration", "graph", "path_info", "dot", "binary_cache"];
 
 /// The `[config]` keys: the OCI image config's, plus docker's `OnBuild` and
 /// `Shell`, which docker and podman honour. A misspelt key would otherwise
 /// be copied into the config and silently ignored by every runtime.
-const CONFIG_KEYS: [&str; 16] = [
+pub(super) const CONFIG_KEYS: [&str; 16] = [
     "User",
     "ExposedPorts",
     "Env",

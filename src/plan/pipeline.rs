@@ -522,6 +522,11 @@ mod tests {
     use crate::plan::graph::tests::{layer_graph, UPSTREAM};
 
     #[test]
+    fn the_manifest_schema_offers_every_operation() {
+        assert_eq!(OPERATIONS, crate::manifest::PIPELINE_OPERATIONS);
+    }
+
+    #[test]
     fn parses_the_default() {
         let steps = parse(&json!([["popularity_contest"], ["limit_layers", 99]])).unwrap();
         assert_eq!(steps, [Step::PopularityContest, Step::LimitLayers(99)]);

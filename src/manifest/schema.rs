@@ -1,0 +1,414 @@
+//! The manifest as a JSON Schema (draft 2020-12), for `nixlayer schema`:
+//! editors (taplo, Even Better TOML) validate and complete `image.toml`
+//! with it.
+//!
+//! Written as data next to the structs it describes. Every table the
+//! manifest reads with `deny_unknown_fields` has `additionalProperties:
+//! false`, `[config]` allows exactly the keys [`LoadedManifest::validate`]
+//! accepts, and the allowed values come from the same constants the checks
+//! use. A unit test walks the manifest structs' own fields, so a key added
+//! to them and not here fails it.
+//!
+//! [`LoadedManifest::validate`]: super::LoadedManifest::validate
+
+use serde_json::{json, Map, Value};
+
+use super::resolved::{CONFIG_KEYS, SOURCE_KEYS};
+use super::{Compression, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
+
+/// The draft the schema follows.
+pub(super) const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// nixpkgs' default for `created` (and so `mtime`).
+const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
+
+/// The operations of the layering DSL (nixpkgs' `pipe.py` table plus
+/// `reorder`); the plan stage's test checks they are the ones it parses.
+pub const PIPELINE_OPERATIONS: [&str; 13] = [
+    "subcomponent_in",
+    "subcomponent_out",
+    "split_paths",
+    "popularity_contest",
+    "limit_layers",
+    "split_every",
+    "flatten",
+    "over",
+    "map",
+    "reverse",
+    "remove_paths",
+    "pipe",
+    "reorder",
+];
+
+/// The JSON Schema of the manifest. The same value on every call; its
+/// objects are sorted maps, so it serialises the same way everywhere.
+#[must_use]
+pub fn json_schema() -> Value {
+    json!({
+        "$schema": DRAFT,
+        "title": "nixlayer manifest (image.toml)",
+        "description": "An OCI / Docker image built from Nix store closures by `nixlayer build`. Unknown keys are errors.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "closure"],
+        "properties": {
+            "name": {
+                "type": "string",
+                "description": "Image name, lowercased into the reference: `registry/repository` parts of lowercase letters and digits joined by `.`, `_` or `-`. `--tag NAME[:TAG]` overrides it.",
+                "examples": ["registry.example.com/team/hello"],
+            },
+            "tag": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+                "description": "Tag; default derived from the content: the first 32 hex digits of the config digest.",
+            },
+            "architecture": {
+                "type": "string",
+                "description": "GOARCH spelling (`amd64`, `arm64`, …); default the host's.",
+                "examples": ["amd64", "arm64"],
+            },
+            "os": {
+                "type": "string",
+                "description": "Image OS.",
+                "default": "linux",
+            },
+            "variant": {
+                "type": "string",
+                "description": "CPU variant (arm), e.g. `v7`; default none.",
+            },
+            "created": {
+                "type": "string",
+                "description": "RFC 3339 or `now`; image metadata only. When unset, `SOURCE_DATE_EPOCH` from the environment if set, else 1970-01-01T00:00:01Z.",
+                "default": DEFAULT_TIME,
+                "examples": ["now"],
+            },
+            "mtime": {
+                "type": "string",
+                "description": "RFC 3339 or `now`; timestamp of every file in every layer. Default: the value of `created`.",
+                "examples": [DEFAULT_TIME],
+            },
+            "max_layers": {
+                "type": "integer",
+                "minimum": 2,
+                "maximum": u32::MAX,
+                "description": "Total layer budget, base-image and customisation layers included.",
+                "default": DEFAULT_MAX_LAYERS,
+            },
+            "store": strict_table("`[store]`: where the store is.", json!({
+                "dir": {
+                    "type": "string",
+                    "description": "Store directory every store path must live in (an absolute path).",
+                    "default": DEFAULT_STORE_DIR,
+                },
+                "root": {
+                    "type": "string",
+                    "description": "Filesystem root the store is read from (a chroot store, a CI cache); relative to the manifest.",
+                    "default": "/",
+                },
+            })),
+            "closure": strict_table("`[closure]`: what goes into the image.", json!({
+                "roots": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Store paths whose closure goes into the image.",
+                    "default": [],
+                },
+                "source": closure_source(),
+                "exclude": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Store paths dropped from the graph before layering (their dependencies stay).",
+                    "default": [],
+                },
+                "include_store_paths": {
+                    "type": "boolean",
+                    "description": "`false`: no store path enters the image by any route.",
+                    "default": true,
+                },
+                "include_nix_db": {
+                    "type": "boolean",
+                    "description": "`true`: `/nix/var/nix/db` registering every image path, and gcroots for the roots.",
+                    "default": false,
+                },
+            })),
+            "config": config(),
+            "owner": strict_table("`[owner]`: owner of every store-layer entry, `/nix` and `/nix/store` included.", json!({
+                "uid": {"type": "integer", "minimum": 0, "description": "Owner id.", "default": 0},
+                "gid": {"type": "integer", "minimum": 0, "description": "Group id.", "default": 0},
+                "uname": {"type": "string", "description": "Owner name.", "default": "root"},
+                "gname": {"type": "string", "description": "Group name.", "default": "root"},
+            })),
+            "layering": layering(),
+            "customisation": customisation(),
+            "base": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["image"],
+                "description": "`[base]`: an image whose layers come first; its `Env` is merged.",
+                "properties": {
+                    "image": {
+                        "type": "string",
+                        "description": "A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI layout directory; relative to the manifest.",
+                    },
+                },
+            },
+            "output": strict_table("`[output]`: what `nixlayer build` writes (`--format`, `--compression`, `--level` override).", json!({
+                "format": {
+                    "enum": OutputFormat::ALL.map(OutputFormat::name),
+                    "description": "`docker-archive` (for `docker load`), `oci-layout` (a directory) or `oci-archive`.",
+                    "default": OutputFormat::DockerArchive.name(),
+                },
+                "compression": {
+                    "enum": Compression::ALL.map(Compression::name),
+                    "description": "docker-archive: the whole archive; OCI: each layer.",
+                    "default": Compression::None.name(),
+                },
+                "level": {
+                    "type": "integer",
+                    "description": "Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3).",
+                },
+            })),
+        },
+    })
+}
+
+/// An object with these properties and no others.
+fn strict_table(description: &str, properties: Value) -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": description,
+        "properties": properties,
+    })
+}
+
+/// `closure.source`: `"nix-store"` or a one-key table naming a file.
+fn closure_source() -> Value {
+    let file_forms = [
+        "`registration`: the `registration` file of nixpkgs' closureInfo or `nix-store --dump-db` output",
+        "`graph`: exportReferencesGraph JSON (structured attrs)",
+        "`path_info`: `nix path-info --json --recursive` output",
+        "`dot`: `nix-store --query --graph` output",
+    ];
+    // `binary_cache` is parsed but not supported yet: the schema offers
+    // only what builds.
+    let supported = &SOURCE_KEYS[..file_forms.len()];
+    let properties: Map<String, Value> = supported
+        .iter()
+        .zip(file_forms)
+        .map(|(key, what)| {
+            let description = format!("{what}; relative to the manifest.");
+            ((*key).to_owned(), json!({"type": "string", "description": description}))
+        })
+        .collect();
+    json!({
+        "description": "Where references come from: \"nix-store\" (ask the local store) or a table with one key naming a file.",
+        "default": "nix-store",
+        "oneOf": [
+            {"const": "nix-store", "description": "Ask the local store with `nix-store`."},
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": properties,
+            },
+        ],
+    })
+}
+
+/// `[config]`: the OCI image config keys, verbatim.
+fn config() -> Value {
+    let properties: Map<String, Value> = CONFIG_KEYS
+        .iter()
+        .map(|key| ((*key).to_owned(), config_key(key)))
+        .collect();
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "`[config]`: the OCI image config, OCI key names, copied verbatim.",
+        "default": {},
+        "properties": properties,
+    })
+}
+
+/// The schema of one `[config]` key; `{}` for a key not described here,
+/// which the tests forbid.
+fn config_key(key: &str) -> Value {
+    let strings = |description: &str| {
+        json!({"type": "array", "items": {"type": "string"}, "description": description})
+    };
+    let set = |description: &str| {
+        json!({
+            "type": "object",
+            "additionalProperties": {"type": "object", "maxProperties": 0},
+            "description": description,
+        })
+    };
+    let string = |description: &str| json!({"type": "string", "description": description});
+    let integer = |description: &str| json!({"type": "integer", "description": description});
+    match key {
+        "User" => string("User (and group) the process runs as: `name`, `uid`, `uid:gid`, `name:group`."),
+        "ExposedPorts" => set("Ports to expose, as `\"PORT/tcp\" = {}` (or `/udp`)."),
+        "Env" => strings("Environment variables, `NAME=value`."),
+        "Entrypoint" => strings("The command run when the container starts."),
+        "Cmd" => strings("Arguments to the entry point (or the command, without one)."),
+        "Volumes" => set("Directories holding data, as `\"/data\" = {}`."),
+        "WorkingDir" => string("Current directory of the process."),
+        "Labels" => json!({
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Arbitrary metadata, e.g. `org.opencontainers.image.source`.",
+        }),
+        "StopSignal" => string("The signal that stops the container, e.g. `SIGTERM`."),
+        "ArgsEscaped" => json!({"type": "boolean", "description": "Windows only (OCI: deprecated)."}),
+        "Memory" => integer("Memory limit in bytes (docker)."),
+        "MemorySwap" => integer("Memory plus swap limit in bytes, -1 for unlimited (docker)."),
+        "CpuShares" => integer("Relative CPU weight (docker)."),
+        "Healthcheck" => json!({
+            "type": "object",
+            "description": "How docker checks the container is healthy; durations in nanoseconds.",
+            "properties": {
+                "Test": strings("`[\"NONE\"]`, `[\"CMD\", …]` or `[\"CMD-SHELL\", \"…\"]`."),
+                "Interval": integer("Time between checks."),
+                "Timeout": integer("Time a check may take."),
+                "StartPeriod": integer("Time to start before checks count."),
+                "StartInterval": integer("Time between checks while starting."),
+                "Retries": integer("Failures in a row before unhealthy."),
+            },
+        }),
+        "OnBuild" => strings("Instructions docker runs when the image is a build base."),
+        "Shell" => strings("The shell of shell-form instructions (docker)."),
+        _ => json!({}),
+    }
+}
+
+/// A mode: an octal string (`"0644"`, `"1777"`) or a TOML integer (`0o644`).
+fn mode(description: &str, default: Option<&str>) -> Value {
+    let mut value = json!({
+        "description": format!("{description} An octal string such as \"0644\", or an integer such as 0o644."),
+        "anyOf": [
+            {"type": "string", "pattern": "^(0o)?[0-7]+$"},
+            {"type": "integer", "minimum": 0, "maximum": 0o7777},
+        ],
+    });
+    if let (Some(default), Some(object)) = (default, value.as_object_mut()) {
+        object.insert("default".to_owned(), json!(default));
+    }
+    value
+}
+
+/// An absolute path in the image.
+fn image_path(description: &str) -> Value {
+    json!({"type": "string", "pattern": "^/", "description": description})
+}
+
+/// `[layering]`: a pipeline or a strategy, not both.
+fn layering() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "`[layering]`: how store paths are grouped into layers. Set `pipeline` or `strategy`, not both.",
+        "not": {"required": ["pipeline", "strategy"]},
+        "properties": {
+            "pipeline": {
+                "type": "array",
+                "description": "The nixpkgs `layeringPipeline` DSL, verbatim, e.g. [[\"popularity_contest\"], [\"limit_layers\", 99]].",
+                "items": {
+                    "type": "array",
+                    "minItems": 1,
+                    "prefixItems": [{"enum": PIPELINE_OPERATIONS}],
+                },
+                "examples": [[["popularity_contest"], ["limit_layers", 99]]],
+            },
+            "strategy": {
+                "enum": ["popularity", "auto"],
+                "description": "`popularity`: nixpkgs' popularity contest, then `limit_layers` to the budget; `auto`: nixpkgs' auto-layer algorithm.",
+                "default": "popularity",
+            },
+        },
+    })
+}
+
+/// `[customisation]`: the top layer.
+fn customisation() -> Value {
+    let entry = |description: &str, required: &[&str], properties: Value| {
+        json!({
+            "type": "array",
+            "description": description,
+            "items": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": required,
+                "properties": properties,
+            },
+        })
+    };
+    let mut files = entry(
+        "`[[customisation.files]]`: files with `text` or `source`.",
+        &["path"],
+        json!({
+            "path": image_path("Absolute path in the image."),
+            "text": {"type": "string", "description": "Contents, given inline."},
+            "source": {"type": "string", "description": "Contents, copied from this file (relative to the manifest)."},
+            "mode": mode("File mode.", Some("0644")),
+        }),
+    );
+    files["items"]["oneOf"] = json!([{"required": ["text"]}, {"required": ["source"]}]);
+    let mut permissions = entry(
+        "`[[customisation.permissions]]`: fakeroot-like rules applied to every entry of every layer they match.",
+        &["path"],
+        json!({
+            "path": image_path("A path or glob (`*`, `?`, `**`), e.g. \"/nix/var/nix/**\"."),
+            "uid": {"type": "integer", "minimum": 0, "description": "New owner id."},
+            "gid": {"type": "integer", "minimum": 0, "description": "New group id."},
+            "uname": {"type": "string", "description": "New owner name."},
+            "gname": {"type": "string", "description": "New group name."},
+            "mode": mode("Mode of files and directories.", None),
+            "dir_mode": mode("Mode of directories, over `mode`.", None),
+            "file_mode": mode("Mode of regular files, over `mode`.", None),
+        }),
+    );
+    // A rule that changes nothing is an error.
+    permissions["items"]["anyOf"] = ["uid", "gid", "uname", "gname", "mode", "dir_mode", "file_mode"]
+        .iter()
+        .map(|key| json!({"required": [key]}))
+        .collect();
+    strict_table(
+        "`[customisation]`: the top layer: store paths merged into `/`, files, directories, symlinks, and permission rules.",
+        json!({
+            "contents": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Store paths merged into `/` as symlinks, like symlinkJoin; their closures go into the store layers.",
+                "default": [],
+            },
+            "on_collision": {
+                "enum": ["error", "first"],
+                "description": "When two `contents` have different files at one path: an error, or the first wins.",
+                "default": "error",
+            },
+            "files": files,
+            "dirs": entry(
+                "`[[customisation.dirs]]`: directories.",
+                &["path"],
+                json!({
+                    "path": image_path("Absolute path in the image."),
+                    "mode": mode("Directory mode.", Some("0755")),
+                }),
+            ),
+            "symlinks": entry(
+                "`[[customisation.symlinks]]`: symbolic links.",
+                &["path", "target"],
+                json!({
+                    "path": image_path("Absolute path in the image."),
+                    "target": {"type": "string", "minLength": 1, "description": "Where it points, verbatim."},
+                }),
+            ),
+            "permissions": permissions,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests;
