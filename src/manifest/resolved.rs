@@ -25,7 +25,8 @@ pub(super) const SOURCE_FORMS: &str = "`closure.source` is \"nix-store\" or a ta
      or `{ dot = \"FILE\" }`";
 
 /// The table keys of `closure.source`, in SPEC §2 order.
-pub(super) const SOURCE_KEYS: [&str; 5] = ["registration", "graph", "path_info", "dot", "binary_cache"];
+pub(super) const SOURCE_KEYS: [&str; 5] =
+    ["registration", "graph", "path_info", "dot", "binary_cache"];
 
 /// The `[config]` keys: the OCI image config's, plus docker's `OnBuild` and
 /// `Shell`, which docker and podman honour. A misspelt key would otherwise

@@ -198,7 +198,10 @@ fn closure_source() -> Value {
         .zip(file_forms)
         .map(|(key, what)| {
             let description = format!("{what}; relative to the manifest.");
-            ((*key).to_owned(), json!({"type": "string", "description": description}))
+            (
+                (*key).to_owned(),
+                json!({"type": "string", "description": description}),
+            )
         })
         .collect();
     json!({
@@ -235,9 +238,7 @@ fn config() -> Value {
 /// The schema of one `[config]` key; `{}` for a key not described here,
 /// which the tests forbid.
 fn config_key(key: &str) -> Value {
-    let strings = |description: &str| {
-        json!({"type": "array", "items": {"type": "string"}, "description": description})
-    };
+    let strings = |description: &str| json!({"type": "array", "items": {"type": "string"}, "description": description});
     let set = |description: &str| {
         json!({
             "type": "object",
@@ -248,7 +249,9 @@ fn config_key(key: &str) -> Value {
     let string = |description: &str| json!({"type": "string", "description": description});
     let integer = |description: &str| json!({"type": "integer", "description": description});
     match key {
-        "User" => string("User (and group) the process runs as: `name`, `uid`, `uid:gid`, `name:group`."),
+        "User" => {
+            string("User (and group) the process runs as: `name`, `uid`, `uid:gid`, `name:group`.")
+        }
         "ExposedPorts" => set("Ports to expose, as `\"PORT/tcp\" = {}` (or `/udp`)."),
         "Env" => strings("Environment variables, `NAME=value`."),
         "Entrypoint" => strings("The command run when the container starts."),
@@ -261,7 +264,9 @@ fn config_key(key: &str) -> Value {
             "description": "Arbitrary metadata, e.g. `org.opencontainers.image.source`.",
         }),
         "StopSignal" => string("The signal that stops the container, e.g. `SIGTERM`."),
-        "ArgsEscaped" => json!({"type": "boolean", "description": "Windows only (OCI: deprecated)."}),
+        "ArgsEscaped" => {
+            json!({"type": "boolean", "description": "Windows only (OCI: deprecated)."})
+        }
         "Memory" => integer("Memory limit in bytes (docker)."),
         "MemorySwap" => integer("Memory plus swap limit in bytes, -1 for unlimited (docker)."),
         "CpuShares" => integer("Relative CPU weight (docker)."),
@@ -370,10 +375,18 @@ fn customisation() -> Value {
         }),
     );
     // A rule that changes nothing is an error.
-    permissions["items"]["anyOf"] = ["uid", "gid", "uname", "gname", "mode", "dir_mode", "file_mode"]
-        .iter()
-        .map(|key| json!({"required": [key]}))
-        .collect();
+    permissions["items"]["anyOf"] = [
+        "uid",
+        "gid",
+        "uname",
+        "gname",
+        "mode",
+        "dir_mode",
+        "file_mode",
+    ]
+    .iter()
+    .map(|key| json!({"required": [key]}))
+    .collect();
     strict_table(
         "`[customisation]`: the top layer: store paths merged into `/`, files, directories, symlinks, and permission rules.",
         json!({

@@ -123,7 +123,10 @@ impl<'de> MapAccess<'de> for Fields<'_> {
         }
     }
 
-    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, Self::Error> {
+    fn next_value_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, Self::Error> {
         let (field, rest) = self.fields.split_first().expect("a key was given");
         self.fields = rest;
         let path = if field.starts_with("$__serde_spanned") {
@@ -182,7 +185,14 @@ fn every_manifest_key_is_in_the_schema() {
     let schema = json_schema();
     let tables = manifest_tables();
     // The walk reached the nested tables, arrays of tables included.
-    for path in ["", "store", "closure", "owner", "customisation.files", "base"] {
+    for path in [
+        "",
+        "store",
+        "closure",
+        "owner",
+        "customisation.files",
+        "base",
+    ] {
         assert!(tables.contains_key(path), "{path}: {tables:?}");
     }
     for (path, fields) in &tables {
@@ -498,19 +508,40 @@ fn what_the_manifest_rejects_the_schema_rejects() {
     assert_eq!(errors_of(minimal), Vec::<String>::new());
     for (extra, error) in [
         ("colour = 1\n", ".colour: unknown key"),
-        ("[config]\nEntryPoint = []\n", ".config.EntryPoint: unknown key"),
-        ("[store]\nroot = \"/\"\nlocation = 1\n", ".store.location: unknown key"),
+        (
+            "[config]\nEntryPoint = []\n",
+            ".config.EntryPoint: unknown key",
+        ),
+        (
+            "[store]\nroot = \"/\"\nlocation = 1\n",
+            ".store.location: unknown key",
+        ),
         ("[layering]\nstrategy = \"size\"\n", "is not one of"),
-        ("[layering]\nstrategy = \"auto\"\npipeline = []\n", "matches `not`"),
+        (
+            "[layering]\nstrategy = \"auto\"\npipeline = []\n",
+            "matches `not`",
+        ),
         ("[layering]\npipeline = [[\"shuffle\"]]\n", "is not one of"),
         ("[output]\nformat = \"tarball\"\n", "is not one of"),
         ("[output]\ncompression = \"xz\"\n", "is not one of"),
         ("max_layers = 1\n", "1 < 2"),
-        ("[customisation]\non_collision = \"last\"\n", "is not one of"),
+        (
+            "[customisation]\non_collision = \"last\"\n",
+            "is not one of",
+        ),
         ("[[customisation.files]]\npath = \"/a\"\n", "0 of `oneOf`"),
-        ("[[customisation.symlinks]]\npath = \"/a\"\n", "missing `target`"),
-        ("[[customisation.permissions]]\npath = \"/a\"\n", "no `anyOf`"),
-        ("[[customisation.dirs]]\npath = \"/a\"\nmode = true\n", "no `anyOf`"),
+        (
+            "[[customisation.symlinks]]\npath = \"/a\"\n",
+            "missing `target`",
+        ),
+        (
+            "[[customisation.permissions]]\npath = \"/a\"\n",
+            "no `anyOf`",
+        ),
+        (
+            "[[customisation.dirs]]\npath = \"/a\"\nmode = true\n",
+            "no `anyOf`",
+        ),
         ("[base]\n", "missing `image`"),
     ] {
         // Tables after the top-level keys, so a bare key stays top-level.
@@ -525,7 +556,11 @@ fn what_the_manifest_rejects_the_schema_rejects() {
             "{extra:?}: expected `{error}` in {errors:?}"
         );
     }
-    for source in ["\"nix\"", "{ graph = \"g\", dot = \"d\" }", "{ binary_cache = \"u\" }"] {
+    for source in [
+        "\"nix\"",
+        "{ graph = \"g\", dot = \"d\" }",
+        "{ binary_cache = \"u\" }",
+    ] {
         let text = format!("{minimal}source = {source}\n");
         assert!(!errors_of(&text).is_empty(), "{source}");
     }
@@ -541,7 +576,10 @@ fn names_the_formats_and_values_the_checks_use() {
         output["format"]["enum"],
         json!(["docker-archive", "oci-layout", "oci-archive"])
     );
-    assert_eq!(output["compression"]["enum"], json!(["none", "gzip", "zstd"]));
+    assert_eq!(
+        output["compression"]["enum"],
+        json!(["none", "gzip", "zstd"])
+    );
     assert_eq!(schema["properties"]["max_layers"]["default"], 100);
     assert_eq!(
         schema["properties"]["store"]["properties"]["dir"]["default"],
