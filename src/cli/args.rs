@@ -28,6 +28,10 @@ pub enum Command {
     Merge(MergeArgs),
     /// Show the images, layers, config and tags of an archive or OCI layout.
     Inspect(InspectArgs),
+    /// Print a JSON Schema of the manifest, for editors (taplo, Even Better TOML).
+    Schema,
+    /// Print a manifest for store paths that builds as is.
+    Init(InitArgs),
 }
 
 /// `nixlayer build`.
@@ -105,6 +109,21 @@ pub struct LayersArgs {
     /// The manifest (`image.toml`).
     pub manifest: PathBuf,
     /// Print the layers as JSON, an array of arrays of store paths (nixpkgs' format).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     pub json: bool,
+    /// Write the plan as a self-contained HTML page to this file instead.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+/// `nixlayer init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The roots: store paths whose closure goes into the image; the first
+    /// names the image.
+    #[arg(required = true, num_args = 1.., value_name = "STORE_PATH")]
+    pub roots: Vec<String>,
+    /// The store directory the paths live in.
+    #[arg(long, value_name = "DIR", default_value = crate::manifest::DEFAULT_STORE_DIR)]
+    pub store_dir: String,
 }

@@ -57,5 +57,8 @@ fn hint(err: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(e) = err.downcast_ref::<closure::NixStoreError>() {
         return e.hint().map(str::to_owned);
     }
+    if let Some(e) = err.downcast_ref::<super::init::MissingRoot>() {
+        return Some(e.hint());
+    }
     None
 }

@@ -1,6 +1,8 @@
-//! `nixlayer layers`: the layer plan of a manifest, as a table or as
-//! nixpkgs' JSON (SPEC §3, §6). Reads the closure like `build`, but no
-//! store file.
+//! `nixlayer layers`: the layer plan of a manifest, as a table, as
+//! nixpkgs' JSON, or as an HTML page ([`html`]) (SPEC §3, §6). Reads the
+//! closure like `build`, but no store file.
+
+mod html;
 
 use std::io::{self, Write as _};
 
@@ -8,12 +10,14 @@ use crate::build;
 use crate::closure::ClosureGraph;
 use crate::manifest::{Layering, LoadedManifest};
 use crate::plan::LayerPlan;
+use crate::sink::{OutputError, OutputFile};
 
 use super::args::{BuildArgs, LayersArgs};
+use super::printer::Printer;
 use super::{printer, settings, BoxError};
 
 /// Runs `nixlayer layers`.
-pub(super) fn run(args: &LayersArgs) -> Result<(), BoxError> {
+pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     let loaded = LoadedManifest::load(&args.manifest)?;
     // The settings of a build of the same manifest: the plan is the build's.
     let build_args = BuildArgs {
@@ -30,6 +34,27 @@ pub(super) fn run(args: &LayersArgs) -> Result<(), BoxError> {
     };
     let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
     let (closure, plan) = build::plan(&command.settings).map_err(|e| locate(&loaded, e))?;
+    if let Some(path) = &args.html {
+        let settings = &command.settings;
+        let reference = match &settings.tag {
+            Some(tag) => format!("{}:{tag}", settings.name),
+            None => settings.name.clone(),
+        };
+        let mut out = OutputFile::create(path)?;
+        out.write_all(html::render(&reference, &closure, &plan).as_bytes())
+            .map_err(|source| OutputError::Commit {
+                path: path.clone(),
+                source,
+            })?;
+        out.commit()?;
+        printer.info(&format!(
+            "wrote the plan ({} store layer{}) → {}",
+            plan.layers.len(),
+            super::plural(plan.layers.len()),
+            path.display()
+        ));
+        return Ok(());
+    }
     let text = if args.json {
         json(&plan)
     } else {

@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod diagnostics;
+mod init;
 mod layers;
 pub mod printer;
 pub mod settings;
@@ -49,9 +50,12 @@ pub fn main() -> ExitCode {
     let printer = Printer::new(cli.quiet);
     let result = match &cli.command {
         Command::Build(args) => run_build(args, printer),
-        Command::Layers(args) => layers::run(args),
+        Command::Layers(args) => layers::run(args, printer),
         Command::Merge(args) => run_merge(args, printer),
         Command::Inspect(args) => run_inspect(args, printer),
+        // Reads no manifest and no store (STYLE 3).
+        Command::Schema => run_schema(printer),
+        Command::Init(args) => init::run(args, printer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -274,6 +278,14 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
     } else {
         printer.data(inspect_text(&doc).as_bytes())?;
     }
+    Ok(())
+}
+
+/// `nixlayer schema`: the manifest's JSON Schema, pretty-printed (sorted
+/// keys, so the same bytes every time).
+fn run_schema(printer: Printer) -> Result<(), BoxError> {
+    let text = serde_json::to_string_pretty(&crate::manifest::json_schema())?;
+    printer.data(text.as_bytes())?;
     Ok(())
 }
 

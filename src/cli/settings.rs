@@ -90,7 +90,7 @@ pub struct BuildCommand {
 
 /// nixpkgs' default for both timestamps: one second after the epoch, so
 /// tools that treat 0 as "unset" still show a date.
-const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
+pub(super) const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
 
 /// The host's architecture in GOARCH spelling, as image configs use.
 fn host_architecture() -> &'static str {
@@ -468,7 +468,7 @@ fn split_reference(reference: &str) -> (String, Option<String>) {
 }
 
 /// Why `name` is not a docker/OCI repository name (after lowercasing).
-fn invalid_name(name: &str) -> Option<&'static str> {
+pub(super) fn invalid_name(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("it is empty");
     }
@@ -503,7 +503,7 @@ fn invalid_name(name: &str) -> Option<&'static str> {
     None
 }
 
-fn valid_tag(tag: &str) -> bool {
+pub(super) fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= 128
         && tag

@@ -250,3 +250,64 @@ fn malformed_pipelines_name_the_manifest_line() {
         &["`popularity_contest` takes no arguments"],
     );
 }
+
+/// `--html FILE`: one self-contained page, a row per layer holding every
+/// store path of the example's plan; written atomically, same bytes twice.
+#[test]
+fn the_example_as_an_html_page() {
+    let manifest = util::repo().join("manifests/example.toml");
+    let tmp = util::temp_dir();
+    let page = tmp.path().join("plan.html");
+    let out = run(
+        nixlayer()
+            .arg("layers")
+            .arg(&manifest)
+            .arg("--html")
+            .arg(&page),
+        0,
+    );
+    assert!(out.stdout.is_empty(), "the page goes to the file only");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.trim_end().ends_with("</html>"));
+    for path in parse_json(&layers(&manifest, true)).concat() {
+        assert_eq!(html.matches(&format!("<li>{path}<")).count(), 1, "{path}");
+    }
+    assert_eq!(html.matches("<tr id=\"layer-").count(), 3);
+    assert!(html.contains("<title>Layer plan of nixlayer/example:0.3</title>"));
+    // Self-contained: no script, no link, no URL of any kind.
+    for external in ["http:", "https:", "//", "<script", "<link", "src=", "url("] {
+        assert!(!html.contains(external), "`{external}` in the page");
+    }
+    // Nothing but the page is left in the directory, and it is stable.
+    let files: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    run(
+        nixlayer()
+            .arg("layers")
+            .arg(&manifest)
+            .arg("--html")
+            .arg(&page),
+        0,
+    );
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), html);
+    // `--json` and `--html` are two outputs: a usage error together.
+    run(
+        nixlayer()
+            .arg("layers")
+            .arg(&manifest)
+            .args(["--json", "--html"])
+            .arg(&page),
+        2,
+    );
+    // A directory that does not exist: exit 1, the file named.
+    let out = run(
+        nixlayer()
+            .arg("layers")
+            .arg(&manifest)
+            .arg("--html")
+            .arg(tmp.path().join("missing/plan.html")),
+        1,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plan.html"));
+}

@@ -5,15 +5,19 @@
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
 //! - `errors`: bad input gives one message and no output;
-//! - `layers`: `nixlayer layers` plans (table, JSON, strategies) and pipeline errors;
+//! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
+//! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
-//! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker.
+//! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
+//! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
 mod build;
 mod closure_sources;
 mod content;
 mod errors;
+mod init;
 mod layer_golden;
 mod layers;
 mod outputs;
+mod schema;
 mod util;

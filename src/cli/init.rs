@@ -1,0 +1,346 @@
+//! `nixlayer init STORE_PATH…`: prints a manifest for those roots that
+//! builds as is (SPEC §6), commented so it can be grown from there.
+//!
+//! The image is named after the first root (its name without the version,
+//! made a valid repository name), its entry point is the one executable in
+//! the first root's `bin/` when there is exactly one, and `created` and
+//! `mtime` are nixpkgs' fixed default, so the manifest builds the same
+//! image every time.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::manifest::DEFAULT_STORE_DIR;
+use crate::nix::{StoreDir, StorePath};
+
+use super::args::InitArgs;
+use super::printer::Printer;
+use super::{settings, BoxError, UsageError};
+
+/// A root that is a valid store path but is not on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("store path `{path}` does not exist")]
+pub(super) struct MissingRoot {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+impl MissingRoot {
+    /// What to do about it.
+    pub(super) fn hint(&self) -> String {
+        format!(
+            "build or fetch it first (`nix-build`, `nix-store --realise {}`), or give `--store-dir` when it lives in another store",
+            self.path
+        )
+    }
+}
+
+/// Runs `nixlayer init`.
+pub(super) fn run(args: &InitArgs, printer: Printer) -> Result<(), BoxError> {
+    let dir = StoreDir::new(&args.store_dir).map_err(|_| {
+        UsageError(format!(
+            "`--store-dir` must be an absolute directory such as `{DEFAULT_STORE_DIR}`, found `{}`",
+            args.store_dir
+        ))
+    })?;
+    let mut roots: Vec<StorePath> = Vec::with_capacity(args.roots.len());
+    for arg in &args.roots {
+        let root = StorePath::parse(&dir, arg).map_err(|e| UsageError(e.to_string()))?;
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    for root in &roots {
+        if let Err(source) = std::fs::symlink_metadata(root.as_str()) {
+            return Err(MissingRoot {
+                path: root.as_str().to_owned(),
+                source,
+            }
+            .into());
+        }
+    }
+    let executables = executables(&Path::new(roots[0].as_str()).join("bin"));
+    let text = manifest(&dir, &roots, &executables);
+    printer.data(text.trim_end().as_bytes())?;
+    Ok(())
+}
+
+/// The names of the executable files (symlinks followed) directly in
+/// `bin`, sorted; none when it cannot be read.
+fn executables(bin: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(entries) = std::fs::read_dir(bin) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::metadata(e.path())
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Nix's `parseDrvName`: the name ends at the first `-` not followed by a
+/// letter; the rest is the version.
+fn split_version(name: &str) -> (&str, &str) {
+    let bytes = name.as_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] == b'-' && bytes.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
+            return (&name[..i], &name[i + 1..]);
+        }
+    }
+    (name, "")
+}
+
+/// A docker repository name made from a store path's name: lowercase
+/// letters and digits, joined by `.`, `_`, `__` or dashes, the way the
+/// distribution spec's grammar allows; `image` when nothing is left.
+fn repository_name(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut out = String::with_capacity(mapped.len());
+    let mut separators = String::new();
+    for c in mapped.chars() {
+        if c.is_ascii_alphanumeric() {
+            // A run of separators between two alphanumerics: keep it when
+            // the grammar allows it, else one dash.
+            if !out.is_empty() && !separators.is_empty() {
+                let allowed = separators.chars().all(|s| s == '-')
+                    || matches!(separators.as_str(), "." | "_" | "__");
+                out.push_str(if allowed { &separators } else { "-" });
+            }
+            separators.clear();
+            out.push(c);
+        } else {
+            separators.push(c);
+        }
+    }
+    if out.is_empty() {
+        "image".to_owned()
+    } else {
+        out
+    }
+}
+
+/// `value` as a TOML basic string.
+fn quote(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+/// The manifest text for `roots` (at least one), the first root's
+/// executables given.
+fn manifest(dir: &StoreDir, roots: &[StorePath], executables: &[String]) -> String {
+    let first = &roots[0];
+    let (name, version) = split_version(first.name());
+    let name = repository_name(name);
+    let time = settings::DEFAULT_TIME;
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "# A manifest for `nixlayer build` (made by `nixlayer init`). Build it with\n\
+         #   nixlayer build image.toml -o image.tar    (or `--stream | docker load`)\n\
+         # For checks and completion in editors (taplo, Even Better TOML), run\n\
+         # `nixlayer schema > nixlayer.schema.json` and make the first line of\n\
+         # this file `#:schema ./nixlayer.schema.json`.\n"
+    );
+    let _ = writeln!(
+        m,
+        "# The image reference; `--tag NAME[:TAG]` overrides both."
+    );
+    let _ = writeln!(m, "name = {}", quote(&name));
+    let tag_example = if version.is_empty() || !settings::valid_tag(version) {
+        "1.0"
+    } else {
+        version
+    };
+    let _ = writeln!(
+        m,
+        "# tag = {}    # default: the first 32 hex digits of the config digest\n",
+        quote(tag_example)
+    );
+    let _ = writeln!(
+        m,
+        "# `created`: image metadata; `mtime`: the time of every file in every layer.\n\
+         # Fixed (nixpkgs' default), the same store paths always give the same image;\n\
+         # \"now\" works too, but then every build differs.\n\
+         created = {q}\nmtime = {q}\n",
+        q = quote(time)
+    );
+    if dir.as_str() != DEFAULT_STORE_DIR {
+        let _ = writeln!(
+            m,
+            "[store]\n# The store directory the paths live in.\ndir = {}\n",
+            quote(dir.as_str())
+        );
+    }
+    let _ = writeln!(
+        m,
+        "[closure]\n# The store paths whose closure (them and everything they reference) goes in."
+    );
+    let _ = writeln!(m, "roots = [");
+    for root in roots {
+        let _ = writeln!(m, "  {},", quote(root.as_str()));
+    }
+    let _ = writeln!(
+        m,
+        "]\n\
+         # Where references come from: the local store (`nix-store`, the default), or a file:\n\
+         # source = {{ graph = \"graph.json\" }}           # exportReferencesGraph (structured attrs)\n\
+         # source = {{ registration = \"registration\" }}  # closureInfo / nix-store --dump-db\n\
+         # source = {{ path_info = \"info.json\" }}        # nix path-info --json --recursive\n\
+         # source = {{ dot = \"graph.dot\" }}              # nix-store --query --graph\n"
+    );
+    let _ = writeln!(
+        m,
+        "[config]\n# The OCI image config, OCI key names, copied verbatim."
+    );
+    let bin = format!("{}/bin", first.as_str());
+    match executables {
+        [single] => {
+            let _ = writeln!(m, "Entrypoint = [{}]", quote(&format!("{bin}/{single}")));
+        }
+        [] => {
+            let _ = writeln!(
+                m,
+                "# `{bin}` has no executable: set the command to run.\n\
+                 # Entrypoint = [{}]",
+                quote(&format!("{bin}/PROGRAM"))
+            );
+        }
+        several => {
+            let _ = writeln!(
+                m,
+                "# `{bin}` has {} executables ({}): pick the command to run.\n\
+                 # Entrypoint = [{}]",
+                several.len(),
+                several.join(", "),
+                quote(&format!("{bin}/{}", several[0]))
+            );
+        }
+    }
+    let _ = writeln!(
+        m,
+        "# Cmd = []\n\
+         # Env = [\"LANG=C.UTF-8\"]\n\
+         # WorkingDir = \"/\"\n\
+         # User = \"1000:1000\"\n\
+         # ExposedPorts = {{ \"8080/tcp\" = {{}} }}\n\n\
+         # More: `[owner]`, `[customisation]` (files, dirs, symlinks, permissions),\n\
+         # `[base]`, and the sections below; `nixlayer schema` lists every key.\n\
+         # [layering]\n\
+         # strategy = \"popularity\"    # or \"auto\", or `pipeline = [...]` (nixpkgs' DSL)\n\
+         # [output]\n\
+         # format = \"docker-archive\"  # or \"oci-layout\", \"oci-archive\"\n\
+         # compression = \"none\"       # or \"gzip\", \"zstd\""
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::manifest::LoadedManifest;
+
+    #[test]
+    fn names_follow_parse_drv_name_and_the_docker_grammar() {
+        assert_eq!(split_version("hello-2.12.1"), ("hello", "2.12.1"));
+        assert_eq!(split_version("hello-app-1.0"), ("hello-app", "1.0"));
+        assert_eq!(
+            split_version("python3.11-minimal"),
+            ("python3.11-minimal", "")
+        );
+        assert_eq!(split_version("foo-bar"), ("foo-bar", ""));
+        for (name, expected) in [
+            ("Hello-App", "hello-app"),
+            ("python3.11-minimal", "python3.11-minimal"),
+            ("a__b", "a__b"),
+            ("a___b", "a-b"),
+            ("a._b", "a-b"),
+            ("a+b=c?", "a-b-c"),
+            ("-_.x.-", "x"),
+            ("a---b", "a---b"),
+            ("+++", "image"),
+        ] {
+            let got = repository_name(name);
+            assert_eq!(got, expected, "{name}");
+            assert_eq!(settings::invalid_name(&got), None, "{got}");
+        }
+    }
+
+    /// A store under a temp dir with one root; `bin` holds `programs`.
+    fn store_with(programs: &[&str]) -> (tempfile::TempDir, StoreDir, StorePath) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StoreDir::new(tmp.path().join("store").to_str().unwrap()).unwrap();
+        let root = StorePath::parse(
+            &dir,
+            &format!("{dir}/00000000000000000000000000000000-My_Tool-2.1"),
+        )
+        .unwrap();
+        let bin = Path::new(root.as_str()).join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("README"), "not executable").unwrap();
+        for p in programs {
+            std::fs::write(bin.join(p), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(bin.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        (tmp, dir, root)
+    }
+
+    fn load(text: &str) -> LoadedManifest {
+        LoadedManifest::from_text(PathBuf::from("/m/image.toml"), text.to_owned())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn one_executable_is_the_entry_point() {
+        let (_tmp, dir, root) = store_with(&["tool"]);
+        let exes = executables(&Path::new(root.as_str()).join("bin"));
+        assert_eq!(exes, ["tool"]);
+        let text = manifest(&dir, std::slice::from_ref(&root), &exes);
+        let loaded = load(&text);
+        let m = &loaded.manifest;
+        assert_eq!(m.name.get_ref(), "my_tool");
+        assert_eq!(
+            m.created.as_ref().unwrap().get_ref(),
+            "1970-01-01T00:00:01Z"
+        );
+        assert_eq!(m.mtime.as_ref().unwrap().get_ref(), "1970-01-01T00:00:01Z");
+        assert_eq!(loaded.store_dir().unwrap(), dir.as_str());
+        assert_eq!(m.closure.roots[0].get_ref(), root.as_str());
+        assert_eq!(
+            m.config["Entrypoint"],
+            serde_json::json!([format!("{root}/bin/tool")])
+        );
+        assert!(text.contains("# tag = \"2.1\""), "{text}");
+    }
+
+    #[test]
+    fn otherwise_a_commented_hint() {
+        for programs in [&[][..], &["a", "b"][..]] {
+            let (_tmp, dir, root) = store_with(programs);
+            let exes = executables(&Path::new(root.as_str()).join("bin"));
+            let text = manifest(&dir, &[root.clone(), root.clone()], &exes);
+            let loaded = load(&text);
+            assert!(loaded.manifest.config.is_empty(), "{text}");
+            assert!(text.contains("# Entrypoint = ["), "{text}");
+            assert_eq!(loaded.manifest.closure.roots.len(), 2);
+        }
+    }
+}
