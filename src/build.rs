@@ -13,10 +13,10 @@ use crate::image::base::{self as base_image, BaseImage};
 use crate::image::{self, nix_db, oci, ConfigSpec, LayerRecord};
 use crate::layer::cache::{BlobRecord, LayerCache, LayerRecord as CacheRecord};
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
-use crate::layer::{self, Digest, HashCountWriter, LayerOptions, Owner, Permissions};
+use crate::layer::{self, CountWriter, Digest, HashCountWriter, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
 use crate::plan::{self, LayerPlan, Pipeline};
-use crate::sink::compress::{CompressOptions, Compressor};
+use crate::sink::compress::{Codec, CompressOptions, Compressor};
 use crate::sink::docker_archive::{layer_member, DockerArchiveWriter};
 use crate::sink::oci_archive::OciArchiveWriter;
 use crate::sink::oci_layout::OciLayout;
@@ -645,11 +645,11 @@ pub fn write_compressed_docker_archive<W: Write + Send>(
     out: W,
     reporter: &dyn Reporter,
 ) -> Result<(W, BuildSummary), Error> {
-    let counted = Compressor::new(HashCountWriter::new(out), compress).map_err(Error::Write)?;
+    let counted = Compressor::new(CountWriter::new(out), compress).map_err(Error::Write)?;
     let (compressor, mut summary) = write_docker_archive(settings, image, counted, reporter)?;
-    let (out, _, bytes) = compressor
+    let (out, bytes) = compressor
         .finish()
-        .and_then(HashCountWriter::finish)
+        .and_then(CountWriter::finish)
         .map_err(Error::Write)?;
     summary.bytes = bytes;
     Ok((out, summary))
@@ -722,13 +722,23 @@ fn write_oci_blobs<S: BlobSink>(
         }
         reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
         let blob = blobs.start_blob()?;
-        let mut compressor =
-            Compressor::new(HashCountWriter::new(blob), compress).map_err(Error::Write)?;
-        let digest = image.write_layer(settings, index, &mut compressor)?;
-        let (blob, blob_digest, blob_size) = compressor
-            .finish()
-            .and_then(HashCountWriter::finish)
-            .map_err(Error::Write)?;
+        let (digest, blob, blob_digest, blob_size) = if compress.codec == Codec::None {
+            // The blob is the layer tar: its digest is the diff_id, already
+            // hashed once on the way; hashing it again would double the cost.
+            let mut counted = CountWriter::new(blob);
+            let digest = image.write_layer(settings, index, &mut counted)?;
+            let (blob, size) = counted.finish().map_err(Error::Write)?;
+            (digest, blob, digest.diff_id, size)
+        } else {
+            let mut compressor =
+                Compressor::new(HashCountWriter::new(blob), compress).map_err(Error::Write)?;
+            let digest = image.write_layer(settings, index, &mut compressor)?;
+            let (blob, blob_digest, blob_size) = compressor
+                .finish()
+                .and_then(HashCountWriter::finish)
+                .map_err(Error::Write)?;
+            (digest, blob, blob_digest, blob_size)
+        };
         if blobs.commit_blob(blob, &blob_digest, blob_size)? {
             counts.written += 1;
         } else {
@@ -848,7 +858,7 @@ pub fn write_oci_archive<W: Write + Send>(
 ) -> Result<(W, BuildSummary), Error> {
     let mut archive = OciArchiveWriter::new(out, settings.mtime).map_err(Error::Write)?;
     let written = write_oci_blobs(settings, image, compress, &mut archive, reporter)?;
-    let (out, _, bytes) = archive
+    let (out, bytes) = archive
         .finish(&oci::index_json(vec![written.entry]))
         .map_err(Error::Write)?;
     let mut summary = written.summary;

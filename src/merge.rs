@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
 use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::HashCountWriter;
+use crate::layer::CountWriter;
 use crate::sink::compress::{Codec, CompressOptions, Compressor};
 
 /// Why a merge failed.
@@ -82,7 +82,7 @@ pub fn merge<W: Write>(
             });
         }
     }
-    let counted = HashCountWriter::new(out);
+    let counted = CountWriter::new(out);
     let compressor = Compressor::new(counted, compress).map_err(Error::Write)?;
     let mut tar = TarWriter::new(compressor);
     let header =
@@ -180,10 +180,10 @@ pub fn merge<W: Write>(
         )
         .map_err(Error::Write)?;
     }
-    let (out, _, bytes) = tar
+    let (out, bytes) = tar
         .finish()
         .and_then(Compressor::finish)
-        .and_then(HashCountWriter::finish)
+        .and_then(CountWriter::finish)
         .map_err(Error::Write)?;
     summary.bytes = bytes;
     Ok((out, summary))

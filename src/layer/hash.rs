@@ -107,6 +107,42 @@ impl<W: Write> Write for HashCountWriter<W> {
     }
 }
 
+/// Counts what passes through to `W`, without hashing: for outputs whose
+/// size is reported but whose digest nothing needs (a sha256 over every
+/// byte would cost as much as hashing the layers themselves).
+pub struct CountWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> CountWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self { inner, count: 0 }
+    }
+
+    /// Flushes, then returns the inner writer and the byte count.
+    ///
+    /// # Errors
+    /// When flushing fails.
+    pub fn finish(mut self) -> io::Result<(W, u64)> {
+        self.inner.flush()?;
+        Ok((self.inner, self.count))
+    }
+}
+
+impl<W: Write> Write for CountWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::closure::StoreLocation;
 use crate::nix::StorePath;
 
-pub use hash::{Digest, HashCountWriter};
+pub use hash::{CountWriter, Digest, HashCountWriter};
 pub use permissions::{PermissionRule, Permissions};
 use tar::{Header, Kind, TarWriter};
 use tree::{FileEntry, FileTree};
