@@ -23,7 +23,7 @@ pub(super) const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
 
 /// The operations of the layering DSL (nixpkgs' `pipe.py` table plus
-/// `reorder`); the plan stage's test checks they are the ones it parses.
+/// `reorder`): the list the plan stage's parser names in its errors.
 pub const PIPELINE_OPERATIONS: [&str; 13] = [
     "subcomponent_in",
     "subcomponent_out",
