@@ -22,7 +22,7 @@ mod docker;
 mod oci;
 
 pub use docker::{write_compressed_docker_archive, write_docker_archive};
-pub use oci::{write_oci_archive, write_oci_layout};
+pub use oci::{write_oci_archive, write_oci_blobs_to, write_oci_layout};
 
 /// Everything a build needs, resolved: no defaults left, no clock or
 /// environment to read.

@@ -226,3 +226,19 @@ pub fn write_oci_archive<W: Write + Send>(
     summary.bytes = bytes;
     Ok((out, summary))
 }
+
+/// Writes `image`'s blobs (layers, config, manifest) into any [`BlobSink`],
+/// e.g. a registry ([`crate::sink::registry::RegistrySink`]); the summary
+/// names the config and manifest digests the sink was given.
+///
+/// # Errors
+/// When a store file cannot be read or the sink fails.
+pub fn write_oci_blobs_to<S: BlobSink>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    compress: &CompressOptions,
+    blobs: &mut S,
+    reporter: &dyn Reporter,
+) -> Result<BuildSummary, Error> {
+    Ok(write_oci_blobs(settings, image, compress, blobs, reporter)?.summary)
+}

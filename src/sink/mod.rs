@@ -1,13 +1,14 @@
 //! Where the image goes: a docker-archive written to a file (through a
 //! temporary file renamed into place) or streamed to stdout, an OCI image
 //! layout directory, or an OCI layout in a tar; compressed or not
-//! ([`compress`]).
+//! ([`compress`]); or pushed to a registry ([`registry`]).
 
 pub mod compress;
 pub mod docker_archive;
 pub mod oci_archive;
 pub mod oci_layout;
 mod output;
+pub mod registry;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// A blob could not be pushed to a registry.
+    #[error(transparent)]
+    Registry(Box<registry::Error>),
 }
 
 /// Where OCI blobs go: a layout directory or an archive. A blob is
