@@ -32,6 +32,8 @@ pub enum Command {
     Schema,
     /// Print a manifest for store paths that builds as is.
     Init(InitArgs),
+    /// Build the image and push it to a registry (OCI distribution API).
+    Push(PushArgs),
 }
 
 /// `nixlayer build`.
@@ -126,4 +128,36 @@ pub struct InitArgs {
     /// The store directory the paths live in.
     #[arg(long, value_name = "DIR", default_value = crate::manifest::DEFAULT_STORE_DIR)]
     pub store_dir: String,
+}
+
+/// `nixlayer push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The manifest (`image.toml`).
+    pub manifest: PathBuf,
+    /// Where to push: `host[:port]/repo[:tag]` (tag default: the manifest's
+    /// tag, else derived from the config digest).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Layer compression.
+    #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["none", "gzip", "zstd"])]
+    pub compression: String,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Compression threads (default: all cores); never changes the bytes.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+    /// Credentials `USER:PASS` (default: `~/.docker/config.json`, else anonymous).
+    #[arg(long, value_name = "USER:PASS")]
+    pub creds: Option<String>,
+    /// Use plain HTTP (automatic for `localhost` and `127.0.0.1`).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not use or update the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }

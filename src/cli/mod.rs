@@ -23,7 +23,7 @@ use crate::manifest::{LoadedManifest, OutputFormat};
 use crate::merge;
 use crate::sink::OutputFile;
 
-use args::{BuildArgs, Cli, Command, InspectArgs, MergeArgs};
+use args::{BuildArgs, Cli, Command, InspectArgs, MergeArgs, PushArgs};
 use printer::Printer;
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -56,6 +56,7 @@ pub fn main() -> ExitCode {
         // Reads no manifest and no store (STYLE 3).
         Command::Schema => run_schema(printer),
         Command::Init(args) => init::run(args, printer),
+        Command::Push(args) => run_push(args, printer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -349,6 +350,98 @@ fn inspect_text(doc: &serde_json::Value) -> String {
     }
     out.truncate(out.trim_end().len());
     out
+}
+
+fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
+    use crate::sink::registry::{Client, Credentials, Reference, RegistrySink};
+    let start = Instant::now();
+    let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    let credentials = match &args.creds {
+        Some(text) => Some(
+            Credentials::parse(text)
+                .ok_or_else(|| UsageError("`--creds` must be `USER:PASS`".to_owned()))?,
+        ),
+        None => match std::env::var_os("DOCKER_CONFIG")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+        {
+            Some(dir) => Credentials::from_docker_config(&dir.join("config.json"), &target.host)?,
+            None => None,
+        },
+    };
+    let build_args = BuildArgs {
+        manifest: args.manifest.clone(),
+        output: None,
+        stream: false,
+        tag: None,
+        format: Some("oci-layout".to_owned()),
+        compression: Some(args.compression.clone()),
+        level: args.level,
+        threads: args.threads,
+        json: args.json,
+        no_cache: args.no_cache,
+    };
+    let loaded = LoadedManifest::load(&args.manifest)?;
+    let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
+    for w in &command.warnings {
+        printer.warn(w);
+    }
+    let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    let client = Client::new(&target, credentials, args.insecure);
+    let mut sink = RegistrySink::new(client)?;
+    let summary = build::write_oci_blobs_to(
+        &command.settings,
+        &image,
+        &command.compress,
+        &mut sink,
+        &NoReporter,
+    )?;
+    let tag = match &target.tag {
+        Some(tag) => tag.clone(),
+        None => summary
+            .reference
+            .rsplit_once(':')
+            .map_or("latest", |(_, t)| t)
+            .to_owned(),
+    };
+    let manifest_digest = summary
+        .manifest_digest
+        .ok_or("the build made no OCI manifest")?;
+    let mut counts = sink.finish(&summary.config_digest, &manifest_digest, &tag)?;
+    // A layer from the cache was found on the registry by HEAD: present too.
+    counts.existing += summary.blobs.map_or(0, |b| b.layers_cached);
+    let reference = format!("{}/{}:{tag}", target.host, target.repository);
+    let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
+    if args.json {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&summary_json(&summary, &command, &reference))?;
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("reference".into(), reference.clone().into());
+            obj.insert(
+                "blobs".into(),
+                serde_json::json!({
+                    "uploaded": counts.uploaded,
+                    "existing": counts.existing,
+                    "bytes_uploaded": counts.bytes_uploaded,
+                    "layers_cached": layers_cached,
+                }),
+            );
+        }
+        printer.data(&crate::image::canonical_json(&doc))?;
+    }
+    printer.info(&format!(
+        "pushed {reference} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",
+        summary.layers.len(),
+        plural(summary.layers.len()),
+        printer::elapsed(start.elapsed()),
+        counts.uploaded,
+        plural(counts.uploaded),
+        printer::bytes(counts.bytes_uploaded),
+        counts.existing,
+        layers_cached,
+        plural(layers_cached),
+    ));
+    Ok(())
 }
 
 fn plural(n: usize) -> &'static str {

@@ -436,7 +436,9 @@ impl Client {
             if let Some(c) = &self.credentials {
                 req = req.header("Authorization", c.basic());
             }
-            let mut resp = req.call().map_err(|e| auth_err(format!("{token_url}: {e}")))?;
+            let mut resp = req
+                .call()
+                .map_err(|e| auth_err(format!("{token_url}: {e}")))?;
             let text = resp
                 .body_mut()
                 .read_to_string()
@@ -642,7 +644,11 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
         let Some((key, after)) = rest.split_once('=') else {
             break;
         };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
             match quoted.find('"') {
                 Some(end) => (&quoted[..end], &quoted[end + 1..]),
@@ -758,7 +764,11 @@ impl RegistrySink {
             path: PathBuf::from("(memory)"),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob was not built"),
         };
-        let config_bytes = self.small.get(config).cloned().ok_or_else(|| missing(config))?;
+        let config_bytes = self
+            .small
+            .get(config)
+            .cloned()
+            .ok_or_else(|| missing(config))?;
         self.push_blob(
             config,
             config_bytes.len() as u64,
@@ -855,8 +865,10 @@ mod tests {
         assert!(Credentials::from_docker_config(&path, "other")
             .unwrap()
             .is_none());
-        assert!(Credentials::from_docker_config(&dir.path().join("none"), "x")
-            .unwrap()
-            .is_none());
+        assert!(
+            Credentials::from_docker_config(&dir.path().join("none"), "x")
+                .unwrap()
+                .is_none()
+        );
     }
 }
