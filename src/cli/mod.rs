@@ -388,6 +388,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     let client = Client::new(&target, credentials, args.insecure);
+    client.ping()?;
     let mut sink = RegistrySink::new(client)?;
     let summary = build::write_oci_blobs_to(
         &command.settings,

@@ -469,6 +469,20 @@ impl Client {
         Ok(())
     }
 
+    /// Checks that the registry speaks the distribution API (`GET /v2/`),
+    /// authenticating when it asks: a quick failure before anything is built.
+    ///
+    /// # Errors
+    /// When it cannot be reached, or refuses us.
+    pub fn ping(&self) -> Result<(), Error> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.send("GET", &url, "API version check", &[], &Body::None)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(status_error("GET", &url, "API version check", resp, status)),
+        }
+    }
+
     /// Whether the registry holds blob `digest`.
     ///
     /// # Errors
@@ -829,7 +843,7 @@ mod tests {
     #[test]
     fn references() {
         let r = Reference::parse("localhost/app").unwrap();
-        assert_eq!((r.repository.as_str(), r.tag), ("app", None));
+        assert_eq!((r.repository.as_str(), r.tag.as_deref()), ("app", None));
         assert!(r.is_local());
         let r = Reference::parse("registry.example.com:443/a/b:v1").unwrap();
         assert!(!r.is_local());
