@@ -9,7 +9,7 @@
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
-//! - `push`: `nixlayer push` to a real registry, pulled by skopeo and run by docker;
+//! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
 mod build;

@@ -196,3 +196,144 @@ fn push_errors_name_the_registry_and_bad_references() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("http://127.0.0.1:9/v2/"), "{stderr}");
 }
+
+/// A `docker-registry` with htpasswd (basic) auth on a free loopback port,
+/// stopped on drop.
+struct AuthRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an [`AuthRegistry`] with user `nixlayer`, password `pass`.
+fn auth_registry() -> AuthRegistry {
+    let dir = util::temp_dir();
+    // bcrypt (cost 4, so each request stays fast) of `pass`.
+    util::write(
+        dir.path(),
+        "htpasswd",
+        "nixlayer:$2b$04$uqi/VbwQs4JgeFGmX72o9uHq1edt3U53IBNexmezwKRW7uOMThdiq\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let d = dir.path().display();
+    let config = util::write(
+        dir.path(),
+        "config.yml",
+        &format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
+             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {d}/htpasswd\n"
+        ),
+    );
+    let child = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let registry = AuthRegistry {
+        child,
+        port,
+        _dir: dir,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for _ in 0..100 {
+        let answered = agent
+            .get(format!("http://127.0.0.1:{port}/v2/"))
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 401);
+        if answered {
+            return registry;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("docker-registry with htpasswd auth did not answer on port {port}");
+}
+
+#[test]
+fn push_with_basic_auth_from_creds_and_docker_config() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = auth_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""auth""#);
+    let host = format!("127.0.0.1:{}", registry.port);
+    let reference = format!("{host}/nixlayer-test/auth:a1");
+    let no_config = tmp.path().join("no-docker-config");
+
+    // Anonymous: refused, and the error says how to give credentials.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .env("DOCKER_CONFIG", &no_config),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--creds"), "{stderr}");
+
+    // A wrong password: the registry's 401 names the URL.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .args(["--creds", "nixlayer:wrong"])
+            .env("DOCKER_CONFIG", &no_config),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("http://{host}/v2/")) && stderr.contains("401"),
+        "{stderr}"
+    );
+
+    // --creds.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .args(["--creds", "nixlayer:pass", "--json"])
+            .env("DOCKER_CONFIG", &no_config),
+        0,
+    );
+    assert_eq!(blobs(&json(&out.stdout)), (4, 0));
+
+    // `auths.<host>.auth` of a docker config.json: all there already.
+    let docker_config = tmp.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    util::write(
+        &docker_config,
+        "config.json",
+        &format!(r#"{{"auths":{{"{host}":{{"auth":"bml4bGF5ZXI6cGFzcw=="}}}}}}"#),
+    );
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .arg("--json")
+            .env("DOCKER_CONFIG", &docker_config),
+        0,
+    );
+    assert_eq!(blobs(&json(&out.stdout)), (0, 4));
+}
