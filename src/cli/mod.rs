@@ -492,6 +492,14 @@ fn push_credentials(
         })?));
     }
     let user = args.username.clone().or_else(|| env.user.clone());
+    let no_user = || {
+        UsageError(format!(
+            "a registry password is given (`--password-stdin` or `{PASSWORD_ENV}`) but no user: add `--username USER` or set `{USER_ENV}`"
+        ))
+    };
+    if user.is_none() && (args.password_stdin || env.password.is_some()) {
+        return Err(no_user().into());
+    }
     let password = if args.password_stdin {
         let mut bytes = Vec::new();
         // A password is short: a bounded read, so `< /dev/zero` ends.
@@ -526,10 +534,7 @@ fn push_credentials(
             "a registry user is given but no password: add `--password-stdin` or set `{PASSWORD_ENV}`"
         ))
         .into()),
-        (None, Some(_)) => Err(UsageError(format!(
-            "a registry password is given (`--password-stdin` or `{PASSWORD_ENV}`) but no user: add `--username USER` or set `{USER_ENV}`"
-        ))
-        .into()),
+        (None, Some(_)) => Err(no_user().into()),
         (None, None) => match &env.docker_config {
             Some(path) => Ok(Credentials::from_docker_config(path, host)?),
             None => Ok(None),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::util::{self, docker_ready, docker_run, nixlayer, run, tool};
 
-const REGISTRY: &str = "127.0.0.1:5000";
+pub const REGISTRY: &str = "127.0.0.1:5000";
 
 /// Whether the test registry answers `GET /v2/`; under CI its absence fails
 /// the test, elsewhere the test is skipped.
-fn registry_ready() -> bool {
+pub fn registry_ready() -> bool {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .http_status_as_error(false)
@@ -33,7 +33,7 @@ fn registry_ready() -> bool {
 }
 
 /// The `hello` fixture's manifest (as in `build`), with `cmd` as its `Cmd`.
-fn manifest(dir: &Path, name: &str, hello: &Path, cmd: &str) -> PathBuf {
+pub fn manifest(dir: &Path, name: &str, hello: &Path, cmd: &str) -> PathBuf {
     let hello = hello.display();
     util::write(
         dir,
@@ -52,7 +52,7 @@ Cmd = [{cmd}]
     )
 }
 
-fn json(bytes: &[u8]) -> serde_json::Value {
+pub fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).expect("JSON on stdout")
 }
 
@@ -74,7 +74,7 @@ fn push(manifest: &Path, reference: &str) -> serde_json::Value {
     json(&out.stdout)
 }
 
-fn blobs(summary: &serde_json::Value) -> (u64, u64) {
+pub fn blobs(summary: &serde_json::Value) -> (u64, u64) {
     (
         summary["blobs"]["uploaded"].as_u64().unwrap(),
         summary["blobs"]["existing"].as_u64().unwrap(),
