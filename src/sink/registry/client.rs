@@ -365,7 +365,7 @@ impl Client {
         let header = if scheme.eq_ignore_ascii_case("basic") {
             let creds = self.credentials.as_ref().ok_or_else(|| {
                 auth_err(
-                    "the registry wants a user and password: give `--username` with `--password-stdin` or `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
+                    "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
                         .to_owned(),
                 )
             })?;
