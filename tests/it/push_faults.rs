@@ -406,11 +406,10 @@ fn bearer_tokens_go_only_to_the_registry_and_credentials_to_the_realm_as_basic()
     let tmp = util::temp_dir();
     let m = fresh_manifest(tmp.path(), &hello);
     let reference = format!("127.0.0.1:{}/nixlayer-test/faults:bearer", front.port);
-    // The password from stdin.
-    let mut cmd = push_cmd(&m, &reference, tmp.path());
-    cmd.args(["--username", "nixlayer", "--password-stdin"])
-        .stdin(std::fs::File::open(util::write(tmp.path(), "pw", "s3cret-pw\n")).unwrap());
-    let (out, _) = run_bounded(&mut cmd, Duration::from_secs(120));
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(120),
+    );
     assert_exit(&out, 0);
     assert!(blobs(&json(&out.stdout)).0 >= 1);
 
@@ -501,9 +500,7 @@ fn error_answers_echoing_our_credentials_are_not_shown() {
     let m = fresh_manifest(tmp.path(), &hello);
     let reference = format!("127.0.0.1:{}/nixlayer-test/faults:echo", front.port);
     let (out, _) = run_bounded(
-        push_cmd(&m, &reference, tmp.path())
-            .env("NIXLAYER_REGISTRY_USER", "nixlayer")
-            .env("NIXLAYER_REGISTRY_PASSWORD", "s3cret-pw"),
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
         Duration::from_secs(60),
     );
     let stderr = assert_exit(&out, 1);
@@ -583,11 +580,11 @@ fn never_answering_and_trickling_registries_and_token_realms_time_out() {
     let tmp = util::temp_dir();
     let m = fresh_manifest(tmp.path(), &hello);
 
-    let quiet = silent();
-    assert_times_out(&m, tmp.path(), quiet.port, quiet.port, "flag");
-
     let slow = trickler(false);
     assert_times_out(&m, tmp.path(), slow.port, slow.port, "env");
+
+    let quiet = silent();
+    assert_times_out(&m, tmp.path(), quiet.port, quiet.port, "flag");
 
     // Token realms that never answer, or trickle the token.
     for realm in [silent(), trickler(true)] {
