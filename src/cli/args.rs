@@ -207,3 +207,41 @@ pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
         .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| "expected a number of seconds, more than 0 and at most 86400".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_creds() {
+        let cli = Cli::try_parse_from([
+            "nixlayer",
+            "push",
+            "image.toml",
+            "127.0.0.1:5000/a",
+            "--creds",
+            "someone:s3cret-pw",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        let Command::Push(push) = cli.command else {
+            panic!("push");
+        };
+        assert_eq!(
+            push.creds.map(|c| c.0).as_deref(),
+            Some("someone:s3cret-pw")
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            parse_timeout("1.5"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        for bad in ["0", "-1", "NaN", "inf", "1e9", "", "soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+}

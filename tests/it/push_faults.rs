@@ -520,6 +520,28 @@ fn error_answers_echoing_our_credentials_are_not_shown() {
     );
 }
 
+#[test]
+fn redirects_are_not_followed() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let other = recorder();
+    let target = format!("{}/v2/", other.url());
+    let front = Server::start(move |conn, _, _, _| {
+        respond(conn, "307 Temporary Redirect", &[("Location", &target)], "")
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:redirect", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(stderr.contains("307"), "{stderr}");
+    assert!(other.seen().is_empty(), "{:?}", other.seen());
+}
+
 /// A server that reads each request and never answers (holding the
 /// connection until stopped).
 fn silent() -> Server {
