@@ -148,9 +148,24 @@ pub struct PushArgs {
     /// Compression threads (default: all cores); never changes the bytes.
     #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroUsize>,
-    /// Credentials `USER:PASS` (default: `~/.docker/config.json`, else anonymous).
-    #[arg(long, value_name = "USER:PASS")]
-    pub creds: Option<String>,
+    /// Credentials `USER:PASS`. Other users see them in `ps`: prefer
+    /// `--username` with `--password-stdin` or `NIXLAYER_REGISTRY_PASSWORD`.
+    /// Default: those, else `~/.docker/config.json`, else anonymous.
+    #[arg(long, value_name = "USER:PASS", conflicts_with_all = ["username", "password_stdin"])]
+    pub creds: Option<Secret>,
+    /// The registry user (default: `NIXLAYER_REGISTRY_USER`); the password
+    /// comes from `--password-stdin` or `NIXLAYER_REGISTRY_PASSWORD`.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from stdin (a trailing newline is dropped), as
+    /// `docker login --password-stdin`.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The deadline of each registry request in seconds (default:
+    /// `NIXLAYER_REGISTRY_TIMEOUT`, else 60); an upload gets more in
+    /// proportion to its size.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
     /// Use plain HTTP (automatic for `localhost` and `127.0.0.1`).
     #[arg(long)]
     pub insecure: bool,
@@ -160,4 +175,73 @@ pub struct PushArgs {
     /// Do not use or update the layer cache.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+/// A command-line value that is a secret: its `Debug` never shows it, and
+/// parsing never fails (a parse error would quote it).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Parses a positive number of seconds (fractions allowed) up to a day.
+///
+/// # Errors
+/// When `text` is not such a number.
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| "expected a number of seconds, more than 0 and at most 86400".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_creds() {
+        let cli = Cli::try_parse_from([
+            "nixlayer",
+            "push",
+            "image.toml",
+            "127.0.0.1:5000/a",
+            "--creds",
+            "someone:s3cret-pw",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        let Command::Push(push) = cli.command else {
+            panic!("push");
+        };
+        assert_eq!(
+            push.creds.map(|c| c.0).as_deref(),
+            Some("someone:s3cret-pw")
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            parse_timeout("1.5"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        for bad in ["0", "-1", "NaN", "inf", "1e9", "", "soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
 }

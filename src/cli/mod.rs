@@ -353,21 +353,14 @@ fn inspect_text(doc: &serde_json::Value) -> String {
 }
 
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
-    use crate::sink::registry::{Client, Credentials, Reference, RegistrySink};
+    use crate::sink::registry::{Client, ClientOptions, Reference, RegistrySink, Timeouts};
     let start = Instant::now();
     let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
-    let credentials = match &args.creds {
-        Some(text) => Some(
-            Credentials::parse(text)
-                .ok_or_else(|| UsageError("`--creds` must be `USER:PASS`".to_owned()))?,
-        ),
-        None => match std::env::var_os("DOCKER_CONFIG")
-            .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
-        {
-            Some(dir) => Credentials::from_docker_config(&dir.join("config.json"), &target.host)?,
-            None => None,
-        },
+    let env = PushEnv::capture();
+    let credentials = push_credentials(args, &env, &target.host, &mut io::stdin().lock())?;
+    let timeouts = Timeouts {
+        request: push_timeout(args, &env)?,
+        ..Timeouts::default()
     };
     let build_args = BuildArgs {
         manifest: args.manifest.clone(),
@@ -387,7 +380,14 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         printer.warn(w);
     }
     let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
-    let client = Client::new(&target, credentials, args.insecure);
+    let client = Client::new(
+        &target,
+        ClientOptions {
+            credentials,
+            insecure: args.insecure,
+            timeouts,
+        },
+    );
     client.ping()?;
     let mut sink = RegistrySink::new(client)?;
     let summary = build::write_oci_blobs_to(
@@ -443,6 +443,116 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         plural(layers_cached),
     ));
     Ok(())
+}
+
+/// The environment `push` reads, captured once.
+#[derive(Default)]
+struct PushEnv {
+    user: Option<String>,
+    password: Option<args::Secret>,
+    timeout: Option<String>,
+    docker_config: Option<std::path::PathBuf>,
+}
+
+/// Where `push` reads the user and the password from the environment.
+const USER_ENV: &str = "NIXLAYER_REGISTRY_USER";
+const PASSWORD_ENV: &str = "NIXLAYER_REGISTRY_PASSWORD";
+const TIMEOUT_ENV: &str = "NIXLAYER_REGISTRY_TIMEOUT";
+
+impl PushEnv {
+    fn capture() -> Self {
+        let var = |k| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            user: var(USER_ENV),
+            password: var(PASSWORD_ENV).map(args::Secret),
+            timeout: var(TIMEOUT_ENV),
+            docker_config: std::env::var_os("DOCKER_CONFIG")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker"))
+                })
+                .map(|d| d.join("config.json")),
+        }
+    }
+}
+
+/// The credentials for `host`: `--creds`; else a user (`--username` or
+/// the environment) with the password from stdin or the environment; else
+/// docker's `config.json`; else none. Errors never quote a password.
+fn push_credentials(
+    args: &PushArgs,
+    env: &PushEnv,
+    host: &str,
+    stdin: &mut dyn io::Read,
+) -> Result<Option<crate::sink::registry::Credentials>, BoxError> {
+    use crate::sink::registry::Credentials;
+    if let Some(text) = &args.creds {
+        return Ok(Some(Credentials::parse(&text.0).ok_or_else(|| {
+            UsageError("`--creds` must be `USER:PASS`".to_owned())
+        })?));
+    }
+    let user = args.username.clone().or_else(|| env.user.clone());
+    let no_user = || {
+        UsageError(format!(
+            "a registry password is given (`--password-stdin` or `{PASSWORD_ENV}`) but no user: add `--username USER` or set `{USER_ENV}`"
+        ))
+    };
+    if user.is_none() && (args.password_stdin || env.password.is_some()) {
+        return Err(no_user().into());
+    }
+    let password = if args.password_stdin {
+        let mut bytes = Vec::new();
+        // A password is short: a bounded read, so `< /dev/zero` ends.
+        io::Read::read_to_end(&mut io::Read::take(stdin, (64 << 10) + 1), &mut bytes)
+            .map_err(|e| UsageError(format!("`--password-stdin`: cannot read stdin: {e}")))?;
+        if bytes.len() > 64 << 10 {
+            return Err(
+                UsageError("`--password-stdin`: stdin holds more than 64 KiB".to_owned()).into(),
+            );
+        }
+        let mut text = String::from_utf8(bytes)
+            .map_err(|_| UsageError("`--password-stdin`: the password is not UTF-8".to_owned()))?;
+        // As docker login: one trailing newline is not part of it.
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        if text.is_empty() {
+            return Err(
+                UsageError("`--password-stdin`: stdin holds no password".to_owned()).into(),
+            );
+        }
+        Some(text)
+    } else {
+        env.password.as_ref().map(|p| p.0.clone())
+    };
+    match (user, password) {
+        (Some(user), Some(password)) => Ok(Some(Credentials { user, password })),
+        (Some(_), None) => Err(UsageError(format!(
+            "a registry user is given but no password: add `--password-stdin` or set `{PASSWORD_ENV}`"
+        ))
+        .into()),
+        (None, Some(_)) => Err(no_user().into()),
+        (None, None) => match &env.docker_config {
+            Some(path) => Ok(Credentials::from_docker_config(path, host)?),
+            None => Ok(None),
+        },
+    }
+}
+
+/// The per-request deadline: `--timeout`, else the environment, else the
+/// default.
+fn push_timeout(args: &PushArgs, env: &PushEnv) -> Result<std::time::Duration, BoxError> {
+    if let Some(t) = args.timeout {
+        return Ok(t);
+    }
+    match &env.timeout {
+        Some(text) => args::parse_timeout(text)
+            .map_err(|e| UsageError(format!("`{TIMEOUT_ENV}={text}`: {e}")).into()),
+        None => Ok(crate::sink::registry::Timeouts::default().request),
+    }
 }
 
 fn plural(n: usize) -> &'static str {

@@ -10,6 +10,7 @@
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
+//! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
 mod build;
@@ -21,5 +22,6 @@ mod layer_golden;
 mod layers;
 mod outputs;
 mod push;
+mod push_faults;
 mod schema;
 mod util;

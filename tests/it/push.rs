@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::util::{self, docker_ready, docker_run, nixlayer, run, tool};
 
-const REGISTRY: &str = "127.0.0.1:5000";
+pub const REGISTRY: &str = "127.0.0.1:5000";
 
 /// Whether the test registry answers `GET /v2/`; under CI its absence fails
 /// the test, elsewhere the test is skipped.
-fn registry_ready() -> bool {
+pub fn registry_ready() -> bool {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .http_status_as_error(false)
@@ -33,7 +33,7 @@ fn registry_ready() -> bool {
 }
 
 /// The `hello` fixture's manifest (as in `build`), with `cmd` as its `Cmd`.
-fn manifest(dir: &Path, name: &str, hello: &Path, cmd: &str) -> PathBuf {
+pub fn manifest(dir: &Path, name: &str, hello: &Path, cmd: &str) -> PathBuf {
     let hello = hello.display();
     util::write(
         dir,
@@ -52,7 +52,7 @@ Cmd = [{cmd}]
     )
 }
 
-fn json(bytes: &[u8]) -> serde_json::Value {
+pub fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).expect("JSON on stdout")
 }
 
@@ -74,7 +74,7 @@ fn push(manifest: &Path, reference: &str) -> serde_json::Value {
     json(&out.stdout)
 }
 
-fn blobs(summary: &serde_json::Value) -> (u64, u64) {
+pub fn blobs(summary: &serde_json::Value) -> (u64, u64) {
     (
         summary["blobs"]["uploaded"].as_u64().unwrap(),
         summary["blobs"]["existing"].as_u64().unwrap(),
@@ -288,7 +288,7 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
         1,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--creds"), "{stderr}");
+    assert!(stderr.contains("--password-stdin"), "{stderr}");
 
     // A wrong password: the registry's 401 names the URL.
     let out = run(
@@ -336,4 +336,63 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
         0,
     );
     assert_eq!(blobs(&json(&out.stdout)), (0, 4));
+}
+
+#[test]
+fn push_with_a_password_from_stdin_or_the_environment() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = auth_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""stdin""#);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/auth:s1", registry.port);
+    let push = || {
+        let mut cmd = nixlayer();
+        cmd.arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .arg("--json")
+            .env("DOCKER_CONFIG", tmp.path().join("no-docker-config"))
+            .env_remove("NIXLAYER_REGISTRY_USER")
+            .env_remove("NIXLAYER_REGISTRY_PASSWORD");
+        cmd
+    };
+
+    // `--username` and `--password-stdin`, as `docker login` (its newline
+    // is not part of the password).
+    let pw = util::write(tmp.path(), "pw", "pass\n");
+    let out = run(
+        push()
+            .args(["--username", "nixlayer", "--password-stdin"])
+            .stdin(std::fs::File::open(&pw).unwrap()),
+        0,
+    );
+    assert_eq!(blobs(&json(&out.stdout)), (4, 0));
+
+    // The environment: all there already.
+    let out = run(
+        push()
+            .env("NIXLAYER_REGISTRY_USER", "nixlayer")
+            .env("NIXLAYER_REGISTRY_PASSWORD", "pass"),
+        0,
+    );
+    assert_eq!(blobs(&json(&out.stdout)), (0, 4));
+
+    // A wrong password from stdin: refused, and never shown.
+    let wrong = util::write(tmp.path(), "wrong", "wr0ng-s3cret\r\n");
+    let out = run(
+        push()
+            .args(["--username", "nixlayer", "--password-stdin"])
+            .stdin(std::fs::File::open(&wrong).unwrap()),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && !stderr.contains("wr0ng"),
+        "{stderr}"
+    );
 }

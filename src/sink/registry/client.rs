@@ -1,0 +1,853 @@
+//! The blocking registry client: requests with deadlines, authentication,
+//! and the rule of where credentials go.
+//!
+//! Credentials (basic, or a bearer token got with them) are sent only to
+//! the registry's own origin (scheme, host and port), as docker does. An
+//! upload `Location` on another origin gets the request without any
+//! `Authorization`; a 401 from there is an error, never answered with our
+//! credentials. A bearer challenge's token realm gets the registry's
+//! credentials as basic auth — the token request docker makes — and never
+//! a bearer token; over HTTPS unless the registry itself is plain HTTP.
+//! Redirects are never followed (ureq `max_redirects(0)`), so no header is
+//! carried to where a `3xx` points.
+//!
+//! Every request has a deadline covering connect, send, the answer and
+//! reading its body ([`Timeouts`]); an upload's grows with its size. Bodies
+//! read from the registry are capped, and error text quoted from them has
+//! every secret replaced.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::credentials::REDACTED;
+use super::{Credentials, Error, Reference, ATTEMPTS};
+use crate::image::oci::MANIFEST_MEDIA_TYPE;
+use crate::layer::Digest;
+
+/// The most of a token answer that is read (JSON with a JWT: a few KiB).
+const TOKEN_BODY_LIMIT: u64 = 1 << 20;
+/// The most of an error answer that is read, to quote its start.
+const ERROR_BODY_LIMIT: u64 = 4096;
+
+/// Deadlines of registry requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The deadline of each request — connect, send, answer and body —
+    /// and the base of an upload's.
+    pub request: Duration,
+    /// The slowest upload tolerated, in bytes per second: a body of `n`
+    /// bytes gets `request + n / min_upload_rate`.
+    pub min_upload_rate: u64,
+}
+
+impl Default for Timeouts {
+    /// 60 s per request; uploads at 64 KiB/s or more (a 1 GiB layer gets
+    /// about 4.5 hours): generous, but never forever.
+    fn default() -> Self {
+        Self {
+            request: Duration::from_secs(60),
+            min_upload_rate: 64 << 10,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The deadline of a request sending `bytes` of body.
+    #[must_use]
+    pub fn for_body(&self, bytes: u64) -> Duration {
+        self.request
+            .saturating_add(Duration::from_secs(bytes / self.min_upload_rate.max(1)))
+    }
+}
+
+/// How to reach a registry.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Credentials, for this registry only.
+    pub credentials: Option<Credentials>,
+    /// Plain HTTP (loopback hosts use it anyway).
+    pub insecure: bool,
+    /// Request deadlines.
+    pub timeouts: Timeouts,
+}
+
+/// Scheme, host and port of a URL: where credentials may go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of `url`; `None` when it is not an absolute http(s) URL.
+    pub(super) fn of(url: &str) -> Option<Self> {
+        let uri: ureq::http::Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        Some(Self {
+            host: uri.host()?.to_ascii_lowercase(),
+            port: uri.port_u16().unwrap_or(default),
+            scheme,
+        })
+    }
+}
+
+/// `url` as errors show it: no user information, no query (an upload
+/// `Location` carries the registry's upload state there), no fragment.
+#[must_use]
+pub(super) fn shown_url(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
+}
+
+/// A blocking client for one repository of one registry. `Debug` never
+/// shows a password or token.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    origin: Origin,
+    repository: String,
+    credentials: Option<Credentials>,
+    timeouts: Timeouts,
+    /// The `Authorization` header that worked last, for `origin` only.
+    authorization: Mutex<Option<String>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let authorized = self
+            .authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("repository", &self.repository)
+            .field("credentials", &self.credentials)
+            .field("timeouts", &self.timeouts)
+            .field("authorization", &authorized.then_some(REDACTED))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request body, re-creatable for retries and auth.
+pub(super) enum Body<'a> {
+    None,
+    Bytes(&'a [u8]),
+    /// A spooled file and its size.
+    File(&'a Path, u64),
+}
+
+impl Body<'_> {
+    /// The size of the body.
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Body::None => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(_, n) => *n,
+        }
+    }
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+impl Client {
+    /// A client for `reference`'s repository; plain HTTP when
+    /// `options.insecure` or the host is a loopback one, HTTPS otherwise.
+    #[must_use]
+    pub fn new(reference: &Reference, options: ClientOptions) -> Self {
+        let scheme = if options.insecure || reference.is_local() {
+            "http"
+        } else {
+            "https"
+        };
+        let timeouts = options.timeouts;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Never follow a redirect: our headers stay where we send them.
+            .max_redirects(0)
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+            .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
+            .timeout_global(Some(timeouts.request))
+            .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let base = format!("{scheme}://{}", reference.host);
+        let origin = Origin::of(&base).unwrap_or(Origin {
+            scheme: scheme.to_owned(),
+            host: reference.host.to_ascii_lowercase(),
+            port: 0,
+        });
+        Self {
+            agent: config.into(),
+            base,
+            origin,
+            repository: reference.repository.clone(),
+            credentials: options.credentials,
+            timeouts,
+            authorization: Mutex::new(None),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repository)
+    }
+
+    fn auth_header(&self) -> Option<String> {
+        self.authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether `url` is on the registry's own origin, where credentials go.
+    fn is_ours(&self, url: &str) -> bool {
+        Origin::of(url).as_ref() == Some(&self.origin)
+    }
+
+    /// `text` with every secret we hold replaced: a hostile registry may
+    /// echo our headers in an error body.
+    fn redact(&self, text: &str) -> String {
+        let mut secrets: Vec<String> = Vec::new();
+        if let Some(c) = &self.credentials {
+            secrets.push(c.password.clone());
+            secrets.push(c.basic_token());
+        }
+        if let Some(a) = self.auth_header() {
+            if let Some((_, value)) = a.split_once(' ') {
+                secrets.push(value.to_owned());
+            }
+        }
+        let mut out = text.to_owned();
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+        out
+    }
+
+    /// Sends one request, answering a 401 from the registry with
+    /// credentials once and retrying transient failures; returns the
+    /// response whatever its status.
+    fn send(
+        &self,
+        method: &'static str,
+        url: &str,
+        what: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+    ) -> Result<Response, Error> {
+        let ours = self.is_ours(url);
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let deadline = self.timeouts.for_body(body.len());
+            let result = self.send_once(method, url, headers, body, ours, deadline);
+            match result {
+                Ok(resp) if resp.status() == 401 && !ours => {
+                    return Err(Error::Auth {
+                        url: shown_url(url),
+                        reason: format!(
+                            "another host asks for credentials; they are only sent to {}",
+                            self.base
+                        ),
+                    });
+                }
+                Ok(resp) if resp.status() == 401 && !authenticated => {
+                    authenticated = true;
+                    let challenge = resp
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    self.authenticate(url, &challenge)?;
+                    attempt -= 1;
+                }
+                Ok(resp)
+                    if (resp.status().is_server_error() || resp.status() == 429)
+                        && attempt < ATTEMPTS =>
+                {
+                    backoff(attempt);
+                }
+                Ok(resp) => return Ok(resp),
+                // A deadline is final: retrying would multiply it.
+                Err(ureq::Error::Timeout(_)) => {
+                    return Err(Error::Timeout {
+                        method,
+                        url: shown_url(url),
+                        what: what.to_owned(),
+                        after: deadline,
+                    })
+                }
+                Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt),
+                Err(e) => {
+                    return Err(Error::Request {
+                        method,
+                        url: shown_url(url),
+                        what: what.to_owned(),
+                        source: Box::new(e),
+                    })
+                }
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &'static str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+        ours: bool,
+        deadline: Duration,
+    ) -> Result<Response, ureq::Error> {
+        // Never to another origin, whatever it is.
+        let auth = if ours { self.auth_header() } else { None };
+        macro_rules! prepared {
+            ($req:expr) => {{
+                let mut req = $req;
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                req.config().timeout_global(Some(deadline)).build()
+            }};
+        }
+        match (method, body) {
+            ("HEAD", _) => prepared!(self.agent.head(url)).call(),
+            ("GET", _) => prepared!(self.agent.get(url)).call(),
+            (m, b) => {
+                let req = if m == "POST" {
+                    self.agent.post(url)
+                } else {
+                    self.agent.put(url)
+                };
+                let req = prepared!(req);
+                match b {
+                    Body::None => req.send_empty(),
+                    Body::Bytes(bytes) => req.send(*bytes),
+                    Body::File(path, _) => req.send(&File::open(path)?),
+                }
+            }
+        }
+    }
+
+    /// Answers a `WWW-Authenticate` challenge from the registry: basic
+    /// credentials, or a bearer token fetched from the realm (with the
+    /// credentials as basic auth, if any).
+    fn authenticate(&self, url: &str, challenge: &str) -> Result<(), Error> {
+        let auth_err = |reason: String| Error::Auth {
+            url: shown_url(url),
+            reason,
+        };
+        let (scheme, params) = split_challenge(challenge);
+        let header = if scheme.eq_ignore_ascii_case("basic") {
+            let creds = self.credentials.as_ref().ok_or_else(|| {
+                auth_err(
+                    "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
+                        .to_owned(),
+                )
+            })?;
+            creds.basic()
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            format!(
+                "Bearer {}",
+                self.fetch_token(&challenge_params(params), &auth_err)?
+            )
+        } else {
+            let scheme: String = scheme.chars().take(40).collect();
+            return Err(auth_err(format!(
+                "unsupported challenge `{scheme}` (expected Basic or Bearer)"
+            )));
+        };
+        *self
+            .authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(header);
+        Ok(())
+    }
+
+    /// The token flow: `GET realm?service=…&scope=…`, with our credentials
+    /// as basic auth; the token from its JSON answer.
+    fn fetch_token(
+        &self,
+        params: &BTreeMap<String, String>,
+        auth_err: &dyn Fn(String) -> Error,
+    ) -> Result<String, Error> {
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| auth_err("the bearer challenge names no realm".to_owned()))?;
+        let realm_origin = Origin::of(realm).ok_or_else(|| {
+            auth_err(format!(
+                "the token realm `{}` is not an http(s) URL",
+                shown_url(realm)
+            ))
+        })?;
+        // Credentials never leave HTTPS for plain HTTP.
+        if realm_origin.scheme == "http" && self.origin.scheme == "https" {
+            return Err(auth_err(format!(
+                "refusing to send credentials to the plain-HTTP token realm `{}`",
+                shown_url(realm)
+            )));
+        }
+        let mut token_url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
+        if let Some(service) = params.get("service") {
+            token_url += &format!("service={}&", encode(service));
+        }
+        let scope = format!("repository:{}:pull,push", self.repository);
+        token_url += &format!("scope={}", encode(&scope));
+        let shown = shown_url(&token_url);
+        let mut req = self
+            .agent
+            .get(&token_url)
+            .config()
+            .timeout_global(Some(self.timeouts.request))
+            .build();
+        if let Some(c) = &self.credentials {
+            req = req.header("Authorization", c.basic());
+        }
+        let mut resp = req.call().map_err(|e| match e {
+            ureq::Error::Timeout(_) => Error::Timeout {
+                method: "GET",
+                url: shown.clone(),
+                what: "bearer token".to_owned(),
+                after: self.timeouts.request,
+            },
+            e => auth_err(format!("{shown}: {e}")),
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let text = self.error_body(&mut resp);
+            return Err(auth_err(format!("{shown} answered {status}: {text}")));
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(TOKEN_BODY_LIMIT)
+            .read_to_string()
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => Error::Timeout {
+                    method: "GET",
+                    url: shown.clone(),
+                    what: "bearer token".to_owned(),
+                    after: self.timeouts.request,
+                },
+                ureq::Error::BodyExceedsLimit(_) => {
+                    auth_err(format!("{shown}: the token answer is over 1 MiB"))
+                }
+                e => auth_err(format!("{shown}: {e}")),
+            })?;
+        // serde_json's errors name a position, never the text (the token).
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| auth_err(format!("{shown}: not JSON: {e}")))?;
+        let token = doc["token"]
+            .as_str()
+            .or_else(|| doc["access_token"].as_str())
+            .ok_or_else(|| auth_err(format!("{shown} gave no token")))?;
+        // It goes into a header: a token that cannot is refused, not sent.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(auth_err(format!(
+                "{shown} gave a token that is not printable ASCII"
+            )));
+        }
+        Ok(token.to_owned())
+    }
+
+    /// The start of an error answer's body, capped and with our secrets
+    /// replaced.
+    fn error_body(&self, resp: &mut Response) -> String {
+        let mut bytes = Vec::new();
+        // A read error (a timeout, a reset) leaves what was read.
+        let _ = resp
+            .body_mut()
+            .as_reader()
+            .take(ERROR_BODY_LIMIT)
+            .read_to_end(&mut bytes);
+        self.redact(&snippet(&String::from_utf8_lossy(&bytes)))
+    }
+
+    fn status_error(
+        &self,
+        method: &'static str,
+        url: &str,
+        what: &str,
+        mut resp: Response,
+    ) -> Error {
+        let status = resp.status().as_u16();
+        let body = self.error_body(&mut resp);
+        Error::Status {
+            method,
+            url: shown_url(url),
+            what: what.to_owned(),
+            status,
+            body,
+        }
+    }
+
+    /// Checks that the registry speaks the distribution API (`GET /v2/`),
+    /// authenticating when it asks: a quick failure before anything is built.
+    ///
+    /// # Errors
+    /// When it cannot be reached, or refuses us.
+    pub fn ping(&self) -> Result<(), Error> {
+        let url = format!("{}/v2/", self.base);
+        let what = "API version check";
+        let resp = self.send("GET", &url, what, &[], &Body::None)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(self.status_error("GET", &url, what, resp)),
+        }
+    }
+
+    /// Whether the registry holds blob `digest`.
+    ///
+    /// # Errors
+    /// When the registry cannot be reached or answers neither 200 nor 404.
+    pub fn has_blob(&self, digest: &Digest) -> Result<bool, Error> {
+        let what = format!("blob {}", digest.prefixed());
+        let url = self.url(&format!("blobs/{}", digest.prefixed()));
+        let resp = self.send("HEAD", &url, &what, &[], &Body::None)?;
+        match resp.status().as_u16() {
+            200..=299 | 301..=308 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.status_error("HEAD", &url, &what, resp)),
+        }
+    }
+
+    /// The URL to PUT an upload to, from the `Location` of its POST:
+    /// relative to the registry, or absolute (then possibly another host,
+    /// which gets no credentials).
+    fn upload_url(&self, start: &str, what: &str, location: &str) -> Result<String, Error> {
+        let bad = |reason: &str| Error::Status {
+            method: "POST",
+            url: shown_url(start),
+            what: what.to_owned(),
+            status: 202,
+            body: reason.to_owned(),
+        };
+        if location.starts_with('/') && !location.starts_with("//") {
+            Ok(format!("{}{location}", self.base))
+        } else if Origin::of(location).is_some() {
+            Ok(location.to_owned())
+        } else {
+            Err(bad(
+                "the Location header is neither a path nor an http(s) URL",
+            ))
+        }
+    }
+
+    /// Uploads blob `digest` (monolithic: POST then PUT), from a file or
+    /// from memory; checks the digest the registry reports.
+    pub(super) fn upload(&self, digest: &Digest, body: &Body<'_>) -> Result<(), Error> {
+        let what = format!("blob {}", digest.prefixed());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let start = self.url("blobs/uploads/");
+            let resp = self.send("POST", &start, &what, &[], &Body::None)?;
+            if resp.status().as_u16() != 202 {
+                return Err(self.status_error("POST", &start, &what, resp));
+            }
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Error::Status {
+                    method: "POST",
+                    url: shown_url(&start),
+                    what: what.clone(),
+                    status: 202,
+                    body: "no Location header".to_owned(),
+                })?;
+            let mut put = self.upload_url(&start, &what, location)?;
+            put.push(if put.contains('?') { '&' } else { '?' });
+            put += &format!("digest={}", encode(&digest.prefixed()));
+            let resp = self.send(
+                "PUT",
+                &put,
+                &what,
+                &[("Content-Type", "application/octet-stream")],
+                body,
+            )?;
+            let status = resp.status().as_u16();
+            if status == 201 {
+                return check_digest(&resp, &put, &what, digest);
+            }
+            // An upload session can fail as a whole; start a new one.
+            if (resp.status().is_server_error() || status == 404) && attempt < ATTEMPTS {
+                backoff(attempt);
+                continue;
+            }
+            return Err(self.status_error("PUT", &put, &what, resp));
+        }
+    }
+
+    /// PUTs `manifest` (an OCI image manifest) as `tag`.
+    ///
+    /// # Errors
+    /// When the registry refuses it or reports another digest.
+    pub fn put_manifest(&self, tag: &str, manifest: &[u8]) -> Result<Digest, Error> {
+        let digest = Digest::of(manifest);
+        let what = format!("manifest {tag}");
+        let url = self.url(&format!("manifests/{tag}"));
+        let resp = self.send(
+            "PUT",
+            &url,
+            &what,
+            &[("Content-Type", MANIFEST_MEDIA_TYPE)],
+            &Body::Bytes(manifest),
+        )?;
+        let status = resp.status().as_u16();
+        if status != 201 && status != 200 {
+            return Err(self.status_error("PUT", &url, &what, resp));
+        }
+        check_digest(&resp, &url, &what, &digest)?;
+        Ok(digest)
+    }
+}
+
+fn check_digest(resp: &Response, url: &str, what: &str, digest: &Digest) -> Result<(), Error> {
+    match resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(got) if got != digest.prefixed() => Err(Error::DigestMismatch {
+            url: shown_url(url),
+            what: what.to_owned(),
+            expected: digest.prefixed(),
+            got: snippet(got),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The start of `text`, on one line: what an error quotes of an answer.
+fn snippet(text: &str) -> String {
+    let text = text.trim();
+    let mut end = text.len().min(300);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Whether a failed request is worth retrying (the connection, not the
+/// request). Timeouts are not: see [`Client::send`].
+fn transient(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed)
+}
+
+fn backoff(attempt: u32) {
+    std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out += &format!("%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The scheme and the parameters of a `WWW-Authenticate` challenge.
+fn split_challenge(challenge: &str) -> (&str, &str) {
+    let challenge = challenge.trim();
+    challenge.split_once(' ').unwrap_or((challenge, ""))
+}
+
+/// `key="value",key2=value2` of a `WWW-Authenticate` challenge. Written by
+/// hand: the HTTP crates we have (ureq, http) do not parse auth
+/// parameters, and this small grammar is all a registry uses. Any input
+/// ends in at most one pass over it, without a panic.
+fn challenge_params(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.insert(key, value.to_owned());
+        rest = after.trim_start_matches([',', ' ']);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn challenges() {
+        let p = challenge_params(
+            r#"realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example.com/token");
+        assert_eq!(p["service"], "registry.example.com");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+        assert_eq!(split_challenge(" Bearer realm=x"), ("Bearer", "realm=x"));
+    }
+
+    #[test]
+    fn origins() {
+        let o = |u| Origin::of(u);
+        assert_eq!(o("http://Reg.Example:80/v2/"), o("http://reg.example/x?y"));
+        assert_ne!(
+            o("http://127.0.0.1:5000/v2/"),
+            o("http://127.0.0.1:5001/v2/")
+        );
+        assert_ne!(o("http://reg.example/"), o("https://reg.example/"));
+        assert_ne!(o("http://reg.example/"), o("http://user@evil.example/"));
+        assert_eq!(o("ftp://reg.example/"), None);
+        assert_eq!(o("/v2/x"), None);
+        assert_eq!(
+            shown_url("https://u:p@h.example:1/v2/a/blobs/uploads/x?_state=s3cr3t#f"),
+            "https://h.example:1/v2/a/blobs/uploads/x"
+        );
+    }
+
+    fn client(creds: Option<Credentials>) -> Client {
+        let r = Reference::parse("127.0.0.1:5000/team/app:1").unwrap();
+        Client::new(
+            &r,
+            ClientOptions {
+                credentials: creds,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    #[test]
+    fn debug_and_errors_show_no_secret() {
+        let creds = Credentials::parse("someone:pa55-secret").unwrap();
+        let c = client(Some(creds.clone()));
+        *c.authorization.lock().unwrap() = Some("Bearer tok-SECRET".to_owned());
+        let debug = format!("{c:?}");
+        for secret in ["pa55-secret", "tok-SECRET", &creds.basic_token()] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        // An error body echoing our headers.
+        let echoed = format!(
+            "denied: Authorization: {} / Bearer tok-SECRET / pa55-secret",
+            creds.basic()
+        );
+        let shown = c.redact(&echoed);
+        for secret in ["pa55-secret", "tok-SECRET", &creds.basic_token()] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let e = Error::Status {
+            method: "GET",
+            url: shown_url("http://127.0.0.1:5000/v2/?_state=x"),
+            what: "w".to_owned(),
+            status: 401,
+            body: shown,
+        };
+        assert!(!format!("{e} {e:?}").contains("secret"), "{e}");
+        let t = Error::Timeout {
+            method: "GET",
+            url: "http://127.0.0.1:5000/v2/".to_owned(),
+            what: "API version check".to_owned(),
+            after: Duration::from_secs(2),
+        };
+        assert!(t.to_string().contains("127.0.0.1:5000"), "{t}");
+    }
+
+    #[test]
+    fn upload_deadlines_grow_with_size() {
+        let t = Timeouts {
+            request: Duration::from_secs(10),
+            min_upload_rate: 1000,
+        };
+        assert_eq!(t.for_body(0), Duration::from_secs(10));
+        assert_eq!(t.for_body(5000), Duration::from_secs(15));
+        assert!(Timeouts::default().for_body(u64::MAX) > Duration::from_secs(1 << 40));
+    }
+
+    #[test]
+    fn locations() {
+        let c = client(None);
+        let start = c.url("blobs/uploads/");
+        let ok = |l| c.upload_url(&start, "b", l).unwrap();
+        assert_eq!(ok("/v2/x?a=1"), "http://127.0.0.1:5000/v2/x?a=1");
+        assert_eq!(ok("http://other.example:9/up"), "http://other.example:9/up");
+        assert!(!c.is_ours(&ok("http://127.0.0.1:5001/up")));
+        assert!(!c.is_ours(&ok("http://localhost:5000/up")));
+        assert!(c.is_ours(&ok("/v2/up")));
+        // Scheme-relative and odd Locations are refused, not guessed at.
+        assert!(c.upload_url(&start, "b", "//evil.example/up").is_err());
+        assert!(c.upload_url(&start, "b", "uploads/x").is_err());
+        assert!(c.upload_url(&start, "b", "file:///etc/passwd").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn challenge_parsing_never_panics(text in "\\PC{0,200}") {
+            let (scheme, params) = split_challenge(&text);
+            let _ = (scheme, challenge_params(params));
+            let _ = challenge_params(&text);
+        }
+
+        #[test]
+        fn challenge_parsing_of_challenge_like_text(
+            text in "(Bearer |Basic )?([a-z]{0,6}(=(\"[^\"]{0,10}\"?|[^,]{0,10}))?[, ]{0,2}){0,8}"
+        ) {
+            let (_, params) = split_challenge(&text);
+            let p = challenge_params(params);
+            prop_assert!(p.len() <= 8);
+        }
+
+        #[test]
+        fn urls_never_panic(text in "\\PC{0,120}") {
+            let _ = Origin::of(&text);
+            let shown = shown_url(&text);
+            prop_assert!(!shown.contains('?'));
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Pushing an image to a registry over the OCI distribution API, with a
+//! small blocking HTTP client (ureq, no async runtime).
+//!
+//! [`RegistrySink`] is a [`BlobSink`]: each layer blob is spooled to a
+//! temporary file while it is compressed and hashed, then uploaded unless
+//! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`), with a
+//! monolithic upload (`POST …/blobs/uploads/`, then `PUT <location>?digest=…`
+//! streaming the file). [`RegistrySink::has_blob`] asks the registry, so a
+//! layer the layer cache knows and the registry holds is never read. Small
+//! blobs (config, manifest) stay in memory; [`RegistrySink::finish`]
+//! uploads the config and PUTs the manifest with exactly the bytes that
+//! were hashed.
+//!
+//! Auth: anonymous; basic (`USER:PASS` from the command line, the
+//! environment or `~/.docker/config.json`); bearer tokens
+//! (`WWW-Authenticate: Bearer realm=…,service=…,scope=…`). Credentials go
+//! only to the registry's own origin (see [`client`]). Transient failures
+//! (5xx, 429, connection errors) are retried [`ATTEMPTS`] times; every
+//! request has a deadline ([`Timeouts`]), and one that passes is final.
+//!
+//! Modules: [`reference`] parses `host[:port]/repo[:tag]`, [`credentials`]
+//! reads and redacts credentials, [`client`] speaks HTTP to the registry.
+
+pub mod client;
+pub mod credentials;
+pub mod reference;
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tempfile::{NamedTempFile, TempDir};
+
+use super::BlobSink;
+use crate::layer::Digest;
+use client::Body;
+pub use client::{Client, ClientOptions, Timeouts};
+pub use credentials::Credentials;
+pub use reference::Reference;
+
+/// How many times a request is tried before a transient failure is final.
+pub const ATTEMPTS: u32 = 4;
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The reference is not `host[:port]/repo[:tag]`.
+    #[error("`{reference}` is not a registry reference: {reason}")]
+    Reference {
+        /// The reference given.
+        reference: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A request could not be sent or its answer read.
+    #[error("{method} {url} ({what}) failed")]
+    Request {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// The blob or manifest concerned.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// A request passed its deadline (see [`Timeouts`]).
+    #[error("{method} {url} ({what}): no complete answer within {secs}s; raise the deadline with `--timeout SECS`", secs = after.as_secs_f64())]
+    Timeout {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL, without its query.
+        url: String,
+        /// The blob or manifest concerned.
+        what: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The registry answered with an unexpected status.
+    #[error("{method} {url} ({what}): the registry answered {status}: {body}")]
+    Status {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// The blob or manifest concerned.
+        what: String,
+        /// The status code.
+        status: u16,
+        /// The start of the answer's body.
+        body: String,
+    },
+    /// The registry stored a blob or manifest under another digest.
+    #[error("{url}: the registry says `{what}` has digest {got}, expected {expected}")]
+    DigestMismatch {
+        /// The URL.
+        url: String,
+        /// The blob or manifest.
+        what: String,
+        /// Our digest.
+        expected: String,
+        /// The registry's `Docker-Content-Digest`.
+        got: String,
+    },
+    /// Authentication failed.
+    #[error("{url}: authentication failed: {reason}")]
+    Auth {
+        /// The URL that asked for it.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A spooled blob could not be written or read.
+    #[error("failed to spool blob {what} in `{}`", path.display())]
+    Io {
+        /// The blob.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The docker config (`~/.docker/config.json`) could not be read.
+    #[error("`{}`: {reason}", path.display())]
+    DockerConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What a push did with the blobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Blobs the registry already had.
+    pub existing: usize,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+}
+
+/// A [`BlobSink`] that uploads to a registry: see the module docs.
+#[derive(Debug)]
+pub struct RegistrySink {
+    client: Client,
+    spool: TempDir,
+    /// Small blobs (config, manifest), kept for [`RegistrySink::finish`].
+    small: BTreeMap<Digest, Vec<u8>>,
+    /// What HEAD said, so no blob is asked about twice.
+    known: Mutex<BTreeMap<Digest, bool>>,
+    counts: PushCounts,
+}
+
+/// A blob being spooled for upload.
+#[derive(Debug)]
+pub struct SpooledBlob(BufWriter<NamedTempFile>);
+
+impl Write for SpooledBlob {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn sink_err(e: Error) -> super::Error {
+    super::Error::Registry(Box::new(e))
+}
+
+impl RegistrySink {
+    /// A sink uploading through `client`, spooling blobs in a new temporary
+    /// directory.
+    ///
+    /// # Errors
+    /// When the temporary directory cannot be made.
+    pub fn new(client: Client) -> Result<Self, Error> {
+        let spool = tempfile::Builder::new()
+            .prefix("nixlayer-push")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                what: "(spool directory)".to_owned(),
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        Ok(Self {
+            client,
+            spool,
+            small: BTreeMap::new(),
+            known: Mutex::new(BTreeMap::new()),
+            counts: PushCounts::default(),
+        })
+    }
+
+    fn head(&self, digest: &Digest) -> Result<bool, Error> {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&have) = known.get(digest) {
+            return Ok(have);
+        }
+        let have = self.client.has_blob(digest)?;
+        known.insert(*digest, have);
+        Ok(have)
+    }
+
+    fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
+        if self.head(digest)? {
+            self.counts.existing += 1;
+            return Ok(false);
+        }
+        self.client.upload(digest, body)?;
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(*digest, true);
+        self.counts.uploaded += 1;
+        self.counts.bytes_uploaded += body.len();
+        Ok(true)
+    }
+
+    /// Uploads the config `config` (when missing) and PUTs the manifest
+    /// `manifest` as `tag`: the last step of a push, after the build wrote
+    /// every layer into this sink.
+    ///
+    /// # Errors
+    /// When either blob was never stored here, or the registry refuses them.
+    pub fn finish(
+        mut self,
+        config: &Digest,
+        manifest: &Digest,
+        tag: &str,
+    ) -> Result<PushCounts, Error> {
+        let missing = |d: &Digest| Error::Io {
+            what: d.prefixed(),
+            path: PathBuf::from("(memory)"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob was not built"),
+        };
+        let config_bytes = self
+            .small
+            .get(config)
+            .cloned()
+            .ok_or_else(|| missing(config))?;
+        self.push_blob(config, &Body::Bytes(&config_bytes))?;
+        let manifest_bytes = self.small.get(manifest).ok_or_else(|| missing(manifest))?;
+        self.client.put_manifest(tag, manifest_bytes)?;
+        Ok(self.counts)
+    }
+}
+
+impl BlobSink for RegistrySink {
+    type Blob = SpooledBlob;
+
+    fn start_blob(&mut self) -> Result<Self::Blob, super::Error> {
+        let file = NamedTempFile::new_in(self.spool.path()).map_err(|source| super::Error::Io {
+            path: self.spool.path().to_owned(),
+            source,
+        })?;
+        Ok(SpooledBlob(BufWriter::with_capacity(1 << 20, file)))
+    }
+
+    fn commit_blob(
+        &mut self,
+        blob: Self::Blob,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<bool, super::Error> {
+        let file = blob.0.into_inner().map_err(|e| super::Error::Io {
+            path: self.spool.path().to_owned(),
+            source: e.into_error(),
+        })?;
+        let path = file.path().to_owned();
+        let new = self
+            .push_blob(digest, &Body::File(&path, size))
+            .map_err(sink_err)?;
+        drop(file); // removes the spooled copy
+        Ok(new)
+    }
+
+    fn has_blob(&self, digest: &Digest) -> bool {
+        // An error here only means the layer is built; the upload then
+        // reports what is wrong.
+        self.head(digest).unwrap_or(false)
+    }
+
+    fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), super::Error> {
+        let digest = Digest::of(bytes);
+        self.small.insert(digest, bytes.to_vec());
+        Ok((digest, true))
+    }
+}

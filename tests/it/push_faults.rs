@@ -1,0 +1,666 @@
+//! `nixlayer push` against misbehaving registries: small servers on
+//! 127.0.0.1 in front of the real registry (127.0.0.1:5000) or instead of
+//! it. A gate asks for basic or bearer auth and sends upload `Location`s to
+//! another port, where a recorder notes what it receives and forwards to the
+//! real registry; a token issuer hands out a bearer token; other servers
+//! never answer, trickle, or echo our headers back.
+//!
+//! Every server stops after a bounded number of connections, when dropped,
+//! or after two minutes; every `push` is killed if it runs past a bound.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::push::{blobs, json, manifest, registry_ready, REGISTRY};
+use crate::util::{self, nixlayer};
+
+/// The most connections a server accepts.
+const MAX_CONNECTIONS: usize = 400;
+/// How long a server lives at most.
+const SERVER_LIFETIME: Duration = Duration::from_secs(120);
+/// How long one socket read may wait.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request as a server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+type Headers = Vec<(String, String)>;
+
+/// What a handler gets: the connection, the request, the bytes read past
+/// its head, and the server's stop flag.
+type Handler = dyn Fn(TcpStream, &Seen, Vec<u8>, &AtomicBool) + Send + Sync;
+
+/// A loopback server running `handler` for each request (one per
+/// connection), logging every request; stopped on drop.
+struct Server {
+    port: u16,
+    log: Log,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(
+        handler: impl Fn(TcpStream, &Seen, Vec<u8>, &AtomicBool) + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log: Log = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let accept = {
+            let (log, stop) = (log.clone(), stop.clone());
+            thread::spawn(move || {
+                let born = Instant::now();
+                let mut accepted = 0;
+                while !stop.load(Ordering::Relaxed)
+                    && accepted < MAX_CONNECTIONS
+                    && born.elapsed() < SERVER_LIFETIME
+                {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            accepted += 1;
+                            let (log, stop, handler) = (log.clone(), stop.clone(), handler.clone());
+                            thread::spawn(move || {
+                                conn.set_nonblocking(false).unwrap();
+                                conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                                conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                                let mut conn = conn;
+                                if let Some((first, headers, rest)) = read_head(&mut conn) {
+                                    let mut parts = first.split(' ');
+                                    let seen = Seen {
+                                        method: parts.next().unwrap_or("").to_owned(),
+                                        target: parts.next().unwrap_or("").to_owned(),
+                                        headers,
+                                    };
+                                    log.lock().unwrap().push(seen.clone());
+                                    handler(conn, &seen, rest, &stop);
+                                }
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        Self {
+            port,
+            log,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads an HTTP head (at most 64 KiB): its first line, its headers, and
+/// the bytes read after it.
+fn read_head(conn: &mut TcpStream) -> Option<(String, Headers, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 64 << 10 {
+            return None;
+        }
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let rest = buf[end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let first = lines.next()?.to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Some((first, headers, rest))
+}
+
+fn respond(mut conn: TcpStream, status: &str, headers: &[(&str, &str)], body: &str) {
+    let mut head = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += &format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(body.as_bytes());
+    let _ = conn.shutdown(Shutdown::Both);
+}
+
+/// Forwards the request to the real registry, one request per connection
+/// (`Connection: close` both ways, so bodies — chunked or not — are relayed
+/// as raw bytes until the registry closes). A `Location` in the answer is
+/// sent to `127.0.0.1:location_port` when given.
+fn forward(mut client: TcpStream, seen: &Seen, rest: Vec<u8>, location_port: Option<u16>) {
+    let Ok(mut up) = TcpStream::connect(REGISTRY) else {
+        return respond(client, "502 Bad Gateway", &[], "no registry");
+    };
+    up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut head = format!("{} {} HTTP/1.1\r\n", seen.method, seen.target);
+    for (k, v) in &seen.headers {
+        if !k.eq_ignore_ascii_case("connection") && !k.eq_ignore_ascii_case("keep-alive") {
+            head += &format!("{k}: {v}\r\n");
+        }
+    }
+    head += "Connection: close\r\n\r\n";
+    if up.write_all(head.as_bytes()).is_err() || up.write_all(&rest).is_err() {
+        return;
+    }
+    let pump = {
+        let (mut from, mut to) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+        })
+    };
+    if let Some((first, headers, rest)) = read_head(&mut up) {
+        let mut head = format!("{first}\r\n");
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            let v = match location_port {
+                Some(port) if k.eq_ignore_ascii_case("location") => {
+                    // Keep the path and query; put them on the other port.
+                    let path = match v.split_once("://") {
+                        Some((_, after)) => after.find('/').map_or("/", |i| &after[i..]).to_owned(),
+                        None => v,
+                    };
+                    format!("http://127.0.0.1:{port}{path}")
+                }
+                _ => v,
+            };
+            head += &format!("{k}: {v}\r\n");
+        }
+        head += "Connection: close\r\n\r\n";
+        let _ = client.write_all(head.as_bytes());
+        let _ = client.write_all(&rest);
+        let _ = std::io::copy(&mut up, &mut client);
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = up.shutdown(Shutdown::Both);
+    let _ = pump.join();
+}
+
+/// Auth the gate asks for.
+#[derive(Clone)]
+enum Gate {
+    /// `WWW-Authenticate: Basic`; accepts this `Authorization`.
+    Basic(String),
+    /// `WWW-Authenticate: Bearer realm=…`; accepts `Bearer <token>`.
+    Bearer { realm: String, token: String },
+}
+
+/// A gate in front of the real registry asking for `gate` auth and sending
+/// upload Locations to `other_port`.
+fn gate(gate: Gate, other_port: u16) -> Server {
+    Server::start(move |conn, seen, rest, _| {
+        let (challenge, accepted) = match &gate {
+            Gate::Basic(accepted) => (r#"Basic realm="fault-test""#.to_owned(), accepted.clone()),
+            Gate::Bearer { realm, token } => (
+                format!(r#"Bearer realm="{realm}",service="fault-test""#),
+                format!("Bearer {token}"),
+            ),
+        };
+        if seen.header("authorization") == Some(accepted.as_str()) {
+            forward(conn, seen, rest, Some(other_port));
+        } else {
+            respond(
+                conn,
+                "401 Unauthorized",
+                &[
+                    ("WWW-Authenticate", &challenge),
+                    ("Content-Type", "application/json"),
+                ],
+                r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+            );
+        }
+    })
+}
+
+/// The "other host": notes each request and forwards it to the registry.
+fn recorder() -> Server {
+    Server::start(|conn, seen, rest, _| forward(conn, seen, rest, None))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A manifest whose config is new to the registry (a unique `Cmd`), so a
+/// push uploads at least that blob.
+fn fresh_manifest(dir: &Path, hello: &Path) -> PathBuf {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    manifest(dir, "image.toml", hello, &format!(r#""faults", "{nonce}""#))
+}
+
+/// Runs `cmd`, killing it after `limit`; its output, or a failure naming
+/// the hang.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nixlayer");
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return (child.wait_with_output().unwrap(), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still ran after {limit:?}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn push_cmd(m: &Path, reference: &str, tmp: &Path) -> Command {
+    let mut cmd = nixlayer();
+    cmd.arg("push")
+        .arg(m)
+        .arg(reference)
+        .arg("--json")
+        .env("DOCKER_CONFIG", tmp.join("no-docker-config"))
+        .env_remove("NIXLAYER_REGISTRY_USER")
+        .env_remove("NIXLAYER_REGISTRY_PASSWORD")
+        .env_remove("NIXLAYER_REGISTRY_TIMEOUT");
+    cmd
+}
+
+fn assert_exit(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    stderr
+}
+
+/// Whether any request of `seen` carried an `Authorization` header.
+fn authorized(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|s| {
+            s.header("authorization")
+                .map(|a| format!("{} {}: {a}", s.method, s.target))
+        })
+        .collect()
+}
+
+#[test]
+fn basic_credentials_never_go_to_an_upload_location_on_another_port() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let other = recorder();
+    let front = gate(Gate::Basic(basic("nixlayer", "s3cret-pw")), other.port);
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:basic", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(120),
+    );
+    assert_exit(&out, 0);
+    let (uploaded, _) = blobs(&json(&out.stdout));
+    assert!(uploaded >= 1);
+
+    // The uploads went to the other port, without credentials.
+    let puts: Vec<Seen> = other
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT")
+        .collect();
+    assert_eq!(puts.len() as u64, uploaded, "{puts:?}");
+    assert_eq!(authorized(&other.seen()), Vec::<String>::new());
+    // The registry itself got them.
+    assert!(!authorized(&front.seen()).is_empty());
+}
+
+#[test]
+fn bearer_tokens_go_only_to_the_registry_and_credentials_to_the_realm_as_basic() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let token = "tok-S3CRET-0123456789";
+    let issuer = Server::start(move |conn, _, _, _| {
+        respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            &format!(r#"{{"token":"{token}","expires_in":300}}"#),
+        );
+    });
+    let other = recorder();
+    let front = gate(
+        Gate::Bearer {
+            realm: format!("{}/token", issuer.url()),
+            token: token.to_owned(),
+        },
+        other.port,
+    );
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:bearer", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(120),
+    );
+    assert_exit(&out, 0);
+    assert!(blobs(&json(&out.stdout)).0 >= 1);
+
+    // The realm got the credentials as basic auth, for this repository,
+    // and never a bearer token.
+    let asked = issuer.seen();
+    assert!(!asked.is_empty());
+    for s in &asked {
+        assert_eq!(
+            s.header("authorization"),
+            Some(basic("nixlayer", "s3cret-pw").as_str())
+        );
+        assert!(
+            s.target
+                .contains("scope=repository%3Anixlayer-test%2Ffaults%3Apull%2Cpush"),
+            "{s:?}"
+        );
+        assert!(s.target.contains("service=fault-test"), "{s:?}");
+    }
+    // The other port got nothing, the registry the token.
+    assert!(other.seen().iter().any(|s| s.method == "PUT"));
+    assert_eq!(authorized(&other.seen()), Vec::<String>::new());
+    let at_front = authorized(&front.seen());
+    assert!(!at_front.is_empty());
+    assert!(
+        at_front
+            .iter()
+            .all(|a| a.ends_with(&format!("Bearer {token}"))),
+        "{at_front:?}"
+    );
+}
+
+#[test]
+fn a_401_from_another_port_is_an_error_not_a_credentials_prompt() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    // The other port asks for basic auth too.
+    let other = Server::start(|conn, _, _, _| {
+        respond(
+            conn,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", r#"Basic realm="x""#)],
+            "",
+        )
+    });
+    let front = gate(Gate::Basic(basic("nixlayer", "s3cret-pw")), other.port);
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:other401", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(120),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}", other.port)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("only sent to"), "{stderr}");
+    assert!(!other.seen().is_empty());
+    assert_eq!(authorized(&other.seen()), Vec::<String>::new());
+}
+
+#[test]
+fn error_answers_echoing_our_credentials_are_not_shown() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    // A registry that refuses every authenticated request, quoting the
+    // request's Authorization header back.
+    let front = Server::start(|conn, seen, _, _| match seen.header("authorization") {
+        None => respond(
+            conn,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", r#"Basic realm="x""#)],
+            "",
+        ),
+        Some(a) => {
+            let body = format!("denied: you sent `Authorization: {a}`");
+            respond(conn, "403 Forbidden", &[], &body);
+        }
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:echo", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("403") && stderr.contains("denied"),
+        "{stderr}"
+    );
+    let header = basic("nixlayer", "s3cret-pw");
+    let encoded = header.trim_start_matches("Basic ");
+    assert!(
+        !stderr.contains(encoded) && !stderr.contains("s3cret-pw"),
+        "{stderr}"
+    );
+    assert!(
+        !authorized(&front.seen()).is_empty(),
+        "the credentials were used"
+    );
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let other = recorder();
+    let target = format!("{}/v2/", other.url());
+    let front = Server::start(move |conn, _, _, _| {
+        respond(conn, "307 Temporary Redirect", &[("Location", &target)], "")
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:redirect", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(stderr.contains("307"), "{stderr}");
+    assert!(other.seen().is_empty(), "{:?}", other.seen());
+}
+
+/// A server that reads each request and never answers (holding the
+/// connection until stopped).
+fn silent() -> Server {
+    Server::start(|conn, _, _, stop| {
+        let born = Instant::now();
+        while !stop.load(Ordering::Relaxed) && born.elapsed() < SERVER_LIFETIME {
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(conn);
+    })
+}
+
+/// A server that trickles its answer, a byte every 100 ms: within the head
+/// (`in_body` false) or, after a complete head, in a JSON body.
+fn trickler(in_body: bool) -> Server {
+    Server::start(move |mut conn, _, _, stop| {
+        let head: &[u8] = if in_body {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"token\": \""
+        } else {
+            b"HTTP/1.1 200 OK\r\nX-Slow: "
+        };
+        let _ = conn.write_all(head);
+        let born = Instant::now();
+        while !stop.load(Ordering::Relaxed) && born.elapsed() < SERVER_LIFETIME {
+            if conn.write_all(b"a").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+/// Pushes to `port` with a 1 s deadline (from `how`); asserts a timeout
+/// error naming `host_port` well within a bound.
+fn assert_times_out(m: &Path, tmp: &Path, port: u16, host_port: u16, how: &str) {
+    let reference = format!("127.0.0.1:{port}/nixlayer-test/faults:timeout");
+    let mut cmd = push_cmd(m, &reference, tmp);
+    match how {
+        "flag" => cmd.args(["--timeout", "1"]),
+        _ => cmd.env("NIXLAYER_REGISTRY_TIMEOUT", "1"),
+    };
+    let (out, took) = run_bounded(&mut cmd, Duration::from_secs(30));
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("no complete answer within 1s")
+            && stderr.contains(&format!("127.0.0.1:{host_port}")),
+        "{stderr}"
+    );
+    // The build before the push takes a moment; the wait is one deadline.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[test]
+fn never_answering_and_trickling_registries_and_token_realms_time_out() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+
+    let slow = trickler(false);
+    assert_times_out(&m, tmp.path(), slow.port, slow.port, "env");
+
+    let quiet = silent();
+    assert_times_out(&m, tmp.path(), quiet.port, quiet.port, "flag");
+
+    // Token realms that never answer, or trickle the token.
+    for realm in [silent(), trickler(true)] {
+        let front = gate(
+            Gate::Bearer {
+                realm: format!("{}/token", realm.url()),
+                token: "unused".to_owned(),
+            },
+            realm.port,
+        );
+        assert_times_out(&m, tmp.path(), front.port, realm.port, "flag");
+        assert_eq!(
+            realm.seen().len(),
+            1,
+            "a timed-out token request is not retried"
+        );
+    }
+}
+
+#[test]
+fn bad_timeouts_and_password_sources_are_usage_errors() {
+    let tmp = util::temp_dir();
+    let m = util::write(tmp.path(), "image.toml", "name = \"x\"\n");
+    let reference = "127.0.0.1:9/nixlayer-test/x:t";
+    for (args, env, says) in [
+        (&["--timeout", "0"][..], None, "--timeout"),
+        (&["--timeout", "soon"][..], None, "--timeout"),
+        (
+            &[][..],
+            Some(("NIXLAYER_REGISTRY_TIMEOUT", "-1")),
+            "NIXLAYER_REGISTRY_TIMEOUT",
+        ),
+        (&["--username", "u"][..], None, "no password"),
+        (&["--password-stdin"][..], None, "no user"),
+        (
+            &[][..],
+            Some(("NIXLAYER_REGISTRY_PASSWORD", "s3cret-pw")),
+            "no user",
+        ),
+        (&["--creds", "s3cret-pw"][..], None, "USER:PASS"),
+        (
+            &["--creds", "u:p", "--username", "u"][..],
+            None,
+            "--username",
+        ),
+    ] {
+        let mut cmd = push_cmd(&m, reference, tmp.path());
+        cmd.args(args).stdin(Stdio::null());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let (out, _) = run_bounded(&mut cmd, Duration::from_secs(30));
+        let stderr = assert_exit(&out, 2);
+        assert!(stderr.contains(says), "{args:?} {env:?}: {stderr}");
+        assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    }
+}
