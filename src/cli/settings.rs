@@ -248,8 +248,8 @@ pub fn resolve_build(
         .collect();
 
     let owner = Owner {
-        uid: m.owner.uid.unwrap_or(0),
-        gid: m.owner.gid.unwrap_or(0),
+        uid: m.owner.uid.map_or(0, u64::from),
+        gid: m.owner.gid.map_or(0, u64::from),
         uname: m.owner.uname.clone().unwrap_or_else(|| "root".to_owned()),
         gname: m.owner.gname.clone().unwrap_or_else(|| "root".to_owned()),
     };

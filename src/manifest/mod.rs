@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod config;
 mod content;
 mod diagnose;
 mod resolved;
@@ -113,10 +114,11 @@ pub enum SourceSpec {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerSection {
-    /// Default 0.
-    pub uid: Option<u64>,
-    /// Default 0.
-    pub gid: Option<u64>,
+    /// Default 0. A tar header and the kernel hold 32-bit ids, so a
+    /// larger one is an error at its line rather than a wrapped id.
+    pub uid: Option<u32>,
+    /// Default 0; 32 bits like `uid`.
+    pub gid: Option<u32>,
     /// Default `root`.
     pub uname: Option<String>,
     /// Default `root`.

@@ -291,7 +291,7 @@ fn config_key(key: &str) -> Value {
 /// A mode: an octal string (`"0644"`, `"1777"`) or a TOML integer (`0o644`).
 fn mode(description: &str, default: Option<&str>) -> Value {
     let mut value = json!({
-        "description": format!("{description} An octal string such as \"0644\", or an integer such as 0o644."),
+        "description": format!("{description} An octal string such as \"0644\", or an octal integer such as 0o644 (a decimal integer such as 644 is an error)."),
         "anyOf": [
             {"type": "string", "pattern": "^(0o)?[0-7]+$"},
             {"type": "integer", "minimum": 0, "maximum": 0o7777},
