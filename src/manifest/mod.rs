@@ -174,6 +174,46 @@ pub enum Error {
         /// A suggestion, e.g. the nearest valid key.
         hint: Option<String>,
     },
+    /// A command-line flag overriding the manifest has a bad value: a
+    /// usage error, named by its flag rather than a place in a file.
+    #[error("`{flag}`: {message}")]
+    Flag {
+        /// The flag, e.g. `--level`.
+        flag: String,
+        /// What is wrong.
+        message: String,
+        /// A suggestion.
+        hint: Option<String>,
+    },
+    /// An environment variable the build reads has a bad value.
+    #[error("environment variable `{variable}`: {message}")]
+    Environment {
+        /// The variable, e.g. `SOURCE_DATE_EPOCH`.
+        variable: String,
+        /// What is wrong.
+        message: String,
+        /// A suggestion.
+        hint: Option<String>,
+    },
+}
+
+impl Error {
+    /// Whether this is a usage error (a bad flag: exit code 2).
+    #[must_use]
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Flag { .. })
+    }
+
+    /// The suggestion, if any.
+    #[must_use]
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { hint, .. }
+            | Self::Flag { hint, .. }
+            | Self::Environment { hint, .. } => hint.as_deref(),
+            Self::Io { .. } => None,
+        }
+    }
 }
 
 /// A manifest and where it came from, so later checks can cite file:line.
