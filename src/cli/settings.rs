@@ -264,7 +264,7 @@ pub fn resolve_build(
     } else {
         env.cache_dir
             .clone()
-            .map(crate::layer::cache::LayerCache::new)
+            .map(|dir| crate::layer::cache::LayerCache::for_root(dir, store_root.clone()))
     };
     let settings = BuildSettings {
         cache,
