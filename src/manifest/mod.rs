@@ -14,6 +14,7 @@ use toml::Spanned;
 mod config;
 mod content;
 mod diagnose;
+mod input;
 mod resolved;
 mod schema;
 
@@ -23,6 +24,8 @@ pub use content::{
 };
 
 pub use schema::{json_schema, PIPELINE_OPERATIONS};
+
+pub use input::{read_bounded, CLOSURE_FILE_LIMIT, MANIFEST_LIMIT};
 
 pub use resolved::{
     ClosureSource, Compression, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR,
@@ -234,7 +237,7 @@ impl LoadedManifest {
     /// [`Error::Io`] when the file cannot be read; [`Error::Invalid`], with
     /// the line and column, when it is not a valid manifest.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let bytes = read_bounded(path, MANIFEST_LIMIT).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;

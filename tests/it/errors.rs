@@ -307,3 +307,56 @@ fn bad_flag_values_name_the_flag_and_exit_2() {
         assert_no_output(tmp.path());
     }
 }
+
+/// Inputs read whole are bounded: `/dev/zero` as the manifest ends with an
+/// error naming it (it used to grow without bound), and a FIFO nobody
+/// writes to neither hangs `open` nor the read.
+#[test]
+fn endless_or_silent_inputs_end_with_an_error_naming_them() {
+    let tmp = util::temp_dir();
+    let out = run(
+        nixlayer()
+            .args(["build", "/dev/zero", "-o"])
+            .arg(tmp.path().join("out.tar")),
+        1,
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: failed to read manifest `/dev/zero`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("MiB"), "{stderr}");
+
+    let fifo = tmp.path().join("fifo");
+    util::tool("mkfifo", &[fifo.to_str().unwrap()]);
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&fifo)
+            .arg("-o")
+            .arg(tmp.path().join("out.tar")),
+        1,
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("fifo"), "{stderr}");
+
+    // A closure file that is a FIFO without a writer (`/dev/zero` there is
+    // refused at the 1 GiB limit: the unit tests show the bound, cheaper).
+    let (source, name) = (format!("{{ graph = \"{}\" }}", fifo.display()), "fifo");
+    let text = format!(
+        "name = \"x\"\n[store]\nroot = \"{}\"\n[closure]\nroots = [\"{ROOT}\"]\nsource = {source}\n",
+        example_store()
+    );
+    let manifest = util::write(tmp.path(), "image.toml", &text);
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(tmp.path().join("out.tar")),
+        1,
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(name), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
