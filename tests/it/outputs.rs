@@ -565,7 +565,8 @@ fn bad_inputs_and_usage_give_one_error() {
             .arg(&manifest)
             .args(["--compression", "gzip", "--level", "12", "-o"])
             .arg(tmp.path().join("x.tar")),
-        1,
+        // A bad flag value is a usage error (issue 9).
+        2,
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("level 12"));
     // A directory that is not a layout is never written into.
