@@ -43,7 +43,10 @@ fn cached_layer<S: BlobSink>(
     media_type: &str,
     blobs: &S,
 ) -> Option<LayerSummary> {
-    let record = settings.cache.as_ref()?.get(&layer.key)?;
+    let record = settings
+        .cache
+        .as_ref()?
+        .get(&layer.key, layer.store_paths())?;
     let tar = record.tar?;
     let blob = record.blobs.get(cache_name)?;
     (tar.size == layer.size && blobs.has_blob(&blob.digest)).then(|| LayerSummary {
@@ -122,7 +125,7 @@ fn write_oci_blobs<S: BlobSink>(
                 .into(),
             };
             // A cache that cannot be written only costs a later rebuild.
-            let _ = cache.put(&layer.key, &record);
+            let _ = cache.put(&layer.key, layer.store_paths(), &record);
         }
         layers.push(LayerSummary {
             diff_id: digest.diff_id,

@@ -51,8 +51,8 @@ pub fn is_broken_pipe(err: &(dyn StdError + 'static)) -> bool {
 }
 
 fn hint(err: &(dyn StdError + 'static)) -> Option<String> {
-    if let Some(manifest::Error::Invalid { hint: Some(h), .. }) = err.downcast_ref() {
-        return Some(h.clone());
+    if let Some(e) = err.downcast_ref::<manifest::Error>() {
+        return e.hint().map(str::to_owned);
     }
     if let Some(e) = err.downcast_ref::<closure::NixStoreError>() {
         return e.hint().map(str::to_owned);

@@ -93,14 +93,17 @@ fn json(plan: &LayerPlan) -> String {
 
 /// One row per store path: the layer number, path count and bytes (Σ
 /// narSize) on each layer's first row, then a total.
+///
+/// Sums are `u128`: narSize comes from an untrusted closure file, and a few
+/// sizes near 2^64 would wrap a `u64` (or panic in a debug build).
 fn table(closure: &ClosureGraph, plan: &LayerPlan) -> String {
-    let sizes: Vec<u64> = plan
+    let sizes: Vec<u128> = plan
         .layers
         .iter()
         .map(|l| {
             l.iter()
                 .filter_map(|p| closure.get(p.as_str()))
-                .map(|info| info.nar_size)
+                .map(|info| u128::from(info.nar_size))
                 .sum()
         })
         .collect();
@@ -128,13 +131,15 @@ fn table(closure: &ClosureGraph, plan: &LayerPlan) -> String {
         }
     }
     let paths: usize = plan.layers.iter().map(Vec::len).sum();
-    let total: u64 = sizes.iter().sum();
+    // At most 2^64 paths of 2^64 bytes each: u128 cannot overflow here,
+    // but saturate rather than trust that.
+    let total: u128 = sizes.iter().fold(0, |sum, s| sum.saturating_add(*s));
     text.push_str(&format!(
         "{} store layer{}, {paths} path{}, {total} bytes ({})\n",
         plan.layers.len(),
         if plan.layers.len() == 1 { "" } else { "s" },
         if paths == 1 { "" } else { "s" },
-        printer::bytes(total),
+        printer::bytes(u64::try_from(total).unwrap_or(u64::MAX)),
     ));
     text
 }

@@ -63,7 +63,10 @@ pub fn main() -> ExitCode {
         Err(e) if diagnostics::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             printer.error(&diagnostics::render(e.as_ref()));
-            if e.is::<UsageError>() {
+            let bad_flag = e
+                .downcast_ref::<crate::manifest::Error>()
+                .is_some_and(crate::manifest::Error::is_usage);
+            if e.is::<UsageError>() || bad_flag {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -58,16 +58,35 @@ impl Environment {
     /// # Errors
     /// When `SOURCE_DATE_EPOCH` is not a number of seconds.
     pub fn source_date_epoch_or_default(&self) -> Result<u64, Error> {
-        match &self.source_date_epoch {
-            Some(epoch) => epoch.trim().parse::<u64>().map_err(|_| Error::Invalid {
-                path: PathBuf::from("SOURCE_DATE_EPOCH"),
-                line: 1,
-                column: 1,
-                message: format!("`{epoch}` is not a number of seconds since the epoch"),
-                hint: None,
-            }),
-            None => Ok(1),
-        }
+        // Never negative: the variable is parsed unsigned.
+        Ok(self
+            .source_date_epoch()?
+            .map_or(1, |t| t.seconds.unsigned_abs()))
+    }
+
+    /// `SOURCE_DATE_EPOCH` as a time, when set.
+    ///
+    /// # Errors
+    /// When it is not a non-negative number of seconds (the reproducible
+    /// builds definition) up to the end of year 9999; the error names the
+    /// variable, not a manifest line.
+    fn source_date_epoch(&self) -> Result<Option<Time>, Error> {
+        let Some(epoch) = &self.source_date_epoch else {
+            return Ok(None);
+        };
+        epoch
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|seconds| Time::from_seconds(seconds, 0))
+            .map(Some)
+            .ok_or_else(|| Error::Environment {
+                variable: "SOURCE_DATE_EPOCH".to_owned(),
+                message: format!(
+                    "`{epoch}` is not a number of seconds from 1970 to the end of 9999"
+                ),
+                hint: Some("write e.g. `SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)`".to_owned()),
+            })
     }
 }
 
@@ -127,13 +146,7 @@ pub fn resolve_build(
     if let Some(reason) = invalid_name(&name) {
         let message = format!("`{name}` is not a valid image name: {reason}");
         return Err(match &args.tag {
-            Some(_) => Error::Invalid {
-                path: PathBuf::from("--tag"),
-                line: 1,
-                column: 1,
-                message,
-                hint: None,
-            },
+            Some(_) => flag_error("--tag", message),
             None => loaded.error_at(m.name.span(), message, None),
         });
     }
@@ -142,36 +155,21 @@ pub fn resolve_build(
             let message = format!("`{t}` is not a valid tag: use up to 128 of `A-Za-z0-9_.-`, not starting with `.` or `-`");
             return Err(match (&args.tag, &m.tag) {
                 (None, Some(span)) => loaded.error_at(span.span(), message, None),
-                _ => Error::Invalid {
-                    path: PathBuf::from("--tag"),
-                    line: 1,
-                    column: 1,
-                    message,
-                    hint: None,
-                },
+                _ => flag_error("--tag", message),
             });
         }
     }
 
     let created = match &m.created {
         Some(c) => parse_time(loaded, c, env)?,
-        None => match &env.source_date_epoch {
-            Some(epoch) => epoch
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .and_then(|s| jiff::Timestamp::from_second(s).ok())
-                .ok_or_else(|| Error::Invalid {
-                    path: PathBuf::from("SOURCE_DATE_EPOCH"),
-                    line: 1,
-                    column: 1,
-                    message: format!("`{epoch}` is not a number of seconds since the epoch"),
-                    hint: None,
-                })?,
-            None => DEFAULT_TIME.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        None => match env.source_date_epoch()? {
+            Some(time) => time,
+            None => Time::from_seconds(1, 0).ok_or_else(|| {
+                loaded.error_at(0..0, format!("cannot represent {DEFAULT_TIME}"), None)
+            })?,
         },
     };
-    let mtime_ts = match &m.mtime {
+    let mtime_time = match &m.mtime {
         Some(t) => parse_time(loaded, t, env)?,
         None => {
             if m.created.as_ref().is_some_and(|c| c.get_ref() == "now") {
@@ -179,10 +177,12 @@ pub fn resolve_build(
                     "`created = \"now\"` without `mtime`: file times follow `created`, so every layer digest changes on every build; set `mtime` to keep layers reusable".to_owned(),
                 );
             }
-            created
+            created.clone()
         }
     };
-    let mtime = u64::try_from(mtime_ts.as_second()).map_err(|_| {
+    // The only way to a time before 1970 is a manifest value
+    // (`SOURCE_DATE_EPOCH` is unsigned): point at it.
+    let mtime = u64::try_from(mtime_time.seconds).map_err(|_| {
         let span = m
             .mtime
             .as_ref()
@@ -190,8 +190,11 @@ pub fn resolve_build(
             .map_or(0..0, toml::Spanned::span);
         loaded.error_at(
             span,
-            format!("`{mtime_ts}` is before 1970: tar file times cannot be negative"),
-            None,
+            format!(
+                "`{}` is before 1970: tar file times cannot be negative",
+                mtime_time.text
+            ),
+            Some("set `mtime` to a time from 1970 on".to_owned()),
         )
     })?;
 
@@ -222,7 +225,7 @@ pub fn resolve_build(
         ClosureSource::Graph(p) => Source::Graph(p),
         ClosureSource::PathInfo(p) => Source::PathInfo(p),
         ClosureSource::Dot(p) => Source::Dot(p),
-        _ => Source::NixStore,
+        ClosureSource::NixStore => Source::NixStore,
     };
 
     let mut default_budget = None;
@@ -236,7 +239,7 @@ pub fn resolve_build(
             default_budget = Some(max_layers);
             Pipeline::auto(max_layers.saturating_sub(1) as usize)
         }
-        _ => {
+        Layering::Popularity => {
             default_budget = Some(max_layers);
             Pipeline::popularity(max_layers.saturating_sub(1) as usize)
         }
@@ -248,8 +251,8 @@ pub fn resolve_build(
         .collect();
 
     let owner = Owner {
-        uid: m.owner.uid.unwrap_or(0),
-        gid: m.owner.gid.unwrap_or(0),
+        uid: m.owner.uid.map_or(0, u64::from),
+        gid: m.owner.gid.map_or(0, u64::from),
         uname: m.owner.uname.clone().unwrap_or_else(|| "root".to_owned()),
         gname: m.owner.gname.clone().unwrap_or_else(|| "root".to_owned()),
     };
@@ -261,14 +264,14 @@ pub fn resolve_build(
     } else {
         env.cache_dir
             .clone()
-            .map(crate::layer::cache::LayerCache::new)
+            .map(|dir| crate::layer::cache::LayerCache::for_root(dir, store_root.clone()))
     };
     let settings = BuildSettings {
         cache,
         name,
         tag,
         config: ConfigSpec {
-            created: created.to_string(),
+            created: created.text,
             architecture: m
                 .architecture
                 .as_ref()
@@ -293,13 +296,19 @@ pub fn resolve_build(
         content,
     };
     let format = match &args.format {
-        Some(name) => OutputFormat::from_name(name).ok_or_else(|| cli_error("--format", name))?,
+        Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
+            unknown_flag_value("--format", name, &OutputFormat::ALL.map(OutputFormat::name))
+        })?,
         None => loaded.output_format()?,
     };
     let compression = match &args.compression {
-        Some(name) => {
-            Compression::from_name(name).ok_or_else(|| cli_error("--compression", name))?
-        }
+        Some(name) => Compression::from_name(name).ok_or_else(|| {
+            unknown_flag_value(
+                "--compression",
+                name,
+                &Compression::ALL.map(Compression::name),
+            )
+        })?,
         None => loaded.compression()?,
     };
     let compress = resolve_compress(
@@ -324,17 +333,25 @@ pub fn codec(compression: Compression) -> Codec {
     match compression {
         Compression::Gzip => Codec::Gzip,
         Compression::Zstd => Codec::Zstd,
-        _ => Codec::None,
+        Compression::None => Codec::None,
     }
 }
 
-fn cli_error(flag: &str, value: &str) -> Error {
-    Error::Invalid {
-        path: PathBuf::from(flag),
-        line: 1,
-        column: 1,
-        message: format!("unknown value `{value}`"),
+/// A bad flag value: a usage error named by the flag.
+fn flag_error(flag: &str, message: String) -> Error {
+    Error::Flag {
+        flag: flag.to_owned(),
+        message,
         hint: None,
+    }
+}
+
+fn unknown_flag_value(flag: &str, value: &str, valid: &[&str]) -> Error {
+    let list: Vec<String> = valid.iter().map(|v| format!("`{v}`")).collect();
+    Error::Flag {
+        flag: flag.to_owned(),
+        message: format!("unknown value `{value}`"),
+        hint: Some(format!("`{flag}` is one of {}", list.join(", "))),
     }
 }
 
@@ -368,13 +385,7 @@ pub fn resolve_compress(
         );
         return Err(match (cli_level, manifest_level) {
             (None, Some((span, loaded))) => loaded.error_at(span.span(), message, None),
-            _ => Error::Invalid {
-                path: PathBuf::from("--level"),
-                line: 1,
-                column: 1,
-                message,
-                hint: None,
-            },
+            _ => flag_error("--level", message),
         });
     }
     Ok(CompressOptions {
@@ -435,16 +446,95 @@ fn resolve_content(
     })
 }
 
+/// A point in time as the image records it: seconds since the epoch (file
+/// times) and its RFC 3339 text in UTC (the config's `created`).
+///
+/// Not a `jiff::Timestamp`: its range stops a day short of 9999-12-31 so
+/// that any offset can be applied to it, yet `9999-12-31T23:59:59Z` is a
+/// valid RFC 3339 time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Time {
+    seconds: i64,
+    text: String,
+}
+
+/// 9999-12-31T23:59:59Z: the last second RFC 3339 can write.
+const LAST_SECOND: i64 = 253_402_300_799;
+
+impl Time {
+    fn from_timestamp(ts: jiff::Timestamp) -> Self {
+        Self {
+            seconds: ts.as_second(),
+            text: ts.to_string(),
+        }
+    }
+
+    /// The time `seconds` (plus `nanos`) after the epoch, if RFC 3339 can
+    /// write it.
+    fn from_seconds(seconds: impl TryInto<i64>, nanos: i32) -> Option<Self> {
+        let seconds: i64 = seconds.try_into().ok()?;
+        if let Ok(ts) = jiff::Timestamp::new(seconds, nanos) {
+            return Some(Self::from_timestamp(ts));
+        }
+        if !(0..=LAST_SECOND).contains(&seconds) {
+            return None;
+        }
+        // Past `Timestamp::MAX`: build the UTC civil time by hand, which
+        // `civil::DateTime` formats exactly as `Timestamp` would.
+        let epoch = jiff::civil::date(1970, 1, 1);
+        let day = epoch
+            .checked_add(
+                jiff::Span::new()
+                    .try_days(seconds.div_euclid(86_400))
+                    .ok()?,
+            )
+            .ok()?;
+        let second_of_day = seconds.rem_euclid(86_400);
+        let time = jiff::civil::Time::new(
+            i8::try_from(second_of_day / 3600).ok()?,
+            i8::try_from(second_of_day / 60 % 60).ok()?,
+            i8::try_from(second_of_day % 60).ok()?,
+            nanos,
+        )
+        .ok()?;
+        Some(Self {
+            seconds,
+            text: format!("{}Z", jiff::civil::DateTime::from_parts(day, time)),
+        })
+    }
+
+    /// An RFC 3339 time past `Timestamp::MAX` (the last day of 9999).
+    fn parse_late(text: &str) -> Option<Self> {
+        let pieces = jiff::fmt::temporal::Pieces::parse(text).ok()?;
+        let offset = pieces.to_numeric_offset()?;
+        let time = pieces.time()?;
+        let days = pieces
+            .date()
+            .since(jiff::civil::date(1970, 1, 1))
+            .ok()?
+            .get_days();
+        let seconds = i64::from(days) * 86_400
+            + i64::from(time.hour()) * 3600
+            + i64::from(time.minute()) * 60
+            + i64::from(time.second())
+            - i64::from(offset.seconds());
+        Self::from_seconds(seconds, time.subsec_nanosecond())
+    }
+}
+
 fn parse_time(
     loaded: &LoadedManifest,
     value: &toml::Spanned<String>,
     env: &Environment,
-) -> Result<jiff::Timestamp, Error> {
+) -> Result<Time, Error> {
     let text = value.get_ref();
     if text == "now" {
-        return Ok(env.now);
+        return Ok(Time::from_timestamp(env.now));
     }
-    text.parse::<jiff::Timestamp>().map_err(|_| {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(Time::from_timestamp(ts));
+    }
+    Time::parse_late(text).ok_or_else(|| {
         loaded.error_at(
             value.span(),
             format!("`{text}` is not an RFC 3339 time"),
@@ -524,6 +614,29 @@ mod tests {
             split_reference("host:5000/b:t"),
             ("host:5000/b".into(), Some("t".into()))
         );
+    }
+
+    #[test]
+    fn times_reach_the_end_of_9999_and_no_further() {
+        let last = Time::parse_late("9999-12-31T23:59:59Z").unwrap();
+        assert_eq!(
+            (last.seconds, last.text.as_str()),
+            (LAST_SECOND, "9999-12-31T23:59:59Z")
+        );
+        let late = Time::parse_late("9999-12-31T22:59:59.5-01:00").unwrap();
+        assert_eq!(late.text, "9999-12-31T23:59:59.5Z");
+        assert_eq!(Time::parse_late("9999-12-31T23:59:59-01:00"), None);
+        assert_eq!(Time::from_seconds(LAST_SECOND + 1, 0), None);
+        assert_eq!(
+            Time::from_seconds(-1_i64, 0).unwrap().text,
+            "1969-12-31T23:59:59Z"
+        );
+        // Within jiff's range the text is jiff's, so digests stay as they were.
+        for seconds in [0_i64, 1, 1_700_000_000, 253_402_000_000] {
+            let ts = jiff::Timestamp::from_second(seconds).unwrap();
+            assert_eq!(Time::from_seconds(seconds, 0).unwrap().text, ts.to_string());
+        }
+        assert_eq!(Time::from_seconds(u64::MAX, 0), None);
     }
 
     #[test]

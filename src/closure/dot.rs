@@ -595,4 +595,19 @@ mod tests {
             let _ = run(&text);
         }
     }
+
+    /// Deep or endless-looking input ends with an error, without recursion
+    /// running out of stack.
+    #[test]
+    fn deep_nesting_and_repetition_end_cleanly() {
+        for body in [
+            "{".repeat(100_000),
+            "[".repeat(100_000),
+            "\"a\" -> ".repeat(100_000),
+            "[label = ".repeat(100_000),
+            "/*".repeat(100_000),
+        ] {
+            assert!(run(&format!("digraph G {{\n{body}")).is_err());
+        }
+    }
 }

@@ -404,10 +404,13 @@ pub fn read_closure(
     }
 }
 
+/// A closure file, whole: bounded, so `/dev/zero` or a FIFO ends.
 fn read(file: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(file).map_err(|source| Error::Io {
-        path: file.to_owned(),
-        source,
+    crate::manifest::read_bounded(file, crate::manifest::CLOSURE_FILE_LIMIT).map_err(|source| {
+        Error::Io {
+            path: file.to_owned(),
+            source,
+        }
     })
 }
 

@@ -142,4 +142,50 @@ mod tests {
         malformed_at("\"a string\"", 1);
         malformed_at("{\"x\": 1}", 1);
     }
+
+    /// Never panics, never loops: any bytes, a mangled valid file, and
+    /// nesting deep enough to overflow a recursive parser's stack.
+    mod untrusted {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = parse(&bytes, Path::new("in.json"), &StoreDir::default());
+            }
+
+            #[test]
+            fn json_like_text_fails_cleanly(text in r#"[\[\]{}",:0-9a-z/ \n.-]{0,200}"#) {
+                let _ = run(&text);
+            }
+
+            #[test]
+            fn a_mangled_file_fails_cleanly(
+                cut in 0usize..2000,
+                at in 0usize..2000,
+                junk in r#"[\[\]{}",:0-9a-z/ \n\u{e9}-]{0,10}"#,
+            ) {
+                let mut text = array_form();
+                let at = at.min(text.len());
+                if text.is_char_boundary(at) {
+                    text.insert_str(at, &junk);
+                }
+                let mut cut = cut.min(text.len());
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                let _ = run(&text);
+            }
+        }
+
+        #[test]
+        fn deep_nesting_is_an_error_not_a_stack_overflow() {
+            for open in ["[", "{\"a\":", "[{\"path\":"] {
+                let text = open.repeat(100_000);
+                assert!(run(&text).is_err());
+            }
+        }
+    }
 }

@@ -283,4 +283,14 @@ mod tests {
             let _ = run(&text);
         }
     }
+
+    /// A reference count far beyond the file is an error at the file's
+    /// end, not an allocation or a loop of that size.
+    #[test]
+    fn a_huge_reference_count_ends_at_the_end_of_the_file() {
+        let text = format!("{LIBC}\n{HEX}\n1\n\n{}\n{LIBC}\n", usize::MAX);
+        assert!(run(&text).is_err());
+        let text = format!("{LIBC}\n{HEX}\n1\n\n99999999999999999999999\n");
+        assert!(run(&text).is_err());
+    }
 }

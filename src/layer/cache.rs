@@ -3,6 +3,14 @@
 //! paths, owner, mtime and format has the same bytes, and its diff_id and
 //! compressed blob digests can be reused without reading the store again.
 //!
+//! The content key names store paths, not where they were read from, and a
+//! store under `store.root` (a fixture, a CI cache) is only as immutable as
+//! its owner keeps it. So an entry is filed under the content key, the
+//! store root and the file-system metadata of every entry of the layer's
+//! store paths (sizes, modes, inodes, modification and change times): an
+//! edited or moved store is a miss, while reading the metadata costs what
+//! measuring the layer already costs, not a read of the bytes.
+//!
 //! One small JSON file per layer under the cache directory (by default
 //! `$XDG_CACHE_HOME/nixlayer/layers`), written to a temporary file and
 //! renamed, so concurrent builds never see half an entry. A missing or
@@ -10,11 +18,16 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::Digest;
+use crate::closure::StoreLocation;
+use crate::nix::StorePath;
 
 /// What one stored form of a layer (uncompressed, or compressed one way) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,17 +48,29 @@ pub struct LayerRecord {
     pub blobs: BTreeMap<String, BlobRecord>,
 }
 
-/// The cache directory.
+/// The cache directory, for layers read from one store.
 #[derive(Clone, Debug)]
 pub struct LayerCache {
     dir: PathBuf,
+    /// Where store paths are read from; part of every entry's name.
+    root: PathBuf,
 }
 
 impl LayerCache {
-    /// A cache in `dir` (created on first write).
+    /// A cache in `dir` (created on first write) for layers whose store
+    /// paths are read from the live store (`store.root = "/"`).
     #[must_use]
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+        Self::for_root(dir, PathBuf::from("/"))
+    }
+
+    /// A cache in `dir` for layers whose store paths are read below `root`.
+    #[must_use]
+    pub fn for_root(dir: PathBuf, root: PathBuf) -> Self {
+        // The same store named two ways (`./store`, `/abs/store`) shares
+        // entries; a root that cannot be resolved keeps its spelling.
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        Self { dir, root }
     }
 
     /// Where the cache lives.
@@ -54,24 +79,54 @@ impl LayerCache {
         &self.dir
     }
 
-    fn entry(&self, key: &Digest) -> PathBuf {
-        self.dir.join(format!("{}.json", key.hex()))
+    /// The entry of the layer with content key `key` holding `paths`;
+    /// `None` when their metadata cannot be read (then nothing is cached).
+    fn entry(&self, key: &Digest, paths: &[StorePath]) -> Option<PathBuf> {
+        let mut hash = Sha256::new();
+        hash.update(b"nixlayer layer cache v2\0");
+        hash.update(self.root.as_os_str().as_bytes());
+        hash.update(b"\0");
+        hash.update(key.hex().as_bytes());
+        hash.update(b"\0");
+        let store = StoreLocation {
+            dir: crate::nix::StoreDir::default(),
+            root: self.root.clone(),
+        };
+        for path in paths {
+            fingerprint(&store.disk_path(path.as_str()), &mut hash).ok()?;
+        }
+        let name = Digest(hash.finalize().into());
+        Some(self.dir.join(format!("{}.json", name.hex())))
     }
 
-    /// The record for `key`, if one was stored and is readable.
+    /// The record for the layer with content key `key` holding `paths`, if
+    /// one was stored for this store root and these files, and is readable.
     #[must_use]
-    pub fn get(&self, key: &Digest) -> Option<LayerRecord> {
-        let bytes = std::fs::read(self.entry(key)).ok()?;
+    pub fn get(&self, key: &Digest, paths: &[StorePath]) -> Option<LayerRecord> {
+        self.read(&self.entry(key, paths)?)
+    }
+
+    fn read(&self, entry: &Path) -> Option<LayerRecord> {
+        let bytes = std::fs::read(entry).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Merges `record` into the entry for `key`.
+    /// Merges `record` into the entry for `key` and `paths`.
     ///
     /// # Errors
     /// When the directory or the entry cannot be written; callers may ignore
     /// it, as a failed write only costs a later rebuild.
-    pub fn put(&self, key: &Digest, record: &LayerRecord) -> std::io::Result<()> {
-        let mut merged = self.get(key).unwrap_or_default();
+    pub fn put(
+        &self,
+        key: &Digest,
+        paths: &[StorePath],
+        record: &LayerRecord,
+    ) -> std::io::Result<()> {
+        let Some(entry) = self.entry(key, paths) else {
+            // The store cannot be described: do not file what cannot be found.
+            return Ok(());
+        };
+        let mut merged = self.read(&entry).unwrap_or_default();
         if record.tar.is_some() {
             merged.tar = record.tar;
         }
@@ -82,9 +137,40 @@ impl LayerCache {
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         let value = serde_json::to_value(&merged).map_err(std::io::Error::other)?;
         temp.write_all(&crate::image::canonical_json(&value))?;
-        temp.persist(self.entry(key)).map_err(|e| e.error)?;
+        temp.persist(entry).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// Feeds the metadata of `path` and, for a directory, of everything below
+/// it (in name order, never following a symlink) into `hash`.
+fn fingerprint(path: &Path, hash: &mut Sha256) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    for field in [
+        meta.mode().into(),
+        meta.len(),
+        meta.ino(),
+        meta.dev(),
+        meta.mtime().cast_unsigned(),
+        meta.mtime_nsec().cast_unsigned(),
+        meta.ctime().cast_unsigned(),
+        meta.ctime_nsec().cast_unsigned(),
+    ] {
+        hash.update(field.to_le_bytes());
+    }
+    if meta.is_dir() {
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            hash.update(name.as_bytes());
+            hash.update(b"\0");
+            fingerprint(&path.join(&name), hash)?;
+        }
+        hash.update(b"\x01");
+    }
+    Ok(())
 }
 
 mod digest_text {
@@ -98,13 +184,18 @@ mod digest_text {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
         let text = String::deserialize(d)?;
+        let not_a_digest = || D::Error::custom("not a sha256 digest");
         let hex = text
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64)
-            .ok_or_else(|| D::Error::custom("not a sha256 digest"))?;
+            .ok_or_else(not_a_digest)?;
+        // Pairs of bytes, not slices of the string: a multi-byte character
+        // of the right byte length must be an error, not a panic.
         let mut bytes = [0u8; 32];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(D::Error::custom)?;
+        for (b, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            let digit = |c: u8| char::from(c).to_digit(16).ok_or_else(not_a_digest);
+            let (high, low) = (digit(pair[0])?, digit(pair[1])?);
+            *b = u8::try_from(high * 16 + low).map_err(|_| not_a_digest())?;
         }
         Ok(Digest(bytes))
     }
@@ -114,43 +205,134 @@ mod digest_text {
 mod tests {
     use super::*;
 
+    fn record(tar: Option<BlobRecord>, blobs: &[(&str, BlobRecord)]) -> LayerRecord {
+        LayerRecord {
+            tar,
+            blobs: blobs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
     #[test]
     fn stores_merges_and_misses() {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::new(dir.path().join("layers"));
         let key = Digest::of(b"key");
-        assert_eq!(cache.get(&key), None);
+        assert_eq!(cache.get(&key, &[]), None);
         let tar = BlobRecord {
             digest: Digest::of(b"tar"),
             size: 10240,
         };
-        cache
-            .put(
-                &key,
-                &LayerRecord {
-                    tar: Some(tar),
-                    blobs: BTreeMap::new(),
-                },
-            )
-            .unwrap();
+        cache.put(&key, &[], &record(Some(tar), &[])).unwrap();
         let gz = BlobRecord {
             digest: Digest::of(b"gz"),
             size: 99,
         };
         cache
-            .put(
-                &key,
-                &LayerRecord {
-                    tar: None,
-                    blobs: [("gzip-6".to_owned(), gz)].into(),
-                },
-            )
+            .put(&key, &[], &record(None, &[("gzip-6", gz)]))
             .unwrap();
-        let got = cache.get(&key).unwrap();
+        let got = cache.get(&key, &[]).unwrap();
         assert_eq!(got.tar, Some(tar));
         assert_eq!(got.blobs["gzip-6"], gz);
         // A damaged entry is a miss, not an error.
-        std::fs::write(cache.entry(&key), b"{").unwrap();
-        assert_eq!(cache.get(&key), None);
+        let entry = cache.entry(&key, &[]).unwrap();
+        std::fs::write(&entry, b"{").unwrap();
+        assert_eq!(cache.get(&key, &[]), None);
+    }
+
+    /// A digest of the right byte length made of multi-byte characters used
+    /// to panic on slicing; any damaged entry is a miss.
+    #[test]
+    fn corrupt_entries_are_misses_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(dir.path().to_path_buf());
+        let key = Digest::of(b"key");
+        let entry = cache.entry(&key, &[]).unwrap();
+        let good = "0".repeat(64);
+        for digest in [
+            "é".repeat(32),
+            format!("{}é", "0".repeat(62)),
+            format!("0{}", "é".repeat(31)) + "0",
+            "g".repeat(64),
+            "0".repeat(63),
+            "+0".repeat(32),
+        ] {
+            let text =
+                format!("{{\"blobs\":{{}},\"tar\":{{\"digest\":\"sha256:{digest}\",\"size\":1}}}}");
+            std::fs::write(&entry, text).unwrap();
+            assert_eq!(cache.get(&key, &[]), None, "{digest}");
+        }
+        let text =
+            format!("{{\"blobs\":{{}},\"tar\":{{\"digest\":\"sha256:{good}\",\"size\":1}}}}");
+        std::fs::write(&entry, text).unwrap();
+        assert_eq!(
+            cache.get(&key, &[]).unwrap().tar.unwrap().digest,
+            Digest([0; 32])
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_entry_bytes_are_a_record_or_a_miss(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = LayerCache::new(dir.path().to_path_buf());
+            let key = Digest::of(b"key");
+            std::fs::write(cache.entry(&key, &[]).unwrap(), &bytes).unwrap();
+            let _ = cache.get(&key, &[]);
+        }
+    }
+
+    /// The same content key under another store root, or after a file of
+    /// the store changed, is another entry.
+    #[test]
+    fn entries_depend_on_the_store_root_and_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let make_store = |name: &str| {
+            let root = dir.path().join(name);
+            let out = root.join("nix/store/00000000000000000000000000000000-a");
+            std::fs::create_dir_all(out.join("bin")).unwrap();
+            std::fs::write(out.join("bin/a"), b"one").unwrap();
+            root
+        };
+        let (root_a, root_b) = (make_store("a"), make_store("b"));
+        let path = StorePath::parse(
+            &crate::nix::StoreDir::default(),
+            "/nix/store/00000000000000000000000000000000-a",
+        )
+        .unwrap();
+        let paths = [path];
+        let cache_dir = dir.path().join("cache");
+        let in_a = LayerCache::for_root(cache_dir.clone(), root_a.clone());
+        let in_b = LayerCache::for_root(cache_dir.clone(), root_b);
+        let key = Digest::of(b"layer");
+        let tar = BlobRecord {
+            digest: Digest::of(b"tar"),
+            size: 2048,
+        };
+        in_a.put(&key, &paths, &record(Some(tar), &[])).unwrap();
+        assert_eq!(in_a.get(&key, &paths).unwrap().tar, Some(tar));
+        // Another root: a miss, though the store paths are named the same.
+        assert_eq!(in_b.get(&key, &paths), None);
+        // The same root spelt differently: a hit.
+        let spelt = LayerCache::for_root(cache_dir, root_a.join("nix/.."));
+        assert_eq!(spelt.get(&key, &paths).unwrap().tar, Some(tar));
+
+        // An edit in place (same size, even the same mtime) is a miss.
+        let file = root_a.join("nix/store/00000000000000000000000000000000-a/bin/a");
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, b"two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(in_a.get(&key, &paths), None);
+
+        // A store path that cannot be read: nothing cached, no error.
+        std::fs::remove_dir_all(root_a.join("nix")).unwrap();
+        assert_eq!(in_a.get(&key, &paths), None);
+        in_a.put(&key, &paths, &record(Some(tar), &[])).unwrap();
+        assert_eq!(in_a.get(&key, &paths), None);
     }
 }

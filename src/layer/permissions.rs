@@ -11,9 +11,12 @@
 //! one component), `?` (one character within a component) and `**` (a whole
 //! component: zero or more components, one or more at the end). Like gitignore and `globset`,
 //! `/a/**` matches everything below `/a` but not `/a` itself. A hand-written
-//! matcher of this size keeps a regex engine out of the build, and since
-//! patterns match whole components, never a `/`, backtracking is bounded by
-//! the path's length times the pattern's.
+//! matcher of this size keeps a regex engine out of the build (`globset`
+//! would bring one, and its `**` rules differ in corner cases). Components
+//! are matched by dynamic programming over (pattern component, path
+//! component), so any number of `**` costs at most the pattern's length
+//! times the path's component matches, never the exponential backtracking
+//! of a recursive matcher.
 
 use super::tar::{Header, Kind};
 
@@ -138,21 +141,35 @@ fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn match_components(pat: &[&[u8]], path: &[&[u8]]) -> bool {
-    match pat.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if *first == b"**" => {
-            // Zero or more components; a trailing one needs at least one,
-            // so `/a/**` is what is inside `/a`, not `/a` itself.
-            let least = usize::from(rest.is_empty());
-            (least..=path.len()).any(|skip| match_components(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((comp, path_rest)) => {
-                match_component(first, comp) && match_components(rest, path_rest)
+    // `next[j]`: whether `pat[i + 1..]` matches `path[j..]`; `row[j]` the
+    // same for `pat[i..]`, computed from the end of the pattern backwards.
+    let n = path.len();
+    // The empty pattern matches only the empty rest of a path.
+    let mut next: Vec<bool> = (0..=n).map(|j| j == n).collect();
+    for (i, component) in pat.iter().enumerate().rev() {
+        let mut row = vec![false; n + 1];
+        if *component == b"**" {
+            if i + 1 == pat.len() {
+                // A trailing `**` needs at least one component, so `/a/**`
+                // is what is inside `/a`, not `/a` itself.
+                for (j, cell) in row.iter_mut().enumerate() {
+                    *cell = j < n;
+                }
+            } else {
+                // Zero components (`next[j]`) or one more (`row[j + 1]`).
+                row[n] = next[n];
+                for j in (0..n).rev() {
+                    row[j] = next[j] || row[j + 1];
+                }
             }
-            None => false,
-        },
+        } else {
+            for j in 0..n {
+                row[j] = next[j + 1] && match_component(component, path[j]);
+            }
+        }
+        next = row;
     }
+    next[0]
 }
 
 /// `*` and `?` within one component (bytes; a `?` is one byte).
@@ -203,6 +220,60 @@ mod tests {
         assert!(glob_match(b"/a/**/z", b"/a/z"));
         assert!(glob_match(b"/a*b*c", b"/aXXbYYbc"));
         assert!(!glob_match(b"/a*b*c", b"/aXXbYYb"));
+        assert!(glob_match(b"/**/**", b"/a"));
+        assert!(!glob_match(b"/**/**", b"/"));
+        assert!(glob_match(b"/a/**/b/**", b"/a/x/b/y"));
+        assert!(!glob_match(b"/a/**/b/**", b"/a/x/b"));
+        assert!(glob_match(b"/", b"/"));
+        assert!(!glob_match(b"/", b"/a"));
+    }
+
+    /// Many `**` against a long path that does not match: the recursive
+    /// matcher tried every way to split the path among them (about
+    /// C(60, 30) ≈ 10^17 here, which never finished); this must answer at
+    /// once, and correctly.
+    #[test]
+    fn many_double_stars_on_a_long_path_answer_correctly() {
+        let pattern = format!("{}/nomatch", "/**/a".repeat(30));
+        let path = "/a".repeat(60);
+        assert!(!glob_match(pattern.as_bytes(), path.as_bytes()));
+        let path = format!("{path}/nomatch");
+        assert!(glob_match(pattern.as_bytes(), path.as_bytes()));
+        // All `**`: any path below `/`, but not `/` itself.
+        let pattern = "/**".repeat(200);
+        assert!(glob_match(pattern.as_bytes(), "/x".repeat(400).as_bytes()));
+        assert!(!glob_match(pattern.as_bytes(), b"/"));
+        let pattern = format!("{}/y", "/**".repeat(200));
+        assert!(!glob_match(pattern.as_bytes(), "/x".repeat(400).as_bytes()));
+    }
+
+    /// The recursive definition the matcher replaces, kept as the oracle.
+    fn reference(pat: &[&[u8]], path: &[&[u8]]) -> bool {
+        match pat.split_first() {
+            None => path.is_empty(),
+            Some((first, rest)) if *first == b"**" => {
+                let least = usize::from(rest.is_empty());
+                (least..=path.len()).any(|skip| reference(rest, &path[skip..]))
+            }
+            Some((first, rest)) => match path.split_first() {
+                Some((comp, path_rest)) => {
+                    match_component(first, comp) && reference(rest, path_rest)
+                }
+                None => false,
+            },
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_like_the_recursive_definition(
+            pattern in proptest::collection::vec("\\*\\*|\\*|a|b|a\\*|\\?", 0..7),
+            path in proptest::collection::vec("a|b|ab|ba", 0..7),
+        ) {
+            let pat: Vec<&[u8]> = pattern.iter().map(|c| c.as_bytes()).collect();
+            let comps: Vec<&[u8]> = path.iter().map(|c| c.as_bytes()).collect();
+            proptest::prop_assert_eq!(match_components(&pat, &comps), reference(&pat, &comps));
+        }
     }
 
     fn header(name: &str, kind: Kind) -> Header {

@@ -86,10 +86,10 @@ pub struct SymlinkSection {
 pub struct PermissionSection {
     /// A path or glob (`*`, `?`, `**`).
     pub path: Spanned<String>,
-    /// New owner id.
-    pub uid: Option<u64>,
+    /// New owner id (32 bits, as in [`super::OwnerSection`]).
+    pub uid: Option<u32>,
     /// New group id.
-    pub gid: Option<u64>,
+    pub gid: Option<u32>,
     /// New owner name.
     pub uname: Option<String>,
     /// New group name.
@@ -210,15 +210,36 @@ pub(super) fn parse_mode(mode: &ModeSpec) -> Result<u32, String> {
     Ok(value)
 }
 
-const MODE_HINT: &str = "write the mode as an octal string, e.g. `mode = \"0644\"`, or `0o644`";
+/// The hint for a bad mode under `key` (`mode`, `dir_mode`, `file_mode`).
+pub(super) fn mode_hint(key: &str) -> String {
+    format!("write the mode as an octal string, e.g. `{key} = \"0644\"`, or as `0o644`")
+}
 
 impl LoadedManifest {
-    fn mode_at(&self, mode: Option<&Spanned<ModeSpec>>, default: u32) -> Result<u32, Error> {
-        match mode {
-            None => Ok(default),
-            Some(m) => parse_mode(m.get_ref())
-                .map_err(|msg| self.error_at(m.span(), msg, Some(MODE_HINT.to_owned()))),
+    fn mode_at(
+        &self,
+        key: &str,
+        mode: Option<&Spanned<ModeSpec>>,
+        default: u32,
+    ) -> Result<u32, Error> {
+        let Some(m) = mode else {
+            return Ok(default);
+        };
+        let hint = Some(mode_hint(key));
+        if let ModeSpec::Number(n) = m.get_ref() {
+            // TOML forgets how an integer was written; the text does not.
+            // `644` is decimal 644 (`0o1204`), never what was meant, so only
+            // an `0o` literal is taken as a mode.
+            let written = self.text.get(m.span()).unwrap_or("").trim();
+            if !written.trim_start_matches('+').starts_with("0o") {
+                return Err(self.error_at(
+                    m.span(),
+                    format!("`{key} = {written}` is a decimal integer ({n}), not an octal mode"),
+                    hint,
+                ));
+            }
         }
+        parse_mode(m.get_ref()).map_err(|msg| self.error_at(m.span(), msg, hint))
     }
 
     fn path_at(&self, path: &Spanned<String>, allow_root: bool) -> Result<String, Error> {
@@ -300,7 +321,7 @@ impl LoadedManifest {
                     ))
                 }
             };
-            let mode = self.mode_at(f.mode.as_ref(), 0o644)?;
+            let mode = self.mode_at("mode", f.mode.as_ref(), 0o644)?;
             files.push(CustomFile {
                 path,
                 content,
@@ -311,7 +332,7 @@ impl LoadedManifest {
         for d in &section.dirs {
             dirs.push((
                 self.entry_path_at(&d.path)?,
-                self.mode_at(d.mode.as_ref(), 0o755)?,
+                self.mode_at("mode", d.mode.as_ref(), 0o755)?,
             ));
         }
         let mut symlinks = Vec::with_capacity(section.symlinks.len());
@@ -329,24 +350,24 @@ impl LoadedManifest {
         for p in &section.permissions {
             let rule = PermissionRule {
                 pattern: self.path_at(&p.path, true)?,
-                uid: p.uid,
-                gid: p.gid,
+                uid: p.uid.map(u64::from),
+                gid: p.gid.map(u64::from),
                 uname: p.uname.clone(),
                 gname: p.gname.clone(),
                 mode: p
                     .mode
                     .as_ref()
-                    .map(|m| self.mode_at(Some(m), 0))
+                    .map(|m| self.mode_at("mode", Some(m), 0))
                     .transpose()?,
                 dir_mode: p
                     .dir_mode
                     .as_ref()
-                    .map(|m| self.mode_at(Some(m), 0))
+                    .map(|m| self.mode_at("dir_mode", Some(m), 0))
                     .transpose()?,
                 file_mode: p
                     .file_mode
                     .as_ref()
-                    .map(|m| self.mode_at(Some(m), 0))
+                    .map(|m| self.mode_at("file_mode", Some(m), 0))
                     .transpose()?,
             };
             let changes_nothing = rule.uid.is_none()

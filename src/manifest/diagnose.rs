@@ -204,27 +204,8 @@ fn search_value(
     }
 }
 
-/// The span of the key at `path` (e.g. `["config", "Entrypoint"]`), for
-/// checks on maps whose keys carry no span of their own.
-pub(super) fn key_span(text: &str, path: &[&str]) -> Option<Range<usize>> {
-    let doc = DeTable::parse(text).ok()?;
-    let (last, parents) = path.split_last()?;
-    let mut table = doc.get_ref();
-    for part in parents {
-        let value = table.iter().find(|(key, _)| key.get_ref() == part)?.1;
-        match value.get_ref() {
-            DeValue::Table(inner) => table = inner,
-            _ => return None,
-        }
-    }
-    table
-        .iter()
-        .find(|(key, _)| key.get_ref() == last)
-        .map(|(key, _)| key.span())
-}
-
 /// The TOML type of `value`, as messages name it.
-fn kind(value: &DeValue<'_>) -> &'static str {
+pub(super) fn kind(value: &DeValue<'_>) -> &'static str {
     match value {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
@@ -377,11 +358,20 @@ fn rephrase(
         }
     }
     if raw.starts_with("data did not match any variant of untagged enum") {
-        // Only `closure.source` is untagged; say which forms it takes.
-        return (
-            format!("invalid {key}"),
-            Some(super::resolved::SOURCE_FORMS.to_owned()),
-        );
+        // The untagged enums are `closure.source` and the modes; say which
+        // forms the one at hand takes.
+        let found = location.found.unwrap_or("another type");
+        return match location.key.as_deref() {
+            Some(mode @ ("mode" | "dir_mode" | "file_mode")) => (
+                format!("wrong type for {key}: expected an octal string, found {found}"),
+                Some(super::content::mode_hint(mode)),
+            ),
+            Some("source") if location.table == ["closure"] => (
+                format!("invalid {key}"),
+                Some(super::resolved::SOURCE_FORMS.to_owned()),
+            ),
+            _ => (format!("invalid {key}: unexpected {found}"), None),
+        };
     }
     if raw == "duplicate key" {
         if let Some(word) = text.get(span.clone()).filter(|w| !w.contains('\n')) {

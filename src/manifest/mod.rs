@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod config;
 mod content;
 mod diagnose;
+mod input;
 mod resolved;
 mod schema;
 
@@ -22,6 +24,8 @@ pub use content::{
 };
 
 pub use schema::{json_schema, PIPELINE_OPERATIONS};
+
+pub use input::{read_bounded, CLOSURE_FILE_LIMIT, MANIFEST_LIMIT};
 
 pub use resolved::{
     ClosureSource, Compression, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR,
@@ -113,10 +117,11 @@ pub enum SourceSpec {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerSection {
-    /// Default 0.
-    pub uid: Option<u64>,
-    /// Default 0.
-    pub gid: Option<u64>,
+    /// Default 0. A tar header and the kernel hold 32-bit ids, so a
+    /// larger one is an error at its line rather than a wrapped id.
+    pub uid: Option<u32>,
+    /// Default 0; 32 bits like `uid`.
+    pub gid: Option<u32>,
     /// Default `root`.
     pub uname: Option<String>,
     /// Default `root`.
@@ -172,6 +177,46 @@ pub enum Error {
         /// A suggestion, e.g. the nearest valid key.
         hint: Option<String>,
     },
+    /// A command-line flag overriding the manifest has a bad value: a
+    /// usage error, named by its flag rather than a place in a file.
+    #[error("`{flag}`: {message}")]
+    Flag {
+        /// The flag, e.g. `--level`.
+        flag: String,
+        /// What is wrong.
+        message: String,
+        /// A suggestion.
+        hint: Option<String>,
+    },
+    /// An environment variable the build reads has a bad value.
+    #[error("environment variable `{variable}`: {message}")]
+    Environment {
+        /// The variable, e.g. `SOURCE_DATE_EPOCH`.
+        variable: String,
+        /// What is wrong.
+        message: String,
+        /// A suggestion.
+        hint: Option<String>,
+    },
+}
+
+impl Error {
+    /// Whether this is a usage error (a bad flag: exit code 2).
+    #[must_use]
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Flag { .. })
+    }
+
+    /// The suggestion, if any.
+    #[must_use]
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { hint, .. }
+            | Self::Flag { hint, .. }
+            | Self::Environment { hint, .. } => hint.as_deref(),
+            Self::Io { .. } => None,
+        }
+    }
 }
 
 /// A manifest and where it came from, so later checks can cite file:line.
@@ -192,7 +237,7 @@ impl LoadedManifest {
     /// [`Error::Io`] when the file cannot be read; [`Error::Invalid`], with
     /// the line and column, when it is not a valid manifest.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let bytes = read_bounded(path, MANIFEST_LIMIT).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::diagnose::{key_hint, key_span, nearest};
+use super::diagnose::nearest;
 use super::{Error, LoadedManifest, SourceSpec};
 
 /// The layer budget when `max_layers` is not set (nixpkgs' `maxLayers` default).
@@ -184,7 +184,7 @@ impl LoadedManifest {
             self.store_dir().err(),
             self.max_layers().err(),
             self.closure_source().err(),
-            self.check_config_keys().err(),
+            self.check_config().err(),
             self.layering().err(),
             self.output_format().err(),
             self.compression().err(),
@@ -420,24 +420,6 @@ impl LoadedManifest {
                 &names,
             )),
         }
-    }
-
-    /// Rejects `[config]` keys that are not OCI config keys.
-    fn check_config_keys(&self) -> Result<(), Error> {
-        for key in self.manifest.config.keys() {
-            if CONFIG_KEYS.contains(&key.as_str()) {
-                continue;
-            }
-            // The map keeps no spans; find the key in the text, falling
-            // back to the start of the file if it cannot be found.
-            let span = key_span(&self.text, &["config", key]).unwrap_or(0..0);
-            return Err(self.error_at(
-                span,
-                format!("unknown key `{key}` in `[config]`"),
-                key_hint(key, &CONFIG_KEYS),
-            ));
-        }
-        Ok(())
     }
 
     fn unknown_value(

@@ -133,8 +133,8 @@ pub fn json_schema() -> Value {
             })),
             "config": config(),
             "owner": strict_table("`[owner]`: owner of every store-layer entry, `/nix` and `/nix/store` included.", json!({
-                "uid": {"type": "integer", "minimum": 0, "description": "Owner id.", "default": 0},
-                "gid": {"type": "integer", "minimum": 0, "description": "Group id.", "default": 0},
+                "uid": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Owner id.", "default": 0},
+                "gid": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Group id.", "default": 0},
                 "uname": {"type": "string", "description": "Owner name.", "default": "root"},
                 "gname": {"type": "string", "description": "Group name.", "default": "root"},
             })),
@@ -248,12 +248,18 @@ fn config_key(key: &str) -> Value {
     };
     let string = |description: &str| json!({"type": "string", "description": description});
     let integer = |description: &str| json!({"type": "integer", "description": description});
+    let count =
+        |description: &str| json!({"type": "integer", "minimum": 0, "description": description});
     match key {
         "User" => {
             string("User (and group) the process runs as: `name`, `uid`, `uid:gid`, `name:group`.")
         }
         "ExposedPorts" => set("Ports to expose, as `\"PORT/tcp\" = {}` (or `/udp`)."),
-        "Env" => strings("Environment variables, `NAME=value`."),
+        "Env" => json!({
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[^=]+="},
+            "description": "Environment variables, `NAME=value`.",
+        }),
         "Entrypoint" => strings("The command run when the container starts."),
         "Cmd" => strings("Arguments to the entry point (or the command, without one)."),
         "Volumes" => set("Directories holding data, as `\"/data\" = {}`."),
@@ -272,14 +278,15 @@ fn config_key(key: &str) -> Value {
         "CpuShares" => integer("Relative CPU weight (docker)."),
         "Healthcheck" => json!({
             "type": "object",
+            "additionalProperties": false,
             "description": "How docker checks the container is healthy; durations in nanoseconds.",
             "properties": {
                 "Test": strings("`[\"NONE\"]`, `[\"CMD\", …]` or `[\"CMD-SHELL\", \"…\"]`."),
-                "Interval": integer("Time between checks."),
-                "Timeout": integer("Time a check may take."),
-                "StartPeriod": integer("Time to start before checks count."),
-                "StartInterval": integer("Time between checks while starting."),
-                "Retries": integer("Failures in a row before unhealthy."),
+                "Interval": count("Time between checks."),
+                "Timeout": count("Time a check may take."),
+                "StartPeriod": count("Time to start before checks count."),
+                "StartInterval": count("Time between checks while starting."),
+                "Retries": count("Failures in a row before unhealthy."),
             },
         }),
         "OnBuild" => strings("Instructions docker runs when the image is a build base."),
@@ -291,7 +298,7 @@ fn config_key(key: &str) -> Value {
 /// A mode: an octal string (`"0644"`, `"1777"`) or a TOML integer (`0o644`).
 fn mode(description: &str, default: Option<&str>) -> Value {
     let mut value = json!({
-        "description": format!("{description} An octal string such as \"0644\", or an integer such as 0o644."),
+        "description": format!("{description} An octal string such as \"0644\", or an octal integer such as 0o644 (a decimal integer such as 644 is an error)."),
         "anyOf": [
             {"type": "string", "pattern": "^(0o)?[0-7]+$"},
             {"type": "integer", "minimum": 0, "maximum": 0o7777},
@@ -365,8 +372,8 @@ fn customisation() -> Value {
         &["path"],
         json!({
             "path": image_path("A path or glob (`*`, `?`, `**`), e.g. \"/nix/var/nix/**\"."),
-            "uid": {"type": "integer", "minimum": 0, "description": "New owner id."},
-            "gid": {"type": "integer", "minimum": 0, "description": "New group id."},
+            "uid": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "New owner id."},
+            "gid": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "New group id."},
             "uname": {"type": "string", "description": "New owner name."},
             "gname": {"type": "string", "description": "New group name."},
             "mode": mode("Mode of files and directories.", None),

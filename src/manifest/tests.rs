@@ -500,3 +500,165 @@ fn check_no_panic(text: &str) {
         );
     }
 }
+
+/// `[config]` values are checked against the OCI config's types at load,
+/// at the offending value (issue 9: they used to fail in `docker load`).
+#[test]
+fn config_values_have_the_oci_types() {
+    let config = |body: &str| format!("name = \"a\"\n[closure]\n[config]\n{body}\n");
+    // (body, line, column, words the message must hold)
+    for (body, at, words) in [
+        (
+            "Entrypoint = 5",
+            (4, 14),
+            &["`config.Entrypoint`", "array of strings", "integer"][..],
+        ),
+        (
+            "Cmd = [\"/bin/sh\", 1]",
+            (4, 19),
+            &["`config.Cmd`", "string"],
+        ),
+        (
+            "Labels = {a = 5}",
+            (4, 15),
+            &["`config.Labels.\"a\"`", "string"],
+        ),
+        (
+            "Volumes = [\"/data\"]",
+            (4, 11),
+            &["`config.Volumes`", "table"],
+        ),
+        ("Volumes = { \"/data\" = 1 }", (4, 23), &["empty table"]),
+        ("Volumes = { \"data\" = {} }", (4, 13), &["absolute"]),
+        ("User = 1000", (4, 8), &["`config.User`", "a string"]),
+        ("WorkingDir = []", (4, 14), &["`config.WorkingDir`"]),
+        ("StopSignal = 15", (4, 14), &["`config.StopSignal`"]),
+        (
+            "ArgsEscaped = \"yes\"",
+            (4, 15),
+            &["`config.ArgsEscaped`", "boolean"],
+        ),
+        ("Env = [\"NOEQUALS\"]", (4, 8), &["NAME=value"]),
+        ("Env = [\"=x\"]", (4, 8), &["NAME=value"]),
+        ("Env = \"A=1\"", (4, 7), &["`config.Env`"]),
+        (
+            "ExposedPorts = [\"80/tcp\"]",
+            (4, 16),
+            &["`config.ExposedPorts`"],
+        ),
+        (
+            "ExposedPorts = { \"80/tcp\" = \"\" }",
+            (4, 29),
+            &["empty table"],
+        ),
+        ("ExposedPorts = { \"http\" = {} }", (4, 18), &["PORT"]),
+        ("ExposedPorts = { \"70000/tcp\" = {} }", (4, 18), &["65535"]),
+        (
+            "ExposedPorts = { \"80/icmp\" = {} }",
+            (4, 18),
+            &["protocol"],
+        ),
+        ("OnBuild = \"RUN x\"", (4, 11), &["`config.OnBuild`"]),
+        ("Shell = [[\"sh\"]]", (4, 10), &["`config.Shell`"]),
+        ("Memory = \"1g\"", (4, 10), &["`config.Memory`", "integer"]),
+        (
+            "Healthcheck = [\"CMD\"]",
+            (4, 15),
+            &["`config.Healthcheck`", "table"],
+        ),
+        (
+            "Healthcheck = { Test = \"CMD\" }",
+            (4, 24),
+            &["`config.Healthcheck.Test`"],
+        ),
+        (
+            "Healthcheck = { Retries = \"3\" }",
+            (4, 27),
+            &["`config.Healthcheck.Retries`"],
+        ),
+        ("Healthcheck = { Interval = -1 }", (4, 28), &["negative"]),
+        ("Healthcheck = { Intervall = 1 }", (4, 17), &["`Intervall`"]),
+        ("Labels = { a = \"x\" }\nCmd = 1", (5, 7), &["`config.Cmd`"]),
+        ("Cmd = 1970-01-01T00:00:00Z", (4, 7), &["date-time"]),
+    ] {
+        let (line, column, message, hint) = invalid(&config(body));
+        assert_eq!((line, column), at, "{body}: {message}");
+        for word in words {
+            assert!(message.contains(word), "{body}: {message} lacks {word}");
+        }
+        assert!(hint.is_some(), "{body}: no hint");
+    }
+    let (_, _, _, hint) = invalid(&config("Healthcheck = { Intervall = 1 }"));
+    assert_eq!(hint.as_deref(), Some("did you mean `Interval`?"));
+
+    // Dotted keys and inline tables are checked the same way.
+    let (line, column, _, _) = invalid("name = \"a\"\nconfig.Entrypoint = 5\n[closure]\n");
+    assert_eq!((line, column), (2, 21));
+    let (line, column, _, _) = invalid("name = \"a\"\nconfig = { Cmd = [1] }\n[closure]\n");
+    assert_eq!((line, column), (2, 19));
+
+    // Every well-typed form loads.
+    ok(&config(
+        "User = \"1000:1000\"\nExposedPorts = { \"80/tcp\" = {}, \"53/udp\" = {}, \"8000-8010\" = {} }\n\
+         Env = [\"A=1\", \"B=\"]\nEntrypoint = [\"/bin/app\"]\nCmd = []\nVolumes = { \"/data\" = {} }\n\
+         WorkingDir = \"/\"\nLabels = { a = \"b\" }\nStopSignal = \"SIGTERM\"\nArgsEscaped = false\n\
+         Memory = 1\nMemorySwap = -1\nCpuShares = 2\nOnBuild = []\nShell = [\"/bin/sh\", \"-c\"]\n\
+         Healthcheck = { Test = [\"CMD\", \"true\"], Interval = 1, Timeout = 2, StartPeriod = 3, StartInterval = 4, Retries = 5 }",
+    ));
+}
+
+/// Ids are 32-bit: 2^32 and above are refused where they are written.
+#[test]
+fn ids_beyond_32_bits_are_refused_at_their_line() {
+    for (body, line) in [
+        ("[owner]\nuid = 4294967296\n", 5),
+        ("[owner]\ngid = 18446744073709551615\n", 5),
+        (
+            "[[customisation.permissions]]\npath = \"/x\"\nuid = 4294967296\n",
+            6,
+        ),
+        (
+            "[[customisation.permissions]]\npath = \"/x\"\ngid = 4294967297\n",
+            6,
+        ),
+    ] {
+        let (l, _, message, _) = invalid(&format!("name = \"a\"\n[closure]\n\n{body}"));
+        assert_eq!(l, line, "{body}: {message}");
+        assert!(message.contains("4294967295"), "{body}: {message}");
+    }
+    let m = ok("name = \"a\"\n[closure]\n[owner]\nuid = 4294967295\ngid = 4294967295\n");
+    assert_eq!(m.manifest.owner.uid, Some(u32::MAX));
+}
+
+/// `mode = 644` is decimal 644, not the octal mode meant: refused with a
+/// hint that names the key; a mode of the wrong type gets a mode hint.
+#[test]
+fn modes_must_be_octal_strings_or_octal_literals() {
+    let perm = |body: &str| {
+        format!("name = \"a\"\n[closure]\n[[customisation.permissions]]\npath = \"/x\"\n{body}\n")
+    };
+    for key in ["mode", "dir_mode", "file_mode"] {
+        let (line, column, message, hint) = invalid(&perm(&format!("{key} = 644")));
+        assert_eq!(line, 5);
+        assert_eq!(column, key.len() + 4, "{message}");
+        assert!(message.contains("decimal"), "{message}");
+        assert!(hint.unwrap().contains(&format!("{key} = \"0644\"")));
+
+        let (line, _, message, hint) = invalid(&perm(&format!("{key} = true")));
+        assert_eq!(line, 5);
+        assert!(
+            message.contains(&format!("`customisation.permissions.{key}`")),
+            "{message}"
+        );
+        let hint = hint.unwrap();
+        assert!(hint.contains(&format!("{key} = \"0644\"")), "{hint}");
+        assert!(!hint.contains("closure.source"), "{hint}");
+    }
+    let (line, _, _, hint) =
+        invalid("name = \"a\"\n[closure]\n[[customisation.dirs]]\npath = \"/x\"\nmode = 755\n");
+    assert_eq!(line, 5);
+    assert!(hint.unwrap().contains("mode = \"0644\""));
+    let m = ok(&perm("mode = 0o640\nfile_mode = \"0600\""));
+    let rule = &m.customisation().unwrap().permissions[0];
+    assert_eq!((rule.mode, rule.file_mode), (Some(0o640), Some(0o600)));
+}

@@ -95,5 +95,23 @@ mod tests {
             let text = encode(&bytes);
             prop_assert_eq!(decode(text.as_bytes(), bytes.len()), Some(bytes));
         }
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            text in proptest::collection::vec(any::<u8>(), 0..120),
+            len in 0usize..80,
+        ) {
+            if let Some(bytes) = decode(&text, len) {
+                prop_assert_eq!(bytes.len(), len);
+            }
+        }
+
+        #[test]
+        fn alphabet_text_of_any_length_decodes_or_fails_cleanly(
+            text in "[0-9a-df-np-sv-z]{0,120}",
+            len in 0usize..80,
+        ) {
+            let _ = decode(text.as_bytes(), len);
+        }
     }
 }

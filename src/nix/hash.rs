@@ -120,4 +120,20 @@ mod tests {
             assert!(NarHash::parse(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in "(sha256[:-])?[0-9a-zA-Z+/=\u{e9}]{0,80}") {
+            if let Ok(hash) = NarHash::parse(&text) {
+                // A parsed hash round-trips through every spelling.
+                proptest::prop_assert_eq!(NarHash::parse(&hash.to_nix32()), Ok(hash));
+                proptest::prop_assert_eq!(NarHash::parse(&hash.to_base16()), Ok(hash));
+            }
+        }
+
+        #[test]
+        fn any_string_fails_cleanly(text in "\\PC{0,100}") {
+            let _ = NarHash::parse(&text);
+        }
+    }
 }

@@ -251,5 +251,19 @@ mod tests {
         fn never_panics(text in "\\PC{0,80}") {
             let _ = StorePath::parse(&StoreDir::default(), &text);
         }
+
+        #[test]
+        fn store_shaped_text_never_panics(text in "/nix/store/[0-9a-z\u{e9}]{28,36}-?[A-Za-z0-9+._?=\u{e9}/-]{0,20}") {
+            let _ = StorePath::parse(&StoreDir::default(), &text);
+        }
+
+        #[test]
+        fn base_names_and_store_dirs_never_panic(base in "\\PC{0,80}", dir in "\\PC{0,40}") {
+            let _ = StorePath::from_base_name(&StoreDir::default(), &base);
+            if let Ok(dir) = StoreDir::new(&dir) {
+                let _ = StorePath::from_base_name(&dir, &base);
+                let _ = StorePath::parse(&dir, &base);
+            }
+        }
     }
 }

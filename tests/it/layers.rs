@@ -311,3 +311,28 @@ fn the_example_as_an_html_page() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("plan.html"));
 }
+
+/// narSize comes from an untrusted file: totals past 2^64 are exact, not
+/// wrapped (nor a panic).
+#[test]
+fn byte_totals_do_not_wrap_at_2_64() {
+    let tmp = util::temp_dir();
+    let graph = std::fs::read_to_string(util::repo().join("fixtures/example/graph.json")).unwrap();
+    let huge = u64::MAX.to_string();
+    let graph = graph
+        .replace("\"narSize\": 2256", &format!("\"narSize\": {huge}"))
+        .replace("\"narSize\": 488", &format!("\"narSize\": {huge}"));
+    util::write(tmp.path(), "graph.json", &graph);
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        "name = \"x\"\n[closure]\nroots = [\"/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3\"]\nsource = { graph = \"graph.json\" }\n",
+    );
+    let table = layers(&manifest, false);
+    let total = u128::from(u64::MAX) * 2 + 1280;
+    let last = table.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("3 store layers, 3 paths, {total} bytes")),
+        "{table}"
+    );
+}

@@ -458,8 +458,10 @@ fn a_layout_rebuild_after_one_path_changed_writes_only_the_changed_blobs() {
     let second = build(&example_copy(&second_dir, APP2));
     assert_eq!(second["blobs"]["written"], 3, "{second}");
     assert_eq!(second["blobs"]["existing"], 2, "{second}");
-    // Only the changed layer was read.
-    assert_eq!(second["blobs"]["layers_cached"], 2, "{second}");
+    // The store is another copy (another `store.root`), and the layer
+    // cache is per store: every layer was read again (issue 9), and the
+    // unchanged ones were found in the layout.
+    assert_eq!(second["blobs"]["layers_cached"], 0, "{second}");
     let after = blob_stats(&layout);
     assert_eq!(after.len(), 8);
     for (name, stat) in &before {
@@ -563,7 +565,8 @@ fn bad_inputs_and_usage_give_one_error() {
             .arg(&manifest)
             .args(["--compression", "gzip", "--level", "12", "-o"])
             .arg(tmp.path().join("x.tar")),
-        1,
+        // A bad flag value is a usage error (issue 9).
+        2,
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("level 12"));
     // A directory that is not a layout is never written into.

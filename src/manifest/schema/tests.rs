@@ -327,6 +327,11 @@ fn check(value: &Value, schema: &Value, at: &str, errors: &mut Vec<String>) {
             fail(format!("{value} < {min}"));
         }
     }
+    if let Some(max) = schema["maximum"].as_i64() {
+        if value.as_i64().is_some_and(|v| v > max) {
+            fail(format!("{value} > {max}"));
+        }
+    }
     for key in schema["required"].as_array().into_iter().flatten() {
         if value.get(key.as_str().unwrap()).is_none() {
             fail(format!("missing `{}`", key.as_str().unwrap()));
@@ -543,6 +548,18 @@ fn what_the_manifest_rejects_the_schema_rejects() {
             "no `anyOf`",
         ),
         ("[base]\n", "missing `image`"),
+        ("[config]\nEntrypoint = 5\n", ".config.Entrypoint"),
+        ("[config]\nLabels = { a = 5 }\n", ".config.Labels"),
+        ("[config]\nVolumes = [\"/data\"]\n", ".config.Volumes"),
+        (
+            "[config]\nHealthcheck = { Retries = -1 }\n",
+            ".config.Healthcheck",
+        ),
+        (
+            "[config]\nHealthcheck = { Tset = [] }\n",
+            ".config.Healthcheck",
+        ),
+        ("[owner]\nuid = 4294967296\n", ".owner.uid"),
     ] {
         // Tables after the top-level keys, so a bare key stays top-level.
         let text = if extra.starts_with('[') {

@@ -1,0 +1,120 @@
+//! Reading an input file whole, bounded: the manifest and the closure
+//! files are untrusted and read into memory, so a path naming `/dev/zero`,
+//! a FIFO nobody writes to, or a runaway file must end with an error naming
+//! it rather than grow without bound or hang.
+//!
+//! Here, in the first stage, because every later stage that reads an input
+//! whole (the closure sources) uses it.
+
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+/// The largest manifest read: hand-written TOML is kilobytes.
+pub const MANIFEST_LIMIT: u64 = 16 << 20;
+
+/// The largest closure file (registration, graph JSON, path-info JSON,
+/// DOT) read: a closure of 100 000 paths is well under 100 MiB in any of
+/// them.
+pub const CLOSURE_FILE_LIMIT: u64 = 1 << 30;
+
+/// The bytes of `path`, at most `limit` of them.
+///
+/// A FIFO is opened without waiting for a writer (so one that has none
+/// reads as empty), and a file, device or pipe with more than `limit`
+/// bytes is an error of kind [`io::ErrorKind::FileTooLarge`] as soon as
+/// the limit is passed.
+///
+/// # Errors
+/// When `path` cannot be opened or read, is a directory, or holds more
+/// than `limit` bytes.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    // O_NONBLOCK only for `open`: opening a FIFO for reading otherwise
+    // blocks until some process opens it for writing.
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "it is a directory, not a file",
+        ));
+    }
+    if meta.is_file() && meta.len() > limit {
+        return Err(too_large(limit));
+    }
+    clear_nonblocking(&file)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(bytes)
+}
+
+fn too_large(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("it holds more than {} MiB, the limit", limit >> 20),
+    )
+}
+
+/// Back to blocking reads, so a pipe whose writer is slow is waited for
+/// rather than read as `WouldBlock`.
+fn clear_nonblocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function's caller owns, with
+    // F_GETFL / F_SETFL, which take no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(read_bounded(&path, 3).unwrap(), b"abc");
+        assert_eq!(
+            read_bounded(&path, 2).unwrap_err().kind(),
+            io::ErrorKind::FileTooLarge
+        );
+        assert_eq!(
+            read_bounded(dir.path(), 2).unwrap_err().kind(),
+            io::ErrorKind::IsADirectory
+        );
+    }
+
+    #[test]
+    fn endless_devices_stop_at_the_limit() {
+        let err = read_bounded(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn a_fifo_without_a_writer_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(read_bounded(&fifo, 100).unwrap(), b"");
+    }
+}
