@@ -49,7 +49,7 @@
 //!         architecture: "amd64".to_owned(),
 //!         os: "linux".to_owned(),
 //!         variant: None,
-//!         config: serde_json::from_str(&format!(r#"{{"Cmd": ["{app}/bin/serve"]}}"#))?,
+//!         config: serde_json::from_str(&format!(r#"{{"Cmd": ["{app}/bin/hello"]}}"#))?,
 //!     },
 //!     store: StoreLocation { dir: dir.clone(), root: fixtures.join("store") },
 //!     roots: vec![StorePath::parse(&dir, app)?],

@@ -364,14 +364,14 @@ contents = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
 
 [[customisation.symlinks]]
 path = "/bin/serve"
-target = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3/bin/serve"
+target = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3/bin/hello"
 "#,
     );
     let archive = tmp.path().join("image.tar");
     build(&manifest, &archive);
     let names = all_entry_names(&archive);
     assert!(names.iter().any(|n| n == "/bin/serve"), "{names:?}");
-    assert!(names.iter().any(|n| n == "/etc/serve.conf"), "{names:?}");
+    assert!(names.iter().any(|n| n == "/etc/hello.conf"), "{names:?}");
     assert!(
         names.iter().any(|n| n == "/nix/var/nix/db/db.sqlite"),
         "{names:?}"

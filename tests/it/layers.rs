@@ -25,7 +25,7 @@ fn parse_json(text: &str) -> Vec<Vec<String>> {
 ///
 /// ```text
 /// example-app-0.3 ──► example-site-2.1 ──► example-greeting-1.0
-///        └────────────────────────────────► example-greeting-1.0
+///        └─► itself (bin/hello names its own etc/hello.conf)
 /// ```
 #[test]
 fn the_example_as_a_table_and_as_json() {
@@ -44,7 +44,7 @@ fn the_example_as_a_table_and_as_json() {
         "    1      1    488  /nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0"
     );
     assert_eq!(lines.len(), 5, "{table}");
-    assert_eq!(lines[4], "3 store layers, 3 paths, 4024 bytes (3.9 KiB)");
+    assert_eq!(lines[4], "3 store layers, 3 paths, 5096 bytes (5.0 KiB)");
 }
 
 /// A manifest for the root `root` of a real closure (read with `nix-store`).

@@ -363,7 +363,7 @@ fn example_copy(dir: &Path, app: &str) -> PathBuf {
     );
     if app != APP {
         std::fs::rename(store.join(APP), store.join(app)).unwrap();
-        let conf = store.join(app).join("etc/serve.conf");
+        let conf = store.join(app).join("etc/hello.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap();
         text.push_str("# changed\n");
         tool(
@@ -393,7 +393,7 @@ root = "store"
 roots = ["/nix/store/{app}"]
 source = {{ graph = "graph.json" }}
 [config]
-Cmd = ["/nix/store/{app}/bin/serve"]
+Cmd = ["/nix/store/{app}/bin/hello"]
 "#
         ),
     )
