@@ -83,7 +83,7 @@ pub struct LayerDigest {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file system call on a store file failed.
+    /// Reading a store file (through its [`Store`]) or a customisation `source` file failed.
     #[error("failed to read `{}`", path.display())]
     Io {
         /// The file.

@@ -480,6 +480,78 @@ mod tests {
         ));
     }
 
+    /// The components of an entry's name below the store path.
+    fn components(name: &[u8]) -> Vec<&[u8]> {
+        let name = name.strip_suffix(b"/").unwrap_or(name);
+        name[TREE.len()..]
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever the names, the walk is the order of nixpkgs' sort of
+        /// pathlib paths: by components, each in Python's order, and it
+        /// yields every file once.
+        #[test]
+        fn walk_order_is_the_component_sort(
+            files in proptest::collection::btree_set(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        &b"a"[..], b"b", b"-", b".", b"\xc3\xa9", b"\x80", b"\xff", b"\xee\x80\x80",
+                    ]),
+                    1..4,
+                ),
+                1..12,
+            ),
+            nested in proptest::collection::vec(0usize..3, 12),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = local(dir.path());
+            let t = store.disk_path(TREE);
+            fs::create_dir_all(&t).unwrap();
+            let mut made = std::collections::BTreeSet::new();
+            for (parts, depth) in files.iter().zip(nested) {
+                // `depth` directories `d` above the file, so names repeat
+                // at several levels.
+                let mut path = t.clone();
+                let mut logical: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..depth {
+                    path.push("d");
+                    logical.push(b"d".to_vec());
+                }
+                let name = parts.concat();
+                if name == b"." || name == b".." || name == b"d" {
+                    continue;
+                }
+                fs::create_dir_all(&path).unwrap();
+                path.push(OsStr::from_bytes(&name));
+                fs::write(&path, b"").unwrap();
+                logical.push(name);
+                made.insert(logical);
+            }
+            let names: Vec<Vec<u8>> = entries(&store, TREE).into_iter().map(|e| e.name).collect();
+            for pair in names.windows(2) {
+                let (a, b) = (components(&pair[0]), components(&pair[1]));
+                let order = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| python_order(x, y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(a.len().cmp(&b.len()));
+                proptest::prop_assert_eq!(order, std::cmp::Ordering::Less);
+            }
+            let files: std::collections::BTreeSet<Vec<Vec<u8>>> = names
+                .iter()
+                .filter(|n| !n.ends_with(b"/"))
+                .map(|n| components(n).into_iter().map(<[u8]>::to_vec).collect())
+                .collect();
+            proptest::prop_assert_eq!(files, made);
+        }
+    }
+
     /// Memory is bounded by design: the walk keeps only the unvisited
     /// siblings of each directory on the current path. Here, 2 directories
     /// of 300 files each: while inside the second, the first's listing is

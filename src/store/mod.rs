@@ -190,7 +190,7 @@ pub trait Store {
     /// The store path and everything under it, read lazily: a depth-first
     /// pre-order, siblings in [`python_order`]. A store path that is a
     /// file or a symlink is one entry. Hard links are regular files (NARs
-    /// have no links). The walk stops after the first error.
+    /// have no links). Callers stop at the first error.
     fn entries<'a>(&'a self, path: &StorePath) -> Self::Entries<'a>;
 
     /// The entry at `name` (an absolute logical path inside the store, no
