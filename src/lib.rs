@@ -8,21 +8,25 @@
 //!
 //! 1. [`manifest`]: the TOML manifest (`image.toml`) → a typed [`manifest::Manifest`].
 //! 2. [`nix`]: the small Nix formats every stage shares (store paths, nixbase32, NAR hashes).
-//! 3. [`closure`]: a closure source (live store, registration, graph JSON,
+//! 3. [`store`]: where store path content comes from, behind the
+//!    [`store::Store`] trait (entries in layer order, file bytes, NAR sizes);
+//!    the local store on disk ([`store::StoreLocation`]) is its first implementation.
+//! 4. [`closure`]: a closure source (live store, registration, graph JSON,
 //!    path-info JSON, DOT) → one [`closure::ClosureGraph`].
-//! 4. [`plan`]: a closure graph and a layering pipeline → a [`plan::LayerPlan`].
-//! 5. [`layer`]: store paths → deterministic layer tars, byte-compatible with
-//!    nixpkgs' `stream_layered_image.py`, sized from metadata before a byte is written;
-//!    the customisation layer and the permission rules applied to every layer.
-//! 6. [`image`]: the image config, history and docker `manifest.json`, serialised
+//! 5. [`plan`]: a closure graph and a layering pipeline → a [`plan::LayerPlan`].
+//! 6. [`layer`]: store paths, read through a [`store::Store`] → deterministic
+//!    layer tars, byte-compatible with nixpkgs' `stream_layered_image.py`, sized
+//!    from metadata before a byte is written; the customisation layer and the
+//!    permission rules applied to every layer.
+//! 7. [`image`]: the image config, history and docker `manifest.json`, serialised
 //!    canonically; the Nix database; base images.
-//! 7. [`archive`]: reading existing images (docker-archives in any
+//! 8. [`archive`]: reading existing images (docker-archives in any
 //!    compression, OCI archives and layouts), for `merge`, `inspect` and base images.
-//! 8. [`sink`]: where the image goes (a docker-archive, an OCI layout or
+//! 9. [`sink`]: where the image goes (a docker-archive, an OCI layout or
 //!    archive, a stream), compressed deterministically on all cores.
-//! 9. [`build`]: drives the stages above for one resolved build.
-//! 10. [`merge`]: many docker-archives into one (nixpkgs' `mergeImages`).
-//! 11. [`cli`]: arguments, settings, printing and exit codes; the only place that
+//! 10. [`build`]: drives the stages above for one resolved build.
+//! 11. [`merge`]: many docker-archives into one (nixpkgs' `mergeImages`).
+//! 12. [`cli`]: arguments, settings, printing and exit codes; the only place that
 //!     reads the clock or the environment.
 //!
 //! # Example
@@ -33,10 +37,11 @@
 //! ```
 //! use std::path::PathBuf;
 //! use nixlayer::build::{self, BuildSettings, NoReporter};
-//! use nixlayer::closure::{Source, StoreLocation};
+//! use nixlayer::closure::Source;
 //! use nixlayer::image::ConfigSpec;
 //! use nixlayer::nix::{StoreDir, StorePath};
 //! use nixlayer::plan::Pipeline;
+//! use nixlayer::store::StoreLocation;
 //!
 //! let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/example");
 //! let dir = StoreDir::default();
@@ -89,3 +94,4 @@ pub mod merge;
 pub mod nix;
 pub mod plan;
 pub mod sink;
+pub mod store;

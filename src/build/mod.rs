@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::closure::{self, ClosureGraph, Source, StoreLocation};
+use crate::closure::{self, ClosureGraph, Source};
 use crate::image::base::{self as base_image, BaseImage};
 use crate::image::{self, nix_db, ConfigSpec, LayerRecord};
 use crate::layer::cache::LayerCache;
@@ -17,6 +17,7 @@ use crate::layer::{self, Digest, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
 use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink;
+use crate::store::StoreLocation;
 
 mod docker;
 mod oci;
@@ -423,8 +424,8 @@ fn customisation_tree(
 ) -> Result<CustomisationTree, Error> {
     let content = &settings.content;
     let root = Owner::default();
-    let mut tree = CustomisationTree::new(settings.store.clone(), settings.owner.clone());
-    tree.merge_contents(&content.contents, content.on_collision)?;
+    let mut tree = CustomisationTree::new(settings.store.dir.clone(), settings.owner.clone());
+    tree.merge_contents(&settings.store, &content.contents, content.on_collision)?;
     for file in &content.files {
         tree.add_file(&file.path, file.data.clone(), file.mode, &root)?;
     }

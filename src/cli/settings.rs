@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::build::{BuildSettings, ContentSettings, CustomFile};
-use crate::closure::{Source, StoreLocation};
+use crate::closure::Source;
 use crate::image::ConfigSpec;
 use crate::layer::customisation::{FileData, OnCollision};
 use crate::layer::{Owner, Permissions};
@@ -15,6 +15,7 @@ use crate::manifest::{
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
 use crate::sink::compress::{Codec, CompressOptions};
+use crate::store::StoreLocation;
 
 use super::args::BuildArgs;
 

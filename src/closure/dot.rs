@@ -16,7 +16,8 @@
 //! - Nix omits self-references, so a graph read from DOT has none: compare
 //!   it with another source's graph modulo self-references;
 //! - there are no hashes ([`PathInfo::nar_hash`] is `None`) and no sizes, so
-//!   the NAR size of each path is computed from the store on disk ([`super::nar`]).
+//!   the NAR size of each path is computed from the store
+//!   ([`Store::nar_size`]: on disk, from metadata alone).
 //!
 //! The tokenizer is hand-written (see `reference/crates.md`): it reads the
 //! DOT subset an edited or generated graph plausibly uses (quoted and bare
@@ -30,22 +31,18 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{malformed, nar, Error, PathInfo, StoreLocation};
+use super::{malformed, Error, PathInfo};
 use crate::nix::{StoreDir, StorePath};
+use crate::store::Store;
 
 /// Parses the graph and sizes every node from `store`; `file` names it in errors.
-pub(super) fn parse(
-    bytes: &[u8],
-    file: &Path,
-    store: &StoreLocation,
-) -> Result<Vec<PathInfo>, Error> {
-    parse_graph(bytes, file, &store.dir)?
+pub(super) fn parse(bytes: &[u8], file: &Path, store: &impl Store) -> Result<Vec<PathInfo>, Error> {
+    parse_graph(bytes, file, store.dir())?
         .into_iter()
         .map(|(path, references)| {
-            let disk_path = store.disk_path(path.as_str());
-            let nar_size = nar::nar_size(&disk_path).map_err(|source| Error::NarSize {
+            let nar_size = store.nar_size(&path).map_err(|source| Error::NarSize {
+                disk_path: store.location(path.as_str().as_bytes()),
                 path: path.clone(),
-                disk_path,
                 source,
             })?;
             Ok(PathInfo {
@@ -439,6 +436,7 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreLocation;
     use proptest::prelude::*;
 
     const ALL: &str = "ly8amrqf4a1z621x1fqz2d7hrnqhfbcx-golden-all";

@@ -14,17 +14,21 @@
 //! - [`Source::Registration`]: `registration` (closureInfo, `--dump-db`);
 //! - [`Source::Graph`]: `graph_json` (exportReferencesGraph, structured attrs);
 //! - [`Source::PathInfo`]: `path_info` (`nix path-info --json --recursive`);
-//! - [`Source::Dot`]: `dot` (`nix-store --query --graph`), sized by [`nar`].
+//! - [`Source::Dot`]: `dot` (`nix-store --query --graph`), sized by
+//!   [`Store::nar_size`](crate::store::Store::nar_size).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::nix::{NarHash, StoreDir, StorePath};
+use crate::nix::{NarHash, StorePath};
+
+/// The local store, which [`read_closure`] asks (`nix-store`, DOT sizes).
+#[doc(no_inline)]
+pub use crate::store::StoreLocation;
 
 mod dot;
 mod graph_json;
 mod json;
-pub mod nar;
 mod nix_store;
 mod path_info;
 mod registration;
@@ -48,23 +52,6 @@ pub struct PathInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClosureGraph {
     paths: Vec<PathInfo>,
-}
-
-/// Where the store lives on this machine.
-#[derive(Clone, Debug)]
-pub struct StoreLocation {
-    /// The logical store directory (`store.dir`), e.g. `/nix/store`.
-    pub dir: StoreDir,
-    /// The filesystem root the store is read from (`store.root`), `/` for the live store.
-    pub root: PathBuf,
-}
-
-impl StoreLocation {
-    /// Where `path` is on this machine's filesystem.
-    #[must_use]
-    pub fn disk_path(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
-    }
 }
 
 /// Where the reference graph comes from (`closure.source`).
@@ -144,7 +131,7 @@ pub enum Error {
         /// The input.
         input: String,
     },
-    /// The NAR size of a path could not be computed from disk (DOT files carry no sizes).
+    /// The NAR size of a path could not be computed from the store (DOT files carry no sizes).
     #[error("failed to compute the NAR size of `{path}` from `{}`", disk_path.display())]
     NarSize {
         /// The store path.
@@ -153,7 +140,7 @@ pub enum Error {
         disk_path: PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: crate::store::Error,
     },
     /// Running `nix-store` failed.
     #[error("`{command}` failed")]
@@ -442,6 +429,7 @@ pub(crate) mod tests {
     }
 
     use super::*;
+    use crate::nix::StoreDir;
 
     /// A valid store path in `/nix/store` whose hash starts with `c` (so
     /// tests can order paths by the letter), named `name`.

@@ -22,8 +22,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use super::{registration, ClosureGraph, Error, StoreLocation};
+use super::{registration, ClosureGraph, Error};
 use crate::nix::{StoreDir, StorePath};
+use crate::store::StoreLocation;
 
 /// Paths per `--dump-db` call: about 100 bytes each, so a batch is ~100 kB
 /// of arguments, far from Linux's 2 MB limit.

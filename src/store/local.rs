@@ -1,0 +1,582 @@
+//! The store on this machine's disk: `store.dir` under `store.root`.
+//!
+//! [`StoreLocation::entries`](super::Store::entries) walks a store path
+//! lazily: each directory's listing is read and sorted on its own when the
+//! walk enters it, which gives the order of nixpkgs' streamer (it sorts
+//! `[path, *path.rglob("*")]` as pathlib paths, i.e. by their list of
+//! components: a depth-first pre-order with siblings in code-point order).
+//! So the walk never holds more than the listings of the directories on the
+//! current path from the store path down: memory is bounded by one
+//! directory's width times the depth, not by the size of the closure.
+//!
+//! Every entry is read with `lstat`, so a symlink is never followed; a
+//! device, fifo or socket is an error (no NAR can hold one). Unlike
+//! pathlib's `rglob`, which silently skips a directory it may not read, a
+//! listing error is an error rather than files left out.
+//!
+//! Names are bytes. Python reads them as `str` through the filesystem
+//! encoding, UTF-8 wherever nixpkgs runs the streamer (UTF-8 mode, or a
+//! UTF-8 locale), with `surrogateescape`; [`super::python_order`] compares
+//! them as such.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::vec;
+
+use super::{python_order, Entry, EntryKind, Error, Store};
+use crate::nix::{StoreDir, StorePath};
+
+/// Where the store lives on this machine: the local store.
+#[derive(Clone, Debug)]
+pub struct StoreLocation {
+    /// The logical store directory (`store.dir`), e.g. `/nix/store`.
+    pub dir: StoreDir,
+    /// The filesystem root the store is read from (`store.root`), `/` for the live store.
+    pub root: PathBuf,
+}
+
+impl StoreLocation {
+    /// Where `path` is on this machine's filesystem.
+    #[must_use]
+    pub fn disk_path(&self, path: &str) -> PathBuf {
+        self.disk(path.as_bytes())
+    }
+
+    /// Where the logical path `name` is on disk (a directory's `/` dropped).
+    fn disk(&self, name: &[u8]) -> PathBuf {
+        let mut relative = name.strip_suffix(b"/").unwrap_or(name);
+        while let Some(rest) = relative.strip_prefix(b"/") {
+            relative = rest;
+        }
+        self.root.join(OsStr::from_bytes(relative))
+    }
+}
+
+impl Store for StoreLocation {
+    type Entries<'a> = LocalEntries;
+    type Reader<'a> = File;
+
+    fn dir(&self) -> &StoreDir {
+        &self.dir
+    }
+
+    /// `local?root=ROOT`, the root percent-encoded as in a Nix store URL:
+    /// the same store directory under another root may hold other bytes.
+    fn identity(&self) -> String {
+        let mut id = "local?root=".to_owned();
+        for &b in self.root.as_os_str().as_bytes() {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                id.push(char::from(b));
+            } else {
+                id.push_str(&format!("%{b:02X}"));
+            }
+        }
+        id
+    }
+
+    fn entries(&self, path: &StorePath) -> LocalEntries {
+        LocalEntries {
+            start: Some((
+                path.as_str().as_bytes().to_vec(),
+                self.disk_path(path.as_str()),
+            )),
+            stack: Vec::new(),
+            scratch: PathBuf::new(),
+        }
+    }
+
+    fn entry(&self, name: &[u8]) -> Result<Option<Entry>, Error> {
+        let disk = self.disk(name);
+        let meta = match fs::symlink_metadata(&disk) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path: disk, source }),
+        };
+        let kind = kind_of(&meta, &disk)?;
+        let mut name = name.strip_suffix(b"/").unwrap_or(name).to_vec();
+        if kind == EntryKind::Directory {
+            name.push(b'/');
+        }
+        Ok(Some(Entry { name, kind }))
+    }
+
+    fn read_dir(&self, name: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        let names = read_sorted(&self.disk(name))?;
+        Ok(names.into_iter().map(OsString::into_vec).collect())
+    }
+
+    fn open(&self, name: &[u8]) -> Result<File, Error> {
+        let disk = self.disk(name);
+        File::open(&disk).map_err(|source| Error::Io { path: disk, source })
+    }
+
+    fn location(&self, name: &[u8]) -> PathBuf {
+        self.disk(name)
+    }
+}
+
+/// A directory whose entries are being walked.
+struct Level {
+    /// Its path on disk.
+    disk: PathBuf,
+    /// Its name, ending in `/`.
+    name: Vec<u8>,
+    /// The children not yet yielded, sorted.
+    children: vec::IntoIter<OsString>,
+}
+
+/// The entries of one store path on disk, in layer order, read lazily.
+pub struct LocalEntries {
+    /// The store path's own name and disk path, until it is yielded.
+    start: Option<(Vec<u8>, PathBuf)>,
+    /// The directories on the path to the next entry, outermost first.
+    stack: Vec<Level>,
+    /// The disk path of the entry being read, reused so that only a
+    /// directory (whose level keeps it) costs an allocation for it.
+    scratch: PathBuf,
+}
+
+impl LocalEntries {
+    /// Directory levels and names the walk holds right now.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let names = self.stack.iter().map(|l| l.children.len()).sum();
+        (self.stack.len(), names)
+    }
+
+    /// The entry at `disk` (`self.scratch` or the store path's), named
+    /// `name`; a directory's listing is read and pushed so its children
+    /// come next.
+    fn entry(&mut self, mut name: Vec<u8>, disk: &Path) -> Result<Entry, Error> {
+        let meta = fs::symlink_metadata(disk).map_err(|source| Error::Io {
+            path: disk.to_owned(),
+            source,
+        })?;
+        let kind = kind_of(&meta, disk)?;
+        if kind == EntryKind::Directory {
+            name.push(b'/');
+            let children = read_sorted(disk)?;
+            self.stack.push(Level {
+                disk: disk.to_owned(),
+                name: name.clone(),
+                children: children.into_iter(),
+            });
+        }
+        Ok(Entry { name, kind })
+    }
+}
+
+impl Iterator for LocalEntries {
+    type Item = Result<Entry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some((name, disk)) = self.start.take() {
+            // A symlink is one entry, a file one entry, a directory the
+            // start of a walk. Its name is the logical path.
+            return Some(self.entry(name, &disk));
+        }
+        while let Some(level) = self.stack.last_mut() {
+            if let Some(child) = level.children.next() {
+                let mut name = Vec::with_capacity(level.name.len() + child.len() + 1);
+                name.extend_from_slice(&level.name);
+                name.extend_from_slice(child.as_bytes());
+                let mut disk = std::mem::take(&mut self.scratch);
+                disk.as_mut_os_string().clear();
+                disk.push(&level.disk);
+                disk.push(&child);
+                let entry = self.entry(name, &disk);
+                self.scratch = disk;
+                return Some(entry);
+            }
+            self.stack.pop();
+        }
+        None
+    }
+}
+
+/// The kind of the entry `meta` describes (from `lstat`, so a symlink is
+/// never followed). A hard link is just a regular file here: NARs have no
+/// links, and nixpkgs turns tarfile's hard-link entries back into full copies.
+fn kind_of(meta: &Metadata, disk: &Path) -> Result<EntryKind, Error> {
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        Ok(EntryKind::Directory)
+    } else if file_type.is_file() {
+        Ok(EntryKind::Regular {
+            size: meta.len(),
+            executable: meta.mode() & 0o100 != 0,
+        })
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(disk).map_err(|source| Error::Io {
+            path: disk.to_owned(),
+            source,
+        })?;
+        Ok(EntryKind::Symlink {
+            target: target.into_os_string().into_vec(),
+        })
+    } else {
+        // Devices, fifos and sockets cannot be in a NAR, hence in a store.
+        Err(Error::Unsupported {
+            path: disk.to_owned(),
+        })
+    }
+}
+
+/// The names in directory `disk`, in Python's order.
+fn read_sorted(disk: &Path) -> Result<Vec<OsString>, Error> {
+    let err = |source| Error::Io {
+        path: disk.to_owned(),
+        source,
+    };
+    let mut names = fs::read_dir(disk)
+        .map_err(err)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    names.sort_unstable_by(|a, b| python_order(a.as_bytes(), b.as_bytes()));
+    Ok(names)
+}
+
+/// A store tree on disk for tests, here and in the layer writers'.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::ffi::OsStr;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::Path;
+
+    use super::StoreLocation;
+    use crate::nix::{StoreDir, StorePath};
+
+    pub(crate) const TREE: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-tree";
+    pub(crate) const SINGLE: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-single.conf";
+    pub(crate) const LINK: &str = "/nix/store/00000000000000000000000000000000-link";
+
+    pub(crate) fn store_path(path: &str) -> StorePath {
+        StorePath::parse(&StoreDir::default(), path).unwrap()
+    }
+
+    pub(crate) fn local(root: &Path) -> StoreLocation {
+        StoreLocation {
+            dir: StoreDir::default(),
+            root: root.to_owned(),
+        }
+    }
+
+    pub(crate) fn put(path: &Path, content: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    /// The twin of `build_tree` in `fixtures/tar/generate.py`, left with
+    /// this process's umask modes: the canonical-mode rule must give the
+    /// bytes Python read from a tree chmod-ed like a real store.
+    ///
+    /// ```text
+    /// TREE/ .dotfile  a/{b/c, b-c, b.c}  big  bin/exe  d…d/e…e/deep.txt  empty
+    ///       names/{é, \x80, \xff, U+E000, 😀}
+    ///       share/{data, hard=data, hard2=data, empty-dir/, dirlink -> ../bin,
+    ///              long-link -> /t…t, bin-link -> \xfe-target}
+    /// SINGLE (a file)   LINK -> TREE/bin
+    /// ```
+    pub(crate) fn build_tree(root: &Path) {
+        let store = local(root);
+        let t = store.disk_path(TREE);
+        put(&t.join("a/b/c"), b"c\n");
+        put(&t.join("a/b-c"), b"b-c\n");
+        put(&t.join("a/b.c"), b"b.c\n");
+        put(&t.join(".dotfile"), b".hidden\n");
+        put(&t.join("bin/exe"), b"#!/bin/sh\necho hi\n");
+        fs::set_permissions(t.join("bin/exe"), fs::Permissions::from_mode(0o750)).unwrap();
+        put(&t.join("share/data"), b"data\n");
+        fs::hard_link(t.join("share/data"), t.join("share/hard")).unwrap();
+        fs::hard_link(t.join("share/data"), t.join("share/hard2")).unwrap();
+        fs::create_dir(t.join("share/empty-dir")).unwrap();
+        symlink("../bin", t.join("share/dirlink")).unwrap();
+        symlink(format!("/{}", "t".repeat(150)), t.join("share/long-link")).unwrap();
+        symlink(OsStr::from_bytes(b"\xfe-target"), t.join("share/bin-link")).unwrap();
+        for name in [
+            &b"\xc3\xa9"[..],
+            b"\x80",
+            b"\xff",
+            b"\xee\x80\x80",
+            b"\xf0\x9f\x98\x80",
+        ] {
+            let content = [name, b"\n"].concat();
+            put(&t.join("names").join(OsStr::from_bytes(name)), &content);
+        }
+        let deep = format!("{}/{}/deep.txt", "d".repeat(120), "e".repeat(120));
+        put(&t.join(deep), b"deep\n");
+        put(&t.join("empty"), b"");
+        let big: Vec<u8> = (0..70000).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+        put(&t.join("big"), &big);
+        put(&store.disk_path(SINGLE), b"single\n");
+        symlink(format!("{TREE}/bin"), store.disk_path(LINK)).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::fixture::*;
+    use super::*;
+
+    fn entries(store: &StoreLocation, path: &str) -> Vec<Entry> {
+        store
+            .entries(&store_path(path))
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn siblings_sort_by_component_then_code_point() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let names: Vec<Vec<u8>> = entries(&local(dir.path()), TREE)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let rel: Vec<&[u8]> = names.iter().map(|n| &n[TREE.len()..]).collect();
+        let pos = |n: &[u8]| rel.iter().position(|r| *r == n).unwrap();
+        assert_eq!(rel[0], b"/");
+        // Component-wise, not string order: `a/b/c` before `a/b-c`.
+        assert!(pos(b"/a/b/") < pos(b"/a/b/c"));
+        assert!(pos(b"/a/b/c") < pos(b"/a/b-c"));
+        assert!(pos(b"/a/b-c") < pos(b"/a/b.c"));
+        assert!(pos(b"/.dotfile") < pos(b"/a/"));
+        // Code points of surrogate-escaped names, not bytes.
+        let order: Vec<usize> = [
+            &b"/names/\xc3\xa9"[..],
+            b"/names/\x80",
+            b"/names/\xff",
+            b"/names/\xee\x80\x80",
+            b"/names/\xf0\x9f\x98\x80",
+        ]
+        .iter()
+        .map(|n| pos(n))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        // A symlinked directory is listed, not followed.
+        assert!(!rel.iter().any(|r| r.starts_with(b"/share/dirlink/")));
+    }
+
+    #[test]
+    fn hard_links_are_full_files_with_canonical_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let entries = entries(&local(dir.path()), TREE);
+        for name in ["data", "hard", "hard2"] {
+            let full = format!("{TREE}/share/{name}");
+            let e = entries.iter().find(|e| e.name == full.as_bytes()).unwrap();
+            assert_eq!(
+                (&e.kind, e.mode()),
+                (
+                    &EntryKind::Regular {
+                        size: 5,
+                        executable: false
+                    },
+                    0o444
+                )
+            );
+        }
+        let exe = format!("{TREE}/bin/exe");
+        let e = entries.iter().find(|e| e.name == exe.as_bytes()).unwrap();
+        assert_eq!(e.mode(), 0o555, "0750 on disk is executable");
+    }
+
+    #[test]
+    fn single_file_and_symlink_store_paths_are_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let store = local(dir.path());
+        let single = entries(&store, SINGLE);
+        assert_eq!(
+            single,
+            [Entry::regular(SINGLE.as_bytes().to_vec(), 7, false)]
+        );
+        let link = entries(&store, LINK);
+        assert_eq!(
+            link,
+            [Entry::symlink(
+                LINK.as_bytes().to_vec(),
+                format!("{TREE}/bin").into_bytes()
+            )],
+            "a symlink to a directory is not followed"
+        );
+        assert_eq!(link[0].mode(), 0o777);
+    }
+
+    #[test]
+    fn lookups_reads_and_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let store = local(dir.path());
+        let bin = format!("{TREE}/bin");
+        assert_eq!(
+            store.entry(bin.as_bytes()).unwrap(),
+            Some(Entry::directory(format!("{bin}/").into_bytes()))
+        );
+        assert_eq!(
+            store.entry(format!("{TREE}/absent").as_bytes()).unwrap(),
+            None
+        );
+        assert_eq!(store.read_dir(bin.as_bytes()).unwrap(), [b"exe".to_vec()]);
+        let mut bytes = Vec::new();
+        store
+            .open(format!("{bin}/exe").as_bytes())
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(bytes, b"#!/bin/sh\necho hi\n");
+        assert_eq!(
+            store.location(format!("{bin}/").as_bytes()),
+            dir.path().join(&bin[1..])
+        );
+        assert_eq!(store.location(bin.as_bytes()), store.disk_path(&bin));
+    }
+
+    #[test]
+    fn identity_names_the_root() {
+        let id = |root: &str| local(Path::new(root)).identity();
+        assert_eq!(id("/"), "local?root=/");
+        assert_eq!(id("/tmp/a b"), "local?root=/tmp/a%20b");
+        assert_ne!(id("/a"), id("/b"));
+        let odd = StoreLocation {
+            dir: StoreDir::default(),
+            root: PathBuf::from(OsStr::from_bytes(b"/\xff")),
+        };
+        assert_eq!(odd.identity(), "local?root=/%FF");
+    }
+
+    #[test]
+    fn odd_store_content_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        match store.entries(&store_path(SINGLE)).next() {
+            Some(Err(Error::Io { path, source })) => {
+                assert_eq!(path, store.disk_path(SINGLE));
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+        let socket = store.disk_path(TREE).join("socket");
+        fs::create_dir_all(socket.parent().unwrap()).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let result: Result<Vec<_>, _> = store.entries(&store_path(TREE)).collect();
+        match result {
+            Err(Error::Unsupported { path }) => assert_eq!(path, socket),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+        let name = format!("{TREE}/socket");
+        assert!(matches!(
+            store.entry(name.as_bytes()),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    /// The components of an entry's name below the store path.
+    fn components(name: &[u8]) -> Vec<&[u8]> {
+        let name = name.strip_suffix(b"/").unwrap_or(name);
+        name[TREE.len()..]
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever the names, the walk is the order of nixpkgs' sort of
+        /// pathlib paths: by components, each in Python's order, and it
+        /// yields every file once.
+        #[test]
+        fn walk_order_is_the_component_sort(
+            files in proptest::collection::btree_set(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        &b"a"[..], b"b", b"-", b".", b"\xc3\xa9", b"\x80", b"\xff", b"\xee\x80\x80",
+                    ]),
+                    1..4,
+                ),
+                1..12,
+            ),
+            nested in proptest::collection::vec(0usize..3, 12),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = local(dir.path());
+            let t = store.disk_path(TREE);
+            fs::create_dir_all(&t).unwrap();
+            let mut made = std::collections::BTreeSet::new();
+            for (parts, depth) in files.iter().zip(nested) {
+                // `depth` directories `d` above the file, so names repeat
+                // at several levels.
+                let mut path = t.clone();
+                let mut logical: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..depth {
+                    path.push("d");
+                    logical.push(b"d".to_vec());
+                }
+                let name = parts.concat();
+                if name == b"." || name == b".." || name == b"d" {
+                    continue;
+                }
+                fs::create_dir_all(&path).unwrap();
+                path.push(OsStr::from_bytes(&name));
+                fs::write(&path, b"").unwrap();
+                logical.push(name);
+                made.insert(logical);
+            }
+            let names: Vec<Vec<u8>> = entries(&store, TREE).into_iter().map(|e| e.name).collect();
+            for pair in names.windows(2) {
+                let (a, b) = (components(&pair[0]), components(&pair[1]));
+                let order = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| python_order(x, y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(a.len().cmp(&b.len()));
+                proptest::prop_assert_eq!(order, std::cmp::Ordering::Less);
+            }
+            let files: std::collections::BTreeSet<Vec<Vec<u8>>> = names
+                .iter()
+                .filter(|n| !n.ends_with(b"/"))
+                .map(|n| components(n).into_iter().map(<[u8]>::to_vec).collect())
+                .collect();
+            proptest::prop_assert_eq!(files, made);
+        }
+    }
+
+    /// Memory is bounded by design: the walk keeps only the unvisited
+    /// siblings of each directory on the current path. Here, 2 directories
+    /// of 300 files each: while inside the second, the first's listing is
+    /// gone, and never more than one listing per level is held.
+    #[test]
+    fn walk_holds_only_the_listings_on_the_current_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let t = store.disk_path(TREE);
+        for sub in ["x", "y"] {
+            for i in 0..300 {
+                put(&t.join(sub).join(format!("{i:03}")), b"");
+            }
+        }
+        let mut walk = store.entries(&store_path(TREE));
+        let mut peak = 0;
+        while let Some(entry) = walk.next() {
+            let entry = entry.unwrap();
+            let (levels, held) = walk.held();
+            assert!(levels <= 2, "one level per directory depth");
+            if entry.name.starts_with(format!("{TREE}/y/").as_bytes()) {
+                assert!(held <= 300, "x's listing was dropped");
+            }
+            peak = peak.max(held);
+        }
+        assert!(peak <= 301, "peak {peak}");
+    }
+}
