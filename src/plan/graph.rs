@@ -339,7 +339,6 @@ impl Graph {
 pub(in crate::plan) mod tests {
     use super::*;
     use crate::nix::{base32, StoreDir};
-    use crate::plan::pipeline::{Key, Value};
 
     /// A valid store path named `name`, with a hash derived from `seed`.
     pub(in crate::plan) fn store_path(seed: u64, name: &str) -> StorePath {
@@ -398,29 +397,6 @@ pub(in crate::plan) mod tests {
         ("Root2", 8, &[2]),
         ("Root3", 9, &[3]),
     ];
-
-    /// A pipeline value that is a dict of graphs, as its keys and each
-    /// graph's vertex names.
-    pub(in crate::plan) fn dict_names<'a>(
-        base: &'a LayerGraph,
-        value: &Value,
-    ) -> Vec<(Key, Vec<&'a str>)> {
-        let Value::Dict(entries) = value else {
-            panic!("not a dict: {value:?}")
-        };
-        entries
-            .iter()
-            .map(|(k, v)| {
-                let Value::Graph(g) = v else { panic!() };
-                let names = g
-                    .vertices()
-                    .iter()
-                    .map(|&id| base.path(id).name())
-                    .collect();
-                (*k, names)
-            })
-            .collect()
-    }
 
     fn names(graph: &LayerGraph, paths: &[StorePath]) -> Vec<usize> {
         (0..graph.len())
