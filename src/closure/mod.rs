@@ -20,6 +20,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::Dfs;
+
 use crate::nix::{NarHash, StorePath};
 
 /// The local store, which [`read_closure`] asks (`nix-store`, DOT sizes).
@@ -232,6 +235,12 @@ impl ClosureGraph {
 
     /// Depth-first search with an explicit stack, so a long chain of
     /// references cannot overflow the call stack.
+    ///
+    /// Hand-written rather than petgraph's: its searches that see back edges
+    /// (`depth_first_search`, `is_cyclic_directed`, `tarjan_scc`) recurse,
+    /// so a 200,000-path chain overflows the stack, and its iterative
+    /// `toposort` names one node of a cycle where the error must name the
+    /// whole cycle, and the same cycle as before (it is output).
     fn check_acyclic(&self, input: &str) -> Result<(), Error> {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
@@ -296,6 +305,22 @@ impl ClosureGraph {
             .collect()
     }
 
+    /// The references as a petgraph graph: node `i` is `paths[i]`, an edge
+    /// runs from a referrer to each of its references.
+    fn petgraph(&self) -> DiGraph<(), (), usize> {
+        let edges = self.edge_indices();
+        let mut graph = DiGraph::with_capacity(self.paths.len(), edges.iter().map(Vec::len).sum());
+        for _ in &self.paths {
+            graph.add_node(());
+        }
+        for (from, targets) in edges.iter().enumerate() {
+            for &to in targets {
+                graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), ());
+            }
+        }
+        graph
+    }
+
     /// The sub-graph of the paths reachable from `roots`, roots included.
     ///
     /// # Errors
@@ -305,27 +330,29 @@ impl ClosureGraph {
     }
 
     fn closure_in(&self, roots: &[StorePath], input: &str) -> Result<Self, Error> {
-        let edges = self.edge_indices();
-        let mut keep = vec![false; self.paths.len()];
-        let mut todo = Vec::with_capacity(roots.len());
+        let mut starts = Vec::with_capacity(roots.len());
         for root in roots {
             let i = self.index_of(root).ok_or_else(|| Error::MissingRoot {
                 root: root.clone(),
                 input: input.to_owned(),
             })?;
-            todo.push(i);
+            starts.push(NodeIndex::new(i));
         }
-        while let Some(i) = todo.pop() {
-            if !std::mem::replace(&mut keep[i], true) {
-                todo.extend(edges[i].iter().copied().filter(|&j| !keep[j]));
-            }
+        let graph = self.petgraph();
+        // One walk shares its discovered set across the roots, so each path
+        // is visited once; petgraph's `Dfs` keeps an explicit stack.
+        let mut walk = Dfs::empty(&graph);
+        for start in starts {
+            walk.move_to(start);
+            while walk.next(&graph).is_some() {}
         }
+        let keep = &walk.discovered;
         let paths = self
             .paths
             .iter()
-            .zip(keep)
-            .filter(|&(_, k)| k)
-            .map(|(info, _)| info.clone())
+            .enumerate()
+            .filter(|&(i, _)| keep.contains(i))
+            .map(|(_, info)| info.clone())
             .collect();
         Ok(Self { paths })
     }

@@ -7,6 +7,16 @@
 //! those vertices, in vertex-index order, with the edges among them. Every
 //! DSL operation keeps vertex sets disjoint (no operation copies a vertex),
 //! so a vertex id always means the same store path.
+//!
+//! Hand-written rather than on petgraph (which the closure module uses for
+//! reachability): the layers and their order are nixpkgs' output, which
+//! follows igraph's vertex order and its `induced_subgraph` /
+//! `subcomponent` orders exactly. A [`Graph`] is a sorted vertex list over
+//! one shared [`LayerGraph`], so an induced subgraph keeps the ids and the
+//! index order that igraph renumbers to; petgraph's `Graph` renumbers
+//! differently on removal (the last node takes the removed one's index) and
+//! its neighbour lists run newest edge first, so every operation would need
+//! re-sorting to match, for no code saved.
 
 use std::collections::{HashMap, HashSet};
 
@@ -339,7 +349,6 @@ impl Graph {
 pub(in crate::plan) mod tests {
     use super::*;
     use crate::nix::{base32, StoreDir};
-    use crate::plan::pipeline::{Key, Value};
 
     /// A valid store path named `name`, with a hash derived from `seed`.
     pub(in crate::plan) fn store_path(seed: u64, name: &str) -> StorePath {
@@ -398,29 +407,6 @@ pub(in crate::plan) mod tests {
         ("Root2", 8, &[2]),
         ("Root3", 9, &[3]),
     ];
-
-    /// A pipeline value that is a dict of graphs, as its keys and each
-    /// graph's vertex names.
-    pub(in crate::plan) fn dict_names<'a>(
-        base: &'a LayerGraph,
-        value: &Value,
-    ) -> Vec<(Key, Vec<&'a str>)> {
-        let Value::Dict(entries) = value else {
-            panic!("not a dict: {value:?}")
-        };
-        entries
-            .iter()
-            .map(|(k, v)| {
-                let Value::Graph(g) = v else { panic!() };
-                let names = g
-                    .vertices()
-                    .iter()
-                    .map(|&id| base.path(id).name())
-                    .collect();
-                (*k, names)
-            })
-            .collect()
-    }
 
     fn names(graph: &LayerGraph, paths: &[StorePath]) -> Vec<usize> {
         (0..graph.len())

@@ -5,8 +5,8 @@
 //! from an empty graph. With nothing remaining that graph is empty, and the
 //! final flattening drops it.
 
+use super::dsl::{Value, LIMIT_LAYERS_TAKES};
 use super::graph::Graph;
-use super::pipeline::{Value, LIMIT_LAYERS_TAKES};
 use super::Error;
 
 /// `limit_layers n` on `items`, as step number `step`.

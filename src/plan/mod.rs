@@ -15,9 +15,10 @@
 //! ([`Pipeline::auto`], reference §C.6).
 
 mod auto;
+mod dsl;
+mod eval;
 mod graph;
 mod limit;
-mod pipeline;
 mod popularity;
 mod split_paths;
 mod subcomponent;
@@ -28,8 +29,8 @@ mod golden;
 use crate::closure::ClosureGraph;
 use crate::nix::StorePath;
 
+use self::dsl::Step;
 use self::graph::LayerGraph;
-use self::pipeline::Step;
 
 /// The store paths of each store layer, bottom first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub enum Error {
     /// A step names an operation the DSL does not have.
     #[error(
         "layering pipeline step {step}: unknown operation `{op}`; valid operations: {valid}",
-        valid = pipeline::OPERATIONS.join(", ")
+        valid = dsl::OPERATIONS.join(", ")
     )]
     UnknownOperation {
         /// The top-level step, counted from 1 (a step nested in `over`,
@@ -220,7 +221,7 @@ impl Pipeline {
     /// an unknown operation, or has wrong arguments.
     pub fn parse(value: &serde_json::Value) -> Result<Self, Error> {
         Ok(Self {
-            kind: Kind::Steps(pipeline::parse(value)?),
+            kind: Kind::Steps(dsl::parse(value)?),
         })
     }
 }
@@ -269,7 +270,7 @@ fn plan_graph(base: &LayerGraph, pipeline: &Pipeline) -> Result<LayerPlan, Error
         // layer, as an empty pipeline would.
         Kind::Auto(_) => &[],
     };
-    let layers = pipeline::run(steps, base)?.into_layers();
+    let layers = eval::run(steps, base)?.into_layers();
     Ok(LayerPlan {
         layers: layers
             .into_iter()
@@ -394,7 +395,7 @@ pub(super) mod tests {
         #[test]
         fn near_valid_pipelines_never_panic(
             steps in proptest::collection::vec(
-                (proptest::sample::select(pipeline::OPERATIONS), proptest::collection::vec(json_strategy(), 0..3)),
+                (proptest::sample::select(dsl::OPERATIONS), proptest::collection::vec(json_strategy(), 0..3)),
                 0..5,
             ),
             nodes in dag_strategy(10),
@@ -512,7 +513,7 @@ pub(super) mod tests {
             (-3i64..5).prop_map(Json::from),
             any::<f64>().prop_map(Json::from),
             "\\PC{0,12}".prop_map(Json::from),
-            proptest::sample::select(pipeline::OPERATIONS).prop_map(Json::from),
+            proptest::sample::select(dsl::OPERATIONS).prop_map(Json::from),
         ];
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![

@@ -10,8 +10,8 @@
 //! common, rest. The results are induced from the graph with the edges
 //! cut, as nixpkgs does, so later steps see those edges gone.
 
+use super::dsl::{Key, PathSpec, Value};
 use super::graph::{Direction, Graph};
-use super::pipeline::{Key, PathSpec, Value};
 
 /// The positions in `graph` that `specs` name, in spec order (duplicates
 /// possible); names not in the graph are ignored, as nixpkgs does.
@@ -93,7 +93,8 @@ pub(super) fn split_paths(graph: &Graph, split: &[usize]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::graph::tests::{dict_names as names, layer_graph, UPSTREAM};
+    use crate::plan::dsl::tests::dict_names as names;
+    use crate::plan::graph::tests::{layer_graph, UPSTREAM};
     use crate::plan::graph::LayerGraph;
 
     /// The upstream test graph ([`UPSTREAM`]), whole.

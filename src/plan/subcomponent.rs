@@ -6,8 +6,8 @@
 //! dependencies); `rest` is the graph without those vertices. Both keys are
 //! always present, possibly empty; both keep the graph's vertex order.
 
+use super::dsl::{Key, Value};
 use super::graph::{Direction, Graph};
-use super::pipeline::{Key, Value};
 
 /// `subcomponent_<direction>` of the vertices at `starts` (positions in
 /// `graph`).
@@ -23,7 +23,8 @@ pub(super) fn subcomponent(graph: &Graph, starts: &[usize], direction: Direction
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::graph::tests::{dict_names as names, layer_graph};
+    use crate::plan::dsl::tests::dict_names as names;
+    use crate::plan::graph::tests::layer_graph;
     use crate::plan::graph::LayerGraph;
 
     //   app(5) ──► lib(2) ──► libc(1)

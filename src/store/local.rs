@@ -18,6 +18,17 @@
 //! encoding, UTF-8 wherever nixpkgs runs the streamer (UTF-8 mode, or a
 //! UTF-8 locale), with `surrogateescape`; [`super::python_order`] compares
 //! them as such.
+//!
+//! Hand-written rather than on `walkdir`: a `walkdir` walk (no link
+//! following, root links not followed, `sort_by` python order of the file
+//! names) gives the same tar bytes, but measured on a 60,000-entry tree it
+//! was slower: 232 ms against 194 ms to list and size a layer, 719 against
+//! 677 ms to write it (median of 5, release). Its sort recomputes each name
+//! from the entry's full path at every comparison, and it holds a full path
+//! per unvisited sibling where this walk holds the name alone. It also
+//! hides its listing stack, which the memory-bound test inspects, and
+//! yields a directory before reading it, where this walk fails on the
+//! unreadable directory itself.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
