@@ -2,6 +2,24 @@
 //! that members can be read in any order without extracting the archive.
 //! Reads ustar, GNU (`L`/`K` long names, base-256 sizes) and PAX (`path`,
 //! `linkpath`, `size`) headers; never panics on a malformed archive.
+//!
+//! Why hand-written rather than the `tar` crate (which the design card names
+//! and which the writer side does not use either, see `layer::tar`): the
+//! archives read here are hostile, and what matters is what the reader
+//! refuses *before* it allocates or reads on. `tar` 0.4.46 reads a GNU
+//! long-name (`L`/`K`) or PAX (`x`) entry whole into memory whatever its
+//! size field says (`EntryFields::read_all`, no cap), so a 4 GiB `L` header
+//! is a 4 GiB allocation; its `raw(true)` mode avoids that but then ignores
+//! PAX `size` overrides (members over 8 GiB from Go's writer). This reader
+//! is one loop over 512-byte headers that checks each checksum, caps every
+//! extended header ([`MAX_META`]), the number of members and the bytes of
+//! their names, and checks a member's announced size against the caller's
+//! byte budget *before* reading its data — so a compressed archive that
+//! would expand past its budget fails at the header, not after spooling. It
+//! stops at the end-of-archive block (trailing bytes are never read). The
+//! property tests below (`never_panics_*`) mutate real archives and random
+//! bytes and check it always returns, with an error or an index whose
+//! offsets lie inside the input.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -27,6 +45,9 @@ pub enum MemberKind {
 pub struct Member {
     /// Its name, without a leading `./` or trailing `/`.
     pub name: String,
+    /// Its name as stored (after long-name and PAX records), for callers
+    /// that must refuse absolute names or `..` rather than normalise them.
+    pub raw_name: String,
     /// What it is.
     pub kind: MemberKind,
     /// Offset of its data in the tar.
@@ -52,7 +73,41 @@ pub enum TarError {
         /// What is wrong.
         what: &'static str,
     },
+    /// The archive goes past a limit (size, members, names), or holds a
+    /// member no image has.
+    #[error("tar member at byte {offset}: {what}")]
+    Limit {
+        /// Where the member's header starts.
+        offset: u64,
+        /// Which limit.
+        what: String,
+    },
 }
+
+/// Bounds on what [`TarIndex::read_limited`] accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most bytes the archive may span (headers and data), checked
+    /// against each header's size field before its data is read.
+    pub max_bytes: u64,
+    /// Members larger than this must start as a layer does (a tar header or
+    /// a gzip/zstd/xz magic): in an image nothing else is that large.
+    pub large_member: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: u64::MAX,
+            large_member: u64::MAX,
+        }
+    }
+}
+
+/// The most members an archive may have (an image has a few per layer).
+pub const MAX_MEMBERS: usize = 1 << 20;
+/// The most bytes all member names (and link targets) may take together.
+pub const MAX_NAME_BYTES: usize = 64 << 20;
 
 /// The members of a tar, in archive order; a later member of the same name
 /// replaces an earlier one, as extraction would.
@@ -129,15 +184,51 @@ fn pax_records(data: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Largest long-name or PAX header read into memory.
-const MAX_META: u64 = 1 << 20;
+pub const MAX_META: u64 = 1 << 20;
+
+/// Whether `head` (a member's first bytes) can start a layer: a tar header
+/// with a valid checksum that is not all zeros, or a compressed stream.
+fn looks_like_layer(head: &[u8]) -> bool {
+    if super::Compression::sniff(head) != super::Compression::None {
+        return true;
+    }
+    head.len() == 512 && head.iter().any(|&b| b != 0) && checksum_ok(head)
+}
+
+fn checksum_ok(block: &[u8]) -> bool {
+    let Some(stored) = octal(&block[148..156]) else {
+        return false;
+    };
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    sum == stored
+}
 
 impl TarIndex {
     /// Reads every header of the tar `r`, skipping the data.
     ///
     /// # Errors
     /// When reading fails, the archive is truncated or a header is malformed.
-    pub fn read<R: Read>(mut r: R) -> Result<Self, TarError> {
+    pub fn read<R: Read>(r: R) -> Result<Self, TarError> {
+        Self::read_limited(r, Limits::default())
+    }
+
+    /// [`TarIndex::read`] within `limits`.
+    ///
+    /// # Errors
+    /// As [`TarIndex::read`], and when a limit is passed.
+    pub fn read_limited<R: Read>(mut r: R, limits: Limits) -> Result<Self, TarError> {
         let mut index = Self::default();
+        let mut name_bytes: usize = 0;
         let mut pos: u64 = 0;
         let mut block = [0u8; 512];
         let mut long_name: Option<String> = None;
@@ -160,22 +251,13 @@ impl TarIndex {
             if block.iter().all(|&b| b == 0) {
                 break;
             }
-            let stored = octal(&block[148..156]).ok_or(TarError::Malformed {
-                offset: start,
-                what: "bad checksum field",
-            })?;
-            let sum: u64 = block
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| {
-                    if (148..156).contains(&i) {
-                        32
-                    } else {
-                        u64::from(b)
-                    }
-                })
-                .sum();
-            if sum != stored {
+            if octal(&block[148..156]).is_none() {
+                return Err(TarError::Malformed {
+                    offset: start,
+                    what: "bad checksum field",
+                });
+            }
+            if !checksum_ok(&block) {
                 return Err(TarError::Malformed {
                     offset: start,
                     what: "checksum mismatch",
@@ -187,8 +269,12 @@ impl TarIndex {
             })?;
             let typeflag = block[156];
             let padded = |s: u64| s.div_ceil(512) * 512;
+            let over_budget = |pos: u64, size: u64| {
+                pos.checked_add(padded(size))
+                    .is_none_or(|end| end > limits.max_bytes)
+            };
             if matches!(typeflag, b'L' | b'K' | b'x' | b'g') {
-                if size > MAX_META {
+                if size > MAX_META || over_budget(pos, size) {
                     return Err(TarError::Malformed {
                         offset: start,
                         what: "extended header too large",
@@ -248,18 +334,59 @@ impl TarIndex {
             // Only regular files carry data (hard links and others: none,
             // whatever the size field says, except GNU-style regular data).
             let data_len = if kind == MemberKind::Regular { size } else { 0 };
+            let limit = |what: String| TarError::Limit {
+                offset: start,
+                what,
+            };
+            if over_budget(pos, data_len) {
+                return Err(limit(format!(
+                    "`{}` ({data_len} bytes) would take the archive past {} bytes",
+                    normalize(&name),
+                    limits.max_bytes
+                )));
+            }
+            let link_len = match &kind {
+                MemberKind::Symlink(l) | MemberKind::Hardlink(l) => l.len(),
+                _ => 0,
+            };
+            name_bytes = name_bytes.saturating_add(2 * name.len() + link_len);
+            if name_bytes > MAX_NAME_BYTES || index.members.len() >= MAX_MEMBERS {
+                return Err(limit(format!(
+                    "more than {MAX_MEMBERS} members or {MAX_NAME_BYTES} bytes of names"
+                )));
+            }
             let member = Member {
                 name: normalize(&name),
+                raw_name: name,
                 kind,
                 offset: pos,
                 size: data_len,
                 mode: u32::try_from(octal(&block[100..108]).unwrap_or(0o644) & 0o7777)
                     .unwrap_or(0o644),
             };
-            skip(&mut r, padded(data_len)).map_err(|_| TarError::Malformed {
+            let ends = || TarError::Malformed {
                 offset: start,
                 what: "archive ends inside a member",
-            })?;
+            };
+            let mut skipped = 0;
+            if data_len > limits.large_member {
+                // Nothing but a layer is this large in an image: look at its
+                // first bytes before reading on through gigabytes.
+                let mut head = [0u8; 512];
+                let got = read_full(&mut r, &mut head)?;
+                if got < head.len() {
+                    return Err(ends());
+                }
+                if !looks_like_layer(&head) {
+                    return Err(limit(format!(
+                        "`{}` ({data_len} bytes) is neither a layer (tar or compressed \
+                         tar) nor small enough for a JSON document",
+                        member.name
+                    )));
+                }
+                skipped = 512;
+            }
+            skip(&mut r, padded(data_len) - skipped).map_err(|_| ends())?;
             pos += padded(data_len);
             match index.by_name.get(&member.name) {
                 Some(&i) => index.members[i] = member,
