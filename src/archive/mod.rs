@@ -984,4 +984,195 @@ mod tests {
             Err(Error::Io { .. })
         ));
     }
+
+    mod prop {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::*;
+        use crate::layer::tar::{Header, Kind, TarWriter};
+
+        const KEYS: &[&str] = &[
+            "Config",
+            "Layers",
+            "RepoTags",
+            "manifests",
+            "config",
+            "layers",
+            "digest",
+            "size",
+            "mediaType",
+            "annotations",
+            "rootfs",
+            "diff_ids",
+            "x",
+        ];
+        const WORDS: &[&str] = &[
+            "c.json",
+            "l.tar",
+            "manifest.json",
+            "../c.json",
+            "/etc/passwd",
+            "blobs/sha256/x",
+            "@config",
+            "@manifest",
+            "@layer",
+            "@layer_id",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ];
+
+        /// JSON shaped like image documents, with `@config`, `@manifest`,
+        /// `@layer` standing for real descriptors and `@layer_id` for the
+        /// layer's diff_id, so parsing gets past the digest checks.
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                prop::sample::select(WORDS).prop_map(Value::from),
+                ".{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..6).prop_map(
+                        |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                    ),
+                ]
+            })
+        }
+
+        fn substitute(v: &mut Value, blobs: &[(&str, &[u8])]) {
+            match v {
+                Value::String(s) => {
+                    if s == "@layer_id" {
+                        *v = Value::from(Digest::of(blobs[0].1).prefixed());
+                        return;
+                    }
+                    if let Some((_, bytes)) = blobs.iter().find(|(n, _)| n == s) {
+                        *v = serde_json::json!({
+                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": Digest::of(bytes).prefixed(),
+                            "size": bytes.len(),
+                        });
+                    }
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| substitute(x, blobs)),
+                Value::Object(o) => o.values_mut().for_each(|x| substitute(x, blobs)),
+                _ => {}
+            }
+        }
+
+        fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+            let mut w = TarWriter::new(Vec::new());
+            for (name, data) in members {
+                let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
+                w.append(&header, data).unwrap();
+            }
+            w.finish().unwrap()
+        }
+
+        /// Opens, inspects (as `inspect` does) and reads every layer.
+        fn exercise(path: &Path) {
+            if let Ok(archive) = ImageArchive::open(path) {
+                for image in archive.images() {
+                    let _ = image.config_value();
+                    for layer in &image.layers {
+                        let _ = archive.verify_blob(layer);
+                        if let Ok(mut r) = archive.open_layer(layer) {
+                            let _ = io::copy(&mut r.by_ref().take(1 << 20), &mut io::sink());
+                        }
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// manifest.json, repositories and the config of a
+            /// docker-archive: any JSON (or bytes), never a panic.
+            #[test]
+            fn docker_archive_json_never_panics(
+                config in arb_json(),
+                mut manifest in arb_json(),
+                repositories in arb_json(),
+                raw in prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+            ) {
+                let layer = tar_of(&[("f".to_owned(), b"x".to_vec())]);
+                let mut config = config;
+                substitute(&mut config, &[("@layer", &layer)]);
+                let config = serde_json::to_vec(&config).unwrap();
+                let config_name = format!("{}.json", Digest::of(&config).hex());
+                substitute(&mut manifest, &[("@layer", &layer)]);
+                let manifest = match raw {
+                    Some(raw) => raw,
+                    None => serde_json::to_vec(&manifest).unwrap().replace_c(&config_name),
+                };
+                let bytes = tar_of(&[
+                    ("l.tar".to_owned(), layer),
+                    ("c.json".to_owned(), config.clone()),
+                    (config_name, config),
+                    ("repositories".to_owned(), serde_json::to_vec(&repositories).unwrap()),
+                    ("manifest.json".to_owned(), manifest),
+                ]);
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("a.tar");
+                std::fs::write(&path, bytes).unwrap();
+                exercise(&path);
+            }
+
+            /// index.json, a manifest and a config of an OCI layout and
+            /// archive: any JSON, never a panic.
+            #[test]
+            fn oci_index_and_manifest_never_panic(
+                config in arb_json(),
+                manifest in arb_json(),
+                index in arb_json(),
+            ) {
+                let layer = tar_of(&[("f".to_owned(), b"x".to_vec())]);
+                let mut config = config;
+                substitute(&mut config, &[("@layer", &layer)]);
+                let config = serde_json::to_vec(&config).unwrap();
+                let mut manifest = manifest;
+                substitute(&mut manifest, &[("@config", &config), ("@layer", &layer)]);
+                let manifest = serde_json::to_vec(&manifest).unwrap();
+                let mut index = index;
+                substitute(&mut index, &[("@manifest", &manifest), ("@config", &config), ("@layer", &layer)]);
+                let index = serde_json::to_vec(&index).unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                let blobs = dir.path().join("blobs/sha256");
+                std::fs::create_dir_all(&blobs).unwrap();
+                let mut members = vec![("index.json".to_owned(), index.clone())];
+                for blob in [&layer, &config, &manifest] {
+                    std::fs::write(blobs.join(Digest::of(blob).hex()), blob).unwrap();
+                    members.push((blob_location(&Digest::of(blob)), blob.clone()));
+                }
+                std::fs::write(dir.path().join("index.json"), &index).unwrap();
+                exercise(dir.path());
+                let path = dir.path().join("oci.tar");
+                std::fs::write(&path, tar_of(&members)).unwrap();
+                exercise(&path);
+            }
+        }
+
+        trait ReplaceC {
+            fn replace_c(self, name: &str) -> Vec<u8>;
+        }
+
+        impl ReplaceC for Vec<u8> {
+            /// Points `c.json` at the config's digest-named copy half the
+            /// time (by the name's parity), so both paths are taken.
+            fn replace_c(self, name: &str) -> Vec<u8> {
+                if self.len().is_multiple_of(2) {
+                    return self;
+                }
+                String::from_utf8(self)
+                    .unwrap()
+                    .replace("\"c.json\"", &format!("\"{name}\""))
+                    .into_bytes()
+            }
+        }
+    }
 }

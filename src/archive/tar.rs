@@ -539,4 +539,131 @@ mod tests {
         // Not a tar at all.
         assert!(TarIndex::read(&[b'x'; 1024][..]).is_err());
     }
+
+    /// A raw ustar header block with a valid checksum.
+    fn raw_header(name: &[u8], typeflag: u8, size: &[u8]) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[..name.len()].copy_from_slice(name);
+        b[100..107].copy_from_slice(b"0000644");
+        b[124..124 + size.len()].copy_from_slice(size);
+        b[156] = typeflag;
+        b[257..263].copy_from_slice(b"ustar\0");
+        b[148..156].fill(b' ');
+        let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+        b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        b
+    }
+
+    /// A GNU long name announcing 8 GiB is refused at its header: the
+    /// `tar` crate would try to read it whole into memory.
+    #[test]
+    fn huge_long_name_is_refused_at_the_header() {
+        let mut bytes =
+            raw_header(b"././@LongLink", b'L', b"\x80\0\0\0\0\x02\0\0\0\0\0\0").to_vec();
+        bytes.extend_from_slice(&[b'a'; 4096]);
+        assert!(matches!(
+            TarIndex::read(&bytes[..]),
+            Err(TarError::Malformed {
+                offset: 0,
+                what: "extended header too large"
+            })
+        ));
+    }
+
+    /// A member announcing more than the budget fails before its data is
+    /// read; a large member that is not a layer fails at its first block.
+    #[test]
+    fn budget_and_large_members() {
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            large_member: 4096,
+        };
+        let mut big = raw_header(b"x", b'0', b"77777777777").to_vec();
+        big.extend_from_slice(&[0; 1024]);
+        let err = TarIndex::read_limited(&big[..], limits).unwrap_err();
+        assert!(matches!(err, TarError::Limit { offset: 0, .. }), "{err}");
+        // 8 KiB of zeros: neither JSON-sized nor a layer.
+        let mut zeros = raw_header(b"x", b'0', b"00000020000").to_vec();
+        zeros.extend_from_slice(&[0; 8192]);
+        let err = TarIndex::read_limited(&zeros[..], limits).unwrap_err();
+        assert!(err.to_string().contains("neither a layer"), "{err}");
+        // The same size holding a tar (a layer) is fine.
+        let mut layer = raw_header(b"x", b'0', b"00000020000").to_vec();
+        let inner = raw_header(b"f", b'0', b"00000000000");
+        layer.extend_from_slice(&inner);
+        layer.extend_from_slice(&[0; 8192 - 512]);
+        let index = TarIndex::read_limited(&layer[..], limits).unwrap();
+        assert_eq!(index.members()[0].size, 8192);
+        assert_eq!(index.members()[0].raw_name, "x");
+    }
+
+    fn sample_archive() -> Vec<u8> {
+        let long = format!("{}/layer.tar", "d".repeat(120));
+        let mut w = TarWriter::new(Vec::new());
+        w.append(&header("dir/", Kind::Directory, 0), &[]).unwrap();
+        w.append(&header(&long, Kind::Regular, 700), &[5; 700])
+            .unwrap();
+        w.append(
+            &header("l", Kind::Symlink(long.clone().into_bytes()), 0),
+            &[],
+        )
+        .unwrap();
+        w.append(&header("manifest.json", Kind::Regular, 2), b"[]")
+            .unwrap();
+        w.finish().unwrap()
+    }
+
+    /// Every index the reader returns points inside its input.
+    fn check_index(input: &[u8], index: &TarIndex) {
+        for m in index.members() {
+            assert!(m.offset + m.size <= input.len() as u64, "{m:?}");
+        }
+        // Resolving never loops.
+        for m in index.members() {
+            let _ = index.resolve(&m.name);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Random bytes: an error or an index, never a panic or a hang.
+        #[test]
+        fn never_panics_on_random_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            if let Ok(index) = TarIndex::read(&bytes[..]) {
+                check_index(&bytes, &index);
+            }
+        }
+
+        /// A real archive with bytes overwritten (headers, sizes, long
+        /// names), cut short, and read within small limits.
+        #[test]
+        fn never_panics_on_mutated_archives(
+            edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..16),
+            cut in 0usize..4096,
+            fix_checksums in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = sample_archive();
+            for (at, byte) in edits {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            if fix_checksums {
+                // Let mutations past the checksum reach the field parsers.
+                for start in (0..bytes.len() / 512).map(|i| i * 512) {
+                    let block = &mut bytes[start..start + 512];
+                    if block.iter().all(|&b| b == 0) { continue; }
+                    block[148..156].fill(b' ');
+                    let sum: u32 = block.iter().map(|&x| u32::from(x)).sum();
+                    block[148..155].copy_from_slice(format!("{:06o}\0", sum % 0o1000000).as_bytes());
+                }
+            }
+            bytes.truncate(cut.max(1).min(bytes.len()));
+            for limits in [Limits::default(), Limits { max_bytes: 2048, large_member: 600 }] {
+                if let Ok(index) = TarIndex::read_limited(&bytes[..], limits) {
+                    check_index(&bytes, &index);
+                }
+            }
+        }
+    }
 }
