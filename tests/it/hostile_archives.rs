@@ -299,8 +299,11 @@ fn compressed_bombs_fail_fast_within_a_file_size_limit() {
     }
 }
 
+/// An extra member: name, kind, data.
+type Extra<'a> = (&'a str, Kind, &'a [u8]);
+
 /// Members of a docker-archive built by the binary, plus `extra`.
-fn archive_with(base: &Path, extra: &[(&str, Kind, &[u8])], out: &Path) {
+fn archive_with(base: &Path, extra: &[Extra<'_>], out: &Path) {
     let archive = nixlayer::archive::ImageArchive::open(base).unwrap();
     let mut w = TarWriter::new(Vec::new());
     for (name, kind, data) in extra {
@@ -343,7 +346,7 @@ fn merge_refuses_members_that_would_land_outside() {
     let base = tmp.path().join("base.tar");
     build(&base_manifest(tmp.path()), &base, "docker-archive");
     let link = Kind::Symlink(b"/etc".to_vec());
-    let cases: Vec<(&str, Vec<(&str, Kind, &[u8])>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Extra<'_>>, &str)> = vec![
         (
             "dotdot.tar",
             vec![("../x", Kind::Regular, b"x")],
