@@ -12,9 +12,11 @@
 //! would make extracting the merged archive write outside its directory.
 //! Refusing rather than dropping: a silently thinner image is worse than a
 //! clear error. Members whose name carries a digest (`blobs/sha256/<hex>`,
-//! `<hex>.json`) are checked against it as they are copied.
+//! `<hex>.json`) are checked against it as they are copied, and an
+//! uncompressed layer against its config's diff_id; a mismatch fails the
+//! merge, and its output (written to a temporary file) is never committed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -22,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
 use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::CountWriter;
+use crate::layer::{CountWriter, Digest};
 use crate::sink::compress::{Codec, CompressOptions, Compressor};
 
 /// Why a merge failed.
@@ -155,10 +157,20 @@ pub fn merge<W: Write>(
     };
     let mut manifests: Vec<Value> = Vec::new();
     let mut repositories: Option<Map<String, Value>> = None;
+    let uncompressed = Compression::None.layer_media_type();
     for input in inputs {
         let Some(members) = input.members() else {
             continue;
         };
+        // An uncompressed layer's bytes are its diff_id's: check them as
+        // they are copied (the member a layer names may be a link).
+        let diff_ids: BTreeMap<String, Digest> = input
+            .images()
+            .iter()
+            .flat_map(|image| &image.layers)
+            .filter(|layer| layer.media_type == uncompressed)
+            .filter_map(|layer| Some((input.resolve(&layer.location)?, layer.diff_id?)))
+            .collect();
         for member in members {
             match member.name.as_str() {
                 "manifest.json" | "repositories" | "" => continue,
@@ -182,15 +194,19 @@ pub fn merge<W: Write>(
                 // Hard links become regular files with the linked bytes:
                 // the target may be a member an earlier input won.
                 MemberKind::Regular | MemberKind::Hardlink(_) => {
-                    let (mut reader, size) = input.open_member(&member.name)?;
+                    let (mut reader, size) =
+                        input.open_member(&member.name, diff_ids.get(&member.name).copied())?;
                     tar.start_entry(&header(&member.name, Kind::Regular, size))
                         .map_err(Error::Write)?;
                     let copied = io::copy(&mut reader, &mut tar).map_err(|source| {
-                        Error::Read(if source.kind() == io::ErrorKind::InvalidData {
+                        Error::Read(if let Some(m) = archive::DigestMismatch::in_io(&source) {
                             archive::Error::Malformed {
                                 path: input.path().to_owned(),
                                 member: member.name.clone(),
-                                what: source.to_string(),
+                                what: format!(
+                                    "does not match its digest {} (found {})",
+                                    m.expected, m.found
+                                ),
                             }
                         } else {
                             archive::Error::Io {

@@ -423,11 +423,19 @@ impl ImageArchive {
         if parts.is_empty() || parts.contains(&"..") {
             return Err(self.malformed(location, "leaves the layout"));
         }
-        let fail = |source: io::Error| {
-            if source.raw_os_error() == Some(libc::ELOOP)
-                || source.raw_os_error() == Some(libc::ENOTDIR)
-            {
-                self.malformed(location, "is (or is under) a symbolic link: not followed")
+        let fail = |i: usize, source: io::Error| {
+            let at = parts[..=i].join("/");
+            let is_link = std::fs::symlink_metadata(dir.join(&at)).is_ok_and(|m| m.is_symlink());
+            if is_link {
+                self.malformed(
+                    location,
+                    format!("leads through the symbolic link `{at}`, which is not followed"),
+                )
+            } else if source.raw_os_error() == Some(libc::ENOTDIR) {
+                self.malformed(
+                    location,
+                    format!("leads through `{at}`, which is not a directory"),
+                )
             } else {
                 Error::Io {
                     path: dir.join(&rel),
@@ -446,9 +454,9 @@ impl ImageArchive {
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let flags = libc::O_NOFOLLOW | if last { 0 } else { libc::O_DIRECTORY };
-            current = openat(&current, part, flags).map_err(fail)?;
+            current = openat(&current, part, flags).map_err(|e| fail(i, e))?;
         }
-        let meta = current.metadata().map_err(fail)?;
+        let meta = current.metadata().map_err(|e| fail(parts.len() - 1, e))?;
         if !meta.is_file() {
             return Err(self.malformed(location, "is not a regular file"));
         }
@@ -492,38 +500,40 @@ impl ImageArchive {
     pub fn open_blob(&self, layer: &Layer) -> Result<Box<dyn Read + Send + '_>, Error> {
         let (reader, _) = self.open_location(&layer.location)?;
         Ok(match layer.digest {
-            Some(expected) => Box::new(VerifyingReader {
-                inner: reader,
-                hasher: sha2::Sha256::new(),
-                expected,
-                location: layer.location.clone(),
-                done: false,
-            }),
+            Some(expected) => Box::new(VerifyingReader::new(reader, expected, &layer.location)),
             None => reader,
         })
     }
 
     /// [`ImageArchive::open_location`], checked as [`ImageArchive::open_blob`]
-    /// does when the name carries a digest (`blobs/sha256/<hex>`,
-    /// `<hex>.json`).
+    /// does against `expected`, else against the digest the name carries
+    /// (`blobs/sha256/<hex>`, `<hex>.json`), if any.
     ///
     /// # Errors
     /// When there is no such member or file.
-    pub fn open_member(&self, location: &str) -> Result<(Box<dyn Read + Send + '_>, u64), Error> {
+    pub fn open_member(
+        &self,
+        location: &str,
+        expected: Option<Digest>,
+    ) -> Result<(Box<dyn Read + Send + '_>, u64), Error> {
         let (reader, len) = self.open_location(location)?;
-        Ok(match digest_in_name(location) {
+        Ok(match expected.or_else(|| digest_in_name(location)) {
             Some(expected) => (
-                Box::new(VerifyingReader {
-                    inner: reader,
-                    hasher: sha2::Sha256::new(),
-                    expected,
-                    location: location.to_owned(),
-                    done: false,
-                }),
+                Box::new(VerifyingReader::new(reader, expected, location)),
                 len,
             ),
             None => (reader, len),
         })
+    }
+
+    /// The name of the regular member `location` leads to (following
+    /// links inside the archive); for a layout, `location` itself.
+    #[must_use]
+    pub fn resolve(&self, location: &str) -> Option<String> {
+        match &self.storage {
+            Storage::Tar { index, .. } => index.resolve(location).map(|m| m.name.clone()),
+            Storage::Dir(_) => Some(tar::normalize(location)),
+        }
     }
 
     /// Reads a layer's stored bytes to their end and checks them: against
@@ -543,14 +553,20 @@ impl ImageArchive {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(self.malformed(&layer.location, e.to_string()));
-                }
                 Err(source) => {
+                    if let Some(m) = DigestMismatch::in_io(&source) {
+                        return Err(self.malformed(
+                            &layer.location,
+                            format!(
+                                "does not match its digest {} (found {})",
+                                m.expected, m.found
+                            ),
+                        ));
+                    }
                     return Err(Error::Io {
                         path: self.path.clone(),
                         source,
-                    })
+                    });
                 }
             };
             if head.len() < 8 {
@@ -824,6 +840,27 @@ impl Read for MemberReader<'_> {
     }
 }
 
+/// The error (kind `InvalidData`) a blob's reader returns at its end when
+/// its bytes do not match the digest they should have.
+#[derive(Debug, thiserror::Error)]
+#[error("`{location}` does not match its digest (expected {expected}, found {found})")]
+pub struct DigestMismatch {
+    /// The member or blob.
+    pub location: String,
+    /// The digest it should have.
+    pub expected: Digest,
+    /// The digest of its bytes.
+    pub found: Digest,
+}
+
+impl DigestMismatch {
+    /// The mismatch inside `error`, if that is what it is.
+    #[must_use]
+    pub fn in_io(error: &io::Error) -> Option<&Self> {
+        error.get_ref()?.downcast_ref::<Self>()
+    }
+}
+
 /// Hashes what passes and, at the end, fails instead of returning
 /// end-of-file when the bytes are not `expected`: a consumer that reads to
 /// the end never takes a tampered blob for a good one.
@@ -833,6 +870,18 @@ struct VerifyingReader<R> {
     expected: Digest,
     location: String,
     done: bool,
+}
+
+impl<R> VerifyingReader<R> {
+    fn new(inner: R, expected: Digest, location: &str) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::new(),
+            expected,
+            location: location.to_owned(),
+            done: false,
+        }
+    }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
@@ -849,10 +898,11 @@ impl<R: Read> Read for VerifyingReader<R> {
         if found != self.expected {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "`{}` does not match its digest (found {found})",
-                    self.location
-                ),
+                DigestMismatch {
+                    location: self.location.clone(),
+                    expected: self.expected,
+                    found,
+                },
             ));
         }
         self.done = true;

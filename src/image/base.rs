@@ -219,13 +219,9 @@ impl BaseImage {
 }
 
 fn read_error(archive: &ImageArchive, layer: &BaseLayer, source: io::Error) -> Error {
-    if source.kind() == io::ErrorKind::InvalidData {
+    if let Some(mismatch) = archive::DigestMismatch::in_io(&source) {
         // The stored bytes do not match their digest: say which blob.
-        if let Some(inner) = source.get_ref() {
-            if inner.to_string().contains("does not match its digest") {
-                return Error::malformed(archive.path(), inner.to_string());
-            }
-        }
+        return Error::malformed(archive.path(), mismatch.to_string());
     }
     Error::ReadLayer {
         path: archive.path().to_owned(),

@@ -437,3 +437,24 @@ fn stream_emits_no_byte_of_a_tampered_base_layer() {
     assert!(!contains(&out.stdout, "EVIL-LAYER-MARKER"));
     assert!(!contains(&out.stdout, "LAYER-MARKER"));
 }
+
+/// A docker-archive whose uncompressed layer was edited in place: `inspect`
+/// and `merge` refuse it (the layer's sha256 is no longer its diff_id) and
+/// merge writes no output. (Both accepted it before.)
+#[test]
+fn edited_docker_archive_layer_is_refused_by_inspect_and_merge() {
+    let tmp = util::temp_dir();
+    let base = tmp.path().join("base.tar");
+    build(&base_manifest(tmp.path()), &base, "docker-archive");
+    let edited = replace(&std::fs::read(&base).unwrap(), MARKER, "EVIL-LAYER-MARKER");
+    std::fs::write(&base, edited).unwrap();
+    let out = run(nixlayer().arg("inspect").arg(&base), 1);
+    assert!(stderr(&out).contains("diff_id"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let merged = tmp.path().join("merged.tar");
+    let out = run(nixlayer().arg("merge").arg(&base).arg("-o").arg(&merged), 1);
+    let text = stderr(&out);
+    assert!(text.contains("layer.tar"), "{text}");
+    assert!(text.contains("does not match its digest"), "{text}");
+    assert!(!merged.exists());
+}
