@@ -1035,6 +1035,41 @@ mod tests {
         ));
     }
 
+    /// JSON documents over [`MAX_JSON`] are refused before they are read
+    /// (sparse files: the bytes are never there).
+    #[test]
+    fn oversized_json_is_refused_unread() {
+        use crate::layer::tar::{Header, Kind, TarWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let big = MAX_JSON + 1;
+        let mut w = TarWriter::new(Vec::new());
+        w.start_entry(&Header::archive_member(
+            "manifest.json",
+            Kind::Regular,
+            big,
+            1,
+        ))
+        .unwrap();
+        let header = w.get_ref().clone();
+        let path = dir.path().join("a.tar");
+        std::fs::write(&path, &header).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(header.len() as u64 + big.div_ceil(512) * 512 + 1024)
+            .unwrap();
+        let err = ImageArchive::open(&path).unwrap_err();
+        assert!(err.to_string().contains("a.tar"), "{err}");
+
+        let layout = dir.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        let index = File::create(layout.join("index.json")).unwrap();
+        index.set_len(big).unwrap();
+        let err = ImageArchive::open(&layout).unwrap_err();
+        assert!(
+            matches!(&err, Error::Malformed { member, what, .. } if member == "index.json" && what.contains("too large")),
+            "{err:?}"
+        );
+    }
+
     mod prop {
         use proptest::prelude::*;
         use serde_json::Value;
