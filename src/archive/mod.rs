@@ -234,12 +234,18 @@ fn spool_budget(file: &File) -> u64 {
 struct Tee<R, W> {
     inner: R,
     spool: W,
+    /// Set when writing the spool failed (a full disk), so that is what the
+    /// error says rather than "not a valid tar".
+    spool_failed: bool,
 }
 
 impl<R: Read, W: io::Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.spool.write_all(&buf[..n])?;
+        if let Err(e) = self.spool.write_all(&buf[..n]) {
+            self.spool_failed = true;
+            return Err(e);
+        }
         Ok(n)
     }
 }
@@ -301,10 +307,14 @@ impl ImageArchive {
             let mut tee = Tee {
                 inner: reader,
                 spool: io::BufWriter::with_capacity(1 << 16, &mut spool),
+                spool_failed: false,
             };
             let index =
                 TarIndex::read_limited(io::BufReader::with_capacity(1 << 16, &mut tee), limits)
-                    .map_err(tar_err)?;
+                    .map_err(|e| match e {
+                        tar::TarError::Io(source) if tee.spool_failed => io_err(source),
+                        e => tar_err(e),
+                    })?;
             io::Write::flush(&mut tee.spool).map_err(io_err)?;
             drop(tee);
             (spool, index)
