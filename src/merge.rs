@@ -4,8 +4,19 @@
 //! content, so a layer two images share is stored once); `manifest.json`
 //! entries concatenated in input order; `repositories` objects united,
 //! later keys winning. Inputs may be plain, gzip, zstd or xz.
+//!
+//! Inputs are hostile: before anything is written, every member is checked
+//! and the merge is refused (naming the input and the member) when one has
+//! an absolute name, a `..` component, or a name under a symbolic link an
+//! earlier member (of this or an earlier input) put in the output — each
+//! would make extracting the merged archive write outside its directory.
+//! Refusing rather than dropping: a silently thinner image is worse than a
+//! clear error. Members whose name carries a digest (`blobs/sha256/<hex>`,
+//! `<hex>.json`) are checked against it as they are copied, and an
+//! uncompressed layer against its config's diff_id; a mismatch fails the
+//! merge, and its output (written to a temporary file) is never committed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -13,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
 use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::CountWriter;
+use crate::layer::{CountWriter, Digest};
 use crate::sink::compress::{Codec, CompressOptions, Compressor};
 
 /// Why a merge failed.
@@ -31,9 +42,57 @@ pub enum Error {
         /// What it is.
         format: Format,
     },
+    /// A member would be extracted outside the archive's directory.
+    #[error("`{}` has an unsafe member `{member}`: {what}; refusing to merge", path.display())]
+    UnsafeMember {
+        /// The input.
+        path: PathBuf,
+        /// The member's name as stored.
+        member: String,
+        /// What is wrong.
+        what: String,
+    },
     /// The output could not be written.
     #[error("failed to write the merged archive")]
     Write(#[source] io::Error),
+}
+
+/// Refuses members with absolute names, `..` components, or names under a
+/// symbolic link an earlier member put in the output (first copy of a name
+/// wins, as in [`merge`]).
+fn check_member_names(inputs: &[ImageArchive]) -> Result<(), Error> {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut symlinks: BTreeSet<&str> = BTreeSet::new();
+    for input in inputs {
+        for member in input.members().unwrap_or_default() {
+            let unsafe_member = |what: String| Error::UnsafeMember {
+                path: input.path().to_owned(),
+                member: member.raw_name.clone(),
+                what,
+            };
+            if member.raw_name.starts_with('/') {
+                return Err(unsafe_member("an absolute name".to_owned()));
+            }
+            if member.raw_name.split('/').any(|p| p == "..") {
+                return Err(unsafe_member("a `..` component".to_owned()));
+            }
+            let name = member.name.as_str();
+            let mut at = 0;
+            while let Some(i) = name[at..].find('/') {
+                let dir = &name[..at + i];
+                if symlinks.contains(dir) {
+                    return Err(unsafe_member(format!(
+                        "it is written through the symbolic link `{dir}`"
+                    )));
+                }
+                at += i + 1;
+            }
+            if seen.insert(name) && matches!(member.kind, MemberKind::Symlink(_)) {
+                symlinks.insert(name);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a merge wrote.
@@ -82,6 +141,7 @@ pub fn merge<W: Write>(
             });
         }
     }
+    check_member_names(inputs)?;
     let counted = CountWriter::new(out);
     let compressor = Compressor::new(counted, compress).map_err(Error::Write)?;
     let mut tar = TarWriter::new(compressor);
@@ -97,10 +157,20 @@ pub fn merge<W: Write>(
     };
     let mut manifests: Vec<Value> = Vec::new();
     let mut repositories: Option<Map<String, Value>> = None;
+    let uncompressed = Compression::None.layer_media_type();
     for input in inputs {
         let Some(members) = input.members() else {
             continue;
         };
+        // An uncompressed layer's bytes are its diff_id's: check them as
+        // they are copied (the member a layer names may be a link).
+        let diff_ids: BTreeMap<String, Digest> = input
+            .images()
+            .iter()
+            .flat_map(|image| &image.layers)
+            .filter(|layer| layer.media_type == uncompressed)
+            .filter_map(|layer| Some((input.resolve(&layer.location)?, layer.diff_id?)))
+            .collect();
         for member in members {
             match member.name.as_str() {
                 "manifest.json" | "repositories" | "" => continue,
@@ -124,13 +194,25 @@ pub fn merge<W: Write>(
                 // Hard links become regular files with the linked bytes:
                 // the target may be a member an earlier input won.
                 MemberKind::Regular | MemberKind::Hardlink(_) => {
-                    let (mut reader, size) = input.open_location(&member.name)?;
+                    let (mut reader, size) =
+                        input.open_member(&member.name, diff_ids.get(&member.name).copied())?;
                     tar.start_entry(&header(&member.name, Kind::Regular, size))
                         .map_err(Error::Write)?;
                     let copied = io::copy(&mut reader, &mut tar).map_err(|source| {
-                        Error::Read(archive::Error::Io {
-                            path: input.path().to_owned(),
-                            source,
+                        Error::Read(if let Some(m) = archive::DigestMismatch::in_io(&source) {
+                            archive::Error::Malformed {
+                                path: input.path().to_owned(),
+                                member: member.name.clone(),
+                                what: format!(
+                                    "does not match its digest {} (found {})",
+                                    m.expected, m.found
+                                ),
+                            }
+                        } else {
+                            archive::Error::Io {
+                                path: input.path().to_owned(),
+                                source,
+                            }
                         })
                     })?;
                     if copied != size {

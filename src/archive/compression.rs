@@ -113,4 +113,30 @@ mod tests {
         let (_, mut r) = decompress(&[0xfd, b'7', b'z', b'X', b'Z', 0, 1][..]).unwrap();
         assert!(r.read_to_end(&mut Vec::new()).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Random bytes after each magic (and none): sniffing and decoding
+        /// return, with bytes or an error, and never run away (the output
+        /// read is capped; a decoder stuck on input would hang here).
+        #[test]
+        fn never_panics_or_loops(
+            magic in 0usize..4,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        ) {
+            let mut bytes: Vec<u8> = [
+                &[][..],
+                &[0x1f, 0x8b][..],
+                &[0x28, 0xb5, 0x2f, 0xfd][..],
+                &[0xfd, b'7', b'z', b'X', b'Z', 0][..],
+            ][magic].to_vec();
+            bytes.extend_from_slice(&body);
+            let _ = Compression::sniff(&bytes);
+            let mut out = Vec::new();
+            if let Ok((_, r)) = decompress(&bytes[..]) {
+                let _ = r.take(16 << 20).read_to_end(&mut out);
+            };
+        }
+    }
 }

@@ -3,12 +3,29 @@
 //! and OCI layout directories. `merge` and `inspect` use it, and so can a
 //! build that starts from a base image.
 //!
-//! [`ImageArchive::open`] sniffs what a path is, indexes it (a compressed
-//! archive is first decompressed once into an anonymous temporary file, so
-//! members can be read in any order) and parses its manifests; then
-//! [`ImageArchive::open_blob`] / [`ImageArchive::open_layer`] read a
-//! layer's stored or uncompressed bytes. Malformed input is an [`Error`]
-//! naming the file, never a panic.
+//! [`ImageArchive::open`] sniffs what a path is, indexes it and parses its
+//! manifests; then [`ImageArchive::open_blob`] / [`ImageArchive::open_layer`]
+//! read a layer's stored or uncompressed bytes. Malformed input is an
+//! [`Error`] naming the file, never a panic.
+//!
+//! Every input is treated as hostile:
+//! - A compressed archive is indexed *as* it is decompressed into an
+//!   anonymous temporary file (so members can later be read in any order):
+//!   the first bad header stops it, reading stops at the end-of-archive
+//!   block, each header's size is checked against a budget (the space free
+//!   where the spool lives) before its data is read, and a member too large
+//!   to be JSON must start like a layer. A bomb fails at its first sign.
+//! - Every blob read is checked against its digest: OCI index → manifest →
+//!   config as they are read (and their descriptor sizes), layers as they
+//!   stream ([`ImageArchive::open_blob`] fails at the end of a blob whose
+//!   bytes do not match); a docker-archive config against the digest its
+//!   name carries (`<hex>.json`, `blobs/sha256/<hex>`), and its layers named
+//!   `blobs/sha256/<hex>` likewise. diff_ids are checked by the consumer of
+//!   the uncompressed bytes (`image::base`, `inspect`, `merge`).
+//! - In an OCI layout directory no symbolic link is followed: each path is
+//!   opened component by component with `O_NOFOLLOW` from the layout
+//!   directory, so neither a symlinked blob nor a symlinked `blobs/` leads
+//!   out of it. JSON documents are capped at [`MAX_JSON`] before parsing.
 //!
 //! ```no_run
 //! use std::io::Read as _;
@@ -31,6 +48,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sha2::Digest as _;
 
 pub use compression::Compression;
 pub use tar::{Member, MemberKind, TarIndex};
@@ -111,7 +129,8 @@ pub struct Layer {
     /// relative to the layout directory.
     pub location: String,
     /// sha256 of the stored bytes, when the format records it (OCI
-    /// descriptors, docker-archive members named `blobs/sha256/<hex>`).
+    /// descriptors, docker-archive members named `blobs/sha256/<hex>`);
+    /// [`ImageArchive::open_blob`] checks the bytes against it.
     pub digest: Option<Digest>,
     /// sha256 of the uncompressed tar, from the config's `rootfs.diff_ids`.
     pub diff_id: Option<Digest>,
@@ -149,6 +168,17 @@ impl Image {
     }
 }
 
+/// What [`ImageArchive::verify_blob`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobCheck {
+    /// sha256 of the stored bytes.
+    pub digest: Digest,
+    /// Their compression, sniffed.
+    pub compression: Compression,
+    /// Their length.
+    pub size: u64,
+}
+
 /// Where the bytes are.
 #[derive(Debug)]
 enum Storage {
@@ -169,7 +199,56 @@ pub struct ImageArchive {
 }
 
 /// Largest JSON document (manifest, config, index) read into memory.
-const MAX_JSON: u64 = 64 << 20;
+pub const MAX_JSON: u64 = 64 << 20;
+
+/// Bytes left free on the spool's file system when a compressed archive is
+/// decompressed into it (or a twentieth of it, when smaller).
+const SPOOL_RESERVE: u64 = 1 << 30;
+
+/// How many bytes a compressed archive may expand to in the spool `file`:
+/// what its file system has free, less a reserve, so a bomb fails at the
+/// header that would pass it instead of filling the disk.
+fn spool_budget(file: &File) -> u64 {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: fstatvfs writes into the zeroed struct we own, on a
+    // descriptor we hold open.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &raw mut st) } != 0 {
+        // Unknown: no budget beyond the disk itself.
+        return u64::MAX;
+    }
+    // u64 here; narrower or wider fields on other targets.
+    #[allow(clippy::useless_conversion)]
+    let (frsize, avail, total) = (
+        u64::try_from(st.f_frsize).unwrap_or(1).max(1),
+        u64::try_from(st.f_bavail).unwrap_or(0),
+        u64::try_from(st.f_blocks).unwrap_or(0),
+    );
+    let reserve = SPOOL_RESERVE.min(total.saturating_mul(frsize) / 20);
+    avail.saturating_mul(frsize).saturating_sub(reserve)
+}
+
+/// Copies everything read through it into `spool`: the compressed
+/// archive's bytes land in the spool exactly as the indexer consumes them,
+/// so member offsets are spool offsets.
+struct Tee<R, W> {
+    inner: R,
+    spool: W,
+    /// Set when writing the spool failed (a full disk), so that is what the
+    /// error says rather than "not a valid tar".
+    spool_failed: bool,
+}
+
+impl<R: Read, W: io::Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Err(e) = self.spool.write_all(&buf[..n]) {
+            self.spool_failed = true;
+            return Err(e);
+        }
+        Ok(n)
+    }
+}
 
 impl ImageArchive {
     /// Opens `path`: an OCI layout directory, or a file holding a
@@ -190,7 +269,7 @@ impl ImageArchive {
                 storage: Storage::Dir(path.to_owned()),
                 images: Vec::new(),
             };
-            if !path.join("index.json").is_file() {
+            if !path.join("index.json").exists() {
                 return Err(Error::NotAnImage {
                     path: path.to_owned(),
                     what: "a directory without `index.json`".to_owned(),
@@ -199,26 +278,47 @@ impl ImageArchive {
             archive.images = archive.read_oci()?;
             return Ok(archive);
         }
+        let tar_err = |source| Error::Tar {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::open(path).map_err(io_err)?;
-        let (compression, mut reader) = compression::decompress(&file).map_err(io_err)?;
-        let file = if compression == Compression::None {
+        let (compression, reader) = compression::decompress(&file).map_err(io_err)?;
+        let limits = tar::Limits {
+            large_member: MAX_JSON,
+            ..tar::Limits::default()
+        };
+        let (file, index) = if compression == Compression::None {
             drop(reader);
             let mut f = file;
             f.rewind().map_err(io_err)?;
-            f
+            let index = TarIndex::read_limited(io::BufReader::with_capacity(1 << 16, &f), limits)
+                .map_err(tar_err)?;
+            (f, index)
         } else {
+            // Indexed while it is spooled: the first bad header, an
+            // announced size past the budget or a member that cannot be
+            // part of an image stops it before more is written.
             let mut spool = tempfile::tempfile().map_err(io_err)?;
-            io::copy(&mut reader, &mut spool).map_err(io_err)?;
-            spool.rewind().map_err(io_err)?;
-            spool
+            let limits = tar::Limits {
+                max_bytes: spool_budget(&spool),
+                ..limits
+            };
+            let mut tee = Tee {
+                inner: reader,
+                spool: io::BufWriter::with_capacity(1 << 16, &mut spool),
+                spool_failed: false,
+            };
+            let index =
+                TarIndex::read_limited(io::BufReader::with_capacity(1 << 16, &mut tee), limits)
+                    .map_err(|e| match e {
+                        tar::TarError::Io(source) if tee.spool_failed => io_err(source),
+                        e => tar_err(e),
+                    })?;
+            io::Write::flush(&mut tee.spool).map_err(io_err)?;
+            drop(tee);
+            (spool, index)
         };
-        let index =
-            TarIndex::read(io::BufReader::with_capacity(1 << 16, &file)).map_err(|source| {
-                Error::Tar {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
         let format = if index.get("manifest.json").is_some() {
             Format::DockerArchive
         } else if index.get("index.json").is_some() {
@@ -312,16 +412,65 @@ impl ImageArchive {
                 ))
             }
             Storage::Dir(dir) => {
-                let rel = tar::normalize(location);
-                if rel.split('/').any(|p| p == "..") {
-                    return Err(self.malformed(location, "leaves the layout"));
-                }
-                let path = dir.join(&rel);
-                let f = File::open(&path).map_err(|source| Error::Io { path, source })?;
+                let f = self.open_in_layout(dir, location)?;
                 let len = f.metadata().map_err(io_err)?.len();
                 Ok((Box::new(io::BufReader::with_capacity(1 << 16, f)), len))
             }
         }
+    }
+
+    /// Opens the regular file `location` inside the layout `dir`, following
+    /// no symbolic link on the way (each directory and the file itself are
+    /// opened with `O_NOFOLLOW`, relative to the one before): a link, even
+    /// one pointing inside, is refused, so nothing outside can be reached.
+    fn open_in_layout(&self, dir: &Path, location: &str) -> Result<File, Error> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let rel = tar::normalize(location);
+        let parts: Vec<&str> = rel
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.is_empty() || parts.contains(&"..") {
+            return Err(self.malformed(location, "leaves the layout"));
+        }
+        let fail = |i: usize, source: io::Error| {
+            let at = parts[..=i].join("/");
+            let is_link = std::fs::symlink_metadata(dir.join(&at)).is_ok_and(|m| m.is_symlink());
+            if is_link {
+                self.malformed(
+                    location,
+                    format!("leads through the symbolic link `{at}`, which is not followed"),
+                )
+            } else if source.raw_os_error() == Some(libc::ENOTDIR) {
+                self.malformed(
+                    location,
+                    format!("leads through `{at}`, which is not a directory"),
+                )
+            } else {
+                Error::Io {
+                    path: dir.join(&rel),
+                    source,
+                }
+            }
+        };
+        let mut current = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)
+            .map_err(|source| Error::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let flags = libc::O_NOFOLLOW | if last { 0 } else { libc::O_DIRECTORY };
+            current = openat(&current, part, flags).map_err(|e| fail(i, e))?;
+        }
+        let meta = current.metadata().map_err(|e| fail(parts.len() - 1, e))?;
+        if !meta.is_file() {
+            return Err(self.malformed(location, "is not a regular file"));
+        }
+        Ok(current)
     }
 
     /// Reads a small file (JSON) whole.
@@ -352,12 +501,127 @@ impl ImageArchive {
         Ok((bytes, value))
     }
 
-    /// A layer's stored bytes (maybe compressed).
+    /// A layer's stored bytes (maybe compressed). When the format records
+    /// their digest, reading them fails (`InvalidData`) at their end if the
+    /// bytes do not match it, before the reader returns end-of-file.
     ///
     /// # Errors
     /// When they cannot be opened.
-    pub fn open_blob(&self, layer: &Layer) -> Result<Box<dyn Read + '_>, Error> {
-        Ok(self.open_location(&layer.location)?.0)
+    pub fn open_blob(&self, layer: &Layer) -> Result<Box<dyn Read + Send + '_>, Error> {
+        let (reader, _) = self.open_location(&layer.location)?;
+        Ok(match layer.digest {
+            Some(expected) => Box::new(VerifyingReader::new(reader, expected, &layer.location)),
+            None => reader,
+        })
+    }
+
+    /// [`ImageArchive::open_location`], checked as [`ImageArchive::open_blob`]
+    /// does against `expected`, else against the digest the name carries
+    /// (`blobs/sha256/<hex>`, `<hex>.json`), if any.
+    ///
+    /// # Errors
+    /// When there is no such member or file.
+    pub fn open_member(
+        &self,
+        location: &str,
+        expected: Option<Digest>,
+    ) -> Result<(Box<dyn Read + Send + '_>, u64), Error> {
+        let (reader, len) = self.open_location(location)?;
+        Ok(match expected.or_else(|| digest_in_name(location)) {
+            Some(expected) => (
+                Box::new(VerifyingReader::new(reader, expected, location)),
+                len,
+            ),
+            None => (reader, len),
+        })
+    }
+
+    /// The name of the regular member `location` leads to (following
+    /// links inside the archive); for a layout, `location` itself.
+    #[must_use]
+    pub fn resolve(&self, location: &str) -> Option<String> {
+        match &self.storage {
+            Storage::Tar { index, .. } => index.resolve(location).map(|m| m.name.clone()),
+            Storage::Dir(_) => Some(tar::normalize(location)),
+        }
+    }
+
+    /// Reads a layer's stored bytes to their end and checks them: against
+    /// their digest when recorded, and against the diff_id when they are an
+    /// uncompressed tar (whose digest the diff_id is).
+    ///
+    /// # Errors
+    /// When they cannot be read or do not match.
+    pub fn verify_blob(&self, layer: &Layer) -> Result<BlobCheck, Error> {
+        let mut reader = self.open_blob(layer)?;
+        let mut head = Vec::with_capacity(8);
+        let mut size = 0u64;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    if let Some(m) = DigestMismatch::in_io(&source) {
+                        return Err(self.malformed(
+                            &layer.location,
+                            format!(
+                                "does not match its digest {} (found {})",
+                                m.expected, m.found
+                            ),
+                        ));
+                    }
+                    return Err(Error::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            };
+            if head.len() < 8 {
+                let take = (8 - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        let digest = Digest(hasher.finalize().into());
+        let compression = Compression::sniff(&head);
+        if let Some(diff_id) = layer.diff_id {
+            if compression == Compression::None && digest != diff_id {
+                return Err(self.malformed(
+                    &layer.location,
+                    format!("is an uncompressed layer whose sha256 {digest} is not its diff_id {diff_id}"),
+                ));
+            }
+        }
+        Ok(BlobCheck {
+            digest,
+            compression,
+            size,
+        })
+    }
+
+    /// Reads the JSON blob `digest` (an OCI manifest, index or config) and
+    /// checks it against its descriptor's digest and size.
+    fn read_blob_json(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(String, Vec<u8>, Value), Error> {
+        let location = blob_location(digest);
+        let (bytes, value) = self.read_json(&location)?;
+        if Digest::of(&bytes) != *digest {
+            return Err(self.malformed(&location, "does not match its digest"));
+        }
+        if bytes.len() as u64 != size {
+            return Err(self.malformed(
+                &location,
+                format!("is {} bytes, its descriptor says {size}", bytes.len()),
+            ));
+        }
+        Ok((location, bytes, value))
     }
 
     /// A layer's uncompressed tar, whatever its compression.
@@ -422,6 +686,14 @@ impl ImageArchive {
                 .ok_or_else(|| self.malformed("manifest.json", "has an entry without `Config`"))?
                 .to_owned();
             let (config, config_value) = self.read_json(&config_location)?;
+            // docker, skopeo, podman and nixpkgs name the config by its
+            // digest: hold it to that name.
+            if let Some(named) = digest_in_name(&config_location) {
+                if Digest::of(&config) != named {
+                    return Err(self
+                        .malformed(&config_location, "does not match the digest its name gives"));
+                }
+            }
             let diff_ids = self.diff_ids(&config_location, &config_value)?;
             let tags = string_list(entry.get("RepoTags"));
             let members = entry
@@ -484,13 +756,9 @@ impl ImageArchive {
             .and_then(Value::as_array)
             .ok_or_else(|| self.malformed(location, "has no `manifests` list"))?;
         for desc in manifests {
-            let (media_type, digest, _) = self.descriptor(location, desc)?;
+            let (media_type, digest, size) = self.descriptor(location, desc)?;
             let tag = oci::entry_ref_name(desc).or(parent_tag);
-            let blob = blob_location(&digest);
-            let (bytes, doc) = self.read_json(&blob)?;
-            if Digest::of(&bytes) != digest {
-                return Err(self.malformed(&blob, "does not match its digest"));
-            }
+            let (blob, _, doc) = self.read_blob_json(&digest, size)?;
             let media_type = doc
                 .get("mediaType")
                 .and_then(Value::as_str)
@@ -504,9 +772,9 @@ impl ImageArchive {
             let config_desc = doc
                 .get("config")
                 .ok_or_else(|| self.malformed(&blob, "has no `config`"))?;
-            let (_, config_digest, _) = self.descriptor(&blob, config_desc)?;
-            let config_location = blob_location(&config_digest);
-            let (config, config_value) = self.read_json(&config_location)?;
+            let (_, config_digest, config_size) = self.descriptor(&blob, config_desc)?;
+            let (config_location, config, config_value) =
+                self.read_blob_json(&config_digest, config_size)?;
             let diff_ids = self.diff_ids(&config_location, &config_value)?;
             let layer_descs = doc
                 .get("layers")
@@ -515,8 +783,16 @@ impl ImageArchive {
             let mut layers = Vec::with_capacity(layer_descs.len());
             for (i, d) in layer_descs.iter().enumerate() {
                 let (media_type, digest, size) = self.descriptor(&blob, d)?;
+                let location = blob_location(&digest);
+                let (_, stored) = self.open_location(&location)?;
+                if stored != size {
+                    return Err(self.malformed(
+                        &location,
+                        format!("is {stored} bytes, its descriptor says {size}"),
+                    ));
+                }
                 layers.push(Layer {
-                    location: blob_location(&digest),
+                    location,
                     digest: Some(digest),
                     diff_id: diff_ids.get(i).copied(),
                     size,
@@ -572,6 +848,105 @@ impl Read for MemberReader<'_> {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// The error (kind `InvalidData`) a blob's reader returns at its end when
+/// its bytes do not match the digest they should have.
+#[derive(Debug, thiserror::Error)]
+#[error("`{location}` does not match its digest (expected {expected}, found {found})")]
+pub struct DigestMismatch {
+    /// The member or blob.
+    pub location: String,
+    /// The digest it should have.
+    pub expected: Digest,
+    /// The digest of its bytes.
+    pub found: Digest,
+}
+
+impl DigestMismatch {
+    /// The mismatch inside `error`, if that is what it is.
+    #[must_use]
+    pub fn in_io(error: &io::Error) -> Option<&Self> {
+        error.get_ref()?.downcast_ref::<Self>()
+    }
+}
+
+/// Hashes what passes and, at the end, fails instead of returning
+/// end-of-file when the bytes are not `expected`: a consumer that reads to
+/// the end never takes a tampered blob for a good one.
+struct VerifyingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    expected: Digest,
+    location: String,
+    done: bool,
+}
+
+impl<R> VerifyingReader<R> {
+    fn new(inner: R, expected: Digest, location: &str) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::new(),
+            expected,
+            location: location.to_owned(),
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.hasher.update(&buf[..n]);
+            return Ok(n);
+        }
+        let found = Digest(std::mem::take(&mut self.hasher).finalize().into());
+        if found != self.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                DigestMismatch {
+                    location: self.location.clone(),
+                    expected: self.expected,
+                    found,
+                },
+            ));
+        }
+        self.done = true;
+        Ok(0)
+    }
+}
+
+/// `openat(dir, name, O_RDONLY | O_CLOEXEC | flags)`.
+fn openat(dir: &File, name: &str, flags: libc::c_int) -> io::Result<File> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated name and a descriptor we hold; the
+    // returned descriptor is new and owned by the File alone.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | flags,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The digest a member name carries: `<hex>.json`, `<hex>` or
+/// `blobs/sha256/<hex>` (any directory).
+fn digest_in_name(name: &str) -> Option<Digest> {
+    let base = name.rsplit('/').next()?;
+    let hex = base.strip_suffix(".json").unwrap_or(base);
+    parse_digest(&format!("sha256:{hex}"))
 }
 
 /// `blobs/sha256/<hex>`.
@@ -668,5 +1043,231 @@ mod tests {
             ImageArchive::open(&dir.path().join("missing")),
             Err(Error::Io { .. })
         ));
+    }
+
+    /// JSON documents over [`MAX_JSON`] are refused before they are read
+    /// (sparse files: the bytes are never there).
+    #[test]
+    fn oversized_json_is_refused_unread() {
+        use crate::layer::tar::{Header, Kind, TarWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let big = MAX_JSON + 1;
+        let mut w = TarWriter::new(Vec::new());
+        w.start_entry(&Header::archive_member(
+            "manifest.json",
+            Kind::Regular,
+            big,
+            1,
+        ))
+        .unwrap();
+        let header = w.get_ref().clone();
+        let path = dir.path().join("a.tar");
+        std::fs::write(&path, &header).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(header.len() as u64 + big.div_ceil(512) * 512 + 1024)
+            .unwrap();
+        let err = ImageArchive::open(&path).unwrap_err();
+        assert!(err.to_string().contains("a.tar"), "{err}");
+
+        let layout = dir.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        let index = File::create(layout.join("index.json")).unwrap();
+        index.set_len(big).unwrap();
+        let err = ImageArchive::open(&layout).unwrap_err();
+        assert!(
+            matches!(&err, Error::Malformed { member, what, .. } if member == "index.json" && what.contains("too large")),
+            "{err:?}"
+        );
+    }
+
+    mod prop {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::*;
+        use crate::layer::tar::{Header, Kind, TarWriter};
+
+        const KEYS: &[&str] = &[
+            "Config",
+            "Layers",
+            "RepoTags",
+            "manifests",
+            "config",
+            "layers",
+            "digest",
+            "size",
+            "mediaType",
+            "annotations",
+            "rootfs",
+            "diff_ids",
+            "x",
+        ];
+        const WORDS: &[&str] = &[
+            "c.json",
+            "l.tar",
+            "manifest.json",
+            "../c.json",
+            "/etc/passwd",
+            "blobs/sha256/x",
+            "@config",
+            "@manifest",
+            "@layer",
+            "@layer_id",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ];
+
+        /// JSON shaped like image documents, with `@config`, `@manifest`,
+        /// `@layer` standing for real descriptors and `@layer_id` for the
+        /// layer's diff_id, so parsing gets past the digest checks.
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                prop::sample::select(WORDS).prop_map(Value::from),
+                ".{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..6).prop_map(
+                        |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                    ),
+                ]
+            })
+        }
+
+        fn substitute(v: &mut Value, blobs: &[(&str, &[u8])]) {
+            match v {
+                Value::String(s) => {
+                    if s == "@layer_id" {
+                        *v = Value::from(Digest::of(blobs[0].1).prefixed());
+                        return;
+                    }
+                    if let Some((_, bytes)) = blobs.iter().find(|(n, _)| n == s) {
+                        *v = serde_json::json!({
+                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": Digest::of(bytes).prefixed(),
+                            "size": bytes.len(),
+                        });
+                    }
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| substitute(x, blobs)),
+                Value::Object(o) => o.values_mut().for_each(|x| substitute(x, blobs)),
+                _ => {}
+            }
+        }
+
+        fn tar_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+            let mut w = TarWriter::new(Vec::new());
+            for (name, data) in members {
+                let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
+                w.append(&header, data).unwrap();
+            }
+            w.finish().unwrap()
+        }
+
+        /// Opens, inspects (as `inspect` does) and reads every layer.
+        fn exercise(path: &Path) {
+            if let Ok(archive) = ImageArchive::open(path) {
+                for image in archive.images() {
+                    let _ = image.config_value();
+                    for layer in &image.layers {
+                        let _ = archive.verify_blob(layer);
+                        if let Ok(mut r) = archive.open_layer(layer) {
+                            let _ = io::copy(&mut r.by_ref().take(1 << 20), &mut io::sink());
+                        }
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// manifest.json, repositories and the config of a
+            /// docker-archive: any JSON (or bytes), never a panic.
+            #[test]
+            fn docker_archive_json_never_panics(
+                config in arb_json(),
+                mut manifest in arb_json(),
+                repositories in arb_json(),
+                raw in prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+            ) {
+                let layer = tar_of(&[("f".to_owned(), b"x".to_vec())]);
+                let mut config = config;
+                substitute(&mut config, &[("@layer", &layer)]);
+                let config = serde_json::to_vec(&config).unwrap();
+                let config_name = format!("{}.json", Digest::of(&config).hex());
+                substitute(&mut manifest, &[("@layer", &layer)]);
+                let manifest = match raw {
+                    Some(raw) => raw,
+                    None => serde_json::to_vec(&manifest).unwrap().replace_c(&config_name),
+                };
+                let bytes = tar_of(&[
+                    ("l.tar".to_owned(), layer),
+                    ("c.json".to_owned(), config.clone()),
+                    (config_name, config),
+                    ("repositories".to_owned(), serde_json::to_vec(&repositories).unwrap()),
+                    ("manifest.json".to_owned(), manifest),
+                ]);
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("a.tar");
+                std::fs::write(&path, bytes).unwrap();
+                exercise(&path);
+            }
+
+            /// index.json, a manifest and a config of an OCI layout and
+            /// archive: any JSON, never a panic.
+            #[test]
+            fn oci_index_and_manifest_never_panic(
+                config in arb_json(),
+                manifest in arb_json(),
+                index in arb_json(),
+            ) {
+                let layer = tar_of(&[("f".to_owned(), b"x".to_vec())]);
+                let mut config = config;
+                substitute(&mut config, &[("@layer", &layer)]);
+                let config = serde_json::to_vec(&config).unwrap();
+                let mut manifest = manifest;
+                substitute(&mut manifest, &[("@config", &config), ("@layer", &layer)]);
+                let manifest = serde_json::to_vec(&manifest).unwrap();
+                let mut index = index;
+                substitute(&mut index, &[("@manifest", &manifest), ("@config", &config), ("@layer", &layer)]);
+                let index = serde_json::to_vec(&index).unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                let blobs = dir.path().join("blobs/sha256");
+                std::fs::create_dir_all(&blobs).unwrap();
+                let mut members = vec![("index.json".to_owned(), index.clone())];
+                for blob in [&layer, &config, &manifest] {
+                    std::fs::write(blobs.join(Digest::of(blob).hex()), blob).unwrap();
+                    members.push((blob_location(&Digest::of(blob)), blob.clone()));
+                }
+                std::fs::write(dir.path().join("index.json"), &index).unwrap();
+                exercise(dir.path());
+                let path = dir.path().join("oci.tar");
+                std::fs::write(&path, tar_of(&members)).unwrap();
+                exercise(&path);
+            }
+        }
+
+        trait ReplaceC {
+            fn replace_c(self, name: &str) -> Vec<u8>;
+        }
+
+        impl ReplaceC for Vec<u8> {
+            /// Points `c.json` at the config's digest-named copy half the
+            /// time (by the name's parity), so both paths are taken.
+            fn replace_c(self, name: &str) -> Vec<u8> {
+                if self.len().is_multiple_of(2) {
+                    return self;
+                }
+                String::from_utf8(self)
+                    .unwrap()
+                    .replace("\"c.json\"", &format!("\"{name}\""))
+                    .into_bytes()
+            }
+        }
     }
 }

@@ -241,20 +241,9 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
     for image in archive.images() {
         let mut layers = Vec::new();
         for layer in &image.layers {
-            // A docker-archive does not record a member's digest: hash it.
-            let digest = match layer.digest {
-                Some(d) => d,
-                None => {
-                    let mut hasher = crate::layer::HashCountWriter::new(io::sink());
-                    io::copy(&mut archive.open_blob(layer)?, &mut hasher).map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("failed to read `{}`: {e}", args.image.display()),
-                        )
-                    })?;
-                    hasher.finish()?.1
-                }
-            };
+            // Every layer is read: its digest checked (OCI) or computed
+            // (docker-archive), and an uncompressed one held to its diff_id.
+            let digest = archive.verify_blob(layer)?.digest;
             layers.push(serde_json::json!({
                 "digest": digest.prefixed(),
                 "diff_id": layer.diff_id.map(|d| d.prefixed()),

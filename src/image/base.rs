@@ -7,9 +7,14 @@
 //! build needs is kept: the first image's layers, their diff_ids, and the
 //! config's `Env` (nixpkgs inherits nothing else, reference §A.7).
 //!
-//! A compressed layer (an OCI blob) is decompressed as it streams into the
-//! output, once to measure it and once to write it, never held in memory.
-//! Every layer's bytes are checked against its diff_id as they are written.
+//! Every layer is read once when the image is opened, before any output is
+//! written: its stored bytes are checked against their digest (where the
+//! format records one, see [`crate::archive`]) and its uncompressed tar
+//! against the config's diff_id, and its size is measured. So with
+//! `build --stream`, no base-layer byte reaches stdout before that layer is
+//! verified. Writing it reads (and decompresses) it a second time, streamed,
+//! never held in memory, and checks it again: only a base image changed
+//! *during* the build can fail then, after some bytes went out.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::archive::tar::TarError;
-use crate::archive::{self, compression, Compression, ImageArchive};
+use crate::archive::{self, compression, ImageArchive};
 use crate::layer::{Digest, HashCountWriter, LayerDigest};
 
 /// Why a base image could not be read.
@@ -116,6 +121,8 @@ pub struct BaseLayer {
     pub size: u64,
     /// Its name in the base image (archive member or blob), for history.
     pub member: String,
+    /// Where and what it is in the archive (its stored digest, if any).
+    source: archive::Layer,
 }
 
 /// A base image, opened.
@@ -174,13 +181,18 @@ impl BaseImage {
                 })?,
                 size: 0,
                 member: layer.location.clone(),
+                source: layer.clone(),
             };
-            let (compression, _, stored) = open_layer(&archive, &layer)?;
-            layer.size = if compression == Compression::None {
-                stored
+            // Before anything is written: the stored bytes, read to their
+            // end, against their digest (and, when they are the tar itself,
+            // against the diff_id); then a compressed layer is decompressed
+            // once to check the diff_id and measure it.
+            let checked = archive
+                .verify_blob(&layer.source)
+                .map_err(|e| Error::from_archive(path, e))?;
+            layer.size = if checked.compression == archive::Compression::None {
+                checked.size
             } else {
-                // The uncompressed size is needed before the bytes; one
-                // streaming pass finds it and checks the diff_id early.
                 copy_layer(&archive, &layer, io::sink())?.size
             };
             layers.push(layer);
@@ -207,6 +219,10 @@ impl BaseImage {
 }
 
 fn read_error(archive: &ImageArchive, layer: &BaseLayer, source: io::Error) -> Error {
+    if let Some(mismatch) = archive::DigestMismatch::in_io(&source) {
+        // The stored bytes do not match their digest: say which blob.
+        return Error::malformed(archive.path(), mismatch.to_string());
+    }
     Error::ReadLayer {
         path: archive.path().to_owned(),
         member: layer.member.clone(),
@@ -214,17 +230,17 @@ fn read_error(archive: &ImageArchive, layer: &BaseLayer, source: io::Error) -> E
     }
 }
 
-/// A layer's uncompressed tar, its compression and its stored length.
+/// A layer's uncompressed tar (its stored bytes checked against their
+/// digest as they are read).
 fn open_layer<'a>(
     archive: &'a ImageArchive,
     layer: &BaseLayer,
-) -> Result<(Compression, Box<dyn Read + 'a>, u64), Error> {
-    let (blob, stored) = archive
-        .open_location(&layer.member)
+) -> Result<Box<dyn Read + 'a>, Error> {
+    let blob = archive
+        .open_blob(&layer.source)
         .map_err(|e| Error::from_archive(archive.path(), e))?;
-    let (compression, reader) =
-        compression::decompress(blob).map_err(|e| read_error(archive, layer, e))?;
-    Ok((compression, reader, stored))
+    let (_, reader) = compression::decompress(blob).map_err(|e| read_error(archive, layer, e))?;
+    Ok(reader)
 }
 
 /// Streams `layer`, decompressed, into `out`, checking its diff_id.
@@ -237,7 +253,7 @@ fn copy_layer<W: Write>(
         member: layer.member.clone(),
         source,
     };
-    let (_, mut reader, _) = open_layer(archive, layer)?;
+    let mut reader = open_layer(archive, layer)?;
     let mut sink = HashCountWriter::new(out);
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -332,11 +348,22 @@ mod tests {
 
     #[test]
     fn wrong_diff_id_and_garbage_are_errors() {
-        let image = open_bytes(&archive(b"abc", &Digest::of(b"xyz"))).unwrap();
+        // Refused when opened, before any byte of it is written anywhere.
+        let err = open_bytes(&archive(b"abc", &Digest::of(b"xyz"))).unwrap_err();
+        assert!(
+            matches!(&err, Error::Malformed { message, .. } if message.contains("l/layer.tar")),
+            "{err:?}"
+        );
+        // A compressed layer: its diff_id is checked on the decompressed
+        // bytes, also when opened.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"abc").unwrap();
+        let layer = gz.finish().unwrap();
         assert!(matches!(
-            image.write_layer(0, io::sink()),
+            open_bytes(&archive(&layer, &Digest::of(b"xyz"))),
             Err(Error::DiffIdMismatch { .. })
         ));
+        assert!(open_bytes(&archive(&layer, &Digest::of(b"abc"))).is_ok());
         assert!(matches!(
             open_bytes(b"not a tar at all, just some text that is long enough"),
             Err(Error::Malformed { .. })

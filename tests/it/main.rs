@@ -5,6 +5,7 @@
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
 //! - `errors`: bad input gives one message and no output;
+//! - `hostile_archives`: edited and symlinked blobs, decompression bombs, unsafe merge members, a tampered base under `--stream`;
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
@@ -17,6 +18,7 @@ mod build;
 mod closure_sources;
 mod content;
 mod errors;
+mod hostile_archives;
 mod init;
 mod layer_golden;
 mod layers;
