@@ -92,6 +92,7 @@ pub mod layer;
 pub mod manifest;
 pub mod merge;
 pub mod nix;
+pub mod oci;
 pub mod plan;
 pub mod sink;
 pub mod store;

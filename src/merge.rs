@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
 use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::{CountWriter, Digest};
+use crate::oci::{CountWriter, Digest};
 use crate::sink::compress::{Codec, CompressOptions, Compressor};
 
 /// Why a merge failed.
@@ -248,14 +248,14 @@ pub fn merge<W: Write>(
         }
     }
     summary.images = manifests.len();
-    let manifest = crate::image::canonical_json(&Value::Array(manifests));
+    let manifest = crate::oci::canonical_json(&Value::Array(manifests));
     tar.append(
         &header("manifest.json", Kind::Regular, manifest.len() as u64),
         &manifest,
     )
     .map_err(Error::Write)?;
     if let Some(repos) = repositories {
-        let bytes = crate::image::canonical_json(&Value::Object(repos));
+        let bytes = crate::oci::canonical_json(&Value::Object(repos));
         tar.append(
             &header("repositories", Kind::Regular, bytes.len() as u64),
             &bytes,

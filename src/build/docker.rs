@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use super::{reference, BuildSettings, BuildSummary, Error, LayerSummary, PreparedImage, Reporter};
-use crate::image::oci;
-use crate::layer::{CountWriter, Digest};
+use crate::oci;
+use crate::oci::{CountWriter, Digest};
 use crate::sink::compress::{CompressOptions, Compressor};
 use crate::sink::docker_archive::{layer_member, DockerArchiveWriter};
 

@@ -8,9 +8,9 @@ use super::{
     reference, BlobCounts, BuildSettings, BuildSummary, Error, LayerSummary, MeasuredLayer,
     PreparedImage, Reporter,
 };
-use crate::image::oci;
 use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord};
-use crate::layer::{CountWriter, Digest, HashCountWriter};
+use crate::oci;
+use crate::oci::{CountWriter, Digest, HashCountWriter};
 use crate::sink::compress::{Codec, CompressOptions, Compressor};
 use crate::sink::oci_archive::OciArchiveWriter;
 use crate::sink::oci_layout::OciLayout;

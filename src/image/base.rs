@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use crate::archive::tar::TarError;
 use crate::archive::{self, compression, ImageArchive};
-use crate::layer::{Digest, HashCountWriter, LayerDigest};
+use crate::layer::LayerDigest;
+use crate::oci::{Digest, HashCountWriter};
 
 /// Why a base image could not be read.
 #[derive(Debug, thiserror::Error)]

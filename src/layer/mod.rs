@@ -17,7 +17,6 @@
 
 pub mod cache;
 pub mod customisation;
-pub mod hash;
 pub mod permissions;
 mod pipe;
 pub mod tar;
@@ -26,9 +25,9 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::nix::StorePath;
+use crate::oci::Digest;
 use crate::store::{self, EntryKind, Store, StoreLocation};
 
-pub use hash::{CountWriter, Digest, HashCountWriter};
 pub use permissions::{PermissionRule, Permissions};
 use tar::{Header, Kind, TarWriter};
 

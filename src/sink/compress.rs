@@ -487,7 +487,7 @@ mod tests {
     use std::io::Read as _;
 
     use super::*;
-    use crate::layer::Digest;
+    use crate::oci::Digest;
 
     /// 1.5 MiB of compressible but not trivial bytes: enough for a dozen
     /// gzip blocks and several zstd jobs.

@@ -10,7 +10,7 @@
 use std::io::{self, Write};
 
 use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::Digest;
+use crate::oci::Digest;
 
 /// The member name of a layer whose content is identified by `key`
 /// (`<hex>/layer.tar`, the usual docker-archive shape).

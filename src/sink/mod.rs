@@ -13,7 +13,7 @@ pub mod registry;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::layer::Digest;
+use crate::oci::Digest;
 
 pub use output::{OutputError, OutputFile};
 

@@ -32,10 +32,9 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use super::tar::{self, Header, Kind, TarWriter};
-use super::{
-    copy_file, CopyError, Error, HashCountWriter, LayerDigest, Owner, Permissions, READ_BUFFER,
-};
+use super::{copy_file, CopyError, Error, LayerDigest, Owner, Permissions, READ_BUFFER};
 use crate::nix::StoreDir;
+use crate::oci::HashCountWriter;
 
 mod merge;
 
