@@ -96,3 +96,4 @@ pub mod oci;
 pub mod plan;
 pub mod sink;
 pub mod store;
+pub mod tar;

@@ -22,10 +22,10 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
-use crate::layer::tar::{Header, Kind, TarWriter};
+use crate::archive::{self, Compression, Format, ImageArchive};
 use crate::oci::{CountWriter, Digest};
 use crate::sink::compress::{Codec, CompressOptions, Compressor};
+use crate::tar::{Header, Kind, MemberKind, TarWriter};
 
 /// Why a merge failed.
 #[derive(Debug, thiserror::Error)]

@@ -40,7 +40,6 @@
 //! ```
 
 pub mod compression;
-pub mod tar;
 
 use std::fs::File;
 use std::io::{self, Read, Seek};
@@ -50,8 +49,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::Digest as _;
 
+use crate::tar::{self, Member, TarIndex};
 pub use compression::Compression;
-pub use tar::{Member, MemberKind, TarIndex};
 
 use crate::oci;
 use crate::oci::Digest;
@@ -972,7 +971,7 @@ mod tests {
     /// own bytes.
     #[test]
     fn interleaved_readers_are_independent() {
-        use crate::layer::tar::{Header, Kind, TarWriter};
+        use crate::tar::{Header, Kind, TarWriter};
         let mut w = TarWriter::new(Vec::new());
         for (name, data) in [
             ("a", &[1u8; 70_000][..]),
@@ -1025,7 +1024,7 @@ mod tests {
     /// (sparse files: the bytes are never there).
     #[test]
     fn oversized_json_is_refused_unread() {
-        use crate::layer::tar::{Header, Kind, TarWriter};
+        use crate::tar::{Header, Kind, TarWriter};
         let dir = tempfile::tempdir().unwrap();
         let big = MAX_JSON + 1;
         let mut w = TarWriter::new(Vec::new());
@@ -1061,7 +1060,7 @@ mod tests {
         use serde_json::Value;
 
         use super::super::*;
-        use crate::layer::tar::{Header, Kind, TarWriter};
+        use crate::tar::{Header, Kind, TarWriter};
 
         const KEYS: &[&str] = &[
             "Config",

@@ -22,10 +22,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::archive::tar::TarError;
 use crate::archive::{self, compression, ImageArchive};
 use crate::layer::LayerDigest;
 use crate::oci::{Digest, HashCountWriter};
+use crate::tar::TarError;
 
 /// Why a base image could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -289,7 +289,7 @@ fn string_list(value: &Value) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::tar::{Header, Kind, TarWriter};
+    use crate::tar::{Header, Kind, TarWriter};
 
     /// A docker-archive with one layer whose bytes are `layer`.
     fn archive(layer: &[u8], diff_id: &Digest) -> Vec<u8> {

@@ -8,7 +8,7 @@
 //!
 //! Plan first, write second: a [`Store`] yields each store path's entries
 //! in layer order (names, kinds, canonical modes, sizes, link targets) and
-//! the encoder in [`tar`] turns them into bytes; this module applies the
+//! the encoder in [`crate::tar`] turns them into bytes; this module applies the
 //! owner, mtime and permission rules between the two, and never touches
 //! the filesystem for store content. Memory is bounded whatever the
 //! closure size: the local store's walk is lazy and holds only the listings
@@ -19,7 +19,6 @@ pub mod cache;
 pub mod customisation;
 pub mod permissions;
 mod pipe;
-pub mod tar;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -28,8 +27,8 @@ use crate::nix::StorePath;
 use crate::oci::Digest;
 use crate::store::{self, EntryKind, Store, StoreLocation};
 
+use crate::tar::{self, Header, Kind, TarWriter};
 pub use permissions::{PermissionRule, Permissions};
-use tar::{Header, Kind, TarWriter};
 
 /// Owner of every store-layer entry (`[owner]`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 
 use std::io::{self, Write};
 
-use crate::layer::tar::{Header, Kind, TarWriter};
 use crate::oci::Digest;
+use crate::tar::{Header, Kind, TarWriter};
 
 /// The member name of a layer whose content is identified by `key`
 /// (`<hex>/layer.tar`, the usual docker-archive shape).
@@ -98,7 +98,7 @@ impl<W: Write + Send> DockerArchiveWriter<W> {
             out,
             ArchiveSummary {
                 config_digest,
-                bytes: crate::layer::tar::archive_len(bytes),
+                bytes: crate::tar::archive_len(bytes),
             },
         ))
     }
