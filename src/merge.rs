@@ -22,9 +22,9 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::archive::{self, Compression, Format, ImageArchive};
+use crate::archive::{self, Format, ImageArchive};
+use crate::codec::{CompressOptions, Compression, Compressor};
 use crate::oci::{CountWriter, Digest};
-use crate::sink::compress::{Codec, CompressOptions, Compressor};
 use crate::tar::{Header, Kind, MemberKind, TarWriter};
 
 /// Why a merge failed.
@@ -113,11 +113,11 @@ pub struct MergeSummary {
 /// The output compression mergeImages picks: the last input's (xz, which
 /// nixlayer does not write, becomes gzip, mergeImages' default).
 #[must_use]
-pub fn default_codec(inputs: &[ImageArchive]) -> Codec {
+pub fn default_codec(inputs: &[ImageArchive]) -> Compression {
     match inputs.last().map(ImageArchive::compression) {
-        Some(Compression::None) => Codec::None,
-        Some(Compression::Zstd) => Codec::Zstd,
-        _ => Codec::Gzip,
+        Some(Compression::None) => Compression::None,
+        Some(Compression::Zstd) => Compression::Zstd,
+        Some(Compression::Gzip | Compression::Xz) | None => Compression::Gzip,
     }
 }
 

@@ -39,8 +39,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod compression;
-
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt as _;
@@ -50,8 +48,8 @@ use serde_json::Value;
 use sha2::Digest as _;
 
 use crate::tar::{self, Member, TarIndex};
-pub use compression::Compression;
 
+use crate::codec::{self, Compression};
 use crate::oci;
 use crate::oci::Digest;
 
@@ -282,7 +280,7 @@ impl ImageArchive {
             source,
         };
         let file = File::open(path).map_err(io_err)?;
-        let (compression, reader) = compression::decompress(&file).map_err(io_err)?;
+        let (compression, reader) = codec::decompress(&file).map_err(io_err)?;
         let limits = tar::Limits {
             large_member: MAX_JSON,
             ..tar::Limits::default()
@@ -629,7 +627,7 @@ impl ImageArchive {
     /// When it cannot be opened.
     pub fn open_layer(&self, layer: &Layer) -> Result<Box<dyn Read + '_>, Error> {
         let blob = self.open_blob(layer)?;
-        let (_, reader) = compression::decompress(blob).map_err(|source| Error::Io {
+        let (_, reader) = codec::decompress(blob).map_err(|source| Error::Io {
             path: self.path.clone(),
             source,
         })?;

@@ -209,10 +209,8 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
         .map(|p| ImageArchive::open(p))
         .collect::<Result<Vec<_>, _>>()?;
     let codec = match &args.compression {
-        Some(name) => settings::codec(
-            crate::manifest::Compression::from_name(name)
-                .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
-        ),
+        Some(name) => crate::codec::Compression::from_name(name)
+            .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
         None => merge::default_codec(&inputs),
     };
     let compress = settings::resolve_compress(codec, args.level, None, args.threads)?;

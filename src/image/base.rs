@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::archive::{self, compression, ImageArchive};
+use crate::archive::{self, ImageArchive};
+use crate::codec::{self, Compression};
 use crate::layer::LayerDigest;
 use crate::oci::{Digest, HashCountWriter};
 use crate::tar::TarError;
@@ -191,7 +192,7 @@ impl BaseImage {
             let checked = archive
                 .verify_blob(&layer.source)
                 .map_err(|e| Error::from_archive(path, e))?;
-            layer.size = if checked.compression == archive::Compression::None {
+            layer.size = if checked.compression == Compression::None {
                 checked.size
             } else {
                 copy_layer(&archive, &layer, io::sink())?.size
@@ -240,7 +241,7 @@ fn open_layer<'a>(
     let blob = archive
         .open_blob(&layer.source)
         .map_err(|e| Error::from_archive(archive.path(), e))?;
-    let (_, reader) = compression::decompress(blob).map_err(|e| read_error(archive, layer, e))?;
+    let (_, reader) = codec::decompress(blob).map_err(|e| read_error(archive, layer, e))?;
     Ok(reader)
 }
 

@@ -191,7 +191,7 @@ pub const MAX_META: u64 = 1 << 20;
 /// Whether `head` (a member's first bytes) can start a layer: a tar header
 /// with a valid checksum that is not all zeros, or a compressed stream.
 fn looks_like_layer(head: &[u8]) -> bool {
-    if crate::archive::Compression::sniff(head) != crate::archive::Compression::None {
+    if crate::codec::Compression::sniff(head) != crate::codec::Compression::None {
         return true;
     }
     head.len() == 512 && head.iter().any(|&b| b != 0) && checksum_ok(head)
