@@ -15,7 +15,7 @@ use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
 use crate::layer::{self, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
-use crate::oci::Digest;
+use crate::oci::{Digest, LayerDigest};
 use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink;
 use crate::store::StoreLocation;
@@ -515,7 +515,7 @@ impl PreparedImage {
         settings: &BuildSettings,
         index: usize,
         out: W,
-    ) -> Result<layer::LayerDigest, Error> {
+    ) -> Result<LayerDigest, Error> {
         let measured = &self.layers[index];
         match &measured.content {
             LayerContent::Store(paths) => Ok(layer::write_store_layer(

@@ -24,8 +24,7 @@ use serde_json::Value;
 
 use crate::archive::{self, ImageArchive};
 use crate::codec::{self, Compression};
-use crate::layer::LayerDigest;
-use crate::oci::{Digest, HashCountWriter};
+use crate::oci::{Digest, HashCountWriter, LayerDigest};
 use crate::tar::TarError;
 
 /// Why a base image could not be read.

@@ -1,5 +1,5 @@
-//! The image config, its history and the docker `manifest.json`; the OCI
-//! manifest and index are vocabulary, in [`crate::oci`].
+//! The image config and its history; the OCI manifest and index and the
+//! docker `manifest.json` are vocabulary, in [`crate::oci`].
 //!
 //! Every JSON document goes through [`canonical_json`]: keys sorted, no
 //! insignificant whitespace, so the same inputs always give the same bytes
@@ -63,20 +63,6 @@ pub fn config_json(spec: &ConfigSpec, layers: &[LayerRecord]) -> Vec<u8> {
         obj.insert("variant".to_owned(), Value::String(variant.clone()));
     }
     canonical_json(&doc)
-}
-
-/// The docker-archive `manifest.json`: one image with its tags and layer members.
-#[must_use]
-pub fn docker_manifest_json(
-    config_member: &str,
-    repo_tags: &[String],
-    layer_members: &[String],
-) -> Vec<u8> {
-    canonical_json(&json!([{
-        "Config": config_member,
-        "RepoTags": repo_tags,
-        "Layers": layer_members,
-    }]))
 }
 
 /// Merges base and image `Env` lists by nixpkgs' rule: by variable name, at

@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::nix::StorePath;
-use crate::oci::Digest;
+use crate::oci::LayerDigest;
 use crate::store::{self, EntryKind, Store, StoreLocation};
 
 use crate::tar::{self, Header, Kind, TarWriter};
@@ -66,15 +66,6 @@ pub struct LayerOptions<S = StoreLocation> {
     /// `[[customisation.permissions]]` rules, applied to every entry; with
     /// none the layer is byte-identical to nixpkgs'.
     pub permissions: Permissions,
-}
-
-/// The result of writing a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LayerDigest {
-    /// sha256 of the uncompressed tar.
-    pub diff_id: Digest,
-    /// Its size in bytes.
-    pub size: u64,
 }
 
 /// Why a layer could not be measured or written.
@@ -403,6 +394,7 @@ mod tests {
 
     use super::*;
     use crate::nix::StoreDir;
+    use crate::oci::Digest;
     use crate::store::fixture::{build_tree, put, store_path, LINK, SINGLE, TREE};
     use tar::RECORD;
 

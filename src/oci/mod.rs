@@ -41,6 +41,17 @@ pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The `oci-layout` file's contents.
 pub const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
+/// A layer tar as written, uncompressed: what the image config records
+/// (the diff_id) and what an archive member's header needs (the size).
+/// Shared by every layer writer (store, customisation, base-image layers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerDigest {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// An OCI content descriptor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Descriptor {
@@ -75,6 +86,21 @@ pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
         "config": config.to_json(Map::new()),
         "layers": layers,
     }))
+}
+
+/// The docker-archive `manifest.json` (docker's image spec, the one
+/// non-OCI document here): one image with its tags and layer members.
+#[must_use]
+pub fn docker_manifest_json(
+    config_member: &str,
+    repo_tags: &[String],
+    layer_members: &[String],
+) -> Vec<u8> {
+    canonical_json(&json!([{
+        "Config": config_member,
+        "RepoTags": repo_tags,
+        "Layers": layer_members,
+    }]))
 }
 
 /// The `index.json` entry of an image manifest named `tag` (and, for

@@ -87,7 +87,7 @@ impl<W: Write + Send> DockerArchiveWriter<W> {
         let config_member = format!("{}.json", config_digest.hex());
         let header = self.member_header(&config_member, config.len() as u64);
         self.tar.append(&header, config)?;
-        let manifest = crate::image::docker_manifest_json(&config_member, repo_tags, &self.layers);
+        let manifest = crate::oci::docker_manifest_json(&config_member, repo_tags, &self.layers);
         let header = self.member_header("manifest.json", manifest.len() as u64);
         self.tar.append(&header, &manifest)?;
         // Counted, not hashed: nothing needs the archive's own digest, and a

@@ -31,9 +31,9 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use super::{copy_file, CopyError, Error, LayerDigest, Owner, Permissions, READ_BUFFER};
+use super::{copy_file, CopyError, Error, Owner, Permissions, READ_BUFFER};
 use crate::nix::StoreDir;
-use crate::oci::HashCountWriter;
+use crate::oci::{HashCountWriter, LayerDigest};
 use crate::tar::{self, Header, Kind, TarWriter};
 
 mod merge;
