@@ -1,6 +1,6 @@
 //! Compression, both directions: the one [`Compression`] type, the
 //! deterministic parallel compressors in [`compress`], and the
-//! decompressors with stream sniffing in [`decompress`].
+//! decompressors with stream sniffing in [`decompress`](mod@decompress).
 //!
 //! Formats tier: this module imports no stage.
 

@@ -1,5 +1,5 @@
-//! Tar in both directions: [`write`], the CPython-exact PAX encoder the
-//! store layers and the docker-archive are written with, and [`read`], the
+//! Tar in both directions: [`write`](mod@write), the CPython-exact PAX encoder the
+//! store layers and the docker-archive are written with, and [`read`](mod@read), the
 //! hardened index of a hostile tar that existing images are read through.
 //!
 //! Formats tier: this module imports no stage. Both halves are hand-written;

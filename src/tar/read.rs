@@ -4,7 +4,7 @@
 //! `linkpath`, `size`) headers; never panics on a malformed archive.
 //!
 //! Why hand-written rather than the `tar` crate (which the design card names
-//! and which the writer side does not use either, see [`super::write`]): the
+//! and which the writer side does not use either, see [`super::write`](mod@super::write)): the
 //! archives read here are hostile, and what matters is what the reader
 //! refuses *before* it allocates or reads on. `tar` 0.4.46 reads a GNU
 //! long-name (`L`/`K`) or PAX (`x`) entry whole into memory whatever its
