@@ -7,7 +7,12 @@
 //! ones before it:
 //!
 //! 1. [`manifest`]: the TOML manifest (`image.toml`) → a typed [`manifest::Manifest`].
-//! 2. [`nix`]: the small Nix formats every stage shares (store paths, nixbase32, NAR hashes).
+//! 2. The formats tier, shared vocabulary that imports no stage: [`nix`]
+//!    (store paths, nixbase32, NAR hashes), [`oci`] (digests and their one
+//!    parser, media types, descriptors, manifest and index JSON, canonical
+//!    JSON), [`tar`] (the CPython-exact writer and the hardened reader) and
+//!    [`codec`] (the one [`codec::Compression`] type, deterministic parallel
+//!    compressors, sniffing decompressors).
 //! 3. [`store`]: where store path content comes from, behind the
 //!    [`store::Store`] trait (entries in layer order, file bytes, NAR sizes);
 //!    the local store on disk ([`store::StoreLocation`]) is its first implementation.
@@ -87,11 +92,14 @@ pub mod archive;
 pub mod build;
 pub mod cli;
 pub mod closure;
+pub mod codec;
 pub mod image;
 pub mod layer;
 pub mod manifest;
 pub mod merge;
 pub mod nix;
+pub mod oci;
 pub mod plan;
 pub mod sink;
 pub mod store;
+pub mod tar;

@@ -22,10 +22,10 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::archive::{self, Compression, Format, ImageArchive, MemberKind};
-use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::{CountWriter, Digest};
-use crate::sink::compress::{Codec, CompressOptions, Compressor};
+use crate::archive::{self, Format, ImageArchive};
+use crate::codec::{CompressOptions, Compression, Compressor};
+use crate::oci::{CountWriter, Digest};
+use crate::tar::{Header, Kind, MemberKind, TarWriter};
 
 /// Why a merge failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +113,11 @@ pub struct MergeSummary {
 /// The output compression mergeImages picks: the last input's (xz, which
 /// nixlayer does not write, becomes gzip, mergeImages' default).
 #[must_use]
-pub fn default_codec(inputs: &[ImageArchive]) -> Codec {
+pub fn default_codec(inputs: &[ImageArchive]) -> Compression {
     match inputs.last().map(ImageArchive::compression) {
-        Some(Compression::None) => Codec::None,
-        Some(Compression::Zstd) => Codec::Zstd,
-        _ => Codec::Gzip,
+        Some(Compression::None) => Compression::None,
+        Some(Compression::Zstd) => Compression::Zstd,
+        Some(Compression::Gzip | Compression::Xz) | None => Compression::Gzip,
     }
 }
 
@@ -248,14 +248,14 @@ pub fn merge<W: Write>(
         }
     }
     summary.images = manifests.len();
-    let manifest = crate::image::canonical_json(&Value::Array(manifests));
+    let manifest = crate::oci::canonical_json(&Value::Array(manifests));
     tar.append(
         &header("manifest.json", Kind::Regular, manifest.len() as u64),
         &manifest,
     )
     .map_err(Error::Write)?;
     if let Some(repos) = repositories {
-        let bytes = crate::image::canonical_json(&Value::Object(repos));
+        let bytes = crate::oci::canonical_json(&Value::Object(repos));
         tar.append(
             &header("repositories", Kind::Regular, bytes.len() as u64),
             &bytes,

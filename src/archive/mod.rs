@@ -39,9 +39,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod compression;
-pub mod tar;
-
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt as _;
@@ -50,11 +47,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::Digest as _;
 
-pub use compression::Compression;
-pub use tar::{Member, MemberKind, TarIndex};
+use crate::tar::{self, Member, TarIndex};
 
-use crate::image::oci;
-use crate::layer::Digest;
+use crate::codec::{self, Compression};
+use crate::oci;
+use crate::oci::Digest;
 
 /// Why an image could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -283,7 +280,7 @@ impl ImageArchive {
             source,
         };
         let file = File::open(path).map_err(io_err)?;
-        let (compression, reader) = compression::decompress(&file).map_err(io_err)?;
+        let (compression, reader) = codec::decompress(&file).map_err(io_err)?;
         let limits = tar::Limits {
             large_member: MAX_JSON,
             ..tar::Limits::default()
@@ -630,7 +627,7 @@ impl ImageArchive {
     /// When it cannot be opened.
     pub fn open_layer(&self, layer: &Layer) -> Result<Box<dyn Read + '_>, Error> {
         let blob = self.open_blob(layer)?;
-        let (_, reader) = compression::decompress(blob).map_err(|source| Error::Io {
+        let (_, reader) = codec::decompress(blob).map_err(|source| Error::Io {
             path: self.path.clone(),
             source,
         })?;
@@ -667,7 +664,7 @@ impl ImageArchive {
         ids.iter()
             .map(|v| {
                 v.as_str()
-                    .and_then(parse_digest)
+                    .and_then(Digest::parse)
                     .ok_or_else(|| self.malformed(location, format!("has a bad diff_id {v}")))
             })
             .collect()
@@ -712,7 +709,7 @@ impl ImageArchive {
                 let compression = self.sniff(&location)?;
                 let digest = location
                     .strip_prefix("blobs/sha256/")
-                    .and_then(|hex| parse_digest(&format!("sha256:{hex}")));
+                    .and_then(Digest::from_hex);
                 layers.push(Layer {
                     digest,
                     diff_id: diff_ids.get(i).copied(),
@@ -820,7 +817,7 @@ impl ImageArchive {
         let digest = desc
             .get("digest")
             .and_then(Value::as_str)
-            .and_then(parse_digest)
+            .and_then(Digest::parse)
             .ok_or_else(|| self.malformed(location, "has a descriptor without a sha256 digest"))?;
         let size = desc
             .get("size")
@@ -945,27 +942,12 @@ fn openat(dir: &File, name: &str, flags: libc::c_int) -> io::Result<File> {
 /// `blobs/sha256/<hex>` (any directory).
 fn digest_in_name(name: &str) -> Option<Digest> {
     let base = name.rsplit('/').next()?;
-    let hex = base.strip_suffix(".json").unwrap_or(base);
-    parse_digest(&format!("sha256:{hex}"))
+    Digest::from_hex(base.strip_suffix(".json").unwrap_or(base))
 }
 
 /// `blobs/sha256/<hex>`.
 fn blob_location(digest: &Digest) -> String {
     format!("blobs/sha256/{}", digest.hex())
-}
-
-/// `sha256:<64 hex>` → a digest.
-#[must_use]
-pub fn parse_digest(text: &str) -> Option<Digest> {
-    let hex = text.strip_prefix("sha256:")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(Digest(out))
 }
 
 fn string_list(v: Option<&Value>) -> Vec<String> {
@@ -983,20 +965,11 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn digests_parse_strictly() {
-        let d = Digest::of(b"x");
-        assert_eq!(parse_digest(&d.prefixed()), Some(d));
-        assert_eq!(parse_digest("sha256:abc"), None);
-        assert_eq!(parse_digest(&d.hex()), None);
-        assert_eq!(parse_digest(&format!("sha256:{}", "g".repeat(64))), None);
-    }
-
     /// Readers of two members of one archive, read in turns, each get their
     /// own bytes.
     #[test]
     fn interleaved_readers_are_independent() {
-        use crate::layer::tar::{Header, Kind, TarWriter};
+        use crate::tar::{Header, Kind, TarWriter};
         let mut w = TarWriter::new(Vec::new());
         for (name, data) in [
             ("a", &[1u8; 70_000][..]),
@@ -1049,7 +1022,7 @@ mod tests {
     /// (sparse files: the bytes are never there).
     #[test]
     fn oversized_json_is_refused_unread() {
-        use crate::layer::tar::{Header, Kind, TarWriter};
+        use crate::tar::{Header, Kind, TarWriter};
         let dir = tempfile::tempdir().unwrap();
         let big = MAX_JSON + 1;
         let mut w = TarWriter::new(Vec::new());
@@ -1085,7 +1058,7 @@ mod tests {
         use serde_json::Value;
 
         use super::super::*;
-        use crate::layer::tar::{Header, Kind, TarWriter};
+        use crate::tar::{Header, Kind, TarWriter};
 
         const KEYS: &[&str] = &[
             "Config",

@@ -4,9 +4,9 @@
 use std::io::Write;
 
 use super::{reference, BuildSettings, BuildSummary, Error, LayerSummary, PreparedImage, Reporter};
-use crate::image::oci;
-use crate::layer::{CountWriter, Digest};
-use crate::sink::compress::{CompressOptions, Compressor};
+use crate::codec::{CompressOptions, Compressor};
+use crate::oci;
+use crate::oci::{CountWriter, Digest};
 use crate::sink::docker_archive::{layer_member, DockerArchiveWriter};
 
 /// Writes `image` as a docker-archive to `out` in one pass over the store.

@@ -13,8 +13,9 @@ use crate::image::base::{self as base_image, BaseImage};
 use crate::image::{self, nix_db, ConfigSpec, LayerRecord};
 use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
-use crate::layer::{self, Digest, LayerOptions, Owner, Permissions};
+use crate::layer::{self, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
+use crate::oci::{Digest, LayerDigest};
 use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink;
 use crate::store::StoreLocation;
@@ -514,7 +515,7 @@ impl PreparedImage {
         settings: &BuildSettings,
         index: usize,
         out: W,
-    ) -> Result<layer::LayerDigest, Error> {
+    ) -> Result<LayerDigest, Error> {
         let measured = &self.layers[index];
         match &measured.content {
             LayerContent::Store(paths) => Ok(layer::write_store_layer(

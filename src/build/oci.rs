@@ -8,10 +8,10 @@ use super::{
     reference, BlobCounts, BuildSettings, BuildSummary, Error, LayerSummary, MeasuredLayer,
     PreparedImage, Reporter,
 };
-use crate::image::oci;
+use crate::codec::{CompressOptions, Compression, Compressor};
 use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord};
-use crate::layer::{CountWriter, Digest, HashCountWriter};
-use crate::sink::compress::{Codec, CompressOptions, Compressor};
+use crate::oci;
+use crate::oci::{CountWriter, Digest, HashCountWriter};
 use crate::sink::oci_archive::OciArchiveWriter;
 use crate::sink::oci_layout::OciLayout;
 use crate::sink::BlobSink;
@@ -68,11 +68,7 @@ fn write_oci_blobs<S: BlobSink>(
     blobs: &mut S,
     reporter: &dyn Reporter,
 ) -> Result<OciImage, Error> {
-    let media_type = format!(
-        "{}{}",
-        oci::LAYER_MEDIA_TYPE,
-        compress.codec.media_type_suffix()
-    );
+    let media_type = compress.codec.layer_media_type().to_owned();
     let mut counts = BlobCounts::default();
     let cache_name = format!("{}-{}", compress.codec.name(), compress.level);
     let mut layers = Vec::with_capacity(image.layers.len());
@@ -86,7 +82,7 @@ fn write_oci_blobs<S: BlobSink>(
         }
         reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
         let blob = blobs.start_blob()?;
-        let (digest, blob, blob_digest, blob_size) = if compress.codec == Codec::None {
+        let (digest, blob, blob_digest, blob_size) = if compress.codec == Compression::None {
             // The blob is the layer tar: its digest is the diff_id, already
             // hashed once on the way; hashing it again would double the cost.
             let mut counted = CountWriter::new(blob);

@@ -198,7 +198,7 @@ fn summary_json(summary: &BuildSummary, command: &settings::BuildCommand, dest: 
             }),
         );
     }
-    crate::image::canonical_json(&doc)
+    crate::oci::canonical_json(&doc)
 }
 
 fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
@@ -209,10 +209,8 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
         .map(|p| ImageArchive::open(p))
         .collect::<Result<Vec<_>, _>>()?;
     let codec = match &args.compression {
-        Some(name) => settings::codec(
-            crate::manifest::Compression::from_name(name)
-                .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
-        ),
+        Some(name) => crate::codec::Compression::from_name(name)
+            .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
         None => merge::default_codec(&inputs),
     };
     let compress = settings::resolve_compress(codec, args.level, None, args.threads)?;
@@ -267,7 +265,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
         "images": images,
     });
     if args.json {
-        printer.data(&crate::image::canonical_json(&doc))?;
+        printer.data(&crate::oci::canonical_json(&doc))?;
     } else {
         printer.data(inspect_text(&doc).as_bytes())?;
     }
@@ -420,7 +418,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
                 }),
             );
         }
-        printer.data(&crate::image::canonical_json(&doc))?;
+        printer.data(&crate::oci::canonical_json(&doc))?;
     }
     printer.info(&format!(
         "pushed {reference} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 
 use crate::build::{BuildSettings, ContentSettings, CustomFile};
 use crate::closure::Source;
+use crate::codec::{CompressOptions, Compression};
 use crate::image::ConfigSpec;
 use crate::layer::customisation::{FileData, OnCollision};
 use crate::layer::{Owner, Permissions};
 use crate::manifest::{
-    ClosureSource, Compression, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
+    ClosureSource, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
 };
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
-use crate::sink::compress::{Codec, CompressOptions};
 use crate::store::StoreLocation;
 
 use super::args::BuildArgs;
@@ -307,13 +307,13 @@ pub fn resolve_build(
             unknown_flag_value(
                 "--compression",
                 name,
-                &Compression::ALL.map(Compression::name),
+                &Compression::WRITABLE.map(Compression::name),
             )
         })?,
         None => loaded.compression()?,
     };
     let compress = resolve_compress(
-        codec(compression),
+        compression,
         args.level,
         m.output.level.as_ref().map(|l| (l, loaded)),
         args.threads,
@@ -326,16 +326,6 @@ pub fn resolve_build(
         compress,
         json: args.json,
     })
-}
-
-/// The writer's codec for the manifest's compression.
-#[must_use]
-pub fn codec(compression: Compression) -> Codec {
-    match compression {
-        Compression::Gzip => Codec::Gzip,
-        Compression::Zstd => Codec::Zstd,
-        Compression::None => Codec::None,
-    }
 }
 
 /// A bad flag value: a usage error named by the flag.
@@ -364,7 +354,7 @@ fn unknown_flag_value(flag: &str, value: &str, valid: &[&str]) -> Error {
 /// When the level is out of the codec's range; the error points at
 /// `--level` or the manifest's line.
 pub fn resolve_compress(
-    codec: Codec,
+    codec: Compression,
     cli_level: Option<i32>,
     manifest_level: Option<(&toml::Spanned<i32>, &LoadedManifest)>,
     threads: Option<std::num::NonZeroUsize>,
@@ -377,7 +367,7 @@ pub fn resolve_compress(
         .unwrap_or_else(|| codec.default_level());
     let levels = codec.levels();
     // A level means nothing without compression; ignore it there.
-    if codec != Codec::None && !levels.contains(&level) {
+    if codec != Compression::None && !levels.contains(&level) {
         let message = format!(
             "{} level {level} is out of range {}-{}",
             codec.name(),
@@ -391,7 +381,7 @@ pub fn resolve_compress(
     }
     Ok(CompressOptions {
         codec,
-        level: if codec == Codec::None { 0 } else { level },
+        level: if codec == Compression::None { 0 } else { level },
         threads,
     })
 }

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::archive::tar::TarError;
-use crate::archive::{self, compression, ImageArchive};
-use crate::layer::{Digest, HashCountWriter, LayerDigest};
+use crate::archive::{self, ImageArchive};
+use crate::codec::{self, Compression};
+use crate::oci::{Digest, HashCountWriter, LayerDigest};
+use crate::tar::TarError;
 
 /// Why a base image could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +191,7 @@ impl BaseImage {
             let checked = archive
                 .verify_blob(&layer.source)
                 .map_err(|e| Error::from_archive(path, e))?;
-            layer.size = if checked.compression == archive::Compression::None {
+            layer.size = if checked.compression == Compression::None {
                 checked.size
             } else {
                 copy_layer(&archive, &layer, io::sink())?.size
@@ -239,7 +240,7 @@ fn open_layer<'a>(
     let blob = archive
         .open_blob(&layer.source)
         .map_err(|e| Error::from_archive(archive.path(), e))?;
-    let (_, reader) = compression::decompress(blob).map_err(|e| read_error(archive, layer, e))?;
+    let (_, reader) = codec::decompress(blob).map_err(|e| read_error(archive, layer, e))?;
     Ok(reader)
 }
 
@@ -288,7 +289,7 @@ fn string_list(value: &Value) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::tar::{Header, Kind, TarWriter};
+    use crate::tar::{Header, Kind, TarWriter};
 
     /// A docker-archive with one layer whose bytes are `layer`.
     fn archive(layer: &[u8], diff_id: &Digest) -> Vec<u8> {

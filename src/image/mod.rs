@@ -1,5 +1,5 @@
-//! The image config, its history and the docker `manifest.json`; the OCI
-//! manifest and index in [`oci`].
+//! The image config and its history; the OCI manifest and index and the
+//! docker `manifest.json` are vocabulary, in [`crate::oci`].
 //!
 //! Every JSON document goes through [`canonical_json`]: keys sorted, no
 //! insignificant whitespace, so the same inputs always give the same bytes
@@ -7,21 +7,10 @@
 
 pub mod base;
 pub mod nix_db;
-pub mod oci;
 
 use serde_json::{json, Map, Value};
 
-use crate::layer::Digest;
-
-/// Serialises `value` canonically: object keys sorted by bytes, compact.
-///
-/// `serde_json::Map` is a `BTreeMap` as long as no crate in the build enables
-/// serde_json's `preserve_order`; a unit test guards that.
-#[must_use]
-pub fn canonical_json(value: &Value) -> Vec<u8> {
-    // Writing to a Vec cannot fail and a `Value` always serialises.
-    serde_json::to_vec(value).unwrap_or_default()
-}
+use crate::oci::{canonical_json, Digest};
 
 /// What the image config says beyond its layers.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,20 +65,6 @@ pub fn config_json(spec: &ConfigSpec, layers: &[LayerRecord]) -> Vec<u8> {
     canonical_json(&doc)
 }
 
-/// The docker-archive `manifest.json`: one image with its tags and layer members.
-#[must_use]
-pub fn docker_manifest_json(
-    config_member: &str,
-    repo_tags: &[String],
-    layer_members: &[String],
-) -> Vec<u8> {
-    canonical_json(&json!([{
-        "Config": config_member,
-        "RepoTags": repo_tags,
-        "Layers": layer_members,
-    }]))
-}
-
 /// Merges base and image `Env` lists by nixpkgs' rule: by variable name, at
 /// the first position the name appeared, with the last value given.
 #[must_use]
@@ -113,16 +88,6 @@ pub fn merge_env(base: &[String], own: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let v: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":1,"x":2}],"c":"é"}}"#).unwrap();
-        assert_eq!(
-            String::from_utf8(canonical_json(&v)).unwrap(),
-            r#"{"a":{"c":"é","z":[{"x":2,"y":1}]},"b":1}"#
-        );
-    }
 
     #[test]
     fn config_records_layers_in_order() {

@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::Digest;
 use crate::closure::StoreLocation;
 use crate::nix::StorePath;
+use crate::oci::Digest;
 
 /// What one stored form of a layer (uncompressed, or compressed one way) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +136,7 @@ impl LayerCache {
         std::fs::create_dir_all(&self.dir)?;
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         let value = serde_json::to_value(&merged).map_err(std::io::Error::other)?;
-        temp.write_all(&crate::image::canonical_json(&value))?;
+        temp.write_all(&crate::oci::canonical_json(&value))?;
         temp.persist(entry).map_err(|e| e.error)?;
         Ok(())
     }
@@ -176,7 +176,7 @@ fn fingerprint(path: &Path, hash: &mut Sha256) -> std::io::Result<()> {
 mod digest_text {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
-    use crate::layer::Digest;
+    use crate::oci::Digest;
 
     pub(super) fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&d.prefixed())
@@ -184,20 +184,7 @@ mod digest_text {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
         let text = String::deserialize(d)?;
-        let not_a_digest = || D::Error::custom("not a sha256 digest");
-        let hex = text
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64)
-            .ok_or_else(not_a_digest)?;
-        // Pairs of bytes, not slices of the string: a multi-byte character
-        // of the right byte length must be an error, not a panic.
-        let mut bytes = [0u8; 32];
-        for (b, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-            let digit = |c: u8| char::from(c).to_digit(16).ok_or_else(not_a_digest);
-            let (high, low) = (digit(pair[0])?, digit(pair[1])?);
-            *b = u8::try_from(high * 16 + low).map_err(|_| not_a_digest())?;
-        }
-        Ok(Digest(bytes))
+        Digest::parse(&text).ok_or_else(|| D::Error::custom("not a sha256 digest"))
     }
 }
 

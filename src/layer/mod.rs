@@ -8,7 +8,7 @@
 //!
 //! Plan first, write second: a [`Store`] yields each store path's entries
 //! in layer order (names, kinds, canonical modes, sizes, link targets) and
-//! the encoder in [`tar`] turns them into bytes; this module applies the
+//! the encoder in [`crate::tar`] turns them into bytes; this module applies the
 //! owner, mtime and permission rules between the two, and never touches
 //! the filesystem for store content. Memory is bounded whatever the
 //! closure size: the local store's walk is lazy and holds only the listings
@@ -17,20 +17,18 @@
 
 pub mod cache;
 pub mod customisation;
-pub mod hash;
 pub mod permissions;
 mod pipe;
-pub mod tar;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::nix::StorePath;
+use crate::oci::LayerDigest;
 use crate::store::{self, EntryKind, Store, StoreLocation};
 
-pub use hash::{CountWriter, Digest, HashCountWriter};
+use crate::tar::{self, Header, Kind, TarWriter};
 pub use permissions::{PermissionRule, Permissions};
-use tar::{Header, Kind, TarWriter};
 
 /// Owner of every store-layer entry (`[owner]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,15 +66,6 @@ pub struct LayerOptions<S = StoreLocation> {
     /// `[[customisation.permissions]]` rules, applied to every entry; with
     /// none the layer is byte-identical to nixpkgs'.
     pub permissions: Permissions,
-}
-
-/// The result of writing a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LayerDigest {
-    /// sha256 of the uncompressed tar.
-    pub diff_id: Digest,
-    /// Its size in bytes.
-    pub size: u64,
 }
 
 /// Why a layer could not be measured or written.
@@ -405,6 +394,7 @@ mod tests {
 
     use super::*;
     use crate::nix::StoreDir;
+    use crate::oci::Digest;
     use crate::store::fixture::{build_tree, put, store_path, LINK, SINGLE, TREE};
     use tar::RECORD;
 

@@ -18,7 +18,7 @@
 //! times the path's component matches, never the exponential backtracking
 //! of a recursive matcher.
 
-use super::tar::{Header, Kind};
+use crate::tar::{Header, Kind};
 
 /// One permission rule: the manifest checks it, this module applies it.
 pub use crate::manifest::PermissionRule;

@@ -12,7 +12,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use sha2::{Digest as _, Sha256};
 
-use super::Digest;
+use crate::oci::Digest;
 
 /// Bytes per chunk: large enough that a write costs few syscalls.
 const CHUNK: usize = 1 << 20;

@@ -27,9 +27,7 @@ pub use schema::{json_schema, PIPELINE_OPERATIONS};
 
 pub use input::{read_bounded, CLOSURE_FILE_LIMIT, MANIFEST_LIMIT};
 
-pub use resolved::{
-    ClosureSource, Compression, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR,
-};
+pub use resolved::{ClosureSource, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
 
 /// A parsed manifest.
 #[derive(Clone, Debug, Deserialize)]

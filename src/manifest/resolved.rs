@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::diagnose::nearest;
 use super::{Error, LoadedManifest, SourceSpec};
+use crate::codec::Compression;
 
 /// The layer budget when `max_layers` is not set (nixpkgs' `maxLayers` default).
 pub const DEFAULT_MAX_LAYERS: u32 = 100;
@@ -110,45 +111,6 @@ impl OutputFormat {
             self,
             Self::DockerArchive | Self::OciLayout | Self::OciArchive
         )
-    }
-}
-
-/// `[output] compression`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Compression {
-    /// Uncompressed (the default).
-    None,
-    /// gzip.
-    Gzip,
-    /// zstd.
-    Zstd,
-}
-
-impl Compression {
-    /// Every compression, in SPEC order.
-    pub const ALL: [Self; 3] = [Self::None, Self::Gzip, Self::Zstd];
-
-    /// The manifest / CLI spelling.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-        }
-    }
-
-    /// The compression spelt `name`, if any.
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
-    }
-
-    /// Whether this build can write it (all of them now).
-    #[must_use]
-    pub fn is_implemented(self) -> bool {
-        matches!(self, Self::None | Self::Gzip | Self::Zstd)
     }
 }
 
@@ -405,14 +367,9 @@ impl LoadedManifest {
         let Some(compression) = &self.manifest.output.compression else {
             return Ok(Compression::None);
         };
-        let names = Compression::ALL.map(Compression::name);
+        let names = Compression::WRITABLE.map(Compression::name);
         match Compression::from_name(compression.get_ref()) {
-            Some(c) if c.is_implemented() => Ok(c),
-            Some(c) => Err(self.error_at(
-                compression.span(),
-                format!("compression `{}` is not supported yet", c.name()),
-                Some("use `compression = \"none\"`".to_owned()),
-            )),
+            Some(c) => Ok(c),
             None => Err(self.unknown_value(
                 compression.span(),
                 "output.compression",

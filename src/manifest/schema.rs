@@ -14,7 +14,8 @@
 use serde_json::{json, Map, Value};
 
 use super::resolved::{CONFIG_KEYS, SOURCE_KEYS};
-use super::{Compression, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
+use super::{OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
+use crate::codec::Compression;
 
 /// The draft the schema follows.
 pub(super) const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -159,7 +160,7 @@ pub fn json_schema() -> Value {
                     "default": OutputFormat::DockerArchive.name(),
                 },
                 "compression": {
-                    "enum": Compression::ALL.map(Compression::name),
+                    "enum": Compression::WRITABLE.map(Compression::name),
                     "description": "docker-archive: the whole archive; OCI: each layer.",
                     "default": Compression::None.name(),
                 },

@@ -9,8 +9,8 @@
 
 use std::io::{self, Write};
 
-use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::Digest;
+use crate::oci::Digest;
+use crate::tar::{Header, Kind, TarWriter};
 
 /// The member name of a layer whose content is identified by `key`
 /// (`<hex>/layer.tar`, the usual docker-archive shape).
@@ -87,7 +87,7 @@ impl<W: Write + Send> DockerArchiveWriter<W> {
         let config_member = format!("{}.json", config_digest.hex());
         let header = self.member_header(&config_member, config.len() as u64);
         self.tar.append(&header, config)?;
-        let manifest = crate::image::docker_manifest_json(&config_member, repo_tags, &self.layers);
+        let manifest = crate::oci::docker_manifest_json(&config_member, repo_tags, &self.layers);
         let header = self.member_header("manifest.json", manifest.len() as u64);
         self.tar.append(&header, &manifest)?;
         // Counted, not hashed: nothing needs the archive's own digest, and a
@@ -98,7 +98,7 @@ impl<W: Write + Send> DockerArchiveWriter<W> {
             out,
             ArchiveSummary {
                 config_digest,
-                bytes: crate::layer::tar::archive_len(bytes),
+                bytes: crate::tar::archive_len(bytes),
             },
         ))
     }

@@ -1,9 +1,8 @@
 //! Where the image goes: a docker-archive written to a file (through a
 //! temporary file renamed into place) or streamed to stdout, an OCI image
-//! layout directory, or an OCI layout in a tar; compressed or not
-//! ([`compress`]); or pushed to a registry ([`registry`]).
+//! layout directory, or an OCI layout in a tar; compressed or not (by
+//! [`crate::codec`]); or pushed to a registry ([`registry`]).
 
-pub mod compress;
 pub mod docker_archive;
 pub mod oci_archive;
 pub mod oci_layout;
@@ -13,7 +12,7 @@ pub mod registry;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::layer::Digest;
+use crate::oci::Digest;
 
 pub use output::{OutputError, OutputFile};
 

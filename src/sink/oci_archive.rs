@@ -14,9 +14,9 @@ use std::io::{self, BufWriter, Seek, Write};
 use std::path::PathBuf;
 
 use super::{BlobSink, Error};
-use crate::image::oci;
-use crate::layer::tar::{Header, Kind, TarWriter};
-use crate::layer::{CountWriter, Digest};
+use crate::oci;
+use crate::oci::{CountWriter, Digest};
+use crate::tar::{Header, Kind, TarWriter};
 
 /// Writes an OCI archive to `W`.
 pub struct OciArchiveWriter<W: Write> {

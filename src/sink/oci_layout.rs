@@ -16,8 +16,8 @@ use serde_json::Value;
 use tempfile::NamedTempFile;
 
 use super::{BlobSink, Error};
-use crate::image::oci;
-use crate::layer::Digest;
+use crate::oci;
+use crate::oci::Digest;
 
 /// Large writes: blobs are big and streamed.
 const BUFFER: usize = 1 << 20;

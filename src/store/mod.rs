@@ -120,7 +120,7 @@
 //! let paths = [StorePath::parse(&StoreDir::default(), app)?];
 //!
 //! // A layer written through the library from any store: measured, then written.
-//! fn layer<S: Store>(store: S, paths: &[StorePath]) -> Result<layer::LayerDigest, layer::Error> {
+//! fn layer<S: Store>(store: S, paths: &[StorePath]) -> Result<nixlayer::oci::LayerDigest, layer::Error> {
 //!     let opts = LayerOptions {
 //!         store,
 //!         owner: Owner::default(),

@@ -158,7 +158,7 @@ fn example_manifest_builds_without_nix_and_is_pinned() {
         0,
     );
     let bytes = std::fs::read(&out).unwrap();
-    let digest = nixlayer::layer::Digest::of(&bytes);
+    let digest = nixlayer::oci::Digest::of(&bytes);
     assert_eq!(
         digest.hex(),
         EXAMPLE_ARCHIVE_SHA256,

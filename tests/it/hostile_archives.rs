@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use nixlayer::layer::tar::{Header, Kind, TarWriter};
+use nixlayer::tar::{Header, Kind, TarWriter};
 
 use crate::util::{self, nixlayer, run};
 
@@ -316,7 +316,7 @@ fn archive_with(base: &Path, extra: &[Extra<'_>], out: &Path) {
     for member in archive.members().unwrap() {
         let name = member.name.clone();
         match &member.kind {
-            nixlayer::archive::MemberKind::Directory => {
+            nixlayer::tar::MemberKind::Directory => {
                 w.append(&Header::archive_member(&name, Kind::Directory, 0, 1), &[])
                     .unwrap();
             }

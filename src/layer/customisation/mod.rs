@@ -31,11 +31,10 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use super::tar::{self, Header, Kind, TarWriter};
-use super::{
-    copy_file, CopyError, Error, HashCountWriter, LayerDigest, Owner, Permissions, READ_BUFFER,
-};
+use super::{copy_file, CopyError, Error, Owner, Permissions, READ_BUFFER};
 use crate::nix::StoreDir;
+use crate::oci::{HashCountWriter, LayerDigest};
+use crate::tar::{self, Header, Kind, TarWriter};
 
 mod merge;
 

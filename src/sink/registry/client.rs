@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use super::credentials::REDACTED;
 use super::{Credentials, Error, Reference, ATTEMPTS};
-use crate::image::oci::MANIFEST_MEDIA_TYPE;
-use crate::layer::Digest;
+use crate::oci::Digest;
+use crate::oci::MANIFEST_MEDIA_TYPE;
 
 /// The most of a token answer that is read (JSON with a JWT: a few KiB).
 const TOKEN_BODY_LIMIT: u64 = 1 << 20;

@@ -34,7 +34,7 @@ use std::time::Duration;
 use tempfile::{NamedTempFile, TempDir};
 
 use super::BlobSink;
-use crate::layer::Digest;
+use crate::oci::Digest;
 use client::Body;
 pub use client::{Client, ClientOptions, Timeouts};
 pub use credentials::Credentials;

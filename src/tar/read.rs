@@ -4,7 +4,7 @@
 //! `linkpath`, `size`) headers; never panics on a malformed archive.
 //!
 //! Why hand-written rather than the `tar` crate (which the design card names
-//! and which the writer side does not use either, see `layer::tar`): the
+//! and which the writer side does not use either, see [`super::write`](mod@super::write)): the
 //! archives read here are hostile, and what matters is what the reader
 //! refuses *before* it allocates or reads on. `tar` 0.4.46 reads a GNU
 //! long-name (`L`/`K`) or PAX (`x`) entry whole into memory whatever its
@@ -191,7 +191,7 @@ pub const MAX_META: u64 = 1 << 20;
 /// Whether `head` (a member's first bytes) can start a layer: a tar header
 /// with a valid checksum that is not all zeros, or a compressed stream.
 fn looks_like_layer(head: &[u8]) -> bool {
-    if super::Compression::sniff(head) != super::Compression::None {
+    if crate::codec::Compression::sniff(head) != crate::codec::Compression::None {
         return true;
     }
     head.len() == 512 && head.iter().any(|&b| b != 0) && checksum_ok(head)
@@ -480,7 +480,7 @@ fn skip<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::tar::{Header, Kind, TarWriter};
+    use crate::tar::{Header, Kind, TarWriter};
 
     fn header(name: &str, kind: Kind, size: u64) -> Header {
         Header::archive_member(name, kind, size, 1)

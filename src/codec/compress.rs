@@ -25,6 +25,8 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Crc, FlushCompress, Status};
 
+use super::Compression;
+
 /// zstd's multithreaded job size (see [`Compressor::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
@@ -35,69 +37,13 @@ pub const GZIP_BLOCK: usize = 128 * 1024;
 /// deflate's window: the dictionary a block inherits from its predecessor.
 const DICT: usize = 32 * 1024;
 
-/// A compression algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Codec {
-    /// Bytes as they are.
-    None,
-    /// gzip (RFC 1952), one member.
-    Gzip,
-    /// zstd (RFC 8878), one frame with a checksum.
-    Zstd,
-}
-
-impl Codec {
-    /// The CLI / manifest spelling.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-        }
-    }
-
-    /// The level used when none is given: gzip 6 (gzip's and pigz's
-    /// default), zstd 3 (zstd's default).
-    #[must_use]
-    pub fn default_level(self) -> i32 {
-        match self {
-            Self::None => 0,
-            Self::Gzip => 6,
-            Self::Zstd => 3,
-        }
-    }
-
-    /// The levels accepted: gzip 1–9, zstd 1–19 (the levels that need no
-    /// `--ultra` memory), none only 0.
-    #[must_use]
-    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
-        match self {
-            Self::None => 0..=0,
-            Self::Gzip => 1..=9,
-            Self::Zstd => 1..=19,
-        }
-    }
-
-    /// The suffix of an OCI layer media type: `""`, `"+gzip"`, `"+zstd"`.
-    #[must_use]
-    pub fn media_type_suffix(self) -> &'static str {
-        match self {
-            Self::None => "",
-            Self::Gzip => "+gzip",
-            Self::Zstd => "+zstd",
-        }
-    }
-}
-
 /// How to compress: algorithm, level and worker threads. The threads never
 /// change the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompressOptions {
     /// The algorithm.
-    pub codec: Codec,
-    /// Its level, within [`Codec::levels`].
+    pub codec: Compression,
+    /// Its level, within [`Compression::levels`].
     pub level: i32,
     /// Worker threads.
     pub threads: NonZeroUsize,
@@ -106,14 +52,14 @@ pub struct CompressOptions {
 impl CompressOptions {
     /// No compression.
     pub const NONE: Self = Self {
-        codec: Codec::None,
+        codec: Compression::None,
         level: 0,
         threads: NonZeroUsize::MIN,
     };
 
     /// `codec` at its default level on `threads` threads.
     #[must_use]
-    pub fn new(codec: Codec, threads: NonZeroUsize) -> Self {
+    pub fn new(codec: Compression, threads: NonZeroUsize) -> Self {
         Self {
             codec,
             level: codec.default_level(),
@@ -136,8 +82,12 @@ impl<W: Write> Compressor<W> {
     /// Starts compressing into `inner`.
     ///
     /// # Errors
-    /// When the level is out of range or the zstd context cannot be set up.
+    /// When the compression is not one this crate writes (xz), the level
+    /// is out of range, or the zstd context cannot be set up.
     pub fn new(inner: W, options: &CompressOptions) -> io::Result<Self> {
+        if !options.codec.is_writable() {
+            return Err(not_written(options.codec));
+        }
         if !options.codec.levels().contains(&options.level) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -149,9 +99,9 @@ impl<W: Write> Compressor<W> {
             ));
         }
         Ok(match options.codec {
-            Codec::None => Self::None(inner),
-            Codec::Gzip => Self::Gzip(GzipWriter::new(inner, options.level, options.threads)),
-            Codec::Zstd => {
+            Compression::None => Self::None(inner),
+            Compression::Gzip => Self::Gzip(GzipWriter::new(inner, options.level, options.threads)),
+            Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, options.level)?;
                 enc.include_checksum(true)?;
                 // Never 0: see the module doc.
@@ -164,6 +114,7 @@ impl<W: Write> Compressor<W> {
                 enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Self::Zstd(enc)
             }
+            Compression::Xz => return Err(not_written(options.codec)),
         })
     }
 
@@ -214,6 +165,13 @@ impl<W: Write> Write for Compressor<W> {
         // bytes that depend on when the caller flushed.
         self.get_mut().flush()
     }
+}
+
+fn not_written(codec: Compression) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{} is read, never written", codec.name()),
+    )
 }
 
 /// A block compressed: its raw deflate bytes and the CRC of its input.
@@ -487,7 +445,7 @@ mod tests {
     use std::io::Read as _;
 
     use super::*;
-    use crate::layer::Digest;
+    use crate::oci::Digest;
 
     /// 1.5 MiB of compressible but not trivial bytes: enough for a dozen
     /// gzip blocks and several zstd jobs.
@@ -508,7 +466,7 @@ mod tests {
         out
     }
 
-    fn compress(data: &[u8], codec: Codec, level: i32, threads: usize) -> Vec<u8> {
+    fn compress(data: &[u8], codec: Compression, level: i32, threads: usize) -> Vec<u8> {
         let options = CompressOptions {
             codec,
             level,
@@ -533,9 +491,9 @@ mod tests {
     #[test]
     fn gzip_bytes_do_not_depend_on_threads_and_round_trip() {
         let data = sample();
-        let one = compress(&data, Codec::Gzip, 6, 1);
+        let one = compress(&data, Compression::Gzip, 6, 1);
         for threads in [2, 3, 4, 8] {
-            let other = compress(&data, Codec::Gzip, 6, threads);
+            let other = compress(&data, Compression::Gzip, 6, threads);
             assert!(
                 one == other,
                 "{threads} threads: {} vs {} bytes",
@@ -551,8 +509,8 @@ mod tests {
     fn gzip_of_empty_and_exact_block_multiples() {
         for len in [0, 1, DICT, GZIP_BLOCK, 2 * GZIP_BLOCK, 2 * GZIP_BLOCK + 1] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let a = compress(&data, Codec::Gzip, 6, 1);
-            assert!(a == compress(&data, Codec::Gzip, 6, 4), "{len}");
+            let a = compress(&data, Compression::Gzip, 6, 1);
+            assert!(a == compress(&data, Compression::Gzip, 6, 4), "{len}");
             assert_eq!(gunzip(&a), data, "{len}");
         }
     }
@@ -560,8 +518,8 @@ mod tests {
     #[test]
     fn zstd_bytes_do_not_depend_on_threads_and_round_trip() {
         let data = sample();
-        let one = compress(&data, Codec::Zstd, 3, 1);
-        assert!(one == compress(&data, Codec::Zstd, 3, 4));
+        let one = compress(&data, Compression::Zstd, 3, 1);
+        assert!(one == compress(&data, Compression::Zstd, 3, 4));
         assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
     }
 
@@ -576,19 +534,19 @@ mod tests {
             "1cfa2b0a0a35232ac7279a63b9557bb72d99253883d78d094dea5f4a9a86ef85"
         );
         assert_eq!(
-            Digest::of(&compress(&data, Codec::Gzip, 6, 2)).hex(),
+            Digest::of(&compress(&data, Compression::Gzip, 6, 2)).hex(),
             "ea0e310ac5c74e757215ebd55589040f0b5af7de0f1dce2a8f40a78d2479eb9e"
         );
         assert_eq!(
-            Digest::of(&compress(&data, Codec::Gzip, 9, 2)).hex(),
+            Digest::of(&compress(&data, Compression::Gzip, 9, 2)).hex(),
             "a00724ccb7f0f47fa9b70a6f2f20cf50a9ea8a344d73d49c43f4598d42e487bb"
         );
         assert_eq!(
-            Digest::of(&compress(&data, Codec::Zstd, 3, 2)).hex(),
+            Digest::of(&compress(&data, Compression::Zstd, 3, 2)).hex(),
             "141e94b1af0cf0024a39426889a6bb3919a67da8002b2e93ea55dc3518695d07"
         );
         assert_eq!(
-            Digest::of(&compress(&data, Codec::Zstd, 19, 2)).hex(),
+            Digest::of(&compress(&data, Compression::Zstd, 19, 2)).hex(),
             "d30c5103d877c489bb975e5867363e2e3fa08f3da8b4c2a9797047170df032b2"
         );
     }
@@ -597,7 +555,7 @@ mod tests {
     #[test]
     fn zstd_job_size_is_pinned() {
         let data: Vec<u8> = sample().repeat(4);
-        let bytes = compress(&data, Codec::Zstd, 3, 2);
+        let bytes = compress(&data, Compression::Zstd, 3, 2);
         assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), data);
         assert_eq!(
             Digest::of(&bytes).hex(),
@@ -607,12 +565,18 @@ mod tests {
 
     #[test]
     fn none_passes_bytes_through_and_levels_are_checked() {
-        assert_eq!(compress(b"abc", Codec::None, 0, 3), b"abc");
+        assert_eq!(compress(b"abc", Compression::None, 0, 3), b"abc");
         let bad = CompressOptions {
-            codec: Codec::Gzip,
+            codec: Compression::Gzip,
             level: 10,
             threads: NonZeroUsize::MIN,
         };
         assert!(Compressor::new(Vec::new(), &bad).is_err());
+        let xz = CompressOptions {
+            codec: Compression::Xz,
+            level: 0,
+            threads: NonZeroUsize::MIN,
+        };
+        assert!(Compressor::new(Vec::new(), &xz).is_err());
     }
 }

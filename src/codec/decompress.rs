@@ -3,58 +3,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-/// How a file or blob is compressed, as its first bytes say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Compression {
-    /// Not compressed (or not a format recognised here).
-    None,
-    /// gzip (`1f 8b`).
-    Gzip,
-    /// zstd (`28 b5 2f fd`).
-    Zstd,
-    /// xz (`fd 37 7a 58 5a 00`).
-    Xz,
-}
-
-impl Compression {
-    /// The compression whose magic `head` starts with.
-    #[must_use]
-    pub fn sniff(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Self::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Self::Zstd
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Self::Xz
-        } else {
-            Self::None
-        }
-    }
-
-    /// The name used in messages and `inspect`: `none`, `gzip`, `zstd`, `xz`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-            Self::Xz => "xz",
-        }
-    }
-
-    /// The OCI layer media type of a tar compressed this way (xz has none:
-    /// a docker-archive member only).
-    #[must_use]
-    pub fn layer_media_type(self) -> &'static str {
-        match self {
-            Self::None => "application/vnd.oci.image.layer.v1.tar",
-            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Self::Xz => "application/x-xz",
-        }
-    }
-}
+use super::Compression;
 
 /// Reads the decompressed bytes of `inner`, whatever its compression
 /// (sniffed from its first bytes); plain bytes pass through.

@@ -1,10 +1,27 @@
-//! The OCI image manifest, image index and `oci-layout` file, written
-//! through [`canonical_json`](super::canonical_json) (not `oci-spec`,
-//! whose maps serialise in a different order on every run).
+//! The OCI vocabulary every stage shares: sha256 [`Digest`]s (and the one
+//! parser of their `sha256:<hex>` text), the writers that hash and count
+//! what passes, [`canonical_json`], media types, [`Descriptor`]s, and the
+//! image manifest, image index and `oci-layout` file, written through
+//! [`canonical_json`] (not `oci-spec`, whose maps serialise in a different
+//! order on every run).
+//!
+//! Formats tier: this module imports no stage.
+
+mod digest;
 
 use serde_json::{json, Map, Value};
 
-use crate::layer::Digest;
+pub use digest::{CountWriter, Digest, HashCountWriter};
+
+/// Serialises `value` canonically: object keys sorted by bytes, compact.
+///
+/// `serde_json::Map` is a `BTreeMap` as long as no crate in the build enables
+/// serde_json's `preserve_order`; a unit test guards that.
+#[must_use]
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    // Writing to a Vec cannot fail and a `Value` always serialises.
+    serde_json::to_vec(value).unwrap_or_default()
+}
 
 /// `application/vnd.oci.image.manifest.v1+json`.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -23,6 +40,17 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The `oci-layout` file's contents.
 pub const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A layer tar as written, uncompressed: what the image config records
+/// (the diff_id) and what an archive member's header needs (the size).
+/// Shared by every layer writer (store, customisation, base-image layers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerDigest {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
 
 /// An OCI content descriptor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,12 +80,27 @@ impl Descriptor {
 #[must_use]
 pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
     let layers: Vec<Value> = layers.iter().map(|l| l.to_json(Map::new())).collect();
-    super::canonical_json(&json!({
+    canonical_json(&json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": config.to_json(Map::new()),
         "layers": layers,
     }))
+}
+
+/// The docker-archive `manifest.json` (docker's image spec, the one
+/// non-OCI document here): one image with its tags and layer members.
+#[must_use]
+pub fn docker_manifest_json(
+    config_member: &str,
+    repo_tags: &[String],
+    layer_members: &[String],
+) -> Vec<u8> {
+    canonical_json(&json!([{
+        "Config": config_member,
+        "RepoTags": repo_tags,
+        "Layers": layer_members,
+    }]))
 }
 
 /// The `index.json` entry of an image manifest named `tag` (and, for
@@ -91,7 +134,7 @@ pub fn entry_ref_name(entry: &Value) -> Option<&str> {
 /// An image index holding `manifests`.
 #[must_use]
 pub fn index_json(manifests: Vec<Value>) -> Vec<u8> {
-    super::canonical_json(&json!({
+    canonical_json(&json!({
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
         "manifests": manifests,
@@ -101,6 +144,16 @@ pub fn index_json(manifests: Vec<Value>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":1,"x":2}],"c":"é"}}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            r#"{"a":{"c":"é","z":[{"x":2,"y":1}]},"b":1}"#
+        );
+    }
 
     #[test]
     fn manifest_and_index_are_canonical() {

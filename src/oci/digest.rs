@@ -1,6 +1,7 @@
-//! A writer that hashes (sha256) and counts exactly the bytes its inner
-//! writer accepted. `sha2` 0.11 no longer implements `io::Write`, and the
-//! count is needed anyway, so this is ours.
+//! sha256 digests, their one parser, and writers that hash (sha256) and
+//! count exactly the bytes their inner writer accepted. `sha2` 0.11 no
+//! longer implements `io::Write`, and the count is needed anyway, so these
+//! writers are ours.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -33,6 +34,39 @@ impl Digest {
     #[must_use]
     pub fn prefixed(&self) -> String {
         format!("sha256:{}", self.hex())
+    }
+
+    /// `sha256:<64 lowercase hex>` → a digest; anything else (another
+    /// algorithm, a wrong length, uppercase, a sign, a non-ASCII byte) is
+    /// `None`. The one parser of digest text in the crate: archives,
+    /// caches and registries all read digests from untrusted bytes.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::from_hex(text.strip_prefix("sha256:")?)
+    }
+
+    /// 64 lowercase hex digits (no `sha256:`) → a digest, as strictly as
+    /// [`Digest::parse`]. For names that carry the bare hex
+    /// (`blobs/sha256/<hex>`, `<hex>.json`).
+    #[must_use]
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        // Bytes, never string slices: a multi-byte character of the right
+        // byte length is an error, not a panic. Not `from_str_radix`,
+        // which takes a leading `+` and uppercase.
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Self(out))
     }
 }
 
@@ -145,7 +179,45 @@ impl<W: Write> Write for CountWriter<W> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[test]
+    fn digests_parse_strictly() {
+        let d = Digest::of(b"x");
+        assert_eq!(Digest::parse(&d.prefixed()), Some(d));
+        assert_eq!(Digest::from_hex(&d.hex()), Some(d));
+        assert_eq!(Digest::parse(&d.hex()), None);
+        assert_eq!(Digest::parse("sha256:abc"), None);
+        assert_eq!(Digest::parse(&format!("sha256:{}", "g".repeat(64))), None);
+        // Uppercase and signs are not the OCI spelling.
+        assert_eq!(Digest::parse(&d.prefixed().to_uppercase()), None);
+        assert_eq!(Digest::parse(&format!("sha256:{}", "+f".repeat(32))), None);
+        assert_eq!(Digest::parse(&format!("sha512:{}", d.hex())), None);
+        // 64 bytes, but multi-byte characters: no panic.
+        assert_eq!(Digest::parse(&format!("sha256:{}", "é".repeat(32))), None);
+        assert_eq!(Digest::parse(&format!("sha256:a{}", "é".repeat(31))), None);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_and_round_trips(text in ".{0,80}", bytes in any::<[u8; 32]>()) {
+            if let Some(d) = Digest::parse(&text) {
+                prop_assert_eq!(d.prefixed(), text);
+            }
+            let d = Digest(bytes);
+            prop_assert_eq!(Digest::parse(&d.prefixed()), Some(d));
+            prop_assert_eq!(Digest::from_hex(&d.hex()), Some(d));
+        }
+
+        #[test]
+        fn parse_takes_only_lowercase_hex(hex in "[0-9a-fA-F+é-]{64}") {
+            let parsed = Digest::parse(&format!("sha256:{hex}"));
+            let lower = hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            prop_assert_eq!(parsed.is_some(), lower);
+        }
+    }
 
     #[test]
     fn hashes_and_counts_what_passed() {
