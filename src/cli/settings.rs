@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 
-use crate::build::{BuildSettings, ContentSettings, CustomFile};
+use crate::build::{AddedFile, BuildSettings, ContentSettings};
 use crate::closure::Source;
 use crate::image::ConfigSpec;
 use crate::layer::customisation::{FileData, OnCollision};
-use crate::layer::{Owner, Permissions};
+use crate::layer::{Owner, PermissionRule, Permissions};
 use crate::manifest::{
     ClosureSource, Compression, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
+    PermissionOverride,
 };
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
@@ -420,7 +421,7 @@ fn resolve_content(
     let files = custom
         .files
         .into_iter()
-        .map(|f| CustomFile {
+        .map(|f| AddedFile {
             path: f.path,
             data: match f.content {
                 CustomFileContent::Text(text) => FileData::Inline(text.into_bytes()),
@@ -439,12 +440,44 @@ fn resolve_content(
         files,
         dirs: custom.dirs,
         symlinks: custom.symlinks,
-        permissions: Permissions::new(custom.permissions),
+        permissions: Permissions::new(
+            custom
+                .permissions
+                .into_iter()
+                .map(permission_rule)
+                .collect(),
+        ),
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
         base: loaded.base_image()?,
         default_budget,
     })
+}
+
+/// The layer stage's rule for a checked `[[customisation.permissions]]`
+/// entry: the same fields, destructured so a field added to either side
+/// must be handled here.
+fn permission_rule(entry: PermissionOverride) -> PermissionRule {
+    let PermissionOverride {
+        pattern,
+        uid,
+        gid,
+        uname,
+        gname,
+        mode,
+        dir_mode,
+        file_mode,
+    } = entry;
+    PermissionRule {
+        pattern,
+        uid,
+        gid,
+        uname,
+        gname,
+        mode,
+        dir_mode,
+        file_mode,
+    }
 }
 
 /// A point in time as the image records it: seconds since the epoch (file

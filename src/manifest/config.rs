@@ -12,7 +12,8 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::diagnose::{key_hint, kind};
+use super::diagnose::kind;
+use super::hints::key_hint;
 use super::resolved::CONFIG_KEYS;
 use super::{Error, LoadedManifest};
 

@@ -30,6 +30,8 @@ use crate::closure::ClosureGraph;
 use crate::nix::StorePath;
 
 use self::dsl::Step;
+
+pub use self::dsl::OPERATIONS as PIPELINE_OPERATIONS;
 use self::graph::LayerGraph;
 
 /// The store paths of each store layer, bottom first.
