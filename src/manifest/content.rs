@@ -311,7 +311,7 @@ impl LoadedManifest {
                         }
                     }
                 }
-                _ => {
+                (None, None) | (Some(_), Some(_)) => {
                     return Err(self.error_at(
                         f.path.span(),
                         format!("file `{path}` needs exactly one of `text` and `source`"),
