@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::build::{AddedFile, BuildSettings, ContentSettings};
 use crate::closure::Source;
 use crate::image::ConfigSpec;
+use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{FileData, OnCollision};
 use crate::layer::{Owner, PermissionRule, Permissions};
 use crate::manifest::{
@@ -261,12 +262,16 @@ pub fn resolve_build(
 
     let content = resolve_content(loaded, &store_dir, default_budget)?;
 
+    let store = StoreLocation {
+        dir: store_dir,
+        root: store_root,
+    };
     let cache = if args.no_cache {
         None
     } else {
         env.cache_dir
             .clone()
-            .map(|dir| crate::layer::cache::LayerCache::for_root(dir, store_root.clone()))
+            .map(|dir| LayerCache::new(dir, store.clone()))
     };
     let settings = BuildSettings {
         cache,
@@ -285,10 +290,7 @@ pub fn resolve_build(
             variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
             config,
         },
-        store: StoreLocation {
-            dir: store_dir,
-            root: store_root,
-        },
+        store,
         roots,
         source,
         exclude,
