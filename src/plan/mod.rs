@@ -30,9 +30,9 @@ use crate::closure::ClosureGraph;
 use crate::nix::StorePath;
 
 use self::dsl::Step;
+use self::graph::LayerGraph;
 
 pub use self::dsl::OPERATIONS as PIPELINE_OPERATIONS;
-use self::graph::LayerGraph;
 
 /// The store paths of each store layer, bottom first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
