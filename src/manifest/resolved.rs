@@ -129,6 +129,12 @@ impl Compression {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
+
+    /// Whether this build can write it (all of them now).
+    #[must_use]
+    pub fn is_implemented(self) -> bool {
+        matches!(self, Self::None | Self::Gzip | Self::Zstd)
+    }
 }
 
 /// How the store layers are planned (`[layering]`, SPEC §3).
@@ -372,20 +378,26 @@ impl LoadedManifest {
     /// `[output] compression`, default none.
     ///
     /// # Errors
-    /// When it is unknown.
+    /// When it is unknown or not implemented yet.
     pub fn compression(&self) -> Result<Compression, Error> {
         let Some(compression) = &self.manifest.output.compression else {
             return Ok(Compression::None);
         };
         let names = Compression::ALL.map(Compression::name);
-        Compression::from_name(compression.get_ref()).ok_or_else(|| {
-            self.unknown_value(
+        match Compression::from_name(compression.get_ref()) {
+            Some(c) if c.is_implemented() => Ok(c),
+            Some(c) => Err(self.error_at(
+                compression.span(),
+                format!("compression `{}` is not supported yet", c.name()),
+                Some("use `compression = \"none\"`".to_owned()),
+            )),
+            None => Err(self.unknown_value(
                 compression.span(),
                 "output.compression",
                 compression.get_ref(),
                 &names,
-            )
-        })
+            )),
+        }
     }
 
     fn unknown_value(
