@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::closure::{self, ClosureGraph, Source};
 use crate::image::base::{self as base_image, BaseImage};
-use crate::image::{self, nix_db, ConfigSpec, LayerRecord};
+use crate::image::{self, nix_db, ConfigLayer, ConfigSpec};
 use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
 use crate::layer::{self, LayerOptions, Owner, Permissions};
@@ -64,7 +64,7 @@ pub struct ContentSettings {
     /// `customisation.on_collision`.
     pub on_collision: OnCollision,
     /// `customisation.files`, in order.
-    pub files: Vec<CustomFile>,
+    pub files: Vec<AddedFile>,
     /// `customisation.dirs`: path and mode.
     pub dirs: Vec<(String, u32)>,
     /// `customisation.symlinks`: path and target.
@@ -100,9 +100,11 @@ impl Default for ContentSettings {
     }
 }
 
-/// One `[[customisation.files]]` entry.
+/// A file the customisation layer adds: the manifest's checked
+/// `[[customisation.files]]` entry (`manifest::CustomFile`) with its bytes
+/// resolved to inline data or a file on disk.
 #[derive(Clone, Debug)]
-pub struct CustomFile {
+pub struct AddedFile {
     /// Absolute path in the image.
     pub path: String,
     /// Its bytes.
@@ -543,11 +545,11 @@ impl PreparedImage {
     /// The image config for layers written with these diff_ids.
     #[must_use]
     pub fn config_json(&self, settings: &BuildSettings, diff_ids: &[Digest]) -> Vec<u8> {
-        let records: Vec<LayerRecord> = self
+        let records: Vec<ConfigLayer> = self
             .layers
             .iter()
             .zip(diff_ids)
-            .map(|(l, d)| LayerRecord {
+            .map(|(l, d)| ConfigLayer {
                 diff_id: *d,
                 comment: l.comment.clone(),
             })

@@ -4,7 +4,7 @@
 
 mod html;
 
-use std::io::{self, Write as _};
+use std::io::Write as _;
 
 use crate::build;
 use crate::closure::ClosureGraph;
@@ -60,9 +60,8 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     } else {
         table(&closure, &plan)
     };
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
+    // Data for scripts: the printer's stdout, which ends it with a newline.
+    printer.data(text.as_bytes())?;
     Ok(())
 }
 
@@ -78,21 +77,20 @@ pub(super) fn locate(loaded: &LoadedManifest, err: build::Error) -> BoxError {
 }
 
 /// nixpkgs' output: `json.dumps(layers, sort_keys=True, indent=2,
-/// separators=(",", ": "))` printed with a newline. Store paths are ASCII,
-/// so Python's `\u` escaping never applies.
+/// separators=(",", ": "))`, to be printed with a newline. Store paths are
+/// ASCII, so Python's `\u` escaping never applies.
 fn json(plan: &LayerPlan) -> String {
     let layers: Vec<Vec<&str>> = plan
         .layers
         .iter()
         .map(|l| l.iter().map(|p| p.as_str()).collect())
         .collect();
-    let mut text = serde_json::to_string_pretty(&layers).unwrap_or_else(|_| "[]".to_owned());
-    text.push('\n');
-    text
+    serde_json::to_string_pretty(&layers).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// One row per store path: the layer number, path count and bytes (Σ
-/// narSize) on each layer's first row, then a total.
+/// narSize) on each layer's first row, then a total, without the last
+/// line's newline (the printer ends it).
 ///
 /// Sums are `u128`: narSize comes from an untrusted closure file, and a few
 /// sizes near 2^64 would wrap a `u64` (or panic in a debug build).
@@ -135,7 +133,7 @@ fn table(closure: &ClosureGraph, plan: &LayerPlan) -> String {
     // but saturate rather than trust that.
     let total: u128 = sizes.iter().fold(0, |sum, s| sum.saturating_add(*s));
     text.push_str(&format!(
-        "{} store layer{}, {paths} path{}, {total} bytes ({})\n",
+        "{} store layer{}, {paths} path{}, {total} bytes ({})",
         plan.layers.len(),
         if plan.layers.len() == 1 { "" } else { "s" },
         if paths == 1 { "" } else { "s" },

@@ -4,14 +4,16 @@
 
 use std::path::PathBuf;
 
-use crate::build::{BuildSettings, ContentSettings, CustomFile};
+use crate::build::{AddedFile, BuildSettings, ContentSettings};
 use crate::closure::Source;
 use crate::codec::{CompressOptions, Compression};
 use crate::image::ConfigSpec;
+use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{FileData, OnCollision};
-use crate::layer::{Owner, Permissions};
+use crate::layer::{Owner, PermissionRule, Permissions};
 use crate::manifest::{
     ClosureSource, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
+    PermissionOverride,
 };
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
@@ -260,12 +262,16 @@ pub fn resolve_build(
 
     let content = resolve_content(loaded, &store_dir, default_budget)?;
 
+    let store = StoreLocation {
+        dir: store_dir,
+        root: store_root,
+    };
     let cache = if args.no_cache {
         None
     } else {
         env.cache_dir
             .clone()
-            .map(|dir| crate::layer::cache::LayerCache::for_root(dir, store_root.clone()))
+            .map(|dir| LayerCache::new(dir, store.clone()))
     };
     let settings = BuildSettings {
         cache,
@@ -284,10 +290,7 @@ pub fn resolve_build(
             variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
             config,
         },
-        store: StoreLocation {
-            dir: store_dir,
-            root: store_root,
-        },
+        store,
         roots,
         source,
         exclude,
@@ -410,7 +413,7 @@ fn resolve_content(
     let files = custom
         .files
         .into_iter()
-        .map(|f| CustomFile {
+        .map(|f| AddedFile {
             path: f.path,
             data: match f.content {
                 CustomFileContent::Text(text) => FileData::Inline(text.into_bytes()),
@@ -429,12 +432,44 @@ fn resolve_content(
         files,
         dirs: custom.dirs,
         symlinks: custom.symlinks,
-        permissions: Permissions::new(custom.permissions),
+        permissions: Permissions::new(
+            custom
+                .permissions
+                .into_iter()
+                .map(permission_rule)
+                .collect(),
+        ),
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
         base: loaded.base_image()?,
         default_budget,
     })
+}
+
+/// The layer stage's rule for a checked `[[customisation.permissions]]`
+/// entry: the same fields, destructured so a field added to either side
+/// must be handled here.
+fn permission_rule(entry: PermissionOverride) -> PermissionRule {
+    let PermissionOverride {
+        pattern,
+        uid,
+        gid,
+        uname,
+        gname,
+        mode,
+        dir_mode,
+        file_mode,
+    } = entry;
+    PermissionRule {
+        pattern,
+        uid,
+        gid,
+        uname,
+        gname,
+        mode,
+        dir_mode,
+        file_mode,
+    }
 }
 
 /// A point in time as the image records it: seconds since the epoch (file

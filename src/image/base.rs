@@ -18,7 +18,6 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -135,9 +134,6 @@ pub struct BaseImage {
     /// Its config's `Env`.
     pub env: Vec<String>,
 }
-
-/// Shared so prepared images stay cheap to clone.
-pub type SharedBaseImage = Arc<BaseImage>;
 
 impl BaseImage {
     /// Opens the image at `path`: a directory is an OCI layout, a file a

@@ -29,7 +29,7 @@ pub struct ConfigSpec {
 
 /// One layer as the config records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerRecord {
+pub struct ConfigLayer {
     /// sha256 of the uncompressed layer tar.
     pub diff_id: Digest,
     /// The history comment, e.g. the store paths it holds.
@@ -45,7 +45,7 @@ pub fn store_layer_comment<S: AsRef<str>>(paths: &[S]) -> String {
 
 /// The image config JSON (OCI image config / docker image JSON).
 #[must_use]
-pub fn config_json(spec: &ConfigSpec, layers: &[LayerRecord]) -> Vec<u8> {
+pub fn config_json(spec: &ConfigSpec, layers: &[ConfigLayer]) -> Vec<u8> {
     let history: Vec<Value> = layers
         .iter()
         .map(|l| json!({ "created": spec.created, "created_by": "nixlayer", "comment": l.comment }))
@@ -99,11 +99,11 @@ mod tests {
             config: serde_json::from_str(r#"{"Cmd":["/bin/sh"]}"#).unwrap(),
         };
         let layers = [
-            LayerRecord {
+            ConfigLayer {
                 diff_id: Digest::of(b"a"),
                 comment: store_layer_comment(&["/nix/store/a"]),
             },
-            LayerRecord {
+            ConfigLayer {
                 diff_id: Digest::of(b"b"),
                 comment: "b".into(),
             },

@@ -6,10 +6,10 @@
 //! The content key names store paths, not where they were read from, and a
 //! store under `store.root` (a fixture, a CI cache) is only as immutable as
 //! its owner keeps it. So an entry is filed under the content key, the
-//! store root and the file-system metadata of every entry of the layer's
-//! store paths (sizes, modes, inodes, modification and change times): an
-//! edited or moved store is a miss, while reading the metadata costs what
-//! measuring the layer already costs, not a read of the bytes.
+//! store's [`Store::identity`] and the [`Store::stamp`] of each of the
+//! layer's store paths (for the local store, the file-system metadata of
+//! every entry): an edited or moved store is a miss. The cache asks the
+//! store, never the disk, so it serves any store the layers are read from.
 //!
 //! One small JSON file per layer under the cache directory (by default
 //! `$XDG_CACHE_HOME/nixlayer/layers`), written to a temporary file and
@@ -18,16 +18,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::closure::StoreLocation;
 use crate::nix::StorePath;
 use crate::oci::Digest;
+use crate::store::{Store, StoreLocation};
 
 /// What one stored form of a layer (uncompressed, or compressed one way) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,27 +48,26 @@ pub struct LayerRecord {
 
 /// The cache directory, for layers read from one store.
 #[derive(Clone, Debug)]
-pub struct LayerCache {
+pub struct LayerCache<S = StoreLocation> {
     dir: PathBuf,
-    /// Where store paths are read from; part of every entry's name.
-    root: PathBuf,
+    /// Where the layers' store paths are read from: it names itself and
+    /// stamps their content for every entry's name.
+    store: S,
+    /// `store.identity()`, asked once.
+    identity: String,
 }
 
-impl LayerCache {
+impl<S: Store> LayerCache<S> {
     /// A cache in `dir` (created on first write) for layers whose store
-    /// paths are read from the live store (`store.root = "/"`).
+    /// paths are read from `store`.
     #[must_use]
-    pub fn new(dir: PathBuf) -> Self {
-        Self::for_root(dir, PathBuf::from("/"))
-    }
-
-    /// A cache in `dir` for layers whose store paths are read below `root`.
-    #[must_use]
-    pub fn for_root(dir: PathBuf, root: PathBuf) -> Self {
-        // The same store named two ways (`./store`, `/abs/store`) shares
-        // entries; a root that cannot be resolved keeps its spelling.
-        let root = std::fs::canonicalize(&root).unwrap_or(root);
-        Self { dir, root }
+    pub fn new(dir: PathBuf, store: S) -> Self {
+        let identity = store.identity();
+        Self {
+            dir,
+            store,
+            identity,
+        }
     }
 
     /// Where the cache lives.
@@ -80,27 +77,27 @@ impl LayerCache {
     }
 
     /// The entry of the layer with content key `key` holding `paths`;
-    /// `None` when their metadata cannot be read (then nothing is cached).
+    /// `None` when the store cannot stamp one of them (then nothing is
+    /// cached).
     fn entry(&self, key: &Digest, paths: &[StorePath]) -> Option<PathBuf> {
         let mut hash = Sha256::new();
-        hash.update(b"nixlayer layer cache v2\0");
-        hash.update(self.root.as_os_str().as_bytes());
+        hash.update(b"nixlayer layer cache v3\0");
+        hash.update(self.identity.as_bytes());
         hash.update(b"\0");
         hash.update(key.hex().as_bytes());
         hash.update(b"\0");
-        let store = StoreLocation {
-            dir: crate::nix::StoreDir::default(),
-            root: self.root.clone(),
-        };
         for path in paths {
-            fingerprint(&store.disk_path(path.as_str()), &mut hash).ok()?;
+            let stamp = self.store.stamp(path).ok()?;
+            // Length first: stamps are opaque bytes, any of them may occur.
+            hash.update((stamp.len() as u64).to_le_bytes());
+            hash.update(&stamp);
         }
         let name = Digest(hash.finalize().into());
         Some(self.dir.join(format!("{}.json", name.hex())))
     }
 
     /// The record for the layer with content key `key` holding `paths`, if
-    /// one was stored for this store root and these files, and is readable.
+    /// one was stored for this store and these stamps, and is readable.
     #[must_use]
     pub fn get(&self, key: &Digest, paths: &[StorePath]) -> Option<LayerRecord> {
         self.read(&self.entry(key, paths)?)
@@ -142,37 +139,6 @@ impl LayerCache {
     }
 }
 
-/// Feeds the metadata of `path` and, for a directory, of everything below
-/// it (in name order, never following a symlink) into `hash`.
-fn fingerprint(path: &Path, hash: &mut Sha256) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    for field in [
-        meta.mode().into(),
-        meta.len(),
-        meta.ino(),
-        meta.dev(),
-        meta.mtime().cast_unsigned(),
-        meta.mtime_nsec().cast_unsigned(),
-        meta.ctime().cast_unsigned(),
-        meta.ctime_nsec().cast_unsigned(),
-    ] {
-        hash.update(field.to_le_bytes());
-    }
-    if meta.is_dir() {
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(path)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
-            hash.update(name.as_bytes());
-            hash.update(b"\0");
-            fingerprint(&path.join(&name), hash)?;
-        }
-        hash.update(b"\x01");
-    }
-    Ok(())
-}
-
 mod digest_text {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
@@ -191,6 +157,12 @@ mod digest_text {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixture::local;
+
+    /// The live store (`store.root = "/"`); these tests stamp no path of it.
+    fn live() -> StoreLocation {
+        local(Path::new("/"))
+    }
 
     fn record(tar: Option<BlobRecord>, blobs: &[(&str, BlobRecord)]) -> LayerRecord {
         LayerRecord {
@@ -202,7 +174,7 @@ mod tests {
     #[test]
     fn stores_merges_and_misses() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = LayerCache::new(dir.path().join("layers"));
+        let cache = LayerCache::new(dir.path().join("layers"), live());
         let key = Digest::of(b"key");
         assert_eq!(cache.get(&key, &[]), None);
         let tar = BlobRecord {
@@ -231,7 +203,7 @@ mod tests {
     #[test]
     fn corrupt_entries_are_misses_not_panics() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = LayerCache::new(dir.path().to_path_buf());
+        let cache = LayerCache::new(dir.path().to_path_buf(), live());
         let key = Digest::of(b"key");
         let entry = cache.entry(&key, &[]).unwrap();
         let good = "0".repeat(64);
@@ -261,7 +233,7 @@ mod tests {
         #[test]
         fn any_entry_bytes_are_a_record_or_a_miss(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let dir = tempfile::tempdir().unwrap();
-            let cache = LayerCache::new(dir.path().to_path_buf());
+            let cache = LayerCache::new(dir.path().to_path_buf(), live());
             let key = Digest::of(b"key");
             std::fs::write(cache.entry(&key, &[]).unwrap(), &bytes).unwrap();
             let _ = cache.get(&key, &[]);
@@ -288,8 +260,8 @@ mod tests {
         .unwrap();
         let paths = [path];
         let cache_dir = dir.path().join("cache");
-        let in_a = LayerCache::for_root(cache_dir.clone(), root_a.clone());
-        let in_b = LayerCache::for_root(cache_dir.clone(), root_b);
+        let in_a = LayerCache::new(cache_dir.clone(), local(&root_a));
+        let in_b = LayerCache::new(cache_dir.clone(), local(&root_b));
         let key = Digest::of(b"layer");
         let tar = BlobRecord {
             digest: Digest::of(b"tar"),
@@ -300,7 +272,7 @@ mod tests {
         // Another root: a miss, though the store paths are named the same.
         assert_eq!(in_b.get(&key, &paths), None);
         // The same root spelt differently: a hit.
-        let spelt = LayerCache::for_root(cache_dir, root_a.join("nix/.."));
+        let spelt = LayerCache::new(cache_dir, local(&root_a.join("nix/..")));
         assert_eq!(spelt.get(&key, &paths).unwrap().tar, Some(tar));
 
         // An edit in place (same size, even the same mtime) is a miss.

@@ -20,8 +20,28 @@
 
 use crate::tar::{Header, Kind};
 
-/// One permission rule: the manifest checks it, this module applies it.
-pub use crate::manifest::PermissionRule;
+/// One `[[customisation.permissions]]` rule, resolved: the manifest checks
+/// the entry, the settings make this of it, and this module applies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionRule {
+    /// The normalised pattern, absolute (`/nix/var/nix/**`).
+    pub pattern: String,
+    /// New owner id.
+    pub uid: Option<u64>,
+    /// New group id.
+    pub gid: Option<u64>,
+    /// New owner name; when `uid` is set without it, the name is cleared so
+    /// that name-preferring tools fall back to the number.
+    pub uname: Option<String>,
+    /// New group name, cleared likewise when only `gid` is set.
+    pub gname: Option<String>,
+    /// Mode of files and directories (not symlinks, whose mode means nothing).
+    pub mode: Option<u32>,
+    /// Mode of directories, over `mode`.
+    pub dir_mode: Option<u32>,
+    /// Mode of regular files, over `mode`.
+    pub file_mode: Option<u32>,
+}
 
 impl PermissionRule {
     /// A rule for `pattern` that changes nothing yet.

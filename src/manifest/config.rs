@@ -12,7 +12,8 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::diagnose::{key_hint, kind};
+use super::diagnose::kind;
+use super::hints::key_hint;
 use super::resolved::CONFIG_KEYS;
 use super::{Error, LoadedManifest};
 
@@ -174,9 +175,7 @@ fn check(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) ->
                         && s.split_once('=').is_none_or(|(name, _)| name.is_empty());
                     bad_env.then(|| Bad {
                         span: item.span(),
-                        message: format!(
-                            "invalid value for `{dotted}`: `{s}` is not `NAME=value`"
-                        ),
+                        message: format!("invalid value for `{dotted}`: `{s}` is not `NAME=value`"),
                         hint: shape.hint(key),
                     })
                 }
@@ -190,33 +189,11 @@ fn check(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) ->
                 }),
             })
         }
-        (Shape::Ports | Shape::Paths, DeValue::Table(table)) => {
-            table.iter().find_map(|(entry, v)| {
-                let name: &str = entry.get_ref();
-                let problem = match shape {
-                    Shape::Ports => port_problem(name),
-                    _ => (!name.starts_with('/'))
-                        .then(|| format!("`{name}` is not an absolute path")),
-                };
-                if let Some(problem) = problem {
-                    return Some(Bad {
-                        span: entry.span(),
-                        message: format!("invalid key in `{dotted}`: {problem}"),
-                        hint: shape.hint(key),
-                    });
-                }
-                match v.get_ref() {
-                    DeValue::Table(t) if t.is_empty() => None,
-                    other => Some(Bad {
-                        span: v.span(),
-                        message: format!(
-                            "wrong type for `{dotted}.\"{name}\"`: expected an empty table `{{}}`, found {}",
-                            kind(other)
-                        ),
-                        hint: shape.hint(key),
-                    }),
-                }
-            })
+        (Shape::Ports, DeValue::Table(table)) => {
+            empty_tables(dotted, key, shape, table, port_problem)
+        }
+        (Shape::Paths, DeValue::Table(table)) => {
+            empty_tables(dotted, key, shape, table, path_problem)
         }
         (Shape::StringMap, DeValue::Table(table)) => {
             table.iter().find_map(|(entry, v)| match v.get_ref() {
@@ -247,8 +224,58 @@ fn check(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) ->
             };
             check(&format!("{dotted}.{name}"), name, inner, v)
         }),
-        _ => wrong(dotted, key, shape, value),
+        // Every shape by name, so a new one must say what it accepts above.
+        (
+            Shape::String
+            | Shape::Strings
+            | Shape::EnvStrings
+            | Shape::Ports
+            | Shape::Paths
+            | Shape::StringMap
+            | Shape::Bool
+            | Shape::Integer
+            | Shape::NonNegative
+            | Shape::Healthcheck,
+            _,
+        ) => wrong(dotted, key, shape, value),
     }
+}
+
+/// The first problem of a table of empty tables (`ExposedPorts`,
+/// `Volumes`) whose keys `key_problem` checks.
+fn empty_tables(
+    dotted: &str,
+    key: &str,
+    shape: Shape,
+    table: &DeTable<'_>,
+    key_problem: fn(&str) -> Option<String>,
+) -> Option<Bad> {
+    table.iter().find_map(|(entry, v)| {
+        let name: &str = entry.get_ref();
+        if let Some(problem) = key_problem(name) {
+            return Some(Bad {
+                span: entry.span(),
+                message: format!("invalid key in `{dotted}`: {problem}"),
+                hint: shape.hint(key),
+            });
+        }
+        match v.get_ref() {
+            DeValue::Table(t) if t.is_empty() => None,
+            other => Some(Bad {
+                span: v.span(),
+                message: format!(
+                    "wrong type for `{dotted}.\"{name}\"`: expected an empty table `{{}}`, found {}",
+                    kind(other)
+                ),
+                hint: shape.hint(key),
+            }),
+        }
+    })
+}
+
+/// Why `name` is not a `Volumes` key, if it is not.
+fn path_problem(name: &str) -> Option<String> {
+    (!name.starts_with('/')).then(|| format!("`{name}` is not an absolute path"))
 }
 
 /// Why `name` is not an `ExposedPorts` key (`PORT`, `PORT/tcp`, `/udp`,

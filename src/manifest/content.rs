@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::hints::mode_hint;
 use super::{Error, LoadedManifest};
 
 /// `[customisation]`: the top layer.
@@ -130,10 +131,12 @@ pub enum CustomFileContent {
     Source(PathBuf),
 }
 
-/// A checked `[[customisation.permissions]]` rule; matching and applying
-/// it are in [`crate::layer::permissions`].
+/// A checked `[[customisation.permissions]]` entry: which paths, and the
+/// owner and mode overrides for them. The settings make a
+/// `layer::PermissionRule` of it: matching and applying are the layer
+/// stage's, which takes resolved values and knows no manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PermissionRule {
+pub struct PermissionOverride {
     /// The normalised pattern, absolute (`/nix/var/nix/**`).
     pub pattern: String,
     /// New owner id.
@@ -167,7 +170,7 @@ pub struct Customisation {
     /// `symlinks`: path and target.
     pub symlinks: Vec<(String, String)>,
     /// `permissions`.
-    pub permissions: Vec<PermissionRule>,
+    pub permissions: Vec<PermissionOverride>,
 }
 
 /// The normalised form of absolute image path `path`, or why it is invalid.
@@ -208,11 +211,6 @@ pub(super) fn parse_mode(mode: &ModeSpec) -> Result<u32, String> {
         ));
     }
     Ok(value)
-}
-
-/// The hint for a bad mode under `key` (`mode`, `dir_mode`, `file_mode`).
-pub(super) fn mode_hint(key: &str) -> String {
-    format!("write the mode as an octal string, e.g. `{key} = \"0644\"`, or as `0o644`")
 }
 
 impl LoadedManifest {
@@ -313,7 +311,7 @@ impl LoadedManifest {
                         }
                     }
                 }
-                _ => {
+                (None, None) | (Some(_), Some(_)) => {
                     return Err(self.error_at(
                         f.path.span(),
                         format!("file `{path}` needs exactly one of `text` and `source`"),
@@ -348,7 +346,7 @@ impl LoadedManifest {
         }
         let mut permissions = Vec::with_capacity(section.permissions.len());
         for p in &section.permissions {
-            let rule = PermissionRule {
+            let rule = PermissionOverride {
                 pattern: self.path_at(&p.path, true)?,
                 uid: p.uid.map(u64::from),
                 gid: p.gid.map(u64::from),

@@ -12,6 +12,7 @@ use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::hints::{key_hint, mode_hint, SOURCE_FORMS};
 use super::Error;
 
 /// 1-based line and column (in characters) of byte `offset` of `text`.
@@ -46,61 +47,6 @@ pub(super) fn invalid_at(
         message,
         hint,
     }
-}
-
-/// Levenshtein distance in characters. Hand-written: ten lines do not
-/// justify a dependency, and only short key names are compared.
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    // One row of the classic dynamic-programming table at a time.
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
-/// The candidate nearest to `word`, if it is close enough to be a likely
-/// typo: about a third of the word's length in edits, rounded up, so
-/// `rots` → `roots` and `sauce` → `source` qualify but `foo` → `os` does
-/// not. A candidate differing only by case always qualifies
-/// (`entrypoint` → `Entrypoint`).
-pub(super) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let limit = word.chars().count().div_ceil(3).max(1);
-    candidates
-        .iter()
-        .map(|&c| {
-            let distance = if c.eq_ignore_ascii_case(word) {
-                0
-            } else {
-                edit_distance(word, c)
-            };
-            (distance, c)
-        })
-        // min_by_key keeps the first of equal distances: the order the
-        // candidates were declared in, so the answer is stable.
-        .min_by_key(|&(distance, _)| distance)
-        .filter(|&(distance, _)| distance <= limit)
-        .map(|(_, c)| c)
-}
-
-/// The hint for an unknown `word` among `valid`: the nearest key, or the
-/// list of valid ones when none is close.
-pub(super) fn key_hint(word: &str, valid: &[&str]) -> Option<String> {
-    if let Some(near) = nearest(word, valid) {
-        return Some(format!("did you mean `{near}`?"));
-    }
-    if valid.is_empty() {
-        return None;
-    }
-    let list: Vec<String> = valid.iter().map(|k| format!("`{k}`")).collect();
-    Some(format!("valid keys: {}", list.join(", ")))
 }
 
 /// Where in the document an error span points.
@@ -364,12 +310,11 @@ fn rephrase(
         return match location.key.as_deref() {
             Some(mode @ ("mode" | "dir_mode" | "file_mode")) => (
                 format!("wrong type for {key}: expected an octal string, found {found}"),
-                Some(super::content::mode_hint(mode)),
+                Some(mode_hint(mode)),
             ),
-            Some("source") if location.table == ["closure"] => (
-                format!("invalid {key}"),
-                Some(super::resolved::SOURCE_FORMS.to_owned()),
-            ),
+            Some("source") if location.table == ["closure"] => {
+                (format!("invalid {key}"), Some(SOURCE_FORMS.to_owned()))
+            }
             _ => (format!("invalid {key}: unexpected {found}"), None),
         };
     }
@@ -402,28 +347,6 @@ mod tests {
         assert_eq!(line_col(text, 4), (2, 1));
         assert_eq!(line_col(text, 99), (3, 1));
         assert_eq!(line_col("", 7), (1, 1));
-    }
-
-    #[test]
-    fn edit_distance_is_levenshtein() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("rots", "roots"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("abc", ""), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
-
-    #[test]
-    fn nearest_picks_a_close_key_or_none() {
-        let keys = ["roots", "source", "exclude"];
-        assert_eq!(nearest("rots", &keys), Some("roots"));
-        assert_eq!(nearest("sauce", &keys), Some("source"));
-        assert_eq!(nearest("zzzzzz", &keys), None);
-        assert_eq!(nearest("foo", &["os", "tag"]), None);
-        assert_eq!(
-            nearest("entrypoint", &["Cmd", "Entrypoint"]),
-            Some("Entrypoint")
-        );
     }
 
     #[test]

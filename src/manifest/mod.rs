@@ -14,16 +14,17 @@ use toml::Spanned;
 mod config;
 mod content;
 mod diagnose;
+mod hints;
 mod input;
 mod resolved;
 mod schema;
 
 pub use content::{
     BaseSection, CustomFile, CustomFileContent, Customisation, CustomisationSection, DirSection,
-    FileSection, ModeSpec, PermissionRule, PermissionSection, SymlinkSection,
+    FileSection, ModeSpec, PermissionOverride, PermissionSection, SymlinkSection,
 };
 
-pub use schema::{json_schema, PIPELINE_OPERATIONS};
+pub use schema::json_schema;
 
 pub use input::{read_bounded, CLOSURE_FILE_LIMIT, MANIFEST_LIMIT};
 

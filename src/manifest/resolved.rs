@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::diagnose::nearest;
+use super::hints::{nearest, SOURCE_FORMS};
 use super::{Error, LoadedManifest, SourceSpec};
 use crate::codec::Compression;
 
@@ -19,11 +19,6 @@ pub const DEFAULT_MAX_LAYERS: u32 = 100;
 
 /// The store directory when `store.dir` is not set.
 pub const DEFAULT_STORE_DIR: &str = "/nix/store";
-
-/// The forms `closure.source` takes, as a hint.
-pub(super) const SOURCE_FORMS: &str = "`closure.source` is \"nix-store\" or a table with one key: \
-     `{ registration = \"FILE\" }`, `{ graph = \"FILE\" }`, `{ path_info = \"FILE\" }` \
-     or `{ dot = \"FILE\" }`";
 
 /// The table keys of `closure.source`, in SPEC §2 order.
 pub(super) const SOURCE_KEYS: [&str; 5] =
@@ -102,16 +97,6 @@ impl OutputFormat {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
-
-    /// Whether this build can write it (all of them now; kept so a future
-    /// format can be named before it is written).
-    #[must_use]
-    pub fn is_implemented(self) -> bool {
-        matches!(
-            self,
-            Self::DockerArchive | Self::OciLayout | Self::OciArchive
-        )
-    }
 }
 
 /// How the store layers are planned (`[layering]`, SPEC §3).
@@ -156,7 +141,8 @@ impl LoadedManifest {
         // Report the first problem in reading order, as a compiler would.
         let first = errors.into_iter().flatten().min_by_key(|e| match e {
             Error::Invalid { line, column, .. } => (*line, *column),
-            _ => (0, 0),
+            // No check makes these; were one to, it would come first.
+            Error::Io { .. } | Error::Flag { .. } | Error::Environment { .. } => (0, 0),
         });
         first.map_or(Ok(()), Err)
     }
@@ -340,23 +326,15 @@ impl LoadedManifest {
     /// `[output] format`, default docker-archive.
     ///
     /// # Errors
-    /// When it is unknown or not implemented yet.
+    /// When it is unknown.
     pub fn output_format(&self) -> Result<OutputFormat, Error> {
         let Some(format) = &self.manifest.output.format else {
             return Ok(OutputFormat::DockerArchive);
         };
         let names = OutputFormat::ALL.map(OutputFormat::name);
-        match OutputFormat::from_name(format.get_ref()) {
-            Some(f) if f.is_implemented() => Ok(f),
-            Some(f) => Err(self.error_at(
-                format.span(),
-                format!("output format `{}` is not supported yet", f.name()),
-                Some("use `format = \"docker-archive\"`".to_owned()),
-            )),
-            None => {
-                Err(self.unknown_value(format.span(), "output.format", format.get_ref(), &names))
-            }
-        }
+        OutputFormat::from_name(format.get_ref()).ok_or_else(|| {
+            self.unknown_value(format.span(), "output.format", format.get_ref(), &names)
+        })
     }
 
     /// `[output] compression`, default none.

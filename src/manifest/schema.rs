@@ -16,30 +16,13 @@ use serde_json::{json, Map, Value};
 use super::resolved::{CONFIG_KEYS, SOURCE_KEYS};
 use super::{OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
 use crate::codec::Compression;
+use crate::plan::PIPELINE_OPERATIONS;
 
 /// The draft the schema follows.
 pub(super) const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// nixpkgs' default for `created` (and so `mtime`).
 const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
-
-/// The operations of the layering DSL (nixpkgs' `pipe.py` table plus
-/// `reorder`): the list the plan stage's parser names in its errors.
-pub const PIPELINE_OPERATIONS: [&str; 13] = [
-    "subcomponent_in",
-    "subcomponent_out",
-    "split_paths",
-    "popularity_contest",
-    "limit_layers",
-    "split_every",
-    "flatten",
-    "over",
-    "map",
-    "reverse",
-    "remove_paths",
-    "pipe",
-    "reorder",
-];
 
 /// The JSON Schema of the manifest. The same value on every call; its
 /// objects are sorted maps, so it serialises the same way everywhere.

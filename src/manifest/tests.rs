@@ -189,9 +189,9 @@ fn closure_source_forms() {
     let (_, hint) = source_error("\"graph\"");
     assert!(hint.unwrap().contains("graph = \"FILE\""));
     let (_, hint) = source_error("{}");
-    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    assert_eq!(hint.as_deref(), Some(hints::SOURCE_FORMS));
     let (_, hint) = source_error("{ graph = \"a\", dot = \"b\" }");
-    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    assert_eq!(hint.as_deref(), Some(hints::SOURCE_FORMS));
     let (_, hint) = source_error("{ graf = \"g.json\" }");
     assert_eq!(hint.as_deref(), Some("did you mean `graph`?"));
     let (message, _) = source_error("{ binary_cache = \"https://cache.example\" }");
@@ -200,9 +200,9 @@ fn closure_source_forms() {
     assert_eq!(hint, None);
     // Wrong types are caught while parsing and get the list of forms too.
     let (_, hint) = source_error("5");
-    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    assert_eq!(hint.as_deref(), Some(hints::SOURCE_FORMS));
     let (_, hint) = source_error("{ graph = 5 }");
-    assert_eq!(hint.as_deref(), Some(resolved::SOURCE_FORMS));
+    assert_eq!(hint.as_deref(), Some(hints::SOURCE_FORMS));
 }
 
 #[test]

@@ -18,9 +18,24 @@ use serde_json::Value as Json;
 use super::graph::Graph;
 use super::Error;
 
-/// Every operation of the DSL (nixpkgs' `pipe.py` table plus `reorder`),
-/// listed once where the manifest's schema needs it too.
-pub(super) const OPERATIONS: &[&str] = &crate::manifest::PIPELINE_OPERATIONS;
+/// Every operation of the DSL (nixpkgs' `pipe.py` table plus `reorder`):
+/// the list the parser names in its errors, and the manifest's schema
+/// offers (as [`crate::plan::PIPELINE_OPERATIONS`]).
+pub const OPERATIONS: &[&str] = &[
+    "subcomponent_in",
+    "subcomponent_out",
+    "split_paths",
+    "popularity_contest",
+    "limit_layers",
+    "split_every",
+    "flatten",
+    "over",
+    "map",
+    "reverse",
+    "remove_paths",
+    "pipe",
+    "reorder",
+];
 
 /// What `limit_layers` takes, for error messages.
 pub(super) const LIMIT_LAYERS_TAKES: &str = "one whole number ≥ 1 (the most layers to make)";

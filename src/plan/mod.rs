@@ -32,6 +32,8 @@ use crate::nix::StorePath;
 use self::dsl::Step;
 use self::graph::LayerGraph;
 
+pub use self::dsl::OPERATIONS as PIPELINE_OPERATIONS;
+
 /// The store paths of each store layer, bottom first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerPlan {

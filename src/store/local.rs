@@ -38,6 +38,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::vec;
 
+use sha2::{Digest as _, Sha256};
+
 use super::{python_order, Entry, EntryKind, Error, Store};
 use crate::nix::{StoreDir, StorePath};
 
@@ -55,6 +57,13 @@ impl StoreLocation {
     #[must_use]
     pub fn disk_path(&self, path: &str) -> PathBuf {
         self.disk(path.as_bytes())
+    }
+
+    /// The root with symlinks and `..` resolved, so that one store named
+    /// two ways (`./store`, `/abs/store`) is one store; a root that cannot
+    /// be resolved keeps its spelling.
+    fn canonical_root(&self) -> PathBuf {
+        fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone())
     }
 
     /// Where the logical path `name` is on disk (a directory's `/` dropped).
@@ -75,11 +84,12 @@ impl Store for StoreLocation {
         &self.dir
     }
 
-    /// `local?root=ROOT`, the root percent-encoded as in a Nix store URL:
-    /// the same store directory under another root may hold other bytes.
+    /// `local?root=ROOT`, the root resolved ([`StoreLocation::canonical_root`])
+    /// and percent-encoded as in a Nix store URL: the same store directory
+    /// under another root may hold other bytes.
     fn identity(&self) -> String {
         let mut id = "local?root=".to_owned();
-        for &b in self.root.as_os_str().as_bytes() {
+        for &b in self.canonical_root().as_os_str().as_bytes() {
             if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
                 id.push(char::from(b));
             } else {
@@ -128,6 +138,56 @@ impl Store for StoreLocation {
     fn location(&self, name: &[u8]) -> PathBuf {
         self.disk(name)
     }
+
+    /// sha256 of where the store path is (the resolved root) and of the
+    /// file-system metadata of every entry of it: sizes, modes, inodes,
+    /// modification and change times. A store under `store.root` (a
+    /// fixture, a CI cache) is only as immutable as its owner keeps it; an
+    /// edit in place changes the change time even when it keeps the size
+    /// and the modification time, and a moved store has another root.
+    /// Reading the metadata costs what measuring a layer costs already,
+    /// not a read of the bytes.
+    fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        let mut hash = Sha256::new();
+        hash.update(b"nixlayer local store stamp v1\0");
+        hash.update(self.canonical_root().as_os_str().as_bytes());
+        hash.update(b"\0");
+        hash.update(path.as_str().as_bytes());
+        hash.update(b"\0");
+        fingerprint(&self.disk_path(path.as_str()), &mut hash)?;
+        Ok(hash.finalize().to_vec())
+    }
+}
+
+/// Feeds the metadata of `disk` and, for a directory, of everything below
+/// it (in name order, never following a symlink) into `hash`.
+fn fingerprint(disk: &Path, hash: &mut Sha256) -> Result<(), Error> {
+    let meta = fs::symlink_metadata(disk).map_err(|source| Error::Io {
+        path: disk.to_owned(),
+        source,
+    })?;
+    for field in [
+        meta.mode().into(),
+        meta.len(),
+        meta.ino(),
+        meta.dev(),
+        meta.mtime().cast_unsigned(),
+        meta.mtime_nsec().cast_unsigned(),
+        meta.ctime().cast_unsigned(),
+        meta.ctime_nsec().cast_unsigned(),
+    ] {
+        hash.update(field.to_le_bytes());
+    }
+    if meta.is_dir() {
+        // Any fixed order will do; the walk's own sort is the one at hand.
+        for name in read_sorted(disk)? {
+            hash.update(name.as_bytes());
+            hash.update(b"\0");
+            fingerprint(&disk.join(&name), hash)?;
+        }
+        hash.update(b"\x01");
+    }
+    Ok(())
 }
 
 /// A directory whose entries are being walked.
@@ -450,6 +510,48 @@ mod tests {
             dir.path().join(&bin[1..])
         );
         assert_eq!(store.location(bin.as_bytes()), store.disk_path(&bin));
+    }
+
+    /// A stamp stays while nothing changes (also for the same store named
+    /// another way), and changes when a file of the store path is edited in
+    /// place, even keeping its size and modification time, and when the
+    /// store moves: the layer cache's entries rest on that.
+    #[test]
+    fn stamps_change_with_an_edit_in_place_and_a_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a");
+        build_tree(&root);
+        let store = local(&root);
+        let tree = store_path(TREE);
+        let first = store.stamp(&tree).unwrap();
+        assert_eq!(store.stamp(&tree).unwrap(), first);
+        assert_eq!(local(&root.join("nix/..")).stamp(&tree).unwrap(), first);
+        assert_eq!(local(&root.join("nix/..")).identity(), store.identity());
+        assert_ne!(store.stamp(&store_path(SINGLE)).unwrap(), first);
+        // A symlink store path is stamped as a link: its target (absolute,
+        // outside this root) is never followed.
+        assert!(store.stamp(&store_path(LINK)).is_ok());
+
+        let file = store.disk_path(TREE).join("a/b/c");
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&file, b"C\n").unwrap();
+        File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let edited = store.stamp(&tree).unwrap();
+        assert_ne!(edited, first);
+
+        let moved = dir.path().join("b");
+        fs::rename(&root, &moved).unwrap();
+        let moved_store = local(&moved);
+        assert_ne!(moved_store.stamp(&tree).unwrap(), edited);
+        assert_ne!(moved_store.identity(), store.identity());
+        // Where the store was, nothing is left to stamp: an error, no panic.
+        assert!(matches!(store.stamp(&tree), Err(Error::Io { .. })));
     }
 
     #[test]

@@ -18,9 +18,10 @@
 //!
 //! The customisation merge follows symlinks from one store path into
 //! another, so a store also looks entries up by name ([`Store::entry`],
-//! [`Store::read_dir`]). [`Store::identity`] names where the content comes
-//! from, for cache keys, and [`Store::location`] where an entry is, for
-//! messages.
+//! [`Store::read_dir`]). For caches of what was made from a store path,
+//! [`Store::identity`] names where the content comes from and
+//! [`Store::stamp`] changes whenever a store path's content may have
+//! changed; [`Store::location`] says where an entry is, for messages.
 //!
 //! Names are bytes: the absolute logical path (`/nix/store/<hash>-<name>/bin/x`),
 //! a directory's with a `/` at the end, exactly as in a layer's tar.
@@ -105,6 +106,10 @@
 //!     }
 //!     fn location(&self, name: &[u8]) -> PathBuf {
 //!         PathBuf::from(format!("memory:{}", String::from_utf8_lossy(name)))
+//!     }
+//!     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, store::Error> {
+//!         // Nothing changes this map once it is built: the name will do.
+//!         Ok(path.as_str().as_bytes().to_vec())
 //!     }
 //! }
 //!
@@ -218,6 +223,18 @@ pub trait Store {
     /// Where `name` is, to name it in messages (on disk: its file).
     fn location(&self, name: &[u8]) -> PathBuf;
 
+    /// Opaque bytes that change whenever the content of `path` may have
+    /// changed: with equal [`Store::identity`] and equal stamps, a store
+    /// path has the same entries and bytes, so what was made from it (a
+    /// layer's digests) can be reused without reading it. The local store
+    /// hashes the file-system metadata of every entry; a binary cache can
+    /// give the path's `NarHash`.
+    ///
+    /// # Errors
+    /// When the store path cannot be described; then nothing about its
+    /// content may be assumed.
+    fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error>;
+
     /// The size of the NAR serialisation of `path` (Nix's `narSize`). By
     /// default computed from [`Store::entries`]; a binary cache knows it
     /// from its `.narinfo`.
@@ -259,6 +276,9 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn location(&self, name: &[u8]) -> PathBuf {
         (**self).location(name)
+    }
+    fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        (**self).stamp(path)
     }
     fn nar_size(&self, path: &StorePath) -> Result<u64, Error> {
         (**self).nar_size(path)
