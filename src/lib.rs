@@ -94,6 +94,7 @@ pub mod cli;
 pub mod closure;
 pub mod codec;
 pub mod image;
+pub mod input;
 pub mod layer;
 pub mod manifest;
 pub mod merge;

@@ -29,6 +29,11 @@ use crate::nix::{NarHash, StorePath};
 #[doc(no_inline)]
 pub use crate::store::StoreLocation;
 
+/// The largest closure file (registration, graph JSON, path-info JSON,
+/// DOT) read: a closure of 100 000 paths is well under 100 MiB in any of
+/// them.
+pub const CLOSURE_FILE_LIMIT: u64 = 1 << 30;
+
 mod dot;
 mod graph_json;
 mod json;
@@ -420,11 +425,9 @@ pub fn read_closure(
 
 /// A closure file, whole: bounded, so `/dev/zero` or a FIFO ends.
 fn read(file: &Path) -> Result<Vec<u8>, Error> {
-    crate::manifest::read_bounded(file, crate::manifest::CLOSURE_FILE_LIMIT).map_err(|source| {
-        Error::Io {
-            path: file.to_owned(),
-            source,
-        }
+    crate::input::read_bounded(file, CLOSURE_FILE_LIMIT).map_err(|source| Error::Io {
+        path: file.to_owned(),
+        source,
     })
 }
 

@@ -15,7 +15,6 @@ mod config;
 mod content;
 mod diagnose;
 mod hints;
-mod input;
 mod resolved;
 mod schema;
 
@@ -26,7 +25,10 @@ pub use content::{
 
 pub use schema::json_schema;
 
-pub use input::{read_bounded, CLOSURE_FILE_LIMIT, MANIFEST_LIMIT};
+use crate::input::read_bounded;
+
+/// The largest manifest read: hand-written TOML is kilobytes.
+pub const MANIFEST_LIMIT: u64 = 16 << 20;
 
 pub use resolved::{ClosureSource, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
 

@@ -3,21 +3,13 @@
 //! a FIFO nobody writes to, or a runaway file must end with an error naming
 //! it rather than grow without bound or hang.
 //!
-//! Here, in the first stage, because every later stage that reads an input
-//! whole (the closure sources) uses it.
+//! A module of its own, below every stage: the manifest and the closure
+//! sources both read untrusted files whole, and neither may import the other.
 
 use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-
-/// The largest manifest read: hand-written TOML is kilobytes.
-pub const MANIFEST_LIMIT: u64 = 16 << 20;
-
-/// The largest closure file (registration, graph JSON, path-info JSON,
-/// DOT) read: a closure of 100 000 paths is well under 100 MiB in any of
-/// them.
-pub const CLOSURE_FILE_LIMIT: u64 = 1 << 30;
 
 /// The bytes of `path`, at most `limit` of them.
 ///
