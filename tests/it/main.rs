@@ -9,6 +9,7 @@
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
+//! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
@@ -19,6 +20,7 @@ mod errors;
 mod init;
 mod layer_golden;
 mod layers;
+mod output_faults;
 mod outputs;
 mod push;
 mod schema;
