@@ -256,6 +256,12 @@ impl OciLayout {
                         path: shown.clone(),
                         source,
                     })?;
+                if !index.is_object() {
+                    return Err(Error::Malformed {
+                        path: shown,
+                        what: "it is not a JSON object",
+                    });
+                }
                 match index.get("manifests") {
                     Some(Value::Array(m)) => m.clone(),
                     None | Some(Value::Null) => Vec::new(),
@@ -386,6 +392,8 @@ impl BlobSink for OciLayout {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
+
     use super::*;
 
     fn entry(n: &[u8], tag: &str) -> Value {
@@ -457,6 +465,29 @@ mod tests {
         assert!(root.join(BLOBS).join(da.hex()).is_file());
         assert!(root.join(BLOBS).join(db.hex()).is_file());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// An existing `index.json` is untrusted: whatever it holds, a tag
+        /// is added or a located error returned, never a panic.
+        #[test]
+        fn any_existing_index_gives_a_tag_or_an_error(
+            text in proptest::prelude::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                "[\\[\\]{}:,\" 0-9a-z.]{0,48}".prop_map(String::into_bytes),
+                proptest::prelude::Just(br#"{"manifests":[1,null,{"annotations":5}]}"#.to_vec()),
+            ]
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("oci-layout"), oci::LAYOUT_FILE).unwrap();
+            fs::write(dir.path().join("index.json"), &text).unwrap();
+            let mut layout = OciLayout::create(dir.path()).unwrap();
+            match layout.set_tag("a", entry(b"1", "a")) {
+                Ok(()) => {}
+                Err(e) => proptest::prop_assert!(e.to_string().contains("index.json")),
+            }
+        }
     }
 
     #[test]

@@ -364,14 +364,16 @@ fn outputs_take_the_mode_of_a_new_file_under_the_umask() {
 fn write_errors_name_the_output_not_a_temporary_file() {
     let tmp = util::temp_dir();
     // A file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes a write into
-    // a regular file fail with EFBIG, as a full disk would.
+    // a regular file fail with EFBIG, as a full disk would; `sh` (dash or
+    // bash in POSIX mode) counts `ulimit -f` in 512-byte blocks: 8 KiB.
     let limited = || nixlayer_after("trap '' XFSZ; ulimit -f 16");
     let archive = tmp.path().join("image.tar");
     let layout = tmp.path().join("layout");
     let image = tmp.path().join("a.tar");
     std::fs::write(&image, streamed()).unwrap();
     let merged = tmp.path().join("merged.tar");
-    let cases: [(Command, &Path); 3] = [
+    let html = tmp.path().join("plan.html");
+    let cases: [(Command, &Path); 4] = [
         {
             let mut c = limited();
             c.arg("build").arg(example()).arg("-o").arg(&archive);
@@ -389,6 +391,12 @@ fn write_errors_name_the_output_not_a_temporary_file() {
             let mut c = limited();
             c.arg("merge").arg(&image).arg("-o").arg(&merged);
             (c, &merged)
+        },
+        {
+            // The example's page is about 2 KiB: a 1 KiB limit.
+            let mut c = nixlayer_after("trap '' XFSZ; ulimit -f 2");
+            c.arg("layers").arg(example()).arg("--html").arg(&html);
+            (c, &html)
         },
     ];
     for (mut cmd, output) in cases {
@@ -582,6 +590,32 @@ fn a_closed_pipe_is_reported_with_status_141() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // A FIFO whose reader stops early: the same, naming the FIFO.
+    let fifo = tmp.path().join("image.fifo");
+    tool("mkfifo", &[fifo.to_str().unwrap()]);
+    let child = nixlayer()
+        .arg("build")
+        .arg(&manifest)
+        .args(["--no-cache", "-o"])
+        .arg(&fifo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::fs::File::open(&fifo).unwrap();
+    std::io::Read::read_exact(&mut reader, &mut first).unwrap();
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "`{}` was closed before the image was complete",
+            fifo.display()
+        )),
+        "{stderr}"
+    );
 
     // Through `sh` and `head`, as a user would.
     let out = Command::new("sh")
