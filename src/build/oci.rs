@@ -185,9 +185,10 @@ fn write_oci_blobs<S: BlobSink>(
     })
 }
 
-/// Writes `image` into the OCI image layout at `dir` (created when
-/// missing), each layer compressed on its own, and names it by its tag in
-/// `index.json`. Blobs already in the layout are kept, not rewritten.
+/// Writes `image` into the OCI image layout at `dir`, each layer
+/// compressed on its own, and names it by its tag in `index.json`. Blobs
+/// already in the layout are kept, not rewritten. A new layout appears
+/// only once complete; a failed build leaves none (see [`OciLayout`]).
 ///
 /// # Errors
 /// When a store file cannot be read or the layout cannot be written.

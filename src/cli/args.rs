@@ -42,7 +42,8 @@ pub enum Command {
 pub struct BuildArgs {
     /// The manifest (`image.toml`).
     pub manifest: PathBuf,
-    /// Write the image to this file (via a temporary file, renamed when complete).
+    /// Write the image to this file (via a temporary file, renamed when
+    /// complete); a device or FIFO (`/dev/stdout`) is written in place.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Write the image to stdout, e.g. `| docker load`.
@@ -80,7 +81,8 @@ pub struct MergeArgs {
     /// copy of a layer wins.
     #[arg(required = true, num_args = 1..)]
     pub inputs: Vec<PathBuf>,
-    /// The merged archive (via a temporary file, renamed when complete).
+    /// The merged archive (via a temporary file, renamed when complete; a
+    /// device or FIFO is written in place).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Compression of the output (default: that of the last input).

@@ -33,6 +33,10 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
         no_cache: true,
     };
     let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
+    if let Some(path) = &args.html {
+        let inputs = super::build_inputs(&args.manifest, &command.settings);
+        super::refuse_overwriting_inputs("--html", path, &inputs, false)?;
+    }
     let (closure, plan) = build::plan(&command.settings).map_err(|e| locate(&loaded, e))?;
     if let Some(path) = &args.html {
         let settings = &command.settings;

@@ -1,7 +1,15 @@
 //! The command line: arguments, settings, printing and exit codes.
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage error. A broken pipe while
-//! streaming (`nixlayer build --stream … | head`) ends quietly with 0.
+//! Exit codes: 0 success, 1 failure, 2 usage error (also an output that
+//! would overwrite an input). A closed pipe exits 141, the status a shell
+//! reports for a program killed by SIGPIPE (`set -o pipefail` sees it):
+//! when an image was being written (`build --stream … | head -c 100`, or
+//! `-o` naming a FIFO whose reader went away) stderr says the reader got a
+//! cut-short image; a listing cut short by `| head` (`layers`, `inspect`,
+//! `schema`) ends silently, as such programs do. SIGINT, SIGTERM and SIGHUP
+//! remove every temporary file and staged layout, then end the process by
+//! the same signal (the shell reports 130, 143, 129): see
+//! [`crate::sink::cleanup`].
 
 pub mod args;
 pub mod diagnostics;
@@ -12,16 +20,19 @@ pub mod settings;
 
 use std::error::Error as StdError;
 use std::io::{self, IsTerminal as _, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser as _;
 
 use crate::archive::ImageArchive;
-use crate::build::{self, BuildSummary, NoReporter};
+use crate::build::{self, BuildSettings, BuildSummary, NoReporter};
+use crate::closure::{ClosureGraph, Source};
+use crate::layer::customisation::FileData;
 use crate::manifest::{LoadedManifest, OutputFormat};
 use crate::merge;
-use crate::sink::OutputFile;
+use crate::sink::{self, OutputFile};
 
 use args::{BuildArgs, Cli, Command, InspectArgs, MergeArgs, PushArgs};
 use printer::Printer;
@@ -36,6 +47,9 @@ struct UsageError(String);
 /// Runs the command line and maps the outcome to an exit code.
 #[must_use]
 pub fn main() -> ExitCode {
+    // Without the handlers a signal would still end the process, only
+    // leaving its temporary files behind: nothing to refuse to run for.
+    let _ = sink::cleanup::install_signal_handlers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -60,7 +74,13 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if diagnostics::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<diagnostics::PipeClosed>() => {
+            printer.error(&diagnostics::render(e.as_ref()));
+            ExitCode::from(diagnostics::PIPE_CLOSED_STATUS)
+        }
+        Err(e) if diagnostics::is_broken_pipe(e.as_ref()) => {
+            ExitCode::from(diagnostics::PIPE_CLOSED_STATUS)
+        }
         Err(e) => {
             printer.error(&diagnostics::render(e.as_ref()));
             let bad_flag = e
@@ -94,27 +114,45 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         )
         .into());
     }
+    let layout = command.format == OutputFormat::OciLayout;
+    if let Some(output) = &command.output {
+        let inputs = build_inputs(&args.manifest, &command.settings);
+        refuse_overwriting_inputs("-o", output, &inputs, layout)?;
+    }
     let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    if let Some(output) = &command.output {
+        refuse_output_in_closure(output, &command.settings, &image.closure)?;
+    }
     let settings = &command.settings;
     let compress = &command.compress;
     let (summary, dest) = match &command.output {
-        Some(dir) if command.format == OutputFormat::OciLayout => {
+        Some(dir) if layout => {
             let summary = build::write_oci_layout(settings, &image, compress, dir, &NoReporter)?;
             (summary, dir.display().to_string())
         }
         Some(path) => {
-            let out = OutputFile::create(path)?;
-            let (out, summary) = write_archive(&command, &image, out)?;
-            out.commit()?;
-            (summary, path.display().to_string())
+            let shown = format!("`{}`", path.display());
+            let written = OutputFile::create(path)
+                .map_err(BoxError::from)
+                .and_then(|out| {
+                    let (out, summary) = write_archive(&command, &image, out)?;
+                    out.commit()?;
+                    Ok(summary)
+                });
+            (on_closed_pipe(written, &shown)?, path.display().to_string())
         }
         None => {
             // `Stdout`, not its lock: the layer writer hands it to a writer thread.
             widen_stdout_pipe();
             let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
-            let (mut out, summary) = write_archive(&command, &image, stdout)?;
-            out.flush().map_err(build::Error::Write)?;
-            (summary, "stdout".to_owned())
+            let written = write_archive(&command, &image, stdout).and_then(|(mut out, summary)| {
+                out.flush().map_err(build::Error::Write)?;
+                Ok(summary)
+            });
+            (
+                on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
+                "stdout".to_owned(),
+            )
         }
     };
     if command.json {
@@ -145,6 +183,111 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         printer::elapsed(start.elapsed()),
     ));
     Ok(())
+}
+
+/// `result`, with a closed pipe named as what it is: the reader of
+/// `reader` (stdout, a FIFO) stopped before the image was complete.
+fn on_closed_pipe<T>(result: Result<T, BoxError>, reader: &str) -> Result<T, BoxError> {
+    result.map_err(|e| {
+        if diagnostics::is_broken_pipe(e.as_ref()) {
+            diagnostics::PipeClosed(reader.to_owned()).into()
+        } else {
+            e
+        }
+    })
+}
+
+/// The files a build reads, each with what it is, so that no output
+/// overwrites one: the manifest, the closure source, the base image and
+/// the `customisation.files` sources.
+fn build_inputs<'a>(manifest: &'a Path, settings: &'a BuildSettings) -> Vec<(String, &'a Path)> {
+    let mut inputs = vec![("the manifest".to_owned(), manifest)];
+    match &settings.source {
+        Source::Registration(p) | Source::Graph(p) | Source::PathInfo(p) | Source::Dot(p) => {
+            inputs.push(("the closure source".to_owned(), p.as_path()));
+        }
+        _ => {}
+    }
+    if let Some(base) = &settings.content.base {
+        inputs.push(("the base image".to_owned(), base.as_path()));
+    }
+    for file in &settings.content.files {
+        if let FileData::Disk(p) = &file.data {
+            inputs.push((format!("the source of `{}`", file.path), p.as_path()));
+        }
+    }
+    inputs
+}
+
+/// Refuses an output (`flag PATH`) that is one of `inputs` or a file in
+/// one (compared by device and inode, so links and `..` do not hide it);
+/// `layout`: the output is an OCI layout directory.
+fn refuse_overwriting_inputs(
+    flag: &str,
+    output: &Path,
+    inputs: &[(String, &Path)],
+    layout: bool,
+) -> Result<(), UsageError> {
+    for (what, input) in inputs {
+        let clash = if layout {
+            sink::layout_would_overwrite(output, input)
+        } else {
+            sink::would_overwrite(output, input)
+        };
+        if clash {
+            return Err(UsageError(format!(
+                "`{flag} {}` would overwrite {what} `{}`: write the output elsewhere",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an output inside a store path of the image's closure (or the
+/// store directory itself), which the build reads.
+fn refuse_output_in_closure(
+    output: &Path,
+    settings: &BuildSettings,
+    closure: &ClosureGraph,
+) -> Result<(), UsageError> {
+    let store_dir = settings.store.dir.as_str();
+    let Ok(store) = std::fs::canonicalize(settings.store.disk_path(store_dir)) else {
+        return Ok(());
+    };
+    // Where the output is or will be, through links.
+    let resolved = std::fs::canonicalize(output).ok().or_else(|| {
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(
+            std::fs::canonicalize(parent)
+                .ok()?
+                .join(output.file_name()?),
+        )
+    });
+    let Some(rest) = resolved
+        .as_deref()
+        .and_then(|r| r.strip_prefix(&store).ok())
+    else {
+        return Ok(());
+    };
+    let inside = match rest.components().next() {
+        None => Some(store_dir.to_owned()),
+        Some(first) => {
+            let path = format!("{store_dir}/{}", first.as_os_str().to_string_lossy());
+            closure.get(&path).map(|_| path)
+        }
+    };
+    match inside {
+        Some(path) => Err(UsageError(format!(
+            "`-o {}` is inside `{path}`, which the image is built from: write the output elsewhere",
+            output.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Writes the archive formats (docker-archive, oci-archive) to `out`.
@@ -203,6 +346,12 @@ fn summary_json(summary: &BuildSummary, command: &settings::BuildCommand, dest: 
 
 fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
     let start = Instant::now();
+    let named: Vec<(String, &Path)> = args
+        .inputs
+        .iter()
+        .map(|p| ("an input".to_owned(), p.as_path()))
+        .collect();
+    refuse_overwriting_inputs("-o", &args.output, &named, false)?;
     let inputs = args
         .inputs
         .iter()
@@ -217,8 +366,13 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
     let mtime = settings::Environment::capture().source_date_epoch_or_default()?;
     let path = &args.output;
     let out = OutputFile::create(path)?;
-    let (out, summary) = merge::merge(&inputs, mtime, &compress, out)?;
-    out.commit()?;
+    let merged = merge::merge(&inputs, mtime, &compress, out)
+        .map_err(BoxError::from)
+        .and_then(|(out, summary)| {
+            out.commit()?;
+            Ok(summary)
+        });
+    let summary = on_closed_pipe(merged, &format!("`{}`", path.display()))?;
     printer.info(&format!(
         "merged {} image{} ({}; {} member{}, {} shared) in {} → {}",
         summary.images,

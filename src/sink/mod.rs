@@ -3,6 +3,7 @@
 //! layout directory, or an OCI layout in a tar; compressed or not (by
 //! [`crate::codec`]); or pushed to a registry ([`registry`]).
 
+pub mod cleanup;
 pub mod docker_archive;
 pub mod oci_archive;
 pub mod oci_layout;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::oci::Digest;
 
-pub use output::{OutputError, OutputFile};
+pub use output::{layout_would_overwrite, would_overwrite, OutputError, OutputFile};
 
 /// Why an output could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,14 @@ pub enum Error {
     NotALayout {
         /// The directory.
         path: PathBuf,
+    },
+    /// The output is something an image is never written to.
+    #[error("`{}` {reason}", path.display())]
+    Refused {
+        /// The output path.
+        path: PathBuf,
+        /// What it is and why it is refused.
+        reason: String,
     },
     /// An existing layout file is not JSON.
     #[error("`{}` is not valid JSON", path.display())]

@@ -7,26 +7,56 @@
 //! changed writes only the new blobs. `index.json` is replaced atomically:
 //! its entry for the tag is replaced in place, other entries stay (as
 //! skopeo does).
+//!
+//! Concurrent builds and readers:
+//! - a layout that does not exist yet (missing, or an empty directory) is
+//!   made in a staging directory beside it (`.nixlayer-*.tmp`) and renamed
+//!   into place complete, so a reader never sees a half-made layout and a
+//!   failed or interrupted build leaves nothing. When another build made
+//!   the layout meanwhile, the staged blobs are moved into it and the tag
+//!   is added as to any existing layout;
+//! - `index.json` is read, changed and replaced under an exclusive `flock`
+//!   of the layout directory itself (no lock file is added to the layout),
+//!   so concurrent builds of different tags keep every tag. Blobs need no
+//!   lock: they are content-addressed and put in place without replacing.
+//!
+//! An interrupted build into an existing layout leaves it valid: at most
+//! some unreferenced blobs, and `index.json` as it was.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tempfile::NamedTempFile;
+use tempfile::TempDir;
 
+use super::cleanup::Pending;
+use super::output::Staged;
 use super::{BlobSink, Error};
 use crate::oci;
 use crate::oci::Digest;
 
-/// Large writes: blobs are big and streamed.
-const BUFFER: usize = 1 << 20;
+/// A new layout's directory until its first tag is set.
+#[derive(Debug)]
+struct Staging {
+    dir: TempDir,
+    pending: Pending,
+    /// Beside the target (renamed into place), or inside an empty target
+    /// whose parent cannot be written (its contents are moved instead).
+    beside: bool,
+}
 
 /// An OCI image layout directory open for writing.
 #[derive(Debug)]
 pub struct OciLayout {
-    dir: PathBuf,
+    /// The directory as the user named it, for messages.
+    shown: PathBuf,
+    /// Where the layout is, through links, or will be once complete.
+    target: PathBuf,
+    /// `blobs/sha256` where blobs are written now (in `staging` until the
+    /// layout is in place).
     blobs: PathBuf,
+    staging: Option<Staging>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -36,74 +66,215 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     }
 }
 
+const BLOBS: &str = "blobs/sha256";
+
 impl OciLayout {
-    /// Opens the layout at `dir`, creating it (and `oci-layout`,
-    /// `blobs/sha256/`) when missing.
+    /// Opens the layout at `dir`; a missing one (or an empty directory) is
+    /// made in a staging directory and put in place by the first
+    /// [`OciLayout::set_tag`]. A link to a directory is followed.
     ///
     /// # Errors
-    /// When `dir` exists, is not empty and has no `oci-layout` file (it is
-    /// something else, which must not be written into), or cannot be created.
+    /// When `dir` is not a directory, a dangling link, or is not empty and
+    /// has no `oci-layout` file (it is something else, which must not be
+    /// written into), or cannot be created.
     pub fn create(dir: &Path) -> Result<Self, Error> {
-        let marker = dir.join("oci-layout");
-        if dir.is_dir() && !marker.exists() {
-            let mut entries = fs::read_dir(dir).map_err(io_at(dir))?;
-            if entries.next().is_some() {
-                return Err(Error::NotALayout {
-                    path: dir.to_owned(),
-                });
+        let refuse = |reason: &str| Error::Refused {
+            path: dir.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let target = match fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Self::fresh(dir, dir, false),
+            Err(e) => return Err(io_at(dir)(e)),
+            Ok(m) => {
+                let m = if m.file_type().is_symlink() {
+                    match fs::metadata(dir) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(refuse(
+                            "is a dangling symbolic link: refusing to write a layout through it",
+                        )),
+                        Err(e) => return Err(io_at(dir)(e)),
+                    }
+                } else {
+                    m
+                };
+                if !m.is_dir() {
+                    return Err(refuse(
+                        "is not a directory: an `oci-layout` output is a directory",
+                    ));
+                }
+                // Through links: renaming a staged layout over a link would
+                // replace the link.
+                fs::canonicalize(dir).map_err(io_at(dir))?
             }
+        };
+        if target.join("oci-layout").exists() {
+            let blobs = target.join(BLOBS);
+            fs::create_dir_all(&blobs).map_err(io_at(dir))?;
+            return Ok(Self {
+                shown: dir.to_owned(),
+                target,
+                blobs,
+                staging: None,
+            });
         }
-        let blobs = dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(io_at(&blobs))?;
-        if !marker.exists() {
-            replace_file(&marker, oci::LAYOUT_FILE)?;
+        if is_empty(&target).map_err(io_at(dir))? {
+            return Self::fresh(dir, &target, true);
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-            blobs,
+        Err(Error::NotALayout {
+            path: dir.to_owned(),
         })
     }
 
-    /// The layout's directory.
-    #[must_use]
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// A new layout for `target`, staged.
+    fn fresh(shown: &Path, target: &Path, exists: bool) -> Result<Self, Error> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let (dir, beside) = match staging_dir(parent) {
+            Ok(dir) => (dir, true),
+            // An empty directory the user may write, in one they may not.
+            Err(e) if exists && e.kind() == io::ErrorKind::PermissionDenied => {
+                (staging_dir(target).map_err(io_at(shown))?, false)
+            }
+            Err(e) => return Err(io_at(shown)(e)),
+        };
+        let pending = Pending::new(dir.path());
+        let blobs = dir.path().join(BLOBS);
+        fs::create_dir_all(&blobs).map_err(io_at(shown))?;
+        replace_file(
+            &dir.path().join("oci-layout"),
+            oci::LAYOUT_FILE,
+            &shown.join("oci-layout"),
+        )?;
+        Ok(Self {
+            shown: shown.to_owned(),
+            target: target.to_owned(),
+            blobs,
+            staging: Some(Staging {
+                dir,
+                pending,
+                beside,
+            }),
+        })
     }
 
-    /// Where the blob `digest` lives.
+    /// The layout's directory, as given.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Where the blob `digest` is written.
     #[must_use]
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blobs.join(digest.hex())
     }
 
+    /// `blobs/sha256/<hex>` under the directory the user named.
+    fn shown_blob(&self, digest: &Digest) -> PathBuf {
+        self.shown.join(BLOBS).join(digest.hex())
+    }
+
     /// Names the manifest of `entry` (an index entry from
     /// [`oci::index_entry`]) `tag` in `index.json`: an entry with the same
-    /// ref name is replaced in place, others are kept.
+    /// ref name is replaced in place, others are kept. The first tag of a
+    /// new layout puts the layout in place.
     ///
     /// # Errors
     /// When the existing `index.json` is malformed or cannot be replaced.
-    pub fn set_tag(&self, tag: &str, entry: Value) -> Result<(), Error> {
-        let path = self.dir.join("index.json");
+    pub fn set_tag(&mut self, tag: &str, entry: Value) -> Result<(), Error> {
+        let Some(staging) = self.staging.take() else {
+            return self.update_index(tag, entry);
+        };
+        self.blobs = self.target.join(BLOBS);
+        if staging.beside {
+            let index = staging.dir.path().join("index.json");
+            replace_file(
+                &index,
+                &oci::index_json(vec![entry.clone()]),
+                &self.shown.join("index.json"),
+            )?;
+            let renamed = staging
+                .pending
+                .publish(|| fs::rename(staging.dir.path(), &self.target));
+            match renamed {
+                Ok(()) => {
+                    let _ = staging.dir.keep();
+                    return Ok(());
+                }
+                // Another build made it meanwhile (or it is a mount
+                // point): move the staged blobs into it instead.
+                Err(_) if fs::metadata(&self.target).is_ok_and(|m| m.is_dir()) => {}
+                Err(e) => return Err(io_at(&self.shown)(e)),
+            }
+        }
+        self.merge_staged(staging.dir.path(), tag, entry)
+    }
+
+    /// Moves the staged blobs into the layout that is now at the target,
+    /// then adds the tag and, last, the `oci-layout` marker if missing.
+    fn merge_staged(&self, staged: &Path, tag: &str, entry: Value) -> Result<(), Error> {
+        let _lock = lock(&self.target, &self.shown)?;
+        let marker = self.target.join("oci-layout");
+        if !marker.exists() && !is_empty(&self.target).map_err(io_at(&self.shown))? {
+            return Err(Error::NotALayout {
+                path: self.shown.clone(),
+            });
+        }
+        fs::create_dir_all(&self.blobs).map_err(io_at(&self.shown))?;
+        let from = staged.join(BLOBS);
+        for item in fs::read_dir(&from).map_err(io_at(&self.shown))? {
+            let name = item.map_err(io_at(&self.shown))?.file_name();
+            let dest = self.blobs.join(&name);
+            if !dest.exists() {
+                fs::rename(from.join(&name), &dest)
+                    .map_err(io_at(&self.shown.join(BLOBS).join(&name)))?;
+            }
+        }
+        self.write_index(tag, entry)?;
+        if !marker.exists() {
+            replace_file(&marker, oci::LAYOUT_FILE, &self.shown.join("oci-layout"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds the tag to the layout in place, under its lock.
+    fn update_index(&self, tag: &str, entry: Value) -> Result<(), Error> {
+        let _lock = lock(&self.target, &self.shown)?;
+        self.write_index(tag, entry)
+    }
+
+    /// Reads, changes and replaces `index.json`; the caller holds the lock.
+    fn write_index(&self, tag: &str, entry: Value) -> Result<(), Error> {
+        let path = self.target.join("index.json");
+        let shown = self.shown.join("index.json");
         let mut manifests: Vec<Value> = match fs::read(&path) {
             Ok(bytes) => {
                 let index: Value =
                     serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-                        path: path.clone(),
+                        path: shown.clone(),
                         source,
                     })?;
+                if !index.is_object() {
+                    return Err(Error::Malformed {
+                        path: shown,
+                        what: "it is not a JSON object",
+                    });
+                }
                 match index.get("manifests") {
                     Some(Value::Array(m)) => m.clone(),
                     None | Some(Value::Null) => Vec::new(),
                     Some(_) => {
                         return Err(Error::Malformed {
-                            path,
+                            path: shown,
                             what: "`manifests` is not an array",
                         })
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_at(&path)(e)),
+            Err(e) => return Err(io_at(&shown)(e)),
         };
         match manifests
             .iter_mut()
@@ -112,52 +283,69 @@ impl OciLayout {
             Some(slot) => *slot = entry,
             None => manifests.push(entry),
         }
-        replace_file(&path, &oci::index_json(manifests))
+        replace_file(&path, &oci::index_json(manifests), &shown)
     }
 }
 
-/// Writes `path` through a temporary file in its directory and a rename.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// A staging directory in `parent`: mode 0777 less the umask, like any
+/// new directory (tempfile's default, 0700, would ignore the umask).
+fn staging_dir(parent: &Path) -> io::Result<TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".nixlayer-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(fs::Permissions::from_mode(0o777));
+    }
+    builder.tempdir_in(parent)
+}
+
+/// Whether `dir` holds nothing but our own temporary entries.
+fn is_empty(dir: &Path) -> io::Result<bool> {
+    for entry in fs::read_dir(dir)? {
+        if !entry?
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(b".nixlayer-")
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// An exclusive `flock` of the layout directory, held until the file is
+/// dropped (also released by the kernel if the process dies).
+fn lock(dir: &Path, shown: &Path) -> Result<File, Error> {
+    let file = File::open(dir).map_err(io_at(shown))?;
+    file.lock().map_err(io_at(shown))?;
+    Ok(file)
+}
+
+/// Writes `path` through a temporary file in its directory and a rename;
+/// errors name `shown`.
+fn replace_file(path: &Path, bytes: &[u8], shown: &Path) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".nixlayer-")
-        .tempfile_in(dir)
-        .map_err(io_at(dir))?;
-    temp.write_all(bytes).map_err(io_at(path))?;
-    finish_temp(temp, path)
-}
-
-/// Syncs, makes world-readable and renames `temp` to `path`.
-fn finish_temp(temp: NamedTempFile, path: &Path) -> Result<(), Error> {
-    temp.as_file().sync_all().map_err(io_at(path))?;
-    set_readable(temp.as_file()).map_err(io_at(path))?;
-    temp.persist(path).map_err(|e| io_at(path)(e.error))?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_readable(file: &File) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    file.set_permissions(fs::Permissions::from_mode(0o644))
-}
-
-#[cfg(not(unix))]
-fn set_readable(_: &File) -> io::Result<()> {
+    let mut temp = Staged::new_in(dir, shown).map_err(io_at(shown))?;
+    temp.write_all(bytes).map_err(io_at(shown))?;
+    temp.publish(path).map_err(io_at(shown))?;
     Ok(())
 }
 
 /// A blob being written into the layout.
-pub struct LayoutBlob {
-    file: BufWriter<NamedTempFile>,
-}
+pub struct LayoutBlob(Staged);
 
 impl Write for LayoutBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.0.flush()
     }
 }
 
@@ -165,14 +353,10 @@ impl BlobSink for OciLayout {
     type Blob = LayoutBlob;
 
     fn start_blob(&mut self) -> Result<LayoutBlob, Error> {
-        let temp = tempfile::Builder::new()
-            .prefix(".nixlayer-")
-            .suffix(".tmp")
-            .tempfile_in(&self.blobs)
-            .map_err(io_at(&self.blobs))?;
-        Ok(LayoutBlob {
-            file: BufWriter::with_capacity(BUFFER, temp),
-        })
+        let shown = self.shown.join(BLOBS);
+        Staged::new_in(&self.blobs, &shown)
+            .map(LayoutBlob)
+            .map_err(io_at(&shown))
     }
 
     fn commit_blob(
@@ -181,18 +365,11 @@ impl BlobSink for OciLayout {
         digest: &Digest,
         _size: u64,
     ) -> Result<bool, Error> {
-        let path = self.blob_path(digest);
-        if path.exists() {
-            // Same digest, same bytes: keep the existing file untouched
-            // (its inode and mtime), drop the temporary one.
-            return Ok(false);
-        }
-        let temp = blob
-            .file
-            .into_inner()
-            .map_err(|e| io_at(&path)(e.into_error()))?;
-        finish_temp(temp, &path)?;
-        Ok(true)
+        // Same digest, same bytes: an existing blob is kept untouched (its
+        // inode and mtime), the temporary one dropped.
+        blob.0
+            .publish_new(&self.blob_path(digest))
+            .map_err(io_at(&self.shown_blob(digest)))
     }
 
     fn has_blob(&self, digest: &Digest) -> bool {
@@ -205,44 +382,62 @@ impl BlobSink for OciLayout {
         if path.exists() {
             return Ok((digest, false));
         }
-        replace_file(&path, bytes)?;
-        Ok((digest, true))
+        let shown = self.shown_blob(&digest);
+        let mut temp = Staged::new_in(&self.blobs, &shown).map_err(io_at(&shown))?;
+        temp.write_all(bytes).map_err(io_at(&shown))?;
+        let new = temp.publish_new(&path).map_err(io_at(&shown))?;
+        Ok((digest, new))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
+
     use super::*;
 
+    fn entry(n: &[u8], tag: &str) -> Value {
+        let d = oci::Descriptor {
+            media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+            digest: Digest::of(n),
+            size: 1,
+        };
+        oci::index_entry(&d, &format!("x:{tag}"), tag, "linux", "amd64")
+    }
+
     #[test]
-    fn blobs_are_named_by_digest_and_kept() {
+    fn a_new_layout_appears_complete_and_keeps_its_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("layout");
         let mut layout = OciLayout::create(&root).unwrap();
-        assert_eq!(fs::read(root.join("oci-layout")).unwrap(), oci::LAYOUT_FILE);
         let (d, new) = layout.put_blob(b"abc").unwrap();
         assert!(new);
-        assert_eq!(fs::read(layout.blob_path(&d)).unwrap(), b"abc");
+        assert!(!root.exists(), "the layout appears only once complete");
 
         let mut blob = layout.start_blob().unwrap();
         blob.write_all(b"abc").unwrap();
         assert!(!layout.commit_blob(blob, &d, 3).unwrap());
-        // Only the blob, no temporary file left behind.
-        assert_eq!(fs::read_dir(root.join("blobs/sha256")).unwrap().count(), 1);
+        layout.set_tag("a", entry(b"1", "a")).unwrap();
+        assert_eq!(fs::read(root.join("oci-layout")).unwrap(), oci::LAYOUT_FILE);
+        assert_eq!(fs::read(layout.blob_path(&d)).unwrap(), b"abc");
+        // Only the blob, no temporary file or staging directory left behind.
+        assert_eq!(fs::read_dir(root.join(BLOBS)).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_dropped_new_layout_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(&dir.path().join("layout")).unwrap();
+        layout.put_blob(b"abc").unwrap();
+        drop(layout);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn tags_replace_their_entry_and_keep_others() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = OciLayout::create(dir.path()).unwrap();
-        let entry = |n: &[u8], tag: &str| {
-            let d = oci::Descriptor {
-                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
-                digest: Digest::of(n),
-                size: 1,
-            };
-            oci::index_entry(&d, &format!("x:{tag}"), tag, "linux", "amd64")
-        };
+        let mut layout = OciLayout::create(dir.path()).unwrap();
         layout.set_tag("a", entry(b"1", "a")).unwrap();
         layout.set_tag("b", entry(b"2", "b")).unwrap();
         layout.set_tag("a", entry(b"3", "a")).unwrap();
@@ -255,12 +450,57 @@ mod tests {
     }
 
     #[test]
+    fn two_new_layouts_of_one_directory_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("layout");
+        let mut a = OciLayout::create(&root).unwrap();
+        let mut b = OciLayout::create(&root).unwrap();
+        let (da, _) = a.put_blob(b"a").unwrap();
+        let (db, _) = b.put_blob(b"b").unwrap();
+        a.set_tag("a", entry(b"1", "a")).unwrap();
+        b.set_tag("b", entry(b"2", "b")).unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+        assert!(root.join(BLOBS).join(da.hex()).is_file());
+        assert!(root.join(BLOBS).join(db.hex()).is_file());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// An existing `index.json` is untrusted: whatever it holds, a tag
+        /// is added or a located error returned, never a panic.
+        #[test]
+        fn any_existing_index_gives_a_tag_or_an_error(
+            text in proptest::prelude::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                "[\\[\\]{}:,\" 0-9a-z.]{0,48}".prop_map(String::into_bytes),
+                proptest::prelude::Just(br#"{"manifests":[1,null,{"annotations":5}]}"#.to_vec()),
+            ]
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("oci-layout"), oci::LAYOUT_FILE).unwrap();
+            fs::write(dir.path().join("index.json"), &text).unwrap();
+            let mut layout = OciLayout::create(dir.path()).unwrap();
+            match layout.set_tag("a", entry(b"1", "a")) {
+                Ok(()) => {}
+                Err(e) => proptest::prop_assert!(e.to_string().contains("index.json")),
+            }
+        }
+    }
+
+    #[test]
     fn refuses_a_directory_that_is_not_a_layout() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("important.txt"), "x").unwrap();
         assert!(matches!(
             OciLayout::create(dir.path()),
             Err(Error::NotALayout { .. })
+        ));
+        assert!(matches!(
+            OciLayout::create(&dir.path().join("important.txt")),
+            Err(Error::Refused { .. })
         ));
     }
 }

@@ -10,6 +10,7 @@
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
+//! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
@@ -22,6 +23,7 @@ mod hostile_archives;
 mod init;
 mod layer_golden;
 mod layers;
+mod output_faults;
 mod outputs;
 mod push;
 mod push_faults;

@@ -342,13 +342,13 @@ fn merge_loads_both_tags_and_stores_a_shared_layer_once() {
     }
 }
 
-const APP: &str = "cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
+pub(crate) const APP: &str = "cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
 /// The app after "a change": another hash, another file content.
 const APP2: &str = "cbs3bw4azcdb0askdsxda760jy7w9ymz-example-app-0.3";
 
 /// Copies the committed example store and graph into `dir`, with the app
 /// path named `app`, and returns the manifest.
-fn example_copy(dir: &Path, app: &str) -> PathBuf {
+pub(crate) fn example_copy(dir: &Path, app: &str) -> PathBuf {
     let src = util::repo().join("fixtures/example");
     let store = dir.join("store/nix/store");
     std::fs::create_dir_all(&store).unwrap();
