@@ -76,7 +76,17 @@ fn remove_paths<'a>(paths: impl Iterator<Item = &'a PathBuf>) {
         // Best effort: a path may already be gone (its owner dropped it).
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir_all(path);
+                // Other threads go on writing while this one removes: a
+                // file made in the directory after it was listed makes
+                // the last `rmdir` fail, so list and remove again. Once
+                // the directory is gone, their writes fail instead.
+                for _ in 0..100 {
+                    if std::fs::remove_dir_all(path).is_ok()
+                        || std::fs::symlink_metadata(path).is_err()
+                    {
+                        break;
+                    }
+                }
             }
             Ok(_) => {
                 let _ = std::fs::remove_file(path);

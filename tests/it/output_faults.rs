@@ -251,7 +251,7 @@ fn an_output_naming_an_input_is_refused_and_the_input_kept() {
         .path()
         .join("store/nix/store")
         .join(APP)
-        .join("etc/serve.conf");
+        .join("etc/hello.conf");
     let store_text = std::fs::read(&store_file).unwrap();
     let via_dots = tmp.path().join("store/../image.toml");
     for (output, what) in [
