@@ -1,0 +1,558 @@
+//! The binary-cache store against real caches: written by `nix copy`
+//! (xz, zstd, bzip2, none; signed with keys from `nix-store
+//! --generate-binary-cache-key`), read straight from `file://` and served by
+//! a real nginx on 127.0.0.1, plain and behind basic auth (netrc).
+//! Every entry, every file's bytes and every layer equal the local store's.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nixlayer::layer::{self, LayerOptions, Owner, Permissions};
+use nixlayer::nix::narinfo::PublicKey;
+use nixlayer::nix::{StoreDir, StorePath};
+use nixlayer::store::binary_cache::{Auth, CacheError};
+use nixlayer::store::{BinaryCache, CacheOptions, EntryKind, Store, StoreLocation};
+
+use crate::util::{nix, nix_fixture, require_tool, temp_dir, tool, NIX_CONFIG};
+
+/// The fixture roots: the golden closure (a file path, a symlink path,
+/// libraries) and hello-app (busybox with its symlinks).
+fn roots() -> Option<Vec<StorePath>> {
+    let golden = nix_fixture("golden")?;
+    let hello = nix_fixture("hello")?;
+    Some(
+        [golden, hello]
+            .iter()
+            .map(|p| StorePath::parse(&StoreDir::default(), p.to_str().unwrap()).unwrap())
+            .collect(),
+    )
+}
+
+/// A signing key pair made by Nix: (secret key file, `name:base64` public key).
+fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let (secret, public) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    nix(
+        "nix-store",
+        &[
+            "--generate-binary-cache-key",
+            name,
+            secret.to_str().unwrap(),
+            public.to_str().unwrap(),
+        ],
+    );
+    (
+        secret,
+        std::fs::read_to_string(public).unwrap().trim().to_owned(),
+    )
+}
+
+/// `nix copy` of the roots' closure into a new `file://` cache at `dir`.
+fn nix_copy(dir: &Path, compression: &str, secret: Option<&Path>, roots: &[StorePath]) {
+    let mut url = format!(
+        "file://{}?compression={compression}&write-nar-listing=true",
+        dir.display()
+    );
+    if let Some(secret) = secret {
+        url += &format!("&secret-key={}", secret.display());
+    }
+    let mut args = vec!["copy", "--to", url.as_str()];
+    args.extend(roots.iter().map(StorePath::as_str));
+    nix("nix", &args);
+}
+
+fn options(keys: &[&str], nar_cache: &Path) -> CacheOptions {
+    let keys = keys.iter().map(|k| PublicKey::parse(k).unwrap()).collect();
+    CacheOptions::new(keys, nar_cache.to_owned())
+}
+
+fn local() -> StoreLocation {
+    StoreLocation {
+        dir: StoreDir::default(),
+        root: PathBuf::from("/"),
+    }
+}
+
+/// The layer of `paths` from `measure` (sizes) then `write` (bytes).
+fn layer_of<M: Store, W: Store>(measure: M, write: W, paths: &[StorePath]) -> layer::LayerDigest {
+    fn opts<S: Store>(store: S) -> LayerOptions<S> {
+        LayerOptions {
+            store,
+            owner: Owner::default(),
+            mtime: 1,
+            permissions: Permissions::default(),
+        }
+    }
+    let size = layer::measure_store_layer(&opts(measure), paths).unwrap();
+    layer::write_store_layer(&opts(write), paths, size, std::io::sink()).unwrap()
+}
+
+/// Everything a local store and the cache say about `paths` agrees: every
+/// entry, every file's bytes, NAR sizes, and the layer of all of them.
+fn assert_same_as_local(cache: &BinaryCache, paths: &[StorePath]) {
+    let local = local();
+    for path in paths {
+        let from_cache: Vec<_> = cache.entries(path).map(Result::unwrap).collect();
+        let from_disk: Vec<_> = local.entries(path).map(Result::unwrap).collect();
+        assert_eq!(from_cache, from_disk, "entries of {path}");
+        for entry in &from_disk {
+            if let EntryKind::Regular { .. } = entry.kind {
+                let mut a = Vec::new();
+                cache
+                    .open(&entry.name)
+                    .unwrap()
+                    .read_to_end(&mut a)
+                    .unwrap();
+                let b = std::fs::read(local.location(&entry.name)).unwrap();
+                assert!(a == b, "bytes of {}", String::from_utf8_lossy(&entry.name));
+            }
+            let name = entry.name.strip_suffix(b"/").unwrap_or(&entry.name);
+            assert_eq!(cache.entry(name).unwrap(), local.entry(name).unwrap());
+            if entry.kind == EntryKind::Directory {
+                assert_eq!(cache.read_dir(name).unwrap(), local.read_dir(name).unwrap());
+            }
+        }
+        assert_eq!(cache.nar_size(path).unwrap(), local.nar_size(path).unwrap());
+    }
+    let expected = layer_of(&local, &local, paths);
+    assert_eq!(
+        layer_of(cache.listed(), cache, paths),
+        expected,
+        "listed then NARs"
+    );
+    assert_eq!(layer_of(cache, cache, paths), expected, "NARs alone");
+}
+
+/// NARs and temporary files left in the NAR cache.
+fn nar_cache_files(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = read
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn file_caches_of_every_compression_equal_the_local_store() {
+    let Some(roots) = roots() else { return };
+    let tmp = temp_dir();
+    let (secret, public) = keypair(tmp.path(), "test-cache-1");
+    let expected: Vec<String> = String::from_utf8(nix(
+        "nix-store",
+        &[
+            &["--query", "--requisites"][..],
+            &roots.iter().map(StorePath::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    ))
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    for compression in ["xz", "zstd", "bzip2", "none"] {
+        let dir = tmp.path().join(compression);
+        nix_copy(&dir, compression, Some(&secret), &roots);
+        let nar_cache = tmp.path().join(format!("nar-{compression}"));
+        let url = format!("file://{}", dir.display());
+        let cache = BinaryCache::open(&url, options(&[&public], &nar_cache)).unwrap();
+        let closure = cache.closure(&roots).unwrap();
+        let mut paths: Vec<String> = closure.iter().map(|i| i.store_path.to_string()).collect();
+        let mut want = expected.clone();
+        want.sort();
+        paths.sort();
+        assert_eq!(paths, want, "{compression}: the closure");
+        let paths: Vec<StorePath> = closure.iter().map(|i| i.store_path.clone()).collect();
+        assert_same_as_local(&cache, &paths);
+        // A second build reads the NAR cache: same answers, no new files.
+        let before = nar_cache_files(&nar_cache);
+        assert_eq!(before.len(), paths.len(), "one NAR per path: {before:?}");
+        let again = BinaryCache::open(&url, options(&[&public], &nar_cache)).unwrap();
+        again.fetch_all(&paths).unwrap();
+        assert_same_as_local(&again, &paths);
+        assert_eq!(nar_cache_files(&nar_cache), before);
+    }
+}
+
+/// A signed zstd cache of the roots and its key, for the refusal tests.
+struct Signed {
+    tmp: tempfile::TempDir,
+    public: String,
+    roots: Vec<StorePath>,
+}
+
+impl Signed {
+    fn new(compression: &str) -> Option<Self> {
+        let roots = roots()?;
+        let tmp = temp_dir();
+        let (secret, public) = keypair(tmp.path(), "test-cache-1");
+        nix_copy(
+            &tmp.path().join("cache"),
+            compression,
+            Some(&secret),
+            &roots,
+        );
+        Some(Self { tmp, public, roots })
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+    fn url(&self) -> String {
+        format!("file://{}", self.dir().display())
+    }
+    fn nar_cache(&self) -> PathBuf {
+        self.tmp.path().join("nar")
+    }
+    fn narinfo(&self, path: &StorePath) -> PathBuf {
+        self.dir().join(format!("{}.narinfo", path.hash_part()))
+    }
+    fn nar_file(&self, path: &StorePath) -> PathBuf {
+        let text = std::fs::read_to_string(self.narinfo(path)).unwrap();
+        let url = text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+        self.dir().join(url)
+    }
+    /// The error of reading every root's layer entries with `keys`.
+    fn error(&self, keys: &[&str]) -> String {
+        let opts = options(keys, &self.nar_cache());
+        let cache = match BinaryCache::open(&self.url(), opts) {
+            Ok(c) => c,
+            Err(e) => return chain(&e),
+        };
+        if let Err(e) = cache.closure(&self.roots) {
+            return chain(&e);
+        }
+        for path in &self.roots {
+            for entry in cache.entries(path) {
+                if let Err(e) = entry {
+                    return chain(&e);
+                }
+            }
+        }
+        panic!("no error");
+    }
+}
+
+/// An error and its causes, as the CLI prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[test]
+fn tampering_wrong_keys_and_missing_files_are_refused() {
+    let Some(signed) = Signed::new("none") else {
+        return;
+    };
+    let root = &signed.roots[0];
+    let narinfo = signed.narinfo(root);
+    let original = std::fs::read_to_string(&narinfo).unwrap();
+    let url = signed.url();
+    let assert_refused = |error: &str, why: &str| {
+        assert!(
+            error.contains(root.as_str()),
+            "{why}: names the path: {error}"
+        );
+        assert!(error.contains(&url), "{why}: names the URL: {error}");
+        let left = nar_cache_files(&signed.nar_cache());
+        let hash = original
+            .lines()
+            .find_map(|l| l.strip_prefix("NarHash: sha256:"))
+            .unwrap();
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.starts_with(hash) || n.starts_with(".tmp")),
+            "{why}: no poisoned or partial NAR-cache entry: {left:?}"
+        );
+    };
+
+    // Tampered NAR: one byte of the file changed (same length).
+    let nar = signed.nar_file(root);
+    let good = std::fs::read(&nar).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 20;
+    bad[last] ^= 1;
+    std::fs::write(&nar, &bad).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("FileHash"), "{e}");
+    assert_refused(&e, "tampered NAR");
+    // Also with the FileHash gone: the NAR hash catches it.
+    let no_file_hash: String = original
+        .lines()
+        .filter(|l| !l.starts_with("FileHash"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&narinfo, &no_file_hash).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("NarHash"), "{e}");
+    assert_refused(&e, "tampered NAR, no FileHash");
+    std::fs::write(&nar, &good).unwrap();
+
+    // Missing NAR.
+    std::fs::remove_file(&nar).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("NAR") && e.contains("missing"), "{e}");
+    assert_refused(&e, "missing NAR");
+    std::fs::write(&nar, &good).unwrap();
+
+    // Tampered narinfo: another NarHash (a signed field).
+    let tampered = original.replace("NarSize: ", "NarSize: 1");
+    std::fs::write(&narinfo, &tampered).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("does not verify"), "{e}");
+    assert_refused(&e, "tampered narinfo");
+
+    // Missing signature.
+    let unsigned: String = original
+        .lines()
+        .filter(|l| !l.starts_with("Sig:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&narinfo, &unsigned).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("not signed"), "{e}");
+    assert_refused(&e, "unsigned");
+    std::fs::write(&narinfo, &original).unwrap();
+
+    // Wrong key: the narinfo is signed by a key not trusted.
+    let (_, other) = keypair(signed.tmp.path(), "other-1");
+    let e = signed.error(&[&other]);
+    assert!(e.contains("untrusted keys (test-cache-1)"), "{e}");
+    assert_refused(&e, "wrong key");
+    // Same name, other key bytes.
+    let impostor = format!("test-cache-1:{}", other.split_once(':').unwrap().1);
+    let e = signed.error(&[&impostor]);
+    assert!(e.contains("does not verify"), "{e}");
+
+    // Missing narinfo.
+    std::fs::remove_file(&narinfo).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("narinfo") && e.contains("missing"), "{e}");
+    assert!(e.contains(root.as_str()), "{e}");
+    std::fs::write(&narinfo, &original).unwrap();
+
+    // No keys: refused unless signatures are not required.
+    let e = signed.error(&[]);
+    assert!(e.contains("require_signatures = false"), "{e}");
+    let mut opts = options(&[], &signed.nar_cache());
+    opts.require_signatures = false;
+    let cache = BinaryCache::open(&url, opts).unwrap();
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+
+    // Unknown compression and another store directory.
+    std::fs::write(
+        &narinfo,
+        original.replace("Compression: none", "Compression: lz4"),
+    )
+    .unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(
+        e.contains("unknown compression `lz4`") && e.contains(root.as_str()),
+        "{e}"
+    );
+    std::fs::write(&narinfo, &original).unwrap();
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.store_dir = StoreDir::new("/other/store").unwrap();
+    let e = chain(&BinaryCache::open(&url, opts).unwrap_err());
+    assert!(
+        e.contains("/other/store") && e.contains("nix-cache-info"),
+        "{e}"
+    );
+}
+
+/// An nginx on 127.0.0.1 serving `root`, stopped on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Serves `root`; with `htpasswd`, behind basic auth.
+    fn start(root: &Path, htpasswd: Option<&Path>) -> Option<Self> {
+        if !require_tool("nginx") {
+            return None;
+        }
+        let dir = temp_dir();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let auth = htpasswd.map_or(String::new(), |p| {
+            format!(
+                "auth_basic \"cache\"; auth_basic_user_file {};",
+                p.display()
+            )
+        });
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; user root root;\n\
+             error_log {d}/error.log; pid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; {auth} }} }}\n",
+            d = dir.path().display(),
+            root = root.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                dir.path().to_str().unwrap(),
+                "-c",
+                conf_path.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nginx did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+#[test]
+fn http_cache_served_by_nginx_equals_the_local_store() {
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&signed.dir(), None) else {
+        return;
+    };
+    let cache = BinaryCache::open(
+        &nginx.url(),
+        options(&[&signed.public], &signed.nar_cache()),
+    )
+    .unwrap();
+    let closure = cache.closure(&signed.roots).unwrap();
+    let paths: Vec<StorePath> = closure.iter().map(|i| i.store_path.clone()).collect();
+    cache.fetch_all(&paths).unwrap();
+    assert_same_as_local(&cache, &paths);
+
+    // A missing NAR over HTTP (404) names the path and the URL.
+    let root = &signed.roots[1];
+    let nar = signed.nar_file(root);
+    std::fs::rename(&nar, nar.with_extension("gone")).unwrap();
+    let fresh = signed.tmp.path().join("nar-fresh");
+    let cache = BinaryCache::open(&nginx.url(), options(&[&signed.public], &fresh)).unwrap();
+    let e = chain(&cache.entries(root).next().unwrap().unwrap_err());
+    assert!(
+        e.contains(root.as_str()) && e.contains(&nginx.url()) && e.contains("missing"),
+        "{e}"
+    );
+    assert!(
+        nar_cache_files(&fresh)
+            .iter()
+            .all(|n| !n.starts_with(".tmp")),
+        "no partial file"
+    );
+}
+
+#[test]
+fn basic_auth_through_netrc() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    if !require_tool("openssl") {
+        return;
+    }
+    let hash = String::from_utf8(tool("openssl", &["passwd", "-apr1", "s3cret-pw"])).unwrap();
+    let htpasswd = signed.tmp.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("builder:{}", hash.trim())).unwrap();
+    let Some(nginx) = Nginx::start(&signed.dir(), Some(&htpasswd)) else {
+        return;
+    };
+    // Without credentials: the error says so, and names the URL.
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.auth = Auth {
+        netrc_file: Some(signed.tmp.path().join("no-netrc")),
+        bearer_token: None,
+    };
+    let e = chain(&BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err());
+    assert!(
+        e.contains("needs credentials") && e.contains(&nginx.url()),
+        "{e}"
+    );
+    // Wrong ones: refused, and the password is never shown.
+    let netrc = signed.tmp.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        "machine 127.0.0.1 login builder password wrong-pw\n",
+    )
+    .unwrap();
+    opts.auth.netrc_file = Some(netrc.clone());
+    let e = BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err();
+    let shown = format!("{} {e:?}", chain(&e));
+    assert!(
+        shown.contains("refused") && !shown.contains("wrong-pw"),
+        "{shown}"
+    );
+    // The right ones, from the netrc file.
+    std::fs::write(&netrc, "machine other.example login x password y\nmachine 127.0.0.1\n login builder\n password s3cret-pw\n").unwrap();
+    let cache = BinaryCache::open(&nginx.url(), opts).unwrap();
+    assert!(!format!("{cache:?}").contains("s3cret-pw"));
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+}
+
+#[test]
+fn unsupported_urls_are_refused_clearly() {
+    let tmp = temp_dir();
+    let opts = options(&[], tmp.path());
+    let e = BinaryCache::open("s3://bucket?region=eu-west-1", opts.clone()).unwrap_err();
+    assert!(
+        matches!(e, CacheError::Url { .. }) && e.to_string().contains("HTTPS endpoint"),
+        "{e}"
+    );
+    let mut opts = opts;
+    opts.require_signatures = false;
+    let e =
+        chain(&BinaryCache::open(&format!("file://{}", tmp.path().display()), opts).unwrap_err());
+    assert!(e.contains("nix-cache-info") && e.contains("missing"), "{e}");
+    let _ = NIX_CONFIG;
+}
