@@ -37,6 +37,17 @@ pub enum Compression {
     Bzip2,
 }
 
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Xz => "xz",
+            Self::Zstd => "zstd",
+            Self::Bzip2 => "bzip2",
+        })
+    }
+}
+
 impl Compression {
     fn parse(text: &str) -> Option<Self> {
         match text {

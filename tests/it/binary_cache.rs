@@ -394,6 +394,15 @@ impl Drop for Nginx {
 impl Nginx {
     /// Serves `root`; with `htpasswd`, behind basic auth.
     fn start(root: &Path, htpasswd: Option<&Path>) -> Option<Self> {
+        Self::start_with(root, htpasswd, None)
+    }
+
+    /// Serves `root` over TLS with `(certificate, key)` when given.
+    fn start_with(
+        root: &Path,
+        htpasswd: Option<&Path>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Option<Self> {
         if !require_tool("nginx") {
             return None;
         }
@@ -403,19 +412,28 @@ impl Nginx {
             .local_addr()
             .unwrap()
             .port();
-        let auth = htpasswd.map_or(String::new(), |p| {
+        let mut auth = htpasswd.map_or(String::new(), |p| {
             format!(
                 "auth_basic \"cache\"; auth_basic_user_file {};",
                 p.display()
             )
         });
+        let mut listen = format!("127.0.0.1:{port}");
+        if let Some((cert, key)) = tls {
+            listen += " ssl";
+            auth += &format!(
+                " ssl_certificate {}; ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            );
+        }
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; user root root;\n\
              error_log {d}/error.log; pid {d}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; {auth} }} }}\n",
+               server {{ listen {listen}; root {root}; {auth} }} }}\n",
             d = dir.path().display(),
             root = root.display(),
         );
@@ -448,6 +466,10 @@ impl Nginx {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 }
 
@@ -555,4 +577,271 @@ fn unsupported_urls_are_refused_clearly() {
         chain(&BinaryCache::open(&format!("file://{}", tmp.path().display()), opts).unwrap_err());
     assert!(e.contains("nix-cache-info") && e.contains("missing"), "{e}");
     let _ = NIX_CONFIG;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl:
+/// (CA certificate, server certificate, server key).
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let s = |path: PathBuf| path.to_str().unwrap().to_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    tool(
+        "openssl",
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                &s(p("ca.key")),
+                "-out",
+                &s(p("ca.pem")),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=nixlayer test CA",
+            ],
+        ]
+        .concat(),
+    );
+    tool(
+        "openssl",
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &s(p("srv.key")),
+                "-out",
+                &s(p("srv.csr")),
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &s(p("srv.csr")),
+            "-CA",
+            &s(p("ca.pem")),
+            "-CAkey",
+            &s(p("ca.key")),
+            "-CAcreateserial",
+            "-out",
+            &s(p("srv.pem")),
+            "-days",
+            "2",
+            "-extfile",
+            &s(p("ext")),
+        ],
+    );
+    (p("ca.pem"), p("srv.pem"), p("srv.key"))
+}
+
+#[test]
+fn https_cache_with_a_custom_ca() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    if !require_tool("openssl") {
+        return;
+    }
+    let (ca, cert, key) = test_ca(signed.tmp.path());
+    let Some(nginx) = Nginx::start_with(&signed.dir(), None, Some((&cert, &key))) else {
+        return;
+    };
+    // Not trusted without the CA.
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.ca_files = Vec::new();
+    let e = chain(&BinaryCache::open(&nginx.https_url(), opts.clone()).unwrap_err());
+    assert!(e.contains(&nginx.https_url()), "{e}");
+    // Trusted with it (as SSL_CERT_FILE gives it).
+    opts.ca_files = vec![ca];
+    let cache = BinaryCache::open(&nginx.https_url(), opts).unwrap();
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+}
+
+/// How the faulty server misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// The first request for each file gets a 503.
+    Flaky,
+    /// NARs are cut in half after a full Content-Length.
+    Truncate,
+}
+
+/// A small HTTP server on 127.0.0.1 in front of a cache directory that
+/// misbehaves as told; stops on drop.
+struct Faulty {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Faulty {
+    fn start(root: PathBuf, fault: Fault) -> Self {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut served = 0;
+            // Bounded: at most 10,000 polls of 5 ms after the last request.
+            let mut idle = 0;
+            while !stopping.load(Ordering::Relaxed) && idle < 10_000 {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    idle += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                idle = 0;
+                served += 1;
+                conn.set_nonblocking(false).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if conn.read(&mut byte).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let target = head
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_owned();
+                let body = std::fs::read(root.join(&target));
+                let _ = match (body, fault) {
+                    (Err(_), _) => conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                    (Ok(_), Fault::Flaky) if seen.insert(target.clone()) => conn.write_all(
+                        b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                    (Ok(body), fault) => {
+                        let cut = if fault == Fault::Truncate && target.starts_with("nar/") {
+                            body.len() / 2
+                        } else {
+                            body.len()
+                        };
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        conn.write_all(head.as_bytes())
+                            .and_then(|()| conn.write_all(&body[..cut]))
+                    }
+                };
+            }
+            served
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn retries_on_503_and_refuses_truncated_downloads() {
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let flaky = Faulty::start(signed.dir(), Fault::Flaky);
+    let cache = BinaryCache::open(
+        &flaky.url(),
+        options(&[&signed.public], &signed.nar_cache()),
+    )
+    .unwrap();
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    cache.fetch_all(&paths).unwrap();
+    assert_same_as_local(&cache, &paths);
+
+    let cut = Faulty::start(signed.dir(), Fault::Truncate);
+    let fresh = signed.tmp.path().join("nar-fresh");
+    let cache = BinaryCache::open(&cut.url(), options(&[&signed.public], &fresh)).unwrap();
+    let root = &signed.roots[0];
+    let e = chain(&cache.fetch_all(std::slice::from_ref(root)).unwrap_err());
+    assert!(e.contains(root.as_str()) && e.contains(&cut.url()), "{e}");
+    assert!(
+        nar_cache_files(&fresh).is_empty(),
+        "nothing left: {:?}",
+        nar_cache_files(&fresh)
+    );
+}
+
+#[test]
+fn a_lying_listing_cannot_change_a_layer() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    // hello-app's listing says its `deps` file is larger than it is.
+    let hello = &signed.roots[1];
+    let ls = signed.dir().join(format!("{}.ls", hello.hash_part()));
+    let text = std::fs::read_to_string(&ls).unwrap();
+    let lying = text.replace("\"size\":121", "\"size\":122");
+    assert_ne!(text, lying, "the fixture's listing changed: {text}");
+    std::fs::write(&ls, lying).unwrap();
+    let cache = BinaryCache::open(
+        &signed.url(),
+        options(&[&signed.public], &signed.nar_cache()),
+    )
+    .unwrap();
+    let opts = |store| LayerOptions {
+        store,
+        owner: Owner::default(),
+        mtime: 1,
+        permissions: Permissions::default(),
+    };
+    let paths = [hello.clone()];
+    let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
+    let e =
+        layer::write_store_layer(&opts(cache.listed()), &paths, size, std::io::sink()).unwrap_err();
+    assert!(e.to_string().contains("changed"), "{e}");
 }

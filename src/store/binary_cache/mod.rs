@@ -94,6 +94,9 @@ pub struct CacheOptions {
     pub threads: usize,
     /// Request deadlines.
     pub timeouts: Timeouts,
+    /// PEM files of CAs trusted for `https://` besides the system's:
+    /// `SSL_CERT_FILE` (or `NIX_SSL_CERT_FILE`) by default, as Nix reads them.
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl CacheOptions {
@@ -110,6 +113,11 @@ impl CacheOptions {
             nar_cache_max_bytes: 10 << 30,
             threads: 8,
             timeouts: Timeouts::default(),
+            ca_files: ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"]
+                .iter()
+                .filter_map(|var| std::env::var_os(var).filter(|v| !v.is_empty()))
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -152,7 +160,7 @@ pub enum CacheError {
         url: String,
     },
     /// A narinfo or `nix-cache-info` is malformed.
-    #[error("`{url}`{}: {source}", for_path(path))]
+    #[error("`{url}`{} is malformed", for_path(path))]
     Parse {
         /// Where.
         url: String,
@@ -173,7 +181,7 @@ pub enum CacheError {
         found: String,
     },
     /// A narinfo without a valid trusted signature.
-    #[error("`{path}` from `{url}` is refused: {source}")]
+    #[error("`{path}` from `{url}` is refused")]
     Signature {
         /// The store path.
         path: String,
@@ -198,7 +206,7 @@ pub enum CacheError {
         found: String,
     },
     /// The NAR is not a valid NAR, or decompressing it failed.
-    #[error("`{path}`: the NAR `{url}` is invalid ({compression:?}-compressed)")]
+    #[error("`{path}`: the NAR `{url}` is invalid (compression: {compression})")]
     Nar {
         /// The store path.
         path: String,
@@ -268,6 +276,15 @@ pub enum CacheError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// Getting a file of `path` failed (the cause names the URL).
+    #[error("fetching `{path}` failed")]
+    Fetch {
+        /// The store path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: Box<CacheError>,
     },
     /// A path of the store directory but not a store path.
     #[error("`{name}` is not in a store path")]
@@ -420,7 +437,7 @@ impl BinaryCache {
         if options.trusted_keys.is_empty() && options.require_signatures {
             return Err(CacheError::NoKeys { url });
         }
-        let transport = Transport::new(&url, &options.auth, options.timeouts)?;
+        let transport = Transport::new(&url, &options.auth, options.timeouts, &options.ca_files)?;
         let info_url = transport.url("nix-cache-info");
         let text = transport
             .get("nix-cache-info", MAX_NARINFO)?
@@ -471,7 +488,12 @@ impl BinaryCache {
         }
         let rel = format!("{}.narinfo", path.hash_part());
         let url = self.transport.url(&rel);
-        let Some(text) = self.transport.get(&rel, MAX_NARINFO)? else {
+        let fetched = self.transport.get(&rel, MAX_NARINFO);
+        let Some(text) = fetched.map_err(|e| CacheError::Fetch {
+            path: path.to_string(),
+            source: Box::new(e),
+        })?
+        else {
             return Ok(None);
         };
         let info =
@@ -663,9 +685,13 @@ impl BinaryCache {
             .file_size
             .unwrap_or_else(|| info.nar_size.saturating_mul(2).saturating_add(1 << 20));
         let mut out = Hashing::new(BufWriter::new(compressed.as_file()));
-        let copied =
-            self.transport
-                .download(&info.url, limit.saturating_add(1), limit, &mut out)?;
+        let copied = self
+            .transport
+            .download(&info.url, limit.saturating_add(1), limit, &mut out)
+            .map_err(|e| CacheError::Fetch {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
         if copied.is_none() {
             return Err(CacheError::Missing {
                 what: format!("the NAR of `{path}`"),

@@ -8,8 +8,8 @@
 //! never appear in errors or Debug output.
 //!
 //! Trust roots: the system's bundle (`/etc/ssl/certs/ca-certificates.crt`)
-//! plus `SSL_CERT_FILE` (or `NIX_SSL_CERT_FILE`) when set, as Nix reads
-//! them; Mozilla's roots when neither exists.
+//! plus the given CA files (`SSL_CERT_FILE` or `NIX_SSL_CERT_FILE` by
+//! default, as Nix reads them); Mozilla's roots when there are none.
 
 use std::fmt;
 use std::fs::File;
@@ -97,7 +97,12 @@ type Response = ureq::http::Response<ureq::Body>;
 
 impl Transport {
     /// The transport for `url`, a validated `file://`, `http://` or `https://` URL.
-    pub(super) fn new(url: &str, auth: &Auth, timeouts: Timeouts) -> Result<Self, CacheError> {
+    pub(super) fn new(
+        url: &str,
+        auth: &Auth,
+        timeouts: Timeouts,
+        ca_files: &[PathBuf],
+    ) -> Result<Self, CacheError> {
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(Self::File {
                 root: PathBuf::from(path),
@@ -127,7 +132,7 @@ impl Transport {
         if url.starts_with("https://") {
             config = config.tls_config(
                 ureq::tls::TlsConfig::builder()
-                    .root_certs(root_certs(url)?)
+                    .root_certs(root_certs(url, ca_files)?)
                     .build(),
             );
         }
@@ -329,18 +334,14 @@ fn host_of(url: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-/// The trust roots for `url`: the system bundle and `SSL_CERT_FILE`.
-fn root_certs(url: &str) -> Result<ureq::tls::RootCerts, CacheError> {
+/// The trust roots for `url`: the system bundle and `ca_files`.
+fn root_certs(url: &str, ca_files: &[PathBuf]) -> Result<ureq::tls::RootCerts, CacheError> {
     let mut certs = Vec::new();
     let mut files: Vec<PathBuf> = Vec::new();
     if Path::new(SYSTEM_BUNDLE).exists() {
         files.push(PathBuf::from(SYSTEM_BUNDLE));
     }
-    for var in ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"] {
-        if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            files.push(PathBuf::from(path));
-        }
-    }
+    files.extend(ca_files.iter().cloned());
     for file in &files {
         let pem = std::fs::read(file).map_err(|source| CacheError::Read {
             url: format!("{} (trusted CAs for {url})", file.display()),
@@ -471,7 +472,7 @@ mod tests {
             bearer_token: Some("tok3n".into()),
         };
         assert!(!format!("{auth:?}").contains("tok3n"));
-        let t = Transport::new("http://127.0.0.1:1/c", &auth, Timeouts::default()).unwrap();
+        let t = Transport::new("http://127.0.0.1:1/c", &auth, Timeouts::default(), &[]).unwrap();
         assert!(!format!("{t:?}").contains("tok3n"));
     }
 
