@@ -109,6 +109,21 @@ pub struct NarReader<R> {
     pending: Option<u64>,
     started: bool,
     done: bool,
+    /// How contents not read are skipped: by seeking when `inner` can.
+    skip: Option<fn(&mut R, u64) -> io::Result<()>>,
+}
+
+impl<R: Read + io::Seek> NarReader<R> {
+    /// A reader that seeks over the contents it is not asked for, rather
+    /// than reading them: for a NAR in a file, only its structure is read.
+    pub fn seekable(inner: R) -> Self {
+        let mut reader = Self::new(inner);
+        reader.skip = Some(|inner, n| {
+            let n = i64::try_from(n).map_err(|_| io::Error::other("contents too large"))?;
+            inner.seek_relative(n)
+        });
+        reader
+    }
 }
 
 impl<R: Read> NarReader<R> {
@@ -121,6 +136,7 @@ impl<R: Read> NarReader<R> {
             pending: None,
             started: false,
             done: false,
+            skip: None,
         }
     }
 
@@ -284,6 +300,18 @@ impl<R: Read> NarReader<R> {
     /// The rest of the current file's contents, padding and node end.
     fn finish_file(&mut self) -> Result<(), NarError> {
         if let Some(left) = self.pending.take() {
+            if let Some(skip) = self.skip {
+                // A seek past the end shows as an early end at the next read.
+                skip(&mut self.inner, left).map_err(|source| NarError::Io {
+                    offset: self.offset,
+                    source,
+                })?;
+                self.offset += left;
+                let pad_from = self.offset;
+                self.padding(pad_from)?;
+                self.expect(")")?;
+                return self.close_entry();
+            }
             let skipped =
                 io::copy(&mut (&mut self.inner).take(left), &mut io::sink()).map_err(|source| {
                     NarError::Io {
@@ -467,6 +495,17 @@ mod tests {
     use super::write::{nar, Node};
     use super::*;
 
+    /// The entries of `bytes` read seeking over contents; as `all` when it
+    /// reads none.
+    fn all_seeking(bytes: &[u8]) -> Result<Vec<NarEntry>, NarError> {
+        let mut r = NarReader::seekable(io::Cursor::new(bytes));
+        let mut out = Vec::new();
+        while let Some(e) = r.next()? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+
     fn all(bytes: &[u8]) -> Result<Vec<(NarEntry, Vec<u8>)>, NarError> {
         let mut r = NarReader::new(bytes);
         let mut out = Vec::new();
@@ -545,6 +584,7 @@ mod tests {
         let bytes = nar(&tree());
         for cut in 0..bytes.len() {
             assert!(all(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(all_seeking(&bytes[..cut]).is_err(), "cut at {cut}, seeking");
         }
         let mut extra = bytes.clone();
         extra.push(0);
@@ -579,7 +619,8 @@ mod tests {
         #[test]
         fn valid_nars_read_back(root in arb_node()) {
             let bytes = nar(&root);
-            prop_assert!(all(&bytes).is_ok());
+            let read: Vec<NarEntry> = all(&bytes).unwrap().into_iter().map(|(e, _)| e).collect();
+            prop_assert_eq!(read, all_seeking(&bytes).unwrap());
         }
 
         #[test]
@@ -590,12 +631,14 @@ mod tests {
                 bytes[i] = b;
             }
             let cut = cut % (bytes.len() + 1);
-            let _ = all(&bytes[..cut]);
+            // Seeking over contents accepts exactly what reading them does.
+            prop_assert_eq!(all(&bytes[..cut]).is_ok(), all_seeking(&bytes[..cut]).is_ok());
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = all(&bytes);
+            let _ = all_seeking(&bytes);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! layer from a cache has the order of one from a local store.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use crate::nix::listing::ListingNode;
 use crate::nix::nar::{NarError, NarKind, NarReader};
@@ -41,7 +41,15 @@ impl NarIndex {
     /// Reads the whole NAR from `nar` (every byte, so a caller hashing
     /// what it reads sees all of it).
     pub(super) fn read(nar: impl Read) -> Result<Self, NarError> {
-        let mut reader = NarReader::new(nar);
+        Self::from_reader(NarReader::new(nar))
+    }
+
+    /// Reads the structure of a NAR in a file, seeking over contents.
+    pub(super) fn read_file(nar: impl Read + Seek) -> Result<Self, NarError> {
+        Self::from_reader(NarReader::seekable(nar))
+    }
+
+    fn from_reader<R: Read>(mut reader: NarReader<R>) -> Result<Self, NarError> {
         let mut nodes = Vec::new();
         while let Some(entry) = reader.next()? {
             let (kind, offset) = match entry.kind {

@@ -460,10 +460,7 @@ impl BinaryCache {
         Ok(Self {
             url,
             transport,
-            nar_cache: NarCache {
-                dir: options.nar_cache_dir.clone(),
-                max_bytes: options.nar_cache_max_bytes,
-            },
+            nar_cache: NarCache::new(options.nar_cache_dir.clone(), options.nar_cache_max_bytes),
             options,
             narinfos: Mutex::new(HashMap::new()),
             nars: Mutex::new(HashMap::new()),
@@ -640,7 +637,7 @@ impl BinaryCache {
         let file_path = self.nar_cache.path(&info.nar_hash);
         let nar = match self.nar_cache.open(&info.nar_hash).map_err(cache_err)? {
             // Verified when it was put there; a damaged one is fetched anew.
-            Some(file) => match NarIndex::read(BufReader::with_capacity(1 << 16, &file)) {
+            Some(file) => match NarIndex::read_file(BufReader::with_capacity(1 << 16, &file)) {
                 Ok(index) => Some(Nar {
                     file: Arc::new(file),
                     path: file_path.clone(),
@@ -650,9 +647,13 @@ impl BinaryCache {
             },
             None => None,
         };
-        let nar = match nar {
-            Some(nar) => nar,
-            None => self.download(&info)?,
+        let (nar, added) = match nar {
+            Some(nar) => (nar, None),
+            None => {
+                let nar = self.download(&info)?;
+                let len = nar.file.metadata().map(|m| m.len()).unwrap_or(0);
+                (nar, Some(len))
+            }
         };
         let nar = Arc::new(nar);
         let keep: HashSet<PathBuf> = {
@@ -660,7 +661,9 @@ impl BinaryCache {
             nars.insert(path.clone(), Arc::clone(&nar));
             nars.values().map(|n| n.path.clone()).collect()
         };
-        self.nar_cache.evict(&keep).map_err(cache_err)?;
+        if let Some(len) = added {
+            self.nar_cache.added(len, &keep).map_err(cache_err)?;
+        }
         Ok(nar)
     }
 

@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::nix::NarHash;
@@ -24,13 +25,40 @@ use crate::nix::NarHash;
 const TEMP_PREFIX: &str = ".tmp-";
 
 /// The NAR cache directory.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct NarCache {
     pub(super) dir: PathBuf,
     pub(super) max_bytes: u64,
+    /// The bytes the directory holds, as last counted plus what this
+    /// process added since: the directory is listed once, then again only
+    /// when this passes `max_bytes` (other builds' additions show then).
+    total: Mutex<Option<u64>>,
 }
 
 impl NarCache {
+    pub(super) fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            max_bytes,
+            total: Mutex::new(None),
+        }
+    }
+
+    /// Counts a NAR of `len` bytes just inserted; evicts when over budget.
+    pub(super) fn added(&self, len: u64, keep: &HashSet<PathBuf>) -> io::Result<()> {
+        let mut total = self.total.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = match *total {
+            Some(t) => t.saturating_add(len),
+            None => self.evict(keep, u64::MAX)?,
+        };
+        *total = Some(if now > self.max_bytes {
+            self.evict(keep, self.max_bytes)?
+        } else {
+            now
+        });
+        Ok(())
+    }
+
     /// Where the NAR of `hash` is kept.
     pub(super) fn path(&self, hash: &NarHash) -> PathBuf {
         let nix32 = hash.to_nix32();
@@ -65,8 +93,8 @@ impl NarCache {
     }
 
     /// Removes the least recently used NARs until the total is at most
-    /// `max_bytes`, keeping `keep`; stale temporary files go too.
-    pub(super) fn evict(&self, keep: &HashSet<PathBuf>) -> io::Result<()> {
+    /// `max`, keeping `keep`; stale temporary files go too. The total left.
+    fn evict(&self, keep: &HashSet<PathBuf>, max: u64) -> io::Result<u64> {
         let mut nars = Vec::new();
         let mut total = 0u64;
         let now = SystemTime::now();
@@ -91,7 +119,7 @@ impl NarCache {
         }
         nars.sort();
         for (_, len, path) in nars {
-            if total <= self.max_bytes {
+            if total <= max {
                 break;
             }
             if keep.contains(&path) {
@@ -103,7 +131,7 @@ impl NarCache {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(total)
     }
 }
 
@@ -131,10 +159,7 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_but_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = NarCache {
-            dir: dir.path().to_owned(),
-            max_bytes: 25,
-        };
+        let cache = NarCache::new(dir.path().to_owned(), 25);
         let hash = |i: u8| NarHash([i; 32]);
         for i in 0..4u8 {
             let mut t = cache.temp().unwrap();
@@ -144,10 +169,16 @@ mod tests {
             file.set_modified(when).unwrap();
         }
         let keep: HashSet<PathBuf> = [cache.path(&hash(0))].into();
-        cache.evict(&keep).unwrap();
+        cache.added(10, &keep).unwrap();
         let left: Vec<bool> = (0..4).map(|i| cache.path(&hash(i)).exists()).collect();
         assert_eq!(left, [true, false, false, true]);
-        assert!(cache.open(&hash(3)).unwrap().is_some());
+        // Counted from then on: 10 more bytes (30) go over again.
+        let mut t = cache.temp().unwrap();
+        t.write_all(&[9; 10]).unwrap();
+        cache.insert(t, &hash(9)).unwrap();
+        cache.added(10, &keep).unwrap();
+        assert!(!cache.path(&hash(3)).exists(), "the oldest not kept went");
+        assert!(cache.open(&hash(9)).unwrap().is_some());
         assert!(cache.open(&hash(1)).unwrap().is_none());
     }
 }
