@@ -77,16 +77,18 @@ fn local() -> StoreLocation {
     }
 }
 
+/// Layer options as a build gives them, over `store`.
+fn opts<S: Store>(store: S) -> LayerOptions<S> {
+    LayerOptions {
+        store,
+        owner: Owner::default(),
+        mtime: 1,
+        permissions: Permissions::default(),
+    }
+}
+
 /// The layer of `paths` from `measure` (sizes) then `write` (bytes).
 fn layer_of<M: Store, W: Store>(measure: M, write: W, paths: &[StorePath]) -> layer::LayerDigest {
-    fn opts<S: Store>(store: S) -> LayerOptions<S> {
-        LayerOptions {
-            store,
-            owner: Owner::default(),
-            mtime: 1,
-            permissions: Permissions::default(),
-        }
-    }
     let size = layer::measure_store_layer(&opts(measure), paths).unwrap();
     layer::write_store_layer(&opts(write), paths, size, std::io::sink()).unwrap()
 }
@@ -169,6 +171,22 @@ fn file_caches_of_every_compression_equal_the_local_store() {
         paths.sort();
         assert_eq!(paths, want, "{compression}: the closure");
         let paths: Vec<StorePath> = closure.iter().map(|i| i.store_path.clone()).collect();
+        // Sizes from the listings alone (no NAR fetched), bytes from the NARs.
+        let local = local();
+        let listed = tmp.path().join(format!("nar-listed-{compression}"));
+        let fresh = BinaryCache::open(&url, options(&[&public], &listed)).unwrap();
+        let opts_listed = opts(fresh.listed());
+        let size = layer::measure_store_layer(&opts_listed, &paths).unwrap();
+        assert_eq!(
+            size,
+            layer::measure_store_layer(&opts(&local), &paths).unwrap()
+        );
+        assert!(
+            nar_cache_files(&listed).is_empty(),
+            "measuring fetched no NAR"
+        );
+        let layer = layer::write_store_layer(&opts(&fresh), &paths, size, std::io::sink()).unwrap();
+        assert_eq!(layer, layer_of(&local, &local, &paths));
         assert_same_as_local(&cache, &paths);
         // A second build reads the NAR cache: same answers, no new files.
         let before = nar_cache_files(&nar_cache);
@@ -836,15 +854,50 @@ fn a_lying_listing_cannot_change_a_layer() {
         options(&[&signed.public], &signed.nar_cache()),
     )
     .unwrap();
-    let opts = |store| LayerOptions {
-        store,
-        owner: Owner::default(),
-        mtime: 1,
-        permissions: Permissions::default(),
-    };
     let paths = [hello.clone()];
+    // Measured from the listing, written from the NAR: refused.
+    let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
+    let e = layer::write_store_layer(&opts(&cache), &paths, size, std::io::sink()).unwrap_err();
+    let e = chain(&e);
+    assert!(
+        e.contains("disagrees with the verified NAR") && e.contains(hello.as_str()),
+        "{e}"
+    );
+    // Written through the listed view too: the NAR still decides.
+    let cache = BinaryCache::open(
+        &signed.url(),
+        options(&[&signed.public], &signed.tmp.path().join("nar2")),
+    )
+    .unwrap();
+    let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
+    let e = chain(
+        &layer::write_store_layer(&opts(cache.listed()), &paths, size, std::io::sink())
+            .unwrap_err(),
+    );
+    assert!(e.contains("disagrees with the verified NAR"), "{e}");
+    // A listing that changes a symlink's target but no size is caught too.
+    let busybox = cache
+        .closure(&paths)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.store_path.clone())
+        .find(|p| p.as_str().contains("busybox"))
+        .unwrap();
+    let ls = signed.dir().join(format!("{}.ls", busybox.hash_part()));
+    let text = std::fs::read_to_string(&ls).unwrap();
+    std::fs::write(
+        &ls,
+        text.replacen("\"target\":\"busybox\"", "\"target\":\"evilbox\"", 1),
+    )
+    .unwrap();
+    let cache = BinaryCache::open(
+        &signed.url(),
+        options(&[&signed.public], &signed.tmp.path().join("nar3")),
+    )
+    .unwrap();
+    let paths = [busybox];
     let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
     let e =
-        layer::write_store_layer(&opts(cache.listed()), &paths, size, std::io::sink()).unwrap_err();
-    assert!(e.to_string().contains("changed"), "{e}");
+        chain(&layer::write_store_layer(&opts(&cache), &paths, size, std::io::sink()).unwrap_err());
+    assert!(e.contains("disagrees with the verified NAR"), "{e}");
 }

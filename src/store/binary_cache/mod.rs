@@ -12,7 +12,7 @@
 //! Content comes from NARs: each is downloaded (retried), its `FileHash`
 //! and `FileSize` checked, decompressed (xz, zstd, bzip2 or none), its
 //! `NarHash` and `NarSize` checked and its structure validated while it
-//! is written to the local NAR cache ([`nar_cache`]), then renamed into
+//! is written to the local NAR cache ([`default_nar_cache_dir`]), then renamed into
 //! place. [`Store::entries`] and [`Store::open`] read that verified file:
 //! entries from its index, a file's bytes at its offset. NARs carry no
 //! mtime or owner and the executable bit maps to the canonical modes
@@ -26,8 +26,10 @@
 //! cache's `.ls` listings when it has them (nothing downloaded but a small
 //! JSON per path), else from the verified NAR; measure a layer through it
 //! and write it through the [`BinaryCache`] itself. A listing is unsigned,
-//! but only predicts: the layer's bytes come from the verified NAR, and the
-//! layer writer refuses a layer whose size differs from the prediction.
+//! but only predicts: a path's listing is used once, every later read of the
+//! path comes from its verified NAR, and when that NAR arrives it must give
+//! the very entries the listing gave, or the build fails
+//! ([`CacheError::ListingMismatch`]).
 //! OCI outputs and push need no sizes up front and use the cache alone;
 //! [`BinaryCache::fetch_all`] downloads a closure's NARs in parallel first.
 //!
@@ -277,6 +279,14 @@ pub enum CacheError {
         #[source]
         source: io::Error,
     },
+    /// A listing whose entries were used disagrees with the verified NAR.
+    #[error("`{path}`: the listing `{url}` disagrees with the verified NAR")]
+    ListingMismatch {
+        /// The store path.
+        path: String,
+        /// The listing.
+        url: String,
+    },
     /// Getting a file of `path` failed (the cause names the URL).
     #[error("fetching `{path}` failed")]
     Fetch {
@@ -321,6 +331,9 @@ pub struct BinaryCache {
     narinfos: Mutex<HashMap<StorePath, Arc<NarInfo>>>,
     nars: Mutex<HashMap<StorePath, Arc<Nar>>>,
     listings: Mutex<HashMap<StorePath, Option<Arc<NarIndex>>>>,
+    /// Listings whose entries were handed out: each is compared with its
+    /// NAR when the NAR arrives.
+    listed: Mutex<HashMap<StorePath, Arc<NarIndex>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -465,6 +478,7 @@ impl BinaryCache {
             narinfos: Mutex::new(HashMap::new()),
             nars: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
+            listed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -655,6 +669,14 @@ impl BinaryCache {
                 (nar, Some(len))
             }
         };
+        if let Some(listing) = lock(&self.listed).get(path) {
+            if listing.entries(path) != nar.index.entries(path) {
+                return Err(CacheError::ListingMismatch {
+                    path: path.to_string(),
+                    url: self.transport.url(&format!("{}.ls", path.hash_part())),
+                });
+            }
+        }
         let nar = Arc::new(nar);
         let keep: HashSet<PathBuf> = {
             let mut nars = lock(&self.nars);
@@ -968,16 +990,18 @@ impl Store for Listed<'_> {
     fn identity(&self) -> String {
         self.0.identity()
     }
+    /// From the listing the first time a path is asked for, unless its
+    /// NAR is already here; from the verified NAR every other time. So
+    /// measuring takes the listing and writing (even through this view)
+    /// the NAR, which is then checked against the listing that was used.
     fn entries(&self, path: &StorePath) -> Self::Entries<'_> {
         let cached = lock(&self.0.nars).contains_key(path);
-        if !cached {
+        let first = !lock(&self.0.listed).contains_key(path);
+        if !cached && first {
             if let Some(index) = self.0.listing(path) {
-                return index
-                    .entries(path)
-                    .into_iter()
-                    .map(Ok)
-                    .collect::<Vec<_>>()
-                    .into_iter();
+                let entries = index.entries(path);
+                lock(&self.0.listed).insert(path.clone(), index);
+                return entries.into_iter().map(Ok).collect::<Vec<_>>().into_iter();
             }
         }
         self.0.entries(path)
