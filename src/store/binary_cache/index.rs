@@ -249,4 +249,73 @@ mod tests {
         assert!(index.file(b"\x80").is_some());
         assert!(index.file("é".as_bytes()).is_none());
     }
+
+    /// Writes `node` at `disk` as a store would hold it.
+    fn materialise(disk: &std::path::Path, node: &N) {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        match node {
+            N::File(executable, contents) => {
+                std::fs::write(disk, contents).unwrap();
+                let mode = if *executable { 0o555 } else { 0o444 };
+                std::fs::set_permissions(disk, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            N::Link(target) => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), disk).unwrap();
+            }
+            N::Dir(entries) => {
+                std::fs::create_dir(disk).unwrap();
+                for (name, child) in entries {
+                    materialise(&disk.join(std::ffi::OsStr::from_bytes(name)), child);
+                }
+            }
+        }
+    }
+
+    fn arb_name() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        // ASCII, multi-byte UTF-8 and bytes that are no UTF-8.
+        let byte = prop_oneof![
+            b'a'..=b'c',
+            Just(b'.'),
+            Just(0xc3),
+            Just(0xa9),
+            Just(0x80),
+            Just(0xff)
+        ];
+        proptest::collection::vec(byte, 1..4)
+            .prop_filter("not . or ..", |n| n != b"." && n != b"..")
+    }
+
+    fn arb_tree() -> impl proptest::strategy::Strategy<Value = N> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..5))
+                .prop_map(|(x, c)| N::File(x, c)),
+            Just(N::Link(b"t".to_vec())),
+        ];
+        leaf.prop_recursive(3, 20, 4, |inner| {
+            // NAR order: siblings by bytes (a BTreeMap of byte names).
+            proptest::collection::btree_map(arb_name(), inner, 0..4)
+                .prop_map(|m| N::Dir(m.into_iter().collect()))
+        })
+    }
+
+    proptest::proptest! {
+        /// A NAR's entries are the local store's entries of the same tree:
+        /// same order (Python's, for any bytes), kinds and sizes.
+        #[test]
+        fn nar_entries_equal_the_local_walk(tree in arb_tree()) {
+            use crate::store::Store as _;
+            let root = tempfile::tempdir().unwrap();
+            let store = crate::store::local::fixture::local(root.path());
+            let path = "/nix/store/00000000000000000000000000000000-p";
+            std::fs::create_dir_all(store.disk_path("/nix/store")).unwrap();
+            materialise(&store.disk_path(path), &tree);
+            let path = StorePath::parse(&StoreDir::default(), path).unwrap();
+            let from_disk: Vec<Entry> = store.entries(&path).map(Result::unwrap).collect();
+            let index = NarIndex::read(nar(&tree).as_slice()).unwrap();
+            proptest::prop_assert_eq!(index.entries(&path), from_disk);
+        }
+    }
 }
