@@ -415,15 +415,17 @@ impl Drop for Nginx {
 impl Nginx {
     /// Serves `root`; with `htpasswd`, behind basic auth.
     fn start(root: &Path, htpasswd: Option<&Path>) -> Option<Self> {
-        Self::start_with(root, htpasswd, None)
+        let auth = htpasswd.map_or(String::new(), |p| {
+            format!(
+                "auth_basic \"cache\"; auth_basic_user_file {};",
+                p.display()
+            )
+        });
+        Self::start_with(root, &auth, None)
     }
 
     /// Serves `root` over TLS with `(certificate, key)` when given.
-    fn start_with(
-        root: &Path,
-        htpasswd: Option<&Path>,
-        tls: Option<(&Path, &Path)>,
-    ) -> Option<Self> {
+    fn start_with(root: &Path, directives: &str, tls: Option<(&Path, &Path)>) -> Option<Self> {
         if !require_tool("nginx") {
             return None;
         }
@@ -433,12 +435,7 @@ impl Nginx {
             .local_addr()
             .unwrap()
             .port();
-        let mut auth = htpasswd.map_or(String::new(), |p| {
-            format!(
-                "auth_basic \"cache\"; auth_basic_user_file {};",
-                p.display()
-            )
-        });
+        let mut auth = directives.to_owned();
         let mut listen = format!("127.0.0.1:{port}");
         if let Some((cert, key)) = tls {
             listen += " ssl";
@@ -683,7 +680,7 @@ fn https_cache_with_a_custom_ca() {
         return;
     }
     let (ca, cert, key) = test_ca(signed.tmp.path());
-    let Some(nginx) = Nginx::start_with(&signed.dir(), None, Some((&cert, &key))) else {
+    let Some(nginx) = Nginx::start_with(&signed.dir(), "", Some((&cert, &key))) else {
         return;
     };
     // Not trusted without the CA.
@@ -900,4 +897,34 @@ fn a_lying_listing_cannot_change_a_layer() {
     let e =
         chain(&layer::write_store_layer(&opts(&cache), &paths, size, std::io::sink()).unwrap_err());
     assert!(e.contains("disagrees with the verified NAR"), "{e}");
+}
+
+#[test]
+fn bearer_token_for_a_private_cache() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let check = "if ($http_authorization != \"Bearer t0ken-value\") { return 401; }";
+    let Some(nginx) = Nginx::start_with(&signed.dir(), check, None) else {
+        return;
+    };
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.auth.netrc_file = None;
+    opts.auth.bearer_token = Some("wrong-t0ken".into());
+    let e = BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err();
+    let shown = format!("{} {e:?}", chain(&e));
+    assert!(
+        shown.contains("refused") && !shown.contains("wrong-t0ken"),
+        "{shown}"
+    );
+    opts.auth.bearer_token = Some("t0ken-value".into());
+    let cache = BinaryCache::open(&nginx.url(), opts).unwrap();
+    assert!(!format!("{cache:?}").contains("t0ken-value"));
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
 }
