@@ -707,6 +707,8 @@ enum Fault {
     Flaky,
     /// NARs are cut in half after a full Content-Length.
     Truncate,
+    /// Only the first answer for each NAR is cut (a connection reset).
+    TruncateOnce,
 }
 
 /// A small HTTP server on 127.0.0.1 in front of a cache directory that
@@ -764,11 +766,13 @@ impl Faulty {
                         b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     ),
                     (Ok(body), fault) => {
-                        let cut = if fault == Fault::Truncate && target.starts_with("nar/") {
-                            body.len() / 2
-                        } else {
-                            body.len()
-                        };
+                        let once = fault == Fault::TruncateOnce && seen.insert(target.clone());
+                        let cut =
+                            if (fault == Fault::Truncate || once) && target.starts_with("nar/") {
+                                body.len() / 2
+                            } else {
+                                body.len()
+                            };
                         let head = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
@@ -818,6 +822,13 @@ fn retries_on_503_and_refuses_truncated_downloads() {
         .iter()
         .map(|i| i.store_path.clone())
         .collect();
+    cache.fetch_all(&paths).unwrap();
+    assert_same_as_local(&cache, &paths);
+
+    // A NAR cut once is fetched again.
+    let once = Faulty::start(signed.dir(), Fault::TruncateOnce);
+    let again = signed.tmp.path().join("nar-again");
+    let cache = BinaryCache::open(&once.url(), options(&[&signed.public], &again)).unwrap();
     cache.fetch_all(&paths).unwrap();
     assert_same_as_local(&cache, &paths);
 

@@ -379,21 +379,21 @@ fn check_url(url: &str) -> Result<(), CacheError> {
 }
 
 /// sha256 and length of what passes through.
-struct Hashing<T> {
+pub(super) struct Hashing<T> {
     inner: T,
     hasher: Sha256,
     len: u64,
 }
 
 impl<T> Hashing<T> {
-    fn new(inner: T) -> Self {
+    pub(super) fn new(inner: T) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
             len: 0,
         }
     }
-    fn finish(self) -> (T, NarHash, u64) {
+    pub(super) fn finish(self) -> (T, NarHash, u64) {
         (self.inner, NarHash(self.hasher.finalize().into()), self.len)
     }
 }
@@ -407,19 +407,6 @@ impl<W: Write> Write for Hashing<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-impl<W: Seek> Seek for Hashing<W> {
-    /// Only a rewind to the start (a retried download), which restarts the hash.
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        let at = self.inner.seek(pos)?;
-        if at != 0 {
-            return Err(io::Error::other("only a rewind is supported"));
-        }
-        self.hasher = Sha256::new();
-        self.len = 0;
-        Ok(at)
     }
 }
 
@@ -709,22 +696,24 @@ impl BinaryCache {
         let limit = info
             .file_size
             .unwrap_or_else(|| info.nar_size.saturating_mul(2).saturating_add(1 << 20));
-        let mut out = Hashing::new(BufWriter::new(compressed.as_file()));
         let copied = self
             .transport
-            .download(&info.url, limit.saturating_add(1), limit, &mut out)
+            .download(
+                &info.url,
+                limit.saturating_add(1),
+                limit,
+                compressed.as_file(),
+            )
             .map_err(|e| CacheError::Fetch {
                 path: path.clone(),
                 source: Box::new(e),
             })?;
-        if copied.is_none() {
+        let Some((file_hash, file_size)) = copied else {
             return Err(CacheError::Missing {
                 what: format!("the NAR of `{path}`"),
                 url,
             });
-        }
-        let (writer, file_hash, file_size) = out.finish();
-        writer.into_inner().map_err(|e| cache_err(e.into_error()))?;
+        };
         if let Some(expected) = info.file_size {
             if file_size != expected {
                 return Err(mismatch(

@@ -13,13 +13,14 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::CacheError;
+use super::{CacheError, Hashing};
+use crate::nix::NarHash;
 use crate::sink::registry::Timeouts;
 
 /// Tries of one request: the first and three retries.
@@ -204,27 +205,43 @@ impl Transport {
         }
     }
 
-    /// Copies the file `rel` into `out` (from its start: a retry rewinds
-    /// it), at most `limit` bytes: the number copied, or `None` when the
-    /// cache has no such file. `expected` sizes the deadline.
+    /// Copies the file `rel` into `out` (emptied first, and again for a
+    /// retry), at most `limit` bytes: the sha256 and length of what was
+    /// copied, or `None` when the cache has no such file. `expected` sizes
+    /// the deadline.
     pub(super) fn download(
         &self,
         rel: &str,
         limit: u64,
         expected: u64,
-        out: &mut (impl Write + io::Seek),
-    ) -> Result<Option<u64>, CacheError> {
+        out: &File,
+    ) -> Result<Option<(NarHash, u64)>, CacheError> {
         let url = self.url(rel);
+        let read_err = |source| CacheError::Read {
+            url: url.clone(),
+            source,
+        };
+        // One attempt: `out` emptied, then `from` copied into it, hashed.
+        let copy = |from: &mut dyn Read| -> io::Result<(NarHash, u64)> {
+            let mut file = out;
+            file.set_len(0)?;
+            file.rewind()?;
+            let mut hashing = Hashing::new(io::BufWriter::with_capacity(1 << 16, file));
+            io::copy(&mut from.take(limit), &mut hashing)?;
+            let (writer, hash, len) = hashing.finish();
+            writer
+                .into_inner()
+                .map_err(io::IntoInnerError::into_error)?;
+            Ok((hash, len))
+        };
         match self {
             Self::File { root } => {
-                let file = match File::open(root.join(rel)) {
+                let mut file = match File::open(root.join(rel)) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(source) => return Err(CacheError::Read { url, source }),
                 };
-                let n = io::copy(&mut file.take(limit), out)
-                    .map_err(|source| CacheError::Read { url, source })?;
-                Ok(Some(n))
+                copy(&mut file).map(Some).map_err(read_err)
             }
             Self::Http { .. } => {
                 let mut attempt = 0;
@@ -233,16 +250,12 @@ impl Transport {
                     let Some(resp) = self.request(rel, Some(expected))? else {
                         return Ok(None);
                     };
-                    out.rewind().map_err(|source| CacheError::Read {
-                        url: url.clone(),
-                        source,
-                    })?;
                     let mut body = resp.into_body();
                     let mut reader = body.with_config().limit(limit).reader();
-                    match io::copy(&mut reader, out) {
-                        Ok(n) => return Ok(Some(n)),
+                    match copy(&mut reader) {
+                        Ok(done) => return Ok(Some(done)),
                         Err(_) if attempt < ATTEMPTS => backoff(attempt),
-                        Err(source) => return Err(CacheError::Read { url, source }),
+                        Err(source) => return Err(read_err(source)),
                     }
                 }
             }
