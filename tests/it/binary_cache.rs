@@ -939,3 +939,35 @@ fn bearer_token_for_a_private_cache() {
         .collect();
     assert_same_as_local(&cache, &paths);
 }
+
+#[test]
+fn two_builds_share_one_nar_cache() {
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let shared = signed.nar_cache();
+    let build = || {
+        let cache = BinaryCache::open(&signed.url(), options(&[&signed.public], &shared)).unwrap();
+        let paths: Vec<StorePath> = cache
+            .closure(&signed.roots)
+            .unwrap()
+            .iter()
+            .map(|i| i.store_path.clone())
+            .collect();
+        cache.fetch_all(&paths).unwrap();
+        assert_same_as_local(&cache, &paths);
+        paths.len()
+    };
+    let counts: Vec<usize> = std::thread::scope(|s| {
+        let a = s.spawn(build);
+        let b = s.spawn(build);
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    let files = nar_cache_files(&shared);
+    assert_eq!(
+        files.len(),
+        counts[0],
+        "one NAR per path, nothing partial: {files:?}"
+    );
+    assert!(files.iter().all(|f| f.ends_with(".nar")), "{files:?}");
+}
