@@ -4,6 +4,9 @@
 
 pub mod base32;
 mod hash;
+pub mod listing;
+pub mod nar;
+pub mod narinfo;
 mod store_path;
 
 pub use hash::{HashParseError, NarHash};

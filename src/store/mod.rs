@@ -160,9 +160,11 @@ use std::str;
 
 use crate::nix::{StoreDir, StorePath};
 
+pub mod binary_cache;
 mod local;
 mod nar;
 
+pub use binary_cache::{BinaryCache, CacheOptions};
 pub use local::{LocalEntries, StoreLocation};
 
 #[cfg(test)]

@@ -1,0 +1,1050 @@
+//! A Nix binary cache as a [`Store`]: images built with no local Nix store.
+//!
+//! [`BinaryCache::open`] reads the cache's `nix-cache-info` (its
+//! `StoreDir` must be the build's store directory); [`BinaryCache::closure`]
+//! reads `<hash>.narinfo` for the roots and, through their `References`,
+//! the whole closure, on a bounded pool of threads. Each narinfo is checked
+//! on arrival: it must be for the path asked, and with trusted keys it must
+//! carry a valid ed25519 `Sig` from one of them ([`NarInfo::verify`]).
+//! Without keys the cache is refused unless `require_signatures` is false
+//! (Nix's default is to require them).
+//!
+//! Content comes from NARs: each is downloaded (retried), its `FileHash`
+//! and `FileSize` checked, decompressed (xz, zstd, bzip2 or none), its
+//! `NarHash` and `NarSize` checked and its structure validated while it
+//! is written to the local NAR cache ([`default_nar_cache_dir`]), then renamed into
+//! place. [`Store::entries`] and [`Store::open`] read that verified file:
+//! entries from its index, a file's bytes at its offset. NARs carry no
+//! mtime or owner and the executable bit maps to the canonical modes
+//! ([`Entry::mode`]), so the layers are those of a local store holding the
+//! same paths.
+//!
+//! # Sizes before bytes
+//!
+//! The one-pass docker archive needs each layer's size before its bytes.
+//! [`BinaryCache::listed`] is a view whose [`Store::entries`] come from the
+//! cache's `.ls` listings when it has them (nothing downloaded but a small
+//! JSON per path), else from the verified NAR; measure a layer through it
+//! and write it through the [`BinaryCache`] itself. A listing is unsigned,
+//! but only predicts: a path's listing is used once, every later read of the
+//! path comes from its verified NAR, and when that NAR arrives it must give
+//! the very entries the listing gave, or the build fails
+//! ([`CacheError::ListingMismatch`]).
+//! OCI outputs and push need no sizes up front and use the cache alone;
+//! [`BinaryCache::fetch_all`] downloads a closure's NARs in parallel first.
+//!
+//! # How the manifest maps onto it (to be wired)
+//!
+//! ```toml
+//! [closure]
+//! source = { binary_cache = "https://cache.example.org" }  # → BinaryCache::open(url, …)
+//! trusted_public_keys = ["cache.example.org-1:base64…"]     # → CacheOptions::trusted_keys
+//! require_signatures = true                                 # → CacheOptions::require_signatures
+//! netrc_file = "~/.netrc"                                   # → Auth::netrc_file (default ~/.netrc)
+//! ```
+//!
+//! `[store] dir` → [`CacheOptions::store_dir`]; the bearer token is
+//! `NIXLAYER_CACHE_TOKEN` from the environment → [`Auth::bearer_token`];
+//! the NAR cache is `$XDG_CACHE_HOME/nixlayer/nar` ([`default_nar_cache_dir`])
+//! bounded by [`CacheOptions::nar_cache_max_bytes`]. The closure graph is
+//! `closure(roots)` mapped through [`NarInfo::path_info`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Entry, Error, Store};
+use crate::nix::listing::{self, MAX_LISTING};
+use crate::nix::nar::NarError;
+use crate::nix::narinfo::{
+    self, Compression, NarInfo, ParseError, PublicKey, SignatureError, MAX_NARINFO,
+};
+use crate::nix::{NarHash, StoreDir, StorePath};
+use crate::sink::registry::Timeouts;
+
+mod index;
+mod nar_cache;
+mod transport;
+
+use index::NarIndex;
+pub use nar_cache::default_dir as default_nar_cache_dir;
+use nar_cache::NarCache;
+pub use transport::Auth;
+use transport::Transport;
+
+/// How to read a binary cache.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// The build's store directory; the cache's `StoreDir` must equal it.
+    pub store_dir: StoreDir,
+    /// Keys whose signatures are trusted (`name:base64`).
+    pub trusted_keys: Vec<PublicKey>,
+    /// Refuse a cache when no keys are given (Nix's default).
+    pub require_signatures: bool,
+    /// Credentials for an HTTP cache.
+    pub auth: Auth,
+    /// Where verified NARs are kept.
+    pub nar_cache_dir: PathBuf,
+    /// The most bytes the NAR cache keeps (least recently used go first).
+    pub nar_cache_max_bytes: u64,
+    /// Requests in flight at once.
+    pub threads: usize,
+    /// Request deadlines.
+    pub timeouts: Timeouts,
+    /// PEM files of CAs trusted for `https://` besides the system's:
+    /// `SSL_CERT_FILE` (or `NIX_SSL_CERT_FILE`) by default, as Nix reads them.
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl CacheOptions {
+    /// Options requiring signatures by `trusted_keys`, NARs cached in
+    /// `nar_cache_dir` (up to 10 GiB), 8 requests at once.
+    #[must_use]
+    pub fn new(trusted_keys: Vec<PublicKey>, nar_cache_dir: PathBuf) -> Self {
+        Self {
+            store_dir: StoreDir::default(),
+            trusted_keys,
+            require_signatures: true,
+            auth: Auth::default(),
+            nar_cache_dir,
+            nar_cache_max_bytes: 10 << 30,
+            threads: 8,
+            timeouts: Timeouts::default(),
+            ca_files: ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"]
+                .iter()
+                .filter_map(|var| std::env::var_os(var).filter(|v| !v.is_empty()))
+                .map(PathBuf::from)
+                .collect(),
+        }
+    }
+}
+
+/// Why a binary cache could not be read. Each names the URL, and the store
+/// path when there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// A URL this tool cannot read.
+    #[error("binary cache `{url}`: {reason}")]
+    Url {
+        /// The URL as given (without credentials).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// No keys and signatures required.
+    #[error("binary cache `{url}`: no trusted_public_keys given; set them, or require_signatures = false to accept unsigned paths")]
+    NoKeys {
+        /// The cache.
+        url: String,
+    },
+    /// The cache's `StoreDir` is not the build's.
+    #[error("binary cache `{url}` holds paths of store `{found}`, not `{expected}`")]
+    StoreDir {
+        /// Its `nix-cache-info`.
+        url: String,
+        /// The build's.
+        expected: String,
+        /// The cache's.
+        found: String,
+    },
+    /// A file the cache should have is missing.
+    #[error("{what} is missing at `{url}`")]
+    Missing {
+        /// What (e.g. `the narinfo of /nix/store/…`).
+        what: String,
+        /// Where it was looked for.
+        url: String,
+    },
+    /// A narinfo or `nix-cache-info` is malformed.
+    #[error("`{url}`{} is malformed", for_path(path))]
+    Parse {
+        /// Where.
+        url: String,
+        /// Its store path, when known.
+        path: Option<String>,
+        /// What is wrong.
+        #[source]
+        source: ParseError,
+    },
+    /// A narinfo for another path than asked.
+    #[error("`{url}` describes `{found}`, not `{path}`")]
+    WrongPath {
+        /// Where.
+        url: String,
+        /// Asked for.
+        path: String,
+        /// Described.
+        found: String,
+    },
+    /// A narinfo without a valid trusted signature.
+    #[error("`{path}` from `{url}` is refused")]
+    Signature {
+        /// The store path.
+        path: String,
+        /// Its narinfo.
+        url: String,
+        /// Why.
+        #[source]
+        source: SignatureError,
+    },
+    /// A hash or size differs from the narinfo's.
+    #[error("`{path}`: {what} of `{url}` is {found}, the narinfo says {expected}")]
+    Mismatch {
+        /// The store path.
+        path: String,
+        /// The NAR file.
+        url: String,
+        /// `FileHash`, `FileSize`, `NarHash` or `NarSize`.
+        what: &'static str,
+        /// From the narinfo.
+        expected: String,
+        /// Found.
+        found: String,
+    },
+    /// The NAR is not a valid NAR, or decompressing it failed.
+    #[error("`{path}`: the NAR `{url}` is invalid (compression: {compression})")]
+    Nar {
+        /// The store path.
+        path: String,
+        /// The NAR file.
+        url: String,
+        /// How it was compressed.
+        compression: Compression,
+        /// Why.
+        #[source]
+        source: NarError,
+    },
+    /// A response larger than allowed.
+    #[error("`{url}` is larger than {limit} bytes")]
+    TooLarge {
+        /// Where.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The server wants credentials, or refused ours.
+    #[error("`{url}` needs credentials{}", if *sent { " and refused the ones sent (from the netrc file or NIXLAYER_CACHE_TOKEN)" } else { ": none were found (give them in a netrc file, netrc_file, or NIXLAYER_CACHE_TOKEN)" })]
+    Unauthorized {
+        /// Where.
+        url: String,
+        /// Whether credentials were sent.
+        sent: bool,
+    },
+    /// An HTTP status that is not success.
+    #[error("`{url}` answered HTTP {status}")]
+    Status {
+        /// Where.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// A request ran out of time.
+    #[error("`{url}` did not answer within {after:?}")]
+    Timeout {
+        /// Where.
+        url: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// A request failed.
+    #[error("request to `{url}` failed")]
+    Http {
+        /// Where.
+        url: String,
+        /// The cause.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// Reading (a download, a cache file) failed.
+    #[error("reading `{url}` failed")]
+    Read {
+        /// Where.
+        url: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The local NAR cache failed.
+    #[error("the NAR cache `{}` failed", dir.display())]
+    NarCache {
+        /// Its directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A listing whose entries were used disagrees with the verified NAR.
+    #[error("`{path}`: the listing `{url}` disagrees with the verified NAR")]
+    ListingMismatch {
+        /// The store path.
+        path: String,
+        /// The listing.
+        url: String,
+    },
+    /// Getting a file of `path` failed (the cause names the URL).
+    #[error("fetching `{path}` failed")]
+    Fetch {
+        /// The store path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: Box<CacheError>,
+    },
+    /// A path of the store directory but not a store path.
+    #[error("`{name}` is not in a store path")]
+    NotStorePath {
+        /// The name.
+        name: String,
+    },
+}
+
+fn for_path(path: &Option<String>) -> String {
+    path.as_ref()
+        .map_or_else(String::new, |p| format!(" (of `{p}`)"))
+}
+
+/// A store path, its NAR and the rest of a name below it.
+type Located<'n> = (StorePath, Arc<Nar>, &'n [u8]);
+
+/// A verified NAR in the NAR cache: the open file and its index.
+#[derive(Debug)]
+struct Nar {
+    file: Arc<File>,
+    path: PathBuf,
+    index: NarIndex,
+}
+
+/// A Nix binary cache read as a store.
+#[derive(Debug)]
+pub struct BinaryCache {
+    /// The URL, as shown.
+    url: String,
+    transport: Transport,
+    options: CacheOptions,
+    nar_cache: NarCache,
+    narinfos: Mutex<HashMap<StorePath, Arc<NarInfo>>>,
+    nars: Mutex<HashMap<StorePath, Arc<Nar>>>,
+    listings: Mutex<HashMap<StorePath, Option<Arc<NarIndex>>>>,
+    /// Listings whose entries were handed out: each is compared with its
+    /// NAR when the NAR arrives.
+    listed: Mutex<HashMap<StorePath, Arc<NarIndex>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks `url`: `file://` (absolute path), `http://`, `https://`.
+fn check_url(url: &str) -> Result<(), CacheError> {
+    let err = |reason: &str| CacheError::Url {
+        url: url.split('@').next_back().unwrap_or(url).to_owned(),
+        reason: reason.to_owned(),
+    };
+    if url.starts_with("s3://") {
+        return Err(err("s3:// is not supported; use the bucket's HTTPS endpoint (https://<bucket>.s3.<region>.amazonaws.com, or your endpoint's), with credentials in a netrc file or NIXLAYER_CACHE_TOKEN"));
+    }
+    if url.contains(['?', '#']) {
+        return Err(err(
+            "URL parameters are not supported; give the bare cache URL",
+        ));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(err("a file:// URL needs an absolute path (file:///dir)"));
+        }
+        return Ok(());
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err(err("expected a file://, http:// or https:// URL"));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(err(
+            "credentials in the URL are not accepted; put them in a netrc file",
+        ));
+    }
+    if authority.is_empty() || url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(err("no host, or spaces or control characters in the URL"));
+    }
+    Ok(())
+}
+
+/// sha256 and length of what passes through.
+pub(super) struct Hashing<T> {
+    inner: T,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<T> Hashing<T> {
+    pub(super) fn new(inner: T) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+    pub(super) fn finish(self) -> (T, NarHash, u64) {
+        (self.inner, NarHash(self.hasher.finalize().into()), self.len)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reads from `inner`, writing each byte read to `out`, hashing it.
+struct Tee<R, W> {
+    inner: R,
+    out: Hashing<W>,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl BinaryCache {
+    /// Opens the cache at `url` and checks its `nix-cache-info`.
+    ///
+    /// # Errors
+    /// For an unsupported URL (`s3://`: use the HTTPS endpoint), no keys
+    /// while signatures are required, an unreachable cache or another
+    /// store directory.
+    pub fn open(url: &str, options: CacheOptions) -> Result<Self, CacheError> {
+        check_url(url)?;
+        let url = url.trim_end_matches('/').to_owned();
+        if options.trusted_keys.is_empty() && options.require_signatures {
+            return Err(CacheError::NoKeys { url });
+        }
+        let transport = Transport::new(&url, &options.auth, options.timeouts, &options.ca_files)?;
+        let info_url = transport.url("nix-cache-info");
+        let text = transport
+            .get("nix-cache-info", MAX_NARINFO)?
+            .ok_or_else(|| CacheError::Missing {
+                what: "nix-cache-info (is this a binary cache?)".into(),
+                url: info_url.clone(),
+            })?;
+        let dir = narinfo::parse_cache_info(&text).map_err(|source| CacheError::Parse {
+            url: info_url.clone(),
+            path: None,
+            source,
+        })?;
+        if dir != options.store_dir {
+            return Err(CacheError::StoreDir {
+                url: info_url,
+                expected: options.store_dir.to_string(),
+                found: dir.to_string(),
+            });
+        }
+        Ok(Self {
+            url,
+            transport,
+            nar_cache: NarCache::new(options.nar_cache_dir.clone(), options.nar_cache_max_bytes),
+            options,
+            narinfos: Mutex::new(HashMap::new()),
+            nars: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            listed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The cache's URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The verified narinfo of `path`; `None` when the cache has none.
+    ///
+    /// # Errors
+    /// When it cannot be fetched or parsed, describes another path, or
+    /// lacks a valid signature from a trusted key (when keys are given).
+    pub fn narinfo(&self, path: &StorePath) -> Result<Option<Arc<NarInfo>>, CacheError> {
+        if let Some(info) = lock(&self.narinfos).get(path) {
+            return Ok(Some(Arc::clone(info)));
+        }
+        let rel = format!("{}.narinfo", path.hash_part());
+        let url = self.transport.url(&rel);
+        let fetched = self.transport.get(&rel, MAX_NARINFO);
+        let Some(text) = fetched.map_err(|e| CacheError::Fetch {
+            path: path.to_string(),
+            source: Box::new(e),
+        })?
+        else {
+            return Ok(None);
+        };
+        let info =
+            NarInfo::parse(&self.options.store_dir, &text).map_err(|source| CacheError::Parse {
+                url: url.clone(),
+                path: Some(path.to_string()),
+                source,
+            })?;
+        if info.store_path != *path {
+            return Err(CacheError::WrongPath {
+                url,
+                path: path.to_string(),
+                found: info.store_path.to_string(),
+            });
+        }
+        if !self.options.trusted_keys.is_empty() {
+            info.verify(&self.options.trusted_keys)
+                .map_err(|source| CacheError::Signature {
+                    path: path.to_string(),
+                    url: url.clone(),
+                    source,
+                })?;
+        }
+        let info = Arc::new(info);
+        lock(&self.narinfos).insert(path.clone(), Arc::clone(&info));
+        Ok(Some(info))
+    }
+
+    fn required_narinfo(&self, path: &StorePath) -> Result<Arc<NarInfo>, CacheError> {
+        self.narinfo(path)?.ok_or_else(|| CacheError::Missing {
+            what: format!("the narinfo of `{path}`"),
+            url: self.transport.url(&format!("{}.narinfo", path.hash_part())),
+        })
+    }
+
+    /// The verified narinfos of the closure of `roots`, sorted by path,
+    /// fetched `options.threads` at a time.
+    ///
+    /// # Errors
+    /// The first failure of any narinfo (missing, malformed, unsigned…).
+    pub fn closure(&self, roots: &[StorePath]) -> Result<Vec<Arc<NarInfo>>, CacheError> {
+        struct Work {
+            queue: VecDeque<StorePath>,
+            seen: HashSet<StorePath>,
+            busy: usize,
+            error: Option<CacheError>,
+            done: Vec<Arc<NarInfo>>,
+        }
+        let work = Mutex::new(Work {
+            queue: roots.iter().cloned().collect(),
+            seen: roots.iter().cloned().collect(),
+            busy: 0,
+            error: None,
+            done: Vec::new(),
+        });
+        let wake = Condvar::new();
+        let worker = || loop {
+            let path = {
+                let mut w = lock(&work);
+                loop {
+                    if w.error.is_some() {
+                        return;
+                    }
+                    if let Some(p) = w.queue.pop_front() {
+                        w.busy += 1;
+                        break p;
+                    }
+                    if w.busy == 0 {
+                        return;
+                    }
+                    w = wake.wait(w).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let result = self.required_narinfo(&path);
+            let mut w = lock(&work);
+            w.busy -= 1;
+            match result {
+                Ok(info) => {
+                    for r in &info.references {
+                        if w.seen.insert(r.clone()) {
+                            w.queue.push_back(r.clone());
+                        }
+                    }
+                    w.done.push(info);
+                }
+                Err(e) => {
+                    w.error.get_or_insert(e);
+                }
+            }
+            wake.notify_all();
+        };
+        std::thread::scope(|s| {
+            for _ in 0..self.options.threads.max(1) {
+                s.spawn(worker);
+            }
+        });
+        let work = work.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = work.error {
+            return Err(e);
+        }
+        let mut done = work.done;
+        done.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+        Ok(done)
+    }
+
+    /// Downloads and verifies the NARs of `paths` not yet cached,
+    /// `options.threads` at a time.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub fn fetch_all(&self, paths: &[StorePath]) -> Result<(), CacheError> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let error: Mutex<Option<CacheError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.options.threads.max(1).min(paths.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= paths.len() || lock(&error).is_some() {
+                        return;
+                    }
+                    if let Err(e) = self.nar(&paths[i]) {
+                        lock(&error).get_or_insert(e);
+                        return;
+                    }
+                });
+            }
+        });
+        match error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The verified NAR of `path`, from the NAR cache or downloaded.
+    fn nar(&self, path: &StorePath) -> Result<Arc<Nar>, CacheError> {
+        if let Some(nar) = lock(&self.nars).get(path) {
+            return Ok(Arc::clone(nar));
+        }
+        let info = self.required_narinfo(path)?;
+        let cache_err = |source| CacheError::NarCache {
+            dir: self.nar_cache.dir.clone(),
+            source,
+        };
+        let file_path = self.nar_cache.path(&info.nar_hash);
+        let nar = match self.nar_cache.open(&info.nar_hash).map_err(cache_err)? {
+            // Verified when it was put there; a damaged one is fetched anew.
+            Some(file) => match NarIndex::read_file(BufReader::with_capacity(1 << 16, &file)) {
+                Ok(index) => Some(Nar {
+                    file: Arc::new(file),
+                    path: file_path.clone(),
+                    index,
+                }),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let (nar, added) = match nar {
+            Some(nar) => (nar, None),
+            None => {
+                let nar = self.download(&info)?;
+                let len = nar.file.metadata().map(|m| m.len()).unwrap_or(0);
+                (nar, Some(len))
+            }
+        };
+        if let Some(listing) = lock(&self.listed).get(path) {
+            if listing.entries(path) != nar.index.entries(path) {
+                return Err(CacheError::ListingMismatch {
+                    path: path.to_string(),
+                    url: self.transport.url(&format!("{}.ls", path.hash_part())),
+                });
+            }
+        }
+        let nar = Arc::new(nar);
+        let keep: HashSet<PathBuf> = {
+            let mut nars = lock(&self.nars);
+            nars.insert(path.clone(), Arc::clone(&nar));
+            nars.values().map(|n| n.path.clone()).collect()
+        };
+        if let Some(len) = added {
+            self.nar_cache.added(len, &keep).map_err(cache_err)?;
+        }
+        Ok(nar)
+    }
+
+    /// Downloads, checks and caches the NAR `info` describes.
+    fn download(&self, info: &NarInfo) -> Result<Nar, CacheError> {
+        let path = info.store_path.to_string();
+        let url = self.transport.url(&info.url);
+        let cache_err = |source| CacheError::NarCache {
+            dir: self.nar_cache.dir.clone(),
+            source,
+        };
+        let mismatch = |what, expected: String, found: String| CacheError::Mismatch {
+            path: path.clone(),
+            url: url.clone(),
+            what,
+            expected,
+            found,
+        };
+        // 1. The file as served, hashed on the way, into a temporary file.
+        let compressed = self.nar_cache.temp().map_err(cache_err)?;
+        let limit = info
+            .file_size
+            .unwrap_or_else(|| info.nar_size.saturating_mul(2).saturating_add(1 << 20));
+        let copied = self
+            .transport
+            .download(
+                &info.url,
+                limit.saturating_add(1),
+                limit,
+                compressed.as_file(),
+            )
+            .map_err(|e| CacheError::Fetch {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+        let Some((file_hash, file_size)) = copied else {
+            return Err(CacheError::Missing {
+                what: format!("the NAR of `{path}`"),
+                url,
+            });
+        };
+        if let Some(expected) = info.file_size {
+            if file_size != expected {
+                return Err(mismatch(
+                    "FileSize",
+                    expected.to_string(),
+                    file_size.to_string(),
+                ));
+            }
+        }
+        if let Some(expected) = info.file_hash {
+            if file_hash != expected {
+                return Err(mismatch(
+                    "FileHash",
+                    expected.to_nix32(),
+                    file_hash.to_nix32(),
+                ));
+            }
+        }
+        // 2. Decompressed (never past NarSize + 1), checked as a NAR,
+        //    hashed and written to the NAR's temporary file.
+        let mut source = compressed.reopen().map_err(cache_err)?;
+        source.rewind().map_err(cache_err)?;
+        let buffered = BufReader::with_capacity(1 << 16, source);
+        let decoder: Box<dyn Read> = match info.compression {
+            Compression::None => Box::new(buffered),
+            Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
+            Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(cache_err)?)
+            }
+        };
+        let nar_file = self.nar_cache.temp().map_err(cache_err)?;
+        let mut tee = Tee {
+            inner: decoder.take(info.nar_size.saturating_add(1)),
+            out: Hashing::new(BufWriter::with_capacity(
+                1 << 16,
+                nar_file.reopen().map_err(cache_err)?,
+            )),
+        };
+        let parsed = NarIndex::read(&mut tee);
+        // Whatever the decoder still holds counts towards NarSize.
+        let drained = io::copy(&mut tee, &mut io::sink());
+        let (writer, nar_hash, nar_size) = tee.out.finish();
+        let nar_error = |source| CacheError::Nar {
+            path: path.clone(),
+            url: url.clone(),
+            compression: info.compression,
+            source,
+        };
+        // A decoder's failure first (a corrupt or truncated file), then the
+        // signed size and hash, then the structure of a NAR that has them.
+        let parsed = match parsed {
+            Err(NarError::Io { source, offset })
+                if source.kind() != io::ErrorKind::UnexpectedEof =>
+            {
+                return Err(nar_error(NarError::Io { source, offset }))
+            }
+            other => other,
+        };
+        drained.map_err(|source| CacheError::Read {
+            url: url.clone(),
+            source,
+        })?;
+        if nar_size != info.nar_size {
+            return Err(mismatch(
+                "NarSize",
+                info.nar_size.to_string(),
+                nar_size.to_string(),
+            ));
+        }
+        if nar_hash != info.nar_hash {
+            return Err(mismatch(
+                "NarHash",
+                info.nar_hash.to_nix32(),
+                nar_hash.to_nix32(),
+            ));
+        }
+        let index = parsed.map_err(nar_error)?;
+        writer.into_inner().map_err(|e| cache_err(e.into_error()))?;
+        drop(compressed);
+        // 3. Verified: into place.
+        let file = self
+            .nar_cache
+            .insert(nar_file, &info.nar_hash)
+            .map_err(cache_err)?;
+        Ok(Nar {
+            file: Arc::new(file),
+            path: self.nar_cache.path(&info.nar_hash),
+            index,
+        })
+    }
+
+    /// The `.ls` listing of `path`, when the cache has a valid one.
+    fn listing(&self, path: &StorePath) -> Option<Arc<NarIndex>> {
+        if let Some(l) = lock(&self.listings).get(path) {
+            return l.clone();
+        }
+        let rel = format!("{}.ls", path.hash_part());
+        // A listing is optional: any failure means "none", and the NAR is used.
+        let index = self
+            .transport
+            .get(&rel, MAX_LISTING)
+            .ok()
+            .flatten()
+            .and_then(|bytes| listing::parse(&bytes).ok())
+            .map(|root| Arc::new(NarIndex::from_listing(&root)));
+        lock(&self.listings).insert(path.clone(), index.clone());
+        index
+    }
+
+    /// A view for measuring layers: entries from `.ls` listings where the
+    /// cache has them and the NAR is not cached yet.
+    #[must_use]
+    pub fn listed(&self) -> Listed<'_> {
+        Listed(self)
+    }
+
+    /// The store path holding `name` and the rest of `name` below it.
+    fn split<'n>(&self, name: &'n [u8]) -> Result<(StorePath, &'n [u8]), CacheError> {
+        let name = name.strip_suffix(b"/").unwrap_or(name);
+        let not = || CacheError::NotStorePath {
+            name: String::from_utf8_lossy(name).into_owned(),
+        };
+        let dir = self.options.store_dir.as_str().as_bytes();
+        let rest = name
+            .strip_prefix(dir)
+            .and_then(|r| r.strip_prefix(b"/"))
+            .ok_or_else(not)?;
+        let (base, rel) = match rest.iter().position(|&b| b == b'/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &b""[..]),
+        };
+        let base = std::str::from_utf8(base).map_err(|_| not())?;
+        let path = StorePath::from_base_name(&self.options.store_dir, base).map_err(|_| not())?;
+        Ok((path, rel))
+    }
+
+    fn store_error(&self, name: &[u8], e: CacheError) -> Error {
+        Error::Io {
+            path: self.location(name),
+            source: io::Error::other(e),
+        }
+    }
+
+    /// The NAR holding `name`, `None` when the cache has no such path.
+    fn nar_of<'n>(&self, name: &'n [u8]) -> Result<Option<Located<'n>>, Error> {
+        let (path, rel) = match self.split(name) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        match self.narinfo(&path) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(self.store_error(name, e)),
+        }
+        let nar = self.nar(&path).map_err(|e| self.store_error(name, e))?;
+        Ok(Some((path, nar, rel)))
+    }
+}
+
+/// The bytes of one file of a cached NAR, read at its offset (`pread`: no
+/// shared position, so any number of readers at once).
+#[derive(Debug)]
+pub struct NarFile {
+    file: Arc<File>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for NarFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end - self.at;
+        let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Store for BinaryCache {
+    type Entries<'a> = std::vec::IntoIter<Result<Entry, Error>>;
+    type Reader<'a> = NarFile;
+
+    fn dir(&self) -> &StoreDir {
+        &self.options.store_dir
+    }
+
+    /// `binary-cache?url=URL`: every NAR is checked against its narinfo's
+    /// hash, so one URL gives one content per store path.
+    fn identity(&self) -> String {
+        format!("binary-cache?url={}", self.url)
+    }
+
+    fn entries(&self, path: &StorePath) -> Self::Entries<'_> {
+        let entries = match self.nar(path) {
+            Ok(nar) => nar.index.entries(path).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(self.store_error(path.as_str().as_bytes(), e))],
+        };
+        entries.into_iter()
+    }
+
+    fn entry(&self, name: &[u8]) -> Result<Option<Entry>, Error> {
+        Ok(self
+            .nar_of(name)?
+            .and_then(|(path, nar, rel)| nar.index.entry(&path, rel)))
+    }
+
+    fn read_dir(&self, name: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        let listed = self
+            .nar_of(name)?
+            .and_then(|(_, nar, rel)| nar.index.read_dir(rel));
+        listed.ok_or_else(|| Error::Io {
+            path: self.location(name),
+            source: io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    fn open(&self, name: &[u8]) -> Result<NarFile, Error> {
+        let not_found = || Error::Io {
+            path: self.location(name),
+            source: io::ErrorKind::NotFound.into(),
+        };
+        let (_, nar, rel) = self.nar_of(name)?.ok_or_else(not_found)?;
+        let at = nar.index.file(rel).ok_or_else(not_found)?;
+        Ok(NarFile {
+            file: Arc::clone(&nar.file),
+            at: at.offset,
+            end: at.offset + at.size,
+        })
+    }
+
+    fn location(&self, name: &[u8]) -> PathBuf {
+        PathBuf::from(format!("{} in {}", String::from_utf8_lossy(name), self.url))
+    }
+
+    fn nar_size(&self, path: &StorePath) -> Result<u64, Error> {
+        self.required_narinfo(path)
+            .map(|info| info.nar_size)
+            .map_err(|e| self.store_error(path.as_str().as_bytes(), e))
+    }
+
+    /// The signed `NarHash`: every NAR used is checked against it, so the
+    /// same hash means the same entries and bytes.
+    fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        self.required_narinfo(path)
+            .map(|info| info.nar_hash.to_base16().into_bytes())
+            .map_err(|e| self.store_error(path.as_str().as_bytes(), e))
+    }
+}
+
+/// [`BinaryCache::listed`]: entries from `.ls` listings, to measure layers.
+#[derive(Clone, Copy, Debug)]
+pub struct Listed<'a>(&'a BinaryCache);
+
+impl Store for Listed<'_> {
+    type Entries<'a>
+        = std::vec::IntoIter<Result<Entry, Error>>
+    where
+        Self: 'a;
+    type Reader<'a>
+        = NarFile
+    where
+        Self: 'a;
+
+    fn dir(&self) -> &StoreDir {
+        self.0.dir()
+    }
+    fn identity(&self) -> String {
+        self.0.identity()
+    }
+    /// From the listing the first time a path is asked for, unless its
+    /// NAR is already here; from the verified NAR every other time. So
+    /// measuring takes the listing and writing (even through this view)
+    /// the NAR, which is then checked against the listing that was used.
+    fn entries(&self, path: &StorePath) -> Self::Entries<'_> {
+        let cached = lock(&self.0.nars).contains_key(path);
+        let first = !lock(&self.0.listed).contains_key(path);
+        if !cached && first {
+            if let Some(index) = self.0.listing(path) {
+                let entries = index.entries(path);
+                lock(&self.0.listed).insert(path.clone(), index);
+                return entries.into_iter().map(Ok).collect::<Vec<_>>().into_iter();
+            }
+        }
+        self.0.entries(path)
+    }
+    fn entry(&self, name: &[u8]) -> Result<Option<Entry>, Error> {
+        self.0.entry(name)
+    }
+    fn read_dir(&self, name: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        self.0.read_dir(name)
+    }
+    fn open(&self, name: &[u8]) -> Result<NarFile, Error> {
+        self.0.open(name)
+    }
+    fn location(&self, name: &[u8]) -> PathBuf {
+        self.0.location(name)
+    }
+    fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        self.0.stamp(path)
+    }
+    fn nar_size(&self, path: &StorePath) -> Result<u64, Error> {
+        self.0.nar_size(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("file:///tmp/c").is_ok());
+        assert!(check_url("https://cache.example/sub").is_ok());
+        let e = check_url("s3://bucket").unwrap_err().to_string();
+        assert!(e.contains("HTTPS endpoint"), "{e}");
+        let e = check_url("https://user:pw@cache.example")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("pw"), "{e}");
+        for bad in [
+            "file://rel",
+            "ftp://x",
+            "https://",
+            "http://x/?a=b",
+            "ssh://h",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+}

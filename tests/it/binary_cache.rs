@@ -1,0 +1,977 @@
+//! The binary-cache store against real caches: written by `nix copy`
+//! (xz, zstd, bzip2, none; signed with keys from `nix-store
+//! --generate-binary-cache-key`), read straight from `file://` and served by
+//! a real nginx on 127.0.0.1, plain and behind basic auth (netrc).
+//! Every entry, every file's bytes and every layer equal the local store's.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nixlayer::layer::{self, LayerOptions, Owner, Permissions};
+use nixlayer::nix::narinfo::PublicKey;
+use nixlayer::nix::{StoreDir, StorePath};
+use nixlayer::store::binary_cache::{Auth, CacheError};
+use nixlayer::store::{BinaryCache, CacheOptions, EntryKind, Store, StoreLocation};
+
+use crate::util::{nix, nix_fixture, require_tool, temp_dir, tool, NIX_CONFIG};
+
+/// The fixture roots: the golden closure (a file path, a symlink path,
+/// libraries) and hello-app (busybox with its symlinks).
+fn roots() -> Option<Vec<StorePath>> {
+    let golden = nix_fixture("golden")?;
+    let hello = nix_fixture("hello")?;
+    Some(
+        [golden, hello]
+            .iter()
+            .map(|p| StorePath::parse(&StoreDir::default(), p.to_str().unwrap()).unwrap())
+            .collect(),
+    )
+}
+
+/// A signing key pair made by Nix: (secret key file, `name:base64` public key).
+fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let (secret, public) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    nix(
+        "nix-store",
+        &[
+            "--generate-binary-cache-key",
+            name,
+            secret.to_str().unwrap(),
+            public.to_str().unwrap(),
+        ],
+    );
+    (
+        secret,
+        std::fs::read_to_string(public).unwrap().trim().to_owned(),
+    )
+}
+
+/// `nix copy` of the roots' closure into a new `file://` cache at `dir`.
+fn nix_copy(dir: &Path, compression: &str, secret: Option<&Path>, roots: &[StorePath]) {
+    let mut url = format!(
+        "file://{}?compression={compression}&write-nar-listing=true",
+        dir.display()
+    );
+    if let Some(secret) = secret {
+        url += &format!("&secret-key={}", secret.display());
+    }
+    let mut args = vec!["copy", "--to", url.as_str()];
+    args.extend(roots.iter().map(StorePath::as_str));
+    nix("nix", &args);
+}
+
+fn options(keys: &[&str], nar_cache: &Path) -> CacheOptions {
+    let keys = keys.iter().map(|k| PublicKey::parse(k).unwrap()).collect();
+    CacheOptions::new(keys, nar_cache.to_owned())
+}
+
+fn local() -> StoreLocation {
+    StoreLocation {
+        dir: StoreDir::default(),
+        root: PathBuf::from("/"),
+    }
+}
+
+/// Layer options as a build gives them, over `store`.
+fn opts<S: Store>(store: S) -> LayerOptions<S> {
+    LayerOptions {
+        store,
+        owner: Owner::default(),
+        mtime: 1,
+        permissions: Permissions::default(),
+    }
+}
+
+/// The layer of `paths` from `measure` (sizes) then `write` (bytes).
+fn layer_of<M: Store, W: Store>(
+    measure: M,
+    write: W,
+    paths: &[StorePath],
+) -> nixlayer::oci::LayerDigest {
+    let size = layer::measure_store_layer(&opts(measure), paths).unwrap();
+    layer::write_store_layer(&opts(write), paths, size, std::io::sink()).unwrap()
+}
+
+/// Everything a local store and the cache say about `paths` agrees: every
+/// entry, every file's bytes, NAR sizes, and the layer of all of them.
+fn assert_same_as_local(cache: &BinaryCache, paths: &[StorePath]) {
+    let local = local();
+    for path in paths {
+        let from_cache: Vec<_> = cache.entries(path).map(Result::unwrap).collect();
+        let from_disk: Vec<_> = local.entries(path).map(Result::unwrap).collect();
+        assert_eq!(from_cache, from_disk, "entries of {path}");
+        for entry in &from_disk {
+            if let EntryKind::Regular { .. } = entry.kind {
+                let mut a = Vec::new();
+                cache
+                    .open(&entry.name)
+                    .unwrap()
+                    .read_to_end(&mut a)
+                    .unwrap();
+                let b = std::fs::read(local.location(&entry.name)).unwrap();
+                assert!(a == b, "bytes of {}", String::from_utf8_lossy(&entry.name));
+            }
+            let name = entry.name.strip_suffix(b"/").unwrap_or(&entry.name);
+            assert_eq!(cache.entry(name).unwrap(), local.entry(name).unwrap());
+            if entry.kind == EntryKind::Directory {
+                assert_eq!(cache.read_dir(name).unwrap(), local.read_dir(name).unwrap());
+            }
+        }
+        assert_eq!(cache.nar_size(path).unwrap(), local.nar_size(path).unwrap());
+    }
+    let expected = layer_of(&local, &local, paths);
+    assert_eq!(
+        layer_of(cache.listed(), cache, paths),
+        expected,
+        "listed then NARs"
+    );
+    assert_eq!(layer_of(cache, cache, paths), expected, "NARs alone");
+}
+
+/// NARs and temporary files left in the NAR cache.
+fn nar_cache_files(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = read
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn file_caches_of_every_compression_equal_the_local_store() {
+    let Some(roots) = roots() else { return };
+    let tmp = temp_dir();
+    let (secret, public) = keypair(tmp.path(), "test-cache-1");
+    let expected: Vec<String> = String::from_utf8(nix(
+        "nix-store",
+        &[
+            &["--query", "--requisites"][..],
+            &roots.iter().map(StorePath::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    ))
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    for compression in ["xz", "zstd", "bzip2", "none"] {
+        let dir = tmp.path().join(compression);
+        nix_copy(&dir, compression, Some(&secret), &roots);
+        let nar_cache = tmp.path().join(format!("nar-{compression}"));
+        let url = format!("file://{}", dir.display());
+        let cache = BinaryCache::open(&url, options(&[&public], &nar_cache)).unwrap();
+        let closure = cache.closure(&roots).unwrap();
+        let mut paths: Vec<String> = closure.iter().map(|i| i.store_path.to_string()).collect();
+        let mut want = expected.clone();
+        want.sort();
+        paths.sort();
+        assert_eq!(paths, want, "{compression}: the closure");
+        let paths: Vec<StorePath> = closure.iter().map(|i| i.store_path.clone()).collect();
+        // Sizes from the listings alone (no NAR fetched), bytes from the NARs.
+        let local = local();
+        let listed = tmp.path().join(format!("nar-listed-{compression}"));
+        let fresh = BinaryCache::open(&url, options(&[&public], &listed)).unwrap();
+        let opts_listed = opts(fresh.listed());
+        let size = layer::measure_store_layer(&opts_listed, &paths).unwrap();
+        assert_eq!(
+            size,
+            layer::measure_store_layer(&opts(&local), &paths).unwrap()
+        );
+        assert!(
+            nar_cache_files(&listed).is_empty(),
+            "measuring fetched no NAR"
+        );
+        let layer = layer::write_store_layer(&opts(&fresh), &paths, size, std::io::sink()).unwrap();
+        assert_eq!(layer, layer_of(&local, &local, &paths));
+        assert_same_as_local(&cache, &paths);
+        // A second build reads the NAR cache: same answers, no new files.
+        let before = nar_cache_files(&nar_cache);
+        assert_eq!(before.len(), paths.len(), "one NAR per path: {before:?}");
+        let again = BinaryCache::open(&url, options(&[&public], &nar_cache)).unwrap();
+        again.fetch_all(&paths).unwrap();
+        assert_same_as_local(&again, &paths);
+        assert_eq!(nar_cache_files(&nar_cache), before);
+    }
+}
+
+/// A signed zstd cache of the roots and its key, for the refusal tests.
+struct Signed {
+    tmp: tempfile::TempDir,
+    public: String,
+    roots: Vec<StorePath>,
+}
+
+impl Signed {
+    fn new(compression: &str) -> Option<Self> {
+        let roots = roots()?;
+        let tmp = temp_dir();
+        let (secret, public) = keypair(tmp.path(), "test-cache-1");
+        nix_copy(
+            &tmp.path().join("cache"),
+            compression,
+            Some(&secret),
+            &roots,
+        );
+        Some(Self { tmp, public, roots })
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+    fn url(&self) -> String {
+        format!("file://{}", self.dir().display())
+    }
+    fn nar_cache(&self) -> PathBuf {
+        self.tmp.path().join("nar")
+    }
+    fn narinfo(&self, path: &StorePath) -> PathBuf {
+        self.dir().join(format!("{}.narinfo", path.hash_part()))
+    }
+    fn nar_file(&self, path: &StorePath) -> PathBuf {
+        let text = std::fs::read_to_string(self.narinfo(path)).unwrap();
+        let url = text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+        self.dir().join(url)
+    }
+    /// The error of reading every root's layer entries with `keys`.
+    fn error(&self, keys: &[&str]) -> String {
+        let opts = options(keys, &self.nar_cache());
+        let cache = match BinaryCache::open(&self.url(), opts) {
+            Ok(c) => c,
+            Err(e) => return chain(&e),
+        };
+        if let Err(e) = cache.closure(&self.roots) {
+            return chain(&e);
+        }
+        for path in &self.roots {
+            for entry in cache.entries(path) {
+                if let Err(e) = entry {
+                    return chain(&e);
+                }
+            }
+        }
+        panic!("no error");
+    }
+}
+
+/// An error and its causes, as the CLI prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[test]
+fn tampering_wrong_keys_and_missing_files_are_refused() {
+    let Some(signed) = Signed::new("none") else {
+        return;
+    };
+    let root = &signed.roots[0];
+    let narinfo = signed.narinfo(root);
+    let original = std::fs::read_to_string(&narinfo).unwrap();
+    let url = signed.url();
+    let assert_refused = |error: &str, why: &str| {
+        // The closure is read in parallel: any of its paths may fail first.
+        let named = if why == "wrong key" {
+            "/nix/store/"
+        } else {
+            root.as_str()
+        };
+        assert!(error.contains(named), "{why}: names the path: {error}");
+        assert!(error.contains(&url), "{why}: names the URL: {error}");
+        let left = nar_cache_files(&signed.nar_cache());
+        let hash = original
+            .lines()
+            .find_map(|l| l.strip_prefix("NarHash: sha256:"))
+            .unwrap();
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.starts_with(hash) || n.starts_with(".tmp")),
+            "{why}: no poisoned or partial NAR-cache entry: {left:?}"
+        );
+    };
+
+    // Tampered NAR: one byte of the file changed (same length).
+    let nar = signed.nar_file(root);
+    let good = std::fs::read(&nar).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 20;
+    bad[last] ^= 1;
+    std::fs::write(&nar, &bad).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("FileHash"), "{e}");
+    assert_refused(&e, "tampered NAR");
+    // Also with the FileHash gone: the NAR hash catches it.
+    let no_file_hash: String = original
+        .lines()
+        .filter(|l| !l.starts_with("FileHash"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&narinfo, &no_file_hash).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("NarHash"), "{e}");
+    assert_refused(&e, "tampered NAR, no FileHash");
+    std::fs::write(&nar, &good).unwrap();
+
+    // Missing NAR.
+    std::fs::remove_file(&nar).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("NAR") && e.contains("missing"), "{e}");
+    assert_refused(&e, "missing NAR");
+    std::fs::write(&nar, &good).unwrap();
+
+    // Tampered narinfo: another NarHash (a signed field).
+    let tampered = original.replace("NarSize: ", "NarSize: 1");
+    std::fs::write(&narinfo, &tampered).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("does not verify"), "{e}");
+    assert_refused(&e, "tampered narinfo");
+
+    // Missing signature.
+    let unsigned: String = original
+        .lines()
+        .filter(|l| !l.starts_with("Sig:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&narinfo, &unsigned).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("not signed"), "{e}");
+    assert_refused(&e, "unsigned");
+    std::fs::write(&narinfo, &original).unwrap();
+
+    // Wrong key: the narinfo is signed by a key not trusted.
+    let (_, other) = keypair(signed.tmp.path(), "other-1");
+    let e = signed.error(&[&other]);
+    assert!(e.contains("untrusted keys (test-cache-1)"), "{e}");
+    assert_refused(&e, "wrong key");
+    // Same name, other key bytes.
+    let impostor = format!("test-cache-1:{}", other.split_once(':').unwrap().1);
+    let e = signed.error(&[&impostor]);
+    assert!(e.contains("does not verify"), "{e}");
+
+    // Missing narinfo.
+    std::fs::remove_file(&narinfo).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(e.contains("narinfo") && e.contains("missing"), "{e}");
+    assert!(e.contains(root.as_str()), "{e}");
+    std::fs::write(&narinfo, &original).unwrap();
+
+    // No keys: refused unless signatures are not required.
+    let e = signed.error(&[]);
+    assert!(e.contains("require_signatures = false"), "{e}");
+    let mut opts = options(&[], &signed.nar_cache());
+    opts.require_signatures = false;
+    let cache = BinaryCache::open(&url, opts).unwrap();
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+
+    // Unknown compression and another store directory.
+    std::fs::write(
+        &narinfo,
+        original.replace("Compression: none", "Compression: lz4"),
+    )
+    .unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(
+        e.contains("unknown compression `lz4`") && e.contains(root.as_str()),
+        "{e}"
+    );
+    std::fs::write(&narinfo, &original).unwrap();
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.store_dir = StoreDir::new("/other/store").unwrap();
+    let e = chain(&BinaryCache::open(&url, opts).unwrap_err());
+    assert!(
+        e.contains("/other/store") && e.contains("nix-cache-info"),
+        "{e}"
+    );
+}
+
+/// An nginx on 127.0.0.1 serving `root`, stopped on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Serves `root`; with `htpasswd`, behind basic auth.
+    fn start(root: &Path, htpasswd: Option<&Path>) -> Option<Self> {
+        let auth = htpasswd.map_or(String::new(), |p| {
+            format!(
+                "auth_basic \"cache\"; auth_basic_user_file {};",
+                p.display()
+            )
+        });
+        Self::start_with(root, &auth, None)
+    }
+
+    /// Serves `root` over TLS with `(certificate, key)` when given.
+    fn start_with(root: &Path, directives: &str, tls: Option<(&Path, &Path)>) -> Option<Self> {
+        if !require_tool("nginx") {
+            return None;
+        }
+        let dir = temp_dir();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut auth = directives.to_owned();
+        let mut listen = format!("127.0.0.1:{port}");
+        if let Some((cert, key)) = tls {
+            listen += " ssl";
+            auth += &format!(
+                " ssl_certificate {}; ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            );
+        }
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; user root root;\n\
+             error_log {d}/error.log; pid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen {listen}; root {root}; {auth} }} }}\n",
+            d = dir.path().display(),
+            root = root.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                dir.path().to_str().unwrap(),
+                "-c",
+                conf_path.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nginx did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+#[test]
+fn http_cache_served_by_nginx_equals_the_local_store() {
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let Some(nginx) = Nginx::start(&signed.dir(), None) else {
+        return;
+    };
+    let cache = BinaryCache::open(
+        &nginx.url(),
+        options(&[&signed.public], &signed.nar_cache()),
+    )
+    .unwrap();
+    let closure = cache.closure(&signed.roots).unwrap();
+    let paths: Vec<StorePath> = closure.iter().map(|i| i.store_path.clone()).collect();
+    cache.fetch_all(&paths).unwrap();
+    assert_same_as_local(&cache, &paths);
+
+    // A missing NAR over HTTP (404) names the path and the URL.
+    let root = &signed.roots[1];
+    let nar = signed.nar_file(root);
+    std::fs::rename(&nar, nar.with_extension("gone")).unwrap();
+    let fresh = signed.tmp.path().join("nar-fresh");
+    let cache = BinaryCache::open(&nginx.url(), options(&[&signed.public], &fresh)).unwrap();
+    let e = chain(&cache.entries(root).next().unwrap().unwrap_err());
+    assert!(
+        e.contains(root.as_str()) && e.contains(&nginx.url()) && e.contains("missing"),
+        "{e}"
+    );
+    assert!(
+        nar_cache_files(&fresh)
+            .iter()
+            .all(|n| !n.starts_with(".tmp")),
+        "no partial file"
+    );
+}
+
+#[test]
+fn basic_auth_through_netrc() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    if !require_tool("openssl") {
+        return;
+    }
+    let hash = String::from_utf8(tool("openssl", &["passwd", "-apr1", "s3cret-pw"])).unwrap();
+    let htpasswd = signed.tmp.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("builder:{}", hash.trim())).unwrap();
+    let Some(nginx) = Nginx::start(&signed.dir(), Some(&htpasswd)) else {
+        return;
+    };
+    // Without credentials: the error says so, and names the URL.
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.auth = Auth {
+        netrc_file: Some(signed.tmp.path().join("no-netrc")),
+        bearer_token: None,
+    };
+    let e = chain(&BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err());
+    assert!(
+        e.contains("needs credentials") && e.contains(&nginx.url()),
+        "{e}"
+    );
+    // Wrong ones: refused, and the password is never shown.
+    let netrc = signed.tmp.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        "machine 127.0.0.1 login builder password wrong-pw\n",
+    )
+    .unwrap();
+    opts.auth.netrc_file = Some(netrc.clone());
+    let e = BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err();
+    let shown = format!("{} {e:?}", chain(&e));
+    assert!(
+        shown.contains("refused") && !shown.contains("wrong-pw"),
+        "{shown}"
+    );
+    // The right ones, from the netrc file.
+    std::fs::write(&netrc, "machine other.example login x password y\nmachine 127.0.0.1\n login builder\n password s3cret-pw\n").unwrap();
+    let cache = BinaryCache::open(&nginx.url(), opts).unwrap();
+    assert!(!format!("{cache:?}").contains("s3cret-pw"));
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+}
+
+#[test]
+fn unsupported_urls_are_refused_clearly() {
+    let tmp = temp_dir();
+    let opts = options(&[], tmp.path());
+    let e = BinaryCache::open("s3://bucket?region=eu-west-1", opts.clone()).unwrap_err();
+    assert!(
+        matches!(e, CacheError::Url { .. }) && e.to_string().contains("HTTPS endpoint"),
+        "{e}"
+    );
+    let mut opts = opts;
+    opts.require_signatures = false;
+    let e =
+        chain(&BinaryCache::open(&format!("file://{}", tmp.path().display()), opts).unwrap_err());
+    assert!(e.contains("nix-cache-info") && e.contains("missing"), "{e}");
+    let _ = NIX_CONFIG;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl:
+/// (CA certificate, server certificate, server key).
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let s = |path: PathBuf| path.to_str().unwrap().to_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    tool(
+        "openssl",
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                &s(p("ca.key")),
+                "-out",
+                &s(p("ca.pem")),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=nixlayer test CA",
+            ],
+        ]
+        .concat(),
+    );
+    tool(
+        "openssl",
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &s(p("srv.key")),
+                "-out",
+                &s(p("srv.csr")),
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &s(p("srv.csr")),
+            "-CA",
+            &s(p("ca.pem")),
+            "-CAkey",
+            &s(p("ca.key")),
+            "-CAcreateserial",
+            "-out",
+            &s(p("srv.pem")),
+            "-days",
+            "2",
+            "-extfile",
+            &s(p("ext")),
+        ],
+    );
+    (p("ca.pem"), p("srv.pem"), p("srv.key"))
+}
+
+#[test]
+fn https_cache_with_a_custom_ca() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    if !require_tool("openssl") {
+        return;
+    }
+    let (ca, cert, key) = test_ca(signed.tmp.path());
+    let Some(nginx) = Nginx::start_with(&signed.dir(), "", Some((&cert, &key))) else {
+        return;
+    };
+    // Not trusted without the CA.
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.ca_files = Vec::new();
+    let e = chain(&BinaryCache::open(&nginx.https_url(), opts.clone()).unwrap_err());
+    assert!(e.contains(&nginx.https_url()), "{e}");
+    // Trusted with it (as SSL_CERT_FILE gives it).
+    opts.ca_files = vec![ca];
+    let cache = BinaryCache::open(&nginx.https_url(), opts).unwrap();
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+}
+
+/// How the faulty server misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// The first request for each file gets a 503.
+    Flaky,
+    /// NARs are cut in half after a full Content-Length.
+    Truncate,
+    /// Only the first answer for each NAR is cut (a connection reset).
+    TruncateOnce,
+}
+
+/// A small HTTP server on 127.0.0.1 in front of a cache directory that
+/// misbehaves as told; stops on drop.
+struct Faulty {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Faulty {
+    fn start(root: PathBuf, fault: Fault) -> Self {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut served = 0;
+            // Bounded: at most 10,000 polls of 5 ms after the last request.
+            let mut idle = 0;
+            while !stopping.load(Ordering::Relaxed) && idle < 10_000 {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    idle += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                idle = 0;
+                served += 1;
+                conn.set_nonblocking(false).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if conn.read(&mut byte).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let target = head
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_owned();
+                let body = std::fs::read(root.join(&target));
+                let _ = match (body, fault) {
+                    (Err(_), _) => conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                    (Ok(_), Fault::Flaky) if seen.insert(target.clone()) => conn.write_all(
+                        b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                    (Ok(body), fault) => {
+                        let once = fault == Fault::TruncateOnce && seen.insert(target.clone());
+                        let cut =
+                            if (fault == Fault::Truncate || once) && target.starts_with("nar/") {
+                                body.len() / 2
+                            } else {
+                                body.len()
+                            };
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        conn.write_all(head.as_bytes())
+                            .and_then(|()| conn.write_all(&body[..cut]))
+                    }
+                };
+            }
+            served
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn retries_on_503_and_refuses_truncated_downloads() {
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let flaky = Faulty::start(signed.dir(), Fault::Flaky);
+    let cache = BinaryCache::open(
+        &flaky.url(),
+        options(&[&signed.public], &signed.nar_cache()),
+    )
+    .unwrap();
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    cache.fetch_all(&paths).unwrap();
+    assert_same_as_local(&cache, &paths);
+
+    // A NAR cut once is fetched again.
+    let once = Faulty::start(signed.dir(), Fault::TruncateOnce);
+    let again = signed.tmp.path().join("nar-again");
+    let cache = BinaryCache::open(&once.url(), options(&[&signed.public], &again)).unwrap();
+    cache.fetch_all(&paths).unwrap();
+    assert_same_as_local(&cache, &paths);
+
+    let cut = Faulty::start(signed.dir(), Fault::Truncate);
+    let fresh = signed.tmp.path().join("nar-fresh");
+    let cache = BinaryCache::open(&cut.url(), options(&[&signed.public], &fresh)).unwrap();
+    let root = &signed.roots[0];
+    let e = chain(&cache.fetch_all(std::slice::from_ref(root)).unwrap_err());
+    assert!(e.contains(root.as_str()) && e.contains(&cut.url()), "{e}");
+    assert!(
+        nar_cache_files(&fresh).is_empty(),
+        "nothing left: {:?}",
+        nar_cache_files(&fresh)
+    );
+}
+
+#[test]
+fn a_lying_listing_cannot_change_a_layer() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    // hello-app's listing says its `deps` file is larger than it is.
+    let hello = &signed.roots[1];
+    let ls = signed.dir().join(format!("{}.ls", hello.hash_part()));
+    let text = std::fs::read_to_string(&ls).unwrap();
+    let lying = text.replace("\"size\":121", "\"size\":122");
+    assert_ne!(text, lying, "the fixture's listing changed: {text}");
+    std::fs::write(&ls, lying).unwrap();
+    let cache = BinaryCache::open(
+        &signed.url(),
+        options(&[&signed.public], &signed.nar_cache()),
+    )
+    .unwrap();
+    let paths = [hello.clone()];
+    // Measured from the listing, written from the NAR: refused.
+    let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
+    let e = layer::write_store_layer(&opts(&cache), &paths, size, std::io::sink()).unwrap_err();
+    let e = chain(&e);
+    assert!(
+        e.contains("disagrees with the verified NAR") && e.contains(hello.as_str()),
+        "{e}"
+    );
+    // Written through the listed view too: the NAR still decides.
+    let cache = BinaryCache::open(
+        &signed.url(),
+        options(&[&signed.public], &signed.tmp.path().join("nar2")),
+    )
+    .unwrap();
+    let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
+    let e = chain(
+        &layer::write_store_layer(&opts(cache.listed()), &paths, size, std::io::sink())
+            .unwrap_err(),
+    );
+    assert!(e.contains("disagrees with the verified NAR"), "{e}");
+    // A listing that changes a symlink's target but no size is caught too.
+    let busybox = cache
+        .closure(&paths)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.store_path.clone())
+        .find(|p| p.as_str().contains("busybox"))
+        .unwrap();
+    let ls = signed.dir().join(format!("{}.ls", busybox.hash_part()));
+    let text = std::fs::read_to_string(&ls).unwrap();
+    std::fs::write(
+        &ls,
+        text.replacen("\"target\":\"busybox\"", "\"target\":\"evilbox\"", 1),
+    )
+    .unwrap();
+    let cache = BinaryCache::open(
+        &signed.url(),
+        options(&[&signed.public], &signed.tmp.path().join("nar3")),
+    )
+    .unwrap();
+    let paths = [busybox];
+    let size = layer::measure_store_layer(&opts(cache.listed()), &paths).unwrap();
+    let e =
+        chain(&layer::write_store_layer(&opts(&cache), &paths, size, std::io::sink()).unwrap_err());
+    assert!(e.contains("disagrees with the verified NAR"), "{e}");
+}
+
+#[test]
+fn bearer_token_for_a_private_cache() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let check = "if ($http_authorization != \"Bearer t0ken-value\") { return 401; }";
+    let Some(nginx) = Nginx::start_with(&signed.dir(), check, None) else {
+        return;
+    };
+    let mut opts = options(&[&signed.public], &signed.nar_cache());
+    opts.auth.netrc_file = None;
+    opts.auth.bearer_token = Some("wrong-t0ken".into());
+    let e = BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err();
+    let shown = format!("{} {e:?}", chain(&e));
+    assert!(
+        shown.contains("refused") && !shown.contains("wrong-t0ken"),
+        "{shown}"
+    );
+    opts.auth.bearer_token = Some("t0ken-value".into());
+    let cache = BinaryCache::open(&nginx.url(), opts).unwrap();
+    assert!(!format!("{cache:?}").contains("t0ken-value"));
+    let paths: Vec<StorePath> = cache
+        .closure(&signed.roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect();
+    assert_same_as_local(&cache, &paths);
+}
+
+#[test]
+fn two_builds_share_one_nar_cache() {
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let shared = signed.nar_cache();
+    let build = || {
+        let cache = BinaryCache::open(&signed.url(), options(&[&signed.public], &shared)).unwrap();
+        let paths: Vec<StorePath> = cache
+            .closure(&signed.roots)
+            .unwrap()
+            .iter()
+            .map(|i| i.store_path.clone())
+            .collect();
+        cache.fetch_all(&paths).unwrap();
+        assert_same_as_local(&cache, &paths);
+        paths.len()
+    };
+    let counts: Vec<usize> = std::thread::scope(|s| {
+        let a = s.spawn(build);
+        let b = s.spawn(build);
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    let files = nar_cache_files(&shared);
+    assert_eq!(
+        files.len(),
+        counts[0],
+        "one NAR per path, nothing partial: {files:?}"
+    );
+    assert!(files.iter().all(|f| f.ends_with(".nar")), "{files:?}");
+}
