@@ -41,7 +41,7 @@
 //!
 //! ```
 //! use std::path::PathBuf;
-//! use nixlayer::build::{self, BuildSettings, NoReporter};
+//! use nixlayer::ops::{self as build, BuildSettings, NoReporter};
 //! use nixlayer::closure::Source;
 //! use nixlayer::image::ConfigSpec;
 //! use nixlayer::nix::{StoreDir, StorePath};
@@ -89,17 +89,16 @@
 //! - *sink*: an output the image is written to.
 
 pub mod archive;
-pub mod build;
-pub mod cli;
+pub mod cleanup;
 pub mod closure;
 pub mod codec;
 pub mod image;
 pub mod input;
 pub mod layer;
 pub mod manifest;
-pub mod merge;
 pub mod nix;
 pub mod oci;
+pub mod ops;
 pub mod plan;
 pub mod sink;
 pub mod store;

@@ -3,7 +3,6 @@
 //! layout directory, or an OCI layout in a tar; compressed or not (by
 //! [`crate::codec`]); or pushed to a registry ([`registry`]).
 
-pub mod cleanup;
 pub mod docker_archive;
 pub mod oci_archive;
 pub mod oci_layout;

@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::cleanup::Pending;
 use super::output::Staged;
 use super::{BlobSink, Error};
+use crate::cleanup::Pending;
 use crate::oci;
 use crate::oci::Digest;
 

@@ -21,7 +21,9 @@ use crate::sink;
 use crate::store::StoreLocation;
 
 mod docker;
+pub mod merge;
 mod oci;
+pub mod settings;
 
 pub use docker::{write_compressed_docker_archive, write_docker_archive};
 pub use oci::{write_oci_archive, write_oci_blobs_to, write_oci_layout};
