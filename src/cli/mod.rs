@@ -31,6 +31,9 @@ use nixlayer::layer::customisation::FileData;
 use nixlayer::manifest::{LoadedManifest, OutputFormat};
 use nixlayer::ops::merge;
 use nixlayer::ops::{self, settings, BuildSettings, BuildSummary, NoReporter};
+use nixlayer::sink::docker_archive::DockerArchiveWriter;
+use nixlayer::sink::oci_archive::OciArchiveWriter;
+use nixlayer::sink::oci_layout::OciLayout;
 use nixlayer::sink::{self, OutputFile};
 
 use args::{BuildArgs, Cli, Command, InspectArgs, MergeArgs, PushArgs};
@@ -140,7 +143,8 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     let compress = &command.compress;
     let (summary, dest) = match output {
         Some(dir) if layout => {
-            let summary = ops::write_oci_layout(settings, &image, compress, dir, &NoReporter)?;
+            let layout = OciLayout::create(dir)?.compressed(*compress);
+            let (summary, ()) = ops::build(settings, &image, layout, &NoReporter)?;
             (summary, dir.display().to_string())
         }
         Some(path) => {
@@ -310,11 +314,16 @@ fn write_archive<W: Write + Send>(
     out: W,
 ) -> Result<(W, BuildSummary), ops::Error> {
     let (settings, compress) = (&command.settings, &command.compress);
-    if command.format == OutputFormat::OciArchive {
-        ops::write_oci_archive(settings, image, compress, out, &NoReporter)
+    let (summary, out) = if command.format == OutputFormat::OciArchive {
+        let sink =
+            OciArchiveWriter::new(out, settings.mtime, *compress).map_err(ops::Error::Write)?;
+        ops::build(settings, image, sink, &NoReporter)?
     } else {
-        ops::write_compressed_docker_archive(settings, image, compress, out, &NoReporter)
-    }
+        let sink =
+            DockerArchiveWriter::new(out, settings.mtime, compress).map_err(ops::Error::Write)?;
+        ops::build(settings, image, sink, &NoReporter)?
+    };
+    Ok((out, summary))
 }
 
 /// The `build --json` summary: canonical JSON, one line.
@@ -510,7 +519,7 @@ fn inspect_text(doc: &serde_json::Value) -> String {
 }
 
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
-    use nixlayer::sink::registry::{Client, ClientOptions, Reference, RegistrySink, Timeouts};
+    use nixlayer::sink::registry::{ClientOptions, Reference, Timeouts};
     let start = Instant::now();
     let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
     let env = PushEnv::capture();
@@ -531,42 +540,27 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         printer.warn(w);
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
-    let client = Client::new(
-        &target,
-        ClientOptions {
-            credentials,
-            insecure: args.insecure,
-            timeouts,
-        },
-    );
-    client.ping()?;
-    let mut sink = RegistrySink::new(client)?;
-    let summary = ops::write_oci_blobs_to(
+    let options = ClientOptions {
+        credentials,
+        insecure: args.insecure,
+        timeouts,
+    };
+    let pushed = ops::push::push(
         &command.settings,
         &image,
-        &command.compress,
-        &mut sink,
+        &target,
+        options,
+        command.compress,
         &NoReporter,
     )?;
-    let tag = match &target.tag {
-        Some(tag) => tag.clone(),
-        None => summary
-            .reference
-            .rsplit_once(':')
-            .map_or("latest", |(_, t)| t)
-            .to_owned(),
-    };
+    let (summary, counts, layers_cached) = (&pushed.build, pushed.counts, pushed.layers_cached);
     let manifest_digest = summary
         .manifest_digest
         .ok_or("the build made no OCI manifest")?;
-    let mut counts = sink.finish(&summary.config_digest, &manifest_digest, &tag)?;
-    // A layer from the cache was found on the registry by HEAD: present too.
-    counts.existing += summary.blobs.map_or(0, |b| b.layers_cached);
-    let reference = format!("{}/{}:{tag}", target.host, target.repository);
-    let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
+    let reference = pushed.reference.clone();
     if args.json {
         let mut doc: serde_json::Value =
-            serde_json::from_slice(&summary_json(&summary, &command, &reference))?;
+            serde_json::from_slice(&summary_json(summary, &command, &reference))?;
         if let Some(obj) = doc.as_object_mut() {
             obj.insert("reference".into(), reference.clone().into());
             obj.insert(

@@ -291,32 +291,26 @@ pub fn resolve_build(
             .clone()
             .map(|dir| LayerCache::new(dir, store.clone()))
     };
-    let settings = BuildSettings {
-        cache,
-        name,
-        tag,
-        config: ConfigSpec {
-            created: created.text,
-            architecture: m
-                .architecture
-                .as_ref()
-                .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
-            os: m
-                .os
-                .as_ref()
-                .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
-            variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
-            config,
-        },
-        store,
-        roots,
-        source,
-        exclude,
-        pipeline,
-        owner,
-        mtime,
-        content,
+    let config = ConfigSpec {
+        created: created.text,
+        architecture: m
+            .architecture
+            .as_ref()
+            .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
+        os: m
+            .os
+            .as_ref()
+            .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
+        variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
+        config,
     };
+    let mut settings = BuildSettings::new(name, config, store, roots, source, pipeline);
+    settings.tag = tag;
+    settings.exclude = exclude;
+    settings.owner = owner;
+    settings.mtime = mtime;
+    settings.cache = cache;
+    settings.content = content;
     let format = match &args.format {
         Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
             unknown_flag_value("--format", name, &OutputFormat::ALL.map(OutputFormat::name))

@@ -8,8 +8,11 @@
 //! and skopeo read `manifest.json` first whatever its position.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
-use crate::oci::Digest;
+use super::{Error, ImageEntry, ImageSink, LayerForm};
+use crate::codec::{BlobWriter, CompressOptions};
+use crate::oci::{Descriptor, Digest};
 use crate::tar::{Header, Kind, TarWriter};
 
 /// The member name of a layer whose content is identified by `key`
@@ -19,87 +22,147 @@ pub fn layer_member(key: &Digest) -> String {
     format!("{}/layer.tar", key.hex())
 }
 
-/// Writes a docker-archive to `W`.
+/// Writes a docker-archive to `W`, compressed as a whole when asked (as
+/// nixpkgs' `buildLayeredImage` does).
 pub struct DockerArchiveWriter<W: Write + Send> {
-    tar: TarWriter<W>,
+    /// `None` while a layer member is being written (it is in the
+    /// [`LayerMember`]).
+    tar: Option<TarWriter<BlobWriter<W>>>,
     mtime: u64,
+    /// Layer members since the last manifest.
     layers: Vec<String>,
+    /// Per image put: its config member and layer members.
+    images: Vec<(String, Vec<String>)>,
 }
 
-/// What the finished archive holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveSummary {
-    /// sha256 of the config, the docker image id.
-    pub config_digest: Digest,
-    /// Bytes written.
-    pub bytes: u64,
+/// A layer member being written: the archive's stream, lent out until
+/// [`ImageSink::commit_layer`] takes it back.
+pub struct LayerMember<W: Write + Send>(TarWriter<BlobWriter<W>>);
+
+impl<W: Write + Send> Write for LayerMember<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn archive_err(source: io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("<docker-archive>"),
+        source,
+    }
 }
 
 impl<W: Write + Send> DockerArchiveWriter<W> {
-    /// Starts an archive; every member gets `mtime`.
-    pub fn new(out: W, mtime: u64) -> Self {
-        Self {
-            tar: TarWriter::new(out),
+    /// Starts an archive compressed with `compress` as a whole; every
+    /// member gets `mtime`.
+    ///
+    /// # Errors
+    /// When the compressor cannot be set up.
+    pub fn new(out: W, mtime: u64, compress: &CompressOptions) -> io::Result<Self> {
+        Ok(Self {
+            tar: Some(TarWriter::new(BlobWriter::stream(out, compress)?)),
             mtime,
             layers: Vec::new(),
-        }
+            images: Vec::new(),
+        })
     }
 
     fn member_header(&self, name: &str, size: u64) -> Header {
         Header::archive_member(name, Kind::Regular, size, self.mtime)
     }
 
-    /// Starts a layer member of `size` bytes; its bytes follow through
-    /// [`DockerArchiveWriter::body`].
-    ///
-    /// # Errors
-    /// When writing fails.
-    pub fn start_layer(&mut self, member: String, size: u64) -> io::Result<()> {
+    fn tar(&mut self) -> Result<&mut TarWriter<BlobWriter<W>>, Error> {
+        self.tar.as_mut().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive writes one layer at a time".to_owned(),
+        })
+    }
+}
+
+impl<W: Write + Send> ImageSink for DockerArchiveWriter<W> {
+    type Blob = LayerMember<W>;
+    type Output = W;
+
+    fn layer_form(&self) -> LayerForm {
+        LayerForm::Members
+    }
+
+    fn start_layer(&mut self, key: &Digest, size: u64) -> Result<LayerMember<W>, Error> {
+        let member = layer_member(key);
         let header = self.member_header(&member, size);
-        self.tar.start_entry(&header)?;
+        let mut tar = self.tar.take().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive writes one layer at a time".to_owned(),
+        })?;
+        // On an error the archive is unusable anyway: the stream stays out.
+        tar.start_entry(&header).map_err(archive_err)?;
         self.layers.push(member);
-        Ok(())
+        Ok(LayerMember(tar))
     }
 
-    /// Where the current layer's bytes go.
-    pub fn body(&mut self) -> &mut impl Write {
-        &mut self.tar
+    fn commit_layer(
+        &mut self,
+        blob: LayerMember<W>,
+        _digest: &Digest,
+        _size: u64,
+    ) -> Result<bool, Error> {
+        let mut tar = blob.0;
+        // Fails when the layer was shorter than announced.
+        tar.end_entry().map_err(archive_err)?;
+        self.tar = Some(tar);
+        Ok(true)
     }
 
-    /// Ends the current layer member.
-    ///
-    /// # Errors
-    /// When writing fails or the layer was shorter than announced.
-    pub fn end_layer(&mut self) -> io::Result<()> {
-        self.tar.end_entry()
+    /// Writes the config member (`<hex>.json`).
+    fn put_blob(&mut self, config: &[u8]) -> Result<(Digest, bool), Error> {
+        let digest = Digest::of(config);
+        let member = format!("{}.json", digest.hex());
+        let header = self.member_header(&member, config.len() as u64);
+        self.tar()?.append(&header, config).map_err(archive_err)?;
+        Ok((digest, true))
     }
 
-    /// Writes the config and `manifest.json` naming `repo_tags`, then the trailer.
-    ///
-    /// # Errors
-    /// When writing fails.
-    pub fn finish(
-        mut self,
-        config: &[u8],
-        repo_tags: &[String],
-    ) -> io::Result<(W, ArchiveSummary)> {
-        let config_digest = Digest::of(config);
-        let config_member = format!("{}.json", config_digest.hex());
-        let header = self.member_header(&config_member, config.len() as u64);
-        self.tar.append(&header, config)?;
-        let manifest = crate::oci::docker_manifest_json(&config_member, repo_tags, &self.layers);
+    /// Records the image for `manifest.json` (a docker-archive holds no
+    /// OCI manifest).
+    fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
+        let config = format!("{}.json", image.config.digest.hex());
+        self.images.push((config, std::mem::take(&mut self.layers)));
+        let desc = Descriptor {
+            media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: Digest::of(image.manifest),
+            size: image.manifest.len() as u64,
+        };
+        Ok((desc, false))
+    }
+
+    /// Writes `manifest.json`, an entry per image, each tagged
+    /// `reference`, then the trailer.
+    fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
+        let repo_tags = [reference.to_owned()];
+        let mut entries = Vec::new();
+        for (config, layers) in &self.images {
+            let json = crate::oci::docker_manifest_json(config, &repo_tags, layers);
+            if let Ok(serde_json::Value::Array(entry)) = serde_json::from_slice(&json) {
+                entries.extend(entry);
+            }
+        }
+        let manifest = crate::oci::canonical_json(&serde_json::Value::Array(entries));
         let header = self.member_header("manifest.json", manifest.len() as u64);
-        self.tar.append(&header, &manifest)?;
-        // Counted, not hashed: nothing needs the archive's own digest, and a
-        // second sha256 over every byte would cost as much as the layers' own.
-        let bytes = self.tar.bytes_written();
-        let out = self.tar.finish()?;
-        Ok((
-            out,
-            ArchiveSummary {
-                config_digest,
-                bytes: crate::tar::archive_len(bytes),
-            },
-        ))
+        let tar = self.tar.take().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive ended inside a layer".to_owned(),
+        })?;
+        let mut tar = tar;
+        tar.append(&header, &manifest).map_err(archive_err)?;
+        let (out, bytes) = tar
+            .finish()
+            .and_then(BlobWriter::finish_stream)
+            .map_err(archive_err)?;
+        Ok((out, Some(bytes)))
     }
 }
