@@ -109,10 +109,14 @@ mod tests {
         blob.write_all(b"blob bytes").unwrap();
         let mut spooled = blob.finish().unwrap();
         assert!(spooled.path().starts_with(dir.path()));
+        // A signal would remove it: destructors do not run then.
+        assert!(crate::cleanup::is_pending(spooled.path()));
         let mut back = Vec::new();
         spooled.file.read_to_end(&mut back).unwrap();
         assert_eq!(back, b"blob bytes");
+        let path = spooled.path().to_owned();
         drop(spooled);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(!crate::cleanup::is_pending(&path));
     }
 }

@@ -314,3 +314,25 @@ impl ImageSink for RegistrySink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_directory_is_removed_on_a_signal_too() {
+        let target = Reference::parse("127.0.0.1:5000/x").unwrap();
+        let options = ClientOptions {
+            credentials: None,
+            insecure: false,
+            timeouts: Timeouts::default(),
+        };
+        let sink =
+            RegistrySink::new(Client::new(&target, options), CompressOptions::NONE, None).unwrap();
+        let dir = sink.spool.path().to_owned();
+        assert!(crate::cleanup::is_pending(&dir));
+        drop(sink);
+        assert!(!dir.exists());
+        assert!(!crate::cleanup::is_pending(&dir));
+    }
+}
