@@ -166,3 +166,65 @@ impl<W: Write + Send> ImageSink for DockerArchiveWriter<W> {
         Ok((out, Some(bytes)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Descriptor;
+    use crate::sink::Platform;
+
+    #[test]
+    fn two_images_make_two_manifest_entries_and_members_are_sized_first() {
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1, &CompressOptions::NONE).unwrap();
+        let platform = Platform::default();
+        for (n, body) in [(1u8, &b"layer one"[..]), (2, b"layer two")] {
+            let key = Digest::of(&[n]);
+            let mut member = w.start_layer(&key, body.len() as u64).unwrap();
+            member.write_all(body).unwrap();
+            w.commit_layer(member, &Digest::of(body), body.len() as u64)
+                .unwrap();
+            let config = format!("{{\"n\":{n}}}");
+            let (digest, _) = w.put_blob(config.as_bytes()).unwrap();
+            let config = Descriptor {
+                media_type: crate::oci::CONFIG_MEDIA_TYPE.into(),
+                digest,
+                size: config.len() as u64,
+            };
+            w.put_manifest(&ImageEntry {
+                platform: &platform,
+                config: &config,
+                layers: &[],
+                manifest: b"{}",
+            })
+            .unwrap();
+        }
+        let (bytes, len) = w.finish("x:y").unwrap();
+        assert_eq!(len, Some(bytes.len() as u64));
+        let at = bytes
+            .windows(b"manifest.json".len())
+            .position(|w| w == b"manifest.json")
+            .unwrap();
+        let body = &bytes[at - at % 512 + 512..];
+        let end = body.iter().position(|&b| b == 0).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&body[..end]).unwrap();
+        let entries = manifest.as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0]["Layers"],
+            serde_json::json!([layer_member(&Digest::of(&[1]))])
+        );
+        assert_eq!(
+            entries[1]["Layers"],
+            serde_json::json!([layer_member(&Digest::of(&[2]))])
+        );
+        assert_eq!(entries[1]["RepoTags"], serde_json::json!(["x:y"]));
+    }
+
+    #[test]
+    fn a_layer_shorter_than_announced_fails() {
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1, &CompressOptions::NONE).unwrap();
+        let mut member = w.start_layer(&Digest::of(b"k"), 10).unwrap();
+        member.write_all(b"short").unwrap();
+        assert!(w.commit_layer(member, &Digest::of(b"short"), 5).is_err());
+    }
+}

@@ -467,6 +467,52 @@ mod tests {
     }
 
     #[test]
+    fn several_manifests_are_named_by_one_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(dir.path()).unwrap();
+        let (config, _) = layout.put_blob(b"{}").unwrap();
+        let config = Descriptor {
+            media_type: oci::CONFIG_MEDIA_TYPE.into(),
+            digest: config,
+            size: 2,
+        };
+        for (arch, manifest) in [("amd64", &b"[1]"[..]), ("arm64", b"[2]")] {
+            let platform = Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+            };
+            let image = ImageEntry {
+                platform: &platform,
+                config: &config,
+                layers: &[],
+                manifest,
+            };
+            assert!(layout.put_manifest(&image).unwrap().1);
+        }
+        layout.finish("x:multi").unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["mediaType"], oci::INDEX_MEDIA_TYPE);
+        assert_eq!(oci::entry_ref_name(&entries[0]), Some("multi"));
+        let digest = Digest::parse(entries[0]["digest"].as_str().unwrap()).unwrap();
+        let inner: Value =
+            serde_json::from_slice(&fs::read(layout_blob(dir.path(), &digest)).unwrap()).unwrap();
+        let platforms: Vec<&str> = inner["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect();
+        assert_eq!(platforms, ["amd64", "arm64"]);
+    }
+
+    fn layout_blob(root: &Path, digest: &Digest) -> PathBuf {
+        root.join(BLOBS).join(digest.hex())
+    }
+
+    #[test]
     fn a_dropped_new_layout_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut layout = OciLayout::create(&dir.path().join("layout")).unwrap();

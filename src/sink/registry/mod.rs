@@ -18,7 +18,7 @@
 //! (5xx, 429, connection errors) are retried [`ATTEMPTS`] times; every
 //! request has a deadline ([`Timeouts`]), and one that passes is final.
 //!
-//! Modules: [`reference`] parses `host[:port]/repo[:tag]`, [`credentials`]
+//! Modules: [`reference`](mod@reference) parses `host[:port]/repo[:tag]`, [`credentials`]
 //! reads and redacts credentials, [`client`] speaks HTTP to the registry.
 
 pub mod client;
