@@ -15,7 +15,8 @@
 //!    [`codec`] (the one [`codec::Compression`] type, deterministic parallel
 //!    compressors, sniffing decompressors, and the one blob writer stack
 //!    [`codec::BlobWriter`]). Beside it, [`input`] (bounded reads of input
-//!    files) and [`cleanup`] (temporary paths removed on a signal), which
+//!    files), [`cleanup`] (temporary paths removed on a signal) and [`http`]
+//!    (the deadlines every HTTP client shares), which
 //!    every stage may use.
 //! 2. [`store`]: where store path content comes from, behind the
 //!    [`store::Store`] trait (entries in layer order, file bytes, NAR sizes);
@@ -89,9 +90,10 @@ pub mod oci;
 pub mod tar;
 pub mod codec;
 
-// Below every stage: bounded input reads, signal clean-up.
+// Below every stage: bounded input reads, signal clean-up, HTTP deadlines.
 pub mod input;
 pub mod cleanup;
+pub mod http;
 
 // The stages, in data-flow order.
 pub mod store;
