@@ -84,7 +84,7 @@ impl Store for StoreLocation {
         &self.dir
     }
 
-    /// `local?root=ROOT`, the root resolved ([`StoreLocation::canonical_root`])
+    /// `local?root=ROOT`, the root resolved (`canonical_root`)
     /// and percent-encoded as in a Nix store URL: the same store directory
     /// under another root may hold other bytes.
     fn identity(&self) -> String {

@@ -47,7 +47,7 @@
 //! `NIXLAYER_CACHE_TOKEN` from the environment → [`Auth::bearer_token`];
 //! the NAR cache is `$XDG_CACHE_HOME/nixlayer/nar` ([`default_nar_cache_dir`])
 //! bounded by [`CacheOptions::nar_cache_max_bytes`]. The closure graph is
-//! `closure(roots)` mapped through [`NarInfo::path_info`].
+//! `closure(roots)` mapped through `PathInfo::from(&NarInfo)` in `closure`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
