@@ -229,6 +229,7 @@ pub fn resolve_build(
         ClosureSource::PathInfo(p) => Source::PathInfo(p),
         ClosureSource::Dot(p) => Source::Dot(p),
         ClosureSource::NixStore => Source::NixStore,
+        ClosureSource::BinaryCache(_) => Source::BinaryCache,
     };
 
     let mut default_budget = None;
