@@ -3,19 +3,25 @@
 //!
 //! # Overview
 //!
-//! The modules follow the data flow of a build, each stage only using the
-//! ones before it:
+//! The modules follow the data flow of a build; each stage uses only the
+//! tiers below it and the stages before it, never the ops tier above it,
+//! and nothing in the library knows the command line (`src/cli/`, under
+//! the binary):
 //!
-//! 1. [`manifest`]: the TOML manifest (`image.toml`) → a typed [`manifest::Manifest`].
-//! 2. The formats tier, shared vocabulary that imports no stage: [`nix`]
+//! 1. The formats tier, shared vocabulary that imports no stage: [`nix`]
 //!    (store paths, nixbase32, NAR hashes), [`oci`] (digests and their one
 //!    parser, media types, descriptors, manifest and index JSON, canonical
 //!    JSON), [`tar`] (the CPython-exact writer and the hardened reader) and
 //!    [`codec`] (the one [`codec::Compression`] type, deterministic parallel
-//!    compressors, sniffing decompressors).
-//! 3. [`store`]: where store path content comes from, behind the
+//!    compressors, sniffing decompressors, and the one blob writer stack
+//!    [`codec::BlobWriter`]). Beside it, [`input`] (bounded reads of input
+//!    files), [`cleanup`] (temporary paths removed on a signal) and [`http`]
+//!    (the deadlines every HTTP client shares), which
+//!    every stage may use.
+//! 2. [`store`]: where store path content comes from, behind the
 //!    [`store::Store`] trait (entries in layer order, file bytes, NAR sizes);
 //!    the local store on disk ([`store::StoreLocation`]) is its first implementation.
+//! 3. [`manifest`]: the TOML manifest (`image.toml`) → a typed [`manifest::Manifest`].
 //! 4. [`closure`]: a closure source (live store, registration, graph JSON,
 //!    path-info JSON, DOT) → one [`closure::ClosureGraph`].
 //! 5. [`plan`]: a closure graph and a layering pipeline → a [`plan::LayerPlan`].
@@ -27,57 +33,47 @@
 //!    canonically; the Nix database; base images.
 //! 8. [`archive`]: reading existing images (docker-archives in any
 //!    compression, OCI archives and layouts), for `merge`, `inspect` and base images.
-//! 9. [`sink`]: where the image goes (a docker-archive, an OCI layout or
-//!    archive, a stream), compressed deterministically on all cores.
-//! 10. [`build`]: drives the stages above for one resolved build.
-//! 11. [`merge`]: many docker-archives into one (nixpkgs' `mergeImages`).
-//! 12. [`cli`]: arguments, settings, printing and exit codes; the only place that
-//!     reads the clock or the environment.
+//! 9. [`sink`]: where the image goes, behind one [`sink::ImageSink`] trait
+//!    (layers, configs, several manifests, a name): a docker-archive, an OCI
+//!    layout or archive, a registry; output files that never exist half-written.
+//! 10. [`ops`]: what the library does, driving the stages: settings
+//!     resolution ([`ops::settings`]: manifest + overrides + environment →
+//!     [`ops::BuildSettings`]), [`ops::prepare`] and [`ops::build`] into any
+//!     sink, [`ops::push`], [`ops::merge`].
 //!
 //! # Example
 //!
-//! Build the embedded example (store paths committed under
-//! `fixtures/example/`) into memory:
+//! Build the example manifest (its store paths are committed under
+//! `fixtures/example/`) into an in-memory docker-archive, through the
+//! library alone: load the manifest, resolve it with no overrides and a
+//! fixed environment, prepare, and build into a sink.
 //!
 //! ```
 //! use std::path::PathBuf;
-//! use nixlayer::build::{self, BuildSettings, NoReporter};
-//! use nixlayer::closure::Source;
-//! use nixlayer::image::ConfigSpec;
-//! use nixlayer::nix::{StoreDir, StorePath};
-//! use nixlayer::plan::Pipeline;
-//! use nixlayer::store::StoreLocation;
+//! use nixlayer::manifest::LoadedManifest;
+//! use nixlayer::ops::settings::{self, Environment, Overrides};
+//! use nixlayer::ops::{self, NoReporter};
+//! use nixlayer::sink::docker_archive::DockerArchiveWriter;
 //!
-//! let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/example");
-//! let dir = StoreDir::default();
-//! let app = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
-//! let settings = BuildSettings {
-//!     name: "example".to_owned(),
-//!     tag: Some("doc".to_owned()),
-//!     config: ConfigSpec {
-//!         created: "1970-01-01T00:00:01Z".to_owned(),
-//!         architecture: "amd64".to_owned(),
-//!         os: "linux".to_owned(),
-//!         variant: None,
-//!         config: serde_json::from_str(&format!(r#"{{"Cmd": ["{app}/bin/hello"]}}"#))?,
-//!     },
-//!     store: StoreLocation { dir: dir.clone(), root: fixtures.join("store") },
-//!     roots: vec![StorePath::parse(&dir, app)?],
-//!     source: Source::Graph(fixtures.join("graph.json")),
-//!     exclude: vec![],
-//!     pipeline: Pipeline::popularity(99),
-//!     owner: Default::default(),
-//!     mtime: 1,
-//!     content: Default::default(),
-//!     cache: None,
+//! let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/example.toml");
+//! let loaded = LoadedManifest::load(&path)?;
+//! let env = Environment {
+//!     now: jiff::Timestamp::UNIX_EPOCH,
+//!     source_date_epoch: None,
+//!     cache_dir: None, // no layer cache
 //! };
-//! let image = build::prepare(&settings)?;
-//! let (archive, summary) = build::write_docker_archive(&settings, &image, Vec::new(), &NoReporter)?;
-//! assert_eq!(summary.reference, "example:doc");
+//! let resolved = settings::resolve_build(&loaded, &Overrides::default(), &env)?;
+//! let image = ops::prepare(&resolved.settings)?;
+//! let sink = DockerArchiveWriter::new(Vec::new(), resolved.settings.mtime, &resolved.compress)?;
+//! let (summary, archive) = ops::build(&resolved.settings, &image, sink, &NoReporter)?;
+//! assert_eq!(summary.reference, "nixlayer/example:0.3");
 //! assert_eq!(summary.layers.len(), 3); // one per store path
 //! assert_eq!(archive.len() as u64, summary.bytes);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! [`ops::BuildSettings::new`] makes settings without a manifest; the
+//! `build_image` example writes any manifest's image to a file.
 //!
 //! # Glossary
 //!
@@ -88,19 +84,26 @@
 //! - *diff_id*: sha256 of a layer's uncompressed tar; a *blob* is the stored (maybe compressed) bytes.
 //! - *sink*: an output the image is written to.
 
-pub mod archive;
-pub mod build;
-pub mod cli;
-pub mod closure;
-pub mod codec;
-pub mod image;
-pub mod input;
-pub mod layer;
-pub mod manifest;
-pub mod merge;
+// Formats tier: vocabulary, imports no stage.
 pub mod nix;
 pub mod oci;
-pub mod plan;
-pub mod sink;
-pub mod store;
 pub mod tar;
+pub mod codec;
+
+// Below every stage: bounded input reads, signal clean-up, HTTP deadlines.
+pub mod input;
+pub mod cleanup;
+pub mod http;
+
+// The stages, in data-flow order.
+pub mod store;
+pub mod manifest;
+pub mod closure;
+pub mod plan;
+pub mod layer;
+pub mod image;
+pub mod archive;
+pub mod sink;
+
+// The ops tier: drives the stages.
+pub mod ops;

@@ -1,5 +1,9 @@
-//! The `nixlayer` command; everything lives in [`nixlayer::cli`].
+//! The `nixlayer` command: clap arguments, printing, progress,
+//! diagnostics and exit codes ([`cli`]) over the library `nixlayer`, which
+//! never knows the command line.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    nixlayer::cli::main()
+    cli::main()
 }

@@ -8,18 +8,18 @@ use clap::{Args, Parser, Subcommand};
 /// Build OCI / Docker images from Nix store closures, without the Nix evaluator.
 #[derive(Debug, Parser)]
 #[command(name = "nixlayer", version, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Build the image a manifest describes.
     Build(BuildArgs),
     /// Print the layer plan: each store layer's paths and size.
@@ -39,150 +39,150 @@ pub enum Command {
 /// `nixlayer build`.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("dest").required(true).args(["output", "stream"]))]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The manifest (`image.toml`).
-    pub manifest: PathBuf,
+    pub(crate) manifest: PathBuf,
     /// Write the image to this file (via a temporary file, renamed when
     /// complete); a device or FIFO (`/dev/stdout`) is written in place.
     #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     /// Write the image to stdout, e.g. `| docker load`.
     #[arg(long)]
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// Override the manifest's name and tag: `NAME[:TAG]`.
     #[arg(long, value_name = "NAME[:TAG]")]
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
     /// Output format (default: `[output] format`, else docker-archive).
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-layout", "oci-archive"])]
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
     /// Compression: docker-archive as a whole, OCI per layer (default:
     /// `[output] compression`, else none).
     #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
-    pub compression: Option<String>,
+    pub(crate) compression: Option<String>,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long, value_name = "N")]
-    pub level: Option<i32>,
+    pub(crate) level: Option<i32>,
     /// Compression threads (default: all cores); never changes the bytes.
     #[arg(long, value_name = "N")]
-    pub threads: Option<NonZeroUsize>,
+    pub(crate) threads: Option<NonZeroUsize>,
     /// Print the summary as JSON on stdout.
     #[arg(long, conflicts_with = "stream")]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Do not use or update the layer cache (`$XDG_CACHE_HOME/nixlayer`),
     /// which lets an OCI layout rebuild skip reading unchanged layers.
     #[arg(long)]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
 }
 
 /// `nixlayer merge`.
 #[derive(Debug, Args)]
-pub struct MergeArgs {
+pub(crate) struct MergeArgs {
     /// The docker-archives (plain, gzip, zstd or xz), in order: the first
     /// copy of a layer wins.
     #[arg(required = true, num_args = 1..)]
-    pub inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     /// The merged archive (via a temporary file, renamed when complete; a
     /// device or FIFO is written in place).
     #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Compression of the output (default: that of the last input).
     #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
-    pub compression: Option<String>,
+    pub(crate) compression: Option<String>,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long, value_name = "N")]
-    pub level: Option<i32>,
+    pub(crate) level: Option<i32>,
     /// Compression threads (default: all cores); never changes the bytes.
     #[arg(long, value_name = "N")]
-    pub threads: Option<NonZeroUsize>,
+    pub(crate) threads: Option<NonZeroUsize>,
 }
 
 /// `nixlayer inspect`.
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// A docker-archive (plain, gzip, zstd or xz), an OCI archive or an OCI
     /// layout directory.
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     /// Print JSON on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `nixlayer layers`.
 #[derive(Debug, Args)]
-pub struct LayersArgs {
+pub(crate) struct LayersArgs {
     /// The manifest (`image.toml`).
-    pub manifest: PathBuf,
+    pub(crate) manifest: PathBuf,
     /// Print the layers as JSON, an array of arrays of store paths (nixpkgs' format).
     #[arg(long, conflicts_with = "html")]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Write the plan as a self-contained HTML page to this file instead.
     #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
+    pub(crate) html: Option<PathBuf>,
 }
 
 /// `nixlayer init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The roots: store paths whose closure goes into the image; the first
     /// names the image.
     #[arg(required = true, num_args = 1.., value_name = "STORE_PATH")]
-    pub roots: Vec<String>,
+    pub(crate) roots: Vec<String>,
     /// The store directory the paths live in.
-    #[arg(long, value_name = "DIR", default_value = crate::manifest::DEFAULT_STORE_DIR)]
-    pub store_dir: String,
+    #[arg(long, value_name = "DIR", default_value = nixlayer::manifest::DEFAULT_STORE_DIR)]
+    pub(crate) store_dir: String,
 }
 
 /// `nixlayer push`.
 #[derive(Debug, Args)]
-pub struct PushArgs {
+pub(crate) struct PushArgs {
     /// The manifest (`image.toml`).
-    pub manifest: PathBuf,
+    pub(crate) manifest: PathBuf,
     /// Where to push: `host[:port]/repo[:tag]` (tag default: the manifest's
     /// tag, else derived from the config digest).
     #[arg(value_name = "REF")]
-    pub reference: String,
+    pub(crate) reference: String,
     /// Layer compression.
     #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["none", "gzip", "zstd"])]
-    pub compression: String,
+    pub(crate) compression: String,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long, value_name = "N")]
-    pub level: Option<i32>,
+    pub(crate) level: Option<i32>,
     /// Compression threads (default: all cores); never changes the bytes.
     #[arg(long, value_name = "N")]
-    pub threads: Option<NonZeroUsize>,
+    pub(crate) threads: Option<NonZeroUsize>,
     /// Credentials `USER:PASS`. Other users see them in `ps`: prefer
     /// `--username` with `--password-stdin` or `NIXLAYER_REGISTRY_PASSWORD`.
     /// Default: those, else `~/.docker/config.json`, else anonymous.
     #[arg(long, value_name = "USER:PASS", conflicts_with_all = ["username", "password_stdin"])]
-    pub creds: Option<Secret>,
+    pub(crate) creds: Option<Secret>,
     /// The registry user (default: `NIXLAYER_REGISTRY_USER`); the password
     /// comes from `--password-stdin` or `NIXLAYER_REGISTRY_PASSWORD`.
     #[arg(long, value_name = "USER")]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Read the password from stdin (a trailing newline is dropped), as
     /// `docker login --password-stdin`.
     #[arg(long)]
-    pub password_stdin: bool,
+    pub(crate) password_stdin: bool,
     /// The deadline of each registry request in seconds (default:
     /// `NIXLAYER_REGISTRY_TIMEOUT`, else 60); an upload gets more in
     /// proportion to its size.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
-    pub timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<std::time::Duration>,
     /// Use plain HTTP (automatic for `localhost` and `127.0.0.1`).
     #[arg(long)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Do not use or update the layer cache.
     #[arg(long)]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
 }
 
 /// A command-line value that is a secret: its `Debug` never shows it, and
 /// parsing never fails (a parse error would quote it).
 #[derive(Clone)]
-pub struct Secret(pub String);
+pub(crate) struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +201,7 @@ impl std::str::FromStr for Secret {
 ///
 /// # Errors
 /// When `text` is not such a number.
-pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     text.trim()
         .parse::<f64>()
         .ok()

@@ -3,11 +3,11 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
-use crate::{closure, manifest};
+use nixlayer::{closure, manifest};
 
 /// The text shown for `err`.
 #[must_use]
-pub fn render(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn render(err: &(dyn StdError + 'static)) -> String {
     let mut out = format!("error: {err}");
     let mut hints: Vec<String> = Vec::new();
     let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
@@ -37,19 +37,19 @@ pub fn render(err: &(dyn StdError + 'static)) -> String {
 /// The exit status of a closed pipe: 128 + SIGPIPE, what a shell reports
 /// for a program SIGPIPE killed (Rust ignores SIGPIPE, so writes fail
 /// with EPIPE instead and the program says what happened).
-pub const PIPE_CLOSED_STATUS: u8 = 141;
+pub(crate) const PIPE_CLOSED_STATUS: u8 = 141;
 
 /// The reader of an image (stdout, a FIFO) went away before it was
 /// complete: it got a cut-short image, which `docker load` may or may not
 /// notice, so this is said on stderr (exit [`PIPE_CLOSED_STATUS`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0} was closed before the image was complete: its reader got only part of the image (broken pipe)")]
-pub struct PipeClosed(pub String);
+pub(crate) struct PipeClosed(pub String);
 
 /// Whether `err` or one of its causes is a broken pipe (the reader of
 /// the output went away).
 #[must_use]
-pub fn is_broken_pipe(err: &(dyn StdError + 'static)) -> bool {
+pub(crate) fn is_broken_pipe(err: &(dyn StdError + 'static)) -> bool {
     let mut cause = Some(err);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {

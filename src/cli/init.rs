@@ -10,12 +10,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::manifest::DEFAULT_STORE_DIR;
-use crate::nix::{StoreDir, StorePath};
+use nixlayer::manifest::DEFAULT_STORE_DIR;
+use nixlayer::nix::{StoreDir, StorePath};
 
 use super::args::InitArgs;
 use super::printer::Printer;
-use super::{settings, BoxError, UsageError};
+use super::{BoxError, UsageError};
+use nixlayer::ops::settings;
 
 /// A root that is a valid store path but is not on disk.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +256,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::manifest::LoadedManifest;
+    use nixlayer::manifest::LoadedManifest;
 
     #[test]
     fn names_follow_parse_drv_name_and_the_docker_grammar() {

@@ -6,38 +6,28 @@ mod html;
 
 use std::io::Write as _;
 
-use crate::build;
-use crate::closure::ClosureGraph;
-use crate::manifest::{Layering, LoadedManifest};
-use crate::plan::LayerPlan;
-use crate::sink::{OutputError, OutputFile};
+use nixlayer::closure::ClosureGraph;
+use nixlayer::manifest::{Layering, LoadedManifest};
+use nixlayer::ops::{self, settings};
+use nixlayer::plan::LayerPlan;
+use nixlayer::sink::{OutputError, OutputFile};
 
-use super::args::{BuildArgs, LayersArgs};
+use super::args::LayersArgs;
 use super::printer::Printer;
-use super::{printer, settings, BoxError};
+use super::{printer, BoxError};
 
 /// Runs `nixlayer layers`.
 pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     let loaded = LoadedManifest::load(&args.manifest)?;
     // The settings of a build of the same manifest: the plan is the build's.
-    let build_args = BuildArgs {
-        manifest: args.manifest.clone(),
-        output: None,
-        stream: false,
-        tag: None,
-        format: None,
-        compression: None,
-        level: None,
-        threads: None,
-        json: false,
-        no_cache: true,
-    };
-    let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
+    let mut overrides = settings::Overrides::default();
+    overrides.no_cache = true;
+    let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     if let Some(path) = &args.html {
         let inputs = super::build_inputs(&args.manifest, &command.settings);
         super::refuse_overwriting_inputs("--html", path, &inputs, false)?;
     }
-    let (closure, plan) = build::plan(&command.settings).map_err(|e| locate(&loaded, e))?;
+    let (closure, plan) = ops::plan(&command.settings).map_err(|e| locate(&loaded, e))?;
     if let Some(path) = &args.html {
         let settings = &command.settings;
         let reference = match &settings.tag {
@@ -71,9 +61,9 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
 
 /// A planning error that is the pipeline's fault, pointed at the
 /// pipeline's place in the manifest; other errors unchanged.
-pub(super) fn locate(loaded: &LoadedManifest, err: build::Error) -> BoxError {
+pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
     match (&err, loaded.layering()) {
-        (build::Error::Plan(e), Ok(Layering::Pipeline(p))) if e.is_pipeline() => {
+        (ops::Error::Plan(e), Ok(Layering::Pipeline(p))) if e.is_pipeline() => {
             loaded.error_at(p.span(), e.to_string(), None).into()
         }
         _ => err.into(),

@@ -9,14 +9,13 @@
 //! `schema`) ends silently, as such programs do. SIGINT, SIGTERM and SIGHUP
 //! remove every temporary file and staged layout, then end the process by
 //! the same signal (the shell reports 130, 143, 129): see
-//! [`crate::sink::cleanup`].
+//! [`nixlayer::cleanup`].
 
-pub mod args;
-pub mod diagnostics;
+pub(crate) mod args;
+pub(crate) mod diagnostics;
 mod init;
 mod layers;
-pub mod printer;
-pub mod settings;
+pub(crate) mod printer;
 
 use std::error::Error as StdError;
 use std::io::{self, IsTerminal as _, Write};
@@ -26,13 +25,16 @@ use std::time::Instant;
 
 use clap::Parser as _;
 
-use crate::archive::ImageArchive;
-use crate::build::{self, BuildSettings, BuildSummary, NoReporter};
-use crate::closure::{ClosureGraph, Source};
-use crate::layer::customisation::FileData;
-use crate::manifest::{LoadedManifest, OutputFormat};
-use crate::merge;
-use crate::sink::{self, OutputFile};
+use nixlayer::archive::ImageArchive;
+use nixlayer::closure::{ClosureGraph, Source};
+use nixlayer::layer::customisation::FileData;
+use nixlayer::manifest::{LoadedManifest, OutputFormat};
+use nixlayer::ops::merge;
+use nixlayer::ops::{self, settings, BuildSettings, BuildSummary, NoReporter};
+use nixlayer::sink::docker_archive::DockerArchiveWriter;
+use nixlayer::sink::oci_archive::OciArchiveWriter;
+use nixlayer::sink::oci_layout::OciLayout;
+use nixlayer::sink::{self, OutputFile};
 
 use args::{BuildArgs, Cli, Command, InspectArgs, MergeArgs, PushArgs};
 use printer::Printer;
@@ -46,10 +48,10 @@ struct UsageError(String);
 
 /// Runs the command line and maps the outcome to an exit code.
 #[must_use]
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     // Without the handlers a signal would still end the process, only
     // leaving its temporary files behind: nothing to refuse to run for.
-    let _ = sink::cleanup::install_signal_handlers();
+    let _ = nixlayer::cleanup::install_signal_handlers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -84,8 +86,8 @@ pub fn main() -> ExitCode {
         Err(e) => {
             printer.error(&diagnostics::render(e.as_ref()));
             let bad_flag = e
-                .downcast_ref::<crate::manifest::Error>()
-                .is_some_and(crate::manifest::Error::is_usage);
+                .downcast_ref::<nixlayer::manifest::Error>()
+                .is_some_and(nixlayer::manifest::Error::is_usage);
             if e.is::<UsageError>() || bad_flag {
                 ExitCode::from(2)
             } else {
@@ -93,6 +95,18 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The flags of `build` that change the manifest's values.
+fn overrides(args: &BuildArgs) -> settings::Overrides {
+    let mut o = settings::Overrides::default();
+    o.tag.clone_from(&args.tag);
+    o.format.clone_from(&args.format);
+    o.compression.clone_from(&args.compression);
+    o.level = args.level;
+    o.threads = args.threads;
+    o.no_cache = args.no_cache;
+    o
 }
 
 fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
@@ -104,30 +118,33 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         .into());
     }
     let loaded = LoadedManifest::load(&args.manifest)?;
-    let command = settings::resolve_build(args, &loaded, &settings::Environment::capture())?;
+    let command =
+        settings::resolve_build(&loaded, &overrides(args), &settings::Environment::capture())?;
     for w in &command.warnings {
         printer.warn(w);
     }
-    if command.format == OutputFormat::OciLayout && command.output.is_none() {
+    let output = &args.output;
+    if command.format == OutputFormat::OciLayout && output.is_none() {
         return Err(UsageError(
             "an `oci-layout` is a directory: give it with `-o DIR`, or use `--format oci-archive --stream`".to_owned(),
         )
         .into());
     }
     let layout = command.format == OutputFormat::OciLayout;
-    if let Some(output) = &command.output {
+    if let Some(output) = output {
         let inputs = build_inputs(&args.manifest, &command.settings);
         refuse_overwriting_inputs("-o", output, &inputs, layout)?;
     }
-    let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
-    if let Some(output) = &command.output {
+    let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    if let Some(output) = output {
         refuse_output_in_closure(output, &command.settings, &image.closure)?;
     }
     let settings = &command.settings;
     let compress = &command.compress;
-    let (summary, dest) = match &command.output {
+    let (summary, dest) = match output {
         Some(dir) if layout => {
-            let summary = build::write_oci_layout(settings, &image, compress, dir, &NoReporter)?;
+            let layout = OciLayout::create(dir)?.compressed(*compress);
+            let (summary, ()) = ops::build(settings, &image, layout, &NoReporter)?;
             (summary, dir.display().to_string())
         }
         Some(path) => {
@@ -146,7 +163,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             widen_stdout_pipe();
             let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
             let written = write_archive(&command, &image, stdout).and_then(|(mut out, summary)| {
-                out.flush().map_err(build::Error::Write)?;
+                out.flush().map_err(ops::Error::Write)?;
                 Ok(summary)
             });
             (
@@ -155,7 +172,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             )
         }
     };
-    if command.json {
+    if args.json {
         printer.data(&summary_json(&summary, &command, &dest))?;
     }
     // One summary line; a layout also says what it had to write.
@@ -292,20 +309,25 @@ fn refuse_output_in_closure(
 
 /// Writes the archive formats (docker-archive, oci-archive) to `out`.
 fn write_archive<W: Write + Send>(
-    command: &settings::BuildCommand,
-    image: &build::PreparedImage,
+    command: &settings::ResolvedBuild,
+    image: &ops::PreparedImage,
     out: W,
-) -> Result<(W, BuildSummary), build::Error> {
+) -> Result<(W, BuildSummary), ops::Error> {
     let (settings, compress) = (&command.settings, &command.compress);
-    if command.format == OutputFormat::OciArchive {
-        build::write_oci_archive(settings, image, compress, out, &NoReporter)
+    let (summary, out) = if command.format == OutputFormat::OciArchive {
+        let sink =
+            OciArchiveWriter::new(out, settings.mtime, *compress).map_err(ops::Error::Write)?;
+        ops::build(settings, image, sink, &NoReporter)?
     } else {
-        build::write_compressed_docker_archive(settings, image, compress, out, &NoReporter)
-    }
+        let sink =
+            DockerArchiveWriter::new(out, settings.mtime, compress).map_err(ops::Error::Write)?;
+        ops::build(settings, image, sink, &NoReporter)?
+    };
+    Ok((out, summary))
 }
 
 /// The `build --json` summary: canonical JSON, one line.
-fn summary_json(summary: &BuildSummary, command: &settings::BuildCommand, dest: &str) -> Vec<u8> {
+fn summary_json(summary: &BuildSummary, command: &settings::ResolvedBuild, dest: &str) -> Vec<u8> {
     let layers: Vec<serde_json::Value> = summary
         .layers
         .iter()
@@ -341,7 +363,7 @@ fn summary_json(summary: &BuildSummary, command: &settings::BuildCommand, dest: 
             }),
         );
     }
-    crate::oci::canonical_json(&doc)
+    nixlayer::oci::canonical_json(&doc)
 }
 
 fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
@@ -358,7 +380,7 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
         .map(|p| ImageArchive::open(p))
         .collect::<Result<Vec<_>, _>>()?;
     let codec = match &args.compression {
-        Some(name) => crate::codec::Compression::from_name(name)
+        Some(name) => nixlayer::codec::Compression::from_name(name)
             .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
         None => merge::default_codec(&inputs),
     };
@@ -419,7 +441,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
         "images": images,
     });
     if args.json {
-        printer.data(&crate::oci::canonical_json(&doc))?;
+        printer.data(&nixlayer::oci::canonical_json(&doc))?;
     } else {
         printer.data(inspect_text(&doc).as_bytes())?;
     }
@@ -429,7 +451,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
 /// `nixlayer schema`: the manifest's JSON Schema, pretty-printed (sorted
 /// keys, so the same bytes every time).
 fn run_schema(printer: Printer) -> Result<(), BoxError> {
-    let text = serde_json::to_string_pretty(&crate::manifest::json_schema())?;
+    let text = serde_json::to_string_pretty(&nixlayer::manifest::json_schema())?;
     printer.data(text.as_bytes())?;
     Ok(())
 }
@@ -497,7 +519,7 @@ fn inspect_text(doc: &serde_json::Value) -> String {
 }
 
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
-    use crate::sink::registry::{Client, ClientOptions, Reference, RegistrySink, Timeouts};
+    use nixlayer::sink::registry::{ClientOptions, Reference, Timeouts};
     let start = Instant::now();
     let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
     let env = PushEnv::capture();
@@ -506,60 +528,39 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         request: push_timeout(args, &env)?,
         ..Timeouts::default()
     };
-    let build_args = BuildArgs {
-        manifest: args.manifest.clone(),
-        output: None,
-        stream: false,
-        tag: None,
-        format: Some("oci-layout".to_owned()),
-        compression: Some(args.compression.clone()),
-        level: args.level,
-        threads: args.threads,
-        json: args.json,
-        no_cache: args.no_cache,
-    };
+    let mut overrides = settings::Overrides::default();
+    overrides.format = Some("oci-layout".to_owned());
+    overrides.compression = Some(args.compression.clone());
+    overrides.level = args.level;
+    overrides.threads = args.threads;
+    overrides.no_cache = args.no_cache;
     let loaded = LoadedManifest::load(&args.manifest)?;
-    let command = settings::resolve_build(&build_args, &loaded, &settings::Environment::capture())?;
+    let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     for w in &command.warnings {
         printer.warn(w);
     }
-    let image = build::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
-    let client = Client::new(
-        &target,
-        ClientOptions {
-            credentials,
-            insecure: args.insecure,
-            timeouts,
-        },
-    );
-    client.ping()?;
-    let mut sink = RegistrySink::new(client)?;
-    let summary = build::write_oci_blobs_to(
+    let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    let options = ClientOptions {
+        credentials,
+        insecure: args.insecure,
+        timeouts,
+    };
+    let pushed = ops::push::push(
         &command.settings,
         &image,
-        &command.compress,
-        &mut sink,
+        &target,
+        options,
+        command.compress,
         &NoReporter,
     )?;
-    let tag = match &target.tag {
-        Some(tag) => tag.clone(),
-        None => summary
-            .reference
-            .rsplit_once(':')
-            .map_or("latest", |(_, t)| t)
-            .to_owned(),
-    };
+    let (summary, counts, layers_cached) = (&pushed.build, pushed.counts, pushed.layers_cached);
     let manifest_digest = summary
         .manifest_digest
         .ok_or("the build made no OCI manifest")?;
-    let mut counts = sink.finish(&summary.config_digest, &manifest_digest, &tag)?;
-    // A layer from the cache was found on the registry by HEAD: present too.
-    counts.existing += summary.blobs.map_or(0, |b| b.layers_cached);
-    let reference = format!("{}/{}:{tag}", target.host, target.repository);
-    let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
+    let reference = pushed.reference.clone();
     if args.json {
         let mut doc: serde_json::Value =
-            serde_json::from_slice(&summary_json(&summary, &command, &reference))?;
+            serde_json::from_slice(&summary_json(summary, &command, &reference))?;
         if let Some(obj) = doc.as_object_mut() {
             obj.insert("reference".into(), reference.clone().into());
             obj.insert(
@@ -572,7 +573,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
                 }),
             );
         }
-        printer.data(&crate::oci::canonical_json(&doc))?;
+        printer.data(&nixlayer::oci::canonical_json(&doc))?;
     }
     printer.info(&format!(
         "pushed {reference} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",
@@ -628,8 +629,8 @@ fn push_credentials(
     env: &PushEnv,
     host: &str,
     stdin: &mut dyn io::Read,
-) -> Result<Option<crate::sink::registry::Credentials>, BoxError> {
-    use crate::sink::registry::Credentials;
+) -> Result<Option<nixlayer::sink::registry::Credentials>, BoxError> {
+    use nixlayer::sink::registry::Credentials;
     if let Some(text) = &args.creds {
         return Ok(Some(Credentials::parse(&text.0).ok_or_else(|| {
             UsageError("`--creds` must be `USER:PASS`".to_owned())
@@ -695,7 +696,7 @@ fn push_timeout(args: &PushArgs, env: &PushEnv) -> Result<std::time::Duration, B
     match &env.timeout {
         Some(text) => args::parse_timeout(text)
             .map_err(|e| UsageError(format!("`{TIMEOUT_ENV}={text}`: {e}")).into()),
-        None => Ok(crate::sink::registry::Timeouts::default().request),
+        None => Ok(nixlayer::sink::registry::Timeouts::default().request),
     }
 }
 

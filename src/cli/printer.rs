@@ -6,26 +6,26 @@ use std::time::Duration;
 
 /// Decides what reaches stderr.
 #[derive(Clone, Copy, Debug)]
-pub struct Printer {
+pub(crate) struct Printer {
     quiet: bool,
 }
 
 impl Printer {
     /// A printer that is silent under `--quiet`.
     #[must_use]
-    pub fn new(quiet: bool) -> Self {
+    pub(crate) fn new(quiet: bool) -> Self {
         Self { quiet }
     }
 
     /// An informational line (the build summary).
-    pub fn info(&self, line: &str) {
+    pub(crate) fn info(&self, line: &str) {
         if !self.quiet {
             eprintln!("{line}");
         }
     }
 
     /// A warning the user can act on.
-    pub fn warn(&self, line: &str) {
+    pub(crate) fn warn(&self, line: &str) {
         if !self.quiet {
             eprintln!("warning: {line}");
         }
@@ -36,7 +36,7 @@ impl Printer {
     ///
     /// # Errors
     /// When stdout cannot be written.
-    pub fn data(&self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn data(&self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         out.write_all(bytes)?;
@@ -45,14 +45,14 @@ impl Printer {
     }
 
     /// An error report (always shown).
-    pub fn error(&self, text: &str) {
+    pub(crate) fn error(&self, text: &str) {
         eprintln!("{text}");
     }
 }
 
 /// `850ms`, `1.20s`, `2m 05s`.
 #[must_use]
-pub fn elapsed(d: Duration) -> String {
+pub(crate) fn elapsed(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
@@ -65,7 +65,7 @@ pub fn elapsed(d: Duration) -> String {
 
 /// `512 B`, `1.5 KiB`, `12.3 MiB`, `1.02 GiB`.
 #[must_use]
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");

@@ -60,6 +60,18 @@ pub struct PathInfo {
     pub references: Vec<StorePath>,
 }
 
+impl From<&crate::nix::narinfo::NarInfo> for PathInfo {
+    /// A binary cache's view of a store path: its (verified) narinfo.
+    fn from(info: &crate::nix::narinfo::NarInfo) -> Self {
+        Self {
+            path: info.store_path.clone(),
+            nar_hash: Some(info.nar_hash),
+            nar_size: info.nar_size,
+            references: info.references.clone(),
+        }
+    }
+}
+
 /// A closure: store paths sorted by path, each reference a node of the graph.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClosureGraph {

@@ -1,12 +1,15 @@
 //! Compression, both directions: the one [`Compression`] type, the
-//! deterministic parallel compressors in [`compress`], and the
-//! decompressors with stream sniffing in [`decompress`](mod@decompress).
+//! deterministic parallel compressors in [`compress`], the one blob writer
+//! stack over them ([`BlobWriter`]: compressor → hasher → destination), and
+//! the decompressors with stream sniffing in [`decompress`](mod@decompress).
 //!
 //! Formats tier: this module imports no stage.
 
+pub mod blob;
 pub mod compress;
 pub mod decompress;
 
+pub use blob::{BlobWriter, WrittenBlob};
 pub use compress::{CompressOptions, Compressor, GZIP_BLOCK};
 pub use decompress::decompress;
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use rusqlite::Connection;
 
+use crate::cleanup::Pending;
 use crate::closure::PathInfo;
 use crate::nix::StorePath;
 
@@ -108,6 +109,8 @@ pub fn nix_db(paths: &[&PathInfo], registration_time: u64) -> Result<Vec<u8>, Er
             path: std::env::temp_dir(),
             source,
         })?;
+    // Removed by a signal too (a destructor does not run then).
+    let _pending = Pending::new(scratch.path());
     let file = scratch.path().join("db.sqlite");
     let sql = Error::Sqlite;
     {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::cleanup::Pending;
 use crate::nix::StorePath;
 use crate::oci::Digest;
 use crate::store::{Store, StoreLocation};
@@ -132,9 +133,11 @@ impl<S: Store> LayerCache<S> {
             .extend(record.blobs.iter().map(|(k, v)| (k.clone(), *v)));
         std::fs::create_dir_all(&self.dir)?;
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        // Removed by a signal too; unregistered once renamed into place.
+        let pending = Pending::new(temp.path());
         let value = serde_json::to_value(&merged).map_err(std::io::Error::other)?;
         temp.write_all(&crate::oci::canonical_json(&value))?;
-        temp.persist(entry).map_err(|e| e.error)?;
+        pending.publish(|| temp.persist(entry).map_err(|e| e.error))?;
         Ok(())
     }
 }

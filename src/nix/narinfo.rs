@@ -349,17 +349,6 @@ impl NarInfo {
             Err(SignatureError::Untrusted(untrusted.join(", ")))
         }
     }
-
-    /// The closure source's view: path, NAR hash and size, references.
-    #[must_use]
-    pub fn path_info(&self) -> crate::closure::PathInfo {
-        crate::closure::PathInfo {
-            path: self.store_path.clone(),
-            nar_hash: Some(self.nar_hash),
-            nar_size: self.nar_size,
-            references: self.references.clone(),
-        }
-    }
 }
 
 /// Why a narinfo's signatures were refused.

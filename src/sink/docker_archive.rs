@@ -8,8 +8,11 @@
 //! and skopeo read `manifest.json` first whatever its position.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
-use crate::oci::Digest;
+use super::{Error, ImageEntry, ImageSink, LayerForm};
+use crate::codec::{BlobWriter, CompressOptions};
+use crate::oci::{Descriptor, Digest};
 use crate::tar::{Header, Kind, TarWriter};
 
 /// The member name of a layer whose content is identified by `key`
@@ -19,87 +22,209 @@ pub fn layer_member(key: &Digest) -> String {
     format!("{}/layer.tar", key.hex())
 }
 
-/// Writes a docker-archive to `W`.
+/// Writes a docker-archive to `W`, compressed as a whole when asked (as
+/// nixpkgs' `buildLayeredImage` does).
 pub struct DockerArchiveWriter<W: Write + Send> {
-    tar: TarWriter<W>,
+    /// `None` while a layer member is being written (it is in the
+    /// [`LayerMember`]).
+    tar: Option<TarWriter<BlobWriter<W>>>,
     mtime: u64,
+    /// Layer members since the last manifest.
     layers: Vec<String>,
+    /// Per image put: its config member and layer members.
+    images: Vec<(String, Vec<String>)>,
 }
 
-/// What the finished archive holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveSummary {
-    /// sha256 of the config, the docker image id.
-    pub config_digest: Digest,
-    /// Bytes written.
-    pub bytes: u64,
+/// A layer member being written: the archive's stream, lent out until
+/// [`ImageSink::commit_layer`] takes it back.
+pub struct LayerMember<W: Write + Send>(TarWriter<BlobWriter<W>>);
+
+impl<W: Write + Send> Write for LayerMember<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn archive_err(source: io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("<docker-archive>"),
+        source,
+    }
 }
 
 impl<W: Write + Send> DockerArchiveWriter<W> {
-    /// Starts an archive; every member gets `mtime`.
-    pub fn new(out: W, mtime: u64) -> Self {
-        Self {
-            tar: TarWriter::new(out),
+    /// Starts an archive compressed with `compress` as a whole; every
+    /// member gets `mtime`.
+    ///
+    /// # Errors
+    /// When the compressor cannot be set up.
+    pub fn new(out: W, mtime: u64, compress: &CompressOptions) -> io::Result<Self> {
+        Ok(Self {
+            tar: Some(TarWriter::new(BlobWriter::stream(out, compress)?)),
             mtime,
             layers: Vec::new(),
-        }
+            images: Vec::new(),
+        })
     }
 
     fn member_header(&self, name: &str, size: u64) -> Header {
         Header::archive_member(name, Kind::Regular, size, self.mtime)
     }
 
-    /// Starts a layer member of `size` bytes; its bytes follow through
-    /// [`DockerArchiveWriter::body`].
-    ///
-    /// # Errors
-    /// When writing fails.
-    pub fn start_layer(&mut self, member: String, size: u64) -> io::Result<()> {
+    fn tar(&mut self) -> Result<&mut TarWriter<BlobWriter<W>>, Error> {
+        self.tar.as_mut().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive writes one layer at a time".to_owned(),
+        })
+    }
+}
+
+impl<W: Write + Send> ImageSink for DockerArchiveWriter<W> {
+    type Blob = LayerMember<W>;
+    type Output = W;
+
+    fn layer_form(&self) -> LayerForm {
+        LayerForm::Members
+    }
+
+    fn start_layer(&mut self, key: &Digest, size: u64) -> Result<LayerMember<W>, Error> {
+        let member = layer_member(key);
         let header = self.member_header(&member, size);
-        self.tar.start_entry(&header)?;
+        let mut tar = self.tar.take().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive writes one layer at a time".to_owned(),
+        })?;
+        // On an error the archive is unusable anyway: the stream stays out.
+        tar.start_entry(&header).map_err(archive_err)?;
         self.layers.push(member);
-        Ok(())
+        Ok(LayerMember(tar))
     }
 
-    /// Where the current layer's bytes go.
-    pub fn body(&mut self) -> &mut impl Write {
-        &mut self.tar
+    fn commit_layer(
+        &mut self,
+        blob: LayerMember<W>,
+        _digest: &Digest,
+        _size: u64,
+    ) -> Result<bool, Error> {
+        let mut tar = blob.0;
+        // Fails when the layer was shorter than announced.
+        tar.end_entry().map_err(archive_err)?;
+        self.tar = Some(tar);
+        Ok(true)
     }
 
-    /// Ends the current layer member.
-    ///
-    /// # Errors
-    /// When writing fails or the layer was shorter than announced.
-    pub fn end_layer(&mut self) -> io::Result<()> {
-        self.tar.end_entry()
+    /// Writes the config member (`<hex>.json`).
+    fn put_blob(&mut self, config: &[u8]) -> Result<(Digest, bool), Error> {
+        let digest = Digest::of(config);
+        let member = format!("{}.json", digest.hex());
+        let header = self.member_header(&member, config.len() as u64);
+        self.tar()?.append(&header, config).map_err(archive_err)?;
+        Ok((digest, true))
     }
 
-    /// Writes the config and `manifest.json` naming `repo_tags`, then the trailer.
-    ///
-    /// # Errors
-    /// When writing fails.
-    pub fn finish(
-        mut self,
-        config: &[u8],
-        repo_tags: &[String],
-    ) -> io::Result<(W, ArchiveSummary)> {
-        let config_digest = Digest::of(config);
-        let config_member = format!("{}.json", config_digest.hex());
-        let header = self.member_header(&config_member, config.len() as u64);
-        self.tar.append(&header, config)?;
-        let manifest = crate::oci::docker_manifest_json(&config_member, repo_tags, &self.layers);
+    /// Records the image for `manifest.json` (a docker-archive holds no
+    /// OCI manifest).
+    fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
+        let config = format!("{}.json", image.config.digest.hex());
+        self.images.push((config, std::mem::take(&mut self.layers)));
+        let desc = Descriptor {
+            media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: Digest::of(image.manifest),
+            size: image.manifest.len() as u64,
+        };
+        Ok((desc, false))
+    }
+
+    /// Writes `manifest.json`, an entry per image, each tagged
+    /// `reference`, then the trailer.
+    fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
+        let repo_tags = [reference.to_owned()];
+        let mut entries = Vec::new();
+        for (config, layers) in &self.images {
+            let json = crate::oci::docker_manifest_json(config, &repo_tags, layers);
+            if let Ok(serde_json::Value::Array(entry)) = serde_json::from_slice(&json) {
+                entries.extend(entry);
+            }
+        }
+        let manifest = crate::oci::canonical_json(&serde_json::Value::Array(entries));
         let header = self.member_header("manifest.json", manifest.len() as u64);
-        self.tar.append(&header, &manifest)?;
-        // Counted, not hashed: nothing needs the archive's own digest, and a
-        // second sha256 over every byte would cost as much as the layers' own.
-        let bytes = self.tar.bytes_written();
-        let out = self.tar.finish()?;
-        Ok((
-            out,
-            ArchiveSummary {
-                config_digest,
-                bytes: crate::tar::archive_len(bytes),
-            },
-        ))
+        let tar = self.tar.take().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive ended inside a layer".to_owned(),
+        })?;
+        let mut tar = tar;
+        tar.append(&header, &manifest).map_err(archive_err)?;
+        let (out, bytes) = tar
+            .finish()
+            .and_then(BlobWriter::finish_stream)
+            .map_err(archive_err)?;
+        Ok((out, Some(bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Descriptor;
+    use crate::sink::Platform;
+
+    #[test]
+    fn two_images_make_two_manifest_entries_and_members_are_sized_first() {
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1, &CompressOptions::NONE).unwrap();
+        let platform = Platform::default();
+        for (n, body) in [(1u8, &b"layer one"[..]), (2, b"layer two")] {
+            let key = Digest::of(&[n]);
+            let mut member = w.start_layer(&key, body.len() as u64).unwrap();
+            member.write_all(body).unwrap();
+            w.commit_layer(member, &Digest::of(body), body.len() as u64)
+                .unwrap();
+            let config = format!("{{\"n\":{n}}}");
+            let (digest, _) = w.put_blob(config.as_bytes()).unwrap();
+            let config = Descriptor {
+                media_type: crate::oci::CONFIG_MEDIA_TYPE.into(),
+                digest,
+                size: config.len() as u64,
+            };
+            w.put_manifest(&ImageEntry {
+                platform: &platform,
+                config: &config,
+                layers: &[],
+                manifest: b"{}",
+            })
+            .unwrap();
+        }
+        let (bytes, len) = w.finish("x:y").unwrap();
+        assert_eq!(len, Some(bytes.len() as u64));
+        let at = bytes
+            .windows(b"manifest.json".len())
+            .position(|w| w == b"manifest.json")
+            .unwrap();
+        let body = &bytes[at - at % 512 + 512..];
+        let end = body.iter().position(|&b| b == 0).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&body[..end]).unwrap();
+        let entries = manifest.as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0]["Layers"],
+            serde_json::json!([layer_member(&Digest::of(&[1]))])
+        );
+        assert_eq!(
+            entries[1]["Layers"],
+            serde_json::json!([layer_member(&Digest::of(&[2]))])
+        );
+        assert_eq!(entries[1]["RepoTags"], serde_json::json!(["x:y"]));
+    }
+
+    #[test]
+    fn a_layer_shorter_than_announced_fails() {
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1, &CompressOptions::NONE).unwrap();
+        let mut member = w.start_layer(&Digest::of(b"k"), 10).unwrap();
+        member.write_all(b"short").unwrap();
+        assert!(w.commit_layer(member, &Digest::of(b"short"), 5).is_err());
     }
 }

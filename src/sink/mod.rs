@@ -3,19 +3,21 @@
 //! layout directory, or an OCI layout in a tar; compressed or not (by
 //! [`crate::codec`]); or pushed to a registry ([`registry`]).
 
-pub mod cleanup;
 pub mod docker_archive;
 pub mod oci_archive;
 pub mod oci_layout;
 mod output;
 pub mod registry;
+mod spool;
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::oci::Digest;
+use crate::codec::CompressOptions;
+use crate::oci::{Descriptor, Digest};
 
 pub use output::{layout_would_overwrite, would_overwrite, OutputError, OutputFile};
+pub use spool::SpooledBlob;
 
 /// Why an output could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -61,30 +63,87 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// A sink was given more images than it can name.
+    #[error("{what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+    },
     /// A blob could not be pushed to a registry.
     #[error(transparent)]
     Registry(Box<registry::Error>),
 }
 
-/// Where OCI blobs go: a layout directory or an archive. A blob is
-/// streamed into [`BlobSink::start_blob`]'s writer, hashed by the caller
-/// on the way, then stored under its digest by [`BlobSink::commit_blob`].
-pub trait BlobSink {
-    /// A blob being written.
-    type Blob: Write + Send;
+/// How a sink stores layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayerForm {
+    /// Each layer its own content-addressed blob, compressed on its own
+    /// with these options (OCI layouts and archives, registries).
+    Blobs(CompressOptions),
+    /// Each layer an uncompressed tar member whose size the sink writes
+    /// before its bytes (a docker-archive, compressed as a whole if at
+    /// all): the size comes from measuring, the member's name from the
+    /// layer's content key, since the diff_id is known only at its end.
+    Members,
+}
 
-    /// Starts a blob.
+/// The platform an image manifest is for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Platform {
+    /// `os`, e.g. `linux`.
+    pub os: String,
+    /// `architecture` in GOARCH spelling, e.g. `amd64`.
+    pub architecture: String,
+}
+
+/// One image of an output, handed to [`ImageSink::put_manifest`] once its
+/// layers and config are stored.
+#[derive(Clone, Debug)]
+pub struct ImageEntry<'a> {
+    /// Where it runs.
+    pub platform: &'a Platform,
+    /// The config blob, already stored with [`ImageSink::put_blob`].
+    pub config: &'a Descriptor,
+    /// The layers as stored, bottom first.
+    pub layers: &'a [Descriptor],
+    /// The OCI image manifest, canonical JSON.
+    pub manifest: &'a [u8],
+}
+
+/// Where an image goes: a docker-archive, an OCI layout or archive, a
+/// registry. A build stores each layer (streamed into
+/// [`ImageSink::start_layer`]'s writer, then [`ImageSink::commit_layer`]),
+/// then the config ([`ImageSink::put_blob`]), then the image manifest
+/// ([`ImageSink::put_manifest`]; a multi-platform build puts several), and
+/// [`ImageSink::finish`] names them: one manifest by its reference, several
+/// by an index. Sinks never compress layers themselves and never read the
+/// store: they take bytes.
+pub trait ImageSink {
+    /// A layer being written.
+    type Blob: Write + Send;
+    /// What [`ImageSink::finish`] hands back (the writer of a stream,
+    /// a registry's upload counts).
+    type Output;
+
+    /// How layers are to be written into this sink.
+    fn layer_form(&self) -> LayerForm;
+
+    /// Starts a layer whose tar has `size` bytes and whose content the
+    /// key `key` identifies (see [`LayerForm::Members`]).
     ///
     /// # Errors
-    /// When its temporary storage cannot be created.
-    fn start_blob(&mut self) -> Result<Self::Blob, Error>;
+    /// When its temporary storage cannot be created or the output written.
+    fn start_layer(&mut self, key: &Digest, size: u64) -> Result<Self::Blob, Error>;
 
-    /// Stores `blob`, whose bytes have `digest` and `size`; returns
-    /// whether it was new (a blob already stored is not written again).
+    /// Stores the layer written into `blob`, whose stored bytes have
+    /// `digest` and `size`; returns whether it was new (a blob already
+    /// stored is not written again).
     ///
     /// # Errors
     /// When it cannot be stored.
-    fn commit_blob(&mut self, blob: Self::Blob, digest: &Digest, size: u64) -> Result<bool, Error>;
+    fn commit_layer(&mut self, blob: Self::Blob, digest: &Digest, size: u64)
+        -> Result<bool, Error>;
 
     /// Whether the blob `digest` is already stored, so a layer known (from
     /// the layer cache) to have that blob need not be read again.
@@ -93,10 +152,84 @@ pub trait BlobSink {
         false
     }
 
-    /// Stores a small blob held in memory; returns its digest and whether
-    /// it was new.
+    /// Stores a small blob held in memory (a config); returns its digest
+    /// and whether it was new.
     ///
     /// # Errors
     /// When it cannot be stored.
     fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), Error>;
+
+    /// Stores an image manifest; returns its descriptor and whether it
+    /// was new.
+    ///
+    /// # Errors
+    /// When it cannot be stored.
+    fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error>;
+
+    /// Names what was put `reference` (`name:tag`) and completes the
+    /// output; returns [`ImageSink::Output`] and, for an output that is one
+    /// stream, its bytes as written.
+    ///
+    /// # Errors
+    /// When nothing or more than the sink can name was put, or it cannot be
+    /// written.
+    fn finish(self, reference: &str) -> Result<(Self::Output, Option<u64>), Error>;
+}
+
+/// The tag of `name:tag`.
+#[must_use]
+pub fn tag_of(reference: &str) -> &str {
+    reference.rsplit_once(':').map_or("latest", |(_, t)| t)
+}
+
+/// The `index.json` entry naming `manifests` `reference`: the manifest
+/// itself when there is one; for several (one per platform), an image
+/// index stored with `put_blob`, each of its entries carrying its platform.
+///
+/// # Errors
+/// When no manifest was put, or the index cannot be stored.
+fn tagged_entry(
+    manifests: &[(Descriptor, Platform)],
+    reference: &str,
+    put_blob: impl FnOnce(&[u8]) -> Result<(Digest, bool), Error>,
+) -> Result<serde_json::Value, Error> {
+    let tag = tag_of(reference);
+    match manifests {
+        [] => Err(Error::Unsupported {
+            what: "no image manifest was written, so there is nothing to name".to_owned(),
+        }),
+        [(desc, p)] => Ok(crate::oci::index_entry(
+            desc,
+            reference,
+            tag,
+            &p.os,
+            &p.architecture,
+        )),
+        several => {
+            let entries = several
+                .iter()
+                .map(|(desc, p)| {
+                    let mut extra = serde_json::Map::new();
+                    extra.insert(
+                        "platform".into(),
+                        serde_json::json!({ "os": p.os, "architecture": p.architecture }),
+                    );
+                    desc.to_json(extra)
+                })
+                .collect();
+            let index = crate::oci::index_json(entries);
+            let (digest, _) = put_blob(&index)?;
+            let desc = Descriptor {
+                media_type: crate::oci::INDEX_MEDIA_TYPE.to_owned(),
+                digest,
+                size: index.len() as u64,
+            };
+            let mut extra = serde_json::Map::new();
+            extra.insert(
+                "annotations".into(),
+                serde_json::json!({ crate::oci::REF_NAME: tag, crate::oci::CONTAINERD_NAME: reference }),
+            );
+            Ok(desc.to_json(extra))
+        }
+    }
 }

@@ -9,35 +9,23 @@
 //! store is still read once, the spool adds a local write and read.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::{BlobSink, Error};
+use super::{Error, ImageEntry, ImageSink, LayerForm, Platform, SpooledBlob};
+use crate::codec::CompressOptions;
 use crate::oci;
-use crate::oci::{CountWriter, Digest};
+use crate::oci::{CountWriter, Descriptor, Digest};
 use crate::tar::{Header, Kind, TarWriter};
 
 /// Writes an OCI archive to `W`.
 pub struct OciArchiveWriter<W: Write> {
     tar: TarWriter<CountWriter<W>>,
     mtime: u64,
+    compress: CompressOptions,
     stored: BTreeSet<Digest>,
-}
-
-/// A spooled blob.
-pub struct SpooledBlob {
-    file: BufWriter<File>,
-}
-
-impl Write for SpooledBlob {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
+    /// The manifests put, with their platforms, for `index.json`.
+    manifests: Vec<(Descriptor, Platform)>,
 }
 
 fn archive_err(source: io::Error) -> Error {
@@ -48,15 +36,18 @@ fn archive_err(source: io::Error) -> Error {
 }
 
 impl<W: Write> OciArchiveWriter<W> {
-    /// Starts an archive; every member gets `mtime`.
+    /// Starts an archive whose layers are compressed with `compress`;
+    /// every member gets `mtime`.
     ///
     /// # Errors
     /// When writing fails.
-    pub fn new(out: W, mtime: u64) -> io::Result<Self> {
+    pub fn new(out: W, mtime: u64, compress: CompressOptions) -> io::Result<Self> {
         let mut w = Self {
             tar: TarWriter::new(CountWriter::new(out)),
             mtime,
+            compress,
             stored: BTreeSet::new(),
+            manifests: Vec::new(),
         };
         w.tar.append(
             &w.header("oci-layout", Kind::Regular, oci::LAYOUT_FILE.len() as u64),
@@ -79,33 +70,21 @@ impl<W: Write> OciArchiveWriter<W> {
             size,
         )
     }
-
-    /// Writes `index.json` and the trailer; returns the writer, the
-    /// archive's digest and its length.
-    ///
-    /// # Errors
-    /// When writing fails.
-    pub fn finish(mut self, index_json: &[u8]) -> io::Result<(W, u64)> {
-        let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
-        self.tar.append(&header, index_json)?;
-        self.tar.finish()?.finish()
-    }
 }
 
-impl<W: Write> BlobSink for OciArchiveWriter<W> {
+impl<W: Write> ImageSink for OciArchiveWriter<W> {
     type Blob = SpooledBlob;
+    type Output = W;
 
-    fn start_blob(&mut self) -> Result<SpooledBlob, Error> {
-        let file = tempfile::tempfile().map_err(|source| Error::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-        Ok(SpooledBlob {
-            file: BufWriter::with_capacity(1 << 20, file),
-        })
+    fn layer_form(&self) -> LayerForm {
+        LayerForm::Blobs(self.compress)
     }
 
-    fn commit_blob(
+    fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<SpooledBlob, Error> {
+        SpooledBlob::new_in(&std::env::temp_dir())
+    }
+
+    fn commit_layer(
         &mut self,
         blob: SpooledBlob,
         digest: &Digest,
@@ -114,14 +93,10 @@ impl<W: Write> BlobSink for OciArchiveWriter<W> {
         if !self.stored.insert(*digest) {
             return Ok(false);
         }
-        let mut file = blob
-            .file
-            .into_inner()
-            .map_err(|e| archive_err(e.into_error()))?;
-        file.rewind().map_err(archive_err)?;
+        let mut spooled = blob.finish()?;
         let header = self.blob_header(digest, size);
         self.tar.start_entry(&header).map_err(archive_err)?;
-        let copied = io::copy(&mut file, &mut self.tar).map_err(archive_err)?;
+        let copied = io::copy(&mut spooled.file, &mut self.tar).map_err(archive_err)?;
         if copied != size {
             return Err(archive_err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -141,21 +116,67 @@ impl<W: Write> BlobSink for OciArchiveWriter<W> {
         self.tar.append(&header, bytes).map_err(archive_err)?;
         Ok((digest, true))
     }
+
+    fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
+        let (digest, new) = self.put_blob(image.manifest)?;
+        let desc = Descriptor {
+            media_type: oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest,
+            size: image.manifest.len() as u64,
+        };
+        self.manifests.push((desc.clone(), image.platform.clone()));
+        Ok((desc, new))
+    }
+
+    /// Writes `index.json`, naming the manifest (or, for several, an
+    /// index of them) `reference`, and the trailer.
+    fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
+        let manifests = std::mem::take(&mut self.manifests);
+        let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
+        let index_json = oci::index_json(vec![entry]);
+        let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
+        self.tar.append(&header, &index_json).map_err(archive_err)?;
+        let (out, bytes) = self
+            .tar
+            .finish()
+            .and_then(CountWriter::finish)
+            .map_err(archive_err)?;
+        Ok((out, Some(bytes)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroUsize;
+
     use super::*;
 
     #[test]
     fn members_in_order_and_blobs_once() {
-        let mut w = OciArchiveWriter::new(Vec::new(), 1).unwrap();
-        let mut blob = w.start_blob().unwrap();
+        let options = CompressOptions::new(crate::codec::Compression::None, NonZeroUsize::MIN);
+        let mut w = OciArchiveWriter::new(Vec::new(), 1, options).unwrap();
+        let key = Digest::of(b"key");
+        let mut blob = w.start_layer(&key, 5).unwrap();
         blob.write_all(b"layer").unwrap();
-        assert!(w.commit_blob(blob, &Digest::of(b"layer"), 5).unwrap());
+        assert!(w.commit_layer(blob, &Digest::of(b"layer"), 5).unwrap());
         assert!(!w.put_blob(b"layer").unwrap().1);
-        assert!(w.put_blob(b"config").unwrap().1);
-        let (bytes, len) = w.finish(b"{}").unwrap();
+        let (config, new) = w.put_blob(b"config").unwrap();
+        assert!(new);
+        let config = Descriptor {
+            media_type: oci::CONFIG_MEDIA_TYPE.to_owned(),
+            digest: config,
+            size: 6,
+        };
+        let platform = Platform::default();
+        let image = ImageEntry {
+            platform: &platform,
+            config: &config,
+            layers: &[],
+            manifest: b"{}",
+        };
+        assert!(w.put_manifest(&image).unwrap().1);
+        let (bytes, len) = w.finish("x:y").unwrap();
+        let len = len.unwrap();
         assert_eq!(len, bytes.len() as u64);
         assert_eq!(bytes.len() % 10240, 0);
         // Member names, in order, from the ustar name fields.
@@ -175,7 +196,7 @@ mod tests {
             at += 512 + size.div_ceil(512) * 512;
         }
         assert_eq!(names[..3], ["oci-layout", "blobs/", "blobs/sha256/"]);
-        assert_eq!(names.len(), 6);
-        assert_eq!(names[5], "index.json");
+        assert_eq!(names.len(), 7);
+        assert_eq!(names[6], "index.json");
     }
 }

@@ -30,11 +30,12 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::cleanup::Pending;
 use super::output::Staged;
-use super::{BlobSink, Error};
+use super::{Error, ImageEntry, ImageSink, LayerForm, Platform};
+use crate::cleanup::Pending;
+use crate::codec::CompressOptions;
 use crate::oci;
-use crate::oci::Digest;
+use crate::oci::{Descriptor, Digest};
 
 /// A new layout's directory until its first tag is set.
 #[derive(Debug)]
@@ -57,6 +58,10 @@ pub struct OciLayout {
     /// layout is in place).
     blobs: PathBuf,
     staging: Option<Staging>,
+    /// How layers are compressed.
+    compress: CompressOptions,
+    /// The manifests put, with their platforms, until [`ImageSink::finish`].
+    manifests: Vec<(Descriptor, Platform)>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -115,6 +120,8 @@ impl OciLayout {
                 target,
                 blobs,
                 staging: None,
+                compress: CompressOptions::NONE,
+                manifests: Vec::new(),
             });
         }
         if is_empty(&target).map_err(io_at(dir))? {
@@ -156,7 +163,16 @@ impl OciLayout {
                 pending,
                 beside,
             }),
+            compress: CompressOptions::NONE,
+            manifests: Vec::new(),
         })
+    }
+
+    /// Layers compressed with `compress` (uncompressed by default).
+    #[must_use]
+    pub fn compressed(mut self, compress: CompressOptions) -> Self {
+        self.compress = compress;
+        self
     }
 
     /// The layout's directory, as given.
@@ -349,17 +365,22 @@ impl Write for LayoutBlob {
     }
 }
 
-impl BlobSink for OciLayout {
+impl ImageSink for OciLayout {
     type Blob = LayoutBlob;
+    type Output = ();
 
-    fn start_blob(&mut self) -> Result<LayoutBlob, Error> {
+    fn layer_form(&self) -> LayerForm {
+        LayerForm::Blobs(self.compress)
+    }
+
+    fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<LayoutBlob, Error> {
         let shown = self.shown.join(BLOBS);
         Staged::new_in(&self.blobs, &shown)
             .map(LayoutBlob)
             .map_err(io_at(&shown))
     }
 
-    fn commit_blob(
+    fn commit_layer(
         &mut self,
         blob: LayoutBlob,
         digest: &Digest,
@@ -388,6 +409,26 @@ impl BlobSink for OciLayout {
         let new = temp.publish_new(&path).map_err(io_at(&shown))?;
         Ok((digest, new))
     }
+
+    fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
+        let (digest, new) = self.put_blob(image.manifest)?;
+        let desc = Descriptor {
+            media_type: oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest,
+            size: image.manifest.len() as u64,
+        };
+        self.manifests.push((desc.clone(), image.platform.clone()));
+        Ok((desc, new))
+    }
+
+    /// Names the manifest (or, for several, an index of them) by
+    /// `reference`'s tag in `index.json`; a new layout is put in place.
+    fn finish(mut self, reference: &str) -> Result<((), Option<u64>), Error> {
+        let manifests = std::mem::take(&mut self.manifests);
+        let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
+        self.set_tag(super::tag_of(reference), entry)?;
+        Ok(((), None))
+    }
 }
 
 #[cfg(test)]
@@ -414,15 +455,61 @@ mod tests {
         assert!(new);
         assert!(!root.exists(), "the layout appears only once complete");
 
-        let mut blob = layout.start_blob().unwrap();
+        let mut blob = layout.start_layer(&d, 3).unwrap();
         blob.write_all(b"abc").unwrap();
-        assert!(!layout.commit_blob(blob, &d, 3).unwrap());
+        assert!(!layout.commit_layer(blob, &d, 3).unwrap());
         layout.set_tag("a", entry(b"1", "a")).unwrap();
         assert_eq!(fs::read(root.join("oci-layout")).unwrap(), oci::LAYOUT_FILE);
         assert_eq!(fs::read(layout.blob_path(&d)).unwrap(), b"abc");
         // Only the blob, no temporary file or staging directory left behind.
         assert_eq!(fs::read_dir(root.join(BLOBS)).unwrap().count(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn several_manifests_are_named_by_one_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(dir.path()).unwrap();
+        let (config, _) = layout.put_blob(b"{}").unwrap();
+        let config = Descriptor {
+            media_type: oci::CONFIG_MEDIA_TYPE.into(),
+            digest: config,
+            size: 2,
+        };
+        for (arch, manifest) in [("amd64", &b"[1]"[..]), ("arm64", b"[2]")] {
+            let platform = Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+            };
+            let image = ImageEntry {
+                platform: &platform,
+                config: &config,
+                layers: &[],
+                manifest,
+            };
+            assert!(layout.put_manifest(&image).unwrap().1);
+        }
+        layout.finish("x:multi").unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["mediaType"], oci::INDEX_MEDIA_TYPE);
+        assert_eq!(oci::entry_ref_name(&entries[0]), Some("multi"));
+        let digest = Digest::parse(entries[0]["digest"].as_str().unwrap()).unwrap();
+        let inner: Value =
+            serde_json::from_slice(&fs::read(layout_blob(dir.path(), &digest)).unwrap()).unwrap();
+        let platforms: Vec<&str> = inner["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect();
+        assert_eq!(platforms, ["amd64", "arm64"]);
+    }
+
+    fn layout_blob(root: &Path, digest: &Digest) -> PathBuf {
+        root.join(BLOBS).join(digest.hex())
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!   what was meant).
 //!
 //! Files are created with mode 0666 less the umask, like any new file.
-//! Every temporary file is registered with [`super::cleanup`], so a signal
+//! Every temporary file is registered with [`crate::cleanup`], so a signal
 //! removes it too; dropped unfinished, it is removed at once.
 
 use std::fs::{self, File};
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
 
-use super::cleanup::Pending;
+use crate::cleanup::Pending;
 
 /// Large writes keep the syscall count low when streaming gigabytes.
 const BUFFER: usize = 1 << 20;

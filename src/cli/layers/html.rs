@@ -8,8 +8,8 @@
 
 use std::fmt::Write as _;
 
-use crate::closure::ClosureGraph;
-use crate::plan::LayerPlan;
+use nixlayer::closure::ClosureGraph;
+use nixlayer::plan::LayerPlan;
 
 use crate::cli::{plural, printer};
 
@@ -115,8 +115,8 @@ pub(super) fn render(reference: &str, closure: &ClosureGraph, plan: &LayerPlan) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closure::PathInfo;
-    use crate::nix::{StoreDir, StorePath};
+    use nixlayer::closure::PathInfo;
+    use nixlayer::nix::{StoreDir, StorePath};
 
     #[test]
     fn escapes_and_scales() {

@@ -1,15 +1,15 @@
 //! Pushing an image to a registry over the OCI distribution API, with a
 //! small blocking HTTP client (ureq, no async runtime).
 //!
-//! [`RegistrySink`] is a [`BlobSink`]: each layer blob is spooled to a
+//! [`RegistrySink`] is an [`ImageSink`]: each layer blob is spooled to a
 //! temporary file while it is compressed and hashed, then uploaded unless
 //! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`), with a
 //! monolithic upload (`POST …/blobs/uploads/`, then `PUT <location>?digest=…`
 //! streaming the file). [`RegistrySink::has_blob`] asks the registry, so a
 //! layer the layer cache knows and the registry holds is never read. Small
-//! blobs (config, manifest) stay in memory; [`RegistrySink::finish`]
-//! uploads the config and PUTs the manifest with exactly the bytes that
-//! were hashed.
+//! blobs (config, manifest) stay in memory; the config is uploaded when
+//! its manifest is put, and [`ImageSink::finish`] PUTs the manifest with
+//! exactly the bytes that were hashed.
 //!
 //! Auth: anonymous; basic (`USER:PASS` from the command line, the
 //! environment or `~/.docker/config.json`); bearer tokens
@@ -18,7 +18,7 @@
 //! (5xx, 429, connection errors) are retried [`ATTEMPTS`] times; every
 //! request has a deadline ([`Timeouts`]), and one that passes is final.
 //!
-//! Modules: [`reference`] parses `host[:port]/repo[:tag]`, [`credentials`]
+//! Modules: [`reference`](mod@reference) parses `host[:port]/repo[:tag]`, [`credentials`]
 //! reads and redacts credentials, [`client`] speaks HTTP to the registry.
 
 pub mod client;
@@ -26,15 +26,16 @@ pub mod credentials;
 pub mod reference;
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::TempDir;
 
-use super::BlobSink;
-use crate::oci::Digest;
+use super::{ImageEntry, ImageSink, LayerForm, SpooledBlob};
+use crate::cleanup::Pending;
+use crate::codec::CompressOptions;
+use crate::oci::{Descriptor, Digest};
 use client::Body;
 pub use client::{Client, ClientOptions, Timeouts};
 pub use credentials::Credentials;
@@ -146,29 +147,23 @@ pub struct PushCounts {
     pub bytes_uploaded: u64,
 }
 
-/// A [`BlobSink`] that uploads to a registry: see the module docs.
+/// An [`ImageSink`] that uploads to a registry: see the module docs.
 #[derive(Debug)]
 pub struct RegistrySink {
     client: Client,
     spool: TempDir,
-    /// Small blobs (config, manifest), kept for [`RegistrySink::finish`].
+    /// Removes the spool directory if a signal ends the process.
+    _pending: Pending,
+    compress: CompressOptions,
+    /// The tag to push as, when the reference named one.
+    tag: Option<String>,
+    /// Small blobs (configs), kept until their manifest is put.
     small: BTreeMap<Digest, Vec<u8>>,
+    /// The manifests put, for [`ImageSink::finish`].
+    manifests: Vec<Vec<u8>>,
     /// What HEAD said, so no blob is asked about twice.
     known: Mutex<BTreeMap<Digest, bool>>,
     counts: PushCounts,
-}
-
-/// A blob being spooled for upload.
-#[derive(Debug)]
-pub struct SpooledBlob(BufWriter<NamedTempFile>);
-
-impl Write for SpooledBlob {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -176,12 +171,18 @@ fn sink_err(e: Error) -> super::Error {
 }
 
 impl RegistrySink {
-    /// A sink uploading through `client`, spooling blobs in a new temporary
+    /// A sink uploading through `client` layers compressed with
+    /// `compress`, pushed as `tag` (`None`: the tag of the reference
+    /// [`ImageSink::finish`] is given), spooling blobs in a new temporary
     /// directory.
     ///
     /// # Errors
     /// When the temporary directory cannot be made.
-    pub fn new(client: Client) -> Result<Self, Error> {
+    pub fn new(
+        client: Client,
+        compress: CompressOptions,
+        tag: Option<String>,
+    ) -> Result<Self, Error> {
         let spool = tempfile::Builder::new()
             .prefix("nixlayer-push")
             .tempdir()
@@ -190,10 +191,15 @@ impl RegistrySink {
                 path: std::env::temp_dir(),
                 source,
             })?;
+        let pending = Pending::new(spool.path());
         Ok(Self {
             client,
             spool,
+            _pending: pending,
+            compress,
+            tag,
             small: BTreeMap::new(),
+            manifests: Vec::new(),
             known: Mutex::new(BTreeMap::new()),
             counts: PushCounts::default(),
         })
@@ -226,62 +232,31 @@ impl RegistrySink {
         self.counts.bytes_uploaded += body.len();
         Ok(true)
     }
-
-    /// Uploads the config `config` (when missing) and PUTs the manifest
-    /// `manifest` as `tag`: the last step of a push, after the build wrote
-    /// every layer into this sink.
-    ///
-    /// # Errors
-    /// When either blob was never stored here, or the registry refuses them.
-    pub fn finish(
-        mut self,
-        config: &Digest,
-        manifest: &Digest,
-        tag: &str,
-    ) -> Result<PushCounts, Error> {
-        let missing = |d: &Digest| Error::Io {
-            what: d.prefixed(),
-            path: PathBuf::from("(memory)"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob was not built"),
-        };
-        let config_bytes = self
-            .small
-            .get(config)
-            .cloned()
-            .ok_or_else(|| missing(config))?;
-        self.push_blob(config, &Body::Bytes(&config_bytes))?;
-        let manifest_bytes = self.small.get(manifest).ok_or_else(|| missing(manifest))?;
-        self.client.put_manifest(tag, manifest_bytes)?;
-        Ok(self.counts)
-    }
 }
 
-impl BlobSink for RegistrySink {
+impl ImageSink for RegistrySink {
     type Blob = SpooledBlob;
+    type Output = PushCounts;
 
-    fn start_blob(&mut self) -> Result<Self::Blob, super::Error> {
-        let file = NamedTempFile::new_in(self.spool.path()).map_err(|source| super::Error::Io {
-            path: self.spool.path().to_owned(),
-            source,
-        })?;
-        Ok(SpooledBlob(BufWriter::with_capacity(1 << 20, file)))
+    fn layer_form(&self) -> LayerForm {
+        LayerForm::Blobs(self.compress)
     }
 
-    fn commit_blob(
+    fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<Self::Blob, super::Error> {
+        SpooledBlob::new_in(self.spool.path())
+    }
+
+    fn commit_layer(
         &mut self,
         blob: Self::Blob,
         digest: &Digest,
         size: u64,
     ) -> Result<bool, super::Error> {
-        let file = blob.0.into_inner().map_err(|e| super::Error::Io {
-            path: self.spool.path().to_owned(),
-            source: e.into_error(),
-        })?;
-        let path = file.path().to_owned();
+        let spooled = blob.finish()?;
         let new = self
-            .push_blob(digest, &Body::File(&path, size))
+            .push_blob(digest, &Body::File(spooled.path(), size))
             .map_err(sink_err)?;
-        drop(file); // removes the spooled copy
+        drop(spooled); // removes the spooled copy
         Ok(new)
     }
 
@@ -295,5 +270,69 @@ impl BlobSink for RegistrySink {
         let digest = Digest::of(bytes);
         self.small.insert(digest, bytes.to_vec());
         Ok((digest, true))
+    }
+
+    /// Uploads the image's config (when missing) and keeps the manifest
+    /// for [`ImageSink::finish`], which PUTs it with exactly these bytes.
+    fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), super::Error> {
+        let config = &image.config.digest;
+        let bytes = self.small.get(config).cloned().ok_or_else(|| {
+            sink_err(Error::Io {
+                what: config.prefixed(),
+                path: PathBuf::from("(memory)"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob was not built"),
+            })
+        })?;
+        self.push_blob(config, &Body::Bytes(&bytes))
+            .map_err(sink_err)?;
+        self.manifests.push(image.manifest.to_vec());
+        let desc = Descriptor {
+            media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: Digest::of(image.manifest),
+            size: image.manifest.len() as u64,
+        };
+        Ok((desc, true))
+    }
+
+    /// PUTs the manifest as the tag: the last step of a push.
+    fn finish(self, reference: &str) -> Result<(PushCounts, Option<u64>), super::Error> {
+        let tag = self
+            .tag
+            .clone()
+            .unwrap_or_else(|| super::tag_of(reference).to_owned());
+        match self.manifests.as_slice() {
+            [manifest] => {
+                self.client.put_manifest(&tag, manifest).map_err(sink_err)?;
+                Ok((self.counts, None))
+            }
+            [] => Err(super::Error::Unsupported {
+                what: "no image manifest was built, so there is nothing to push".to_owned(),
+            }),
+            _ => Err(super::Error::Unsupported {
+                what: "pushing several image manifests under one tag needs an image index, which pushes do not write yet".to_owned(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_directory_is_removed_on_a_signal_too() {
+        let target = Reference::parse("127.0.0.1:5000/x").unwrap();
+        let options = ClientOptions {
+            credentials: None,
+            insecure: false,
+            timeouts: Timeouts::default(),
+        };
+        let sink =
+            RegistrySink::new(Client::new(&target, options), CompressOptions::NONE, None).unwrap();
+        let dir = sink.spool.path().to_owned();
+        assert!(crate::cleanup::is_pending(&dir));
+        drop(sink);
+        assert!(!dir.exists());
+        assert!(!crate::cleanup::is_pending(&dir));
     }
 }

@@ -59,13 +59,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use sha2::{Digest as _, Sha256};
 
 use super::{Entry, Error, Store};
+use crate::http::Timeouts;
 use crate::nix::listing::{self, MAX_LISTING};
 use crate::nix::nar::NarError;
 use crate::nix::narinfo::{
     self, Compression, NarInfo, ParseError, PublicKey, SignatureError, MAX_NARINFO,
 };
 use crate::nix::{NarHash, StoreDir, StorePath};
-use crate::sink::registry::Timeouts;
 
 mod index;
 mod nar_cache;

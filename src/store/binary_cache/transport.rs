@@ -20,8 +20,8 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::{CacheError, Hashing};
+use crate::http::Timeouts;
 use crate::nix::NarHash;
-use crate::sink::registry::Timeouts;
 
 /// Tries of one request: the first and three retries.
 const ATTEMPTS: u32 = 4;

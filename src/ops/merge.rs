@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::archive::{self, Format, ImageArchive};
-use crate::codec::{CompressOptions, Compression, Compressor};
-use crate::oci::{CountWriter, Digest};
+use crate::codec::{BlobWriter, CompressOptions, Compression};
+use crate::oci::Digest;
 use crate::tar::{Header, Kind, MemberKind, TarWriter};
 
 /// Why a merge failed.
@@ -142,9 +142,7 @@ pub fn merge<W: Write>(
         }
     }
     check_member_names(inputs)?;
-    let counted = CountWriter::new(out);
-    let compressor = Compressor::new(counted, compress).map_err(Error::Write)?;
-    let mut tar = TarWriter::new(compressor);
+    let mut tar = TarWriter::new(BlobWriter::stream(out, compress).map_err(Error::Write)?);
     let header =
         |name: &str, kind: Kind, size: u64| Header::archive_member(name, kind, size, mtime);
     let mut written: BTreeSet<String> = BTreeSet::new();
@@ -264,8 +262,7 @@ pub fn merge<W: Write>(
     }
     let (out, bytes) = tar
         .finish()
-        .and_then(Compressor::finish)
-        .and_then(CountWriter::finish)
+        .and_then(BlobWriter::finish_stream)
         .map_err(Error::Write)?;
     summary.bytes = bytes;
     Ok((out, summary))

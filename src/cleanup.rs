@@ -63,6 +63,13 @@ impl Drop for Pending {
     }
 }
 
+/// Whether `path` is registered now (for tests of the modules that
+/// register their temporary paths).
+#[cfg(test)]
+pub(crate) fn is_pending(path: &Path) -> bool {
+    registry().values().any(|p| p == path)
+}
+
 /// Removes every registered path; the registry stays locked in the returned
 /// guard so nothing is published afterwards.
 fn remove_all() -> MutexGuard<'static, BTreeMap<u64, PathBuf>> {

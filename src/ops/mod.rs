@@ -1,8 +1,18 @@
-//! Drives the stages for one resolved build: closure → plan → measured
-//! layers → archive. [`prepare`] does everything that reads metadata only;
-//! [`write_docker_archive`], [`write_compressed_docker_archive`],
-//! [`write_oci_layout`] or [`write_oci_archive`] then makes the one pass
-//! over the store's bytes.
+//! The ops tier: drives the stages for what the library does, and is what
+//! the command line calls. It reads the manifest's resolved values, never
+//! the command line.
+//!
+//! - [`settings`]: a loaded manifest, [`settings::Overrides`] and an
+//!   [`settings::Environment`] → [`BuildSettings`] and the output's form.
+//! - Build: [`prepare`] reads the closure, plans and measures the layers
+//!   (metadata only); [`build`] then makes the one pass over the store's
+//!   bytes into any [`ImageSink`](crate::sink::ImageSink) (a docker-archive,
+//!   an OCI layout or archive, a registry), each layer through the one
+//!   layer writer ([`PreparedImage::write_layer_blob`]).
+//! - [`push`]: a build into a registry.
+//! - [`merge`]: many docker-archives into one.
+//!
+//! Progress goes to a [`Reporter`]; the library never prints.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,15 +30,18 @@ use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink;
 use crate::store::StoreLocation;
 
-mod docker;
-mod oci;
+pub mod merge;
+pub mod push;
+pub mod settings;
+mod write;
 
-pub use docker::{write_compressed_docker_archive, write_docker_archive};
-pub use oci::{write_oci_archive, write_oci_blobs_to, write_oci_layout};
+pub use write::build;
 
 /// Everything a build needs, resolved: no defaults left, no clock or
-/// environment to read.
+/// environment to read. Made by [`BuildSettings::new`] (or
+/// [`settings::resolve_build`]), then changed field by field.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BuildSettings {
     /// Image name, already lowercased (`registry/repo`).
     pub name: String,
@@ -58,6 +71,7 @@ pub struct BuildSettings {
 
 /// What the image holds beyond the store layers (SPEC §4, §5).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ContentSettings {
     /// `customisation.contents`: store paths merged into `/`.
     pub contents: Vec<StorePath>,
@@ -151,6 +165,9 @@ pub enum Error {
     /// An output file or directory could not be written.
     #[error(transparent)]
     Sink(#[from] sink::Error),
+    /// The registry could not be reached.
+    #[error(transparent)]
+    Registry(#[from] sink::registry::Error),
 }
 
 /// What a layer holds.
@@ -258,6 +275,10 @@ pub trait Reporter: Send + Sync {
     fn on_layer_start(&self, index: usize, total: usize, paths: &[StorePath], bytes: u64) {
         let _ = (index, total, paths, bytes);
     }
+    /// `bytes` more bytes of layer `index`'s tar were written.
+    fn on_bytes(&self, index: usize, bytes: u64) {
+        let _ = (index, bytes);
+    }
     /// A layer is written.
     fn on_layer_done(&self, index: usize, diff_id: &Digest) {
         let _ = (index, diff_id);
@@ -295,6 +316,37 @@ fn layer_key(opts: &LayerOptions, paths: &[StorePath]) -> Digest {
 }
 
 impl BuildSettings {
+    /// Settings for an image `name` (lowercase, `registry/repo`) with
+    /// `config`, of the closure of `roots` in `store` whose references come
+    /// from `source`, layered by `pipeline`. The rest starts as a manifest
+    /// leaving it out would have it: no tag (derived from the config
+    /// digest), nothing excluded, owner root, every file time 1 (1970-01-01
+    /// 00:00:01), no layer cache, no customisation layer and no base image.
+    #[must_use]
+    pub fn new(
+        name: String,
+        config: ConfigSpec,
+        store: StoreLocation,
+        roots: Vec<StorePath>,
+        source: Source,
+        pipeline: Pipeline,
+    ) -> Self {
+        Self {
+            name,
+            tag: None,
+            config,
+            store,
+            roots,
+            source,
+            exclude: Vec::new(),
+            pipeline,
+            owner: Owner::default(),
+            mtime: 1,
+            cache: None,
+            content: ContentSettings::default(),
+        }
+    }
+
     fn layer_options(&self) -> LayerOptions {
         LayerOptions {
             store: self.store.clone(),

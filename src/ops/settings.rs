@@ -1,10 +1,11 @@
-//! Resolves a manifest, the command-line overrides and the environment into
-//! library settings. This is the only place that reads the clock and the
-//! environment (`SOURCE_DATE_EPOCH`, the host architecture).
+//! Resolves a manifest, overrides (what a command line or a library caller
+//! changes) and the environment into library settings. The clock and the
+//! environment are read only by [`Environment::capture`], so a caller that
+//! builds an [`Environment`] itself gets the same bytes every time.
 
 use std::path::PathBuf;
 
-use crate::build::{AddedFile, BuildSettings, ContentSettings};
+use super::{AddedFile, BuildSettings, ContentSettings};
 use crate::closure::Source;
 use crate::codec::{CompressOptions, Compression};
 use crate::image::ConfigSpec;
@@ -18,8 +19,6 @@ use crate::manifest::{
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
 use crate::store::StoreLocation;
-
-use super::args::BuildArgs;
 
 /// Values from outside the manifest that a build may depend on.
 #[derive(Clone, Debug)]
@@ -93,26 +92,44 @@ impl Environment {
     }
 }
 
-/// A resolved `build` command.
+/// What a caller changes of a manifest's values: each `Some` (or `true`)
+/// wins over the manifest. Plain values, no command-line types: `build`,
+/// `layers` and `push` fill it from their flags, a library user directly.
+/// Bad values are reported as [`Error::Flag`] naming `--<field>`.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Overrides {
+    /// `NAME[:TAG]` instead of the manifest's `name` and `tag`.
+    pub tag: Option<String>,
+    /// The output format's name (`docker-archive`, `oci-layout`, `oci-archive`).
+    pub format: Option<String>,
+    /// The compression's name (`none`, `gzip`, `zstd`).
+    pub compression: Option<String>,
+    /// The compression level.
+    pub level: Option<i32>,
+    /// Compression threads (default: every core the process may use).
+    pub threads: Option<std::num::NonZeroUsize>,
+    /// Neither read nor update the layer cache.
+    pub no_cache: bool,
+}
+
+/// A resolved build: the settings and how the output is written.
 #[derive(Debug)]
-pub struct BuildCommand {
+#[non_exhaustive]
+pub struct ResolvedBuild {
     /// What to build.
     pub settings: BuildSettings,
-    /// Where to write it; `None` for stdout.
-    pub output: Option<PathBuf>,
     /// Warnings to show before building.
     pub warnings: Vec<String>,
     /// The output format.
     pub format: OutputFormat,
     /// How the output is compressed.
     pub compress: CompressOptions,
-    /// Print the summary as JSON on stdout.
-    pub json: bool,
 }
 
 /// nixpkgs' default for both timestamps: one second after the epoch, so
 /// tools that treat 0 as "unset" still show a date.
-pub(super) const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
+pub const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
 
 /// The host's architecture in GOARCH spelling, as image configs use.
 fn host_architecture() -> &'static str {
@@ -126,15 +143,16 @@ fn host_architecture() -> &'static str {
     }
 }
 
-/// Resolves `build` from its arguments, the loaded manifest and the environment.
+/// Resolves a build from the loaded manifest, the overrides and the environment.
 ///
 /// # Errors
-/// When a manifest value is invalid; the error points at its line.
+/// When a manifest value is invalid (the error points at its line), an
+/// override is ([`Error::Flag`]), or `SOURCE_DATE_EPOCH` is.
 pub fn resolve_build(
-    args: &BuildArgs,
     loaded: &LoadedManifest,
+    args: &Overrides,
     env: &Environment,
-) -> Result<BuildCommand, Error> {
+) -> Result<ResolvedBuild, Error> {
     let m = &loaded.manifest;
     let mut warnings = Vec::new();
 
@@ -274,32 +292,26 @@ pub fn resolve_build(
             .clone()
             .map(|dir| LayerCache::new(dir, store.clone()))
     };
-    let settings = BuildSettings {
-        cache,
-        name,
-        tag,
-        config: ConfigSpec {
-            created: created.text,
-            architecture: m
-                .architecture
-                .as_ref()
-                .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
-            os: m
-                .os
-                .as_ref()
-                .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
-            variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
-            config,
-        },
-        store,
-        roots,
-        source,
-        exclude,
-        pipeline,
-        owner,
-        mtime,
-        content,
+    let config = ConfigSpec {
+        created: created.text,
+        architecture: m
+            .architecture
+            .as_ref()
+            .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
+        os: m
+            .os
+            .as_ref()
+            .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
+        variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
+        config,
     };
+    let mut settings = BuildSettings::new(name, config, store, roots, source, pipeline);
+    settings.tag = tag;
+    settings.exclude = exclude;
+    settings.owner = owner;
+    settings.mtime = mtime;
+    settings.cache = cache;
+    settings.content = content;
     let format = match &args.format {
         Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
             unknown_flag_value("--format", name, &OutputFormat::ALL.map(OutputFormat::name))
@@ -322,13 +334,11 @@ pub fn resolve_build(
         m.output.level.as_ref().map(|l| (l, loaded)),
         args.threads,
     )?;
-    Ok(BuildCommand {
+    Ok(ResolvedBuild {
         settings,
-        output: args.output.clone(),
         warnings,
         format,
         compress,
-        json: args.json,
     })
 }
 
@@ -585,7 +595,8 @@ fn split_reference(reference: &str) -> (String, Option<String>) {
 }
 
 /// Why `name` is not a docker/OCI repository name (after lowercasing).
-pub(super) fn invalid_name(name: &str) -> Option<&'static str> {
+#[must_use]
+pub fn invalid_name(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("it is empty");
     }
@@ -620,7 +631,9 @@ pub(super) fn invalid_name(name: &str) -> Option<&'static str> {
     None
 }
 
-pub(super) fn valid_tag(tag: &str) -> bool {
+/// Whether `tag` is a valid docker/OCI tag.
+#[must_use]
+pub fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= 128
         && tag
