@@ -493,7 +493,7 @@ fn from_binary_cache(cache: &BinaryCache, roots: &[StorePath]) -> Result<Closure
     let paths = cache
         .closure(roots)?
         .iter()
-        .map(|info| info.path_info())
+        .map(|info| PathInfo::from(&**info))
         .collect();
     ClosureGraph::from_input(paths, &format!("binary cache `{}`", cache.url()))
 }
