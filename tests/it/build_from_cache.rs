@@ -464,3 +464,38 @@ fn init_writes_a_manifest_that_builds_from_the_cache() {
     let e = one_error(&failed);
     assert!(e.contains(missing) && e.contains(&cache.url()), "{e}");
 }
+
+#[test]
+fn push_from_a_cache_is_the_local_push() {
+    let Some(cache) = Cache::new("zstd") else {
+        return;
+    };
+    if !crate::push::registry_ready() {
+        return;
+    }
+    let reference = format!(
+        "{}/nixlayer-test/from-cache:p{}",
+        crate::push::REGISTRY,
+        std::process::id()
+    );
+    let push = |manifest: &Path, xdg: &str| {
+        let out = run(
+            cache
+                .nixlayer(xdg)
+                .arg("push")
+                .arg(manifest)
+                .arg(&reference)
+                .args(["--json", "--no-cache"]),
+            0,
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let local = push(&cache.local_manifest(), "xdg-local");
+    let from_cache = push(
+        &cache.cache_manifest("cache.toml", &cache.url(), ""),
+        "xdg-push",
+    );
+    assert_eq!(from_cache["manifest_digest"], local["manifest_digest"]);
+    assert_eq!(from_cache["layers"], local["layers"]);
+    assert_eq!(cache.nars("xdg-push").len(), cache.closure().len());
+}
