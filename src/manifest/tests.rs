@@ -471,6 +471,20 @@ proptest! {
     }
 
     #[test]
+    fn any_binary_cache_source_loads_or_fails_cleanly(
+        url in "(s3|file|https?|ftp)?(://)?\\PC{0,20}",
+        key in "\\PC{0,8}(:)?[A-Za-z0-9+/=]{0,50}",
+        extra in "(require_signatures = (true|false)|netrc_file = \"[~a-z/]{0,6}\"|nar_cache_max_bytes = -?[0-9]{0,20})?",
+    ) {
+        let text = format!(
+            "name = \"a\"\n[closure]\nsource = {{ binary_cache = {} }}\ntrusted_public_keys = [{}]\n{extra}\n",
+            toml::Value::String(url),
+            toml::Value::String(key),
+        );
+        check_no_panic(&text);
+    }
+
+    #[test]
     fn a_mangled_full_manifest_loads_or_fails_cleanly(
         at in 0usize..FULL.len(),
         len in 0usize..12,

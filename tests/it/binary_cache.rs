@@ -429,7 +429,11 @@ impl Nginx {
     }
 
     /// Serves `root` over TLS with `(certificate, key)` when given.
-    fn start_with(root: &Path, directives: &str, tls: Option<(&Path, &Path)>) -> Option<Self> {
+    pub(crate) fn start_with(
+        root: &Path,
+        directives: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Option<Self> {
         if !require_tool("nginx") {
             return None;
         }

@@ -499,3 +499,47 @@ fn push_from_a_cache_is_the_local_push() {
     assert_eq!(from_cache["layers"], local["layers"]);
     assert_eq!(cache.nars("xdg-push").len(), cache.closure().len());
 }
+
+#[test]
+fn bearer_token_from_the_environment() {
+    let Some(cache) = Cache::new("zstd") else {
+        return;
+    };
+    let directives = r#"if ($http_authorization != "Bearer tok-s3cret") { return 401; }"#;
+    let Some(nginx) = Nginx::start_with(&cache.dir(), directives, None) else {
+        return;
+    };
+    let tmp = cache.tmp.path();
+    let manifest = cache.cache_manifest("token.toml", &nginx.url(), "");
+    let got = tmp.join("token.tar");
+    let built = run(
+        cache
+            .nixlayer("xdg-token")
+            .env("NIXLAYER_CACHE_TOKEN", "tok-s3cret")
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(&got),
+        0,
+    );
+    assert!(!String::from_utf8_lossy(&built.stderr).contains("tok-s3cret"));
+    let want = tmp.join("local.tar");
+    cache.build(&cache.local_manifest(), &want, "xdg-local", &[], 0);
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap());
+
+    // A wrong token: refused, the token never shown, no output.
+    let out = tmp.join("wrong.tar");
+    let failed = run(
+        cache
+            .nixlayer("xdg-wrong")
+            .env("NIXLAYER_CACHE_TOKEN", "tok-wrong")
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(&out),
+        1,
+    );
+    let e = one_error(&failed);
+    assert!(e.contains(&nginx.url()) && !e.contains("tok-wrong"), "{e}");
+    assert!(!out.exists());
+}
