@@ -61,6 +61,7 @@
 //!     now: jiff::Timestamp::UNIX_EPOCH,
 //!     source_date_epoch: None,
 //!     cache_dir: None, // no layer cache
+//!     binary_cache: Default::default(), // no binary cache in this manifest
 //! };
 //! let resolved = settings::resolve_build(&loaded, &Overrides::default(), &env)?;
 //! let image = ops::prepare(&resolved.settings)?;

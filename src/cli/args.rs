@@ -130,6 +130,17 @@ pub(crate) struct InitArgs {
     /// The store directory the paths live in.
     #[arg(long, value_name = "DIR", default_value = nixlayer::manifest::DEFAULT_STORE_DIR)]
     pub(crate) store_dir: String,
+    /// Read the roots from this Nix binary cache (`file://`, `http://`,
+    /// `https://`) instead of the local store; the manifest builds from it.
+    #[arg(long, value_name = "URL")]
+    pub(crate) binary_cache: Option<String>,
+    /// A key (`name:base64`) trusted to sign the cache's paths; repeat for more.
+    #[arg(
+        long = "trusted-public-key",
+        value_name = "KEY",
+        requires = "binary_cache"
+    )]
+    pub(crate) trusted_public_keys: Vec<String>,
 }
 
 /// `nixlayer push`.

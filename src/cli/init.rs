@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use nixlayer::manifest::DEFAULT_STORE_DIR;
+use nixlayer::nix::narinfo::PublicKey;
 use nixlayer::nix::{StoreDir, StorePath};
+use nixlayer::ops::settings::{CacheEnvironment, CacheRequest};
+use nixlayer::store::{BinaryCache, Entry, EntryKind, Store as _};
 
 use super::args::InitArgs;
 use super::printer::Printer;
@@ -52,6 +55,34 @@ pub(super) fn run(args: &InitArgs, printer: Printer) -> Result<(), BoxError> {
             roots.push(root);
         }
     }
+    if let Some(url) = &args.binary_cache {
+        let keys = args
+            .trusted_public_keys
+            .iter()
+            .map(|k| {
+                PublicKey::parse(k).map_err(|e| UsageError(format!("`--trusted-public-key`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache =
+            CacheRequest::new(url.clone(), keys).open(&dir, &CacheEnvironment::capture())?;
+        for root in &roots {
+            if cache.narinfo(root)?.is_none() {
+                return Err(NotInCache {
+                    path: root.as_str().to_owned(),
+                    url: cache.url().to_owned(),
+                }
+                .into());
+            }
+        }
+        let executables = cache_executables(&cache, &roots[0]);
+        let from = CacheSource {
+            url: cache.url(),
+            keys: &args.trusted_public_keys,
+        };
+        let text = manifest(&dir, &roots, &executables, Some(&from));
+        printer.data(text.trim_end().as_bytes())?;
+        return Ok(());
+    }
     for root in &roots {
         if let Err(source) = std::fs::symlink_metadata(root.as_str()) {
             return Err(MissingRoot {
@@ -62,9 +93,83 @@ pub(super) fn run(args: &InitArgs, printer: Printer) -> Result<(), BoxError> {
         }
     }
     let executables = executables(&Path::new(roots[0].as_str()).join("bin"));
-    let text = manifest(&dir, &roots, &executables);
+    let text = manifest(&dir, &roots, &executables, None);
     printer.data(text.trim_end().as_bytes())?;
     Ok(())
+}
+
+/// A root the binary cache has no narinfo for.
+#[derive(Debug, thiserror::Error)]
+#[error("store path `{path}` is not in the binary cache `{url}`")]
+struct NotInCache {
+    path: String,
+    url: String,
+}
+
+/// The binary cache a manifest from `init --binary-cache` reads.
+struct CacheSource<'a> {
+    url: &'a str,
+    keys: &'a [String],
+}
+
+/// [`executables`] of `root/bin` in a binary cache (its NAR is fetched and
+/// verified): regular files with the executable bit, symlinks followed
+/// through the cache a few hops; none when it cannot be read.
+fn cache_executables(cache: &BinaryCache, root: &StorePath) -> Vec<String> {
+    let bin = format!("{}/bin", root.as_str());
+    let Ok(names) = cache.read_dir(bin.as_bytes()) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = names
+        .into_iter()
+        .filter_map(|name| String::from_utf8(name).ok())
+        .filter(|name| {
+            let mut at = format!("{bin}/{name}");
+            // A chain of links longer than this is not a program to run.
+            for _ in 0..8 {
+                match cache.entry(at.as_bytes()) {
+                    Ok(Some(Entry {
+                        kind: EntryKind::Regular { executable, .. },
+                        ..
+                    })) => return executable,
+                    Ok(Some(Entry {
+                        kind: EntryKind::Symlink { target },
+                        ..
+                    })) => {
+                        let Ok(target) = String::from_utf8(target) else {
+                            return false;
+                        };
+                        let parent = at.rsplit_once('/').map_or("", |(p, _)| p).to_owned();
+                        at = resolve_link(&parent, &target);
+                    }
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The absolute path a symlink in `dir` with `target` points at, `.` and
+/// `..` resolved lexically (inside a store path there is nothing else).
+fn resolve_link(dir: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// The names of the executable files (symlinks followed) directly in
@@ -144,7 +249,12 @@ fn quote(value: &str) -> String {
 
 /// The manifest text for `roots` (at least one), the first root's
 /// executables given.
-fn manifest(dir: &StoreDir, roots: &[StorePath], executables: &[String]) -> String {
+fn manifest(
+    dir: &StoreDir,
+    roots: &[StorePath],
+    executables: &[String],
+    cache: Option<&CacheSource<'_>>,
+) -> String {
     let first = &roots[0];
     let (name, version) = split_version(first.name());
     let name = repository_name(name);
@@ -196,15 +306,31 @@ fn manifest(dir: &StoreDir, roots: &[StorePath], executables: &[String]) -> Stri
     for root in roots {
         let _ = writeln!(m, "  {},", quote(root.as_str()));
     }
-    let _ = writeln!(
+    if let Some(cache) = cache {
+        let keys: Vec<String> = cache.keys.iter().map(|k| quote(k)).collect();
+        let _ = writeln!(
+            m,
+            "]\n\
+             # The closure and its content come from this binary cache, every path signed\n\
+             # by one of these keys and every NAR checked against its signed hash; no local\n\
+             # store is read. Credentials: `netrc_file` (default ~/.netrc) or NIXLAYER_CACHE_TOKEN.\n\
+             source = {{ binary_cache = {} }}\n\
+             trusted_public_keys = [{}]\n",
+            quote(cache.url),
+            keys.join(", ")
+        );
+    } else {
+        let _ = writeln!(
         m,
         "]\n\
          # Where references come from: the local store (`nix-store`, the default), or a file:\n\
          # source = {{ graph = \"graph.json\" }}           # exportReferencesGraph (structured attrs)\n\
          # source = {{ registration = \"registration\" }}  # closureInfo / nix-store --dump-db\n\
          # source = {{ path_info = \"info.json\" }}        # nix path-info --json --recursive\n\
-         # source = {{ dot = \"graph.dot\" }}              # nix-store --query --graph\n"
+         # source = {{ dot = \"graph.dot\" }}              # nix-store --query --graph\n\
+         # source = {{ binary_cache = \"https://…\" }}     # a Nix binary cache (with trusted_public_keys)\n"
     );
+    }
     let _ = writeln!(
         m,
         "[config]\n# The OCI image config, OCI key names, copied verbatim."
@@ -314,7 +440,7 @@ mod tests {
         let (_tmp, dir, root) = store_with(&["tool"]);
         let exes = executables(&Path::new(root.as_str()).join("bin"));
         assert_eq!(exes, ["tool"]);
-        let text = manifest(&dir, std::slice::from_ref(&root), &exes);
+        let text = manifest(&dir, std::slice::from_ref(&root), &exes, None);
         let loaded = load(&text);
         let m = &loaded.manifest;
         assert_eq!(m.name.get_ref(), "my_tool");
@@ -337,11 +463,37 @@ mod tests {
         for programs in [&[][..], &["a", "b"][..]] {
             let (_tmp, dir, root) = store_with(programs);
             let exes = executables(&Path::new(root.as_str()).join("bin"));
-            let text = manifest(&dir, &[root.clone(), root.clone()], &exes);
+            let text = manifest(&dir, &[root.clone(), root.clone()], &exes, None);
             let loaded = load(&text);
             assert!(loaded.manifest.config.is_empty(), "{text}");
             assert!(text.contains("# Entrypoint = ["), "{text}");
             assert_eq!(loaded.manifest.closure.roots.len(), 2);
         }
+    }
+
+    #[test]
+    fn a_binary_cache_manifest_loads_with_its_source_and_keys() {
+        let (_tmp, dir, root) = store_with(&["tool"]);
+        let key = "cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".to_owned();
+        let cache = CacheSource {
+            url: "https://cache.example.org",
+            keys: std::slice::from_ref(&key),
+        };
+        let text = manifest(&dir, std::slice::from_ref(&root), &[], Some(&cache));
+        let loaded = load(&text);
+        let Ok(nixlayer::manifest::ClosureSource::BinaryCache(source)) = loaded.closure_source()
+        else {
+            panic!("{text}");
+        };
+        assert_eq!(source.url, "https://cache.example.org");
+        assert_eq!(source.trusted_public_keys, [key]);
+    }
+
+    #[test]
+    fn links_resolve_lexically() {
+        assert_eq!(resolve_link("/s/a/bin", "busybox"), "/s/a/bin/busybox");
+        assert_eq!(resolve_link("/s/a/bin", "../libexec/./x"), "/s/a/libexec/x");
+        assert_eq!(resolve_link("/s/a/bin", "/s/b/bin/y"), "/s/b/bin/y");
+        assert_eq!(resolve_link("/s", "../../.."), "/");
     }
 }

@@ -269,8 +269,12 @@ fn refuse_output_in_closure(
     settings: &BuildSettings,
     closure: &ClosureGraph,
 ) -> Result<(), UsageError> {
-    let store_dir = settings.store.dir.as_str();
-    let Ok(store) = std::fs::canonicalize(settings.store.disk_path(store_dir)) else {
+    // A binary cache reads no store on this machine.
+    let Some(location) = settings.store.local() else {
+        return Ok(());
+    };
+    let store_dir = location.dir.as_str();
+    let Ok(store) = std::fs::canonicalize(location.disk_path(store_dir)) else {
         return Ok(());
     };
     // Where the output is or will be, through links.

@@ -15,7 +15,9 @@
 //! - [`Source::Graph`]: `graph_json` (exportReferencesGraph, structured attrs);
 //! - [`Source::PathInfo`]: `path_info` (`nix path-info --json --recursive`);
 //! - [`Source::Dot`]: `dot` (`nix-store --query --graph`), sized by
-//!   [`Store::nar_size`](crate::store::Store::nar_size).
+//!   [`Store::nar_size`](crate::store::Store::nar_size);
+//! - [`Source::BinaryCache`]: the signed narinfos of a binary cache
+//!   ([`BinaryCache::closure`]), read through [`read_closure_in`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Dfs;
 
 use crate::nix::{NarHash, StorePath};
+use crate::store::binary_cache::CacheError;
+use crate::store::{AnyStore, BinaryCache, Store as _};
 
 /// The local store, which [`read_closure`] asks (`nix-store`, DOT sizes).
 #[doc(no_inline)]
@@ -87,6 +91,9 @@ pub enum Source {
     PathInfo(PathBuf),
     /// `nix-store --query --graph` output.
     Dot(PathBuf),
+    /// The narinfos of the binary cache the build reads
+    /// ([`AnyStore::BinaryCache`]): each signed, its `References` followed.
+    BinaryCache,
 }
 
 /// Why a closure could not be read.
@@ -161,6 +168,18 @@ pub enum Error {
         /// The cause.
         #[source]
         source: crate::store::Error,
+    },
+    /// A binary cache could not give the closure (the error names the
+    /// store path and the URL).
+    #[error(transparent)]
+    BinaryCache(#[from] CacheError),
+    /// A source that needs another kind of store than the build reads.
+    #[error("closure source {source_name} cannot read {store}")]
+    WrongStore {
+        /// The source, e.g. `nix-store`.
+        source_name: &'static str,
+        /// The store, e.g. `a binary cache`.
+        store: &'static str,
     },
     /// Running `nix-store` failed.
     #[error("`{command}` failed")]
@@ -419,11 +438,44 @@ pub fn read_closure(
     store: &StoreLocation,
     roots: &[StorePath],
 ) -> Result<ClosureGraph, Error> {
+    read_closure_in(source, &AnyStore::Local(store.clone()), roots)
+}
+
+/// [`read_closure`] from the store the build reads: [`Source::NixStore`]
+/// needs the local store, [`Source::BinaryCache`] a binary cache; file
+/// sources take the store's directory, and DOT its NAR sizes.
+///
+/// # Errors
+/// As [`read_closure`]; [`Error::BinaryCache`] naming the path and URL;
+/// [`Error::WrongStore`] for a source the store cannot serve.
+pub fn read_closure_in(
+    source: &Source,
+    store: &AnyStore,
+    roots: &[StorePath],
+) -> Result<ClosureGraph, Error> {
+    let dir = store.dir();
     let (file, paths) = match source {
-        Source::NixStore => return nix_store::read(store, roots),
-        Source::Registration(file) => (file, registration::parse(&read(file)?, file, &store.dir)?),
-        Source::Graph(file) => (file, graph_json::parse(&read(file)?, file, &store.dir)?),
-        Source::PathInfo(file) => (file, path_info::parse(&read(file)?, file, &store.dir)?),
+        Source::NixStore => match store.local() {
+            Some(location) => return nix_store::read(location, roots),
+            None => {
+                return Err(Error::WrongStore {
+                    source_name: "`nix-store`",
+                    store: "a binary cache",
+                })
+            }
+        },
+        Source::BinaryCache => match store.binary_cache() {
+            Some(cache) => return from_binary_cache(cache, roots),
+            None => {
+                return Err(Error::WrongStore {
+                    source_name: "`binary_cache`",
+                    store: "the local store",
+                })
+            }
+        },
+        Source::Registration(file) => (file, registration::parse(&read(file)?, file, dir)?),
+        Source::Graph(file) => (file, graph_json::parse(&read(file)?, file, dir)?),
+        Source::PathInfo(file) => (file, path_info::parse(&read(file)?, file, dir)?),
         Source::Dot(file) => (file, dot::parse(&read(file)?, file, store)?),
     };
     let input = format!("`{}`", file.display());
@@ -433,6 +485,17 @@ pub fn read_closure(
     } else {
         graph.closure_in(roots, &input)
     }
+}
+
+/// The closure of `roots` from the cache's verified narinfos (fetched
+/// concurrently), checked like every other source's graph.
+fn from_binary_cache(cache: &BinaryCache, roots: &[StorePath]) -> Result<ClosureGraph, Error> {
+    let paths = cache
+        .closure(roots)?
+        .iter()
+        .map(|info| PathInfo::from(&**info))
+        .collect();
+    ClosureGraph::from_input(paths, &format!("binary cache `{}`", cache.url()))
 }
 
 /// A closure file, whole: bounded, so `/dev/zero` or a FIFO ends.

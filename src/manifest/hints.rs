@@ -7,8 +7,8 @@
 
 /// The forms `closure.source` takes, as a hint.
 pub(super) const SOURCE_FORMS: &str = "`closure.source` is \"nix-store\" or a table with one key: \
-     `{ registration = \"FILE\" }`, `{ graph = \"FILE\" }`, `{ path_info = \"FILE\" }` \
-     or `{ dot = \"FILE\" }`";
+     `{ registration = \"FILE\" }`, `{ graph = \"FILE\" }`, `{ path_info = \"FILE\" }`, \
+     `{ dot = \"FILE\" }` or `{ binary_cache = \"URL\" }`";
 
 /// The hint for a bad mode under `key` (`mode`, `dir_mode`, `file_mode`).
 pub(super) fn mode_hint(key: &str) -> String {

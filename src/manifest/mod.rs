@@ -30,7 +30,10 @@ use crate::input::read_bounded;
 /// The largest manifest read: hand-written TOML is kilobytes.
 pub const MANIFEST_LIMIT: u64 = 16 << 20;
 
-pub use resolved::{ClosureSource, Layering, OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
+pub use resolved::{
+    BinaryCacheSource, ClosureSource, Layering, OutputFormat, DEFAULT_MAX_LAYERS,
+    DEFAULT_NAR_CACHE_MAX_BYTES, DEFAULT_STORE_DIR,
+};
 
 /// A parsed manifest.
 #[derive(Clone, Debug, Deserialize)]
@@ -102,6 +105,15 @@ pub struct ClosureSection {
     pub include_store_paths: Option<bool>,
     /// Default false; true: the Nix database of SPEC §5.
     pub include_nix_db: Option<bool>,
+    /// A binary cache's signing keys (`name:base64`, Nix's format).
+    #[serde(default)]
+    pub trusted_public_keys: Vec<Spanned<String>>,
+    /// Default true: a binary cache's paths must be signed by a trusted key.
+    pub require_signatures: Option<Spanned<bool>>,
+    /// Credentials for an HTTP binary cache; default `~/.netrc`, as Nix.
+    pub netrc_file: Option<Spanned<PathBuf>>,
+    /// The most bytes the verified NAR cache keeps; default 10 GiB.
+    pub nar_cache_max_bytes: Option<Spanned<u64>>,
 }
 
 /// `closure.source`: `"nix-store"` or a one-key table naming a file.

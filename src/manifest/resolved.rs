@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::hints::{nearest, SOURCE_FORMS};
 use super::{Error, LoadedManifest, SourceSpec};
 use crate::codec::Compression;
+use crate::nix::narinfo::PublicKey;
 
 /// The layer budget when `max_layers` is not set (nixpkgs' `maxLayers` default).
 pub const DEFAULT_MAX_LAYERS: u32 = 100;
@@ -64,6 +65,30 @@ pub enum ClosureSource {
     PathInfo(PathBuf),
     /// `nix-store --query --graph` output.
     Dot(PathBuf),
+    /// A Nix binary cache: the closure from its narinfos, the content from
+    /// its NARs; no local store is read.
+    BinaryCache(BinaryCacheSource),
+}
+
+/// The NAR cache bound when `closure.nar_cache_max_bytes` is not set: 10 GiB.
+pub const DEFAULT_NAR_CACHE_MAX_BYTES: u64 = 10 << 30;
+
+/// `closure.source = { binary_cache = "URL" }` and the keys that go with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BinaryCacheSource {
+    /// `file:///dir`, `http://…` or `https://…`, without a trailing `/`.
+    pub url: String,
+    /// `closure.trusted_public_keys`, as written (each checked to be `name:base64`
+    /// of an ed25519 key).
+    pub trusted_public_keys: Vec<String>,
+    /// `closure.require_signatures`, default true.
+    pub require_signatures: bool,
+    /// `closure.netrc_file` resolved against the manifest's directory;
+    /// `None`: the default, `~/.netrc`, which the caller resolves.
+    pub netrc_file: Option<PathBuf>,
+    /// `closure.nar_cache_max_bytes`, default [`DEFAULT_NAR_CACHE_MAX_BYTES`].
+    pub nar_cache_max_bytes: u64,
 }
 
 /// `[output] format`.
@@ -205,9 +230,52 @@ impl LoadedManifest {
     /// the manifest's directory.
     ///
     /// # Errors
-    /// When it is not one of the forms of SPEC §2, names an empty file, or
-    /// is a `binary_cache`, which is not supported yet.
+    /// When it is not one of the forms of SPEC §2 or names an empty file;
+    /// for a `binary_cache`, see [`LoadedManifest::binary_cache_source`];
+    /// when a binary-cache key is set with another source.
     pub fn closure_source(&self) -> Result<ClosureSource, Error> {
+        let source = self.closure_source_only()?;
+        if !matches!(source, ClosureSource::BinaryCache(_)) {
+            self.no_cache_keys()?;
+        }
+        Ok(source)
+    }
+
+    /// The keys that only a binary cache reads must not be set for another
+    /// source, where they would silently do nothing.
+    fn no_cache_keys(&self) -> Result<(), Error> {
+        let closure = &self.manifest.closure;
+        let spans = [
+            (
+                "trusted_public_keys",
+                closure.trusted_public_keys.first().map(Spanned::span),
+            ),
+            (
+                "require_signatures",
+                closure.require_signatures.as_ref().map(Spanned::span),
+            ),
+            ("netrc_file", closure.netrc_file.as_ref().map(Spanned::span)),
+            (
+                "nar_cache_max_bytes",
+                closure.nar_cache_max_bytes.as_ref().map(Spanned::span),
+            ),
+        ];
+        let first = spans
+            .into_iter()
+            .filter_map(|(key, span)| Some((key, span?)))
+            .min_by_key(|(_, span)| span.start);
+        match first {
+            Some((key, span)) => Err(self.error_at(
+                span,
+                format!("`closure.{key}` only applies to a binary cache source"),
+                Some("set `source = { binary_cache = \"URL\" }`, or remove it".to_owned()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `closure.source` alone.
+    fn closure_source_only(&self) -> Result<ClosureSource, Error> {
         let Some(source) = &self.manifest.closure.source else {
             return Ok(ClosureSource::NixStore);
         };
@@ -246,24 +314,18 @@ impl LoadedManifest {
                         None,
                     ));
                 }
+                let raw = file;
                 let file = self.resolve(file);
                 match key.as_str() {
                     "registration" => Ok(ClosureSource::Registration(file)),
                     "graph" => Ok(ClosureSource::Graph(file)),
                     "path_info" => Ok(ClosureSource::PathInfo(file)),
                     "dot" => Ok(ClosureSource::Dot(file)),
-                    "binary_cache" => Err(self.error_at(
-                        span,
-                        "closure source `binary_cache` is not supported yet".to_owned(),
-                        Some(
-                            "use `nix copy` or `nix-store --realise`, then a local source"
-                                .to_owned(),
-                        ),
-                    )),
+                    "binary_cache" => self.binary_cache_source(span, raw),
                     other => Err(self.error_at(
                         span,
                         format!("unknown closure source `{other}`"),
-                        match nearest(other, &SOURCE_KEYS[..4]) {
+                        match nearest(other, &SOURCE_KEYS) {
                             Some(near) => Some(format!("did you mean `{near}`?")),
                             None => Some(SOURCE_FORMS.to_owned()),
                         },
@@ -271,6 +333,76 @@ impl LoadedManifest {
                 }
             }
         }
+    }
+
+    /// `closure.source = { binary_cache = "URL" }` with its keys. Each bad
+    /// value is an error at its line: a URL this tool cannot read (`s3://`
+    /// says to use the bucket's HTTPS endpoint), a key that is not
+    /// `name:base64` of an ed25519 key, no key while signatures are
+    /// required, a `~` in `netrc_file`.
+    fn binary_cache_source(
+        &self,
+        span: std::ops::Range<usize>,
+        url: &std::path::Path,
+    ) -> Result<ClosureSource, Error> {
+        let closure = &self.manifest.closure;
+        let url = url.to_string_lossy();
+        if let Some(problem) = url_problem(&url) {
+            return Err(self.error_at(
+                span,
+                format!("`closure.source.binary_cache`: {problem}"),
+                Some("write e.g. `source = { binary_cache = \"https://cache.example.org\" }` or `\"file:///srv/cache\"`".to_owned()),
+            ));
+        }
+        let mut keys = Vec::with_capacity(closure.trusted_public_keys.len());
+        for key in &closure.trusted_public_keys {
+            if let Err(e) = PublicKey::parse(key.get_ref()) {
+                return Err(self.error_at(
+                    key.span(),
+                    format!("invalid value for `closure.trusted_public_keys`: {e}"),
+                    Some(
+                        "a key is `name:base64`, as `nix key convert-secret-to-public` prints it"
+                            .to_owned(),
+                    ),
+                ));
+            }
+            keys.push(key.get_ref().clone());
+        }
+        let require_signatures = closure
+            .require_signatures
+            .as_ref()
+            .is_none_or(|r| *r.get_ref());
+        if keys.is_empty() && require_signatures {
+            return Err(self.error_at(
+                span,
+                "a binary cache needs `closure.trusted_public_keys`: its paths must be signed".to_owned(),
+                Some("add `trusted_public_keys = [\"NAME:BASE64\"]`, or `require_signatures = false` to accept unsigned paths".to_owned()),
+            ));
+        }
+        let netrc_file = match &closure.netrc_file {
+            Some(file) if file.get_ref().starts_with("~") => {
+                return Err(self.error_at(
+                    file.span(),
+                    "`closure.netrc_file`: `~` is not expanded".to_owned(),
+                    Some("give the path (relative to the manifest or absolute), or leave it out for `~/.netrc`".to_owned()),
+                ))
+            }
+            Some(file) if file.get_ref().as_os_str().is_empty() => {
+                return Err(self.error_at(file.span(), "`closure.netrc_file` names no file".to_owned(), None))
+            }
+            Some(file) => Some(self.resolve(file.get_ref())),
+            None => None,
+        };
+        Ok(ClosureSource::BinaryCache(BinaryCacheSource {
+            url: url.trim_end_matches('/').to_owned(),
+            trusted_public_keys: keys,
+            require_signatures,
+            netrc_file,
+            nar_cache_max_bytes: closure
+                .nar_cache_max_bytes
+                .as_ref()
+                .map_or(DEFAULT_NAR_CACHE_MAX_BYTES, |m| *m.get_ref()),
+        }))
     }
 
     /// `[layering]`: a verbatim pipeline or a strategy, default popularity.
@@ -370,4 +502,34 @@ impl LoadedManifest {
         };
         self.error_at(span, format!("unknown `{key}` value `{value}`"), Some(hint))
     }
+}
+
+/// Why `url` is not a binary-cache URL this tool reads, if it is not: the
+/// store's own check, repeated here so the error points at the manifest
+/// line (the store stage comes later and is not imported).
+fn url_problem(url: &str) -> Option<&'static str> {
+    if url.starts_with("s3://") {
+        return Some("s3:// is not supported; use the bucket's HTTPS endpoint (https://<bucket>.s3.<region>.amazonaws.com, or your endpoint's), with credentials in a netrc file or NIXLAYER_CACHE_TOKEN");
+    }
+    if url.contains(['?', '#']) {
+        return Some("URL parameters are not supported; give the bare cache URL");
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        return (!path.starts_with('/'))
+            .then_some("a file:// URL needs an absolute path (file:///dir)");
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Some("expected a file://, http:// or https:// URL");
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Some("credentials in the URL are not accepted; put them in a netrc file");
+    }
+    if authority.is_empty() || url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Some("no host, or spaces or control characters in the URL");
+    }
+    None
 }

@@ -14,7 +14,7 @@
 use serde_json::{json, Map, Value};
 
 use super::resolved::{CONFIG_KEYS, SOURCE_KEYS};
-use super::{OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_STORE_DIR};
+use super::{OutputFormat, DEFAULT_MAX_LAYERS, DEFAULT_NAR_CACHE_MAX_BYTES, DEFAULT_STORE_DIR};
 use crate::codec::Compression;
 use crate::plan::PIPELINE_OPERATIONS;
 
@@ -114,6 +114,27 @@ pub fn json_schema() -> Value {
                     "description": "`true`: `/nix/var/nix/db` registering every image path, and gcroots for the roots.",
                     "default": false,
                 },
+                "trusted_public_keys": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[^:]+:[A-Za-z0-9+/=]+$"},
+                    "description": "Binary cache only: keys (`name:base64`, Nix's format) one of which must sign every path.",
+                    "default": [],
+                },
+                "require_signatures": {
+                    "type": "boolean",
+                    "description": "Binary cache only: `false` accepts unsigned paths when no key is given (Nix's default is to require signatures).",
+                    "default": true,
+                },
+                "netrc_file": {
+                    "type": "string",
+                    "description": "Binary cache only: a netrc file with the cache host's credentials; relative to the manifest. Default `~/.netrc`.",
+                },
+                "nar_cache_max_bytes": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Binary cache only: the most bytes the verified NAR cache (`$XDG_CACHE_HOME/nixlayer/nar`) keeps; least recently used go first.",
+                    "default": DEFAULT_NAR_CACHE_MAX_BYTES,
+                },
             })),
             "config": config(),
             "owner": strict_table("`[owner]`: owner of every store-layer entry, `/nix` and `/nix/store` included.", json!({
@@ -174,10 +195,7 @@ fn closure_source() -> Value {
         "`path_info`: `nix path-info --json --recursive` output",
         "`dot`: `nix-store --query --graph` output",
     ];
-    // `binary_cache` is parsed but not supported yet: the schema offers
-    // only what builds.
-    let supported = &SOURCE_KEYS[..file_forms.len()];
-    let properties: Map<String, Value> = supported
+    let mut properties: Map<String, Value> = SOURCE_KEYS
         .iter()
         .zip(file_forms)
         .map(|(key, what)| {
@@ -188,6 +206,14 @@ fn closure_source() -> Value {
             )
         })
         .collect();
+    properties.insert(
+        "binary_cache".to_owned(),
+        json!({
+            "type": "string",
+            "pattern": "^(file:///|https?://[^/@?#]+)[^?#]*$",
+            "description": "A Nix binary cache URL (`file:///dir`, `http://…`, `https://…`; for S3 the bucket's HTTPS endpoint): the closure from its signed narinfos, the content from its verified NARs, no local store read.",
+        }),
+    );
     json!({
         "description": "Where references come from: \"nix-store\" (ask the local store) or a table with one key naming a file.",
         "default": "nix-store",

@@ -194,8 +194,12 @@ fn closure_source_forms() {
     assert_eq!(hint.as_deref(), Some(hints::SOURCE_FORMS));
     let (_, hint) = source_error("{ graf = \"g.json\" }");
     assert_eq!(hint.as_deref(), Some("did you mean `graph`?"));
-    let (message, _) = source_error("{ binary_cache = \"https://cache.example\" }");
-    assert!(message.contains("not supported yet"), "{message}");
+    let (message, hint) = source_error("{ binary_cache = \"https://cache.example\" }");
+    assert!(
+        message.contains("needs `closure.trusted_public_keys`"),
+        "{message}"
+    );
+    assert!(hint.unwrap().contains("require_signatures = false"));
     let (_, hint) = source_error("{ graph = \"\" }");
     assert_eq!(hint, None);
     // Wrong types are caught while parsing and get the list of forms too.
@@ -467,6 +471,20 @@ proptest! {
     }
 
     #[test]
+    fn any_binary_cache_source_loads_or_fails_cleanly(
+        url in "(s3|file|https?|ftp)?(://)?\\PC{0,20}",
+        key in "\\PC{0,8}(:)?[A-Za-z0-9+/=]{0,50}",
+        extra in "(require_signatures = (true|false)|netrc_file = \"[~a-z/]{0,6}\"|nar_cache_max_bytes = -?[0-9]{0,20})?",
+    ) {
+        let text = format!(
+            "name = \"a\"\n[closure]\nsource = {{ binary_cache = {} }}\ntrusted_public_keys = [{}]\n{extra}\n",
+            toml::Value::String(url),
+            toml::Value::String(key),
+        );
+        check_no_panic(&text);
+    }
+
+    #[test]
     fn a_mangled_full_manifest_loads_or_fails_cleanly(
         at in 0usize..FULL.len(),
         len in 0usize..12,
@@ -662,4 +680,107 @@ fn modes_must_be_octal_strings_or_octal_literals() {
     let m = ok(&perm("mode = 0o640\nfile_mode = \"0600\""));
     let rule = &m.customisation().unwrap().permissions[0];
     assert_eq!((rule.mode, rule.file_mode), (Some(0o640), Some(0o600)));
+}
+
+/// A public key in Nix's format (`nix key convert-secret-to-public`).
+const KEY: &str = "cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+#[test]
+fn binary_cache_source_and_its_keys() {
+    let text = format!(
+        "name = \"a\"\n[closure]\nsource = {{ binary_cache = \"https://cache.example.org/\" }}\n\
+         trusted_public_keys = [\"{KEY}\"]\nnetrc_file = \"creds/netrc\"\nnar_cache_max_bytes = 1000\n"
+    );
+    let m = ok(&text);
+    let ClosureSource::BinaryCache(cache) = m.closure_source().unwrap() else {
+        panic!("not a binary cache source");
+    };
+    assert_eq!(cache.url, "https://cache.example.org");
+    assert_eq!(cache.trusted_public_keys, [KEY]);
+    assert!(cache.require_signatures);
+    assert_eq!(
+        cache.netrc_file.as_deref(),
+        Some(Path::new("/work/app/creds/netrc"))
+    );
+    assert_eq!(cache.nar_cache_max_bytes, 1000);
+
+    // Defaults: signatures required, ~/.netrc (resolved by the caller), 10 GiB.
+    let m = ok("name = \"a\"\n[closure]\nsource = { binary_cache = \"file:///srv/cache\" }\nrequire_signatures = false\n");
+    let ClosureSource::BinaryCache(cache) = m.closure_source().unwrap() else {
+        panic!("not a binary cache source");
+    };
+    assert!(!cache.require_signatures && cache.trusted_public_keys.is_empty());
+    assert_eq!(cache.netrc_file, None);
+    assert_eq!(cache.nar_cache_max_bytes, DEFAULT_NAR_CACHE_MAX_BYTES);
+}
+
+#[test]
+fn binary_cache_bad_values_are_located() {
+    let at = |source: &str, extra: &str| {
+        let (line, column, message, hint) = invalid(&format!(
+            "name = \"a\"\n[closure]\nsource = {{ binary_cache = \"{source}\" }}\n{extra}"
+        ));
+        (line, column, message, hint.unwrap_or_default())
+    };
+    let keys = format!("trusted_public_keys = [\"{KEY}\"]\n");
+    // s3:// says to use the HTTPS endpoint.
+    let (line, _, message, _) = at("s3://bucket", &keys);
+    assert_eq!(line, 3);
+    assert!(message.contains("HTTPS endpoint"), "{message}");
+    for bad in [
+        "ftp://x",
+        "file://relative",
+        "https://user:pw@host",
+        "https://h/?a=b",
+        "",
+    ] {
+        let (line, _, message, _) = at(bad, &keys);
+        assert_eq!(line, 3, "{bad}");
+        assert!(message.contains("binary_cache"), "{bad}: {message}");
+        assert!(
+            !message.contains("pw"),
+            "a credential in a message: {message}"
+        );
+    }
+    // A key that is not `name:base64` of 32 bytes: at the key.
+    let (line, column, message, _) =
+        at("https://c", "trusted_public_keys = [\"ok:bm90IGEga2V5\"]\n");
+    assert_eq!((line, column), (4, 24));
+    assert!(message.contains("trusted_public_keys"), "{message}");
+    // No key, signatures required (the default): at the source.
+    let (line, _, message, hint) = at("https://c", "");
+    assert_eq!(line, 3);
+    assert!(message.contains("trusted_public_keys"), "{message}");
+    assert!(hint.contains("require_signatures = false"));
+    // Wrong types and a negative bound are caught while parsing.
+    let (line, ..) = at("https://c", "require_signatures = \"no\"\n");
+    assert_eq!(line, 4);
+    let (line, ..) = at("https://c", &format!("{keys}nar_cache_max_bytes = -1\n"));
+    assert_eq!(line, 5);
+    let (line, _, message, _) = at("https://c", &format!("{keys}netrc_file = \"~/.netrc\"\n"));
+    assert_eq!(line, 5);
+    assert!(message.contains('~'), "{message}");
+}
+
+#[test]
+fn binary_cache_keys_without_a_binary_cache_are_errors() {
+    for (extra, key) in [
+        (
+            format!("trusted_public_keys = [\"{KEY}\"]"),
+            "trusted_public_keys",
+        ),
+        (
+            "require_signatures = false".to_owned(),
+            "require_signatures",
+        ),
+        ("netrc_file = \"n\"".to_owned(), "netrc_file"),
+        ("nar_cache_max_bytes = 5".to_owned(), "nar_cache_max_bytes"),
+    ] {
+        let (line, column, message, hint) =
+            invalid(&format!("name = \"a\"\n[closure]\nroots = []\n{extra}\n"));
+        assert_eq!(line, 4, "{key}");
+        assert!(column > 1, "{key}: at the value");
+        assert!(message.contains(key), "{message}");
+        assert!(hint.unwrap().contains("binary_cache"));
+    }
 }

@@ -28,7 +28,8 @@ use crate::nix::StorePath;
 use crate::oci::{Digest, LayerDigest};
 use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink;
-use crate::store::StoreLocation;
+use crate::store::binary_cache::CacheError;
+use crate::store::{AnyStore, Store as _};
 
 pub mod merge;
 pub mod push;
@@ -49,8 +50,9 @@ pub struct BuildSettings {
     pub tag: Option<String>,
     /// What the image config says.
     pub config: ConfigSpec,
-    /// Where the store is.
-    pub store: StoreLocation,
+    /// Where store path content comes from: the local store or a binary
+    /// cache ([`AnyStore`]).
+    pub store: AnyStore,
     /// Closure roots.
     pub roots: Vec<StorePath>,
     /// Where references come from.
@@ -64,7 +66,7 @@ pub struct BuildSettings {
     /// mtime of every layer entry.
     pub mtime: u64,
     /// Where layer digests are remembered between builds (`None`: no cache).
-    pub cache: Option<LayerCache>,
+    pub cache: Option<LayerCache<AnyStore>>,
     /// The customisation layer, permissions, the Nix database and the base image.
     pub content: ContentSettings,
 }
@@ -168,6 +170,10 @@ pub enum Error {
     /// The registry could not be reached.
     #[error(transparent)]
     Registry(#[from] sink::registry::Error),
+    /// A binary cache could not give a NAR (the error names the store
+    /// path and the URL).
+    #[error(transparent)]
+    BinaryCache(#[from] CacheError),
 }
 
 /// What a layer holds.
@@ -292,7 +298,7 @@ impl Reporter for NoReporter {}
 /// Identifies a store layer's bytes without reading them: store paths are
 /// immutable, so the paths and the header options determine the content.
 /// The version prefix changes whenever the layer format would.
-fn layer_key(opts: &LayerOptions, paths: &[StorePath]) -> Digest {
+fn layer_key(opts: &LayerOptions<AnyStore>, paths: &[StorePath]) -> Digest {
     let mut text = String::new();
     if !opts.permissions.is_empty() {
         // Only then, so keys (and archive bytes) without rules stay as they were.
@@ -301,7 +307,7 @@ fn layer_key(opts: &LayerOptions, paths: &[StorePath]) -> Digest {
     }
     text += &format!(
         "nixlayer store layer v1\0{}\0{}\0{}\0{}\0{}\0{}\0",
-        opts.store.dir,
+        opts.store.dir(),
         opts.owner.uid,
         opts.owner.gid,
         opts.owner.uname,
@@ -326,7 +332,7 @@ impl BuildSettings {
     pub fn new(
         name: String,
         config: ConfigSpec,
-        store: StoreLocation,
+        store: impl Into<AnyStore>,
         roots: Vec<StorePath>,
         source: Source,
         pipeline: Pipeline,
@@ -335,7 +341,7 @@ impl BuildSettings {
             name,
             tag: None,
             config,
-            store,
+            store: store.into(),
             roots,
             source,
             exclude: Vec::new(),
@@ -347,9 +353,20 @@ impl BuildSettings {
         }
     }
 
-    fn layer_options(&self) -> LayerOptions {
+    fn layer_options(&self) -> LayerOptions<AnyStore> {
         LayerOptions {
             store: self.store.clone(),
+            owner: self.owner.clone(),
+            mtime: self.mtime,
+            permissions: self.content.permissions.clone(),
+        }
+    }
+
+    /// [`BuildSettings::layer_options`] over the store that measures
+    /// layers: a binary cache's `.ls` listings when it has them.
+    fn measuring_options(&self) -> LayerOptions<AnyStore> {
+        LayerOptions {
+            store: self.store.for_measuring(),
             owner: self.owner.clone(),
             mtime: self.mtime,
             permissions: self.content.permissions.clone(),
@@ -405,7 +422,7 @@ fn plan_with_base(
             roots.push(path.clone());
         }
     }
-    let closure = closure::read_closure(&settings.source, &settings.store, &roots)?;
+    let closure = closure::read_closure_in(&settings.source, &settings.store, &roots)?;
     let plan = plan::plan_layers(&closure, &settings.exclude, &pipeline)?;
     Ok((closure, plan))
 }
@@ -433,10 +450,20 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
             });
         }
     }
+    if let Some(cache) = settings.store.binary_cache() {
+        // Sizes before bytes: a cache with `.ls` listings gives them from
+        // the listings alone; without, every NAR is needed to measure, so
+        // they are all fetched now, in parallel, rather than one by one.
+        let paths: Vec<StorePath> = plan.layers.iter().flatten().cloned().collect();
+        if paths.first().is_some_and(|p| !cache.has_listing(p)) {
+            cache.fetch_all(&paths)?;
+        }
+    }
     let opts = settings.layer_options();
+    let measuring = settings.measuring_options();
     for paths in &plan.layers {
         layers.push(MeasuredLayer {
-            size: layer::measure_store_layer(&opts, paths)?,
+            size: layer::measure_store_layer(&measuring, paths)?,
             key: layer_key(&opts, paths),
             comment: image::store_layer_comment(paths),
             content: LayerContent::Store(paths.clone()),
@@ -479,7 +506,7 @@ fn customisation_tree(
 ) -> Result<CustomisationTree, Error> {
     let content = &settings.content;
     let root = Owner::default();
-    let mut tree = CustomisationTree::new(settings.store.dir.clone(), settings.owner.clone());
+    let mut tree = CustomisationTree::new(settings.store.dir().clone(), settings.owner.clone());
     tree.merge_contents(&settings.store, &content.contents, content.on_collision)?;
     for file in &content.files {
         tree.add_file(&file.path, file.data.clone(), file.mode, &root)?;
@@ -514,7 +541,7 @@ fn add_nix_db(
     let db = nix_db::nix_db(&infos, settings.mtime)?;
     // The state directory sits next to the store directory (`/nix/var/nix`
     // for `/nix/store`), as Nix derives it.
-    let store = settings.store.dir.as_str();
+    let store = settings.store.dir().as_str();
     let prefix = store.rsplit_once('/').map_or("", |(parent, _)| parent);
     let state = format!("{prefix}/var/nix");
     for dir in [

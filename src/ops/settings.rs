@@ -12,13 +12,16 @@ use crate::image::ConfigSpec;
 use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{FileData, OnCollision};
 use crate::layer::{Owner, PermissionRule, Permissions};
+use crate::manifest::{BinaryCacheSource, DEFAULT_NAR_CACHE_MAX_BYTES};
 use crate::manifest::{
     ClosureSource, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
     PermissionOverride,
 };
+use crate::nix::narinfo::PublicKey;
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
-use crate::store::StoreLocation;
+use crate::store::binary_cache::{default_nar_cache_dir, Auth, CacheError};
+use crate::store::{AnyStore, BinaryCache, CacheOptions, StoreLocation};
 
 /// Values from outside the manifest that a build may depend on.
 #[derive(Clone, Debug)]
@@ -30,6 +33,107 @@ pub struct Environment {
     /// The layer cache directory: `$XDG_CACHE_HOME/nixlayer/layers`, else
     /// `$HOME/.cache/nixlayer/layers`; `None` when neither is set.
     pub cache_dir: Option<PathBuf>,
+    /// What a build from a binary cache reads from the environment.
+    pub binary_cache: CacheEnvironment,
+}
+
+/// What a build from a binary cache takes from the environment.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct CacheEnvironment {
+    /// The verified NAR cache: `$XDG_CACHE_HOME/nixlayer/nar`, else
+    /// `$HOME/.cache/nixlayer/nar`; `None` when neither is set.
+    pub nar_cache_dir: Option<PathBuf>,
+    /// `$HOME/.netrc`, the netrc file when the manifest names none (as Nix);
+    /// a bearer token from `NIXLAYER_CACHE_TOKEN`. `Debug` hides the token.
+    pub auth: Auth,
+}
+
+impl CacheEnvironment {
+    /// Reads `XDG_CACHE_HOME`, `HOME` and `NIXLAYER_CACHE_TOKEN`.
+    #[must_use]
+    pub fn capture() -> Self {
+        Self {
+            nar_cache_dir: default_nar_cache_dir(),
+            auth: Auth {
+                netrc_file: std::env::var_os("HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(|h| PathBuf::from(h).join(".netrc")),
+                bearer_token: std::env::var("NIXLAYER_CACHE_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            },
+        }
+    }
+}
+
+/// A binary cache to open: its URL and how to trust and reach it (the
+/// manifest's `[closure]` keys, or `nixlayer init`'s flags).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CacheRequest {
+    /// `file://`, `http://` or `https://`.
+    pub url: String,
+    /// Keys one of which must sign every path.
+    pub keys: Vec<PublicKey>,
+    /// Refuse the cache when `keys` is empty.
+    pub require_signatures: bool,
+    /// A netrc file instead of the environment's `~/.netrc`.
+    pub netrc_file: Option<PathBuf>,
+    /// The NAR cache's bound.
+    pub nar_cache_max_bytes: u64,
+}
+
+impl CacheRequest {
+    /// A request for `url` signed by `keys`, everything else the default.
+    #[must_use]
+    pub fn new(url: String, keys: Vec<PublicKey>) -> Self {
+        Self {
+            url,
+            keys,
+            require_signatures: true,
+            netrc_file: None,
+            nar_cache_max_bytes: DEFAULT_NAR_CACHE_MAX_BYTES,
+        }
+    }
+
+    /// Opens the cache (reads its `nix-cache-info`) for paths of `store_dir`.
+    ///
+    /// # Errors
+    /// When the cache cannot be opened (see [`BinaryCache::open`]), or no
+    /// NAR cache directory is known (neither `XDG_CACHE_HOME` nor `HOME`).
+    pub fn open(
+        &self,
+        store_dir: &StoreDir,
+        env: &CacheEnvironment,
+    ) -> Result<BinaryCache, CacheError> {
+        let Some(nar_cache_dir) = env.nar_cache_dir.clone() else {
+            return Err(CacheError::NarCache {
+                dir: PathBuf::from("$XDG_CACHE_HOME/nixlayer/nar"),
+                source: std::io::Error::other("neither XDG_CACHE_HOME nor HOME is set"),
+            });
+        };
+        let mut options = CacheOptions::new(self.keys.clone(), nar_cache_dir);
+        options.store_dir = store_dir.clone();
+        options.require_signatures = self.require_signatures;
+        options.nar_cache_max_bytes = self.nar_cache_max_bytes;
+        options.auth = env.auth.clone();
+        if let Some(netrc) = &self.netrc_file {
+            options.auth.netrc_file = Some(netrc.clone());
+        }
+        BinaryCache::open(&self.url, options)
+    }
+}
+
+/// An error and its causes on one line, as the command line prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
 }
 
 impl Environment {
@@ -48,6 +152,7 @@ impl Environment {
                         .map(|h| PathBuf::from(h).join(".cache"))
                 })
                 .map(|d| d.join("nixlayer").join("layers")),
+            binary_cache: CacheEnvironment::capture(),
         }
     }
 }
@@ -241,12 +346,17 @@ pub fn resolve_build(
     };
     let roots = parse_paths(&m.closure.roots)?;
     let exclude = parse_paths(&m.closure.exclude)?;
+    let mut binary_cache = None;
     let source = match loaded.closure_source()? {
         ClosureSource::Registration(p) => Source::Registration(p),
         ClosureSource::Graph(p) => Source::Graph(p),
         ClosureSource::PathInfo(p) => Source::PathInfo(p),
         ClosureSource::Dot(p) => Source::Dot(p),
         ClosureSource::NixStore => Source::NixStore,
+        ClosureSource::BinaryCache(spec) => {
+            binary_cache = Some(spec);
+            Source::BinaryCache
+        }
     };
 
     let mut default_budget = None;
@@ -280,9 +390,13 @@ pub fn resolve_build(
 
     let content = resolve_content(loaded, &store_dir, default_budget)?;
 
-    let store = StoreLocation {
+    let location = StoreLocation {
         dir: store_dir,
         root: store_root,
+    };
+    let store: AnyStore = match binary_cache {
+        Some(spec) => open_binary_cache(loaded, &spec, &location.dir, &env.binary_cache)?.into(),
+        None => location.into(),
     };
     let cache = if args.no_cache {
         None
@@ -342,6 +456,39 @@ pub fn resolve_build(
 }
 
 /// A bad flag value: a usage error named by the flag.
+/// Opens the manifest's binary cache; a failure is an error at
+/// `closure.source` that names the URL (and the store path, if any).
+fn open_binary_cache(
+    loaded: &LoadedManifest,
+    spec: &BinaryCacheSource,
+    store_dir: &StoreDir,
+    env: &CacheEnvironment,
+) -> Result<BinaryCache, Error> {
+    let span = loaded
+        .manifest
+        .closure
+        .source
+        .as_ref()
+        .map_or(0..0, toml::Spanned::span);
+    let keys = spec
+        .trusted_public_keys
+        .iter()
+        .map(|k| PublicKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| loaded.error_at(span.clone(), e.to_string(), None))?;
+    let mut request = CacheRequest::new(spec.url.clone(), keys);
+    request.require_signatures = spec.require_signatures;
+    request.netrc_file.clone_from(&spec.netrc_file);
+    request.nar_cache_max_bytes = spec.nar_cache_max_bytes;
+    request.open(store_dir, env).map_err(|e| {
+        loaded.error_at(
+            span,
+            format!("cannot open the binary cache: {}", chain(&e)),
+            None,
+        )
+    })
+}
+
 fn flag_error(flag: &str, message: String) -> Error {
     Error::Flag {
         flag: flag.to_owned(),

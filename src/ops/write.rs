@@ -13,6 +13,7 @@ use super::{
 };
 use crate::codec::{BlobWriter, CompressOptions, WrittenBlob};
 use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord};
+use crate::nix::StorePath;
 use crate::oci::{self, Descriptor, Digest};
 use crate::sink::{ImageEntry, ImageSink, LayerForm, Platform};
 
@@ -126,10 +127,30 @@ pub fn build<S: ImageSink>(
     let mut counts = BlobCounts::default();
     let cache_name = format!("{}-{}", compress.codec.name(), compress.level);
     let mut layers = Vec::with_capacity(image.layers.len());
-    for (index, layer) in image.layers.iter().enumerate() {
-        let cached = oci_output
-            .then(|| cached_layer(settings, layer, &cache_name, media_type, &sink))
-            .flatten();
+    let cached: Vec<Option<LayerSummary>> = image
+        .layers
+        .iter()
+        .map(|layer| {
+            oci_output
+                .then(|| cached_layer(settings, layer, &cache_name, media_type, &sink))
+                .flatten()
+        })
+        .collect();
+    if oci_output {
+        // Blobs need no sizes up front, so a binary cache's NARs of every
+        // layer still to write are fetched now, in parallel; a
+        // docker-archive fetches each as its layer is written (its sizes
+        // came from the listings, or everything was fetched to measure).
+        let paths: Vec<StorePath> = image
+            .layers
+            .iter()
+            .zip(&cached)
+            .filter(|(_, cached)| cached.is_none())
+            .flat_map(|(layer, _)| layer.store_paths().iter().cloned())
+            .collect();
+        settings.store.prefetch(&paths)?;
+    }
+    for ((index, layer), cached) in image.layers.iter().enumerate().zip(cached) {
         if let Some(summary) = cached {
             counts.existing += 1;
             counts.layers_cached += 1;

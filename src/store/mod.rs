@@ -160,10 +160,12 @@ use std::str;
 
 use crate::nix::{StoreDir, StorePath};
 
+mod any;
 pub mod binary_cache;
 mod local;
 mod nar;
 
+pub use any::{AnyEntries, AnyReader, AnyStore};
 pub use binary_cache::{BinaryCache, CacheOptions};
 pub use local::{LocalEntries, StoreLocation};
 

@@ -19,7 +19,7 @@ use crate::util::{nix, nix_fixture, require_tool, temp_dir, tool, NIX_CONFIG};
 
 /// The fixture roots: the golden closure (a file path, a symlink path,
 /// libraries) and hello-app (busybox with its symlinks).
-fn roots() -> Option<Vec<StorePath>> {
+pub(crate) fn roots() -> Option<Vec<StorePath>> {
     let golden = nix_fixture("golden")?;
     let hello = nix_fixture("hello")?;
     Some(
@@ -31,7 +31,7 @@ fn roots() -> Option<Vec<StorePath>> {
 }
 
 /// A signing key pair made by Nix: (secret key file, `name:base64` public key).
-fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     let (secret, public) = (
         dir.join(format!("{name}.sec")),
         dir.join(format!("{name}.pub")),
@@ -52,7 +52,7 @@ fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
 }
 
 /// `nix copy` of the roots' closure into a new `file://` cache at `dir`.
-fn nix_copy(dir: &Path, compression: &str, secret: Option<&Path>, roots: &[StorePath]) {
+pub(crate) fn nix_copy(dir: &Path, compression: &str, secret: Option<&Path>, roots: &[StorePath]) {
     let mut url = format!(
         "file://{}?compression={compression}&write-nar-listing=true",
         dir.display()
@@ -134,7 +134,7 @@ fn assert_same_as_local(cache: &BinaryCache, paths: &[StorePath]) {
 }
 
 /// NARs and temporary files left in the NAR cache.
-fn nar_cache_files(dir: &Path) -> Vec<String> {
+pub(crate) fn nar_cache_files(dir: &Path) -> Vec<String> {
     let Ok(read) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -403,7 +403,7 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
 }
 
 /// An nginx on 127.0.0.1 serving `root`, stopped on drop.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
@@ -418,7 +418,7 @@ impl Drop for Nginx {
 
 impl Nginx {
     /// Serves `root`; with `htpasswd`, behind basic auth.
-    fn start(root: &Path, htpasswd: Option<&Path>) -> Option<Self> {
+    pub(crate) fn start(root: &Path, htpasswd: Option<&Path>) -> Option<Self> {
         let auth = htpasswd.map_or(String::new(), |p| {
             format!(
                 "auth_basic \"cache\"; auth_basic_user_file {};",
@@ -429,7 +429,11 @@ impl Nginx {
     }
 
     /// Serves `root` over TLS with `(certificate, key)` when given.
-    fn start_with(root: &Path, directives: &str, tls: Option<(&Path, &Path)>) -> Option<Self> {
+    pub(crate) fn start_with(
+        root: &Path,
+        directives: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Option<Self> {
         if !require_tool("nginx") {
             return None;
         }
@@ -486,7 +490,7 @@ impl Nginx {
         panic!("nginx did not start on port {port}");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 

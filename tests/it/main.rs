@@ -3,6 +3,7 @@
 //! - `util`: the test context, tool checks and Nix fixtures;
 //! - `binary_cache`: the binary-cache store on real `nix copy` caches, from `file://` and nginx (plain, basic auth), against the local store; tampering refused;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
+//! - `build_from_cache`: `build`, `layers` and `init` from a `nix copy` cache (`file://`, nginx, netrc) with no local store: the local build's bytes; refusals leave no output;
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
 //! - `errors`: bad input gives one message and no output;
@@ -18,6 +19,7 @@
 
 mod binary_cache;
 mod build;
+mod build_from_cache;
 mod closure_sources;
 mod content;
 mod errors;

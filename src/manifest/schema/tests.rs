@@ -576,7 +576,7 @@ fn what_the_manifest_rejects_the_schema_rejects() {
     for source in [
         "\"nix\"",
         "{ graph = \"g\", dot = \"d\" }",
-        "{ binary_cache = \"u\" }",
+        "{ binary_cache = 5 }",
     ] {
         let text = format!("{minimal}source = {source}\n");
         assert!(!errors_of(&text).is_empty(), "{source}");

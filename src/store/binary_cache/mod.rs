@@ -824,6 +824,15 @@ impl BinaryCache {
         index
     }
 
+    /// Whether `path`'s NAR is verified here already, or the cache has a
+    /// valid `.ls` listing of it (fetched once and kept for
+    /// [`BinaryCache::listed`]): then its layer entries come without
+    /// downloading the NAR first.
+    #[must_use]
+    pub fn has_listing(&self, path: &StorePath) -> bool {
+        lock(&self.nars).contains_key(path) || self.listing(path).is_some()
+    }
+
     /// A view for measuring layers: entries from `.ls` listings where the
     /// cache has them and the NAR is not cached yet.
     #[must_use]
