@@ -14,6 +14,7 @@
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
+//! - `registry_auth`: `push` to a real token-auth registry (issuer, identity tokens, credential helpers) and a TLS one (test CA);
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
 mod binary_cache;
@@ -29,5 +30,6 @@ mod output_faults;
 mod outputs;
 mod push;
 mod push_faults;
+mod registry_auth;
 mod schema;
 mod util;

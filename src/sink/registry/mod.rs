@@ -106,6 +106,15 @@ pub enum Error {
         /// The registry's `Docker-Content-Digest`.
         got: String,
     },
+    /// The registry's TLS could not be set up or its certificate is not
+    /// trusted.
+    #[error("{host}: TLS failed: {reason}; trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`, or use `--insecure` for a plain-HTTP registry")]
+    Tls {
+        /// The registry host.
+        host: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Authentication failed.
     #[error("{url}: authentication failed: {reason}")]
     Auth {
