@@ -203,4 +203,24 @@ mod tests {
         assert!(Reference::parse("").is_err());
         assert!(Reference::parse("/a").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_keeps_urls_safe(text in "\\PC{0,80}") {
+            if let Ok(r) = Reference::parse(&text) {
+                // What goes into URLs: no path, query or user information.
+                proptest::prop_assert!(!r.api_host().contains(['/', '?', '@', '#']));
+                proptest::prop_assert!(!r.repository.contains(['?', '@', '#', ':']));
+                proptest::prop_assert!(!r.repository.starts_with('/'));
+                let _ = r.is_local();
+            }
+        }
+
+        #[test]
+        fn reference_like_text_parses_or_errs(
+            text in "([a-z0-9.:-]{0,12}/)?[a-z0-9._/-]{0,20}(:[A-Za-z0-9._-]{0,8})?"
+        ) {
+            let _ = Reference::parse(&text);
+        }
+    }
 }
