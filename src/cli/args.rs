@@ -179,9 +179,14 @@ pub(crate) struct PushArgs {
     /// proportion to its size.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub(crate) timeout: Option<std::time::Duration>,
-    /// Use plain HTTP (automatic for `localhost` and `127.0.0.1`).
+    /// Use plain HTTP. Without it: HTTPS; a loopback host (`localhost`,
+    /// `127.0.0.0/8`, `::1`) whose port does not speak TLS gets plain HTTP.
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// A PEM file of CA certificates to trust for the registry, besides
+    /// the system's (or `SSL_CERT_FILE`) and `/etc/docker/certs.d/HOST/*.crt`.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub(crate) ca_file: Option<PathBuf>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,

@@ -548,6 +548,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         credentials,
         insecure: args.insecure,
         timeouts,
+        ca_file: args.ca_file.clone(),
     };
     let pushed = ops::push::push(
         &command.settings,

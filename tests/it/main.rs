@@ -15,6 +15,8 @@
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
+//! - `registry_auth`: `push` to a real token-auth registry (issuer, identity tokens, credential helpers) and a TLS one (test CA);
+//! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
 mod binary_cache;
@@ -31,5 +33,7 @@ mod output_faults;
 mod outputs;
 mod push;
 mod push_faults;
+mod registry_auth;
+mod runtimes;
 mod schema;
 mod util;

@@ -180,10 +180,11 @@ fn push_errors_name_the_registry_and_bad_references() {
     let tmp = util::temp_dir();
     let m = manifest(tmp.path(), "image.toml", &hello, r#""x""#);
 
-    // No registry host in the reference: a usage error.
-    let out = run(nixlayer().arg("push").arg(&m).arg("nixlayer-test/hello"), 2);
+    // A bad reference (without a host it names Docker Hub, where a
+    // repository is lowercase too): a usage error.
+    let out = run(nixlayer().arg("push").arg(&m).arg("Nixlayer-Test/hello"), 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("registry host"), "{stderr}");
+    assert!(stderr.contains("lowercase"), "{stderr}");
 
     // Nothing listens on port 9: the error names the URL.
     let out = run(

@@ -153,6 +153,11 @@ fn read_head(conn: &mut TcpStream) -> Option<(String, Headers, Vec<u8>)> {
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
+        // A TLS handshake record (the client tries HTTPS first on a
+        // loopback host): closed, as a plain-HTTP server refuses it.
+        if buf[0] == 0x16 {
+            return None;
+        }
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let rest = buf[end + 4..].to_vec();

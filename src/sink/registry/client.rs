@@ -11,6 +11,18 @@
 //! Redirects are never followed (ureq `max_redirects(0)`), so no header is
 //! carried to where a `3xx` points.
 //!
+//! Transport: HTTPS by default, trusting the system bundle (or
+//! `SSL_CERT_FILE`), docker's `/etc/docker/certs.d/HOST[:PORT]/*.crt`
+//! (`NIXLAYER_CERTS_D` moves that root) and `--ca-file`; plain HTTP only
+//! with `insecure`, or — as docker does — for a loopback host whose port
+//! does not speak TLS. A certificate that is not trusted is an error,
+//! never a reason to try plain HTTP.
+//!
+//! Bearer tokens are cached per scope until they expire (`expires_in`,
+//! `issued_at`) and fetched again on expiry or on a 401. Identity tokens
+//! (docker's `identitytoken`, user `<token>` from a helper) are exchanged
+//! with an OAuth2 `POST` (`grant_type=refresh_token`) instead of basic auth.
+//!
 //! Every request has a deadline covering connect, send, the answer and
 //! reading its body ([`Timeouts`]); an upload's grows with its size. Bodies
 //! read from the registry are capped, and error text quoted from them has
@@ -20,9 +32,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::Read as _;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::credentials::REDACTED;
 use super::{Credentials, Error, Reference, ATTEMPTS};
@@ -36,15 +48,44 @@ const ERROR_BODY_LIMIT: u64 = 4096;
 
 pub use crate::http::Timeouts;
 
+/// Docker's directory of per-registry CA certificates.
+pub const CERTS_D: &str = "/etc/docker/certs.d";
+/// The environment variable that moves [`CERTS_D`] (tests use it).
+pub const CERTS_D_ENV: &str = "NIXLAYER_CERTS_D";
+/// The system's CA bundle (Debian's `ca-certificates`).
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// How long a loopback host has to answer a TLS handshake before it is
+/// taken for a plain-HTTP one.
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
+/// A token without `expires_in` lives this long (the distribution spec's
+/// default).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
 /// How to reach a registry.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
     /// Credentials, for this registry only.
     pub credentials: Option<Credentials>,
-    /// Plain HTTP (loopback hosts use it anyway).
+    /// Plain HTTP, for any host.
     pub insecure: bool,
     /// Request deadlines.
     pub timeouts: Timeouts,
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where the registry answers: its base URL and origin.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    base: String,
+    origin: Origin,
+}
+
+/// A bearer token and when it stops being used.
+#[derive(Clone)]
+struct CachedToken {
+    header: String,
+    expires: Instant,
 }
 
 /// Scheme, host and port of a URL: where credentials may go.
@@ -94,13 +135,26 @@ pub(super) fn shown_url(url: &str) -> String {
 /// shows a password or token.
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
-    origin: Origin,
+    /// `host[:port]` of the registry API.
+    host: String,
+    /// Set once the scheme is known: at once, or after the loopback probe.
+    endpoint: Mutex<Option<Endpoint>>,
+    /// Why the agent could not be made (an unreadable CA file): reported
+    /// by the first request.
+    setup_error: Option<String>,
     repository: String,
     credentials: Option<Credentials>,
     timeouts: Timeouts,
-    /// The `Authorization` header that worked last, for `origin` only.
+    /// The `Authorization` header that worked last, for the registry's
+    /// origin only: basic, or the bearer token of `scope`.
     authorization: Mutex<Option<String>>,
+    /// Bearer tokens by scope, with their expiry.
+    tokens: Mutex<BTreeMap<String, CachedToken>>,
+    /// The last bearer challenge's parameters, to fetch a token again when
+    /// the cached one expires.
+    challenge: Mutex<Option<BTreeMap<String, String>>>,
+    /// A refresh token the realm gave in exchange for ours.
+    refresh_token: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for Client {
@@ -111,7 +165,7 @@ impl fmt::Debug for Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some();
         f.debug_struct("Client")
-            .field("base", &self.base)
+            .field("host", &self.host)
             .field("repository", &self.repository)
             .field("credentials", &self.credentials)
             .field("timeouts", &self.timeouts)
@@ -142,44 +196,108 @@ impl Body<'_> {
 type Response = ureq::http::Response<ureq::Body>;
 
 impl Client {
-    /// A client for `reference`'s repository; plain HTTP when
-    /// `options.insecure` or the host is a loopback one, HTTPS otherwise.
+    /// A client for `reference`'s repository: HTTPS, or plain HTTP when
+    /// `options.insecure`; a loopback host without `insecure` gets HTTPS
+    /// when its port speaks TLS and plain HTTP otherwise (found by the
+    /// first request).
     #[must_use]
     pub fn new(reference: &Reference, options: ClientOptions) -> Self {
-        let scheme = if options.insecure || reference.is_local() {
-            "http"
-        } else {
-            "https"
-        };
+        let host = reference.api_host().to_owned();
         let timeouts = options.timeouts;
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Never follow a redirect: our headers stay where we send them.
             .max_redirects(0)
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
             .timeout_global(Some(timeouts.request))
-            .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let base = format!("{scheme}://{}", reference.host);
-        let origin = Origin::of(&base).unwrap_or(Origin {
-            scheme: scheme.to_owned(),
-            host: reference.host.to_ascii_lowercase(),
-            port: 0,
-        });
+            .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")));
+        let mut setup_error = None;
+        if !options.insecure {
+            let certs_d = std::env::var_os(CERTS_D_ENV)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(CERTS_D), PathBuf::from);
+            let bundle = std::env::var_os("SSL_CERT_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+            match root_certs(&host, bundle, options.ca_file.as_deref(), &certs_d) {
+                Ok(roots) => {
+                    config = config
+                        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+                }
+                Err(e) => setup_error = Some(e),
+            }
+        }
+        let endpoint = if options.insecure {
+            Some(Endpoint::new("http", &host))
+        } else if reference.is_local() {
+            None
+        } else {
+            Some(Endpoint::new("https", &host))
+        };
         Self {
-            agent: config.into(),
-            base,
-            origin,
+            agent: config.build().into(),
+            host,
+            endpoint: Mutex::new(endpoint),
+            setup_error,
             repository: reference.repository.clone(),
             credentials: options.credentials,
             timeouts,
             authorization: Mutex::new(None),
+            tokens: Mutex::new(BTreeMap::new()),
+            challenge: Mutex::new(None),
+            refresh_token: Mutex::new(None),
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/v2/{}/{path}", self.base, self.repository)
+    /// The registry's endpoint; for a loopback host, found the first time
+    /// by trying HTTPS.
+    fn endpoint(&self) -> Result<Endpoint, Error> {
+        if let Some(e) = &self.setup_error {
+            return Err(Error::Tls {
+                host: self.host.clone(),
+                reason: e.clone(),
+            });
+        }
+        let mut slot = lock(&self.endpoint);
+        if let Some(e) = &*slot {
+            return Ok(e.clone());
+        }
+        let https = Endpoint::new("https", &self.host);
+        let url = format!("{}/v2/", https.base);
+        // A TLS server on loopback answers a handshake at once; one that
+        // is silent this long is taken for a plain-HTTP one.
+        let probe = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(self.timeouts.request.min(PROBE_DEADLINE)))
+            .build()
+            .call();
+        let chosen = match probe {
+            Ok(_) => https,
+            // The port speaks TLS but is not trusted: never a reason to
+            // fall back to plain HTTP.
+            Err(e) if tls_refusal(&e).is_some() => {
+                return Err(Error::Tls {
+                    host: self.host.clone(),
+                    reason: tls_refusal(&e).unwrap_or_default(),
+                })
+            }
+            // Not TLS (or nothing listening): plain HTTP, as docker does
+            // for loopback registries.
+            Err(_) => Endpoint::new("http", &self.host),
+        };
+        *slot = Some(chosen.clone());
+        Ok(chosen)
+    }
+
+    fn url(&self, path: &str) -> Result<String, Error> {
+        Ok(format!(
+            "{}/v2/{}/{path}",
+            self.endpoint()?.base,
+            self.repository
+        ))
     }
 
     fn auth_header(&self) -> Option<String> {
@@ -191,7 +309,8 @@ impl Client {
 
     /// Whether `url` is on the registry's own origin, where credentials go.
     fn is_ours(&self, url: &str) -> bool {
-        Origin::of(url).as_ref() == Some(&self.origin)
+        let origin = lock(&self.endpoint).as_ref().map(|e| e.origin.clone());
+        origin.is_some() && Origin::of(url) == origin
     }
 
     /// `text` with every secret we hold replaced: a hostile registry may
@@ -202,11 +321,17 @@ impl Client {
             secrets.push(c.password.clone());
             secrets.push(c.basic_token());
         }
-        if let Some(a) = self.auth_header() {
+        let headers = self
+            .auth_header()
+            .into_iter()
+            .chain(lock(&self.tokens).values().map(|t| t.header.clone()))
+            .collect::<Vec<_>>();
+        for a in headers {
             if let Some((_, value)) = a.split_once(' ') {
                 secrets.push(value.to_owned());
             }
         }
+        secrets.extend(lock(&self.refresh_token).clone());
         let mut out = text.to_owned();
         for s in secrets.iter().filter(|s| !s.is_empty()) {
             out = out.replace(s.as_str(), "<redacted>");
@@ -230,6 +355,9 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if ours {
+                self.renew_expired_token(url)?;
+            }
             let deadline = self.timeouts.for_body(body.len());
             let result = self.send_once(method, url, headers, body, ours, deadline);
             match result {
@@ -238,7 +366,7 @@ impl Client {
                         url: shown_url(url),
                         reason: format!(
                             "another host asks for credentials; they are only sent to {}",
-                            self.base
+                            self.host
                         ),
                     });
                 }
@@ -325,8 +453,8 @@ impl Client {
     }
 
     /// Answers a `WWW-Authenticate` challenge from the registry: basic
-    /// credentials, or a bearer token fetched from the realm (with the
-    /// credentials as basic auth, if any).
+    /// credentials, or a bearer token fetched from the realm (see
+    /// [`Client::fetch_token`]) and cached for its scope.
     fn authenticate(&self, url: &str, challenge: &str) -> Result<(), Error> {
         let auth_err = |reason: String| Error::Auth {
             url: shown_url(url),
@@ -334,38 +462,98 @@ impl Client {
         };
         let (scheme, params) = split_challenge(challenge);
         let header = if scheme.eq_ignore_ascii_case("basic") {
-            let creds = self.credentials.as_ref().ok_or_else(|| {
-                auth_err(
-                    "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
-                        .to_owned(),
-                )
-            })?;
+            let creds = self
+                .credentials
+                .as_ref()
+                .filter(|c| c.as_identity_token().is_none())
+                .ok_or_else(|| {
+                    auth_err(
+                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
+                            .to_owned(),
+                    )
+                })?;
             creds.basic()
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            format!(
-                "Bearer {}",
-                self.fetch_token(&challenge_params(params), &auth_err)?
-            )
+            let params = challenge_params(params);
+            let header = self.token_for(&params, &auth_err)?;
+            *lock(&self.challenge) = Some(params);
+            header
         } else {
             let scheme: String = scheme.chars().take(40).collect();
             return Err(auth_err(format!(
                 "unsupported challenge `{scheme}` (expected Basic or Bearer)"
             )));
         };
-        *self
-            .authorization
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(header);
+        *lock(&self.authorization) = Some(header);
         Ok(())
     }
 
-    /// The token flow: `GET realm?service=…&scope=…`, with our credentials
-    /// as basic auth; the token from its JSON answer.
-    fn fetch_token(
+    /// The scopes a token is asked for: push and pull on our repository,
+    /// and what the challenge names besides.
+    fn scopes(&self, params: &BTreeMap<String, String>) -> Vec<String> {
+        let mut scopes = vec![format!("repository:{}:pull,push", self.repository)];
+        if let Some(asked) = params.get("scope") {
+            for scope in asked.split(' ').filter(|s| !s.is_empty()) {
+                if !scopes.iter().any(|s| s == scope) {
+                    scopes.push(scope.to_owned());
+                }
+            }
+        }
+        scopes
+    }
+
+    /// A fresh bearer header for the challenge `params`, cached under its
+    /// scopes.
+    fn token_for(
         &self,
         params: &BTreeMap<String, String>,
         auth_err: &dyn Fn(String) -> Error,
     ) -> Result<String, Error> {
+        let scopes = self.scopes(params);
+        let (token, lifetime) = self.fetch_token(params, &scopes, auth_err)?;
+        let header = format!("Bearer {token}");
+        lock(&self.tokens).insert(
+            scopes.join(" "),
+            CachedToken {
+                header: header.clone(),
+                expires: Instant::now() + lifetime,
+            },
+        );
+        Ok(header)
+    }
+
+    /// Fetches the bearer token again when the one in use has expired, so
+    /// a long push does not meet a 401 for every request.
+    fn renew_expired_token(&self, url: &str) -> Result<(), Error> {
+        let Some(params) = lock(&self.challenge).clone() else {
+            return Ok(());
+        };
+        let key = self.scopes(&params).join(" ");
+        let expired = lock(&self.tokens)
+            .get(&key)
+            .is_none_or(|t| Instant::now() >= t.expires);
+        if !expired {
+            return Ok(());
+        }
+        let auth_err = |reason: String| Error::Auth {
+            url: shown_url(url),
+            reason,
+        };
+        let header = self.token_for(&params, &auth_err)?;
+        *lock(&self.authorization) = Some(header);
+        Ok(())
+    }
+
+    /// The token flow: `GET realm?service=…&scope=…` with our credentials
+    /// as basic auth (or none); or, for an identity token, the OAuth2
+    /// `POST realm` with `grant_type=refresh_token`. The token and how long
+    /// it may be used.
+    fn fetch_token(
+        &self,
+        params: &BTreeMap<String, String>,
+        scopes: &[String],
+        auth_err: &dyn Fn(String) -> Error,
+    ) -> Result<(String, Duration), Error> {
         let realm = params
             .get("realm")
             .ok_or_else(|| auth_err("the bearer challenge names no realm".to_owned()))?;
@@ -375,36 +563,76 @@ impl Client {
                 shown_url(realm)
             ))
         })?;
+        let registry_scheme = lock(&self.endpoint)
+            .as_ref()
+            .map_or("https".to_owned(), |e| e.origin.scheme.clone());
         // Credentials never leave HTTPS for plain HTTP.
-        if realm_origin.scheme == "http" && self.origin.scheme == "https" {
+        if realm_origin.scheme == "http" && registry_scheme == "https" {
             return Err(auth_err(format!(
                 "refusing to send credentials to the plain-HTTP token realm `{}`",
                 shown_url(realm)
             )));
         }
-        let mut token_url = format!("{realm}{}", if realm.contains('?') { '&' } else { '?' });
+        let mut form: Vec<(&str, String)> = Vec::new();
         if let Some(service) = params.get("service") {
-            token_url += &format!("service={}&", encode(service));
+            form.push(("service", service.clone()));
         }
-        let scope = format!("repository:{}:pull,push", self.repository);
-        token_url += &format!("scope={}", encode(&scope));
-        let shown = shown_url(&token_url);
-        let mut req = self
-            .agent
-            .get(&token_url)
-            .config()
-            .timeout_global(Some(self.timeouts.request))
-            .build();
-        if let Some(c) = &self.credentials {
-            req = req.header("Authorization", c.basic());
+        for scope in scopes {
+            form.push(("scope", scope.clone()));
         }
-        let mut resp = req.call().map_err(|e| match e {
-            ureq::Error::Timeout(_) => Error::Timeout {
-                method: "GET",
-                url: shown.clone(),
-                what: "bearer token".to_owned(),
-                after: self.timeouts.request,
-            },
+        let identity = self
+            .credentials
+            .as_ref()
+            .and_then(Credentials::as_identity_token);
+        let query = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", encode(v)))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let shown = shown_url(realm);
+        let sent = if let Some(identity) = identity {
+            // The refresh token the realm gave last, else the identity token.
+            let refresh = lock(&self.refresh_token)
+                .clone()
+                .unwrap_or_else(|| identity.to_owned());
+            form.push(("grant_type", "refresh_token".to_owned()));
+            form.push(("client_id", "nixlayer".to_owned()));
+            form.push(("refresh_token", refresh));
+            let body = query(&form);
+            self.agent
+                .post(realm)
+                .config()
+                .timeout_global(Some(self.timeouts.request))
+                .build()
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .send(body.as_bytes())
+        } else {
+            let token_url = format!(
+                "{realm}{}{}",
+                if realm.contains('?') { '&' } else { '?' },
+                query(&form)
+            );
+            let mut req = self
+                .agent
+                .get(&token_url)
+                .config()
+                .timeout_global(Some(self.timeouts.request))
+                .build();
+            if let Some(c) = &self.credentials {
+                req = req.header("Authorization", c.basic());
+            }
+            req.call()
+        };
+        let timeout = || Error::Timeout {
+            method: if identity.is_some() { "POST" } else { "GET" },
+            url: shown.clone(),
+            what: "bearer token".to_owned(),
+            after: self.timeouts.request,
+        };
+        let mut resp = sent.map_err(|e| match e {
+            ureq::Error::Timeout(_) => timeout(),
             e => auth_err(format!("{shown}: {e}")),
         })?;
         if !resp.status().is_success() {
@@ -418,12 +646,7 @@ impl Client {
             .limit(TOKEN_BODY_LIMIT)
             .read_to_string()
             .map_err(|e| match e {
-                ureq::Error::Timeout(_) => Error::Timeout {
-                    method: "GET",
-                    url: shown.clone(),
-                    what: "bearer token".to_owned(),
-                    after: self.timeouts.request,
-                },
+                ureq::Error::Timeout(_) => timeout(),
                 ureq::Error::BodyExceedsLimit(_) => {
                     auth_err(format!("{shown}: the token answer is over 1 MiB"))
                 }
@@ -442,7 +665,15 @@ impl Client {
                 "{shown} gave a token that is not printable ASCII"
             )));
         }
-        Ok(token.to_owned())
+        if let Some(refresh) = doc["refresh_token"].as_str().filter(|r| !r.is_empty()) {
+            *lock(&self.refresh_token) = Some(refresh.to_owned());
+        }
+        let lifetime = token_lifetime(
+            doc["expires_in"].as_u64(),
+            doc["issued_at"].as_str(),
+            jiff::Timestamp::now(),
+        );
+        Ok((token.to_owned(), lifetime))
     }
 
     /// The start of an error answer's body, capped and with our secrets
@@ -482,7 +713,7 @@ impl Client {
     /// # Errors
     /// When it cannot be reached, or refuses us.
     pub fn ping(&self) -> Result<(), Error> {
-        let url = format!("{}/v2/", self.base);
+        let url = format!("{}/v2/", self.endpoint()?.base);
         let what = "API version check";
         let resp = self.send("GET", &url, what, &[], &Body::None)?;
         match resp.status().as_u16() {
@@ -497,7 +728,7 @@ impl Client {
     /// When the registry cannot be reached or answers neither 200 nor 404.
     pub fn has_blob(&self, digest: &Digest) -> Result<bool, Error> {
         let what = format!("blob {}", digest.prefixed());
-        let url = self.url(&format!("blobs/{}", digest.prefixed()));
+        let url = self.url(&format!("blobs/{}", digest.prefixed()))?;
         let resp = self.send("HEAD", &url, &what, &[], &Body::None)?;
         match resp.status().as_u16() {
             200..=299 | 301..=308 => Ok(true),
@@ -518,7 +749,7 @@ impl Client {
             body: reason.to_owned(),
         };
         if location.starts_with('/') && !location.starts_with("//") {
-            Ok(format!("{}{location}", self.base))
+            Ok(format!("{}{location}", self.endpoint()?.base))
         } else if Origin::of(location).is_some() {
             Ok(location.to_owned())
         } else {
@@ -535,7 +766,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let start = self.url("blobs/uploads/");
+            let start = self.url("blobs/uploads/")?;
             let resp = self.send("POST", &start, &what, &[], &Body::None)?;
             if resp.status().as_u16() != 202 {
                 return Err(self.status_error("POST", &start, &what, resp));
@@ -581,7 +812,7 @@ impl Client {
     pub fn put_manifest(&self, tag: &str, manifest: &[u8]) -> Result<Digest, Error> {
         let digest = Digest::of(manifest);
         let what = format!("manifest {tag}");
-        let url = self.url(&format!("manifests/{tag}"));
+        let url = self.url(&format!("manifests/{tag}"))?;
         let resp = self.send(
             "PUT",
             &url,
@@ -596,6 +827,114 @@ impl Client {
         check_digest(&resp, &url, &what, &digest)?;
         Ok(digest)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Endpoint {
+    fn new(scheme: &str, host: &str) -> Self {
+        let base = format!("{scheme}://{host}");
+        let origin = Origin::of(&base).unwrap_or(Origin {
+            scheme: scheme.to_owned(),
+            host: host.to_ascii_lowercase(),
+            port: 0,
+        });
+        Self { base, origin }
+    }
+}
+
+/// How long a token may be used from now: `expires_in` seconds (60 when
+/// absent, as the spec says) counted from `issued_at` when that is in the
+/// past (the realm's clock), less a margin so it is not sent as it
+/// expires.
+fn token_lifetime(
+    expires_in: Option<u64>,
+    issued_at: Option<&str>,
+    now: jiff::Timestamp,
+) -> Duration {
+    let lifetime = expires_in
+        .filter(|&s| s > 0)
+        .map_or(DEFAULT_TOKEN_LIFETIME, |s| {
+            Duration::from_secs(s.min(86_400 * 365))
+        });
+    let age = issued_at
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
+        .unwrap_or(Duration::ZERO);
+    let left = lifetime.saturating_sub(age);
+    left.saturating_sub((left / 10).min(Duration::from_secs(10)))
+}
+
+/// The trust roots for `host`: the system bundle (or `bundle`, from
+/// `SSL_CERT_FILE`), `ca_file`, and every `*.crt` in docker's
+/// `certs_d/HOST[:PORT]/`. An error names the file.
+fn root_certs(
+    host: &str,
+    bundle: Option<PathBuf>,
+    ca_file: Option<&Path>,
+    certs_d: &Path,
+) -> Result<ureq::tls::RootCerts, String> {
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    match bundle {
+        Some(b) => files.push((b, true)),
+        None if Path::new(SYSTEM_BUNDLE).exists() => {
+            files.push((PathBuf::from(SYSTEM_BUNDLE), false));
+        }
+        None => {}
+    }
+    if let Some(f) = ca_file {
+        files.push((f.to_owned(), true));
+    }
+    // `certs.d/HOST:PORT/`, as docker names it (`:` in a directory name).
+    let dir = certs_d.join(host);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        found.sort();
+        files.extend(found.into_iter().map(|p| (p, true)));
+    }
+    let mut certs = Vec::new();
+    for (file, required) in &files {
+        let pem = std::fs::read(file)
+            .map_err(|e| format!("cannot read CA file `{}`: {e}", file.display()))?;
+        let before = certs.len();
+        for item in ureq::tls::parse_pem(&pem).flatten() {
+            if let ureq::tls::PemItem::Certificate(cert) = item {
+                certs.push(cert);
+            }
+        }
+        if *required && certs.len() == before {
+            return Err(format!(
+                "CA file `{}` holds no PEM certificate",
+                file.display()
+            ));
+        }
+    }
+    if certs.is_empty() {
+        return Ok(ureq::tls::RootCerts::WebPki);
+    }
+    Ok(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+}
+
+/// When `e` says the server speaks TLS but its certificate is not trusted
+/// (or the handshake failed on its side): why, for an error. `None` for
+/// failures that are not TLS ones.
+fn tls_refusal(e: &ureq::Error) -> Option<String> {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    // ureq shows rustls' errors with their names; a certificate problem
+    // or an alert from the server means the port speaks TLS.
+    let tls = ["certificate", "alert", "handshake"]
+        .iter()
+        .any(|k| lower.contains(k))
+        && !lower.contains("invalidcontenttype")
+        && !lower.contains("corrupt message");
+    tls.then_some(text)
 }
 
 fn check_digest(resp: &Response, url: &str, what: &str, digest: &Digest) -> Result<(), Error> {
@@ -740,10 +1079,24 @@ mod tests {
         let creds = Credentials::parse("someone:pa55-secret").unwrap();
         let c = client(Some(creds.clone()));
         *c.authorization.lock().unwrap() = Some("Bearer tok-SECRET".to_owned());
+        c.tokens.lock().unwrap().insert(
+            "s".to_owned(),
+            CachedToken {
+                header: "Bearer cached-SECRET".to_owned(),
+                expires: Instant::now(),
+            },
+        );
+        *c.refresh_token.lock().unwrap() = Some("refresh-SECRET".to_owned());
         let debug = format!("{c:?}");
-        for secret in ["pa55-secret", "tok-SECRET", &creds.basic_token()] {
+        for secret in ["SECRET", "pa55-secret", &creds.basic_token()] {
             assert!(!debug.contains(secret), "{debug}");
         }
+        let shown = c.redact("a cached-SECRET b refresh-SECRET");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        // An identity token's Debug and redaction.
+        let id = client(Some(Credentials::identity_token("idtok-SECRET")));
+        assert!(!format!("{id:?}").contains("SECRET"));
+        assert!(!id.redact("x idtok-SECRET").contains("SECRET"));
         // An error body echoing our headers.
         let echoed = format!(
             "denied: Authorization: {} / Bearer tok-SECRET / pa55-secret",
@@ -771,6 +1124,89 @@ mod tests {
     }
 
     #[test]
+    fn token_lifetimes() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let secs = |e, i| token_lifetime(e, i, now).as_secs_f64();
+        // No `expires_in`: the spec's 60 s, less a tenth.
+        assert_eq!(secs(None, None), 54.0);
+        assert_eq!(secs(Some(300), None), 290.0);
+        // Issued 100 s ago (the realm's clock): 200 s left.
+        assert_eq!(secs(Some(300), Some("2026-01-01T00:08:20Z")), 190.0);
+        // Issued "in the future" (a clock ahead): counted from now.
+        assert_eq!(secs(Some(300), Some("2026-01-01T01:00:00Z")), 290.0);
+        // Long expired, or nonsense: used for no time, never a panic.
+        assert_eq!(secs(Some(30), Some("2025-01-01T00:00:00Z")), 0.0);
+        assert_eq!(secs(Some(30), Some("yesterday")), 27.0);
+        assert!(token_lifetime(Some(u64::MAX), None, now) <= Duration::from_secs(86_400 * 365));
+    }
+
+    #[test]
+    fn expired_tokens_are_not_used() {
+        let c = client(None);
+        *c.endpoint.lock().unwrap() = Some(Endpoint::new("http", "127.0.0.1:5000"));
+        let mut params = BTreeMap::new();
+        // A realm nothing listens on: renewing fails, so a renewal shows.
+        params.insert("realm".to_owned(), "http://127.0.0.1:9/token".to_owned());
+        *c.challenge.lock().unwrap() = Some(params.clone());
+        let key = c.scopes(&params).join(" ");
+        let cached = |secs_left: i64| CachedToken {
+            header: "Bearer old-tok".to_owned(),
+            expires: if secs_left >= 0 {
+                Instant::now() + Duration::from_secs(secs_left.unsigned_abs())
+            } else {
+                Instant::now() - Duration::from_secs(secs_left.unsigned_abs())
+            },
+        };
+        c.tokens.lock().unwrap().insert(key.clone(), cached(100));
+        assert!(c.renew_expired_token("http://127.0.0.1:5000/v2/").is_ok());
+        c.tokens.lock().unwrap().insert(key, cached(-1));
+        let e = c
+            .renew_expired_token("http://127.0.0.1:5000/v2/")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("http://127.0.0.1:9/token:")
+                && !e.to_string().contains("refusing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn scopes_add_what_the_challenge_asks() {
+        let c = client(None);
+        let mut p = BTreeMap::new();
+        assert_eq!(c.scopes(&p), ["repository:team/app:pull,push"]);
+        p.insert(
+            "scope".to_owned(),
+            "repository:team/app:pull,push repository:other/base:pull".to_owned(),
+        );
+        assert_eq!(
+            c.scopes(&p),
+            [
+                "repository:team/app:pull,push",
+                "repository:other/base:pull"
+            ]
+        );
+    }
+
+    #[test]
+    fn root_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none");
+        // An unreadable or empty CA file is an error naming it.
+        let e = root_certs("h:1", None, Some(&none), dir.path()).unwrap_err();
+        assert!(e.contains("none"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "junk").unwrap();
+        let e = root_certs("h:1", None, Some(&junk), dir.path()).unwrap_err();
+        assert!(e.contains("junk.pem") && e.contains("no PEM"), "{e}");
+        // A certs.d directory for another host is not read.
+        std::fs::create_dir_all(dir.path().join("other:1")).unwrap();
+        std::fs::write(dir.path().join("other:1/ca.crt"), "junk").unwrap();
+        assert!(root_certs("h:1", None, None, dir.path()).is_ok());
+        assert!(root_certs("other:1", None, None, dir.path()).is_err());
+    }
+
+    #[test]
     fn upload_deadlines_grow_with_size() {
         let t = Timeouts {
             request: Duration::from_secs(10),
@@ -784,7 +1220,7 @@ mod tests {
     #[test]
     fn locations() {
         let c = client(None);
-        let start = c.url("blobs/uploads/");
+        let start = c.url("blobs/uploads/").unwrap();
         let ok = |l| c.upload_url(&start, "b", l).unwrap();
         assert_eq!(ok("/v2/x?a=1"), "http://127.0.0.1:5000/v2/x?a=1");
         assert_eq!(ok("http://other.example:9/up"), "http://other.example:9/up");

@@ -1,12 +1,32 @@
-//! Registry credentials: `USER:PASS`, docker's `config.json`, and how they
-//! become an `Authorization` header. Their `Debug` never shows the password.
+//! Registry credentials: `USER:PASS`, docker's `config.json` (`auths`,
+//! `identitytoken`, `credHelpers`, `credsStore`), and how they become an
+//! `Authorization` header. Their `Debug` never shows the password.
+//!
+//! A credential helper is run as docker runs it: `docker-credential-NAME
+//! get` found on `PATH`, the server's key on stdin, JSON
+//! `{"Username", "Secret"}` on stdout. Its stdout is never quoted in an
+//! error (it holds the secret); it is bounded in time and size.
 
 use std::fmt;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+use super::reference::{DOCKER_HUB, DOCKER_HUB_API, DOCKER_HUB_CONFIG_KEY};
 use super::Error;
+
+/// The user name docker gives credentials that are an identity (OAuth2
+/// refresh) token rather than a password, in `config.json` and from
+/// credential helpers.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// How long a credential helper may run.
+const HELPER_DEADLINE: Duration = Duration::from_secs(30);
+/// The most of a helper's answer that is read.
+const HELPER_OUTPUT_LIMIT: u64 = 64 << 10;
 
 /// Credentials for the registry. `Debug` shows the user, never the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,12 +70,31 @@ impl Credentials {
         })
     }
 
-    /// The credentials for `host` in a docker `config.json`
-    /// (`auths.<host>.auth`, base64 of `USER:PASS`); `None` when there are none.
+    /// An identity (OAuth2 refresh) token, as docker keeps one: user
+    /// [`IDENTITY_TOKEN_USER`], the token as the password.
+    #[must_use]
+    pub fn identity_token(token: &str) -> Self {
+        Self {
+            user: IDENTITY_TOKEN_USER.to_owned(),
+            password: token.to_owned(),
+        }
+    }
+
+    /// The identity token these credentials are, if they are one.
+    #[must_use]
+    pub fn as_identity_token(&self) -> Option<&str> {
+        (self.user == IDENTITY_TOKEN_USER).then_some(self.password.as_str())
+    }
+
+    /// The credentials for `host` in a docker `config.json`: from the
+    /// helper `credHelpers.<host>` names, else from `credsStore`'s helper,
+    /// else `auths.<host>` (`auth`, base64 of `USER:PASS`, or
+    /// `identitytoken`); `None` when there are none. Docker Hub
+    /// (`docker.io`) is looked up under `https://index.docker.io/v1/`.
     ///
     /// # Errors
-    /// When the file exists but is not valid. The error never quotes the
-    /// file's content.
+    /// When the file exists but is not valid, or a helper fails. The error
+    /// never quotes the file's content or a helper's answer.
     pub fn from_docker_config(path: &Path, host: &str) -> Result<Option<Self>, Error> {
         let bad = |reason: String| Error::DockerConfig {
             path: path.to_owned(),
@@ -69,17 +108,52 @@ impl Credentials {
         // serde_json's errors name a line and column, never the text.
         let doc: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let keys = config_keys(host);
+        // The key docker gives helpers for this host.
+        let server = keys[0].as_str();
+        let helper = keys
+            .iter()
+            .find_map(|k| doc["credHelpers"].get(k).and_then(|v| v.as_str()))
+            .or_else(|| doc["credsStore"].as_str())
+            .filter(|name| !name.is_empty());
+        if let Some(name) = helper {
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(bad(format!(
+                    "the credential helper name `{}` is not a plain name",
+                    name.chars().take(64).collect::<String>()
+                )));
+            }
+            let program = format!("docker-credential-{name}");
+            if let Some(found) =
+                run_helper(Path::new(&program), server).map_err(|reason| Error::DockerConfig {
+                    path: path.to_owned(),
+                    reason: format!("credential helper `{program}`: {reason}"),
+                })?
+            {
+                return Ok(Some(found));
+            }
+        }
         let auths = &doc["auths"];
-        let entry = [
-            host.to_owned(),
-            format!("https://{host}"),
-            format!("http://{host}"),
-        ]
-        .iter()
-        .find_map(|k| auths.get(k).and_then(|e| e.get("auth")?.as_str()));
-        let Some(auth) = entry else {
+        let Some((key, entry)) = keys
+            .iter()
+            .find_map(|k| auths.get(k).map(|e| (k.as_str(), e)))
+        else {
             return Ok(None);
         };
+        if let Some(token) = entry
+            .get("identitytoken")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(Some(Self::identity_token(token)));
+        }
+        let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else {
+            return Ok(None);
+        };
+        let host = key;
         // base64's error would quote a byte of the secret: not shown.
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
@@ -101,6 +175,114 @@ impl Credentials {
         let raw = format!("{}:{}", self.user, self.password);
         base64::engine::general_purpose::STANDARD.encode(raw)
     }
+}
+
+/// The keys `config.json` may file `host`'s credentials under, the one
+/// docker gives helpers first.
+fn config_keys(host: &str) -> Vec<String> {
+    if [DOCKER_HUB, DOCKER_HUB_API, "index.docker.io"].contains(&host) {
+        return [
+            DOCKER_HUB_CONFIG_KEY,
+            "index.docker.io",
+            "https://index.docker.io",
+            DOCKER_HUB,
+            DOCKER_HUB_API,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+    }
+    vec![
+        host.to_owned(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+        format!("https://{host}/v1/"),
+        format!("https://{host}/v2/"),
+    ]
+}
+
+/// Runs credential helper `program get` for `server`: the credentials, or
+/// `None` when it has none. The reason of an error never holds the
+/// helper's stdout.
+fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, String> {
+    let mut child = Command::new(program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it (is it on PATH?): {e}"))?;
+    // A helper that does not read stdin may close it: not an error here.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut stdout)
+            .take(HELPER_OUTPUT_LIMIT + 1)
+            .read_to_end(&mut bytes);
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut stderr).take(4096).read_to_end(&mut bytes);
+        bytes
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < HELPER_DEADLINE => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "gave no answer within {}s",
+                    HELPER_DEADLINE.as_secs()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        // docker's helpers say so on stdout when they have nothing; that
+        // text is no secret, but stdout is never quoted: only checked.
+        let said = |b: &[u8]| String::from_utf8_lossy(b).to_lowercase();
+        if said(&stdout).contains("credentials not found")
+            || said(&stderr).contains("credentials not found")
+        {
+            return Ok(None);
+        }
+        let first = String::from_utf8_lossy(&stderr);
+        let first: String = first
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(format!("`get` failed ({status}): {first}"));
+    }
+    if stdout.len() as u64 > HELPER_OUTPUT_LIMIT {
+        return Err("its answer is over 64 KiB".to_owned());
+    }
+    // serde_json's errors name a position, never the text.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&stdout).map_err(|e| format!("its answer is not JSON: {e}"))?;
+    let user = doc["Username"].as_str().unwrap_or("");
+    let secret = doc["Secret"].as_str().unwrap_or("");
+    if secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        user: user.to_owned(),
+        password: secret.to_owned(),
+    }))
 }
 
 #[cfg(test)]
@@ -147,5 +329,89 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains('!'),
             "{shown}"
         );
+    }
+
+    /// A helper script at `dir/name` running `body` (sh).
+    fn helper(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn credential_helpers_are_run_as_docker_runs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // It gets `get` and the server on stdin, and answers JSON.
+        let ok = helper(
+            dir.path(),
+            "ok",
+            r#"[ "$1" = get ] || exit 3; read -r s; printf '{"ServerURL":"%s","Username":"u-%s","Secret":"s3cret-helper"}' "$s" "$s""#,
+        );
+        let c = run_helper(&ok, "reg.example:5000").unwrap().unwrap();
+        assert_eq!(c.user, "u-reg.example:5000");
+        assert_eq!(c.password, "s3cret-helper");
+        let none = helper(
+            dir.path(),
+            "none",
+            "echo 'credentials not found in native keychain'; exit 1",
+        );
+        assert_eq!(run_helper(&none, "x").unwrap(), None);
+        // A failing helper's stdout (maybe a secret) is never quoted.
+        let fail = helper(
+            dir.path(),
+            "fail",
+            "echo s3cret-out; echo broken >&2; exit 1",
+        );
+        let e = run_helper(&fail, "x").unwrap_err();
+        assert!(e.contains("broken") && !e.contains("s3cret"), "{e}");
+        let junk = helper(dir.path(), "junk", "echo '{\"Secret\": s3cret-junk'");
+        let e = run_helper(&junk, "x").unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = run_helper(&dir.path().join("missing"), "x").unwrap_err();
+        assert!(e.contains("PATH"), "{e}");
+        // An identity token from a helper: user `<token>`.
+        let tok = helper(
+            dir.path(),
+            "tok",
+            r#"echo '{"Username":"<token>","Secret":"refresh-s3cret"}'"#,
+        );
+        let c = run_helper(&tok, "x").unwrap().unwrap();
+        assert_eq!(c.as_identity_token(), Some("refresh-s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn identity_tokens_and_docker_hub_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnB3"},
+                "reg.example":{"auth":"dXNlcjo=","identitytoken":"idtok-s3cret"}}}"#,
+        )
+        .unwrap();
+        for hub in ["docker.io", "registry-1.docker.io"] {
+            let c = Credentials::from_docker_config(&path, hub)
+                .unwrap()
+                .unwrap();
+            assert_eq!((c.user.as_str(), c.password.as_str()), ("hub", "pw"));
+        }
+        let c = Credentials::from_docker_config(&path, "reg.example")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.as_identity_token(), Some("idtok-s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(config_keys("docker.io")[0], "https://index.docker.io/v1/");
+    }
+
+    #[test]
+    fn bad_helper_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"credHelpers":{"reg.example":"../../bin/sh"}}"#).unwrap();
+        let e = Credentials::from_docker_config(&path, "reg.example").unwrap_err();
+        assert!(e.to_string().contains("not a plain name"), "{e}");
     }
 }

@@ -107,6 +107,15 @@ pub enum Error {
         /// The registry's `Docker-Content-Digest`.
         got: String,
     },
+    /// The registry's TLS could not be set up or its certificate is not
+    /// trusted.
+    #[error("{host}: TLS failed: {reason}; trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`, or use `--insecure` for a plain-HTTP registry")]
+    Tls {
+        /// The registry host.
+        host: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Authentication failed.
     #[error("{url}: authentication failed: {reason}")]
     Auth {
@@ -326,6 +335,7 @@ mod tests {
             credentials: None,
             insecure: false,
             timeouts: Timeouts::default(),
+            ca_file: None,
         };
         let sink =
             RegistrySink::new(Client::new(&target, options), CompressOptions::NONE, None).unwrap();

@@ -1,6 +1,15 @@
-//! Image references: `host[:port]/repo[:tag]`.
+//! Image references: `host[:port]/repo[:tag]`, and Docker Hub's short
+//! names (`alpine` is `docker.io/library/alpine`), as docker reads them.
 
 use super::Error;
+
+/// Docker Hub's name in references and images.
+pub const DOCKER_HUB: &str = "docker.io";
+/// Where Docker Hub's registry API answers.
+pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+/// The key docker's `config.json` (and credential helpers) file Docker Hub's
+/// credentials under.
+pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
 
 /// A parsed `host[:port]/repo[:tag]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,15 +23,19 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Parses `host[:port]/repo[:tag]`; the host is required (it must hold
-    /// a `.` or `:` or be `localhost`, as docker decides).
+    /// Parses `host[:port]/repo[:tag]`. As docker decides, the first
+    /// component is a host when it holds a `.` or `:` or is `localhost`;
+    /// otherwise the reference is on Docker Hub (`docker.io`), where a
+    /// one-component name is under `library/`.
     ///
     /// ```
     /// use nixlayer::sink::registry::Reference;
     /// let r = Reference::parse("127.0.0.1:5000/team/app:1.0")?;
     /// assert_eq!((r.host.as_str(), r.repository.as_str(), r.tag.as_deref()),
     ///            ("127.0.0.1:5000", "team/app", Some("1.0")));
-    /// assert!(Reference::parse("team/app").is_err());
+    /// let hub = Reference::parse("alpine:3")?;
+    /// assert_eq!((hub.host.as_str(), hub.repository.as_str(), hub.api_host()),
+    ///            ("docker.io", "library/alpine", "registry-1.docker.io"));
     /// # Ok::<(), nixlayer::sink::registry::Error>(())
     /// ```
     ///
@@ -36,13 +49,28 @@ impl Reference {
         if reference.contains('@') {
             return Err(err("push by digest is not supported; give a tag"));
         }
-        let (host, rest) = reference
-            .split_once('/')
-            .ok_or_else(|| err("it names no registry host (`host[:port]/repo[:tag]`)"))?;
-        if !(host.contains('.') || host.contains(':') || host == "localhost") {
-            return Err(err(
-                "its first component is not a registry host (`host[:port]/repo[:tag]`)",
-            ));
+        let (host, rest) = match reference.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first, rest.to_owned())
+            }
+            // Docker Hub: `team/app`, or `alpine` (an official image).
+            Some(_) => (DOCKER_HUB, reference.to_owned()),
+            None => (DOCKER_HUB, format!("library/{reference}")),
+        };
+        let host = if host == "index.docker.io" {
+            DOCKER_HUB
+        } else {
+            host
+        };
+        let rest = if host == DOCKER_HUB && !rest.contains('/') {
+            format!("library/{rest}")
+        } else {
+            rest
+        };
+        if host.is_empty() {
+            return Err(err("the registry host is empty"));
         }
         // The host goes into URLs as it is: only the characters of a host
         // name, an IPv6 literal and a port, so it cannot add a path, a
@@ -53,11 +81,11 @@ impl Reference {
         {
             return Err(err("the registry host holds characters a host name cannot"));
         }
-        let (repository, tag) = match rest.rsplit_once(':') {
+        let (repository, tag) = match rest.as_str().rsplit_once(':') {
             Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_owned())),
-            _ => (rest, None),
+            _ => (rest.as_str(), None),
         };
-        if repository.is_empty()
+        if repository.split('/').any(str::is_empty)
             || !repository
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
@@ -86,11 +114,33 @@ impl Reference {
         })
     }
 
-    /// Whether plain HTTP is used by default: loopback hosts.
+    /// The `host[:port]` the registry API answers on: Docker Hub's API
+    /// host for `docker.io`, else the host as given.
+    #[must_use]
+    pub fn api_host(&self) -> &str {
+        if self.host == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.host
+        }
+    }
+
+    /// Whether the host is a loopback one (`localhost`, `127.0.0.0/8`,
+    /// `::1`): as docker, HTTPS is tried first and plain HTTP after it.
     #[must_use]
     pub fn is_local(&self) -> bool {
-        let name = self.host.rsplit_once(':').map_or(&*self.host, |(h, _)| h);
-        matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+        let host = &*self.host;
+        // `[v6]:port`, `[v6]`, `name:port`, `name`.
+        let name = if let Some(v6) = host.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host.rsplit_once(':').map_or(host, |(h, _)| h)
+        };
+        if name.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        name.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -111,5 +161,66 @@ mod tests {
         assert!(Reference::parse("user:pw@host.example/a").is_err());
         assert!(Reference::parse("host.example?x=1/a").is_err());
         assert!(Reference::parse("host.example/a:t?x").is_err());
+        for local in [
+            "127.0.0.1:5000/a",
+            "127.8.9.10/a",
+            "[::1]:5000/a",
+            "LOCALHOST:1/a",
+        ] {
+            assert!(Reference::parse(local).unwrap().is_local(), "{local}");
+        }
+        for remote in ["128.0.0.1/a", "[::2]:5000/a", "localhost.example/a", "a/b"] {
+            assert!(!Reference::parse(remote).unwrap().is_local(), "{remote}");
+        }
+    }
+
+    #[test]
+    fn docker_hub_names() {
+        let parts = |r: &str| {
+            let r = Reference::parse(r).unwrap();
+            let api = r.api_host().to_owned();
+            (r.host, r.repository, r.tag, api)
+        };
+        let hub = |repo: &str, tag: Option<&str>| {
+            (
+                DOCKER_HUB.to_owned(),
+                repo.to_owned(),
+                tag.map(str::to_owned),
+                DOCKER_HUB_API.to_owned(),
+            )
+        };
+        assert_eq!(parts("alpine"), hub("library/alpine", None));
+        assert_eq!(parts("alpine:3.20"), hub("library/alpine", Some("3.20")));
+        assert_eq!(parts("team/app:1"), hub("team/app", Some("1")));
+        assert_eq!(parts("docker.io/alpine"), hub("library/alpine", None));
+        assert_eq!(parts("index.docker.io/team/app"), hub("team/app", None));
+        assert_eq!(
+            parts("docker.io/library/alpine:3"),
+            hub("library/alpine", Some("3"))
+        );
+        assert_eq!(parts("ghcr.io/o/a").3, "ghcr.io");
+        assert!(Reference::parse("Alpine").is_err());
+        assert!(Reference::parse("").is_err());
+        assert!(Reference::parse("/a").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_keeps_urls_safe(text in "\\PC{0,80}") {
+            if let Ok(r) = Reference::parse(&text) {
+                // What goes into URLs: no path, query or user information.
+                proptest::prop_assert!(!r.api_host().contains(['/', '?', '@', '#']));
+                proptest::prop_assert!(!r.repository.contains(['?', '@', '#', ':']));
+                proptest::prop_assert!(!r.repository.starts_with('/'));
+                let _ = r.is_local();
+            }
+        }
+
+        #[test]
+        fn reference_like_text_parses_or_errs(
+            text in "([a-z0-9.:-]{0,12}/)?[a-z0-9._/-]{0,20}(:[A-Za-z0-9._-]{0,8})?"
+        ) {
+            let _ = Reference::parse(&text);
+        }
     }
 }

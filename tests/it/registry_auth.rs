@@ -1,0 +1,568 @@
+//! `push` to Debian's real `docker-registry` with `auth: token` (a token
+//! issuer the test runs: `token_issuer.py`, python3-jwt) and with TLS from a
+//! CA the test makes (openssl): the distribution token flow, identity
+//! tokens, credential helpers, certificates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::push::{json, manifest};
+use crate::util::{self, nixlayer, run, tool};
+
+/// A server the test started, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Whether python3 with jwt and cryptography (Debian's python3-jwt and
+/// python3-cryptography) is there; under CI its absence fails the test.
+fn python_jwt() -> bool {
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import jwt, cryptography"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok || !util::under_ci(),
+        "python3-jwt and python3-cryptography are required under CI"
+    );
+    if !ok {
+        eprintln!("skipped: no python3-jwt");
+    }
+    ok
+}
+
+/// An EC P-256 key and a self-signed certificate for it, in `dir`
+/// (`key.pem`, `cert.pem`), valid for `san` when given.
+fn self_signed(dir: &Path, cn: &str, san: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        s(&key),
+        "-out",
+        s(&cert),
+        "-subj",
+    ];
+    let subject = format!("/CN={cn}");
+    args.push(&subject);
+    let ext;
+    if let Some(san) = san {
+        ext = format!("subjectAltName={san}");
+        args.extend(["-addext", &ext]);
+    }
+    // openssl writes the key as PKCS#8, which both python and Go read.
+    tool("openssl", &args);
+}
+
+/// Waits until `url` answers with `status` (or panics after ~10 s).
+fn wait_for(url: &str, status: u16, ca: Option<&Path>) {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i.ok()? {
+                ureq::tls::PemItem::Certificate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::from(certs))
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
+    for _ in 0..100 {
+        if agent
+            .get(url)
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == status)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not answer {status}");
+}
+
+/// The token issuer on a free port, its key in `dir`.
+fn token_issuer(dir: &Path, expires_in: u32) -> Server {
+    self_signed(dir, "nixlayer test token issuer", None);
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(util::repo().join("tests/it/token_issuer.py"))
+        .args([
+            s(dir),
+            "nixlayer-test-registry",
+            "nixlayer-test-issuer",
+            &expires_in.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the token issuer");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line.trim().parse().expect("the issuer's port");
+    Server { child, port }
+}
+
+/// A `docker-registry` on a free loopback port with `extra` config (auth,
+/// TLS), its storage in `dir`; answers `status` to `GET /v2/` when ready.
+fn registry(dir: &Path, extra: &str, scheme: &str, status: u16, ca: Option<&Path>) -> Server {
+    let port = free_port();
+    let config = util::write(
+        dir,
+        "config.yml",
+        &format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n\
+             http:\n  addr: 127.0.0.1:{port}\n{extra}",
+            dir.display()
+        ),
+    );
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let server = Server { child, port };
+    wait_for(&format!("{scheme}://127.0.0.1:{port}/v2/"), status, ca);
+    server
+}
+
+/// A token-auth registry and its issuer.
+struct TokenSetup {
+    issuer: Server,
+    registry: Server,
+    issuer_dir: PathBuf,
+}
+
+fn token_setup(dir: &Path, expires_in: u32) -> TokenSetup {
+    let issuer_dir = dir.join("issuer");
+    let issuer = token_issuer(&issuer_dir, expires_in);
+    let extra = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: nixlayer-test-registry\n    \
+         issuer: nixlayer-test-issuer\n    rootcertbundle: {}\n",
+        issuer.port,
+        issuer_dir.join("cert.pem").display()
+    );
+    let reg_dir = dir.join("registry");
+    std::fs::create_dir_all(&reg_dir).unwrap();
+    let registry = registry(&reg_dir, &extra, "http", 401, None);
+    TokenSetup {
+        issuer,
+        registry,
+        issuer_dir,
+    }
+}
+
+impl TokenSetup {
+    /// The issuer's log since the last call (which it empties).
+    fn requests(&self) -> Vec<serde_json::Value> {
+        let path = self.issuer_dir.join("requests.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Everything a command printed.
+fn shown(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_no_secret(out: &Output) {
+    let text = shown(out);
+    for secret in ["wonderland", "refresh-s3cret", "d29uZGVybGFuZ", "eyJ"] {
+        assert!(!text.contains(secret), "`{secret}` shown:\n{text}");
+    }
+}
+
+fn push(m: &Path, reference: &str, config_dir: &Path) -> Command {
+    let mut cmd = nixlayer();
+    cmd.arg("push")
+        .arg(m)
+        .arg(reference)
+        .arg("--json")
+        .env("DOCKER_CONFIG", config_dir)
+        .env_remove("NIXLAYER_REGISTRY_USER")
+        .env_remove("NIXLAYER_REGISTRY_PASSWORD");
+    cmd
+}
+
+fn docker_config(dir: &Path, name: &str, doc: &serde_json::Value) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config.json"), doc.to_string()).unwrap();
+    d
+}
+
+#[test]
+fn token_auth_with_a_real_registry_and_issuer() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry")
+        || !util::require_tool("openssl")
+        || !util::require_tool("skopeo")
+        || !python_jwt()
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let setup = token_setup(tmp.path(), 300);
+    let host = format!("127.0.0.1:{}", setup.registry.port);
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""token""#);
+    let reference = format!("{host}/nixlayer-test/token:t1");
+    let none = tmp.path().join("no-config");
+
+    // Anonymous: the issuer grants pull only, and the registry refuses the
+    // upload.
+    let out = run(&mut push(&m, &reference, &none), 1);
+    assert!(shown(&out).contains("401"), "{}", shown(&out));
+    let anonymous = setup.requests();
+    assert!(
+        anonymous
+            .iter()
+            .all(|r| r["auth"] == "" && r["method"] == "GET"),
+        "{anonymous:?}"
+    );
+
+    // A wrong password: the issuer's 401, no secret shown.
+    let out = run(
+        push(&m, &reference, &none).args(["--creds", "alice:wrong-wonderland"]),
+        1,
+    );
+    assert!(
+        shown(&out).contains("authentication failed"),
+        "{}",
+        shown(&out)
+    );
+    assert_no_secret(&out);
+    setup.requests();
+
+    // With credentials: one token for the whole push (cached for its
+    // scope), asked for with basic auth, for push and pull on the
+    // repository and the registry's service.
+    let out = run(
+        push(&m, &reference, &none).args(["--creds", "alice:wonderland"]),
+        0,
+    );
+    assert_no_secret(&out);
+    let pushed = json(&out.stdout);
+    let asked = setup.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["auth"], "Basic");
+    assert_eq!(asked[0]["service"], "nixlayer-test-registry");
+    assert_eq!(
+        asked[0]["scopes"],
+        serde_json::json!(["repository:nixlayer-test/token:pull,push"])
+    );
+
+    // skopeo pulls it through the same token flow, with the same digest.
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "alice:wonderland",
+            &format!("docker://{reference}"),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], pushed["manifest_digest"]);
+    setup.requests();
+
+    // An identity token from docker's config: the OAuth2 refresh-token
+    // POST, never basic auth; the pushed digest is the same.
+    let cfg = docker_config(
+        tmp.path(),
+        "identity",
+        &serde_json::json!({"auths": {host.clone(): {
+            "auth": "PHRva2VuPjo=", // `<token>:`, as docker writes it
+            "identitytoken": "refresh-s3cret-1"
+        }}}),
+    );
+    let out = run(&mut push(&m, &reference, &cfg), 0);
+    assert_no_secret(&out);
+    assert_eq!(
+        json(&out.stdout)["manifest_digest"],
+        pushed["manifest_digest"]
+    );
+    let asked = setup.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["method"], "POST");
+    assert_eq!(asked[0]["grant_type"], "refresh_token");
+    assert_eq!(asked[0]["ok"], true);
+    assert_eq!(asked[0]["auth"], "");
+
+    // A refresh token the issuer does not know: its 401, nothing shown.
+    let cfg = docker_config(
+        tmp.path(),
+        "bad-identity",
+        &serde_json::json!({"auths": {host.clone(): {"identitytoken": "refresh-s3cret-bad"}}}),
+    );
+    let out = run(&mut push(&m, &reference, &cfg), 1);
+    assert!(shown(&out).contains("401"), "{}", shown(&out));
+    assert_no_secret(&out);
+    setup.requests();
+    drop(setup.issuer);
+}
+
+/// Writes `docker-credential-test` into `dir`: it logs its argument and
+/// stdin to `dir/helper.log` and answers alice's credentials.
+fn credential_helper(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("docker-credential-test");
+    let log = dir.join("helper.log");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nread -r server\necho \"$1 $server\" >> {}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"alice\",\"Secret\":\"wonderland\"}}' \"$server\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn credential_helpers_named_by_cred_helpers_and_creds_store() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") || !python_jwt() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let setup = token_setup(tmp.path(), 300);
+    let host = format!("127.0.0.1:{}", setup.registry.port);
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""helper""#);
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    credential_helper(&bin);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let configs = [
+        (
+            "cred-helpers",
+            // `auths` holds a wrong password: the helper wins, as in docker.
+            serde_json::json!({"credHelpers": {host.clone(): "test"},
+                               "auths": {host.clone(): {"auth": "YWxpY2U6d3Jvbmc="}}}),
+        ),
+        ("creds-store", serde_json::json!({"credsStore": "test"})),
+    ];
+    for (name, doc) in configs {
+        let cfg = docker_config(tmp.path(), name, &doc);
+        let reference = format!("{host}/nixlayer-test/{name}:h1");
+        let out = run(push(&m, &reference, &cfg).env("PATH", &path), 0);
+        assert_no_secret(&out);
+        let asked = setup.requests();
+        assert_eq!(asked.len(), 1, "{name}: {asked:?}");
+        assert_eq!(asked[0]["user"], "alice", "{name}");
+        let log = std::fs::read_to_string(bin.join("helper.log")).unwrap();
+        assert_eq!(log, format!("get {host}\n"), "{name}");
+        std::fs::remove_file(bin.join("helper.log")).unwrap();
+    }
+
+    // A helper that is not on PATH: an error naming it.
+    let cfg = docker_config(
+        tmp.path(),
+        "missing",
+        &serde_json::json!({"credHelpers": {host.clone(): "nixlayer-missing"}}),
+    );
+    let out = run(&mut push(&m, &format!("{host}/nixlayer-test/x:1"), &cfg), 1);
+    assert!(
+        shown(&out).contains("docker-credential-nixlayer-missing"),
+        "{}",
+        shown(&out)
+    );
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed
+/// (`srv.pem`, `srv.key`), in `dir`.
+fn test_ca(dir: &Path) {
+    self_signed(&dir.join("ca"), "nixlayer test registry CA", None);
+    let p = |n: &str| dir.join(n);
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            s(&p("srv.key")),
+            "-out",
+            s(&p("srv.csr")),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            s(&p("srv.csr")),
+            "-CA",
+            s(&p("ca/cert.pem")),
+            "-CAkey",
+            s(&p("ca/key.pem")),
+            "-CAcreateserial",
+            "-out",
+            s(&p("srv.pem")),
+            "-days",
+            "2",
+            "-extfile",
+            s(&p("ext")),
+        ],
+    );
+    std::fs::copy(p("ca/cert.pem"), p("ca.pem")).unwrap();
+}
+
+#[test]
+fn tls_registry_with_a_test_ca() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry")
+        || !util::require_tool("openssl")
+        || !util::require_tool("skopeo")
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    test_ca(tmp.path());
+    let ca = tmp.path().join("ca.pem");
+    let extra = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        tmp.path().join("srv.pem").display(),
+        tmp.path().join("srv.key").display()
+    );
+    let reg_dir = tmp.path().join("registry");
+    std::fs::create_dir_all(&reg_dir).unwrap();
+    let registry = registry(&reg_dir, &extra, "https", 200, Some(&ca));
+    let host = format!("127.0.0.1:{}", registry.port);
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""tls""#);
+    let reference = format!("{host}/nixlayer-test/tls:s1");
+    let none = tmp.path().join("no-config");
+    let empty_certs_d = tmp.path().join("certs.d-empty");
+
+    // Without the CA: a certificate error naming the ways to trust it,
+    // and no fall back to plain HTTP although the host is loopback.
+    let out = run(
+        push(&m, &reference, &none)
+            .env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env_remove("SSL_CERT_FILE"),
+        1,
+    );
+    let text = shown(&out);
+    assert!(
+        text.contains("TLS failed") && text.contains("--ca-file") && text.contains(&host),
+        "{text}"
+    );
+    assert!(!text.contains("http://"), "{text}");
+
+    // With it: `--ca-file`, `SSL_CERT_FILE`, docker's certs.d.
+    let certs_d = tmp.path().join("certs.d");
+    std::fs::create_dir_all(certs_d.join(&host)).unwrap();
+    std::fs::copy(&ca, certs_d.join(&host).join("ca.crt")).unwrap();
+    type Way<'a> = (&'a str, Vec<(&'a str, &'a Path)>, Vec<&'a str>);
+    let ways: [Way; 3] = [
+        ("ca-file", vec![], vec!["--ca-file", s(&ca)]),
+        ("ssl-cert-file", vec![("SSL_CERT_FILE", &ca)], vec![]),
+        ("certs-d", vec![("NIXLAYER_CERTS_D", &certs_d)], vec![]),
+    ];
+    let mut digests = Vec::new();
+    for (name, env, args) in ways {
+        let mut cmd = push(&m, &reference, &none);
+        cmd.env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env_remove("SSL_CERT_FILE")
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd, 0);
+        let pushed = json(&out.stdout);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("pushed {reference}")),
+            "{name}"
+        );
+        digests.push(pushed["manifest_digest"].clone());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+
+    // skopeo, trusting the same CA, sees that digest.
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--cert-dir",
+            s(&certs_d.join(&host)),
+            &format!("docker://{reference}"),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], digests[0]);
+
+    // A CA file that holds no certificate is an error naming it.
+    let junk = util::write(tmp.path(), "junk.pem", "not a certificate\n");
+    let out = run(push(&m, &reference, &none).args(["--ca-file", s(&junk)]), 1);
+    assert!(shown(&out).contains("junk.pem"), "{}", shown(&out));
+}
