@@ -231,7 +231,7 @@ impl LoadedManifest {
     ///
     /// # Errors
     /// When it is not one of the forms of SPEC §2 or names an empty file;
-    /// for a `binary_cache`, see [`LoadedManifest::binary_cache_source`];
+    /// for a `binary_cache`, a bad URL, key or `netrc_file`;
     /// when a binary-cache key is set with another source.
     pub fn closure_source(&self) -> Result<ClosureSource, Error> {
         let source = self.closure_source_only()?;
