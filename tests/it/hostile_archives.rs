@@ -291,7 +291,15 @@ fn compressed_bombs_fail_fast_within_a_file_size_limit() {
             let (out, took) = nixlayer_with_file_limit(&args);
             let text = stderr(&out);
             assert_eq!(out.status.code(), Some(1), "{name} {args:?}: {text}");
-            assert!(text.contains(expected), "{name} {args:?}: {text}");
+            // An 8 GiB member is refused at its header when it cannot fit
+            // in the free temporary space, before any byte of it is read;
+            // with room for it, at its first bytes, which are no layer's.
+            let refused_at_header =
+                name == "member.tar.gz" && text.contains("would take the archive past");
+            assert!(
+                text.contains(expected) || refused_at_header,
+                "{name} {args:?}: {text}"
+            );
             assert!(text.contains(name), "{name} {args:?}: {text}");
             assert!(took < Duration::from_secs(20), "{name} took {took:?}");
             assert!(!merged.exists() && !top_out.exists());
