@@ -243,7 +243,8 @@ fn manifest(dir: &StoreDir, roots: &[StorePath], executables: &[String]) -> Stri
          # More: `[owner]`, `[customisation]` (files, dirs, symlinks, permissions),\n\
          # `[base]`, and the sections below; `nixlayer schema` lists every key.\n\
          # [layering]\n\
-         # strategy = \"popularity\"    # or \"auto\", or `pipeline = [...]` (nixpkgs' DSL)\n\
+         # strategy = \"auto\"          # current nixpkgs' default; \"popularity\": nixpkgs before PR #355189;\n\
+         #                            # or `pipeline = [...]` (nixpkgs' layeringPipeline DSL)\n\
          # [output]\n\
          # format = \"docker-archive\"  # or \"oci-layout\", \"oci-archive\"\n\
          # compression = \"none\"       # or \"gzip\", \"zstd\""

@@ -135,7 +135,7 @@ pub struct OwnerSection {
 pub struct LayeringSection {
     /// The nixpkgs pipeline DSL, verbatim.
     pub pipeline: Option<Spanned<serde_json::Value>>,
-    /// `popularity` (default) or `auto`.
+    /// `auto` (default) or `popularity`.
     pub strategy: Option<Spanned<String>>,
 }
 

@@ -103,11 +103,12 @@ impl OutputFormat {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Layering {
-    /// `strategy = "popularity"` or nothing: popularity contest, then
-    /// `limit_layers` to the budget.
+    /// `strategy = "popularity"`: popularity contest, then `limit_layers`
+    /// to the budget: nixpkgs' default from PR #122608 until PR #355189.
     Popularity,
-    /// `strategy = "auto"`: nixpkgs' auto-layer algorithm (reference §C.6)
-    /// within the same budget.
+    /// `strategy = "auto"` or nothing: nixpkgs' auto-layer algorithm
+    /// (reference §C.6) within the same budget: current nixpkgs' default
+    /// (`layeringPipeline` unset, PR #355189).
     Auto,
     /// `pipeline = […]`: the nixpkgs DSL, verbatim, with its span so the
     /// plan's errors can point at it through [`LoadedManifest::error_at`].
@@ -273,7 +274,8 @@ impl LoadedManifest {
         }
     }
 
-    /// `[layering]`: a verbatim pipeline or a strategy, default popularity.
+    /// `[layering]`: a verbatim pipeline or a strategy, default auto (what
+    /// current nixpkgs does when `layeringPipeline` is unset).
     ///
     /// # Errors
     /// When both `pipeline` and `strategy` are set, the strategy is
@@ -319,7 +321,7 @@ impl LoadedManifest {
                     &["popularity", "auto"],
                 )),
             },
-            (None, None) => Ok(Layering::Popularity),
+            (None, None) => Ok(Layering::Auto),
         }
     }
 

@@ -319,8 +319,8 @@ fn layering() -> Value {
             },
             "strategy": {
                 "enum": ["popularity", "auto"],
-                "description": "`popularity`: nixpkgs' popularity contest, then `limit_layers` to the budget; `auto`: nixpkgs' auto-layer algorithm.",
-                "default": "popularity",
+                "description": "`auto`: nixpkgs' auto-layer algorithm, current nixpkgs' default (`layeringPipeline` unset, PR #355189); `popularity`: nixpkgs' popularity contest, then `limit_layers` to the budget (nixpkgs' default before that PR).",
+                "default": "auto",
             },
         },
     })
