@@ -241,7 +241,8 @@ fn manifest(dir: &StoreDir, roots: &[StorePath], executables: &[String]) -> Stri
          # User = \"1000:1000\"\n\
          # ExposedPorts = {{ \"8080/tcp\" = {{}} }}\n\n\
          # More: `[owner]`, `[customisation]` (files, dirs, symlinks, permissions),\n\
-         # `[base]`, and the sections below; `nixlayer schema` lists every key.\n\
+         # `[[users]]`/`[[groups]]` (accounts), `[base]`, and the sections below;\n\
+         # `nixlayer schema` lists every key.\n\
          # [layering]\n\
          # strategy = \"auto\"          # current nixpkgs' default; \"popularity\": nixpkgs before PR #355189;\n\
          #                            # or `pipeline = [...]` (nixpkgs' layeringPipeline DSL)\n\

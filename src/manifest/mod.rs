@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod accounts;
 mod config;
 mod content;
 mod diagnose;
@@ -23,6 +24,7 @@ pub use content::{
     FileSection, ModeSpec, PermissionOverride, PermissionSection, SymlinkSection,
 };
 
+pub use accounts::{Accounts, GroupAccount, GroupSection, UserAccount, UserSection};
 pub use schema::json_schema;
 
 use crate::input::read_bounded;
@@ -74,6 +76,12 @@ pub struct Manifest {
     pub customisation: CustomisationSection,
     /// `[base]`.
     pub base: Option<BaseSection>,
+    /// `[[users]]`: accounts in `/etc/passwd`.
+    #[serde(default)]
+    pub users: Vec<UserSection>,
+    /// `[[groups]]`: groups in `/etc/group`.
+    #[serde(default)]
+    pub groups: Vec<GroupSection>,
 }
 
 /// `[store]`.

@@ -138,6 +138,7 @@ impl LoadedManifest {
             self.compression().err(),
             self.customisation().err(),
             self.base_image().err(),
+            self.accounts().err(),
         ];
         // Report the first problem in reading order, as a compiler would.
         let first = errors.into_iter().flatten().min_by_key(|e| match e {

@@ -136,6 +136,8 @@ pub fn json_schema() -> Value {
                     },
                 },
             },
+            "users": users(),
+            "groups": groups(),
             "output": strict_table("`[output]`: what `nixlayer build` writes (`--format`, `--compression`, `--level` override).", json!({
                 "format": {
                     "enum": OutputFormat::ALL.map(OutputFormat::name),
@@ -412,6 +414,47 @@ fn customisation() -> Value {
             "permissions": permissions,
         }),
     )
+}
+
+/// `[[users]]`: accounts written to `/etc/passwd` and `/etc/shadow`.
+fn users() -> Value {
+    let id = |description: &str| json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": description});
+    json!({
+        "type": "array",
+        "description": "`[[users]]`: accounts in `/etc/passwd`, `/etc/shadow` (locked) and `/etc/group`, with `/etc/nsswitch.conf`; `root` and `nobody` are added unless defined. `config.User` may name one.",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name", "uid"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$", "description": "Login name."},
+                "uid": id("User id."),
+                "gid": id("Primary group id; default the group of the user's name if defined, else the uid (a group of the user's name is made for it)."),
+                "home": {"type": "string", "pattern": "^/", "description": "Home directory, created and owned by the user (not `/`, `/nonexistent`, `/var/empty`); default `/home/NAME`, `/root` for uid 0."},
+                "shell": {"type": "string", "pattern": "^/", "description": "Login shell.", "default": "/bin/sh"},
+                "description": {"type": "string", "description": "The GECOS field."},
+                "groups": {"type": "array", "items": {"type": "string"}, "description": "Supplementary groups, by `[[groups]]` name.", "default": []},
+            },
+        },
+    })
+}
+
+/// `[[groups]]`: groups written to `/etc/group`.
+fn groups() -> Value {
+    json!({
+        "type": "array",
+        "description": "`[[groups]]`: groups in `/etc/group`; `root` and `nogroup` are added unless defined.",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name", "gid"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$", "description": "Group name."},
+                "gid": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Group id."},
+                "members": {"type": "array", "items": {"type": "string"}, "description": "Member user names.", "default": []},
+            },
+        },
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::plan::{self, LayerPlan, Pipeline};
 use crate::sink;
 use crate::store::StoreLocation;
 
+mod accounts;
 pub mod merge;
 pub mod push;
 pub mod settings;
@@ -91,6 +92,8 @@ pub struct ContentSettings {
     pub include_nix_db: bool,
     /// `base.image`.
     pub base: Option<PathBuf>,
+    /// `[[users]]` and `[[groups]]`, checked; `None`: no account files.
+    pub accounts: Option<crate::manifest::Accounts>,
     /// `max_layers` when the store layers use the default pipeline, whose
     /// limit must then leave room for the base image's layers too (nixpkgs
     /// checks no budget for a custom pipeline).
@@ -109,6 +112,7 @@ impl Default for ContentSettings {
             include_store_paths: true,
             include_nix_db: false,
             base: None,
+            accounts: None,
             default_budget: None,
         }
     }
@@ -168,6 +172,12 @@ pub enum Error {
     /// The registry could not be reached.
     #[error(transparent)]
     Registry(#[from] sink::registry::Error),
+    /// `[[users]]` would write a path that `contents` or `files` gave.
+    #[error("`{path}` comes from both `[customisation]` and the accounts (`[[users]]`, `[[groups]]`); set `customisation.on_collision = \"first\"` to keep the `[customisation]` one")]
+    AccountCollision {
+        /// The image path.
+        path: String,
+    },
 }
 
 /// What a layer holds.
@@ -471,7 +481,7 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
 }
 
 /// The customisation layer's tree: `contents`, `files`, `dirs`, `symlinks`,
-/// then the Nix database (SPEC §4, §5).
+/// the accounts, then the Nix database (SPEC §4, §5).
 fn customisation_tree(
     settings: &BuildSettings,
     closure: &ClosureGraph,
@@ -489,6 +499,9 @@ fn customisation_tree(
     }
     for (path, target) in &content.symlinks {
         tree.add_symlink(path, target, &root)?;
+    }
+    if let Some(accounts) = &content.accounts {
+        accounts::add_accounts(&mut tree, accounts, content.on_collision)?;
     }
     if content.include_nix_db {
         add_nix_db(&mut tree, settings, closure, plan)?;

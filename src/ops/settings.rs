@@ -452,6 +452,7 @@ fn resolve_content(
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
         base: loaded.base_image()?,
+        accounts: loaded.accounts()?,
         default_budget,
     })
 }

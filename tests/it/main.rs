@@ -1,6 +1,7 @@
 #![allow(unreachable_pub, missing_docs, clippy::print_stderr)]
 //! Integration tests, one binary. Modules:
 //! - `util`: the test context, tool checks and Nix fixtures;
+//! - `accounts`: `[[users]]`/`[[groups]]` files and homes, `config.User` by name run by docker, collisions;
 //! - `binary_cache`: the binary-cache store on real `nix copy` caches, from `file://` and nginx (plain, basic auth), against the local store; tampering refused;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
 //! - `closure_sources`: the five closure sources agree on real closures;
@@ -16,6 +17,7 @@
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
+mod accounts;
 mod binary_cache;
 mod build;
 mod closure_sources;

@@ -157,6 +157,16 @@ impl CustomisationTree {
             .collect()
     }
 
+    /// What is at `path`: `None` for nothing, `Some(true)` for a
+    /// directory, `Some(false)` for a file or symlink.
+    #[must_use]
+    pub fn is_dir(&self, path: &str) -> Option<bool> {
+        let comps = split(path).ok()?;
+        self.entries
+            .get(&comps)
+            .map(|e| e.kind == EntryKind::Directory)
+    }
+
     fn store_comps(&self) -> Vec<Vec<u8>> {
         split(self.store_dir.as_str()).unwrap_or_default()
     }
