@@ -247,7 +247,7 @@ fn manifest(dir: &StoreDir, roots: &[StorePath], executables: &[String]) -> Stri
          # strategy = \"auto\"          # current nixpkgs' default; \"popularity\": nixpkgs before PR #355189;\n\
          #                            # or `pipeline = [...]` (nixpkgs' layeringPipeline DSL)\n\
          # [output]\n\
-         # format = \"docker-archive\"  # or \"oci-layout\", \"oci-archive\"\n\
+         # format = \"docker-archive\"  # or \"oci-layout\", \"oci-archive\", \"rootfs\" (merged filesystem)\n\
          # compression = \"none\"       # or \"gzip\", \"zstd\""
     );
     m

@@ -76,11 +76,19 @@ pub enum OutputFormat {
     OciLayout,
     /// An OCI image layout in a tar.
     OciArchive,
+    /// One tar of the merged filesystem, no image metadata (for `docker
+    /// import`, `machinectl import-tar`, WSL, a microVM root).
+    Rootfs,
 }
 
 impl OutputFormat {
     /// Every format, in SPEC order.
-    pub const ALL: [Self; 3] = [Self::DockerArchive, Self::OciLayout, Self::OciArchive];
+    pub const ALL: [Self; 4] = [
+        Self::DockerArchive,
+        Self::OciLayout,
+        Self::OciArchive,
+        Self::Rootfs,
+    ];
 
     /// The manifest / CLI spelling.
     #[must_use]
@@ -89,6 +97,7 @@ impl OutputFormat {
             Self::DockerArchive => "docker-archive",
             Self::OciLayout => "oci-layout",
             Self::OciArchive => "oci-archive",
+            Self::Rootfs => "rootfs",
         }
     }
 

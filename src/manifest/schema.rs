@@ -141,7 +141,7 @@ pub fn json_schema() -> Value {
             "output": strict_table("`[output]`: what `nixlayer build` writes (`--format`, `--compression`, `--level` override).", json!({
                 "format": {
                     "enum": OutputFormat::ALL.map(OutputFormat::name),
-                    "description": "`docker-archive` (for `docker load`), `oci-layout` (a directory) or `oci-archive`.",
+                    "description": "`docker-archive` (for `docker load`), `oci-layout` (a directory), `oci-archive`, or `rootfs` (one tar of the merged filesystem, for `docker import`; uncompressed).",
                     "default": OutputFormat::DockerArchive.name(),
                 },
                 "compression": {

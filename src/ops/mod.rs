@@ -33,6 +33,7 @@ use crate::store::StoreLocation;
 mod accounts;
 pub mod merge;
 pub mod push;
+pub mod rootfs;
 pub mod settings;
 mod write;
 

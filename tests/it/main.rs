@@ -15,6 +15,7 @@
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
+//! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
 
 mod accounts;
@@ -31,5 +32,6 @@ mod output_faults;
 mod outputs;
 mod push;
 mod push_faults;
+mod rootfs;
 mod schema;
 mod util;
