@@ -412,6 +412,10 @@ fn customisation() -> Value {
                 }),
             ),
             "permissions": permissions,
+            "run": {
+                "type": "string",
+                "description": "A shell script (`sh -e`) run over the customisation tree as fake root (Debian's `fakeroot`), after everything else; its working directory is the image's `/` (use relative paths), and its `chown`/`chmod` results become the layer's owners and modes (nixpkgs' `fakeRootCommands`).",
+            },
         }),
     )
 }

@@ -93,6 +93,8 @@ pub struct ContentSettings {
     pub include_nix_db: bool,
     /// `base.image`.
     pub base: Option<PathBuf>,
+    /// `customisation.run`: a script run over the tree as fake root, last.
+    pub run: Option<String>,
     /// `[[users]]` and `[[groups]]`, checked; `None`: no account files.
     pub accounts: Option<crate::manifest::Accounts>,
     /// `max_layers` when the store layers use the default pipeline, whose
@@ -114,6 +116,7 @@ impl Default for ContentSettings {
             include_nix_db: false,
             base: None,
             accounts: None,
+            run: None,
             default_budget: None,
         }
     }
@@ -482,7 +485,7 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
 }
 
 /// The customisation layer's tree: `contents`, `files`, `dirs`, `symlinks`,
-/// the accounts, then the Nix database (SPEC §4, §5).
+/// the accounts, the Nix database, then the `run` script over all of it (SPEC §4, §5).
 fn customisation_tree(
     settings: &BuildSettings,
     closure: &ClosureGraph,
@@ -506,6 +509,9 @@ fn customisation_tree(
     }
     if content.include_nix_db {
         add_nix_db(&mut tree, settings, closure, plan)?;
+    }
+    if let Some(script) = &content.run {
+        tree = tree.run_script(script, &std::env::temp_dir())?;
     }
     Ok(tree)
 }

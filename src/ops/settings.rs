@@ -453,6 +453,7 @@ fn resolve_content(
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
         base: loaded.base_image()?,
         accounts: loaded.accounts()?,
+        run: custom.run,
         default_budget,
     })
 }

@@ -16,7 +16,8 @@
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
 //! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
-//! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
+//! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
+//! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
 
 mod accounts;
 mod binary_cache;
@@ -34,4 +35,5 @@ mod push;
 mod push_faults;
 mod rootfs;
 mod schema;
+mod script;
 mod util;

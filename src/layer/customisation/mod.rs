@@ -37,6 +37,9 @@ use crate::oci::{HashCountWriter, LayerDigest};
 use crate::tar::{self, Header, Kind, TarWriter};
 
 mod merge;
+mod script;
+
+pub use script::MAX_BYTES as SCRIPT_MAX_BYTES;
 
 /// Headers and small files are coalesced before they reach the output.
 const WRITE_BUFFER: usize = 64 * 1024;
