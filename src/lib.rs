@@ -39,7 +39,8 @@
 //! 10. [`ops`]: what the library does, driving the stages: settings
 //!     resolution ([`ops::settings`]: manifest + overrides + environment →
 //!     [`ops::BuildSettings`]), [`ops::prepare`] and [`ops::build`] into any
-//!     sink, [`ops::push`], [`ops::merge`].
+//!     sink, [`ops::push`], [`ops::merge`], and [`ops::rootfs`] (the merged
+//!     filesystem as one tar).
 //!
 //! # Example
 //!

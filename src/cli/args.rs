@@ -53,7 +53,7 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "NAME[:TAG]")]
     pub(crate) tag: Option<String>,
     /// Output format (default: `[output] format`, else docker-archive).
-    #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-layout", "oci-archive"])]
+    #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-layout", "oci-archive", "rootfs"])]
     pub(crate) format: Option<String>,
     /// Compression: docker-archive as a whole, OCI per layer (default:
     /// `[output] compression`, else none).

@@ -367,11 +367,13 @@ fn manifest(
          # User = \"1000:1000\"\n\
          # ExposedPorts = {{ \"8080/tcp\" = {{}} }}\n\n\
          # More: `[owner]`, `[customisation]` (files, dirs, symlinks, permissions),\n\
-         # `[base]`, and the sections below; `nixlayer schema` lists every key.\n\
+         # `[[users]]`/`[[groups]]` (accounts), `[base]`, and the sections below;\n\
+         # `nixlayer schema` lists every key.\n\
          # [layering]\n\
-         # strategy = \"popularity\"    # or \"auto\", or `pipeline = [...]` (nixpkgs' DSL)\n\
+         # strategy = \"auto\"          # current nixpkgs' default; \"popularity\": nixpkgs before PR #355189;\n\
+         #                            # or `pipeline = [...]` (nixpkgs' layeringPipeline DSL)\n\
          # [output]\n\
-         # format = \"docker-archive\"  # or \"oci-layout\", \"oci-archive\"\n\
+         # format = \"docker-archive\"  # or \"oci-layout\", \"oci-archive\", \"rootfs\" (merged filesystem)\n\
          # compression = \"none\"       # or \"gzip\", \"zstd\""
     );
     m

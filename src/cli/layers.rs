@@ -52,7 +52,10 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     let text = if args.json {
         json(&plan)
     } else {
-        table(&closure, &plan)
+        let mut text = table(&closure, &plan);
+        text.push('\n');
+        text.push_str(&matches(&loaded.layering()?));
+        text
     };
     // Data for scripts: the printer's stdout, which ends it with a newline.
     printer.data(text.as_bytes())?;
@@ -68,6 +71,24 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
         }
         _ => err.into(),
     }
+}
+
+/// Which nixpkgs behaviour the plan reproduces, for the table's last line
+/// (the JSON stays exactly nixpkgs' output).
+fn matches(layering: &Layering) -> String {
+    let what = match layering {
+        Layering::Auto => {
+            "auto-layer: nixpkgs' current default (streamLayeredImage with layeringPipeline unset, PR #355189)"
+        }
+        Layering::Popularity => {
+            "popularity: nixpkgs' default before PR #355189 ([[\"popularity_contest\"], [\"limit_layers\", N]])"
+        }
+        Layering::Pipeline(_) => "pipeline: nixpkgs' layeringPipeline DSL as given",
+        // `Layering` is non-exhaustive; a new strategy names itself in
+        // its own arm when it is added.
+        _ => "a nixlayer strategy",
+    };
+    format!("layering: {what}")
 }
 
 /// nixpkgs' output: `json.dumps(layers, sort_keys=True, indent=2,

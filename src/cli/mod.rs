@@ -19,7 +19,7 @@ pub(crate) mod printer;
 
 use std::error::Error as StdError;
 use std::io::{self, IsTerminal as _, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use clap::Parser as _;
 
 use nixlayer::archive::ImageArchive;
 use nixlayer::closure::{ClosureGraph, Source};
+use nixlayer::codec::Compression;
 use nixlayer::layer::customisation::FileData;
 use nixlayer::manifest::{LoadedManifest, OutputFormat};
 use nixlayer::ops::merge;
@@ -130,6 +131,12 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         )
         .into());
     }
+    if command.format == OutputFormat::Rootfs && command.compress.codec != Compression::None {
+        return Err(UsageError(
+            "`--format rootfs` is written uncompressed: drop the compression, and pipe `--stream` through gzip or zstd if needed".to_owned(),
+        )
+        .into());
+    }
     let layout = command.format == OutputFormat::OciLayout;
     if let Some(output) = output {
         let inputs = build_inputs(&args.manifest, &command.settings);
@@ -138,6 +145,9 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     if let Some(output) = output {
         refuse_output_in_closure(output, &command.settings, &image.closure)?;
+    }
+    if command.format == OutputFormat::Rootfs {
+        return write_rootfs(args, &command, &image, printer, start);
     }
     let settings = &command.settings;
     let compress = &command.compress;
@@ -196,6 +206,68 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         summary.config_digest,
         summary.layers.len(),
         plural(summary.layers.len()),
+        printer::bytes(summary.bytes),
+        printer::elapsed(start.elapsed()),
+    ));
+    Ok(())
+}
+
+/// `build --format rootfs`: the merged filesystem to `-o FILE` or stdout,
+/// the layers spooled next to the output (or in the temporary directory).
+fn write_rootfs(
+    args: &BuildArgs,
+    command: &settings::ResolvedBuild,
+    image: &ops::PreparedImage,
+    printer: Printer,
+    start: Instant,
+) -> Result<(), BoxError> {
+    let settings = &command.settings;
+    let (summary, dest) = match &args.output {
+        Some(path) => {
+            let shown = format!("`{}`", path.display());
+            let spool_dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let written = OutputFile::create(path)
+                .map_err(BoxError::from)
+                .and_then(|out| {
+                    let (out, summary) =
+                        ops::rootfs::export_rootfs(settings, image, &spool_dir, out)?;
+                    out.commit()?;
+                    Ok(summary)
+                });
+            (on_closed_pipe(written, &shown)?, path.display().to_string())
+        }
+        None => {
+            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let written =
+                ops::rootfs::export_rootfs(settings, image, &std::env::temp_dir(), stdout)
+                    .and_then(|(mut out, summary)| {
+                        out.flush().map_err(ops::Error::Write)?;
+                        Ok(summary)
+                    });
+            (
+                on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
+                "stdout".to_owned(),
+            )
+        }
+    };
+    if args.json {
+        let doc = serde_json::json!({
+            "format": command.format.name(),
+            "layers": summary.layers,
+            "entries": summary.entries,
+            "bytes": summary.bytes,
+            "output": dest,
+        });
+        printer.data(doc.to_string().as_bytes())?;
+    }
+    printer.info(&format!(
+        "exported the merged filesystem of {} layer{} ({} entries, {}) in {} → {dest}",
+        summary.layers,
+        plural(summary.layers),
+        summary.entries,
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));

@@ -124,6 +124,12 @@ pub enum Error {
         /// The store path.
         path: String,
     },
+    /// The `[customisation] run` script could not run or failed.
+    #[error("{message}")]
+    Script {
+        /// What happened.
+        message: String,
+    },
     /// A customisation path cannot be used.
     #[error("customisation path `{path}` is invalid: {reason}")]
     InvalidPath {

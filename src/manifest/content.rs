@@ -35,6 +35,8 @@ pub struct CustomisationSection {
     /// `[[customisation.permissions]]`.
     #[serde(default)]
     pub permissions: Vec<PermissionSection>,
+    /// A shell script run over the tree as fake root.
+    pub run: Option<Spanned<String>>,
 }
 
 /// A mode as written: `"0644"` or an integer (`0o644`).
@@ -171,6 +173,8 @@ pub struct Customisation {
     pub symlinks: Vec<(String, String)>,
     /// `permissions`.
     pub permissions: Vec<PermissionOverride>,
+    /// `run`: the script, if any.
+    pub run: Option<String>,
 }
 
 /// The normalised form of absolute image path `path`, or why it is invalid.
@@ -384,7 +388,26 @@ impl LoadedManifest {
             }
             permissions.push(rule);
         }
+        let run = match &section.run {
+            Some(script) if script.get_ref().trim().is_empty() => {
+                return Err(self.error_at(
+                    script.span(),
+                    "`customisation.run` is empty".to_owned(),
+                    Some("remove it, or give the shell commands to run".to_owned()),
+                ))
+            }
+            Some(script) if script.get_ref().contains('\0') => {
+                return Err(self.error_at(
+                    script.span(),
+                    "`customisation.run` holds a NUL byte, which no shell script can".to_owned(),
+                    None,
+                ))
+            }
+            Some(script) => Some(script.get_ref().clone()),
+            None => None,
+        };
         Ok(Customisation {
+            run,
             contents: section.contents.clone(),
             first_wins,
             files,

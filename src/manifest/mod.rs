@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod accounts;
 mod config;
 mod content;
 mod diagnose;
@@ -23,6 +24,7 @@ pub use content::{
     FileSection, ModeSpec, PermissionOverride, PermissionSection, SymlinkSection,
 };
 
+pub use accounts::{Accounts, GroupAccount, GroupSection, UserAccount, UserSection};
 pub use schema::json_schema;
 
 use crate::input::read_bounded;
@@ -77,6 +79,12 @@ pub struct Manifest {
     pub customisation: CustomisationSection,
     /// `[base]`.
     pub base: Option<BaseSection>,
+    /// `[[users]]`: accounts in `/etc/passwd`.
+    #[serde(default)]
+    pub users: Vec<UserSection>,
+    /// `[[groups]]`: groups in `/etc/group`.
+    #[serde(default)]
+    pub groups: Vec<GroupSection>,
 }
 
 /// `[store]`.
@@ -147,7 +155,7 @@ pub struct OwnerSection {
 pub struct LayeringSection {
     /// The nixpkgs pipeline DSL, verbatim.
     pub pipeline: Option<Spanned<serde_json::Value>>,
-    /// `popularity` (default) or `auto`.
+    /// `auto` (default) or `popularity`.
     pub strategy: Option<Spanned<String>>,
 }
 

@@ -101,11 +101,19 @@ pub enum OutputFormat {
     OciLayout,
     /// An OCI image layout in a tar.
     OciArchive,
+    /// One tar of the merged filesystem, no image metadata (for `docker
+    /// import`, `machinectl import-tar`, WSL, a microVM root).
+    Rootfs,
 }
 
 impl OutputFormat {
     /// Every format, in SPEC order.
-    pub const ALL: [Self; 3] = [Self::DockerArchive, Self::OciLayout, Self::OciArchive];
+    pub const ALL: [Self; 4] = [
+        Self::DockerArchive,
+        Self::OciLayout,
+        Self::OciArchive,
+        Self::Rootfs,
+    ];
 
     /// The manifest / CLI spelling.
     #[must_use]
@@ -114,6 +122,7 @@ impl OutputFormat {
             Self::DockerArchive => "docker-archive",
             Self::OciLayout => "oci-layout",
             Self::OciArchive => "oci-archive",
+            Self::Rootfs => "rootfs",
         }
     }
 
@@ -128,11 +137,12 @@ impl OutputFormat {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Layering {
-    /// `strategy = "popularity"` or nothing: popularity contest, then
-    /// `limit_layers` to the budget.
+    /// `strategy = "popularity"`: popularity contest, then `limit_layers`
+    /// to the budget: nixpkgs' default from PR #122608 until PR #355189.
     Popularity,
-    /// `strategy = "auto"`: nixpkgs' auto-layer algorithm (reference §C.6)
-    /// within the same budget.
+    /// `strategy = "auto"` or nothing: nixpkgs' auto-layer algorithm
+    /// (reference §C.6) within the same budget: current nixpkgs' default
+    /// (`layeringPipeline` unset, PR #355189).
     Auto,
     /// `pipeline = […]`: the nixpkgs DSL, verbatim, with its span so the
     /// plan's errors can point at it through [`LoadedManifest::error_at`].
@@ -162,6 +172,7 @@ impl LoadedManifest {
             self.compression().err(),
             self.customisation().err(),
             self.base_image().err(),
+            self.accounts().err(),
         ];
         // Report the first problem in reading order, as a compiler would.
         let first = errors.into_iter().flatten().min_by_key(|e| match e {
@@ -405,7 +416,8 @@ impl LoadedManifest {
         }))
     }
 
-    /// `[layering]`: a verbatim pipeline or a strategy, default popularity.
+    /// `[layering]`: a verbatim pipeline or a strategy, default auto (what
+    /// current nixpkgs does when `layeringPipeline` is unset).
     ///
     /// # Errors
     /// When both `pipeline` and `strategy` are set, the strategy is
@@ -451,7 +463,7 @@ impl LoadedManifest {
                     &["popularity", "auto"],
                 )),
             },
-            (None, None) => Ok(Layering::Popularity),
+            (None, None) => Ok(Layering::Auto),
         }
     }
 

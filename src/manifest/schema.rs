@@ -157,10 +157,12 @@ pub fn json_schema() -> Value {
                     },
                 },
             },
+            "users": users(),
+            "groups": groups(),
             "output": strict_table("`[output]`: what `nixlayer build` writes (`--format`, `--compression`, `--level` override).", json!({
                 "format": {
                     "enum": OutputFormat::ALL.map(OutputFormat::name),
-                    "description": "`docker-archive` (for `docker load`), `oci-layout` (a directory) or `oci-archive`.",
+                    "description": "`docker-archive` (for `docker load`), `oci-layout` (a directory), `oci-archive`, or `rootfs` (one tar of the merged filesystem, for `docker import`; uncompressed).",
                     "default": OutputFormat::DockerArchive.name(),
                 },
                 "compression": {
@@ -345,8 +347,8 @@ fn layering() -> Value {
             },
             "strategy": {
                 "enum": ["popularity", "auto"],
-                "description": "`popularity`: nixpkgs' popularity contest, then `limit_layers` to the budget; `auto`: nixpkgs' auto-layer algorithm.",
-                "default": "popularity",
+                "description": "`auto`: nixpkgs' auto-layer algorithm, current nixpkgs' default (`layeringPipeline` unset, PR #355189); `popularity`: nixpkgs' popularity contest, then `limit_layers` to the budget (nixpkgs' default before that PR).",
+                "default": "auto",
             },
         },
     })
@@ -436,8 +438,53 @@ fn customisation() -> Value {
                 }),
             ),
             "permissions": permissions,
+            "run": {
+                "type": "string",
+                "description": "A shell script (`sh -e`) run over the customisation tree as fake root (Debian's `fakeroot`), after everything else; its working directory is the image's `/` (use relative paths), and its `chown`/`chmod` results become the layer's owners and modes (nixpkgs' `fakeRootCommands`).",
+            },
         }),
     )
+}
+
+/// `[[users]]`: accounts written to `/etc/passwd` and `/etc/shadow`.
+fn users() -> Value {
+    let id = |description: &str| json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": description});
+    json!({
+        "type": "array",
+        "description": "`[[users]]`: accounts in `/etc/passwd`, `/etc/shadow` (locked) and `/etc/group`, with `/etc/nsswitch.conf`; `root` and `nobody` are added unless defined. `config.User` may name one.",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name", "uid"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$", "description": "Login name."},
+                "uid": id("User id."),
+                "gid": id("Primary group id; default the group of the user's name if defined, else the uid (a group of the user's name is made for it)."),
+                "home": {"type": "string", "pattern": "^/", "description": "Home directory, created and owned by the user (not `/`, `/nonexistent`, `/var/empty`); default `/home/NAME`, `/root` for uid 0."},
+                "shell": {"type": "string", "pattern": "^/", "description": "Login shell.", "default": "/bin/sh"},
+                "description": {"type": "string", "description": "The GECOS field."},
+                "groups": {"type": "array", "items": {"type": "string"}, "description": "Supplementary groups, by `[[groups]]` name.", "default": []},
+            },
+        },
+    })
+}
+
+/// `[[groups]]`: groups written to `/etc/group`.
+fn groups() -> Value {
+    json!({
+        "type": "array",
+        "description": "`[[groups]]`: groups in `/etc/group`; `root` and `nogroup` are added unless defined.",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name", "gid"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$", "description": "Group name."},
+                "gid": {"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Group id."},
+                "members": {"type": "array", "items": {"type": "string"}, "description": "Member user names.", "default": []},
+            },
+        },
+    })
 }
 
 #[cfg(test)]

@@ -44,7 +44,8 @@ fn minimal_manifest_takes_the_defaults() {
     assert_eq!(m.closure_source().unwrap(), ClosureSource::NixStore);
     assert_eq!(m.output_format().unwrap(), OutputFormat::DockerArchive);
     assert_eq!(m.compression().unwrap(), Compression::None);
-    assert_eq!(m.layering().unwrap(), Layering::Popularity);
+    // Current nixpkgs' default (PR #355189), not the popularity contest.
+    assert_eq!(m.layering().unwrap(), Layering::Auto);
     assert_eq!(m.max_layers().unwrap(), DEFAULT_MAX_LAYERS);
     assert_eq!(m.store_dir().unwrap(), "/nix/store");
     assert_eq!(m.store_root(), Path::new("/"));

@@ -31,8 +31,10 @@ use crate::sink;
 use crate::store::binary_cache::CacheError;
 use crate::store::{AnyStore, Store as _};
 
+mod accounts;
 pub mod merge;
 pub mod push;
+pub mod rootfs;
 pub mod settings;
 mod write;
 
@@ -93,6 +95,10 @@ pub struct ContentSettings {
     pub include_nix_db: bool,
     /// `base.image`.
     pub base: Option<PathBuf>,
+    /// `customisation.run`: a script run over the tree as fake root, last.
+    pub run: Option<String>,
+    /// `[[users]]` and `[[groups]]`, checked; `None`: no account files.
+    pub accounts: Option<crate::manifest::Accounts>,
     /// `max_layers` when the store layers use the default pipeline, whose
     /// limit must then leave room for the base image's layers too (nixpkgs
     /// checks no budget for a custom pipeline).
@@ -111,6 +117,8 @@ impl Default for ContentSettings {
             include_store_paths: true,
             include_nix_db: false,
             base: None,
+            accounts: None,
+            run: None,
             default_budget: None,
         }
     }
@@ -174,6 +182,12 @@ pub enum Error {
     /// path and the URL).
     #[error(transparent)]
     BinaryCache(#[from] CacheError),
+    /// `[[users]]` would write a path that `contents` or `files` gave.
+    #[error("`{path}` comes from both `[customisation]` and the accounts (`[[users]]`, `[[groups]]`); set `customisation.on_collision = \"first\"` to keep the `[customisation]` one")]
+    AccountCollision {
+        /// The image path.
+        path: String,
+    },
 }
 
 /// What a layer holds.
@@ -498,7 +512,7 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
 }
 
 /// The customisation layer's tree: `contents`, `files`, `dirs`, `symlinks`,
-/// then the Nix database (SPEC §4, §5).
+/// the accounts, the Nix database, then the `run` script over all of it (SPEC §4, §5).
 fn customisation_tree(
     settings: &BuildSettings,
     closure: &ClosureGraph,
@@ -517,8 +531,14 @@ fn customisation_tree(
     for (path, target) in &content.symlinks {
         tree.add_symlink(path, target, &root)?;
     }
+    if let Some(accounts) = &content.accounts {
+        accounts::add_accounts(&mut tree, accounts, content.on_collision)?;
+    }
     if content.include_nix_db {
         add_nix_db(&mut tree, settings, closure, plan)?;
+    }
+    if let Some(script) = &content.run {
+        tree = tree.run_script(script, &std::env::temp_dir())?;
     }
     Ok(tree)
 }

@@ -599,6 +599,8 @@ fn resolve_content(
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
         base: loaded.base_image()?,
+        accounts: loaded.accounts()?,
+        run: custom.run,
         default_budget,
     })
 }

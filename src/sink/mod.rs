@@ -17,7 +17,7 @@ use crate::codec::CompressOptions;
 use crate::oci::{Descriptor, Digest};
 
 pub use output::{layout_would_overwrite, would_overwrite, OutputError, OutputFile};
-pub use spool::SpooledBlob;
+pub use spool::{Spooled, SpooledBlob};
 
 /// Why an output could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,16 @@ pub struct Member {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
+    /// Owner id (PAX `uid` over the header field).
+    pub uid: u64,
+    /// Group id (PAX `gid` over the header field).
+    pub gid: u64,
+    /// Owner name.
+    pub uname: String,
+    /// Group name.
+    pub gname: String,
+    /// Modification time in whole seconds (PAX `mtime` truncated).
+    pub mtime: u64,
 }
 
 /// Why a tar could not be indexed.
@@ -307,6 +317,14 @@ impl TarIndex {
                 }
             }
             let mut link = cstr(&block[157..257]);
+            let mut uid = octal(&block[108..116]).unwrap_or(0);
+            let mut gid = octal(&block[116..124]).unwrap_or(0);
+            let mut mtime = octal(&block[136..148]).unwrap_or(0);
+            let (mut uname, mut gname) = if &block[257..262] == b"ustar" {
+                (cstr(&block[265..297]), cstr(&block[297..329]))
+            } else {
+                (String::new(), String::new())
+            };
             if let Some(n) = long_name.take() {
                 name = n;
             }
@@ -317,6 +335,16 @@ impl TarIndex {
                 match k.as_str() {
                     "path" => name = v,
                     "linkpath" => link = v,
+                    // Owners and times only describe; a bad one keeps the
+                    // header's value rather than failing the archive.
+                    "uid" => uid = v.parse().unwrap_or(uid),
+                    "gid" => gid = v.parse().unwrap_or(gid),
+                    "uname" => uname = v,
+                    "gname" => gname = v,
+                    "mtime" => {
+                        let whole = v.split('.').next().unwrap_or("");
+                        mtime = whole.parse().unwrap_or(mtime);
+                    }
                     "size" => {
                         size = v.parse().map_err(|_| TarError::Malformed {
                             offset: start,
@@ -365,6 +393,11 @@ impl TarIndex {
                 size: data_len,
                 mode: u32::try_from(octal(&block[100..108]).unwrap_or(0o644) & 0o7777)
                     .unwrap_or(0o644),
+                uid,
+                gid,
+                uname,
+                gname,
+                mtime,
             };
             let ends = || TarError::Malformed {
                 offset: start,

@@ -43,8 +43,45 @@ fn the_example_as_a_table_and_as_json() {
         lines[1],
         "    1      1    488  /nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0"
     );
-    assert_eq!(lines.len(), 5, "{table}");
+    assert_eq!(lines.len(), 6, "{table}");
     assert_eq!(lines[4], "3 store layers, 3 paths, 5096 bytes (5.0 KiB)");
+    // No `[layering]`: current nixpkgs' default, and the table says so.
+    assert_eq!(
+        lines[5],
+        "layering: auto-layer: nixpkgs' current default (streamLayeredImage with layeringPipeline unset, PR #355189)"
+    );
+}
+
+/// Without `[layering]` the plan is the auto strategy's (nixpkgs PR
+/// #355189), `strategy = "popularity"` gives the earlier default, and the
+/// table names which one it followed.
+#[test]
+fn the_default_is_auto_and_popularity_is_one_line_away() {
+    let Some(root) = util::nix_fixture("golden") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let plan = |layering: &str| {
+        let m = manifest(tmp.path(), &root, layering);
+        (layers(&m, true), layers(&m, false))
+    };
+    let (default_json, default_table) = plan("");
+    let (auto_json, _) = plan("[layering]\nstrategy = \"auto\"");
+    let (popularity_json, popularity_table) = plan("[layering]\nstrategy = \"popularity\"");
+    assert_eq!(default_json, auto_json);
+    assert_ne!(
+        default_json, popularity_json,
+        "the fixture must tell the strategies apart"
+    );
+    assert!(default_table.ends_with("PR #355189)\n"), "{default_table}");
+    assert!(
+        popularity_table
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("layering: popularity: nixpkgs' default before PR #355189"),
+        "{popularity_table}"
+    );
 }
 
 /// A manifest for the root `root` of a real closure (read with `nix-store`).
@@ -337,7 +374,7 @@ fn byte_totals_do_not_wrap_at_2_64() {
     );
     let table = layers(&manifest, false);
     let total = u128::from(u64::MAX) * 2 + rest;
-    let last = table.lines().last().unwrap();
+    let last = table.lines().rev().nth(1).unwrap();
     assert!(
         last.starts_with(&format!("3 store layers, 3 paths, {total} bytes")),
         "{table}"

@@ -1,6 +1,7 @@
 #![allow(unreachable_pub, missing_docs, clippy::print_stderr)]
 //! Integration tests, one binary. Modules:
 //! - `util`: the test context, tool checks and Nix fixtures;
+//! - `accounts`: `[[users]]`/`[[groups]]` files and homes, `config.User` by name run by docker, collisions;
 //! - `binary_cache`: the binary-cache store on real `nix copy` caches, from `file://` and nginx (plain, basic auth), against the local store; tampering refused;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
 //! - `build_from_cache`: `build`, `layers` and `init` from a `nix copy` cache (`file://`, nginx, netrc) with no local store: the local build's bytes; refusals leave no output;
@@ -16,9 +17,12 @@
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
 //! - `registry_auth`: `push` to a real token-auth registry (issuer, identity tokens, credential helpers) and a TLS one (test CA);
+//! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
 //! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
-//! - `schema`: `nixlayer schema` prints the manifest's JSON Schema.
+//! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
+//! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
 
+mod accounts;
 mod binary_cache;
 mod build;
 mod build_from_cache;
@@ -34,6 +38,8 @@ mod outputs;
 mod push;
 mod push_faults;
 mod registry_auth;
+mod rootfs;
 mod runtimes;
 mod schema;
+mod script;
 mod util;

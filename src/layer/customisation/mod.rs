@@ -37,6 +37,9 @@ use crate::oci::{HashCountWriter, LayerDigest};
 use crate::tar::{self, Header, Kind, TarWriter};
 
 mod merge;
+mod script;
+
+pub use script::MAX_BYTES as SCRIPT_MAX_BYTES;
 
 /// Headers and small files are coalesced before they reach the output.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -155,6 +158,16 @@ impl CustomisationTree {
                 name
             })
             .collect()
+    }
+
+    /// What is at `path`: `None` for nothing, `Some(true)` for a
+    /// directory, `Some(false)` for a file or symlink.
+    #[must_use]
+    pub fn is_dir(&self, path: &str) -> Option<bool> {
+        let comps = split(path).ok()?;
+        self.entries
+            .get(&comps)
+            .map(|e| e.kind == EntryKind::Directory)
     }
 
     fn store_comps(&self) -> Vec<Vec<u8>> {

@@ -591,7 +591,7 @@ fn names_the_formats_and_values_the_checks_use() {
     let output = &schema["properties"]["output"]["properties"];
     assert_eq!(
         output["format"]["enum"],
-        json!(["docker-archive", "oci-layout", "oci-archive"])
+        json!(["docker-archive", "oci-layout", "oci-archive", "rootfs"])
     );
     assert_eq!(
         output["compression"]["enum"],

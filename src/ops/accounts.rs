@@ -1,0 +1,116 @@
+//! `[[users]]` and `[[groups]]` into the customisation layer: `/etc/passwd`,
+//! `/etc/group`, `/etc/shadow` (every password locked), `/etc/nsswitch.conf`
+//! and the home directories, owned by their users. What nixpkgs' `fakeNss`
+//! and `shadowSetup` give, from the manifest's checked accounts.
+
+use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
+use crate::layer::Owner;
+use crate::manifest::Accounts;
+
+use super::Error;
+
+/// `hosts: files dns` lets `/etc/hosts` and DNS resolve names (glibc's
+/// built-in default without the file is `dns files`, and musl ignores it).
+const NSSWITCH: &str =
+    "passwd:    files\ngroup:     files\nshadow:    files\nhosts:     files dns\n";
+
+/// The files' text, in the order their lines are written.
+fn files(accounts: &Accounts) -> [(&'static str, String, u32); 4] {
+    let mut passwd = String::new();
+    let mut shadow = String::new();
+    for u in &accounts.users {
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:{}:{}:{}\n",
+            u.name, u.uid, u.gid, u.description, u.home, u.shell
+        ));
+        // `!`: locked, no password logs in; day 1 keeps it deterministic.
+        shadow.push_str(&format!("{}:!:1::::::\n", u.name));
+    }
+    let mut group = String::new();
+    for g in &accounts.groups {
+        group.push_str(&format!("{}:x:{}:{}\n", g.name, g.gid, g.members.join(",")));
+    }
+    [
+        ("/etc/passwd", passwd, 0o644),
+        ("/etc/group", group, 0o644),
+        // Readable by root only, as shadow-utils leaves it without a
+        // `shadow` group.
+        ("/etc/shadow", shadow, 0o600),
+        ("/etc/nsswitch.conf", NSSWITCH.to_owned(), 0o644),
+    ]
+}
+
+/// Adds the account files and home directories to `tree`. A path that
+/// `contents` or `files` already gave follows `on_collision`: an error, or
+/// the first (theirs) is kept.
+pub(super) fn add_accounts(
+    tree: &mut CustomisationTree,
+    accounts: &Accounts,
+    on_collision: OnCollision,
+) -> Result<(), Error> {
+    let collide = |tree: &CustomisationTree, path: &str, want_dir: bool| -> Result<bool, Error> {
+        match tree.is_dir(path) {
+            None => Ok(false),
+            Some(true) if want_dir => Ok(false),
+            Some(_) => match on_collision {
+                OnCollision::First => Ok(true),
+                _ => Err(Error::AccountCollision {
+                    path: path.to_owned(),
+                }),
+            },
+        }
+    };
+    let root = Owner::default();
+    for (path, text, mode) in files(accounts) {
+        if !collide(tree, path, false)? {
+            tree.add_file(path, FileData::Inline(text.into_bytes()), mode, &root)?;
+        }
+    }
+    for u in accounts.users.iter().filter(|u| u.create_home) {
+        if !collide(tree, &u.home, true)? {
+            let owner = Owner {
+                uid: u64::from(u.uid),
+                gid: u64::from(u.gid),
+                uname: u.name.clone(),
+                gname: accounts
+                    .groups
+                    .iter()
+                    .find(|g| g.gid == u.gid)
+                    .map_or_else(String::new, |g| g.name.clone()),
+            };
+            tree.add_dir(&u.home, 0o700, &owner)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{GroupAccount, UserAccount};
+
+    #[test]
+    fn lines() {
+        let accounts = Accounts {
+            users: vec![UserAccount {
+                name: "app".into(),
+                uid: 1000,
+                gid: 1000,
+                description: String::new(),
+                home: "/home/app".into(),
+                shell: "/bin/sh".into(),
+                create_home: true,
+            }],
+            groups: vec![GroupAccount {
+                name: "wheel".into(),
+                gid: 10,
+                members: vec!["app".into(), "root".into()],
+            }],
+        };
+        let [passwd, group, shadow, nss] = files(&accounts);
+        assert_eq!(passwd.1, "app:x:1000:1000::/home/app:/bin/sh\n");
+        assert_eq!(group.1, "wheel:x:10:app,root\n");
+        assert_eq!(shadow.1, "app:!:1::::::\n");
+        assert!(nss.1.contains("hosts:     files dns\n"));
+    }
+}

@@ -1,0 +1,394 @@
+//! `--format rootfs`: the image's merged filesystem as one tar (nixpkgs'
+//! `exportImage`, without a VM), for `docker import`, `machinectl
+//! import-tar`, WSL or a microVM root.
+//!
+//! How: each layer (base layers, store layers, the customisation layer)
+//! is written once to a spool file next to the output, and indexed
+//! (headers only). The layers are then walked top-down to decide, for
+//! every path, which layer's entry is visible: a later layer's entry wins;
+//! a `.wh.NAME` whiteout hides `NAME` and what is below it in the layers
+//! underneath; a `.wh..wh..opq` opaque marker hides a directory's contents
+//! underneath; a file or symlink hides a lower directory's contents.
+//! Whiteouts themselves never reach the output. The winners are written
+//! in component-wise sorted order (a parent before its children), each
+//! once, their bytes copied from the spool; a missing parent directory is
+//! written as root's 0755 at `mtime`. Hard links become regular files with
+//! their target's bytes, as nixpkgs' store layers do, so no entry refers
+//! to another.
+//!
+//! Why a spool and not one streaming pass: the order needs later layers'
+//! deletions before an earlier layer's entry can be written, and a
+//! bottom-up stream cannot know them; a top-down stream would write
+//! children before lower layers' parents. Memory holds the headers (one
+//! per path), never file bytes; disk holds the uncompressed layers once,
+//! removed when done (or on a signal).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+
+use super::{BuildSettings, Error, PreparedImage};
+use crate::sink::{Spooled, SpooledBlob};
+use crate::tar::read::{Member, MemberKind, TarIndex};
+use crate::tar::{Header, Kind, TarWriter};
+
+/// Chunk of file bytes copied at once.
+const COPY: usize = 1 << 20;
+
+/// What a rootfs export wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RootfsSummary {
+    /// Entries in the tar.
+    pub entries: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Layers merged.
+    pub layers: usize,
+}
+
+/// A layer spooled and indexed.
+struct SpooledLayer {
+    spool: Spooled,
+    index: TarIndex,
+}
+
+/// How a path hides entries of the layers below.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hide {
+    /// The path and everything below it (a whiteout).
+    AtAndBelow,
+    /// Only what is below it (an opaque directory, a non-directory).
+    Below,
+}
+
+/// The visible entry at a path: its layer and member.
+type Winner<'a> = (usize, &'a Member);
+
+fn components(name: &str) -> Vec<String> {
+    name.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_owned)
+        .collect()
+}
+
+fn layer_error(index: usize, what: String) -> Error {
+    Error::Write(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("layer {}: {what}", index + 1),
+    ))
+}
+
+/// Writes the merged filesystem of `image` as one tar to `out`, spooling
+/// the layers in `spool_dir`.
+///
+/// # Errors
+/// When a layer cannot be written or read back, a member is unsafe (`..`)
+/// or of a kind a rootfs tar does not carry (a device), or `out` fails.
+pub fn export_rootfs<W: Write>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    spool_dir: &Path,
+    out: W,
+) -> Result<(W, RootfsSummary), Error> {
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for index in 0..image.layers.len() {
+        let mut blob = SpooledBlob::new_in(spool_dir)?;
+        image.write_layer(settings, index, &mut blob)?;
+        let spool = blob.finish()?;
+        let index_of = TarIndex::read(BufReader::new(&spool.file))
+            .map_err(|e| layer_error(index, e.to_string()))?;
+        layers.push(SpooledLayer {
+            spool,
+            index: index_of,
+        });
+    }
+    let indexes: Vec<&TarIndex> = layers.iter().map(|l| &l.index).collect();
+    let winners = merge(&indexes)?;
+    write_merged(&layers, &winners, settings.mtime, out)
+}
+
+/// The visible entry of every path, keyed by its components (so the map's
+/// order is the output's: a parent before its children).
+fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>>, Error> {
+    let mut winners: BTreeMap<Vec<String>, Winner<'_>> = BTreeMap::new();
+    let mut hidden: HashMap<Vec<String>, Hide> = HashMap::new();
+    for (at, layer) in layers.iter().enumerate().rev() {
+        let mut hides: Vec<(Vec<String>, Hide)> = Vec::new();
+        for member in layer.members() {
+            let comps = components(&member.name);
+            if comps.iter().any(|c| c == "..") {
+                return Err(layer_error(
+                    at,
+                    format!("member `{}` escapes `/` with `..`", member.raw_name),
+                ));
+            }
+            let Some((base, parent)) = comps.split_last() else {
+                continue; // `./` itself: the root is the importer's
+            };
+            if base == ".wh..wh..opq" {
+                hides.push((parent.to_vec(), Hide::Below));
+                continue;
+            }
+            if let Some(name) = base.strip_prefix(".wh.") {
+                let mut target = parent.to_vec();
+                target.push(name.to_owned());
+                hides.push((target, Hide::AtAndBelow));
+                continue;
+            }
+            if let MemberKind::Other(kind) = member.kind {
+                return Err(layer_error(
+                    at,
+                    format!(
+                        "member `{}` is of tar type `{}`, which a rootfs tar does not carry",
+                        member.raw_name,
+                        char::from(kind).escape_default()
+                    ),
+                ));
+            }
+            let visible = hidden.get(&comps) != Some(&Hide::AtAndBelow)
+                && (1..comps.len()).all(|n| !hidden.contains_key(&comps[..n]));
+            if visible && !winners.contains_key(&comps) {
+                winners.insert(comps.clone(), (at, member));
+            }
+            if member.kind != MemberKind::Directory {
+                hides.push((comps, Hide::Below));
+            }
+        }
+        // A layer's whiteouts hide only the layers below it.
+        for (path, hide) in hides {
+            let entry = hidden.entry(path).or_insert(hide);
+            if hide == Hide::AtAndBelow {
+                *entry = hide;
+            }
+        }
+    }
+    Ok(winners)
+}
+
+/// The regular member a hard link at layer `at` names: in its own layer or
+/// one below, as an overlay would find it.
+fn link_target<'a>(
+    layers: &'a [SpooledLayer],
+    at: usize,
+    target: &str,
+) -> Option<(usize, &'a Member)> {
+    (0..=at).rev().find_map(|i| {
+        layers[i]
+            .index
+            .get(target)
+            .filter(|m| m.kind == MemberKind::Regular)
+            .map(|m| (i, m))
+    })
+}
+
+fn write_merged<W: Write>(
+    layers: &[SpooledLayer],
+    winners: &BTreeMap<Vec<String>, Winner<'_>>,
+    mtime: u64,
+    out: W,
+) -> Result<(W, RootfsSummary), Error> {
+    let write_err = Error::Write;
+    let mut tar = TarWriter::new(io::BufWriter::with_capacity(COPY, out));
+    let mut buf = vec![0u8; COPY];
+    let mut entries = 0;
+    let mut written_dirs: std::collections::HashSet<Vec<String>> = std::collections::HashSet::new();
+    for (comps, (at, member)) in winners {
+        // Parents no layer shows (a whiteout removed them, a layer named
+        // only the child): root's, so every tool sees a parent first.
+        for n in 1..comps.len() {
+            let parent = &comps[..n];
+            if !winners.contains_key(parent) && written_dirs.insert(parent.to_vec()) {
+                let mut header =
+                    Header::archive_member(&parent.join("/"), Kind::Directory, 0, mtime);
+                header.uname = "root".to_owned();
+                header.gname = "root".to_owned();
+                tar.append(&header, &[]).map_err(write_err)?;
+                entries += 1;
+            }
+        }
+        let (kind, data) = match &member.kind {
+            MemberKind::Directory => (Kind::Directory, None),
+            MemberKind::Symlink(target) => (Kind::Symlink(target.as_bytes().to_vec()), None),
+            MemberKind::Regular => (Kind::Regular, Some((*at, *member))),
+            MemberKind::Hardlink(target) => {
+                let Some(found) = link_target(layers, *at, target) else {
+                    return Err(layer_error(
+                        *at,
+                        format!(
+                            "hard link `{}` names `{target}`, which no layer at or below it has as a file",
+                            member.raw_name
+                        ),
+                    ));
+                };
+                (Kind::Regular, Some(found))
+            }
+            MemberKind::Other(_) => continue, // refused in `merge`
+        };
+        let size = data.map_or(0, |(_, m)| m.size);
+        let header = Header {
+            name: comps.join("/").into_bytes(),
+            kind,
+            mode: member.mode,
+            uid: member.uid,
+            gid: member.gid,
+            uname: member.uname.clone(),
+            gname: member.gname.clone(),
+            mtime: member.mtime,
+            size,
+        };
+        tar.start_entry(&header).map_err(write_err)?;
+        if let Some((from, source)) = data {
+            copy_at(
+                &layers[from].spool.file,
+                source.offset,
+                source.size,
+                &mut tar,
+                &mut buf,
+            )
+            .map_err(write_err)?;
+        }
+        tar.end_entry().map_err(write_err)?;
+        entries += 1;
+    }
+    // Every entry so far, then the trailer `finish` pads to a record.
+    let bytes_total = crate::tar::archive_len(tar.bytes_written());
+    let buffered = tar.finish().map_err(write_err)?;
+    let out = buffered
+        .into_inner()
+        .map_err(|e| Error::Write(e.into_error()))?;
+    Ok((
+        out,
+        RootfsSummary {
+            entries,
+            bytes: bytes_total,
+            layers: layers.len(),
+        },
+    ))
+}
+
+/// Copies `size` bytes at `offset` of `file` into `out`.
+fn copy_at<W: Write>(
+    file: &File,
+    offset: u64,
+    size: u64,
+    out: &mut W,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < size {
+        let n = usize::try_from(size - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        file.read_exact_at(&mut buf[..n], offset + done)?;
+        out.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A layer tar of `(name, kind)`: `d` directory, `f` file (its name as
+    /// data), `l` symlink.
+    fn layer(entries: &[(&str, char)]) -> TarIndex {
+        let mut tar = TarWriter::new(Vec::new());
+        for (name, kind) in entries {
+            let (kind, data) = match kind {
+                'd' => (Kind::Directory, Vec::new()),
+                'l' => (Kind::Symlink(b"x".to_vec()), Vec::new()),
+                _ => (Kind::Regular, name.as_bytes().to_vec()),
+            };
+            let header = Header::archive_member(name, kind, data.len() as u64, 0);
+            tar.append(&header, &data).unwrap();
+        }
+        TarIndex::read(&tar.finish().unwrap()[..]).unwrap()
+    }
+
+    fn visible(layers: &[TarIndex]) -> Vec<(String, usize)> {
+        let refs: Vec<&TarIndex> = layers.iter().collect();
+        merge(&refs)
+            .unwrap()
+            .iter()
+            .map(|(k, (at, _))| (k.join("/"), *at))
+            .collect()
+    }
+
+    #[test]
+    fn whiteouts_opaque_dirs_and_replaced_dirs() {
+        let layers = [
+            layer(&[
+                ("a/", 'd'),
+                ("a/x", 'f'),
+                ("a/y", 'f'),
+                ("b/", 'd'),
+                ("b/z", 'f'),
+                ("c/", 'd'),
+                ("c/w", 'f'),
+                ("keep", 'f'),
+            ]),
+            layer(&[
+                ("a/.wh.x", 'f'),
+                ("b/", 'd'),
+                ("b/.wh..wh..opq", 'f'),
+                ("b/n", 'f'),
+                ("c", 'l'),
+            ]),
+            // A whiteout hides only lower layers: `a/x` comes back here.
+            layer(&[("a/x", 'f'), ("a/.wh.x", 'f'), ("keep", 'f')]),
+        ];
+        assert_eq!(
+            visible(&layers),
+            [
+                ("a".to_owned(), 0),
+                ("a/x".to_owned(), 2),
+                ("a/y".to_owned(), 0),
+                ("b".to_owned(), 1),
+                ("b/n".to_owned(), 1),
+                ("c".to_owned(), 1),
+                ("keep".to_owned(), 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn dot_dot_is_refused() {
+        let l = layer(&[("a/../../etc/passwd", 'f')]);
+        assert!(merge(&[&l]).is_err());
+    }
+
+    proptest! {
+        /// Never panics; no whiteout is ever visible; every visible path
+        /// is its topmost occurrence.
+        #[test]
+        fn merge_never_shows_a_whiteout(
+            layers in proptest::collection::vec(
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(vec!["a", "a/b", "a/b/c", "a/.wh.b", "a/.wh..wh..opq", ".wh.a", "d", "a/b/.wh.c"]),
+                        proptest::sample::select(vec!['d', 'f', 'l']),
+                    ),
+                    0..8,
+                ),
+                0..5,
+            )
+        ) {
+            let built: Vec<TarIndex> = layers.iter().map(|l| layer(l)).collect();
+            let refs: Vec<&TarIndex> = built.iter().collect();
+            let winners = merge(&refs).unwrap();
+            for (path, (at, _)) in &winners {
+                prop_assert!(!path.iter().any(|c| c.starts_with(".wh.")));
+                let name = path.join("/");
+                for higher in &built[at + 1..] {
+                    prop_assert!(higher.get(&name).is_none(), "{name} is shadowed above");
+                }
+            }
+        }
+    }
+}

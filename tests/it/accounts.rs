@@ -1,0 +1,228 @@
+//! `[[users]]` and `[[groups]]` (issue 13): the account files and homes in
+//! the customisation layer, `config.User` by name, run by docker; collisions
+//! with `[customisation]` follow `on_collision`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::util::{self, docker, docker_ready, nixlayer, run};
+
+/// The account files of the top (customisation) layer of a docker-archive,
+/// read with GNU tar.
+fn layer_file_texts(archive: &Path) -> BTreeMap<&'static str, String> {
+    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
+        "tar",
+        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
+    ))
+    .unwrap();
+    let top = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let layer = util::tool("tar", &["-xOf", archive.to_str().unwrap(), &top]);
+    let mut files = BTreeMap::new();
+    for name in [
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/shadow",
+        "/etc/nsswitch.conf",
+    ] {
+        let mut tar = Command::new("tar")
+            .args(["-xOPf", "-", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tar.stdin.take().unwrap().write_all(&layer).unwrap();
+        let out = tar.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name} in the top layer");
+        files.insert(name, String::from_utf8(out.stdout).unwrap());
+    }
+    files
+}
+
+fn build(manifest: &Path, out: &Path) {
+    run(nixlayer().arg("build").arg(manifest).arg("-o").arg(out), 0);
+}
+
+/// A manifest: a static busybox as the entry point (`sh -c SCRIPT`), the
+/// app user, `/tmp` 1777, and `extra` appended.
+fn manifest(dir: &Path, busybox: &Path, script: &str, extra: &str) -> std::path::PathBuf {
+    util::write(
+        dir,
+        "image.toml",
+        &format!(
+            r#"
+name = "nixlayer-test/accounts"
+tag = "t"
+[closure]
+roots = ["{busybox}"]
+[config]
+User = "app"
+Entrypoint = ["{busybox}/bin/busybox", "sh", "-c", "{script}"]
+[[users]]
+name = "app"
+uid = 1000
+groups = ["staff"]
+[[groups]]
+name = "staff"
+gid = 50
+[[customisation.dirs]]
+path = "/tmp"
+mode = "1777"
+{extra}
+"#,
+            busybox = busybox.display()
+        ),
+    )
+}
+
+/// docker runs the image as `app` (resolved from the image's
+/// `/etc/passwd`); the name resolves both ways, its home is its own, and
+/// `/tmp` is sticky and world-writable. busybox has no `getent`, so the
+/// lookup is `id -un` (getpwuid) and `id app` (getpwnam) through the
+/// image's files.
+#[test]
+fn an_image_with_users_runs_as_the_named_user() {
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    if !docker_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let b = format!("{}/bin/busybox", busybox.display());
+    let script = format!(
+        "{b} id -un; {b} id; {b} id app; {b} grep ^app: /etc/passwd; {b} stat -c '%a %U' /tmp /home/app; {b} touch /tmp/x /home/app/y && {b} echo writable"
+    );
+    let m = manifest(tmp.path(), &busybox, &script, "");
+    let archive = tmp.path().join("image.tar");
+    build(&m, &archive);
+    // Built twice, the same bytes.
+    let again = tmp.path().join("again.tar");
+    build(&m, &again);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    let config = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Config.User}}",
+        "nixlayer-test/accounts:t",
+    ]);
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "nixlayer-test/accounts:t",
+    ]);
+    let _ = docker(&["rmi", "-f", "nixlayer-test/accounts:t"]);
+    assert_eq!(config.trim(), "app", "the name stays in config.User");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "app",
+            // docker sets the supplementary groups from /etc/group itself.
+            "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)",
+            "uid=1000(app) gid=1000(app) groups=1000(app),50(staff)",
+            "app:x:1000:1000::/home/app:/bin/sh",
+            "1777 root",
+            "700 app",
+            "writable",
+        ],
+        "{out}"
+    );
+}
+
+/// The account files in the layer: root and nobody added, shadow locked,
+/// nsswitch with `hosts: files dns`; a file of `[customisation]` at
+/// `/etc/passwd` is an error, or kept with `on_collision = "first"`.
+#[test]
+fn account_files_and_collisions() {
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), &busybox, "true", "");
+    let archive = tmp.path().join("image.tar");
+    build(&m, &archive);
+    let files = layer_file_texts(&archive);
+    assert_eq!(
+        files["/etc/passwd"],
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n"
+    );
+    assert_eq!(
+        files["/etc/group"],
+        "root:x:0:\nstaff:x:50:app\napp:x:1000:\nnogroup:x:65534:\n"
+    );
+    assert_eq!(
+        files["/etc/shadow"],
+        "root:!:1::::::\napp:!:1::::::\nnobody:!:1::::::\n"
+    );
+    assert!(files["/etc/nsswitch.conf"].contains("hosts:     files dns\n"));
+
+    let theirs = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"mine\\n\"\n";
+    let m = manifest(tmp.path(), &busybox, "true", theirs);
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(tmp.path().join("collide.tar")),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`/etc/passwd` comes from both") && stderr.contains("on_collision"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("collide.tar").exists());
+
+    let m = manifest(
+        tmp.path(),
+        &busybox,
+        "true",
+        &format!("[customisation]\non_collision = \"first\"\n{theirs}"),
+    );
+    let first = tmp.path().join("first.tar");
+    build(&m, &first);
+    let files = layer_file_texts(&first);
+    assert_eq!(files["/etc/passwd"], "mine\n");
+    assert!(files["/etc/group"].contains("staff:x:50:app"));
+}
+
+/// `config.User` naming no account is an error at its line.
+#[test]
+fn a_user_no_account_defines_is_an_error_at_its_line() {
+    let tmp = util::temp_dir();
+    let m = util::write(
+        tmp.path(),
+        "image.toml",
+        "name = \"x\"\n[closure]\nroots = []\n[config]\nUser = \"ghost\"\n[[users]]\nname = \"app\"\nuid = 1000\n",
+    );
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(tmp.path().join("x.tar")),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("image.toml:5:") && stderr.contains("`ghost`"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,167 @@
+//! `[customisation] run` (issue 13): a script over the customisation tree
+//! as fake root (Debian's `fakeroot`): its owners and modes in the layer
+//! and in a running container, no `/proc`/`/sys`/`/dev`, the same bytes
+//! twice; a missing `fakeroot`, a failing script and a write into the
+//! store are errors.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::util::{self, docker, docker_ready, nixlayer, run};
+
+const SCRIPT: &str =
+    "mkdir -p data && chown 1000:1000 data && chmod 0700 data && ln -s /data srv\n\
+echo hi > data/f && chmod 0640 data/f\n\
+mkdir -p proc/1 sys dev && touch dev/null\n\
+chmod 0600 etc/motd\n";
+
+fn manifest(dir: &Path, roots: &str, script: &str, extra: &str) -> std::path::PathBuf {
+    util::write(
+        dir,
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/script\"\ntag = \"t\"\n[closure]\nroots = [{roots}]\n{extra}\n\
+             [customisation]\nrun = '''\n{script}'''\n\
+             [[customisation.files]]\npath = \"/etc/motd\"\ntext = \"hello\\n\"\n"
+        ),
+    )
+}
+
+/// `tar -tv` of the top layer of a docker-archive.
+fn top_layer_listing(archive: &Path) -> String {
+    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
+        "tar",
+        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
+    ))
+    .unwrap();
+    let top = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let layer = util::tool("tar", &["-xOf", archive.to_str().unwrap(), &top]);
+    let mut tar = Command::new("tar")
+        .args(["--numeric-owner", "-tvPf", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &layer).unwrap();
+    let out = tar.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_script_sets_owners_and_modes_as_fake_root() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let b = format!("{}/bin/busybox", busybox.display());
+    let extra = format!(
+        "[config]\nEntrypoint = [\"{b}\", \"sh\", \"-c\", \"{b} stat -c '%a %u:%g %n' /data /data/f /etc/motd; {b} readlink /srv\"]"
+    );
+    let m = manifest(
+        tmp.path(),
+        &format!("\"{}\"", busybox.display()),
+        SCRIPT,
+        &extra,
+    );
+    let archive = tmp.path().join("image.tar");
+    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&archive), 0);
+    let again = tmp.path().join("again.tar");
+    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&again), 0);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "two runs, the same bytes"
+    );
+
+    let listing = top_layer_listing(&archive);
+    let entry = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
+            .to_owned()
+    };
+    assert!(
+        entry("/data/").starts_with("drwx------ 1000/1000 "),
+        "{listing}"
+    );
+    assert!(entry("/data/f").starts_with("-rw-r----- 0/0 "), "{listing}");
+    assert!(
+        entry("/etc/motd").starts_with("-rw------- 0/0 "),
+        "{listing}"
+    );
+    assert!(entry("/srv").starts_with("lrwxrwxrwx 0/0 "), "{listing}");
+    assert!(entry("/srv").ends_with("/srv -> /data"), "{listing}");
+    for runtime in ["/proc", "/sys", "/dev"] {
+        assert!(
+            !listing.contains(&format!(" {runtime}/")),
+            "{runtime}:\n{listing}"
+        );
+    }
+    // Every entry at the build's mtime (the default, 1970-01-01 00:00:01).
+    assert!(
+        listing.lines().all(|l| l.contains(" 1970-01-01 00:00 ")),
+        "{listing}"
+    );
+
+    if !docker_ready() {
+        return;
+    }
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    let out = docker(&["run", "--rm", "--network", "none", "nixlayer-test/script:t"]);
+    let _ = docker(&["rmi", "-f", "nixlayer-test/script:t"]);
+    assert_eq!(
+        out,
+        "700 1000:1000 /data\n640 0:0 /data/f\n600 0:0 /etc/motd\n/data\n"
+    );
+}
+
+#[test]
+fn script_failures_are_clear_errors() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    for (script, says) in [
+        ("echo oops >&2\nexit 3\n", "oops"),
+        ("mkdir -p nix/store/x\n", "inside the store directory"),
+        ("mkfifo fifo\n", "fifo"),
+    ] {
+        let m = manifest(tmp.path(), "", script, "");
+        let out = run(
+            nixlayer()
+                .arg("build")
+                .arg(&m)
+                .arg("-o")
+                .arg(tmp.path().join("x.tar")),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{script}: {stderr}");
+        assert!(!tmp.path().join("x.tar").exists());
+    }
+    // Without `fakeroot` on PATH: the package to install is named.
+    let m = manifest(tmp.path(), "", "true\n", "");
+    let out = run(
+        nixlayer()
+            .env("PATH", "/nonexistent")
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(tmp.path().join("x.tar")),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Debian package `fakeroot`"), "{stderr}");
+}
