@@ -165,3 +165,128 @@ fn script_failures_are_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Debian package `fakeroot`"), "{stderr}");
 }
+
+/// The issue's script with absolute paths, run inside the image root by a
+/// store path's shell (the static busybox, which fakeroot cannot reach).
+const CHROOT_SCRIPT: &str =
+    "mkdir -p /data && chown 1000:1000 /data && chmod 0700 /data && ln -s /data /srv\n\
+echo hi > /data/f && chmod 0640 /data/f\n\
+chmod 0600 /etc/motd\n\
+mkdir -p /proc/1 /sys /dev && echo x > /dev/null\n\
+test \"$(cat /etc/motd)\" = hello\n";
+
+fn chroot_manifest(dir: &Path, busybox: &Path, closure_extra: &str) -> std::path::PathBuf {
+    let b = format!("{}/bin/busybox", busybox.display());
+    util::write(
+        dir,
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/chroot\"\ntag = \"t\"\n[closure]\nroots = [\"{}\"]\n{closure_extra}\n\
+             [config]\nEntrypoint = [\"{b}\", \"sh\", \"-c\", \"{b} stat -c '%a %u:%g %n' /data /data/f /etc/motd; {b} readlink /srv; {b} ls /\"]\n\
+             [customisation]\nchroot = true\nrun = '''\n{CHROOT_SCRIPT}\
+             # the store is there, read-only\n\
+             test -x {b}\nif touch {}/x; then exit 9; fi\n'''\n\
+             [[customisation.files]]\npath = \"/etc/motd\"\ntext = \"hello\\n\"\n",
+            busybox.display(),
+            busybox.display(),
+        ),
+    )
+}
+
+/// Every layer's `tar -tv` listing, joined.
+fn all_layers_listing(archive: &Path) -> String {
+    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
+        "tar",
+        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
+    ))
+    .unwrap();
+    let mut all = String::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let layer = util::tool(
+            "tar",
+            &["-xOf", archive.to_str().unwrap(), layer.as_str().unwrap()],
+        );
+        let mut tar = Command::new("tar")
+            .args(["--numeric-owner", "-tvPf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &layer).unwrap();
+        let out = tar.wait_with_output().unwrap();
+        assert!(out.status.success());
+        all.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    all
+}
+
+#[test]
+fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
+    if !util::require_tool("unshare") {
+        return;
+    }
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let busybox = std::fs::canonicalize(busybox).unwrap();
+    let tmp = util::temp_dir();
+    let m = chroot_manifest(tmp.path(), &busybox, "");
+    let archive = tmp.path().join("image.tar");
+    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&archive), 0);
+    let again = tmp.path().join("again.tar");
+    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&again), 0);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "two runs, the same bytes"
+    );
+
+    let listing = top_layer_listing(&archive);
+    let entry = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
+            .to_owned()
+    };
+    assert!(
+        entry("/data/").starts_with("drwx------ 1000/1000 "),
+        "{listing}"
+    );
+    assert!(entry("/data/f").starts_with("-rw-r----- 0/0 "), "{listing}");
+    assert!(
+        entry("/etc/motd").starts_with("-rw------- 0/0 "),
+        "{listing}"
+    );
+    assert!(entry("/srv").ends_with("/srv -> /data"), "{listing}");
+    for absent in ["/proc", "/sys", "/dev", "/nix"] {
+        assert!(
+            !listing.contains(&format!(" {absent}/")),
+            "{absent}:\n{listing}"
+        );
+    }
+    assert!(
+        listing.lines().all(|l| l.contains(" 1970-01-01 00:00 ")),
+        "{listing}"
+    );
+
+    // With `include_store_paths = false`, no store path (nor the mount
+    // points the chroot bound them on) reaches any layer.
+    let m = chroot_manifest(tmp.path(), &busybox, "include_store_paths = false");
+    let bare = tmp.path().join("bare.tar");
+    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&bare), 0);
+    let listing = all_layers_listing(&bare);
+    assert!(listing.contains(" /data/"), "{listing}");
+    assert!(!listing.contains("/nix"), "{listing}");
+
+    if !docker_ready() {
+        return;
+    }
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    let out = docker(&["run", "--rm", "--network", "none", "nixlayer-test/chroot:t"]);
+    let _ = docker(&["rmi", "-f", "nixlayer-test/chroot:t"]);
+    assert!(
+        out.starts_with("700 1000:1000 /data\n640 0:0 /data/f\n600 0:0 /etc/motd\n/data\n"),
+        "{out}"
+    );
+}

@@ -69,6 +69,164 @@ fn quote(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The error for a command that failed: its status and its stderr's end.
+fn failed(what: &str, output: &std::process::Output) -> Error {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    let start = (start..=stderr.len())
+        .find(|&i| stderr.is_char_boundary(i))
+        .unwrap_or(stderr.len());
+    script_error(format!(
+        "{what} failed ({}): {}",
+        output.status,
+        stderr[start..].trim()
+    ))
+}
+
+/// What `unshare --mount` runs, as real root in a private mount namespace
+/// (so no mount is seen outside it, and all go when it exits): each store
+/// path bound read-only on its mount point, then the script under
+/// `chroot`. Arguments: the staging root, the shell, the script, the
+/// chroot's PATH, then pairs of (on disk, in the image). Nothing is
+/// mounted on `/proc`, `/sys` or `/dev`.
+const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\nchroot_bin=$(command -v chroot)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
+
+/// Runs the staged preamble (owners, modes) and then `script.sh` inside
+/// `stage` as its root, with every store path of `visible` bound
+/// read-only at its store location. Returns the mount-point directories it
+/// made, parents first, for the caller to remove.
+///
+/// Why real root and not fakeroot, proot or a user namespace: the shell
+/// here is a store path's, typically static (busybox), which fakeroot's
+/// `LD_PRELOAD` cannot reach; proot's fake root records no owner; and a
+/// user namespace can only `chown` to the ids mapped into it (the whole
+/// range needs a subuid grant and `newuidmap`, and still cannot give
+/// every id). As root, in a private mount namespace, `chown` and `chmod`
+/// are real and are read back as they are. Without root this is refused
+/// with an error saying so rather than giving a layer with other owners.
+fn run_in_chroot(
+    temp: &Path,
+    stage: &Path,
+    visible: &[(String, PathBuf)],
+) -> Result<Vec<PathBuf>, Error> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(script_error(
+            "`[customisation] chroot = true` needs the build to run as root: the script's `chown` must be real (a store path's static shell escapes fakeroot, and a user namespace can own files only by its mapped ids); run the build as root (in CI or a container), or drop `chroot` and use relative paths".to_owned(),
+        ));
+    }
+    // Owners and modes as the tree has them, with the host's shell.
+    let output = Command::new("sh")
+        .arg(temp.join("preamble.sh"))
+        .current_dir(stage)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| script_error(format!("could not start `sh`: {e}")))?;
+    if !output.status.success() {
+        return Err(failed("setting the tree's owners and modes", &output));
+    }
+
+    // The mount points: real directories in the stage, none of them
+    // through a symlink (which would put the mount elsewhere).
+    let mut created = Vec::new();
+    let mut mounts = Vec::new();
+    for (path, disk) in visible {
+        if !disk.is_dir() {
+            return Err(script_error(format!(
+                "`[customisation] chroot = true` needs the store paths on disk, and `{path}` is not at `{}` (a binary cache store cannot be bound into the chroot)",
+                disk.display()
+            )));
+        }
+        let mut at = stage.to_path_buf();
+        for comp in Path::new(path).components().skip(1) {
+            at.push(comp);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(script_error(format!(
+                        "the tree has `/{}`, which is not a directory, where the chroot binds the store path `{path}`",
+                        at.strip_prefix(stage).unwrap_or(&at).display()
+                    )))
+                }
+                Err(_) => {
+                    fs::create_dir(&at).map_err(io_at(&at))?;
+                    created.push(at.clone());
+                }
+            }
+        }
+        mounts.push((disk.clone(), path.clone()));
+    }
+
+    // The shell: the image's `/bin/sh` when it has one (through the
+    // stage, so a symlink into the store counts), else the first store
+    // path's `bin/sh`.
+    let shell = if fs::symlink_metadata(stage.join("bin/sh")).is_ok() {
+        "/bin/sh".to_owned()
+    } else if let Some((path, _)) = visible
+        .iter()
+        .find(|(_, disk)| disk.join("bin/sh").exists())
+    {
+        format!("{path}/bin/sh")
+    } else {
+        return Err(script_error(
+            "`[customisation] chroot = true` needs a shell: the image has no `/bin/sh` and no store path of the closure has `bin/sh` (add busybox or bash to the closure)".to_owned(),
+        ));
+    };
+    let mut inner_path = "/bin:/usr/bin:/sbin:/usr/sbin".to_owned();
+    for (path, disk) in visible {
+        if disk.join("bin").is_dir() {
+            inner_path.push(':');
+            inner_path.push_str(path);
+            inner_path.push_str("/bin");
+        }
+    }
+
+    let script = fs::read(temp.join("script.sh")).map_err(io_at(temp))?;
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            CHROOT_DRIVER,
+            "sh",
+        ])
+        .arg(stage)
+        .arg(&shell)
+        .arg(std::ffi::OsStr::from_bytes(&script))
+        .arg(&inner_path);
+    for (disk, path) in &mounts {
+        command.arg(disk).arg(path);
+    }
+    let output = command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        )
+        .env("LC_ALL", "C")
+        .current_dir(stage)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                script_error(
+                    "`unshare` is not installed; `[customisation] chroot = true` needs it: install the Debian package `util-linux` (apt-get install util-linux)".to_owned(),
+                )
+            } else {
+                script_error(format!("could not start `unshare`: {e}"))
+            }
+        })?;
+    if !output.status.success() {
+        return Err(failed("the `[customisation] run` script (chroot)", &output));
+    }
+    Ok(created)
+}
+
 impl CustomisationTree {
     /// Runs `script` over this tree as fake root in a staging directory
     /// under `work`, and returns the tree it leaves.
@@ -77,7 +235,16 @@ impl CustomisationTree {
     /// When `fakeroot` is missing, the script fails (its stderr's end is
     /// quoted), it makes a device, fifo or socket, writes into the store
     /// directory, or leaves more than [`MAX_BYTES`] of files.
-    pub fn run_script(&self, script: &str, work: &Path) -> Result<Self, Error> {
+    ///
+    /// With `chroot` (the closure's store paths: where each is in the
+    /// image, where it is on disk) the script runs inside the staging
+    /// directory as its root instead; see [`run_in_chroot`].
+    pub fn run_script(
+        &self,
+        script: &str,
+        work: &Path,
+        chroot: Option<&[(String, PathBuf)]>,
+    ) -> Result<Self, Error> {
         let temp = tempfile::Builder::new()
             .prefix(".nixlayer-run-")
             .tempdir_in(work)
@@ -139,6 +306,27 @@ impl CustomisationTree {
         }
         let list = temp.path().join("list");
 
+        if let Some(visible) = chroot {
+            let created = run_in_chroot(temp.path(), &stage, visible)?;
+            // The mount points go, deepest first; one the script filled
+            // stays and the tree refuses it as inside the store directory.
+            for dir in created.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+            let output = Command::new("find")
+                .args([".", "-mindepth", "1", "-printf"])
+                .arg("%y\\0%m\\0%U\\0%G\\0%P\\0%l\\0")
+                .current_dir(&stage)
+                .env("LC_ALL", "C")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| script_error(format!("could not start `find`: {e}")))?;
+            if !output.status.success() {
+                return Err(failed("find", &output));
+            }
+            return self.tree_of_listing(&stage, &output.stdout, &names, &groups);
+        }
+
         let output = Command::new("fakeroot")
             .arg("--")
             .arg("sh")
@@ -168,16 +356,7 @@ impl CustomisationTree {
                 }
             })?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let start = stderr.len().saturating_sub(STDERR_TAIL);
-            let start = (start..=stderr.len())
-                .find(|&i| stderr.is_char_boundary(i))
-                .unwrap_or(stderr.len());
-            return Err(script_error(format!(
-                "the `[customisation] run` script failed ({}): {}",
-                output.status,
-                stderr[start..].trim()
-            )));
+            return Err(failed("the `[customisation] run` script", &output));
         }
         let listing = fs::read(&list).map_err(io_at(&list))?;
         self.tree_of_listing(&stage, &listing, &names, &groups)
