@@ -290,3 +290,105 @@ fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
         "{out}"
     );
 }
+
+#[test]
+fn chroot_failures_are_clear_errors() {
+    if !util::require_tool("unshare") {
+        return;
+    }
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let busybox = std::fs::canonicalize(busybox).unwrap();
+    let tmp = util::temp_dir();
+    let out_path = tmp.path().join("x.tar");
+    let build = |m: &Path, code: i32| {
+        let out = run(
+            nixlayer().arg("build").arg(m).arg("-o").arg(&out_path),
+            code,
+        );
+        assert!(!out_path.exists());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let write = |roots: &str, custom: &str| {
+        util::write(
+            tmp.path(),
+            "image.toml",
+            &format!(
+                "name = \"nixlayer-test/chroot\"\n[closure]\nroots = [{roots}]\n[customisation]\n{custom}\n"
+            ),
+        )
+    };
+    let with_busybox = format!("\"{}\"", busybox.display());
+
+    // Writing into the store directory (beside the read-only store paths).
+    let m = write(
+        &with_busybox,
+        "chroot = true\nrun = 'mkdir -p /nix/store/x'",
+    );
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("inside the store directory"), "{stderr}");
+    // A store path is read-only.
+    let m = write(
+        &with_busybox,
+        &format!("chroot = true\nrun = 'touch {}/x'", busybox.display()),
+    );
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    // No shell anywhere.
+    let m = write("", "chroot = true\nrun = 'true'");
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("needs a shell"), "{stderr}");
+    // `chroot` without a script.
+    let m = write("", "chroot = true");
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("no `customisation.run`"), "{stderr}");
+    // Without `unshare` on PATH: the package to install is named (no
+    // roots, so no `nix-store` is needed first; a `/bin/sh` of the tree's).
+    let m = write(
+        "",
+        "chroot = true\nrun = 'true'\n[[customisation.files]]\npath = \"/bin/sh\"\ntext = \"\"",
+    );
+    let out = run(
+        nixlayer()
+            .env("PATH", "/nonexistent")
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&out_path),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Debian package `util-linux`"), "{stderr}");
+
+    // Not root: refused, saying why, rather than other owners.
+    if unsafe_is_root() {
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::process::CommandExt as _;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = run(
+            nixlayer()
+                .uid(65534)
+                .gid(65534)
+                .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+                .env("TMPDIR", tmp.path())
+                .arg("build")
+                .arg(&m)
+                .arg("-o")
+                .arg(&out_path),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("needs the build to run as root"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Whether the tests run as root (as in CI), by the owner of a new file.
+fn unsafe_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = util::temp_dir();
+    std::fs::metadata(tmp.path()).unwrap().uid() == 0
+}

@@ -86,10 +86,11 @@ fn failed(what: &str, output: &std::process::Output) -> Error {
 /// What `unshare --mount` runs, as real root in a private mount namespace
 /// (so no mount is seen outside it, and all go when it exits): each store
 /// path bound read-only on its mount point, then the script under
-/// `chroot`. Arguments: the staging root, the shell, the script, the
+/// `chroot`, after the tree's owners and modes are set with the host's
+/// shell (`preamble.sh` beside the root). Arguments: the staging root, the shell, the script, the
 /// chroot's PATH, then pairs of (on disk, in the image). Nothing is
 /// mounted on `/proc`, `/sys` or `/dev`.
-const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\nchroot_bin=$(command -v chroot)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
+const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
 
 /// Runs the staged preamble (owners, modes) and then `script.sh` inside
 /// `stage` as its root, with every store path of `visible` bound
@@ -115,18 +116,6 @@ fn run_in_chroot(
             "`[customisation] chroot = true` needs the build to run as root: the script's `chown` must be real (a store path's static shell escapes fakeroot, and a user namespace can own files only by its mapped ids); run the build as root (in CI or a container), or drop `chroot` and use relative paths".to_owned(),
         ));
     }
-    // Owners and modes as the tree has them, with the host's shell.
-    let output = Command::new("sh")
-        .arg(temp.join("preamble.sh"))
-        .current_dir(stage)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| script_error(format!("could not start `sh`: {e}")))?;
-    if !output.status.success() {
-        return Err(failed("setting the tree's owners and modes", &output));
-    }
-
     // The mount points: real directories in the stage, none of them
     // through a symlink (which would put the mount elsewhere).
     let mut created = Vec::new();
