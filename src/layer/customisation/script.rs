@@ -21,6 +21,11 @@
 //! tree refuses the first, the second are dropped. The script runs as the
 //! user who runs the build, unconfined: it is the manifest author's code,
 //! like a Makefile's.
+//!
+//! With `chroot = true` the script runs inside the staging directory as
+//! its root instead, as real root in a private mount namespace, the
+//! closure's store paths bound read-only on mount points that are removed
+//! again before the listing; see [`run_in_chroot`] for why.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -89,8 +94,11 @@ fn failed(what: &str, output: &std::process::Output) -> Error {
 /// `chroot`, after the tree's owners and modes are set with the host's
 /// shell (`preamble.sh` beside the root). Arguments: the staging root, the shell, the script, the
 /// chroot's PATH, then pairs of (on disk, in the image). Nothing is
-/// mounted on `/proc`, `/sys` or `/dev`.
-const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
+/// mounted on `/proc`, `/sys` or `/dev`. The script runs without
+/// `CAP_SYS_ADMIN` (and module, raw I/O, boot, ptrace) in its bounding
+/// set, so it cannot remount a store path writable or unmount it and
+/// write through, while `chown`, `chmod` and `mknod` stay real.
+const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils setpriv:util-linux; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot) setpriv_bin=$(command -v setpriv)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$setpriv_bin\" --bounding-set -sys_admin,-sys_module,-sys_rawio,-sys_boot,-sys_ptrace -- \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
 
 /// Runs the staged preamble (owners, modes) and then `script.sh` inside
 /// `stage` as its root, with every store path of `visible` bound
