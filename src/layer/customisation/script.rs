@@ -235,7 +235,7 @@ impl CustomisationTree {
     ///
     /// With `chroot` (the closure's store paths: where each is in the
     /// image, where it is on disk) the script runs inside the staging
-    /// directory as its root instead; see [`run_in_chroot`].
+    /// directory as its root instead, as real root (see the module docs).
     pub fn run_script(
         &self,
         script: &str,
