@@ -568,7 +568,14 @@ fn customisation_tree(
                 })
                 .collect()
         });
-        tree = tree.run_script(script, &std::env::temp_dir(), visible.as_deref())?;
+        // The script's result is cached beside the layers (see `run_script`).
+        let cache = settings.cache.as_ref().map(|c| c.dir().join("scripts"));
+        tree = tree.run_script(
+            script,
+            &std::env::temp_dir(),
+            visible.as_deref(),
+            cache.as_deref(),
+        )?;
     }
     Ok(tree)
 }

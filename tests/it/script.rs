@@ -75,9 +75,27 @@ fn a_script_sets_owners_and_modes_as_fake_root() {
         &extra,
     );
     let archive = tmp.path().join("image.tar");
-    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&archive), 0);
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-one"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
     let again = tmp.path().join("again.tar");
-    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&again), 0);
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-two"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&again),
+        0,
+    );
     assert_eq!(
         std::fs::read(&archive).unwrap(),
         std::fs::read(&again).unwrap(),
@@ -232,9 +250,27 @@ fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
     let tmp = util::temp_dir();
     let m = chroot_manifest(tmp.path(), &busybox, "");
     let archive = tmp.path().join("image.tar");
-    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&archive), 0);
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-one"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
     let again = tmp.path().join("again.tar");
-    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&again), 0);
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-two"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&again),
+        0,
+    );
     assert_eq!(
         std::fs::read(&archive).unwrap(),
         std::fs::read(&again).unwrap(),
@@ -391,4 +427,47 @@ fn unsafe_is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     let tmp = util::temp_dir();
     std::fs::metadata(tmp.path()).unwrap().uid() == 0
+}
+
+#[test]
+fn a_script_runs_once_for_the_same_inputs() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    // The script notes each run in a file outside the image.
+    let counter = tmp.path().join("runs");
+    let script = format!("echo run >> '{}'\nmkdir -p data\n", counter.display());
+    let out_path = tmp.path().join("x.tar");
+    let runs = || {
+        std::fs::read_to_string(&counter)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let build = |m: &Path| {
+        run(nixlayer().arg("build").arg(m).arg("-o").arg(&out_path), 0);
+        std::fs::read(&out_path).unwrap()
+    };
+
+    let m = manifest(tmp.path(), "", &script, "");
+    let first = build(&m);
+    assert_eq!(runs(), 1);
+    assert_eq!(build(&m), first, "a cached run gives the same bytes");
+    assert_eq!(runs(), 1, "the same script and tree: not run again");
+
+    // Another script text runs again.
+    let m = manifest(tmp.path(), "", &format!("{script}# changed\n"), "");
+    build(&m);
+    assert_eq!(runs(), 2);
+    // Another tree under the same script runs again.
+    let m = util::write(
+        tmp.path(),
+        "image.toml",
+        &std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("text = \"hello\\n\"", "text = \"bye\\n\""),
+    );
+    build(&m);
+    assert_eq!(runs(), 3);
 }

@@ -41,6 +41,9 @@ use crate::layer::{Error, Owner};
 /// until the layer is written).
 pub const MAX_BYTES: u64 = 256 << 20;
 
+/// Gives the bytes of the listed regular file at this relative path.
+type FileReader<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, Error> + 'a;
+
 /// The most of the script's stderr an error quotes.
 const STDERR_TAIL: usize = 2048;
 
@@ -236,11 +239,148 @@ impl CustomisationTree {
     /// With `chroot` (the closure's store paths: where each is in the
     /// image, where it is on disk) the script runs inside the staging
     /// directory as its root instead, as real root (see the module docs).
+    ///
+    /// With `cache` (a directory), the result is filed there under a key of
+    /// the script, this tree (every entry, file bytes included), the store
+    /// paths it sees and where they are on disk, and a rebuild with the
+    /// same key takes it from there without running the script: like a
+    /// Nix derivation, the script is taken to depend on nothing else. A
+    /// missing, unreadable or malformed entry is a miss, never an error.
     pub fn run_script(
         &self,
         script: &str,
         work: &Path,
         chroot: Option<&[(String, PathBuf)]>,
+        cache: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let (names, groups) = self.owner_names();
+        let Some(cache) = cache else {
+            return self.execute_script(script, work, chroot, None, &names, &groups);
+        };
+        let key = self.script_key(script, chroot)?;
+        let entry = cache.join(&key);
+        if let Some(tree) = self.cached_tree(&entry, &names, &groups) {
+            return Ok(tree);
+        }
+        let mut record = fs::create_dir_all(cache)
+            .ok()
+            .and_then(|()| tempfile::NamedTempFile::new_in(cache).ok());
+        let tree = self.execute_script(script, work, chroot, record.as_mut(), &names, &groups)?;
+        if let Some(file) = record {
+            // A failed write only loses the saving.
+            let _ = file.persist(&entry);
+        }
+        Ok(tree)
+    }
+
+    /// The user and group names the tree's owners carry, by id.
+    fn owner_names(&self) -> (BTreeMap<u64, String>, BTreeMap<u64, String>) {
+        let mut names: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
+        let mut groups: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
+        for entry in self.entries.values() {
+            if !entry.owner.uname.is_empty() {
+                names.insert(entry.owner.uid, entry.owner.uname.clone());
+            }
+            if !entry.owner.gname.is_empty() {
+                groups.insert(entry.owner.gid, entry.owner.gname.clone());
+            }
+        }
+        (names, groups)
+    }
+
+    /// The cache key of running `script` over this tree: sha256 over
+    /// length-prefixed fields, so no two inputs share an encoding.
+    fn script_key(
+        &self,
+        script: &str,
+        chroot: Option<&[(String, PathBuf)]>,
+    ) -> Result<String, Error> {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        field(b"nixlayer-script-v1");
+        field(script.as_bytes());
+        field(self.store_dir.as_str().as_bytes());
+        let owner = |o: &Owner| format!("{}:{}:{}:{}", o.uid, o.gid, o.uname, o.gname);
+        field(owner(&self.store_owner).as_bytes());
+        match chroot {
+            None => field(b"fakeroot"),
+            Some(visible) => {
+                field(b"chroot");
+                field(&(visible.len() as u64).to_le_bytes());
+                for (path, disk) in visible {
+                    field(path.as_bytes());
+                    field(disk.as_os_str().as_bytes());
+                }
+            }
+        }
+        for (comps, entry) in &self.entries {
+            field(&comps.join(&b'/'));
+            field(format!("{:o}", entry.mode).as_bytes());
+            field(owner(&entry.owner).as_bytes());
+            match &entry.kind {
+                EntryKind::Directory => field(b"d"),
+                EntryKind::Symlink(target) => {
+                    field(b"l");
+                    field(target);
+                }
+                EntryKind::File { data, .. } => {
+                    field(b"f");
+                    match data {
+                        FileData::Inline(bytes) => field(bytes),
+                        FileData::Disk(file) => field(&fs::read(file).map_err(io_at(file))?),
+                    }
+                }
+            }
+        }
+        Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The tree filed at `entry`, if it is there and well-formed: the
+    /// listing, then each regular file's bytes in listing order, each
+    /// part preceded by its length (8 bytes, little-endian). A format of
+    /// our own: two length-prefixed runs of bytes need no crate.
+    fn cached_tree(
+        &self,
+        entry: &Path,
+        names: &BTreeMap<u64, String>,
+        groups: &BTreeMap<u64, String>,
+    ) -> Option<Self> {
+        let bytes = fs::read(entry).ok()?;
+        let mut rest: &[u8] = &bytes;
+        let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+            let (len, tail) = rest.split_first_chunk::<8>()?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+            if tail.len() < len {
+                return None;
+            }
+            let (part, tail) = tail.split_at(len);
+            *rest = tail;
+            Some(part.to_vec())
+        };
+        let listing = take(&mut rest)?;
+        let mut read = |_: &[u8]| {
+            take(&mut rest).ok_or_else(|| script_error("truncated cache entry".to_owned()))
+        };
+        let tree = self
+            .tree_of_listing(&listing, names, groups, &mut read)
+            .ok()?;
+        rest.is_empty().then_some(tree)
+    }
+
+    /// Runs the script (see [`CustomisationTree::run_script`]), writing
+    /// what the cache files to `record` when given.
+    fn execute_script(
+        &self,
+        script: &str,
+        work: &Path,
+        chroot: Option<&[(String, PathBuf)]>,
+        record: Option<&mut tempfile::NamedTempFile>,
+        names: &BTreeMap<u64, String>,
+        groups: &BTreeMap<u64, String>,
     ) -> Result<Self, Error> {
         let temp = tempfile::Builder::new()
             .prefix(".nixlayer-run-")
@@ -252,8 +392,6 @@ impl CustomisationTree {
 
         // The tree on disk; owners and modes as commands for the session.
         let mut preamble = b"set -e\n".to_vec();
-        let mut names: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
-        let mut groups: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
         for (comps, entry) in &self.entries {
             let rel: PathBuf = comps
                 .iter()
@@ -273,12 +411,6 @@ impl CustomisationTree {
                 }
             }
             let word = quote(rel.as_os_str().as_bytes());
-            if !entry.owner.uname.is_empty() {
-                names.insert(entry.owner.uid, entry.owner.uname.clone());
-            }
-            if !entry.owner.gname.is_empty() {
-                groups.insert(entry.owner.gid, entry.owner.gname.clone());
-            }
             if entry.owner.uid != 0 || entry.owner.gid != 0 {
                 preamble.extend_from_slice(
                     format!("chown -h {}:{} ", entry.owner.uid, entry.owner.gid).as_bytes(),
@@ -321,7 +453,7 @@ impl CustomisationTree {
             if !output.status.success() {
                 return Err(failed("find", &output));
             }
-            return self.tree_of_listing(&stage, &output.stdout, &names, &groups);
+            return self.tree_from_stage(&stage, &output.stdout, names, groups, record);
         }
 
         let output = Command::new("fakeroot")
@@ -356,16 +488,51 @@ impl CustomisationTree {
             return Err(failed("the `[customisation] run` script", &output));
         }
         let listing = fs::read(&list).map_err(io_at(&list))?;
-        self.tree_of_listing(&stage, &listing, &names, &groups)
+        self.tree_from_stage(&stage, &listing, names, groups, record)
     }
 
-    /// The tree `find -printf` listed in `stage`.
-    fn tree_of_listing(
+    /// The tree `listing` names in `stage`, filed to `record` as
+    /// [`CustomisationTree::cached_tree`] reads it back.
+    fn tree_from_stage(
         &self,
         stage: &Path,
         listing: &[u8],
         names: &BTreeMap<u64, String>,
         groups: &BTreeMap<u64, String>,
+        mut record: Option<&mut tempfile::NamedTempFile>,
+    ) -> Result<Self, Error> {
+        use std::io::Write as _;
+        let put = |record: &mut Option<&mut tempfile::NamedTempFile>, part: &[u8]| {
+            if let Some(file) = record {
+                let len = (part.len() as u64).to_le_bytes();
+                if file
+                    .write_all(&len)
+                    .and_then(|()| file.write_all(part))
+                    .is_err()
+                {
+                    // An empty entry is a miss: no entry rather than half of one.
+                    let _ = file.as_file().set_len(0);
+                    *record = None;
+                }
+            }
+        };
+        put(&mut record, listing);
+        let mut read = |rel: &[u8]| {
+            let path = stage.join(std::ffi::OsStr::from_bytes(rel));
+            let data = fs::read(&path).map_err(io_at(&path))?;
+            put(&mut record, &data);
+            Ok(data)
+        };
+        self.tree_of_listing(listing, names, groups, &mut read)
+    }
+
+    /// The tree `find -printf` listed in `stage`.
+    fn tree_of_listing(
+        &self,
+        listing: &[u8],
+        names: &BTreeMap<u64, String>,
+        groups: &BTreeMap<u64, String>,
+        read: &mut FileReader<'_>,
     ) -> Result<Self, Error> {
         let mut tree = Self::new(self.store_dir.clone(), self.store_owner.clone());
         let fields: Vec<&[u8]> = listing.split(|&b| b == 0).collect();
@@ -405,8 +572,7 @@ impl CustomisationTree {
             match *kind {
                 b"d" => tree.add_dir(&name, mode, &owner)?,
                 b"f" => {
-                    let path = stage.join(std::ffi::OsStr::from_bytes(rel));
-                    let data = fs::read(&path).map_err(io_at(&path))?;
+                    let data = read(rel)?;
                     bytes = bytes.saturating_add(data.len() as u64);
                     if bytes > MAX_BYTES {
                         return Err(script_error(format!(
@@ -432,6 +598,49 @@ impl CustomisationTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tree() -> CustomisationTree {
+        CustomisationTree::new(
+            crate::nix::StoreDir::new("/nix/store").unwrap(),
+            Owner::default(),
+        )
+    }
+
+    #[test]
+    fn a_truncated_cache_entry_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("e");
+        let listing = b"f\x00644\x000\x000\x00a\x00\x00";
+        let mut bytes = (listing.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(listing);
+        bytes.extend_from_slice(&3u64.to_le_bytes());
+        bytes.extend_from_slice(b"abc");
+        fs::write(&entry, &bytes).unwrap();
+        let (names, groups) = tree().owner_names();
+        assert!(tree().cached_tree(&entry, &names, &groups).is_some());
+        for len in 0..bytes.len() {
+            fs::write(&entry, &bytes[..len]).unwrap();
+            assert!(
+                tree().cached_tree(&entry, &names, &groups).is_none(),
+                "{len}"
+            );
+        }
+        // Trailing bytes: not what was written either.
+        fs::write(&entry, [&bytes[..], b"x"].concat()).unwrap();
+        assert!(tree().cached_tree(&entry, &names, &groups).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever is in the cache directory, reading it never panics.
+        #[test]
+        fn any_cache_entry_is_read_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let dir = tempfile::tempdir().unwrap();
+            let entry = dir.path().join("e");
+            fs::write(&entry, &bytes).unwrap();
+            let (names, groups) = tree().owner_names();
+            let _ = tree().cached_tree(&entry, &names, &groups);
+        }
+    }
 
     #[test]
     fn quoting_survives_any_name() {
