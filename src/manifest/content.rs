@@ -37,6 +37,8 @@ pub struct CustomisationSection {
     pub permissions: Vec<PermissionSection>,
     /// A shell script run over the tree as fake root.
     pub run: Option<Spanned<String>>,
+    /// Run the script inside the image root (store visible read-only).
+    pub chroot: Option<Spanned<bool>>,
 }
 
 /// A mode as written: `"0644"` or an integer (`0o644`).
@@ -175,6 +177,8 @@ pub struct Customisation {
     pub permissions: Vec<PermissionOverride>,
     /// `run`: the script, if any.
     pub run: Option<String>,
+    /// `chroot`: the script runs inside the image root, as real root.
+    pub chroot: bool,
 }
 
 /// The normalised form of absolute image path `path`, or why it is invalid.
@@ -406,8 +410,21 @@ impl LoadedManifest {
             Some(script) => Some(script.get_ref().clone()),
             None => None,
         };
+        let chroot = match &section.chroot {
+            Some(chroot) if *chroot.get_ref() && run.is_none() => {
+                return Err(self.error_at(
+                    chroot.span(),
+                    "`customisation.chroot` is set but there is no `customisation.run` script"
+                        .to_owned(),
+                    Some("add the script to `run`, or remove `chroot`".to_owned()),
+                ))
+            }
+            Some(chroot) => *chroot.get_ref(),
+            None => false,
+        };
         Ok(Customisation {
             run,
+            chroot,
             contents: section.contents.clone(),
             first_wins,
             files,

@@ -442,6 +442,11 @@ fn customisation() -> Value {
                 "type": "string",
                 "description": "A shell script (`sh -e`) run over the customisation tree as fake root (Debian's `fakeroot`), after everything else; its working directory is the image's `/` (use relative paths), and its `chown`/`chmod` results become the layer's owners and modes (nixpkgs' `fakeRootCommands`).",
             },
+            "chroot": {
+                "type": "boolean",
+                "default": false,
+                "description": "Run the `run` script inside the image root instead (nixpkgs' `enableFakechroot`): absolute paths work, the closure's store paths are visible read-only at their store locations, the shell is the image's `/bin/sh` or else a store path's `bin/sh`, and nothing is mounted on `/proc`, `/sys` or `/dev`. Needs the build to run as root (real `chown` in a private mount namespace: `unshare` from util-linux).",
+            },
         }),
     )
 }

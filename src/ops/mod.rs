@@ -97,6 +97,8 @@ pub struct ContentSettings {
     pub base: Option<PathBuf>,
     /// `customisation.run`: a script run over the tree as fake root, last.
     pub run: Option<String>,
+    /// `customisation.chroot`: the script runs inside the image root.
+    pub chroot: bool,
     /// `[[users]]` and `[[groups]]`, checked; `None`: no account files.
     pub accounts: Option<crate::manifest::Accounts>,
     /// `max_layers` when the store layers use the default pipeline, whose
@@ -119,6 +121,7 @@ impl Default for ContentSettings {
             base: None,
             accounts: None,
             run: None,
+            chroot: false,
             default_budget: None,
         }
     }
@@ -538,7 +541,41 @@ fn customisation_tree(
         add_nix_db(&mut tree, settings, closure, plan)?;
     }
     if let Some(script) = &content.run {
-        tree = tree.run_script(script, &std::env::temp_dir())?;
+        // In chroot mode the script sees the whole closure at its store
+        // locations (read-only), whether or not the image holds it.
+        // Without store paths in the image the plan read no closure; the
+        // script still sees the roots' closure (bound, never copied).
+        let seen;
+        let closure = if content.chroot && !content.include_store_paths {
+            let mut roots = settings.roots.clone();
+            for path in &content.contents {
+                if !roots.contains(path) {
+                    roots.push(path.clone());
+                }
+            }
+            seen = closure::read_closure_in(&settings.source, &settings.store, &roots)?;
+            &seen
+        } else {
+            closure
+        };
+        let visible: Option<Vec<(String, PathBuf)>> = content.chroot.then(|| {
+            closure
+                .paths()
+                .iter()
+                .map(|info| {
+                    let path = info.path.as_str();
+                    (path.to_owned(), settings.store.location(path.as_bytes()))
+                })
+                .collect()
+        });
+        // The script's result is cached beside the layers (see `run_script`).
+        let cache = settings.cache.as_ref().map(|c| c.dir().join("scripts"));
+        tree = tree.run_script(
+            script,
+            &std::env::temp_dir(),
+            visible.as_deref(),
+            cache.as_deref(),
+        )?;
     }
     Ok(tree)
 }

@@ -601,6 +601,7 @@ fn resolve_content(
         base: loaded.base_image()?,
         accounts: loaded.accounts()?,
         run: custom.run,
+        chroot: custom.chroot,
         default_budget,
     })
 }

@@ -75,9 +75,27 @@ fn a_script_sets_owners_and_modes_as_fake_root() {
         &extra,
     );
     let archive = tmp.path().join("image.tar");
-    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&archive), 0);
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-one"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
     let again = tmp.path().join("again.tar");
-    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&again), 0);
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-two"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&again),
+        0,
+    );
     assert_eq!(
         std::fs::read(&archive).unwrap(),
         std::fs::read(&again).unwrap(),
@@ -164,4 +182,292 @@ fn script_failures_are_clear_errors() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Debian package `fakeroot`"), "{stderr}");
+}
+
+/// The issue's script with absolute paths, run inside the image root by a
+/// store path's shell (the static busybox, which fakeroot cannot reach).
+const CHROOT_SCRIPT: &str =
+    "mkdir -p /data && chown 1000:1000 /data && chmod 0700 /data && ln -s /data /srv\n\
+echo hi > /data/f && chmod 0640 /data/f\n\
+chmod 0600 /etc/motd\n\
+mkdir -p /proc/1 /sys /dev && echo x > /dev/null\n\
+test \"$(cat /etc/motd)\" = hello\n";
+
+fn chroot_manifest(dir: &Path, busybox: &Path, closure_extra: &str) -> std::path::PathBuf {
+    let b = format!("{}/bin/busybox", busybox.display());
+    util::write(
+        dir,
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/chroot\"\ntag = \"t\"\n[closure]\nroots = [\"{}\"]\n{closure_extra}\n\
+             [config]\nEntrypoint = [\"{b}\", \"sh\", \"-c\", \"{b} stat -c '%a %u:%g %n' /data /data/f /etc/motd; {b} readlink /srv; {b} ls /\"]\n\
+             [customisation]\nchroot = true\nrun = '''\n{CHROOT_SCRIPT}\
+             # the store is there, read-only\n\
+             test -x {b}\nif touch {}/x; then exit 9; fi\n'''\n\
+             [[customisation.files]]\npath = \"/etc/motd\"\ntext = \"hello\\n\"\n",
+            busybox.display(),
+            busybox.display(),
+        ),
+    )
+}
+
+/// Every layer's `tar -tv` listing, joined.
+fn all_layers_listing(archive: &Path) -> String {
+    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
+        "tar",
+        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
+    ))
+    .unwrap();
+    let mut all = String::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let layer = util::tool(
+            "tar",
+            &["-xOf", archive.to_str().unwrap(), layer.as_str().unwrap()],
+        );
+        let mut tar = Command::new("tar")
+            .args(["--numeric-owner", "-tvPf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &layer).unwrap();
+        let out = tar.wait_with_output().unwrap();
+        assert!(out.status.success());
+        all.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    all
+}
+
+#[test]
+fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
+    if !util::require_tool("unshare") {
+        return;
+    }
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let busybox = std::fs::canonicalize(busybox).unwrap();
+    let tmp = util::temp_dir();
+    let m = chroot_manifest(tmp.path(), &busybox, "");
+    let archive = tmp.path().join("image.tar");
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-one"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
+    let again = tmp.path().join("again.tar");
+    // Each with its own cache: the script really runs twice.
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-two"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&again),
+        0,
+    );
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "two runs, the same bytes"
+    );
+
+    let listing = top_layer_listing(&archive);
+    let entry = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
+            .to_owned()
+    };
+    assert!(
+        entry("/data/").starts_with("drwx------ 1000/1000 "),
+        "{listing}"
+    );
+    assert!(entry("/data/f").starts_with("-rw-r----- 0/0 "), "{listing}");
+    assert!(
+        entry("/etc/motd").starts_with("-rw------- 0/0 "),
+        "{listing}"
+    );
+    assert!(entry("/srv").ends_with("/srv -> /data"), "{listing}");
+    for absent in ["/proc", "/sys", "/dev", "/nix"] {
+        assert!(
+            !listing.contains(&format!(" {absent}/")),
+            "{absent}:\n{listing}"
+        );
+    }
+    assert!(
+        listing.lines().all(|l| l.contains(" 1970-01-01 00:00 ")),
+        "{listing}"
+    );
+
+    // With `include_store_paths = false`, no store path (nor the mount
+    // points the chroot bound them on) reaches any layer.
+    let m = chroot_manifest(tmp.path(), &busybox, "include_store_paths = false");
+    let bare = tmp.path().join("bare.tar");
+    run(nixlayer().arg("build").arg(&m).arg("-o").arg(&bare), 0);
+    let listing = all_layers_listing(&bare);
+    assert!(listing.contains(" /data/"), "{listing}");
+    assert!(!listing.contains("/nix"), "{listing}");
+
+    if !docker_ready() {
+        return;
+    }
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    let out = docker(&["run", "--rm", "--network", "none", "nixlayer-test/chroot:t"]);
+    let _ = docker(&["rmi", "-f", "nixlayer-test/chroot:t"]);
+    assert!(
+        out.starts_with("700 1000:1000 /data\n640 0:0 /data/f\n600 0:0 /etc/motd\n/data\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn chroot_failures_are_clear_errors() {
+    if !util::require_tool("unshare") {
+        return;
+    }
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let busybox = std::fs::canonicalize(busybox).unwrap();
+    let tmp = util::temp_dir();
+    let out_path = tmp.path().join("x.tar");
+    let build = |m: &Path, code: i32| {
+        let out = run(
+            nixlayer().arg("build").arg(m).arg("-o").arg(&out_path),
+            code,
+        );
+        assert!(!out_path.exists());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let write = |roots: &str, custom: &str| {
+        util::write(
+            tmp.path(),
+            "image.toml",
+            &format!(
+                "name = \"nixlayer-test/chroot\"\n[closure]\nroots = [{roots}]\n[customisation]\n{custom}\n"
+            ),
+        )
+    };
+    let with_busybox = format!("\"{}\"", busybox.display());
+
+    // Writing into the store directory (beside the read-only store paths).
+    let m = write(
+        &with_busybox,
+        "chroot = true\nrun = 'mkdir -p /nix/store/x'",
+    );
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("inside the store directory"), "{stderr}");
+    // A store path is read-only.
+    let m = write(
+        &with_busybox,
+        &format!("chroot = true\nrun = 'touch {}/x'", busybox.display()),
+    );
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    // No shell anywhere.
+    let m = write("", "chroot = true\nrun = 'true'");
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("needs a shell"), "{stderr}");
+    // `chroot` without a script.
+    let m = write("", "chroot = true");
+    let stderr = build(&m, 1);
+    assert!(stderr.contains("no `customisation.run`"), "{stderr}");
+    // Without `unshare` on PATH: the package to install is named (no
+    // roots, so no `nix-store` is needed first; a `/bin/sh` of the tree's).
+    let m = write(
+        "",
+        "chroot = true\nrun = 'true'\n[[customisation.files]]\npath = \"/bin/sh\"\ntext = \"\"",
+    );
+    let out = run(
+        nixlayer()
+            .env("PATH", "/nonexistent")
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&out_path),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Debian package `util-linux`"), "{stderr}");
+
+    // Not root: refused, saying why, rather than other owners.
+    if unsafe_is_root() {
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::process::CommandExt as _;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = run(
+            nixlayer()
+                .uid(65534)
+                .gid(65534)
+                .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+                .env("TMPDIR", tmp.path())
+                .arg("build")
+                .arg(&m)
+                .arg("-o")
+                .arg(&out_path),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("needs the build to run as root"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Whether the tests run as root (as in CI), by the owner of a new file.
+fn unsafe_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = util::temp_dir();
+    std::fs::metadata(tmp.path()).unwrap().uid() == 0
+}
+
+#[test]
+fn a_script_runs_once_for_the_same_inputs() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    // The script notes each run in a file outside the image.
+    let counter = tmp.path().join("runs");
+    let script = format!("echo run >> '{}'\nmkdir -p data\n", counter.display());
+    let out_path = tmp.path().join("x.tar");
+    let runs = || {
+        std::fs::read_to_string(&counter)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let build = |m: &Path| {
+        run(nixlayer().arg("build").arg(m).arg("-o").arg(&out_path), 0);
+        std::fs::read(&out_path).unwrap()
+    };
+
+    let m = manifest(tmp.path(), "", &script, "");
+    let first = build(&m);
+    assert_eq!(runs(), 1);
+    assert_eq!(build(&m), first, "a cached run gives the same bytes");
+    assert_eq!(runs(), 1, "the same script and tree: not run again");
+
+    // Another script text runs again.
+    let m = manifest(tmp.path(), "", &format!("{script}# changed\n"), "");
+    build(&m);
+    assert_eq!(runs(), 2);
+    // Another tree under the same script runs again.
+    let m = util::write(
+        tmp.path(),
+        "image.toml",
+        &std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("text = \"hello\\n\"", "text = \"bye\\n\""),
+    );
+    build(&m);
+    assert_eq!(runs(), 3);
 }

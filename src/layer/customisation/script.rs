@@ -21,6 +21,11 @@
 //! tree refuses the first, the second are dropped. The script runs as the
 //! user who runs the build, unconfined: it is the manifest author's code,
 //! like a Makefile's.
+//!
+//! With `chroot = true` the script runs inside the staging directory as
+//! its root instead, as real root in a private mount namespace, the
+//! closure's store paths bound read-only on mount points that are removed
+//! again before the listing; see [`run_in_chroot`] for why.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,6 +40,9 @@ use crate::layer::{Error, Owner};
 /// The most file bytes the script's tree may hold (they are kept in memory
 /// until the layer is written).
 pub const MAX_BYTES: u64 = 256 << 20;
+
+/// Gives the bytes of the listed regular file at this relative path.
+type FileReader<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, Error> + 'a;
 
 /// The most of the script's stderr an error quotes.
 const STDERR_TAIL: usize = 2048;
@@ -69,6 +77,156 @@ fn quote(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The error for a command that failed: its status and its stderr's end.
+fn failed(what: &str, output: &std::process::Output) -> Error {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    let start = (start..=stderr.len())
+        .find(|&i| stderr.is_char_boundary(i))
+        .unwrap_or(stderr.len());
+    script_error(format!(
+        "{what} failed ({}): {}",
+        output.status,
+        stderr[start..].trim()
+    ))
+}
+
+/// What `unshare --mount` runs, as real root in a private mount namespace
+/// (so no mount is seen outside it, and all go when it exits): each store
+/// path bound read-only on its mount point, then the script under
+/// `chroot`, after the tree's owners and modes are set with the host's
+/// shell (`preamble.sh` beside the root). Arguments: the staging root, the shell, the script, the
+/// chroot's PATH, then pairs of (on disk, in the image). Nothing is
+/// mounted on `/proc`, `/sys` or `/dev`. The script runs without
+/// `CAP_SYS_ADMIN` (and module, raw I/O, boot, ptrace) in its bounding
+/// set, so it cannot remount a store path writable or unmount it and
+/// write through, while `chown`, `chmod` and `mknod` stay real.
+const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils setpriv:util-linux; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot) setpriv_bin=$(command -v setpriv)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$setpriv_bin\" --bounding-set -sys_admin,-sys_module,-sys_rawio,-sys_boot,-sys_ptrace -- \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
+
+/// Runs the staged preamble (owners, modes) and then `script.sh` inside
+/// `stage` as its root, with every store path of `visible` bound
+/// read-only at its store location. Returns the mount-point directories it
+/// made, parents first, for the caller to remove.
+///
+/// Why real root and not fakeroot, proot or a user namespace: the shell
+/// here is a store path's, typically static (busybox), which fakeroot's
+/// `LD_PRELOAD` cannot reach; proot's fake root records no owner; and a
+/// user namespace can only `chown` to the ids mapped into it (the whole
+/// range needs a subuid grant and `newuidmap`, and still cannot give
+/// every id). As root, in a private mount namespace, `chown` and `chmod`
+/// are real and are read back as they are. Without root this is refused
+/// with an error saying so rather than giving a layer with other owners.
+fn run_in_chroot(
+    temp: &Path,
+    stage: &Path,
+    visible: &[(String, PathBuf)],
+) -> Result<Vec<PathBuf>, Error> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(script_error(
+            "`[customisation] chroot = true` needs the build to run as root: the script's `chown` must be real (a store path's static shell escapes fakeroot, and a user namespace can own files only by its mapped ids); run the build as root (in CI or a container), or drop `chroot` and use relative paths".to_owned(),
+        ));
+    }
+    // The mount points: real directories in the stage, none of them
+    // through a symlink (which would put the mount elsewhere).
+    let mut created = Vec::new();
+    let mut mounts = Vec::new();
+    for (path, disk) in visible {
+        if !disk.is_dir() {
+            return Err(script_error(format!(
+                "`[customisation] chroot = true` needs the store paths on disk, and `{path}` is not at `{}` (a binary cache store cannot be bound into the chroot)",
+                disk.display()
+            )));
+        }
+        let mut at = stage.to_path_buf();
+        for comp in Path::new(path).components().skip(1) {
+            at.push(comp);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(script_error(format!(
+                        "the tree has `/{}`, which is not a directory, where the chroot binds the store path `{path}`",
+                        at.strip_prefix(stage).unwrap_or(&at).display()
+                    )))
+                }
+                Err(_) => {
+                    fs::create_dir(&at).map_err(io_at(&at))?;
+                    created.push(at.clone());
+                }
+            }
+        }
+        mounts.push((disk.clone(), path.clone()));
+    }
+
+    // The shell: the image's `/bin/sh` when it has one (through the
+    // stage, so a symlink into the store counts), else the first store
+    // path's `bin/sh`.
+    let shell = if fs::symlink_metadata(stage.join("bin/sh")).is_ok() {
+        "/bin/sh".to_owned()
+    } else if let Some((path, _)) = visible
+        .iter()
+        .find(|(_, disk)| disk.join("bin/sh").exists())
+    {
+        format!("{path}/bin/sh")
+    } else {
+        return Err(script_error(
+            "`[customisation] chroot = true` needs a shell: the image has no `/bin/sh` and no store path of the closure has `bin/sh` (add busybox or bash to the closure)".to_owned(),
+        ));
+    };
+    let mut inner_path = "/bin:/usr/bin:/sbin:/usr/sbin".to_owned();
+    for (path, disk) in visible {
+        if disk.join("bin").is_dir() {
+            inner_path.push(':');
+            inner_path.push_str(path);
+            inner_path.push_str("/bin");
+        }
+    }
+
+    let script = fs::read(temp.join("script.sh")).map_err(io_at(temp))?;
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            CHROOT_DRIVER,
+            "sh",
+        ])
+        .arg(stage)
+        .arg(&shell)
+        .arg(std::ffi::OsStr::from_bytes(&script))
+        .arg(&inner_path);
+    for (disk, path) in &mounts {
+        command.arg(disk).arg(path);
+    }
+    let output = command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        )
+        .env("LC_ALL", "C")
+        .current_dir(stage)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                script_error(
+                    "`unshare` is not installed; `[customisation] chroot = true` needs it: install the Debian package `util-linux` (apt-get install util-linux)".to_owned(),
+                )
+            } else {
+                script_error(format!("could not start `unshare`: {e}"))
+            }
+        })?;
+    if !output.status.success() {
+        return Err(failed("the `[customisation] run` script (chroot)", &output));
+    }
+    Ok(created)
+}
+
 impl CustomisationTree {
     /// Runs `script` over this tree as fake root in a staging directory
     /// under `work`, and returns the tree it leaves.
@@ -77,7 +235,153 @@ impl CustomisationTree {
     /// When `fakeroot` is missing, the script fails (its stderr's end is
     /// quoted), it makes a device, fifo or socket, writes into the store
     /// directory, or leaves more than [`MAX_BYTES`] of files.
-    pub fn run_script(&self, script: &str, work: &Path) -> Result<Self, Error> {
+    ///
+    /// With `chroot` (the closure's store paths: where each is in the
+    /// image, where it is on disk) the script runs inside the staging
+    /// directory as its root instead, as real root (see the module docs).
+    ///
+    /// With `cache` (a directory), the result is filed there under a key of
+    /// the script, this tree (every entry, file bytes included), the store
+    /// paths it sees and where they are on disk, and a rebuild with the
+    /// same key takes it from there without running the script: like a
+    /// Nix derivation, the script is taken to depend on nothing else. A
+    /// missing, unreadable or malformed entry is a miss, never an error.
+    pub fn run_script(
+        &self,
+        script: &str,
+        work: &Path,
+        chroot: Option<&[(String, PathBuf)]>,
+        cache: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let (names, groups) = self.owner_names();
+        let Some(cache) = cache else {
+            return self.execute_script(script, work, chroot, None, &names, &groups);
+        };
+        let key = self.script_key(script, chroot)?;
+        let entry = cache.join(&key);
+        if let Some(tree) = self.cached_tree(&entry, &names, &groups) {
+            return Ok(tree);
+        }
+        let mut record = fs::create_dir_all(cache)
+            .ok()
+            .and_then(|()| tempfile::NamedTempFile::new_in(cache).ok());
+        let tree = self.execute_script(script, work, chroot, record.as_mut(), &names, &groups)?;
+        if let Some(file) = record {
+            // A failed write only loses the saving.
+            let _ = file.persist(&entry);
+        }
+        Ok(tree)
+    }
+
+    /// The user and group names the tree's owners carry, by id.
+    fn owner_names(&self) -> (BTreeMap<u64, String>, BTreeMap<u64, String>) {
+        let mut names: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
+        let mut groups: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
+        for entry in self.entries.values() {
+            if !entry.owner.uname.is_empty() {
+                names.insert(entry.owner.uid, entry.owner.uname.clone());
+            }
+            if !entry.owner.gname.is_empty() {
+                groups.insert(entry.owner.gid, entry.owner.gname.clone());
+            }
+        }
+        (names, groups)
+    }
+
+    /// The cache key of running `script` over this tree: sha256 over
+    /// length-prefixed fields, so no two inputs share an encoding.
+    fn script_key(
+        &self,
+        script: &str,
+        chroot: Option<&[(String, PathBuf)]>,
+    ) -> Result<String, Error> {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        field(b"nixlayer-script-v1");
+        field(script.as_bytes());
+        field(self.store_dir.as_str().as_bytes());
+        let owner = |o: &Owner| format!("{}:{}:{}:{}", o.uid, o.gid, o.uname, o.gname);
+        field(owner(&self.store_owner).as_bytes());
+        match chroot {
+            None => field(b"fakeroot"),
+            Some(visible) => {
+                field(b"chroot");
+                field(&(visible.len() as u64).to_le_bytes());
+                for (path, disk) in visible {
+                    field(path.as_bytes());
+                    field(disk.as_os_str().as_bytes());
+                }
+            }
+        }
+        for (comps, entry) in &self.entries {
+            field(&comps.join(&b'/'));
+            field(format!("{:o}", entry.mode).as_bytes());
+            field(owner(&entry.owner).as_bytes());
+            match &entry.kind {
+                EntryKind::Directory => field(b"d"),
+                EntryKind::Symlink(target) => {
+                    field(b"l");
+                    field(target);
+                }
+                EntryKind::File { data, .. } => {
+                    field(b"f");
+                    match data {
+                        FileData::Inline(bytes) => field(bytes),
+                        FileData::Disk(file) => field(&fs::read(file).map_err(io_at(file))?),
+                    }
+                }
+            }
+        }
+        Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The tree filed at `entry`, if it is there and well-formed: the
+    /// listing, then each regular file's bytes in listing order, each
+    /// part preceded by its length (8 bytes, little-endian). A format of
+    /// our own: two length-prefixed runs of bytes need no crate.
+    fn cached_tree(
+        &self,
+        entry: &Path,
+        names: &BTreeMap<u64, String>,
+        groups: &BTreeMap<u64, String>,
+    ) -> Option<Self> {
+        let bytes = fs::read(entry).ok()?;
+        let mut rest: &[u8] = &bytes;
+        let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+            let (len, tail) = rest.split_first_chunk::<8>()?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+            if tail.len() < len {
+                return None;
+            }
+            let (part, tail) = tail.split_at(len);
+            *rest = tail;
+            Some(part.to_vec())
+        };
+        let listing = take(&mut rest)?;
+        let mut read = |_: &[u8]| {
+            take(&mut rest).ok_or_else(|| script_error("truncated cache entry".to_owned()))
+        };
+        let tree = self
+            .tree_of_listing(&listing, names, groups, &mut read)
+            .ok()?;
+        rest.is_empty().then_some(tree)
+    }
+
+    /// Runs the script (see [`CustomisationTree::run_script`]), writing
+    /// what the cache files to `record` when given.
+    fn execute_script(
+        &self,
+        script: &str,
+        work: &Path,
+        chroot: Option<&[(String, PathBuf)]>,
+        record: Option<&mut tempfile::NamedTempFile>,
+        names: &BTreeMap<u64, String>,
+        groups: &BTreeMap<u64, String>,
+    ) -> Result<Self, Error> {
         let temp = tempfile::Builder::new()
             .prefix(".nixlayer-run-")
             .tempdir_in(work)
@@ -88,8 +392,6 @@ impl CustomisationTree {
 
         // The tree on disk; owners and modes as commands for the session.
         let mut preamble = b"set -e\n".to_vec();
-        let mut names: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
-        let mut groups: BTreeMap<u64, String> = BTreeMap::from([(0, "root".to_owned())]);
         for (comps, entry) in &self.entries {
             let rel: PathBuf = comps
                 .iter()
@@ -109,12 +411,6 @@ impl CustomisationTree {
                 }
             }
             let word = quote(rel.as_os_str().as_bytes());
-            if !entry.owner.uname.is_empty() {
-                names.insert(entry.owner.uid, entry.owner.uname.clone());
-            }
-            if !entry.owner.gname.is_empty() {
-                groups.insert(entry.owner.gid, entry.owner.gname.clone());
-            }
             if entry.owner.uid != 0 || entry.owner.gid != 0 {
                 preamble.extend_from_slice(
                     format!("chown -h {}:{} ", entry.owner.uid, entry.owner.gid).as_bytes(),
@@ -138,6 +434,27 @@ impl CustomisationTree {
             fs::write(&path, bytes).map_err(io_at(&path))?;
         }
         let list = temp.path().join("list");
+
+        if let Some(visible) = chroot {
+            let created = run_in_chroot(temp.path(), &stage, visible)?;
+            // The mount points go, deepest first; one the script filled
+            // stays and the tree refuses it as inside the store directory.
+            for dir in created.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+            let output = Command::new("find")
+                .args([".", "-mindepth", "1", "-printf"])
+                .arg("%y\\0%m\\0%U\\0%G\\0%P\\0%l\\0")
+                .current_dir(&stage)
+                .env("LC_ALL", "C")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| script_error(format!("could not start `find`: {e}")))?;
+            if !output.status.success() {
+                return Err(failed("find", &output));
+            }
+            return self.tree_from_stage(&stage, &output.stdout, names, groups, record);
+        }
 
         let output = Command::new("fakeroot")
             .arg("--")
@@ -168,28 +485,54 @@ impl CustomisationTree {
                 }
             })?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let start = stderr.len().saturating_sub(STDERR_TAIL);
-            let start = (start..=stderr.len())
-                .find(|&i| stderr.is_char_boundary(i))
-                .unwrap_or(stderr.len());
-            return Err(script_error(format!(
-                "the `[customisation] run` script failed ({}): {}",
-                output.status,
-                stderr[start..].trim()
-            )));
+            return Err(failed("the `[customisation] run` script", &output));
         }
         let listing = fs::read(&list).map_err(io_at(&list))?;
-        self.tree_of_listing(&stage, &listing, &names, &groups)
+        self.tree_from_stage(&stage, &listing, names, groups, record)
     }
 
-    /// The tree `find -printf` listed in `stage`.
-    fn tree_of_listing(
+    /// The tree `listing` names in `stage`, filed to `record` as
+    /// [`CustomisationTree::cached_tree`] reads it back.
+    fn tree_from_stage(
         &self,
         stage: &Path,
         listing: &[u8],
         names: &BTreeMap<u64, String>,
         groups: &BTreeMap<u64, String>,
+        mut record: Option<&mut tempfile::NamedTempFile>,
+    ) -> Result<Self, Error> {
+        use std::io::Write as _;
+        let put = |record: &mut Option<&mut tempfile::NamedTempFile>, part: &[u8]| {
+            if let Some(file) = record {
+                let len = (part.len() as u64).to_le_bytes();
+                if file
+                    .write_all(&len)
+                    .and_then(|()| file.write_all(part))
+                    .is_err()
+                {
+                    // An empty entry is a miss: no entry rather than half of one.
+                    let _ = file.as_file().set_len(0);
+                    *record = None;
+                }
+            }
+        };
+        put(&mut record, listing);
+        let mut read = |rel: &[u8]| {
+            let path = stage.join(std::ffi::OsStr::from_bytes(rel));
+            let data = fs::read(&path).map_err(io_at(&path))?;
+            put(&mut record, &data);
+            Ok(data)
+        };
+        self.tree_of_listing(listing, names, groups, &mut read)
+    }
+
+    /// The tree `find -printf` listed in `stage`.
+    fn tree_of_listing(
+        &self,
+        listing: &[u8],
+        names: &BTreeMap<u64, String>,
+        groups: &BTreeMap<u64, String>,
+        read: &mut FileReader<'_>,
     ) -> Result<Self, Error> {
         let mut tree = Self::new(self.store_dir.clone(), self.store_owner.clone());
         let fields: Vec<&[u8]> = listing.split(|&b| b == 0).collect();
@@ -229,8 +572,7 @@ impl CustomisationTree {
             match *kind {
                 b"d" => tree.add_dir(&name, mode, &owner)?,
                 b"f" => {
-                    let path = stage.join(std::ffi::OsStr::from_bytes(rel));
-                    let data = fs::read(&path).map_err(io_at(&path))?;
+                    let data = read(rel)?;
                     bytes = bytes.saturating_add(data.len() as u64);
                     if bytes > MAX_BYTES {
                         return Err(script_error(format!(
@@ -256,6 +598,49 @@ impl CustomisationTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tree() -> CustomisationTree {
+        CustomisationTree::new(
+            crate::nix::StoreDir::new("/nix/store").unwrap(),
+            Owner::default(),
+        )
+    }
+
+    #[test]
+    fn a_truncated_cache_entry_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("e");
+        let listing = b"f\x00644\x000\x000\x00a\x00\x00";
+        let mut bytes = (listing.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(listing);
+        bytes.extend_from_slice(&3u64.to_le_bytes());
+        bytes.extend_from_slice(b"abc");
+        fs::write(&entry, &bytes).unwrap();
+        let (names, groups) = tree().owner_names();
+        assert!(tree().cached_tree(&entry, &names, &groups).is_some());
+        for len in 0..bytes.len() {
+            fs::write(&entry, &bytes[..len]).unwrap();
+            assert!(
+                tree().cached_tree(&entry, &names, &groups).is_none(),
+                "{len}"
+            );
+        }
+        // Trailing bytes: not what was written either.
+        fs::write(&entry, [&bytes[..], b"x"].concat()).unwrap();
+        assert!(tree().cached_tree(&entry, &names, &groups).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever is in the cache directory, reading it never panics.
+        #[test]
+        fn any_cache_entry_is_read_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let dir = tempfile::tempdir().unwrap();
+            let entry = dir.path().join("e");
+            fs::write(&entry, &bytes).unwrap();
+            let (names, groups) = tree().owner_names();
+            let _ = tree().cached_tree(&entry, &names, &groups);
+        }
+    }
 
     #[test]
     fn quoting_survives_any_name() {
