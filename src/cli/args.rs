@@ -152,6 +152,10 @@ pub(crate) struct PushArgs {
     /// tag, else derived from the config digest).
     #[arg(value_name = "REF")]
     pub(crate) reference: String,
+    /// Also push as this tag, in the same repository (repeatable; with
+    /// `REF`'s tag, every one is pushed, that one first).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
     /// Layer compression.
     #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["none", "gzip", "zstd"])]
     pub(crate) compression: String,

@@ -526,6 +526,10 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     use nixlayer::sink::registry::{ClientOptions, Reference, Timeouts};
     let start = Instant::now();
     let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    for tag in &args.tags {
+        nixlayer::sink::registry::reference::check_tag(tag)
+            .map_err(|reason| UsageError(format!("--tag `{tag}`: {reason}")))?;
+    }
     let env = PushEnv::capture();
     let credentials = push_credentials(args, &env, &target.host, &mut io::stdin().lock())?;
     let timeouts = Timeouts {
@@ -554,6 +558,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         &command.settings,
         &image,
         &target,
+        &args.tags,
         options,
         command.compress,
         &NoReporter,
@@ -563,11 +568,14 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         .manifest_digest
         .ok_or("the build made no OCI manifest")?;
     let reference = pushed.reference.clone();
+    let pinned = pushed.pinned.clone();
     if args.json {
         let mut doc: serde_json::Value =
             serde_json::from_slice(&summary_json(summary, &command, &reference))?;
         if let Some(obj) = doc.as_object_mut() {
             obj.insert("reference".into(), reference.clone().into());
+            obj.insert("tags".into(), pushed.tags.clone().into());
+            obj.insert("pushed".into(), pinned.clone().into());
             obj.insert(
                 "blobs".into(),
                 serde_json::json!({
@@ -579,9 +587,18 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
             );
         }
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
+    } else {
+        // The one line a deploy step captures to pin the digest.
+        printer.data(pinned.as_bytes())?;
     }
+    let also: String = pushed
+        .tags
+        .iter()
+        .skip(1)
+        .map(|t| format!(", :{t}"))
+        .collect();
     printer.info(&format!(
-        "pushed {reference} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",
+        "pushed {reference}{also} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",
         summary.layers.len(),
         plural(summary.layers.len()),
         printer::elapsed(start.elapsed()),

@@ -173,6 +173,81 @@ fn push_to_a_real_registry_then_pull_and_run() {
 }
 
 #[test]
+fn several_tags_in_one_push_and_the_digest_to_pin() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("skopeo") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""tags""#);
+    let repo = format!("{REGISTRY}/nixlayer-test/tags");
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(format!("{repo}:a"))
+            .args(["--tag", "b", "--tag", "c", "--tag", "a", "--json"]),
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pushed {repo}:a, :b, :c (")),
+        "{stderr}"
+    );
+    let pushed = json(&out.stdout);
+    let digest = pushed["manifest_digest"].as_str().unwrap().to_owned();
+    assert_eq!(pushed["reference"], format!("{repo}:a"));
+    assert_eq!(pushed["tags"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(pushed["pushed"], format!("{repo}@{digest}"));
+    // Every tag, and the pinned name, is the same manifest.
+    for name in [
+        format!("{repo}:a"),
+        format!("{repo}:b"),
+        format!("{repo}:c"),
+        format!("{repo}@{digest}"),
+    ] {
+        let inspect = json(&tool(
+            "skopeo",
+            &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+        ));
+        assert_eq!(inspect["Digest"], digest.as_str(), "{name}");
+    }
+
+    // Without `--json`, stdout is the pinned name alone; `--tag` without
+    // a tag in REF pushes only the tags given.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&repo)
+            .args(["--tag", "d"]),
+        0,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{repo}@{digest}\n")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("pushed {repo}:d (")), "{stderr}");
+
+    // A bad tag is a usage error, before anything is built or sent.
+    for bad in ["", "-x", "a/b", "x@y", &"t".repeat(129)] {
+        let out = run(
+            nixlayer()
+                .arg("push")
+                .arg(&m)
+                .arg("127.0.0.1:9/nixlayer-test/tags")
+                .arg(format!("--tag={bad}")),
+            2,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--tag"), "{bad}: {stderr}");
+    }
+}
+
+#[test]
 fn push_errors_name_the_registry_and_bad_references() {
     let Some(hello) = util::nix_fixture("hello") else {
         return;

@@ -164,8 +164,9 @@ pub struct RegistrySink {
     /// Removes the spool directory if a signal ends the process.
     _pending: Pending,
     compress: CompressOptions,
-    /// The tag to push as, when the reference named one.
-    tag: Option<String>,
+    /// The tags to push as (none: the tag of the reference
+    /// [`ImageSink::finish`] is given).
+    tags: Vec<String>,
     /// Small blobs (configs), kept until their manifest is put.
     small: BTreeMap<Digest, Vec<u8>>,
     /// The manifests put, for [`ImageSink::finish`].
@@ -181,7 +182,7 @@ fn sink_err(e: Error) -> super::Error {
 
 impl RegistrySink {
     /// A sink uploading through `client` layers compressed with
-    /// `compress`, pushed as `tag` (`None`: the tag of the reference
+    /// `compress`, pushed as each of `tags` (none: the tag of the reference
     /// [`ImageSink::finish`] is given), spooling blobs in a new temporary
     /// directory.
     ///
@@ -190,7 +191,7 @@ impl RegistrySink {
     pub fn new(
         client: Client,
         compress: CompressOptions,
-        tag: Option<String>,
+        tags: Vec<String>,
     ) -> Result<Self, Error> {
         let spool = tempfile::Builder::new()
             .prefix("nixlayer-push")
@@ -206,7 +207,7 @@ impl RegistrySink {
             spool,
             _pending: pending,
             compress,
-            tag,
+            tags,
             small: BTreeMap::new(),
             manifests: Vec::new(),
             known: Mutex::new(BTreeMap::new()),
@@ -303,15 +304,19 @@ impl ImageSink for RegistrySink {
         Ok((desc, true))
     }
 
-    /// PUTs the manifest as the tag: the last step of a push.
+    /// PUTs the manifest as each tag, in order: the last step of a push.
+    /// The same bytes every time, so every tag names the same digest.
     fn finish(self, reference: &str) -> Result<(PushCounts, Option<u64>), super::Error> {
-        let tag = self
-            .tag
-            .clone()
-            .unwrap_or_else(|| super::tag_of(reference).to_owned());
+        let tags = if self.tags.is_empty() {
+            vec![super::tag_of(reference).to_owned()]
+        } else {
+            self.tags.clone()
+        };
         match self.manifests.as_slice() {
             [manifest] => {
-                self.client.put_manifest(&tag, manifest).map_err(sink_err)?;
+                for tag in &tags {
+                    self.client.put_manifest(tag, manifest).map_err(sink_err)?;
+                }
                 Ok((self.counts, None))
             }
             [] => Err(super::Error::Unsupported {
@@ -337,8 +342,12 @@ mod tests {
             timeouts: Timeouts::default(),
             ca_file: None,
         };
-        let sink =
-            RegistrySink::new(Client::new(&target, options), CompressOptions::NONE, None).unwrap();
+        let sink = RegistrySink::new(
+            Client::new(&target, options),
+            CompressOptions::NONE,
+            Vec::new(),
+        )
+        .unwrap();
         let dir = sink.spool.path().to_owned();
         assert!(crate::cleanup::is_pending(&dir));
         drop(sink);
