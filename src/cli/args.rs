@@ -191,6 +191,11 @@ pub(crate) struct PushArgs {
     /// the system's (or `SSL_CERT_FILE`) and `/etc/docker/certs.d/HOST/*.crt`.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub(crate) ca_file: Option<PathBuf>,
+    /// The most bytes one `PATCH` of a chunked layer upload carries
+    /// (default 16 MiB; at least 4096). A dropped connection costs one
+    /// chunk again.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    pub(crate) chunk_size: Option<u64>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,

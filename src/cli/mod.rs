@@ -553,6 +553,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         insecure: args.insecure,
         timeouts,
         ca_file: args.ca_file.clone(),
+        chunk_size: args.chunk_size.unwrap_or(0),
     };
     let pushed = ops::push::push(
         &command.settings,

@@ -273,11 +273,11 @@ fn push_errors_name_the_registry_and_bad_references() {
     assert!(stderr.contains("http://127.0.0.1:9/v2/"), "{stderr}");
 }
 
-/// A `docker-registry` with htpasswd (basic) auth on a free loopback port,
-/// stopped on drop.
-struct AuthRegistry {
+/// A `docker-registry` of its own (with htpasswd auth, or none) on a free
+/// loopback port, stopped on drop.
+pub struct AuthRegistry {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -290,6 +290,16 @@ impl Drop for AuthRegistry {
 
 /// Starts an [`AuthRegistry`] with user `nixlayer`, password `pass`.
 fn auth_registry() -> AuthRegistry {
+    own_registry(true)
+}
+
+/// Starts an empty, anonymous registry of its own: every blob pushed to
+/// it is uploaded.
+pub fn fresh_registry() -> AuthRegistry {
+    own_registry(false)
+}
+
+fn own_registry(auth: bool) -> AuthRegistry {
     let dir = util::temp_dir();
     // bcrypt (cost 4, so each request stays fast) of `pass`.
     util::write(
@@ -307,7 +317,12 @@ fn auth_registry() -> AuthRegistry {
         "config.yml",
         &format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
-             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {d}/htpasswd\n"
+             http:\n  addr: 127.0.0.1:{port}\n{}",
+            if auth {
+                format!("auth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {d}/htpasswd\n")
+            } else {
+                String::new()
+            }
         ),
     );
     let child = std::process::Command::new("docker-registry")
@@ -330,7 +345,7 @@ fn auth_registry() -> AuthRegistry {
         let answered = agent
             .get(format!("http://127.0.0.1:{port}/v2/"))
             .call()
-            .is_ok_and(|r| r.status().as_u16() == 401);
+            .is_ok_and(|r| r.status().as_u16() == if auth { 401 } else { 200 });
         if answered {
             return registry;
         }

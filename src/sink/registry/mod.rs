@@ -3,9 +3,10 @@
 //!
 //! [`RegistrySink`] is an [`ImageSink`]: each layer blob is spooled to a
 //! temporary file while it is compressed and hashed, then uploaded unless
-//! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`), with a
-//! monolithic upload (`POST …/blobs/uploads/`, then `PUT <location>?digest=…`
-//! streaming the file). [`RegistrySink::has_blob`] asks the registry, so a
+//! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`): in
+//! chunks (`POST …/blobs/uploads/`, `PATCH`es, `PUT <location>?digest=…`),
+//! resumed or restarted after a failed chunk, or monolithic (one `PUT`)
+//! when the registry refuses chunks. [`RegistrySink::has_blob`] asks the registry, so a
 //! layer the layer cache knows and the registry holds is never read. Small
 //! blobs (config, manifest) stay in memory; the config is uploaded when
 //! its manifest is put, and [`ImageSink::finish`] PUTs the manifest with
@@ -341,6 +342,7 @@ mod tests {
             insecure: false,
             timeouts: Timeouts::default(),
             ca_file: None,
+            chunk_size: 0,
         };
         let sink = RegistrySink::new(
             Client::new(&target, options),
