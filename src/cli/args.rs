@@ -196,6 +196,9 @@ pub(crate) struct PushArgs {
     /// chunk again.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
     pub(crate) chunk_size: Option<u64>,
+    /// How many layers upload at once, while the build goes on (default 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: Option<u16>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,

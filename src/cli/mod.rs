@@ -554,6 +554,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         timeouts,
         ca_file: args.ca_file.clone(),
         chunk_size: args.chunk_size.unwrap_or(0),
+        jobs: args.jobs.map_or(0, usize::from),
     };
     let pushed = ops::push::push(
         &command.settings,

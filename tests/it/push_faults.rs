@@ -877,3 +877,52 @@ fn a_connection_dropped_mid_upload_resumes_or_restarts_cleanly() {
         "no status GET"
     );
 }
+
+/// The most uploads (`PATCH`es) in flight at once through a proxy that
+/// holds each for 300 ms, for a push with `--jobs jobs` of a new image.
+fn concurrent_uploads(jobs: &str) -> Option<usize> {
+    let hello = util::nix_fixture("hello")?;
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return None;
+    }
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let in_flight = Arc::new(Mutex::new((0usize, 0usize)));
+    let proxy = {
+        let in_flight = in_flight.clone();
+        Server::start(move |conn, seen, rest, _| {
+            if seen.method != "PATCH" {
+                return forward_to(&upstream, conn, seen, rest, None);
+            }
+            {
+                let mut f = in_flight.lock().unwrap();
+                f.0 += 1;
+                f.1 = f.1.max(f.0);
+            }
+            thread::sleep(Duration::from_millis(300));
+            forward_to(&upstream, conn, seen, rest, None);
+            in_flight.lock().unwrap().0 -= 1;
+        })
+    };
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""jobs""#);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/jobs:1", proxy.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--jobs", jobs, "--no-cache"]),
+        Duration::from_secs(100),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(blobs(&json(&out.stdout)), (4, 0));
+    let max = in_flight.lock().unwrap().1;
+    Some(max)
+}
+
+#[test]
+fn layers_upload_at_once_as_jobs_allows() {
+    let Some(three) = concurrent_uploads("3") else {
+        return;
+    };
+    assert!(three >= 2, "at most {three} upload at once with --jobs 3");
+    let one = concurrent_uploads("1").unwrap();
+    assert_eq!(one, 1, "--jobs 1");
+}

@@ -76,6 +76,8 @@ pub struct ClientOptions {
     /// The most bytes one `PATCH` of a chunked upload carries (0:
     /// [`DEFAULT_CHUNK`]).
     pub chunk_size: u64,
+    /// How many blobs upload at once (0: the default, 4).
+    pub jobs: usize,
 }
 
 /// The default chunk of a chunked upload: a dropped connection costs at
@@ -168,6 +170,7 @@ pub struct Client {
     /// Set when the registry refused a `PATCH`: later blobs go
     /// monolithic at once.
     chunks_refused: AtomicBool,
+    jobs: usize,
 }
 
 impl fmt::Debug for Client {
@@ -268,6 +271,7 @@ impl Client {
                 options.chunk_size
             },
             chunks_refused: AtomicBool::new(false),
+            jobs: options.jobs,
         }
     }
 
@@ -749,6 +753,12 @@ impl Client {
             status,
             body,
         }
+    }
+
+    /// How many blobs are to upload at once (0: the default).
+    #[must_use]
+    pub fn jobs(&self) -> usize {
+        self.jobs
     }
 
     /// Checks that the registry speaks the distribution API (`GET /v2/`),

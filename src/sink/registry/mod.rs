@@ -2,7 +2,8 @@
 //! small blocking HTTP client (ureq, no async runtime).
 //!
 //! [`RegistrySink`] is an [`ImageSink`]: each layer blob is spooled to a
-//! temporary file while it is compressed and hashed, then uploaded unless
+//! temporary file while it is compressed and hashed, then queued for
+//! upload threads (the build goes on meanwhile; see `Uploads`), uploaded unless
 //! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`): in
 //! chunks (`POST …/blobs/uploads/`, `PATCH`es, `PUT <location>?digest=…`),
 //! resumed or restarted after a failed chunk, or monolithic (one `PUT`)
@@ -28,11 +29,14 @@ pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::spool::Spooled;
 use super::{ImageEntry, ImageSink, LayerForm, SpooledBlob};
 use crate::cleanup::Pending;
 use crate::codec::CompressOptions;
@@ -157,10 +161,172 @@ pub struct PushCounts {
     pub bytes_uploaded: u64,
 }
 
+/// How many blobs upload at once unless `ClientOptions::jobs` says.
+pub const DEFAULT_JOBS: usize = 4;
+
+/// A layer waiting for a worker.
+struct Job {
+    digest: Digest,
+    spooled: Spooled,
+    size: u64,
+}
+
+/// What the upload workers share with the sink.
+#[derive(Default)]
+struct Progress {
+    /// Blobs queued or uploading.
+    outstanding: usize,
+    /// The first upload that failed; later jobs are dropped unsent.
+    error: Option<Error>,
+    uploaded: usize,
+    bytes: u64,
+}
+
+type Shared = Arc<(Mutex<Progress>, Condvar)>;
+
+/// Layers upload on `jobs` worker threads while the build goes on: a
+/// committed layer is queued (the queue holds at most `jobs` spooled
+/// blobs; the build waits while it is full), so at most `2 × jobs`
+/// spooled blobs exist at once besides the one being written.
+struct Uploads {
+    sender: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uploads {
+    fn start(client: &Arc<Client>, jobs: usize) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(jobs);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let shared: Shared = Arc::default();
+        let workers = (0..jobs)
+            .map(|_| {
+                let (client, receiver, shared) = (
+                    Arc::clone(client),
+                    Arc::clone(&receiver),
+                    Arc::clone(&shared),
+                );
+                std::thread::spawn(move || work(&client, &receiver, &shared))
+            })
+            .collect();
+        Self {
+            sender: Some(sender),
+            workers,
+            shared,
+        }
+    }
+
+    /// The first failure so far, taken.
+    fn failed(&self) -> Option<Error> {
+        lock(&self.shared.0).error.take()
+    }
+
+    fn queue(&self, job: Job) -> Result<(), Error> {
+        lock(&self.shared.0).outstanding += 1;
+        let sent = self.sender.as_ref().map(|s| s.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            lock(&self.shared.0).outstanding -= 1;
+            return Err(Error::Io {
+                what: "(upload queue)".to_owned(),
+                path: PathBuf::from("(memory)"),
+                source: std::io::Error::other("the upload workers stopped"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until every queued blob is uploaded; the first failure, or
+    /// the uploads' count and bytes.
+    fn wait(&self) -> Result<(usize, u64), Error> {
+        let (mutex, done) = &*self.shared;
+        let mut p = lock(mutex);
+        while p.outstanding > 0 {
+            p = done
+                .wait(p)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match p.error.take() {
+            Some(e) => Err(e),
+            None => Ok((
+                std::mem::take(&mut p.uploaded),
+                std::mem::take(&mut p.bytes),
+            )),
+        }
+    }
+}
+
+impl Drop for Uploads {
+    /// Ends the workers: after a failure (or a build error) the jobs still
+    /// queued are dropped unsent; an upload in flight ends within its
+    /// deadline. Not joined, so an error is reported at once.
+    fn drop(&mut self) {
+        {
+            let mut p = lock(&self.shared.0);
+            if p.error.is_none() && p.outstanding > 0 {
+                p.error = Some(Error::Io {
+                    what: "(upload queue)".to_owned(),
+                    path: PathBuf::from("(memory)"),
+                    source: std::io::Error::other("the push was abandoned"),
+                });
+            }
+        }
+        self.sender = None;
+        if lock(&self.shared.0).outstanding == 0 {
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+/// An upload worker: takes jobs until the queue closes.
+fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
+    loop {
+        let job = match lock(receiver).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let skip = lock(&shared.0).error.is_some();
+        let result = if skip {
+            Ok(())
+        } else {
+            client.upload(&job.digest, &Body::File(job.spooled.path(), job.size))
+        };
+        drop(job.spooled); // removes the spooled copy
+        let (mutex, done) = &**shared;
+        let mut p = lock(mutex);
+        match result {
+            Ok(()) if !skip => {
+                p.uploaded += 1;
+                p.bytes += job.size;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                p.error.get_or_insert(e);
+            }
+        }
+        p.outstanding -= 1;
+        done.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An [`ImageSink`] that uploads to a registry: see the module docs.
 #[derive(Debug)]
 pub struct RegistrySink {
-    client: Client,
+    client: Arc<Client>,
+    uploads: Uploads,
     spool: TempDir,
     /// Removes the spool directory if a signal ends the process.
     _pending: Pending,
@@ -203,7 +369,14 @@ impl RegistrySink {
                 source,
             })?;
         let pending = Pending::new(spool.path());
+        let client = Arc::new(client);
+        let jobs = if client.jobs() == 0 {
+            DEFAULT_JOBS
+        } else {
+            client.jobs()
+        };
         Ok(Self {
+            uploads: Uploads::start(&client, jobs),
             client,
             spool,
             _pending: pending,
@@ -263,12 +436,24 @@ impl ImageSink for RegistrySink {
         digest: &Digest,
         size: u64,
     ) -> Result<bool, super::Error> {
+        if let Some(e) = self.uploads.failed() {
+            return Err(sink_err(e));
+        }
         let spooled = blob.finish()?;
-        let new = self
-            .push_blob(digest, &Body::File(spooled.path(), size))
+        if self.head(digest).map_err(sink_err)? {
+            self.counts.existing += 1;
+            return Ok(false);
+        }
+        // Queued: taken for present, so the same blob is not queued twice.
+        lock(&self.known).insert(*digest, true);
+        self.uploads
+            .queue(Job {
+                digest: *digest,
+                spooled,
+                size,
+            })
             .map_err(sink_err)?;
-        drop(spooled); // removes the spooled copy
-        Ok(new)
+        Ok(true)
     }
 
     fn has_blob(&self, digest: &Digest) -> bool {
@@ -286,6 +471,10 @@ impl ImageSink for RegistrySink {
     /// Uploads the image's config (when missing) and keeps the manifest
     /// for [`ImageSink::finish`], which PUTs it with exactly these bytes.
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), super::Error> {
+        // Its layers first: a manifest is refused while a blob is missing.
+        let (uploaded, bytes) = self.uploads.wait().map_err(sink_err)?;
+        self.counts.uploaded += uploaded;
+        self.counts.bytes_uploaded += bytes;
         let config = &image.config.digest;
         let bytes = self.small.get(config).cloned().ok_or_else(|| {
             sink_err(Error::Io {
@@ -343,6 +532,7 @@ mod tests {
             timeouts: Timeouts::default(),
             ca_file: None,
             chunk_size: 0,
+            jobs: 0,
         };
         let sink = RegistrySink::new(
             Client::new(&target, options),
