@@ -850,9 +850,10 @@ fn a_registry_refusing_patch_gets_monolithic_uploads() {
     let Some(seen) = push_through(Fault::RefusePatch) else {
         return;
     };
-    // Refused once, then never asked again.
+    // Refused once per upload thread at most (4 by default), then never
+    // asked again.
     let patches = seen.iter().filter(|s| s.method == "PATCH").count();
-    assert_eq!(patches, 1);
+    assert!((1..=4).contains(&patches), "{patches} PATCHes");
 }
 
 #[test]
