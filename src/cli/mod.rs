@@ -584,6 +584,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
                     "uploaded": counts.uploaded,
                     "existing": counts.existing,
                     "bytes_uploaded": counts.bytes_uploaded,
+                    "mounted": counts.mounted,
                     "layers_cached": layers_cached,
                 }),
             );
@@ -599,8 +600,13 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         .skip(1)
         .map(|t| format!(", :{t}"))
         .collect();
+    let mounted = if counts.mounted > 0 {
+        format!(", {} mounted from another repository", counts.mounted)
+    } else {
+        String::new()
+    };
     printer.info(&format!(
-        "pushed {reference}{also} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",
+        "pushed {reference}{also} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}){mounted}, {} already present ({} layer{} from the cache)",
         summary.layers.len(),
         plural(summary.layers.len()),
         printer::elapsed(start.elapsed()),

@@ -7,6 +7,7 @@
 
 use super::{build, BuildSettings, BuildSummary, Error, PreparedImage, Reporter};
 use crate::codec::CompressOptions;
+use crate::sink::registry::homes::BlobHomes;
 use crate::sink::registry::{Client, ClientOptions, PushCounts, Reference, RegistrySink};
 use crate::sink::tag_of;
 
@@ -61,7 +62,12 @@ pub fn push(
             tags.push(tag.clone());
         }
     }
-    let sink = RegistrySink::new(client, compress, tags.clone())?;
+    let mut sink = RegistrySink::new(client, compress, tags.clone())?;
+    if let Some(cache) = &settings.cache {
+        // Beside the layer records: where each blob went, for mounts.
+        let homes = BlobHomes::new(&cache.dir().join("registry-blobs"), &target.host);
+        sink = sink.with_homes(homes, &target.repository);
+    }
     let (summary, mut counts) = build(settings, image, sink, reporter)?;
     let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
     // A layer from the cache was found on the registry by HEAD: present too.

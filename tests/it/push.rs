@@ -487,3 +487,60 @@ fn push_with_a_password_from_stdin_or_the_environment() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_blob_pushed_to_one_repository_is_mounted_into_another() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") || !util::require_tool("skopeo")
+    {
+        return;
+    }
+    let registry = fresh_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""mounts""#);
+    let push_to = |repo: &str, cache: &Path| {
+        let reference = format!("127.0.0.1:{}/{repo}:1", registry.port);
+        let out = run(
+            nixlayer()
+                .arg("push")
+                .arg(&m)
+                .arg(&reference)
+                .arg("--json")
+                .env("XDG_CACHE_HOME", cache),
+            0,
+        );
+        (
+            json(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cache = tmp.path().join("cache");
+    let (a, _) = push_to("team/a", &cache);
+    assert_eq!(blobs(&a), (4, 0), "{a}");
+    assert_eq!(a["blobs"]["mounted"], 0);
+    // The same image to another repository: every blob mounted from the
+    // first, none uploaded.
+    let (b, stderr) = push_to("team/b", &cache);
+    assert_eq!(blobs(&b), (0, 0), "{b}");
+    assert_eq!(b["blobs"]["mounted"], 4, "{b}");
+    assert_eq!(b["blobs"]["bytes_uploaded"], 0);
+    assert!(
+        stderr.contains("4 mounted from another repository"),
+        "{stderr}"
+    );
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://127.0.0.1:{}/team/b:1", registry.port),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], b["manifest_digest"]);
+    // Without the record (another cache), the blobs are uploaded.
+    let (c, _) = push_to("team/c", &tmp.path().join("other-cache"));
+    assert_eq!(blobs(&c), (4, 0), "{c}");
+    assert_eq!(c["blobs"]["mounted"], 0);
+}

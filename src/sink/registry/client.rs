@@ -477,6 +477,7 @@ impl Client {
         match (method, body) {
             ("HEAD", _) => prepared!(self.agent.head(url)).call(),
             ("GET", _) => prepared!(self.agent.get(url)).call(),
+            ("DELETE", _) => prepared!(self.agent.delete(url)).call(),
             (m, b) => {
                 let req = match m {
                     "POST" => self.agent.post(url),
@@ -810,6 +811,39 @@ impl Client {
             Err(bad(
                 "the Location header is neither a path nor an http(s) URL",
             ))
+        }
+    }
+
+    /// Asks the registry to mount blob `digest` from repository `from` of
+    /// the same registry (`POST …/blobs/uploads/?mount=&from=`): `true`
+    /// when it did (201). A registry that cannot answers 202 and opens an
+    /// upload instead, which is cancelled (`DELETE`, best effort): the
+    /// blob is then uploaded as usual.
+    ///
+    /// # Errors
+    /// When the registry cannot be reached.
+    pub fn mount(&self, digest: &Digest, from: &str) -> Result<bool, Error> {
+        let what = format!("blob {} (mount from {from})", digest.prefixed());
+        let url = self.url(&format!(
+            "blobs/uploads/?mount={}&from={}",
+            encode(&digest.prefixed()),
+            encode(from)
+        ))?;
+        let resp = self.send("POST", &url, &what, &[], &Body::None)?;
+        match resp.status().as_u16() {
+            201 => {
+                check_digest(&resp, &url, &what, digest)?;
+                Ok(true)
+            }
+            202 => {
+                if let Some(l) = location(&resp) {
+                    if let Ok(open) = self.upload_url(&url, &what, &l) {
+                        let _ = self.send("DELETE", &open, &what, &[], &Body::None);
+                    }
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
         }
     }
 

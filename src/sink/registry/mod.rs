@@ -25,6 +25,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod homes;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -159,6 +160,8 @@ pub struct PushCounts {
     pub existing: usize,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
+    /// Blobs mounted from another repository of the registry, not uploaded.
+    pub mounted: usize,
 }
 
 /// How many blobs upload at once unless `ClientOptions::jobs` says.
@@ -341,6 +344,10 @@ pub struct RegistrySink {
     /// What HEAD said, so no blob is asked about twice.
     known: Mutex<BTreeMap<Digest, bool>>,
     counts: PushCounts,
+    /// Where blobs went, for cross-repository mounts (none: no mounts).
+    homes: Option<homes::BlobHomes>,
+    /// Our repository.
+    repository: String,
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -386,7 +393,49 @@ impl RegistrySink {
             manifests: Vec::new(),
             known: Mutex::new(BTreeMap::new()),
             counts: PushCounts::default(),
+            homes: None,
+            repository: String::new(),
         })
+    }
+
+    /// Records in `homes` which repository (`repository`, ours) each blob
+    /// went to, and mounts a missing blob from another repository there
+    /// recorded instead of uploading it.
+    #[must_use]
+    pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str) -> Self {
+        self.homes = Some(homes);
+        self.repository = repository.to_owned();
+        self
+    }
+
+    /// Mounts `digest` from a repository it was pushed to before, when the
+    /// registry agrees: whether it did. At most three are asked.
+    fn mount(&self, digest: &Digest) -> Result<bool, Error> {
+        let Some(homes) = &self.homes else {
+            return Ok(false);
+        };
+        for from in homes
+            .get(digest)
+            .iter()
+            .filter(|r| **r != self.repository)
+            .take(3)
+        {
+            if self.client.mount(digest, from)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Notes that the image's blobs are in our repository.
+    fn record_homes(&self, image: &ImageEntry<'_>) {
+        let Some(homes) = &self.homes else {
+            return;
+        };
+        for d in image.layers.iter().chain([image.config]) {
+            // A record that cannot be written only costs an upload later.
+            let _ = homes.put(&d.digest, &self.repository);
+        }
     }
 
     fn head(&self, digest: &Digest) -> Result<bool, Error> {
@@ -405,6 +454,11 @@ impl RegistrySink {
     fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
         if self.head(digest)? {
             self.counts.existing += 1;
+            return Ok(false);
+        }
+        if self.mount(digest)? {
+            self.counts.mounted += 1;
+            lock(&self.known).insert(*digest, true);
             return Ok(false);
         }
         self.client.upload(digest, body)?;
@@ -442,6 +496,11 @@ impl ImageSink for RegistrySink {
         let spooled = blob.finish()?;
         if self.head(digest).map_err(sink_err)? {
             self.counts.existing += 1;
+            return Ok(false);
+        }
+        if self.mount(digest).map_err(sink_err)? {
+            self.counts.mounted += 1;
+            lock(&self.known).insert(*digest, true);
             return Ok(false);
         }
         // Queued: taken for present, so the same blob is not queued twice.
@@ -485,6 +544,7 @@ impl ImageSink for RegistrySink {
         })?;
         self.push_blob(config, &Body::Bytes(&bytes))
             .map_err(sink_err)?;
+        self.record_homes(image);
         self.manifests.push(image.manifest.to_vec());
         let desc = Descriptor {
             media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
