@@ -15,6 +15,7 @@ pub(crate) mod args;
 pub(crate) mod diagnostics;
 mod init;
 mod layers;
+mod progress;
 pub(crate) mod printer;
 
 use std::error::Error as StdError;
@@ -30,7 +31,7 @@ use nixlayer::closure::{ClosureGraph, Source};
 use nixlayer::layer::customisation::FileData;
 use nixlayer::manifest::{LoadedManifest, OutputFormat};
 use nixlayer::ops::merge;
-use nixlayer::ops::{self, settings, BuildSettings, BuildSummary, NoReporter};
+use nixlayer::ops::{self, settings, BuildSettings, BuildSummary};
 use nixlayer::sink::docker_archive::DockerArchiveWriter;
 use nixlayer::sink::oci_archive::OciArchiveWriter;
 use nixlayer::sink::oci_layout::OciLayout;
@@ -141,10 +142,11 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let settings = &command.settings;
     let compress = &command.compress;
+    let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), false);
     let (summary, dest) = match output {
         Some(dir) if layout => {
             let layout = OciLayout::create(dir)?.compressed(*compress);
-            let (summary, ()) = ops::build(settings, &image, layout, &NoReporter)?;
+            let (summary, ()) = ops::build(settings, &image, layout, &progress)?;
             (summary, dir.display().to_string())
         }
         Some(path) => {
@@ -152,7 +154,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             let written = OutputFile::create(path)
                 .map_err(BoxError::from)
                 .and_then(|out| {
-                    let (out, summary) = write_archive(&command, &image, out)?;
+                    let (out, summary) = write_archive(&command, &image, out, &progress)?;
                     out.commit()?;
                     Ok(summary)
                 });
@@ -162,16 +164,19 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             // `Stdout`, not its lock: the layer writer hands it to a writer thread.
             widen_stdout_pipe();
             let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
-            let written = write_archive(&command, &image, stdout).and_then(|(mut out, summary)| {
-                out.flush().map_err(ops::Error::Write)?;
-                Ok(summary)
-            });
+            let written = write_archive(&command, &image, stdout, &progress).and_then(
+                |(mut out, summary)| {
+                    out.flush().map_err(ops::Error::Write)?;
+                    Ok(summary)
+                },
+            );
             (
                 on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
                 "stdout".to_owned(),
             )
         }
     };
+    progress.clear();
     if args.json {
         printer.data(&summary_json(&summary, &command, &dest))?;
     }
@@ -316,16 +321,17 @@ fn write_archive<W: Write + Send>(
     command: &settings::ResolvedBuild,
     image: &ops::PreparedImage,
     out: W,
+    reporter: &dyn ops::Reporter,
 ) -> Result<(W, BuildSummary), ops::Error> {
     let (settings, compress) = (&command.settings, &command.compress);
     let (summary, out) = if command.format == OutputFormat::OciArchive {
         let sink =
             OciArchiveWriter::new(out, settings.mtime, *compress).map_err(ops::Error::Write)?;
-        ops::build(settings, image, sink, &NoReporter)?
+        ops::build(settings, image, sink, reporter)?
     } else {
         let sink =
             DockerArchiveWriter::new(out, settings.mtime, compress).map_err(ops::Error::Write)?;
-        ops::build(settings, image, sink, &NoReporter)?
+        ops::build(settings, image, sink, reporter)?
     };
     Ok((out, summary))
 }
@@ -522,6 +528,11 @@ fn inspect_text(doc: &serde_json::Value) -> String {
     out
 }
 
+/// The tar size of each layer, for the progress bar.
+fn layer_sizes(image: &ops::PreparedImage) -> Vec<u64> {
+    image.layers.iter().map(|l| l.size).collect()
+}
+
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     use nixlayer::sink::registry::{ClientOptions, Reference, Timeouts};
     let start = Instant::now();
@@ -556,6 +567,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         chunk_size: args.chunk_size.unwrap_or(0),
         jobs: args.jobs.map_or(0, usize::from),
     };
+    let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), true);
     let pushed = ops::push::push(
         &command.settings,
         &image,
@@ -563,8 +575,9 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         &args.tags,
         options,
         command.compress,
-        &NoReporter,
+        &progress,
     )?;
+    progress.clear();
     let (summary, counts, layers_cached) = (&pushed.build, pushed.counts, pushed.layers_cached);
     let manifest_digest = summary
         .manifest_digest

@@ -544,3 +544,58 @@ fn a_blob_pushed_to_one_repository_is_mounted_into_another() {
     assert_eq!(blobs(&c), (4, 0), "{c}");
     assert_eq!(c["blobs"]["mounted"], 0);
 }
+
+/// Runs `nixlayer ARGS` under `script`, so its stderr is a terminal; what
+/// the terminal saw.
+fn on_a_terminal(args: &str) -> String {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_nixlayer"));
+    let out = run(
+        std::process::Command::new("script").args(["-qec", &command, "/dev/null"]),
+        0,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("script") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""progress""#);
+    let out = tmp.path().join("image.tar");
+    let shown = on_a_terminal(&format!(
+        "build {} -o {} --no-cache",
+        m.display(),
+        out.display()
+    ));
+    assert!(shown.contains("layers 0/3"), "{shown}");
+    assert!(shown.contains("MiB"), "{shown}");
+    assert!(shown.contains("built nixlayer-test/hello:it"), "{shown}");
+    // Not a terminal: the summary line alone.
+    let piped = run(nixlayer().arg("build").arg(&m).arg("-o").arg(&out), 0);
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        stderr.starts_with("built ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let reference = format!("{REGISTRY}/nixlayer-test/progress:1");
+    let shown = on_a_terminal(&format!("push {} {reference} --no-cache", m.display()));
+    assert!(shown.contains("layers 0/3"), "{shown}");
+    assert!(shown.contains(&format!("pushed {reference}")), "{shown}");
+    // `--quiet`: nothing but the pinned name on stdout.
+    let shown = on_a_terminal(&format!(
+        "--quiet push {} {reference} --no-cache",
+        m.display()
+    ));
+    assert!(!shown.contains("layers"), "{shown}");
+    let pinned = shown.trim();
+    assert!(
+        pinned.starts_with(&format!("{REGISTRY}/nixlayer-test/progress@sha256:"))
+            && !pinned.contains('\n'),
+        "{shown}"
+    );
+}
