@@ -927,3 +927,51 @@ fn layers_upload_at_once_as_jobs_allows() {
     let one = concurrent_uploads("1").unwrap();
     assert_eq!(one, 1, "--jobs 1");
 }
+
+#[test]
+fn a_failed_upload_ends_the_push_and_leaves_no_spool() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    // Every blob's final PUT is refused, with a reason.
+    let proxy = Server::start(move |mut conn, seen, rest, _| {
+        if seen.method == "PUT" && seen.target.contains("digest=") {
+            drain(&mut conn, seen, &rest);
+            respond(
+                conn,
+                "403 Forbidden",
+                &[("Content-Type", "application/json")],
+                r#"{"errors":[{"code":"DENIED","message":"quota exceeded"}]}"#,
+            );
+        } else {
+            forward_to(&upstream, conn, seen, rest, None);
+        }
+    });
+    let tmp = util::temp_dir();
+    let spool = tmp.path().join("tmp");
+    std::fs::create_dir(&spool).unwrap();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""denied""#);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/denied:1", proxy.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path())
+            .args(["--no-cache", "--jobs", "2"])
+            .env("TMPDIR", &spool),
+        Duration::from_secs(100),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("403") && stderr.contains("quota exceeded"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no summary on stdout");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}
