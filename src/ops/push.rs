@@ -68,10 +68,10 @@ pub fn push(
         let homes = BlobHomes::new(&cache.dir().join("registry-blobs"), &target.host);
         sink = sink.with_homes(homes, &target.repository);
     }
-    let (summary, mut counts) = build(settings, image, sink, reporter)?;
+    // A layer from the cache the registry has (or mounted) counts as
+    // existing (or mounted) in the sink's counts.
+    let (summary, counts) = build(settings, image, sink, reporter)?;
     let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
-    // A layer from the cache was found on the registry by HEAD: present too.
-    counts.existing += layers_cached;
     if tags.is_empty() {
         tags.push(tag_of(&summary.reference).to_owned());
     }

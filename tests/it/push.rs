@@ -526,6 +526,8 @@ fn a_blob_pushed_to_one_repository_is_mounted_into_another() {
     assert_eq!(blobs(&b), (0, 0), "{b}");
     assert_eq!(b["blobs"]["mounted"], 4, "{b}");
     assert_eq!(b["blobs"]["bytes_uploaded"], 0);
+    // The layers the layer cache knew were mounted unread.
+    assert_eq!(b["blobs"]["layers_cached"], 3, "{b}");
     assert!(
         stderr.contains("4 mounted from another repository"),
         "{stderr}"

@@ -30,6 +30,7 @@ pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -348,6 +349,9 @@ pub struct RegistrySink {
     homes: Option<homes::BlobHomes>,
     /// Our repository.
     repository: String,
+    /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
+    /// not read.
+    unread: (AtomicUsize, AtomicUsize),
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -395,6 +399,7 @@ impl RegistrySink {
             counts: PushCounts::default(),
             homes: None,
             repository: String::new(),
+            unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
         })
     }
 
@@ -515,10 +520,22 @@ impl ImageSink for RegistrySink {
         Ok(true)
     }
 
+    /// Whether the registry holds `digest` in our repository, or mounts
+    /// it there from another one: then the layer (known to the layer
+    /// cache) is not read at all. Counted as existing or mounted.
     fn has_blob(&self, digest: &Digest) -> bool {
         // An error here only means the layer is built; the upload then
         // reports what is wrong.
-        self.head(digest).unwrap_or(false)
+        if self.head(digest).unwrap_or(false) {
+            self.unread.0.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        if self.mount(digest).unwrap_or(false) {
+            lock(&self.known).insert(*digest, true);
+            self.unread.1.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), super::Error> {
@@ -567,7 +584,10 @@ impl ImageSink for RegistrySink {
                 for tag in &tags {
                     self.client.put_manifest(tag, manifest).map_err(sink_err)?;
                 }
-                Ok((self.counts, None))
+                let mut counts = self.counts;
+                counts.existing += self.unread.0.load(Ordering::Relaxed);
+                counts.mounted += self.unread.1.load(Ordering::Relaxed);
+                Ok((counts, None))
             }
             [] => Err(super::Error::Unsupported {
                 what: "no image manifest was built, so there is nothing to push".to_owned(),
