@@ -152,6 +152,10 @@ pub(crate) struct PushArgs {
     /// tag, else derived from the config digest).
     #[arg(value_name = "REF")]
     pub(crate) reference: String,
+    /// Also push as this tag, in the same repository (repeatable; with
+    /// `REF`'s tag, every one is pushed, that one first).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
     /// Layer compression.
     #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["none", "gzip", "zstd"])]
     pub(crate) compression: String,
@@ -187,6 +191,14 @@ pub(crate) struct PushArgs {
     /// the system's (or `SSL_CERT_FILE`) and `/etc/docker/certs.d/HOST/*.crt`.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub(crate) ca_file: Option<PathBuf>,
+    /// The most bytes one `PATCH` of a chunked layer upload carries
+    /// (default 16 MiB; at least 4096). A dropped connection costs one
+    /// chunk again.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    pub(crate) chunk_size: Option<u64>,
+    /// How many layers upload at once, while the build goes on (default 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: Option<u16>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,

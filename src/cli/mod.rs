@@ -15,6 +15,7 @@ pub(crate) mod args;
 pub(crate) mod diagnostics;
 mod init;
 mod layers;
+mod progress;
 pub(crate) mod printer;
 
 use std::error::Error as StdError;
@@ -31,7 +32,7 @@ use nixlayer::codec::Compression;
 use nixlayer::layer::customisation::FileData;
 use nixlayer::manifest::{LoadedManifest, OutputFormat};
 use nixlayer::ops::merge;
-use nixlayer::ops::{self, settings, BuildSettings, BuildSummary, NoReporter};
+use nixlayer::ops::{self, settings, BuildSettings, BuildSummary};
 use nixlayer::sink::docker_archive::DockerArchiveWriter;
 use nixlayer::sink::oci_archive::OciArchiveWriter;
 use nixlayer::sink::oci_layout::OciLayout;
@@ -151,10 +152,11 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let settings = &command.settings;
     let compress = &command.compress;
+    let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), false);
     let (summary, dest) = match output {
         Some(dir) if layout => {
             let layout = OciLayout::create(dir)?.compressed(*compress);
-            let (summary, ()) = ops::build(settings, &image, layout, &NoReporter)?;
+            let (summary, ()) = ops::build(settings, &image, layout, &progress)?;
             (summary, dir.display().to_string())
         }
         Some(path) => {
@@ -162,7 +164,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             let written = OutputFile::create(path)
                 .map_err(BoxError::from)
                 .and_then(|out| {
-                    let (out, summary) = write_archive(&command, &image, out)?;
+                    let (out, summary) = write_archive(&command, &image, out, &progress)?;
                     out.commit()?;
                     Ok(summary)
                 });
@@ -172,16 +174,19 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             // `Stdout`, not its lock: the layer writer hands it to a writer thread.
             widen_stdout_pipe();
             let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
-            let written = write_archive(&command, &image, stdout).and_then(|(mut out, summary)| {
-                out.flush().map_err(ops::Error::Write)?;
-                Ok(summary)
-            });
+            let written = write_archive(&command, &image, stdout, &progress).and_then(
+                |(mut out, summary)| {
+                    out.flush().map_err(ops::Error::Write)?;
+                    Ok(summary)
+                },
+            );
             (
                 on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
                 "stdout".to_owned(),
             )
         }
     };
+    progress.clear();
     if args.json {
         printer.data(&summary_json(&summary, &command, &dest))?;
     }
@@ -388,16 +393,17 @@ fn write_archive<W: Write + Send>(
     command: &settings::ResolvedBuild,
     image: &ops::PreparedImage,
     out: W,
+    reporter: &dyn ops::Reporter,
 ) -> Result<(W, BuildSummary), ops::Error> {
     let (settings, compress) = (&command.settings, &command.compress);
     let (summary, out) = if command.format == OutputFormat::OciArchive {
         let sink =
             OciArchiveWriter::new(out, settings.mtime, *compress).map_err(ops::Error::Write)?;
-        ops::build(settings, image, sink, &NoReporter)?
+        ops::build(settings, image, sink, reporter)?
     } else {
         let sink =
             DockerArchiveWriter::new(out, settings.mtime, compress).map_err(ops::Error::Write)?;
-        ops::build(settings, image, sink, &NoReporter)?
+        ops::build(settings, image, sink, reporter)?
     };
     Ok((out, summary))
 }
@@ -594,10 +600,19 @@ fn inspect_text(doc: &serde_json::Value) -> String {
     out
 }
 
+/// The tar size of each layer, for the progress bar.
+fn layer_sizes(image: &ops::PreparedImage) -> Vec<u64> {
+    image.layers.iter().map(|l| l.size).collect()
+}
+
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     use nixlayer::sink::registry::{ClientOptions, Reference, Timeouts};
     let start = Instant::now();
     let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    for tag in &args.tags {
+        nixlayer::sink::registry::reference::check_tag(tag)
+            .map_err(|reason| UsageError(format!("--tag `{tag}`: {reason}")))?;
+    }
     let env = PushEnv::capture();
     let credentials = push_credentials(args, &env, &target.host, &mut io::stdin().lock())?;
     let timeouts = Timeouts {
@@ -621,39 +636,62 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         insecure: args.insecure,
         timeouts,
         ca_file: args.ca_file.clone(),
+        chunk_size: args.chunk_size.unwrap_or(0),
+        jobs: args.jobs.map_or(0, usize::from),
     };
+    let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), true);
     let pushed = ops::push::push(
         &command.settings,
         &image,
         &target,
+        &args.tags,
         options,
         command.compress,
-        &NoReporter,
+        &progress,
     )?;
+    progress.clear();
     let (summary, counts, layers_cached) = (&pushed.build, pushed.counts, pushed.layers_cached);
     let manifest_digest = summary
         .manifest_digest
         .ok_or("the build made no OCI manifest")?;
     let reference = pushed.reference.clone();
+    let pinned = pushed.pinned.clone();
     if args.json {
         let mut doc: serde_json::Value =
             serde_json::from_slice(&summary_json(summary, &command, &reference))?;
         if let Some(obj) = doc.as_object_mut() {
             obj.insert("reference".into(), reference.clone().into());
+            obj.insert("tags".into(), pushed.tags.clone().into());
+            obj.insert("pushed".into(), pinned.clone().into());
             obj.insert(
                 "blobs".into(),
                 serde_json::json!({
                     "uploaded": counts.uploaded,
                     "existing": counts.existing,
                     "bytes_uploaded": counts.bytes_uploaded,
+                    "mounted": counts.mounted,
                     "layers_cached": layers_cached,
                 }),
             );
         }
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
+    } else {
+        // The one line a deploy step captures to pin the digest.
+        printer.data(pinned.as_bytes())?;
     }
+    let also: String = pushed
+        .tags
+        .iter()
+        .skip(1)
+        .map(|t| format!(", :{t}"))
+        .collect();
+    let mounted = if counts.mounted > 0 {
+        format!(", {} mounted from another repository", counts.mounted)
+    } else {
+        String::new()
+    };
     printer.info(&format!(
-        "pushed {reference} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}), {} already present ({} layer{} from the cache)",
+        "pushed {reference}{also} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}){mounted}, {} already present ({} layer{} from the cache)",
         summary.layers.len(),
         plural(summary.layers.len()),
         printer::elapsed(start.elapsed()),

@@ -17,6 +17,12 @@ impl Printer {
         Self { quiet }
     }
 
+    /// Whether `--quiet` silences everything but errors.
+    #[must_use]
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// An informational line (the build summary).
     pub(crate) fn info(&self, line: &str) {
         if !self.quiet {

@@ -173,6 +173,81 @@ fn push_to_a_real_registry_then_pull_and_run() {
 }
 
 #[test]
+fn several_tags_in_one_push_and_the_digest_to_pin() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("skopeo") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""tags""#);
+    let repo = format!("{REGISTRY}/nixlayer-test/tags");
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(format!("{repo}:a"))
+            .args(["--tag", "b", "--tag", "c", "--tag", "a", "--json"]),
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pushed {repo}:a, :b, :c (")),
+        "{stderr}"
+    );
+    let pushed = json(&out.stdout);
+    let digest = pushed["manifest_digest"].as_str().unwrap().to_owned();
+    assert_eq!(pushed["reference"], format!("{repo}:a"));
+    assert_eq!(pushed["tags"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(pushed["pushed"], format!("{repo}@{digest}"));
+    // Every tag, and the pinned name, is the same manifest.
+    for name in [
+        format!("{repo}:a"),
+        format!("{repo}:b"),
+        format!("{repo}:c"),
+        format!("{repo}@{digest}"),
+    ] {
+        let inspect = json(&tool(
+            "skopeo",
+            &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+        ));
+        assert_eq!(inspect["Digest"], digest.as_str(), "{name}");
+    }
+
+    // Without `--json`, stdout is the pinned name alone; `--tag` without
+    // a tag in REF pushes only the tags given.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&repo)
+            .args(["--tag", "d"]),
+        0,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{repo}@{digest}\n")
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("pushed {repo}:d (")), "{stderr}");
+
+    // A bad tag is a usage error, before anything is built or sent.
+    for bad in ["", "-x", "a/b", "x@y", &"t".repeat(129)] {
+        let out = run(
+            nixlayer()
+                .arg("push")
+                .arg(&m)
+                .arg("127.0.0.1:9/nixlayer-test/tags")
+                .arg(format!("--tag={bad}")),
+            2,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--tag"), "{bad}: {stderr}");
+    }
+}
+
+#[test]
 fn push_errors_name_the_registry_and_bad_references() {
     let Some(hello) = util::nix_fixture("hello") else {
         return;
@@ -198,11 +273,11 @@ fn push_errors_name_the_registry_and_bad_references() {
     assert!(stderr.contains("http://127.0.0.1:9/v2/"), "{stderr}");
 }
 
-/// A `docker-registry` with htpasswd (basic) auth on a free loopback port,
-/// stopped on drop.
-struct AuthRegistry {
+/// A `docker-registry` of its own (with htpasswd auth, or none) on a free
+/// loopback port, stopped on drop.
+pub struct AuthRegistry {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -215,6 +290,16 @@ impl Drop for AuthRegistry {
 
 /// Starts an [`AuthRegistry`] with user `nixlayer`, password `pass`.
 fn auth_registry() -> AuthRegistry {
+    own_registry(true)
+}
+
+/// Starts an empty, anonymous registry of its own: every blob pushed to
+/// it is uploaded.
+pub fn fresh_registry() -> AuthRegistry {
+    own_registry(false)
+}
+
+fn own_registry(auth: bool) -> AuthRegistry {
     let dir = util::temp_dir();
     // bcrypt (cost 4, so each request stays fast) of `pass`.
     util::write(
@@ -232,7 +317,12 @@ fn auth_registry() -> AuthRegistry {
         "config.yml",
         &format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
-             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {d}/htpasswd\n"
+             http:\n  addr: 127.0.0.1:{port}\n{}",
+            if auth {
+                format!("auth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {d}/htpasswd\n")
+            } else {
+                String::new()
+            }
         ),
     );
     let child = std::process::Command::new("docker-registry")
@@ -255,7 +345,7 @@ fn auth_registry() -> AuthRegistry {
         let answered = agent
             .get(format!("http://127.0.0.1:{port}/v2/"))
             .call()
-            .is_ok_and(|r| r.status().as_u16() == 401);
+            .is_ok_and(|r| r.status().as_u16() == if auth { 401 } else { 200 });
         if answered {
             return registry;
         }
@@ -395,5 +485,119 @@ fn push_with_a_password_from_stdin_or_the_environment() {
     assert!(
         stderr.contains("401") && !stderr.contains("wr0ng"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_blob_pushed_to_one_repository_is_mounted_into_another() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") || !util::require_tool("skopeo")
+    {
+        return;
+    }
+    let registry = fresh_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""mounts""#);
+    let push_to = |repo: &str, cache: &Path| {
+        let reference = format!("127.0.0.1:{}/{repo}:1", registry.port);
+        let out = run(
+            nixlayer()
+                .arg("push")
+                .arg(&m)
+                .arg(&reference)
+                .arg("--json")
+                .env("XDG_CACHE_HOME", cache),
+            0,
+        );
+        (
+            json(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cache = tmp.path().join("cache");
+    let (a, _) = push_to("team/a", &cache);
+    assert_eq!(blobs(&a), (4, 0), "{a}");
+    assert_eq!(a["blobs"]["mounted"], 0);
+    // The same image to another repository: every blob mounted from the
+    // first, none uploaded.
+    let (b, stderr) = push_to("team/b", &cache);
+    assert_eq!(blobs(&b), (0, 0), "{b}");
+    assert_eq!(b["blobs"]["mounted"], 4, "{b}");
+    assert_eq!(b["blobs"]["bytes_uploaded"], 0);
+    // The layers the layer cache knew were mounted unread.
+    assert_eq!(b["blobs"]["layers_cached"], 3, "{b}");
+    assert!(
+        stderr.contains("4 mounted from another repository"),
+        "{stderr}"
+    );
+    let inspect = json(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://127.0.0.1:{}/team/b:1", registry.port),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], b["manifest_digest"]);
+    // Without the record (another cache), the blobs are uploaded.
+    let (c, _) = push_to("team/c", &tmp.path().join("other-cache"));
+    assert_eq!(blobs(&c), (4, 0), "{c}");
+    assert_eq!(c["blobs"]["mounted"], 0);
+}
+
+/// Runs `nixlayer ARGS` under `script`, so its stderr is a terminal; what
+/// the terminal saw.
+fn on_a_terminal(args: &str) -> String {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_nixlayer"));
+    let out = run(
+        std::process::Command::new("script").args(["-qec", &command, "/dev/null"]),
+        0,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("script") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""progress""#);
+    let out = tmp.path().join("image.tar");
+    let shown = on_a_terminal(&format!(
+        "build {} -o {} --no-cache",
+        m.display(),
+        out.display()
+    ));
+    assert!(shown.contains("layers 0/3"), "{shown}");
+    assert!(shown.contains("MiB"), "{shown}");
+    assert!(shown.contains("built nixlayer-test/hello:it"), "{shown}");
+    // Not a terminal: the summary line alone.
+    let piped = run(nixlayer().arg("build").arg(&m).arg("-o").arg(&out), 0);
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        stderr.starts_with("built ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let reference = format!("{REGISTRY}/nixlayer-test/progress:1");
+    let shown = on_a_terminal(&format!("push {} {reference} --no-cache", m.display()));
+    assert!(shown.contains("layers 0/3"), "{shown}");
+    assert!(shown.contains(&format!("pushed {reference}")), "{shown}");
+    // `--quiet`: nothing but the pinned name on stdout.
+    let shown = on_a_terminal(&format!(
+        "--quiet push {} {reference} --no-cache",
+        m.display()
+    ));
+    assert!(!shown.contains("layers"), "{shown}");
+    let pinned = shown.trim();
+    assert!(
+        pinned.starts_with(&format!("{REGISTRY}/nixlayer-test/progress@sha256:"))
+            && !pinned.contains('\n'),
+        "{shown}"
     );
 }

@@ -188,8 +188,19 @@ fn respond(mut conn: TcpStream, status: &str, headers: &[(&str, &str)], body: &s
 /// (`Connection: close` both ways, so bodies — chunked or not — are relayed
 /// as raw bytes until the registry closes). A `Location` in the answer is
 /// sent to `127.0.0.1:location_port` when given.
-fn forward(mut client: TcpStream, seen: &Seen, rest: Vec<u8>, location_port: Option<u16>) {
-    let Ok(mut up) = TcpStream::connect(REGISTRY) else {
+fn forward(client: TcpStream, seen: &Seen, rest: Vec<u8>, location_port: Option<u16>) {
+    forward_to(REGISTRY, client, seen, rest, location_port);
+}
+
+/// [`forward`] to the registry at `upstream`.
+fn forward_to(
+    upstream: &str,
+    mut client: TcpStream,
+    seen: &Seen,
+    rest: Vec<u8>,
+    location_port: Option<u16>,
+) {
+    let Ok(mut up) = TcpStream::connect(upstream) else {
         return respond(client, "502 Bad Gateway", &[], "no registry");
     };
     up.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -668,4 +679,299 @@ fn bad_timeouts_and_password_sources_are_usage_errors() {
         assert!(stderr.contains(says), "{args:?} {env:?}: {stderr}");
         assert!(!stderr.contains("s3cret-pw"), "{stderr}");
     }
+}
+
+/// How a [`faulty`] proxy misbehaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Every `PATCH` is answered 405 (a registry without chunked uploads).
+    RefusePatch,
+    /// The first `PATCH` and the first `PUT ?digest=` are answered 500.
+    FailOnce,
+    /// The third `PATCH` reaches the registry with half of its body, then
+    /// both connections are cut.
+    DropMidUpload,
+}
+
+/// The `Content-Length` of a request.
+fn content_length(seen: &Seen) -> usize {
+    seen.header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads the rest of a request's body, so an answer sent before it is not
+/// lost to a reset.
+fn drain(conn: &mut TcpStream, seen: &Seen, rest: &[u8]) {
+    let mut left = content_length(seen).saturating_sub(rest.len());
+    let mut buf = [0u8; 16 << 10];
+    while left > 0 {
+        match conn.read(&mut buf[..left.min(16 << 10)]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left -= n,
+        }
+    }
+}
+
+/// A proxy on 127.0.0.1 in front of the registry on `upstream` (its
+/// `Host` kept, so upload `Location`s come back to the proxy) with `fault`.
+fn faulty(upstream: u16, fault: Fault) -> Server {
+    let patches = Arc::new(Mutex::new(0usize));
+    let puts = Arc::new(Mutex::new(0usize));
+    let upstream = format!("127.0.0.1:{upstream}");
+    Server::start(move |mut conn, seen, rest, _| {
+        let is_patch = seen.method == "PATCH";
+        let is_final = seen.method == "PUT" && seen.target.contains("digest=");
+        let n = if is_patch {
+            let mut p = patches.lock().unwrap();
+            *p += 1;
+            *p
+        } else if is_final {
+            let mut p = puts.lock().unwrap();
+            *p += 1;
+            *p
+        } else {
+            0
+        };
+        match fault {
+            Fault::RefusePatch if is_patch => {
+                drain(&mut conn, seen, &rest);
+                respond(
+                    conn,
+                    "405 Method Not Allowed",
+                    &[("Content-Type", "application/json")],
+                    r#"{"errors":[{"code":"UNSUPPORTED"}]}"#,
+                );
+            }
+            Fault::FailOnce if (is_patch || is_final) && n == 1 => {
+                drain(&mut conn, seen, &rest);
+                respond(conn, "500 Internal Server Error", &[], "try again");
+            }
+            Fault::DropMidUpload if is_patch && n == 3 => {
+                let half = content_length(seen) / 2;
+                let Ok(mut up) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let mut head = format!("{} {} HTTP/1.1\r\n", seen.method, seen.target);
+                for (k, v) in &seen.headers {
+                    if !k.eq_ignore_ascii_case("connection") {
+                        head += &format!("{k}: {v}\r\n");
+                    }
+                }
+                head += "Connection: close\r\n\r\n";
+                let _ = up.write_all(head.as_bytes());
+                let mut body = rest;
+                let mut buf = [0u8; 16 << 10];
+                while body.len() < half {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => body.extend_from_slice(&buf[..k]),
+                    }
+                }
+                body.truncate(half);
+                let _ = up.write_all(&body);
+                // Let the registry take the bytes, then cut both ways.
+                thread::sleep(Duration::from_millis(200));
+                let _ = up.shutdown(Shutdown::Both);
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+            _ => forward_to(&upstream, conn, seen, rest, None),
+        }
+    })
+}
+
+/// Pushes a new image through a [`faulty`] proxy in front of a registry
+/// of its own (so every blob is uploaded), in chunks of 64 KiB: the push
+/// ends with the manifest digest an OCI layout build reports, skopeo sees
+/// it through the registry itself, and each blob was completed once.
+fn push_through(fault: Fault) -> Option<Vec<Seen>> {
+    let hello = util::nix_fixture("hello")?;
+    if !registry_ready() || !util::require_tool("skopeo") || !util::require_tool("docker-registry")
+    {
+        return None;
+    }
+    let registry = crate::push::fresh_registry();
+    let proxy = faulty(registry.port, fault);
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""faults""#);
+    let built = json(
+        &util::run(
+            nixlayer()
+                .arg("build")
+                .arg(&m)
+                .args(["--format", "oci-layout", "--compression", "gzip", "-o"])
+                .arg(tmp.path().join("layout"))
+                .arg("--json"),
+            0,
+        )
+        .stdout,
+    );
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:1", proxy.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--chunk-size", "65536", "--no-cache"]),
+        Duration::from_secs(100),
+    );
+    assert_exit(&out, 0);
+    let pushed = json(&out.stdout);
+    assert_eq!(pushed["manifest_digest"], built["manifest_digest"]);
+    // Three layers and the config, all new to this registry.
+    assert_eq!(blobs(&pushed), (4, 0), "{pushed}");
+    let inspect = json(&util::tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!(
+                "docker://127.0.0.1:{}/nixlayer-test/faults:1",
+                registry.port
+            ),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], built["manifest_digest"]);
+    let seen = proxy.seen();
+    // No blob completed twice: one final `PUT ?digest=` answered 201 per
+    // blob is all the registry stored (a 500 from the proxy stored none).
+    let mut finals: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.target.contains("digest="))
+        .filter_map(|s| s.target.split("digest=").nth(1))
+        .collect();
+    let total = finals.len();
+    finals.sort_unstable();
+    finals.dedup();
+    assert_eq!(finals.len(), 4, "{finals:?}");
+    let extra = usize::from(fault == Fault::FailOnce);
+    assert_eq!(total, 4 + extra, "final PUTs: {total}");
+    Some(seen)
+}
+
+#[test]
+fn a_registry_refusing_patch_gets_monolithic_uploads() {
+    let Some(seen) = push_through(Fault::RefusePatch) else {
+        return;
+    };
+    // Refused once per upload thread at most (4 by default), then never
+    // asked again.
+    let patches = seen.iter().filter(|s| s.method == "PATCH").count();
+    assert!((1..=4).contains(&patches), "{patches} PATCHes");
+}
+
+#[test]
+fn a_500_then_200_is_retried_without_a_duplicate_upload() {
+    let Some(seen) = push_through(Fault::FailOnce) else {
+        return;
+    };
+    let patches = seen.iter().filter(|s| s.method == "PATCH").count();
+    // The layers in 64 KiB chunks: more than one per layer, one sent twice.
+    assert!(patches > 4, "{patches}");
+}
+
+#[test]
+fn a_connection_dropped_mid_upload_resumes_or_restarts_cleanly() {
+    let Some(seen) = push_through(Fault::DropMidUpload) else {
+        return;
+    };
+    // The upload's state was asked for after the drop.
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.target.contains("/blobs/uploads/")),
+        "no status GET"
+    );
+}
+
+/// The most uploads (`PATCH`es) in flight at once through a proxy that
+/// holds each for 300 ms, for a push with `--jobs jobs` of a new image.
+fn concurrent_uploads(jobs: &str) -> Option<usize> {
+    let hello = util::nix_fixture("hello")?;
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return None;
+    }
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let in_flight = Arc::new(Mutex::new((0usize, 0usize)));
+    let proxy = {
+        let in_flight = in_flight.clone();
+        Server::start(move |conn, seen, rest, _| {
+            if seen.method != "PATCH" {
+                return forward_to(&upstream, conn, seen, rest, None);
+            }
+            {
+                let mut f = in_flight.lock().unwrap();
+                f.0 += 1;
+                f.1 = f.1.max(f.0);
+            }
+            thread::sleep(Duration::from_millis(300));
+            forward_to(&upstream, conn, seen, rest, None);
+            in_flight.lock().unwrap().0 -= 1;
+        })
+    };
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""jobs""#);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/jobs:1", proxy.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--jobs", jobs, "--no-cache"]),
+        Duration::from_secs(100),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(blobs(&json(&out.stdout)), (4, 0));
+    let max = in_flight.lock().unwrap().1;
+    Some(max)
+}
+
+#[test]
+fn layers_upload_at_once_as_jobs_allows() {
+    let Some(three) = concurrent_uploads("3") else {
+        return;
+    };
+    assert!(three >= 2, "at most {three} upload at once with --jobs 3");
+    let one = concurrent_uploads("1").unwrap();
+    assert_eq!(one, 1, "--jobs 1");
+}
+
+#[test]
+fn a_failed_upload_ends_the_push_and_leaves_no_spool() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    // Every blob's final PUT is refused, with a reason.
+    let proxy = Server::start(move |mut conn, seen, rest, _| {
+        if seen.method == "PUT" && seen.target.contains("digest=") {
+            drain(&mut conn, seen, &rest);
+            respond(
+                conn,
+                "403 Forbidden",
+                &[("Content-Type", "application/json")],
+                r#"{"errors":[{"code":"DENIED","message":"quota exceeded"}]}"#,
+            );
+        } else {
+            forward_to(&upstream, conn, seen, rest, None);
+        }
+    });
+    let tmp = util::temp_dir();
+    let spool = tmp.path().join("tmp");
+    std::fs::create_dir(&spool).unwrap();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""denied""#);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/denied:1", proxy.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path())
+            .args(["--no-cache", "--jobs", "2"])
+            .env("TMPDIR", &spool),
+        Duration::from_secs(100),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("403") && stderr.contains("quota exceeded"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no summary on stdout");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }

@@ -229,6 +229,9 @@ fn push(m: &Path, reference: &str, config_dir: &Path) -> Command {
         .arg(reference)
         .arg("--json")
         .env("DOCKER_CONFIG", config_dir)
+        // Records of where blobs went stay per config: a push to one
+        // repository would otherwise mount from another (one more token).
+        .env("XDG_CACHE_HOME", config_dir.join("cache"))
         .env_remove("NIXLAYER_REGISTRY_USER")
         .env_remove("NIXLAYER_REGISTRY_PASSWORD");
     cmd

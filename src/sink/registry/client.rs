@@ -31,8 +31,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::Read as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,16 @@ pub struct ClientOptions {
     pub timeouts: Timeouts,
     /// A PEM file of CA certificates trusted besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// The most bytes one `PATCH` of a chunked upload carries (0:
+    /// [`DEFAULT_CHUNK`]).
+    pub chunk_size: u64,
+    /// How many blobs upload at once (0: the default, 4).
+    pub jobs: usize,
 }
+
+/// The default chunk of a chunked upload: a dropped connection costs at
+/// most this much again, and a 1 GiB layer takes 64 requests.
+pub const DEFAULT_CHUNK: u64 = 16 << 20;
 
 /// Where the registry answers: its base URL and origin.
 #[derive(Clone, Debug)]
@@ -155,6 +165,12 @@ pub struct Client {
     challenge: Mutex<Option<BTreeMap<String, String>>>,
     /// A refresh token the realm gave in exchange for ours.
     refresh_token: Mutex<Option<String>>,
+    /// The most bytes of one `PATCH`.
+    chunk_size: u64,
+    /// Set when the registry refused a `PATCH`: later blobs go
+    /// monolithic at once.
+    chunks_refused: AtomicBool,
+    jobs: usize,
 }
 
 impl fmt::Debug for Client {
@@ -180,6 +196,8 @@ pub(super) enum Body<'a> {
     Bytes(&'a [u8]),
     /// A spooled file and its size.
     File(&'a Path, u64),
+    /// Part of a spooled file: its offset and length.
+    Range(&'a Path, u64, u64),
 }
 
 impl Body<'_> {
@@ -188,7 +206,7 @@ impl Body<'_> {
         match self {
             Body::None => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::File(_, n) => *n,
+            Body::File(_, n) | Body::Range(_, _, n) => *n,
         }
     }
 }
@@ -247,6 +265,13 @@ impl Client {
             tokens: Mutex::new(BTreeMap::new()),
             challenge: Mutex::new(None),
             refresh_token: Mutex::new(None),
+            chunk_size: if options.chunk_size == 0 {
+                DEFAULT_CHUNK
+            } else {
+                options.chunk_size
+            },
+            chunks_refused: AtomicBool::new(false),
+            jobs: options.jobs,
         }
     }
 
@@ -350,6 +375,22 @@ impl Client {
         headers: &[(&str, &str)],
         body: &Body<'_>,
     ) -> Result<Response, Error> {
+        self.send_with(method, url, what, headers, body, true)
+    }
+
+    /// [`Client::send`]; with `retry` false, a 5xx, a 429 or a broken
+    /// connection is the caller's to handle (a `PATCH` sent again could
+    /// append its bytes twice).
+    fn send_with(
+        &self,
+        method: &'static str,
+        url: &str,
+        what: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+        retry: bool,
+    ) -> Result<Response, Error> {
+        let attempts = if retry { ATTEMPTS } else { 1 };
         let ours = self.is_ours(url);
         let mut authenticated = false;
         let mut attempt = 0;
@@ -383,7 +424,7 @@ impl Client {
                 }
                 Ok(resp)
                     if (resp.status().is_server_error() || resp.status() == 429)
-                        && attempt < ATTEMPTS =>
+                        && attempt < attempts =>
                 {
                     backoff(attempt);
                 }
@@ -397,7 +438,7 @@ impl Client {
                         after: deadline,
                     })
                 }
-                Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt),
+                Err(e) if attempt < attempts && transient(&e) => backoff(attempt),
                 Err(e) => {
                     return Err(Error::Request {
                         method,
@@ -436,17 +477,25 @@ impl Client {
         match (method, body) {
             ("HEAD", _) => prepared!(self.agent.head(url)).call(),
             ("GET", _) => prepared!(self.agent.get(url)).call(),
+            ("DELETE", _) => prepared!(self.agent.delete(url)).call(),
             (m, b) => {
-                let req = if m == "POST" {
-                    self.agent.post(url)
-                } else {
-                    self.agent.put(url)
+                let req = match m {
+                    "POST" => self.agent.post(url),
+                    "PATCH" => self.agent.patch(url),
+                    _ => self.agent.put(url),
                 };
                 let req = prepared!(req);
                 match b {
                     Body::None => req.send_empty(),
                     Body::Bytes(bytes) => req.send(*bytes),
                     Body::File(path, _) => req.send(&File::open(path)?),
+                    Body::Range(path, offset, len) => {
+                        let mut file = File::open(path)?;
+                        file.seek(SeekFrom::Start(*offset))?;
+                        let mut part = file.take(*len);
+                        req.header("Content-Length", len.to_string())
+                            .send(ureq::SendBody::from_reader(&mut part))
+                    }
                 }
             }
         }
@@ -707,6 +756,12 @@ impl Client {
         }
     }
 
+    /// How many blobs are to upload at once (0: the default).
+    #[must_use]
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
     /// Checks that the registry speaks the distribution API (`GET /v2/`),
     /// authenticating when it asks: a quick failure before anything is built.
     ///
@@ -759,50 +814,217 @@ impl Client {
         }
     }
 
-    /// Uploads blob `digest` (monolithic: POST then PUT), from a file or
-    /// from memory; checks the digest the registry reports.
+    /// Asks the registry to mount blob `digest` from repository `from` of
+    /// the same registry (`POST …/blobs/uploads/?mount=&from=`): `true`
+    /// when it did (201). A registry that cannot answers 202 and opens an
+    /// upload instead, which is cancelled (`DELETE`, best effort): the
+    /// blob is then uploaded as usual.
+    ///
+    /// # Errors
+    /// When the registry cannot be reached.
+    pub fn mount(&self, digest: &Digest, from: &str) -> Result<bool, Error> {
+        let what = format!("blob {} (mount from {from})", digest.prefixed());
+        let url = self.url(&format!(
+            "blobs/uploads/?mount={}&from={}",
+            encode(&digest.prefixed()),
+            encode(from)
+        ))?;
+        let resp = self.send("POST", &url, &what, &[], &Body::None)?;
+        match resp.status().as_u16() {
+            201 => {
+                check_digest(&resp, &url, &what, digest)?;
+                Ok(true)
+            }
+            202 => {
+                if let Some(l) = location(&resp) {
+                    if let Ok(open) = self.upload_url(&url, &what, &l) {
+                        let _ = self.send("DELETE", &open, &what, &[], &Body::None);
+                    }
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Starts an upload session (`POST …/blobs/uploads/`): the URL its
+    /// `Location` names.
+    fn start_upload(&self, what: &str) -> Result<String, Error> {
+        let start = self.url("blobs/uploads/")?;
+        let resp = self.send("POST", &start, what, &[], &Body::None)?;
+        if resp.status().as_u16() != 202 {
+            return Err(self.status_error("POST", &start, what, resp));
+        }
+        let location = location(&resp).ok_or_else(|| Error::Status {
+            method: "POST",
+            url: shown_url(&start),
+            what: what.to_owned(),
+            status: 202,
+            body: "no Location header".to_owned(),
+        })?;
+        self.upload_url(&start, what, &location)
+    }
+
+    /// Uploads blob `digest` from a file or from memory; checks the digest
+    /// the registry reports. A file goes in chunks (`PATCH` with
+    /// `Content-Range`, then `PUT ?digest=`), unless the registry refused
+    /// a `PATCH` before; then, and for bytes in memory, in one `PUT`.
     pub(super) fn upload(&self, digest: &Digest, body: &Body<'_>) -> Result<(), Error> {
         let what = format!("blob {}", digest.prefixed());
+        if let Body::File(path, size) = *body {
+            if !self.chunks_refused.load(Ordering::Relaxed) {
+                match self.upload_chunked(digest, &what, path, size)? {
+                    Chunked::Done => return Ok(()),
+                    Chunked::Refused => self.chunks_refused.store(true, Ordering::Relaxed),
+                }
+            }
+        }
+        self.upload_monolithic(digest, &what, body)
+    }
+
+    /// Appends `digest=` to an upload URL.
+    fn with_digest(url: &str, digest: &Digest) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}digest={}", encode(&digest.prefixed()))
+    }
+
+    /// A monolithic upload: POST, then one PUT with the whole body.
+    fn upload_monolithic(&self, digest: &Digest, what: &str, body: &Body<'_>) -> Result<(), Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let start = self.url("blobs/uploads/")?;
-            let resp = self.send("POST", &start, &what, &[], &Body::None)?;
-            if resp.status().as_u16() != 202 {
-                return Err(self.status_error("POST", &start, &what, resp));
-            }
-            let location = resp
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Error::Status {
-                    method: "POST",
-                    url: shown_url(&start),
-                    what: what.clone(),
-                    status: 202,
-                    body: "no Location header".to_owned(),
-                })?;
-            let mut put = self.upload_url(&start, &what, location)?;
-            put.push(if put.contains('?') { '&' } else { '?' });
-            put += &format!("digest={}", encode(&digest.prefixed()));
+            let put = Self::with_digest(&self.start_upload(what)?, digest);
             let resp = self.send(
                 "PUT",
                 &put,
-                &what,
+                what,
                 &[("Content-Type", "application/octet-stream")],
                 body,
             )?;
             let status = resp.status().as_u16();
             if status == 201 {
-                return check_digest(&resp, &put, &what, digest);
+                return check_digest(&resp, &put, what, digest);
             }
             // An upload session can fail as a whole; start a new one.
             if (resp.status().is_server_error() || status == 404) && attempt < ATTEMPTS {
                 backoff(attempt);
                 continue;
             }
-            return Err(self.status_error("PUT", &put, &what, resp));
+            return Err(self.status_error("PUT", &put, what, resp));
         }
+    }
+
+    /// A chunked upload of the file `path` (`size` bytes): POST, a `PATCH`
+    /// per chunk, then `PUT ?digest=` with no body. A chunk that fails (a
+    /// dropped connection, a 5xx, a 429) is followed by `GET` on the upload
+    /// URL: when the registry says (`Range: 0-N`) which bytes it holds, the
+    /// upload goes on from there; when it no longer knows the session or
+    /// holds bytes we did not see acknowledged, a new session starts from
+    /// the first byte. A blob is content-addressed, so a restart never
+    /// stores it twice. `Chunked::Refused` when the first `PATCH` is
+    /// refused (400, 405, 501: a registry without chunked uploads).
+    fn upload_chunked(
+        &self,
+        digest: &Digest,
+        what: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Chunked, Error> {
+        // Recoveries (resumes and restarts) before a failure is final.
+        let mut recoveries = 0;
+        let mut url = self.start_upload(what)?;
+        let mut offset = 0;
+        let mut first = true;
+        while offset < size {
+            let len = self.chunk_size.min(size - offset);
+            let range = format!("{offset}-{}", offset + len - 1);
+            let sent = self.send_with(
+                "PATCH",
+                &url,
+                what,
+                &[
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Range", &range),
+                ],
+                &Body::Range(path, offset, len),
+                false,
+            );
+            let failed = match sent {
+                Ok(resp) if resp.status().as_u16() == 202 => {
+                    let next = location(&resp).ok_or_else(|| Error::Status {
+                        method: "PATCH",
+                        url: shown_url(&url),
+                        what: what.to_owned(),
+                        status: 202,
+                        body: "no Location header".to_owned(),
+                    })?;
+                    url = self.upload_url(&url, what, &next)?;
+                    offset += len;
+                    first = false;
+                    continue;
+                }
+                Ok(resp) if first && matches!(resp.status().as_u16(), 400 | 405 | 501) => {
+                    return Ok(Chunked::Refused);
+                }
+                // 416: the registry holds other bytes than we think.
+                Ok(resp)
+                    if resp.status().is_server_error()
+                        || matches!(resp.status().as_u16(), 416 | 429) =>
+                {
+                    self.status_error("PATCH", &url, what, resp)
+                }
+                Ok(resp) => return Err(self.status_error("PATCH", &url, what, resp)),
+                Err(e @ Error::Request { .. }) => e,
+                Err(e) => return Err(e),
+            };
+            recoveries += 1;
+            if recoveries >= 2 * ATTEMPTS {
+                return Err(failed);
+            }
+            backoff(recoveries.min(ATTEMPTS));
+            match self.upload_status(&url, what)? {
+                // The registry holds exactly what was acknowledged: go on.
+                Some((held, next)) if held == offset => url = next,
+                // It holds something else, or lost the session: restart.
+                _ => {
+                    url = self.start_upload(what)?;
+                    offset = 0;
+                }
+            }
+        }
+        let put = Self::with_digest(&url, digest);
+        let resp = self.send("PUT", &put, what, &[], &Body::None)?;
+        match resp.status().as_u16() {
+            201 => check_digest(&resp, &put, what, digest).map(|()| Chunked::Done),
+            // A PUT that completed although its answer was lost leaves no
+            // session: the blob is there when HEAD says so.
+            404 if self.has_blob(digest)? => Ok(Chunked::Done),
+            _ => Err(self.status_error("PUT", &put, what, resp)),
+        }
+    }
+
+    /// `GET` on an upload URL: how many bytes the registry holds (from
+    /// `Range: 0-N`) and the URL to go on with; `None` when it no longer
+    /// knows the session (or answers otherwise).
+    fn upload_status(&self, url: &str, what: &str) -> Result<Option<(u64, String)>, Error> {
+        let resp = match self.send("GET", url, what, &[], &Body::None) {
+            Ok(resp) => resp,
+            Err(Error::Request { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if resp.status().as_u16() != 204 {
+            return Ok(None);
+        }
+        let held = resp
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(held_bytes);
+        let next = match location(&resp) {
+            Some(l) => self.upload_url(url, what, &l)?,
+            None => url.to_owned(),
+        };
+        Ok(held.map(|h| (h, next)))
     }
 
     /// PUTs `manifest` (an OCI image manifest) as `tag`.
@@ -827,6 +1049,34 @@ impl Client {
         check_digest(&resp, &url, &what, &digest)?;
         Ok(digest)
     }
+}
+
+/// How a chunked upload ended.
+enum Chunked {
+    Done,
+    /// The registry refused `PATCH`: upload in one `PUT` instead.
+    Refused,
+}
+
+/// The `Location` header of an answer.
+fn location(resp: &Response) -> Option<String> {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The bytes an upload holds from its `Range: 0-N` header: `N + 1`, except
+/// that `0-0` (which distribution also answers for an empty upload) is
+/// taken for none; were one byte held, the next `PATCH` is refused and the
+/// upload restarts.
+fn held_bytes(range: &str) -> Option<u64> {
+    let (start, end) = range.trim().split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    let end: u64 = end.trim().parse().ok()?;
+    Some(if end == 0 { 0 } else { end.checked_add(1)? })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1233,7 +1483,30 @@ mod tests {
         assert!(c.upload_url(&start, "b", "file:///etc/passwd").is_err());
     }
 
+    #[test]
+    fn upload_ranges() {
+        assert_eq!(held_bytes("0-65535"), Some(65536));
+        assert_eq!(held_bytes(" 0-9 "), Some(10));
+        // distribution answers `0-0` for an empty upload.
+        assert_eq!(held_bytes("0-0"), Some(0));
+        for bad in [
+            "",
+            "5-9",
+            "0-",
+            "bytes=0-9",
+            "0-x",
+            "0-18446744073709551615",
+        ] {
+            assert_eq!(held_bytes(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn upload_ranges_never_panic(text in "\\PC{0,40}") {
+            let _ = held_bytes(&text);
+        }
+
         #[test]
         fn challenge_parsing_never_panics(text in "\\PC{0,200}") {
             let (scheme, params) = split_challenge(&text);

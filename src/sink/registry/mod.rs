@@ -2,10 +2,12 @@
 //! small blocking HTTP client (ureq, no async runtime).
 //!
 //! [`RegistrySink`] is an [`ImageSink`]: each layer blob is spooled to a
-//! temporary file while it is compressed and hashed, then uploaded unless
-//! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`), with a
-//! monolithic upload (`POST …/blobs/uploads/`, then `PUT <location>?digest=…`
-//! streaming the file). [`RegistrySink::has_blob`] asks the registry, so a
+//! temporary file while it is compressed and hashed, then queued for
+//! upload threads (the build goes on meanwhile; see `Uploads`), uploaded unless
+//! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`): in
+//! chunks (`POST …/blobs/uploads/`, `PATCH`es, `PUT <location>?digest=…`),
+//! resumed or restarted after a failed chunk, or monolithic (one `PUT`)
+//! when the registry refuses chunks. [`RegistrySink::has_blob`] asks the registry, so a
 //! layer the layer cache knows and the registry holds is never read. Small
 //! blobs (config, manifest) stay in memory; the config is uploaded when
 //! its manifest is put, and [`ImageSink::finish`] PUTs the manifest with
@@ -23,15 +25,20 @@
 
 pub mod client;
 pub mod credentials;
+pub mod homes;
 pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::spool::Spooled;
 use super::{ImageEntry, ImageSink, LayerForm, SpooledBlob};
 use crate::cleanup::Pending;
 use crate::codec::CompressOptions;
@@ -154,18 +161,183 @@ pub struct PushCounts {
     pub existing: usize,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
+    /// Blobs mounted from another repository of the registry, not uploaded.
+    pub mounted: usize,
+}
+
+/// How many blobs upload at once unless `ClientOptions::jobs` says.
+pub const DEFAULT_JOBS: usize = 4;
+
+/// A layer waiting for a worker.
+struct Job {
+    digest: Digest,
+    spooled: Spooled,
+    size: u64,
+}
+
+/// What the upload workers share with the sink.
+#[derive(Default)]
+struct Progress {
+    /// Blobs queued or uploading.
+    outstanding: usize,
+    /// The first upload that failed; later jobs are dropped unsent.
+    error: Option<Error>,
+    uploaded: usize,
+    bytes: u64,
+}
+
+type Shared = Arc<(Mutex<Progress>, Condvar)>;
+
+/// Layers upload on `jobs` worker threads while the build goes on: a
+/// committed layer is queued (the queue holds at most `jobs` spooled
+/// blobs; the build waits while it is full), so at most `2 × jobs`
+/// spooled blobs exist at once besides the one being written.
+struct Uploads {
+    sender: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uploads {
+    fn start(client: &Arc<Client>, jobs: usize) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(jobs);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let shared: Shared = Arc::default();
+        let workers = (0..jobs)
+            .map(|_| {
+                let (client, receiver, shared) = (
+                    Arc::clone(client),
+                    Arc::clone(&receiver),
+                    Arc::clone(&shared),
+                );
+                std::thread::spawn(move || work(&client, &receiver, &shared))
+            })
+            .collect();
+        Self {
+            sender: Some(sender),
+            workers,
+            shared,
+        }
+    }
+
+    /// The first failure so far, taken.
+    fn failed(&self) -> Option<Error> {
+        lock(&self.shared.0).error.take()
+    }
+
+    fn queue(&self, job: Job) -> Result<(), Error> {
+        lock(&self.shared.0).outstanding += 1;
+        let sent = self.sender.as_ref().map(|s| s.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            lock(&self.shared.0).outstanding -= 1;
+            return Err(Error::Io {
+                what: "(upload queue)".to_owned(),
+                path: PathBuf::from("(memory)"),
+                source: std::io::Error::other("the upload workers stopped"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until every queued blob is uploaded; the first failure, or
+    /// the uploads' count and bytes.
+    fn wait(&self) -> Result<(usize, u64), Error> {
+        let (mutex, done) = &*self.shared;
+        let mut p = lock(mutex);
+        while p.outstanding > 0 {
+            p = done
+                .wait(p)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match p.error.take() {
+            Some(e) => Err(e),
+            None => Ok((
+                std::mem::take(&mut p.uploaded),
+                std::mem::take(&mut p.bytes),
+            )),
+        }
+    }
+}
+
+impl Drop for Uploads {
+    /// Ends the workers: after a failure (or a build error) the jobs still
+    /// queued are dropped unsent; an upload in flight ends within its
+    /// deadline. Not joined, so an error is reported at once.
+    fn drop(&mut self) {
+        {
+            let mut p = lock(&self.shared.0);
+            if p.error.is_none() && p.outstanding > 0 {
+                p.error = Some(Error::Io {
+                    what: "(upload queue)".to_owned(),
+                    path: PathBuf::from("(memory)"),
+                    source: std::io::Error::other("the push was abandoned"),
+                });
+            }
+        }
+        self.sender = None;
+        if lock(&self.shared.0).outstanding == 0 {
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+/// An upload worker: takes jobs until the queue closes.
+fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
+    loop {
+        let job = match lock(receiver).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let skip = lock(&shared.0).error.is_some();
+        let result = if skip {
+            Ok(())
+        } else {
+            client.upload(&job.digest, &Body::File(job.spooled.path(), job.size))
+        };
+        drop(job.spooled); // removes the spooled copy
+        let (mutex, done) = &**shared;
+        let mut p = lock(mutex);
+        match result {
+            Ok(()) if !skip => {
+                p.uploaded += 1;
+                p.bytes += job.size;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                p.error.get_or_insert(e);
+            }
+        }
+        p.outstanding -= 1;
+        done.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An [`ImageSink`] that uploads to a registry: see the module docs.
 #[derive(Debug)]
 pub struct RegistrySink {
-    client: Client,
+    client: Arc<Client>,
+    uploads: Uploads,
     spool: TempDir,
     /// Removes the spool directory if a signal ends the process.
     _pending: Pending,
     compress: CompressOptions,
-    /// The tag to push as, when the reference named one.
-    tag: Option<String>,
+    /// The tags to push as (none: the tag of the reference
+    /// [`ImageSink::finish`] is given).
+    tags: Vec<String>,
     /// Small blobs (configs), kept until their manifest is put.
     small: BTreeMap<Digest, Vec<u8>>,
     /// The manifests put, for [`ImageSink::finish`].
@@ -173,6 +345,13 @@ pub struct RegistrySink {
     /// What HEAD said, so no blob is asked about twice.
     known: Mutex<BTreeMap<Digest, bool>>,
     counts: PushCounts,
+    /// Where blobs went, for cross-repository mounts (none: no mounts).
+    homes: Option<homes::BlobHomes>,
+    /// Our repository.
+    repository: String,
+    /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
+    /// not read.
+    unread: (AtomicUsize, AtomicUsize),
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -181,7 +360,7 @@ fn sink_err(e: Error) -> super::Error {
 
 impl RegistrySink {
     /// A sink uploading through `client` layers compressed with
-    /// `compress`, pushed as `tag` (`None`: the tag of the reference
+    /// `compress`, pushed as each of `tags` (none: the tag of the reference
     /// [`ImageSink::finish`] is given), spooling blobs in a new temporary
     /// directory.
     ///
@@ -190,7 +369,7 @@ impl RegistrySink {
     pub fn new(
         client: Client,
         compress: CompressOptions,
-        tag: Option<String>,
+        tags: Vec<String>,
     ) -> Result<Self, Error> {
         let spool = tempfile::Builder::new()
             .prefix("nixlayer-push")
@@ -201,17 +380,67 @@ impl RegistrySink {
                 source,
             })?;
         let pending = Pending::new(spool.path());
+        let client = Arc::new(client);
+        let jobs = if client.jobs() == 0 {
+            DEFAULT_JOBS
+        } else {
+            client.jobs()
+        };
         Ok(Self {
+            uploads: Uploads::start(&client, jobs),
             client,
             spool,
             _pending: pending,
             compress,
-            tag,
+            tags,
             small: BTreeMap::new(),
             manifests: Vec::new(),
             known: Mutex::new(BTreeMap::new()),
             counts: PushCounts::default(),
+            homes: None,
+            repository: String::new(),
+            unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
         })
+    }
+
+    /// Records in `homes` which repository (`repository`, ours) each blob
+    /// went to, and mounts a missing blob from another repository there
+    /// recorded instead of uploading it.
+    #[must_use]
+    pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str) -> Self {
+        self.homes = Some(homes);
+        self.repository = repository.to_owned();
+        self
+    }
+
+    /// Mounts `digest` from a repository it was pushed to before, when the
+    /// registry agrees: whether it did. At most three are asked.
+    fn mount(&self, digest: &Digest) -> Result<bool, Error> {
+        let Some(homes) = &self.homes else {
+            return Ok(false);
+        };
+        for from in homes
+            .get(digest)
+            .iter()
+            .filter(|r| **r != self.repository)
+            .take(3)
+        {
+            if self.client.mount(digest, from)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Notes that the image's blobs are in our repository.
+    fn record_homes(&self, image: &ImageEntry<'_>) {
+        let Some(homes) = &self.homes else {
+            return;
+        };
+        for d in image.layers.iter().chain([image.config]) {
+            // A record that cannot be written only costs an upload later.
+            let _ = homes.put(&d.digest, &self.repository);
+        }
     }
 
     fn head(&self, digest: &Digest) -> Result<bool, Error> {
@@ -230,6 +459,11 @@ impl RegistrySink {
     fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
         if self.head(digest)? {
             self.counts.existing += 1;
+            return Ok(false);
+        }
+        if self.mount(digest)? {
+            self.counts.mounted += 1;
+            lock(&self.known).insert(*digest, true);
             return Ok(false);
         }
         self.client.upload(digest, body)?;
@@ -261,18 +495,47 @@ impl ImageSink for RegistrySink {
         digest: &Digest,
         size: u64,
     ) -> Result<bool, super::Error> {
+        if let Some(e) = self.uploads.failed() {
+            return Err(sink_err(e));
+        }
         let spooled = blob.finish()?;
-        let new = self
-            .push_blob(digest, &Body::File(spooled.path(), size))
+        if self.head(digest).map_err(sink_err)? {
+            self.counts.existing += 1;
+            return Ok(false);
+        }
+        if self.mount(digest).map_err(sink_err)? {
+            self.counts.mounted += 1;
+            lock(&self.known).insert(*digest, true);
+            return Ok(false);
+        }
+        // Queued: taken for present, so the same blob is not queued twice.
+        lock(&self.known).insert(*digest, true);
+        self.uploads
+            .queue(Job {
+                digest: *digest,
+                spooled,
+                size,
+            })
             .map_err(sink_err)?;
-        drop(spooled); // removes the spooled copy
-        Ok(new)
+        Ok(true)
     }
 
+    /// Whether the registry holds `digest` in our repository, or mounts
+    /// it there from another one: then the layer (known to the layer
+    /// cache) is not read at all. Counted as existing or mounted.
     fn has_blob(&self, digest: &Digest) -> bool {
         // An error here only means the layer is built; the upload then
         // reports what is wrong.
-        self.head(digest).unwrap_or(false)
+        if self.head(digest).unwrap_or(false) {
+            self.unread.0.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        if self.mount(digest).unwrap_or(false) {
+            lock(&self.known).insert(*digest, true);
+            self.unread.1.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), super::Error> {
@@ -284,6 +547,10 @@ impl ImageSink for RegistrySink {
     /// Uploads the image's config (when missing) and keeps the manifest
     /// for [`ImageSink::finish`], which PUTs it with exactly these bytes.
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), super::Error> {
+        // Its layers first: a manifest is refused while a blob is missing.
+        let (uploaded, bytes) = self.uploads.wait().map_err(sink_err)?;
+        self.counts.uploaded += uploaded;
+        self.counts.bytes_uploaded += bytes;
         let config = &image.config.digest;
         let bytes = self.small.get(config).cloned().ok_or_else(|| {
             sink_err(Error::Io {
@@ -294,6 +561,7 @@ impl ImageSink for RegistrySink {
         })?;
         self.push_blob(config, &Body::Bytes(&bytes))
             .map_err(sink_err)?;
+        self.record_homes(image);
         self.manifests.push(image.manifest.to_vec());
         let desc = Descriptor {
             media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
@@ -303,16 +571,23 @@ impl ImageSink for RegistrySink {
         Ok((desc, true))
     }
 
-    /// PUTs the manifest as the tag: the last step of a push.
+    /// PUTs the manifest as each tag, in order: the last step of a push.
+    /// The same bytes every time, so every tag names the same digest.
     fn finish(self, reference: &str) -> Result<(PushCounts, Option<u64>), super::Error> {
-        let tag = self
-            .tag
-            .clone()
-            .unwrap_or_else(|| super::tag_of(reference).to_owned());
+        let tags = if self.tags.is_empty() {
+            vec![super::tag_of(reference).to_owned()]
+        } else {
+            self.tags.clone()
+        };
         match self.manifests.as_slice() {
             [manifest] => {
-                self.client.put_manifest(&tag, manifest).map_err(sink_err)?;
-                Ok((self.counts, None))
+                for tag in &tags {
+                    self.client.put_manifest(tag, manifest).map_err(sink_err)?;
+                }
+                let mut counts = self.counts;
+                counts.existing += self.unread.0.load(Ordering::Relaxed);
+                counts.mounted += self.unread.1.load(Ordering::Relaxed);
+                Ok((counts, None))
             }
             [] => Err(super::Error::Unsupported {
                 what: "no image manifest was built, so there is nothing to push".to_owned(),
@@ -336,9 +611,15 @@ mod tests {
             insecure: false,
             timeouts: Timeouts::default(),
             ca_file: None,
+            chunk_size: 0,
+            jobs: 0,
         };
-        let sink =
-            RegistrySink::new(Client::new(&target, options), CompressOptions::NONE, None).unwrap();
+        let sink = RegistrySink::new(
+            Client::new(&target, options),
+            CompressOptions::NONE,
+            Vec::new(),
+        )
+        .unwrap();
         let dir = sink.spool.path().to_owned();
         assert!(crate::cleanup::is_pending(&dir));
         drop(sink);

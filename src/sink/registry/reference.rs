@@ -22,6 +22,26 @@ pub struct Reference {
     pub tag: Option<String>,
 }
 
+/// Checks a tag as docker does: 1 to 128 letters, digits, `.`, `_` and
+/// `-`, not starting with `.` or `-`; it goes into a URL path as it is.
+///
+/// # Errors
+/// Why it is not a tag.
+pub fn check_tag(tag: &str) -> Result<(), &'static str> {
+    if tag.is_empty() {
+        return Err("the tag is empty");
+    }
+    if tag.len() > 128
+        || tag.starts_with(['.', '-'])
+        || !tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err("the tag must be 1 to 128 letters, digits, `.`, `_` and `-`, not starting with `.` or `-` (as docker's)");
+    }
+    Ok(())
+}
+
 impl Reference {
     /// Parses `host[:port]/repo[:tag]`. As docker decides, the first
     /// component is a host when it holds a `.` or `:` or is `localhost`;
@@ -94,18 +114,8 @@ impl Reference {
                 "the repository must be lowercase letters, digits, `.`, `_`, `-` and `/`",
             ));
         }
-        if tag.as_deref() == Some("") {
-            return Err(err("the tag is empty"));
-        }
         if let Some(tag) = &tag {
-            if !tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                return Err(err(
-                    "the tag must be letters, digits, `.`, `_` and `-` (as docker's)",
-                ));
-            }
+            check_tag(tag).map_err(err)?;
         }
         Ok(Self {
             host: host.to_owned(),
