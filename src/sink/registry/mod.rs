@@ -163,6 +163,8 @@ pub struct PushCounts {
     pub bytes_uploaded: u64,
     /// Blobs mounted from another repository of the registry, not uploaded.
     pub mounted: usize,
+    /// The image index pushed as the tags, when several platforms were.
+    pub index: Option<Digest>,
 }
 
 /// How many blobs upload at once unless `ClientOptions::jobs` says.
@@ -582,6 +584,7 @@ impl ImageSink for RegistrySink {
         } else {
             self.tags.clone()
         };
+        let mut index_digest = None;
         match self.manifests.as_slice() {
             [(manifest, _)] => {
                 for tag in &tags {
@@ -608,6 +611,7 @@ impl ImageSink for RegistrySink {
                     ));
                 }
                 let index = super::platform_index(&descs);
+                index_digest = Some(Digest::of(&index));
                 for tag in &tags {
                     self.client
                         .put_typed_manifest(tag, &index, crate::oci::INDEX_MEDIA_TYPE)
@@ -623,6 +627,7 @@ impl ImageSink for RegistrySink {
         let mut counts = self.counts;
         counts.existing += self.unread.0.load(Ordering::Relaxed);
         counts.mounted += self.unread.1.load(Ordering::Relaxed);
+        counts.index = index_digest;
         Ok((counts, None))
     }
 }
