@@ -792,6 +792,24 @@ pub fn valid_tag(tag: &str) -> bool {
         && !tag.starts_with(['.', '-'])
 }
 
+/// Resolves every platform of a manifest (`[[platforms]]`, the top-level
+/// one first) as [`resolve_build`] does the one of a single-platform
+/// manifest; each platform's errors point at its own lines.
+///
+/// # Errors
+/// As [`resolve_build`], and when two platforms are the same.
+pub fn resolve_platforms(
+    loaded: &LoadedManifest,
+    args: &Overrides,
+    env: &Environment,
+) -> Result<Vec<(crate::manifest::PlatformName, ResolvedBuild)>, Error> {
+    loaded
+        .platform_manifests(host_architecture())?
+        .into_iter()
+        .map(|(name, one)| Ok((name, resolve_build(&one, args, env)?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -841,22 +859,4 @@ mod tests {
         assert!(!valid_tag(".x"));
         assert!(!valid_tag("a:b"));
     }
-}
-
-/// Resolves every platform of a manifest (`[[platforms]]`, the top-level
-/// one first) as [`resolve_build`] does the one of a single-platform
-/// manifest; each platform's errors point at its own lines.
-///
-/// # Errors
-/// As [`resolve_build`], and when two platforms are the same.
-pub fn resolve_platforms(
-    loaded: &LoadedManifest,
-    args: &Overrides,
-    env: &Environment,
-) -> Result<Vec<(crate::manifest::PlatformName, ResolvedBuild)>, Error> {
-    loaded
-        .platform_manifests(host_architecture())?
-        .into_iter()
-        .map(|(name, one)| Ok((name, resolve_build(&one, args, env)?)))
-        .collect()
 }
