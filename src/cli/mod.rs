@@ -515,6 +515,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
             "tags": image.tags,
             "config_digest": image.config_digest.prefixed(),
             "manifest_digest": image.manifest_digest.map(|d| d.prefixed()),
+            "index_digest": image.index_digest.map(|d| d.prefixed()),
             "config": config,
             "layers": layers,
         }));
@@ -573,9 +574,16 @@ fn inspect_text(doc: &serde_json::Value) -> String {
         if image["manifest_digest"].is_string() {
             let _ = writeln!(out, "  manifest  {}", s(&image["manifest_digest"]));
         }
+        if image["index_digest"].is_string() {
+            let _ = writeln!(out, "  index     {}", s(&image["index_digest"]));
+        }
+        let variant = config["variant"]
+            .as_str()
+            .map(|v| format!("/{v}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  platform  {}/{}   created {}",
+            "  platform  {}/{}{variant}   created {}",
             s(&config["os"]),
             s(&config["architecture"]),
             s(&config["created"])

@@ -176,10 +176,42 @@ fn a_two_platform_index_in_a_layout_is_deterministic_and_copies_intact() {
     );
     assert_eq!(copied, raw);
 
-    // `inspect` shows the index's platforms.
-    let shown = run(nixlayer().arg("inspect").arg(&layout).arg("--json"), 0);
-    let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.contains("arm64"), "{shown}");
+    // `inspect` shows both images and the index naming them.
+    let index_digest = format!("sha256:{}", nixlayer::oci::Digest::of(&raw).hex());
+    let shown = json(&run(nixlayer().arg("inspect").arg(&layout).arg("--json"), 0).stdout);
+    let images = shown["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for (image, arch) in images.iter().zip(["amd64", "arm64"]) {
+        assert_eq!(image["index_digest"], index_digest.as_str());
+        assert_eq!(image["config"]["architecture"], arch);
+    }
+    let text = String::from_utf8_lossy(&run(nixlayer().arg("inspect").arg(&layout), 0).stdout)
+        .into_owned();
+    assert!(
+        text.contains(&format!("index     {index_digest}")),
+        "{text}"
+    );
+    assert!(text.contains("platform  linux/arm64/v8"), "{text}");
+
+    // An OCI archive holds the same index.
+    let archive = tmp.path().join("multi.tar");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--format", "oci-archive", "--compression", "gzip", "-o"])
+            .arg(&archive),
+        0,
+    );
+    let in_archive = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}:m1", archive.display()),
+        ],
+    );
+    assert_eq!(in_archive, raw);
 }
 
 #[test]
