@@ -214,4 +214,30 @@ mod tests {
             assert!(PlatformName::parse(bad).is_none(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn platform_names_never_panic_and_round_trip(text in "[a-z0-9/]{0,12}") {
+            if let Some(name) = PlatformName::parse(&text) {
+                proptest::prop_assert_eq!(name.to_string(), text);
+            }
+        }
+
+        #[test]
+        fn any_platforms_table_gives_a_manifest_or_an_error(
+            arch in "[ -~]{0,8}",
+            variant in proptest::option::of("[ -~]{0,6}"),
+            root in "[ -~]{0,10}",
+        ) {
+            let text = format!(
+                "{TOP}[[platforms]]\narchitecture = {}\n{}[platforms.closure]\nroots = [{}]\n",
+                toml::Value::String(arch),
+                variant.map(|v| format!("variant = {}\n", toml::Value::String(v))).unwrap_or_default(),
+                toml::Value::String(root),
+            );
+            if let Ok(loaded) = load(&text) {
+                let _ = loaded.platform_manifests("amd64");
+            }
+        }
+    }
 }

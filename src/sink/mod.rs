@@ -267,3 +267,47 @@ fn tagged_entry(
         }
     }
 }
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    fn entry(byte: u8, arch: &str, variant: Option<&str>) -> (Descriptor, Platform) {
+        (
+            Descriptor {
+                media_type: crate::oci::MANIFEST_MEDIA_TYPE.into(),
+                digest: Digest::of(&[byte]),
+                size: 1,
+            },
+            Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: variant.map(str::to_owned),
+            },
+        )
+    }
+
+    #[test]
+    fn an_index_is_sorted_by_platform_whatever_the_build_order() {
+        let a = entry(1, "arm64", Some("v8"));
+        let b = entry(2, "amd64", None);
+        let c = entry(3, "arm", Some("v7"));
+        let one = platform_index(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(one, platform_index(&[c, a, b]));
+        let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
+        let shown: Vec<String> = doc["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"].to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"{"architecture":"amd64","os":"linux"}"#,
+                r#"{"architecture":"arm","os":"linux","variant":"v7"}"#,
+                r#"{"architecture":"arm64","os":"linux","variant":"v8"}"#,
+            ]
+        );
+    }
+}
