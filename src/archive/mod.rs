@@ -151,6 +151,9 @@ pub struct Image {
     pub config_location: String,
     /// sha256 of the OCI manifest (OCI only).
     pub manifest_digest: Option<Digest>,
+    /// sha256 of the image index naming it, one platform among several
+    /// (OCI only; `None` for a manifest `index.json` names directly).
+    pub index_digest: Option<Digest>,
     /// The layers, bottom first.
     pub layers: Vec<Layer>,
 }
@@ -724,6 +727,7 @@ impl ImageArchive {
                 config,
                 config_location,
                 manifest_digest: None,
+                index_digest: None,
                 layers,
             });
         }
@@ -733,7 +737,7 @@ impl ImageArchive {
     fn read_oci(&self) -> Result<Vec<Image>, Error> {
         let (_, index) = self.read_json("index.json")?;
         let mut images = Vec::new();
-        self.read_oci_index("index.json", &index, None, 0, &mut images)?;
+        self.read_oci_index("index.json", &index, None, None, 0, &mut images)?;
         Ok(images)
     }
 
@@ -742,6 +746,7 @@ impl ImageArchive {
         location: &str,
         index: &Value,
         parent_tag: Option<&str>,
+        parent_index: Option<Digest>,
         depth: usize,
         images: &mut Vec<Image>,
     ) -> Result<(), Error> {
@@ -763,7 +768,7 @@ impl ImageArchive {
             if media_type == oci::INDEX_MEDIA_TYPE
                 || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
             {
-                self.read_oci_index(&blob, &doc, tag, depth + 1, images)?;
+                self.read_oci_index(&blob, &doc, tag, Some(digest), depth + 1, images)?;
                 continue;
             }
             let config_desc = doc
@@ -802,6 +807,7 @@ impl ImageArchive {
                 config,
                 config_location,
                 manifest_digest: Some(digest),
+                index_digest: parent_index,
                 layers,
             });
         }

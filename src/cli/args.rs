@@ -72,6 +72,11 @@ pub(crate) struct BuildArgs {
     /// which lets an OCI layout rebuild skip reading unchanged layers.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Of a manifest with `[[platforms]]`, build only this one
+    /// (`ARCH[/VARIANT]`); needed for docker-archive and rootfs, which
+    /// hold one platform.
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
 }
 
 /// `nixlayer merge`.

@@ -120,8 +120,11 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         .into());
     }
     let loaded = LoadedManifest::load(&args.manifest)?;
-    let command =
-        settings::resolve_build(&loaded, &overrides(args), &settings::Environment::capture())?;
+    let env = settings::Environment::capture();
+    let (loaded, command) = match choose_platform(args, &loaded, &env)? {
+        Chosen::One(loaded, command) => (*loaded, *command),
+        Chosen::All(all) => return run_build_platforms(args, all, printer, start),
+    };
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -512,6 +515,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
             "tags": image.tags,
             "config_digest": image.config_digest.prefixed(),
             "manifest_digest": image.manifest_digest.map(|d| d.prefixed()),
+            "index_digest": image.index_digest.map(|d| d.prefixed()),
             "config": config,
             "layers": layers,
         }));
@@ -570,9 +574,16 @@ fn inspect_text(doc: &serde_json::Value) -> String {
         if image["manifest_digest"].is_string() {
             let _ = writeln!(out, "  manifest  {}", s(&image["manifest_digest"]));
         }
+        if image["index_digest"].is_string() {
+            let _ = writeln!(out, "  index     {}", s(&image["index_digest"]));
+        }
+        let variant = config["variant"]
+            .as_str()
+            .map(|v| format!("/{v}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  platform  {}/{}   created {}",
+            "  platform  {}/{}{variant}   created {}",
             s(&config["os"]),
             s(&config["architecture"]),
             s(&config["created"])
@@ -626,11 +637,6 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     overrides.threads = args.threads;
     overrides.no_cache = args.no_cache;
     let loaded = LoadedManifest::load(&args.manifest)?;
-    let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
-    for w in &command.warnings {
-        printer.warn(w);
-    }
-    let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     let options = ClientOptions {
         credentials,
         insecure: args.insecure,
@@ -639,6 +645,14 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         chunk_size: args.chunk_size.unwrap_or(0),
         jobs: args.jobs.map_or(0, usize::from),
     };
+    if loaded.is_multi_platform() {
+        return run_push_platforms(args, &loaded, &overrides, &target, options, printer, start);
+    }
+    let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
+    for w in &command.warnings {
+        printer.warn(w);
+    }
+    let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), true);
     let pushed = ops::push::push(
         &command.settings,
@@ -838,4 +852,250 @@ fn widen_stdout_pipe() {
             libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
         }
     }
+}
+
+/// What `build` makes of a manifest's platforms.
+enum Chosen {
+    /// One platform: the only one, or the one `--platform` names.
+    One(Box<LoadedManifest>, Box<settings::ResolvedBuild>),
+    /// Every platform, into one image index (OCI outputs only).
+    All(Vec<(LoadedManifest, settings::ResolvedBuild)>),
+}
+
+/// Picks the platform(s) to build: all of a multi-platform manifest for an
+/// OCI output, else the one `--platform` names (a docker-archive or rootfs
+/// holds one image, so it must be named).
+fn choose_platform(
+    args: &BuildArgs,
+    loaded: &LoadedManifest,
+    env: &settings::Environment,
+) -> Result<Chosen, BoxError> {
+    use nixlayer::manifest::PlatformName;
+    let wanted =
+        match &args.platform {
+            Some(text) => Some(PlatformName::parse(text).ok_or_else(|| {
+                UsageError(format!("--platform `{text}` is not `ARCH[/VARIANT]`"))
+            })?),
+            None => None,
+        };
+    if !loaded.is_multi_platform() && wanted.is_none() {
+        let command = settings::resolve_build(loaded, &overrides(args), env)?;
+        return Ok(Chosen::One(Box::new(loaded.clone()), Box::new(command)));
+    }
+    let manifests = loaded.platform_manifests(settings::host_architecture())?;
+    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
+    if let Some(wanted) = wanted {
+        let Some((_, one)) = manifests.into_iter().find(|(n, _)| *n == wanted) else {
+            return Err(UsageError(format!(
+                "--platform `{wanted}` is not in the manifest, which describes {}",
+                names.join(", ")
+            ))
+            .into());
+        };
+        let command = settings::resolve_build(&one, &overrides(args), env)?;
+        return Ok(Chosen::One(Box::new(one), Box::new(command)));
+    }
+    let mut all = Vec::with_capacity(manifests.len());
+    for (_, one) in manifests {
+        let command = settings::resolve_build(&one, &overrides(args), env)?;
+        all.push((one, command));
+    }
+    if !matches!(
+        all[0].1.format,
+        OutputFormat::OciLayout | OutputFormat::OciArchive
+    ) {
+        return Err(UsageError(format!(
+            "the manifest describes {} platforms ({}), but a `{}` holds one image: choose one with `--platform ARCH[/VARIANT]`, or use `--format oci-layout` or `oci-archive` for an image index",
+            names.len(),
+            names.join(", "),
+            all[0].1.format.name()
+        ))
+        .into());
+    }
+    Ok(Chosen::All(all))
+}
+
+/// `build` of every platform into one OCI layout or archive, named by one
+/// image index; layers the platforms share are stored once.
+fn run_build_platforms(
+    args: &BuildArgs,
+    all: Vec<(LoadedManifest, settings::ResolvedBuild)>,
+    printer: Printer,
+    start: Instant,
+) -> Result<(), BoxError> {
+    let layout = all[0].1.format == OutputFormat::OciLayout;
+    let output = &args.output;
+    if layout && output.is_none() {
+        return Err(UsageError(
+            "an `oci-layout` is a directory: give it with `-o DIR`, or use `--format oci-archive --stream`".to_owned(),
+        )
+        .into());
+    }
+    let mut images = Vec::with_capacity(all.len());
+    for (loaded, command) in &all {
+        for w in &command.warnings {
+            printer.warn(w);
+        }
+        if let Some(output) = output {
+            let inputs = build_inputs(&args.manifest, &command.settings);
+            refuse_overwriting_inputs("-o", output, &inputs, layout)?;
+        }
+        let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
+        if let Some(output) = output {
+            refuse_output_in_closure(output, &command.settings, &image.closure)?;
+        }
+        images.push(image);
+    }
+    let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =
+        all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
+    let first = &all[0].1;
+    let sizes: Vec<u64> = images.iter().flat_map(layer_sizes).collect();
+    let progress = progress::Progress::new(sizes, true, false);
+    let compress = first.compress;
+    let mtime = first.settings.mtime;
+    let (summaries, dest) = match output {
+        Some(dir) if layout => {
+            let sink = OciLayout::create(dir)?.compressed(compress);
+            let (summaries, ()) = ops::build_platforms(&pairs, sink, &progress)?;
+            (summaries, dir.display().to_string())
+        }
+        Some(path) => {
+            let shown = format!("`{}`", path.display());
+            let written = OutputFile::create(path)
+                .map_err(BoxError::from)
+                .and_then(|out| {
+                    let sink = OciArchiveWriter::new(out, mtime, compress)?;
+                    let (summaries, out) = ops::build_platforms(&pairs, sink, &progress)?;
+                    out.commit()?;
+                    Ok(summaries)
+                });
+            (on_closed_pipe(written, &shown)?, path.display().to_string())
+        }
+        None => {
+            widen_stdout_pipe();
+            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
+            let written = OciArchiveWriter::new(stdout, mtime, compress)
+                .map_err(ops::Error::Write)
+                .and_then(|sink| ops::build_platforms(&pairs, sink, &progress))
+                .and_then(|(summaries, mut out)| {
+                    out.flush().map_err(ops::Error::Write)?;
+                    Ok(summaries)
+                });
+            (
+                on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
+                "stdout".to_owned(),
+            )
+        }
+    };
+    progress.clear();
+    if args.json {
+        let platforms: Vec<serde_json::Value> = summaries
+            .iter()
+            .zip(&all)
+            .map(|(summary, (_, command))| {
+                serde_json::from_slice(&summary_json(summary, command, &dest))
+                    .unwrap_or(serde_json::Value::Null)
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "reference": summaries.first().map(|s| s.reference.clone()),
+            "platforms": platforms,
+        });
+        printer.data(&nixlayer::oci::canonical_json(&doc))?;
+    }
+    let each: Vec<String> = summaries
+        .iter()
+        .zip(&all)
+        .map(|(s, (_, c))| {
+            let c = &c.settings.config;
+            let variant = c
+                .variant
+                .as_ref()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
+            format!("{}{variant} {}", c.architecture, s.config_digest)
+        })
+        .collect();
+    printer.info(&format!(
+        "built {} ({} platforms: {}) in {} → {dest}",
+        summaries.first().map_or("", |s| s.reference.as_str()),
+        summaries.len(),
+        each.join(", "),
+        printer::elapsed(start.elapsed()),
+    ));
+    Ok(())
+}
+
+/// `push` of a manifest with `[[platforms]]`: every platform, then one
+/// image index as the tag(s); prints the index pinned by digest.
+fn run_push_platforms(
+    args: &PushArgs,
+    loaded: &LoadedManifest,
+    overrides: &settings::Overrides,
+    target: &nixlayer::sink::registry::Reference,
+    options: nixlayer::sink::registry::ClientOptions,
+    printer: Printer,
+    start: Instant,
+) -> Result<(), BoxError> {
+    let all = settings::resolve_platforms(loaded, overrides, &settings::Environment::capture())?;
+    let manifests = loaded.platform_manifests(settings::host_architecture())?;
+    let mut images = Vec::with_capacity(all.len());
+    for ((_, command), (_, one)) in all.iter().zip(&manifests) {
+        for w in &command.warnings {
+            printer.warn(w);
+        }
+        images.push(ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?);
+    }
+    let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =
+        all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
+    let sizes: Vec<u64> = images.iter().flat_map(layer_sizes).collect();
+    let progress = progress::Progress::new(sizes, true, true);
+    let pushed = ops::push::push_platforms(
+        &pairs,
+        target,
+        &args.tags,
+        options,
+        all[0].1.compress,
+        &progress,
+    )?;
+    progress.clear();
+    let counts = pushed.counts;
+    if args.json {
+        let platforms: Vec<serde_json::Value> = pushed
+            .builds
+            .iter()
+            .zip(&all)
+            .map(|(summary, (_, command))| {
+                serde_json::from_slice(&summary_json(summary, command, &pushed.reference))
+                    .unwrap_or(serde_json::Value::Null)
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "reference": pushed.reference,
+            "tags": pushed.tags,
+            "pushed": pushed.pinned,
+            "platforms": platforms,
+            "blobs": {
+                "uploaded": counts.uploaded,
+                "existing": counts.existing,
+                "bytes_uploaded": counts.bytes_uploaded,
+                "mounted": counts.mounted,
+            },
+        });
+        printer.data(&nixlayer::oci::canonical_json(&doc))?;
+    } else {
+        printer.data(pushed.pinned.as_bytes())?;
+    }
+    let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
+    printer.info(&format!(
+        "pushed {} (image index of {}) in {}; {} blob{} uploaded ({}), {} already present",
+        pushed.reference,
+        names.join(", "),
+        printer::elapsed(start.elapsed()),
+        counts.uploaded,
+        plural(counts.uploaded),
+        printer::bytes(counts.bytes_uploaded),
+        counts.existing,
+    ));
+    Ok(())
 }

@@ -16,6 +16,7 @@ mod config;
 mod content;
 mod diagnose;
 mod hints;
+mod platforms;
 mod resolved;
 mod schema;
 
@@ -25,6 +26,7 @@ pub use content::{
 };
 
 pub use accounts::{Accounts, GroupAccount, GroupSection, UserAccount, UserSection};
+pub use platforms::{PlatformName, PlatformSection};
 pub use schema::json_schema;
 
 use crate::input::read_bounded;
@@ -85,6 +87,9 @@ pub struct Manifest {
     /// `[[groups]]`: groups in `/etc/group`.
     #[serde(default)]
     pub groups: Vec<GroupSection>,
+    /// `[[platforms]]`: further platforms of a multi-platform image.
+    #[serde(default)]
+    pub platforms: Vec<PlatformSection>,
 }
 
 /// `[store]`.

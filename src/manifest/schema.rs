@@ -28,6 +28,41 @@ const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
 /// objects are sorted maps, so it serialises the same way everywhere.
 #[must_use]
 pub fn json_schema() -> Value {
+    let mut schema = base_schema();
+    add_platforms(&mut schema);
+    schema
+}
+
+/// `[[platforms]]`: each entry's `closure` and `store` tables are the
+/// top-level ones (a platform's `store.dir` defaults to the top-level one).
+fn add_platforms(schema: &mut Value) {
+    let props = &schema["properties"];
+    let platform = strict_table(
+        "One more platform of the image, besides the top-level one (`architecture`, `variant`, `[closure]`, `[store]`): OCI outputs and push write an image index over all of them; docker-archive builds one, chosen with `--platform`.",
+        json!({
+            "architecture": {
+                "type": "string",
+                "description": "GOARCH spelling (`amd64`, `arm64`, …).",
+                "examples": ["arm64"],
+            },
+            "variant": {
+                "type": "string",
+                "description": "CPU variant (arm), e.g. `v8`; default none.",
+            },
+            "closure": props["closure"].clone(),
+            "store": props["store"].clone(),
+        }),
+    );
+    let mut platform = platform;
+    platform["required"] = json!(["architecture", "closure"]);
+    schema["properties"]["platforms"] = json!({
+        "type": "array",
+        "description": "`[[platforms]]`: further platforms, each with its own closure; the top-level closure is the default platform.",
+        "items": platform,
+    });
+}
+
+fn base_schema() -> Value {
     json!({
         "$schema": DRAFT,
         "title": "nixlayer manifest (image.toml)",

@@ -38,7 +38,7 @@ pub mod rootfs;
 pub mod settings;
 mod write;
 
-pub use write::build;
+pub use write::{build, build_platforms};
 
 /// Everything a build needs, resolved: no defaults left, no clock or
 /// environment to read. Made by [`BuildSettings::new`] (or

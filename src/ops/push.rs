@@ -5,7 +5,7 @@
 //! docker's `config.json`) is the caller's business: they arrive in
 //! [`ClientOptions`].
 
-use super::{build, BuildSettings, BuildSummary, Error, PreparedImage, Reporter};
+use super::{build, build_platforms, BuildSettings, BuildSummary, Error, PreparedImage, Reporter};
 use crate::codec::CompressOptions;
 use crate::sink::registry::homes::BlobHomes;
 use crate::sink::registry::{Client, ClientOptions, PushCounts, Reference, RegistrySink};
@@ -48,6 +48,37 @@ pub fn push(
     compress: CompressOptions,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, Error> {
+    let (sink, mut tags) = open_sink(settings, target, more_tags, options, compress)?;
+    // A layer from the cache the registry has (or mounted) counts as
+    // existing (or mounted) in the sink's counts.
+    let (summary, counts) = build(settings, image, sink, reporter)?;
+    let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
+    if tags.is_empty() {
+        tags.push(tag_of(&summary.reference).to_owned());
+    }
+    let name = format!("{}/{}", target.host, target.repository);
+    let pinned = summary
+        .manifest_digest
+        .map_or_else(String::new, |d| format!("{name}@{}", d.prefixed()));
+    Ok(PushSummary {
+        reference: format!("{name}:{}", tags[0]),
+        tags,
+        pinned,
+        build: summary,
+        counts,
+        layers_cached,
+    })
+}
+
+/// The registry sink for `target`, with the tags to PUT (checked, each
+/// once, in order).
+fn open_sink(
+    settings: &BuildSettings,
+    target: &Reference,
+    more_tags: &[String],
+    options: ClientOptions,
+    compress: CompressOptions,
+) -> Result<(RegistrySink, Vec<String>), Error> {
     let client = Client::new(target, options);
     client.ping()?;
     let mut tags: Vec<String> = Vec::new();
@@ -68,23 +99,61 @@ pub fn push(
         let homes = BlobHomes::new(&cache.dir().join("registry-blobs"), &target.host);
         sink = sink.with_homes(homes, &target.repository);
     }
-    // A layer from the cache the registry has (or mounted) counts as
-    // existing (or mounted) in the sink's counts.
-    let (summary, counts) = build(settings, image, sink, reporter)?;
-    let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
+    Ok((sink, tags))
+}
+
+/// What a multi-platform push did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlatformsPushSummary {
+    /// Each platform's build, in the order given.
+    pub builds: Vec<BuildSummary>,
+    /// Where it was pushed: `host/repository:tag`, with the first tag.
+    pub reference: String,
+    /// Every tag the index was pushed as.
+    pub tags: Vec<String>,
+    /// `host/repository@sha256:…`: the image index, by digest.
+    pub pinned: String,
+    /// Blobs uploaded and found, over all platforms: a layer they share
+    /// is uploaded once.
+    pub counts: PushCounts,
+}
+
+/// Pushes several platforms' images (each with its own settings) to
+/// `target`: every blob once, each image manifest by digest, then one
+/// image index over them as `target`'s tag and each of `more_tags`; with
+/// neither, the first build's tag. The layer cache and blob homes are the
+/// first settings'.
+///
+/// # Errors
+/// As [`push`].
+pub fn push_platforms(
+    images: &[(&BuildSettings, &PreparedImage)],
+    target: &Reference,
+    more_tags: &[String],
+    options: ClientOptions,
+    compress: CompressOptions,
+    reporter: &dyn Reporter,
+) -> Result<PlatformsPushSummary, Error> {
+    let Some((first, _)) = images.first() else {
+        return Err(Error::Empty);
+    };
+    let (sink, mut tags) = open_sink(first, target, more_tags, options, compress)?;
+    let (builds, counts) = build_platforms(images, sink, reporter)?;
     if tags.is_empty() {
-        tags.push(tag_of(&summary.reference).to_owned());
+        if let Some(b) = builds.first() {
+            tags.push(tag_of(&b.reference).to_owned());
+        }
     }
     let name = format!("{}/{}", target.host, target.repository);
-    let pinned = summary
-        .manifest_digest
+    let pinned = counts
+        .index
         .map_or_else(String::new, |d| format!("{name}@{}", d.prefixed()));
-    Ok(PushSummary {
-        reference: format!("{name}:{}", tags[0]),
+    Ok(PlatformsPushSummary {
+        reference: format!("{name}:{}", tags.first().map_or("latest", String::as_str)),
         tags,
         pinned,
-        build: summary,
+        builds,
         counts,
-        layers_cached,
     })
 }

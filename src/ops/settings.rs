@@ -237,7 +237,8 @@ pub struct ResolvedBuild {
 pub const DEFAULT_TIME: &str = "1970-01-01T00:00:01Z";
 
 /// The host's architecture in GOARCH spelling, as image configs use.
-fn host_architecture() -> &'static str {
+#[must_use]
+pub fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "x86" => "386",
@@ -789,6 +790,24 @@ pub fn valid_tag(tag: &str) -> bool {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
         && !tag.starts_with(['.', '-'])
+}
+
+/// Resolves every platform of a manifest (`[[platforms]]`, the top-level
+/// one first) as [`resolve_build`] does the one of a single-platform
+/// manifest; each platform's errors point at its own lines.
+///
+/// # Errors
+/// As [`resolve_build`], and when two platforms are the same.
+pub fn resolve_platforms(
+    loaded: &LoadedManifest,
+    args: &Overrides,
+    env: &Environment,
+) -> Result<Vec<(crate::manifest::PlatformName, ResolvedBuild)>, Error> {
+    loaded
+        .platform_manifests(host_architecture())?
+        .into_iter()
+        .map(|(name, one)| Ok((name, resolve_build(&one, args, env)?)))
+        .collect()
 }
 
 #[cfg(test)]

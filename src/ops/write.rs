@@ -117,6 +117,51 @@ pub fn build<S: ImageSink>(
     mut sink: S,
     reporter: &dyn Reporter,
 ) -> Result<(BuildSummary, S::Output), Error> {
+    let (mut summary, counts) = write_image(settings, image, &mut sink, reporter)?;
+    let (output, stream_bytes) = sink.finish(&summary.reference)?;
+    if let Some(bytes) = stream_bytes {
+        summary.bytes = bytes;
+    }
+    summary.blobs = summary.blobs.map(|_| counts);
+    Ok((summary, output))
+}
+
+/// Writes each of `images` (one per platform, each with its own settings)
+/// into `sink` and names them together by one image index, tagged by the
+/// first image's reference. Layers the platforms share are stored (or
+/// uploaded) once: the sink finds them already there. Returns each
+/// platform's summary, in the order given.
+///
+/// # Errors
+/// When a store file cannot be read or the sink fails, or the sink cannot
+/// name several images (a docker-archive).
+pub fn build_platforms<S: ImageSink>(
+    images: &[(&BuildSettings, &PreparedImage)],
+    mut sink: S,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<BuildSummary>, S::Output), Error> {
+    let mut summaries = Vec::with_capacity(images.len());
+    for (settings, image) in images {
+        let (mut summary, counts) = write_image(settings, image, &mut sink, reporter)?;
+        summary.blobs = summary.blobs.map(|_| counts);
+        summaries.push(summary);
+    }
+    let reference = summaries
+        .first()
+        .map(|s| s.reference.clone())
+        .unwrap_or_default();
+    let (output, _) = sink.finish(&reference)?;
+    Ok((summaries, output))
+}
+
+/// Writes `image`'s layers, config and manifest into `sink` without naming
+/// them; the summary's `bytes` counts the image's blobs.
+fn write_image<S: ImageSink>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    sink: &mut S,
+    reporter: &dyn Reporter,
+) -> Result<(BuildSummary, BlobCounts), Error> {
     let form = sink.layer_form();
     // Members are the tars themselves; the sink compresses its stream.
     let (compress, oci_output) = match form {
@@ -132,7 +177,7 @@ pub fn build<S: ImageSink>(
         .iter()
         .map(|layer| {
             oci_output
-                .then(|| cached_layer(settings, layer, &cache_name, media_type, &sink))
+                .then(|| cached_layer(settings, layer, &cache_name, media_type, &*sink))
                 .flatten()
         })
         .collect();
@@ -214,6 +259,7 @@ pub fn build<S: ImageSink>(
     let platform = Platform {
         os: settings.config.os.clone(),
         architecture: settings.config.architecture.clone(),
+        variant: settings.config.variant.clone(),
     };
     let (manifest_desc, new) = sink.put_manifest(&ImageEntry {
         platform: &platform,
@@ -223,10 +269,8 @@ pub fn build<S: ImageSink>(
     })?;
     count(&mut counts, new);
     let reference = reference(settings, &config_digest);
-    let (output, stream_bytes) = sink.finish(&reference)?;
-    let bytes = stream_bytes.unwrap_or_else(|| {
-        layers.iter().map(|l| l.blob_size).sum::<u64>() + config_desc.size + manifest_desc.size
-    });
+    let bytes =
+        layers.iter().map(|l| l.blob_size).sum::<u64>() + config_desc.size + manifest_desc.size;
     Ok((
         BuildSummary {
             reference,
@@ -236,6 +280,6 @@ pub fn build<S: ImageSink>(
             manifest_digest: oci_output.then_some(manifest_desc.digest),
             blobs: oci_output.then_some(counts),
         },
-        output,
+        counts,
     ))
 }

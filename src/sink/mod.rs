@@ -95,6 +95,51 @@ pub struct Platform {
     pub os: String,
     /// `architecture` in GOARCH spelling, e.g. `amd64`.
     pub architecture: String,
+    /// CPU `variant`, e.g. `v8` (arm); `None` leaves it out.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The index entry's `platform` object.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut p = serde_json::json!({ "os": self.os, "architecture": self.architecture });
+        if let (Some(v), Some(obj)) = (&self.variant, p.as_object_mut()) {
+            obj.insert("variant".into(), v.clone().into());
+        }
+        p
+    }
+
+    /// The sort key of index entries: os, architecture, variant, so an
+    /// index's bytes do not depend on the order platforms were built in.
+    fn key(&self) -> (&str, &str, &str) {
+        (
+            &self.os,
+            &self.architecture,
+            self.variant.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+/// The image index over several manifests, one per platform, sorted by
+/// platform (then digest) for deterministic bytes.
+#[must_use]
+pub fn platform_index(manifests: &[(Descriptor, Platform)]) -> Vec<u8> {
+    let mut sorted: Vec<&(Descriptor, Platform)> = manifests.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.1.key()
+            .cmp(&b.1.key())
+            .then_with(|| a.0.digest.hex().cmp(&b.0.digest.hex()))
+    });
+    let entries = sorted
+        .iter()
+        .map(|(desc, p)| {
+            let mut extra = serde_json::Map::new();
+            extra.insert("platform".into(), p.to_json());
+            desc.to_json(extra)
+        })
+        .collect();
+    crate::oci::index_json(entries)
 }
 
 /// One image of an output, handed to [`ImageSink::put_manifest`] once its
@@ -206,18 +251,7 @@ fn tagged_entry(
             &p.architecture,
         )),
         several => {
-            let entries = several
-                .iter()
-                .map(|(desc, p)| {
-                    let mut extra = serde_json::Map::new();
-                    extra.insert(
-                        "platform".into(),
-                        serde_json::json!({ "os": p.os, "architecture": p.architecture }),
-                    );
-                    desc.to_json(extra)
-                })
-                .collect();
-            let index = crate::oci::index_json(entries);
+            let index = platform_index(several);
             let (digest, _) = put_blob(&index)?;
             let desc = Descriptor {
                 media_type: crate::oci::INDEX_MEDIA_TYPE.to_owned(),
@@ -231,5 +265,49 @@ fn tagged_entry(
             );
             Ok(desc.to_json(extra))
         }
+    }
+}
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    fn entry(byte: u8, arch: &str, variant: Option<&str>) -> (Descriptor, Platform) {
+        (
+            Descriptor {
+                media_type: crate::oci::MANIFEST_MEDIA_TYPE.into(),
+                digest: Digest::of(&[byte]),
+                size: 1,
+            },
+            Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: variant.map(str::to_owned),
+            },
+        )
+    }
+
+    #[test]
+    fn an_index_is_sorted_by_platform_whatever_the_build_order() {
+        let a = entry(1, "arm64", Some("v8"));
+        let b = entry(2, "amd64", None);
+        let c = entry(3, "arm", Some("v7"));
+        let one = platform_index(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(one, platform_index(&[c, a, b]));
+        let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
+        let shown: Vec<String> = doc["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"].to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"{"architecture":"amd64","os":"linux"}"#,
+                r#"{"architecture":"arm","os":"linux","variant":"v7"}"#,
+                r#"{"architecture":"arm64","os":"linux","variant":"v8"}"#,
+            ]
+        );
     }
 }

@@ -480,6 +480,7 @@ mod tests {
             let platform = Platform {
                 os: "linux".into(),
                 architecture: arch.into(),
+                variant: None,
             };
             let image = ImageEntry {
                 platform: &platform,

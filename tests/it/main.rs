@@ -12,6 +12,7 @@
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
+//! - `multi_platform`: `[[platforms]]` as one image index in a layout and a registry, copied by skopeo, its amd64 image run by docker; docker-archive asks for `--platform`;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
@@ -33,6 +34,7 @@ mod hostile_archives;
 mod init;
 mod layer_golden;
 mod layers;
+mod multi_platform;
 mod output_faults;
 mod outputs;
 mod push;

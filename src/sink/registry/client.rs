@@ -1032,6 +1032,20 @@ impl Client {
     /// # Errors
     /// When the registry refuses it or reports another digest.
     pub fn put_manifest(&self, tag: &str, manifest: &[u8]) -> Result<Digest, Error> {
+        self.put_typed_manifest(tag, manifest, MANIFEST_MEDIA_TYPE)
+    }
+
+    /// PUTs `manifest` of media type `media_type` (an image manifest or
+    /// index) as `tag`, or by digest when `tag` is `sha256:…`.
+    ///
+    /// # Errors
+    /// When the registry refuses it or reports another digest.
+    pub fn put_typed_manifest(
+        &self,
+        tag: &str,
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, Error> {
         let digest = Digest::of(manifest);
         let what = format!("manifest {tag}");
         let url = self.url(&format!("manifests/{tag}"))?;
@@ -1039,7 +1053,7 @@ impl Client {
             "PUT",
             &url,
             &what,
-            &[("Content-Type", MANIFEST_MEDIA_TYPE)],
+            &[("Content-Type", media_type)],
             &Body::Bytes(manifest),
         )?;
         let status = resp.status().as_u16();

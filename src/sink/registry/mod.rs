@@ -163,6 +163,8 @@ pub struct PushCounts {
     pub bytes_uploaded: u64,
     /// Blobs mounted from another repository of the registry, not uploaded.
     pub mounted: usize,
+    /// The image index pushed as the tags, when several platforms were.
+    pub index: Option<Digest>,
 }
 
 /// How many blobs upload at once unless `ClientOptions::jobs` says.
@@ -340,8 +342,8 @@ pub struct RegistrySink {
     tags: Vec<String>,
     /// Small blobs (configs), kept until their manifest is put.
     small: BTreeMap<Digest, Vec<u8>>,
-    /// The manifests put, for [`ImageSink::finish`].
-    manifests: Vec<Vec<u8>>,
+    /// The manifests put, with their platforms, for [`ImageSink::finish`].
+    manifests: Vec<(Vec<u8>, super::Platform)>,
     /// What HEAD said, so no blob is asked about twice.
     known: Mutex<BTreeMap<Digest, bool>>,
     counts: PushCounts,
@@ -562,7 +564,8 @@ impl ImageSink for RegistrySink {
         self.push_blob(config, &Body::Bytes(&bytes))
             .map_err(sink_err)?;
         self.record_homes(image);
-        self.manifests.push(image.manifest.to_vec());
+        self.manifests
+            .push((image.manifest.to_vec(), image.platform.clone()));
         let desc = Descriptor {
             media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
             digest: Digest::of(image.manifest),
@@ -573,29 +576,59 @@ impl ImageSink for RegistrySink {
 
     /// PUTs the manifest as each tag, in order: the last step of a push.
     /// The same bytes every time, so every tag names the same digest.
+    /// Several manifests (one per platform) are PUT by digest, then an
+    /// image index over them as each tag.
     fn finish(self, reference: &str) -> Result<(PushCounts, Option<u64>), super::Error> {
         let tags = if self.tags.is_empty() {
             vec![super::tag_of(reference).to_owned()]
         } else {
             self.tags.clone()
         };
+        let mut index_digest = None;
         match self.manifests.as_slice() {
-            [manifest] => {
+            [(manifest, _)] => {
                 for tag in &tags {
                     self.client.put_manifest(tag, manifest).map_err(sink_err)?;
                 }
-                let mut counts = self.counts;
-                counts.existing += self.unread.0.load(Ordering::Relaxed);
-                counts.mounted += self.unread.1.load(Ordering::Relaxed);
-                Ok((counts, None))
             }
-            [] => Err(super::Error::Unsupported {
-                what: "no image manifest was built, so there is nothing to push".to_owned(),
-            }),
-            _ => Err(super::Error::Unsupported {
-                what: "pushing several image manifests under one tag needs an image index, which pushes do not write yet".to_owned(),
-            }),
+            several if !several.is_empty() => {
+                // Each platform's manifest by its digest (an index may
+                // only name manifests the registry holds), then the index
+                // as every tag.
+                let mut descs = Vec::with_capacity(several.len());
+                for (manifest, platform) in several {
+                    let digest = Digest::of(manifest);
+                    self.client
+                        .put_manifest(&digest.prefixed(), manifest)
+                        .map_err(sink_err)?;
+                    descs.push((
+                        Descriptor {
+                            media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+                            digest,
+                            size: manifest.len() as u64,
+                        },
+                        platform.clone(),
+                    ));
+                }
+                let index = super::platform_index(&descs);
+                index_digest = Some(Digest::of(&index));
+                for tag in &tags {
+                    self.client
+                        .put_typed_manifest(tag, &index, crate::oci::INDEX_MEDIA_TYPE)
+                        .map_err(sink_err)?;
+                }
+            }
+            _ => {
+                return Err(super::Error::Unsupported {
+                    what: "no image manifest was built, so there is nothing to push".to_owned(),
+                })
+            }
         }
+        let mut counts = self.counts;
+        counts.existing += self.unread.0.load(Ordering::Relaxed);
+        counts.mounted += self.unread.1.load(Ordering::Relaxed);
+        counts.index = index_digest;
+        Ok((counts, None))
     }
 }
 

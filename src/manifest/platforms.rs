@@ -1,0 +1,243 @@
+//! `[[platforms]]`: a manifest describing several platforms, each with its
+//! own `architecture`/`variant` and closure (roots and source, and
+//! optionally a store root). The top-level closure is the default
+//! platform; each entry becomes a manifest of its own
+//! ([`LoadedManifest::platform_manifests`]) that resolves like any other,
+//! so its errors point at its own lines.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ClosureSection, Error, LoadedManifest, StoreSection};
+
+/// One `[[platforms]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSection {
+    /// GOARCH spelling.
+    pub architecture: Spanned<String>,
+    /// CPU variant (arm).
+    pub variant: Option<Spanned<String>>,
+    /// Its closure: roots, source, exclusions.
+    pub closure: ClosureSection,
+    /// Where its store is read from; `dir` defaults to the top-level one.
+    pub store: Option<StoreSection>,
+}
+
+/// A platform's name as `--platform` spells it: `ARCH[/VARIANT]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlatformName {
+    /// GOARCH spelling.
+    pub architecture: String,
+    /// CPU variant.
+    pub variant: Option<String>,
+}
+
+impl PlatformName {
+    /// Parses `ARCH[/VARIANT]`; `None` when either part is empty or there
+    /// are more parts.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('/');
+        let architecture = parts.next().filter(|a| !a.is_empty())?.to_owned();
+        let variant = match parts.next() {
+            None => None,
+            Some("") => return None,
+            Some(v) => Some(v.to_owned()),
+        };
+        parts.next().is_none().then_some(Self {
+            architecture,
+            variant,
+        })
+    }
+}
+
+impl std::fmt::Display for PlatformName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.variant {
+            Some(v) => write!(f, "{}/{v}", self.architecture),
+            None => f.write_str(&self.architecture),
+        }
+    }
+}
+
+impl LoadedManifest {
+    /// Whether the manifest describes more than the top-level platform.
+    #[must_use]
+    pub fn is_multi_platform(&self) -> bool {
+        !self.manifest.platforms.is_empty()
+    }
+
+    /// One manifest per platform, the top-level (default) one first, each
+    /// with its platform's `architecture`, `variant`, `[closure]` and
+    /// `[store]` in place of the top-level ones and no `[[platforms]]`;
+    /// `host` names the default platform when `architecture` is unset.
+    ///
+    /// # Errors
+    /// When two platforms share an architecture and variant (at the later
+    /// one's `architecture`), or a platform's closure source or store is
+    /// invalid (at its line).
+    pub fn platform_manifests(
+        &self,
+        host: &str,
+    ) -> Result<Vec<(PlatformName, LoadedManifest)>, Error> {
+        let top = &self.manifest;
+        let mut default = self.clone();
+        default.manifest.platforms.clear();
+        let mut out = vec![(
+            PlatformName {
+                architecture: top
+                    .architecture
+                    .as_ref()
+                    .map_or_else(|| host.to_owned(), |a| a.get_ref().clone()),
+                variant: top.variant.as_ref().map(|v| v.get_ref().clone()),
+            },
+            default,
+        )];
+        for entry in &top.platforms {
+            let name = PlatformName {
+                architecture: entry.architecture.get_ref().clone(),
+                variant: entry.variant.as_ref().map(|v| v.get_ref().clone()),
+            };
+            if PlatformName::parse(&name.to_string()).as_ref() != Some(&name) {
+                return Err(self.error_at(
+                    entry.architecture.span(),
+                    format!("`{name}` is not a platform: `architecture` and `variant` must be non-empty and hold no `/`"),
+                    None,
+                ));
+            }
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(self.error_at(
+                    entry.architecture.span(),
+                    format!("platform `{name}` is described twice"),
+                    Some("each `[[platforms]]` entry needs its own `architecture` or `variant`, different from the top-level one".to_owned()),
+                ));
+            }
+            let mut one = self.clone();
+            let m = &mut one.manifest;
+            m.platforms.clear();
+            m.architecture = Some(entry.architecture.clone());
+            m.variant.clone_from(&entry.variant);
+            m.closure = entry.closure.clone();
+            if let Some(store) = &entry.store {
+                m.store.root.clone_from(&store.root);
+                if store.dir.is_some() {
+                    m.store.dir.clone_from(&store.dir);
+                }
+            }
+            one.store_dir()?;
+            one.closure_source()?;
+            out.push((name, one));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn load(text: &str) -> Result<LoadedManifest, Error> {
+        LoadedManifest::from_text(PathBuf::from("/m/image.toml"), text.to_owned())
+    }
+
+    const TOP: &str = "name = \"x\"\narchitecture = \"amd64\"\n[closure]\nroots = [\"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a\"]\n";
+
+    #[test]
+    fn each_platform_gets_its_closure_and_store() {
+        let text = format!("{TOP}[[platforms]]\narchitecture = \"arm64\"\nvariant = \"v8\"\n[platforms.closure]\nroots = [\"/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\"]\nsource = {{ graph = \"arm/graph.json\" }}\n[platforms.store]\nroot = \"arm\"\n");
+        let loaded = load(&text).unwrap();
+        assert!(loaded.is_multi_platform());
+        let all = loaded.platform_manifests("amd64").unwrap();
+        let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, ["amd64", "arm64/v8"]);
+        let arm = &all[1].1.manifest;
+        assert!(arm.platforms.is_empty());
+        assert_eq!(
+            arm.closure.roots[0].get_ref(),
+            "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b"
+        );
+        assert_eq!(
+            arm.store.root.as_ref().unwrap().get_ref(),
+            &PathBuf::from("arm")
+        );
+        assert_eq!(all[0].1.manifest.closure.roots.len(), 1);
+    }
+
+    #[test]
+    fn a_platform_described_twice_is_an_error_at_its_line() {
+        let text = format!(
+            "{TOP}[[platforms]]\narchitecture = \"amd64\"\n[platforms.closure]\nroots = []\n"
+        );
+        let err = load(&text)
+            .unwrap()
+            .platform_manifests("amd64")
+            .unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("/m/image.toml:6:"), "{shown}");
+        assert!(
+            shown.contains("platform `amd64` is described twice"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_platform_without_closure_or_with_unknown_keys_is_refused() {
+        let text = format!("{TOP}[[platforms]]\narchitecture = \"arm64\"\n");
+        assert!(load(&text).unwrap_err().to_string().contains("closure"));
+        let text = format!(
+            "{TOP}[[platforms]]\narchitecture = \"arm64\"\narch = 1\n[platforms.closure]\n"
+        );
+        assert!(load(&text).unwrap_err().to_string().contains("arch"));
+    }
+
+    #[test]
+    fn a_bad_platform_source_points_at_its_line() {
+        let text = format!("{TOP}[[platforms]]\narchitecture = \"arm64\"\n[platforms.closure]\nsource = {{ nope = \"x\" }}\n");
+        let err = load(&text)
+            .unwrap()
+            .platform_manifests("amd64")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/m/image.toml:8:"), "{err}");
+    }
+
+    #[test]
+    fn platform_names_parse() {
+        assert_eq!(
+            PlatformName::parse("arm64/v8").unwrap().to_string(),
+            "arm64/v8"
+        );
+        assert_eq!(PlatformName::parse("amd64").unwrap().variant, None);
+        for bad in ["", "/v8", "arm64/", "a/b/c"] {
+            assert!(PlatformName::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn platform_names_never_panic_and_round_trip(text in "[a-z0-9/]{0,12}") {
+            if let Some(name) = PlatformName::parse(&text) {
+                proptest::prop_assert_eq!(name.to_string(), text);
+            }
+        }
+
+        #[test]
+        fn any_platforms_table_gives_a_manifest_or_an_error(
+            arch in "[ -~]{0,8}",
+            variant in proptest::option::of("[ -~]{0,6}"),
+            root in "[ -~]{0,10}",
+        ) {
+            let text = format!(
+                "{TOP}[[platforms]]\narchitecture = {}\n{}[platforms.closure]\nroots = [{}]\n",
+                toml::Value::String(arch),
+                variant.map(|v| format!("variant = {}\n", toml::Value::String(v))).unwrap_or_default(),
+                toml::Value::String(root),
+            );
+            if let Ok(loaded) = load(&text) {
+                let _ = loaded.platform_manifests("amd64");
+            }
+        }
+    }
+}
