@@ -72,6 +72,10 @@ pub(crate) struct BuildArgs {
     /// which lets an OCI layout rebuild skip reading unchanged layers.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Warn instead of failing when the entrypoint or a root's `bin/`
+    /// program is an ELF file for another machine than the image platform.
+    #[arg(long)]
+    pub(crate) no_arch_check: bool,
 }
 
 /// `nixlayer merge`.
@@ -205,6 +209,10 @@ pub(crate) struct PushArgs {
     /// Do not use or update the layer cache.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Warn instead of failing when the entrypoint or a root's `bin/`
+    /// program is an ELF file for another machine than the image platform.
+    #[arg(long)]
+    pub(crate) no_arch_check: bool,
 }
 
 /// A command-line value that is a secret: its `Debug` never shows it, and

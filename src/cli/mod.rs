@@ -111,6 +111,36 @@ fn overrides(args: &BuildArgs) -> settings::Overrides {
     o
 }
 
+/// The architecture guard ([`ops::arch`]): a program built for another
+/// machine fails the build before any output exists, or with
+/// `--no-arch-check` is a warning.
+fn arch_guard(
+    settings: &ops::BuildSettings,
+    image: &ops::PreparedImage,
+    warn_only: bool,
+    printer: Printer,
+) -> Result<(), BoxError> {
+    let mismatches = ops::arch::check(settings, image)?;
+    if warn_only {
+        for m in &mismatches {
+            printer.warn(&m.to_string());
+        }
+        return Ok(());
+    }
+    let Some(first) = mismatches.first() else {
+        return Ok(());
+    };
+    let more = match mismatches.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 more program)".to_owned(),
+        n => format!(" (and {n} more programs)"),
+    };
+    Err(format!(
+        "{first}{more}: it would fail with \"exec format error\"; set `architecture` in the manifest, or pass `--no-arch-check` to build anyway"
+    )
+    .into())
+}
+
 fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     let start = Instant::now();
     if args.stream && io::stdout().is_terminal() {
@@ -144,6 +174,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         refuse_overwriting_inputs("-o", output, &inputs, layout)?;
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(output) = output {
         refuse_output_in_closure(output, &command.settings, &image.closure)?;
     }
@@ -631,6 +662,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         printer.warn(w);
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     let options = ClientOptions {
         credentials,
         insecure: args.insecure,

@@ -8,6 +8,8 @@
 //! Formats tier: this module imports no stage.
 
 mod digest;
+pub mod elf;
+pub mod platform;
 
 use serde_json::{json, Map, Value};
 

@@ -32,6 +32,7 @@ use crate::store::binary_cache::CacheError;
 use crate::store::{AnyStore, Store as _};
 
 mod accounts;
+pub mod arch;
 pub mod merge;
 pub mod push;
 pub mod rootfs;
