@@ -76,6 +76,10 @@ pub(crate) struct BuildArgs {
     /// program is an ELF file for another machine than the image platform.
     #[arg(long)]
     pub(crate) no_arch_check: bool,
+    /// Add an annotation to the OCI image manifest (repeatable; over the
+    /// manifest's `[annotations]`; a docker-archive has none).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) annotation: Vec<String>,
 }
 
 /// `nixlayer merge`.
@@ -213,6 +217,10 @@ pub(crate) struct PushArgs {
     /// program is an ELF file for another machine than the image platform.
     #[arg(long)]
     pub(crate) no_arch_check: bool,
+    /// Add an annotation to the OCI image manifest (repeatable; over the
+    /// manifest's `[annotations]`; a docker-archive has none).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) annotation: Vec<String>,
 }
 
 /// A command-line value that is a secret: its `Debug` never shows it, and

@@ -108,6 +108,7 @@ fn overrides(args: &BuildArgs) -> settings::Overrides {
     o.level = args.level;
     o.threads = args.threads;
     o.no_cache = args.no_cache;
+    o.annotations.clone_from(&args.annotation);
     o
 }
 
@@ -656,6 +657,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     overrides.level = args.level;
     overrides.threads = args.threads;
     overrides.no_cache = args.no_cache;
+    overrides.annotations.clone_from(&args.annotation);
     let loaded = LoadedManifest::load(&args.manifest)?;
     let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     for w in &command.warnings {

@@ -85,6 +85,9 @@ pub struct Manifest {
     /// `[[groups]]`: groups in `/etc/group`.
     #[serde(default)]
     pub groups: Vec<GroupSection>,
+    /// `[annotations]`: string annotations of the OCI image manifest.
+    #[serde(default)]
+    pub annotations: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[store]`.

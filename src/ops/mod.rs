@@ -72,6 +72,8 @@ pub struct BuildSettings {
     pub cache: Option<LayerCache<AnyStore>>,
     /// The customisation layer, permissions, the Nix database and the base image.
     pub content: ContentSettings,
+    /// Annotations of the OCI image manifest (`[annotations]`, `--annotation`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What the image holds beyond the store layers (SPEC §4, §5).
@@ -368,6 +370,7 @@ impl BuildSettings {
             mtime: 1,
             cache: None,
             content: ContentSettings::default(),
+            annotations: std::collections::BTreeMap::new(),
         }
     }
 
