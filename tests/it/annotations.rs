@@ -119,3 +119,45 @@ fn bad_annotations_are_located_errors() {
         String::from_utf8_lossy(&failed.stderr)
     );
 }
+
+#[test]
+fn push_writes_the_annotations_to_the_registry() {
+    use crate::push::{registry_ready, REGISTRY};
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let manifest = example(
+        tmp.path(),
+        "\n[annotations]\n\"org.opencontainers.image.source\" = \"https://example.com/app\"\n",
+    );
+    let reference = format!("{REGISTRY}/nixlayer-test/annotations:a1");
+    run(
+        nixlayer()
+            .arg("push")
+            .arg(&manifest)
+            .arg(&reference)
+            .args(["--annotation", "org.opencontainers.image.version=1.0"]),
+        0,
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!(
+            "http://{REGISTRY}/v2/nixlayer-test/annotations/manifests/a1"
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .unwrap();
+    let body = response.body_mut().read_to_vec().unwrap();
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        value["annotations"],
+        json!({
+            "org.opencontainers.image.source": "https://example.com/app",
+            "org.opencontainers.image.version": "1.0",
+        })
+    );
+}

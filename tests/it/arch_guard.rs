@@ -140,3 +140,39 @@ fn an_arm64_image_of_arm64_programs_builds_and_host_files_are_never_read() {
     );
     assert!(out.exists());
 }
+
+#[test]
+fn push_refuses_before_anything_reaches_the_registry() {
+    use crate::push::{registry_ready, REGISTRY};
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let manifest = fixture(
+        tmp.path(),
+        "architecture = \"amd64\"",
+        &format!("[config]\nCmd = [\"{APP}/bin/app\"]\n"),
+    );
+    let tag = format!("p{}", std::process::id());
+    let reference = format!("{REGISTRY}/nixlayer-test/arch:{tag}");
+    let failed = run(nixlayer().arg("push").arg(&manifest).arg(&reference), 1);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("AArch64") && stderr.contains("linux/amd64"),
+        "{stderr}"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = agent
+        .get(format!(
+            "http://{REGISTRY}/v2/nixlayer-test/arch/manifests/{tag}"
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 404, "no manifest pushed");
+}
