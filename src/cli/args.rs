@@ -77,6 +77,14 @@ pub(crate) struct BuildArgs {
     /// hold one platform.
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,
+    /// Warn instead of failing when the entrypoint or a root's `bin/`
+    /// program is an ELF file for another machine than the image platform.
+    #[arg(long)]
+    pub(crate) no_arch_check: bool,
+    /// Add an annotation to the OCI image manifest (repeatable; over the
+    /// manifest's `[annotations]`; a docker-archive has none).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) annotation: Vec<String>,
 }
 
 /// `nixlayer merge`.
@@ -210,6 +218,14 @@ pub(crate) struct PushArgs {
     /// Do not use or update the layer cache.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Warn instead of failing when the entrypoint or a root's `bin/`
+    /// program is an ELF file for another machine than the image platform.
+    #[arg(long)]
+    pub(crate) no_arch_check: bool,
+    /// Add an annotation to the OCI image manifest (repeatable; over the
+    /// manifest's `[annotations]`; a docker-archive has none).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) annotation: Vec<String>,
 }
 
 /// A command-line value that is a secret: its `Debug` never shows it, and

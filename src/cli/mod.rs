@@ -108,7 +108,38 @@ fn overrides(args: &BuildArgs) -> settings::Overrides {
     o.level = args.level;
     o.threads = args.threads;
     o.no_cache = args.no_cache;
+    o.annotations.clone_from(&args.annotation);
     o
+}
+
+/// The architecture guard ([`ops::arch`]): a program built for another
+/// machine fails the build before any output exists, or with
+/// `--no-arch-check` is a warning.
+fn arch_guard(
+    settings: &ops::BuildSettings,
+    image: &ops::PreparedImage,
+    warn_only: bool,
+    printer: Printer,
+) -> Result<(), BoxError> {
+    let mismatches = ops::arch::check(settings, image)?;
+    if warn_only {
+        for m in &mismatches {
+            printer.warn(&m.to_string());
+        }
+        return Ok(());
+    }
+    let Some(first) = mismatches.first() else {
+        return Ok(());
+    };
+    let more = match mismatches.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 more program)".to_owned(),
+        n => format!(" (and {n} more programs)"),
+    };
+    Err(format!(
+        "{first}{more}: it would fail with \"exec format error\"; set `architecture` in the manifest, or pass `--no-arch-check` to build anyway"
+    )
+    .into())
 }
 
 fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
@@ -147,6 +178,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         refuse_overwriting_inputs("-o", output, &inputs, layout)?;
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(output) = output {
         refuse_output_in_closure(output, &command.settings, &image.closure)?;
     }
@@ -636,6 +668,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     overrides.level = args.level;
     overrides.threads = args.threads;
     overrides.no_cache = args.no_cache;
+    overrides.annotations.clone_from(&args.annotation);
     let loaded = LoadedManifest::load(&args.manifest)?;
     let options = ClientOptions {
         credentials,
@@ -653,6 +686,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         printer.warn(w);
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), true);
     let pushed = ops::push::push(
         &command.settings,
@@ -941,6 +975,7 @@ fn run_build_platforms(
             refuse_overwriting_inputs("-o", output, &inputs, layout)?;
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
+        arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(output) = output {
             refuse_output_in_closure(output, &command.settings, &image.closure)?;
         }
@@ -1044,7 +1079,9 @@ fn run_push_platforms(
         for w in &command.warnings {
             printer.warn(w);
         }
-        images.push(ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?);
+        let image = ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?;
+        arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+        images.push(image);
     }
     let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =
         all.iter().map(|(_, c)| &c.settings).zip(&images).collect();

@@ -90,6 +90,9 @@ pub struct Manifest {
     /// `[[platforms]]`: further platforms of a multi-platform image.
     #[serde(default)]
     pub platforms: Vec<PlatformSection>,
+    /// `[annotations]`: string annotations of the OCI image manifest.
+    #[serde(default)]
+    pub annotations: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[store]`.

@@ -106,6 +106,12 @@ fn base_schema() -> Value {
                 "description": "RFC 3339 or `now`; timestamp of every file in every layer. Default: the value of `created`.",
                 "examples": [DEFAULT_TIME],
             },
+            "annotations": {
+                "type": "object",
+                "description": "Annotations of the OCI image manifest (OCI outputs and push; a docker-archive has none), e.g. the standard `org.opencontainers.image.source`, `revision`, `version`. Keys non-empty, values strings. `--annotation KEY=VALUE` adds or overrides one. None are added by default.",
+                "additionalProperties": { "type": "string" },
+                "examples": [{ "org.opencontainers.image.source": "https://example.com/repo" }],
+            },
             "max_layers": {
                 "type": "integer",
                 "minimum": 2,

@@ -8,6 +8,8 @@
 //! Formats tier: this module imports no stage.
 
 mod digest;
+pub mod elf;
+pub mod platform;
 
 use serde_json::{json, Map, Value};
 
@@ -85,6 +87,27 @@ pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": config.to_json(Map::new()),
         "layers": layers,
+    }))
+}
+
+/// [`manifest_json`] with `annotations` (sorted by key, as every map in
+/// [`canonical_json`]); none gives exactly [`manifest_json`]'s bytes.
+#[must_use]
+pub fn annotated_manifest_json(
+    config: &Descriptor,
+    layers: &[Descriptor],
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
+    if annotations.is_empty() {
+        return manifest_json(config, layers);
+    }
+    let layers: Vec<Value> = layers.iter().map(|l| l.to_json(Map::new())).collect();
+    canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": config.to_json(Map::new()),
+        "layers": layers,
+        "annotations": annotations,
     }))
 }
 

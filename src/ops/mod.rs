@@ -32,6 +32,7 @@ use crate::store::binary_cache::CacheError;
 use crate::store::{AnyStore, Store as _};
 
 mod accounts;
+pub mod arch;
 pub mod merge;
 pub mod push;
 pub mod rootfs;
@@ -71,6 +72,8 @@ pub struct BuildSettings {
     pub cache: Option<LayerCache<AnyStore>>,
     /// The customisation layer, permissions, the Nix database and the base image.
     pub content: ContentSettings,
+    /// Annotations of the OCI image manifest (`[annotations]`, `--annotation`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What the image holds beyond the store layers (SPEC §4, §5).
@@ -367,6 +370,7 @@ impl BuildSettings {
             mtime: 1,
             cache: None,
             content: ContentSettings::default(),
+            annotations: std::collections::BTreeMap::new(),
         }
     }
 

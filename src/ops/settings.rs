@@ -216,6 +216,8 @@ pub struct Overrides {
     pub threads: Option<std::num::NonZeroUsize>,
     /// Neither read nor update the layer cache.
     pub no_cache: bool,
+    /// `--annotation KEY=VALUE`, in order: over `[annotations]`.
+    pub annotations: Vec<String>,
 }
 
 /// A resolved build: the settings and how the output is written.
@@ -426,6 +428,7 @@ pub fn resolve_build(
     settings.mtime = mtime;
     settings.cache = cache;
     settings.content = content;
+    settings.annotations = annotations(loaded, &args.annotations)?;
     let format = match &args.format {
         Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
             unknown_flag_value("--format", name, &OutputFormat::ALL.map(OutputFormat::name))
@@ -496,6 +499,41 @@ fn flag_error(flag: &str, message: String) -> Error {
         message,
         hint: None,
     }
+}
+
+/// `[annotations]`, then each `--annotation KEY=VALUE` over them.
+fn annotations(
+    loaded: &LoadedManifest,
+    flags: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in &loaded.manifest.annotations {
+        if key.get_ref().is_empty() {
+            return Err(loaded.error_at(
+                key.span(),
+                "`[annotations]` keys must not be empty".to_owned(),
+                None,
+            ));
+        }
+        out.insert(key.get_ref().clone(), value.get_ref().clone());
+    }
+    for flag in flags {
+        match flag.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                out.insert(key.to_owned(), value.to_owned());
+            }
+            _ => {
+                return Err(Error::Flag {
+                    flag: "--annotation".to_owned(),
+                    message: format!("`{flag}` is not `KEY=VALUE` with a non-empty key"),
+                    hint: Some(
+                        "e.g. `--annotation org.opencontainers.image.revision=abc123`".to_owned(),
+                    ),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn unknown_flag_value(flag: &str, value: &str, valid: &[&str]) -> Error {

@@ -255,7 +255,7 @@ fn write_image<S: ImageSink>(
             size: l.blob_size,
         })
         .collect();
-    let manifest = oci::manifest_json(&config_desc, &layer_descs);
+    let manifest = oci::annotated_manifest_json(&config_desc, &layer_descs, &settings.annotations);
     let platform = Platform {
         os: settings.config.os.clone(),
         architecture: settings.config.architecture.clone(),

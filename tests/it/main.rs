@@ -24,6 +24,8 @@
 //! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
 
 mod accounts;
+mod annotations;
+mod arch_guard;
 mod binary_cache;
 mod build;
 mod build_from_cache;

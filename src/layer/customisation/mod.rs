@@ -406,6 +406,31 @@ impl CustomisationTree {
     }
 }
 
+/// What the customisation tree holds at one path, for readers that look
+/// inside the image (the architecture guard).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeNode<'a> {
+    /// A directory.
+    Directory,
+    /// A regular file and its bytes.
+    File(&'a FileData),
+    /// A symlink to this target, raw.
+    Symlink(&'a [u8]),
+}
+
+impl CustomisationTree {
+    /// The entry at the absolute path `comps` (one component each), not
+    /// following a symlink there; `None` when the tree has nothing there.
+    #[must_use]
+    pub fn lookup(&self, comps: &[Vec<u8>]) -> Option<TreeNode<'_>> {
+        self.entries.get(comps).map(|e| match &e.kind {
+            EntryKind::Directory => TreeNode::Directory,
+            EntryKind::File { data, .. } => TreeNode::File(data),
+            EntryKind::Symlink(target) => TreeNode::Symlink(target),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
