@@ -93,14 +93,13 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
             },
             None => image.write_layer(settings, index, std::io::sink())?,
         };
-        let store_paths = match &layer.content {
-            super::LayerContent::Base(base, i) => vec![base.layers[*i].member.clone()],
-            _ => layer
-                .store_paths()
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-        };
+        // A base image's layers name no store path (its history comment
+        // names the member, which `from_archive` skips too).
+        let store_paths = layer
+            .store_paths()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
         layers.push(DiffLayer {
             diff_id: tar.diff_id,
             digest: tar.diff_id,
