@@ -34,6 +34,21 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Build the image and push it to a registry (OCI distribution API).
     Push(PushArgs),
+    /// Compare two images: store paths, layers and the bytes an update moves.
+    Diff(DiffArgs),
+}
+
+/// `nixlayer diff`.
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The old image: a manifest (`*.toml`), a docker-archive (any
+    /// compression), an OCI archive or an OCI layout directory.
+    pub(crate) old: PathBuf,
+    /// The new image, of any of the same kinds.
+    pub(crate) new: PathBuf,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `nixlayer build`.

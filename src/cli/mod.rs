@@ -13,6 +13,7 @@
 
 pub(crate) mod args;
 pub(crate) mod diagnostics;
+mod diff;
 mod init;
 mod layers;
 mod progress;
@@ -75,6 +76,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Schema => run_schema(printer),
         Command::Init(args) => init::run(args, printer),
         Command::Push(args) => run_push(args, printer),
+        Command::Diff(args) => diff::run(args, printer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

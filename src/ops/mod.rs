@@ -11,6 +11,7 @@
 //!   layer writer ([`PreparedImage::write_layer_blob`]).
 //! - [`push`]: a build into a registry.
 //! - [`merge`]: many docker-archives into one.
+//! - [`diff`]: what changes between two images.
 //!
 //! Progress goes to a [`Reporter`]; the library never prints.
 
@@ -33,6 +34,7 @@ use crate::store::{AnyStore, Store as _};
 
 mod accounts;
 pub mod arch;
+pub mod diff;
 pub mod merge;
 pub mod push;
 pub mod rootfs;

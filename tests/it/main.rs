@@ -7,6 +7,7 @@
 //! - `build_from_cache`: `build`, `layers` and `init` from a `nix copy` cache (`file://`, nginx, netrc) with no local store: the local build's bytes; refusals leave no output;
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
+//! - `diff`: `nixlayer diff` of manifests (auto, popularity) and of the archives and layouts built from them;
 //! - `errors`: bad input gives one message and no output;
 //! - `hostile_archives`: edited and symlinked blobs, decompression bombs, unsafe merge members, a tampered base under `--stream`;
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
@@ -31,6 +32,7 @@ mod build;
 mod build_from_cache;
 mod closure_sources;
 mod content;
+mod diff;
 mod errors;
 mod hostile_archives;
 mod init;

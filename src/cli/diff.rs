@@ -1,0 +1,100 @@
+//! `nixlayer diff OLD NEW`: what an update from one image to another
+//! changes and moves, as a table or as JSON ([`nixlayer::ops::diff`]).
+
+use std::path::Path;
+
+use nixlayer::manifest::LoadedManifest;
+use nixlayer::ops::diff::{self, DiffImage, DiffLayer, ImageDiff};
+use nixlayer::ops::settings;
+
+use super::args::DiffArgs;
+use super::printer::{self, Printer};
+use super::BoxError;
+
+/// Runs `nixlayer diff`.
+pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
+    let old = read(&args.old, printer)?;
+    let new = read(&args.new, printer)?;
+    let d = diff::diff(&old, &new);
+    if args.json {
+        printer.data(&nixlayer::oci::canonical_json(&d.to_json()))?;
+    } else {
+        printer.data(table(&d).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// One side: a manifest (by its `.toml` name) planned like `build`, else
+/// an image archive or layout.
+fn read(path: &Path, printer: Printer) -> Result<DiffImage, BoxError> {
+    if path.extension().is_some_and(|e| e == "toml") {
+        let loaded = LoadedManifest::load(path)?;
+        let command = settings::resolve_build(
+            &loaded,
+            &settings::Overrides::default(),
+            &settings::Environment::capture(),
+        )?;
+        for w in &command.warnings {
+            printer.warn(w);
+        }
+        Ok(
+            diff::from_settings(&command.settings)
+                .map_err(|e| super::layers::locate(&loaded, e))?,
+        )
+    } else {
+        Ok(diff::from_archive(path)?)
+    }
+}
+
+fn short(layer: &DiffLayer) -> String {
+    layer.diff_id.hex()[..12].to_owned()
+}
+
+/// The human view: paths, then layers, then bytes.
+fn table(d: &ImageDiff) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "store paths: {} added, {} removed, {} changed\n",
+        d.added.len(),
+        d.removed.len(),
+        d.changed.len()
+    ));
+    for p in &d.added {
+        out.push_str(&format!("  + {p}\n"));
+    }
+    for p in &d.removed {
+        out.push_str(&format!("  - {p}\n"));
+    }
+    for c in &d.changed {
+        out.push_str(&format!("  ~ {} -> {}\n", c.old, c.new));
+    }
+    out.push_str(&format!(
+        "layers: {} kept, {} added, {} dropped\n",
+        d.kept.len(),
+        d.added_layers.len(),
+        d.dropped_layers.len()
+    ));
+    for (mark, layers) in [
+        ("=", &d.kept),
+        ("+", &d.added_layers),
+        ("-", &d.dropped_layers),
+    ] {
+        for l in layers {
+            out.push_str(&format!(
+                "  {mark} {}  {:>10}  {} path{}\n",
+                short(l),
+                printer::bytes(l.blob_size),
+                l.store_paths.len(),
+                super::plural(l.store_paths.len())
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "update pushes {} ({} layers + {} config + {} manifest); a client with the old image pulls the same",
+        printer::bytes(d.push_bytes()),
+        printer::bytes(d.layer_bytes()),
+        printer::bytes(d.config_size),
+        printer::bytes(d.manifest_size)
+    ));
+    out
+}

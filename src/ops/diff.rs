@@ -1,0 +1,441 @@
+//! `diff`: what changes between two images — store paths added, removed
+//! and changed, layers kept, added and dropped, and the bytes an update
+//! pushes and pulls. Either side is a manifest (planned and its layers
+//! hashed, through the layer cache when it knows them) or an image read by
+//! [`crate::archive`] (docker-archive, OCI archive, OCI layout).
+//!
+//! Layers are matched by diff_id (the sha256 of the uncompressed tar), so a
+//! manifest and the archive built from it agree whatever the compression.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::archive::{self, ImageArchive};
+use crate::oci::{self, Descriptor, Digest};
+
+use super::{BuildSettings, Error};
+
+/// One layer of an image, as `diff` compares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffLayer {
+    /// sha256 of the uncompressed tar: what identifies the layer.
+    pub diff_id: Digest,
+    /// sha256 of the stored blob (the diff_id for an uncompressed layer).
+    pub digest: Digest,
+    /// Bytes of the stored blob: what a registry transfers.
+    pub blob_size: u64,
+    /// The store paths it holds (from the plan, or the config's history).
+    pub store_paths: Vec<String>,
+}
+
+/// An image reduced to what `diff` compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffImage {
+    /// The layers, bottom first.
+    pub layers: Vec<DiffLayer>,
+    /// Bytes of the image config.
+    pub config_size: u64,
+    /// Bytes of the OCI image manifest (as a registry holds it).
+    pub manifest_size: u64,
+}
+
+/// Why an image could not be read for `diff`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffError {
+    /// A manifest could not be planned or its layers hashed.
+    #[error(transparent)]
+    Build(#[from] Error),
+    /// An archive or layout could not be read.
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    /// The archive holds no image, or several.
+    #[error("`{}` holds {count} images; `diff` compares exactly one on each side", path.display())]
+    ImageCount {
+        /// The archive.
+        path: std::path::PathBuf,
+        /// How many images it holds.
+        count: usize,
+    },
+    /// A layer has no diff_id in the config.
+    #[error("`{}`: layer {index} has no diff_id in the image config", path.display())]
+    NoDiffId {
+        /// The archive.
+        path: std::path::PathBuf,
+        /// 0-based layer index.
+        index: usize,
+    },
+}
+
+/// The image a manifest's settings build: planned like `build`, each layer
+/// hashed once (the layer cache gives the diff_id of a layer it knows, so
+/// only new layers are read). Sizes are those of uncompressed layers, as a
+/// docker-archive or an uncompressed OCI output stores them.
+///
+/// # Errors
+/// When the closure cannot be read, planning fails or a layer cannot be read.
+pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
+    let image = super::prepare(settings)?;
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for (index, layer) in image.layers.iter().enumerate() {
+        let cached = settings
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&layer.key, layer.store_paths()))
+            .and_then(|r| r.tar)
+            .filter(|t| t.size == layer.size);
+        let tar = match cached {
+            Some(tar) => oci::LayerDigest {
+                diff_id: tar.digest,
+                size: tar.size,
+            },
+            None => image.write_layer(settings, index, std::io::sink())?,
+        };
+        // A base image's layers name no store path (its history comment
+        // names the member, which `from_archive` skips too).
+        let store_paths = layer
+            .store_paths()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        layers.push(DiffLayer {
+            diff_id: tar.diff_id,
+            digest: tar.diff_id,
+            blob_size: tar.size,
+            store_paths,
+        });
+    }
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+    let config = image.config_json(settings, &diff_ids);
+    let manifest = oci::manifest_json(
+        &Descriptor {
+            media_type: oci::CONFIG_MEDIA_TYPE.to_owned(),
+            digest: Digest::of(&config),
+            size: config.len() as u64,
+        },
+        &layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: oci::LAYER_MEDIA_TYPE.to_owned(),
+                digest: l.digest,
+                size: l.blob_size,
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(DiffImage {
+        layers,
+        config_size: config.len() as u64,
+        manifest_size: manifest.len() as u64,
+    })
+}
+
+/// The one image of a docker-archive (any compression), OCI archive or OCI
+/// layout. Store paths per layer come from the config's history comments
+/// (`store paths: ['…']`, as nixlayer and nixpkgs write them); a layer
+/// without one lists none.
+///
+/// # Errors
+/// When the path cannot be read as an image, holds other than one image,
+/// or a layer has no diff_id.
+pub fn from_archive(path: &Path) -> Result<DiffImage, DiffError> {
+    let archive = ImageArchive::open(path)?;
+    let [image] = archive.images() else {
+        return Err(DiffError::ImageCount {
+            path: path.to_owned(),
+            count: archive.images().len(),
+        });
+    };
+    let config = image.config_value().unwrap_or(Value::Null);
+    // History entries that made a layer, in order (empty_layer ones made none).
+    let comments: Vec<Option<&str>> = config
+        .get("history")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true))
+                .map(|e| e.get("comment").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for (index, layer) in image.layers.iter().enumerate() {
+        let diff_id = layer.diff_id.ok_or_else(|| DiffError::NoDiffId {
+            path: path.to_owned(),
+            index,
+        })?;
+        layers.push(DiffLayer {
+            diff_id,
+            digest: layer.digest.unwrap_or(diff_id),
+            blob_size: layer.size,
+            store_paths: comments
+                .get(index)
+                .copied()
+                .flatten()
+                .map(parse_comment)
+                .unwrap_or_default(),
+        });
+    }
+    let config_size = image.config.len() as u64;
+    // A docker-archive has no OCI manifest: count the one a push would make.
+    let manifest = oci::manifest_json(
+        &Descriptor {
+            media_type: oci::CONFIG_MEDIA_TYPE.to_owned(),
+            digest: image.config_digest,
+            size: config_size,
+        },
+        &image
+            .layers
+            .iter()
+            .zip(&layers)
+            .map(|(l, d)| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: d.digest,
+                size: d.blob_size,
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(DiffImage {
+        layers,
+        config_size,
+        manifest_size: manifest.len() as u64,
+    })
+}
+
+/// The store paths of a history comment `store paths: ['/nix/store/…', …]`
+/// ([`crate::image::store_layer_comment`]); none for any other comment.
+/// Hand-written: the format is ours, a quoted list no parser crate reads.
+fn parse_comment(comment: &str) -> Vec<String> {
+    let Some(list) = comment
+        .strip_prefix("store paths: [")
+        .and_then(|rest| rest.strip_suffix(']'))
+    else {
+        return Vec::new();
+    };
+    list.split(", ")
+        .filter_map(|item| item.strip_prefix('\'')?.strip_suffix('\''))
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A store path whose name stayed and whose hash changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedPath {
+    /// The old store path.
+    pub old: String,
+    /// The new store path.
+    pub new: String,
+}
+
+/// What changes from one image to another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDiff {
+    /// Store paths only the new image has (by name).
+    pub added: Vec<String>,
+    /// Store paths only the old image has (by name).
+    pub removed: Vec<String>,
+    /// Store paths of the same name and another hash.
+    pub changed: Vec<ChangedPath>,
+    /// Layers in both (by diff_id), in the new image's order.
+    pub kept: Vec<DiffLayer>,
+    /// Layers only the new image has.
+    pub added_layers: Vec<DiffLayer>,
+    /// Layers only the old image has.
+    pub dropped_layers: Vec<DiffLayer>,
+    /// The new image's config size.
+    pub config_size: u64,
+    /// The new image's manifest size.
+    pub manifest_size: u64,
+}
+
+impl ImageDiff {
+    /// Bytes of the new layers' blobs.
+    #[must_use]
+    pub fn layer_bytes(&self) -> u64 {
+        self.added_layers.iter().map(|l| l.blob_size).sum()
+    }
+
+    /// Bytes an update sends to a registry that holds the old image: the
+    /// new layers' blobs, the config and the manifest. A client that holds
+    /// the old image pulls the same bytes.
+    #[must_use]
+    pub fn push_bytes(&self) -> u64 {
+        self.layer_bytes() + self.config_size + self.manifest_size
+    }
+
+    /// As JSON (canonicalise with [`oci::canonical_json`]).
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        let layer = |l: &DiffLayer| {
+            json!({
+                "diff_id": l.diff_id.prefixed(),
+                "digest": l.digest.prefixed(),
+                "size": l.blob_size,
+                "store_paths": l.store_paths,
+            })
+        };
+        json!({
+            "store_paths": {
+                "added": self.added,
+                "removed": self.removed,
+                "changed": self.changed.iter().map(|c| json!({"old": c.old, "new": c.new})).collect::<Vec<_>>(),
+            },
+            "layers": {
+                "kept": self.kept.iter().map(layer).collect::<Vec<_>>(),
+                "added": self.added_layers.iter().map(layer).collect::<Vec<_>>(),
+                "dropped": self.dropped_layers.iter().map(layer).collect::<Vec<_>>(),
+            },
+            "bytes": {
+                "layers": self.layer_bytes(),
+                "config": self.config_size,
+                "manifest": self.manifest_size,
+                "push": self.push_bytes(),
+                "pull": self.push_bytes(),
+            },
+        })
+    }
+}
+
+/// The name of a store path: what follows `<hash>-` in its base name.
+fn path_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+/// Compares `old` with `new`.
+#[must_use]
+pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
+    let paths = |image: &DiffImage| -> BTreeSet<String> {
+        image
+            .layers
+            .iter()
+            .flat_map(|l| l.store_paths.iter().cloned())
+            .collect()
+    };
+    let (old_paths, new_paths) = (paths(old), paths(new));
+    // Group what differs by name; same-name pairs are changes, the rest
+    // (a name with more versions on one side) added or removed.
+    let mut by_name: BTreeMap<&str, (Vec<&String>, Vec<&String>)> = BTreeMap::new();
+    for p in old_paths.difference(&new_paths) {
+        by_name.entry(path_name(p)).or_default().0.push(p);
+    }
+    for p in new_paths.difference(&old_paths) {
+        by_name.entry(path_name(p)).or_default().1.push(p);
+    }
+    let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    for (olds, news) in by_name.into_values() {
+        let pairs = olds.len().min(news.len());
+        for (o, n) in olds.iter().zip(&news) {
+            changed.push(ChangedPath {
+                old: (*o).clone(),
+                new: (*n).clone(),
+            });
+        }
+        removed.extend(olds[pairs..].iter().map(|p| (*p).clone()));
+        added.extend(news[pairs..].iter().map(|p| (*p).clone()));
+    }
+    added.sort();
+    removed.sort();
+
+    let old_ids: BTreeSet<Digest> = old.layers.iter().map(|l| l.diff_id).collect();
+    let new_ids: BTreeSet<Digest> = new.layers.iter().map(|l| l.diff_id).collect();
+    let mut seen = BTreeSet::new();
+    let (mut kept, mut added_layers) = (Vec::new(), Vec::new());
+    for l in &new.layers {
+        // A layer twice in one image is stored and sent once.
+        if !seen.insert(l.diff_id) {
+            continue;
+        }
+        if old_ids.contains(&l.diff_id) {
+            kept.push(l.clone());
+        } else {
+            added_layers.push(l.clone());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let dropped_layers = old
+        .layers
+        .iter()
+        .filter(|l| !new_ids.contains(&l.diff_id) && seen.insert(l.diff_id))
+        .cloned()
+        .collect();
+    ImageDiff {
+        added,
+        removed,
+        changed,
+        kept,
+        added_layers,
+        dropped_layers,
+        config_size: new.config_size,
+        manifest_size: new.manifest_size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(n: u8, paths: &[&str]) -> DiffLayer {
+        DiffLayer {
+            diff_id: Digest([n; 32]),
+            digest: Digest([n; 32]),
+            blob_size: u64::from(n) * 100,
+            store_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn comments_parse() {
+        assert_eq!(
+            parse_comment("store paths: ['/nix/store/a-x', '/nix/store/b-y']"),
+            ["/nix/store/a-x", "/nix/store/b-y"]
+        );
+        assert!(parse_comment("customisation layer").is_empty());
+        assert!(parse_comment("store paths: [").is_empty());
+        assert!(parse_comment("store paths: ['']").is_empty());
+    }
+
+    #[test]
+    fn one_changed_path() {
+        let old = DiffImage {
+            layers: vec![
+                layer(1, &["/nix/store/aaa-lib-1"]),
+                layer(2, &["/nix/store/bbb-app"]),
+            ],
+            config_size: 10,
+            manifest_size: 20,
+        };
+        let new = DiffImage {
+            layers: vec![
+                layer(1, &["/nix/store/aaa-lib-1"]),
+                layer(3, &["/nix/store/ccc-app", "/nix/store/ddd-new"]),
+            ],
+            config_size: 11,
+            manifest_size: 21,
+        };
+        let d = diff(&old, &new);
+        assert_eq!(d.added, ["/nix/store/ddd-new"]);
+        assert!(d.removed.is_empty());
+        assert_eq!(
+            d.changed,
+            [ChangedPath {
+                old: "/nix/store/bbb-app".into(),
+                new: "/nix/store/ccc-app".into()
+            }]
+        );
+        assert_eq!(d.kept.len(), 1);
+        assert_eq!(d.added_layers.len(), 1);
+        assert_eq!(d.dropped_layers.len(), 1);
+        assert_eq!(d.push_bytes(), 300 + 11 + 21);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn comment_parser_never_panics(s in ".*") {
+            let _ = parse_comment(&s);
+            let _ = path_name(&s);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `nixlayer diff`: two versions of the embedded example that differ in one
+//! store path, compared as manifests (under both strategies) and as the
+//! archives and layouts built from them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::{self, nixlayer, run};
+
+const GREETING: &str = "7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0";
+const NEW_GREETING: &str = "0000000000000000000000000000000a-example-greeting-1.0";
+
+/// A copy of fixtures/example in `dir`, with a manifest of `strategy`;
+/// `changed` replaces the greeting's file and renames its store path.
+fn example(dir: &Path, strategy: &str, changed: bool) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(util::repo().join("fixtures/example/store"))
+        .arg(util::repo().join("fixtures/example/graph.json"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    if changed {
+        let store = dir.join("store/nix/store");
+        std::fs::rename(store.join(GREETING), store.join(NEW_GREETING)).unwrap();
+        std::fs::write(
+            store.join(NEW_GREETING).join("share/greeting.txt"),
+            "Hi there, again!\n",
+        )
+        .unwrap();
+        let graph = std::fs::read_to_string(dir.join("graph.json")).unwrap();
+        std::fs::write(
+            dir.join("graph.json"),
+            graph.replace(GREETING, NEW_GREETING),
+        )
+        .unwrap();
+    }
+    util::write(
+        dir,
+        "image.toml",
+        &format!(
+            r#"name = "nixlayer-test/diff"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+
+[store]
+root = "store"
+
+[closure]
+roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
+source = {{ graph = "graph.json" }}
+
+[layering]
+strategy = "{strategy}"
+
+[config]
+Cmd = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3/bin/hello"]
+"#
+        ),
+    )
+}
+
+fn diff_json(old: &Path, new: &Path) -> Value {
+    let out = run(nixlayer().arg("diff").arg(old).arg(new).arg("--json"), 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ids(doc: &Value, key: &str) -> Vec<String> {
+    doc["layers"][key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["diff_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn build(manifest: &Path, out: &Path, extra: &[&str]) {
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(manifest)
+            .arg("-o")
+            .arg(out)
+            .args(extra),
+        0,
+    );
+}
+
+/// One changed store path: exactly that path is reported, one layer (the
+/// path's) is added and one dropped, and the push bytes are that layer,
+/// the config and the manifest — under `auto` and `popularity`.
+#[test]
+fn manifests_differing_in_one_path() {
+    for strategy in ["auto", "popularity"] {
+        let tmp = util::temp_dir();
+        let old = example(&tmp.path().join("old"), strategy, false);
+        let new = example(&tmp.path().join("new"), strategy, true);
+        let doc = diff_json(&old, &new);
+        let paths = &doc["store_paths"];
+        assert_eq!(paths["added"], serde_json::json!([]), "{strategy}: {doc}");
+        assert_eq!(paths["removed"], serde_json::json!([]), "{strategy}: {doc}");
+        assert_eq!(
+            paths["changed"],
+            serde_json::json!([{"old": format!("/nix/store/{GREETING}"), "new": format!("/nix/store/{NEW_GREETING}")}]),
+            "{strategy}: {doc}"
+        );
+        let added = doc["layers"]["added"].as_array().unwrap();
+        assert_eq!(added.len(), 1, "{strategy}: {doc}");
+        assert_eq!(
+            added[0]["store_paths"],
+            serde_json::json!([format!("/nix/store/{NEW_GREETING}")])
+        );
+        assert_eq!(ids(&doc, "dropped").len(), 1, "{strategy}: {doc}");
+        assert_eq!(ids(&doc, "kept").len(), 2, "{strategy}: {doc}");
+        let bytes = &doc["bytes"];
+        let layer = added[0]["size"].as_u64().unwrap();
+        assert!(layer >= 1024, "{strategy}: {doc}");
+        assert_eq!(bytes["layers"].as_u64(), Some(layer));
+        assert_eq!(
+            bytes["push"].as_u64().unwrap(),
+            layer + bytes["config"].as_u64().unwrap() + bytes["manifest"].as_u64().unwrap()
+        );
+
+        // The table names the path too.
+        let out = run(nixlayer().arg("diff").arg(&old).arg(&new), 0);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!(
+                "~ /nix/store/{GREETING} -> /nix/store/{NEW_GREETING}"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("1 added, 1 dropped"), "{text}");
+    }
+}
+
+/// The diff of built images agrees with the diff of their manifests: an
+/// uncompressed OCI layout in every byte count, a gzip docker-archive and a
+/// zstd OCI archive in paths and layers.
+#[test]
+fn built_images_agree_with_manifests() {
+    let tmp = util::temp_dir();
+    let old = example(&tmp.path().join("old"), "auto", false);
+    let new = example(&tmp.path().join("new"), "auto", true);
+    let planned = diff_json(&old, &new);
+
+    let (old_layout, new_layout) = (tmp.path().join("old-layout"), tmp.path().join("new-layout"));
+    build(&old, &old_layout, &["--format", "oci-layout"]);
+    build(&new, &new_layout, &["--format", "oci-layout"]);
+    assert_eq!(diff_json(&old_layout, &new_layout), planned);
+
+    let (old_tar, new_tar) = (tmp.path().join("old.tar.gz"), tmp.path().join("new.tar.gz"));
+    build(&old, &old_tar, &["--compression", "gzip"]);
+    build(&new, &new_tar, &["--compression", "gzip"]);
+    let (old_oci, new_oci) = (tmp.path().join("old.oci"), tmp.path().join("new.oci"));
+    build(
+        &old,
+        &old_oci,
+        &["--format", "oci-archive", "--compression", "zstd"],
+    );
+    build(
+        &new,
+        &new_oci,
+        &["--format", "oci-archive", "--compression", "zstd"],
+    );
+    // Mixed kinds on either side, too.
+    for (a, b) in [
+        (&old_tar, &new_tar),
+        (&old_oci, &new_oci),
+        (&old, &new_oci),
+        (&old_tar, &new),
+    ] {
+        let doc = diff_json(a, b);
+        assert_eq!(
+            doc["store_paths"],
+            planned["store_paths"],
+            "{}",
+            a.display()
+        );
+        for key in ["kept", "added", "dropped"] {
+            assert_eq!(ids(&doc, key), ids(&planned, key), "{key}: {}", a.display());
+        }
+    }
+    // A zstd OCI archive pushes its compressed layer.
+    let doc = diff_json(&old_oci, &new_oci);
+    assert!(doc["bytes"]["layers"].as_u64() < planned["bytes"]["layers"].as_u64());
+}
+
+/// Unreadable sides fail with one error naming the input.
+#[test]
+fn bad_inputs_are_named() {
+    let tmp = util::temp_dir();
+    let junk = util::write(tmp.path(), "junk.tar", "not an image");
+    let old = example(&tmp.path().join("old"), "auto", false);
+    let out = run(nixlayer().arg("diff").arg(&old).arg(&junk), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("junk.tar"), "{err}");
+    assert!(out.stdout.is_empty());
+}
