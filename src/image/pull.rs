@@ -3,7 +3,8 @@
 //!
 //! The digest is required, so a build names exactly one image whatever the
 //! tag points to later. The image is fetched once into an OCI layout under
-//! `$XDG_CACHE_HOME/nixlayer/images/sha256-<hex>` (the requested digest),
+//! `$XDG_CACHE_HOME/nixlayer/images/sha256-<hex>-<os>-<arch>[-<variant>]`
+//! (the digest asked for, and the platform an index is resolved to),
 //! which the ordinary base-image reader ([`super::base`]) then opens: a
 //! build from the cache never touches the network, and every byte it uses
 //! is checked against its digest again there.
@@ -138,10 +139,22 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl PullSpec {
-    /// Where the image's OCI layout is (once pulled).
+    /// Where the image's OCI layout is (once pulled): named by the digest
+    /// asked for and the platform, since an index's digest names a
+    /// different image on each platform.
     #[must_use]
     pub fn layout(&self) -> PathBuf {
-        self.cache.join(format!("sha256-{}", self.digest.hex()))
+        let p = &self.platform;
+        let mut name = format!(
+            "sha256-{}-{}-{}",
+            self.digest.hex(),
+            name_part(&p.os),
+            name_part(&p.architecture)
+        );
+        if let Some(v) = &p.variant {
+            name = format!("{name}-{}", name_part(v));
+        }
+        self.cache.join(name)
     }
 
     /// Makes sure the layout is in the cache, pulling it when it is not;
@@ -395,6 +408,21 @@ impl PullSpec {
     }
 }
 
+/// `text` as part of a file name: ASCII letters, digits and `.` kept,
+/// anything else (a `/`, a `-` that would blur where parts end) as `_XX`
+/// hex, so distinct platforms never share a name.
+fn name_part(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
 /// docker's `config.json`: `$DOCKER_CONFIG/config.json`, else
 /// `~/.docker/config.json`.
 fn docker_config() -> Option<PathBuf> {
@@ -463,6 +491,26 @@ mod tests {
             "{err}"
         );
         assert!(pick("s390x", None).is_err());
+    }
+
+    #[test]
+    fn layouts_differ_by_platform() {
+        let names: Vec<PathBuf> = [
+            ("amd64", None),
+            ("arm64", None),
+            ("arm64", Some("v8")),
+            ("arm64-v8", None),
+            ("../x", None),
+        ]
+        .iter()
+        .map(|(a, v)| spec(a, *v).layout())
+        .collect();
+        for (i, a) in names.iter().enumerate() {
+            assert_eq!(a.parent(), Some(Path::new("/nonexistent")), "{a:?}");
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     proptest::proptest! {

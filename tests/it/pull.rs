@@ -1,0 +1,323 @@
+//! `[base] image = "docker://…@sha256:…"`: a base image pulled from the real
+//! registry on 127.0.0.1:5000 (pushed there by `nixlayer push`), cached by
+//! digest so a second build needs no registry, resolved from an index to
+//! the image's platform, and refused without a digest or with a wrong one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::push::{json, registry_ready, REGISTRY};
+use crate::util::{self, docker, docker_ready, docker_run, nixlayer, run};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// GETs `path` from the registry's API.
+fn get(path: &str, accept: &str) -> Vec<u8> {
+    let mut resp = agent()
+        .get(format!("http://{REGISTRY}/v2/{path}"))
+        .header("Accept", accept)
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+    resp.body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap()
+}
+
+/// The diff_ids of the config of manifest `digest` in `repo`.
+fn registry_diff_ids(repo: &str, digest: &str) -> Vec<Value> {
+    let manifest: Value = serde_json::from_slice(&get(
+        &format!("{repo}/manifests/{digest}"),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: Value =
+        serde_json::from_slice(&get(&format!("{repo}/blobs/{config_digest}"), "*/*")).unwrap();
+    config["rootfs"]["diff_ids"].as_array().unwrap().clone()
+}
+
+/// The diff_ids of the one image of OCI layout `dir`.
+fn layout_diff_ids(dir: &Path) -> Vec<Value> {
+    let read =
+        |p: PathBuf| -> Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &Value| dir.join("blobs/sha256").join(&d.as_str().unwrap()[7..]);
+    let index = read(dir.join("index.json"));
+    let manifest = read(blob(&index["manifests"][0]["digest"]));
+    let config = read(blob(&manifest["config"]["digest"]));
+    config["rootfs"]["diff_ids"].as_array().unwrap().clone()
+}
+
+/// Pushes a small image (`[customisation]` file `/etc/base.txt` holding
+/// `text`, plus `roots`) as `repo:tag`; its manifest digest.
+fn push_base(dir: &Path, repo: &str, tag: &str, text: &str, roots: &str, arch: &str) -> String {
+    let manifest = util::write(
+        dir,
+        &format!("base-{tag}.toml"),
+        &format!(
+            r#"
+name = "nixlayer-test/pull-base"
+tag = "{tag}"
+architecture = "{arch}"
+[closure]
+roots = [{roots}]
+[[customisation.files]]
+path = "/etc/base.txt"
+text = "{text}\n"
+"#
+        ),
+    );
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&manifest)
+            .arg(format!("{REGISTRY}/{repo}:{tag}"))
+            .arg("--json"),
+        0,
+    );
+    json(&out.stdout)["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A manifest on base `image`, running `entrypoint`.
+fn top(dir: &Path, name: &str, image: &str, extra: &str, entrypoint: &str) -> PathBuf {
+    util::write(
+        dir,
+        name,
+        &format!(
+            r#"
+name = "nixlayer-test/on-pulled"
+tag = "t"
+{extra}
+[base]
+image = "{image}"
+[closure]
+roots = []
+[config]
+Entrypoint = [{entrypoint}]
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "from the top\n"
+"#
+        ),
+    )
+}
+
+/// Builds `manifest` to `out` with the image cache under `cache`.
+fn build(manifest: &Path, out: &Path, format: &str, cache: &Path, code: i32) -> String {
+    let output = run(
+        nixlayer()
+            .arg("build")
+            .arg(manifest)
+            .args(["--format", format, "-o"])
+            .arg(out)
+            .env("XDG_CACHE_HOME", cache),
+        code,
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_base_pulled_by_digest_builds_runs_and_is_cached() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let cache = tmp.path().join("cache");
+    let repo = "nixlayer-test/pull-base";
+    let roots = format!("\"{}\"", hello.display());
+    let digest = push_base(tmp.path(), repo, "p1", "from the base", &roots, "amd64");
+    let image = format!("docker://{REGISTRY}/{repo}:p1@{digest}");
+    let entry = format!("\"{}/bin/hello\", \"pulled\"", hello.display());
+    let m = top(tmp.path(), "top.toml", &image, "", &entry);
+
+    let layout = tmp.path().join("layout");
+    build(&m, &layout, "oci-layout", &cache, 0);
+    let base_ids = registry_diff_ids(repo, &digest);
+    let ids = layout_diff_ids(&layout);
+    assert_eq!(
+        ids.len(),
+        base_ids.len() + 1,
+        "the base's layers and one more"
+    );
+    assert_eq!(ids[..base_ids.len()], base_ids[..], "base layers unchanged");
+    let cached = cache
+        .join("nixlayer/images")
+        .join(format!("sha256-{}-linux-amd64", &digest[7..]));
+    assert!(cached.join("index.json").is_file(), "cached by digest");
+
+    // From the cache: the same digest behind a port where nothing listens
+    // still builds, so the registry is not asked.
+    let offline = top(
+        tmp.path(),
+        "offline.toml",
+        &format!("docker://127.0.0.1:1/{repo}:p1@{digest}"),
+        "",
+        &entry,
+    );
+    let archive = tmp.path().join("offline.tar");
+    build(&offline, &archive, "docker-archive", &cache, 0);
+    let again = tmp.path().join("again");
+    build(&offline, &again, "oci-layout", &cache, 0);
+    assert_eq!(
+        layout_diff_ids(&again),
+        ids,
+        "the same image from the cache"
+    );
+
+    if !docker_ready() {
+        return;
+    }
+    docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        docker_run("nixlayer-test/on-pulled:t"),
+        "hello from nixlayer\nargs: pulled\n"
+    );
+}
+
+#[test]
+fn a_wrong_digest_or_none_is_refused_and_leaves_nothing() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let cache = tmp.path().join("cache");
+    let wrong = format!(
+        "docker://{REGISTRY}/nixlayer-test/pull-base:p1@sha256:{}",
+        "0".repeat(64)
+    );
+    let m = top(tmp.path(), "wrong.toml", &wrong, "", "\"/x\"");
+    let out = tmp.path().join("out.tar");
+    let stderr = build(&m, &out, "docker-archive", &cache, 1);
+    assert!(
+        stderr.contains(&format!("failed to pull base image `{wrong}`")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "no output");
+    let images = cache.join("nixlayer/images");
+    let left: Vec<_> = std::fs::read_dir(&images)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing cached or left: {left:?}");
+
+    // A tag without a digest: a located manifest error, before any request.
+    let tag_only = top(
+        tmp.path(),
+        "tag.toml",
+        "docker://127.0.0.1:1/nixlayer-test/pull-base:p1",
+        "",
+        "\"/x\"",
+    );
+    let stderr = build(&tag_only, &out, "docker-archive", &cache, 1);
+    assert!(stderr.contains("tag.toml:6:"), "located: {stderr}");
+    assert!(stderr.contains("has no digest"), "{stderr}");
+    assert!(stderr.contains("@sha256:"), "hint: {stderr}");
+    assert!(!out.exists(), "no output");
+}
+
+#[test]
+fn an_index_resolves_to_the_images_platform() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let cache = tmp.path().join("cache");
+    let repo = "nixlayer-test/pull-index";
+    let amd = push_base(tmp.path(), repo, "amd64", "amd64 base", "", "amd64");
+    let arm = push_base(tmp.path(), repo, "arm64", "arm64 base", "", "arm64");
+    let size = |d: &str| {
+        get(
+            &format!("{repo}/manifests/{d}"),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .len()
+    };
+    let entry = |d: &str, arch: &str, variant: Option<&str>| {
+        let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d,
+            "size": size(d),
+            "platform": platform,
+        })
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&arm, "arm64", Some("v8")), entry(&amd, "amd64", None)],
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let resp = agent()
+        .put(format!("http://{REGISTRY}/v2/{repo}/manifests/multi"))
+        .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        .send(&bytes[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "index accepted");
+    let index_digest = format!("sha256:{}", sha256_hex(&bytes));
+    let image = format!("docker://{REGISTRY}/{repo}:multi@{index_digest}");
+
+    for (arch, extra, want) in [
+        ("amd64", "architecture = \"amd64\"", &amd),
+        ("arm64", "architecture = \"arm64\"", &arm),
+        (
+            "arm64/v8",
+            "architecture = \"arm64\"\nvariant = \"v8\"",
+            &arm,
+        ),
+    ] {
+        let m = top(tmp.path(), "top.toml", &image, extra, "\"/x\"");
+        let layout = tmp
+            .path()
+            .join(format!("layout-{}", arch.replace('/', "-")));
+        // One cache for all: a platform never gets another's layers.
+        build(&m, &layout, "oci-layout", &cache, 0);
+        let base_ids = registry_diff_ids(repo, want);
+        assert_eq!(
+            layout_diff_ids(&layout)[..base_ids.len()],
+            base_ids[..],
+            "{arch}"
+        );
+    }
+
+    // A platform the index lacks: an error naming what it offers.
+    let m = top(
+        tmp.path(),
+        "s390x.toml",
+        &image,
+        "architecture = \"s390x\"",
+        "\"/x\"",
+    );
+    let stderr = build(&m, &tmp.path().join("none"), "oci-layout", &cache, 1);
+    assert!(
+        stderr.contains("no image for linux/s390x") && stderr.contains("linux/arm64/v8"),
+        "{stderr}"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
