@@ -321,3 +321,181 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A registry stand-in on 127.0.0.1 answering GETs of `routes` (path →
+/// content type and body) and 404 otherwise, for at most `limit`
+/// connections; anything that is not an HTTP request (the client's TLS
+/// probe) is dropped.
+fn serve(routes: Vec<(String, String, Vec<u8>)>, limit: usize) -> u16 {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(limit) {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() || !line.starts_with("GET ") {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                match reader.read_line(&mut header) {
+                    Ok(n) if n > 2 => {}
+                    _ => break,
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or_default();
+            let head = match routes.iter().find(|(p, _, _)| p == path) {
+                Some((_, media_type, body)) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    body.clone()
+                }
+                None => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    Vec::new()
+                }
+            };
+            let _ = conn.write_all(&head);
+        }
+    });
+    port
+}
+
+#[test]
+fn tampered_manifests_and_blobs_are_refused_and_nothing_is_cached() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let repo = "nixlayer-test/pull-tamper";
+    let digest = push_base(tmp.path(), repo, "t", "tampered", "", "amd64");
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let manifest_bytes = get(&format!("{repo}/manifests/{digest}"), media);
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let mut blobs: Vec<(String, Vec<u8>)> = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|d| {
+            let digest = d["digest"].as_str().unwrap().to_owned();
+            let bytes = get(&format!("{repo}/blobs/{digest}"), "*/*");
+            (digest, bytes)
+        })
+        .collect();
+    let routes = |manifest: Vec<u8>, blobs: &[(String, Vec<u8>)]| {
+        let mut routes = vec![(
+            format!("/v2/{repo}/manifests/{digest}"),
+            media.to_owned(),
+            manifest,
+        )];
+        for (d, bytes) in blobs {
+            routes.push((
+                format!("/v2/{repo}/blobs/{d}"),
+                "application/octet-stream".to_owned(),
+                bytes.clone(),
+            ));
+        }
+        routes
+    };
+    let out = tmp.path().join("out.tar");
+    let cache = tmp.path().join("cache");
+    let try_build = |port: u16, name: &str| {
+        let image = format!("docker://127.0.0.1:{port}/{repo}:t@{digest}");
+        let m = top(tmp.path(), name, &image, "", "\"/x\"");
+        let stderr = build(&m, &out, "docker-archive", &cache, 1);
+        assert!(
+            stderr.contains(&format!("failed to pull base image `{image}`")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out.exists(), "no output");
+        let left: Vec<_> = std::fs::read_dir(cache.join("nixlayer/images"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "nothing cached or left: {left:?}");
+        stderr
+    };
+
+    // A manifest that is not the digest's.
+    let mut edited = manifest_bytes.clone();
+    edited.push(b'\n');
+    let stderr = try_build(serve(routes(edited, &blobs), 20), "manifest.toml");
+    assert!(stderr.contains("expected sha256:"), "{stderr}");
+
+    // The last layer with one byte changed, then cut short.
+    let last = blobs.len() - 1;
+    let mid = blobs[last].1.len() / 2;
+    blobs[last].1[mid] ^= 1;
+    let stderr = try_build(
+        serve(routes(manifest_bytes.clone(), &blobs), 20),
+        "blob.toml",
+    );
+    assert!(stderr.contains(&blobs[last].0), "names the blob: {stderr}");
+    blobs[last].1.truncate(mid);
+    let stderr = try_build(serve(routes(manifest_bytes, &blobs), 20), "short.toml");
+    assert!(stderr.contains("bytes where the manifest says"), "{stderr}");
+}
+
+#[test]
+fn a_docker_v2_manifest_pushed_by_skopeo_is_a_base_too() {
+    if !registry_ready() || !util::require_tool("skopeo") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let base = util::write(
+        tmp.path(),
+        "base.toml",
+        "name = \"nixlayer-test/pull-v2\"\ntag = \"t\"\n[closure]\nroots = []\n\
+         [[customisation.files]]\npath = \"/etc/a\"\ntext = \"a\"\n",
+    );
+    let layout = tmp.path().join("base");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&base)
+            .args(["--format", "oci-layout", "--compression", "gzip", "-o"])
+            .arg(&layout),
+        0,
+    );
+    let repo = "nixlayer-test/pull-v2";
+    let target = format!("docker://{REGISTRY}/{repo}:t");
+    util::tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--format",
+            "v2s2",
+            "--dest-tls-verify=false",
+            &format!("oci:{}", layout.display()),
+            &target,
+        ],
+    );
+    let raw = util::tool(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &target],
+    );
+    assert!(
+        String::from_utf8_lossy(&raw).contains("vnd.docker.distribution.manifest.v2+json"),
+        "a docker v2 manifest"
+    );
+    let digest = format!("sha256:{}", sha256_hex(&raw));
+    let m = top(
+        tmp.path(),
+        "top.toml",
+        &format!("{target}@{digest}"),
+        "",
+        "\"/x\"",
+    );
+    let out = tmp.path().join("out");
+    build(&m, &out, "oci-layout", &tmp.path().join("cache"), 0);
+    let base_ids = registry_diff_ids(repo, &digest);
+    assert_eq!(layout_diff_ids(&out)[..base_ids.len()], base_ids[..]);
+}
