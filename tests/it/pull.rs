@@ -323,7 +323,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A registry stand-in on 127.0.0.1 answering GETs of `routes` (path →
-/// content type and body) and 404 otherwise, for at most `limit`
+/// content type and body; content type `redirect`: a 307 to the body) and
+/// 404 otherwise, for at most `limit`
 /// connections; anything that is not an HTTP request (the client's TLS
 /// probe) is dropped.
 fn serve(routes: Vec<(String, String, Vec<u8>)>, limit: usize) -> u16 {
@@ -348,6 +349,14 @@ fn serve(routes: Vec<(String, String, Vec<u8>)>, limit: usize) -> u16 {
             }
             let path = line.split(' ').nth(1).unwrap_or_default();
             let head = match routes.iter().find(|(p, _, _)| p == path) {
+                Some((_, media_type, body)) if media_type == "redirect" => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        String::from_utf8_lossy(body)
+                    );
+                    Vec::new()
+                }
                 Some((_, media_type, body)) => {
                     let _ = write!(
                         conn,
@@ -439,8 +448,75 @@ fn tampered_manifests_and_blobs_are_refused_and_nothing_is_cached() {
     );
     assert!(stderr.contains(&blobs[last].0), "names the blob: {stderr}");
     blobs[last].1.truncate(mid);
-    let stderr = try_build(serve(routes(manifest_bytes, &blobs), 20), "short.toml");
+    let stderr = try_build(
+        serve(routes(manifest_bytes.clone(), &blobs), 20),
+        "short.toml",
+    );
     assert!(stderr.contains("bytes where the manifest says"), "{stderr}");
+}
+
+#[test]
+fn blobs_redirected_to_another_host_are_followed_and_checked() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let repo = "nixlayer-test/pull-redirect";
+    let digest = push_base(tmp.path(), repo, "r", "redirected", "", "amd64");
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let manifest_bytes = get(&format!("{repo}/manifests/{digest}"), media);
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let descs: Vec<Value> = std::iter::once(manifest["config"].clone())
+        .chain(manifest["layers"].as_array().unwrap().iter().cloned())
+        .collect();
+    // The "CDN": every blob under /cdn/<digest>.
+    let cdn_routes = descs
+        .iter()
+        .map(|d| {
+            let d = d["digest"].as_str().unwrap();
+            (
+                format!("/cdn/{d}"),
+                "application/octet-stream".to_owned(),
+                get(&format!("{repo}/blobs/{d}"), "*/*"),
+            )
+        })
+        .collect();
+    let cdn = serve(cdn_routes, 20);
+    // The registry: the manifest, and each blob a 307 to the CDN (the
+    // config relative to itself, then onwards).
+    let mut routes = vec![(
+        format!("/v2/{repo}/manifests/{digest}"),
+        media.to_owned(),
+        manifest_bytes,
+    )];
+    for (i, d) in descs.iter().enumerate() {
+        let d = d["digest"].as_str().unwrap();
+        let target = if i == 0 {
+            format!("/hop/{d}")
+        } else {
+            format!("http://127.0.0.1:{cdn}/cdn/{d}")
+        };
+        routes.push((
+            format!("/v2/{repo}/blobs/{d}"),
+            "redirect".to_owned(),
+            target.into_bytes(),
+        ));
+        if i == 0 {
+            let cdn_url = format!("http://127.0.0.1:{cdn}/cdn/{d}");
+            routes.push((
+                format!("/hop/{d}"),
+                "redirect".to_owned(),
+                cdn_url.into_bytes(),
+            ));
+        }
+    }
+    let port = serve(routes, 20);
+    let image = format!("docker://127.0.0.1:{port}/{repo}:r@{digest}");
+    let m = top(tmp.path(), "top.toml", &image, "", "\"/x\"");
+    let out = tmp.path().join("out");
+    build(&m, &out, "oci-layout", &tmp.path().join("cache"), 0);
+    let base_ids = registry_diff_ids(repo, &digest);
+    assert_eq!(layout_diff_ids(&out)[..base_ids.len()], base_ids[..]);
 }
 
 #[test]
