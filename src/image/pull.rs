@@ -18,7 +18,7 @@
 //! so a failed or interrupted pull leaves nothing behind.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read as _};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -167,6 +167,7 @@ impl PullSpec {
     pub fn ensure(&self) -> Result<PathBuf, Error> {
         let layout = self.layout();
         if layout.join("index.json").is_file() {
+            self.check_cached(&layout)?;
             return Ok(layout);
         }
         let credentials = docker_config()
@@ -183,6 +184,50 @@ impl PullSpec {
         );
         self.pull(&client)?;
         Ok(layout)
+    }
+
+    /// Checks that a cached layout holds what was asked for: the blob of
+    /// the digest asked for, and an `index.json` naming it or (for an
+    /// index) the manifest chosen from it. The base-image reader checks
+    /// every other blob against the digests these lead to.
+    fn check_cached(&self, layout: &Path) -> Result<(), Error> {
+        let stale = |why: &str| {
+            self.invalid(format!(
+                "the cached copy `{}` {why}; remove that directory to pull again",
+                layout.display()
+            ))
+        };
+        let read = |path: PathBuf| -> Result<Vec<u8>, Error> {
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|f| {
+                    f.take(registry::client::MANIFEST_LIMIT)
+                        .read_to_end(&mut bytes)
+                })
+                .map_err(|e| self.io(&path, e))?;
+            Ok(bytes)
+        };
+        let asked = read(layout.join("blobs/sha256").join(self.digest.hex()))?;
+        if Digest::of(&asked) != self.digest {
+            return Err(stale("does not match its digest"));
+        }
+        let doc = self.json(&asked, "the cached manifest")?;
+        let expected = if is_index(&doc, "") {
+            self.choose(&doc)?.0
+        } else {
+            self.digest
+        };
+        let index = self.json(&read(layout.join("index.json"))?, "the cached index.json")?;
+        let named = index
+            .get("manifests")
+            .and_then(|m| m.get(0))
+            .and_then(|m| m.get("digest"))
+            .and_then(Value::as_str)
+            .and_then(Digest::parse);
+        if named != Some(expected) {
+            return Err(stale("names another image"));
+        }
+        Ok(())
     }
 
     fn registry_error(&self, source: registry::Error) -> Error {
@@ -222,31 +267,24 @@ impl PullSpec {
             .get_manifest(&self.digest)
             .map_err(|e| self.registry_error(e))?;
         let doc = self.json(&bytes, "the manifest")?;
-        let media_type = doc
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .map_or(media_type, str::to_owned);
-        let (manifest_digest, manifest, doc, media_type) =
-            if media_type == INDEX_MEDIA_TYPE || media_type == DOCKER_LIST {
-                self.write_blob(&blobs, &self.digest, &bytes)?;
-                let (digest, entry_type) = self.choose(&doc)?;
-                let (bytes, served_type) = client
-                    .get_manifest(&digest)
-                    .map_err(|e| self.registry_error(e))?;
-                let doc = self.json(&bytes, "the platform's manifest")?;
-                let media_type = doc
-                    .get("mediaType")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .or(entry_type)
-                    .unwrap_or(served_type);
-                (digest, bytes, doc, media_type)
-            } else {
-                (self.digest, bytes, doc, media_type)
-            };
-        if media_type == INDEX_MEDIA_TYPE || media_type == DOCKER_LIST {
-            return Err(self.invalid("the platform's entry is another index"));
-        }
+        // The manifest the digest names is always written, so that a
+        // cached copy can be checked against it (`check_cached`).
+        let (manifest_digest, manifest, doc, media_type) = if is_index(&doc, &media_type) {
+            self.write_blob(&blobs, &self.digest, &bytes)?;
+            let (digest, entry_type) = self.choose(&doc)?;
+            let (bytes, served_type) = client
+                .get_manifest(&digest)
+                .map_err(|e| self.registry_error(e))?;
+            let doc = self.json(&bytes, "the platform's manifest")?;
+            if is_index(&doc, &served_type) {
+                return Err(self.invalid("the platform's entry is another index"));
+            }
+            let media_type = manifest_type(&doc, entry_type.as_deref().unwrap_or(&served_type));
+            (digest, bytes, doc, media_type)
+        } else {
+            let media_type = manifest_type(&doc, &media_type);
+            (self.digest, bytes, doc, media_type)
+        };
         if media_type != crate::oci::MANIFEST_MEDIA_TYPE && media_type != DOCKER_MANIFEST {
             return Err(self.invalid(format!(
                 "unsupported manifest media type `{}`",
@@ -408,6 +446,31 @@ impl PullSpec {
     }
 }
 
+/// A manifest's media type: its `mediaType`, else what the registry said
+/// it is (without parameters), else, for a manifest that names none, OCI's.
+fn manifest_type(doc: &Value, served: &str) -> String {
+    let served = served.split(';').next().unwrap_or("").trim();
+    doc.get("mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or(if served.is_empty() {
+            crate::oci::MANIFEST_MEDIA_TYPE
+        } else {
+            served
+        })
+        .to_owned()
+}
+
+/// Whether `doc` is an index (OCI) or manifest list (docker): by its
+/// `mediaType`, else by the registry's word, else by its shape.
+fn is_index(doc: &Value, served: &str) -> bool {
+    let t = manifest_type(doc, served);
+    t == INDEX_MEDIA_TYPE
+        || t == DOCKER_LIST
+        || (doc.get("mediaType").is_none()
+            && doc.get("manifests").is_some()
+            && doc.get("layers").is_none())
+}
+
 /// `text` as part of a file name: ASCII letters, digits and `.` kept,
 /// anything else (a `/`, a `-` that would blur where parts end) as `_XX`
 /// hex, so distinct platforms never share a name.
@@ -494,6 +557,23 @@ mod tests {
     }
 
     #[test]
+    fn kinds_of_manifest() {
+        let oci = "application/vnd.oci.image.manifest.v1+json";
+        assert!(is_index(&json!({"mediaType": DOCKER_LIST}), oci));
+        assert!(is_index(&json!({"manifests": []}), ""));
+        assert!(is_index(
+            &json!({}),
+            "application/vnd.oci.image.index.v1+json; x=y"
+        ));
+        assert!(!is_index(&json!({"layers": [], "manifests": []}), ""));
+        assert_eq!(manifest_type(&json!({"layers": []}), ""), oci);
+        assert_eq!(
+            manifest_type(&json!({}), &format!("{DOCKER_MANIFEST};q=1")),
+            DOCKER_MANIFEST
+        );
+    }
+
+    #[test]
     fn layouts_differ_by_platform() {
         let names: Vec<PathBuf> = [
             ("amd64", None),
@@ -525,6 +605,7 @@ mod tests {
             if let Ok(v) = serde_json::from_str::<Value>(&text) {
                 let _ = spec("amd64", None).choose(&v);
                 let _ = spec("amd64", None).blobs_of(&v);
+                let _ = is_index(&v, &text);
             }
         }
     }

@@ -180,6 +180,22 @@ fn a_base_pulled_by_digest_builds_runs_and_is_cached() {
         "the same image from the cache"
     );
 
+    // A cached copy edited to name another image is refused, not used.
+    let index_json = cached.join("index.json");
+    let saved = std::fs::read(&index_json).unwrap();
+    let other = String::from_utf8(saved.clone())
+        .unwrap()
+        .replace(&digest[7..], &"0".repeat(64));
+    std::fs::write(&index_json, other).unwrap();
+    let stale = tmp.path().join("stale.tar");
+    let stderr = build(&offline, &stale, "docker-archive", &cache, 1);
+    assert!(
+        stderr.contains("names another image; remove that directory"),
+        "{stderr}"
+    );
+    assert!(!stale.exists());
+    std::fs::write(&index_json, saved).unwrap();
+
     if !docker_ready() {
         return;
     }
