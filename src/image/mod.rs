@@ -7,6 +7,7 @@
 
 pub mod base;
 pub mod nix_db;
+pub mod pull;
 
 use serde_json::{json, Map, Value};
 

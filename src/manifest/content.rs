@@ -111,7 +111,8 @@ pub struct PermissionSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseSection {
-    /// A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI layout directory.
+    /// A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI
+    /// layout directory; or `docker://HOST/NAME[:TAG]@sha256:…`.
     pub image: Spanned<PathBuf>,
 }
 
@@ -434,14 +435,32 @@ impl LoadedManifest {
         })
     }
 
-    /// `base.image`, resolved against the manifest's directory.
+    /// `base.image`: a path resolved against the manifest's directory, or
+    /// a registry reference (`docker://…@sha256:…`), which must carry a
+    /// digest.
     ///
     /// # Errors
-    /// When it names nothing that exists.
-    pub fn base_image(&self) -> Result<Option<PathBuf>, Error> {
+    /// When a path names nothing that exists, or a reference is malformed
+    /// or has no digest.
+    pub fn base_image(&self) -> Result<Option<BaseSource>, Error> {
         let Some(base) = &self.manifest.base else {
             return Ok(None);
         };
+        if let Some(text) = base
+            .image
+            .get_ref()
+            .to_str()
+            .filter(|t| t.starts_with(crate::image::pull::SCHEME))
+        {
+            return match crate::image::pull::parse(text) {
+                Ok((reference, digest)) => Ok(Some(BaseSource::Registry {
+                    text: text.to_owned(),
+                    reference,
+                    digest,
+                })),
+                Err((message, hint)) => Err(self.error_at(base.image.span(), message, hint)),
+            };
+        }
         let path = self.resolve(base.image.get_ref());
         if base.image.get_ref().as_os_str().is_empty() || !path.exists() {
             return Err(self.error_at(
@@ -450,8 +469,24 @@ impl LoadedManifest {
                 Some("`base.image` is relative to the manifest's directory".to_owned()),
             ));
         }
-        Ok(Some(path))
+        Ok(Some(BaseSource::Path(path)))
     }
+}
+
+/// Where `base.image` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseSource {
+    /// A file or OCI layout on disk.
+    Path(PathBuf),
+    /// An image in a registry, pinned by digest.
+    Registry {
+        /// The reference as written.
+        text: String,
+        /// Registry, repository and tag.
+        reference: crate::sink::registry::Reference,
+        /// The image manifest's or index's digest.
+        digest: crate::oci::Digest,
+    },
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ mod resolved;
 mod schema;
 
 pub use content::{
-    BaseSection, CustomFile, CustomFileContent, Customisation, CustomisationSection, DirSection,
-    FileSection, ModeSpec, PermissionOverride, PermissionSection, SymlinkSection,
+    BaseSection, BaseSource, CustomFile, CustomFileContent, Customisation, CustomisationSection,
+    DirSection, FileSection, ModeSpec, PermissionOverride, PermissionSection, SymlinkSection,
 };
 
 pub use accounts::{Accounts, GroupAccount, GroupSection, UserAccount, UserSection};

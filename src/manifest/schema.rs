@@ -194,7 +194,7 @@ fn base_schema() -> Value {
                 "properties": {
                     "image": {
                         "type": "string",
-                        "description": "A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI layout directory; relative to the manifest.",
+                        "description": "A docker-archive (plain, gzip, zstd, xz), an OCI archive or an OCI layout directory, relative to the manifest; or a registry image pinned by digest, `docker://HOST/NAME[:TAG]@sha256:…` (pulled once into `$XDG_CACHE_HOME/nixlayer/images`; an index is resolved to the image's `architecture`/`os`/`variant`).",
                     },
                 },
             },

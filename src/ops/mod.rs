@@ -98,8 +98,10 @@ pub struct ContentSettings {
     pub include_store_paths: bool,
     /// `closure.include_nix_db`.
     pub include_nix_db: bool,
-    /// `base.image`.
+    /// `base.image`: for a registry image, where its layout is cached.
     pub base: Option<PathBuf>,
+    /// A registry base image, pulled into `base` unless already there.
+    pub base_pull: Option<crate::image::pull::PullSpec>,
     /// `customisation.run`: a script run over the tree as fake root, last.
     pub run: Option<String>,
     /// `customisation.chroot`: the script runs inside the image root.
@@ -124,6 +126,7 @@ impl Default for ContentSettings {
             include_store_paths: true,
             include_nix_db: false,
             base: None,
+            base_pull: None,
             accounts: None,
             run: None,
             chroot: false,
@@ -164,6 +167,9 @@ pub enum Error {
     /// The base image could not be read.
     #[error(transparent)]
     Base(#[from] base_image::Error),
+    /// A registry base image could not be pulled.
+    #[error(transparent)]
+    Pull(#[from] crate::image::pull::Error),
     /// The Nix database could not be made.
     #[error(transparent)]
     NixDb(#[from] nix_db::Error),
@@ -409,6 +415,9 @@ pub fn plan(settings: &BuildSettings) -> Result<(ClosureGraph, LayerPlan), Error
 }
 
 fn open_base(settings: &BuildSettings) -> Result<Option<Arc<BaseImage>>, Error> {
+    if let Some(pull) = &settings.content.base_pull {
+        pull.ensure()?;
+    }
     Ok(match &settings.content.base {
         Some(path) => Some(Arc::new(BaseImage::open(path)?)),
         None => None,

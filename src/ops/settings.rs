@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use super::{AddedFile, BuildSettings, ContentSettings};
 use crate::closure::Source;
 use crate::codec::{CompressOptions, Compression};
+use crate::image::pull::{self, PullSpec};
 use crate::image::ConfigSpec;
 use crate::layer::cache::LayerCache;
 use crate::layer::customisation::{FileData, OnCollision};
 use crate::layer::{Owner, PermissionRule, Permissions};
-use crate::manifest::{BinaryCacheSource, DEFAULT_NAR_CACHE_MAX_BYTES};
+use crate::manifest::{BaseSource, BinaryCacheSource, DEFAULT_NAR_CACHE_MAX_BYTES};
 use crate::manifest::{
     ClosureSource, CustomFileContent, Error, Layering, LoadedManifest, OutputFormat,
     PermissionOverride,
@@ -618,6 +619,7 @@ fn resolve_content(
             mode: f.mode,
         })
         .collect();
+    let (base, base_pull) = resolve_base(loaded)?;
     Ok(ContentSettings {
         contents,
         on_collision: if custom.first_wins {
@@ -637,12 +639,56 @@ fn resolve_content(
         ),
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
         include_nix_db: m.closure.include_nix_db.unwrap_or(false),
-        base: loaded.base_image()?,
+        base,
+        base_pull,
         accounts: loaded.accounts()?,
         run: custom.run,
         chroot: custom.chroot,
         default_budget,
     })
+}
+
+/// `[base] image`: a path, or a registry image with where it is cached and
+/// the platform an index resolves to (the image's own, as `[config]`'s
+/// `architecture`/`os`/`variant` give it).
+fn resolve_base(loaded: &LoadedManifest) -> Result<(Option<PathBuf>, Option<PullSpec>), Error> {
+    let m = &loaded.manifest;
+    match loaded.base_image()? {
+        None => Ok((None, None)),
+        Some(BaseSource::Path(path)) => Ok((Some(path), None)),
+        Some(BaseSource::Registry {
+            text,
+            reference,
+            digest,
+        }) => {
+            let Some(cache) = pull::default_cache_dir() else {
+                let span = m.base.as_ref().map(|b| b.image.span()).unwrap_or_default();
+                return Err(loaded.error_at(
+                    span,
+                    format!("no cache directory to pull `{text}` into"),
+                    Some("set `XDG_CACHE_HOME` or `HOME`".to_owned()),
+                ));
+            };
+            let spec = PullSpec {
+                text,
+                reference,
+                digest,
+                platform: pull::Platform {
+                    architecture: m
+                        .architecture
+                        .as_ref()
+                        .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
+                    os: m
+                        .os
+                        .as_ref()
+                        .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
+                    variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
+                },
+                cache,
+            };
+            Ok((Some(spec.layout()), Some(spec)))
+        }
+    }
 }
 
 /// The layer stage's rule for a checked `[[customisation.permissions]]`

@@ -16,6 +16,7 @@
 //! - `multi_platform`: `[[platforms]]` as one image index in a layout and a registry, copied by skopeo, its amd64 image run by docker; docker-archive asks for `--platform`;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
+//! - `pull`: `[base] image = "docker://…@sha256:…"` pulled from the real registry, cached by digest (builds with the registry unreachable), indexes resolved by platform, missing and wrong digests and tampered manifests/blobs refused, docker v2 manifests from skopeo;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
 //! - `registry_auth`: `push` to a real token-auth registry (issuer, identity tokens, credential helpers) and a TLS one (test CA);
@@ -41,6 +42,7 @@ mod layers;
 mod multi_platform;
 mod output_faults;
 mod outputs;
+mod pull;
 mod push;
 mod push_faults;
 mod registry_auth;
