@@ -123,21 +123,6 @@ pub fn parse(text: &str) -> Result<(Reference, Digest), (String, Option<String>)
     Ok((reference, digest))
 }
 
-/// The default cache directory: `$XDG_CACHE_HOME/nixlayer/images`, else
-/// `$HOME/.cache/nixlayer/images`.
-#[must_use]
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".cache"))
-        })?;
-    Some(base.join("nixlayer").join("images"))
-}
-
 impl PullSpec {
     /// Where the image's OCI layout is (once pulled): named by the digest
     /// asked for and the platform, since an index's digest names a

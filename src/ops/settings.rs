@@ -21,7 +21,7 @@ use crate::manifest::{
 use crate::nix::narinfo::PublicKey;
 use crate::nix::{StoreDir, StorePath};
 use crate::plan::Pipeline;
-use crate::store::binary_cache::{default_nar_cache_dir, Auth, CacheError};
+use crate::store::binary_cache::{Auth, CacheError};
 use crate::store::{AnyStore, BinaryCache, CacheOptions, StoreLocation};
 
 /// Values from outside the manifest that a build may depend on.
@@ -36,6 +36,23 @@ pub struct Environment {
     pub cache_dir: Option<PathBuf>,
     /// What a build from a binary cache reads from the environment.
     pub binary_cache: CacheEnvironment,
+}
+
+/// nixlayer's cache directory, `$XDG_CACHE_HOME/nixlayer`, else
+/// `$HOME/.cache/nixlayer`; `None` when neither is set. The one place that
+/// reads where caches go: layers, verified NARs and pulled images live in
+/// folders of it.
+#[must_use]
+pub fn nixlayer_cache_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .map(|d| d.join("nixlayer"))
 }
 
 /// What a build from a binary cache takes from the environment.
@@ -55,7 +72,7 @@ impl CacheEnvironment {
     #[must_use]
     pub fn capture() -> Self {
         Self {
-            nar_cache_dir: default_nar_cache_dir(),
+            nar_cache_dir: nixlayer_cache_home().map(|d| d.join("nar")),
             auth: Auth {
                 netrc_file: std::env::var_os("HOME")
                     .filter(|h| !h.is_empty())
@@ -144,15 +161,7 @@ impl Environment {
         Self {
             now: jiff::Timestamp::now(),
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
-            cache_dir: std::env::var_os("XDG_CACHE_HOME")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME")
-                        .filter(|d| !d.is_empty())
-                        .map(|h| PathBuf::from(h).join(".cache"))
-                })
-                .map(|d| d.join("nixlayer").join("layers")),
+            cache_dir: nixlayer_cache_home().map(|d| d.join("layers")),
             binary_cache: CacheEnvironment::capture(),
         }
     }
@@ -661,7 +670,7 @@ fn resolve_base(loaded: &LoadedManifest) -> Result<(Option<PathBuf>, Option<Pull
             reference,
             digest,
         }) => {
-            let Some(cache) = pull::default_cache_dir() else {
+            let Some(cache) = nixlayer_cache_home().map(|d| d.join("images")) else {
                 let span = m.base.as_ref().map(|b| b.image.span()).unwrap_or_default();
                 return Err(loaded.error_at(
                     span,

@@ -12,7 +12,7 @@
 //! Content comes from NARs: each is downloaded (retried), its `FileHash`
 //! and `FileSize` checked, decompressed (xz, zstd, bzip2 or none), its
 //! `NarHash` and `NarSize` checked and its structure validated while it
-//! is written to the local NAR cache ([`default_nar_cache_dir`]), then renamed into
+//! is written to the local NAR cache (`ops::settings::nixlayer_cache_home`), then renamed into
 //! place. [`Store::entries`] and [`Store::open`] read that verified file:
 //! entries from its index, a file's bytes at its offset. NARs carry no
 //! mtime or owner and the executable bit maps to the canonical modes
@@ -45,7 +45,7 @@
 //!
 //! `[store] dir` → [`CacheOptions::store_dir`]; the bearer token is
 //! `NIXLAYER_CACHE_TOKEN` from the environment → [`Auth::bearer_token`];
-//! the NAR cache is `$XDG_CACHE_HOME/nixlayer/nar` ([`default_nar_cache_dir`])
+//! the NAR cache is `$XDG_CACHE_HOME/nixlayer/nar` (`ops::settings::nixlayer_cache_home`)
 //! bounded by [`CacheOptions::nar_cache_max_bytes`]. The closure graph is
 //! `closure(roots)` mapped through `PathInfo::from(&NarInfo)` in `closure`.
 
@@ -72,7 +72,6 @@ mod nar_cache;
 mod transport;
 
 use index::NarIndex;
-pub use nar_cache::default_dir as default_nar_cache_dir;
 use nar_cache::NarCache;
 pub use transport::Auth;
 use transport::Transport;

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -133,21 +133,6 @@ impl NarCache {
         }
         Ok(total)
     }
-}
-
-/// The default NAR cache directory: `$XDG_CACHE_HOME/nixlayer/nar`, else
-/// `$HOME/.cache/nixlayer/nar`.
-#[must_use]
-pub fn default_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".cache"))
-        })?;
-    Some(base.join("nixlayer").join("nar"))
 }
 
 #[cfg(test)]
