@@ -42,6 +42,24 @@ impl Pending {
         Self { id }
     }
 
+    /// Creates a temporary path with `create` and registers it (`path_of`
+    /// names it) with the registry held throughout, so a signal arriving
+    /// meanwhile waits and then finds the path registered: there is no
+    /// moment when it exists unregistered.
+    ///
+    /// # Errors
+    /// `create`'s error; nothing is registered then.
+    pub fn create<T>(
+        create: impl FnOnce() -> io::Result<T>,
+        path_of: impl FnOnce(&T) -> &Path,
+    ) -> io::Result<(T, Self)> {
+        let mut pending = registry();
+        let value = create()?;
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        pending.insert(id, path_of(&value).to_owned());
+        Ok((value, Self { id }))
+    }
+
     /// Runs `publish` (the rename that puts the path in its final place)
     /// with the registry held, and unregisters the path when it succeeded,
     /// so that a signal arriving meanwhile waits for it and then leaves

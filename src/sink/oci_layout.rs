@@ -138,15 +138,15 @@ impl OciLayout {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let (dir, beside) = match staging_dir(parent) {
-            Ok(dir) => (dir, true),
+        let staged = |at: &Path| Pending::create(|| staging_dir(at), |d| d.path());
+        let ((dir, pending), beside) = match staged(parent) {
+            Ok(made) => (made, true),
             // An empty directory the user may write, in one they may not.
             Err(e) if exists && e.kind() == io::ErrorKind::PermissionDenied => {
-                (staging_dir(target).map_err(io_at(shown))?, false)
+                (staged(target).map_err(io_at(shown))?, false)
             }
             Err(e) => return Err(io_at(shown)(e)),
         };
-        let pending = Pending::new(dir.path());
         let blobs = dir.path().join(BLOBS);
         fs::create_dir_all(&blobs).map_err(io_at(shown))?;
         replace_file(

@@ -122,8 +122,8 @@ impl Staged {
             use std::os::unix::fs::PermissionsExt as _;
             builder.permissions(fs::Permissions::from_mode(0o666));
         }
-        let temp = builder.tempfile_in(dir).map_err(os_cause)?;
-        let pending = Pending::new(temp.path());
+        let (temp, pending) =
+            Pending::create(|| builder.tempfile_in(dir), |t| t.path()).map_err(os_cause)?;
         let (file, temp) = temp.into_parts();
         Ok(Self {
             writer: BufWriter::with_capacity(BUFFER, file),

@@ -47,14 +47,18 @@ impl SpooledBlob {
     /// # Errors
     /// When it cannot be created; the error names `dir`.
     pub fn new_in(dir: &Path) -> Result<Self, Error> {
-        let temp = tempfile::Builder::new()
-            .prefix(".nixlayer-blob-")
-            .tempfile_in(dir)
-            .map_err(|source| Error::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
-        let pending = Pending::new(temp.path());
+        let (temp, pending) = Pending::create(
+            || {
+                tempfile::Builder::new()
+                    .prefix(".nixlayer-blob-")
+                    .tempfile_in(dir)
+            },
+            |t| t.path(),
+        )
+        .map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         Ok(Self {
             file: BufWriter::with_capacity(BUFFER, temp),
             _pending: pending,
