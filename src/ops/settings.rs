@@ -418,17 +418,12 @@ pub fn resolve_build(
             .clone()
             .map(|dir| LayerCache::new(dir, store.clone()))
     };
+    let platform = image_platform(m);
     let config = ConfigSpec {
         created: created.text,
-        architecture: m
-            .architecture
-            .as_ref()
-            .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
-        os: m
-            .os
-            .as_ref()
-            .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
-        variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
+        architecture: platform.architecture,
+        os: platform.os,
+        variant: platform.variant,
         config,
     };
     let mut settings = BuildSettings::new(name, config, store, roots, source, pipeline);
@@ -657,6 +652,23 @@ fn resolve_content(
     })
 }
 
+/// The image's platform: the manifest's `architecture` (else this
+/// machine's), `os` (else `linux`) and `variant`. The config names it, and
+/// a pulled base index is resolved to it.
+fn image_platform(m: &crate::manifest::Manifest) -> pull::Platform {
+    pull::Platform {
+        architecture: m
+            .architecture
+            .as_ref()
+            .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
+        os: m
+            .os
+            .as_ref()
+            .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
+        variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
+    }
+}
+
 /// `[base] image`: a path, or a registry image with where it is cached and
 /// the platform an index resolves to (the image's own, as `[config]`'s
 /// `architecture`/`os`/`variant` give it).
@@ -682,17 +694,7 @@ fn resolve_base(loaded: &LoadedManifest) -> Result<(Option<PathBuf>, Option<Pull
                 text,
                 reference,
                 digest,
-                platform: pull::Platform {
-                    architecture: m
-                        .architecture
-                        .as_ref()
-                        .map_or_else(|| host_architecture().to_owned(), |a| a.get_ref().clone()),
-                    os: m
-                        .os
-                        .as_ref()
-                        .map_or_else(|| "linux".to_owned(), |o| o.get_ref().clone()),
-                    variant: m.variant.as_ref().map(|v| v.get_ref().clone()),
-                },
+                platform: image_platform(m),
                 cache,
             };
             Ok((Some(spec.layout()), Some(spec)))
