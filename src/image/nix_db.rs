@@ -102,15 +102,15 @@ pub fn nix_db(paths: &[&PathInfo], registration_time: u64) -> Result<Vec<u8>, Er
             });
         }
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("nixlayer-db-")
-        .tempdir()
-        .map_err(|source| Error::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
     // Removed by a signal too (a destructor does not run then).
-    let _pending = Pending::new(scratch.path());
+    let (scratch, _pending) = Pending::create(
+        || tempfile::Builder::new().prefix("nixlayer-db-").tempdir(),
+        |d| d.path(),
+    )
+    .map_err(|source| Error::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let file = scratch.path().join("db.sqlite");
     let sql = Error::Sqlite;
     {

@@ -240,11 +240,15 @@ impl PullSpec {
     /// Pulls into a temporary layout, then renames it into place.
     fn pull(&self, client: &Client) -> Result<(), Error> {
         fs::create_dir_all(&self.cache).map_err(|e| self.io(&self.cache, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".pull-")
-            .tempdir_in(&self.cache)
-            .map_err(|e| self.io(&self.cache, e))?;
-        let pending = Pending::new(tmp.path());
+        let (tmp, pending) = Pending::create(
+            || {
+                tempfile::Builder::new()
+                    .prefix(".pull-")
+                    .tempdir_in(&self.cache)
+            },
+            |d| d.path(),
+        )
+        .map_err(|e| self.io(&self.cache, e))?;
         let blobs = tmp.path().join("blobs").join("sha256");
         fs::create_dir_all(&blobs).map_err(|e| self.io(&blobs, e))?;
 

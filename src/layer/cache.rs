@@ -132,9 +132,9 @@ impl<S: Store> LayerCache<S> {
             .blobs
             .extend(record.blobs.iter().map(|(k, v)| (k.clone(), *v)));
         std::fs::create_dir_all(&self.dir)?;
-        let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         // Removed by a signal too; unregistered once renamed into place.
-        let pending = Pending::new(temp.path());
+        let (mut temp, pending) =
+            Pending::create(|| tempfile::NamedTempFile::new_in(&self.dir), |t| t.path())?;
         let value = serde_json::to_value(&merged).map_err(std::io::Error::other)?;
         temp.write_all(&crate::oci::canonical_json(&value))?;
         pending.publish(|| temp.persist(entry).map_err(|e| e.error))?;

@@ -382,11 +382,15 @@ impl CustomisationTree {
         names: &BTreeMap<u64, String>,
         groups: &BTreeMap<u64, String>,
     ) -> Result<Self, Error> {
-        let temp = tempfile::Builder::new()
-            .prefix(".nixlayer-run-")
-            .tempdir_in(work)
-            .map_err(io_at(work))?;
-        let _pending = crate::cleanup::Pending::new(temp.path());
+        let (temp, _pending) = crate::cleanup::Pending::create(
+            || {
+                tempfile::Builder::new()
+                    .prefix(".nixlayer-run-")
+                    .tempdir_in(work)
+            },
+            |d| d.path(),
+        )
+        .map_err(io_at(work))?;
         let stage = temp.path().join("root");
         fs::create_dir(&stage).map_err(io_at(&stage))?;
 

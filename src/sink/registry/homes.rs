@@ -86,8 +86,8 @@ impl BlobHomes {
         repos.insert(0, repo.to_owned());
         repos.truncate(KEPT);
         std::fs::create_dir_all(&self.dir)?;
-        let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        let pending = Pending::new(temp.path());
+        let (mut temp, pending) =
+            Pending::create(|| tempfile::NamedTempFile::new_in(&self.dir), |t| t.path())?;
         temp.write_all((repos.join("\n") + "\n").as_bytes())?;
         pending.publish(|| temp.persist(self.file(digest)).map_err(|e| e.error))?;
         Ok(())

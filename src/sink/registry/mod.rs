@@ -373,15 +373,15 @@ impl RegistrySink {
         compress: CompressOptions,
         tags: Vec<String>,
     ) -> Result<Self, Error> {
-        let spool = tempfile::Builder::new()
-            .prefix("nixlayer-push")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                what: "(spool directory)".to_owned(),
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let pending = Pending::new(spool.path());
+        let (spool, pending) = Pending::create(
+            || tempfile::Builder::new().prefix("nixlayer-push").tempdir(),
+            |d| d.path(),
+        )
+        .map_err(|source| Error::Io {
+            what: "(spool directory)".to_owned(),
+            path: std::env::temp_dir(),
+            source,
+        })?;
         let client = Arc::new(client);
         let jobs = if client.jobs() == 0 {
             DEFAULT_JOBS
