@@ -402,8 +402,16 @@ fn chroot_failures_are_clear_errors() {
         use std::os::unix::fs::PermissionsExt as _;
         use std::os::unix::process::CommandExt as _;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        // A copy the other user can reach: the checkout (and the binary in
+        // its target/) may sit below a directory only root may enter.
+        let binary = tmp.path().join("nixlayer");
+        std::fs::copy(env!("CARGO_BIN_EXE_nixlayer"), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
         let out = run(
-            nixlayer()
+            Command::new(&binary)
+                .env("TZ", "UTC")
+                .env("LC_ALL", "C")
+                .env("NIX_CONFIG", util::NIX_CONFIG)
                 .uid(65534)
                 .gid(65534)
                 .env("XDG_CACHE_HOME", tmp.path().join("cache"))
