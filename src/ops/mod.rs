@@ -584,11 +584,26 @@ fn customisation_tree(
                 .collect()
         });
         // The script's result is cached beside the layers (see `run_script`).
+        // A chroot script reads the store paths it sees, so their stamps
+        // are part of the key: a store under `store.root` can be edited in
+        // place, and a stale result would be a silently wrong layer.
         let cache = settings.cache.as_ref().map(|c| c.dir().join("scripts"));
+        let mut seen_stamp = Vec::new();
+        if cache.is_some() && content.chroot {
+            for info in closure.paths() {
+                let stamp = settings
+                    .store
+                    .stamp(&info.path)
+                    .map_err(layer::Error::from)?;
+                seen_stamp.extend_from_slice(&(stamp.len() as u64).to_le_bytes());
+                seen_stamp.extend_from_slice(&stamp);
+            }
+        }
         tree = tree.run_script(
             script,
             &std::env::temp_dir(),
             visible.as_deref(),
+            &seen_stamp,
             cache.as_deref(),
         )?;
     }

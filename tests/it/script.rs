@@ -479,3 +479,89 @@ fn a_script_runs_once_for_the_same_inputs() {
     build(&m);
     assert_eq!(runs(), 3);
 }
+
+/// A chroot script reads store paths, so its cached result is keyed by
+/// their content too: a fixture store under `store.root` edited in place
+/// runs the script again instead of reusing what it made before.
+#[test]
+fn a_chroot_script_runs_again_when_a_store_path_it_sees_changes() {
+    if !util::require_tool("unshare") {
+        return;
+    }
+    let Some(busybox) = util::nix_fixture("busybox") else {
+        return;
+    };
+    let busybox = std::fs::canonicalize(busybox).unwrap();
+    let tmp = util::temp_dir();
+    let store = tmp.path().join("root/nix/store");
+    std::fs::create_dir_all(&store).unwrap();
+    let shell_path = busybox.to_str().unwrap().to_owned();
+    let copied = store.join(busybox.file_name().unwrap());
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&busybox)
+        .arg(&copied)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let data = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-data";
+    let data_dir = store.join("0123456789abcdfghijklmnpqrsvwxyz-data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::write(data_dir.join("msg"), "one\n").unwrap();
+    // The graph's hashes and sizes only order layers here.
+    let h = format!("sha256:{}", "0".repeat(52));
+    util::write(
+        tmp.path(),
+        "graph.json",
+        &format!(
+            r#"[{{"path":"{shell_path}","narHash":"{h}","narSize":1,"references":[]}},{{"path":"{data}","narHash":"{h}","narSize":1,"references":["{shell_path}"]}}]"#
+        ),
+    );
+    let m = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/chroot-inputs\"\ntag = \"t\"\n[store]\nroot = \"root\"\n\
+             [closure]\nroots = [\"{data}\"]\nsource = {{ graph = \"graph.json\" }}\n\
+             [customisation]\nchroot = true\nrun = '''\n\
+             {shell_path}/bin/cat {data}/msg > /copy\n'''\n"
+        ),
+    );
+    let cache = tmp.path().join("cache");
+    let copy = |name: &str| {
+        let archive = tmp.path().join(name);
+        run(
+            nixlayer()
+                .env("XDG_CACHE_HOME", &cache)
+                .arg("build")
+                .arg(&m)
+                .arg("-o")
+                .arg(&archive),
+            0,
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
+            "tar",
+            &["-xOf", archive.to_str().unwrap(), "manifest.json"],
+        ))
+        .unwrap();
+        let top = manifest[0]["Layers"].as_array().unwrap().last().unwrap();
+        let layer = tmp.path().join(format!("{name}.layer"));
+        std::fs::write(
+            &layer,
+            util::tool(
+                "tar",
+                &["-xOf", archive.to_str().unwrap(), top.as_str().unwrap()],
+            ),
+        )
+        .unwrap();
+        String::from_utf8(util::tool(
+            "tar",
+            &["-xOPf", layer.to_str().unwrap(), "--wildcards", "*copy"],
+        ))
+        .unwrap()
+    };
+    assert_eq!(copy("one.tar"), "one\n");
+    // Edited in place, same size: the stamp changes, the result must too.
+    std::fs::write(data_dir.join("msg"), "two\n").unwrap();
+    assert_eq!(copy("two.tar"), "two\n", "a stale cached script result");
+}

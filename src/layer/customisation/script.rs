@@ -242,22 +242,25 @@ impl CustomisationTree {
     ///
     /// With `cache` (a directory), the result is filed there under a key of
     /// the script, this tree (every entry, file bytes included), the store
-    /// paths it sees and where they are on disk, and a rebuild with the
-    /// same key takes it from there without running the script: like a
-    /// Nix derivation, the script is taken to depend on nothing else. A
+    /// paths it sees, where they are on disk and `seen_stamp` (what the
+    /// caller knows of those paths' content: the store's stamps, so an
+    /// edited fixture store is a miss), and a rebuild with the same key
+    /// takes it from there without running the script: like a Nix
+    /// derivation, the script is taken to depend on nothing else. A
     /// missing, unreadable or malformed entry is a miss, never an error.
     pub fn run_script(
         &self,
         script: &str,
         work: &Path,
         chroot: Option<&[(String, PathBuf)]>,
+        seen_stamp: &[u8],
         cache: Option<&Path>,
     ) -> Result<Self, Error> {
         let (names, groups) = self.owner_names();
         let Some(cache) = cache else {
             return self.execute_script(script, work, chroot, None, &names, &groups);
         };
-        let key = self.script_key(script, chroot)?;
+        let key = self.script_key(script, chroot, seen_stamp)?;
         let entry = cache.join(&key);
         if let Some(tree) = self.cached_tree(&entry, &names, &groups) {
             return Ok(tree);
@@ -294,6 +297,7 @@ impl CustomisationTree {
         &self,
         script: &str,
         chroot: Option<&[(String, PathBuf)]>,
+        seen_stamp: &[u8],
     ) -> Result<String, Error> {
         use sha2::Digest as _;
         let mut hash = sha2::Sha256::new();
@@ -301,7 +305,7 @@ impl CustomisationTree {
             hash.update((bytes.len() as u64).to_le_bytes());
             hash.update(bytes);
         };
-        field(b"nixlayer-script-v1");
+        field(b"nixlayer-script-v2");
         field(script.as_bytes());
         field(self.store_dir.as_str().as_bytes());
         let owner = |o: &Owner| format!("{}:{}:{}:{}", o.uid, o.gid, o.uname, o.gname);
@@ -317,6 +321,7 @@ impl CustomisationTree {
                 }
             }
         }
+        field(seen_stamp);
         for (comps, entry) in &self.entries {
             field(&comps.join(&b'/'));
             field(format!("{:o}", entry.mode).as_bytes());
