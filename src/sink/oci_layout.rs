@@ -62,6 +62,9 @@ pub struct OciLayout {
     compress: CompressOptions,
     /// The manifests put, with their platforms, until [`ImageSink::finish`].
     manifests: Vec<(Descriptor, Platform)>,
+    /// Index entries of artifacts referring to them (SBOMs), listed in
+    /// `index.json` without a ref name.
+    referrers: Vec<Value>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -122,6 +125,7 @@ impl OciLayout {
                 staging: None,
                 compress: CompressOptions::NONE,
                 manifests: Vec::new(),
+                referrers: Vec::new(),
             });
         }
         if is_empty(&target).map_err(io_at(dir))? {
@@ -165,6 +169,7 @@ impl OciLayout {
             }),
             compress: CompressOptions::NONE,
             manifests: Vec::new(),
+            referrers: Vec::new(),
         })
     }
 
@@ -206,9 +211,11 @@ impl OciLayout {
         self.blobs = self.target.join(BLOBS);
         if staging.beside {
             let index = staging.dir.path().join("index.json");
+            let mut entries = vec![entry.clone()];
+            entries.extend(self.referrers.iter().cloned());
             replace_file(
                 &index,
-                &oci::index_json(vec![entry.clone()]),
+                &oci::index_json(entries),
                 &self.shown.join("index.json"),
             )?;
             let renamed = staging
@@ -298,6 +305,16 @@ impl OciLayout {
         {
             Some(slot) => *slot = entry,
             None => manifests.push(entry),
+        }
+        // Referrers are named by digest alone: one entry each, kept when
+        // already listed (a rebuild of the same image).
+        for referrer in &self.referrers {
+            if !manifests
+                .iter()
+                .any(|m| m.get("digest") == referrer.get("digest"))
+            {
+                manifests.push(referrer.clone());
+            }
         }
         replace_file(&path, &oci::index_json(manifests), &shown)
     }
@@ -419,6 +436,17 @@ impl ImageSink for OciLayout {
         };
         self.manifests.push((desc.clone(), image.platform.clone()));
         Ok((desc, new))
+    }
+
+    /// Stores the artifact's blobs and manifest; `index.json` lists it
+    /// (no ref name, as oras and skopeo leave referrers) when
+    /// [`ImageSink::finish`] names the image.
+    fn put_referrer(&mut self, referrer: &super::Referrer<'_>) -> Result<Descriptor, Error> {
+        self.put_blob(referrer.config)?;
+        self.put_blob(referrer.blob)?;
+        self.put_blob(referrer.manifest)?;
+        self.referrers.push(referrer.index_entry());
+        Ok(referrer.descriptor())
     }
 
     /// Names the manifest (or, for several, an index of them) by
