@@ -1071,13 +1071,11 @@ impl Client {
     pub fn get_tagged_index(&self, tag: &str) -> Result<Option<Vec<u8>>, Error> {
         let what = format!("referrers tag {tag}");
         let url = self.url(&format!("manifests/{tag}"))?;
-        let mut resp = self.send(
-            "GET",
-            &url,
-            &what,
-            &[("Accept", crate::oci::INDEX_MEDIA_TYPE)],
-            &Body::None,
-        )?;
+        // Every manifest type: a registry answers 404 for a manifest whose
+        // type is not accepted (distribution 2.8 does for an OCI image
+        // manifest), and a tag holding something else must be seen, not
+        // taken for a missing one and replaced.
+        let mut resp = self.send("GET", &url, &what, &[("Accept", PULL_ACCEPT)], &Body::None)?;
         match resp.status().as_u16() {
             404 => return Ok(None),
             200 => {}
