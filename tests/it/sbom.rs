@@ -554,6 +554,28 @@ fn each_platform_image_gets_its_sbom() {
     );
 }
 
+/// The example's SBOMs are pinned: the whole path from the manifest and
+/// its graph file to the bytes (a change must be deliberate; the tool's
+/// version is part of them).
+#[test]
+fn the_example_sboms_have_golden_digests() {
+    let example = util::repo().join("manifests/example.toml");
+    let digest = |f| nixlayer::oci::Digest::of(&sbom(&example, f, &[])).hex();
+    assert_eq!(
+        digest("spdx-json"),
+        "445c9897b7cd20197dc2d98f2339a5d56addc58cf7c29ad3f97a6ea3e74e670c"
+    );
+    assert_eq!(
+        digest("cyclonedx-json"),
+        "0d51cba242a90a2ab305d39fef5224e50eab7adc9a3d2c4f4d4fac8d04a80b89"
+    );
+    if let Some(venv) = validators() {
+        for format in FORMATS {
+            validate(&venv, format, &sbom(&example, format, &[]));
+        }
+    }
+}
+
 /// A docker-archive has no place for an artifact: its SBOM is written
 /// beside it; a streamed one has nowhere to put it (a usage error).
 #[test]
@@ -689,6 +711,63 @@ fn push_lists_sboms_in_the_referrers_tag_without_a_referrers_api() {
     let (_, body) = get_manifest(&host, "sbom/example", &tag);
     let again: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(again["manifests"].as_array().unwrap(), &entries);
+    // What a user runs to find them.
+    if util::require_tool("skopeo") {
+        let raw = util::tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{host}/sbom/example:{tag}"),
+            ],
+        );
+        let seen: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(seen["manifests"], again["manifests"]);
+    }
+}
+
+/// A multi-platform push lists each platform's SBOM in the referrers tag
+/// of that platform's manifest.
+#[test]
+fn a_multi_platform_push_attaches_an_sbom_to_each_platform() {
+    if !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = fresh_registry();
+    let host = format!("127.0.0.1:{}", registry.port);
+    let dir = util::temp_dir();
+    let m = two_platforms(dir.path());
+    let summary = json(
+        &run(
+            nixlayer()
+                .arg("push")
+                .arg(&m)
+                .arg(format!("{host}/sbom/multi:1"))
+                .args([
+                    "--sbom",
+                    "spdx-json",
+                    "--json",
+                    "--no-cache",
+                    "--no-arch-check",
+                ]),
+            0,
+        )
+        .stdout,
+    );
+    assert_eq!(summary["referrers"]["tagged"], 2, "{summary}");
+    let platforms = summary["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2);
+    for p in platforms {
+        let subject = p["manifest_digest"].as_str().unwrap();
+        let (status, body) =
+            get_manifest(&host, "sbom/multi", &subject.replace("sha256:", "sha256-"));
+        assert_eq!(status, 200);
+        let index: Value = serde_json::from_slice(&body).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["digest"], p["sboms"][0]["artifact_manifest"]);
+    }
 }
 
 /// A proxy in front of `upstream` that answers every PUT of a manifest by
