@@ -12,6 +12,8 @@
 //! - [`push`]: a build into a registry.
 //! - [`merge`]: many docker-archives into one.
 //! - [`diff`]: what changes between two images.
+//! - [`sbom`]: a build's SPDX or CycloneDX SBOM, attached to the image
+//!   manifest as an OCI 1.1 artifact when [`BuildSettings::sbom`] asks.
 //!
 //! Progress goes to a [`Reporter`]; the library never prints.
 

@@ -192,5 +192,30 @@ mod tests {
         assert_eq!(tree, TREE_HASH);
     }
 
+    /// Names that are not UTF-8 sort differently in Python's order (the
+    /// store's walk: `\xff` as a surrogate, before U+E000) and in the
+    /// NAR's byte order (after it): the hash follows the bytes.
+    #[test]
+    fn names_sort_by_bytes_as_in_a_nar() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let disk = store.disk_path(P);
+        fs::create_dir_all(&disk).unwrap();
+        let name = |b: &[u8]| disk.join(OsStr::from_bytes(b));
+        fs::write(name(b"\xff"), b"a").unwrap();
+        fs::write(name("\u{e000}".as_bytes()), b"b").unwrap();
+        fs::write(name(b"plain"), b"c").unwrap();
+        fs::create_dir(name("é".as_bytes())).unwrap();
+        fs::write(name("é/x".as_bytes()), b"d").unwrap();
+        let hash = nar_hash(&store, &store_path(P)).unwrap().to_base16();
+        // `nix-store --dump` of the same tree.
+        assert_eq!(
+            hash,
+            "sha256:2f90ea9b6eb1784bfaa2d95382d41e9d95070ef437bc199d428b45e13918ab27"
+        );
+    }
+
     const TREE_HASH: &str = "d6be4c64648fe6140b3b46d8dd75a05ab759c9225a403fba2ccf817bc1373179";
 }

@@ -537,6 +537,43 @@ mod tests {
         assert_eq!(platforms, ["amd64", "arm64"]);
     }
 
+    /// An artifact referring to the image is listed once, without a ref
+    /// name, in a new layout and again after a rebuild of the same tag.
+    #[test]
+    fn referrers_are_listed_once_without_a_ref_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("layout");
+        let subject = Descriptor {
+            media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+            digest: Digest::of(b"[1]"),
+            size: 3,
+        };
+        let annotations = std::collections::BTreeMap::new();
+        let referrer = super::super::Referrer {
+            artifact_type: "application/spdx+json",
+            blob: b"sbom",
+            config: b"{}",
+            manifest: b"{\"artifact\":1}",
+            subject: &subject,
+            annotations: &annotations,
+        };
+        for _ in 0..2 {
+            let mut layout = OciLayout::create(&root).unwrap();
+            let desc = layout.put_referrer(&referrer).unwrap();
+            assert_eq!(desc.digest, Digest::of(referrer.manifest));
+            layout.set_tag("a", entry(b"[1]", "a")).unwrap();
+            for bytes in [&b"sbom"[..], b"{}", referrer.manifest] {
+                assert!(layout.blob_path(&Digest::of(bytes)).is_file());
+            }
+        }
+        let index: Value =
+            serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+        let m = index["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{index}");
+        assert_eq!(m[1]["artifactType"], "application/spdx+json");
+        assert_eq!(oci::entry_ref_name(&m[1]), None);
+    }
+
     fn layout_blob(root: &Path, digest: &Digest) -> PathBuf {
         root.join(BLOBS).join(digest.hex())
     }
