@@ -926,7 +926,8 @@ fn push_uses_the_referrers_api_when_the_registry_has_it() {
     }
 }
 
-/// A referrers tag holding something else than an index is not replaced.
+/// A referrers tag holding something else than an index is not replaced,
+/// and the push fails before its tag is PUT.
 #[test]
 fn a_referrers_tag_that_is_no_index_is_not_replaced() {
     if !util::require_tool("docker-registry") {
@@ -961,7 +962,7 @@ fn a_referrers_tag_that_is_no_index_is_not_replaced() {
         nixlayer()
             .arg("push")
             .arg(&example)
-            .arg(format!("{host}/sbom/hostile:1"))
+            .arg(format!("{host}/sbom/hostile:2"))
             .args(["--sbom", "spdx-json", "--no-cache"]),
         1,
     );
@@ -971,4 +972,6 @@ fn a_referrers_tag_that_is_no_index_is_not_replaced() {
         "{stderr}"
     );
     assert_eq!(get_manifest(&host, "sbom/hostile", &tag).1, manifest);
+    // The SBOM failed before any tag moved: `:2` was never pushed.
+    assert_eq!(get_manifest(&host, "sbom/hostile", "2").0, 404);
 }

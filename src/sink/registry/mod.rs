@@ -690,15 +690,26 @@ impl ImageSink for RegistrySink {
     /// The same bytes every time, so every tag names the same digest.
     /// Several manifests (one per platform) are PUT by digest, then an
     /// image index over them as each tag.
+    ///
+    /// Artifacts referring to the images (SBOMs) go after the images'
+    /// manifests are there by digest and before any tag moves: a push whose
+    /// SBOM fails leaves the tags where they were.
     fn finish(self, reference: &str) -> Result<(PushCounts, Option<u64>), super::Error> {
         let tags = if self.tags.is_empty() {
             vec![super::tag_of(reference).to_owned()]
         } else {
             self.tags.clone()
         };
+        let mut counts = self.counts;
         let mut index_digest = None;
         match self.manifests.as_slice() {
             [(manifest, _)] => {
+                if !self.referrers.is_empty() {
+                    self.client
+                        .put_manifest(&Digest::of(manifest).prefixed(), manifest)
+                        .map_err(sink_err)?;
+                    self.push_referrers(&mut counts).map_err(sink_err)?;
+                }
                 for tag in &tags {
                     self.client.put_manifest(tag, manifest).map_err(sink_err)?;
                 }
@@ -722,6 +733,7 @@ impl ImageSink for RegistrySink {
                         platform.clone(),
                     ));
                 }
+                self.push_referrers(&mut counts).map_err(sink_err)?;
                 let index = super::platform_index(&descs);
                 index_digest = Some(Digest::of(&index));
                 for tag in &tags {
@@ -736,8 +748,6 @@ impl ImageSink for RegistrySink {
                 })
             }
         }
-        let mut counts = self.counts;
-        self.push_referrers(&mut counts).map_err(sink_err)?;
         counts.existing += self.unread.0.load(Ordering::Relaxed);
         counts.mounted += self.unread.1.load(Ordering::Relaxed);
         counts.index = index_digest;
