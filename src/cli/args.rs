@@ -59,6 +59,10 @@ pub(crate) struct SbomArgs {
     /// describes (`ARCH[/VARIANT]`; one SBOM per platform image).
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,
+    /// Override the manifest's name and tag, as `build --tag` does (the
+    /// SBOM names the image).
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub(crate) tag: Option<String>,
 }
 
 /// `nixlayer diff`.

@@ -14,14 +14,15 @@ use super::args::SbomArgs;
 use super::printer::Printer;
 use super::{layers, BoxError, UsageError};
 
-/// The formats `--sbom` names, each once, in the order given.
+/// The formats `--sbom` names, each once, in one order whatever the
+/// order of the flags (SPDX first), so an output's bytes do not depend on it.
 pub(super) fn formats(names: &[String]) -> Vec<SbomFormat> {
-    let mut out = Vec::new();
-    for f in names.iter().filter_map(|n| SbomFormat::from_name(n)) {
-        if !out.contains(&f) {
-            out.push(f);
-        }
-    }
+    let mut out: Vec<SbomFormat> = names
+        .iter()
+        .filter_map(|n| SbomFormat::from_name(n))
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -33,6 +34,7 @@ pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
     let loaded = one_platform(&loaded, args.platform.as_deref())?;
     let mut overrides = settings::Overrides::default();
     overrides.no_cache = true;
+    overrides.tag.clone_from(&args.tag);
     let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     if let Some(path) = &args.output {
         let inputs = super::build_inputs(&args.manifest, &command.settings);

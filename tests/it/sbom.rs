@@ -589,13 +589,17 @@ fn a_docker_archive_gets_its_sbom_beside_it() {
             .arg(&example)
             .arg("-o")
             .arg(&tar)
-            .args(["--sbom", "cyclonedx-json"]),
+            .args(["--sbom", "cyclonedx-json", "--tag", "other/name:7"]),
         0,
     );
+    let beside = std::fs::read(dir.path().join("image.tar.cdx.json")).unwrap();
     assert_eq!(
-        std::fs::read(dir.path().join("image.tar.cdx.json")).unwrap(),
-        sbom(&example, "cyclonedx-json", &[])
+        beside,
+        sbom(&example, "cyclonedx-json", &["--tag", "other/name:7"])
     );
+    let doc: Value = serde_json::from_slice(&beside).unwrap();
+    assert_eq!(doc["metadata"]["component"]["name"], "other/name");
+    assert_eq!(doc["metadata"]["component"]["version"], "7");
     let out = run(
         nixlayer()
             .arg("build")
