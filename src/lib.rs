@@ -24,6 +24,7 @@
 //! 3. [`manifest`]: the TOML manifest (`image.toml`) → a typed [`manifest::Manifest`].
 //! 4. [`closure`]: a closure source (live store, registration, graph JSON,
 //!    path-info JSON, DOT) → one [`closure::ClosureGraph`].
+//!    [`sbom`] turns a closure graph into an SPDX or CycloneDX document.
 //! 5. [`plan`]: a closure graph and a layering pipeline → a [`plan::LayerPlan`].
 //! 6. [`layer`]: store paths, read through a [`store::Store`] → deterministic
 //!    layer tars, byte-compatible with nixpkgs' `stream_layered_image.py`, sized
@@ -101,6 +102,7 @@ pub mod http;
 pub mod store;
 pub mod manifest;
 pub mod closure;
+pub mod sbom;
 pub mod plan;
 pub mod layer;
 pub mod image;

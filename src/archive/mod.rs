@@ -771,6 +771,11 @@ impl ImageArchive {
                 self.read_oci_index(&blob, &doc, tag, Some(digest), depth + 1, images)?;
                 continue;
             }
+            if doc.get("artifactType").is_some() || doc.get("subject").is_some() {
+                // An OCI 1.1 artifact (an SBOM) about an image, not an
+                // image: its config is `{}`, its layer no tar.
+                continue;
+            }
             let config_desc = doc
                 .get("config")
                 .ok_or_else(|| self.malformed(&blob, "has no `config`"))?;

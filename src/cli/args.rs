@@ -36,6 +36,33 @@ pub(crate) enum Command {
     Push(PushArgs),
     /// Compare two images: store paths, layers and the bytes an update moves.
     Diff(DiffArgs),
+    /// Print the SBOM of the image a manifest describes (SPDX or CycloneDX JSON).
+    Sbom(SbomArgs),
+}
+
+/// The SBOM formats, as `--format` and `--sbom` take them.
+const SBOM_FORMATS: [&str; 2] = ["spdx-json", "cyclonedx-json"];
+
+/// `nixlayer sbom`.
+#[derive(Debug, Args)]
+pub(crate) struct SbomArgs {
+    /// The manifest (`image.toml`).
+    pub(crate) manifest: PathBuf,
+    /// The SBOM format.
+    #[arg(long, value_name = "FORMAT", value_parser = SBOM_FORMATS)]
+    pub(crate) format: String,
+    /// Write the SBOM to this file (via a temporary file, renamed when
+    /// complete) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Of a manifest with `[[platforms]]`, the platform whose image it
+    /// describes (`ARCH[/VARIANT]`; one SBOM per platform image).
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Override the manifest's name and tag, as `build --tag` does (the
+    /// SBOM names the image).
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub(crate) tag: Option<String>,
 }
 
 /// `nixlayer diff`.
@@ -100,6 +127,12 @@ pub(crate) struct BuildArgs {
     /// manifest's `[annotations]`; a docker-archive has none).
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
+    /// Make an SBOM of the image (repeatable for both formats): attached to
+    /// each image manifest of an OCI output as an OCI 1.1 artifact, or
+    /// written beside a docker-archive or rootfs file (`FILE.spdx.json`,
+    /// `FILE.cdx.json`).
+    #[arg(long, value_name = "FORMAT", value_parser = SBOM_FORMATS)]
+    pub(crate) sbom: Vec<String>,
 }
 
 /// `nixlayer merge`.
@@ -241,6 +274,11 @@ pub(crate) struct PushArgs {
     /// manifest's `[annotations]`; a docker-archive has none).
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
+    /// Attach an SBOM to each pushed image manifest (repeatable for both
+    /// formats): through the registry's referrers API, else its referrers
+    /// tag `sha256-<manifest hex>`.
+    #[arg(long, value_name = "FORMAT", value_parser = SBOM_FORMATS)]
+    pub(crate) sbom: Vec<String>,
 }
 
 /// A command-line value that is a secret: its `Debug` never shows it, and

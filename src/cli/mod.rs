@@ -17,6 +17,7 @@ mod diff;
 mod init;
 mod layers;
 mod progress;
+mod sbom;
 pub(crate) mod printer;
 
 use std::error::Error as StdError;
@@ -77,6 +78,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Init(args) => init::run(args, printer),
         Command::Push(args) => run_push(args, printer),
         Command::Diff(args) => diff::run(args, printer),
+        Command::Sbom(args) => sbom::run(args, printer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,10 +156,30 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let loaded = LoadedManifest::load(&args.manifest)?;
     let env = settings::Environment::capture();
-    let (loaded, command) = match choose_platform(args, &loaded, &env)? {
+    let (loaded, mut command) = match choose_platform(args, &loaded, &env)? {
         Chosen::One(loaded, command) => (*loaded, *command),
         Chosen::All(all) => return run_build_platforms(args, all, printer, start),
     };
+    // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
+    // them beside it.
+    let sbom_formats = sbom::formats(&args.sbom);
+    let oci = matches!(
+        command.format,
+        OutputFormat::OciLayout | OutputFormat::OciArchive
+    );
+    let beside = if oci {
+        command.settings.sbom.clone_from(&sbom_formats);
+        Vec::new()
+    } else {
+        sbom_formats
+    };
+    if !beside.is_empty() && args.output.is_none() {
+        return Err(UsageError(format!(
+            "`--sbom` with a streamed `{}` has nowhere to go: write the image with `-o FILE` (the SBOM goes beside it), or print it with `nixlayer sbom`",
+            command.format.name()
+        ))
+        .into());
+    }
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -185,7 +207,8 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         refuse_output_in_closure(output, &command.settings, &image.closure)?;
     }
     if command.format == OutputFormat::Rootfs {
-        return write_rootfs(args, &command, &image, printer, start);
+        write_rootfs(args, &command, &image, printer, start)?;
+        return sboms_beside(args, &command.settings, &image, &beside, printer);
     }
     let settings = &command.settings;
     let compress = &command.compress;
@@ -251,6 +274,36 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));
+    for s in &summary.sboms {
+        printer.info(&format!(
+            "attached the {} SBOM ({}) to {}",
+            s.format.name(),
+            s.manifest.digest,
+            summary
+                .manifest_digest
+                .map_or_else(String::new, |d| d.to_string()),
+        ));
+    }
+    sboms_beside(args, &command.settings, &image, &beside, printer)
+}
+
+/// `build --sbom` of a docker-archive or rootfs file: the SBOMs beside it.
+fn sboms_beside(
+    args: &BuildArgs,
+    settings: &BuildSettings,
+    image: &ops::PreparedImage,
+    formats: &[nixlayer::sbom::SbomFormat],
+    printer: Printer,
+) -> Result<(), BoxError> {
+    let Some(output) = &args.output else {
+        return Ok(());
+    };
+    if formats.is_empty() {
+        return Ok(());
+    }
+    for path in sbom::write_beside(output, settings, image, formats)? {
+        printer.info(&format!("wrote the SBOM → {}", path.display()));
+    }
     Ok(())
 }
 
@@ -472,6 +525,21 @@ fn summary_json(summary: &BuildSummary, command: &settings::ResolvedBuild, dest:
         "bytes": summary.bytes,
         "output": dest,
     });
+    if let (false, Some(obj)) = (summary.sboms.is_empty(), doc.as_object_mut()) {
+        let sboms: Vec<serde_json::Value> = summary
+            .sboms
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "format": s.format.name(),
+                    "artifact_manifest": s.manifest.digest.prefixed(),
+                    "digest": s.blob.digest.prefixed(),
+                    "size": s.blob.size,
+                })
+            })
+            .collect();
+        obj.insert("sboms".into(), sboms.into());
+    }
     if let (Some(blobs), Some(obj)) = (summary.blobs, doc.as_object_mut()) {
         obj.insert(
             "blobs".into(),
@@ -683,7 +751,9 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     if loaded.is_multi_platform() {
         return run_push_platforms(args, &loaded, &overrides, &target, options, printer, start);
     }
-    let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
+    let mut command =
+        settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
+    command.settings.sbom = sbom::formats(&args.sbom);
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -723,6 +793,9 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
                     "layers_cached": layers_cached,
                 }),
             );
+            if !summary.sboms.is_empty() {
+                obj.insert("referrers".into(), referrers_json(counts));
+            }
         }
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
     } else {
@@ -752,7 +825,40 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         layers_cached,
         plural(layers_cached),
     ));
+    report_referrers(&pushed.build.sboms, counts, manifest_digest, printer);
     Ok(())
+}
+
+/// How the registry lists the pushed SBOMs, for `--json`.
+fn referrers_json(counts: nixlayer::sink::registry::PushCounts) -> serde_json::Value {
+    serde_json::json!({
+        "api": counts.referrers_api,
+        "tagged": counts.referrers_tagged,
+    })
+}
+
+/// One line per pushed SBOM: where a client finds it.
+fn report_referrers(
+    sboms: &[ops::sbom::AttachedSbom],
+    counts: nixlayer::sink::registry::PushCounts,
+    subject: nixlayer::oci::Digest,
+    printer: Printer,
+) {
+    for s in sboms {
+        let how = if counts.referrers_tagged > 0 {
+            format!(
+                "the referrers tag `{}` (the registry has no referrers API)",
+                nixlayer::sink::registry::referrers_tag(&subject)
+            )
+        } else {
+            format!("the referrers API (`/v2/…/referrers/{subject}`)")
+        };
+        printer.info(&format!(
+            "attached the {} SBOM ({}), listed in {how}",
+            s.format.name(),
+            s.manifest.digest
+        ));
+    }
 }
 
 /// The environment `push` reads, captured once.
@@ -955,7 +1061,7 @@ fn choose_platform(
 /// image index; layers the platforms share are stored once.
 fn run_build_platforms(
     args: &BuildArgs,
-    all: Vec<(LoadedManifest, settings::ResolvedBuild)>,
+    mut all: Vec<(LoadedManifest, settings::ResolvedBuild)>,
     printer: Printer,
     start: Instant,
 ) -> Result<(), BoxError> {
@@ -966,6 +1072,11 @@ fn run_build_platforms(
             "an `oci-layout` is a directory: give it with `-o DIR`, or use `--format oci-archive --stream`".to_owned(),
         )
         .into());
+    }
+    // One SBOM per platform image, each attached to its manifest.
+    let sbom_formats = sbom::formats(&args.sbom);
+    for (_, command) in &mut all {
+        command.settings.sbom.clone_from(&sbom_formats);
     }
     let mut images = Vec::with_capacity(all.len());
     for (loaded, command) in &all {
@@ -1074,7 +1185,12 @@ fn run_push_platforms(
     printer: Printer,
     start: Instant,
 ) -> Result<(), BoxError> {
-    let all = settings::resolve_platforms(loaded, overrides, &settings::Environment::capture())?;
+    let mut all =
+        settings::resolve_platforms(loaded, overrides, &settings::Environment::capture())?;
+    let sbom_formats = sbom::formats(&args.sbom);
+    for (_, command) in &mut all {
+        command.settings.sbom.clone_from(&sbom_formats);
+    }
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
     let mut images = Vec::with_capacity(all.len());
     for ((_, command), (_, one)) in all.iter().zip(&manifests) {
@@ -1121,6 +1237,10 @@ fn run_push_platforms(
                 "mounted": counts.mounted,
             },
         });
+        let mut doc = doc;
+        if let (false, Some(obj)) = (sbom_formats.is_empty(), doc.as_object_mut()) {
+            obj.insert("referrers".into(), referrers_json(counts));
+        }
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
     } else {
         printer.data(pushed.pinned.as_bytes())?;
@@ -1136,5 +1256,10 @@ fn run_push_platforms(
         printer::bytes(counts.bytes_uploaded),
         counts.existing,
     ));
+    for build in &pushed.builds {
+        if let Some(subject) = build.manifest_digest {
+            report_referrers(&build.sboms, counts, subject, printer);
+        }
+    }
     Ok(())
 }

@@ -12,6 +12,8 @@
 //! - [`push`]: a build into a registry.
 //! - [`merge`]: many docker-archives into one.
 //! - [`diff`]: what changes between two images.
+//! - [`sbom`]: a build's SPDX or CycloneDX SBOM, attached to the image
+//!   manifest as an OCI 1.1 artifact when [`BuildSettings::sbom`] asks.
 //!
 //! Progress goes to a [`Reporter`]; the library never prints.
 
@@ -38,6 +40,7 @@ pub mod diff;
 pub mod merge;
 pub mod push;
 pub mod rootfs;
+pub mod sbom;
 pub mod settings;
 mod write;
 
@@ -76,6 +79,8 @@ pub struct BuildSettings {
     pub content: ContentSettings,
     /// Annotations of the OCI image manifest (`[annotations]`, `--annotation`).
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// SBOMs attached to the image manifest (OCI outputs and push only).
+    pub sbom: Vec<crate::sbom::SbomFormat>,
 }
 
 /// What the image holds beyond the store layers (SPEC §4, §5).
@@ -173,6 +178,9 @@ pub enum Error {
     /// The Nix database could not be made.
     #[error(transparent)]
     NixDb(#[from] nix_db::Error),
+    /// An SBOM could not be made.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::Error),
     /// Nothing would go into the image.
     #[error("the image would have no layer: `closure.roots`, `[customisation]` and `[base]` give nothing to put in it")]
     Empty,
@@ -301,6 +309,8 @@ pub struct BuildSummary {
     pub manifest_digest: Option<Digest>,
     /// Blobs written and kept (OCI outputs only).
     pub blobs: Option<BlobCounts>,
+    /// The SBOMs attached to the image manifest (`BuildSettings::sbom`).
+    pub sboms: Vec<sbom::AttachedSbom>,
 }
 
 /// Progress of a build, for the CLI to show; the library never prints.
@@ -379,6 +389,7 @@ impl BuildSettings {
             cache: None,
             content: ContentSettings::default(),
             annotations: std::collections::BTreeMap::new(),
+            sbom: Vec::new(),
         }
     }
 

@@ -268,6 +268,12 @@ fn write_image<S: ImageSink>(
         manifest: &manifest,
     })?;
     count(&mut counts, new);
+    let sboms = if settings.sbom.is_empty() {
+        Vec::new()
+    } else {
+        let docs = super::sbom::write_sboms(settings, &image.closure, &image.plan, &settings.sbom)?;
+        super::sbom::attach(sink, &docs, &manifest_desc, &settings.config.created)?
+    };
     let reference = reference(settings, &config_digest);
     let bytes =
         layers.iter().map(|l| l.blob_size).sum::<u64>() + config_desc.size + manifest_desc.size;
@@ -279,6 +285,7 @@ fn write_image<S: ImageSink>(
             bytes,
             manifest_digest: oci_output.then_some(manifest_desc.digest),
             blobs: oci_output.then_some(counts),
+            sboms,
         },
         counts,
     ))

@@ -156,6 +156,54 @@ pub struct ImageEntry<'a> {
     pub manifest: &'a [u8],
 }
 
+/// An OCI 1.1 artifact that refers to an image manifest (an SBOM): its
+/// one blob, its artifact manifest (whose `config` is the empty blob
+/// `{}`), the manifest it refers to, and what the referrer's index entry
+/// carries.
+#[derive(Clone, Debug)]
+pub struct Referrer<'a> {
+    /// The artifact's media type (`artifactType`).
+    pub artifact_type: &'a str,
+    /// The artifact's one blob (the SBOM).
+    pub blob: &'a [u8],
+    /// The empty config blob, `{}`.
+    pub config: &'a [u8],
+    /// The artifact manifest, canonical JSON, naming `blob`, `config` and `subject`.
+    pub manifest: &'a [u8],
+    /// The image manifest it refers to.
+    pub subject: &'a Descriptor,
+    /// The artifact manifest's annotations, copied into index entries as
+    /// the referrers API does.
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl Referrer<'_> {
+    /// The artifact manifest's descriptor.
+    #[must_use]
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: Digest::of(self.manifest),
+            size: self.manifest.len() as u64,
+        }
+    }
+
+    /// Its entry in an index (a layout's `index.json`, a referrers list):
+    /// the descriptor with `artifactType` and the annotations, no ref name.
+    #[must_use]
+    pub fn index_entry(&self) -> serde_json::Value {
+        let mut extra = serde_json::Map::new();
+        extra.insert("artifactType".into(), self.artifact_type.into());
+        if !self.annotations.is_empty() {
+            extra.insert(
+                "annotations".into(),
+                serde_json::to_value(self.annotations).unwrap_or_default(),
+            );
+        }
+        self.descriptor().to_json(extra)
+    }
+}
+
 /// Where an image goes: a docker-archive, an OCI layout or archive, a
 /// registry. A build stores each layer (streamed into
 /// [`ImageSink::start_layer`]'s writer, then [`ImageSink::commit_layer`]),
@@ -210,6 +258,22 @@ pub trait ImageSink {
     /// # Errors
     /// When it cannot be stored.
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error>;
+
+    /// Stores an artifact referring to an image manifest put before (an
+    /// SBOM): its blobs and manifest, listed so that it can be found from
+    /// the image (a layout's `index.json` entry without a ref name, a
+    /// registry's referrers API or referrers tag). Returns the artifact
+    /// manifest's descriptor.
+    ///
+    /// # Errors
+    /// When it cannot be stored, or the sink has no place for it (a
+    /// docker-archive).
+    fn put_referrer(&mut self, referrer: &Referrer<'_>) -> Result<Descriptor, Error> {
+        let _ = referrer;
+        Err(Error::Unsupported {
+            what: "this output has no place for an artifact referring to the image (an SBOM); use an OCI output".to_owned(),
+        })
+    }
 
     /// Names what was put `reference` (`name:tag`) and completes the
     /// output; returns [`ImageSink::Output`] and, for an output that is one

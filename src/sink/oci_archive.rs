@@ -26,6 +26,8 @@ pub struct OciArchiveWriter<W: Write> {
     stored: BTreeSet<Digest>,
     /// The manifests put, with their platforms, for `index.json`.
     manifests: Vec<(Descriptor, Platform)>,
+    /// Index entries of artifacts referring to them (SBOMs).
+    referrers: Vec<serde_json::Value>,
 }
 
 fn archive_err(source: io::Error) -> Error {
@@ -48,6 +50,7 @@ impl<W: Write> OciArchiveWriter<W> {
             compress,
             stored: BTreeSet::new(),
             manifests: Vec::new(),
+            referrers: Vec::new(),
         };
         w.tar.append(
             &w.header("oci-layout", Kind::Regular, oci::LAYOUT_FILE.len() as u64),
@@ -128,12 +131,24 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
         Ok((desc, new))
     }
 
+    /// Stores the artifact's blobs and manifest, listed in `index.json`
+    /// without a ref name.
+    fn put_referrer(&mut self, referrer: &super::Referrer<'_>) -> Result<Descriptor, Error> {
+        self.put_blob(referrer.config)?;
+        self.put_blob(referrer.blob)?;
+        self.put_blob(referrer.manifest)?;
+        self.referrers.push(referrer.index_entry());
+        Ok(referrer.descriptor())
+    }
+
     /// Writes `index.json`, naming the manifest (or, for several, an
-    /// index of them) `reference`, and the trailer.
+    /// index of them) `reference`, then the referrers, and the trailer.
     fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
         let manifests = std::mem::take(&mut self.manifests);
         let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
-        let index_json = oci::index_json(vec![entry]);
+        let mut entries = vec![entry];
+        entries.append(&mut self.referrers);
+        let index_json = oci::index_json(entries);
         let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
         self.tar.append(&header, &index_json).map_err(archive_err)?;
         let (out, bytes) = self

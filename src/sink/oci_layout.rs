@@ -62,6 +62,9 @@ pub struct OciLayout {
     compress: CompressOptions,
     /// The manifests put, with their platforms, until [`ImageSink::finish`].
     manifests: Vec<(Descriptor, Platform)>,
+    /// Index entries of artifacts referring to them (SBOMs), listed in
+    /// `index.json` without a ref name.
+    referrers: Vec<Value>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -122,6 +125,7 @@ impl OciLayout {
                 staging: None,
                 compress: CompressOptions::NONE,
                 manifests: Vec::new(),
+                referrers: Vec::new(),
             });
         }
         if is_empty(&target).map_err(io_at(dir))? {
@@ -165,6 +169,7 @@ impl OciLayout {
             }),
             compress: CompressOptions::NONE,
             manifests: Vec::new(),
+            referrers: Vec::new(),
         })
     }
 
@@ -206,9 +211,11 @@ impl OciLayout {
         self.blobs = self.target.join(BLOBS);
         if staging.beside {
             let index = staging.dir.path().join("index.json");
+            let mut entries = vec![entry.clone()];
+            entries.extend(self.referrers.iter().cloned());
             replace_file(
                 &index,
-                &oci::index_json(vec![entry.clone()]),
+                &oci::index_json(entries),
                 &self.shown.join("index.json"),
             )?;
             let renamed = staging
@@ -298,6 +305,16 @@ impl OciLayout {
         {
             Some(slot) => *slot = entry,
             None => manifests.push(entry),
+        }
+        // Referrers are named by digest alone: one entry each, kept when
+        // already listed (a rebuild of the same image).
+        for referrer in &self.referrers {
+            if !manifests
+                .iter()
+                .any(|m| m.get("digest") == referrer.get("digest"))
+            {
+                manifests.push(referrer.clone());
+            }
         }
         replace_file(&path, &oci::index_json(manifests), &shown)
     }
@@ -421,6 +438,17 @@ impl ImageSink for OciLayout {
         Ok((desc, new))
     }
 
+    /// Stores the artifact's blobs and manifest; `index.json` lists it
+    /// (no ref name, as oras and skopeo leave referrers) when
+    /// [`ImageSink::finish`] names the image.
+    fn put_referrer(&mut self, referrer: &super::Referrer<'_>) -> Result<Descriptor, Error> {
+        self.put_blob(referrer.config)?;
+        self.put_blob(referrer.blob)?;
+        self.put_blob(referrer.manifest)?;
+        self.referrers.push(referrer.index_entry());
+        Ok(referrer.descriptor())
+    }
+
     /// Names the manifest (or, for several, an index of them) by
     /// `reference`'s tag in `index.json`; a new layout is put in place.
     fn finish(mut self, reference: &str) -> Result<((), Option<u64>), Error> {
@@ -507,6 +535,43 @@ mod tests {
             .map(|m| m["platform"]["architecture"].as_str().unwrap())
             .collect();
         assert_eq!(platforms, ["amd64", "arm64"]);
+    }
+
+    /// An artifact referring to the image is listed once, without a ref
+    /// name, in a new layout and again after a rebuild of the same tag.
+    #[test]
+    fn referrers_are_listed_once_without_a_ref_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("layout");
+        let subject = Descriptor {
+            media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+            digest: Digest::of(b"[1]"),
+            size: 3,
+        };
+        let annotations = std::collections::BTreeMap::new();
+        let referrer = super::super::Referrer {
+            artifact_type: "application/spdx+json",
+            blob: b"sbom",
+            config: b"{}",
+            manifest: b"{\"artifact\":1}",
+            subject: &subject,
+            annotations: &annotations,
+        };
+        for _ in 0..2 {
+            let mut layout = OciLayout::create(&root).unwrap();
+            let desc = layout.put_referrer(&referrer).unwrap();
+            assert_eq!(desc.digest, Digest::of(referrer.manifest));
+            layout.set_tag("a", entry(b"[1]", "a")).unwrap();
+            for bytes in [&b"sbom"[..], b"{}", referrer.manifest] {
+                assert!(layout.blob_path(&Digest::of(bytes)).is_file());
+            }
+        }
+        let index: Value =
+            serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+        let m = index["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{index}");
+        assert_eq!(m[1]["artifactType"], "application/spdx+json");
+        assert_eq!(oci::entry_ref_name(&m[1]), None);
     }
 
     fn layout_blob(root: &Path, digest: &Digest) -> PathBuf {

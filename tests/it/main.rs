@@ -22,6 +22,7 @@
 //! - `registry_auth`: `push` to a real token-auth registry (issuer, identity tokens, credential helpers) and a TLS one (test CA);
 //! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
 //! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
+//! - `sbom`: `nixlayer sbom`, `build --sbom`, `push --sbom`: SPDX and CycloneDX validated by the real validators (python and hello closures, odd names, every closure source), attached to layouts, archives and registries (referrers tag, referrers API);
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
 //! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
 
@@ -48,6 +49,7 @@ mod push_faults;
 mod registry_auth;
 mod rootfs;
 mod runtimes;
+mod sbom;
 mod schema;
 mod script;
 mod util;

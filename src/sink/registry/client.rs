@@ -1046,6 +1046,67 @@ impl Client {
         manifest: &[u8],
         media_type: &str,
     ) -> Result<Digest, Error> {
+        self.put_manifest_answer(tag, manifest, media_type)
+            .map(|(digest, _)| digest)
+    }
+
+    /// PUTs an artifact manifest with a `subject` (an SBOM) by its
+    /// digest; whether the registry answered with an `OCI-Subject` header,
+    /// which says it lists the artifact in its referrers API (OCI
+    /// distribution 1.1). Without it the client keeps the referrers tag.
+    ///
+    /// # Errors
+    /// When the registry refuses it or reports another digest.
+    pub fn put_referrer_manifest(&self, manifest: &[u8]) -> Result<bool, Error> {
+        let digest = Digest::of(manifest);
+        self.put_manifest_answer(&digest.prefixed(), manifest, MANIFEST_MEDIA_TYPE)
+            .map(|(_, subject)| subject)
+    }
+
+    /// GETs the image index tagged `tag` (a referrers tag): `None` when
+    /// the tag does not exist. At most [`MANIFEST_LIMIT`] bytes are read.
+    ///
+    /// # Errors
+    /// When the registry answers anything but 200 or 404, or too much.
+    pub fn get_tagged_index(&self, tag: &str) -> Result<Option<Vec<u8>>, Error> {
+        let what = format!("referrers tag {tag}");
+        let url = self.url(&format!("manifests/{tag}"))?;
+        // Every manifest type: a registry answers 404 for a manifest whose
+        // type is not accepted (distribution 2.8 does for an OCI image
+        // manifest), and a tag holding something else must be seen, not
+        // taken for a missing one and replaced.
+        let mut resp = self.send("GET", &url, &what, &[("Accept", PULL_ACCEPT)], &Body::None)?;
+        match resp.status().as_u16() {
+            404 => return Ok(None),
+            200 => {}
+            _ => return Err(self.status_error("GET", &url, &what, resp)),
+        }
+        let mut bytes = Vec::new();
+        resp.body_mut()
+            .as_reader()
+            .take(MANIFEST_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.read_error(&url, &what, e))?;
+        if bytes.len() as u64 > MANIFEST_LIMIT {
+            return Err(Error::Status {
+                method: "GET",
+                url: shown_url(&url),
+                what,
+                status: 200,
+                body: "more than 4 MiB of index".to_owned(),
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    /// PUTs `manifest` as `tag` (or digest): its digest, and whether the
+    /// answer carried `OCI-Subject`.
+    fn put_manifest_answer(
+        &self,
+        tag: &str,
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<(Digest, bool), Error> {
         let digest = Digest::of(manifest);
         let what = format!("manifest {tag}");
         let url = self.url(&format!("manifests/{tag}"))?;
@@ -1061,7 +1122,8 @@ impl Client {
             return Err(self.status_error("PUT", &url, &what, resp));
         }
         check_digest(&resp, &url, &what, &digest)?;
-        Ok(digest)
+        let subject = resp.headers().contains_key("oci-subject");
+        Ok((digest, subject))
     }
 }
 

@@ -142,6 +142,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A referrers tag holds something other than an index of referrers.
+    #[error("the registry's referrers tag `{tag}` {reason}: refusing to replace it")]
+    ReferrersTag {
+        /// The tag, `sha256-<hex>`.
+        tag: String,
+        /// What it holds.
+        reason: &'static str,
+    },
     /// The docker config (`~/.docker/config.json`) could not be read.
     #[error("`{}`: {reason}", path.display())]
     DockerConfig {
@@ -165,6 +173,12 @@ pub struct PushCounts {
     pub mounted: usize,
     /// The image index pushed as the tags, when several platforms were.
     pub index: Option<Digest>,
+    /// Artifacts (SBOMs) the registry lists in its referrers API (it
+    /// answered their PUT with `OCI-Subject`).
+    pub referrers_api: usize,
+    /// Artifacts listed instead in a referrers tag (`sha256-<hex>` of
+    /// their subject), for registries without the referrers API.
+    pub referrers_tagged: usize,
 }
 
 /// How many blobs upload at once unless `ClientOptions::jobs` says.
@@ -354,6 +368,9 @@ pub struct RegistrySink {
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
+    /// Artifacts referring to an image manifest (SBOMs): manifest bytes,
+    /// subject and index entry, PUT after the images.
+    referrers: Vec<(Vec<u8>, Digest, serde_json::Value)>,
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -402,6 +419,7 @@ impl RegistrySink {
             homes: None,
             repository: String::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            referrers: Vec::new(),
         })
     }
 
@@ -477,6 +495,85 @@ impl RegistrySink {
         self.counts.bytes_uploaded += body.len();
         Ok(true)
     }
+}
+
+impl RegistrySink {
+    /// PUTs each artifact manifest by digest. A registry that answers
+    /// without `OCI-Subject` has no referrers API: the artifacts are then
+    /// added to the referrers tag of their subject (the distribution
+    /// spec's fallback, `sha256-<hex>`, an image index of referrers), read,
+    /// changed and PUT once per subject.
+    fn push_referrers(&self, counts: &mut PushCounts) -> Result<(), Error> {
+        let mut tagged: BTreeMap<Digest, Vec<serde_json::Value>> = BTreeMap::new();
+        for (manifest, subject, entry) in &self.referrers {
+            if self.client.put_referrer_manifest(manifest)? {
+                counts.referrers_api += 1;
+            } else {
+                tagged.entry(*subject).or_default().push(entry.clone());
+            }
+        }
+        for (subject, entries) in tagged {
+            let tag = referrers_tag(&subject);
+            let existing = self.client.get_tagged_index(&tag)?;
+            let index = merge_referrers(existing.as_deref(), &entries).map_err(|reason| {
+                Error::ReferrersTag {
+                    tag: tag.clone(),
+                    reason,
+                }
+            })?;
+            self.client
+                .put_typed_manifest(&tag, &index, crate::oci::INDEX_MEDIA_TYPE)?;
+            counts.referrers_tagged += entries.len();
+        }
+        Ok(())
+    }
+}
+
+/// The referrers tag of manifest `subject` (OCI distribution 1.1,
+/// "referrers tag schema"): `sha256-<hex>`.
+#[must_use]
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// The referrers index `existing` (a referrers tag's bytes, untrusted;
+/// `None`: no tag yet) with `entries` added: entries already listed (same
+/// digest) are kept as they are, others keep their order, new ones follow
+/// in the order given. Canonical JSON.
+///
+/// # Errors
+/// When `existing` is not an image index (the tag holds something else,
+/// which is not replaced).
+pub fn merge_referrers(
+    existing: Option<&[u8]>,
+    entries: &[serde_json::Value],
+) -> Result<Vec<u8>, &'static str> {
+    let mut manifests: Vec<serde_json::Value> = match existing {
+        None => Vec::new(),
+        Some(bytes) => {
+            let doc: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|_| "is not JSON")?;
+            if doc.get("mediaType").and_then(serde_json::Value::as_str)
+                != Some(crate::oci::INDEX_MEDIA_TYPE)
+            {
+                return Err("is not an OCI image index");
+            }
+            match doc.get("manifests") {
+                Some(serde_json::Value::Array(m)) => m.clone(),
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(_) => return Err("has a `manifests` that is not a list"),
+            }
+        }
+    };
+    for entry in entries {
+        if !manifests
+            .iter()
+            .any(|m| m.get("digest").is_some() && m.get("digest") == entry.get("digest"))
+        {
+            manifests.push(entry.clone());
+        }
+    }
+    Ok(crate::oci::index_json(manifests))
 }
 
 impl ImageSink for RegistrySink {
@@ -574,19 +671,45 @@ impl ImageSink for RegistrySink {
         Ok((desc, true))
     }
 
+    /// Uploads the artifact's blobs now; its manifest is PUT by
+    /// [`ImageSink::finish`], after the image it refers to.
+    fn put_referrer(&mut self, referrer: &super::Referrer<'_>) -> Result<Descriptor, super::Error> {
+        for blob in [referrer.config, referrer.blob] {
+            self.push_blob(&Digest::of(blob), &Body::Bytes(blob))
+                .map_err(sink_err)?;
+        }
+        self.referrers.push((
+            referrer.manifest.to_vec(),
+            referrer.subject.digest,
+            referrer.index_entry(),
+        ));
+        Ok(referrer.descriptor())
+    }
+
     /// PUTs the manifest as each tag, in order: the last step of a push.
     /// The same bytes every time, so every tag names the same digest.
     /// Several manifests (one per platform) are PUT by digest, then an
     /// image index over them as each tag.
+    ///
+    /// Artifacts referring to the images (SBOMs) go after the images'
+    /// manifests are there by digest and before any tag moves: a push whose
+    /// SBOM fails leaves the tags where they were.
     fn finish(self, reference: &str) -> Result<(PushCounts, Option<u64>), super::Error> {
         let tags = if self.tags.is_empty() {
             vec![super::tag_of(reference).to_owned()]
         } else {
             self.tags.clone()
         };
+        let mut counts = self.counts;
         let mut index_digest = None;
         match self.manifests.as_slice() {
             [(manifest, _)] => {
+                if !self.referrers.is_empty() {
+                    self.client
+                        .put_manifest(&Digest::of(manifest).prefixed(), manifest)
+                        .map_err(sink_err)?;
+                    self.push_referrers(&mut counts).map_err(sink_err)?;
+                }
                 for tag in &tags {
                     self.client.put_manifest(tag, manifest).map_err(sink_err)?;
                 }
@@ -610,6 +733,7 @@ impl ImageSink for RegistrySink {
                         platform.clone(),
                     ));
                 }
+                self.push_referrers(&mut counts).map_err(sink_err)?;
                 let index = super::platform_index(&descs);
                 index_digest = Some(Digest::of(&index));
                 for tag in &tags {
@@ -624,7 +748,6 @@ impl ImageSink for RegistrySink {
                 })
             }
         }
-        let mut counts = self.counts;
         counts.existing += self.unread.0.load(Ordering::Relaxed);
         counts.mounted += self.unread.1.load(Ordering::Relaxed);
         counts.index = index_digest;
@@ -635,6 +758,64 @@ impl ImageSink for RegistrySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(byte: u8) -> serde_json::Value {
+        serde_json::json!({
+            "mediaType": crate::oci::MANIFEST_MEDIA_TYPE,
+            "digest": Digest::of(&[byte]).prefixed(),
+            "size": 1,
+            "artifactType": "application/spdx+json",
+        })
+    }
+
+    #[test]
+    fn referrers_tags_keep_what_they_list_and_add_ours_once() {
+        assert_eq!(
+            referrers_tag(&Digest::of(b"")),
+            "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let first = merge_referrers(None, &[entry(1)]).unwrap();
+        let again = merge_referrers(Some(&first), &[entry(1)]).unwrap();
+        assert_eq!(first, again, "an entry already listed is not added twice");
+        let both = merge_referrers(Some(&first), &[entry(2)]).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&both).unwrap();
+        let digests: Vec<&str> = doc["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            digests,
+            [Digest::of(&[1]).prefixed(), Digest::of(&[2]).prefixed()]
+        );
+        assert_eq!(doc["mediaType"], crate::oci::INDEX_MEDIA_TYPE);
+        for bad in [
+            &b"[]"[..],
+            b"{}",
+            b"nope",
+            br#"{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":5}"#,
+        ] {
+            assert!(merge_referrers(Some(bad), &[entry(1)]).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        /// A referrers tag is the registry's (anyone's) bytes: any of them
+        /// give an index or a refusal, never a panic.
+        #[test]
+        fn any_referrers_tag_merges_or_is_refused(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            text in "[\\[\\]{}:,\" 0-9a-zA-Z.+/_-]{0,120}",
+        ) {
+            let _ = merge_referrers(Some(&bytes), &[entry(1)]);
+            let prefixed = format!(r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{text}]}}"#);
+            if let Ok(out) = merge_referrers(Some(prefixed.as_bytes()), &[entry(1)]) {
+                let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                proptest::prop_assert!(doc["manifests"].is_array());
+            }
+        }
+    }
 
     #[test]
     fn the_spool_directory_is_removed_on_a_signal_too() {

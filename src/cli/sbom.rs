@@ -1,0 +1,137 @@
+//! `nixlayer sbom`: the SBOM of the image a manifest describes, read from
+//! its closure and layer plan alone (no layer is built), and the SBOMs
+//! `build --sbom` writes beside a docker-archive or rootfs file.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use nixlayer::manifest::{LoadedManifest, PlatformName};
+use nixlayer::ops::{self, settings};
+use nixlayer::sbom::SbomFormat;
+use nixlayer::sink::{OutputError, OutputFile};
+
+use super::args::SbomArgs;
+use super::printer::Printer;
+use super::{layers, BoxError, UsageError};
+
+/// The formats `--sbom` names, each once, in one order whatever the
+/// order of the flags (SPDX first), so an output's bytes do not depend on it.
+pub(super) fn formats(names: &[String]) -> Vec<SbomFormat> {
+    let mut out: Vec<SbomFormat> = names
+        .iter()
+        .filter_map(|n| SbomFormat::from_name(n))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Runs `nixlayer sbom`.
+pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
+    let format = SbomFormat::from_name(&args.format)
+        .ok_or_else(|| UsageError(format!("unknown SBOM format `{}`", args.format)))?;
+    let loaded = LoadedManifest::load(&args.manifest)?;
+    let loaded = one_platform(&loaded, args.platform.as_deref())?;
+    let mut overrides = settings::Overrides::default();
+    overrides.no_cache = true;
+    overrides.tag.clone_from(&args.tag);
+    let command = settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
+    if let Some(path) = &args.output {
+        let inputs = super::build_inputs(&args.manifest, &command.settings);
+        super::refuse_overwriting_inputs("-o", path, &inputs, false)?;
+    }
+    let settings = &command.settings;
+    let (closure, plan) = ops::plan(settings).map_err(|e| layers::locate(&loaded, e))?;
+    let docs = ops::sbom::write_sboms(settings, &closure, &plan, &[format])?;
+    let Some((_, bytes)) = docs.first() else {
+        return Ok(());
+    };
+    match &args.output {
+        Some(path) => {
+            write_file(path, bytes)?;
+            printer.info(&format!(
+                "wrote the {} SBOM of {} ({} store path{}) → {}",
+                format.name(),
+                settings.name,
+                plan.layers.iter().map(Vec::len).sum::<usize>(),
+                super::plural(plan.layers.iter().map(Vec::len).sum::<usize>()),
+                path.display()
+            ));
+        }
+        None => {
+            // The document's own bytes (it ends in a newline), as attached.
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// The manifest of the one platform an SBOM describes: the manifest
+/// itself, or of a manifest with `[[platforms]]` the one `--platform`
+/// names (a usage error without it).
+fn one_platform(loaded: &LoadedManifest, wanted: Option<&str>) -> Result<LoadedManifest, BoxError> {
+    let wanted =
+        match wanted {
+            Some(text) => Some(PlatformName::parse(text).ok_or_else(|| {
+                UsageError(format!("--platform `{text}` is not `ARCH[/VARIANT]`"))
+            })?),
+            None => None,
+        };
+    if !loaded.is_multi_platform() && wanted.is_none() {
+        return Ok(loaded.clone());
+    }
+    let manifests = loaded.platform_manifests(settings::host_architecture())?;
+    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
+    let Some(wanted) = wanted else {
+        return Err(UsageError(format!(
+            "the manifest describes {} platforms ({}), one SBOM each: choose one with `--platform ARCH[/VARIANT]` (`build --sbom` attaches one to every platform's image)",
+            names.len(),
+            names.join(", ")
+        ))
+        .into());
+    };
+    manifests
+        .into_iter()
+        .find(|(n, _)| *n == wanted)
+        .map(|(_, one)| one)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{wanted}` is not in the manifest, which describes {}",
+                names.join(", ")
+            ))
+            .into()
+        })
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
+    let mut out = OutputFile::create(path)?;
+    out.write_all(bytes).map_err(|source| OutputError::Commit {
+        path: path.to_owned(),
+        source,
+    })?;
+    out.commit()?;
+    Ok(())
+}
+
+/// `build --sbom` for a docker-archive or rootfs file: each SBOM written
+/// beside `output` (`OUTPUT.spdx.json`, `OUTPUT.cdx.json`); the paths.
+pub(super) fn write_beside(
+    output: &Path,
+    settings: &ops::BuildSettings,
+    image: &ops::PreparedImage,
+    formats: &[SbomFormat],
+) -> Result<Vec<PathBuf>, BoxError> {
+    let docs = ops::sbom::write_sboms(settings, &image.closure, &image.plan, formats)?;
+    let mut written = Vec::with_capacity(docs.len());
+    for (format, bytes) in docs {
+        let mut name = output.as_os_str().to_owned();
+        name.push(format.extension());
+        let path = PathBuf::from(name);
+        write_file(&path, &bytes)?;
+        written.push(path);
+    }
+    Ok(written)
+}
