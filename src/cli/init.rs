@@ -12,7 +12,7 @@ use std::path::Path;
 
 use nixlayer::manifest::DEFAULT_STORE_DIR;
 use nixlayer::nix::narinfo::PublicKey;
-use nixlayer::nix::{StoreDir, StorePath};
+use nixlayer::nix::{parse_drv_name, StoreDir, StorePath};
 use nixlayer::ops::settings::{CacheEnvironment, CacheRequest};
 use nixlayer::store::{BinaryCache, Entry, EntryKind, Store as _};
 
@@ -191,18 +191,6 @@ fn executables(bin: &Path) -> Vec<String> {
     names
 }
 
-/// Nix's `parseDrvName`: the name ends at the first `-` not followed by a
-/// letter; the rest is the version.
-fn split_version(name: &str) -> (&str, &str) {
-    let bytes = name.as_bytes();
-    for i in 0..bytes.len() {
-        if bytes[i] == b'-' && bytes.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
-            return (&name[..i], &name[i + 1..]);
-        }
-    }
-    (name, "")
-}
-
 /// A docker repository name made from a store path's name: lowercase
 /// letters and digits, joined by `.`, `_`, `__` or dashes, the way the
 /// distribution spec's grammar allows; `image` when nothing is left.
@@ -256,7 +244,7 @@ fn manifest(
     cache: Option<&CacheSource<'_>>,
 ) -> String {
     let first = &roots[0];
-    let (name, version) = split_version(first.name());
+    let (name, version) = parse_drv_name(first.name());
     let name = repository_name(name);
     let time = settings::DEFAULT_TIME;
     let mut m = String::new();
@@ -388,13 +376,13 @@ mod tests {
 
     #[test]
     fn names_follow_parse_drv_name_and_the_docker_grammar() {
-        assert_eq!(split_version("hello-2.12.1"), ("hello", "2.12.1"));
-        assert_eq!(split_version("hello-app-1.0"), ("hello-app", "1.0"));
+        assert_eq!(parse_drv_name("hello-2.12.1"), ("hello", "2.12.1"));
+        assert_eq!(parse_drv_name("hello-app-1.0"), ("hello-app", "1.0"));
         assert_eq!(
-            split_version("python3.11-minimal"),
+            parse_drv_name("python3.11-minimal"),
             ("python3.11-minimal", "")
         );
-        assert_eq!(split_version("foo-bar"), ("foo-bar", ""));
+        assert_eq!(parse_drv_name("foo-bar"), ("foo-bar", ""));
         for (name, expected) in [
             ("Hello-App", "hello-app"),
             ("python3.11-minimal", "python3.11-minimal"),
