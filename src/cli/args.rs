@@ -24,7 +24,8 @@ pub(crate) enum Command {
     Build(BuildArgs),
     /// Print the layer plan: each store layer's paths and size.
     Layers(LayersArgs),
-    /// Merge docker-archives into one that loads every image (nixpkgs' mergeImages).
+    /// Merge images (docker-archives, OCI archives and layouts) into one
+    /// docker-archive, OCI archive or OCI layout holding every tag.
     Merge(MergeArgs),
     /// Show the images, layers, config and tags of an archive or OCI layout.
     Inspect(InspectArgs),
@@ -105,15 +106,25 @@ pub(crate) struct BuildArgs {
 /// `nixlayer merge`.
 #[derive(Debug, Args)]
 pub(crate) struct MergeArgs {
-    /// The docker-archives (plain, gzip, zstd or xz), in order: the first
-    /// copy of a layer wins.
+    /// The images, in order: docker-archives (plain, gzip, zstd or xz), OCI
+    /// archives and OCI layout directories, in any mix; the first copy of
+    /// a blob wins.
     #[arg(required = true, num_args = 1..)]
     pub(crate) inputs: Vec<PathBuf>,
-    /// The merged archive (via a temporary file, renamed when complete; a
-    /// device or FIFO is written in place).
-    #[arg(short, long, value_name = "FILE")]
+    /// The merged image: a file (via a temporary file, renamed when
+    /// complete; a device or FIFO is written in place), or a directory
+    /// for `--format oci-layout`.
+    #[arg(short, long, value_name = "PATH")]
     pub(crate) output: PathBuf,
-    /// Compression of the output (default: that of the last input).
+    /// Output format (default: docker-archive).
+    #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-archive", "oci-layout"])]
+    pub(crate) format: Option<String>,
+    /// Of every multi-platform image index, keep only this platform's
+    /// image (`ARCH[/VARIANT]`); needed for a docker-archive output.
+    #[arg(long, value_name = "PLATFORM")]
+    pub(crate) platform: Option<String>,
+    /// Compression of a docker-archive output (default: that of the last
+    /// input); OCI outputs keep every blob as stored.
     #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
     pub(crate) compression: Option<String>,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).

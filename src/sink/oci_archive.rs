@@ -63,6 +63,22 @@ impl<W: Write> OciArchiveWriter<W> {
         Header::archive_member(name, kind, size, self.mtime)
     }
 
+    /// Writes `index.json` holding `entries` (descriptors of manifests or
+    /// indexes already put, annotations included), and the trailer, as
+    /// `merge` does; returns the writer and the bytes written.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn finish_entries(mut self, entries: Vec<serde_json::Value>) -> Result<(W, u64), Error> {
+        let index_json = oci::index_json(entries);
+        let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
+        self.tar.append(&header, &index_json).map_err(archive_err)?;
+        self.tar
+            .finish()
+            .and_then(CountWriter::finish)
+            .map_err(archive_err)
+    }
+
     fn blob_header(&self, digest: &Digest, size: u64) -> Header {
         self.header(
             &format!("blobs/sha256/{}", digest.hex()),
@@ -105,6 +121,10 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
         }
         self.tar.end_entry().map_err(archive_err)?;
         Ok(true)
+    }
+
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.stored.contains(digest)
     }
 
     fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), Error> {

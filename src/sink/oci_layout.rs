@@ -200,15 +200,55 @@ impl OciLayout {
     /// # Errors
     /// When the existing `index.json` is malformed or cannot be replaced.
     pub fn set_tag(&mut self, tag: &str, entry: Value) -> Result<(), Error> {
+        self.update(&|mut manifests: Vec<Value>| {
+            match manifests
+                .iter_mut()
+                .find(|m| oci::entry_ref_name(m) == Some(tag))
+            {
+                Some(slot) => *slot = entry.clone(),
+                None => manifests.push(entry.clone()),
+            }
+            manifests
+        })
+    }
+
+    /// Adds `entries` (descriptors of manifests or indexes already put,
+    /// with their annotations) to `index.json`, in order, as `merge` does:
+    /// an existing entry with the same ref name and the same
+    /// `io.containerd.image.name` is replaced in place, an identical one
+    /// kept once, an untagged one added. The first call on a new layout
+    /// puts the layout in place.
+    ///
+    /// # Errors
+    /// When the existing `index.json` is malformed or cannot be replaced.
+    pub fn add_entries(&mut self, entries: &[Value]) -> Result<(), Error> {
+        self.update(&|mut manifests: Vec<Value>| {
+            for entry in entries {
+                let name = entry_name(entry);
+                let slot = manifests
+                    .iter_mut()
+                    .find(|m| *m == entry || (name.0.is_some() && entry_name(m) == name));
+                match slot {
+                    Some(slot) => slot.clone_from(entry),
+                    None => manifests.push(entry.clone()),
+                }
+            }
+            manifests
+        })
+    }
+
+    /// Replaces `index.json`'s `manifests` with what `change` makes of
+    /// them; a new layout is put in place.
+    fn update(&mut self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
         let Some(staging) = self.staging.take() else {
-            return self.update_index(tag, entry);
+            return self.update_index(change);
         };
         self.blobs = self.target.join(BLOBS);
         if staging.beside {
             let index = staging.dir.path().join("index.json");
             replace_file(
                 &index,
-                &oci::index_json(vec![entry.clone()]),
+                &oci::index_json(change(Vec::new())),
                 &self.shown.join("index.json"),
             )?;
             let renamed = staging
@@ -225,12 +265,17 @@ impl OciLayout {
                 Err(e) => return Err(io_at(&self.shown)(e)),
             }
         }
-        self.merge_staged(staging.dir.path(), tag, entry)
+        self.merge_staged(staging.dir.path(), change)
     }
 
     /// Moves the staged blobs into the layout that is now at the target,
-    /// then adds the tag and, last, the `oci-layout` marker if missing.
-    fn merge_staged(&self, staged: &Path, tag: &str, entry: Value) -> Result<(), Error> {
+    /// then changes `index.json` and, last, adds the `oci-layout` marker if
+    /// missing.
+    fn merge_staged(
+        &self,
+        staged: &Path,
+        change: &dyn Fn(Vec<Value>) -> Vec<Value>,
+    ) -> Result<(), Error> {
         let _lock = lock(&self.target, &self.shown)?;
         let marker = self.target.join("oci-layout");
         if !marker.exists() && !is_empty(&self.target).map_err(io_at(&self.shown))? {
@@ -248,24 +293,24 @@ impl OciLayout {
                     .map_err(io_at(&self.shown.join(BLOBS).join(&name)))?;
             }
         }
-        self.write_index(tag, entry)?;
+        self.write_index(change)?;
         if !marker.exists() {
             replace_file(&marker, oci::LAYOUT_FILE, &self.shown.join("oci-layout"))?;
         }
         Ok(())
     }
 
-    /// Adds the tag to the layout in place, under its lock.
-    fn update_index(&self, tag: &str, entry: Value) -> Result<(), Error> {
+    /// Changes `index.json` of the layout in place, under its lock.
+    fn update_index(&self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
         let _lock = lock(&self.target, &self.shown)?;
-        self.write_index(tag, entry)
+        self.write_index(change)
     }
 
     /// Reads, changes and replaces `index.json`; the caller holds the lock.
-    fn write_index(&self, tag: &str, entry: Value) -> Result<(), Error> {
+    fn write_index(&self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
         let path = self.target.join("index.json");
         let shown = self.shown.join("index.json");
-        let mut manifests: Vec<Value> = match fs::read(&path) {
+        let manifests: Vec<Value> = match fs::read(&path) {
             Ok(bytes) => {
                 let index: Value =
                     serde_json::from_slice(&bytes).map_err(|source| Error::Json {
@@ -292,15 +337,17 @@ impl OciLayout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_at(&shown)(e)),
         };
-        match manifests
-            .iter_mut()
-            .find(|m| oci::entry_ref_name(m) == Some(tag))
-        {
-            Some(slot) => *slot = entry,
-            None => manifests.push(entry),
-        }
-        replace_file(&path, &oci::index_json(manifests), &shown)
+        replace_file(&path, &oci::index_json(change(manifests)), &shown)
     }
+}
+
+/// What names an `index.json` entry: its ref name and containerd name.
+fn entry_name(entry: &Value) -> (Option<&str>, Option<&str>) {
+    let name = entry
+        .get("annotations")
+        .and_then(|a| a.get(oci::CONTAINERD_NAME))
+        .and_then(Value::as_str);
+    (oci::entry_ref_name(entry), name)
 }
 
 /// A staging directory in `parent`: mode 0777 less the umask, like any
