@@ -1214,6 +1214,11 @@ mod tests {
         /// Opens, inspects (as `inspect` does) and reads every layer.
         fn exercise(path: &Path) {
             if let Ok(archive) = ImageArchive::open(path) {
+                for entry in archive.entries() {
+                    for (digest, size) in &entry.indexes {
+                        let _ = archive.read_blob(digest, *size);
+                    }
+                }
                 for image in archive.images() {
                     let _ = image.config_value();
                     for layer in &image.layers {

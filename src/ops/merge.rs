@@ -15,6 +15,14 @@
 //! `<hex>.json`) are checked against it as they are copied, and an
 //! uncompressed layer against its config's diff_id; a mismatch fails the
 //! merge, and its output (written to a temporary file) is never committed.
+//!
+//! [`merge_images`] takes any mix of docker-archives, OCI archives and OCI
+//! layouts and writes any of the three, image by image rather than member
+//! by member: OCI blobs and descriptors are copied verbatim (so digests
+//! stay), tags move between docker `RepoTags` and `index.json` ref names,
+//! and a docker-archive output gets each layer once as a plain tar named
+//! by its diff_id. `merge` (docker-archives into a docker-archive) keeps
+//! nixpkgs' member-level semantics and bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -658,8 +666,10 @@ fn read_error(input: &ImageArchive, location: &str, source: io::Error) -> Images
                 m.expected, m.found
             ),
         },
+        // The blob named under its input (a path in a layout, a member
+        // of an archive).
         None => archive::Error::Io {
-            path: input.path().to_owned(),
+            path: input.path().join(location),
             source,
         },
     })

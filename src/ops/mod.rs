@@ -10,7 +10,8 @@
 //!   an OCI layout or archive, a registry), each layer through the one
 //!   layer writer ([`PreparedImage::write_layer_blob`]).
 //! - [`push`]: a build into a registry.
-//! - [`merge`]: many docker-archives into one.
+//! - [`merge`]: many images (docker-archives, OCI archives and layouts)
+//!   into one docker-archive, OCI archive or OCI layout.
 //! - [`diff`]: what changes between two images.
 //!
 //! Progress goes to a [`Reporter`]; the library never prints.

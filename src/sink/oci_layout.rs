@@ -584,6 +584,39 @@ mod tests {
         assert_eq!(m[1]["digest"], Digest::of(b"2").prefixed());
     }
 
+    /// `merge`'s entries: one tag under two image names stays two
+    /// entries (as containerd and docker write them); the same name and
+    /// tag again replaces its entry; an identical entry is kept once.
+    #[test]
+    fn merged_entries_keep_a_tag_of_two_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        let named = |n: &[u8], name: &str| {
+            let d = oci::Descriptor {
+                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+                digest: Digest::of(n),
+                size: 1,
+            };
+            oci::index_entry(&d, &format!("{name}:1"), "1", "linux", "amd64")
+        };
+        layout
+            .add_entries(&[named(b"a", "x"), named(b"b", "y"), named(b"b", "y")])
+            .unwrap();
+        layout.add_entries(&[named(b"c", "x")]).unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("l/index.json")).unwrap()).unwrap();
+        let digests: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            digests,
+            [Digest::of(b"c").prefixed(), Digest::of(b"b").prefixed()]
+        );
+    }
+
     #[test]
     fn two_new_layouts_of_one_directory_merge() {
         let dir = tempfile::tempdir().unwrap();

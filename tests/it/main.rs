@@ -13,6 +13,7 @@
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
+//! - `merge_oci`: `merge` of OCI layouts, OCI archives and docker-archives into each format, read by skopeo and docker; multi-platform indexes and `--platform`; corrupt and dangling inputs refused;
 //! - `multi_platform`: `[[platforms]]` as one image index in a layout and a registry, copied by skopeo, its amd64 image run by docker; docker-archive asks for `--platform`;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
@@ -39,6 +40,7 @@ mod hostile_archives;
 mod init;
 mod layer_golden;
 mod layers;
+mod merge_oci;
 mod multi_platform;
 mod output_faults;
 mod outputs;
