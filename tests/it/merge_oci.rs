@@ -266,7 +266,7 @@ fn two_layouts_and_a_docker_archive_merge_into_a_layout_and_an_archive() {
 #[test]
 fn oci_inputs_merge_into_a_docker_archive_that_loads_every_tag() {
     let tmp = util::temp_dir();
-    let (a, b, c) = three_inputs(tmp.path());
+    let (a, _, c) = three_inputs(tmp.path());
     let b_archive = tmp.path().join("b.oci.tar");
     build(
         &example(tmp.path(), "nixlayer-test/merge-oci-b", "2", "b", false),
