@@ -3,7 +3,12 @@
 //! optionally a store root). The top-level closure is the default
 //! platform; each entry becomes a manifest of its own
 //! ([`LoadedManifest::platform_manifests`]) that resolves like any other,
-//! so its errors point at its own lines.
+//! so its errors point at its own lines. An entry's `[platforms.config]`
+//! keys replace the top-level `[config]` keys of the same name (each value
+//! whole: a platform's `Env` is its whole `Env`); keys it does not name
+//! are inherited.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -22,6 +27,10 @@ pub struct PlatformSection {
     pub closure: ClosureSection,
     /// Where its store is read from; `dir` defaults to the top-level one.
     pub store: Option<StoreSection>,
+    /// `[platforms.config]`: image config keys of this platform, each
+    /// replacing the top-level `[config]` key of that name whole.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
 }
 
 /// A platform's name as `--platform` spells it: `ARCH[/VARIANT]`.
@@ -125,6 +134,11 @@ impl LoadedManifest {
                     m.store.dir.clone_from(&store.dir);
                 }
             }
+            // Key by key: what the platform names replaces the top-level
+            // value whole (an `Env` list too), the rest is inherited.
+            for (key, value) in &entry.config {
+                m.config.insert(key.clone(), value.clone());
+            }
             one.store_dir()?;
             one.closure_source()?;
             out.push((name, one));
@@ -163,6 +177,19 @@ mod tests {
             &PathBuf::from("arm")
         );
         assert_eq!(all[0].1.manifest.closure.roots.len(), 1);
+    }
+
+    #[test]
+    fn a_platform_config_replaces_the_keys_it_names() {
+        let text = format!("{TOP}[config]\nCmd = [\"/a\"]\nEnv = [\"A=1\"]\nUser = \"1\"\n[[platforms]]\narchitecture = \"arm64\"\n[platforms.closure]\n[platforms.config]\nEnv = [\"B=2\"]\nEntrypoint = [\"/e\"]\n");
+        let all = load(&text).unwrap().platform_manifests("amd64").unwrap();
+        let (top, arm) = (&all[0].1.manifest.config, &all[1].1.manifest.config);
+        assert_eq!(top["Env"], serde_json::json!(["A=1"]));
+        assert!(!top.contains_key("Entrypoint"));
+        assert_eq!(arm["Env"], serde_json::json!(["B=2"]));
+        assert_eq!(arm["Entrypoint"], serde_json::json!(["/e"]));
+        assert_eq!(arm["Cmd"], serde_json::json!(["/a"]));
+        assert_eq!(arm["User"], "1");
     }
 
     #[test]

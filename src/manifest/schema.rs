@@ -51,6 +51,7 @@ fn add_platforms(schema: &mut Value) {
             },
             "closure": props["closure"].clone(),
             "store": props["store"].clone(),
+            "config": platform_config(&props["config"]),
         }),
     );
     let mut platform = platform;
@@ -60,6 +61,14 @@ fn add_platforms(schema: &mut Value) {
         "description": "`[[platforms]]`: further platforms, each with its own closure; the top-level closure is the default platform.",
         "items": platform,
     });
+}
+
+/// `[platforms.config]`: the top-level `[config]`'s keys, each replacing
+/// the top-level value of that name for this platform.
+fn platform_config(config: &Value) -> Value {
+    let mut config = config.clone();
+    config["description"] = json!("`[platforms.config]`: image config keys of this platform (the `[config]` keys), each replacing the top-level `[config]` value of that name whole (`Env` included); keys not given are inherited. The architecture guard checks this platform's own entrypoint.");
+    config
 }
 
 fn base_schema() -> Value {
