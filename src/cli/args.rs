@@ -97,8 +97,9 @@ pub(crate) struct BuildArgs {
     /// program is an ELF file for another machine than the image platform.
     #[arg(long)]
     pub(crate) no_arch_check: bool,
-    /// Add an annotation to the OCI image manifest (repeatable; over the
-    /// manifest's `[annotations]`; a docker-archive has none).
+    /// Add an annotation (repeatable; over the manifest's): `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` on the image manifest(s), `index:KEY=VALUE` on
+    /// the image index of several platforms; a docker-archive has none.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
 }
@@ -248,8 +249,9 @@ pub(crate) struct PushArgs {
     /// program is an ELF file for another machine than the image platform.
     #[arg(long)]
     pub(crate) no_arch_check: bool,
-    /// Add an annotation to the OCI image manifest (repeatable; over the
-    /// manifest's `[annotations]`; a docker-archive has none).
+    /// Add an annotation (repeatable; over the manifest's): `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` on the image manifest(s), `index:KEY=VALUE` on
+    /// the image index of several platforms; a docker-archive has none.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
 }

@@ -31,6 +31,10 @@ pub struct PlatformSection {
     /// replacing the top-level `[config]` key of that name whole.
     #[serde(default)]
     pub config: BTreeMap<String, serde_json::Value>,
+    /// `[platforms.annotations]`: annotations of this platform's image
+    /// manifest, over the top-level `[annotations]`.
+    #[serde(default)]
+    pub annotations: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// A platform's name as `--platform` spells it: `ARCH[/VARIANT]`.
@@ -138,6 +142,12 @@ impl LoadedManifest {
             // value whole (an `Env` list too), the rest is inherited.
             for (key, value) in &entry.config {
                 m.config.insert(key.clone(), value.clone());
+            }
+            // The same, for the image manifest's annotations; the key too,
+            // so an error points at the platform's line.
+            for (key, value) in &entry.annotations {
+                m.annotations.remove(key);
+                m.annotations.insert(key.clone(), value.clone());
             }
             one.store_dir()?;
             one.closure_source()?;

@@ -26,6 +26,8 @@ pub struct OciArchiveWriter<W: Write> {
     stored: BTreeSet<Digest>,
     /// The manifests put, with their platforms, for `index.json`.
     manifests: Vec<(Descriptor, Platform)>,
+    /// Of the index and the `index.json` entry, until [`ImageSink::finish`].
+    annotations: super::OutputAnnotations,
 }
 
 fn archive_err(source: io::Error) -> Error {
@@ -48,6 +50,7 @@ impl<W: Write> OciArchiveWriter<W> {
             compress,
             stored: BTreeSet::new(),
             manifests: Vec::new(),
+            annotations: super::OutputAnnotations::default(),
         };
         w.tar.append(
             &w.header("oci-layout", Kind::Regular, oci::LAYOUT_FILE.len() as u64),
@@ -137,6 +140,10 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
         Ok((digest, true))
     }
 
+    fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
+        self.annotations = annotations.clone();
+    }
+
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
         let (digest, new) = self.put_blob(image.manifest)?;
         let desc = Descriptor {
@@ -152,7 +159,9 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
     /// index of them) `reference`, and the trailer.
     fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
         let manifests = std::mem::take(&mut self.manifests);
-        let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
+        let entry = super::tagged_entry(&manifests, reference, &self.annotations.clone(), |b| {
+            self.put_blob(b)
+        })?;
         let index_json = oci::index_json(vec![entry]);
         let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
         self.tar.append(&header, &index_json).map_err(archive_err)?;

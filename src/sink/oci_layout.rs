@@ -62,6 +62,8 @@ pub struct OciLayout {
     compress: CompressOptions,
     /// The manifests put, with their platforms, until [`ImageSink::finish`].
     manifests: Vec<(Descriptor, Platform)>,
+    /// Of the index and the `index.json` entry, until [`ImageSink::finish`].
+    annotations: super::OutputAnnotations,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -122,6 +124,7 @@ impl OciLayout {
                 staging: None,
                 compress: CompressOptions::NONE,
                 manifests: Vec::new(),
+                annotations: super::OutputAnnotations::default(),
             });
         }
         if is_empty(&target).map_err(io_at(dir))? {
@@ -165,6 +168,7 @@ impl OciLayout {
             }),
             compress: CompressOptions::NONE,
             manifests: Vec::new(),
+            annotations: super::OutputAnnotations::default(),
         })
     }
 
@@ -457,6 +461,10 @@ impl ImageSink for OciLayout {
         Ok((digest, new))
     }
 
+    fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
+        self.annotations = annotations.clone();
+    }
+
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
         let (digest, new) = self.put_blob(image.manifest)?;
         let desc = Descriptor {
@@ -472,7 +480,9 @@ impl ImageSink for OciLayout {
     /// `reference`'s tag in `index.json`; a new layout is put in place.
     fn finish(mut self, reference: &str) -> Result<((), Option<u64>), Error> {
         let manifests = std::mem::take(&mut self.manifests);
-        let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
+        let entry = super::tagged_entry(&manifests, reference, &self.annotations.clone(), |b| {
+            self.put_blob(b)
+        })?;
         self.set_tag(super::tag_of(reference), entry)?;
         Ok(((), None))
     }

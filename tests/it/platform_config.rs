@@ -33,7 +33,7 @@ fn arm64_elf() -> Vec<u8> {
 
 /// The two-platform manifest; `arm_config` is the body of its
 /// `[platforms.config]`.
-fn manifest(dir: &Path, arm_config: &str) -> PathBuf {
+pub(crate) fn manifest(dir: &Path, arm_config: &str) -> PathBuf {
     let example = util::repo().join("fixtures/example");
     let root = dir.join("arm-root");
     let arm = root.join(ARM_PATH.trim_start_matches('/'));

@@ -354,6 +354,9 @@ pub struct RegistrySink {
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
+    /// Of the image index of several platforms (a registry has no
+    /// `index.json` entry for the descriptor's).
+    index_annotations: BTreeMap<String, String>,
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -402,6 +405,7 @@ impl RegistrySink {
             homes: None,
             repository: String::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            index_annotations: BTreeMap::new(),
         })
     }
 
@@ -548,6 +552,10 @@ impl ImageSink for RegistrySink {
 
     /// Uploads the image's config (when missing) and keeps the manifest
     /// for [`ImageSink::finish`], which PUTs it with exactly these bytes.
+    fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
+        self.index_annotations.clone_from(&annotations.index);
+    }
+
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), super::Error> {
         // Its layers first: a manifest is refused while a blob is missing.
         let (uploaded, bytes) = self.uploads.wait().map_err(sink_err)?;
@@ -610,7 +618,7 @@ impl ImageSink for RegistrySink {
                         platform.clone(),
                     ));
                 }
-                let index = super::platform_index(&descs);
+                let index = super::annotated_platform_index(&descs, &self.index_annotations);
                 index_digest = Some(Digest::of(&index));
                 for tag in &tags {
                     self.client
