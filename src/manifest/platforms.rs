@@ -265,11 +265,20 @@ mod tests {
             arch in "[ -~]{0,8}",
             variant in proptest::option::of("[ -~]{0,6}"),
             root in "[ -~]{0,10}",
+            key in proptest::prop_oneof![
+                proptest::strategy::Just("Entrypoint".to_owned()),
+                proptest::strategy::Just("Env".to_owned()),
+                "[ -~]{0,8}",
+            ],
         ) {
             let text = format!(
-                "{TOP}[[platforms]]\narchitecture = {}\n{}[platforms.closure]\nroots = [{}]\n",
+                "{TOP}[[platforms]]\narchitecture = {}\n{}[platforms.closure]\nroots = [{}]\n[platforms.config]\n{} = [{}]\n[platforms.annotations]\n{} = {}\n",
                 toml::Value::String(arch),
                 variant.map(|v| format!("variant = {}\n", toml::Value::String(v))).unwrap_or_default(),
+                toml::Value::String(root.clone()),
+                toml::Value::String(key.clone()),
+                toml::Value::String(root.clone()),
+                toml::Value::String(key),
                 toml::Value::String(root),
             );
             if let Ok(loaded) = load(&text) {

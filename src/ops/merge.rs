@@ -945,3 +945,35 @@ fn add_entry(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_of_references() {
+        assert_eq!(tag_part("a/b:1.0"), "1.0");
+        assert_eq!(tag_part("localhost:5000/app"), "latest");
+        assert_eq!(tag_part("localhost:5000/app:2"), "2");
+    }
+
+    proptest::proptest! {
+        /// `index.json` descriptors are untrusted JSON: naming them for
+        /// errors and conflicts never panics, whatever their shape.
+        #[test]
+        fn any_descriptor_is_named_without_panic(
+            text in "[\\[\\]{}:,\" 0-9a-z.]{0,48}",
+            reference in "[ -~]{0,24}",
+        ) {
+            let _ = tag_part(&reference);
+            for value in [
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+                serde_json::json!({ "annotations": { crate::oci::REF_NAME: reference.clone() }, "digest": 5 }),
+                serde_json::json!({ "annotations": [reference.clone()], "platform": reference }),
+            ] {
+                let _ = entry_label(&value);
+                let _ = entry_reference(&value);
+            }
+        }
+    }
+}
