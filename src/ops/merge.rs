@@ -691,8 +691,9 @@ fn check_diff_id(
 }
 
 /// Writes the selected images as a docker-archive: each layer once, an
-/// uncompressed member named by its diff_id (decompressed through a spool
-/// when stored compressed, and checked against the diff_id either way),
+/// uncompressed member named by its diff_id (decompressed twice when
+/// stored compressed, to measure and to write, and checked against the
+/// diff_id every time),
 /// each config once, `manifest.json` with every image's tags.
 fn write_docker<W: Write + Send>(
     selected: &[Selected<'_>],
@@ -738,14 +739,16 @@ fn write_docker<W: Write + Send>(
                 check_diff_id(input, layer, found)?;
                 sink.commit_layer(member, &found, layer.size)?;
             } else {
-                let spool = crate::sink::SpooledBlob::new_in(&std::env::temp_dir())?;
+                // Measured by decompressing once (checking the diff_id),
+                // then written by decompressing again: CPU rather than a
+                // spool, so a decompression bomb cannot fill the disk.
                 let reader = input.open_layer(layer)?;
-                let (spool, found, size) = copy_hashed(input, &layer.location, reader, spool)?;
+                let (_, found, size) = copy_hashed(input, &layer.location, reader, io::sink())?;
                 check_diff_id(input, layer, found)?;
-                let mut spooled = spool.finish()?;
                 let member = sink.start_layer(&diff_id, size)?;
-                let mut member = member;
-                io::copy(&mut spooled.file, &mut member).map_err(ImagesError::Write)?;
+                let reader = input.open_layer(layer)?;
+                let (member, again, _) = copy_hashed(input, &layer.location, reader, member)?;
+                check_diff_id(input, layer, again)?;
                 sink.commit_layer(member, &found, size)?;
             }
             summary.members += 1;
