@@ -960,6 +960,144 @@ mod tests {
         assert_eq!(tag_part("localhost:5000/app:2"), "2");
     }
 
+    /// A layout of one image (a plain layer, its config, its manifest) and
+    /// an index over the manifest, whose `index.json` lists `entries`;
+    /// `@manifest` and `@index` stand for their descriptors' digests.
+    fn layout(dir: &std::path::Path, entries: &[Value]) {
+        let layer = {
+            let mut w = TarWriter::new(Vec::new());
+            w.append(&Header::archive_member("f", Kind::Regular, 1, 1), b"x")
+                .unwrap();
+            w.finish().unwrap()
+        };
+        let config = crate::oci::canonical_json(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [Digest::of(&layer).prefixed()] },
+        }));
+        let desc = |media: &str, bytes: &[u8]| crate::oci::Descriptor {
+            media_type: media.to_owned(),
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+        };
+        let manifest = crate::oci::manifest_json(
+            &desc(crate::oci::CONFIG_MEDIA_TYPE, &config),
+            &[desc(crate::oci::LAYER_MEDIA_TYPE, &layer)],
+        );
+        let m = desc(crate::oci::MANIFEST_MEDIA_TYPE, &manifest);
+        let index = crate::sink::platform_index(&[(
+            m.clone(),
+            crate::sink::Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+                variant: None,
+            },
+        )]);
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for b in [&layer, &config, &manifest, &index] {
+            std::fs::write(blobs.join(Digest::of(b).hex()), b).unwrap();
+        }
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if let Some(obj) = e.as_object_mut() {
+                    let (target, media) = match obj.get("digest").and_then(Value::as_str) {
+                        Some("@index") => (&index, crate::oci::INDEX_MEDIA_TYPE),
+                        _ => (&manifest, crate::oci::MANIFEST_MEDIA_TYPE),
+                    };
+                    obj.insert("digest".into(), Digest::of(target).prefixed().into());
+                    obj.insert("size".into(), target.len().into());
+                    obj.entry("mediaType").or_insert_with(|| media.into());
+                }
+                e
+            })
+            .collect();
+        std::fs::write(dir.join("oci-layout"), crate::oci::LAYOUT_FILE).unwrap();
+        std::fs::write(dir.join("index.json"), crate::oci::index_json(entries)).unwrap();
+    }
+
+    fn arb_entry() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = prop_oneof![
+            Just("1".to_owned()),
+            Just("a/b:1".to_owned()),
+            Just("latest".to_owned()),
+            "[ -~]{0,10}"
+        ];
+        (
+            prop_oneof![Just("@manifest"), Just("@index")],
+            proptest::option::of(text.clone()),
+            proptest::option::of(text),
+            proptest::option::of(prop_oneof![
+                Just(serde_json::json!({"architecture": "amd64", "os": "linux"})),
+                Just(serde_json::json!({"architecture": 5})),
+                Just(Value::Null),
+            ]),
+        )
+            .prop_map(|(digest, ref_name, name, platform)| {
+                let mut e = serde_json::json!({ "digest": digest });
+                let mut a = Map::new();
+                if let Some(r) = ref_name {
+                    a.insert(crate::oci::REF_NAME.into(), r.into());
+                }
+                if let Some(n) = name {
+                    a.insert(crate::oci::CONTAINERD_NAME.into(), n.into());
+                }
+                e["annotations"] = Value::Object(a);
+                if let Some(p) = platform {
+                    e["platform"] = p;
+                }
+                e
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever names, platforms and kinds `index.json` entries carry,
+        /// merging them into each output gives an image or an error, never
+        /// a panic; an output that succeeds opens again.
+        #[test]
+        fn any_entries_merge_or_fail_cleanly(
+            entries in proptest::collection::vec(arb_entry(), 0..4),
+            platform in proptest::option::of(proptest::prelude::Just(
+                crate::manifest::PlatformName { architecture: "amd64".into(), variant: None },
+            )),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let input = dir.path().join("in");
+            layout(&input, &entries);
+            let Ok(archive) = ImageArchive::open(&input) else {
+                return Ok(());
+            };
+            let inputs = [archive];
+            let options = MergeOptions {
+                platform,
+                mtime: 1,
+                compress: CompressOptions::NONE,
+            };
+            for (i, sink) in [
+                MergeSink::DockerArchive(Vec::new()),
+                MergeSink::OciArchive(Vec::new()),
+                MergeSink::OciLayout(
+                    crate::sink::oci_layout::OciLayout::create(&dir.path().join("out")).unwrap(),
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Ok((out, _)) = merge_images(&inputs, &options, sink) {
+                    let path = dir.path().join(format!("out{i}.tar"));
+                    match out {
+                        Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                        None => std::fs::rename(dir.path().join("out"), &path).unwrap(),
+                    }
+                    proptest::prop_assert!(ImageArchive::open(&path).is_ok());
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         /// `index.json` descriptors are untrusted JSON: naming them for
         /// errors and conflicts never panics, whatever their shape.
