@@ -156,6 +156,25 @@ pub struct Image {
     pub index_digest: Option<Digest>,
     /// The layers, bottom first.
     pub layers: Vec<Layer>,
+    /// The descriptor naming the OCI manifest, as stored in `index.json`
+    /// or its parent index (media type, size, platform, annotations; OCI
+    /// only).
+    pub descriptor: Option<Value>,
+    /// Which top-level entry it belongs to: an `index.json` descriptor
+    /// ([`ImageArchive::entries`]) or a `manifest.json` entry.
+    pub entry: usize,
+}
+
+/// A top-level `index.json` descriptor of an OCI archive or layout, as
+/// stored, with the image indexes under it (in the order read, the
+/// descriptor's own first when it names an index). Its images are those
+/// whose [`Image::entry`] is its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OciEntry {
+    /// The descriptor, verbatim (annotations and platform included).
+    pub descriptor: Value,
+    /// sha256 and size of every image index under it.
+    pub indexes: Vec<(Digest, u64)>,
 }
 
 impl Image {
@@ -196,6 +215,7 @@ pub struct ImageArchive {
     compression: Compression,
     storage: Storage,
     images: Vec<Image>,
+    entries: Vec<OciEntry>,
 }
 
 /// Largest JSON document (manifest, config, index) read into memory.
@@ -268,6 +288,7 @@ impl ImageArchive {
                 compression: Compression::None,
                 storage: Storage::Dir(path.to_owned()),
                 images: Vec::new(),
+                entries: Vec::new(),
             };
             if !path.join("index.json").exists() {
                 return Err(Error::NotAnImage {
@@ -275,7 +296,7 @@ impl ImageArchive {
                     what: "a directory without `index.json`".to_owned(),
                 });
             }
-            archive.images = archive.read_oci()?;
+            (archive.images, archive.entries) = archive.read_oci()?;
             return Ok(archive);
         }
         let tar_err = |source| Error::Tar {
@@ -335,9 +356,10 @@ impl ImageArchive {
             compression,
             storage: Storage::Tar { file, index },
             images: Vec::new(),
+            entries: Vec::new(),
         };
-        archive.images = match format {
-            Format::DockerArchive => archive.read_docker()?,
+        (archive.images, archive.entries) = match format {
+            Format::DockerArchive => (archive.read_docker()?, Vec::new()),
             _ => archive.read_oci()?,
         };
         Ok(archive)
@@ -365,6 +387,22 @@ impl ImageArchive {
     #[must_use]
     pub fn images(&self) -> &[Image] {
         &self.images
+    }
+
+    /// The top-level `index.json` descriptors of an OCI archive or layout,
+    /// in order (empty for a docker-archive).
+    #[must_use]
+    pub fn entries(&self) -> &[OciEntry] {
+        &self.entries
+    }
+
+    /// The JSON blob `digest` of `size` bytes (an OCI manifest, index or
+    /// config), checked against both.
+    ///
+    /// # Errors
+    /// When it is missing, unreadable, not JSON or does not match.
+    pub fn read_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, Error> {
+        self.read_blob_json(digest, size).map(|(_, bytes, _)| bytes)
     }
 
     /// The tar's members (archives only; `None` for a layout).
@@ -729,18 +767,31 @@ impl ImageArchive {
                 manifest_digest: None,
                 index_digest: None,
                 layers,
+                descriptor: None,
+                entry: images.len(),
             });
         }
         Ok(images)
     }
 
-    fn read_oci(&self) -> Result<Vec<Image>, Error> {
+    fn read_oci(&self) -> Result<(Vec<Image>, Vec<OciEntry>), Error> {
         let (_, index) = self.read_json("index.json")?;
         let mut images = Vec::new();
-        self.read_oci_index("index.json", &index, None, None, 0, &mut images)?;
-        Ok(images)
+        let mut entries = Vec::new();
+        self.read_oci_index(
+            "index.json",
+            &index,
+            None,
+            None,
+            0,
+            &mut images,
+            &mut entries,
+        )?;
+        Ok((images, entries))
     }
 
+    // One recursion over nested indexes; the arguments are its state.
+    #[allow(clippy::too_many_arguments)]
     fn read_oci_index(
         &self,
         location: &str,
@@ -749,6 +800,7 @@ impl ImageArchive {
         parent_index: Option<Digest>,
         depth: usize,
         images: &mut Vec<Image>,
+        entries: &mut Vec<OciEntry>,
     ) -> Result<(), Error> {
         if depth > 4 {
             return Err(self.malformed(location, "nests indexes too deeply"));
@@ -760,6 +812,13 @@ impl ImageArchive {
         for desc in manifests {
             let (media_type, digest, size) = self.descriptor(location, desc)?;
             let tag = oci::entry_ref_name(desc).or(parent_tag);
+            if depth == 0 {
+                entries.push(OciEntry {
+                    descriptor: desc.clone(),
+                    indexes: Vec::new(),
+                });
+            }
+            let entry = entries.len().saturating_sub(1);
             let (blob, _, doc) = self.read_blob_json(&digest, size)?;
             let media_type = doc
                 .get("mediaType")
@@ -768,7 +827,10 @@ impl ImageArchive {
             if media_type == oci::INDEX_MEDIA_TYPE
                 || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
             {
-                self.read_oci_index(&blob, &doc, tag, Some(digest), depth + 1, images)?;
+                if let Some(e) = entries.last_mut() {
+                    e.indexes.push((digest, size));
+                }
+                self.read_oci_index(&blob, &doc, tag, Some(digest), depth + 1, images, entries)?;
                 continue;
             }
             if doc.get("artifactType").is_some() || doc.get("subject").is_some() {
@@ -814,6 +876,8 @@ impl ImageArchive {
                 manifest_digest: Some(digest),
                 index_digest: parent_index,
                 layers,
+                descriptor: Some(desc.clone()),
+                entry,
             });
         }
         Ok(())
@@ -1155,6 +1219,11 @@ mod tests {
         /// Opens, inspects (as `inspect` does) and reads every layer.
         fn exercise(path: &Path) {
             if let Ok(archive) = ImageArchive::open(path) {
+                for entry in archive.entries() {
+                    for (digest, size) in &entry.indexes {
+                        let _ = archive.read_blob(digest, *size);
+                    }
+                }
                 for image in archive.images() {
                     let _ = image.config_value();
                     for layer in &image.layers {

@@ -24,7 +24,8 @@ pub(crate) enum Command {
     Build(BuildArgs),
     /// Print the layer plan: each store layer's paths and size.
     Layers(LayersArgs),
-    /// Merge docker-archives into one that loads every image (nixpkgs' mergeImages).
+    /// Merge images (docker-archives, OCI archives and layouts) into one
+    /// docker-archive, OCI archive or OCI layout holding every tag.
     Merge(MergeArgs),
     /// Show the images, layers, config and tags of an archive or OCI layout.
     Inspect(InspectArgs),
@@ -123,8 +124,9 @@ pub(crate) struct BuildArgs {
     /// program is an ELF file for another machine than the image platform.
     #[arg(long)]
     pub(crate) no_arch_check: bool,
-    /// Add an annotation to the OCI image manifest (repeatable; over the
-    /// manifest's `[annotations]`; a docker-archive has none).
+    /// Add an annotation (repeatable; over the manifest's): `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` on the image manifest(s), `index:KEY=VALUE` on
+    /// the image index of several platforms; a docker-archive has none.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
     /// Make an SBOM of the image (repeatable for both formats): attached to
@@ -138,15 +140,25 @@ pub(crate) struct BuildArgs {
 /// `nixlayer merge`.
 #[derive(Debug, Args)]
 pub(crate) struct MergeArgs {
-    /// The docker-archives (plain, gzip, zstd or xz), in order: the first
-    /// copy of a layer wins.
+    /// The images, in order: docker-archives (plain, gzip, zstd or xz), OCI
+    /// archives and OCI layout directories, in any mix; the first copy of
+    /// a blob wins.
     #[arg(required = true, num_args = 1..)]
     pub(crate) inputs: Vec<PathBuf>,
-    /// The merged archive (via a temporary file, renamed when complete; a
-    /// device or FIFO is written in place).
-    #[arg(short, long, value_name = "FILE")]
+    /// The merged image: a file (via a temporary file, renamed when
+    /// complete; a device or FIFO is written in place), or a directory
+    /// for `--format oci-layout`.
+    #[arg(short, long, value_name = "PATH")]
     pub(crate) output: PathBuf,
-    /// Compression of the output (default: that of the last input).
+    /// Output format (default: docker-archive).
+    #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-archive", "oci-layout"])]
+    pub(crate) format: Option<String>,
+    /// Of every multi-platform image index, keep only this platform's
+    /// image (`ARCH[/VARIANT]`); needed for a docker-archive output.
+    #[arg(long, value_name = "PLATFORM")]
+    pub(crate) platform: Option<String>,
+    /// Compression of a docker-archive output (default: that of the last
+    /// input); OCI outputs keep every blob as stored.
     #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
     pub(crate) compression: Option<String>,
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
@@ -270,8 +282,9 @@ pub(crate) struct PushArgs {
     /// program is an ELF file for another machine than the image platform.
     #[arg(long)]
     pub(crate) no_arch_check: bool,
-    /// Add an annotation to the OCI image manifest (repeatable; over the
-    /// manifest's `[annotations]`; a docker-archive has none).
+    /// Add an annotation (repeatable; over the manifest's): `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` on the image manifest(s), `index:KEY=VALUE` on
+    /// the image index of several platforms; a docker-archive has none.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
     /// Attach an SBOM to each pushed image manifest (repeatable for both

@@ -555,12 +555,34 @@ fn summary_json(summary: &BuildSummary, command: &settings::ResolvedBuild, dest:
 
 fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
     let start = Instant::now();
+    let format = match args.format.as_deref() {
+        None | Some("docker-archive") => merge::MergeFormat::DockerArchive,
+        Some("oci-archive") => merge::MergeFormat::OciArchive,
+        Some(_) => merge::MergeFormat::OciLayout,
+    };
+    let platform = match &args.platform {
+        Some(text) => Some(
+            nixlayer::manifest::PlatformName::parse(text).ok_or_else(|| {
+                UsageError(format!("--platform `{text}` is not `ARCH[/VARIANT]`"))
+            })?,
+        ),
+        None => None,
+    };
+    if format != merge::MergeFormat::DockerArchive
+        && (args.compression.is_some() || args.level.is_some())
+    {
+        return Err(UsageError(
+            "`--compression` and `--level` compress a docker-archive output; OCI outputs keep every blob as stored".to_owned(),
+        )
+        .into());
+    }
     let named: Vec<(String, &Path)> = args
         .inputs
         .iter()
         .map(|p| ("an input".to_owned(), p.as_path()))
         .collect();
-    refuse_overwriting_inputs("-o", &args.output, &named, false)?;
+    let layout = format == merge::MergeFormat::OciLayout;
+    refuse_overwriting_inputs("-o", &args.output, &named, layout)?;
     let inputs = args
         .inputs
         .iter()
@@ -569,24 +591,57 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
     let codec = match &args.compression {
         Some(name) => nixlayer::codec::Compression::from_name(name)
             .ok_or_else(|| UsageError(format!("unknown compression `{name}`")))?,
-        None => merge::default_codec(&inputs),
+        None if format == merge::MergeFormat::DockerArchive => merge::default_codec(&inputs),
+        None => Compression::None,
     };
     let compress = settings::resolve_compress(codec, args.level, None, args.threads)?;
     let mtime = settings::Environment::capture().source_date_epoch_or_default()?;
     let path = &args.output;
-    let out = OutputFile::create(path)?;
-    let merged = merge::merge(&inputs, mtime, &compress, out)
-        .map_err(BoxError::from)
-        .and_then(|(out, summary)| {
-            out.commit()?;
+    let legacy = format == merge::MergeFormat::DockerArchive
+        && inputs
+            .iter()
+            .all(|i| i.format() == nixlayer::archive::Format::DockerArchive);
+    let options = merge::MergeOptions {
+        platform,
+        mtime,
+        compress,
+    };
+    let unit = if legacy { "member" } else { "blob" };
+    let summary = if layout {
+        let sink = merge::MergeSink::<io::Sink>::OciLayout(Box::new(OciLayout::create(path)?));
+        merge::merge_images(&inputs, &options, sink)?.1
+    } else {
+        let out = OutputFile::create(path)?;
+        let merged = if legacy {
+            // nixpkgs' mergeImages, member by member, as before.
+            merge::merge(&inputs, mtime, &compress, out)
+                .map(|(out, summary)| (Some(out), summary))
+                .map_err(BoxError::from)
+        } else {
+            let sink = if format == merge::MergeFormat::OciArchive {
+                merge::MergeSink::OciArchive(out)
+            } else {
+                merge::MergeSink::DockerArchive(out)
+            };
+            merge::merge_images(&inputs, &options, sink).map_err(BoxError::from)
+        };
+        let merged = merged.and_then(|(out, summary)| {
+            if let Some(out) = out {
+                out.commit()?;
+            }
             Ok(summary)
         });
-    let summary = on_closed_pipe(merged, &format!("`{}`", path.display()))?;
+        on_closed_pipe(merged, &format!("`{}`", path.display()))?
+    };
+    let untagged = if summary.tags.is_empty() {
+        "untagged".to_owned()
+    } else {
+        summary.tags.join(", ")
+    };
     printer.info(&format!(
-        "merged {} image{} ({}; {} member{}, {} shared) in {} → {}",
+        "merged {} image{} ({untagged}; {} {unit}{} written, {} shared) in {} → {}",
         summary.images,
         if summary.images == 1 { "" } else { "s" },
-        summary.tags.join(", "),
         summary.members,
         if summary.members == 1 { "" } else { "s" },
         summary.duplicates,

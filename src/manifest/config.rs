@@ -108,26 +108,43 @@ impl LoadedManifest {
             // The typed parse succeeded, so this cannot happen; nothing to add.
             return Ok(());
         };
-        let Some((_, config)) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == "config") else {
-            return Ok(());
-        };
-        let DeValue::Table(config) = config.get_ref() else {
-            return Ok(());
-        };
+        let mut tables: Vec<(&str, &DeTable<'_>)> = Vec::new();
+        for (key, value) in doc.get_ref() {
+            match (&**key.get_ref(), value.get_ref()) {
+                ("config", DeValue::Table(config)) => tables.push(("config", config)),
+                // Each `[[platforms]]` entry's `[platforms.config]`.
+                ("platforms", DeValue::Array(entries)) => {
+                    for entry in entries {
+                        if let DeValue::Table(entry) = entry.get_ref() {
+                            if let Some((_, v)) =
+                                entry.iter().find(|(k, _)| k.get_ref() == "config")
+                            {
+                                if let DeValue::Table(config) = v.get_ref() {
+                                    tables.push(("platforms.config", config));
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         let mut first: Option<Bad> = None;
-        for (key, value) in config {
-            let name: &str = key.get_ref();
-            let bad = match Shape::of(name) {
-                None => Some(Bad {
-                    span: key.span(),
-                    message: format!("unknown key `{name}` in `[config]`"),
-                    hint: key_hint(name, &CONFIG_KEYS),
-                }),
-                Some(shape) => check(&format!("config.{name}"), name, shape, value),
-            };
-            if let Some(bad) = bad {
-                if first.as_ref().is_none_or(|f| bad.span.start < f.span.start) {
-                    first = Some(bad);
+        for (table, config) in tables {
+            for (key, value) in config {
+                let name: &str = key.get_ref();
+                let bad = match Shape::of(name) {
+                    None => Some(Bad {
+                        span: key.span(),
+                        message: format!("unknown key `{name}` in `[{table}]`"),
+                        hint: key_hint(name, &CONFIG_KEYS),
+                    }),
+                    Some(shape) => check(&format!("{table}.{name}"), name, shape, value),
+                };
+                if let Some(bad) = bad {
+                    if first.as_ref().is_none_or(|f| bad.span.start < f.span.start) {
+                        first = Some(bad);
+                    }
                 }
             }
         }

@@ -93,6 +93,19 @@ pub struct Manifest {
     /// `[annotations]`: string annotations of the OCI image manifest.
     #[serde(default)]
     pub annotations: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// `[index]`: the image index of a multi-platform output.
+    #[serde(default)]
+    pub index: IndexSection,
+}
+
+/// `[index]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSection {
+    /// `[index.annotations]`: annotations of the image index over several
+    /// platforms.
+    #[serde(default)]
+    pub annotations: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[store]`.

@@ -3,7 +3,12 @@
 //! optionally a store root). The top-level closure is the default
 //! platform; each entry becomes a manifest of its own
 //! ([`LoadedManifest::platform_manifests`]) that resolves like any other,
-//! so its errors point at its own lines.
+//! so its errors point at its own lines. An entry's `[platforms.config]`
+//! keys replace the top-level `[config]` keys of the same name (each value
+//! whole: a platform's `Env` is its whole `Env`); keys it does not name
+//! are inherited.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -22,6 +27,14 @@ pub struct PlatformSection {
     pub closure: ClosureSection,
     /// Where its store is read from; `dir` defaults to the top-level one.
     pub store: Option<StoreSection>,
+    /// `[platforms.config]`: image config keys of this platform, each
+    /// replacing the top-level `[config]` key of that name whole.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// `[platforms.annotations]`: annotations of this platform's image
+    /// manifest, over the top-level `[annotations]`.
+    #[serde(default)]
+    pub annotations: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// A platform's name as `--platform` spells it: `ARCH[/VARIANT]`.
@@ -125,6 +138,17 @@ impl LoadedManifest {
                     m.store.dir.clone_from(&store.dir);
                 }
             }
+            // Key by key: what the platform names replaces the top-level
+            // value whole (an `Env` list too), the rest is inherited.
+            for (key, value) in &entry.config {
+                m.config.insert(key.clone(), value.clone());
+            }
+            // The same, for the image manifest's annotations; the key too,
+            // so an error points at the platform's line.
+            for (key, value) in &entry.annotations {
+                m.annotations.remove(key);
+                m.annotations.insert(key.clone(), value.clone());
+            }
             one.store_dir()?;
             one.closure_source()?;
             out.push((name, one));
@@ -163,6 +187,19 @@ mod tests {
             &PathBuf::from("arm")
         );
         assert_eq!(all[0].1.manifest.closure.roots.len(), 1);
+    }
+
+    #[test]
+    fn a_platform_config_replaces_the_keys_it_names() {
+        let text = format!("{TOP}[config]\nCmd = [\"/a\"]\nEnv = [\"A=1\"]\nUser = \"1\"\n[[platforms]]\narchitecture = \"arm64\"\n[platforms.closure]\n[platforms.config]\nEnv = [\"B=2\"]\nEntrypoint = [\"/e\"]\n");
+        let all = load(&text).unwrap().platform_manifests("amd64").unwrap();
+        let (top, arm) = (&all[0].1.manifest.config, &all[1].1.manifest.config);
+        assert_eq!(top["Env"], serde_json::json!(["A=1"]));
+        assert!(!top.contains_key("Entrypoint"));
+        assert_eq!(arm["Env"], serde_json::json!(["B=2"]));
+        assert_eq!(arm["Entrypoint"], serde_json::json!(["/e"]));
+        assert_eq!(arm["Cmd"], serde_json::json!(["/a"]));
+        assert_eq!(arm["User"], "1");
     }
 
     #[test]
@@ -228,11 +265,20 @@ mod tests {
             arch in "[ -~]{0,8}",
             variant in proptest::option::of("[ -~]{0,6}"),
             root in "[ -~]{0,10}",
+            key in proptest::prop_oneof![
+                proptest::strategy::Just("Entrypoint".to_owned()),
+                proptest::strategy::Just("Env".to_owned()),
+                "[ -~]{0,8}",
+            ],
         ) {
             let text = format!(
-                "{TOP}[[platforms]]\narchitecture = {}\n{}[platforms.closure]\nroots = [{}]\n",
+                "{TOP}[[platforms]]\narchitecture = {}\n{}[platforms.closure]\nroots = [{}]\n[platforms.config]\n{} = [{}]\n[platforms.annotations]\n{} = {}\n",
                 toml::Value::String(arch),
                 variant.map(|v| format!("variant = {}\n", toml::Value::String(v))).unwrap_or_default(),
+                toml::Value::String(root.clone()),
+                toml::Value::String(key.clone()),
+                toml::Value::String(root.clone()),
+                toml::Value::String(key),
                 toml::Value::String(root),
             );
             if let Ok(loaded) = load(&text) {

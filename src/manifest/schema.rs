@@ -51,6 +51,12 @@ fn add_platforms(schema: &mut Value) {
             },
             "closure": props["closure"].clone(),
             "store": props["store"].clone(),
+            "config": platform_config(&props["config"]),
+            "annotations": {
+                "type": "object",
+                "description": "`[platforms.annotations]`: annotations of this platform's image manifest, each over the top-level `[annotations]` key of that name.",
+                "additionalProperties": { "type": "string" },
+            },
         }),
     );
     let mut platform = platform;
@@ -60,6 +66,14 @@ fn add_platforms(schema: &mut Value) {
         "description": "`[[platforms]]`: further platforms, each with its own closure; the top-level closure is the default platform.",
         "items": platform,
     });
+}
+
+/// `[platforms.config]`: the top-level `[config]`'s keys, each replacing
+/// the top-level value of that name for this platform.
+fn platform_config(config: &Value) -> Value {
+    let mut config = config.clone();
+    config["description"] = json!("`[platforms.config]`: image config keys of this platform (the `[config]` keys), each replacing the top-level `[config]` value of that name whole (`Env` included); keys not given are inherited. The architecture guard checks this platform's own entrypoint.");
+    config
 }
 
 fn base_schema() -> Value {
@@ -108,10 +122,18 @@ fn base_schema() -> Value {
             },
             "annotations": {
                 "type": "object",
-                "description": "Annotations of the OCI image manifest (OCI outputs and push; a docker-archive has none), e.g. the standard `org.opencontainers.image.source`, `revision`, `version`. Keys non-empty, values strings. `--annotation KEY=VALUE` adds or overrides one. None are added by default.",
+                "description": "Annotations of the OCI image manifest (OCI outputs and push; a docker-archive has none), e.g. the standard `org.opencontainers.image.source`, `revision`, `version`. Keys non-empty, values strings. `--annotation KEY=VALUE` adds or overrides one. None are added to the manifest by default (a layout's `index.json` entry gets `created` and the tag as `version`).",
                 "additionalProperties": { "type": "string" },
                 "examples": [{ "org.opencontainers.image.source": "https://example.com/repo" }],
             },
+            "index": strict_table("`[index]`: the image index a multi-platform manifest gives in OCI outputs and push.", json!({
+                "annotations": {
+                    "type": "object",
+                    "description": "Annotations of the image index over the platforms' manifests (part of its digest; a single-platform output has no index). `--annotation index:KEY=VALUE` adds or overrides one.",
+                    "additionalProperties": { "type": "string" },
+                    "examples": [{ "org.opencontainers.image.description": "hello on amd64 and arm64" }],
+                },
+            })),
             "max_layers": {
                 "type": "integer",
                 "minimum": 2,

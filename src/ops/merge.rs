@@ -15,6 +15,14 @@
 //! `<hex>.json`) are checked against it as they are copied, and an
 //! uncompressed layer against its config's diff_id; a mismatch fails the
 //! merge, and its output (written to a temporary file) is never committed.
+//!
+//! [`merge_images`] takes any mix of docker-archives, OCI archives and OCI
+//! layouts and writes any of the three, image by image rather than member
+//! by member: OCI blobs and descriptors are copied verbatim (so digests
+//! stay), tags move between docker `RepoTags` and `index.json` ref names,
+//! and a docker-archive output gets each layer once as a plain tar named
+//! by its diff_id. `merge` (docker-archives into a docker-archive) keeps
+//! nixpkgs' member-level semantics and bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -266,4 +274,848 @@ pub fn merge<W: Write>(
         .map_err(Error::Write)?;
     summary.bytes = bytes;
     Ok((out, summary))
+}
+
+/// What `merge` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MergeFormat {
+    /// One docker-archive (`docker load`), compressed as a whole or not.
+    DockerArchive,
+    /// An OCI layout in one tar.
+    OciArchive,
+    /// An OCI layout directory.
+    OciLayout,
+}
+
+/// Why a merge of images (any input format) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImagesError {
+    /// An input could not be read, or its bytes do not match their digest.
+    #[error(transparent)]
+    Read(#[from] archive::Error),
+    /// The output could not be written.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::Error),
+    /// A multi-platform index cannot go into a docker-archive as it is.
+    #[error("`{}` holds the multi-platform image index {name} ({}), but a docker-archive holds one image per tag: choose one with `--platform ARCH[/VARIANT]`, or merge into `--format oci-layout` or `oci-archive`", path.display(), platforms.join(", "))]
+    NeedsPlatform {
+        /// The input.
+        path: PathBuf,
+        /// How the index is named (`tag` or `untagged sha256:…`).
+        name: String,
+        /// The platforms it offers.
+        platforms: Vec<String>,
+    },
+    /// The index has no image for `--platform`.
+    #[error("`{}`: the image index {name} has no `{wanted}` image; it offers {}", path.display(), platforms.join(", "))]
+    NoSuchPlatform {
+        /// The input.
+        path: PathBuf,
+        /// How the index is named.
+        name: String,
+        /// `--platform`.
+        wanted: String,
+        /// The platforms it offers.
+        platforms: Vec<String>,
+    },
+    /// An OCI image named by a bare tag has no image name for `RepoTags`.
+    #[error("`{}` names an image `{tag}` (its `org.opencontainers.image.ref.name`, with no `io.containerd.image.name`): a docker-archive needs `NAME:TAG`; merge into `--format oci-layout` or `oci-archive` instead, or name it with `skopeo copy oci:DIR:{tag} oci:DIR:NAME:TAG` first", path.display())]
+    NoImageName {
+        /// The input.
+        path: PathBuf,
+        /// The ref name.
+        tag: String,
+    },
+    /// One reference would name two different images.
+    #[error("`{reference}` names two different images, {first} in `{}` and {second} in `{}`", first_path.display(), second_path.display())]
+    TagConflict {
+        /// The reference (tag, or `name:tag`).
+        reference: String,
+        /// The first image's digest (`sha256:…`).
+        first: String,
+        /// Where it is.
+        first_path: PathBuf,
+        /// The second image's digest.
+        second: String,
+        /// Where that is.
+        second_path: PathBuf,
+    },
+    /// A layer's bytes are not what its image's config records.
+    #[error("`{}` is malformed: layer `{location}` {what}", path.display())]
+    Layer {
+        /// The input.
+        path: PathBuf,
+        /// The layer's member or blob.
+        location: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// A temporary file could not be used, or the output written.
+    #[error("failed to write the merged image")]
+    Write(#[source] io::Error),
+}
+
+/// The options of [`merge_images`].
+#[derive(Clone, Debug)]
+pub struct MergeOptions {
+    /// Of every multi-platform index, keep only this platform's image.
+    pub platform: Option<crate::manifest::PlatformName>,
+    /// mtime of every archive member.
+    pub mtime: u64,
+    /// Compression of a docker-archive output as a whole (OCI outputs copy
+    /// every blob as stored).
+    pub compress: CompressOptions,
+}
+
+/// Where [`merge_images`] writes.
+#[non_exhaustive]
+pub enum MergeSink<W: Write + Send> {
+    /// A docker-archive to `W`.
+    DockerArchive(W),
+    /// An OCI archive to `W`.
+    OciArchive(W),
+    /// An OCI layout (new or existing); boxed, as it is much larger than
+    /// a writer.
+    OciLayout(Box<crate::sink::oci_layout::OciLayout>),
+}
+
+/// What is known of an input's layer once copied.
+struct Copied {
+    digest: Digest,
+    size: u64,
+    new: bool,
+}
+
+/// `ARCH[/VARIANT]` of an image: its descriptor's platform when an index
+/// gave one, else its config's.
+fn platform_of(image: &archive::Image) -> crate::manifest::PlatformName {
+    let from = |v: &Value| {
+        let arch = v.get("architecture")?.as_str()?.to_owned();
+        Some(crate::manifest::PlatformName {
+            architecture: arch,
+            variant: v.get("variant").and_then(Value::as_str).map(str::to_owned),
+        })
+    };
+    image
+        .descriptor
+        .as_ref()
+        .and_then(|d| d.get("platform"))
+        .and_then(from)
+        .or_else(|| image.config_value().ok().as_ref().and_then(from))
+        .unwrap_or(crate::manifest::PlatformName {
+            architecture: "unknown".to_owned(),
+            variant: None,
+        })
+}
+
+/// The `platform` object of an index entry for an image, from its config.
+fn platform_json(image: &archive::Image) -> Value {
+    let config = image.config_value().unwrap_or(Value::Null);
+    let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_owned);
+    crate::sink::Platform {
+        os: field("os").unwrap_or_else(|| "linux".to_owned()),
+        architecture: field("architecture").unwrap_or_else(|| "unknown".to_owned()),
+        variant: field("variant"),
+    }
+    .to_json()
+}
+
+/// How an `index.json` entry is shown in errors.
+fn entry_label(descriptor: &Value) -> String {
+    match crate::oci::entry_ref_name(descriptor) {
+        Some(tag) => format!("`{tag}`"),
+        None => format!(
+            "untagged {}",
+            descriptor
+                .get("digest")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+        ),
+    }
+}
+
+/// What names an entry for conflicts: its containerd name, else its ref name.
+fn entry_reference(descriptor: &Value) -> Option<String> {
+    descriptor
+        .get("annotations")
+        .and_then(|a| a.get(crate::oci::CONTAINERD_NAME))
+        .and_then(Value::as_str)
+        .or_else(|| crate::oci::entry_ref_name(descriptor))
+        .map(str::to_owned)
+}
+
+/// The tag of a docker reference `name:tag` (after the last `/`).
+fn tag_part(reference: &str) -> &str {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    last.rsplit_once(':').map_or("latest", |(_, t)| t)
+}
+
+/// One image of the output, with the references naming it.
+struct Selected<'a> {
+    input: &'a ImageArchive,
+    image: &'a archive::Image,
+    /// docker `RepoTags` (docker output).
+    tags: Vec<String>,
+}
+
+/// Records `reference` as naming `digest` from `path`; two different
+/// digests for one reference are an error.
+fn claim(
+    names: &mut BTreeMap<String, (Digest, PathBuf)>,
+    reference: &str,
+    digest: Digest,
+    path: &std::path::Path,
+) -> Result<(), ImagesError> {
+    match names.get(reference) {
+        Some((first, first_path)) if *first != digest => Err(ImagesError::TagConflict {
+            reference: reference.to_owned(),
+            first: first.prefixed(),
+            first_path: first_path.clone(),
+            second: digest.prefixed(),
+            second_path: path.to_owned(),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            names.insert(reference.to_owned(), (digest, path.to_owned()));
+            Ok(())
+        }
+    }
+}
+
+/// The images under the `index`th entry of an OCI input.
+fn entry_images(input: &ImageArchive, index: usize) -> Vec<&archive::Image> {
+    input.images().iter().filter(|i| i.entry == index).collect()
+}
+
+/// The one image of a multi-platform entry that `platform` names.
+fn pick<'a>(
+    input: &'a ImageArchive,
+    entry: &archive::OciEntry,
+    images: &[&'a archive::Image],
+    platform: Option<&crate::manifest::PlatformName>,
+) -> Result<&'a archive::Image, ImagesError> {
+    let offered: Vec<String> = images.iter().map(|i| platform_of(i).to_string()).collect();
+    let Some(wanted) = platform else {
+        return Err(ImagesError::NeedsPlatform {
+            path: input.path().to_owned(),
+            name: entry_label(&entry.descriptor),
+            platforms: offered,
+        });
+    };
+    // Without a variant, any variant of the architecture (as a pull does).
+    let fits = |i: &&&archive::Image| {
+        let p = platform_of(i);
+        p.architecture == wanted.architecture
+            && (wanted.variant.is_none() || p.variant == wanted.variant)
+    };
+    images
+        .iter()
+        .find(fits)
+        .copied()
+        .ok_or_else(|| ImagesError::NoSuchPlatform {
+            path: input.path().to_owned(),
+            name: entry_label(&entry.descriptor),
+            wanted: wanted.to_string(),
+            platforms: offered,
+        })
+}
+
+/// Merges images of any format (docker-archives, OCI archives and layouts)
+/// into `sink`: every blob stored once (the first copy wins), every tag
+/// kept — a docker `RepoTags` entry becomes an `index.json` entry with the
+/// tag as `org.opencontainers.image.ref.name` and the whole reference as
+/// `io.containerd.image.name` (as `build`, containerd and docker write
+/// them), and back; untagged images stay untagged. OCI entries are copied
+/// with their descriptors and every blob under them, byte for byte, so
+/// digests (of indexes too) do not change. A docker-archive output needs
+/// one image per tag: a multi-platform index is refused there unless
+/// `options.platform` picks one of its images.
+///
+/// Everything read is checked as [`ImageArchive`] checks it: JSON blobs
+/// when opened, layers against their digest as they are copied, and a
+/// layer whose uncompressed bytes are written against its diff_id. The
+/// output order follows the inputs' order, so the same inputs give the
+/// same bytes.
+///
+/// # Errors
+/// When an input cannot be read or does not match its digests, two inputs
+/// name different images by one reference, an index needs `--platform`,
+/// or the output cannot be written.
+pub fn merge_images<W: Write + Send>(
+    inputs: &[ImageArchive],
+    options: &MergeOptions,
+    sink: MergeSink<W>,
+) -> Result<(Option<W>, MergeSummary), ImagesError> {
+    match sink {
+        MergeSink::DockerArchive(out) => {
+            let selected = select_for_docker(inputs, options)?;
+            let (out, summary) = write_docker(&selected, options, out)?;
+            Ok((Some(out), summary))
+        }
+        MergeSink::OciArchive(out) => {
+            let mut sink = crate::sink::oci_archive::OciArchiveWriter::new(
+                out,
+                options.mtime,
+                CompressOptions::NONE,
+            )
+            .map_err(ImagesError::Write)?;
+            let (entries, mut summary) = write_oci(inputs, options, &mut sink)?;
+            let (out, bytes) = sink.finish_entries(entries)?;
+            summary.bytes = bytes;
+            Ok((Some(out), summary))
+        }
+        MergeSink::OciLayout(mut layout) => {
+            let (entries, summary) = write_oci(inputs, options, &mut *layout)?;
+            layout.add_entries(&entries)?;
+            Ok((None, summary))
+        }
+    }
+}
+
+/// The images a docker-archive output holds, one per config, with every
+/// reference naming them.
+fn select_for_docker<'a>(
+    inputs: &'a [ImageArchive],
+    options: &MergeOptions,
+) -> Result<Vec<Selected<'a>>, ImagesError> {
+    let mut selected: Vec<Selected<'a>> = Vec::new();
+    let mut names: BTreeMap<String, (Digest, PathBuf)> = BTreeMap::new();
+    let mut add = |input: &'a ImageArchive,
+                   image: &'a archive::Image,
+                   tags: Vec<String>|
+     -> Result<(), ImagesError> {
+        for tag in &tags {
+            claim(&mut names, tag, image.config_digest, input.path())?;
+        }
+        match selected
+            .iter_mut()
+            .find(|s| s.image.config_digest == image.config_digest)
+        {
+            Some(s) => {
+                for tag in tags {
+                    if !s.tags.contains(&tag) {
+                        s.tags.push(tag);
+                    }
+                }
+            }
+            None => selected.push(Selected { input, image, tags }),
+        }
+        Ok(())
+    };
+    for input in inputs {
+        if input.format() == Format::DockerArchive {
+            for image in input.images() {
+                add(input, image, image.tags.clone())?;
+            }
+            continue;
+        }
+        for (i, entry) in input.entries().iter().enumerate() {
+            let images = entry_images(input, i);
+            let image = if entry.indexes.is_empty() && images.len() == 1 {
+                images[0]
+            } else {
+                pick(input, entry, &images, options.platform.as_ref())?
+            };
+            let annotations = entry.descriptor.get("annotations");
+            let full = annotations
+                .and_then(|a| a.get(crate::oci::CONTAINERD_NAME))
+                .and_then(Value::as_str);
+            let tags = match (full, crate::oci::entry_ref_name(&entry.descriptor)) {
+                (Some(full), _) => vec![full.to_owned()],
+                // A ref name may be a whole reference (`name:tag`).
+                (None, Some(r)) if r.rsplit('/').next().is_some_and(|l| l.contains(':')) => {
+                    vec![r.to_owned()]
+                }
+                (None, Some(r)) => {
+                    return Err(ImagesError::NoImageName {
+                        path: input.path().to_owned(),
+                        tag: r.to_owned(),
+                    })
+                }
+                (None, None) => Vec::new(),
+            };
+            add(input, image, tags)?;
+        }
+    }
+    Ok(selected)
+}
+
+/// Reads `reader` to its end into `dest`, hashing and counting; maps a
+/// digest mismatch the reader reports to an error naming `location`.
+fn copy_hashed<D: Write>(
+    input: &ImageArchive,
+    location: &str,
+    mut reader: impl io::Read,
+    dest: D,
+) -> Result<(D, Digest, u64), ImagesError> {
+    let mut hashed = crate::oci::HashCountWriter::new(dest);
+    io::copy(&mut reader, &mut hashed).map_err(|source| read_error(input, location, source))?;
+    hashed.finish().map_err(ImagesError::Write)
+}
+
+/// An error reading `location` of `input`: a digest mismatch named as
+/// such, else the I/O error.
+fn read_error(input: &ImageArchive, location: &str, source: io::Error) -> ImagesError {
+    ImagesError::Read(match archive::DigestMismatch::in_io(&source) {
+        Some(m) => archive::Error::Malformed {
+            path: input.path().to_owned(),
+            member: location.to_owned(),
+            what: format!(
+                "does not match its digest {} (found {})",
+                m.expected, m.found
+            ),
+        },
+        // The blob named under its input (a path in a layout, a member
+        // of an archive).
+        None => archive::Error::Io {
+            path: input.path().join(location),
+            source,
+        },
+    })
+}
+
+fn check_diff_id(
+    input: &ImageArchive,
+    layer: &archive::Layer,
+    found: Digest,
+) -> Result<(), ImagesError> {
+    match layer.diff_id {
+        Some(diff_id) if diff_id != found => Err(ImagesError::Layer {
+            path: input.path().to_owned(),
+            location: layer.location.clone(),
+            what: format!("uncompressed has sha256 {found}, but its config's diff_id is {diff_id}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the selected images as a docker-archive: each layer once, an
+/// uncompressed member named by its diff_id (decompressed twice when
+/// stored compressed, to measure and to write, and checked against the
+/// diff_id every time),
+/// each config once, `manifest.json` with every image's tags.
+fn write_docker<W: Write + Send>(
+    selected: &[Selected<'_>],
+    options: &MergeOptions,
+    out: W,
+) -> Result<(W, MergeSummary), ImagesError> {
+    use crate::sink::ImageSink as _;
+    let mut sink = crate::sink::docker_archive::DockerArchiveWriter::new(
+        out,
+        options.mtime,
+        &options.compress,
+    )
+    .map_err(ImagesError::Write)?;
+    let mut summary = MergeSummary {
+        tags: Vec::new(),
+        images: selected.len(),
+        members: 0,
+        duplicates: 0,
+        bytes: 0,
+    };
+    let mut layers: BTreeSet<Digest> = BTreeSet::new();
+    for s in selected {
+        let input = s.input;
+        for layer in &s.image.layers {
+            let Some(diff_id) = layer.diff_id else {
+                return Err(ImagesError::Layer {
+                    path: input.path().to_owned(),
+                    location: layer.location.clone(),
+                    what: "has no diff_id in its image's config".to_owned(),
+                });
+            };
+            if !layers.insert(diff_id) {
+                sink.reuse_layer(&diff_id);
+                summary.duplicates += 1;
+                continue;
+            }
+            let plain = layer.media_type == crate::oci::LAYER_MEDIA_TYPE
+                || layer.media_type == "application/vnd.docker.image.rootfs.diff.tar";
+            if plain {
+                let member = sink.start_layer(&diff_id, layer.size)?;
+                let reader = input.open_blob(layer)?;
+                let (member, found, _) = copy_hashed(input, &layer.location, reader, member)?;
+                check_diff_id(input, layer, found)?;
+                sink.commit_layer(member, &found, layer.size)?;
+            } else {
+                // Measured by decompressing once (checking the diff_id),
+                // then written by decompressing again: CPU rather than a
+                // spool, so a decompression bomb cannot fill the disk.
+                let reader = input.open_layer(layer)?;
+                let (_, found, size) = copy_hashed(input, &layer.location, reader, io::sink())?;
+                check_diff_id(input, layer, found)?;
+                let member = sink.start_layer(&diff_id, size)?;
+                let reader = input.open_layer(layer)?;
+                let (member, again, _) = copy_hashed(input, &layer.location, reader, member)?;
+                check_diff_id(input, layer, again)?;
+                sink.commit_layer(member, &found, size)?;
+            }
+            summary.members += 1;
+        }
+        sink.put_blob(&s.image.config)?;
+        summary.members += 1;
+        sink.add_image(&s.image.config_digest);
+        summary.tags.extend(s.tags.iter().cloned());
+    }
+    let tags: Vec<Vec<String>> = selected.iter().map(|s| s.tags.clone()).collect();
+    let (out, bytes) = sink.finish_tagged(&tags)?;
+    summary.bytes = bytes;
+    Ok((out, summary))
+}
+
+/// Stores a layer of `input` in `sink` unless it is there: streamed
+/// through its digest check (and, uncompressed, its diff_id check).
+fn put_layer<S: crate::sink::ImageSink>(
+    input: &ImageArchive,
+    layer: &archive::Layer,
+    sink: &mut S,
+) -> Result<Copied, ImagesError> {
+    let plain = layer.media_type == crate::oci::LAYER_MEDIA_TYPE;
+    let known = layer.digest.or(if plain { layer.diff_id } else { None });
+    if let Some(digest) = known {
+        if sink.has_blob(&digest) {
+            return Ok(Copied {
+                digest,
+                size: layer.size,
+                new: false,
+            });
+        }
+    }
+    let key = known.unwrap_or_else(|| Digest::of(layer.location.as_bytes()));
+    let dest = sink.start_layer(&key, layer.size)?;
+    let reader = input.open_blob(layer)?;
+    let (dest, digest, size) = copy_hashed(input, &layer.location, reader, dest)?;
+    if plain {
+        check_diff_id(input, layer, digest)?;
+    }
+    let new = sink.commit_layer(dest, &digest, size)?;
+    Ok(Copied { digest, size, new })
+}
+
+/// Copies every image into an OCI `sink` and returns the `index.json`
+/// entries naming them, in input order, each once.
+fn write_oci<S: crate::sink::ImageSink>(
+    inputs: &[ImageArchive],
+    options: &MergeOptions,
+    sink: &mut S,
+) -> Result<(Vec<Value>, MergeSummary), ImagesError> {
+    let mut summary = MergeSummary {
+        tags: Vec::new(),
+        images: 0,
+        members: 0,
+        duplicates: 0,
+        bytes: 0,
+    };
+    let mut entries: Vec<Value> = Vec::new();
+    let mut names: BTreeMap<String, (Digest, PathBuf)> = BTreeMap::new();
+    let count = |summary: &mut MergeSummary, new: bool, size: u64| {
+        if new {
+            summary.members += 1;
+            summary.bytes += size;
+        } else {
+            summary.duplicates += 1;
+        }
+    };
+    let put_json = |sink: &mut S, summary: &mut MergeSummary, bytes: &[u8]| {
+        let (digest, new) = sink.put_blob(bytes)?;
+        count(summary, new, bytes.len() as u64);
+        Ok::<Digest, ImagesError>(digest)
+    };
+    for input in inputs {
+        if input.format() == Format::DockerArchive {
+            for image in input.images() {
+                let mut descs = Vec::with_capacity(image.layers.len());
+                for layer in &image.layers {
+                    let copied = put_layer(input, layer, sink)?;
+                    count(&mut summary, copied.new, copied.size);
+                    descs.push(crate::oci::Descriptor {
+                        media_type: layer.media_type.clone(),
+                        digest: copied.digest,
+                        size: copied.size,
+                    });
+                }
+                let config = crate::oci::Descriptor {
+                    media_type: crate::oci::CONFIG_MEDIA_TYPE.to_owned(),
+                    digest: put_json(sink, &mut summary, &image.config)?,
+                    size: image.config.len() as u64,
+                };
+                let manifest = crate::oci::manifest_json(&config, &descs);
+                let desc = crate::oci::Descriptor {
+                    media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+                    digest: put_json(sink, &mut summary, &manifest)?,
+                    size: manifest.len() as u64,
+                };
+                let platform = platform_json(image);
+                let named: Vec<Value> = if image.tags.is_empty() {
+                    let mut extra = Map::new();
+                    extra.insert("platform".into(), platform);
+                    vec![desc.to_json(extra)]
+                } else {
+                    image
+                        .tags
+                        .iter()
+                        .map(|reference| {
+                            let mut extra = Map::new();
+                            extra.insert("platform".into(), platform.clone());
+                            extra.insert(
+                                "annotations".into(),
+                                serde_json::json!({
+                                    crate::oci::REF_NAME: tag_part(reference),
+                                    crate::oci::CONTAINERD_NAME: reference,
+                                }),
+                            );
+                            desc.to_json(extra)
+                        })
+                        .collect()
+                };
+                for entry in named {
+                    add_entry(&mut entries, &mut names, &mut summary, entry, input)?;
+                }
+            }
+            continue;
+        }
+        for (i, entry) in input.entries().iter().enumerate() {
+            let images = entry_images(input, i);
+            let chosen: Vec<&archive::Image> = match (&options.platform, entry.indexes.is_empty()) {
+                (Some(_), false) => vec![pick(input, entry, &images, options.platform.as_ref())?],
+                _ => images,
+            };
+            for image in &chosen {
+                for layer in &image.layers {
+                    let copied = put_layer(input, layer, sink)?;
+                    count(&mut summary, copied.new, copied.size);
+                }
+                put_json(sink, &mut summary, &image.config)?;
+                if let (Some(digest), Some(size)) = (
+                    image.manifest_digest,
+                    image
+                        .descriptor
+                        .as_ref()
+                        .and_then(|d| d.get("size"))
+                        .and_then(Value::as_u64),
+                ) {
+                    let bytes = input.read_blob(&digest, size)?;
+                    put_json(sink, &mut summary, &bytes)?;
+                }
+            }
+            let descriptor = if options.platform.is_some() && !entry.indexes.is_empty() {
+                // The chosen image's own descriptor, named as the index was.
+                let mut d = chosen[0].descriptor.clone().unwrap_or(Value::Null);
+                if let (Some(obj), Some(a)) =
+                    (d.as_object_mut(), entry.descriptor.get("annotations"))
+                {
+                    obj.insert("annotations".into(), a.clone());
+                }
+                d
+            } else {
+                // Nested indexes after what they name, deepest first.
+                for (digest, size) in entry.indexes.iter().rev() {
+                    let bytes = input.read_blob(digest, *size)?;
+                    put_json(sink, &mut summary, &bytes)?;
+                }
+                entry.descriptor.clone()
+            };
+            add_entry(&mut entries, &mut names, &mut summary, descriptor, input)?;
+        }
+    }
+    Ok((entries, summary))
+}
+
+/// Adds an `index.json` entry unless an identical one is there; a
+/// reference naming another digest already is an error.
+fn add_entry(
+    entries: &mut Vec<Value>,
+    names: &mut BTreeMap<String, (Digest, PathBuf)>,
+    summary: &mut MergeSummary,
+    entry: Value,
+    input: &ImageArchive,
+) -> Result<(), ImagesError> {
+    let digest = entry
+        .get("digest")
+        .and_then(Value::as_str)
+        .and_then(Digest::parse)
+        .unwrap_or(Digest([0; 32]));
+    if let Some(reference) = entry_reference(&entry) {
+        claim(names, &reference, digest, input.path())?;
+        if !summary.tags.contains(&reference) {
+            summary.tags.push(reference);
+        }
+    }
+    if !entries.contains(&entry) {
+        entries.push(entry);
+        summary.images += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_of_references() {
+        assert_eq!(tag_part("a/b:1.0"), "1.0");
+        assert_eq!(tag_part("localhost:5000/app"), "latest");
+        assert_eq!(tag_part("localhost:5000/app:2"), "2");
+    }
+
+    /// A layout of one image (a plain layer, its config, its manifest) and
+    /// an index over the manifest, whose `index.json` lists `entries`;
+    /// `@manifest` and `@index` stand for their descriptors' digests.
+    fn layout(dir: &std::path::Path, entries: &[Value]) {
+        let layer = {
+            let mut w = TarWriter::new(Vec::new());
+            w.append(&Header::archive_member("f", Kind::Regular, 1, 1), b"x")
+                .unwrap();
+            w.finish().unwrap()
+        };
+        let config = crate::oci::canonical_json(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [Digest::of(&layer).prefixed()] },
+        }));
+        let desc = |media: &str, bytes: &[u8]| crate::oci::Descriptor {
+            media_type: media.to_owned(),
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+        };
+        let manifest = crate::oci::manifest_json(
+            &desc(crate::oci::CONFIG_MEDIA_TYPE, &config),
+            &[desc(crate::oci::LAYER_MEDIA_TYPE, &layer)],
+        );
+        let m = desc(crate::oci::MANIFEST_MEDIA_TYPE, &manifest);
+        let index = crate::sink::platform_index(&[(
+            m.clone(),
+            crate::sink::Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+                variant: None,
+            },
+        )]);
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for b in [&layer, &config, &manifest, &index] {
+            std::fs::write(blobs.join(Digest::of(b).hex()), b).unwrap();
+        }
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if let Some(obj) = e.as_object_mut() {
+                    let (target, media) = match obj.get("digest").and_then(Value::as_str) {
+                        Some("@index") => (&index, crate::oci::INDEX_MEDIA_TYPE),
+                        _ => (&manifest, crate::oci::MANIFEST_MEDIA_TYPE),
+                    };
+                    obj.insert("digest".into(), Digest::of(target).prefixed().into());
+                    obj.insert("size".into(), target.len().into());
+                    obj.entry("mediaType").or_insert_with(|| media.into());
+                }
+                e
+            })
+            .collect();
+        std::fs::write(dir.join("oci-layout"), crate::oci::LAYOUT_FILE).unwrap();
+        std::fs::write(dir.join("index.json"), crate::oci::index_json(entries)).unwrap();
+    }
+
+    fn arb_entry() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = prop_oneof![
+            Just("1".to_owned()),
+            Just("a/b:1".to_owned()),
+            Just("latest".to_owned()),
+            "[ -~]{0,10}"
+        ];
+        (
+            prop_oneof![Just("@manifest"), Just("@index")],
+            proptest::option::of(text.clone()),
+            proptest::option::of(text),
+            proptest::option::of(prop_oneof![
+                Just(serde_json::json!({"architecture": "amd64", "os": "linux"})),
+                Just(serde_json::json!({"architecture": 5})),
+                Just(Value::Null),
+            ]),
+        )
+            .prop_map(|(digest, ref_name, name, platform)| {
+                let mut e = serde_json::json!({ "digest": digest });
+                let mut a = Map::new();
+                if let Some(r) = ref_name {
+                    a.insert(crate::oci::REF_NAME.into(), r.into());
+                }
+                if let Some(n) = name {
+                    a.insert(crate::oci::CONTAINERD_NAME.into(), n.into());
+                }
+                e["annotations"] = Value::Object(a);
+                if let Some(p) = platform {
+                    e["platform"] = p;
+                }
+                e
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever names, platforms and kinds `index.json` entries carry,
+        /// merging them into each output gives an image or an error, never
+        /// a panic; an output that succeeds opens again.
+        #[test]
+        fn any_entries_merge_or_fail_cleanly(
+            entries in proptest::collection::vec(arb_entry(), 0..4),
+            platform in proptest::option::of(proptest::prelude::Just(
+                crate::manifest::PlatformName { architecture: "amd64".into(), variant: None },
+            )),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let input = dir.path().join("in");
+            layout(&input, &entries);
+            let Ok(archive) = ImageArchive::open(&input) else {
+                return Ok(());
+            };
+            let inputs = [archive];
+            let options = MergeOptions {
+                platform,
+                mtime: 1,
+                compress: CompressOptions::NONE,
+            };
+            for (i, sink) in [
+                MergeSink::DockerArchive(Vec::new()),
+                MergeSink::OciArchive(Vec::new()),
+                MergeSink::OciLayout(Box::new(
+                    crate::sink::oci_layout::OciLayout::create(&dir.path().join("out")).unwrap(),
+                )),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Ok((out, _)) = merge_images(&inputs, &options, sink) {
+                    let path = dir.path().join(format!("out{i}.tar"));
+                    match out {
+                        Some(bytes) => std::fs::write(&path, bytes).unwrap(),
+                        None => std::fs::rename(dir.path().join("out"), &path).unwrap(),
+                    }
+                    proptest::prop_assert!(ImageArchive::open(&path).is_ok());
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// `index.json` descriptors are untrusted JSON: naming them for
+        /// errors and conflicts never panics, whatever their shape.
+        #[test]
+        fn any_descriptor_is_named_without_panic(
+            text in "[\\[\\]{}:,\" 0-9a-z.]{0,48}",
+            reference in "[ -~]{0,24}",
+        ) {
+            let _ = tag_part(&reference);
+            for value in [
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+                serde_json::json!({ "annotations": { crate::oci::REF_NAME: reference.clone() }, "digest": 5 }),
+                serde_json::json!({ "annotations": [reference.clone()], "platform": reference }),
+            ] {
+                let _ = entry_label(&value);
+                let _ = entry_reference(&value);
+            }
+        }
+    }
 }

@@ -10,7 +10,8 @@
 //!   an OCI layout or archive, a registry), each layer through the one
 //!   layer writer ([`PreparedImage::write_layer_blob`]).
 //! - [`push`]: a build into a registry.
-//! - [`merge`]: many docker-archives into one.
+//! - [`merge`]: many images (docker-archives, OCI archives and layouts)
+//!   into one docker-archive, OCI archive or OCI layout.
 //! - [`diff`]: what changes between two images.
 //! - [`sbom`]: a build's SPDX or CycloneDX SBOM, attached to the image
 //!   manifest as an OCI 1.1 artifact when [`BuildSettings::sbom`] asks.
@@ -77,10 +78,14 @@ pub struct BuildSettings {
     pub cache: Option<LayerCache<AnyStore>>,
     /// The customisation layer, permissions, the Nix database and the base image.
     pub content: ContentSettings,
-    /// Annotations of the OCI image manifest (`[annotations]`, `--annotation`).
+    /// Annotations of the OCI image manifest (`[annotations]`,
+    /// `[platforms.annotations]`, `--annotation`).
     pub annotations: std::collections::BTreeMap<String, String>,
     /// SBOMs attached to the image manifest (OCI outputs and push only).
     pub sbom: Vec<crate::sbom::SbomFormat>,
+    /// Annotations of the image index of a multi-platform output
+    /// (`[index.annotations]`, `--annotation index:…`).
+    pub index_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What the image holds beyond the store layers (SPEC §4, §5).
@@ -390,6 +395,7 @@ impl BuildSettings {
             content: ContentSettings::default(),
             annotations: std::collections::BTreeMap::new(),
             sbom: Vec::new(),
+            index_annotations: std::collections::BTreeMap::new(),
         }
     }
 
@@ -753,6 +759,33 @@ impl PreparedImage {
             }
             None => image::config_json(&settings.config, &records),
         }
+    }
+}
+
+/// What the sink names the image with besides the manifests' own
+/// annotations: the index's (`[index.annotations]`), and on the
+/// `index.json` entry of a layout or archive the standard keys known here
+/// that must stay out of the image manifest — `created` (already in the
+/// config, so in the manifest digest through it) and `version`, the tag
+/// (one image pushed under several tags keeps one digest, so nothing
+/// depending on the tag may enter it). `version` is left out for a tag
+/// derived from the content or `latest`, which are no versions.
+#[must_use]
+pub fn output_annotations(settings: &BuildSettings) -> sink::OutputAnnotations {
+    let mut descriptor = std::collections::BTreeMap::new();
+    descriptor.insert(
+        "org.opencontainers.image.created".to_owned(),
+        settings.config.created.clone(),
+    );
+    if let Some(tag) = settings.tag.as_deref().filter(|t| *t != "latest") {
+        descriptor.insert(
+            "org.opencontainers.image.version".to_owned(),
+            tag.to_owned(),
+        );
+    }
+    sink::OutputAnnotations {
+        index: settings.index_annotations.clone(),
+        descriptor,
     }
 }
 

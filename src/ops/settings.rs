@@ -433,7 +433,7 @@ pub fn resolve_build(
     settings.mtime = mtime;
     settings.cache = cache;
     settings.content = content;
-    settings.annotations = annotations(loaded, &args.annotations)?;
+    (settings.annotations, settings.index_annotations) = annotations(loaded, &args.annotations)?;
     let format = match &args.format {
         Some(name) => OutputFormat::from_name(name).ok_or_else(|| {
             unknown_flag_value("--format", name, &OutputFormat::ALL.map(OutputFormat::name))
@@ -506,31 +506,53 @@ fn flag_error(flag: &str, message: String) -> Error {
     }
 }
 
-/// `[annotations]`, then each `--annotation KEY=VALUE` over them.
+/// Annotations of the image manifest and of the image index.
+type AnnotationMap = std::collections::BTreeMap<String, String>;
+
+/// `[annotations]` (with the platform's `[platforms.annotations]` already
+/// over them) and `[index.annotations]`, then each `--annotation
+/// [LEVEL:]KEY=VALUE` over them: `LEVEL` is `manifest` (the default) or
+/// `index`, buildx's spelling.
 fn annotations(
     loaded: &LoadedManifest,
     flags: &[String],
-) -> Result<std::collections::BTreeMap<String, String>, Error> {
-    let mut out = std::collections::BTreeMap::new();
-    for (key, value) in &loaded.manifest.annotations {
-        if key.get_ref().is_empty() {
-            return Err(loaded.error_at(
-                key.span(),
-                "`[annotations]` keys must not be empty".to_owned(),
-                None,
-            ));
-        }
-        out.insert(key.get_ref().clone(), value.get_ref().clone());
-    }
+) -> Result<(AnnotationMap, AnnotationMap), Error> {
+    let table =
+        |entries: &std::collections::BTreeMap<toml::Spanned<String>, toml::Spanned<String>>,
+         name: &str|
+         -> Result<AnnotationMap, Error> {
+            let mut out = AnnotationMap::new();
+            for (key, value) in entries {
+                if key.get_ref().is_empty() {
+                    return Err(loaded.error_at(
+                        key.span(),
+                        format!("`[{name}]` keys must not be empty"),
+                        None,
+                    ));
+                }
+                out.insert(key.get_ref().clone(), value.get_ref().clone());
+            }
+            Ok(out)
+        };
+    let m = &loaded.manifest;
+    let mut manifest = table(&m.annotations, "annotations")?;
+    let mut index = table(&m.index.annotations, "index.annotations")?;
     for flag in flags {
-        match flag.split_once('=') {
+        let (target, text) = match flag.split_once(':') {
+            Some(("index", rest)) => (&mut index, rest),
+            Some(("manifest", rest)) => (&mut manifest, rest),
+            _ => (&mut manifest, flag.as_str()),
+        };
+        match text.split_once('=') {
             Some((key, value)) if !key.is_empty() => {
-                out.insert(key.to_owned(), value.to_owned());
+                target.insert(key.to_owned(), value.to_owned());
             }
             _ => {
                 return Err(Error::Flag {
                     flag: "--annotation".to_owned(),
-                    message: format!("`{flag}` is not `KEY=VALUE` with a non-empty key"),
+                    message: format!(
+                        "`{flag}` is not `[manifest:|index:]KEY=VALUE` with a non-empty key"
+                    ),
                     hint: Some(
                         "e.g. `--annotation org.opencontainers.image.revision=abc123`".to_owned(),
                     ),
@@ -538,7 +560,7 @@ fn annotations(
             }
         }
     }
-    Ok(out)
+    Ok((manifest, index))
 }
 
 fn unknown_flag_value(flag: &str, value: &str, valid: &[&str]) -> Error {

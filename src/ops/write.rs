@@ -118,6 +118,7 @@ pub fn build<S: ImageSink>(
     reporter: &dyn Reporter,
 ) -> Result<(BuildSummary, S::Output), Error> {
     let (mut summary, counts) = write_image(settings, image, &mut sink, reporter)?;
+    sink.set_annotations(&super::output_annotations(settings));
     let (output, stream_bytes) = sink.finish(&summary.reference)?;
     if let Some(bytes) = stream_bytes {
         summary.bytes = bytes;
@@ -150,6 +151,9 @@ pub fn build_platforms<S: ImageSink>(
         .first()
         .map(|s| s.reference.clone())
         .unwrap_or_default();
+    if let Some((settings, _)) = images.first() {
+        sink.set_annotations(&super::output_annotations(settings));
+    }
     let (output, _) = sink.finish(&reference)?;
     Ok((summaries, output))
 }

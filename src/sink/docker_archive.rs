@@ -79,6 +79,46 @@ impl<W: Write + Send> DockerArchiveWriter<W> {
         Header::archive_member(name, Kind::Regular, size, self.mtime)
     }
 
+    /// Adds the layer member of `key` written earlier (a layer two images
+    /// share) to the image being put, without writing it again.
+    pub fn reuse_layer(&mut self, key: &Digest) {
+        self.layers.push(layer_member(key));
+    }
+
+    /// Records an image whose config `config` was put with
+    /// [`ImageSink::put_blob`] (or earlier), over the layers started since
+    /// the last image, as `merge` does (no OCI manifest needed).
+    pub fn add_image(&mut self, config: &Digest) {
+        let config = format!("{}.json", config.hex());
+        self.images.push((config, std::mem::take(&mut self.layers)));
+    }
+
+    /// Writes `manifest.json`, an entry per image with its own `RepoTags`
+    /// (`tags[i]` for the `i`th image; an empty list leaves it untagged),
+    /// then the trailer; returns the writer and the bytes written.
+    ///
+    /// # Errors
+    /// When writing fails, or a layer is still being written.
+    pub fn finish_tagged(mut self, tags: &[Vec<String>]) -> Result<(W, u64), Error> {
+        let mut entries = Vec::new();
+        for (i, (config, layers)) in self.images.iter().enumerate() {
+            let repo_tags = tags.get(i).map_or(&[][..], Vec::as_slice);
+            let json = crate::oci::docker_manifest_json(config, repo_tags, layers);
+            if let Ok(serde_json::Value::Array(entry)) = serde_json::from_slice(&json) {
+                entries.extend(entry);
+            }
+        }
+        let manifest = crate::oci::canonical_json(&serde_json::Value::Array(entries));
+        let header = self.member_header("manifest.json", manifest.len() as u64);
+        let mut tar = self.tar.take().ok_or_else(|| Error::Unsupported {
+            what: "a docker-archive ended inside a layer".to_owned(),
+        })?;
+        tar.append(&header, &manifest).map_err(archive_err)?;
+        tar.finish()
+            .and_then(BlobWriter::finish_stream)
+            .map_err(archive_err)
+    }
+
     fn tar(&mut self) -> Result<&mut TarWriter<BlobWriter<W>>, Error> {
         self.tar.as_mut().ok_or_else(|| Error::Unsupported {
             what: "a docker-archive writes one layer at a time".to_owned(),

@@ -121,10 +121,37 @@ impl Platform {
     }
 }
 
+/// Annotations beyond the image manifests' own, for the sinks that name
+/// what was put: OCI layouts and archives, registries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutputAnnotations {
+    /// Of the image index over several platforms (`[index.annotations]`,
+    /// `--annotation index:KEY=VALUE`); part of the index's digest. A
+    /// single-platform output has no index and no place for them.
+    pub index: std::collections::BTreeMap<String, String>,
+    /// Of the `index.json` entry naming the image in a layout or archive
+    /// (not content-addressed, one per tag): the keys that depend on the
+    /// tag or only describe it, such as `org.opencontainers.image.version`
+    /// and `created`. `ref.name` and `io.containerd.image.name` are always
+    /// the tag's and are not taken from here. A registry has no such
+    /// entry.
+    pub descriptor: std::collections::BTreeMap<String, String>,
+}
+
 /// The image index over several manifests, one per platform, sorted by
 /// platform (then digest) for deterministic bytes.
 #[must_use]
 pub fn platform_index(manifests: &[(Descriptor, Platform)]) -> Vec<u8> {
+    annotated_platform_index(manifests, &std::collections::BTreeMap::new())
+}
+
+/// [`platform_index`] with `annotations` on the index (none gives
+/// exactly [`platform_index`]'s bytes).
+#[must_use]
+pub fn annotated_platform_index(
+    manifests: &[(Descriptor, Platform)],
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut sorted: Vec<&(Descriptor, Platform)> = manifests.iter().collect();
     sorted.sort_by(|a, b| {
         a.1.key()
@@ -139,7 +166,15 @@ pub fn platform_index(manifests: &[(Descriptor, Platform)]) -> Vec<u8> {
             desc.to_json(extra)
         })
         .collect();
-    crate::oci::index_json(entries)
+    if annotations.is_empty() {
+        return crate::oci::index_json(entries);
+    }
+    crate::oci::canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::oci::INDEX_MEDIA_TYPE,
+        "manifests": entries,
+        "annotations": annotations,
+    }))
 }
 
 /// One image of an output, handed to [`ImageSink::put_manifest`] once its
@@ -275,6 +310,13 @@ pub trait ImageSink {
         })
     }
 
+    /// Sets the annotations of the index and of the `index.json` entry
+    /// that [`ImageSink::finish`] writes; sinks without them ignore them
+    /// (a docker-archive has no place for annotations).
+    fn set_annotations(&mut self, annotations: &OutputAnnotations) {
+        let _ = annotations;
+    }
+
     /// Names what was put `reference` (`name:tag`) and completes the
     /// output; returns [`ImageSink::Output`] and, for an output that is one
     /// stream, its bytes as written.
@@ -293,29 +335,39 @@ pub fn tag_of(reference: &str) -> &str {
 
 /// The `index.json` entry naming `manifests` `reference`: the manifest
 /// itself when there is one; for several (one per platform), an image
-/// index stored with `put_blob`, each of its entries carrying its platform.
+/// index (with `annotations.index`) stored with `put_blob`, each of its
+/// entries carrying its platform. The entry carries
+/// `annotations.descriptor`, then the tag's ref name and containerd name.
 ///
 /// # Errors
 /// When no manifest was put, or the index cannot be stored.
 fn tagged_entry(
     manifests: &[(Descriptor, Platform)],
     reference: &str,
+    annotations: &OutputAnnotations,
     put_blob: impl FnOnce(&[u8]) -> Result<(Digest, bool), Error>,
 ) -> Result<serde_json::Value, Error> {
     let tag = tag_of(reference);
+    let mut named: serde_json::Map<String, serde_json::Value> = annotations
+        .descriptor
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    named.insert(crate::oci::REF_NAME.into(), tag.into());
+    named.insert(crate::oci::CONTAINERD_NAME.into(), reference.into());
     match manifests {
         [] => Err(Error::Unsupported {
             what: "no image manifest was written, so there is nothing to name".to_owned(),
         }),
-        [(desc, p)] => Ok(crate::oci::index_entry(
-            desc,
-            reference,
-            tag,
-            &p.os,
-            &p.architecture,
-        )),
+        [(desc, p)] => {
+            let mut entry = crate::oci::index_entry(desc, reference, tag, &p.os, &p.architecture);
+            if let Some(obj) = entry.as_object_mut() {
+                obj.insert("annotations".into(), named.into());
+            }
+            Ok(entry)
+        }
         several => {
-            let index = platform_index(several);
+            let index = annotated_platform_index(several, &annotations.index);
             let (digest, _) = put_blob(&index)?;
             let desc = Descriptor {
                 media_type: crate::oci::INDEX_MEDIA_TYPE.to_owned(),
@@ -323,10 +375,7 @@ fn tagged_entry(
                 size: index.len() as u64,
             };
             let mut extra = serde_json::Map::new();
-            extra.insert(
-                "annotations".into(),
-                serde_json::json!({ crate::oci::REF_NAME: tag, crate::oci::CONTAINERD_NAME: reference }),
-            );
+            extra.insert("annotations".into(), named.into());
             Ok(desc.to_json(extra))
         }
     }
@@ -349,6 +398,36 @@ mod platform_tests {
                 variant: variant.map(str::to_owned),
             },
         )
+    }
+
+    /// No index annotations, the bytes of before; with them, on the index
+    /// only. The `index.json` entry gets the descriptor annotations, and
+    /// the tag's names win over them.
+    #[test]
+    fn index_and_descriptor_annotations() {
+        let two = [entry(1, "amd64", None), entry(2, "arm64", None)];
+        let none = std::collections::BTreeMap::new();
+        assert_eq!(annotated_platform_index(&two, &none), platform_index(&two));
+        let mut annotations = OutputAnnotations::default();
+        annotations.index.insert("k".into(), "v".into());
+        annotations
+            .descriptor
+            .insert(crate::oci::REF_NAME.into(), "not the tag".into());
+        annotations.descriptor.insert("d".into(), "1".into());
+        let mut index = Vec::new();
+        let named = tagged_entry(&two, "x:t", &annotations, |b| {
+            index = b.to_vec();
+            Ok((Digest::of(b), true))
+        })
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        assert_eq!(doc["annotations"], serde_json::json!({ "k": "v" }));
+        assert_eq!(
+            named["annotations"],
+            serde_json::json!({ "d": "1", crate::oci::REF_NAME: "t", crate::oci::CONTAINERD_NAME: "x:t" })
+        );
+        let one = tagged_entry(&two[..1], "x:t", &annotations, |_| unreachable!()).unwrap();
+        assert_eq!(one["annotations"], named["annotations"]);
     }
 
     #[test]

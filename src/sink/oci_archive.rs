@@ -28,6 +28,8 @@ pub struct OciArchiveWriter<W: Write> {
     manifests: Vec<(Descriptor, Platform)>,
     /// Index entries of artifacts referring to them (SBOMs).
     referrers: Vec<serde_json::Value>,
+    /// Of the index and the `index.json` entry, until [`ImageSink::finish`].
+    annotations: super::OutputAnnotations,
 }
 
 fn archive_err(source: io::Error) -> Error {
@@ -51,6 +53,7 @@ impl<W: Write> OciArchiveWriter<W> {
             stored: BTreeSet::new(),
             manifests: Vec::new(),
             referrers: Vec::new(),
+            annotations: super::OutputAnnotations::default(),
         };
         w.tar.append(
             &w.header("oci-layout", Kind::Regular, oci::LAYOUT_FILE.len() as u64),
@@ -64,6 +67,22 @@ impl<W: Write> OciArchiveWriter<W> {
 
     fn header(&self, name: &str, kind: Kind, size: u64) -> Header {
         Header::archive_member(name, kind, size, self.mtime)
+    }
+
+    /// Writes `index.json` holding `entries` (descriptors of manifests or
+    /// indexes already put, annotations included), and the trailer, as
+    /// `merge` does; returns the writer and the bytes written.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn finish_entries(mut self, entries: Vec<serde_json::Value>) -> Result<(W, u64), Error> {
+        let index_json = oci::index_json(entries);
+        let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
+        self.tar.append(&header, &index_json).map_err(archive_err)?;
+        self.tar
+            .finish()
+            .and_then(CountWriter::finish)
+            .map_err(archive_err)
     }
 
     fn blob_header(&self, digest: &Digest, size: u64) -> Header {
@@ -110,6 +129,10 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
         Ok(true)
     }
 
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.stored.contains(digest)
+    }
+
     fn put_blob(&mut self, bytes: &[u8]) -> Result<(Digest, bool), Error> {
         let digest = Digest::of(bytes);
         if !self.stored.insert(digest) {
@@ -118,6 +141,10 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
         let header = self.blob_header(&digest, bytes.len() as u64);
         self.tar.append(&header, bytes).map_err(archive_err)?;
         Ok((digest, true))
+    }
+
+    fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
+        self.annotations = annotations.clone();
     }
 
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
@@ -145,7 +172,9 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
     /// index of them) `reference`, then the referrers, and the trailer.
     fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
         let manifests = std::mem::take(&mut self.manifests);
-        let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
+        let entry = super::tagged_entry(&manifests, reference, &self.annotations.clone(), |b| {
+            self.put_blob(b)
+        })?;
         let mut entries = vec![entry];
         entries.append(&mut self.referrers);
         let index_json = oci::index_json(entries);

@@ -65,6 +65,8 @@ pub struct OciLayout {
     /// Index entries of artifacts referring to them (SBOMs), listed in
     /// `index.json` without a ref name.
     referrers: Vec<Value>,
+    /// Of the index and the `index.json` entry, until [`ImageSink::finish`].
+    annotations: super::OutputAnnotations,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -126,6 +128,7 @@ impl OciLayout {
                 compress: CompressOptions::NONE,
                 manifests: Vec::new(),
                 referrers: Vec::new(),
+                annotations: super::OutputAnnotations::default(),
             });
         }
         if is_empty(&target).map_err(io_at(dir))? {
@@ -170,6 +173,7 @@ impl OciLayout {
             compress: CompressOptions::NONE,
             manifests: Vec::new(),
             referrers: Vec::new(),
+            annotations: super::OutputAnnotations::default(),
         })
     }
 
@@ -205,17 +209,55 @@ impl OciLayout {
     /// # Errors
     /// When the existing `index.json` is malformed or cannot be replaced.
     pub fn set_tag(&mut self, tag: &str, entry: Value) -> Result<(), Error> {
+        self.update(&|mut manifests: Vec<Value>| {
+            match manifests
+                .iter_mut()
+                .find(|m| oci::entry_ref_name(m) == Some(tag))
+            {
+                Some(slot) => *slot = entry.clone(),
+                None => manifests.push(entry.clone()),
+            }
+            manifests
+        })
+    }
+
+    /// Adds `entries` (descriptors of manifests or indexes already put,
+    /// with their annotations) to `index.json`, in order, as `merge` does:
+    /// an existing entry with the same ref name and the same
+    /// `io.containerd.image.name` is replaced in place, an identical one
+    /// kept once, an untagged one added. The first call on a new layout
+    /// puts the layout in place.
+    ///
+    /// # Errors
+    /// When the existing `index.json` is malformed or cannot be replaced.
+    pub fn add_entries(&mut self, entries: &[Value]) -> Result<(), Error> {
+        self.update(&|mut manifests: Vec<Value>| {
+            for entry in entries {
+                let name = entry_name(entry);
+                let slot = manifests
+                    .iter_mut()
+                    .find(|m| *m == entry || (name.0.is_some() && entry_name(m) == name));
+                match slot {
+                    Some(slot) => slot.clone_from(entry),
+                    None => manifests.push(entry.clone()),
+                }
+            }
+            manifests
+        })
+    }
+
+    /// Replaces `index.json`'s `manifests` with what `change` makes of
+    /// them; a new layout is put in place.
+    fn update(&mut self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
         let Some(staging) = self.staging.take() else {
-            return self.update_index(tag, entry);
+            return self.update_index(change);
         };
         self.blobs = self.target.join(BLOBS);
         if staging.beside {
             let index = staging.dir.path().join("index.json");
-            let mut entries = vec![entry.clone()];
-            entries.extend(self.referrers.iter().cloned());
             replace_file(
                 &index,
-                &oci::index_json(entries),
+                &oci::index_json(self.with_referrers(change(Vec::new()))),
                 &self.shown.join("index.json"),
             )?;
             let renamed = staging
@@ -232,12 +274,17 @@ impl OciLayout {
                 Err(e) => return Err(io_at(&self.shown)(e)),
             }
         }
-        self.merge_staged(staging.dir.path(), tag, entry)
+        self.merge_staged(staging.dir.path(), change)
     }
 
     /// Moves the staged blobs into the layout that is now at the target,
-    /// then adds the tag and, last, the `oci-layout` marker if missing.
-    fn merge_staged(&self, staged: &Path, tag: &str, entry: Value) -> Result<(), Error> {
+    /// then changes `index.json` and, last, adds the `oci-layout` marker if
+    /// missing.
+    fn merge_staged(
+        &self,
+        staged: &Path,
+        change: &dyn Fn(Vec<Value>) -> Vec<Value>,
+    ) -> Result<(), Error> {
         let _lock = lock(&self.target, &self.shown)?;
         let marker = self.target.join("oci-layout");
         if !marker.exists() && !is_empty(&self.target).map_err(io_at(&self.shown))? {
@@ -255,24 +302,39 @@ impl OciLayout {
                     .map_err(io_at(&self.shown.join(BLOBS).join(&name)))?;
             }
         }
-        self.write_index(tag, entry)?;
+        self.write_index(change)?;
         if !marker.exists() {
             replace_file(&marker, oci::LAYOUT_FILE, &self.shown.join("oci-layout"))?;
         }
         Ok(())
     }
 
-    /// Adds the tag to the layout in place, under its lock.
-    fn update_index(&self, tag: &str, entry: Value) -> Result<(), Error> {
+    /// `manifests` and the referrers put (SBOMs) after them. Referrers are
+    /// named by digest alone: one entry each, kept when already listed (a
+    /// rebuild of the same image).
+    fn with_referrers(&self, mut manifests: Vec<Value>) -> Vec<Value> {
+        for referrer in &self.referrers {
+            if !manifests
+                .iter()
+                .any(|m| m.get("digest") == referrer.get("digest"))
+            {
+                manifests.push(referrer.clone());
+            }
+        }
+        manifests
+    }
+
+    /// Changes `index.json` of the layout in place, under its lock.
+    fn update_index(&self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
         let _lock = lock(&self.target, &self.shown)?;
-        self.write_index(tag, entry)
+        self.write_index(change)
     }
 
     /// Reads, changes and replaces `index.json`; the caller holds the lock.
-    fn write_index(&self, tag: &str, entry: Value) -> Result<(), Error> {
+    fn write_index(&self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
         let path = self.target.join("index.json");
         let shown = self.shown.join("index.json");
-        let mut manifests: Vec<Value> = match fs::read(&path) {
+        let manifests: Vec<Value> = match fs::read(&path) {
             Ok(bytes) => {
                 let index: Value =
                     serde_json::from_slice(&bytes).map_err(|source| Error::Json {
@@ -299,25 +361,18 @@ impl OciLayout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_at(&shown)(e)),
         };
-        match manifests
-            .iter_mut()
-            .find(|m| oci::entry_ref_name(m) == Some(tag))
-        {
-            Some(slot) => *slot = entry,
-            None => manifests.push(entry),
-        }
-        // Referrers are named by digest alone: one entry each, kept when
-        // already listed (a rebuild of the same image).
-        for referrer in &self.referrers {
-            if !manifests
-                .iter()
-                .any(|m| m.get("digest") == referrer.get("digest"))
-            {
-                manifests.push(referrer.clone());
-            }
-        }
+        let manifests = self.with_referrers(change(manifests));
         replace_file(&path, &oci::index_json(manifests), &shown)
     }
+}
+
+/// What names an `index.json` entry: its ref name and containerd name.
+fn entry_name(entry: &Value) -> (Option<&str>, Option<&str>) {
+    let name = entry
+        .get("annotations")
+        .and_then(|a| a.get(oci::CONTAINERD_NAME))
+        .and_then(Value::as_str);
+    (oci::entry_ref_name(entry), name)
 }
 
 /// A staging directory in `parent`: mode 0777 less the umask, like any
@@ -427,6 +482,10 @@ impl ImageSink for OciLayout {
         Ok((digest, new))
     }
 
+    fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
+        self.annotations = annotations.clone();
+    }
+
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
         let (digest, new) = self.put_blob(image.manifest)?;
         let desc = Descriptor {
@@ -453,7 +512,9 @@ impl ImageSink for OciLayout {
     /// `reference`'s tag in `index.json`; a new layout is put in place.
     fn finish(mut self, reference: &str) -> Result<((), Option<u64>), Error> {
         let manifests = std::mem::take(&mut self.manifests);
-        let entry = super::tagged_entry(&manifests, reference, |b| self.put_blob(b))?;
+        let entry = super::tagged_entry(&manifests, reference, &self.annotations.clone(), |b| {
+            self.put_blob(b)
+        })?;
         self.set_tag(super::tag_of(reference), entry)?;
         Ok(((), None))
     }
@@ -600,6 +661,39 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0]["digest"], Digest::of(b"3").prefixed());
         assert_eq!(m[1]["digest"], Digest::of(b"2").prefixed());
+    }
+
+    /// `merge`'s entries: one tag under two image names stays two
+    /// entries (as containerd and docker write them); the same name and
+    /// tag again replaces its entry; an identical entry is kept once.
+    #[test]
+    fn merged_entries_keep_a_tag_of_two_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        let named = |n: &[u8], name: &str| {
+            let d = oci::Descriptor {
+                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+                digest: Digest::of(n),
+                size: 1,
+            };
+            oci::index_entry(&d, &format!("{name}:1"), "1", "linux", "amd64")
+        };
+        layout
+            .add_entries(&[named(b"a", "x"), named(b"b", "y"), named(b"b", "y")])
+            .unwrap();
+        layout.add_entries(&[named(b"c", "x")]).unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("l/index.json")).unwrap()).unwrap();
+        let digests: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            digests,
+            [Digest::of(b"c").prefixed(), Digest::of(b"b").prefixed()]
+        );
     }
 
     #[test]

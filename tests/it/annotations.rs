@@ -161,3 +161,192 @@ fn push_writes_the_annotations_to_the_registry() {
         })
     );
 }
+
+/// The `index.json` entries of a layout.
+fn index_entries(layout: &Path) -> Vec<Value> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"].as_array().unwrap().clone()
+}
+
+/// The blob `digest` (`sha256:…`) of a layout, parsed.
+fn blob(layout: &Path, digest: &Value) -> Value {
+    let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+    serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// `created` and the tag as `version` go on the `index.json` entry, which
+/// is one per tag, never into the image manifest: two tags of one image
+/// name one manifest digest.
+#[test]
+fn created_and_version_name_the_tag_in_index_json_not_the_manifest() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path(), "");
+    let layout = tmp.path().join("layout");
+    for tag in [
+        "nixlayer-test/annotations:1.2",
+        "nixlayer-test/annotations:latest",
+    ] {
+        run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--format", "oci-layout", "--tag", tag, "-o"])
+                .arg(&layout),
+            0,
+        );
+    }
+    let entries = index_entries(&layout);
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[0]["digest"], entries[1]["digest"],
+        "one image, one digest"
+    );
+    assert_eq!(
+        entries[0]["annotations"],
+        json!({
+            "io.containerd.image.name": "nixlayer-test/annotations:1.2",
+            "org.opencontainers.image.created": "1970-01-01T00:00:01Z",
+            "org.opencontainers.image.ref.name": "1.2",
+            "org.opencontainers.image.version": "1.2",
+        })
+    );
+    // `latest` is no version.
+    assert_eq!(
+        entries[1]["annotations"],
+        json!({
+            "io.containerd.image.name": "nixlayer-test/annotations:latest",
+            "org.opencontainers.image.created": "1970-01-01T00:00:01Z",
+            "org.opencontainers.image.ref.name": "latest",
+        })
+    );
+    let image = blob(&layout, &entries[0]["digest"]);
+    assert!(image.get("annotations").is_none(), "{image}");
+}
+
+/// `[index.annotations]` and `--annotation index:…` on the index of a
+/// multi-platform layout; `[platforms.annotations]` over `[annotations]`
+/// on that platform's manifest only.
+#[test]
+fn index_and_platform_annotations_land_on_their_level() {
+    let tmp = util::temp_dir();
+    let manifest = crate::platform_config::manifest(
+        tmp.path(),
+        &format!(
+            "Entrypoint = [\"{}/bin/hello\"]\n[platforms.annotations]\nshared = \"arm\"\nonly-arm = \"1\"\n\n[annotations]\nshared = \"all\"\n\n[index.annotations]\n\"org.opencontainers.image.description\" = \"two platforms\"\n",
+            crate::multi_platform::ARM_PATH
+        ),
+    );
+    let layout = tmp.path().join("layout");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(&layout)
+            .args([
+                "--annotation",
+                "index:org.opencontainers.image.revision=abc",
+            ])
+            .args(["--annotation", "manifest:flag=m"]),
+        0,
+    );
+    let entries = index_entries(&layout);
+    assert_eq!(
+        entries[0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        entries[0]["annotations"]["org.opencontainers.image.version"],
+        "p"
+    );
+    let index = blob(&layout, &entries[0]["digest"]);
+    assert_eq!(
+        index["annotations"],
+        json!({
+            "org.opencontainers.image.description": "two platforms",
+            "org.opencontainers.image.revision": "abc",
+        })
+    );
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests[0]["platform"]["architecture"], "amd64");
+    assert_eq!(
+        blob(&layout, &manifests[0]["digest"])["annotations"],
+        json!({ "flag": "m", "shared": "all" })
+    );
+    assert_eq!(
+        blob(&layout, &manifests[1]["digest"])["annotations"],
+        json!({ "flag": "m", "only-arm": "1", "shared": "arm" })
+    );
+}
+
+#[test]
+fn bad_index_annotations_are_located_errors() {
+    let tmp = util::temp_dir();
+    for (extra, at, words) in [
+        (
+            "\n[index.annotations]\n\"\" = \"a\"\n",
+            "image.toml:12:",
+            "`[index.annotations]` keys must not be empty",
+        ),
+        (
+            "\n[index]\nannotation = {}\n",
+            "image.toml:12:",
+            "annotations",
+        ),
+    ] {
+        let manifest = example(tmp.path(), extra);
+        let out = tmp.path().join("layout");
+        let failed = run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--format", "oci-layout", "-o"])
+                .arg(&out),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            stderr.contains(at) && stderr.contains(words),
+            "{extra}: {stderr}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+/// A pushed index carries `[index.annotations]`.
+#[test]
+fn push_writes_index_annotations_to_the_registry() {
+    use crate::push::{registry_ready, REGISTRY};
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let manifest = crate::platform_config::manifest(
+        tmp.path(),
+        &format!(
+            "Entrypoint = [\"{}/bin/hello\"]\n\n[index.annotations]\nwhere = \"registry\"\n",
+            crate::multi_platform::ARM_PATH
+        ),
+    );
+    run(
+        nixlayer()
+            .arg("push")
+            .arg(&manifest)
+            .arg(format!("{REGISTRY}/nixlayer-test/index-annotations:i1")),
+        0,
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!(
+            "http://{REGISTRY}/v2/nixlayer-test/index-annotations/manifests/i1"
+        ))
+        .header("Accept", "application/vnd.oci.image.index.v1+json")
+        .call()
+        .unwrap();
+    let value: Value = serde_json::from_slice(&response.body_mut().read_to_vec().unwrap()).unwrap();
+    assert_eq!(value["annotations"], json!({ "where": "registry" }));
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::push::{json, registry_ready, REGISTRY};
 use crate::util::{self, docker_ready, docker_run, nixlayer, run, tool};
 
-const ARM_PATH: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-arm-hello-1.0";
+pub(crate) const ARM_PATH: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-arm-hello-1.0";
 
 /// The first 64 bytes of an ELF64 little-endian executable for aarch64
 /// (`e_machine` 183): enough for anything that reads the header.
@@ -25,7 +25,7 @@ fn arm64_elf() -> Vec<u8> {
 }
 
 /// A store root holding one arm64 store path, and its `graph.json`.
-fn arm_store(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn arm_store(dir: &Path) -> (PathBuf, PathBuf) {
     let root = dir.join("arm-root");
     let out = root.join(ARM_PATH.trim_start_matches('/'));
     std::fs::create_dir_all(out.join("bin")).unwrap();

@@ -371,6 +371,9 @@ pub struct RegistrySink {
     /// Artifacts referring to an image manifest (SBOMs): manifest bytes,
     /// subject and index entry, PUT after the images.
     referrers: Vec<(Vec<u8>, Digest, serde_json::Value)>,
+    /// Of the image index of several platforms (a registry has no
+    /// `index.json` entry for the descriptor's).
+    index_annotations: BTreeMap<String, String>,
 }
 
 fn sink_err(e: Error) -> super::Error {
@@ -420,6 +423,7 @@ impl RegistrySink {
             repository: String::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
             referrers: Vec::new(),
+            index_annotations: BTreeMap::new(),
         })
     }
 
@@ -645,6 +649,10 @@ impl ImageSink for RegistrySink {
 
     /// Uploads the image's config (when missing) and keeps the manifest
     /// for [`ImageSink::finish`], which PUTs it with exactly these bytes.
+    fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
+        self.index_annotations.clone_from(&annotations.index);
+    }
+
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), super::Error> {
         // Its layers first: a manifest is refused while a blob is missing.
         let (uploaded, bytes) = self.uploads.wait().map_err(sink_err)?;
@@ -734,7 +742,7 @@ impl ImageSink for RegistrySink {
                     ));
                 }
                 self.push_referrers(&mut counts).map_err(sink_err)?;
-                let index = super::platform_index(&descs);
+                let index = super::annotated_platform_index(&descs, &self.index_annotations);
                 index_digest = Some(Digest::of(&index));
                 for tag in &tags {
                     self.client
