@@ -284,6 +284,13 @@ pub struct AuthRegistry {
     _dir: tempfile::TempDir,
 }
 
+impl AuthRegistry {
+    /// Where the registry keeps its blobs and repositories.
+    pub fn storage(&self) -> PathBuf {
+        self._dir.path().join("data/docker/registry/v2")
+    }
+}
+
 impl Drop for AuthRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -142,6 +142,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Blobs the blob records (see [`homes`]) placed in the repository,
+    /// taken for present without asking, are not there: the registry
+    /// refused the manifest. [`crate::ops::push`] then pushes again asking
+    /// the registry about every blob.
+    #[error("{} blob(s) recorded as pushed to `{repository}` are no longer there (first {}): {source}", missing.len(), missing.first().map(Digest::prefixed).unwrap_or_default())]
+    Vanished {
+        /// The repository.
+        repository: String,
+        /// The blobs missing.
+        missing: Vec<Digest>,
+        /// The registry's refusal of the manifest.
+        #[source]
+        source: Box<Error>,
+    },
     /// The docker config (`~/.docker/config.json`) could not be read.
     #[error("`{}`: {reason}", path.display())]
     DockerConfig {
@@ -351,6 +365,15 @@ pub struct RegistrySink {
     homes: Option<homes::BlobHomes>,
     /// Our repository.
     repository: String,
+    /// Whether a blob `homes` records in our repository is taken for
+    /// present without a `HEAD` (see [`RegistrySink::with_homes`]).
+    trust_homes: bool,
+    /// The blobs taken for present on a record alone, checked when the
+    /// registry refuses a manifest.
+    assumed: Mutex<Vec<Digest>>,
+    /// The blobs of the manifests put, recorded in `homes` once the
+    /// registry accepted them.
+    to_record: Vec<Digest>,
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
@@ -401,18 +424,37 @@ impl RegistrySink {
             counts: PushCounts::default(),
             homes: None,
             repository: String::new(),
+            trust_homes: false,
+            assumed: Mutex::new(Vec::new()),
+            to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
         })
     }
 
     /// Records in `homes` which repository (`repository`, ours) each blob
     /// went to, and mounts a missing blob from another repository there
-    /// recorded instead of uploading it.
+    /// recorded instead of uploading it. With `trust`, a blob recorded in
+    /// our repository is taken for present without a `HEAD` (a re-push
+    /// then asks about none of the unchanged blobs): a registry checks
+    /// that a manifest's blobs exist when it is put, and when one has gone
+    /// the push fails with [`Error::Vanished`], for the caller to push
+    /// again without `trust`.
     #[must_use]
-    pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str) -> Self {
+    pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str, trust: bool) -> Self {
         self.homes = Some(homes);
         self.repository = repository.to_owned();
+        self.trust_homes = trust;
         self
+    }
+
+    /// Whether `homes` records `digest` in our repository, and such
+    /// records are trusted.
+    fn recorded_here(&self, digest: &Digest) -> bool {
+        self.trust_homes
+            && self
+                .homes
+                .as_ref()
+                .is_some_and(|h| h.get(digest).contains(&self.repository))
     }
 
     /// Mounts `digest` from a repository it was pushed to before, when the
@@ -434,14 +476,47 @@ impl RegistrySink {
         Ok(false)
     }
 
-    /// Notes that the image's blobs are in our repository.
-    fn record_homes(&self, image: &ImageEntry<'_>) {
+    /// Notes that the blobs of the manifests put are in our repository:
+    /// called once the registry accepted them.
+    fn record_homes(&self) {
         let Some(homes) = &self.homes else {
             return;
         };
-        for d in image.layers.iter().chain([image.config]) {
+        for d in &self.to_record {
             // A record that cannot be written only costs an upload later.
-            let _ = homes.put(&d.digest, &self.repository);
+            let _ = homes.put(d, &self.repository);
+        }
+    }
+
+    /// `refusal`, the registry's answer to a manifest, or
+    /// [`Error::Vanished`] when a blob taken for present on its record
+    /// alone is not there (a `HEAD` for each of them tells).
+    fn check_assumed(&self, refusal: Error) -> Error {
+        let assumed = std::mem::take(&mut *lock(&self.assumed));
+        // Only a refusal of the manifest itself (4xx) may mean a missing
+        // blob; a timeout, a 5xx or an auth failure is reported as it is.
+        if assumed.is_empty()
+            || !matches!(
+                refusal,
+                Error::Status {
+                    status: 400..=499,
+                    ..
+                }
+            )
+        {
+            return refusal;
+        }
+        let missing: Vec<Digest> = assumed
+            .into_iter()
+            .filter(|d| !self.client.has_blob(d).unwrap_or(false))
+            .collect();
+        if missing.is_empty() {
+            return refusal;
+        }
+        Error::Vanished {
+            repository: self.repository.clone(),
+            missing,
+            source: Box::new(refusal),
         }
     }
 
@@ -452,6 +527,11 @@ impl RegistrySink {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(&have) = known.get(digest) {
             return Ok(have);
+        }
+        if self.recorded_here(digest) {
+            known.insert(*digest, true);
+            lock(&self.assumed).push(*digest);
+            return Ok(true);
         }
         let have = self.client.has_blob(digest)?;
         known.insert(*digest, have);
@@ -563,7 +643,8 @@ impl ImageSink for RegistrySink {
         })?;
         self.push_blob(config, &Body::Bytes(&bytes))
             .map_err(sink_err)?;
-        self.record_homes(image);
+        self.to_record
+            .extend(image.layers.iter().chain([image.config]).map(|d| d.digest));
         self.manifests
             .push((image.manifest.to_vec(), image.platform.clone()));
         let desc = Descriptor {
@@ -588,7 +669,9 @@ impl ImageSink for RegistrySink {
         match self.manifests.as_slice() {
             [(manifest, _)] => {
                 for tag in &tags {
-                    self.client.put_manifest(tag, manifest).map_err(sink_err)?;
+                    self.client
+                        .put_manifest(tag, manifest)
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                 }
             }
             several if !several.is_empty() => {
@@ -600,7 +683,7 @@ impl ImageSink for RegistrySink {
                     let digest = Digest::of(manifest);
                     self.client
                         .put_manifest(&digest.prefixed(), manifest)
-                        .map_err(sink_err)?;
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                     descs.push((
                         Descriptor {
                             media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
@@ -615,7 +698,7 @@ impl ImageSink for RegistrySink {
                 for tag in &tags {
                     self.client
                         .put_typed_manifest(tag, &index, crate::oci::INDEX_MEDIA_TYPE)
-                        .map_err(sink_err)?;
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                 }
             }
             _ => {
@@ -624,6 +707,7 @@ impl ImageSink for RegistrySink {
                 })
             }
         }
+        self.record_homes();
         let mut counts = self.counts;
         counts.existing += self.unread.0.load(Ordering::Relaxed);
         counts.mounted += self.unread.1.load(Ordering::Relaxed);
