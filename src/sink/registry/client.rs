@@ -63,7 +63,7 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// How to reach a registry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Credentials, for this registry only.
     pub credentials: Option<Credentials>,
@@ -78,6 +78,10 @@ pub struct ClientOptions {
     pub chunk_size: u64,
     /// How many blobs upload at once (0: the default, 4).
     pub jobs: usize,
+    /// Only pulls: a bearer token is asked for `pull` on the repository,
+    /// not `pull,push` (a realm may refuse push to a reader, and a token
+    /// should not grant more than is used).
+    pub pull_only: bool,
 }
 
 /// The default chunk of a chunked upload: a dropped connection costs at
@@ -171,6 +175,8 @@ pub struct Client {
     /// monolithic at once.
     chunks_refused: AtomicBool,
     jobs: usize,
+    /// The actions a bearer token is asked for on our repository.
+    actions: &'static str,
 }
 
 impl fmt::Debug for Client {
@@ -272,6 +278,11 @@ impl Client {
             },
             chunks_refused: AtomicBool::new(false),
             jobs: options.jobs,
+            actions: if options.pull_only {
+                "pull"
+            } else {
+                "pull,push"
+            },
         }
     }
 
@@ -537,10 +548,10 @@ impl Client {
         Ok(())
     }
 
-    /// The scopes a token is asked for: push and pull on our repository,
-    /// and what the challenge names besides.
+    /// The scopes a token is asked for: push and pull on our repository
+    /// (pull alone for a pull), and what the challenge names besides.
     fn scopes(&self, params: &BTreeMap<String, String>) -> Vec<String> {
-        let mut scopes = vec![format!("repository:{}:pull,push", self.repository)];
+        let mut scopes = vec![format!("repository:{}:{}", self.repository, self.actions)];
         if let Some(asked) = params.get("scope") {
             for scope in asked.split(' ').filter(|s| !s.is_empty()) {
                 if !scopes.iter().any(|s| s == scope) {
@@ -1615,6 +1626,18 @@ mod tests {
                 "repository:other/base:pull"
             ]
         );
+    }
+
+    /// A pull asks for a token to pull, nothing more.
+    #[test]
+    fn a_pull_asks_for_pull_only() {
+        let r = Reference::parse("127.0.0.1:5000/team/base").unwrap();
+        let options = ClientOptions {
+            pull_only: true,
+            ..ClientOptions::default()
+        };
+        let c = Client::new(&r, options);
+        assert_eq!(c.scopes(&BTreeMap::new()), ["repository:team/base:pull"]);
     }
 
     #[test]

@@ -730,6 +730,7 @@ mod tests {
             ca_file: None,
             chunk_size: 0,
             jobs: 0,
+            pull_only: false,
         };
         let sink = RegistrySink::new(
             Client::new(&target, options),
