@@ -51,6 +51,7 @@ pub fn push(
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, Error> {
     let (sink, mut tags) = open_sink(settings, target, more_tags, options.clone(), compress, true)?;
+    reporter.on_uploads(sink.meter());
     // A layer from the cache the registry has (or mounted) counts as
     // existing (or mounted) in the sink's counts.
     let (summary, counts) = match build(settings, image, sink, reporter) {
@@ -60,6 +61,7 @@ pub fn push(
         // uploads what is missing.
         Err(e) if vanished(&e) => {
             let (sink, _) = open_sink(settings, target, more_tags, options, compress, false)?;
+            reporter.on_uploads(sink.meter());
             build(settings, image, sink, reporter)?
         }
         result => result?,
@@ -160,10 +162,12 @@ pub fn push_platforms(
         return Err(Error::Empty);
     };
     let (sink, mut tags) = open_sink(first, target, more_tags, options.clone(), compress, true)?;
+    reporter.on_uploads(sink.meter());
     let (builds, counts) = match build_platforms(images, sink, reporter) {
         // As in `push`.
         Err(e) if vanished(&e) => {
             let (sink, _) = open_sink(first, target, more_tags, options, compress, false)?;
+            reporter.on_uploads(sink.meter());
             build_platforms(images, sink, reporter)?
         }
         result => result?,

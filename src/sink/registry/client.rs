@@ -33,7 +33,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,58 @@ pub struct ClientOptions {
     /// not `pull,push` (a realm may refuse push to a reader, and a token
     /// should not grant more than is used).
     pub pull_only: bool,
+}
+
+/// Bytes of layer uploads, for progress: those queued for upload, and
+/// those sent of them (a request that fails takes its bytes back, and a
+/// restarted upload those acknowledged before, so `sent` counts each byte
+/// once as it goes out).
+#[derive(Debug, Default)]
+pub struct UploadMeter {
+    queued: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl UploadMeter {
+    /// Bytes queued for upload so far.
+    #[must_use]
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Bytes sent so far.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn queue(&self, bytes: u64) {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn take_back(&self, bytes: u64) {
+        let _ = self
+            .sent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_sub(bytes))
+            });
+    }
+}
+
+/// A request body read through the meter: every byte read is counted sent.
+struct Metered<'a, R> {
+    inner: R,
+    meter: &'a UploadMeter,
+    count: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        self.meter.sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// The default chunk of a chunked upload: a dropped connection costs at
@@ -177,6 +229,8 @@ pub struct Client {
     jobs: usize,
     /// The actions a bearer token is asked for on our repository.
     actions: &'static str,
+    /// Counts the bytes of file bodies sent.
+    meter: Arc<UploadMeter>,
 }
 
 impl fmt::Debug for Client {
@@ -283,6 +337,7 @@ impl Client {
             } else {
                 "pull,push"
             },
+            meter: Arc::default(),
         }
     }
 
@@ -496,18 +551,27 @@ impl Client {
                     _ => self.agent.put(url),
                 };
                 let req = prepared!(req);
-                match b {
-                    Body::None => req.send_empty(),
-                    Body::Bytes(bytes) => req.send(*bytes),
-                    Body::File(path, _) => req.send(&File::open(path)?),
-                    Body::Range(path, offset, len) => {
-                        let mut file = File::open(path)?;
-                        file.seek(SeekFrom::Start(*offset))?;
-                        let mut part = file.take(*len);
-                        req.header("Content-Length", len.to_string())
-                            .send(ureq::SendBody::from_reader(&mut part))
-                    }
+                let (file, offset, len) = match b {
+                    Body::None => return req.send_empty(),
+                    Body::Bytes(bytes) => return req.send(*bytes),
+                    Body::File(path, len) => (File::open(path)?, 0, *len),
+                    Body::Range(path, offset, len) => (File::open(path)?, *offset, *len),
+                };
+                let mut file = file;
+                file.seek(SeekFrom::Start(offset))?;
+                let mut part = Metered {
+                    inner: file.take(len),
+                    meter: &self.meter,
+                    count: 0,
+                };
+                let sent = req
+                    .header("Content-Length", len.to_string())
+                    .send(ureq::SendBody::from_reader(&mut part));
+                // Bytes of a request that failed were not uploaded.
+                if !sent.as_ref().is_ok_and(|r| r.status().is_success()) {
+                    self.meter.take_back(part.count);
                 }
+                sent
             }
         }
     }
@@ -773,6 +837,12 @@ impl Client {
         self.jobs
     }
 
+    /// What the uploads through this client have sent.
+    #[must_use]
+    pub fn meter(&self) -> &Arc<UploadMeter> {
+        &self.meter
+    }
+
     /// Checks that the registry speaks the distribution API (`GET /v2/`),
     /// authenticating when it asks: a quick failure before anything is built.
     ///
@@ -999,6 +1069,7 @@ impl Client {
                 // It holds something else, or lost the session: restart.
                 _ => {
                     url = self.start_upload(what)?;
+                    self.meter.take_back(offset);
                     offset = 0;
                 }
             }

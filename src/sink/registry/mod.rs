@@ -44,7 +44,7 @@ use crate::cleanup::Pending;
 use crate::codec::CompressOptions;
 use crate::oci::{Descriptor, Digest};
 use client::Body;
-pub use client::{Client, ClientOptions, Timeouts};
+pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
 
@@ -457,6 +457,12 @@ impl RegistrySink {
                 .is_some_and(|h| h.get(digest).contains(&self.repository))
     }
 
+    /// What the uploads have sent, for progress.
+    #[must_use]
+    pub fn meter(&self) -> Arc<client::UploadMeter> {
+        Arc::clone(self.client.meter())
+    }
+
     /// Mounts `digest` from a repository it was pushed to before, when the
     /// registry agrees: whether it did. At most three are asked.
     fn mount(&self, digest: &Digest) -> Result<bool, Error> {
@@ -592,6 +598,7 @@ impl ImageSink for RegistrySink {
         }
         // Queued: taken for present, so the same blob is not queued twice.
         lock(&self.known).insert(*digest, true);
+        self.client.meter().queue(size);
         self.uploads
             .queue(Job {
                 digest: *digest,
