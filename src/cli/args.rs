@@ -135,6 +135,9 @@ pub(crate) struct BuildArgs {
     /// `FILE.cdx.json`).
     #[arg(long, value_name = "FORMAT", value_parser = SBOM_FORMATS)]
     pub(crate) sbom: Vec<String>,
+    /// How to reach the registry of a `[base] image = "docker://…"`.
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 /// `nixlayer merge`.
@@ -191,6 +194,9 @@ pub(crate) struct LayersArgs {
     /// Write the plan as a self-contained HTML page to this file instead.
     #[arg(long, value_name = "FILE")]
     pub(crate) html: Option<PathBuf>,
+    /// How to reach the registry of a `[base] image = "docker://…"`.
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 /// `nixlayer init`.
@@ -216,28 +222,13 @@ pub(crate) struct InitArgs {
     pub(crate) trusted_public_keys: Vec<String>,
 }
 
-/// `nixlayer push`.
-#[derive(Debug, Args)]
-pub(crate) struct PushArgs {
-    /// The manifest (`image.toml`).
-    pub(crate) manifest: PathBuf,
-    /// Where to push: `host[:port]/repo[:tag]` (tag default: the manifest's
-    /// tag, else derived from the config digest).
-    #[arg(value_name = "REF")]
-    pub(crate) reference: String,
-    /// Also push as this tag, in the same repository (repeatable; with
-    /// `REF`'s tag, every one is pushed, that one first).
-    #[arg(long = "tag", value_name = "TAG")]
-    pub(crate) tags: Vec<String>,
-    /// Layer compression.
-    #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["none", "gzip", "zstd"])]
-    pub(crate) compression: String,
-    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
-    #[arg(long, value_name = "N")]
-    pub(crate) level: Option<i32>,
-    /// Compression threads (default: all cores); never changes the bytes.
-    #[arg(long, value_name = "N")]
-    pub(crate) threads: Option<NonZeroUsize>,
+/// How to reach a registry: `push`'s target, and the registry of a
+/// `[base] image = "docker://…"` that `build`, `layers` and `push` pull.
+/// For `push`, credentials and `--insecure` given here are for the push
+/// registry only; a base image on another host gets docker's `config.json`.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Registry")]
+pub(crate) struct RegistryArgs {
     /// Credentials `USER:PASS`. Other users see them in `ps`: prefer
     /// `--username` with `--password-stdin` or `NIXLAYER_REGISTRY_PASSWORD`.
     /// Default: those, else `~/.docker/config.json`, else anonymous.
@@ -260,10 +251,37 @@ pub(crate) struct PushArgs {
     /// `127.0.0.0/8`, `::1`) whose port does not speak TLS gets plain HTTP.
     #[arg(long)]
     pub(crate) insecure: bool,
-    /// A PEM file of CA certificates to trust for the registry, besides
+    /// A PEM file of CA certificates to trust for the registry (and a base image's), besides
     /// the system's (or `SSL_CERT_FILE`) and `/etc/docker/certs.d/HOST/*.crt`.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub(crate) ca_file: Option<PathBuf>,
+}
+
+/// `nixlayer push`.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The manifest (`image.toml`).
+    pub(crate) manifest: PathBuf,
+    /// Where to push: `host[:port]/repo[:tag]` (tag default: the manifest's
+    /// tag, else derived from the config digest).
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// Also push as this tag, in the same repository (repeatable; with
+    /// `REF`'s tag, every one is pushed, that one first).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Layer compression.
+    #[arg(long, value_name = "ALGO", default_value = "gzip", value_parser = ["none", "gzip", "zstd"])]
+    pub(crate) compression: String,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub(crate) level: Option<i32>,
+    /// Compression threads (default: all cores); never changes the bytes.
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<NonZeroUsize>,
+    /// How to reach the registry (and a `[base] image = "docker://…"`).
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
     /// The most bytes one `PATCH` of a chunked layer upload carries
     /// (default 16 MiB; at least 4096). A dropped connection costs one
     /// chunk again.
@@ -346,7 +364,7 @@ mod tests {
             panic!("push");
         };
         assert_eq!(
-            push.creds.map(|c| c.0).as_deref(),
+            push.registry.creds.map(|c| c.0).as_deref(),
             Some("someone:s3cret-pw")
         );
     }

@@ -156,9 +156,20 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let loaded = LoadedManifest::load(&args.manifest)?;
     let env = settings::Environment::capture();
+    let access = RegistryAccess::new(
+        &args.registry,
+        &PushEnv::capture(),
+        None,
+        &mut io::stdin().lock(),
+    )?;
     let (loaded, mut command) = match choose_platform(args, &loaded, &env)? {
         Chosen::One(loaded, command) => (*loaded, *command),
-        Chosen::All(all) => return run_build_platforms(args, all, printer, start),
+        Chosen::All(mut all) => {
+            for (_, command) in &mut all {
+                access.reach_base(&mut command.settings)?;
+            }
+            return run_build_platforms(args, all, printer, start);
+        }
     };
     // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
     // them beside it.
@@ -180,6 +191,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         ))
         .into());
     }
+    access.reach_base(&mut command.settings)?;
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -774,19 +786,19 @@ fn layer_sizes(image: &ops::PreparedImage) -> Vec<u64> {
 }
 
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
-    use nixlayer::sink::registry::{ClientOptions, Reference, Timeouts};
+    use nixlayer::sink::registry::{ClientOptions, Reference};
     let start = Instant::now();
     let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
     for tag in &args.tags {
         nixlayer::sink::registry::reference::check_tag(tag)
             .map_err(|reason| UsageError(format!("--tag `{tag}`: {reason}")))?;
     }
-    let env = PushEnv::capture();
-    let credentials = push_credentials(args, &env, &target.host, &mut io::stdin().lock())?;
-    let timeouts = Timeouts {
-        request: push_timeout(args, &env)?,
-        ..Timeouts::default()
-    };
+    let access = RegistryAccess::new(
+        &args.registry,
+        &PushEnv::capture(),
+        Some(&target.host),
+        &mut io::stdin().lock(),
+    )?;
     let mut overrides = settings::Overrides::default();
     overrides.format = Some("oci-layout".to_owned());
     overrides.compression = Some(args.compression.clone());
@@ -796,19 +808,19 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     overrides.annotations.clone_from(&args.annotation);
     let loaded = LoadedManifest::load(&args.manifest)?;
     let options = ClientOptions {
-        credentials,
-        insecure: args.insecure,
-        timeouts,
-        ca_file: args.ca_file.clone(),
         chunk_size: args.chunk_size.unwrap_or(0),
         jobs: args.jobs.map_or(0, usize::from),
+        ..access.options(&target.host)?
     };
     if loaded.is_multi_platform() {
-        return run_push_platforms(args, &loaded, &overrides, &target, options, printer, start);
+        return run_push_platforms(
+            args, &loaded, &overrides, &target, &access, options, printer, start,
+        );
     }
     let mut command =
         settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     command.settings.sbom = sbom::formats(&args.sbom);
+    access.reach_base(&mut command.settings)?;
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -947,13 +959,81 @@ impl PushEnv {
     }
 }
 
-/// The credentials for `host`: `--creds`; else a user (`--username` or
-/// the environment) with the password from stdin or the environment; else
-/// docker's `config.json`; else none. Errors never quote a password.
-fn push_credentials(
-    args: &PushArgs,
+/// How to reach registries, as the command line and the environment say:
+/// the one code for `push`'s target and for a `[base] image =
+/// "docker://…"` that `build`, `layers` and `push` pull.
+struct RegistryAccess {
+    /// Credentials from `--creds`, `--username` with `--password-stdin`,
+    /// or the environment.
+    given: Option<nixlayer::sink::registry::Credentials>,
+    /// The host `given` and `--insecure` are for (`None`: whichever
+    /// registry the command reaches).
+    given_for: Option<String>,
+    insecure: bool,
+    ca_file: Option<std::path::PathBuf>,
+    timeouts: nixlayer::sink::registry::Timeouts,
+    docker_config: Option<std::path::PathBuf>,
+}
+
+impl RegistryAccess {
+    /// Reads the credentials (`stdin` for `--password-stdin`) and the
+    /// deadline once; `given_for` as in [`RegistryAccess::given_for`].
+    fn new(
+        args: &args::RegistryArgs,
+        env: &PushEnv,
+        given_for: Option<&str>,
+        stdin: &mut dyn io::Read,
+    ) -> Result<Self, BoxError> {
+        Ok(Self {
+            given: given_credentials(args, env, stdin)?,
+            given_for: given_for.map(str::to_owned),
+            insecure: args.insecure,
+            ca_file: args.ca_file.clone(),
+            timeouts: nixlayer::sink::registry::Timeouts {
+                request: push_timeout(args, env)?,
+                ..nixlayer::sink::registry::Timeouts::default()
+            },
+            docker_config: env.docker_config.clone(),
+        })
+    }
+
+    /// The options for the registry at `host`: the given credentials (and
+    /// `--insecure`) when they are for it, else docker's `config.json`
+    /// for that host, else anonymous; `--ca-file` and the deadline always.
+    fn options(&self, host: &str) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
+        let ours = self.given_for.as_deref().is_none_or(|h| h == host);
+        let credentials = match (&self.given, ours, &self.docker_config) {
+            (Some(given), true, _) => Some(given.clone()),
+            (_, _, Some(path)) => {
+                nixlayer::sink::registry::Credentials::from_docker_config(path, host)?
+            }
+            _ => None,
+        };
+        Ok(nixlayer::sink::registry::ClientOptions {
+            credentials,
+            insecure: self.insecure && ours,
+            timeouts: self.timeouts,
+            ca_file: self.ca_file.clone(),
+            ..nixlayer::sink::registry::ClientOptions::default()
+        })
+    }
+
+    /// Makes a registry base image of `settings` reached this way.
+    fn reach_base(&self, settings: &mut ops::BuildSettings) -> Result<(), BoxError> {
+        if let Some(pull) = settings.content.base_pull.as_mut() {
+            pull.options = Some(self.options(&pull.reference.host)?);
+        }
+        Ok(())
+    }
+}
+
+/// The credentials given: `--creds`; else a user (`--username` or the
+/// environment) with the password from stdin or the environment; else
+/// none (docker's `config.json` is asked per host). Errors never quote a
+/// password.
+fn given_credentials(
+    args: &args::RegistryArgs,
     env: &PushEnv,
-    host: &str,
     stdin: &mut dyn io::Read,
 ) -> Result<Option<nixlayer::sink::registry::Credentials>, BoxError> {
     use nixlayer::sink::registry::Credentials;
@@ -1006,16 +1086,13 @@ fn push_credentials(
         ))
         .into()),
         (None, Some(_)) => Err(no_user().into()),
-        (None, None) => match &env.docker_config {
-            Some(path) => Ok(Credentials::from_docker_config(path, host)?),
-            None => Ok(None),
-        },
+        (None, None) => Ok(None),
     }
 }
 
 /// The per-request deadline: `--timeout`, else the environment, else the
 /// default.
-fn push_timeout(args: &PushArgs, env: &PushEnv) -> Result<std::time::Duration, BoxError> {
+fn push_timeout(args: &args::RegistryArgs, env: &PushEnv) -> Result<std::time::Duration, BoxError> {
     if let Some(t) = args.timeout {
         return Ok(t);
     }
@@ -1231,11 +1308,13 @@ fn run_build_platforms(
 
 /// `push` of a manifest with `[[platforms]]`: every platform, then one
 /// image index as the tag(s); prints the index pinned by digest.
+#[allow(clippy::too_many_arguments)] // the one caller's locals, passed on
 fn run_push_platforms(
     args: &PushArgs,
     loaded: &LoadedManifest,
     overrides: &settings::Overrides,
     target: &nixlayer::sink::registry::Reference,
+    access: &RegistryAccess,
     options: nixlayer::sink::registry::ClientOptions,
     printer: Printer,
     start: Instant,
@@ -1245,6 +1324,7 @@ fn run_push_platforms(
     let sbom_formats = sbom::formats(&args.sbom);
     for (_, command) in &mut all {
         command.settings.sbom.clone_from(&sbom_formats);
+        access.reach_base(&mut command.settings)?;
     }
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
     let mut images = Vec::with_capacity(all.len());

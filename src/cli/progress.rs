@@ -1,16 +1,47 @@
 //! Progress on a terminal while layers are written (and, for `push`,
 //! uploaded meanwhile): layers done of all, tar bytes written of all, and
-//! the rate, drawn by indicatif on stderr. Nothing at all when stderr is not
-//! a terminal or under `--quiet`, so logs and scripts see only the summary
-//! line; stdout (`--json`, `--stream`) is never touched.
+//! the rate, drawn by indicatif on stderr; a push adds the compressed
+//! bytes uploaded of those queued and the upload rate, redrawn while the
+//! last uploads finish. Nothing at all when stderr is not a terminal or
+//! under `--quiet`, so logs and scripts see only the summary line; stdout
+//! (`--json`, `--stream`) is never touched.
 
 use std::io::IsTerminal as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nixlayer::nix::StorePath;
 use nixlayer::oci::Digest;
 use nixlayer::ops::Reporter;
+use nixlayer::sink::registry::UploadMeter;
+
+/// How often the upload figures are redrawn when nothing else moves.
+const TICK: Duration = Duration::from_millis(200);
+
+/// `uploaded 1.5 MiB/4.0 MiB (750 KiB/s)`: bytes sent of those queued,
+/// and the mean rate since the uploads started.
+pub(crate) fn upload_text(sent: u64, queued: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rate = if secs > 0.0 {
+        (sent as f64 / secs) as u64
+    } else {
+        0
+    };
+    format!(
+        "uploaded {}/{} ({}/s)",
+        HumanBytes(sent.min(queued)),
+        HumanBytes(queued),
+        HumanBytes(rate)
+    )
+}
 
 /// What the bar shows, kept apart from drawing so it can be tested.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,12 +102,51 @@ impl State {
     }
 }
 
-/// A [`Reporter`] drawing a progress bar; silent when `enabled` is false.
-pub(crate) struct Progress {
+/// The uploads of a push, as the bar shows them.
+struct Uploads {
+    meter: Arc<UploadMeter>,
+    started: Instant,
+}
+
+impl Uploads {
+    fn text(&self) -> String {
+        upload_text(
+            self.meter.sent(),
+            self.meter.queued(),
+            self.started.elapsed(),
+        )
+    }
+}
+
+/// What the bar's message and the ticker share.
+struct Shared {
     state: Mutex<State>,
-    bar: Option<ProgressBar>,
+    uploads: Mutex<Option<Uploads>>,
     /// A push: uploads go on after the last layer is written.
     uploading: bool,
+}
+
+impl Shared {
+    fn message(&self) -> String {
+        match &*lock(&self.uploads) {
+            // The upload figures say what goes on after the last layer.
+            Some(u) => format!("{}; {}", lock(&self.state).message(false), u.text()),
+            None => lock(&self.state).message(self.uploading),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A [`Reporter`] drawing a progress bar; silent when `enabled` is false.
+pub(crate) struct Progress {
+    shared: Arc<Shared>,
+    bar: Option<ProgressBar>,
+    /// Redraws the upload figures every [`TICK`] until told to stop.
+    ticker: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    cleared: AtomicBool,
 }
 
 impl Progress {
@@ -104,27 +174,44 @@ impl Progress {
             bar
         });
         Self {
-            state: Mutex::new(state),
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                uploads: Mutex::new(None),
+                uploading,
+            }),
             bar,
-            uploading,
+            ticker: Mutex::new(None),
+            cleared: AtomicBool::new(false),
         }
     }
 
     fn update(&self, change: impl FnOnce(&mut State)) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        change(&mut state);
+        let position = {
+            let mut state = lock(&self.shared.state);
+            change(&mut state);
+            state.position()
+        };
         if let Some(bar) = &self.bar {
-            bar.set_position(state.position());
-            bar.set_message(state.message(self.uploading));
+            bar.set_position(position);
+            bar.set_message(self.shared.message());
         }
     }
 
-    /// Removes the bar, before the summary line is printed.
+    /// Removes the bar, before the summary line is printed. A push's bar
+    /// is drawn once more first, with the upload figures at the end.
     pub(crate) fn clear(&self) {
+        if self.cleared.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some((stop, ticker)) = lock(&self.ticker).take() {
+            stop.store(true, Ordering::Relaxed);
+            ticker.thread().unpark();
+            let _ = ticker.join();
+        }
         if let Some(bar) = &self.bar {
+            if lock(&self.shared.uploads).is_some() {
+                bar.abandon_with_message(self.shared.message());
+            }
             bar.finish_and_clear();
         }
     }
@@ -146,6 +233,32 @@ impl Reporter for Progress {
     }
 
     fn on_layer_start(&self, _index: usize, _total: usize, _paths: &[StorePath], _bytes: u64) {}
+
+    /// Shows the upload figures from now on, redrawn every [`TICK`] (the
+    /// last uploads finish after the last layer is written).
+    fn on_uploads(&self, meter: Arc<UploadMeter>) {
+        let Some(bar) = self.bar.clone() else {
+            return;
+        };
+        *lock(&self.shared.uploads) = Some(Uploads {
+            meter,
+            started: Instant::now(),
+        });
+        bar.set_message(self.shared.message());
+        let mut ticker = lock(&self.ticker);
+        if ticker.is_none() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (shared, flag) = (Arc::clone(&self.shared), Arc::clone(&stop));
+            let handle = std::thread::spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    // Woken early by `clear`, so a push never waits a tick.
+                    std::thread::park_timeout(TICK);
+                    bar.set_message(shared.message());
+                }
+            });
+            *ticker = Some((stop, handle));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +295,30 @@ mod tests {
         assert!(p.bar.is_none());
         p.on_bytes(0, 10);
         p.on_layer_done(0, &Digest::of(b""));
-        let s = p.state.lock().unwrap().clone();
+        let s = p.shared.state.lock().unwrap().clone();
         assert_eq!((s.position(), s.done), (10, 1));
+        // No bar: no upload figures, no ticker.
+        p.on_uploads(Arc::default());
+        assert!(p.shared.uploads.lock().unwrap().is_none());
+        assert!(p.ticker.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn upload_figures() {
+        assert_eq!(
+            upload_text(3 << 20, 4 << 20, Duration::from_secs(2)),
+            "uploaded 3.00 MiB/4.00 MiB (1.50 MiB/s)"
+        );
+        // Nothing yet, no time yet, or more sent than queued (a blob sent
+        // before it is counted queued): never a division by zero or more
+        // than all.
+        assert_eq!(
+            upload_text(0, 0, Duration::ZERO),
+            "uploaded 0 B/0 B (0 B/s)"
+        );
+        assert_eq!(
+            upload_text(10, 5, Duration::from_secs(1)),
+            "uploaded 5 B/5 B (10 B/s)"
+        );
     }
 }

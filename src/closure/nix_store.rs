@@ -1,15 +1,18 @@
 //! The live store (`closure.source = "nix-store"`, the default): asks
 //! `nix-store` for the closure of the roots, then for its registration
 //! (`--dump-db`, which prints path, narHash, narSize and references of all
-//! paths in one call) and parses that with the registration parser.
+//! paths in one call) and parses that with the registration parser. The
+//! machine's own store (`/nix/store` under `/`) is read from its database
+//! instead, the same rows without starting a process (`read_database`),
+//! whenever that database can be read.
 //!
-//! Three calls, in order:
+//! Two calls, in order:
 //!
-//! 1. `nix-store --check-validity --print-invalid ROOTS`, so that a root
+//! 1. `nix-store --query --requisites ROOTS`; when it fails,
+//!    `nix-store --check-validity --print-invalid ROOTS`, so that a root
 //!    that is not in the store is reported by name rather than through
 //!    whatever `--query` prints about it;
-//! 2. `nix-store --query --requisites ROOTS`;
-//! 3. `nix-store --dump-db PATHS…`, in batches that stay far below the
+//! 2. `nix-store --dump-db PATHS…`, in batches that stay far below the
 //!    kernel's argument size limit.
 //!
 //! When `store.root` is not `/`, each call gets `--store local?root=ROOT`
@@ -22,8 +25,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use super::{registration, ClosureGraph, Error};
-use crate::nix::{StoreDir, StorePath};
+use super::{registration, ClosureGraph, Error, PathInfo};
+use crate::nix::{NarHash, StoreDir, StorePath};
 use crate::store::StoreLocation;
 
 /// Paths per `--dump-db` call: about 100 bytes each, so a batch is ~100 kB
@@ -88,9 +91,108 @@ fn list(paths: &[String]) -> String {
         .join(", ")
 }
 
-/// Reads the closure of `roots` from the store at `store`.
+/// Reads the closure of `roots` from the store at `store`: from the
+/// machine's Nix database directly when it can (see [`read_database`]),
+/// else through `nix-store`.
 pub(super) fn read(store: &StoreLocation, roots: &[StorePath]) -> Result<ClosureGraph, Error> {
+    if let Some(graph) = read_database(Path::new(NIX_DB), store, roots) {
+        return graph;
+    }
     read_with(OsStr::new("nix-store"), store, roots)
+}
+
+/// The machine's Nix database, for the store `/nix/store` under `/`.
+const NIX_DB: &str = "/nix/var/nix/db/db.sqlite";
+
+/// Variables that make `nix-store` use another store or database than
+/// [`NIX_DB`] describes: with any of them set, `nix-store` is asked.
+const NIX_STORE_VARIABLES: [&str; 4] =
+    ["NIX_REMOTE", "NIX_STATE_DIR", "NIX_STORE_DIR", "NIX_STORE"];
+
+/// The closure of `roots` read from database `db` itself, as `nix-store
+/// --query --requisites` and `--dump-db` would give it, without starting
+/// `nix-store` (two processes, a sixth of a re-push): the live store only
+/// (`store.root` `/`, `store.dir` `/nix/store`, no variable moving
+/// either), in one read transaction of a read-only connection. `None` when
+/// the database cannot be read so (another schema, a lock held past the
+/// timeout, a path without a NAR size) or a root is not valid: then
+/// `nix-store` is asked, and reports what is wrong.
+fn read_database(
+    db: &Path,
+    store: &StoreLocation,
+    roots: &[StorePath],
+) -> Option<Result<ClosureGraph, Error>> {
+    use rusqlite::{OpenFlags, OptionalExtension as _};
+    let live = std::fs::canonicalize(&store.root).ok()? == Path::new("/")
+        && store.dir == StoreDir::default();
+    if !live
+        || NIX_STORE_VARIABLES
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+    {
+        return None;
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.busy_timeout(std::time::Duration::from_millis(500))
+        .ok()?;
+    // One snapshot for every query, as Nix's own readers take.
+    let snapshot = conn.unchecked_transaction().ok()?;
+    let mut by_path = snapshot
+        .prepare("SELECT id FROM ValidPaths WHERE path = ?1")
+        .ok()?;
+    let mut row = snapshot
+        .prepare("SELECT path, hash, narSize FROM ValidPaths WHERE id = ?1")
+        .ok()?;
+    let mut refs = snapshot
+        .prepare("SELECT reference FROM Refs WHERE referrer = ?1")
+        .ok()?;
+    let mut todo: Vec<i64> = Vec::with_capacity(roots.len());
+    for root in roots {
+        let id: Option<i64> = by_path
+            .query_row([root.as_str()], |r| r.get(0))
+            .optional()
+            .ok()?;
+        todo.push(id?);
+    }
+    // id → (path, NAR hash, NAR size, reference ids).
+    let mut seen: std::collections::BTreeMap<i64, (String, String, i64, Vec<i64>)> =
+        std::collections::BTreeMap::new();
+    while let Some(id) = todo.pop() {
+        if seen.contains_key(&id) {
+            continue;
+        }
+        let (path, hash, size): (String, String, Option<i64>) = row
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .ok()?;
+        let references: Vec<i64> = refs
+            .query_map([id], |r| r.get(0))
+            .ok()?
+            .collect::<Result<_, _>>()
+            .ok()?;
+        todo.extend(references.iter().filter(|r| !seen.contains_key(r)));
+        seen.insert(id, (path, hash, size?, references));
+    }
+    let mut infos = Vec::with_capacity(seen.len());
+    for (path, hash, size, references) in seen.values() {
+        let parse = |text: &str| StorePath::parse(&store.dir, text).ok();
+        infos.push(PathInfo {
+            path: parse(path)?,
+            nar_hash: Some(NarHash::parse(hash).ok()?),
+            nar_size: u64::try_from(*size).ok()?,
+            references: references
+                .iter()
+                .map(|r| seen.get(r).and_then(|(p, ..)| parse(p)))
+                .collect::<Option<_>>()?,
+        });
+    }
+    Some(
+        ClosureGraph::from_input(infos, "the Nix database")
+            .and_then(|g| g.closure_in(roots, "the Nix store")),
+    )
 }
 
 /// [`read`] with the program to run, so tests can name a missing one.
@@ -105,17 +207,24 @@ fn read_with(
     let nix_store = NixStore::new(program, store)?;
     let root_args: Vec<&str> = roots.iter().map(StorePath::as_str).collect();
 
-    let invalid = nix_store.run(&["--check-validity", "--print-invalid"], &root_args)?;
-    let invalid: Vec<String> = invalid.lines().map(str::to_owned).collect();
-    if !invalid.is_empty() {
-        return Err(nix_store.error(
-            &["--check-validity", "--print-invalid"],
-            &root_args,
-            NixStoreError::InvalidRoots(invalid),
-        ));
-    }
-
-    let requisites = nix_store.run(&["--query", "--requisites"], &root_args)?;
+    // The roots are usually valid: their validity is asked only when the
+    // query fails, to name the invalid ones (each `nix-store` costs tens of
+    // milliseconds, a sixth of a re-push).
+    let requisites = match nix_store.run(&["--query", "--requisites"], &root_args) {
+        Ok(out) => out,
+        Err(failed) => {
+            let invalid = nix_store.run(&["--check-validity", "--print-invalid"], &root_args)?;
+            let invalid: Vec<String> = invalid.lines().map(str::to_owned).collect();
+            if invalid.is_empty() {
+                return Err(failed);
+            }
+            return Err(nix_store.error(
+                &["--check-validity", "--print-invalid"],
+                &root_args,
+                NixStoreError::InvalidRoots(invalid),
+            ));
+        }
+    };
     let paths: Vec<&str> = requisites.lines().filter(|l| !l.is_empty()).collect();
     let mut dump = String::new();
     for batch in paths.chunks(BATCH) {
@@ -261,6 +370,50 @@ mod tests {
             panic!("expected Error::NixStore, got {err:?}")
         };
         source.downcast_ref().expect("a NixStoreError")
+    }
+
+    /// The database gives what `nix-store` gives, for closures of the
+    /// machine's store; a root it does not list is left to `nix-store`.
+    #[test]
+    fn the_database_gives_what_nix_store_gives() {
+        let db = Path::new(NIX_DB);
+        let recent: Vec<String> =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()
+                .and_then(|c| {
+                    let mut q = c
+                        .prepare("SELECT path FROM ValidPaths ORDER BY id DESC LIMIT 40")
+                        .ok()?;
+                    let rows = q.query_map([], |r| r.get(0)).ok()?;
+                    rows.collect::<Result<Vec<String>, _>>().ok()
+                })
+                .unwrap_or_default();
+        let roots: Vec<StorePath> = recent
+            .iter()
+            .filter(|p| Path::new(p).exists())
+            .filter_map(|p| StorePath::parse(&StoreDir::default(), p).ok())
+            .take(3)
+            .collect();
+        if roots.is_empty()
+            || NIX_STORE_VARIABLES
+                .iter()
+                .any(|v| std::env::var_os(v).is_some())
+        {
+            assert!(std::env::var_os("CI").is_none(), "CI has a Nix store");
+            return;
+        }
+        let from_db = read_database(db, &store(), &roots).expect("read").unwrap();
+        let from_tool = read_with(OsStr::new("nix-store"), &store(), &roots).unwrap();
+        assert_eq!(from_db, from_tool);
+        assert!(from_db.paths.len() >= roots.len());
+        // Not valid: left to nix-store, which names it.
+        assert!(read_database(db, &store(), &[sp('a', "a")]).is_none());
+        // Another root or store directory: never the database.
+        let chroot = StoreLocation {
+            dir: StoreDir::default(),
+            root: PathBuf::from("/tmp"),
+        };
+        assert!(read_database(db, &chroot, &roots).is_none());
     }
 
     #[test]

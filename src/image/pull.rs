@@ -95,6 +95,11 @@ pub struct PullSpec {
     pub platform: Platform,
     /// The cache directory (`…/nixlayer/images`).
     pub cache: PathBuf,
+    /// How to reach the registry (TLS, credentials, deadlines), as the
+    /// caller resolved them for its host with push's own code; `None`:
+    /// HTTPS with the system's trust and docker's `config.json`
+    /// credentials. A pull asks for a `pull` token only, whatever these say.
+    pub options: Option<ClientOptions>,
 }
 
 /// Parses `docker://HOST/NAME[:TAG]@sha256:HEX` (without its scheme check:
@@ -143,7 +148,8 @@ impl PullSpec {
     }
 
     /// Makes sure the layout is in the cache, pulling it when it is not;
-    /// returns its path. Credentials come from docker's `config.json`
+    /// returns its path. The registry is reached as [`PullSpec::options`]
+    /// say; without them credentials come from docker's `config.json`
     /// (`$DOCKER_CONFIG`, else `~/.docker`), helpers included.
     ///
     /// # Errors
@@ -155,16 +161,22 @@ impl PullSpec {
             self.check_cached(&layout)?;
             return Ok(layout);
         }
-        let credentials = docker_config()
-            .map(|path| Credentials::from_docker_config(&path, &self.reference.host))
-            .transpose()
-            .map_err(|e| self.registry_error(e))?
-            .flatten();
+        let options = match &self.options {
+            Some(options) => options.clone(),
+            None => ClientOptions {
+                credentials: docker_config()
+                    .map(|path| Credentials::from_docker_config(&path, &self.reference.host))
+                    .transpose()
+                    .map_err(|e| self.registry_error(e))?
+                    .flatten(),
+                ..ClientOptions::default()
+            },
+        };
         let client = Client::new(
             &self.reference,
             ClientOptions {
-                credentials,
-                ..ClientOptions::default()
+                pull_only: true,
+                ..options
             },
         );
         self.pull(&client)?;
@@ -521,6 +533,7 @@ mod tests {
                 variant: variant.map(str::to_owned),
             },
             cache: PathBuf::from("/nonexistent"),
+            options: None,
         }
     }
 

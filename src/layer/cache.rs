@@ -8,7 +8,8 @@
 //! its owner keeps it. So an entry is filed under the content key, the
 //! store's [`Store::identity`] and the [`Store::stamp`] of each of the
 //! layer's store paths (for the local store, the file-system metadata of
-//! every entry): an edited or moved store is a miss. The cache asks the
+//! every entry, or for the machine's own Nix store the path's registration
+//! in the Nix database): an edited or moved store is a miss. The cache asks the
 //! store, never the disk, so it serves any store the layers are read from.
 //!
 //! One small JSON file per layer under the cache directory (by default

@@ -332,6 +332,11 @@ pub trait Reporter: Send + Sync {
     fn on_layer_done(&self, index: usize, diff_id: &Digest) {
         let _ = (index, diff_id);
     }
+    /// A push starts: `meter` counts the bytes of its uploads, which go on
+    /// beside the build (on other threads) and after its last layer.
+    fn on_uploads(&self, meter: Arc<sink::registry::UploadMeter>) {
+        let _ = meter;
+    }
 }
 
 /// A reporter that reports nothing.

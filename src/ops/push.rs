@@ -8,7 +8,9 @@
 use super::{build, build_platforms, BuildSettings, BuildSummary, Error, PreparedImage, Reporter};
 use crate::codec::CompressOptions;
 use crate::sink::registry::homes::BlobHomes;
-use crate::sink::registry::{Client, ClientOptions, PushCounts, Reference, RegistrySink};
+use crate::sink::registry::{
+    Client, ClientOptions, Error as RegistryError, PushCounts, Reference, RegistrySink,
+};
 use crate::sink::tag_of;
 
 /// What a push did.
@@ -48,10 +50,22 @@ pub fn push(
     compress: CompressOptions,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, Error> {
-    let (sink, mut tags) = open_sink(settings, target, more_tags, options, compress)?;
+    let (sink, mut tags) = open_sink(settings, target, more_tags, options.clone(), compress, true)?;
+    reporter.on_uploads(sink.meter());
     // A layer from the cache the registry has (or mounted) counts as
     // existing (or mounted) in the sink's counts.
-    let (summary, counts) = build(settings, image, sink, reporter)?;
+    let (summary, counts) = match build(settings, image, sink, reporter) {
+        // A blob recorded in the repository has gone (a registry's garbage
+        // collection, or another registry on the same host and port): push
+        // again asking the registry about every blob, which builds and
+        // uploads what is missing.
+        Err(e) if vanished(&e) => {
+            let (sink, _) = open_sink(settings, target, more_tags, options, compress, false)?;
+            reporter.on_uploads(sink.meter());
+            build(settings, image, sink, reporter)?
+        }
+        result => result?,
+    };
     let layers_cached = summary.blobs.map_or(0, |b| b.layers_cached);
     if tags.is_empty() {
         tags.push(tag_of(&summary.reference).to_owned());
@@ -70,14 +84,23 @@ pub fn push(
     })
 }
 
+/// Whether `e` says that blobs the blob records placed in the repository
+/// are gone from it.
+fn vanished(e: &Error) -> bool {
+    matches!(e, Error::Sink(crate::sink::Error::Registry(r)) if matches!(**r, RegistryError::Vanished { .. }))
+}
+
 /// The registry sink for `target`, with the tags to PUT (checked, each
-/// once, in order).
+/// once, in order). With `trust_records`, blobs the layer cache's blob
+/// records place in `target`'s repository are taken for present without
+/// asking the registry (see [`RegistrySink::with_homes`]).
 fn open_sink(
     settings: &BuildSettings,
     target: &Reference,
     more_tags: &[String],
     options: ClientOptions,
     compress: CompressOptions,
+    trust_records: bool,
 ) -> Result<(RegistrySink, Vec<String>), Error> {
     let client = Client::new(target, options);
     client.ping()?;
@@ -97,7 +120,7 @@ fn open_sink(
     if let Some(cache) = &settings.cache {
         // Beside the layer records: where each blob went, for mounts.
         let homes = BlobHomes::new(&cache.dir().join("registry-blobs"), &target.host);
-        sink = sink.with_homes(homes, &target.repository);
+        sink = sink.with_homes(homes, &target.repository, trust_records);
     }
     Ok((sink, tags))
 }
@@ -138,8 +161,17 @@ pub fn push_platforms(
     let Some((first, _)) = images.first() else {
         return Err(Error::Empty);
     };
-    let (sink, mut tags) = open_sink(first, target, more_tags, options, compress)?;
-    let (builds, counts) = build_platforms(images, sink, reporter)?;
+    let (sink, mut tags) = open_sink(first, target, more_tags, options.clone(), compress, true)?;
+    reporter.on_uploads(sink.meter());
+    let (builds, counts) = match build_platforms(images, sink, reporter) {
+        // As in `push`.
+        Err(e) if vanished(&e) => {
+            let (sink, _) = open_sink(first, target, more_tags, options, compress, false)?;
+            reporter.on_uploads(sink.meter());
+            build_platforms(images, sink, reporter)?
+        }
+        result => result?,
+    };
     if tags.is_empty() {
         if let Some(b) = builds.first() {
             tags.push(tag_of(&b.reference).to_owned());

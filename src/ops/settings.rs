@@ -718,6 +718,7 @@ fn resolve_base(loaded: &LoadedManifest) -> Result<(Option<PathBuf>, Option<Pull
                 digest,
                 platform: image_platform(m),
                 cache,
+                options: None,
             };
             Ok((Some(spec.layout()), Some(spec)))
         }

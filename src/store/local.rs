@@ -139,18 +139,30 @@ impl Store for StoreLocation {
         self.disk(name)
     }
 
-    /// sha256 of where the store path is (the resolved root) and of the
-    /// file-system metadata of every entry of it: sizes, modes, inodes,
-    /// modification and change times. A store under `store.root` (a
-    /// fixture, a CI cache) is only as immutable as its owner keeps it; an
-    /// edit in place changes the change time even when it keeps the size
+    /// For a path of the machine's own Nix store (`/nix/store` under the
+    /// root `/`) that its database registers: that registration and the
+    /// store path's top entry (see [`super::registered`]), without a walk.
+    ///
+    /// Otherwise sha256 of where the store path is (the resolved root) and
+    /// of the file-system metadata of every entry of it: sizes, modes,
+    /// inodes, modification and change times. A store under `store.root`
+    /// (a fixture, a CI cache) is only as immutable as its owner keeps it;
+    /// an edit in place changes the change time even when it keeps the size
     /// and the modification time, and a moved store has another root.
     /// Reading the metadata costs what measuring a layer costs already,
     /// not a read of the bytes.
     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        let root = self.canonical_root();
+        if root == Path::new("/") && self.dir == StoreDir::default() {
+            let db = Path::new(super::registered::NIX_DB);
+            let disk = self.disk_path(path.as_str());
+            if let Some(stamp) = super::registered::stamp(db, &disk, path.as_str()) {
+                return Ok(stamp);
+            }
+        }
         let mut hash = Sha256::new();
         hash.update(b"nixlayer local store stamp v1\0");
-        hash.update(self.canonical_root().as_os_str().as_bytes());
+        hash.update(root.as_os_str().as_bytes());
         hash.update(b"\0");
         hash.update(path.as_str().as_bytes());
         hash.update(b"\0");
@@ -552,6 +564,37 @@ mod tests {
         assert_ne!(moved_store.identity(), store.identity());
         // Where the store was, nothing is left to stamp: an error, no panic.
         assert!(matches!(store.stamp(&tree), Err(Error::Io { .. })));
+    }
+
+    /// A path of the machine's Nix store that its database registers is
+    /// stamped from that registration (no walk); under another root the
+    /// same path is stamped by its metadata.
+    #[test]
+    fn the_live_store_is_stamped_from_its_database() {
+        let db = Path::new(super::super::registered::NIX_DB);
+        let registered =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()
+                .and_then(|c| {
+                    c.query_row("SELECT path FROM ValidPaths ORDER BY id LIMIT 1", [], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .ok()
+                });
+        let Some(name) = registered.filter(|p| Path::new(p).exists()) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI has a Nix store with a database"
+            );
+            return;
+        };
+        let path = store_path(&name);
+        let live = local(Path::new("/"));
+        let disk = live.disk_path(&name);
+        let from_db = super::super::registered::stamp(db, &disk, &name).unwrap();
+        assert_eq!(live.stamp(&path).unwrap(), from_db);
+        // The store seen through another spelling of `/` is the same store.
+        assert_eq!(local(Path::new("/nix/..")).stamp(&path).unwrap(), from_db);
     }
 
     #[test]

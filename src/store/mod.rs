@@ -164,6 +164,7 @@ mod any;
 pub mod binary_cache;
 mod local;
 mod nar;
+mod registered;
 
 pub use any::{AnyEntries, AnyReader, AnyStore};
 pub use binary_cache::{BinaryCache, CacheOptions};
@@ -231,8 +232,9 @@ pub trait Store {
     /// changed: with equal [`Store::identity`] and equal stamps, a store
     /// path has the same entries and bytes, so what was made from it (a
     /// layer's digests) can be reused without reading it. The local store
-    /// hashes the file-system metadata of every entry; a binary cache can
-    /// give the path's `NarHash`.
+    /// hashes the file-system metadata of every entry (for the machine's
+    /// own Nix store, the path's registration in its database); a binary
+    /// cache can give the path's `NarHash`.
     ///
     /// # Errors
     /// When the store path cannot be described; then nothing about its

@@ -284,6 +284,13 @@ pub struct AuthRegistry {
     _dir: tempfile::TempDir,
 }
 
+impl AuthRegistry {
+    /// Where the registry keeps its blobs and repositories.
+    pub fn storage(&self) -> PathBuf {
+        self._dir.path().join("data/docker/registry/v2")
+    }
+}
+
 impl Drop for AuthRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -591,12 +598,46 @@ fn progress_shows_on_a_terminal_only() {
     let shown = on_a_terminal(&format!("push {} {reference} --no-cache", m.display()));
     assert!(shown.contains("layers 0/3"), "{shown}");
     assert!(shown.contains(&format!("pushed {reference}")), "{shown}");
+    // The bytes uploaded of those queued, and the rate: to a registry of
+    // its own, every layer is uploaded, so at the end all are sent.
+    if util::require_tool("docker-registry") {
+        let registry = fresh_registry();
+        let reference = format!("127.0.0.1:{}/nixlayer-test/progress:1", registry.port);
+        let shown = on_a_terminal(&format!("push {} {reference} --no-cache", m.display()));
+        let last = shown
+            .rsplit("; uploaded ")
+            .next()
+            .filter(|_| shown.contains("; uploaded "))
+            .unwrap_or_else(|| panic!("no upload figures: {shown}"));
+        let (figures, _) = last.split_once(')').expect("uploaded A/B (R/s)");
+        let (bytes, rate) = figures.split_once(" (").expect("uploaded A/B (R/s)");
+        let (sent, queued) = bytes.split_once('/').expect("A/B");
+        assert_eq!(sent, queued, "{shown}");
+        assert_ne!(sent, "0 B", "{shown}");
+        assert!(rate.ends_with("/s"), "{shown}");
+        assert!(shown.contains(&format!("pushed {reference}")), "{shown}");
+        // Not a terminal: no figures.
+        let piped = run(
+            nixlayer()
+                .arg("push")
+                .arg(&m)
+                .arg(&reference)
+                .arg("--no-cache"),
+            0,
+        );
+        let stderr = String::from_utf8_lossy(&piped.stderr);
+        assert!(
+            stderr.lines().count() == 1 && !stderr.contains("; uploaded "),
+            "{stderr}"
+        );
+    }
     // `--quiet`: nothing but the pinned name on stdout.
     let shown = on_a_terminal(&format!(
         "--quiet push {} {reference} --no-cache",
         m.display()
     ));
     assert!(!shown.contains("layers"), "{shown}");
+    assert!(!shown.contains("uploaded"), "{shown}");
     let pinned = shown.trim();
     assert!(
         pinned.starts_with(&format!("{REGISTRY}/nixlayer-test/progress@sha256:"))

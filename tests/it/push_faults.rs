@@ -975,3 +975,97 @@ fn a_failed_upload_ends_the_push_and_leaves_no_spool() {
         .collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }
+
+/// A re-push trusts the layer cache's record of the blobs it put in the
+/// repository: it asks the registry about none of them (only about the new
+/// config). When a recorded blob has gone from the registry (here removed
+/// from its storage, as a garbage collection would), the registry refuses
+/// the manifest, and the push goes again asking about every blob,
+/// uploading the missing one: the image is complete.
+#[test]
+fn a_re_push_asks_only_about_new_blobs_and_recovers_a_vanished_one() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("skopeo") || !util::require_tool("docker-registry")
+    {
+        return;
+    }
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let proxy = Server::start(move |conn, seen, rest, _| {
+        forward_to(&upstream, conn, seen, rest, None);
+    });
+    let tmp = util::temp_dir();
+    let reference = format!("127.0.0.1:{}/nixlayer-test/records:1", proxy.port);
+    let push = |cmd: &str| {
+        let m = manifest(tmp.path(), "image.toml", &hello, cmd);
+        let before = proxy.seen().len();
+        let (out, _) = run_bounded(
+            push_cmd(&m, &reference, tmp.path()).env("XDG_CACHE_HOME", tmp.path().join("cache")),
+            Duration::from_secs(100),
+        );
+        assert_exit(&out, 0);
+        let heads: Vec<String> = proxy.seen()[before..]
+            .iter()
+            .filter(|s| s.method == "HEAD")
+            .map(|s| s.target.clone())
+            .collect();
+        (json(&out.stdout), heads)
+    };
+    let (first, heads) = push(r#""records", "1""#);
+    assert_eq!(blobs(&first), (4, 0), "{first}");
+    assert_eq!(heads.len(), 4, "{heads:?}");
+
+    // Another config over the same layers: only the config is asked about.
+    let (second, heads) = push(r#""records", "2""#);
+    assert_eq!(blobs(&second), (1, 3), "{second}");
+    assert_eq!(second["blobs"]["layers_cached"], 3, "{second}");
+    let config = second["config_digest"].as_str().unwrap();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].ends_with(config), "{heads:?}");
+
+    // A layer vanishes from the registry.
+    let layer = second["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    let storage = registry.storage();
+    std::fs::remove_dir_all(storage.join(format!("blobs/sha256/{}/{hex}", &hex[..2]))).unwrap();
+    std::fs::remove_dir_all(storage.join(format!(
+        "repositories/nixlayer-test/records/_layers/sha256/{hex}"
+    )))
+    .unwrap();
+    let (third, heads) = push(r#""records", "3""#);
+    // The first attempt asked about the new config, then (the manifest
+    // refused) about the three layers it had taken for present; the second
+    // about every blob, and uploaded the vanished layer again (the config
+    // went up in the first).
+    assert_eq!(heads.len(), 1 + 3 + 4, "{heads:?}");
+    assert_eq!(blobs(&third), (1, 3), "{third}");
+    let inspect = json(&util::tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!(
+                "docker://127.0.0.1:{}/nixlayer-test/records:1",
+                registry.port
+            ),
+        ],
+    ));
+    assert_eq!(inspect["Digest"], third["manifest_digest"]);
+    // Every blob is there to pull.
+    let copied = tmp.path().join("copied");
+    util::tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!(
+                "docker://127.0.0.1:{}/nixlayer-test/records:1",
+                registry.port
+            ),
+            &format!("oci:{}:x", copied.display()),
+        ],
+    );
+    assert!(copied.join(format!("blobs/sha256/{hex}")).is_file());
+}

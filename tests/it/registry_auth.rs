@@ -564,8 +564,192 @@ fn tls_registry_with_a_test_ca() {
     ));
     assert_eq!(inspect["Digest"], digests[0]);
 
+    // A base image on that registry: `build` and `layers` pull it with
+    // `--ca-file` (and fail without it, never over plain HTTP).
+    let m = on_base(
+        tmp.path(),
+        &format!(
+            "docker://{host}/nixlayer-test/tls@{}",
+            digests[0].as_str().unwrap()
+        ),
+    );
+    for sub in ["build", "layers"] {
+        let out = run(
+            pulling(sub, &m, tmp.path(), &format!("{sub}-untrusted"))
+                .env("NIXLAYER_CERTS_D", &empty_certs_d)
+                .env_remove("SSL_CERT_FILE"),
+            1,
+        );
+        let text = shown(&out);
+        assert!(
+            text.contains("TLS failed") && text.contains("--ca-file"),
+            "{sub}: {text}"
+        );
+        run(
+            pulling(sub, &m, tmp.path(), &format!("{sub}-trusted"))
+                .env("NIXLAYER_CERTS_D", &empty_certs_d)
+                .env_remove("SSL_CERT_FILE")
+                .args(["--ca-file", s(&ca)]),
+            0,
+        );
+    }
+
     // A CA file that holds no certificate is an error naming it.
     let junk = util::write(tmp.path(), "junk.pem", "not a certificate\n");
     let out = run(push(&m, &reference, &none).args(["--ca-file", s(&junk)]), 1);
     assert!(shown(&out).contains("junk.pem"), "{}", shown(&out));
+}
+
+/// A manifest whose only layers are those of the registry image `base`
+/// (`docker://…@sha256:…`) and one file.
+fn on_base(dir: &Path, base: &str) -> PathBuf {
+    util::write(
+        dir,
+        "on-base.toml",
+        &format!(
+            r#"
+name = "nixlayer-test/on-base"
+tag = "t"
+[base]
+image = "{base}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+"#
+        ),
+    )
+}
+
+/// `nixlayer SUBCOMMAND MANIFEST` (`build` writes `dir/out.tar`) with a
+/// fresh image cache under `dir/cache-NAME`, no docker config and no
+/// credentials in the environment.
+fn pulling(sub: &str, m: &Path, dir: &Path, name: &str) -> Command {
+    let mut cmd = nixlayer();
+    cmd.arg(sub).arg(m);
+    if sub == "build" {
+        cmd.arg("-o").arg(dir.join(format!("{name}.tar")));
+    }
+    cmd.env("XDG_CACHE_HOME", dir.join(format!("cache-{name}")))
+        .env("DOCKER_CONFIG", dir.join("no-config"))
+        .env_remove("NIXLAYER_REGISTRY_USER")
+        .env_remove("NIXLAYER_REGISTRY_PASSWORD");
+    cmd
+}
+
+/// A `[base] image` from a token-auth registry is pulled with a token for
+/// `pull` only, and `build` and `layers` take the registry's credentials
+/// as `push` does: `--creds`, `--username` with `--password-stdin`, the
+/// environment, docker's `config.json` (the issuer refuses anonymous pulls
+/// of `nixlayer-test/private…`); `push` gives its own credentials to a
+/// base on the same registry.
+#[test]
+fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") || !python_jwt() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let setup = token_setup(tmp.path(), 300);
+    let host = format!("127.0.0.1:{}", setup.registry.port);
+    let none = tmp.path().join("no-config");
+    let base = manifest(tmp.path(), "image.toml", &hello, r#""base""#);
+    let out = run(
+        push(
+            &base,
+            &format!("{host}/nixlayer-test/private-base:1"),
+            &none,
+        )
+        .args(["--creds", "alice:wonderland"]),
+        0,
+    );
+    let digest = json(&out.stdout)["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let m = on_base(
+        tmp.path(),
+        &format!("docker://{host}/nixlayer-test/private-base@{digest}"),
+    );
+    setup.requests();
+    let pull_only = serde_json::json!(["repository:nixlayer-test/private-base:pull"]);
+
+    // Anonymous: refused by the registry.
+    let out = run(&mut pulling("build", &m, tmp.path(), "anonymous"), 1);
+    assert!(
+        shown(&out).contains("failed to pull base image"),
+        "{}",
+        shown(&out)
+    );
+    setup.requests();
+
+    // `--creds`: the token is asked with basic auth, for pull only.
+    let out = run(
+        pulling("build", &m, tmp.path(), "creds").args(["--creds", "alice:wonderland"]),
+        0,
+    );
+    assert_no_secret(&out);
+    let asked = setup.requests();
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!(r["auth"], "Basic", "{asked:?}");
+        assert_eq!(r["ok"], true, "{asked:?}");
+        assert_eq!(r["scopes"], pull_only, "{asked:?}");
+    }
+
+    // `layers` with `--username` and `--password-stdin`.
+    let pw = util::write(tmp.path(), "pw", "wonderland\n");
+    let out = run(
+        pulling("layers", &m, tmp.path(), "stdin")
+            .args(["--username", "alice", "--password-stdin"])
+            .stdin(std::fs::File::open(&pw).unwrap()),
+        0,
+    );
+    assert_no_secret(&out);
+    let asked = setup.requests();
+    assert!(asked
+        .iter()
+        .all(|r| r["auth"] == "Basic" && r["scopes"] == pull_only));
+
+    // The environment, and docker's config.json.
+    run(
+        pulling("build", &m, tmp.path(), "env")
+            .env("NIXLAYER_REGISTRY_USER", "alice")
+            .env("NIXLAYER_REGISTRY_PASSWORD", "wonderland"),
+        0,
+    );
+    let cfg = docker_config(
+        tmp.path(),
+        "auths",
+        &serde_json::json!({"auths": {host.clone(): {"auth": "YWxpY2U6d29uZGVybGFuZA=="}}}),
+    );
+    run(
+        pulling("build", &m, tmp.path(), "config").env("DOCKER_CONFIG", &cfg),
+        0,
+    );
+    let asked = setup.requests();
+    assert!(asked
+        .iter()
+        .all(|r| r["auth"] == "Basic" && r["scopes"] == pull_only));
+
+    // A wrong password: the pull fails, and it is not shown.
+    let out = run(
+        pulling("build", &m, tmp.path(), "wrong").args(["--creds", "alice:wrong-wonderland"]),
+        1,
+    );
+    assert_no_secret(&out);
+
+    // `push` of an image on that base to the same registry: its
+    // credentials reach the pull too.
+    let out = run(
+        push(&m, &format!("{host}/nixlayer-test/on-base:1"), &none)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-push"))
+            .args(["--creds", "alice:wonderland"]),
+        0,
+    );
+    assert_no_secret(&out);
+    drop(setup.issuer);
 }

@@ -7,7 +7,8 @@ certificate, the registry's `rootcertbundle`). Listens on 127.0.0.1 on a
 free port, prints the port on stdout, and answers:
 
 - `GET /token?service=&scope=…` with basic auth `alice:wonderland` (push and
-  pull on every scope asked) or none (pull only);
+  pull on every scope asked) or none (pull only, and nothing on a
+  repository under `nixlayer-test/private`);
 - `POST /token` with `grant_type=refresh_token` and `refresh_token`
   `refresh-s3cret-1` or a rotated one it gave (the OAuth2 flow docker uses
   for identity tokens); the answer carries a new `refresh_token`.
@@ -53,7 +54,8 @@ def token(subject, scopes, push):
             continue
         kind, name, actions = parts
         wanted = actions.split(",")
-        allowed = [a for a in wanted if push or a == "pull"]
+        private = name.startswith("nixlayer-test/private")
+        allowed = [a for a in wanted if push or (a == "pull" and not private)]
         access.append({"type": kind, "name": name, "actions": allowed})
     claims = {
         "iss": ISSUER,

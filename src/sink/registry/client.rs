@@ -33,7 +33,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// How to reach a registry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Credentials, for this registry only.
     pub credentials: Option<Credentials>,
@@ -78,6 +78,62 @@ pub struct ClientOptions {
     pub chunk_size: u64,
     /// How many blobs upload at once (0: the default, 4).
     pub jobs: usize,
+    /// Only pulls: a bearer token is asked for `pull` on the repository,
+    /// not `pull,push` (a realm may refuse push to a reader, and a token
+    /// should not grant more than is used).
+    pub pull_only: bool,
+}
+
+/// Bytes of layer uploads, for progress: those queued for upload, and
+/// those sent of them (a request that fails takes its bytes back, and a
+/// restarted upload those acknowledged before, so `sent` counts each byte
+/// once as it goes out).
+#[derive(Debug, Default)]
+pub struct UploadMeter {
+    queued: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl UploadMeter {
+    /// Bytes queued for upload so far.
+    #[must_use]
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Bytes sent so far.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn queue(&self, bytes: u64) {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn take_back(&self, bytes: u64) {
+        let _ = self
+            .sent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_sub(bytes))
+            });
+    }
+}
+
+/// A request body read through the meter: every byte read is counted sent.
+struct Metered<'a, R> {
+    inner: R,
+    meter: &'a UploadMeter,
+    count: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        self.meter.sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// The default chunk of a chunked upload: a dropped connection costs at
@@ -171,6 +227,10 @@ pub struct Client {
     /// monolithic at once.
     chunks_refused: AtomicBool,
     jobs: usize,
+    /// The actions a bearer token is asked for on our repository.
+    actions: &'static str,
+    /// Counts the bytes of file bodies sent.
+    meter: Arc<UploadMeter>,
 }
 
 impl fmt::Debug for Client {
@@ -272,6 +332,12 @@ impl Client {
             },
             chunks_refused: AtomicBool::new(false),
             jobs: options.jobs,
+            actions: if options.pull_only {
+                "pull"
+            } else {
+                "pull,push"
+            },
+            meter: Arc::default(),
         }
     }
 
@@ -485,18 +551,27 @@ impl Client {
                     _ => self.agent.put(url),
                 };
                 let req = prepared!(req);
-                match b {
-                    Body::None => req.send_empty(),
-                    Body::Bytes(bytes) => req.send(*bytes),
-                    Body::File(path, _) => req.send(&File::open(path)?),
-                    Body::Range(path, offset, len) => {
-                        let mut file = File::open(path)?;
-                        file.seek(SeekFrom::Start(*offset))?;
-                        let mut part = file.take(*len);
-                        req.header("Content-Length", len.to_string())
-                            .send(ureq::SendBody::from_reader(&mut part))
-                    }
+                let (file, offset, len) = match b {
+                    Body::None => return req.send_empty(),
+                    Body::Bytes(bytes) => return req.send(*bytes),
+                    Body::File(path, len) => (File::open(path)?, 0, *len),
+                    Body::Range(path, offset, len) => (File::open(path)?, *offset, *len),
+                };
+                let mut file = file;
+                file.seek(SeekFrom::Start(offset))?;
+                let mut part = Metered {
+                    inner: file.take(len),
+                    meter: &self.meter,
+                    count: 0,
+                };
+                let sent = req
+                    .header("Content-Length", len.to_string())
+                    .send(ureq::SendBody::from_reader(&mut part));
+                // Bytes of a request that failed were not uploaded.
+                if !sent.as_ref().is_ok_and(|r| r.status().is_success()) {
+                    self.meter.take_back(part.count);
                 }
+                sent
             }
         }
     }
@@ -537,10 +612,10 @@ impl Client {
         Ok(())
     }
 
-    /// The scopes a token is asked for: push and pull on our repository,
-    /// and what the challenge names besides.
+    /// The scopes a token is asked for: push and pull on our repository
+    /// (pull alone for a pull), and what the challenge names besides.
     fn scopes(&self, params: &BTreeMap<String, String>) -> Vec<String> {
-        let mut scopes = vec![format!("repository:{}:pull,push", self.repository)];
+        let mut scopes = vec![format!("repository:{}:{}", self.repository, self.actions)];
         if let Some(asked) = params.get("scope") {
             for scope in asked.split(' ').filter(|s| !s.is_empty()) {
                 if !scopes.iter().any(|s| s == scope) {
@@ -760,6 +835,12 @@ impl Client {
     #[must_use]
     pub fn jobs(&self) -> usize {
         self.jobs
+    }
+
+    /// What the uploads through this client have sent.
+    #[must_use]
+    pub fn meter(&self) -> &Arc<UploadMeter> {
+        &self.meter
     }
 
     /// Checks that the registry speaks the distribution API (`GET /v2/`),
@@ -988,6 +1069,7 @@ impl Client {
                 // It holds something else, or lost the session: restart.
                 _ => {
                     url = self.start_upload(what)?;
+                    self.meter.take_back(offset);
                     offset = 0;
                 }
             }
@@ -1677,6 +1759,18 @@ mod tests {
                 "repository:other/base:pull"
             ]
         );
+    }
+
+    /// A pull asks for a token to pull, nothing more.
+    #[test]
+    fn a_pull_asks_for_pull_only() {
+        let r = Reference::parse("127.0.0.1:5000/team/base").unwrap();
+        let options = ClientOptions {
+            pull_only: true,
+            ..ClientOptions::default()
+        };
+        let c = Client::new(&r, options);
+        assert_eq!(c.scopes(&BTreeMap::new()), ["repository:team/base:pull"]);
     }
 
     #[test]

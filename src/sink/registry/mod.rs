@@ -44,7 +44,7 @@ use crate::cleanup::Pending;
 use crate::codec::CompressOptions;
 use crate::oci::{Descriptor, Digest};
 use client::Body;
-pub use client::{Client, ClientOptions, Timeouts};
+pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
 
@@ -149,6 +149,20 @@ pub enum Error {
         tag: String,
         /// What it holds.
         reason: &'static str,
+    },
+    /// Blobs the blob records (see [`homes`]) placed in the repository,
+    /// taken for present without asking, are not there: the registry
+    /// refused the manifest. [`crate::ops::push`] then pushes again asking
+    /// the registry about every blob.
+    #[error("{} blob(s) recorded as pushed to `{repository}` are no longer there (first {}): {source}", missing.len(), missing.first().map(Digest::prefixed).unwrap_or_default())]
+    Vanished {
+        /// The repository.
+        repository: String,
+        /// The blobs missing.
+        missing: Vec<Digest>,
+        /// The registry's refusal of the manifest.
+        #[source]
+        source: Box<Error>,
     },
     /// The docker config (`~/.docker/config.json`) could not be read.
     #[error("`{}`: {reason}", path.display())]
@@ -365,6 +379,15 @@ pub struct RegistrySink {
     homes: Option<homes::BlobHomes>,
     /// Our repository.
     repository: String,
+    /// Whether a blob `homes` records in our repository is taken for
+    /// present without a `HEAD` (see [`RegistrySink::with_homes`]).
+    trust_homes: bool,
+    /// The blobs taken for present on a record alone, checked when the
+    /// registry refuses a manifest.
+    assumed: Mutex<Vec<Digest>>,
+    /// The blobs of the manifests put, recorded in `homes` once the
+    /// registry accepted them.
+    to_record: Vec<Digest>,
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
@@ -421,6 +444,9 @@ impl RegistrySink {
             counts: PushCounts::default(),
             homes: None,
             repository: String::new(),
+            trust_homes: false,
+            assumed: Mutex::new(Vec::new()),
+            to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
             referrers: Vec::new(),
             index_annotations: BTreeMap::new(),
@@ -429,12 +455,34 @@ impl RegistrySink {
 
     /// Records in `homes` which repository (`repository`, ours) each blob
     /// went to, and mounts a missing blob from another repository there
-    /// recorded instead of uploading it.
+    /// recorded instead of uploading it. With `trust`, a blob recorded in
+    /// our repository is taken for present without a `HEAD` (a re-push
+    /// then asks about none of the unchanged blobs): a registry checks
+    /// that a manifest's blobs exist when it is put, and when one has gone
+    /// the push fails with [`Error::Vanished`], for the caller to push
+    /// again without `trust`.
     #[must_use]
-    pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str) -> Self {
+    pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str, trust: bool) -> Self {
         self.homes = Some(homes);
         self.repository = repository.to_owned();
+        self.trust_homes = trust;
         self
+    }
+
+    /// Whether `homes` records `digest` in our repository, and such
+    /// records are trusted.
+    fn recorded_here(&self, digest: &Digest) -> bool {
+        self.trust_homes
+            && self
+                .homes
+                .as_ref()
+                .is_some_and(|h| h.get(digest).contains(&self.repository))
+    }
+
+    /// What the uploads have sent, for progress.
+    #[must_use]
+    pub fn meter(&self) -> Arc<client::UploadMeter> {
+        Arc::clone(self.client.meter())
     }
 
     /// Mounts `digest` from a repository it was pushed to before, when the
@@ -456,14 +504,47 @@ impl RegistrySink {
         Ok(false)
     }
 
-    /// Notes that the image's blobs are in our repository.
-    fn record_homes(&self, image: &ImageEntry<'_>) {
+    /// Notes that the blobs of the manifests put are in our repository:
+    /// called once the registry accepted them.
+    fn record_homes(&self) {
         let Some(homes) = &self.homes else {
             return;
         };
-        for d in image.layers.iter().chain([image.config]) {
+        for d in &self.to_record {
             // A record that cannot be written only costs an upload later.
-            let _ = homes.put(&d.digest, &self.repository);
+            let _ = homes.put(d, &self.repository);
+        }
+    }
+
+    /// `refusal`, the registry's answer to a manifest, or
+    /// [`Error::Vanished`] when a blob taken for present on its record
+    /// alone is not there (a `HEAD` for each of them tells).
+    fn check_assumed(&self, refusal: Error) -> Error {
+        let assumed = std::mem::take(&mut *lock(&self.assumed));
+        // Only a refusal of the manifest itself (4xx) may mean a missing
+        // blob; a timeout, a 5xx or an auth failure is reported as it is.
+        if assumed.is_empty()
+            || !matches!(
+                refusal,
+                Error::Status {
+                    status: 400..=499,
+                    ..
+                }
+            )
+        {
+            return refusal;
+        }
+        let missing: Vec<Digest> = assumed
+            .into_iter()
+            .filter(|d| !self.client.has_blob(d).unwrap_or(false))
+            .collect();
+        if missing.is_empty() {
+            return refusal;
+        }
+        Error::Vanished {
+            repository: self.repository.clone(),
+            missing,
+            source: Box::new(refusal),
         }
     }
 
@@ -474,6 +555,11 @@ impl RegistrySink {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(&have) = known.get(digest) {
             return Ok(have);
+        }
+        if self.recorded_here(digest) {
+            known.insert(*digest, true);
+            lock(&self.assumed).push(*digest);
+            return Ok(true);
         }
         let have = self.client.has_blob(digest)?;
         known.insert(*digest, have);
@@ -613,6 +699,7 @@ impl ImageSink for RegistrySink {
         }
         // Queued: taken for present, so the same blob is not queued twice.
         lock(&self.known).insert(*digest, true);
+        self.client.meter().queue(size);
         self.uploads
             .queue(Job {
                 digest: *digest,
@@ -668,7 +755,8 @@ impl ImageSink for RegistrySink {
         })?;
         self.push_blob(config, &Body::Bytes(&bytes))
             .map_err(sink_err)?;
-        self.record_homes(image);
+        self.to_record
+            .extend(image.layers.iter().chain([image.config]).map(|d| d.digest));
         self.manifests
             .push((image.manifest.to_vec(), image.platform.clone()));
         let desc = Descriptor {
@@ -715,11 +803,13 @@ impl ImageSink for RegistrySink {
                 if !self.referrers.is_empty() {
                     self.client
                         .put_manifest(&Digest::of(manifest).prefixed(), manifest)
-                        .map_err(sink_err)?;
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                     self.push_referrers(&mut counts).map_err(sink_err)?;
                 }
                 for tag in &tags {
-                    self.client.put_manifest(tag, manifest).map_err(sink_err)?;
+                    self.client
+                        .put_manifest(tag, manifest)
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                 }
             }
             several if !several.is_empty() => {
@@ -731,7 +821,7 @@ impl ImageSink for RegistrySink {
                     let digest = Digest::of(manifest);
                     self.client
                         .put_manifest(&digest.prefixed(), manifest)
-                        .map_err(sink_err)?;
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                     descs.push((
                         Descriptor {
                             media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
@@ -747,7 +837,7 @@ impl ImageSink for RegistrySink {
                 for tag in &tags {
                     self.client
                         .put_typed_manifest(tag, &index, crate::oci::INDEX_MEDIA_TYPE)
-                        .map_err(sink_err)?;
+                        .map_err(|e| sink_err(self.check_assumed(e)))?;
                 }
             }
             _ => {
@@ -756,6 +846,7 @@ impl ImageSink for RegistrySink {
                 })
             }
         }
+        self.record_homes();
         counts.existing += self.unread.0.load(Ordering::Relaxed);
         counts.mounted += self.unread.1.load(Ordering::Relaxed);
         counts.index = index_digest;
@@ -835,6 +926,7 @@ mod tests {
             ca_file: None,
             chunk_size: 0,
             jobs: 0,
+            pull_only: false,
         };
         let sink = RegistrySink::new(
             Client::new(&target, options),
