@@ -23,7 +23,8 @@
 //! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
 //! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
-//! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
+//! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures;
+//! - `throughput`: layers hashed ahead, diff_ids reused from the cache (never after a store edit), blobs compressed several at once: the same bytes whatever the threads and the cache.
 
 mod accounts;
 mod annotations;
@@ -50,4 +51,5 @@ mod rootfs;
 mod runtimes;
 mod schema;
 mod script;
+mod throughput;
 mod util;
