@@ -389,8 +389,8 @@ fn summary_of(blob: &WrittenBlob, layer: &MeasuredLayer) -> LayerSummary {
 /// those `cached` (known and already in the sink) are not read. When the
 /// sink takes several blobs at once and more than one thread is allowed,
 /// up to that many layers are written at the same time, each on a thread
-/// of its own with the compressor's full thread count (a layer's bytes
-/// never depend on it), and committed in layer order: small layers, which
+/// of its own with the compressor's full thread count (one for a small
+/// layer; a layer's bytes never depend on it), and committed in layer order: small layers, which
 /// one compressor cannot spread over several cores, then keep every core
 /// busy, and a large one does not hold up the small ones after it (they
 /// wait, written, for their turn to be committed).
@@ -430,9 +430,15 @@ fn write_blobs<S: ImageSink>(
                 reporter.on_layer_start(index, total, layer.store_paths(), layer.size);
                 let dest = sink.start_layer(&layer.key, layer.size)?;
                 let done = done_tx.clone();
+                // A small layer is one compression job or a few: more workers
+                // would only hold more buffers. The bytes are the same.
+                let mut own = *compress;
+                if at_once > 1 && layer.size < SMALL_LAYER {
+                    own.threads = std::num::NonZeroUsize::MIN;
+                }
                 scope.spawn(move || {
                     let result = image
-                        .write_layer_blob(settings, index, compress, dest, reporter)
+                        .write_layer_blob(settings, index, &own, dest, reporter)
                         .and_then(|(mut dest, blob)| {
                             S::seal_layer(&mut dest)?;
                             Ok((dest, blob))
@@ -490,9 +496,13 @@ fn write_blobs<S: ImageSink>(
 /// flight (each with its compressor's buffers) keep memory small.
 const MAX_LAYERS_AT_ONCE: usize = 2;
 
+/// Below this many tar bytes a layer written beside another gets one
+/// compressor thread: four zstd jobs, or 64 gzip blocks.
+const SMALL_LAYER: u64 = 8 << 20;
+
 /// Written layers (temporary files) that may wait for an earlier, larger
 /// one to be committed before no new layer is started.
-const MAX_WRITTEN_WAITING: usize = 16;
+const MAX_WRITTEN_WAITING: usize = 4;
 
 /// How a docker-archive member's diff_id is had.
 #[derive(Clone, Copy)]
