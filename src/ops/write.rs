@@ -417,7 +417,7 @@ fn write_blobs<S: ImageSink>(
     // Written layers waiting for the ones before them to be committed.
     let mut written = std::collections::BTreeMap::new();
     let to_write: Vec<usize> = (0..total).filter(|&i| cached[i].is_none()).collect();
-    let mut to_start = to_write.into_iter();
+    let mut to_start = to_write.into_iter().peekable();
     std::thread::scope(|scope| -> Result<Vec<LayerSummary>, Error> {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let mut running = 0;
@@ -475,7 +475,12 @@ fn write_blobs<S: ImageSink>(
                 }
             }
             if running == 0 {
-                break;
+                if to_start.peek().is_none() {
+                    break;
+                }
+                // Layers written while the oldest was still being written
+                // filled the waiting room; committing them made room again.
+                continue;
             }
             let (index, result) = done_rx
                 .recv()

@@ -239,3 +239,98 @@ fn outputs_do_not_depend_on_threads_or_the_cache() {
         }
     }
 }
+
+/// An `exportReferencesGraph` entry (sizes and hash made up: only the
+/// references matter for planning).
+fn graph_entry(path: &str, references: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "path": path,
+        "narHash": format!("sha256:{}", "0".repeat(52)),
+        "narSize": 1200,
+        "closureSize": 1200,
+        "references": references,
+    })
+}
+
+/// A store of twelve small store paths and a large one that comes first,
+/// under a root referring to them all: thirteen store layers, the first
+/// slow to compress.
+fn many_layers(dir: &Path) -> PathBuf {
+    const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+    let store = dir.join("store");
+    let mut graph = Vec::new();
+    let mut leaves = Vec::new();
+    for i in 0..12 {
+        let c = &HASH[i..=i];
+        let path = format!("/nix/store/{}-leaf-{i}", c.repeat(32));
+        let disk = store.join(&path[1..]);
+        std::fs::create_dir_all(&disk).unwrap();
+        let data = if i == 0 {
+            // About 1 MB of words and numbers: slow at zstd level 19.
+            let mut out = Vec::new();
+            let mut x: u32 = 1;
+            while out.len() < 1_000_000 {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let word = ["nix", "store", "layer", "/bin/", "\n"][(x >> 16) as usize % 5];
+                out.extend_from_slice(word.as_bytes());
+                out.extend_from_slice((x % 9973).to_string().as_bytes());
+            }
+            out
+        } else {
+            vec![b'x'; 1000]
+        };
+        std::fs::write(disk.join("data"), &data).unwrap();
+        graph.push(graph_entry(&path, &[]));
+        leaves.push(path);
+    }
+    let top = format!("/nix/store/{}-top", "z".repeat(32));
+    std::fs::create_dir_all(store.join(&top[1..])).unwrap();
+    std::fs::write(store.join(&top[1..]).join("t"), b"t").unwrap();
+    graph.push(graph_entry(&top, &leaves));
+    std::fs::write(dir.join("graph.json"), serde_json::to_vec(&graph).unwrap()).unwrap();
+    util::write(
+        dir,
+        "many.toml",
+        &format!(
+            r#"name = "nixlayer-test/many-layers"
+tag = "1"
+[store]
+root = "{store}"
+[closure]
+roots = ["{top}"]
+source = {{ graph = "{graph}" }}
+"#,
+            store = store.display(),
+            graph = dir.join("graph.json").display(),
+        ),
+    )
+}
+
+/// Layers written two at a time are committed in layer order even when
+/// the first takes longer than several after it (which then wait, written,
+/// for their turn): the layout is the one a single thread writes.
+#[test]
+fn a_slow_first_layer_does_not_lose_the_ones_written_after_it() {
+    let tmp = util::temp_dir();
+    let manifest = many_layers(tmp.path());
+    let mut layouts = Vec::new();
+    for threads in ["1", "2"] {
+        let out = tmp.path().join(format!("layout-{threads}"));
+        let args = [
+            "--format",
+            "oci-layout",
+            "--compression",
+            "zstd",
+            "--level",
+            "19",
+            "--no-cache",
+            "--threads",
+            threads,
+        ];
+        build(&manifest, &tmp.path().join("xdg"), &out, &args);
+        layouts.push(tree(&out));
+    }
+    // 13 layers, a config, a manifest, `index.json` and `oci-layout`.
+    assert_eq!(layouts[0].len(), 17, "{:?}", layouts[0].keys());
+    assert!(layouts[0] == layouts[1], "2 threads differ from 1");
+}
