@@ -12,7 +12,14 @@
 //!   tests catch).
 //! - **zstd**: libzstd's own multithreading, always with at least one
 //!   worker: its single-threaded mode (0 workers) writes other bytes than
-//!   its multithreaded mode, whose output is the same for 1 or N workers.
+//!   its multithreaded mode, whose output is the same for 1 or N workers
+//!   (zstd's maintainers in facebook/zstd#2238). The one exception
+//!   (facebook/zstd#2327: a stream whose *first* call is `ZSTD_e_end`
+//!   with a large output buffer is cut into a worker-dependent number of
+//!   jobs) never applies here: input only ever arrives through `write`
+//!   (`ZSTD_e_continue`) before `finish`, and no layer or archive is empty.
+//!   An OCI build relies on it: a small layer written beside another gets
+//!   one worker, a large one all of them.
 //!
 //! [`Compressor`] wraps any [`Write`] and is finished by consuming it.
 
@@ -513,6 +520,16 @@ mod tests {
             assert!(a == compress(&data, Compression::Gzip, 6, 4), "{len}");
             assert_eq!(gunzip(&a), data, "{len}");
         }
+    }
+
+    /// Less than one job, as most layers are: one worker or several, the
+    /// same bytes.
+    #[test]
+    fn a_small_zstd_input_does_not_depend_on_threads() {
+        let data = &sample()[..100_000];
+        let one = compress(data, Compression::Zstd, 3, 1);
+        assert!(one == compress(data, Compression::Zstd, 3, 2));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! in the Nix database): an edited or moved store is a miss. The cache asks the
 //! store, never the disk, so it serves any store the layers are read from.
 //!
+//! Stamps are taken once per build, before a layer's bytes are read, and
+//! an entry is filed under those ([`LayerCache::put_stamped`]): a store
+//! path edited while it was read has other stamps by the next lookup. A
+//! docker-archive build streams a layer whose diff_id it found here
+//! without hashing it, and checks afterwards that the stamps are still
+//! the ones it looked the entry up with (see [`Stamps`] for what a stamp
+//! does and does not see); the cache directory itself is trusted like the
+//! store.
+//!
 //! One small JSON file per layer under the cache directory (by default
 //! `$XDG_CACHE_HOME/nixlayer/layers`), written to a temporary file and
 //! renamed, so concurrent builds never see half an entry. A missing or
@@ -78,24 +87,33 @@ impl<S: Store> LayerCache<S> {
         &self.dir
     }
 
+    /// The stamps of `paths` in this cache's store (see [`Stamps`]).
+    #[must_use]
+    pub fn stamps(&self, paths: &[StorePath]) -> Option<Stamps> {
+        Stamps::of(&self.store, paths)
+    }
+
     /// The entry of the layer with content key `key` holding `paths`;
     /// `None` when the store cannot stamp one of them (then nothing is
     /// cached).
     fn entry(&self, key: &Digest, paths: &[StorePath]) -> Option<PathBuf> {
+        Some(self.entry_stamped(key, &self.stamps(paths)?))
+    }
+
+    fn entry_stamped(&self, key: &Digest, stamps: &Stamps) -> PathBuf {
         let mut hash = Sha256::new();
         hash.update(b"nixlayer layer cache v3\0");
         hash.update(self.identity.as_bytes());
         hash.update(b"\0");
         hash.update(key.hex().as_bytes());
         hash.update(b"\0");
-        for path in paths {
-            let stamp = self.store.stamp(path).ok()?;
+        for stamp in &stamps.stamps {
             // Length first: stamps are opaque bytes, any of them may occur.
             hash.update((stamp.len() as u64).to_le_bytes());
-            hash.update(&stamp);
+            hash.update(stamp);
         }
         let name = Digest(hash.finalize().into());
-        Some(self.dir.join(format!("{}.json", name.hex())))
+        self.dir.join(format!("{}.json", name.hex()))
     }
 
     /// The record for the layer with content key `key` holding `paths`, if
@@ -103,6 +121,13 @@ impl<S: Store> LayerCache<S> {
     #[must_use]
     pub fn get(&self, key: &Digest, paths: &[StorePath]) -> Option<LayerRecord> {
         self.read(&self.entry(key, paths)?)
+    }
+
+    /// [`LayerCache::get`] with the layer's stamps taken already (by
+    /// [`LayerCache::stamps`], before any of its bytes were read).
+    #[must_use]
+    pub fn get_stamped(&self, key: &Digest, stamps: &Stamps) -> Option<LayerRecord> {
+        self.read(&self.entry_stamped(key, stamps))
     }
 
     fn read(&self, entry: &Path) -> Option<LayerRecord> {
@@ -121,10 +146,27 @@ impl<S: Store> LayerCache<S> {
         paths: &[StorePath],
         record: &LayerRecord,
     ) -> std::io::Result<()> {
-        let Some(entry) = self.entry(key, paths) else {
+        match self.stamps(paths) {
+            Some(stamps) => self.put_stamped(key, &stamps, record),
             // The store cannot be described: do not file what cannot be found.
-            return Ok(());
-        };
+            None => Ok(()),
+        }
+    }
+
+    /// [`LayerCache::put`] under stamps taken *before* the bytes the record
+    /// describes were read: a store path edited while it was read then has
+    /// other stamps by the next lookup, which misses, instead of a digest
+    /// of mixed content being filed under the new stamps.
+    ///
+    /// # Errors
+    /// As [`LayerCache::put`].
+    pub fn put_stamped(
+        &self,
+        key: &Digest,
+        stamps: &Stamps,
+        record: &LayerRecord,
+    ) -> std::io::Result<()> {
+        let entry = self.entry_stamped(key, stamps);
         let mut merged = self.read(&entry).unwrap_or_default();
         if record.tar.is_some() {
             merged.tar = record.tar;
@@ -140,6 +182,92 @@ impl<S: Store> LayerCache<S> {
         temp.write_all(&crate::oci::canonical_json(&value))?;
         pending.publish(|| temp.persist(entry).map_err(|e| e.error))?;
         Ok(())
+    }
+}
+
+/// The [`Store::stamp`] of each store path of a layer, in layer order: the
+/// store's word that their content has not changed while the stamps stay
+/// equal. For the local store a stamp covers the resolved store root and,
+/// for every entry under the path, its mode, size, inode, device,
+/// modification time and change time (nanoseconds); see
+/// `StoreLocation::stamp`. The change time is the part an edit cannot keep
+/// without root (setting the clock, or writing the disk under the file
+/// system): any `write`, `truncate`, `chmod`, `rename` or `touch` moves it,
+/// and a replaced file has another inode. What it cannot see: an edit within
+/// the same tick of the file system's timestamp clock as the change before
+/// the stamp was taken, on a kernel without fine-grained timestamps, and
+/// bytes changed under the file system (a raw block device, a corrupt
+/// disk). A layer's diff_id taken from the cache (or hashed ahead by another
+/// thread) is used only while the stamps before its hash and after its
+/// bytes were written are equal.
+///
+/// Two kinds: [`Stamps::of`] takes the store's word where it has one (the
+/// live Nix store's registration, without a walk), enough to reuse a blob
+/// no byte of which is read; [`Stamps::of_content`] covers every entry,
+/// for a diff_id that will stand for bytes read from the store but not
+/// hashed ([`Store::content_stamp`]). Where the two kinds differ (the live
+/// store) so do their bytes, so an entry filed under one is not found under
+/// the other; elsewhere they are the same stamps and share entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamps {
+    stamps: Vec<Vec<u8>>,
+    content: bool,
+}
+
+impl Stamps {
+    /// The stamps of `paths` in `store`; `None` when one cannot be taken
+    /// (then nothing may be assumed about their content).
+    #[must_use]
+    pub fn of<S: Store>(store: &S, paths: &[StorePath]) -> Option<Self> {
+        Self::take(store, paths, false)
+    }
+
+    /// The content stamps of `paths` in `store` (every entry's metadata).
+    #[must_use]
+    pub fn of_content<S: Store>(store: &S, paths: &[StorePath]) -> Option<Self> {
+        Self::take(store, paths, true)
+    }
+
+    fn take<S: Store>(store: &S, paths: &[StorePath], content: bool) -> Option<Self> {
+        paths
+            .iter()
+            .map(|path| Self::stamp(store, path, content).ok())
+            .collect::<Option<Vec<_>>>()
+            .map(|stamps| Self { stamps, content })
+    }
+
+    fn stamp<S: Store>(
+        store: &S,
+        path: &StorePath,
+        content: bool,
+    ) -> Result<Vec<u8>, crate::store::Error> {
+        if content {
+            store.content_stamp(path)
+        } else {
+            store.stamp(path)
+        }
+    }
+
+    /// Whether the store's stamps of `paths` (the paths these stamps were
+    /// taken of, in order) are still these.
+    ///
+    /// # Errors
+    /// The first path whose stamp differs or cannot be taken now (`None`
+    /// when the stamps were taken of other paths, which no caller does).
+    pub fn check<'p, S: Store>(
+        &self,
+        store: &S,
+        paths: &'p [StorePath],
+    ) -> Result<(), Option<&'p StorePath>> {
+        if paths.len() != self.stamps.len() {
+            return Err(paths.first());
+        }
+        match paths.iter().zip(&self.stamps).find(|(path, before)| {
+            Self::stamp(store, path, self.content).ok().as_ref() != Some(*before)
+        }) {
+            Some((path, _)) => Err(Some(path)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -297,5 +425,41 @@ mod tests {
         assert_eq!(in_a.get(&key, &paths), None);
         in_a.put(&key, &paths, &record(Some(tar), &[])).unwrap();
         assert_eq!(in_a.get(&key, &paths), None);
+    }
+
+    /// Stamps taken before a layer is read tell an edit in place (same
+    /// size, mtime put back) and a replaced file, naming the path.
+    #[test]
+    fn stamps_check_names_the_edited_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let names = [
+            "/nix/store/00000000000000000000000000000000-a",
+            "/nix/store/11111111111111111111111111111111-b",
+        ];
+        let paths: Vec<StorePath> = names
+            .iter()
+            .map(|n| {
+                let disk = dir.path().join(&n[1..]);
+                std::fs::create_dir_all(&disk).unwrap();
+                std::fs::write(disk.join("f"), b"one").unwrap();
+                StorePath::parse(&crate::nix::StoreDir::default(), n).unwrap()
+            })
+            .collect();
+        let stamps = Stamps::of(&store, &paths).unwrap();
+        assert_eq!(stamps.check(&store, &paths), Ok(()));
+        let file = dir.path().join(&names[1][1..]).join("f");
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, b"two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(stamps.check(&store, &paths), Err(Some(&paths[1])));
+        // Stamps of other paths are never taken for these.
+        assert_eq!(stamps.check(&store, &paths[..1]), Err(Some(&paths[0])));
     }
 }

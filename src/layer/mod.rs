@@ -4,7 +4,10 @@
 //! (SPEC §4), so its diff_id equals the one nixpkgs computes for the same
 //! paths and options. A layer is first *measured* from metadata alone (its
 //! exact tar size, needed before the bytes in the enclosing archive), then
-//! *written* in one pass that hashes as it goes.
+//! *written* in one pass that hashes as it goes ([`write_store_layer`]), or
+//! that does not when its diff_id is known ([`stream_store_layer`]), or only
+//! *hashed* ([`hash_store_layer`], for the thread in [`ahead`] that hashes
+//! layers ahead of the one being streamed).
 //!
 //! Plan first, write second: a [`Store`] yields each store path's entries
 //! in layer order (names, kinds, canonical modes, sizes, link targets) and
@@ -15,6 +18,7 @@
 //! of the directories on its current path (one per level of depth), and
 //! writing adds a fixed read buffer and write buffer.
 
+pub mod ahead;
 pub mod cache;
 pub mod customisation;
 pub mod permissions;
@@ -108,6 +112,16 @@ pub enum Error {
         /// Size when written (for an overflowing layer, the least it would take).
         found: u64,
     },
+    /// A store path's [`Store::stamp`] (its files' metadata) differs from
+    /// before its layer's diff_id was taken (from the layer cache, or by
+    /// the thread hashing ahead) to after the layer's bytes were written:
+    /// those bytes may not be the ones the diff_id names, so the image is
+    /// refused rather than written with a wrong diff_id.
+    #[error("`{}` changed while the image was built (its files' metadata differs from when its layer's digest was taken); build again", path.display())]
+    Modified {
+        /// Where the store path is.
+        path: PathBuf,
+    },
     /// Two `contents` store paths hold different files at one image path.
     #[error("`{first}` and `{second}` collide at `{path}` in `customisation.contents`")]
     Collision {
@@ -156,6 +170,37 @@ impl From<store::Error> for Error {
         }
     }
 }
+
+/// The output of a layer's tar, which can take a file's bytes by reading
+/// them itself: the pipelined sender reads them straight into the chunk it
+/// sends (one copy fewer), anything else through the caller's buffer.
+pub(crate) trait ReadInto: Write {
+    /// Reads at most `max` bytes of `file` into this output and returns how
+    /// many (0 at the file's end); `Ok(Err(_))` when reading failed,
+    /// `Err(_)` when writing did.
+    ///
+    /// # Errors
+    /// When the output cannot be written.
+    fn read_into(
+        &mut self,
+        file: &mut dyn Read,
+        max: usize,
+        scratch: &mut [u8],
+    ) -> io::Result<io::Result<usize>> {
+        let max = max.min(scratch.len());
+        match file.read(&mut scratch[..max]) {
+            Ok(n) => {
+                self.write_all(&scratch[..n])?;
+                Ok(Ok(n))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl<W: Write> ReadInto for crate::oci::HashCountWriter<W> {}
+impl<W: Write> ReadInto for &mut crate::oci::HashCountWriter<W> {}
+impl ReadInto for Vec<u8> {}
 
 /// Read size for file contents: few syscalls for big files, and a fixed
 /// amount of memory however large the file.
@@ -264,25 +309,83 @@ pub fn write_store_layer<S: Store, W: Write + Send>(
     expected_size: u64,
     out: W,
 ) -> Result<LayerDigest, Error> {
+    let (diff_id, size) = pipelined_store_layer(opts, paths, expected_size, out, true)?;
+    Ok(LayerDigest {
+        diff_id: diff_id.unwrap_or(crate::oci::Digest([0; 32])),
+        size,
+    })
+}
+
+/// [`write_store_layer`] without hashing, for a layer whose diff_id is
+/// known already (from the layer cache, or hashed ahead by
+/// [`hash_store_layer`]): reading the store and writing `out` overlap on
+/// two threads, and no core is spent on SHA-256. Returns the bytes written.
+///
+/// The caller vouches that the bytes are those the known diff_id was
+/// computed from: it compares the store's [`Store::stamp`]s from before
+/// that hash with the stamps after this write (see `ops::write`).
+///
+/// # Errors
+/// As [`write_store_layer`].
+pub fn stream_store_layer<S: Store, W: Write + Send>(
+    opts: &LayerOptions<S>,
+    paths: &[StorePath],
+    expected_size: u64,
+    out: W,
+) -> Result<u64, Error> {
+    let (_, size) = pipelined_store_layer(opts, paths, expected_size, out, false)?;
+    Ok(size)
+}
+
+fn pipelined_store_layer<S: Store, W: Write + Send>(
+    opts: &LayerOptions<S>,
+    paths: &[StorePath],
+    expected_size: u64,
+    out: W,
+    hash: bool,
+) -> Result<(Option<crate::oci::Digest>, u64), Error> {
     let write_err = |source| Error::Write {
         first: paths.first().cloned(),
         source,
     };
     let ((), diff_id, size) = pipe::pipelined(
         out,
+        hash,
         |sender| write_store_tar(opts, paths, expected_size, sender),
         write_err,
     )?;
+    Ok((diff_id, size))
+}
+
+/// The diff_id of the store layer holding `paths`, which must be
+/// `expected_size` bytes (from [`measure_store_layer`]), by reading and
+/// hashing its tar on the calling thread and writing it nowhere: a helper
+/// thread hashes layers ahead of the one being streamed this way, so the
+/// streaming thread need not (see `ops::write`).
+///
+/// # Errors
+/// As [`write_store_layer`].
+pub fn hash_store_layer<S: Store>(
+    opts: &LayerOptions<S>,
+    paths: &[StorePath],
+    expected_size: u64,
+) -> Result<LayerDigest, Error> {
+    let mut hasher = crate::oci::HashCountWriter::new(io::sink());
+    write_store_tar(opts, paths, expected_size, &mut hasher)?;
+    let (_, diff_id, size) = hasher.finish().map_err(|source| Error::Write {
+        first: paths.first().cloned(),
+        source,
+    })?;
     Ok(LayerDigest { diff_id, size })
 }
 
 /// The body of [`write_store_layer`], producing into the pipelined sender
-/// on the calling thread: the store is only ever read from here.
-fn write_store_tar<S: Store>(
+/// (or a hasher) on the calling thread: the store is only ever read from here.
+fn write_store_tar<S: Store, W: ReadInto>(
     opts: &LayerOptions<S>,
     paths: &[StorePath],
     expected_size: u64,
-    out: pipe::ChunkSender,
+    out: W,
 ) -> Result<(), Error> {
     let write_err = |source| Error::Write {
         first: paths.first().cloned(),
@@ -348,7 +451,7 @@ const GROWTH_COUNTED: u64 = 64 * READ_BUFFER as u64;
 /// `buf`; `at` names the file in errors (computed only for one). Like
 /// Python's `copyfileobj`, a shorter file is an error; unlike it, so is a
 /// longer one (its header would be wrong).
-fn copy_file<W: Write>(
+fn copy_file<W: ReadInto>(
     mut file: impl Read,
     at: impl Fn() -> PathBuf,
     size: u64,
@@ -365,13 +468,13 @@ fn copy_file<W: Write>(
     };
     let mut remaining = size;
     while remaining > 0 {
-        let want = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
-        match file.read(&mut buf[..want]) {
+        let want = usize::try_from(remaining).map_or(READ_BUFFER, |r| r.min(READ_BUFFER));
+        let read = tar
+            .write_through(want, |out, max| out.read_into(&mut file, max, buf))
+            .map_err(CopyError::Write)?;
+        match read {
             Ok(0) => return Err(changed(size - remaining)),
-            Ok(n) => {
-                tar.write_all(&buf[..n]).map_err(CopyError::Write)?;
-                remaining -= n as u64;
-            }
+            Ok(n) => remaining -= n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_err(e)),
         }

@@ -8,14 +8,16 @@
 use std::io::{self, Write};
 
 use super::{
-    reference, BlobCounts, BuildSettings, BuildSummary, Error, LayerSummary, MeasuredLayer,
-    PreparedImage, Reporter,
+    reference, BlobCounts, BuildSettings, BuildSummary, Error, LayerContent, LayerSummary,
+    MeasuredLayer, PreparedImage, Reporter,
 };
 use crate::codec::{BlobWriter, CompressOptions, WrittenBlob};
-use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord};
+use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord, Stamps};
+use crate::layer::{self, ahead, LayerOptions};
 use crate::nix::StorePath;
-use crate::oci::{self, Descriptor, Digest};
+use crate::oci::{self, Descriptor, Digest, LayerDigest};
 use crate::sink::{ImageEntry, ImageSink, LayerForm, Platform};
+use crate::store::Store as _;
 
 fn count(counts: &mut BlobCounts, new: bool) {
     if new {
@@ -28,18 +30,17 @@ fn count(counts: &mut BlobCounts, new: bool) {
 /// The summary of `layer` from the layer cache, when the cache knows its
 /// blob in this compression and `sink` already holds that blob: then
 /// nothing of the layer needs reading. Store paths are immutable, so the
-/// layer's content key stands for its bytes.
+/// layer's content key (with the store's `stamps` of its paths) stands for
+/// its bytes.
 fn cached_layer<S: ImageSink>(
     settings: &BuildSettings,
     layer: &MeasuredLayer,
+    stamps: Option<&Stamps>,
     cache_name: &str,
     media_type: &str,
     sink: &S,
 ) -> Option<LayerSummary> {
-    let record = settings
-        .cache
-        .as_ref()?
-        .get(&layer.key, layer.store_paths())?;
+    let record = settings.cache.as_ref()?.get_stamped(&layer.key, stamps?)?;
     let tar = record.tar?;
     let blob = record.blobs.get(cache_name)?;
     (tar.size == layer.size && sink.has_blob(&blob.digest)).then(|| LayerSummary {
@@ -50,6 +51,59 @@ fn cached_layer<S: ImageSink>(
         blob_size: blob.size,
         media_type: media_type.to_owned(),
     })
+}
+
+/// The stamps of each store layer's paths, taken before any of its bytes
+/// are read (`None` for other layers, or when the store cannot stamp);
+/// with `content`, of every entry (see [`Stamps::of_content`]).
+fn layer_stamps(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    content: bool,
+) -> Vec<Option<Stamps>> {
+    image
+        .layers
+        .iter()
+        .map(|layer| match &layer.content {
+            LayerContent::Store(paths) if content => Stamps::of_content(&settings.store, paths),
+            LayerContent::Store(paths) => Stamps::of(&settings.store, paths),
+            LayerContent::Customisation(_) | LayerContent::Base(..) => None,
+        })
+        .collect()
+}
+
+/// The diff_id the layer cache holds for `layer` under `stamps`, when its
+/// size is the measured one.
+fn cached_diff_id(
+    settings: &BuildSettings,
+    layer: &MeasuredLayer,
+    stamps: Option<&Stamps>,
+) -> Option<Digest> {
+    let tar = settings
+        .cache
+        .as_ref()?
+        .get_stamped(&layer.key, stamps?)?
+        .tar?;
+    (tar.size == layer.size).then_some(tar.digest)
+}
+
+/// Fails with [`layer::Error::Modified`] unless the store's stamps of
+/// `paths` now are `before`: the check that lets a diff_id taken from the
+/// cache, or hashed by another thread, stand for bytes just streamed.
+fn check_unchanged(
+    settings: &BuildSettings,
+    paths: &[StorePath],
+    before: &Stamps,
+) -> Result<(), Error> {
+    let Err(changed) = before.check(&settings.store, paths) else {
+        return Ok(());
+    };
+    let path = settings.store.location(
+        changed
+            .map_or(settings.store.dir().as_str(), StorePath::as_str)
+            .as_bytes(),
+    );
+    Err(layer::Error::Modified { path }.into())
 }
 
 /// Tells the reporter of each write's bytes (uncompressed) as they pass.
@@ -100,6 +154,36 @@ impl PreparedImage {
             reporter,
         };
         let tar = self.write_layer(settings, index, &mut progress)?;
+        progress.inner.finish_layer(tar).map_err(Error::Write)
+    }
+
+    /// [`PreparedImage::write_layer_blob`] for store layer `index`,
+    /// uncompressed, whose diff_id `diff_id` gives once its bytes are
+    /// written: streamed without hashing.
+    fn stream_store_blob<W: Write + Send>(
+        &self,
+        settings: &BuildSettings,
+        index: usize,
+        dest: W,
+        reporter: &dyn Reporter,
+        diff_id: impl FnOnce() -> Result<Digest, Error>,
+    ) -> Result<(W, WrittenBlob), Error> {
+        let layer = &self.layers[index];
+        let mut progress = Progress {
+            inner: BlobWriter::layer(dest, &CompressOptions::NONE).map_err(Error::Write)?,
+            index,
+            reporter,
+        };
+        let size = layer::stream_store_layer(
+            &settings.layer_options(),
+            layer.store_paths(),
+            layer.size,
+            &mut progress,
+        )?;
+        let tar = LayerDigest {
+            diff_id: diff_id()?,
+            size,
+        };
         progress.inner.finish_layer(tar).map_err(Error::Write)
     }
 }
@@ -175,13 +259,34 @@ fn write_image<S: ImageSink>(
     let media_type = compress.codec.layer_media_type();
     let mut counts = BlobCounts::default();
     let cache_name = format!("{}-{}", compress.codec.name(), compress.level);
-    let mut layers = Vec::with_capacity(image.layers.len());
+    // Taken once, before any byte of a layer is read: the cache files what
+    // it learns under them, and a diff_id not hashed from the streamed
+    // bytes themselves is checked against them after streaming.
+    // A docker-archive streams layers whose diff_id came from the cache
+    // or the helper thread, not from the bytes streamed: their stamps
+    // must cover every entry, not just the live store's registration
+    // (which lets OCI outputs and pushes skip layers without reading them).
+    let stamps = if settings.cache.is_some() || (!oci_output && settings.store.local().is_some()) {
+        layer_stamps(settings, image, !oci_output)
+    } else {
+        vec![None; image.layers.len()]
+    };
     let cached: Vec<Option<LayerSummary>> = image
         .layers
         .iter()
-        .map(|layer| {
+        .zip(&stamps)
+        .map(|(layer, stamps)| {
             oci_output
-                .then(|| cached_layer(settings, layer, &cache_name, media_type, &*sink))
+                .then(|| {
+                    cached_layer(
+                        settings,
+                        layer,
+                        stamps.as_ref(),
+                        &cache_name,
+                        media_type,
+                        &*sink,
+                    )
+                })
                 .flatten()
         })
         .collect();
@@ -199,49 +304,21 @@ fn write_image<S: ImageSink>(
             .collect();
         settings.store.prefetch(&paths)?;
     }
-    for ((index, layer), cached) in image.layers.iter().enumerate().zip(cached) {
-        if let Some(summary) = cached {
-            counts.existing += 1;
-            counts.layers_cached += 1;
-            reporter.on_layer_done(index, &summary.diff_id);
-            layers.push(summary);
-            continue;
-        }
-        reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
-        let dest = sink.start_layer(&layer.key, layer.size)?;
-        let (dest, blob) = image.write_layer_blob(settings, index, &compress, dest, reporter)?;
-        count(
+    let layers = if oci_output {
+        write_blobs(
+            settings,
+            image,
+            sink,
+            reporter,
+            &compress,
+            &cache_name,
+            &stamps,
+            cached,
             &mut counts,
-            sink.commit_layer(dest, &blob.digest, blob.size)?,
-        );
-        reporter.on_layer_done(index, &blob.tar.diff_id);
-        if let (true, Some(cache)) = (oci_output, &settings.cache) {
-            let record = CacheRecord {
-                tar: Some(BlobRecord {
-                    digest: blob.tar.diff_id,
-                    size: blob.tar.size,
-                }),
-                blobs: [(
-                    cache_name.clone(),
-                    BlobRecord {
-                        digest: blob.digest,
-                        size: blob.size,
-                    },
-                )]
-                .into(),
-            };
-            // A cache that cannot be written only costs a later rebuild.
-            let _ = cache.put(&layer.key, layer.store_paths(), &record);
-        }
-        layers.push(LayerSummary {
-            diff_id: blob.tar.diff_id,
-            size: blob.tar.size,
-            paths: layer.store_paths().len(),
-            digest: blob.digest,
-            blob_size: blob.size,
-            media_type: blob.media_type.to_owned(),
-        });
-    }
+        )?
+    } else {
+        write_members(settings, image, sink, reporter, &stamps, &mut counts)?
+    };
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
     let config = image.config_json(settings, &diff_ids);
     let (config_digest, new) = sink.put_blob(&config)?;
@@ -293,4 +370,288 @@ fn write_image<S: ImageSink>(
         },
         counts,
     ))
+}
+
+/// The cache's record of a layer's tar, and of its blob when compressed on
+/// its own (`cache_name`).
+fn cache_record(blob: &WrittenBlob, cache_name: Option<&str>) -> CacheRecord {
+    CacheRecord {
+        tar: Some(BlobRecord {
+            digest: blob.tar.diff_id,
+            size: blob.tar.size,
+        }),
+        blobs: cache_name
+            .map(|name| {
+                (
+                    name.to_owned(),
+                    BlobRecord {
+                        digest: blob.digest,
+                        size: blob.size,
+                    },
+                )
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn summary_of(blob: &WrittenBlob, layer: &MeasuredLayer) -> LayerSummary {
+    LayerSummary {
+        diff_id: blob.tar.diff_id,
+        size: blob.tar.size,
+        paths: layer.store_paths().len(),
+        digest: blob.digest,
+        blob_size: blob.size,
+        media_type: blob.media_type.to_owned(),
+    }
+}
+
+/// The layers of a sink that takes blobs, each compressed on its own;
+/// those `cached` (known and already in the sink) are not read. When the
+/// sink takes several blobs at once and more than one thread is allowed,
+/// up to that many layers are written at the same time, each on a thread
+/// of its own with the compressor's full thread count (one for a small
+/// layer; a layer's bytes never depend on it), and committed in layer order: small layers, which
+/// one compressor cannot spread over several cores, then keep every core
+/// busy, and a large one does not hold up the small ones after it (they
+/// wait, written, for their turn to be committed).
+#[allow(clippy::too_many_arguments)]
+fn write_blobs<S: ImageSink>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    sink: &mut S,
+    reporter: &dyn Reporter,
+    compress: &CompressOptions,
+    cache_name: &str,
+    stamps: &[Option<Stamps>],
+    cached: Vec<Option<LayerSummary>>,
+    counts: &mut BlobCounts,
+) -> Result<Vec<LayerSummary>, Error> {
+    let at_once = if sink.concurrent_layers() {
+        compress.threads.get().min(MAX_LAYERS_AT_ONCE)
+    } else {
+        1
+    };
+    let total = image.layers.len();
+    let mut layers = Vec::with_capacity(total);
+    let mut cached: std::collections::VecDeque<Option<LayerSummary>> = cached.into();
+    // Written layers waiting for the ones before them to be committed.
+    let mut written = std::collections::BTreeMap::new();
+    let to_write: Vec<usize> = (0..total).filter(|&i| cached[i].is_none()).collect();
+    let mut to_start = to_write.into_iter().peekable();
+    std::thread::scope(|scope| -> Result<Vec<LayerSummary>, Error> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut running = 0;
+        loop {
+            while running < at_once && written.len() < MAX_WRITTEN_WAITING {
+                let Some(index) = to_start.next() else {
+                    break;
+                };
+                let layer = &image.layers[index];
+                reporter.on_layer_start(index, total, layer.store_paths(), layer.size);
+                let dest = sink.start_layer(&layer.key, layer.size)?;
+                let done = done_tx.clone();
+                // A small layer is one compression job or a few: more workers
+                // would only hold more buffers. The bytes are the same.
+                let mut own = *compress;
+                if at_once > 1 && layer.size < SMALL_LAYER {
+                    own.threads = std::num::NonZeroUsize::MIN;
+                }
+                scope.spawn(move || {
+                    let result = image
+                        .write_layer_blob(settings, index, &own, dest, reporter)
+                        .and_then(|(mut dest, blob)| {
+                            S::seal_layer(&mut dest)?;
+                            Ok((dest, blob))
+                        });
+                    // The receiver is gone only when the build failed already.
+                    let _ = done.send((index, result));
+                });
+                running += 1;
+            }
+            // Commit, in layer order, whatever is ready.
+            while let Some(next) = cached.front() {
+                let index = layers.len();
+                if let Some(summary) = next {
+                    counts.existing += 1;
+                    counts.layers_cached += 1;
+                    reporter.on_layer_done(index, &summary.diff_id);
+                } else {
+                    let Some(result) = written.remove(&index) else {
+                        break;
+                    };
+                    let (dest, blob): (S::Blob, WrittenBlob) = result?;
+                    let layer = &image.layers[index];
+                    count(counts, sink.commit_layer(dest, &blob.digest, blob.size)?);
+                    reporter.on_layer_done(index, &blob.tar.diff_id);
+                    if let (Some(cache), Some(stamps)) = (&settings.cache, &stamps[index]) {
+                        // A cache that cannot be written only costs a later rebuild.
+                        let record = cache_record(&blob, Some(cache_name));
+                        let _ = cache.put_stamped(&layer.key, stamps, &record);
+                    }
+                    cached[0] = Some(summary_of(&blob, layer));
+                }
+                if let Some(Some(summary)) = cached.pop_front() {
+                    layers.push(summary);
+                }
+            }
+            if running == 0 {
+                if to_start.peek().is_none() {
+                    break;
+                }
+                // Layers written while the oldest was still being written
+                // filled the waiting room; committing them made room again.
+                continue;
+            }
+            let (index, result) = done_rx
+                .recv()
+                .map_err(|_| Error::Write(io::Error::other("a layer writer stopped")))?;
+            running -= 1;
+            written.insert(index, result);
+        }
+        if layers.len() == total {
+            Ok(layers)
+        } else {
+            Err(Error::Write(io::Error::other("a layer was never written")))
+        }
+    })
+}
+
+/// Layers written at once into a sink that takes blobs: enough to keep two
+/// or more cores busy with small layers, few enough that the blobs in
+/// flight (each with its compressor's buffers) keep memory small.
+const MAX_LAYERS_AT_ONCE: usize = 2;
+
+/// Below this many tar bytes a layer written beside another gets one
+/// compressor thread: four zstd jobs, or 64 gzip blocks.
+const SMALL_LAYER: u64 = 8 << 20;
+
+/// Written layers (temporary files) that may wait for an earlier, larger
+/// one to be committed before no new layer is started.
+const MAX_WRITTEN_WAITING: usize = 4;
+
+/// How a docker-archive member's diff_id is had.
+#[derive(Clone, Copy)]
+enum DiffId {
+    /// Hashed as its bytes stream.
+    Streamed,
+    /// From the layer cache.
+    Cached(Digest),
+    /// Hashed by the helper thread (see [`layer::ahead`]).
+    Ahead,
+}
+
+/// The layers of a docker-archive, in order, as uncompressed members: a
+/// store layer whose diff_id the cache knows streams without hashing, and
+/// the others are hashed either as they stream or, on a helper thread,
+/// ahead of the streaming (local stores only: a binary cache's files would
+/// be fetched twice). A diff_id not hashed from the streamed bytes stands
+/// only if the store's stamps of the layer's paths are the same after
+/// streaming as before the hash was taken.
+fn write_members<S: ImageSink>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    sink: &mut S,
+    reporter: &dyn Reporter,
+    stamps: &[Option<Stamps>],
+    counts: &mut BlobCounts,
+) -> Result<Vec<LayerSummary>, Error> {
+    let known: Vec<Option<Digest>> = image
+        .layers
+        .iter()
+        .zip(stamps)
+        .map(|(layer, stamps)| cached_diff_id(settings, layer, stamps.as_ref()))
+        .collect();
+    let Some(local) = settings.store.local() else {
+        return stream_members(
+            settings, image, sink, reporter, stamps, &known, None, counts,
+        );
+    };
+    let opts = LayerOptions {
+        store: local,
+        owner: settings.owner.clone(),
+        mtime: settings.mtime,
+        permissions: settings.content.permissions.clone(),
+    };
+    let jobs: Vec<ahead::Job<'_>> = image
+        .layers
+        .iter()
+        .zip(stamps)
+        .zip(&known)
+        .map(|((layer, stamps), known)| {
+            let LayerContent::Store(paths) = &layer.content else {
+                return None;
+            };
+            (stamps.is_some() && known.is_none()).then_some((paths.as_slice(), layer.size))
+        })
+        .collect();
+    if jobs.iter().all(Option::is_none) {
+        return stream_members(
+            settings, image, sink, reporter, stamps, &known, None, counts,
+        );
+    }
+    ahead::with_hashing_ahead(&opts, &jobs, |ahead| {
+        stream_members(
+            settings,
+            image,
+            sink,
+            reporter,
+            stamps,
+            &known,
+            Some(ahead),
+            counts,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_members<S: ImageSink>(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+    sink: &mut S,
+    reporter: &dyn Reporter,
+    stamps: &[Option<Stamps>],
+    known: &[Option<Digest>],
+    ahead: Option<&ahead::Ahead>,
+    counts: &mut BlobCounts,
+) -> Result<Vec<LayerSummary>, Error> {
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for (index, layer) in image.layers.iter().enumerate() {
+        reporter.on_layer_start(index, image.layers.len(), layer.store_paths(), layer.size);
+        let how = match known[index] {
+            Some(diff_id) => DiffId::Cached(diff_id),
+            None if ahead.is_some_and(|a| a.claim(index)) => DiffId::Ahead,
+            None => DiffId::Streamed,
+        };
+        let dest = sink.start_layer(&layer.key, layer.size)?;
+        let (dest, blob) = match (how, &stamps[index]) {
+            (DiffId::Cached(diff_id), Some(before)) => {
+                image.stream_store_blob(settings, index, dest, reporter, || {
+                    check_unchanged(settings, layer.store_paths(), before)?;
+                    Ok(diff_id)
+                })?
+            }
+            (DiffId::Ahead, Some(before)) => {
+                image.stream_store_blob(settings, index, dest, reporter, || {
+                    let hashed = ahead
+                        .ok_or_else(|| Error::Write(io::Error::other("no helper thread")))?
+                        .result(index)?;
+                    // The helper measured the same tar size, or failed.
+                    check_unchanged(settings, layer.store_paths(), before)?;
+                    Ok(hashed.diff_id)
+                })?
+            }
+            _ => image.write_layer_blob(settings, index, &CompressOptions::NONE, dest, reporter)?,
+        };
+        count(counts, sink.commit_layer(dest, &blob.digest, blob.size)?);
+        reporter.on_layer_done(index, &blob.tar.diff_id);
+        if let (Some(cache), Some(stamps), DiffId::Streamed | DiffId::Ahead) =
+            (&settings.cache, &stamps[index], how)
+        {
+            // A cache that cannot be written only costs a later rebuild.
+            let _ = cache.put_stamped(&layer.key, stamps, &cache_record(&blob, None));
+        }
+        layers.push(summary_of(&blob, layer));
+    }
+    Ok(layers)
 }

@@ -273,6 +273,29 @@ pub trait ImageSink {
     fn commit_layer(&mut self, blob: Self::Blob, digest: &Digest, size: u64)
         -> Result<bool, Error>;
 
+    /// Whether several layers may be written at once: blobs started before
+    /// the previous ones are committed, each written on its own thread
+    /// (commits still come in layer order). Sinks whose blobs are files of
+    /// their own say yes; a docker-archive, one stream, cannot.
+    fn concurrent_layers(&self) -> bool {
+        false
+    }
+
+    /// Makes a written layer's bytes durable before it is committed, on
+    /// the thread that wrote it (see [`ImageSink::concurrent_layers`]), so
+    /// the commits, one at a time and in order, do not wait for the disk.
+    /// By default nothing.
+    ///
+    /// # Errors
+    /// When the blob cannot be flushed or synced.
+    fn seal_layer(blob: &mut Self::Blob) -> Result<(), Error>
+    where
+        Self: Sized,
+    {
+        let _ = blob;
+        Ok(())
+    }
+
     /// Whether the blob `digest` is already stored, so a layer known (from
     /// the layer cache) to have that blob need not be read again.
     fn has_blob(&self, digest: &Digest) -> bool {

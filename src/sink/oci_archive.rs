@@ -102,6 +102,11 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
         LayerForm::Blobs(self.compress)
     }
 
+    /// Each blob is a temporary file of its own until committed.
+    fn concurrent_layers(&self) -> bool {
+        true
+    }
+
     fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<SpooledBlob, Error> {
         SpooledBlob::new_in(&std::env::temp_dir())
     }

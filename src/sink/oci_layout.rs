@@ -445,6 +445,20 @@ impl ImageSink for OciLayout {
         LayerForm::Blobs(self.compress)
     }
 
+    /// Each blob is a temporary file of its own until committed.
+    fn concurrent_layers(&self) -> bool {
+        true
+    }
+
+    /// Synced by the thread that wrote it: committing (a rename) then
+    /// finds its bytes on disk already.
+    fn seal_layer(blob: &mut LayoutBlob) -> Result<(), Error> {
+        blob.0.sync().map_err(|source| Error::Io {
+            path: PathBuf::from(BLOBS),
+            source,
+        })
+    }
+
     fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<LayoutBlob, Error> {
         let shown = self.shown.join(BLOBS);
         Staged::new_in(&self.blobs, &shown)

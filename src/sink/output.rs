@@ -133,6 +133,16 @@ impl Staged {
         })
     }
 
+    /// Flushes and syncs what was written so far, so that publishing it
+    /// later finds nothing left to write to the disk.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        self.writer.flush().map_err(|e| naming(&self.shown, e))?;
+        self.writer
+            .get_ref()
+            .sync_all()
+            .map_err(|e| naming(&self.shown, e))
+    }
+
     fn finish(self) -> io::Result<(File, TempPath, Pending)> {
         let file = self
             .writer

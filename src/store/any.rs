@@ -179,6 +179,9 @@ impl Store for AnyStore {
     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
         each!(self, s => s.stamp(path))
     }
+    fn content_stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        each!(self, s => s.content_stamp(path))
+    }
     fn nar_size(&self, path: &StorePath) -> Result<u64, Error> {
         each!(self, s => s.nar_size(path))
     }

@@ -160,6 +160,13 @@ impl Store for StoreLocation {
                 return Ok(stamp);
             }
         }
+        self.content_stamp(path)
+    }
+
+    /// The metadata of every entry of `path` (see [`StoreLocation::stamp`]),
+    /// never the registration alone.
+    fn content_stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        let root = self.canonical_root();
         let mut hash = Sha256::new();
         hash.update(b"nixlayer local store stamp v1\0");
         hash.update(root.as_os_str().as_bytes());

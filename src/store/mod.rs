@@ -241,6 +241,18 @@ pub trait Store {
     /// content may be assumed.
     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error>;
 
+    /// Like [`Store::stamp`], but covering every entry of `path` even where
+    /// the store's word for it would do (the local store's registration
+    /// stamp covers only the path's top entry): for a caller about to read
+    /// the path's bytes anyway, who must notice an edit anywhere inside it
+    /// (a diff_id not hashed from the bytes streamed). By default the stamp.
+    ///
+    /// # Errors
+    /// As [`Store::stamp`].
+    fn content_stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        self.stamp(path)
+    }
+
     /// The size of the NAR serialisation of `path` (Nix's `narSize`). By
     /// default computed from [`Store::entries`]; a binary cache knows it
     /// from its `.narinfo`.
@@ -285,6 +297,9 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
         (**self).stamp(path)
+    }
+    fn content_stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
+        (**self).content_stamp(path)
     }
     fn nar_size(&self, path: &StorePath) -> Result<u64, Error> {
         (**self).nar_size(path)

@@ -520,6 +520,36 @@ impl<W: Write> TarWriter<W> {
         &mut self.inner
     }
 
+    /// Writes up to `max` bytes of the open entry's data by handing the
+    /// inner writer to `fill`, which puts them there itself and returns how
+    /// many (`Ok(Err(t))`: it put none and failed in a way of its own). A
+    /// layer writer reads a file straight into its output buffer this way,
+    /// saving a copy through a buffer of its own.
+    ///
+    /// # Errors
+    /// When no entry is open, `fill` claims more than `max` bytes (or
+    /// more than the entry has left), or writing fails.
+    pub fn write_through<T>(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut W, usize) -> io::Result<Result<usize, T>>,
+    ) -> io::Result<Result<usize, T>> {
+        let Some(remaining) = self.remaining else {
+            return Err(misuse("no tar entry is open"));
+        };
+        let max = usize::try_from(remaining).map_or(max, |r| r.min(max));
+        let n = match fill(&mut self.inner, max)? {
+            Ok(n) => n,
+            Err(t) => return Ok(Err(t)),
+        };
+        if n > max {
+            return Err(misuse("write past the declared size of the tar entry"));
+        }
+        self.written += n as u64;
+        self.remaining = Some(remaining - n as u64);
+        Ok(Ok(n))
+    }
+
     /// Bytes the inner writer accepted so far.
     pub fn bytes_written(&self) -> u64 {
         self.written

@@ -26,7 +26,8 @@
 //! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
 //! - `sbom`: `nixlayer sbom`, `build --sbom`, `push --sbom`: SPDX and CycloneDX validated by the real validators (python and hello closures, odd names, every closure source), attached to layouts, archives and registries (referrers tag, referrers API);
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
-//! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
+//! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures;
+//! - `throughput`: layers hashed ahead, diff_ids reused from the cache (never after a store edit), blobs compressed several at once: the same bytes whatever the threads and the cache.
 
 mod accounts;
 mod annotations;
@@ -56,4 +57,5 @@ mod runtimes;
 mod sbom;
 mod schema;
 mod script;
+mod throughput;
 mod util;
