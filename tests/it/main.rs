@@ -22,6 +22,7 @@
 //! - `registry_auth`: `push` to a real token-auth registry (issuer, identity tokens, credential helpers) and a TLS one (test CA);
 //! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
 //! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
+//! - `scale`: a 10,000-path, 10,000-deep closure planned and built on 256 KiB stacks; the scale benchmark's generator hashes as Nix does;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
 //! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures.
 
@@ -48,6 +49,7 @@ mod push_faults;
 mod registry_auth;
 mod rootfs;
 mod runtimes;
+mod scale;
 mod schema;
 mod script;
 mod util;
