@@ -70,7 +70,7 @@ where
     }
     let sizes: Vec<u64> = nodes.iter().map(|(_, size, _)| *size).collect();
 
-    let split = attribute(&sizes, &references, &users, budget);
+    let split = attribute(&sizes, &references, &users, budget, DEPENDENCY_BITS);
 
     // One layer per distinct set, in order of first appearance for now.
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -130,6 +130,7 @@ fn attribute(
     references: &[Vec<usize>],
     users: &[Vec<usize>],
     budget: usize,
+    max_bits: usize,
 ) -> Vec<usize> {
     let n = sizes.len();
     // Interned sets of primaries (sorted node ids); set 0 is the empty set.
@@ -151,9 +152,35 @@ fn attribute(
     let mut memo: Vec<usize> = Vec::new();
     let mut is_dep = vec![false; n];
     let mut is_user = vec![false; n];
+    // Only primaries are in sets, so "p depends on P" is only asked of
+    // earlier primaries: their dependencies, kept as bitsets while they
+    // fit in DEPENDENCY_BITS bytes, answer it without walking everything
+    // that depends on P (in a 5,000-deep chain, most of the closure).
+    let words = n.div_ceil(64);
+    let mut dependency_bits: Vec<u64> = Vec::new();
+    let mut row_of: Vec<usize> = vec![NONE; n];
+    let mut keep_bits = true;
     for &primary in order.iter().rev() {
         let deps = reach(primary, references, &mut is_dep);
-        let dependents = reach(primary, users, &mut is_user);
+        keep_bits &= (dependency_bits.len() + words) * 8 <= max_bits;
+        let dependents = if keep_bits {
+            let row = dependency_bits.len() / words.max(1);
+            dependency_bits.resize(dependency_bits.len() + words, 0);
+            for &d in &deps {
+                dependency_bits[row * words + d / 64] |= 1 << (d % 64);
+            }
+            row_of[primary] = row;
+            Vec::new()
+        } else {
+            reach(primary, users, &mut is_user)
+        };
+        // Whether earlier primary `p` depends on P.
+        let depends_on_primary = |p: usize| match row_of[p] {
+            row if keep_bits && row != NONE => {
+                dependency_bits[row * words + primary / 64] & (1 << (primary % 64)) != 0
+            }
+            _ => is_user[p],
+        };
 
         // A dependency's new set depends only on its old set (and on P),
         // so each distinct old set is worked out and interned once per
@@ -170,8 +197,11 @@ fn attribute(
         for &d in &deps {
             let old = split[d];
             if memo[old] == NONE {
-                let mut set: Vec<usize> =
-                    sets[old].iter().copied().filter(|&p| !is_user[p]).collect();
+                let mut set: Vec<usize> = sets[old]
+                    .iter()
+                    .copied()
+                    .filter(|&p| !depends_on_primary(p))
+                    .collect();
                 // A dependency stays with a primary that P itself depends on.
                 if !set.iter().any(|&p| is_dep[p]) {
                     if let Err(at) = set.binary_search(&primary) {
@@ -209,6 +239,10 @@ fn attribute(
     }
     split
 }
+
+/// The most bytes of primaries' dependency bitsets [`attribute`] keeps;
+/// past them it walks the dependents of each primary instead.
+const DEPENDENCY_BITS: usize = 8 << 20;
 
 /// The id of `set` (sorted node ids), added to `sets` (with no member
 /// yet) when new.
@@ -519,6 +553,30 @@ mod tests {
     }
 
     proptest! {
+        /// Primaries' dependency bitsets and walks of the dependents give
+        /// the same attribution, and so do bitsets that run out half way.
+        #[test]
+        fn dependency_bits_and_walks_agree(
+            nodes in crate::plan::tests::dag_strategy(60),
+            budget in 1usize..12,
+        ) {
+            let n = nodes.len();
+            let references: Vec<Vec<usize>> = nodes.iter().map(|(_, _, r)| r.clone()).collect();
+            let mut users = vec![Vec::new(); n];
+            for (v, targets) in references.iter().enumerate() {
+                for &t in targets {
+                    users[t].push(v);
+                }
+            }
+            let sizes: Vec<u64> = nodes.iter().map(|(_, s, _)| *s).collect();
+            let bits = attribute(&sizes, &references, &users, budget, DEPENDENCY_BITS);
+            let walks = attribute(&sizes, &references, &users, budget, 0);
+            let half = attribute(&sizes, &references, &users, budget, n.div_ceil(64) * 8 * 3);
+            // Set ids are interned in the same order, so equal.
+            prop_assert_eq!(&bits, &walks);
+            prop_assert_eq!(&bits, &half);
+        }
+
         /// The closure sizes of all layers in one pass are those of a walk
         /// per layer, for any partition of a random DAG into layers.
         #[test]
