@@ -131,6 +131,40 @@ impl<'de> DeserializeSeed<'de> for EntrySeed<'_> {
     }
 }
 
+/// An entry's key, matched as serde_json reads it: no `String` per key
+/// (a 10,000-path closure has 50,000 keys).
+enum Field {
+    Path,
+    NarHash,
+    NarSize,
+    References,
+    Valid,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Field {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                Ok(match key {
+                    "path" => Field::Path,
+                    "narHash" => Field::NarHash,
+                    "narSize" => Field::NarSize,
+                    "references" => Field::References,
+                    "valid" => Field::Valid,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
 fn set<T, E: de::Error>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), E> {
     if slot.replace(value).is_some() {
         return Err(E::duplicate_field(key));
@@ -154,23 +188,23 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PathInfo, A::Error> {
         let (mut path, mut nar_hash, mut nar_size, mut references, mut valid) =
             (None, None, None, None, None);
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "path" => set(
+        while let Some(key) = map.next_key::<Field>()? {
+            match key {
+                Field::Path => set(
                     &mut path,
                     "path",
                     map.next_value_seed(PathSeed(self.paths))?,
                 )?,
-                "narHash" => set(&mut nar_hash, "narHash", map.next_value::<Hash>()?.0)?,
-                "narSize" => set(&mut nar_size, "narSize", map.next_value::<u64>()?)?,
-                "references" => set(
+                Field::NarHash => set(&mut nar_hash, "narHash", map.next_value::<Hash>()?.0)?,
+                Field::NarSize => set(&mut nar_size, "narSize", map.next_value::<u64>()?)?,
+                Field::References => set(
                     &mut references,
                     "references",
                     map.next_value_seed(PathListSeed(self.paths))?,
                 )?,
                 // Old path-info marks a path it could not find with `"valid": false`.
-                "valid" => set(&mut valid, "valid", map.next_value::<bool>()?)?,
-                _ => {
+                Field::Valid => set(&mut valid, "valid", map.next_value::<bool>()?)?,
+                Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }

@@ -190,8 +190,8 @@ fn read_database(
         });
     }
     Some(
-        ClosureGraph::from_input(infos, "the Nix database")
-            .and_then(|g| g.closure_in(roots, "the Nix store")),
+        ClosureGraph::checked(infos, "the Nix database")
+            .and_then(|(g, edges)| g.into_closure(&edges, roots, "the Nix store")),
     )
 }
 
@@ -233,8 +233,8 @@ fn read_with(
 
     let file = Path::new("nix-store --dump-db");
     let infos = registration::parse(dump.as_bytes(), file, &store.dir)?;
-    let graph = ClosureGraph::from_input(infos, "`nix-store --dump-db`")?;
-    graph.closure_in(roots, "the Nix store")
+    let (graph, edges) = ClosureGraph::checked(infos, "`nix-store --dump-db`")?;
+    graph.into_closure(&edges, roots, "the Nix store")
 }
 
 struct NixStore<'a> {

@@ -70,7 +70,7 @@ where
     }
     let sizes: Vec<u64> = nodes.iter().map(|(_, size, _)| *size).collect();
 
-    let split = attribute(&sizes, &references, &users, budget);
+    let split = attribute(&sizes, &references, &users, budget, DEPENDENCY_BITS);
 
     // One layer per distinct set, in order of first appearance for now.
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -83,17 +83,23 @@ where
         groups[g].push(node);
     }
     // nixpkgs' `path_key`: the path split at its first `-` into hash and
-    // name, compared by (name, hash).
-    let key = |id: usize| {
-        let path = nodes[id].0.as_str();
-        let (hash, name) = path.split_once('-').unwrap_or((path, ""));
-        (name, hash)
-    };
+    // name, compared by (name, hash); split once per path, not per
+    // comparison.
+    let keys: Vec<(&str, &str)> = nodes
+        .iter()
+        .map(|(path, ..)| {
+            let (hash, name) = path.as_str().split_once('-').unwrap_or((path.as_str(), ""));
+            (name, hash)
+        })
+        .collect();
+    for paths in &mut groups {
+        paths.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    }
+    let closure_sizes = closure_sizes(&groups, &references, &sizes);
     let mut layers: Vec<(u128, Vec<&str>, Vec<usize>)> = groups
         .into_iter()
-        .map(|mut paths| {
-            paths.sort_by(|&a, &b| key(a).cmp(&key(b)));
-            let closure_size = closure_size(&paths, &references, &sizes);
+        .zip(closure_sizes)
+        .map(|(paths, closure_size)| {
             let mut sorted: Vec<&str> = paths.iter().map(|&id| nodes[id].0.as_str()).collect();
             sorted.sort_unstable();
             (closure_size, sorted, paths)
@@ -124,6 +130,7 @@ fn attribute(
     references: &[Vec<usize>],
     users: &[Vec<usize>],
     budget: usize,
+    max_bits: usize,
 ) -> Vec<usize> {
     let n = sizes.len();
     // Interned sets of primaries (sorted node ids); set 0 is the empty set.
@@ -139,41 +146,80 @@ fn attribute(
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&id| sizes[id]);
 
+    // Per old set, its new set under the current primary; NONE when not
+    // worked out yet.
+    const NONE: usize = usize::MAX;
+    let mut memo: Vec<usize> = Vec::new();
     let mut is_dep = vec![false; n];
     let mut is_user = vec![false; n];
+    // Only primaries are in sets, so "p depends on P" is only asked of
+    // earlier primaries: their dependencies, kept as bitsets while they
+    // fit in DEPENDENCY_BITS bytes, answer it without walking everything
+    // that depends on P (in a 5,000-deep chain, most of the closure).
+    let words = n.div_ceil(64);
+    let mut dependency_bits: Vec<u64> = Vec::new();
+    let mut row_of: Vec<usize> = vec![NONE; n];
+    let mut keep_bits = true;
     for &primary in order.iter().rev() {
         let deps = reach(primary, references, &mut is_dep);
-        let dependents = reach(primary, users, &mut is_user);
-
-        let mut changes: Vec<(usize, Vec<usize>)> = Vec::with_capacity(deps.len() + 1);
-        changes.push((primary, vec![primary]));
-        for &d in &deps {
-            let mut set: Vec<usize> = sets[split[d]]
-                .iter()
-                .copied()
-                .filter(|&p| !is_user[p])
-                .collect();
-            // A dependency stays with a primary that P itself depends on.
-            if !set.iter().any(|&p| is_dep[p]) {
-                if let Err(at) = set.binary_search(&primary) {
-                    set.insert(at, primary);
-                }
+        keep_bits &= (dependency_bits.len() + words) * 8 <= max_bits;
+        let dependents = if keep_bits {
+            let row = dependency_bits.len() / words.max(1);
+            dependency_bits.resize(dependency_bits.len() + words, 0);
+            for &d in &deps {
+                dependency_bits[row * words + d / 64] |= 1 << (d % 64);
             }
-            changes.push((d, set));
+            row_of[primary] = row;
+            Vec::new()
+        } else {
+            reach(primary, users, &mut is_user)
+        };
+        // Whether earlier primary `p` depends on P.
+        let depends_on_primary = |p: usize| match row_of[p] {
+            row if keep_bits && row != NONE => {
+                dependency_bits[row * words + primary / 64] & (1 << (primary % 64)) != 0
+            }
+            _ => is_user[p],
+        };
+
+        // A dependency's new set depends only on its old set (and on P),
+        // so each distinct old set is worked out and interned once per
+        // primary, not once per dependency: a primary over a 10,000-path
+        // closure has thousands of dependencies but only as many old sets
+        // as there are layers so far.
+        let mut changes: Vec<(usize, usize)> = Vec::with_capacity(deps.len() + 1);
+        changes.push((
+            primary,
+            intern(&mut sets, &mut interned, &mut members, vec![primary]),
+        ));
+        memo.resize(sets.len(), NONE);
+        let mut memoised: Vec<usize> = Vec::new();
+        for &d in &deps {
+            let old = split[d];
+            if memo[old] == NONE {
+                let mut set: Vec<usize> = sets[old]
+                    .iter()
+                    .copied()
+                    .filter(|&p| !depends_on_primary(p))
+                    .collect();
+                // A dependency stays with a primary that P itself depends on.
+                if !set.iter().any(|&p| is_dep[p]) {
+                    if let Err(at) = set.binary_search(&primary) {
+                        set.insert(at, primary);
+                    }
+                }
+                memo[old] = intern(&mut sets, &mut interned, &mut members, set);
+                memoised.push(old);
+            }
+            changes.push((d, memo[old]));
+        }
+        for old in memoised {
+            memo[old] = NONE;
         }
 
         // Apply, counting distinct sets; undo if over budget.
         let mut undo: Vec<(usize, usize)> = Vec::with_capacity(changes.len());
-        for (node, set) in changes {
-            let id = match interned.get(&set) {
-                Some(&id) => id,
-                None => {
-                    sets.push(set.clone());
-                    members.push(0);
-                    interned.insert(set, sets.len() - 1);
-                    sets.len() - 1
-                }
-            };
+        for (node, id) in changes {
             let old = split[node];
             undo.push((node, old));
             move_node(&mut split, &mut members, &mut distinct, node, id);
@@ -192,6 +238,27 @@ fn attribute(
         }
     }
     split
+}
+
+/// The most bytes of primaries' dependency bitsets [`attribute`] keeps;
+/// past them it walks the dependents of each primary instead.
+const DEPENDENCY_BITS: usize = 8 << 20;
+
+/// The id of `set` (sorted node ids), added to `sets` (with no member
+/// yet) when new.
+fn intern(
+    sets: &mut Vec<Vec<usize>>,
+    interned: &mut HashMap<Vec<usize>, usize>,
+    members: &mut Vec<usize>,
+    set: Vec<usize>,
+) -> usize {
+    if let Some(&id) = interned.get(&set) {
+        return id;
+    }
+    sets.push(set.clone());
+    members.push(0);
+    interned.insert(set, sets.len() - 1);
+    sets.len() - 1
 }
 
 /// Moves `node` into set `to`, keeping the member counts and the number of
@@ -233,6 +300,80 @@ fn reach(start: usize, edges: &[Vec<usize>], mark: &mut [bool]) -> Vec<usize> {
         }
     }
     found
+}
+
+/// nixpkgs' `closureSize` of each layer: Σ narSize over the closure of
+/// its paths, as a `u128`, so no sum of `u64` sizes can overflow.
+///
+/// One pass over the graph in topological order for up to 128 layers at
+/// once (each node carries the set of layers that reach it, as the bits of
+/// a `u128`), rather than one walk of the graph per layer: a hundred walks
+/// over the 100,000 references of a 10,000-path closure add up.
+fn closure_sizes(groups: &[Vec<usize>], references: &[Vec<usize>], sizes: &[u64]) -> Vec<u128> {
+    let Some(topo) = referrers_first(references) else {
+        // A cycle (no closure has one, but the input is not checked for
+        // it here): a walk per layer, which any graph allows.
+        return groups
+            .iter()
+            .map(|paths| closure_size(paths, references, sizes))
+            .collect();
+    };
+    let mut totals = vec![0u128; groups.len()];
+    let mut reached = vec![0u128; sizes.len()];
+    for (chunk, groups) in groups.chunks(128).enumerate() {
+        reached.fill(0);
+        for (bit, paths) in groups.iter().enumerate() {
+            for &p in paths {
+                reached[p] |= 1 << bit;
+            }
+        }
+        for &v in &topo {
+            let by = reached[v];
+            if by != 0 {
+                for &next in &references[v] {
+                    reached[next] |= by;
+                }
+            }
+        }
+        for (v, &by) in reached.iter().enumerate() {
+            let mut bits = by;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                totals[chunk * 128 + bit] += u128::from(sizes[v]);
+                bits &= bits - 1;
+            }
+        }
+    }
+    totals
+}
+
+/// The nodes with every referrer before its references (Kahn's algorithm,
+/// self-references ignored), or `None` when the references form a cycle.
+fn referrers_first(references: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut in_degree = vec![0usize; references.len()];
+    for (v, targets) in references.iter().enumerate() {
+        for &t in targets {
+            if t != v {
+                in_degree[t] += 1;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..references.len())
+        .filter(|&v| in_degree[v] == 0)
+        .collect();
+    let mut next = 0;
+    while let Some(&v) = order.get(next) {
+        next += 1;
+        for &t in &references[v] {
+            if t != v {
+                in_degree[t] -= 1;
+                if in_degree[t] == 0 {
+                    order.push(t);
+                }
+            }
+        }
+    }
+    (order.len() == references.len()).then_some(order)
 }
 
 /// Σ narSize over the closure of `paths` (nixpkgs' `closureSize` of a
@@ -399,6 +540,65 @@ mod tests {
             auto_layers([(&a, 1, &[][..])], &[], 0),
             Err(Error::NoLayers)
         ));
+    }
+
+    #[test]
+    fn closure_sizes_of_a_cycle_fall_back_to_walks() {
+        let references = vec![vec![1], vec![0, 2], vec![]];
+        let sizes = [1, 10, 100];
+        assert_eq!(
+            closure_sizes(&[vec![0], vec![2]], &references, &sizes),
+            [111, 100]
+        );
+    }
+
+    proptest! {
+        /// Primaries' dependency bitsets and walks of the dependents give
+        /// the same attribution, and so do bitsets that run out half way.
+        #[test]
+        fn dependency_bits_and_walks_agree(
+            nodes in crate::plan::tests::dag_strategy(60),
+            budget in 1usize..12,
+        ) {
+            let n = nodes.len();
+            let references: Vec<Vec<usize>> = nodes.iter().map(|(_, _, r)| r.clone()).collect();
+            let mut users = vec![Vec::new(); n];
+            for (v, targets) in references.iter().enumerate() {
+                for &t in targets {
+                    users[t].push(v);
+                }
+            }
+            let sizes: Vec<u64> = nodes.iter().map(|(_, s, _)| *s).collect();
+            let bits = attribute(&sizes, &references, &users, budget, DEPENDENCY_BITS);
+            let walks = attribute(&sizes, &references, &users, budget, 0);
+            let half = attribute(&sizes, &references, &users, budget, n.div_ceil(64) * 8 * 3);
+            // Set ids are interned in the same order, so equal.
+            prop_assert_eq!(&bits, &walks);
+            prop_assert_eq!(&bits, &half);
+        }
+
+        /// The closure sizes of all layers in one pass are those of a walk
+        /// per layer, for any partition of a random DAG into layers.
+        #[test]
+        fn closure_sizes_match_a_walk_per_layer(
+            nodes in crate::plan::tests::dag_strategy(60),
+            groups in 1usize..200,
+            seed: u64,
+        ) {
+            let references: Vec<Vec<usize>> = nodes.iter().map(|(_, _, r)| r.clone()).collect();
+            let sizes: Vec<u64> = nodes.iter().map(|(_, s, _)| *s).collect();
+            // Node i in group (i * seed) mod groups; empty groups kept.
+            let mut layers = vec![Vec::new(); groups];
+            for i in 0..nodes.len() {
+                let g = usize::try_from((i as u64).wrapping_mul(seed | 1) % groups as u64).unwrap();
+                layers[g].push(i);
+            }
+            let want: Vec<u128> = layers
+                .iter()
+                .map(|paths| closure_size(paths, &references, &sizes))
+                .collect();
+            prop_assert_eq!(closure_sizes(&layers, &references, &sizes), want);
+        }
     }
 
     proptest! {

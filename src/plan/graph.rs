@@ -8,10 +8,9 @@
 //! DSL operation keeps vertex sets disjoint (no operation copies a vertex),
 //! so a vertex id always means the same store path.
 //!
-//! Hand-written rather than on petgraph (which the closure module uses for
-//! reachability): the layers and their order are nixpkgs' output, which
-//! follows igraph's vertex order and its `induced_subgraph` /
-//! `subcomponent` orders exactly. A [`Graph`] is a sorted vertex list over
+//! Hand-written rather than on petgraph: the layers and their order are
+//! nixpkgs' output, which follows igraph's vertex order and its
+//! `induced_subgraph` / `subcomponent` orders exactly. A [`Graph`] is a sorted vertex list over
 //! one shared [`LayerGraph`], so an induced subgraph keeps the ids and the
 //! index order that igraph renumbers to; petgraph's `Graph` renumbers
 //! differently on removal (the last node takes the removed one's index) and

@@ -126,11 +126,28 @@ fn scores_in_blocks(graph: &Graph, topo: &[usize], block: usize) -> Scores {
             })
             .collect();
         let mut popularity = vec![0u128; n];
+        let mut table: Vec<u128> = Vec::new();
+        let mut table_start = usize::MAX;
         for_each_ancestry(graph, topo, block, |v, ancestry| {
-            // Cannot wrap: the sum is at most `total`.
-            popularity[v] = ancestry
-                .positions()
-                .fold(popularity[v], |sum, x| sum.wrapping_add(weights[x]));
+            if ancestry.start != table_start {
+                table_start = ancestry.start;
+                // Σ W over each subset of each 8 positions of the block.
+                // Cannot wrap: every entry is at most `total`.
+                let weights = &weights[table_start..];
+                table.clear();
+                table.resize(ancestry.bits.len() * 8 * 256, 0);
+                for m in 1..table.len() {
+                    let (byte, subset) = (m / 256, m % 256);
+                    if subset != 0 {
+                        let x = byte * 8 + subset.trailing_zeros() as usize;
+                        let w = weights.get(x).copied().unwrap_or(0);
+                        table[m] = table[m & !(subset & subset.wrapping_neg())].wrapping_add(w);
+                    }
+                }
+            }
+            let mut sum = popularity[v];
+            for_each_byte(ancestry.bits, |at| sum = sum.wrapping_add(table[at]));
+            popularity[v] = sum;
         });
         Scores {
             limbs: 2,
@@ -142,31 +159,66 @@ fn scores_in_blocks(graph: &Graph, topo: &[usize], block: usize) -> Scores {
     } else {
         let limbs = total.0.len();
         let mut words = vec![0u64; n * limbs];
+        // The table takes 256 × limbs bytes per position of a block: at
+        // most TABLE_BYTES, in narrower blocks when the limbs are many.
+        let block = block.min((TABLE_BYTES / (256 * limbs) / 64).max(1) * 64);
+        let mut table: Vec<u64> = Vec::new();
+        let mut table_start = usize::MAX;
         for_each_ancestry(graph, topo, block, |v, ancestry| {
+            if ancestry.start != table_start {
+                table_start = ancestry.start;
+                let weights = &weights[table_start..];
+                table.clear();
+                table.resize(ancestry.bits.len() * 8 * 256 * limbs, 0);
+                for m in 1..table.len() / limbs {
+                    let (byte, subset) = (m / 256, m % 256);
+                    if subset != 0 {
+                        let x = byte * 8 + subset.trailing_zeros() as usize;
+                        let from = m & !(subset & subset.wrapping_neg());
+                        table.copy_within(from * limbs..(from + 1) * limbs, m * limbs);
+                        if let Some(w) = weights.get(x) {
+                            add_limbs(&mut table[m * limbs..(m + 1) * limbs], w);
+                        }
+                    }
+                }
+            }
             let sum = &mut words[v * limbs..(v + 1) * limbs];
-            ancestry
-                .positions()
-                .for_each(|x| add_limbs(sum, weights[x]));
+            for_each_byte(ancestry.bits, |at| {
+                add_limbs(sum, &table[at * limbs..(at + 1) * limbs]);
+            });
         });
         Scores { limbs, words }
     }
 }
+
+/// Calls `f(256 × i + j)` for the `i`-th byte of `bits` when that byte is
+/// `j`, not zero: the index of its subset's sum in a table of 256 sums per
+/// byte. The sums of a vertex's ancestry are then one addition per busy
+/// byte rather than one per ancestor (the Four Russians' trick): on a
+/// 10,000-path closure 5,000 deep, ancestries hold millions of bits.
+fn for_each_byte(bits: &[u64], mut f: impl FnMut(usize)) {
+    for (w, &word) in bits.iter().enumerate() {
+        let mut word = word;
+        let mut byte = w * 8;
+        while word != 0 {
+            let subset = (word & 0xff) as usize;
+            if subset != 0 {
+                f(byte * 256 + subset);
+            }
+            word >>= 8;
+            byte += 1;
+        }
+    }
+}
+
+/// The largest sum table of a block (see [`for_each_byte`]).
+const TABLE_BYTES: usize = 8 << 20;
 
 /// Some of the topological positions of a vertex and its ancestors.
 struct Ancestry<'a> {
     /// The position of bit 0.
     start: usize,
     bits: &'a [u64],
-}
-
-impl Ancestry<'_> {
-    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
-        let start = self.start;
-        self.bits
-            .iter()
-            .enumerate()
-            .flat_map(move |(w, &word)| Bits(word).map(move |b| start + w * 64 + b))
-    }
 }
 
 /// Calls `f(v, ancestry)` for every vertex `v` once per block of positions,
@@ -212,21 +264,6 @@ where
             }
         }
         start += width;
-    }
-}
-
-/// The set bits of a word, lowest first.
-struct Bits(u64);
-
-impl Iterator for Bits {
-    type Item = usize;
-    fn next(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let bit = self.0.trailing_zeros() as usize;
-        self.0 &= self.0 - 1;
-        Some(bit)
     }
 }
 

@@ -25,6 +25,7 @@
 //! - `rootfs`: `--format rootfs` merges layers, applies whiteouts, and imports with docker;
 //! - `runtimes`: `podman load` and containerd's `ctr images import` of built docker and OCI archives;
 //! - `sbom`: `nixlayer sbom`, `build --sbom`, `push --sbom`: SPDX and CycloneDX validated by the real validators (python and hello closures, odd names, every closure source), attached to layouts, archives and registries (referrers tag, referrers API);
+//! - `scale`: a 10,000-path, 10,000-deep closure planned and built on small stacks (512 KiB main, 256 KiB others); the scale benchmark's generator hashes as Nix does;
 //! - `schema`: `nixlayer schema` prints the manifest's JSON Schema;
 //! - `script`: `[customisation] run` as fake root: owners and modes in the layer and in docker, failures;
 //! - `throughput`: layers hashed ahead, diff_ids reused from the cache (never after a store edit), blobs compressed several at once: the same bytes whatever the threads and the cache.
@@ -55,6 +56,7 @@ mod registry_auth;
 mod rootfs;
 mod runtimes;
 mod sbom;
+mod scale;
 mod schema;
 mod script;
 mod throughput;
