@@ -50,12 +50,27 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[error("{0}")]
 struct UsageError(String);
 
+/// glibc gives each thread that allocates its own arena (up to 8 per
+/// core), and the compressor threads of OCI outputs each keep theirs full
+/// of freed job buffers: a cold zstd layout build peaked at 116–140 MB
+/// with the default and 81–88 MB with two arenas, at the same speed. Two
+/// suffice for the pipeline's few busy threads.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs the command line and maps the outcome to an exit code.
 #[must_use]
 pub(crate) fn main() -> ExitCode {
     // Without the handlers a signal would still end the process, only
     // leaving its temporary files behind: nothing to refuse to run for.
     let _ = nixlayer::cleanup::install_signal_handlers();
+    limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
