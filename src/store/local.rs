@@ -141,7 +141,7 @@ impl Store for StoreLocation {
 
     /// For a path of the machine's own Nix store (`/nix/store` under the
     /// root `/`) that its database registers: that registration and the
-    /// store path's top entry (see [`super::registered`]), without a walk.
+    /// store path's top entry (see the `registered` module), without a walk.
     ///
     /// Otherwise sha256 of where the store path is (the resolved root) and
     /// of the file-system metadata of every entry of it: sizes, modes,
