@@ -356,6 +356,47 @@ pub fn tag_of(reference: &str) -> &str {
     reference.rsplit_once(':').map_or("latest", |(_, t)| t)
 }
 
+/// What an OCI layout or archive lists in `index.json` when it is
+/// finished: the image manifests put (with their platforms), the artifacts
+/// referring to them (SBOMs) and the annotations of the entry naming them.
+/// The two outputs differ only in where blobs and `index.json` go.
+#[derive(Debug, Default)]
+struct PendingIndex {
+    manifests: Vec<(Descriptor, Platform)>,
+    /// `index.json` entries of the artifacts, listed without a ref name.
+    referrers: Vec<serde_json::Value>,
+    annotations: OutputAnnotations,
+}
+
+impl PendingIndex {
+    /// Notes the image manifest of `image`, stored as `digest`; its descriptor.
+    fn add_manifest(&mut self, image: &ImageEntry<'_>, digest: Digest) -> Descriptor {
+        let desc = Descriptor {
+            media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest,
+            size: image.manifest.len() as u64,
+        };
+        self.manifests.push((desc.clone(), image.platform.clone()));
+        desc
+    }
+
+    /// Notes an artifact whose blobs and manifest are stored; its
+    /// manifest's descriptor.
+    fn add_referrer(&mut self, referrer: &Referrer<'_>) -> Descriptor {
+        self.referrers.push(referrer.index_entry());
+        referrer.descriptor()
+    }
+
+    /// The entry naming the manifests `reference` ([`tagged_entry`]).
+    fn entry(
+        &self,
+        reference: &str,
+        put_blob: impl FnOnce(&[u8]) -> Result<(Digest, bool), Error>,
+    ) -> Result<serde_json::Value, Error> {
+        tagged_entry(&self.manifests, reference, &self.annotations, put_blob)
+    }
+}
+
 /// The `index.json` entry naming `manifests` `reference`: the manifest
 /// itself when there is one; for several (one per platform), an image
 /// index (with `annotations.index`) stored with `put_blob`, each of its

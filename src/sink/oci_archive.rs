@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use super::{Error, ImageEntry, ImageSink, LayerForm, Platform, SpooledBlob};
+use super::{Error, ImageEntry, ImageSink, LayerForm, SpooledBlob};
 use crate::codec::CompressOptions;
 use crate::oci;
 use crate::oci::{CountWriter, Descriptor, Digest};
@@ -24,12 +24,8 @@ pub struct OciArchiveWriter<W: Write> {
     mtime: u64,
     compress: CompressOptions,
     stored: BTreeSet<Digest>,
-    /// The manifests put, with their platforms, for `index.json`.
-    manifests: Vec<(Descriptor, Platform)>,
-    /// Index entries of artifacts referring to them (SBOMs).
-    referrers: Vec<serde_json::Value>,
-    /// Of the index and the `index.json` entry, until [`ImageSink::finish`].
-    annotations: super::OutputAnnotations,
+    /// What `index.json` will list.
+    index: super::PendingIndex,
 }
 
 fn archive_err(source: io::Error) -> Error {
@@ -51,9 +47,7 @@ impl<W: Write> OciArchiveWriter<W> {
             mtime,
             compress,
             stored: BTreeSet::new(),
-            manifests: Vec::new(),
-            referrers: Vec::new(),
-            annotations: super::OutputAnnotations::default(),
+            index: super::PendingIndex::default(),
         };
         w.tar.append(
             &w.header("oci-layout", Kind::Regular, oci::LAYOUT_FILE.len() as u64),
@@ -149,39 +143,30 @@ impl<W: Write> ImageSink for OciArchiveWriter<W> {
     }
 
     fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
-        self.annotations = annotations.clone();
+        self.index.annotations = annotations.clone();
     }
 
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
         let (digest, new) = self.put_blob(image.manifest)?;
-        let desc = Descriptor {
-            media_type: oci::MANIFEST_MEDIA_TYPE.to_owned(),
-            digest,
-            size: image.manifest.len() as u64,
-        };
-        self.manifests.push((desc.clone(), image.platform.clone()));
-        Ok((desc, new))
+        Ok((self.index.add_manifest(image, digest), new))
     }
 
     /// Stores the artifact's blobs and manifest, listed in `index.json`
     /// without a ref name.
     fn put_referrer(&mut self, referrer: &super::Referrer<'_>) -> Result<Descriptor, Error> {
-        self.put_blob(referrer.config)?;
-        self.put_blob(referrer.blob)?;
-        self.put_blob(referrer.manifest)?;
-        self.referrers.push(referrer.index_entry());
-        Ok(referrer.descriptor())
+        for blob in [referrer.config, referrer.blob, referrer.manifest] {
+            self.put_blob(blob)?;
+        }
+        Ok(self.index.add_referrer(referrer))
     }
 
     /// Writes `index.json`, naming the manifest (or, for several, an
     /// index of them) `reference`, then the referrers, and the trailer.
     fn finish(mut self, reference: &str) -> Result<(W, Option<u64>), Error> {
-        let manifests = std::mem::take(&mut self.manifests);
-        let entry = super::tagged_entry(&manifests, reference, &self.annotations.clone(), |b| {
-            self.put_blob(b)
-        })?;
+        let index = std::mem::take(&mut self.index);
+        let entry = index.entry(reference, |b| self.put_blob(b))?;
         let mut entries = vec![entry];
-        entries.append(&mut self.referrers);
+        entries.extend(index.referrers);
         let index_json = oci::index_json(entries);
         let header = self.header("index.json", Kind::Regular, index_json.len() as u64);
         self.tar.append(&header, &index_json).map_err(archive_err)?;
@@ -216,7 +201,7 @@ mod tests {
             digest: config,
             size: 6,
         };
-        let platform = Platform::default();
+        let platform = crate::sink::Platform::default();
         let image = ImageEntry {
             platform: &platform,
             config: &config,

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use super::output::Staged;
-use super::{Error, ImageEntry, ImageSink, LayerForm, Platform};
+use super::{Error, ImageEntry, ImageSink, LayerForm};
 use crate::cleanup::Pending;
 use crate::codec::CompressOptions;
 use crate::oci;
@@ -60,13 +60,8 @@ pub struct OciLayout {
     staging: Option<Staging>,
     /// How layers are compressed.
     compress: CompressOptions,
-    /// The manifests put, with their platforms, until [`ImageSink::finish`].
-    manifests: Vec<(Descriptor, Platform)>,
-    /// Index entries of artifacts referring to them (SBOMs), listed in
-    /// `index.json` without a ref name.
-    referrers: Vec<Value>,
-    /// Of the index and the `index.json` entry, until [`ImageSink::finish`].
-    annotations: super::OutputAnnotations,
+    /// What `index.json` will list, until [`ImageSink::finish`].
+    index: super::PendingIndex,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -126,9 +121,7 @@ impl OciLayout {
                 blobs,
                 staging: None,
                 compress: CompressOptions::NONE,
-                manifests: Vec::new(),
-                referrers: Vec::new(),
-                annotations: super::OutputAnnotations::default(),
+                index: super::PendingIndex::default(),
             });
         }
         if is_empty(&target).map_err(io_at(dir))? {
@@ -171,9 +164,7 @@ impl OciLayout {
                 beside,
             }),
             compress: CompressOptions::NONE,
-            manifests: Vec::new(),
-            referrers: Vec::new(),
-            annotations: super::OutputAnnotations::default(),
+            index: super::PendingIndex::default(),
         })
     }
 
@@ -313,7 +304,7 @@ impl OciLayout {
     /// named by digest alone: one entry each, kept when already listed (a
     /// rebuild of the same image).
     fn with_referrers(&self, mut manifests: Vec<Value>) -> Vec<Value> {
-        for referrer in &self.referrers {
+        for referrer in &self.index.referrers {
             if !manifests
                 .iter()
                 .any(|m| m.get("digest") == referrer.get("digest"))
@@ -497,38 +488,31 @@ impl ImageSink for OciLayout {
     }
 
     fn set_annotations(&mut self, annotations: &super::OutputAnnotations) {
-        self.annotations = annotations.clone();
+        self.index.annotations = annotations.clone();
     }
 
     fn put_manifest(&mut self, image: &ImageEntry<'_>) -> Result<(Descriptor, bool), Error> {
         let (digest, new) = self.put_blob(image.manifest)?;
-        let desc = Descriptor {
-            media_type: oci::MANIFEST_MEDIA_TYPE.to_owned(),
-            digest,
-            size: image.manifest.len() as u64,
-        };
-        self.manifests.push((desc.clone(), image.platform.clone()));
-        Ok((desc, new))
+        Ok((self.index.add_manifest(image, digest), new))
     }
 
     /// Stores the artifact's blobs and manifest; `index.json` lists it
     /// (no ref name, as oras and skopeo leave referrers) when
     /// [`ImageSink::finish`] names the image.
     fn put_referrer(&mut self, referrer: &super::Referrer<'_>) -> Result<Descriptor, Error> {
-        self.put_blob(referrer.config)?;
-        self.put_blob(referrer.blob)?;
-        self.put_blob(referrer.manifest)?;
-        self.referrers.push(referrer.index_entry());
-        Ok(referrer.descriptor())
+        for blob in [referrer.config, referrer.blob, referrer.manifest] {
+            self.put_blob(blob)?;
+        }
+        Ok(self.index.add_referrer(referrer))
     }
 
     /// Names the manifest (or, for several, an index of them) by
     /// `reference`'s tag in `index.json`; a new layout is put in place.
     fn finish(mut self, reference: &str) -> Result<((), Option<u64>), Error> {
-        let manifests = std::mem::take(&mut self.manifests);
-        let entry = super::tagged_entry(&manifests, reference, &self.annotations.clone(), |b| {
-            self.put_blob(b)
-        })?;
+        let index = std::mem::take(&mut self.index);
+        let entry = index.entry(reference, |b| self.put_blob(b))?;
+        // `index.json`'s update lists the referrers after the entry.
+        self.index.referrers = index.referrers;
         self.set_tag(super::tag_of(reference), entry)?;
         Ok(((), None))
     }
@@ -580,7 +564,7 @@ mod tests {
             size: 2,
         };
         for (arch, manifest) in [("amd64", &b"[1]"[..]), ("arm64", b"[2]")] {
-            let platform = Platform {
+            let platform = crate::sink::Platform {
                 os: "linux".into(),
                 architecture: arch.into(),
                 variant: None,

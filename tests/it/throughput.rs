@@ -67,6 +67,21 @@ fn build(manifest: &Path, xdg: &Path, out: &Path, args: &[&str]) {
     );
 }
 
+/// Changes the first byte of `file` (the same size) and puts its
+/// modification time back: only the change time (and the bytes) tell.
+fn edit_in_place(file: &Path) {
+    let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(file, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
 /// Each layer's diff_id as the image's config says, and the sha256 of the
 /// layer's bytes as they are in the archive.
 fn diff_ids_said_and_found(archive: &Path) -> Vec<(Digest, Digest)> {
@@ -137,17 +152,7 @@ fn a_warm_docker_archive_is_the_cold_one_and_a_store_edit_is_never_served_stale(
     // (and the bytes) tell.
     let file = store
         .join("nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0/share/greeting.txt");
-    let before = std::fs::read(&file).unwrap();
-    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-    let mut after = before.clone();
-    after[0] ^= 0x20;
-    std::fs::write(&file, &after).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    edit_in_place(&file);
     let edited = tmp.path().join("edited.tar");
     build(&manifest, &xdg, &edited, &[]);
     for (said, found) in diff_ids_said_and_found(&edited) {
@@ -380,17 +385,7 @@ fn an_edit_inside_a_registered_store_path_is_never_served_stale() {
     build(&manifest, &xdg, &warm, &[]);
     assert!(std::fs::read(&cold).unwrap() == std::fs::read(&warm).unwrap());
 
-    let file = Path::new(&path).join("share/msg");
-    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[0] ^= 0x20;
-    std::fs::write(&file, &bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    edit_in_place(&Path::new(&path).join("share/msg"));
     let edited = tmp.path().join("edited.tar");
     build(&manifest, &xdg, &edited, &[]);
     for (said, found) in diff_ids_said_and_found(&edited) {
