@@ -1,6 +1,7 @@
 #![allow(unreachable_pub, missing_docs, clippy::print_stderr)]
 //! Integration tests, one binary. Modules:
 //! - `util`: the test context, tool checks and Nix fixtures;
+//! - `support`: setup several modules share: docker-archive layers and their listings, servers on 127.0.0.1, a test CA;
 //! - `accounts`: `[[users]]`/`[[groups]]` files and homes, `config.User` by name run by docker, collisions;
 //! - `binary_cache`: the binary-cache store on real `nix copy` caches, from `file://` and nginx (plain, basic auth), against the local store; tampering refused;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
@@ -59,5 +60,6 @@ mod sbom;
 mod scale;
 mod schema;
 mod script;
+mod support;
 mod throughput;
 mod util;
