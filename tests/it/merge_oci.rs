@@ -479,3 +479,94 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
         "`nixlayer-test/merge-oci-c:3` names two different images",
     );
 }
+
+/// Flips one byte of `path` at `at` (the same length: a tar stays a tar).
+fn flip(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[usize::try_from(at).unwrap()] ^= 0x55;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A later input's copy of a layer an earlier input already supplied is
+/// not written, but it is read and checked: with one byte of it flipped,
+/// the merge into each format fails naming that input and the blob, and
+/// leaves nothing. (Before, the copy went unread and the merge succeeded.)
+#[test]
+fn a_corrupt_copy_of_a_shared_layer_in_a_later_input_is_refused() {
+    let tmp = util::temp_dir();
+    let (a, b, c) = three_inputs(tmp.path());
+    let d = tmp.path().join("d.tar");
+    build(
+        &example(tmp.path(), "nixlayer-test/merge-oci-d", "4", "d", false),
+        &[],
+        &d,
+    );
+    let refused = |inputs: &[&Path], corrupt: &Path, blob: &str| {
+        for (out, format) in [
+            (tmp.path().join("o-layout"), "oci-layout"),
+            (tmp.path().join("o.tar"), "oci-archive"),
+            (tmp.path().join("d-out.tar"), "docker-archive"),
+        ] {
+            let stderr = merge(inputs, &["--format", format], &out, 1);
+            let named = format!("`{}` is malformed: ", corrupt.display());
+            assert!(
+                stderr.contains(&named) && stderr.contains(blob),
+                "{format}: {stderr}"
+            );
+            assert!(!out.exists(), "{format}: {}", out.display());
+            let left: Vec<_> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".nixlayer-"))
+                .collect();
+            assert!(left.is_empty(), "{format}: {left:?}");
+        }
+    };
+
+    // Layouts: `b`'s copy of a store layer blob `a` holds too.
+    let layer_of = |layout: &Path| {
+        let index = json(&std::fs::read(layout.join("index.json")).unwrap());
+        let manifest = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+        let manifest = json(&std::fs::read(layout.join("blobs/sha256").join(manifest)).unwrap());
+        manifest["layers"][2]["digest"].as_str().unwrap()[7..].to_owned()
+    };
+    let layer = layer_of(&a);
+    assert_eq!(layer_of(&b), layer, "a store layer both layouts hold");
+    let blob = b.join("blobs/sha256").join(&layer);
+    let mid = std::fs::metadata(&blob).unwrap().len() / 2;
+    flip(&blob, mid);
+    refused(&[&a, &b], &b, &layer);
+    flip(&blob, mid);
+    merge(&[&a, &b], &[], &tmp.path().join("fine.tar"), 0);
+    // A copy of `a` itself (one config: one image of a docker-archive).
+    let again = tmp.path().join("a-again");
+    tool("cp", &["-r", a.to_str().unwrap(), again.to_str().unwrap()]);
+    flip(&again.join("blobs/sha256").join(&layer), mid);
+    refused(&[&a, &again], &again, &layer);
+
+    // docker-archives (merged member by member into a docker-archive,
+    // image by image into OCI): `d`'s copy of a store layer member.
+    let listing = |archive: &Path| {
+        String::from_utf8(tool("tar", &["-tvRf", archive.to_str().unwrap()])).unwrap()
+    };
+    let in_c = listing(&c);
+    // `block N: -r--r--r-- 0/0 SIZE DATE TIME NAME`: the member's data
+    // starts after its header block.
+    let (block, size, member) = listing(&d)
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let name = *fields.last()?;
+            let block: u64 = fields.get(1)?.trim_end_matches(':').parse().ok()?;
+            let size: u64 = fields.get(4)?.parse().ok()?;
+            (name.ends_with("/layer.tar") && in_c.contains(name))
+                .then(|| (block, size, name.to_owned()))
+        })
+        .next()
+        .expect("a layer member both docker-archives hold");
+    let at = (block + 1) * 512 + size / 2;
+    flip(&d, at);
+    refused(&[&c, &d], &d, &member);
+    flip(&d, at);
+    merge(&[&c, &d], &[], &tmp.path().join("fine-docker.tar"), 0);
+}
