@@ -570,3 +570,73 @@ fn a_corrupt_copy_of_a_shared_layer_in_a_later_input_is_refused() {
     flip(&d, at);
     merge(&[&c, &d], &[], &tmp.path().join("fine-docker.tar"), 0);
 }
+
+/// `merge --json` prints what the summary line says, as one line of
+/// canonical JSON on stdout (as `build --json` does): formats, compression
+/// (a docker-archive output's only), tags, counts, bytes, the output.
+#[test]
+fn merge_json_prints_the_summary() {
+    let tmp = util::temp_dir();
+    let (a, b, c) = three_inputs(tmp.path());
+    let summary = |inputs: &[&Path], args: &[&str], out: &Path| {
+        let output = run(
+            nixlayer()
+                .arg("merge")
+                .args(inputs)
+                .args(args)
+                .arg("--json")
+                .arg("-o")
+                .arg(out),
+            0,
+        );
+        let doc = json(&output.stdout);
+        let mut canonical = serde_json::to_vec(&doc).unwrap();
+        canonical.push(b'\n');
+        assert_eq!(output.stdout, canonical, "one line of canonical JSON");
+        (doc, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let counts = |doc: &Value| {
+        format!(
+            "{} {}{} written, {} shared",
+            doc["written"],
+            doc["unit"].as_str().unwrap(),
+            if doc["written"] == 1 { "" } else { "s" },
+            doc["shared"]
+        )
+    };
+
+    let out = tmp.path().join("merged.tar");
+    let (doc, stderr) = summary(&[&a, &b, &c], &["--compression", "zstd"], &out);
+    assert_eq!(doc["format"], "docker-archive");
+    assert_eq!(doc["compression"], "zstd");
+    assert_eq!(doc["images"], 3);
+    assert_eq!(
+        doc["tags"],
+        serde_json::json!([
+            "nixlayer-test/merge-oci-a:1",
+            "nixlayer-test/merge-oci-a:latest",
+            "nixlayer-test/merge-oci-b:2",
+            "nixlayer-test/merge-oci-c:3",
+        ])
+    );
+    assert_eq!(doc["unit"], "blob");
+    assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
+    assert_eq!(doc["bytes"], std::fs::metadata(&out).unwrap().len());
+    assert_eq!(doc["output"], out.display().to_string());
+
+    let layout = tmp.path().join("merged-layout");
+    let (doc, stderr) = summary(&[&a, &b], &["--format", "oci-layout"], &layout);
+    assert_eq!(doc["format"], "oci-layout");
+    assert_eq!(doc["compression"], Value::Null, "blobs kept as stored");
+    assert_eq!(doc["images"], 3);
+    assert!(doc["shared"].as_u64().unwrap() > 0, "{doc}");
+    assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
+
+    // docker-archives into one: member by member.
+    let again = tmp.path().join("c-again.tar");
+    std::fs::copy(&c, &again).unwrap();
+    let (doc, stderr) = summary(&[&c, &again], &[], &tmp.path().join("cc.tar"));
+    assert_eq!(doc["unit"], "member");
+    assert_eq!(doc["compression"], "none");
+    assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
+}
