@@ -405,42 +405,17 @@ fn a_multi_platform_index_stays_whole_in_oci_and_needs_platform_for_docker() {
 fn bad_inputs_are_clear_errors_and_leave_nothing() {
     let tmp = util::temp_dir();
     let (a, b, c) = three_inputs(tmp.path());
-    let outputs = [
-        (tmp.path().join("o-layout"), "oci-layout"),
-        (tmp.path().join("o.tar"), "oci-archive"),
-        (tmp.path().join("d.tar"), "docker-archive"),
-    ];
-    let leaves_nothing = |inputs: &[&Path], wanted: &str| {
-        for (out, format) in &outputs {
-            let stderr = merge(inputs, &["--format", format], out, 1);
-            assert!(stderr.contains(wanted), "{format}: {stderr}");
-            assert!(!out.exists(), "{format}: {}", out.display());
-            let left: Vec<_> = std::fs::read_dir(tmp.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".nixlayer-"))
-                .collect();
-            assert!(left.is_empty(), "{format}: {left:?}");
-        }
-    };
+    let leaves_nothing =
+        |inputs: &[&Path], wanted: &str| refused_leaving_nothing(tmp.path(), inputs, &[wanted]);
 
     // A layer blob of `a` (the first copy, the one read) with one byte
     // flipped.
-    let index = json(&std::fs::read(a.join("index.json")).unwrap());
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_owned();
-    let manifest = json(&std::fs::read(a.join("blobs/sha256").join(&manifest_digest)).unwrap());
-    let layer = manifest["layers"][2]["digest"].as_str().unwrap()[7..].to_owned();
+    let layer = store_layer(&a);
     let blob = a.join("blobs/sha256").join(&layer);
-    let mut bytes = std::fs::read(&blob).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(&blob, &bytes).unwrap();
+    let mid = std::fs::metadata(&blob).unwrap().len() / 2;
+    flip(&blob, mid);
     leaves_nothing(&[&a, &b, &c], &layer);
-    std::fs::write(&blob, {
-        bytes[mid] ^= 0x55;
-        &bytes
-    })
-    .unwrap();
+    flip(&blob, mid);
 
     // `index.json` naming a manifest that is not there.
     let dangling = tmp.path().join("dangling");
@@ -480,6 +455,37 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     );
 }
 
+/// Merges `inputs` into each output format in `dir`, which must fail
+/// saying every one of `wanted` and leave no output and no temporary file.
+fn refused_leaving_nothing(dir: &Path, inputs: &[&Path], wanted: &[&str]) {
+    for (out, format) in [
+        (dir.join("o-layout"), "oci-layout"),
+        (dir.join("o.tar"), "oci-archive"),
+        (dir.join("d-out.tar"), "docker-archive"),
+    ] {
+        let stderr = merge(inputs, &["--format", format], &out, 1);
+        for wanted in wanted {
+            assert!(stderr.contains(wanted), "{format}: {wanted}: {stderr}");
+        }
+        assert!(!out.exists(), "{format}: {}", out.display());
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".nixlayer-"))
+            .collect();
+        assert!(left.is_empty(), "{format}: {left:?}");
+    }
+}
+
+/// The hex digest of the third layer (a store layer) of a layout's first
+/// image.
+fn store_layer(layout: &Path) -> String {
+    let index = json(&std::fs::read(layout.join("index.json")).unwrap());
+    let manifest = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+    let manifest = json(&std::fs::read(layout.join("blobs/sha256").join(manifest)).unwrap());
+    manifest["layers"][2]["digest"].as_str().unwrap()[7..].to_owned()
+}
+
 /// Flips one byte of `path` at `at` (the same length: a tar stays a tar).
 fn flip(path: &Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -502,36 +508,13 @@ fn a_corrupt_copy_of_a_shared_layer_in_a_later_input_is_refused() {
         &d,
     );
     let refused = |inputs: &[&Path], corrupt: &Path, blob: &str| {
-        for (out, format) in [
-            (tmp.path().join("o-layout"), "oci-layout"),
-            (tmp.path().join("o.tar"), "oci-archive"),
-            (tmp.path().join("d-out.tar"), "docker-archive"),
-        ] {
-            let stderr = merge(inputs, &["--format", format], &out, 1);
-            let named = format!("`{}` is malformed: ", corrupt.display());
-            assert!(
-                stderr.contains(&named) && stderr.contains(blob),
-                "{format}: {stderr}"
-            );
-            assert!(!out.exists(), "{format}: {}", out.display());
-            let left: Vec<_> = std::fs::read_dir(tmp.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".nixlayer-"))
-                .collect();
-            assert!(left.is_empty(), "{format}: {left:?}");
-        }
+        let named = format!("`{}` is malformed: ", corrupt.display());
+        refused_leaving_nothing(tmp.path(), inputs, &[&named, blob]);
     };
 
     // Layouts: `b`'s copy of a store layer blob `a` holds too.
-    let layer_of = |layout: &Path| {
-        let index = json(&std::fs::read(layout.join("index.json")).unwrap());
-        let manifest = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
-        let manifest = json(&std::fs::read(layout.join("blobs/sha256").join(manifest)).unwrap());
-        manifest["layers"][2]["digest"].as_str().unwrap()[7..].to_owned()
-    };
-    let layer = layer_of(&a);
-    assert_eq!(layer_of(&b), layer, "a store layer both layouts hold");
+    let layer = store_layer(&a);
+    assert_eq!(store_layer(&b), layer, "a store layer both layouts hold");
     let blob = b.join("blobs/sha256").join(&layer);
     let mid = std::fs::metadata(&blob).unwrap().len() / 2;
     flip(&blob, mid);
