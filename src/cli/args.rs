@@ -170,6 +170,9 @@ pub(crate) struct MergeArgs {
     /// Compression threads (default: all cores); never changes the bytes.
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<NonZeroUsize>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `nixlayer inspect`.

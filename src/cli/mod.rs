@@ -660,6 +660,16 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
         });
         on_closed_pipe(merged, &format!("`{}`", path.display()))?
     };
+    if args.json {
+        let docker = format == merge::MergeFormat::DockerArchive;
+        printer.data(&merge_summary_json(
+            &summary,
+            format,
+            docker.then_some(codec),
+            unit,
+            &path.display().to_string(),
+        ))?;
+    }
     let untagged = if summary.tags.is_empty() {
         "untagged".to_owned()
     } else {
@@ -676,6 +686,37 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
         path.display(),
     ));
     Ok(())
+}
+
+/// The `merge --json` summary: canonical JSON, one line, as `build
+/// --json`'s. `compression` is the docker-archive output's (OCI outputs
+/// keep every blob as stored: `null`); `unit` says what `written` and
+/// `shared` count (`member` of a member-by-member docker-archive merge,
+/// else `blob`).
+fn merge_summary_json(
+    summary: &merge::MergeSummary,
+    format: merge::MergeFormat,
+    compression: Option<Compression>,
+    unit: &str,
+    dest: &str,
+) -> Vec<u8> {
+    let format = match format {
+        merge::MergeFormat::OciArchive => "oci-archive",
+        merge::MergeFormat::OciLayout => "oci-layout",
+        _ => "docker-archive",
+    };
+    let doc = serde_json::json!({
+        "format": format,
+        "compression": compression.map(Compression::name),
+        "images": summary.images,
+        "tags": summary.tags,
+        "unit": unit,
+        "written": summary.members,
+        "shared": summary.duplicates,
+        "bytes": summary.bytes,
+        "output": dest,
+    });
+    nixlayer::oci::canonical_json(&doc)
 }
 
 fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {

@@ -26,10 +26,17 @@
 //! each byte once, so any input ends (in an error or the end) without a
 //! panic, in time linear in its length.
 //!
-//! Hand-written: the crates that read NARs are GPL (nix-compat) or UTF-8
+//! [`NarWriter`] writes the grammar: the bytes of a store path's NAR, or
+//! only their count.
+//!
+//! Hand-written: the crates that read and write NARs are GPL (nix-compat) or UTF-8
 //! paths only (nix-nar), and store names are bytes.
 
 use std::io::{self, Read};
+
+mod writer;
+
+pub use writer::{NarNode, NarWriter};
 
 /// The longest name of a directory entry (Linux's `NAME_MAX`).
 pub const MAX_NAME: usize = 255;
@@ -429,9 +436,15 @@ impl<R: Read> Read for Contents<'_, R> {
     }
 }
 
-/// Writes a NAR of entries in order (test helper and NAR-format reference).
+/// Writes a NAR of a tree given whole, names as they are (test helper):
+/// on [`NarWriter`]'s steps, without its checks, so that the tests can
+/// write what no store yields.
 #[cfg(test)]
 pub(crate) mod write {
+    use std::io::Write;
+
+    use super::{NarNode, NarWriter};
+
     /// A NAR node to serialise.
     #[derive(Debug, Clone)]
     pub(crate) enum Node {
@@ -440,51 +453,35 @@ pub(crate) mod write {
         Dir(Vec<(Vec<u8>, Node)>),
     }
 
-    pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s);
-        out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
-    }
-
-    fn node(out: &mut Vec<u8>, n: &Node) {
-        string(out, b"(");
-        string(out, b"type");
+    fn node(out: &mut NarWriter<&mut Vec<u8>>, n: &Node) {
         match n {
-            Node::File(x, c) => {
-                string(out, b"regular");
-                if *x {
-                    string(out, b"executable");
-                    string(out, b"");
-                }
-                string(out, b"contents");
-                string(out, c);
+            Node::File(executable, contents) => {
+                let size = contents.len() as u64;
+                let executable = *executable;
+                out.node(b"", NarNode::Regular { executable, size })
+                    .unwrap();
+                out.write_all(contents).unwrap();
+                out.end_file().unwrap();
             }
-            Node::Link(t) => {
-                string(out, b"symlink");
-                string(out, b"target");
-                string(out, t);
-            }
+            Node::Link(target) => out.node(b"", NarNode::Symlink { target }).unwrap(),
             Node::Dir(entries) => {
-                string(out, b"directory");
+                out.node(b"", NarNode::Directory).unwrap();
                 for (name, child) in entries {
-                    string(out, b"entry");
-                    string(out, b"(");
-                    string(out, b"name");
-                    string(out, name);
-                    string(out, b"node");
+                    out.begin_entry(name).unwrap();
                     node(out, child);
-                    string(out, b")");
                 }
+                out.end_directory().unwrap();
             }
         }
-        string(out, b")");
     }
 
     pub(crate) fn nar(root: &Node) -> Vec<u8> {
-        let mut out = Vec::new();
-        string(&mut out, b"nix-archive-1");
+        let mut bytes = Vec::new();
+        let mut out = NarWriter::new(&mut bytes);
+        out.start().unwrap();
         node(&mut out, root);
-        out
+        drop(out);
+        bytes
     }
 }
 
@@ -621,6 +618,31 @@ mod tests {
             let bytes = nar(&root);
             let read: Vec<NarEntry> = all(&bytes).unwrap().into_iter().map(|(e, _)| e).collect();
             prop_assert_eq!(read, all_seeking(&bytes).unwrap());
+        }
+
+        /// What the reader reads, the writer writes back to the byte, and
+        /// its counter counts without the contents.
+        #[test]
+        fn valid_nars_write_back(root in arb_node()) {
+            let bytes = nar(&root);
+            let mut read = NarReader::new(bytes.as_slice());
+            let mut write = NarWriter::new(Vec::new());
+            let mut count = NarWriter::counter();
+            while let Some(e) = read.next().unwrap() {
+                let path = if e.path.is_empty() { b"/r".to_vec() } else { [&b"/r/"[..], &e.path].concat() };
+                let node = match &e.kind {
+                    NarKind::Directory => NarNode::Directory,
+                    NarKind::Symlink { target } => NarNode::Symlink { target },
+                    &NarKind::Regular { executable, size, .. } => NarNode::Regular { executable, size },
+                };
+                write.entry(&path, node).unwrap();
+                count.entry(&path, node).unwrap();
+                io::copy(&mut read.contents(), &mut write).unwrap();
+            }
+            let (out, len) = write.finish().unwrap();
+            prop_assert_eq!(len, bytes.len() as u64);
+            prop_assert_eq!(count.finish().unwrap().1, len);
+            prop_assert!(out == bytes);
         }
 
         #[test]

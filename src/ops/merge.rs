@@ -15,6 +15,9 @@
 //! `<hex>.json`) are checked against it as they are copied, and an
 //! uncompressed layer against its config's diff_id; a mismatch fails the
 //! merge, and its output (written to a temporary file) is never committed.
+//! A later input's copy of a member or blob an earlier input supplied is
+//! not written, but it is read and checked all the same (digest, size,
+//! diff_id), so a corrupt copy fails the merge naming its input.
 //!
 //! [`merge_images`] takes any mix of docker-archives, OCI archives and OCI
 //! layouts and writes any of the three, image by image rather than member
@@ -103,6 +106,44 @@ fn check_member_names(inputs: &[ImageArchive]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Reads the regular member `name` of `input` to its end into the writer
+/// `start` gives for its size, checking it as it is read: against the
+/// digest its name carries, else `diff_id` (an uncompressed layer's), and
+/// against its size.
+fn copy_member<D: Write>(
+    input: &ImageArchive,
+    name: &str,
+    diff_id: Option<Digest>,
+    start: impl FnOnce(u64) -> io::Result<D>,
+) -> Result<(), Error> {
+    let malformed = |what: String| {
+        Error::Read(archive::Error::Malformed {
+            path: input.path().to_owned(),
+            member: name.to_owned(),
+            what,
+        })
+    };
+    let (mut reader, size) = input.open_member(name, diff_id)?;
+    let mut dest = start(size).map_err(Error::Write)?;
+    let copied =
+        io::copy(&mut reader, &mut dest).map_err(|source| match archive::DigestMismatch::in_io(
+            &source,
+        ) {
+            Some(m) => malformed(format!(
+                "does not match its digest {} (found {})",
+                m.expected, m.found
+            )),
+            None => Error::Read(archive::Error::Io {
+                path: input.path().to_owned(),
+                source,
+            }),
+        })?;
+    if copied != size {
+        return Err(malformed("is shorter than its header says".to_owned()));
+    }
+    Ok(())
+}
+
 /// What a merge wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MergeSummary {
@@ -184,6 +225,12 @@ pub fn merge<W: Write>(
             }
             if !written.insert(member.name.clone()) {
                 summary.duplicates += 1;
+                // The first copy wins, but this one is read and checked
+                // all the same: a corrupt copy is a corrupt input.
+                if matches!(member.kind, MemberKind::Regular | MemberKind::Hardlink(_)) {
+                    let diff_id = diff_ids.get(&member.name).copied();
+                    copy_member(input, &member.name, diff_id, |_| Ok(io::sink()))?;
+                }
                 continue;
             }
             match &member.kind {
@@ -200,34 +247,11 @@ pub fn merge<W: Write>(
                 // Hard links become regular files with the linked bytes:
                 // the target may be a member an earlier input won.
                 MemberKind::Regular | MemberKind::Hardlink(_) => {
-                    let (mut reader, size) =
-                        input.open_member(&member.name, diff_ids.get(&member.name).copied())?;
-                    tar.start_entry(&header(&member.name, Kind::Regular, size))
-                        .map_err(Error::Write)?;
-                    let copied = io::copy(&mut reader, &mut tar).map_err(|source| {
-                        Error::Read(if let Some(m) = archive::DigestMismatch::in_io(&source) {
-                            archive::Error::Malformed {
-                                path: input.path().to_owned(),
-                                member: member.name.clone(),
-                                what: format!(
-                                    "does not match its digest {} (found {})",
-                                    m.expected, m.found
-                                ),
-                            }
-                        } else {
-                            archive::Error::Io {
-                                path: input.path().to_owned(),
-                                source,
-                            }
-                        })
+                    let diff_id = diff_ids.get(&member.name).copied();
+                    copy_member(input, &member.name, diff_id, |size| {
+                        tar.start_entry(&header(&member.name, Kind::Regular, size))?;
+                        Ok(&mut tar)
                     })?;
-                    if copied != size {
-                        return Err(Error::Read(archive::Error::Malformed {
-                            path: input.path().to_owned(),
-                            member: member.name.clone(),
-                            what: "is shorter than its header says".to_owned(),
-                        }));
-                    }
                     tar.end_entry().map_err(Error::Write)?;
                 }
                 // Devices and fifos have no place in an image archive.
@@ -458,6 +482,9 @@ struct Selected<'a> {
     image: &'a archive::Image,
     /// docker `RepoTags` (docker output).
     tags: Vec<String>,
+    /// The same image (one config) in later inputs: not written again, but
+    /// its layers are read and checked.
+    copies: Vec<(&'a ImageArchive, &'a archive::Image)>,
 }
 
 /// Records `reference` as naming `digest` from `path`; two different
@@ -535,7 +562,9 @@ fn pick<'a>(
 ///
 /// Everything read is checked as [`ImageArchive`] checks it: JSON blobs
 /// when opened, layers against their digest as they are copied, and a
-/// layer whose uncompressed bytes are written against its diff_id. The
+/// layer whose uncompressed bytes are written against its diff_id. A
+/// layer the output already has (from an earlier input) is read and
+/// checked the same way, then not written again. The
 /// output order follows the inputs' order, so the same inputs give the
 /// same bytes.
 ///
@@ -599,8 +628,14 @@ fn select_for_docker<'a>(
                         s.tags.push(tag);
                     }
                 }
+                s.copies.push((input, image));
             }
-            None => selected.push(Selected { input, image, tags }),
+            None => selected.push(Selected {
+                input,
+                image,
+                tags,
+                copies: Vec::new(),
+            }),
         }
         Ok(())
     };
@@ -726,13 +761,14 @@ fn write_docker<W: Write + Send>(
                     what: "has no diff_id in its image's config".to_owned(),
                 });
             };
+            let plain = layer.media_type == crate::oci::LAYER_MEDIA_TYPE
+                || layer.media_type == "application/vnd.docker.image.rootfs.diff.tar";
             if !layers.insert(diff_id) {
+                verify_docker_copy(input, layer, plain)?;
                 sink.reuse_layer(&diff_id);
                 summary.duplicates += 1;
                 continue;
             }
-            let plain = layer.media_type == crate::oci::LAYER_MEDIA_TYPE
-                || layer.media_type == "application/vnd.docker.image.rootfs.diff.tar";
             if plain {
                 let member = sink.start_layer(&diff_id, layer.size)?;
                 let reader = input.open_blob(layer)?;
@@ -754,6 +790,13 @@ fn write_docker<W: Write + Send>(
             }
             summary.members += 1;
         }
+        for (input, image) in &s.copies {
+            for layer in &image.layers {
+                let plain = layer.media_type == crate::oci::LAYER_MEDIA_TYPE
+                    || layer.media_type == "application/vnd.docker.image.rootfs.diff.tar";
+                verify_docker_copy(input, layer, plain)?;
+            }
+        }
         sink.put_blob(&s.image.config)?;
         summary.members += 1;
         sink.add_image(&s.image.config_digest);
@@ -765,8 +808,51 @@ fn write_docker<W: Write + Send>(
     Ok((out, summary))
 }
 
+/// Reads a layer whose bytes the output already has (an earlier input gave
+/// them, or the layout held them) to its end, and checks it as a copy is
+/// checked: against its digest where recorded, its size, and, `plain`,
+/// its sha256 against its diff_id. The first copy wins, but no copy goes
+/// unread: a corrupt one in a later input fails the merge, naming it.
+fn verify_copy(
+    input: &ImageArchive,
+    layer: &archive::Layer,
+    plain: bool,
+) -> Result<(), ImagesError> {
+    let reader = input.open_blob(layer)?;
+    let (_, digest, size) = copy_hashed(input, &layer.location, reader, io::sink())?;
+    if size != layer.size {
+        return Err(ImagesError::Layer {
+            path: input.path().to_owned(),
+            location: layer.location.clone(),
+            what: format!("is {size} bytes, but its descriptor says {}", layer.size),
+        });
+    }
+    if plain {
+        check_diff_id(input, layer, digest)?;
+    }
+    Ok(())
+}
+
+/// [`verify_copy`] for a docker-archive output, where a layer is named by
+/// its diff_id: a compressed layer is decompressed and checked against it
+/// too, as [`write_docker`] checks the copy it writes.
+fn verify_docker_copy(
+    input: &ImageArchive,
+    layer: &archive::Layer,
+    plain: bool,
+) -> Result<(), ImagesError> {
+    verify_copy(input, layer, plain)?;
+    if !plain {
+        let reader = input.open_layer(layer)?;
+        let (_, found, _) = copy_hashed(input, &layer.location, reader, io::sink())?;
+        check_diff_id(input, layer, found)?;
+    }
+    Ok(())
+}
+
 /// Stores a layer of `input` in `sink` unless it is there: streamed
-/// through its digest check (and, uncompressed, its diff_id check).
+/// through its digest check (and, uncompressed, its diff_id check); when
+/// it is there, read and checked all the same ([`verify_copy`]).
 fn put_layer<S: crate::sink::ImageSink>(
     input: &ImageArchive,
     layer: &archive::Layer,
@@ -776,6 +862,7 @@ fn put_layer<S: crate::sink::ImageSink>(
     let known = layer.digest.or(if plain { layer.diff_id } else { None });
     if let Some(digest) = known {
         if sink.has_blob(&digest) {
+            verify_copy(input, layer, plain)?;
             return Ok(Copied {
                 digest,
                 size: layer.size,

@@ -9,33 +9,14 @@
 //! entries of one store path are collected (names and kinds, never file
 //! bytes) and sorted component by component before they are serialised.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
+use crate::nix::nar::{NarNode, NarWriter};
 use crate::nix::{NarHash, StorePath};
 use crate::oci::HashCountWriter;
 use crate::store::{Entry, EntryKind, Store};
 
 use super::Error;
-
-/// Writes NAR strings: length (u64 little endian), bytes, zero padding to 8.
-struct NarWriter<W: Write>(W);
-
-impl<W: Write> NarWriter<W> {
-    fn str(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(&(bytes.len() as u64).to_le_bytes())?;
-        self.0.write_all(bytes)?;
-        self.pad(bytes.len() as u64)
-    }
-
-    fn strs(&mut self, tokens: &[&str]) -> io::Result<()> {
-        tokens.iter().try_for_each(|t| self.str(t.as_bytes()))
-    }
-
-    fn pad(&mut self, len: u64) -> io::Result<()> {
-        let pad = (8 - len % 8) % 8;
-        self.0.write_all(&[0u8; 8][..pad as usize])
-    }
-}
 
 fn without_slash(name: &[u8]) -> &[u8] {
     name.strip_suffix(b"/").unwrap_or(name)
@@ -69,79 +50,28 @@ pub fn nar_hash<S: Store>(store: &S, path: &StorePath) -> Result<NarHash, Error>
             source,
         },
     };
-    let mut nar = NarWriter(HashCountWriter::new(io::sink()));
-    nar.strs(&["nix-archive-1"]).map_err(io_err)?;
-    // The directories open around the current entry, outermost first.
-    let mut open: Vec<Vec<u8>> = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let name = without_slash(&entry.name);
-        if i > 0 {
-            while let Some(dir) = open.last() {
-                if name.len() > dir.len() && name.starts_with(dir) && name[dir.len()] == b'/' {
-                    break;
-                }
-                open.pop();
-                // The directory's node, then its `entry` (the root, first
-                // in the list, contains everything and is never closed here).
-                nar.strs(&[")", ")"]).map_err(io_err)?;
+    let mut nar = NarWriter::new(HashCountWriter::new(io::sink()));
+    for entry in &entries {
+        let node = match &entry.kind {
+            EntryKind::Directory => NarNode::Directory,
+            EntryKind::Symlink { target } => NarNode::Symlink { target },
+            &EntryKind::Regular { size, executable } => NarNode::Regular { executable, size },
+        };
+        nar.entry(&entry.name, node).map_err(io_err)?;
+        if let NarNode::Regular { size, .. } = node {
+            let reader = store.open(&entry.name).map_err(store_err)?;
+            let copied = io::copy(&mut reader.take(size), &mut nar).map_err(io_err)?;
+            if copied != size {
+                return Err(Error::Changed {
+                    path: store.location(&entry.name),
+                    expected: size,
+                    found: copied,
+                });
             }
-            if open.is_empty() {
-                // Not under the store path: no store yields that.
-                return Err(io_err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "entry `{}` is outside the store path",
-                        String::from_utf8_lossy(name)
-                    ),
-                )));
-            }
-            let base = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
-            nar.strs(&["entry", "(", "name"]).map_err(io_err)?;
-            nar.str(base).map_err(io_err)?;
-            nar.strs(&["node"]).map_err(io_err)?;
-        }
-        nar.strs(&["(", "type"]).map_err(io_err)?;
-        match &entry.kind {
-            EntryKind::Directory => {
-                nar.strs(&["directory"]).map_err(io_err)?;
-                open.push(name.to_vec());
-                continue;
-            }
-            EntryKind::Symlink { target } => {
-                nar.strs(&["symlink", "target"]).map_err(io_err)?;
-                nar.str(target).map_err(io_err)?;
-            }
-            EntryKind::Regular { size, executable } => {
-                nar.strs(&["regular"]).map_err(io_err)?;
-                if *executable {
-                    nar.strs(&["executable", ""]).map_err(io_err)?;
-                }
-                nar.strs(&["contents"]).map_err(io_err)?;
-                nar.0.write_all(&size.to_le_bytes()).map_err(io_err)?;
-                let reader = store.open(&entry.name).map_err(store_err)?;
-                let copied = io::copy(&mut reader.take(*size), &mut nar.0).map_err(io_err)?;
-                if copied != *size {
-                    return Err(Error::Changed {
-                        path: store.location(&entry.name),
-                        expected: *size,
-                        found: copied,
-                    });
-                }
-                nar.pad(*size).map_err(io_err)?;
-            }
-        }
-        nar.strs(&[")"]).map_err(io_err)?;
-        if i > 0 {
-            nar.strs(&[")"]).map_err(io_err)?;
         }
     }
-    while let Some(_dir) = open.pop() {
-        nar.strs(&[")"]).map_err(io_err)?;
-        if !open.is_empty() {
-            nar.strs(&[")"]).map_err(io_err)?;
-        }
-    }
-    let (_, digest, _) = nar.0.finish().map_err(io_err)?;
+    let (hasher, _) = nar.finish().map_err(io_err)?;
+    let (_, digest, _) = hasher.finish().map_err(io_err)?;
     NarHash::parse(&digest.hex()).map_err(|_| {
         io_err(io::Error::new(
             io::ErrorKind::InvalidData,

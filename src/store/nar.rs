@@ -3,59 +3,39 @@
 //! contents. The DOT closure source needs it because `nix-store --query
 //! --graph` prints no sizes.
 //!
-//! A NAR is a sequence of strings, each written as its length (u64, little
-//! endian) then its bytes, zero-padded to a multiple of 8:
-//!
-//! ```text
-//! "nix-archive-1" node
-//! node      = "(" "type" ( "regular" ["executable" ""] "contents" <bytes>
-//!                        | "symlink" "target" <target>
-//!                        | "directory" { "entry" "(" "name" <name> "node" node ")" } ) ")"
-//! ```
-//!
-//! Directory entries come sorted by name, but sizes do not depend on order,
-//! so the sum runs over the entries as a store yields them: every entry is a
-//! node, and every entry but the first also an `entry` of its directory.
+//! The NAR grammar is [`NarWriter`]'s; its counter takes the entries as a
+//! store yields them (sizes do not depend on the order of siblings).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::nix::nar::{NarNode, NarWriter};
 
 use super::{Entry, EntryKind, Error};
 
-/// Bytes a NAR string of `len` bytes takes: length word plus padded bytes.
-fn string(len: u64) -> u64 {
-    8 + len.div_ceil(8) * 8
-}
-
-/// Size of the fixed tokens, e.g. `str("(") + str("type")`.
-fn strings(tokens: &[&str]) -> u64 {
-    tokens.iter().map(|t| string(t.len() as u64)).sum()
-}
-
 /// The NAR size of the store path whose entries (the store path first) are `entries`.
 pub(super) fn size(entries: impl Iterator<Item = Result<Entry, Error>>) -> Result<u64, Error> {
-    let mut total = strings(&["nix-archive-1"]);
-    for (i, entry) in entries.enumerate() {
+    let mut nar = NarWriter::counter();
+    for entry in entries {
         let entry = entry?;
-        total += strings(&["(", "type", ")"]);
-        total += match &entry.kind {
-            EntryKind::Regular { size, executable } => {
-                let flag = if *executable {
-                    strings(&["executable", ""])
-                } else {
-                    0
-                };
-                strings(&["regular", "contents"]) + flag + string(*size)
-            }
-            EntryKind::Symlink { target } => {
-                strings(&["symlink", "target"]) + string(target.len() as u64)
-            }
-            EntryKind::Directory => strings(&["directory"]),
+        let node = match &entry.kind {
+            EntryKind::Directory => NarNode::Directory,
+            EntryKind::Symlink { target } => NarNode::Symlink { target },
+            &EntryKind::Regular { size, executable } => NarNode::Regular { executable, size },
         };
-        if i > 0 {
-            let name = entry.name.strip_suffix(b"/").unwrap_or(&entry.name);
-            let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
-            total += strings(&["entry", "(", "name", "node", ")"]) + string(base.len() as u64);
-        }
+        // Only a walk that is no store's (an entry outside the store path)
+        // is refused.
+        nar.entry(&entry.name, node).map_err(|source| Error::Io {
+            path: PathBuf::from(OsStr::from_bytes(&entry.name)),
+            source,
+        })?;
     }
-    Ok(total)
+    let (_, size) = nar.finish().map_err(|source| Error::Io {
+        path: PathBuf::new(),
+        source,
+    })?;
+    Ok(size)
 }
 
 #[cfg(test)]

@@ -3,48 +3,24 @@
 //! with `[customisation]` follow `on_collision`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
+use crate::support;
 use crate::util::{self, docker, docker_ready, nixlayer, run};
 
 /// The account files of the top (customisation) layer of a docker-archive,
 /// read with GNU tar.
 fn layer_file_texts(archive: &Path) -> BTreeMap<&'static str, String> {
-    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
-        "tar",
-        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
-    ))
-    .unwrap();
-    let top = manifest[0]["Layers"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let layer = util::tool("tar", &["-xOf", archive.to_str().unwrap(), &top]);
-    let mut files = BTreeMap::new();
-    for name in [
+    let layer = support::top_layer(archive);
+    [
         "/etc/passwd",
         "/etc/group",
         "/etc/shadow",
         "/etc/nsswitch.conf",
-    ] {
-        let mut tar = Command::new("tar")
-            .args(["-xOPf", "-", name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        tar.stdin.take().unwrap().write_all(&layer).unwrap();
-        let out = tar.wait_with_output().unwrap();
-        assert!(out.status.success(), "{name} in the top layer");
-        files.insert(name, String::from_utf8(out.stdout).unwrap());
-    }
-    files
+    ]
+    .into_iter()
+    .map(|name| (name, support::layer_file(&layer, name)))
+    .collect()
 }
 
 fn build(manifest: &Path, out: &Path) {
@@ -120,14 +96,7 @@ fn an_image_with_users_runs_as_the_named_user() {
         "{{.Config.User}}",
         "nixlayer-test/accounts:t",
     ]);
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "nixlayer-test/accounts:t",
-    ]);
-    let _ = docker(&["rmi", "-f", "nixlayer-test/accounts:t"]);
+    let out = util::docker_run("nixlayer-test/accounts:t");
     assert_eq!(config.trim(), "app", "the name stays in config.User");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -175,20 +144,11 @@ fn account_files_and_collisions() {
 
     let theirs = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"mine\\n\"\n";
     let m = manifest(tmp.path(), &busybox, "true", theirs);
-    let out = run(
-        nixlayer()
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(tmp.path().join("collide.tar")),
-        1,
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = support::failed_build(&mut nixlayer(), &m, &tmp.path().join("collide.tar"));
     assert!(
         stderr.contains("`/etc/passwd` comes from both") && stderr.contains("on_collision"),
         "{stderr}"
     );
-    assert!(!tmp.path().join("collide.tar").exists());
 
     let m = manifest(
         tmp.path(),
@@ -212,15 +172,7 @@ fn a_user_no_account_defines_is_an_error_at_its_line() {
         "image.toml",
         "name = \"x\"\n[closure]\nroots = []\n[config]\nUser = \"ghost\"\n[[users]]\nname = \"app\"\nuid = 1000\n",
     );
-    let out = run(
-        nixlayer()
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(tmp.path().join("x.tar")),
-        1,
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = support::failed_build(&mut nixlayer(), &m, &tmp.path().join("x.tar"));
     assert!(
         stderr.contains("image.toml:5:") && stderr.contains("`ghost`"),
         "{stderr}"

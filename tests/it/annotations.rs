@@ -2,6 +2,7 @@
 //! sorted, in canonical JSON; bad ones are located errors.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use serde_json::{json, Value};
 
@@ -30,13 +31,66 @@ source = {{ graph = "{graph}" }}
     )
 }
 
-/// The image manifest's bytes in an OCI layout.
-fn image_manifest(layout: &Path) -> Vec<u8> {
+/// `nixlayer build MANIFEST --format oci-layout -o LAYOUT ARGS…`, which
+/// must exit with `code`.
+fn build_layout(manifest: &Path, layout: &Path, args: &[&str], code: i32) -> Output {
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(manifest)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(layout)
+            .args(args),
+        code,
+    )
+}
+
+/// The `index.json` entries of a layout.
+fn index_entries(layout: &Path) -> Vec<Value> {
     let index: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let hex = digest.strip_prefix("sha256:").unwrap();
+    index["manifests"].as_array().unwrap().clone()
+}
+
+/// The bytes of blob `digest` (`sha256:…`) of a layout.
+fn blob_bytes(layout: &Path, digest: &Value) -> Vec<u8> {
+    let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
     std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+}
+
+/// The blob `digest` (`sha256:…`) of a layout, parsed.
+fn blob(layout: &Path, digest: &Value) -> Value {
+    serde_json::from_slice(&blob_bytes(layout, digest)).unwrap()
+}
+
+/// The image manifest's bytes in an OCI layout.
+fn image_manifest(layout: &Path) -> Vec<u8> {
+    blob_bytes(layout, &index_entries(layout)[0]["digest"])
+}
+
+/// `nixlayer push MANIFEST REFERENCE ARGS…` to the shared registry, then
+/// the manifest it pushed (`repository:tag` there), asked for as `accept`.
+fn pushed(manifest: &Path, name: &str, args: &[&str], accept: &str) -> Value {
+    use crate::push::REGISTRY;
+    let (repository, tag) = name.split_once(':').unwrap();
+    run(
+        nixlayer()
+            .arg("push")
+            .arg(manifest)
+            .arg(format!("{REGISTRY}/{name}"))
+            .args(args),
+        0,
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{REGISTRY}/v2/{repository}/manifests/{tag}"))
+        .header("Accept", accept)
+        .call()
+        .unwrap();
+    serde_json::from_slice(&response.body_mut().read_to_vec().unwrap()).unwrap()
 }
 
 #[test]
@@ -47,14 +101,15 @@ fn annotations_from_the_manifest_and_flags_are_in_the_image_manifest() {
         "\n[annotations]\n\"org.opencontainers.image.source\" = \"https://example.com/app\"\nb = \"1\"\n",
     );
     let layout = tmp.path().join("layout");
-    run(
-        nixlayer()
-            .arg("build")
-            .arg(&manifest)
-            .args(["--format", "oci-layout", "-o"])
-            .arg(&layout)
-            .args(["--annotation", "org.opencontainers.image.revision=abc=1"])
-            .args(["--annotation", "b=2"]),
+    build_layout(
+        &manifest,
+        &layout,
+        &[
+            "--annotation",
+            "org.opencontainers.image.revision=abc=1",
+            "--annotation",
+            "b=2",
+        ],
         0,
     );
     let bytes = image_manifest(&layout);
@@ -72,14 +127,7 @@ fn annotations_from_the_manifest_and_flags_are_in_the_image_manifest() {
     // Without any, the manifest has no `annotations` key at all.
     let plain = example(tmp.path(), "");
     let layout = tmp.path().join("plain");
-    run(
-        nixlayer()
-            .arg("build")
-            .arg(&plain)
-            .args(["--format", "oci-layout", "-o"])
-            .arg(&layout),
-        0,
-    );
+    build_layout(&plain, &layout, &[], 0);
     let value: Value = serde_json::from_slice(&image_manifest(&layout)).unwrap();
     assert!(value.get("annotations").is_none(), "{value}");
 }
@@ -122,7 +170,7 @@ fn bad_annotations_are_located_errors() {
 
 #[test]
 fn push_writes_the_annotations_to_the_registry() {
-    use crate::push::{registry_ready, REGISTRY};
+    use crate::push::registry_ready;
     if !registry_ready() {
         return;
     }
@@ -131,28 +179,12 @@ fn push_writes_the_annotations_to_the_registry() {
         tmp.path(),
         "\n[annotations]\n\"org.opencontainers.image.source\" = \"https://example.com/app\"\n",
     );
-    let reference = format!("{REGISTRY}/nixlayer-test/annotations:a1");
-    run(
-        nixlayer()
-            .arg("push")
-            .arg(&manifest)
-            .arg(&reference)
-            .args(["--annotation", "org.opencontainers.image.version=1.0"]),
-        0,
+    let value = pushed(
+        &manifest,
+        "nixlayer-test/annotations:a1",
+        &["--annotation", "org.opencontainers.image.version=1.0"],
+        "application/vnd.oci.image.manifest.v1+json",
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(format!(
-            "http://{REGISTRY}/v2/nixlayer-test/annotations/manifests/a1"
-        ))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
-        .call()
-        .unwrap();
-    let body = response.body_mut().read_to_vec().unwrap();
-    let value: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         value["annotations"],
         json!({
@@ -160,19 +192,6 @@ fn push_writes_the_annotations_to_the_registry() {
             "org.opencontainers.image.version": "1.0",
         })
     );
-}
-
-/// The `index.json` entries of a layout.
-fn index_entries(layout: &Path) -> Vec<Value> {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"].as_array().unwrap().clone()
-}
-
-/// The blob `digest` (`sha256:…`) of a layout, parsed.
-fn blob(layout: &Path, digest: &Value) -> Value {
-    let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
-    serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
 }
 
 /// `created` and the tag as `version` go on the `index.json` entry, which
@@ -187,14 +206,7 @@ fn created_and_version_name_the_tag_in_index_json_not_the_manifest() {
         "nixlayer-test/annotations:1.2",
         "nixlayer-test/annotations:latest",
     ] {
-        run(
-            nixlayer()
-                .arg("build")
-                .arg(&manifest)
-                .args(["--format", "oci-layout", "--tag", tag, "-o"])
-                .arg(&layout),
-            0,
-        );
+        build_layout(&manifest, &layout, &["--tag", tag], 0);
     }
     let entries = index_entries(&layout);
     assert_eq!(entries.len(), 2);
@@ -238,17 +250,15 @@ fn index_and_platform_annotations_land_on_their_level() {
         ),
     );
     let layout = tmp.path().join("layout");
-    run(
-        nixlayer()
-            .arg("build")
-            .arg(&manifest)
-            .args(["--format", "oci-layout", "-o"])
-            .arg(&layout)
-            .args([
-                "--annotation",
-                "index:org.opencontainers.image.revision=abc",
-            ])
-            .args(["--annotation", "manifest:flag=m"]),
+    build_layout(
+        &manifest,
+        &layout,
+        &[
+            "--annotation",
+            "index:org.opencontainers.image.revision=abc",
+            "--annotation",
+            "manifest:flag=m",
+        ],
         0,
     );
     let entries = index_entries(&layout);
@@ -297,14 +307,7 @@ fn bad_index_annotations_are_located_errors() {
     ] {
         let manifest = example(tmp.path(), extra);
         let out = tmp.path().join("layout");
-        let failed = run(
-            nixlayer()
-                .arg("build")
-                .arg(&manifest)
-                .args(["--format", "oci-layout", "-o"])
-                .arg(&out),
-            1,
-        );
+        let failed = build_layout(&manifest, &out, &[], 1);
         let stderr = String::from_utf8_lossy(&failed.stderr);
         assert!(
             stderr.contains(at) && stderr.contains(words),
@@ -317,7 +320,7 @@ fn bad_index_annotations_are_located_errors() {
 /// A pushed index carries `[index.annotations]`.
 #[test]
 fn push_writes_index_annotations_to_the_registry() {
-    use crate::push::{registry_ready, REGISTRY};
+    use crate::push::registry_ready;
     if !registry_ready() {
         return;
     }
@@ -329,24 +332,11 @@ fn push_writes_index_annotations_to_the_registry() {
             crate::multi_platform::ARM_PATH
         ),
     );
-    run(
-        nixlayer()
-            .arg("push")
-            .arg(&manifest)
-            .arg(format!("{REGISTRY}/nixlayer-test/index-annotations:i1")),
-        0,
+    let value = pushed(
+        &manifest,
+        "nixlayer-test/index-annotations:i1",
+        &[],
+        "application/vnd.oci.image.index.v1+json",
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(format!(
-            "http://{REGISTRY}/v2/nixlayer-test/index-annotations/manifests/i1"
-        ))
-        .header("Accept", "application/vnd.oci.image.index.v1+json")
-        .call()
-        .unwrap();
-    let value: Value = serde_json::from_slice(&response.body_mut().read_to_vec().unwrap()).unwrap();
     assert_eq!(value["annotations"], json!({ "where": "registry" }));
 }

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use nixlayer::layer::{self, LayerOptions, Owner, Permissions};
 use nixlayer::nix::narinfo::PublicKey;
@@ -15,6 +15,7 @@ use nixlayer::nix::{StoreDir, StorePath};
 use nixlayer::store::binary_cache::{Auth, CacheError};
 use nixlayer::store::{BinaryCache, CacheOptions, EntryKind, Store, StoreLocation};
 
+use crate::support::{self, Spawned};
 use crate::util::{nix, nix_fixture, require_tool, temp_dir, tool, NIX_CONFIG};
 
 /// The fixture roots: the golden closure (a file path, a symlink path,
@@ -131,6 +132,16 @@ fn assert_same_as_local(cache: &BinaryCache, paths: &[StorePath]) {
         "listed then NARs"
     );
     assert_eq!(layer_of(cache, cache, paths), expected, "NARs alone");
+}
+
+/// The store paths of the closure of `roots` in `cache`.
+fn closure_paths(cache: &BinaryCache, roots: &[StorePath]) -> Vec<StorePath> {
+    cache
+        .closure(roots)
+        .unwrap()
+        .iter()
+        .map(|i| i.store_path.clone())
+        .collect()
 }
 
 /// NARs and temporary files left in the NAR cache.
@@ -271,6 +282,14 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// `text` without the lines that start with `prefix`.
+fn without_lines(text: &str, prefix: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with(prefix))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[test]
 fn tampering_wrong_keys_and_missing_files_are_refused() {
     let Some(signed) = Signed::new("none") else {
@@ -313,11 +332,7 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
     assert!(e.contains("FileHash"), "{e}");
     assert_refused(&e, "tampered NAR");
     // Also with the FileHash gone: the NAR hash catches it.
-    let no_file_hash: String = original
-        .lines()
-        .filter(|l| !l.starts_with("FileHash"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let no_file_hash = without_lines(&original, "FileHash");
     std::fs::write(&narinfo, &no_file_hash).unwrap();
     let e = signed.error(&[&signed.public]);
     assert!(e.contains("NarHash"), "{e}");
@@ -339,11 +354,7 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
     assert_refused(&e, "tampered narinfo");
 
     // Missing signature.
-    let unsigned: String = original
-        .lines()
-        .filter(|l| !l.starts_with("Sig:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let unsigned = without_lines(&original, "Sig:");
     std::fs::write(&narinfo, &unsigned).unwrap();
     let e = signed.error(&[&signed.public]);
     assert!(e.contains("not signed"), "{e}");
@@ -373,12 +384,7 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
     let mut opts = options(&[], &signed.nar_cache());
     opts.require_signatures = false;
     let cache = BinaryCache::open(&url, opts).unwrap();
-    let paths: Vec<StorePath> = cache
-        .closure(&signed.roots)
-        .unwrap()
-        .iter()
-        .map(|i| i.store_path.clone())
-        .collect();
+    let paths = closure_paths(&cache, &signed.roots);
     assert_same_as_local(&cache, &paths);
 
     // Unknown compression and another store directory.
@@ -404,16 +410,8 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
 
 /// An nginx on 127.0.0.1 serving `root`, stopped on drop.
 pub(crate) struct Nginx {
-    child: Child,
-    port: u16,
+    server: Spawned,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Nginx {
@@ -438,11 +436,7 @@ impl Nginx {
             return None;
         }
         let dir = temp_dir();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::free_port();
         let mut auth = directives.to_owned();
         let mut listen = format!("127.0.0.1:{port}");
         if let Some((cert, key)) = tls {
@@ -476,26 +470,19 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        let server = Self {
-            child,
-            port,
+        support::wait_for_port(port, "nginx");
+        Some(Self {
+            server: Spawned { child, port },
             _dir: dir,
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("nginx did not start on port {port}");
+        })
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.server.port)
     }
 
     fn https_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.server.port)
     }
 }
 
@@ -512,8 +499,7 @@ fn http_cache_served_by_nginx_equals_the_local_store() {
         options(&[&signed.public], &signed.nar_cache()),
     )
     .unwrap();
-    let closure = cache.closure(&signed.roots).unwrap();
-    let paths: Vec<StorePath> = closure.iter().map(|i| i.store_path.clone()).collect();
+    let paths = closure_paths(&cache, &signed.roots);
     cache.fetch_all(&paths).unwrap();
     assert_same_as_local(&cache, &paths);
 
@@ -579,12 +565,7 @@ fn basic_auth_through_netrc() {
     std::fs::write(&netrc, "machine other.example login x password y\nmachine 127.0.0.1\n login builder\n password s3cret-pw\n").unwrap();
     let cache = BinaryCache::open(&nginx.url(), opts).unwrap();
     assert!(!format!("{cache:?}").contains("s3cret-pw"));
-    let paths: Vec<StorePath> = cache
-        .closure(&signed.roots)
-        .unwrap()
-        .iter()
-        .map(|i| i.store_path.clone())
-        .collect();
+    let paths = closure_paths(&cache, &signed.roots);
     assert_same_as_local(&cache, &paths);
 }
 
@@ -605,80 +586,6 @@ fn unsupported_urls_are_refused_clearly() {
     let _ = NIX_CONFIG;
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed, made with openssl:
-/// (CA certificate, server certificate, server key).
-fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |name: &str| dir.join(name);
-    let s = |path: PathBuf| path.to_str().unwrap().to_owned();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    tool(
-        "openssl",
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                &s(p("ca.key")),
-                "-out",
-                &s(p("ca.pem")),
-                "-days",
-                "2",
-                "-subj",
-                "/CN=nixlayer test CA",
-            ],
-        ]
-        .concat(),
-    );
-    tool(
-        "openssl",
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                &s(p("srv.key")),
-                "-out",
-                &s(p("srv.csr")),
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    tool(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &s(p("srv.csr")),
-            "-CA",
-            &s(p("ca.pem")),
-            "-CAkey",
-            &s(p("ca.key")),
-            "-CAcreateserial",
-            "-out",
-            &s(p("srv.pem")),
-            "-days",
-            "2",
-            "-extfile",
-            &s(p("ext")),
-        ],
-    );
-    (p("ca.pem"), p("srv.pem"), p("srv.key"))
-}
-
 #[test]
 fn https_cache_with_a_custom_ca() {
     let Some(signed) = Signed::new("zstd") else {
@@ -687,7 +594,7 @@ fn https_cache_with_a_custom_ca() {
     if !require_tool("openssl") {
         return;
     }
-    let (ca, cert, key) = test_ca(signed.tmp.path());
+    let support::TestCa { ca, cert, key } = support::test_ca(signed.tmp.path());
     let Some(nginx) = Nginx::start_with(&signed.dir(), "", Some((&cert, &key))) else {
         return;
     };
@@ -699,12 +606,7 @@ fn https_cache_with_a_custom_ca() {
     // Trusted with it (as SSL_CERT_FILE gives it).
     opts.ca_files = vec![ca];
     let cache = BinaryCache::open(&nginx.https_url(), opts).unwrap();
-    let paths: Vec<StorePath> = cache
-        .closure(&signed.roots)
-        .unwrap()
-        .iter()
-        .map(|i| i.store_path.clone())
-        .collect();
+    let paths = closure_paths(&cache, &signed.roots);
     assert_same_as_local(&cache, &paths);
 }
 
@@ -824,12 +726,7 @@ fn retries_on_503_and_refuses_truncated_downloads() {
         options(&[&signed.public], &signed.nar_cache()),
     )
     .unwrap();
-    let paths: Vec<StorePath> = cache
-        .closure(&signed.roots)
-        .unwrap()
-        .iter()
-        .map(|i| i.store_path.clone())
-        .collect();
+    let paths = closure_paths(&cache, &signed.roots);
     cache.fetch_all(&paths).unwrap();
     assert_same_as_local(&cache, &paths);
 
@@ -939,12 +836,7 @@ fn bearer_token_for_a_private_cache() {
     opts.auth.bearer_token = Some("t0ken-value".into());
     let cache = BinaryCache::open(&nginx.url(), opts).unwrap();
     assert!(!format!("{cache:?}").contains("t0ken-value"));
-    let paths: Vec<StorePath> = cache
-        .closure(&signed.roots)
-        .unwrap()
-        .iter()
-        .map(|i| i.store_path.clone())
-        .collect();
+    let paths = closure_paths(&cache, &signed.roots);
     assert_same_as_local(&cache, &paths);
 }
 
@@ -956,12 +848,7 @@ fn two_builds_share_one_nar_cache() {
     let shared = signed.nar_cache();
     let build = || {
         let cache = BinaryCache::open(&signed.url(), options(&[&signed.public], &shared)).unwrap();
-        let paths: Vec<StorePath> = cache
-            .closure(&signed.roots)
-            .unwrap()
-            .iter()
-            .map(|i| i.store_path.clone())
-            .collect();
+        let paths = closure_paths(&cache, &signed.roots);
         cache.fetch_all(&paths).unwrap();
         assert_same_as_local(&cache, &paths);
         paths.len()

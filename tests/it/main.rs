@@ -1,6 +1,7 @@
 #![allow(unreachable_pub, missing_docs, clippy::print_stderr)]
 //! Integration tests, one binary. Modules:
 //! - `util`: the test context, tool checks and Nix fixtures;
+//! - `support`: setup several modules share: docker-archive layers and their listings, servers on 127.0.0.1, a test CA;
 //! - `accounts`: `[[users]]`/`[[groups]]` files and homes, `config.User` by name run by docker, collisions;
 //! - `binary_cache`: the binary-cache store on real `nix copy` caches, from `file://` and nginx (plain, basic auth), against the local store; tampering refused;
 //! - `build`: `nixlayer build` end to end with docker, reproducibility;
@@ -13,7 +14,7 @@
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
-//! - `merge_oci`: `merge` of OCI layouts, OCI archives and docker-archives into each format, read by skopeo and docker; multi-platform indexes and `--platform`; corrupt and dangling inputs refused;
+//! - `merge_oci`: `merge` of OCI layouts, OCI archives and docker-archives into each format, read by skopeo and docker; multi-platform indexes and `--platform`; corrupt and dangling inputs refused, a corrupt copy of a shared layer in a later input too; `--json`;
 //! - `multi_platform`: `[[platforms]]` as one image index in a layout and a registry, copied by skopeo, its amd64 image run by docker; docker-archive asks for `--platform`;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
@@ -59,5 +60,6 @@ mod sbom;
 mod scale;
 mod schema;
 mod script;
+mod support;
 mod throughput;
 mod util;

@@ -405,42 +405,17 @@ fn a_multi_platform_index_stays_whole_in_oci_and_needs_platform_for_docker() {
 fn bad_inputs_are_clear_errors_and_leave_nothing() {
     let tmp = util::temp_dir();
     let (a, b, c) = three_inputs(tmp.path());
-    let outputs = [
-        (tmp.path().join("o-layout"), "oci-layout"),
-        (tmp.path().join("o.tar"), "oci-archive"),
-        (tmp.path().join("d.tar"), "docker-archive"),
-    ];
-    let leaves_nothing = |inputs: &[&Path], wanted: &str| {
-        for (out, format) in &outputs {
-            let stderr = merge(inputs, &["--format", format], out, 1);
-            assert!(stderr.contains(wanted), "{format}: {stderr}");
-            assert!(!out.exists(), "{format}: {}", out.display());
-            let left: Vec<_> = std::fs::read_dir(tmp.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".nixlayer-"))
-                .collect();
-            assert!(left.is_empty(), "{format}: {left:?}");
-        }
-    };
+    let leaves_nothing =
+        |inputs: &[&Path], wanted: &str| refused_leaving_nothing(tmp.path(), inputs, &[wanted]);
 
     // A layer blob of `a` (the first copy, the one read) with one byte
     // flipped.
-    let index = json(&std::fs::read(a.join("index.json")).unwrap());
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_owned();
-    let manifest = json(&std::fs::read(a.join("blobs/sha256").join(&manifest_digest)).unwrap());
-    let layer = manifest["layers"][2]["digest"].as_str().unwrap()[7..].to_owned();
+    let layer = store_layer(&a);
     let blob = a.join("blobs/sha256").join(&layer);
-    let mut bytes = std::fs::read(&blob).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(&blob, &bytes).unwrap();
+    let mid = std::fs::metadata(&blob).unwrap().len() / 2;
+    flip(&blob, mid);
     leaves_nothing(&[&a, &b, &c], &layer);
-    std::fs::write(&blob, {
-        bytes[mid] ^= 0x55;
-        &bytes
-    })
-    .unwrap();
+    flip(&blob, mid);
 
     // `index.json` naming a manifest that is not there.
     let dangling = tmp.path().join("dangling");
@@ -478,4 +453,173 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
         &[&a, &c, &other],
         "`nixlayer-test/merge-oci-c:3` names two different images",
     );
+}
+
+/// Merges `inputs` into each output format in `dir`, which must fail
+/// saying every one of `wanted` and leave no output and no temporary file.
+fn refused_leaving_nothing(dir: &Path, inputs: &[&Path], wanted: &[&str]) {
+    for (out, format) in [
+        (dir.join("o-layout"), "oci-layout"),
+        (dir.join("o.tar"), "oci-archive"),
+        (dir.join("d-out.tar"), "docker-archive"),
+    ] {
+        let stderr = merge(inputs, &["--format", format], &out, 1);
+        for wanted in wanted {
+            assert!(stderr.contains(wanted), "{format}: {wanted}: {stderr}");
+        }
+        assert!(!out.exists(), "{format}: {}", out.display());
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".nixlayer-"))
+            .collect();
+        assert!(left.is_empty(), "{format}: {left:?}");
+    }
+}
+
+/// The hex digest of the third layer (a store layer) of a layout's first
+/// image.
+fn store_layer(layout: &Path) -> String {
+    let index = json(&std::fs::read(layout.join("index.json")).unwrap());
+    let manifest = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+    let manifest = json(&std::fs::read(layout.join("blobs/sha256").join(manifest)).unwrap());
+    manifest["layers"][2]["digest"].as_str().unwrap()[7..].to_owned()
+}
+
+/// Flips one byte of `path` at `at` (the same length: a tar stays a tar).
+fn flip(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[usize::try_from(at).unwrap()] ^= 0x55;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A later input's copy of a layer an earlier input already supplied is
+/// not written, but it is read and checked: with one byte of it flipped,
+/// the merge into each format fails naming that input and the blob, and
+/// leaves nothing. (Before, the copy went unread and the merge succeeded.)
+#[test]
+fn a_corrupt_copy_of_a_shared_layer_in_a_later_input_is_refused() {
+    let tmp = util::temp_dir();
+    let (a, b, c) = three_inputs(tmp.path());
+    let d = tmp.path().join("d.tar");
+    build(
+        &example(tmp.path(), "nixlayer-test/merge-oci-d", "4", "d", false),
+        &[],
+        &d,
+    );
+    let refused = |inputs: &[&Path], corrupt: &Path, blob: &str| {
+        let named = format!("`{}` is malformed: ", corrupt.display());
+        refused_leaving_nothing(tmp.path(), inputs, &[&named, blob]);
+    };
+
+    // Layouts: `b`'s copy of a store layer blob `a` holds too.
+    let layer = store_layer(&a);
+    assert_eq!(store_layer(&b), layer, "a store layer both layouts hold");
+    let blob = b.join("blobs/sha256").join(&layer);
+    let mid = std::fs::metadata(&blob).unwrap().len() / 2;
+    flip(&blob, mid);
+    refused(&[&a, &b], &b, &layer);
+    flip(&blob, mid);
+    merge(&[&a, &b], &[], &tmp.path().join("fine.tar"), 0);
+    // A copy of `a` itself (one config: one image of a docker-archive).
+    let again = tmp.path().join("a-again");
+    tool("cp", &["-r", a.to_str().unwrap(), again.to_str().unwrap()]);
+    flip(&again.join("blobs/sha256").join(&layer), mid);
+    refused(&[&a, &again], &again, &layer);
+
+    // docker-archives (merged member by member into a docker-archive,
+    // image by image into OCI): `d`'s copy of a store layer member.
+    let listing = |archive: &Path| {
+        String::from_utf8(tool("tar", &["-tvRf", archive.to_str().unwrap()])).unwrap()
+    };
+    let in_c = listing(&c);
+    // `block N: -r--r--r-- 0/0 SIZE DATE TIME NAME`: the member's data
+    // starts after its header block.
+    let (block, size, member) = listing(&d)
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let name = *fields.last()?;
+            let block: u64 = fields.get(1)?.trim_end_matches(':').parse().ok()?;
+            let size: u64 = fields.get(4)?.parse().ok()?;
+            (name.ends_with("/layer.tar") && in_c.contains(name))
+                .then(|| (block, size, name.to_owned()))
+        })
+        .next()
+        .expect("a layer member both docker-archives hold");
+    let at = (block + 1) * 512 + size / 2;
+    flip(&d, at);
+    refused(&[&c, &d], &d, &member);
+    flip(&d, at);
+    merge(&[&c, &d], &[], &tmp.path().join("fine-docker.tar"), 0);
+}
+
+/// `merge --json` prints what the summary line says, as one line of
+/// canonical JSON on stdout (as `build --json` does): formats, compression
+/// (a docker-archive output's only), tags, counts, bytes, the output.
+#[test]
+fn merge_json_prints_the_summary() {
+    let tmp = util::temp_dir();
+    let (a, b, c) = three_inputs(tmp.path());
+    let summary = |inputs: &[&Path], args: &[&str], out: &Path| {
+        let output = run(
+            nixlayer()
+                .arg("merge")
+                .args(inputs)
+                .args(args)
+                .arg("--json")
+                .arg("-o")
+                .arg(out),
+            0,
+        );
+        let doc = json(&output.stdout);
+        let mut canonical = serde_json::to_vec(&doc).unwrap();
+        canonical.push(b'\n');
+        assert_eq!(output.stdout, canonical, "one line of canonical JSON");
+        (doc, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let counts = |doc: &Value| {
+        format!(
+            "{} {}{} written, {} shared",
+            doc["written"],
+            doc["unit"].as_str().unwrap(),
+            if doc["written"] == 1 { "" } else { "s" },
+            doc["shared"]
+        )
+    };
+
+    let out = tmp.path().join("merged.tar");
+    let (doc, stderr) = summary(&[&a, &b, &c], &["--compression", "zstd"], &out);
+    assert_eq!(doc["format"], "docker-archive");
+    assert_eq!(doc["compression"], "zstd");
+    assert_eq!(doc["images"], 3);
+    assert_eq!(
+        doc["tags"],
+        serde_json::json!([
+            "nixlayer-test/merge-oci-a:1",
+            "nixlayer-test/merge-oci-a:latest",
+            "nixlayer-test/merge-oci-b:2",
+            "nixlayer-test/merge-oci-c:3",
+        ])
+    );
+    assert_eq!(doc["unit"], "blob");
+    assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
+    assert_eq!(doc["bytes"], std::fs::metadata(&out).unwrap().len());
+    assert_eq!(doc["output"], out.display().to_string());
+
+    let layout = tmp.path().join("merged-layout");
+    let (doc, stderr) = summary(&[&a, &b], &["--format", "oci-layout"], &layout);
+    assert_eq!(doc["format"], "oci-layout");
+    assert_eq!(doc["compression"], Value::Null, "blobs kept as stored");
+    assert_eq!(doc["images"], 3);
+    assert!(doc["shared"].as_u64().unwrap() > 0, "{doc}");
+    assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
+
+    // docker-archives into one: member by member.
+    let again = tmp.path().join("c-again.tar");
+    std::fs::copy(&c, &again).unwrap();
+    let (doc, stderr) = summary(&[&c, &again], &[], &tmp.path().join("cc.tar"));
+    assert_eq!(doc["unit"], "member");
+    assert_eq!(doc["compression"], "none");
+    assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
 }

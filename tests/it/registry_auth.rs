@@ -4,31 +4,12 @@
 //! tokens, credential helpers, certificates.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::push::{json, manifest};
+use crate::support::{self, Spawned};
 use crate::util::{self, nixlayer, run, tool};
-
-/// A server the test started, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -51,38 +32,6 @@ fn python_jwt() -> bool {
         eprintln!("skipped: no python3-jwt");
     }
     ok
-}
-
-/// An EC P-256 key and a self-signed certificate for it, in `dir`
-/// (`key.pem`, `cert.pem`), valid for `san` when given.
-fn self_signed(dir: &Path, cn: &str, san: Option<&str>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        s(&key),
-        "-out",
-        s(&cert),
-        "-subj",
-    ];
-    let subject = format!("/CN={cn}");
-    args.push(&subject);
-    let ext;
-    if let Some(san) = san {
-        ext = format!("subjectAltName={san}");
-        args.extend(["-addext", &ext]);
-    }
-    // openssl writes the key as PKCS#8, which both python and Go read.
-    tool("openssl", &args);
 }
 
 /// Waits until `url` answers with `status` (or panics after ~10 s).
@@ -119,8 +68,8 @@ fn wait_for(url: &str, status: u16, ca: Option<&Path>) {
 }
 
 /// The token issuer on a free port, its key in `dir`.
-fn token_issuer(dir: &Path, expires_in: u32) -> Server {
-    self_signed(dir, "nixlayer test token issuer", None);
+fn token_issuer(dir: &Path, expires_in: u32) -> Spawned {
+    support::self_signed(dir, "nixlayer test token issuer");
     let mut child = Command::new("/usr/bin/python3")
         .arg(util::repo().join("tests/it/token_issuer.py"))
         .args([
@@ -140,13 +89,13 @@ fn token_issuer(dir: &Path, expires_in: u32) -> Server {
     )
     .unwrap();
     let port = line.trim().parse().expect("the issuer's port");
-    Server { child, port }
+    Spawned { child, port }
 }
 
 /// A `docker-registry` on a free loopback port with `extra` config (auth,
 /// TLS), its storage in `dir`; answers `status` to `GET /v2/` when ready.
-fn registry(dir: &Path, extra: &str, scheme: &str, status: u16, ca: Option<&Path>) -> Server {
-    let port = free_port();
+fn registry(dir: &Path, extra: &str, scheme: &str, status: u16, ca: Option<&Path>) -> Spawned {
+    let port = support::free_port();
     let config = util::write(
         dir,
         "config.yml",
@@ -163,15 +112,15 @@ fn registry(dir: &Path, extra: &str, scheme: &str, status: u16, ca: Option<&Path
         .stderr(Stdio::null())
         .spawn()
         .expect("start docker-registry");
-    let server = Server { child, port };
+    let server = Spawned { child, port };
     wait_for(&format!("{scheme}://127.0.0.1:{port}/v2/"), status, ca);
     server
 }
 
 /// A token-auth registry and its issuer.
 struct TokenSetup {
-    issuer: Server,
-    registry: Server,
+    issuer: Spawned,
+    registry: Spawned,
     issuer_dir: PathBuf,
 }
 
@@ -192,6 +141,25 @@ fn token_setup(dir: &Path, expires_in: u32) -> TokenSetup {
         registry,
         issuer_dir,
     }
+}
+
+/// What a token-auth test starts with: the hello fixture, a temporary
+/// directory, a [`token_setup`] in it (tokens for 300 s) and its
+/// registry's `host:port`; `None` (skip) when the registry, openssl,
+/// python3-jwt or one of `tools` is missing outside CI.
+fn token_test(tools: &[&str]) -> Option<(PathBuf, tempfile::TempDir, TokenSetup, String)> {
+    let hello = util::nix_fixture("hello")?;
+    let found = ["docker-registry", "openssl"]
+        .iter()
+        .chain(tools)
+        .all(|t| util::require_tool(t));
+    if !found || !python_jwt() {
+        return None;
+    }
+    let tmp = util::temp_dir();
+    let setup = token_setup(tmp.path(), 300);
+    let host = format!("127.0.0.1:{}", setup.registry.port);
+    Some((hello, tmp, setup, host))
 }
 
 impl TokenSetup {
@@ -246,19 +214,9 @@ fn docker_config(dir: &Path, name: &str, doc: &serde_json::Value) -> PathBuf {
 
 #[test]
 fn token_auth_with_a_real_registry_and_issuer() {
-    let Some(hello) = util::nix_fixture("hello") else {
+    let Some((hello, tmp, setup, host)) = token_test(&["skopeo"]) else {
         return;
     };
-    if !util::require_tool("docker-registry")
-        || !util::require_tool("openssl")
-        || !util::require_tool("skopeo")
-        || !python_jwt()
-    {
-        return;
-    }
-    let tmp = util::temp_dir();
-    let setup = token_setup(tmp.path(), 300);
-    let host = format!("127.0.0.1:{}", setup.registry.port);
     let m = manifest(tmp.path(), "image.toml", &hello, r#""token""#);
     let reference = format!("{host}/nixlayer-test/token:t1");
     let none = tmp.path().join("no-config");
@@ -376,15 +334,9 @@ fn credential_helper(dir: &Path) {
 
 #[test]
 fn credential_helpers_named_by_cred_helpers_and_creds_store() {
-    let Some(hello) = util::nix_fixture("hello") else {
+    let Some((hello, tmp, setup, host)) = token_test(&[]) else {
         return;
     };
-    if !util::require_tool("docker-registry") || !util::require_tool("openssl") || !python_jwt() {
-        return;
-    }
-    let tmp = util::temp_dir();
-    let setup = token_setup(tmp.path(), 300);
-    let host = format!("127.0.0.1:{}", setup.registry.port);
     let m = manifest(tmp.path(), "image.toml", &hello, r#""helper""#);
     let bin = tmp.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -430,56 +382,6 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store() {
     );
 }
 
-/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed
-/// (`srv.pem`, `srv.key`), in `dir`.
-fn test_ca(dir: &Path) {
-    self_signed(&dir.join("ca"), "nixlayer test registry CA", None);
-    let p = |n: &str| dir.join(n);
-    tool(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&p("srv.key")),
-            "-out",
-            s(&p("srv.csr")),
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        p("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    tool(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            s(&p("srv.csr")),
-            "-CA",
-            s(&p("ca/cert.pem")),
-            "-CAkey",
-            s(&p("ca/key.pem")),
-            "-CAcreateserial",
-            "-out",
-            s(&p("srv.pem")),
-            "-days",
-            "2",
-            "-extfile",
-            s(&p("ext")),
-        ],
-    );
-    std::fs::copy(p("ca/cert.pem"), p("ca.pem")).unwrap();
-}
-
 #[test]
 fn tls_registry_with_a_test_ca() {
     let Some(hello) = util::nix_fixture("hello") else {
@@ -492,12 +394,11 @@ fn tls_registry_with_a_test_ca() {
         return;
     }
     let tmp = util::temp_dir();
-    test_ca(tmp.path());
-    let ca = tmp.path().join("ca.pem");
+    let support::TestCa { ca, cert, key } = support::test_ca(tmp.path());
     let extra = format!(
         "  tls:\n    certificate: {}\n    key: {}\n",
-        tmp.path().join("srv.pem").display(),
-        tmp.path().join("srv.key").display()
+        cert.display(),
+        key.display()
     );
     let reg_dir = tmp.path().join("registry");
     std::fs::create_dir_all(&reg_dir).unwrap();
@@ -646,15 +547,9 @@ fn pulling(sub: &str, m: &Path, dir: &Path, name: &str) -> Command {
 /// base on the same registry.
 #[test]
 fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
-    let Some(hello) = util::nix_fixture("hello") else {
+    let Some((hello, tmp, setup, host)) = token_test(&[]) else {
         return;
     };
-    if !util::require_tool("docker-registry") || !util::require_tool("openssl") || !python_jwt() {
-        return;
-    }
-    let tmp = util::temp_dir();
-    let setup = token_setup(tmp.path(), 300);
-    let host = format!("127.0.0.1:{}", setup.registry.port);
     let none = tmp.path().join("no-config");
     let base = manifest(tmp.path(), "image.toml", &hello, r#""base""#);
     let out = run(

@@ -4,9 +4,10 @@
 //! twice; a missing `fakeroot`, a failing script and a write into the
 //! store are errors.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
+use crate::support;
 use crate::util::{self, docker, docker_ready, nixlayer, run};
 
 const SCRIPT: &str =
@@ -15,7 +16,7 @@ echo hi > data/f && chmod 0640 data/f\n\
 mkdir -p proc/1 sys dev && touch dev/null\n\
 chmod 0600 etc/motd\n";
 
-fn manifest(dir: &Path, roots: &str, script: &str, extra: &str) -> std::path::PathBuf {
+fn manifest(dir: &Path, roots: &str, script: &str, extra: &str) -> PathBuf {
     util::write(
         dir,
         "image.toml",
@@ -27,40 +28,78 @@ fn manifest(dir: &Path, roots: &str, script: &str, extra: &str) -> std::path::Pa
     )
 }
 
+/// The busybox fixture, when `tool` (which the test needs too) is on
+/// PATH; `None` (skip) outside CI when either is missing.
+fn busybox_and(tool: &str) -> Option<PathBuf> {
+    if !util::require_tool(tool) {
+        return None;
+    }
+    util::nix_fixture("busybox")
+}
+
 /// `tar -tv` of the top layer of a docker-archive.
 fn top_layer_listing(archive: &Path) -> String {
-    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
-        "tar",
-        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
-    ))
-    .unwrap();
-    let top = manifest[0]["Layers"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let layer = util::tool("tar", &["-xOf", archive.to_str().unwrap(), &top]);
-    let mut tar = Command::new("tar")
-        .args(["--numeric-owner", "-tvPf", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &layer).unwrap();
-    let out = tar.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
+    support::layer_listing(&support::top_layer(archive))
+}
+
+/// Builds `m` into `dir/image.tar` and again into `dir/again.tar`, each
+/// with its own cache (so the script really runs twice), and asserts the
+/// same bytes; the first archive.
+fn built_twice(m: &Path, dir: &Path) -> PathBuf {
+    let build = |name: &str, cache: &str| {
+        let archive = dir.join(name);
+        run(
+            nixlayer()
+                .env("XDG_CACHE_HOME", dir.join(cache))
+                .arg("build")
+                .arg(m)
+                .arg("-o")
+                .arg(&archive),
+            0,
+        );
+        archive
+    };
+    let archive = build("image.tar", "cache-one");
+    let again = build("again.tar", "cache-two");
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "two runs, the same bytes"
+    );
+    archive
+}
+
+/// What both scripts make, in the top layer's listing: owners and modes
+/// of `/data`, `/data/f`, `/etc/motd`, the `/srv` link; nothing under
+/// `absent`; every entry at the build's mtime (the default, 1970-01-01
+/// 00:00:01).
+fn assert_the_scripts_tree(listing: &str, absent: &[&str]) {
+    let entry = |name: &str| support::listed(listing, name);
+    assert!(
+        entry("/data/").starts_with("drwx------ 1000/1000 "),
+        "{listing}"
+    );
+    assert!(entry("/data/f").starts_with("-rw-r----- 0/0 "), "{listing}");
+    assert!(
+        entry("/etc/motd").starts_with("-rw------- 0/0 "),
+        "{listing}"
+    );
+    assert!(entry("/srv").ends_with("/srv -> /data"), "{listing}");
+    for absent in absent {
+        assert!(
+            !listing.contains(&format!(" {absent}/")),
+            "{absent}:\n{listing}"
+        );
+    }
+    assert!(
+        listing.lines().all(|l| l.contains(" 1970-01-01 00:00 ")),
+        "{listing}"
+    );
 }
 
 #[test]
 fn a_script_sets_owners_and_modes_as_fake_root() {
-    if !util::require_tool("fakeroot") {
-        return;
-    }
-    let Some(busybox) = util::nix_fixture("busybox") else {
+    let Some(busybox) = busybox_and("fakeroot") else {
         return;
     };
     let tmp = util::temp_dir();
@@ -74,62 +113,12 @@ fn a_script_sets_owners_and_modes_as_fake_root() {
         SCRIPT,
         &extra,
     );
-    let archive = tmp.path().join("image.tar");
-    // Each with its own cache: the script really runs twice.
-    run(
-        nixlayer()
-            .env("XDG_CACHE_HOME", tmp.path().join("cache-one"))
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(&archive),
-        0,
-    );
-    let again = tmp.path().join("again.tar");
-    // Each with its own cache: the script really runs twice.
-    run(
-        nixlayer()
-            .env("XDG_CACHE_HOME", tmp.path().join("cache-two"))
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(&again),
-        0,
-    );
-    assert_eq!(
-        std::fs::read(&archive).unwrap(),
-        std::fs::read(&again).unwrap(),
-        "two runs, the same bytes"
-    );
+    let archive = built_twice(&m, tmp.path());
 
     let listing = top_layer_listing(&archive);
-    let entry = |name: &str| {
-        listing
-            .lines()
-            .find(|l| l.split_whitespace().nth(5) == Some(name))
-            .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
-            .to_owned()
-    };
+    assert_the_scripts_tree(&listing, &["/proc", "/sys", "/dev"]);
     assert!(
-        entry("/data/").starts_with("drwx------ 1000/1000 "),
-        "{listing}"
-    );
-    assert!(entry("/data/f").starts_with("-rw-r----- 0/0 "), "{listing}");
-    assert!(
-        entry("/etc/motd").starts_with("-rw------- 0/0 "),
-        "{listing}"
-    );
-    assert!(entry("/srv").starts_with("lrwxrwxrwx 0/0 "), "{listing}");
-    assert!(entry("/srv").ends_with("/srv -> /data"), "{listing}");
-    for runtime in ["/proc", "/sys", "/dev"] {
-        assert!(
-            !listing.contains(&format!(" {runtime}/")),
-            "{runtime}:\n{listing}"
-        );
-    }
-    // Every entry at the build's mtime (the default, 1970-01-01 00:00:01).
-    assert!(
-        listing.lines().all(|l| l.contains(" 1970-01-01 00:00 ")),
+        support::listed(&listing, "/srv").starts_with("lrwxrwxrwx 0/0 "),
         "{listing}"
     );
 
@@ -137,8 +126,7 @@ fn a_script_sets_owners_and_modes_as_fake_root() {
         return;
     }
     docker(&["load", "-i", archive.to_str().unwrap()]);
-    let out = docker(&["run", "--rm", "--network", "none", "nixlayer-test/script:t"]);
-    let _ = docker(&["rmi", "-f", "nixlayer-test/script:t"]);
+    let out = util::docker_run("nixlayer-test/script:t");
     assert_eq!(
         out,
         "700 1000:1000 /data\n640 0:0 /data/f\n600 0:0 /etc/motd\n/data\n"
@@ -157,30 +145,16 @@ fn script_failures_are_clear_errors() {
         ("mkfifo fifo\n", "fifo"),
     ] {
         let m = manifest(tmp.path(), "", script, "");
-        let out = run(
-            nixlayer()
-                .arg("build")
-                .arg(&m)
-                .arg("-o")
-                .arg(tmp.path().join("x.tar")),
-            1,
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = support::failed_build(&mut nixlayer(), &m, &tmp.path().join("x.tar"));
         assert!(stderr.contains(says), "{script}: {stderr}");
-        assert!(!tmp.path().join("x.tar").exists());
     }
     // Without `fakeroot` on PATH: the package to install is named.
     let m = manifest(tmp.path(), "", "true\n", "");
-    let out = run(
-        nixlayer()
-            .env("PATH", "/nonexistent")
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(tmp.path().join("x.tar")),
-        1,
+    let stderr = support::failed_build(
+        nixlayer().env("PATH", "/nonexistent"),
+        &m,
+        &tmp.path().join("x.tar"),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Debian package `fakeroot`"), "{stderr}");
 }
 
@@ -193,7 +167,7 @@ chmod 0600 /etc/motd\n\
 mkdir -p /proc/1 /sys /dev && echo x > /dev/null\n\
 test \"$(cat /etc/motd)\" = hello\n";
 
-fn chroot_manifest(dir: &Path, busybox: &Path, closure_extra: &str) -> std::path::PathBuf {
+fn chroot_manifest(dir: &Path, busybox: &Path, closure_extra: &str) -> PathBuf {
     let b = format!("{}/bin/busybox", busybox.display());
     util::write(
         dir,
@@ -213,98 +187,24 @@ fn chroot_manifest(dir: &Path, busybox: &Path, closure_extra: &str) -> std::path
 
 /// Every layer's `tar -tv` listing, joined.
 fn all_layers_listing(archive: &Path) -> String {
-    let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
-        "tar",
-        &["-xOf", archive.to_str().unwrap(), "manifest.json"],
-    ))
-    .unwrap();
-    let mut all = String::new();
-    for layer in manifest[0]["Layers"].as_array().unwrap() {
-        let layer = util::tool(
-            "tar",
-            &["-xOf", archive.to_str().unwrap(), layer.as_str().unwrap()],
-        );
-        let mut tar = Command::new("tar")
-            .args(["--numeric-owner", "-tvPf", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &layer).unwrap();
-        let out = tar.wait_with_output().unwrap();
-        assert!(out.status.success());
-        all.push_str(&String::from_utf8(out.stdout).unwrap());
-    }
-    all
+    support::archive_layers(archive)
+        .iter()
+        .map(|layer| support::layer_listing(layer))
+        .collect()
 }
 
 #[test]
 fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
-    if !util::require_tool("unshare") {
-        return;
-    }
-    let Some(busybox) = util::nix_fixture("busybox") else {
+    let Some(busybox) = busybox_and("unshare") else {
         return;
     };
     let busybox = std::fs::canonicalize(busybox).unwrap();
     let tmp = util::temp_dir();
     let m = chroot_manifest(tmp.path(), &busybox, "");
-    let archive = tmp.path().join("image.tar");
-    // Each with its own cache: the script really runs twice.
-    run(
-        nixlayer()
-            .env("XDG_CACHE_HOME", tmp.path().join("cache-one"))
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(&archive),
-        0,
-    );
-    let again = tmp.path().join("again.tar");
-    // Each with its own cache: the script really runs twice.
-    run(
-        nixlayer()
-            .env("XDG_CACHE_HOME", tmp.path().join("cache-two"))
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(&again),
-        0,
-    );
-    assert_eq!(
-        std::fs::read(&archive).unwrap(),
-        std::fs::read(&again).unwrap(),
-        "two runs, the same bytes"
-    );
+    let archive = built_twice(&m, tmp.path());
 
     let listing = top_layer_listing(&archive);
-    let entry = |name: &str| {
-        listing
-            .lines()
-            .find(|l| l.split_whitespace().nth(5) == Some(name))
-            .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
-            .to_owned()
-    };
-    assert!(
-        entry("/data/").starts_with("drwx------ 1000/1000 "),
-        "{listing}"
-    );
-    assert!(entry("/data/f").starts_with("-rw-r----- 0/0 "), "{listing}");
-    assert!(
-        entry("/etc/motd").starts_with("-rw------- 0/0 "),
-        "{listing}"
-    );
-    assert!(entry("/srv").ends_with("/srv -> /data"), "{listing}");
-    for absent in ["/proc", "/sys", "/dev", "/nix"] {
-        assert!(
-            !listing.contains(&format!(" {absent}/")),
-            "{absent}:\n{listing}"
-        );
-    }
-    assert!(
-        listing.lines().all(|l| l.contains(" 1970-01-01 00:00 ")),
-        "{listing}"
-    );
+    assert_the_scripts_tree(&listing, &["/proc", "/sys", "/dev", "/nix"]);
 
     // With `include_store_paths = false`, no store path (nor the mount
     // points the chroot bound them on) reaches any layer.
@@ -319,8 +219,7 @@ fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
         return;
     }
     docker(&["load", "-i", archive.to_str().unwrap()]);
-    let out = docker(&["run", "--rm", "--network", "none", "nixlayer-test/chroot:t"]);
-    let _ = docker(&["rmi", "-f", "nixlayer-test/chroot:t"]);
+    let out = util::docker_run("nixlayer-test/chroot:t");
     assert!(
         out.starts_with("700 1000:1000 /data\n640 0:0 /data/f\n600 0:0 /etc/motd\n/data\n"),
         "{out}"
@@ -329,23 +228,13 @@ fn a_chroot_script_uses_absolute_paths_and_a_store_shell() {
 
 #[test]
 fn chroot_failures_are_clear_errors() {
-    if !util::require_tool("unshare") {
-        return;
-    }
-    let Some(busybox) = util::nix_fixture("busybox") else {
+    let Some(busybox) = busybox_and("unshare") else {
         return;
     };
     let busybox = std::fs::canonicalize(busybox).unwrap();
     let tmp = util::temp_dir();
     let out_path = tmp.path().join("x.tar");
-    let build = |m: &Path, code: i32| {
-        let out = run(
-            nixlayer().arg("build").arg(m).arg("-o").arg(&out_path),
-            code,
-        );
-        assert!(!out_path.exists());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let build = |m: &Path| support::failed_build(&mut nixlayer(), m, &out_path);
     let write = |roots: &str, custom: &str| {
         util::write(
             tmp.path(),
@@ -362,22 +251,22 @@ fn chroot_failures_are_clear_errors() {
         &with_busybox,
         "chroot = true\nrun = 'mkdir -p /nix/store/x'",
     );
-    let stderr = build(&m, 1);
+    let stderr = build(&m);
     assert!(stderr.contains("inside the store directory"), "{stderr}");
     // A store path is read-only.
     let m = write(
         &with_busybox,
         &format!("chroot = true\nrun = 'touch {}/x'", busybox.display()),
     );
-    let stderr = build(&m, 1);
+    let stderr = build(&m);
     assert!(stderr.contains("Read-only file system"), "{stderr}");
     // No shell anywhere.
     let m = write("", "chroot = true\nrun = 'true'");
-    let stderr = build(&m, 1);
+    let stderr = build(&m);
     assert!(stderr.contains("needs a shell"), "{stderr}");
     // `chroot` without a script.
     let m = write("", "chroot = true");
-    let stderr = build(&m, 1);
+    let stderr = build(&m);
     assert!(stderr.contains("no `customisation.run`"), "{stderr}");
     // Without `unshare` on PATH: the package to install is named (no
     // roots, so no `nix-store` is needed first; a `/bin/sh` of the tree's).
@@ -385,16 +274,7 @@ fn chroot_failures_are_clear_errors() {
         "",
         "chroot = true\nrun = 'true'\n[[customisation.files]]\npath = \"/bin/sh\"\ntext = \"\"",
     );
-    let out = run(
-        nixlayer()
-            .env("PATH", "/nonexistent")
-            .arg("build")
-            .arg(&m)
-            .arg("-o")
-            .arg(&out_path),
-        1,
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = support::failed_build(nixlayer().env("PATH", "/nonexistent"), &m, &out_path);
     assert!(stderr.contains("Debian package `util-linux`"), "{stderr}");
 
     // Not root: refused, saying why, rather than other owners.
@@ -485,10 +365,7 @@ fn a_script_runs_once_for_the_same_inputs() {
 /// runs the script again instead of reusing what it made before.
 #[test]
 fn a_chroot_script_runs_again_when_a_store_path_it_sees_changes() {
-    if !util::require_tool("unshare") {
-        return;
-    }
-    let Some(busybox) = util::nix_fixture("busybox") else {
+    let Some(busybox) = busybox_and("unshare") else {
         return;
     };
     let busybox = std::fs::canonicalize(busybox).unwrap();
@@ -539,26 +416,7 @@ fn a_chroot_script_runs_again_when_a_store_path_it_sees_changes() {
                 .arg(&archive),
             0,
         );
-        let manifest: serde_json::Value = serde_json::from_slice(&util::tool(
-            "tar",
-            &["-xOf", archive.to_str().unwrap(), "manifest.json"],
-        ))
-        .unwrap();
-        let top = manifest[0]["Layers"].as_array().unwrap().last().unwrap();
-        let layer = tmp.path().join(format!("{name}.layer"));
-        std::fs::write(
-            &layer,
-            util::tool(
-                "tar",
-                &["-xOf", archive.to_str().unwrap(), top.as_str().unwrap()],
-            ),
-        )
-        .unwrap();
-        String::from_utf8(util::tool(
-            "tar",
-            &["-xOPf", layer.to_str().unwrap(), "--wildcards", "*copy"],
-        ))
-        .unwrap()
+        support::layer_file(&support::top_layer(&archive), "/copy")
     };
     assert_eq!(copy("one.tar"), "one\n");
     // Edited in place, same size: the stamp changes, the result must too.

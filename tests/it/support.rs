@@ -1,0 +1,200 @@
+//! Setup several test modules share: the layers of a docker-archive and
+//! what GNU tar reads in them; servers a test starts on 127.0.0.1 (killed
+//! on drop); certificates made with openssl.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util;
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The layers of a docker-archive, bottom first: their bytes, read with
+/// GNU tar through the archive's `manifest.json`.
+pub fn archive_layers(archive: &Path) -> Vec<Vec<u8>> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&util::tool("tar", &["-xOf", s(archive), "manifest.json"])).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| util::tool("tar", &["-xOf", s(archive), layer.as_str().unwrap()]))
+        .collect()
+}
+
+/// The top (customisation) layer of a docker-archive.
+pub fn top_layer(archive: &Path) -> Vec<u8> {
+    archive_layers(archive).pop().expect("a layer")
+}
+
+/// GNU tar with `args`, the tar file on stdin: its stdout, as text.
+fn tar_of(layer: &[u8], args: &[&str]) -> String {
+    let mut tar = Command::new("tar")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tar.stdin.take().unwrap().write_all(layer).unwrap();
+    let out = tar.wait_with_output().unwrap();
+    assert!(out.status.success(), "tar {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `tar -tv` of a layer, owners as numbers, names as stored (`/…`).
+pub fn layer_listing(layer: &[u8]) -> String {
+    tar_of(layer, &["--numeric-owner", "-tvPf", "-"])
+}
+
+/// The text of the file `name` (as stored, `/…`) in a layer.
+pub fn layer_file(layer: &[u8], name: &str) -> String {
+    tar_of(layer, &["-xOPf", "-", name])
+}
+
+/// The line of `listing` ([`layer_listing`]) for the entry `name`
+/// (a directory's with its `/`); panics, showing the listing, without one.
+pub fn listed<'a>(listing: &'a str, name: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().nth(5) == Some(name))
+        .unwrap_or_else(|| panic!("{name} missing:\n{listing}"))
+}
+
+/// `CMD build MANIFEST -o OUT` (`cmd` a [`util::nixlayer`], maybe with
+/// more environment), which must fail (exit 1) and leave nothing at `out`:
+/// its stderr.
+pub fn failed_build(cmd: &mut Command, manifest: &Path, out: &Path) -> String {
+    let failed = util::run(cmd.arg("build").arg(manifest).arg("-o").arg(out), 1);
+    assert!(!out.exists(), "a failed build left {}", out.display());
+    String::from_utf8_lossy(&failed.stderr).into_owned()
+}
+
+/// A server the test started on 127.0.0.1, killed on drop.
+pub struct Spawned {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port of 127.0.0.1 that nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts connections on `port` of 127.0.0.1
+/// (or panics after ~5 s, naming `what`).
+pub fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start on port {port}");
+}
+
+/// An EC P-256 key and a self-signed certificate for it with common name
+/// `cn`, in `dir` (`key.pem`, `cert.pem`): (key, certificate).
+pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let subject = format!("/CN={cn}");
+    // openssl writes the key as PKCS#8, which python, Go and rustls read.
+    util::tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            s(&key),
+            "-out",
+            s(&cert),
+            "-subj",
+            &subject,
+        ],
+    );
+    (key, cert)
+}
+
+/// A test CA and a server certificate for 127.0.0.1 it signed.
+pub struct TestCa {
+    /// The CA's certificate, to trust.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A [`TestCa`] made with openssl in `dir`.
+pub fn test_ca(dir: &Path) -> TestCa {
+    let (ca_key, ca) = self_signed(&dir.join("ca"), "nixlayer test CA");
+    let p = |n: &str| dir.join(n);
+    util::tool(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            s(&p("srv.key")),
+            "-out",
+            s(&p("srv.csr")),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    util::tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            s(&p("srv.csr")),
+            "-CA",
+            s(&ca),
+            "-CAkey",
+            s(&ca_key),
+            "-CAcreateserial",
+            "-out",
+            s(&p("srv.pem")),
+            "-days",
+            "2",
+            "-extfile",
+            s(&p("ext")),
+        ],
+    );
+    TestCa {
+        ca,
+        cert: p("srv.pem"),
+        key: p("srv.key"),
+    }
+}
