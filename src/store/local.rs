@@ -499,19 +499,23 @@ fn regular(name: Vec<u8>, stx: &Statx) -> Entry {
 
 /// Bytes of the buffer directory listings are read with (`getdents64`).
 const LISTING_BUFFER: usize = 32 * 1024;
+/// The most it grows to when one entry does not fit.
+const MAX_LISTING_BUFFER: usize = 1 << 20;
 
 /// The names in the open directory `dir`, with their types as listed, in
 /// Python's order; `buf` is the reused listing buffer.
 fn list(dir: &OwnedFd, buf: &mut Vec<u8>) -> rustix::io::Result<Vec<(CString, FileType)>> {
     let mut names = Vec::new();
     loop {
+        let room = buf.capacity();
         let mut listing = RawDir::new(dir, buf.spare_capacity_mut());
         let grow = loop {
             match listing.next() {
                 None => break false,
                 // An entry larger than the whole buffer: a larger buffer,
-                // and the listing goes on where it stopped.
-                Some(Err(rustix::io::Errno::INVAL)) => break true,
+                // and the listing goes on where it stopped (up to a bound,
+                // past which no name can be: an error, never a loop).
+                Some(Err(rustix::io::Errno::INVAL)) if room < MAX_LISTING_BUFFER => break true,
                 Some(Err(e)) => return Err(e),
                 Some(Ok(entry)) => {
                     let child = entry.file_name();
