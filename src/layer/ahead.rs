@@ -24,7 +24,7 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use super::{hash_store_layer, Error, LayerOptions};
+use super::{hash_store_layer_walked, Error, LayerOptions, WalkedStamps};
 use crate::nix::StorePath;
 use crate::oci::LayerDigest;
 use crate::store::Store;
@@ -45,7 +45,7 @@ struct State {
     /// Layers the helper took.
     taken: Vec<bool>,
     /// What the helper found, per layer it took.
-    results: Vec<Option<Result<LayerDigest, Error>>>,
+    results: Vec<Option<Result<(LayerDigest, WalkedStamps), Error>>>,
     /// Set when the streaming thread is done (or failed): take nothing more.
     stop: bool,
 }
@@ -79,6 +79,16 @@ impl Ahead {
     /// # Errors
     /// What hashing the layer failed with (a store file unreadable or changed).
     pub fn result(&self, index: usize) -> Result<LayerDigest, Error> {
+        self.result_walked(index).map(|(digest, _)| digest)
+    }
+
+    /// [`Ahead::result`], and what the helper's walks saw of each store
+    /// path (see [`super::stream_store_layer_walked`]): its bytes are the
+    /// ones the stamps from before name only if these are those stamps.
+    ///
+    /// # Errors
+    /// As [`Ahead::result`].
+    pub(crate) fn result_walked(&self, index: usize) -> Result<(LayerDigest, WalkedStamps), Error> {
         let mut state = self.lock();
         loop {
             if let Some(result) = state.results.get_mut(index).and_then(Option::take) {
@@ -144,7 +154,7 @@ pub fn with_hashing_ahead<S: Store + Sync, T>(
                 let Some((paths, size)) = jobs[index] else {
                     continue;
                 };
-                let result = hash_store_layer(opts, paths, size);
+                let result = hash_store_layer_walked(opts, paths, size);
                 ahead.lock().results[index] = Some(result);
                 ahead.changed.notify_all();
             }

@@ -228,6 +228,20 @@ impl Stamps {
         Self::take(store, paths, true)
     }
 
+    /// Content stamps the walks that measured a layer's paths took
+    /// ([`Store::walked_stamp`]), in layer order; `None` unless every path
+    /// has one.
+    pub(crate) fn from_walks(walked: &[Option<Vec<u8>>]) -> Option<Self> {
+        walked
+            .iter()
+            .cloned()
+            .collect::<Option<Vec<_>>>()
+            .map(|stamps| Self {
+                stamps,
+                content: true,
+            })
+    }
+
     fn take<S: Store>(store: &S, paths: &[StorePath], content: bool) -> Option<Self> {
         paths
             .iter()
@@ -268,6 +282,36 @@ impl Stamps {
             Some((path, _)) => Err(Some(path)),
             None => Ok(()),
         }
+    }
+}
+
+impl Stamps {
+    /// [`Stamps::check`] against the stamps walks that read the layer took
+    /// ([`Store::walked_stamp`], each file's metadata taken after it was
+    /// read), in layer order: no second walk. A path without one, or any
+    /// path when these are not content stamps, is stamped afresh.
+    ///
+    /// # Errors
+    /// As [`Stamps::check`].
+    pub(crate) fn check_walked<'p, S: Store>(
+        &self,
+        store: &S,
+        paths: &'p [StorePath],
+        walked: &[Option<Vec<u8>>],
+    ) -> Result<(), Option<&'p StorePath>> {
+        if paths.len() != self.stamps.len() || walked.len() != paths.len() {
+            return Err(paths.first());
+        }
+        for ((path, before), seen) in paths.iter().zip(&self.stamps).zip(walked) {
+            let now = match seen {
+                Some(seen) if self.content => Some(seen.clone()),
+                _ => Self::stamp(store, path, self.content).ok(),
+            };
+            if now.as_ref() != Some(before) {
+                return Err(Some(path));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -461,5 +505,40 @@ mod tests {
         assert_eq!(stamps.check(&store, &paths), Err(Some(&paths[1])));
         // Stamps of other paths are never taken for these.
         assert_eq!(stamps.check(&store, &paths[..1]), Err(Some(&paths[0])));
+    }
+
+    /// Stamps from the walk that measured the paths are the content
+    /// stamps; checked against what a later walk saw (no walk of its own),
+    /// or, where a walk saw nothing, against a fresh stamp.
+    #[test]
+    fn walked_stamps_are_checked_without_a_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let name = "/nix/store/00000000000000000000000000000000-a";
+        let disk = dir.path().join(&name[1..]);
+        std::fs::create_dir_all(&disk).unwrap();
+        std::fs::write(disk.join("f"), b"one").unwrap();
+        let paths = [StorePath::parse(&crate::nix::StoreDir::default(), name).unwrap()];
+        let walked = vec![Some(store.content_stamp(&paths[0]).unwrap())];
+        let before = Stamps::from_walks(&walked).unwrap();
+        assert_eq!(Some(&before), Stamps::of_content(&store, &paths).as_ref());
+        assert_eq!(Stamps::from_walks(&[None]), None);
+        assert_eq!(before.check_walked(&store, &paths, &walked), Ok(()));
+        let other = vec![Some(b"another stamp".to_vec())];
+        assert_eq!(
+            before.check_walked(&store, &paths, &other),
+            Err(Some(&paths[0]))
+        );
+        // Nothing walked: the store is stamped now, and still the same.
+        assert_eq!(before.check_walked(&store, &paths, &[None]), Ok(()));
+        std::fs::remove_file(disk.join("f")).unwrap();
+        assert_eq!(
+            before.check_walked(&store, &paths, &[None]),
+            Err(Some(&paths[0]))
+        );
+        assert_eq!(
+            before.check_walked(&store, &paths, &[]),
+            Err(Some(&paths[0]))
+        );
     }
 }

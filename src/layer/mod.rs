@@ -281,15 +281,36 @@ pub fn measure_store_layer<S: Store>(
     opts: &LayerOptions<S>,
     paths: &[StorePath],
 ) -> Result<u64, Error> {
+    measure_and_stamp(opts, paths).map(|(size, _)| size)
+}
+
+/// What the walks over a layer's store paths saw: each path's
+/// [`Store::walked_stamp`], in layer order (`None` where the store's walks
+/// do not stamp).
+pub(crate) type WalkedStamps = Vec<Option<Vec<u8>>>;
+
+/// [`measure_store_layer`], and the content stamp of each store path from
+/// the same walk: one pass over the metadata gives both the size and the
+/// stamps taken before any byte of the layer is read.
+///
+/// # Errors
+/// As [`measure_store_layer`].
+pub(crate) fn measure_and_stamp<S: Store>(
+    opts: &LayerOptions<S>,
+    paths: &[StorePath],
+) -> Result<(u64, WalkedStamps), Error> {
     let mut entries: u64 = prefix_headers(opts).iter().map(tar::entry_len).sum();
     let mut header = owned_header(opts);
+    let mut stamps = Vec::with_capacity(paths.len());
     for path in paths {
-        for entry in opts.store.entries(path) {
+        let mut walk = opts.store.entries(path);
+        for entry in walk.by_ref() {
             fill_header(&mut header, entry?, opts);
             entries += tar::entry_len(&header);
         }
+        stamps.push(opts.store.walked_stamp(&walk));
     }
-    Ok(tar::archive_len(entries))
+    Ok((tar::archive_len(entries), stamps))
 }
 
 /// Writes the tar of a store layer holding `paths` to `out`, which must take
@@ -309,7 +330,7 @@ pub fn write_store_layer<S: Store, W: Write + Send>(
     expected_size: u64,
     out: W,
 ) -> Result<LayerDigest, Error> {
-    let (diff_id, size) = pipelined_store_layer(opts, paths, expected_size, out, true)?;
+    let (diff_id, size, _) = pipelined_store_layer(opts, paths, expected_size, out, true)?;
     Ok(LayerDigest {
         diff_id: diff_id.unwrap_or(crate::oci::Digest([0; 32])),
         size,
@@ -333,8 +354,23 @@ pub fn stream_store_layer<S: Store, W: Write + Send>(
     expected_size: u64,
     out: W,
 ) -> Result<u64, Error> {
-    let (_, size) = pipelined_store_layer(opts, paths, expected_size, out, false)?;
-    Ok(size)
+    stream_store_layer_walked(opts, paths, expected_size, out).map(|(size, _)| size)
+}
+
+/// [`stream_store_layer`], and what its walks saw of each store path
+/// ([`Store::walked_stamp`], each file's metadata taken after it was
+/// read): the stamps to compare with those from before the diff_id.
+///
+/// # Errors
+/// As [`write_store_layer`].
+pub(crate) fn stream_store_layer_walked<S: Store, W: Write + Send>(
+    opts: &LayerOptions<S>,
+    paths: &[StorePath],
+    expected_size: u64,
+    out: W,
+) -> Result<(u64, WalkedStamps), Error> {
+    let (_, size, stamps) = pipelined_store_layer(opts, paths, expected_size, out, false)?;
+    Ok((size, stamps))
 }
 
 fn pipelined_store_layer<S: Store, W: Write + Send>(
@@ -343,18 +379,20 @@ fn pipelined_store_layer<S: Store, W: Write + Send>(
     expected_size: u64,
     out: W,
     hash: bool,
-) -> Result<(Option<crate::oci::Digest>, u64), Error> {
+) -> Result<(Option<crate::oci::Digest>, u64, WalkedStamps), Error> {
     let write_err = |source| Error::Write {
         first: paths.first().cloned(),
         source,
     };
-    let ((), diff_id, size) = pipe::pipelined(
+    let (stamps, diff_id, size) = pipe::pipelined(
         out,
         hash,
-        |sender| write_store_tar(opts, paths, expected_size, sender),
+        // Bytes hashed as they are written vouch for themselves; bytes
+        // streamed under a diff_id taken elsewhere need the walk's stamps.
+        |sender| write_store_tar(opts, paths, expected_size, sender, !hash),
         write_err,
     )?;
-    Ok((diff_id, size))
+    Ok((diff_id, size, stamps))
 }
 
 /// The diff_id of the store layer holding `paths`, which must be
@@ -370,23 +408,39 @@ pub fn hash_store_layer<S: Store>(
     paths: &[StorePath],
     expected_size: u64,
 ) -> Result<LayerDigest, Error> {
+    hash_store_layer_walked(opts, paths, expected_size).map(|(digest, _)| digest)
+}
+
+/// [`hash_store_layer`], and what its walks saw of each store path (see
+/// [`stream_store_layer_walked`]).
+///
+/// # Errors
+/// As [`write_store_layer`].
+pub(crate) fn hash_store_layer_walked<S: Store>(
+    opts: &LayerOptions<S>,
+    paths: &[StorePath],
+    expected_size: u64,
+) -> Result<(LayerDigest, WalkedStamps), Error> {
     let mut hasher = crate::oci::HashCountWriter::new(io::sink());
-    write_store_tar(opts, paths, expected_size, &mut hasher)?;
+    let stamps = write_store_tar(opts, paths, expected_size, &mut hasher, true)?;
     let (_, diff_id, size) = hasher.finish().map_err(|source| Error::Write {
         first: paths.first().cloned(),
         source,
     })?;
-    Ok(LayerDigest { diff_id, size })
+    Ok((LayerDigest { diff_id, size }, stamps))
 }
 
 /// The body of [`write_store_layer`], producing into the pipelined sender
-/// (or a hasher) on the calling thread: the store is only ever read from here.
+/// (or a hasher) on the calling thread: the store is only ever read from
+/// here. Returns what the walks saw of each store path, when `stamp` asks
+/// for it (a diff_id hashed from the bytes written needs no stamps).
 fn write_store_tar<S: Store, W: ReadInto>(
     opts: &LayerOptions<S>,
     paths: &[StorePath],
     expected_size: u64,
     out: W,
-) -> Result<(), Error> {
+    stamp: bool,
+) -> Result<WalkedStamps, Error> {
     let write_err = |source| Error::Write {
         first: paths.first().cloned(),
         source,
@@ -403,8 +457,11 @@ fn write_store_tar<S: Store, W: ReadInto>(
     };
     let mut header = owned_header(opts);
     let mut buf = vec![0; READ_BUFFER];
+    let mut stamps = Vec::with_capacity(paths.len());
     for path in paths {
-        for entry in opts.store.entries(path) {
+        // Each file is read before the walk goes on, as `entries_to_read` wants.
+        let mut walk = opts.store.entries_to_read(path, stamp);
+        while let Some(entry) = walk.next() {
             fill_header(&mut header, entry?, opts);
             let at_least = tar::archive_len(tar.bytes_written() + tar::entry_len(&header));
             if at_least > expected_size {
@@ -416,7 +473,7 @@ fn write_store_tar<S: Store, W: ReadInto>(
             }
             tar.start_entry(&header).map_err(write_err)?;
             if header.kind == Kind::Regular {
-                let file = opts.store.open(&header.name)?;
+                let file = opts.store.open_entry(&mut walk, &header.name)?;
                 let at = || opts.store.location(&header.name);
                 copy_file(file, at, header.size, &mut tar, &mut buf).map_err(|e| match e {
                     CopyError::Read(error) => error,
@@ -425,6 +482,7 @@ fn write_store_tar<S: Store, W: ReadInto>(
             }
             tar.end_entry().map_err(write_err)?;
         }
+        stamps.push(opts.store.walked_stamp(&walk));
     }
     let found = tar::archive_len(tar.bytes_written());
     if found != expected_size {
@@ -435,7 +493,8 @@ fn write_store_tar<S: Store, W: ReadInto>(
         });
     }
     let mut sender = tar.finish().map_err(write_err)?;
-    sender.flush().map_err(write_err)
+    sender.flush().map_err(write_err)?;
+    Ok(stamps)
 }
 
 enum CopyError {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::closure::{self, ClosureGraph, Source};
 use crate::image::base::{self as base_image, BaseImage};
 use crate::image::{self, nix_db, ConfigLayer, ConfigSpec};
-use crate::layer::cache::LayerCache;
+use crate::layer::cache::{LayerCache, Stamps};
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
 use crate::layer::{self, LayerOptions, Owner, Permissions};
 use crate::nix::StorePath;
@@ -240,6 +240,11 @@ pub struct MeasuredLayer {
     pub key: Digest,
     /// The history comment of the image config.
     pub comment: String,
+    /// The content stamps of a store layer's paths from the walk that
+    /// measured it (before any of its bytes were read), when the store's
+    /// walks stamp: the stamps a docker-archive's layers are checked
+    /// against, without a walk of their own.
+    measured_stamps: Option<Stamps>,
 }
 
 impl MeasuredLayer {
@@ -501,6 +506,7 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
                 key: layer.diff_id,
                 comment: image::store_layer_comment(&[&layer.member]),
                 content: LayerContent::Base(Arc::clone(base), index),
+                measured_stamps: None,
             });
         }
     }
@@ -516,11 +522,17 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
     let opts = settings.layer_options();
     let measuring = settings.measuring_options();
     for paths in &plan.layers {
+        let (size, stamps) = layer::measure_and_stamp(&measuring, paths)?;
         layers.push(MeasuredLayer {
-            size: layer::measure_store_layer(&measuring, paths)?,
+            size,
             key: layer_key(&opts, paths),
             comment: image::store_layer_comment(paths),
             content: LayerContent::Store(paths.clone()),
+            // Only a walk of the store the bytes are read from stamps them.
+            measured_stamps: settings
+                .store
+                .local()
+                .and_then(|_| Stamps::from_walks(&stamps)),
         });
     }
     let tree = customisation_tree(settings, &closure, &plan)?;
@@ -537,6 +549,7 @@ pub fn prepare(settings: &BuildSettings) -> Result<PreparedImage, Error> {
             key: digest.diff_id,
             comment: "customisation layer".to_owned(),
             content: LayerContent::Customisation(Arc::new(tree)),
+            measured_stamps: None,
         });
     }
     if layers.is_empty() {

@@ -65,6 +65,10 @@ fn layer_stamps(
         .layers
         .iter()
         .map(|layer| match &layer.content {
+            // The walk that measured the layer stamped it already.
+            LayerContent::Store(_) if content && layer.measured_stamps.is_some() => {
+                layer.measured_stamps.clone()
+            }
             LayerContent::Store(paths) if content => Stamps::of_content(&settings.store, paths),
             LayerContent::Store(paths) => Stamps::of(&settings.store, paths),
             LayerContent::Customisation(_) | LayerContent::Base(..) => None,
@@ -87,15 +91,22 @@ fn cached_diff_id(
     (tar.size == layer.size).then_some(tar.digest)
 }
 
-/// Fails with [`layer::Error::Modified`] unless the store's stamps of
-/// `paths` now are `before`: the check that lets a diff_id taken from the
-/// cache, or hashed by another thread, stand for bytes just streamed.
+/// Fails with [`layer::Error::Modified`] unless the stamps of `paths`
+/// that each walk in `walks` saw while reading the layer (the stream's,
+/// and the helper's that hashed it) are `before`: the check that lets a
+/// diff_id taken from the cache, or hashed by another thread, stand for
+/// bytes just streamed. A walk's stamp takes each file's metadata after
+/// the file was read, so an edit before the end of either read shows.
 fn check_unchanged(
     settings: &BuildSettings,
     paths: &[StorePath],
     before: &Stamps,
+    walks: &[&layer::WalkedStamps],
 ) -> Result<(), Error> {
-    let Err(changed) = before.check(&settings.store, paths) else {
+    let Err(changed) = walks
+        .iter()
+        .try_for_each(|walked| before.check_walked(&settings.store, paths, walked))
+    else {
         return Ok(());
     };
     let path = settings.store.location(
@@ -159,14 +170,15 @@ impl PreparedImage {
 
     /// [`PreparedImage::write_layer_blob`] for store layer `index`,
     /// uncompressed, whose diff_id `diff_id` gives once its bytes are
-    /// written: streamed without hashing.
+    /// written (from what the stream's walks saw of each store path):
+    /// streamed without hashing.
     fn stream_store_blob<W: Write + Send>(
         &self,
         settings: &BuildSettings,
         index: usize,
         dest: W,
         reporter: &dyn Reporter,
-        diff_id: impl FnOnce() -> Result<Digest, Error>,
+        diff_id: impl FnOnce(&layer::WalkedStamps) -> Result<Digest, Error>,
     ) -> Result<(W, WrittenBlob), Error> {
         let layer = &self.layers[index];
         let mut progress = Progress {
@@ -174,14 +186,14 @@ impl PreparedImage {
             index,
             reporter,
         };
-        let size = layer::stream_store_layer(
+        let (size, walked) = layer::stream_store_layer_walked(
             &settings.layer_options(),
             layer.store_paths(),
             layer.size,
             &mut progress,
         )?;
         let tar = LayerDigest {
-            diff_id: diff_id()?,
+            diff_id: diff_id(&walked)?,
             size,
         };
         progress.inner.finish_layer(tar).map_err(Error::Write)
@@ -626,18 +638,25 @@ fn stream_members<S: ImageSink>(
         let dest = sink.start_layer(&layer.key, layer.size)?;
         let (dest, blob) = match (how, &stamps[index]) {
             (DiffId::Cached(diff_id), Some(before)) => {
-                image.stream_store_blob(settings, index, dest, reporter, || {
-                    check_unchanged(settings, layer.store_paths(), before)?;
+                image.stream_store_blob(settings, index, dest, reporter, |walked| {
+                    check_unchanged(settings, layer.store_paths(), before, &[walked])?;
                     Ok(diff_id)
                 })?
             }
             (DiffId::Ahead, Some(before)) => {
-                image.stream_store_blob(settings, index, dest, reporter, || {
-                    let hashed = ahead
+                image.stream_store_blob(settings, index, dest, reporter, |walked| {
+                    let (hashed, helper_walked) = ahead
                         .ok_or_else(|| Error::Write(io::Error::other("no helper thread")))?
-                        .result(index)?;
-                    // The helper measured the same tar size, or failed.
-                    check_unchanged(settings, layer.store_paths(), before)?;
+                        .result_walked(index)?;
+                    // The helper measured the same tar size, or failed; it
+                    // and the stream each read the bytes the stamps from
+                    // before name, or the check fails.
+                    check_unchanged(
+                        settings,
+                        layer.store_paths(),
+                        before,
+                        &[walked, &helper_walked],
+                    )?;
                     Ok(hashed.diff_id)
                 })?
             }

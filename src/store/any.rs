@@ -5,13 +5,12 @@
 //! enum that forwards each call keeps one build path for both instead of a
 //! generic parameter threaded through every setting.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::binary_cache::{CacheError, NarFile};
-use super::{BinaryCache, Entry, Error, LocalEntries, Store, StoreLocation};
+use super::{BinaryCache, Entry, Error, LocalEntries, LocalFile, Store, StoreLocation};
 use crate::nix::{StoreDir, StorePath};
 
 /// The local store or a binary cache.
@@ -86,8 +85,8 @@ impl AnyStore {
 
 /// [`AnyStore`]'s entries: either store's walk.
 pub enum AnyEntries {
-    /// The local store's lazy walk.
-    Local(LocalEntries),
+    /// The local store's lazy walk (boxed: it holds its stamp's hasher).
+    Local(Box<LocalEntries>),
     /// A cached NAR's index (or a listing's).
     Cache(std::vec::IntoIter<Result<Entry, Error>>),
 }
@@ -107,7 +106,7 @@ impl Iterator for AnyEntries {
 #[derive(Debug)]
 pub enum AnyReader {
     /// A file of the local store.
-    Local(File),
+    Local(LocalFile),
     /// A file inside a verified NAR.
     Cache(NarFile),
 }
@@ -154,7 +153,7 @@ impl Store for AnyStore {
     }
     fn entries(&self, path: &StorePath) -> AnyEntries {
         match self {
-            Self::Local(location) => AnyEntries::Local(location.entries(path)),
+            Self::Local(location) => AnyEntries::Local(Box::new(location.entries(path))),
             Self::BinaryCache(cache) => AnyEntries::Cache(cache.entries(path)),
             Self::Listed(cache) => AnyEntries::Cache(cache.listed().entries(path)),
         }
@@ -175,6 +174,28 @@ impl Store for AnyStore {
     }
     fn location(&self, name: &[u8]) -> PathBuf {
         each!(self, s => s.location(name))
+    }
+    fn entries_to_read(&self, path: &StorePath, stamp: bool) -> AnyEntries {
+        match self {
+            Self::Local(location) => {
+                AnyEntries::Local(Box::new(location.entries_to_read(path, stamp)))
+            }
+            Self::BinaryCache(_) | Self::Listed(_) => self.entries(path),
+        }
+    }
+    fn open_entry(&self, entries: &mut AnyEntries, name: &[u8]) -> Result<AnyReader, Error> {
+        match (self, entries) {
+            (Self::Local(location), AnyEntries::Local(entries)) => {
+                location.open_entry(entries, name).map(AnyReader::Local)
+            }
+            _ => self.open(name),
+        }
+    }
+    fn walked_stamp(&self, entries: &AnyEntries) -> Option<Vec<u8>> {
+        match (self, entries) {
+            (Self::Local(location), AnyEntries::Local(entries)) => location.walked_stamp(entries),
+            _ => None,
+        }
     }
     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
         each!(self, s => s.stamp(path))

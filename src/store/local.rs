@@ -6,13 +6,25 @@
 //! `[path, *path.rglob("*")]` as pathlib paths, i.e. by their list of
 //! components: a depth-first pre-order with siblings in code-point order).
 //! So the walk never holds more than the listings of the directories on the
-//! current path from the store path down: memory is bounded by one
-//! directory's width times the depth, not by the size of the closure.
+//! current path from the store path down, and one open handle per such
+//! directory: memory is bounded by one directory's width times the depth,
+//! not by the size of the closure.
 //!
-//! Every entry is read with `lstat`, so a symlink is never followed; a
-//! device, fifo or socket is an error (no NAR can hold one). Unlike
-//! pathlib's `rglob`, which silently skips a directory it may not read, a
-//! listing error is an error rather than files left out.
+//! The walk keeps each directory on its path open and looks its children
+//! up relative to it, one component each (`openat`, `statx`, `readlinkat`,
+//! all with `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`), and lists it by reading
+//! its handle (`getdents64`): no entry is looked up by its full path, which
+//! the kernel would resolve component by component every time, and a
+//! symlink is never followed, not even one swapped in for a file or a
+//! directory after the listing named it. A device, fifo or socket is an
+//! error (no NAR can hold one). Unlike pathlib's `rglob`, which silently
+//! skips a directory it may not read, a listing error is an error rather
+//! than files left out.
+//!
+//! A walk also computes the store path's content stamp (see
+//! [`StoreLocation::stamp`]) from the metadata it reads anyway, so the
+//! walk that measures a layer stamps it too, and a walk that reads the
+//! files stamps each after its bytes were read ([`Store::walked_stamp`]).
 //!
 //! Names are bytes. Python reads them as `str` through the filesystem
 //! encoding, UTF-8 wherever nixpkgs runs the streamer (UTF-8 mode, or a
@@ -28,16 +40,20 @@
 //! per unvisited sibling where this walk holds the name alone. It also
 //! hides its listing stack, which the memory-bound test inspects, and
 //! yields a directory before reading it, where this walk fails on the
-//! unreadable directory itself.
+//! unreadable directory itself. (Those figures are from the walk by full
+//! paths; the walk by handles is faster again.)
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File, Metadata};
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::vec;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Statx, StatxFlags, CWD};
 use sha2::{Digest as _, Sha256};
 
 use super::{python_order, Entry, EntryKind, Error, Store};
@@ -78,7 +94,7 @@ impl StoreLocation {
 
 impl Store for StoreLocation {
     type Entries<'a> = LocalEntries;
-    type Reader<'a> = File;
+    type Reader<'a> = LocalFile;
 
     fn dir(&self) -> &StoreDir {
         &self.dir
@@ -100,14 +116,25 @@ impl Store for StoreLocation {
     }
 
     fn entries(&self, path: &StorePath) -> LocalEntries {
-        LocalEntries {
-            start: Some((
-                path.as_str().as_bytes().to_vec(),
-                self.disk_path(path.as_str()),
-            )),
-            stack: Vec::new(),
-            scratch: PathBuf::new(),
+        LocalEntries::new(self, path, false, true)
+    }
+
+    /// A walk that opens each regular file as it yields it (one lookup in
+    /// its open directory), for [`Store::open_entry`] to hand over; with
+    /// `stamp`, one more `statx` of each file once it was read.
+    fn entries_to_read(&self, path: &StorePath, stamp: bool) -> LocalEntries {
+        LocalEntries::new(self, path, true, stamp)
+    }
+
+    fn open_entry(&self, entries: &mut LocalEntries, name: &[u8]) -> Result<LocalFile, Error> {
+        match entries.take_opened() {
+            Some(file) => Ok(file),
+            None => self.open(name),
         }
+    }
+
+    fn walked_stamp(&self, entries: &LocalEntries) -> Option<Vec<u8>> {
+        entries.stamp()
     }
 
     fn entry(&self, name: &[u8]) -> Result<Option<Entry>, Error> {
@@ -130,9 +157,11 @@ impl Store for StoreLocation {
         Ok(names.into_iter().map(OsString::into_vec).collect())
     }
 
-    fn open(&self, name: &[u8]) -> Result<File, Error> {
+    fn open(&self, name: &[u8]) -> Result<LocalFile, Error> {
         let disk = self.disk(name);
-        File::open(&disk).map_err(|source| Error::Io { path: disk, source })
+        File::open(&disk)
+            .map(|file| LocalFile(Arc::new(file)))
+            .map_err(|source| Error::Io { path: disk, source })
     }
 
     fn location(&self, name: &[u8]) -> PathBuf {
@@ -164,73 +193,154 @@ impl Store for StoreLocation {
     }
 
     /// The metadata of every entry of `path` (see [`StoreLocation::stamp`]),
-    /// never the registration alone.
+    /// never the registration alone: the stamp a walk of it computes.
     fn content_stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
-        let root = self.canonical_root();
-        let mut hash = Sha256::new();
-        hash.update(b"nixlayer local store stamp v1\0");
-        hash.update(root.as_os_str().as_bytes());
-        hash.update(b"\0");
-        hash.update(path.as_str().as_bytes());
-        hash.update(b"\0");
-        fingerprint(&self.disk_path(path.as_str()), &mut hash)?;
-        Ok(hash.finalize().to_vec())
+        let mut walk = self.entries(path);
+        for entry in walk.by_ref() {
+            entry?;
+        }
+        walk.stamp().ok_or_else(|| Error::Io {
+            path: self.disk_path(path.as_str()),
+            source: io::Error::other("the walk could not stamp every entry"),
+        })
     }
 }
 
-/// Feeds the metadata of `disk` and, for a directory, of everything below
-/// it (in name order, never following a symlink) into `hash`.
-fn fingerprint(disk: &Path, hash: &mut Sha256) -> Result<(), Error> {
-    let meta = fs::symlink_metadata(disk).map_err(|source| Error::Io {
-        path: disk.to_owned(),
-        source,
-    })?;
-    for field in [
-        meta.mode().into(),
-        meta.len(),
-        meta.ino(),
-        meta.dev(),
-        meta.mtime().cast_unsigned(),
-        meta.mtime_nsec().cast_unsigned(),
-        meta.ctime().cast_unsigned(),
-        meta.ctime_nsec().cast_unsigned(),
-    ] {
-        hash.update(field.to_le_bytes());
-    }
-    if meta.is_dir() {
-        // Any fixed order will do; the walk's own sort is the one at hand.
-        for name in read_sorted(disk)? {
-            hash.update(name.as_bytes());
-            hash.update(b"\0");
-            fingerprint(&disk.join(&name), hash)?;
-        }
-        hash.update(b"\x01");
-    }
-    Ok(())
+/// The part of a stamp before the metadata: what it is, where the store
+/// is (the resolved root) and which store path.
+fn stamp_prefix(root: &Path, path: &StorePath) -> Sha256 {
+    let mut hash = Sha256::new();
+    hash.update(b"nixlayer local store stamp v1\0");
+    hash.update(root.as_os_str().as_bytes());
+    hash.update(b"\0");
+    hash.update(path.as_str().as_bytes());
+    hash.update(b"\0");
+    hash
+}
+
+/// What a stamp records of one entry: mode, size, inode, device,
+/// modification and change times, as `lstat` (std's `symlink_metadata`)
+/// gives them.
+fn stamp_fields(stx: &Statx) -> [u64; 8] {
+    [
+        u64::from(stx.stx_mode),
+        stx.stx_size,
+        stx.stx_ino,
+        rustix::fs::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        stx.stx_mtime.tv_sec.cast_unsigned(),
+        u64::from(stx.stx_mtime.tv_nsec),
+        stx.stx_ctime.tv_sec.cast_unsigned(),
+        u64::from(stx.stx_ctime.tv_nsec),
+    ]
+}
+
+/// What the walk asks `statx` for: the fields of [`stamp_fields`] and the type.
+const STATX_MASK: StatxFlags = StatxFlags::BASIC_STATS;
+
+/// `statx` of the open file `fd` itself (no path lookup).
+fn statx_fd(fd: impl AsFd) -> rustix::io::Result<Statx> {
+    rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, STATX_MASK)
+}
+
+/// Opens directory `name` in `dir`, never through a symlink.
+fn open_dir(dir: impl AsFd, name: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens regular file `name` in `dir` to read it, never through a symlink;
+/// non-blocking and without a controlling terminal, so that something
+/// swapped in for the file since it was listed (a fifo, a device) cannot
+/// block or take over the walk before `statx` of the handle refuses it.
+fn open_file(dir: impl AsFd, name: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// A directory whose entries are being walked.
 struct Level {
-    /// Its path on disk.
+    /// The directory, open: its children are looked up relative to it, one
+    /// path component each, never by their full path.
+    dir: OwnedFd,
+    /// Its path on disk, for messages.
     disk: PathBuf,
     /// Its name, ending in `/`.
     name: Vec<u8>,
-    /// The children not yet yielded, sorted.
-    children: vec::IntoIter<OsString>,
+    /// The children not yet yielded, sorted, with their type as listed.
+    children: vec::IntoIter<(CString, FileType)>,
+}
+
+/// A file of the local store, opened by the walk that yielded it
+/// ([`Store::entries_to_read`]) or by name ([`Store::open`]).
+#[derive(Debug)]
+pub struct LocalFile(Arc<File>);
+
+impl Read for LocalFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
 }
 
 /// The entries of one store path on disk, in layer order, read lazily.
+///
+/// The walk holds each directory on its current path open and looks every
+/// child up relative to it (`openat`, `statx`, `readlinkat` with one
+/// component, never following a symlink), and lists a directory by reading
+/// its handle. As it goes it hashes every entry's metadata into the store
+/// path's content stamp ([`Store::walked_stamp`]): a directory's after its
+/// listing was read, a file's, when the walk reads files, after the caller
+/// has read it; so a stamp equal to an earlier one says that nothing the
+/// walk listed or the caller read changed in between.
 pub struct LocalEntries {
     /// The store path's own name and disk path, until it is yielded.
     start: Option<(Vec<u8>, PathBuf)>,
-    /// The directories on the path to the next entry, outermost first.
+    /// The open directories on the path to the next entry, outermost first.
     stack: Vec<Level>,
-    /// The disk path of the entry being read, reused so that only a
-    /// directory (whose level keeps it) costs an allocation for it.
-    scratch: PathBuf,
+    walk: Walk,
+}
+
+/// What a walk keeps besides its directories.
+struct Walk {
+    /// Whether regular files are opened as they are yielded (a walk whose
+    /// caller reads them); else they are only looked at.
+    read: bool,
+    /// The file yielded last, opened, whose metadata is still to be stamped.
+    opened: Option<Arc<File>>,
+    /// The stamp so far (`stamp_prefix`, then every entry's metadata);
+    /// `None` once something kept it from covering every entry.
+    stamp: Option<Sha256>,
+    /// The stamp, once the walk has ended.
+    finished: Option<Vec<u8>>,
+    /// Reused for reading directory listings.
+    listing: Vec<u8>,
 }
 
 impl LocalEntries {
+    fn new(store: &StoreLocation, path: &StorePath, read: bool, stamp: bool) -> Self {
+        Self {
+            start: Some((
+                path.as_str().as_bytes().to_vec(),
+                store.disk_path(path.as_str()),
+            )),
+            stack: Vec::new(),
+            walk: Walk {
+                read,
+                opened: None,
+                stamp: stamp.then(|| stamp_prefix(&store.canonical_root(), path)),
+                finished: None,
+                listing: Vec::with_capacity(LISTING_BUFFER),
+            },
+        }
+    }
+
     /// Directory levels and names the walk holds right now.
     #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
@@ -238,51 +348,243 @@ impl LocalEntries {
         (self.stack.len(), names)
     }
 
-    /// The entry at `disk` (`self.scratch` or the store path's), named
-    /// `name`; a directory's listing is read and pushed so its children
-    /// come next.
-    fn entry(&mut self, mut name: Vec<u8>, disk: &Path) -> Result<Entry, Error> {
-        let meta = fs::symlink_metadata(disk).map_err(|source| Error::Io {
-            path: disk.to_owned(),
-            source,
-        })?;
-        let kind = kind_of(&meta, disk)?;
-        if kind == EntryKind::Directory {
-            name.push(b'/');
-            let children = read_sorted(disk)?;
-            self.stack.push(Level {
-                disk: disk.to_owned(),
-                name: name.clone(),
-                children: children.into_iter(),
-            });
-        }
-        Ok(Entry { name, kind })
+    /// The content stamp of the store path as this walk saw it, once it
+    /// has ended; see [`Store::walked_stamp`].
+    #[must_use]
+    pub fn stamp(&self) -> Option<Vec<u8>> {
+        self.walk.finished.clone()
     }
+
+    /// The file the walk yielded last, when it opened it (a reading walk).
+    fn take_opened(&self) -> Option<LocalFile> {
+        self.walk.opened.as_ref().map(|f| LocalFile(Arc::clone(f)))
+    }
+
+    /// The walk stops at its first error: the stamp covers no more.
+    fn failed(&mut self, e: Error) -> Option<Result<Entry, Error>> {
+        self.walk.stamp = None;
+        self.stack.clear();
+        Some(Err(e))
+    }
+}
+
+impl Walk {
+    fn hash(&mut self, bytes: &[u8]) {
+        if let Some(stamp) = &mut self.stamp {
+            stamp.update(bytes);
+        }
+    }
+
+    fn hash_meta(&mut self, stx: &Statx) {
+        for field in stamp_fields(stx) {
+            self.hash(&field.to_le_bytes());
+        }
+    }
+
+    /// Stamps the file yielded last, now that its reader is done with it.
+    fn stamp_opened(&mut self) {
+        if let Some(file) = self.opened.take() {
+            if self.stamp.is_none() {
+                return;
+            }
+            match statx_fd(&*file) {
+                Ok(stx) => self.hash_meta(&stx),
+                // Its metadata is unknown: the stamp cannot vouch for it.
+                Err(_) => self.stamp = None,
+            }
+        }
+    }
+
+    /// The entry `child` (of type `listed` in its directory's listing) in
+    /// `parent`, or at the disk path `child` when there is no parent;
+    /// `disk` names it in errors. A directory comes with its level, listed.
+    fn visit(
+        &mut self,
+        parent: Option<&OwnedFd>,
+        child: &CStr,
+        listed: FileType,
+        name: Vec<u8>,
+        disk: &dyn Fn() -> PathBuf,
+    ) -> Result<(Entry, Option<Level>), Error> {
+        let at = parent.map_or(CWD, AsFd::as_fd);
+        let io = |e: rustix::io::Errno| Error::Io {
+            path: disk(),
+            source: e.into(),
+        };
+        // The listing's type says what to open; a look at the entry itself
+        // settles it when the listing does not say, or the entry was
+        // replaced by something else since.
+        let mut kind = listed;
+        for _ in 0..2 {
+            match kind {
+                FileType::Directory => match open_dir(at, child) {
+                    Ok(dir) => return self.dir(dir, name, disk),
+                    Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {}
+                    Err(e) => return Err(io(e)),
+                },
+                FileType::RegularFile if self.read => match open_file(at, child) {
+                    Ok(fd) => {
+                        let stx = statx_fd(&fd).map_err(io)?;
+                        return match FileType::from_raw_mode(stx.stx_mode.into()) {
+                            FileType::RegularFile => {
+                                self.opened = Some(Arc::new(File::from(fd)));
+                                Ok((regular(name, &stx), None))
+                            }
+                            FileType::Directory => self.dir(fd, name, disk),
+                            _ => Err(Error::Unsupported { path: disk() }),
+                        };
+                    }
+                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO) => {}
+                    Err(e) => return Err(io(e)),
+                },
+                _ => {}
+            }
+            let stx =
+                rustix::fs::statx(at, child, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK).map_err(io)?;
+            let found = FileType::from_raw_mode(stx.stx_mode.into());
+            match found {
+                FileType::RegularFile if !self.read => {
+                    self.hash_meta(&stx);
+                    return Ok((regular(name, &stx), None));
+                }
+                FileType::Symlink => {
+                    let target = rustix::fs::readlinkat(at, child, Vec::new()).map_err(io)?;
+                    self.hash_meta(&stx);
+                    let kind = EntryKind::Symlink {
+                        target: target.into_bytes(),
+                    };
+                    return Ok((Entry { name, kind }, None));
+                }
+                FileType::Directory | FileType::RegularFile if found != kind => kind = found,
+                // Devices, fifos and sockets cannot be in a NAR, hence in
+                // a store; nor can an entry that keeps changing its kind
+                // be read (and it is not tried forever).
+                _ => return Err(Error::Unsupported { path: disk() }),
+            }
+        }
+        Err(Error::Unsupported { path: disk() })
+    }
+
+    /// The directory `dir` (named `name`) listed, as an entry and a level.
+    /// Its metadata is stamped once the listing is read, so a stamp that
+    /// did not change says the listing did not either.
+    fn dir(
+        &mut self,
+        dir: OwnedFd,
+        mut name: Vec<u8>,
+        disk: &dyn Fn() -> PathBuf,
+    ) -> Result<(Entry, Option<Level>), Error> {
+        let io = |e: rustix::io::Errno| Error::Io {
+            path: disk(),
+            source: e.into(),
+        };
+        let children = list(&dir, &mut self.listing).map_err(io)?;
+        let stx = statx_fd(&dir).map_err(io)?;
+        self.hash_meta(&stx);
+        name.push(b'/');
+        let level = Level {
+            dir,
+            disk: disk(),
+            name: name.clone(),
+            children: children.into_iter(),
+        };
+        Ok((Entry::directory(name), Some(level)))
+    }
+}
+
+/// A regular file's entry from its `statx`.
+fn regular(name: Vec<u8>, stx: &Statx) -> Entry {
+    Entry::regular(name, stx.stx_size, stx.stx_mode & 0o100 != 0)
+}
+
+/// Bytes of the buffer directory listings are read with (`getdents64`).
+const LISTING_BUFFER: usize = 32 * 1024;
+/// The most it grows to when one entry does not fit.
+const MAX_LISTING_BUFFER: usize = 1 << 20;
+
+/// The names in the open directory `dir`, with their types as listed, in
+/// Python's order; `buf` is the reused listing buffer.
+fn list(dir: &OwnedFd, buf: &mut Vec<u8>) -> rustix::io::Result<Vec<(CString, FileType)>> {
+    let mut names = Vec::new();
+    loop {
+        let room = buf.capacity();
+        let mut listing = RawDir::new(dir, buf.spare_capacity_mut());
+        let grow = loop {
+            match listing.next() {
+                None => break false,
+                // An entry larger than the whole buffer: a larger buffer,
+                // and the listing goes on where it stopped (up to a bound,
+                // past which no name can be: an error, never a loop).
+                Some(Err(rustix::io::Errno::INVAL)) if room < MAX_LISTING_BUFFER => break true,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(entry)) => {
+                    let child = entry.file_name();
+                    if child != c"." && child != c".." {
+                        names.push((child.to_owned(), entry.file_type()));
+                    }
+                }
+            }
+        };
+        if !grow {
+            break;
+        }
+        buf.reserve(buf.capacity() * 2);
+    }
+    names.sort_unstable_by(|(a, _), (b, _)| python_order(a.to_bytes(), b.to_bytes()));
+    Ok(names)
 }
 
 impl Iterator for LocalEntries {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.walk.stamp_opened();
         if let Some((name, disk)) = self.start.take() {
             // A symlink is one entry, a file one entry, a directory the
-            // start of a walk. Its name is the logical path.
-            return Some(self.entry(name, &disk));
+            // start of a walk. Its name is the logical path; it is looked
+            // up by its disk path, the last component not followed.
+            let Ok(child) = CString::new(disk.as_os_str().as_bytes()) else {
+                let source = io::Error::from(io::ErrorKind::InvalidInput);
+                return self.failed(Error::Io { path: disk, source });
+            };
+            let at = || disk.clone();
+            return match self.walk.visit(None, &child, FileType::Unknown, name, &at) {
+                Ok((entry, level)) => {
+                    self.stack.extend(level);
+                    Some(Ok(entry))
+                }
+                Err(e) => self.failed(e),
+            };
         }
         while let Some(level) = self.stack.last_mut() {
-            if let Some(child) = level.children.next() {
-                let mut name = Vec::with_capacity(level.name.len() + child.len() + 1);
-                name.extend_from_slice(&level.name);
-                name.extend_from_slice(child.as_bytes());
-                let mut disk = std::mem::take(&mut self.scratch);
-                disk.as_mut_os_string().clear();
-                disk.push(&level.disk);
-                disk.push(&child);
-                let entry = self.entry(name, &disk);
-                self.scratch = disk;
-                return Some(entry);
+            let Some((child, listed)) = level.children.next() else {
+                self.stack.pop();
+                self.walk.hash(b"\x01");
+                continue;
+            };
+            let level = &*level;
+            let mut name = Vec::with_capacity(level.name.len() + child.as_bytes().len());
+            name.extend_from_slice(&level.name);
+            name.extend_from_slice(child.as_bytes());
+            // The stamp's order: a child's name, then its metadata.
+            self.walk.hash(child.as_bytes());
+            self.walk.hash(b"\0");
+            let disk = || level.disk.join(OsStr::from_bytes(child.as_bytes()));
+            return match self
+                .walk
+                .visit(Some(&level.dir), &child, listed, name, &disk)
+            {
+                Ok((entry, level)) => {
+                    self.stack.extend(level);
+                    Some(Ok(entry))
+                }
+                Err(e) => self.failed(e),
+            };
+        }
+        if self.walk.finished.is_none() {
+            if let Some(stamp) = self.walk.stamp.take() {
+                self.walk.finished = Some(stamp.finalize().to_vec());
             }
-            self.stack.pop();
         }
         None
     }
@@ -571,6 +873,167 @@ mod tests {
         assert_ne!(moved_store.identity(), store.identity());
         // Where the store was, nothing is left to stamp: an error, no panic.
         assert!(matches!(store.stamp(&tree), Err(Error::Io { .. })));
+    }
+
+    /// The stamp as it was computed before the walk kept directory handles
+    /// (std's `symlink_metadata` and `read_dir` by full path): the walk's
+    /// stamps are the same bytes, so layer-cache entries filed by earlier
+    /// builds are still found.
+    fn reference_stamp(store: &StoreLocation, path: &str) -> Vec<u8> {
+        fn fingerprint(disk: &Path, hash: &mut Sha256) {
+            let meta = fs::symlink_metadata(disk).unwrap();
+            for field in [
+                meta.mode().into(),
+                meta.len(),
+                meta.ino(),
+                meta.dev(),
+                meta.mtime().cast_unsigned(),
+                meta.mtime_nsec().cast_unsigned(),
+                meta.ctime().cast_unsigned(),
+                meta.ctime_nsec().cast_unsigned(),
+            ] {
+                hash.update(field.to_le_bytes());
+            }
+            if meta.is_dir() {
+                for name in read_sorted(disk).unwrap() {
+                    hash.update(name.as_bytes());
+                    hash.update(b"\0");
+                    fingerprint(&disk.join(&name), hash);
+                }
+                hash.update(b"\x01");
+            }
+        }
+        let mut hash = stamp_prefix(&store.canonical_root(), &store_path(path));
+        fingerprint(&store.disk_path(path), &mut hash);
+        hash.finalize().to_vec()
+    }
+
+    /// Every walk stamps what it saw: a walk that only looks, one that
+    /// reads each file, and `content_stamp` agree with each other and with
+    /// the stamp of earlier versions, for a tree, a file and a symlink.
+    #[test]
+    fn walks_stamp_what_they_saw_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let store = local(dir.path());
+        for path in [TREE, SINGLE, LINK] {
+            let expected = reference_stamp(&store, path);
+            assert_eq!(store.content_stamp(&store_path(path)).unwrap(), expected);
+            let mut looked = store.entries(&store_path(path));
+            assert_eq!(looked.stamp(), None, "no stamp before the walk ends");
+            looked.by_ref().for_each(|e| drop(e.unwrap()));
+            assert_eq!(store.walked_stamp(&looked), Some(expected.clone()));
+            let mut read = store.entries_to_read(&store_path(path), true);
+            while let Some(entry) = read.next() {
+                let entry = entry.unwrap();
+                if let EntryKind::Regular { size, .. } = entry.kind {
+                    let mut bytes = Vec::new();
+                    store
+                        .open_entry(&mut read, &entry.name)
+                        .unwrap()
+                        .read_to_end(&mut bytes)
+                        .unwrap();
+                    assert_eq!(bytes.len() as u64, size);
+                }
+            }
+            assert_eq!(read.stamp(), Some(expected), "{path}");
+        }
+    }
+
+    /// A reading walk takes a file's metadata after its bytes were read:
+    /// an edit in place while it is read (same size, mtime put back) gives
+    /// another stamp, though it came after the walk looked at the file.
+    #[test]
+    fn a_file_edited_while_read_changes_the_walked_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let store = local(dir.path());
+        let before = store.content_stamp(&store_path(TREE)).unwrap();
+        let target = format!("{TREE}/a/b/c");
+        let mut walk = store.entries_to_read(&store_path(TREE), true);
+        while let Some(entry) = walk.next() {
+            let entry = entry.unwrap();
+            if entry.name == target.as_bytes() {
+                let mut reader = store.open_entry(&mut walk, &entry.name).unwrap();
+                let file = store.disk_path(&target);
+                let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                fs::write(&file, b"C\n").unwrap();
+                File::options()
+                    .write(true)
+                    .open(&file)
+                    .unwrap()
+                    .set_modified(mtime)
+                    .unwrap();
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).unwrap();
+            }
+        }
+        let walked = walk.stamp().unwrap();
+        assert_ne!(walked, before, "the edit shows in the walk's stamp");
+        assert_eq!(walked, store.content_stamp(&store_path(TREE)).unwrap());
+    }
+
+    /// The file a reading walk yields is the one it opened, never followed
+    /// through a symlink: one swapped in for it (pointing out of the store)
+    /// before the caller opens it is not read, nor is a swapped directory
+    /// entered; each is read as the entry found when it was looked up.
+    #[test]
+    fn a_file_swapped_for_a_symlink_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let outside = dir.path().join("secret");
+        fs::write(&outside, b"secret!\n").unwrap();
+        let store = local(dir.path());
+        let target = format!("{TREE}/a/b-c");
+        let before = store.content_stamp(&store_path(TREE)).unwrap();
+        let mut walk = store.entries_to_read(&store_path(TREE), true);
+        let mut seen = None;
+        while let Some(entry) = walk.next() {
+            let entry = entry.unwrap();
+            if entry.name == target.as_bytes() {
+                let file = store.disk_path(&target);
+                fs::remove_file(&file).unwrap();
+                std::os::unix::fs::symlink(&outside, &file).unwrap();
+                let mut bytes = Vec::new();
+                store
+                    .open_entry(&mut walk, &entry.name)
+                    .unwrap()
+                    .read_to_end(&mut bytes)
+                    .unwrap();
+                seen = Some(bytes);
+            }
+        }
+        assert_eq!(seen.as_deref(), Some(&b"b-c\n"[..]));
+        // The swap shows in the stamp (the file read was unlinked).
+        assert_ne!(walk.stamp(), Some(before));
+        // A later walk sees the symlink as a symlink, its target unread.
+        let entries = entries(&store, TREE);
+        let e = entries
+            .iter()
+            .find(|e| e.name == target.as_bytes())
+            .unwrap();
+        assert!(matches!(e.kind, EntryKind::Symlink { .. }), "{e:?}");
+    }
+
+    /// A store path deeper than a few hundred directories is walked, each
+    /// level held open once, and stamped like any other.
+    #[test]
+    fn deep_directories_are_walked_with_one_handle_per_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let mut deep = store.disk_path(TREE);
+        for _ in 0..300 {
+            deep.push("d");
+        }
+        put(&deep.join("f"), b"deep\n");
+        let names: Vec<Vec<u8>> = entries(&store, TREE).into_iter().map(|e| e.name).collect();
+        assert_eq!(names.len(), 302);
+        assert!(names[301].ends_with(b"/d/f"));
+        assert_eq!(
+            store.content_stamp(&store_path(TREE)).unwrap(),
+            reference_stamp(&store, TREE)
+        );
     }
 
     /// A path of the machine's Nix store that its database registers is

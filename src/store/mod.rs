@@ -168,7 +168,7 @@ mod registered;
 
 pub use any::{AnyEntries, AnyReader, AnyStore};
 pub use binary_cache::{BinaryCache, CacheOptions};
-pub use local::{LocalEntries, StoreLocation};
+pub use local::{LocalEntries, LocalFile, StoreLocation};
 
 #[cfg(test)]
 pub(crate) use local::fixture;
@@ -227,6 +227,41 @@ pub trait Store {
 
     /// Where `name` is, to name it in messages (on disk: its file).
     fn location(&self, name: &[u8]) -> PathBuf;
+
+    /// [`Store::entries`] for a caller that reads each regular file the
+    /// walk yields (through [`Store::open_entry`], before asking for the
+    /// next entry): the local store opens each file as it yields it, and
+    /// with `stamp` takes its metadata once it has been read, for
+    /// [`Store::walked_stamp`]. By default the entries.
+    fn entries_to_read<'a>(&'a self, path: &StorePath, stamp: bool) -> Self::Entries<'a> {
+        let _ = stamp;
+        self.entries(path)
+    }
+
+    /// The bytes of the regular file `name` that `entries` yielded last:
+    /// the file that walk opened, if it did, else [`Store::open`].
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    fn open_entry<'a>(
+        &'a self,
+        entries: &mut Self::Entries<'a>,
+        name: &[u8],
+    ) -> Result<Self::Reader<'a>, Error> {
+        let _ = entries;
+        self.open(name)
+    }
+
+    /// Once `entries` (of one store path) has ended without an error, the
+    /// [`Store::content_stamp`] of that path as the walk saw it: equal to
+    /// one taken before, it says that nothing the walk listed, and no file
+    /// read through [`Store::open_entry`], changed since (a file's metadata
+    /// is taken after it was read). `None` when the store's walks do not
+    /// stamp (the default): take [`Store::content_stamp`] afresh instead.
+    fn walked_stamp<'a>(&'a self, entries: &Self::Entries<'a>) -> Option<Vec<u8>> {
+        let _ = entries;
+        None
+    }
 
     /// Opaque bytes that change whenever the content of `path` may have
     /// changed: with equal [`Store::identity`] and equal stamps, a store
@@ -294,6 +329,19 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn location(&self, name: &[u8]) -> PathBuf {
         (**self).location(name)
+    }
+    fn entries_to_read<'a>(&'a self, path: &StorePath, stamp: bool) -> Self::Entries<'a> {
+        (**self).entries_to_read(path, stamp)
+    }
+    fn open_entry<'a>(
+        &'a self,
+        entries: &mut Self::Entries<'a>,
+        name: &[u8],
+    ) -> Result<Self::Reader<'a>, Error> {
+        (**self).open_entry(entries, name)
+    }
+    fn walked_stamp<'a>(&'a self, entries: &Self::Entries<'a>) -> Option<Vec<u8>> {
+        (**self).walked_stamp(entries)
     }
     fn stamp(&self, path: &StorePath) -> Result<Vec<u8>, Error> {
         (**self).stamp(path)

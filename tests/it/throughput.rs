@@ -395,3 +395,60 @@ fn an_edit_inside_a_registered_store_path_is_never_served_stale() {
         );
     }
 }
+
+/// A store edited after the image was measured and before the layer's
+/// bytes are read: the walk that measured the layer stamped it, the layer
+/// cache knows a diff_id under those stamps, and the stream sees other
+/// metadata for the edited file (taken after it was read). The build is
+/// refused with `Modified` rather than the cached diff_id put over the
+/// edited bytes. With an empty cache (layers hashed as they stream, or
+/// ahead by the helper thread, whose walk must see the stamps from
+/// before too) the build is refused the same way or its diff_ids are the
+/// hashes of its bytes.
+#[test]
+fn an_edit_between_measuring_and_streaming_is_refused() {
+    use nixlayer::manifest::LoadedManifest;
+    use nixlayer::ops::settings::{self, Environment, Overrides};
+    use nixlayer::ops::{self, NoReporter};
+    use nixlayer::sink::docker_archive::DockerArchiveWriter;
+
+    for warm in [true, false] {
+        let tmp = util::temp_dir();
+        let (store, manifest) = example_copy(tmp.path());
+        let xdg = tmp.path().join("xdg");
+        if warm {
+            // Fills the layer cache with every store layer's diff_id.
+            build(&manifest, &xdg, &tmp.path().join("cold.tar"), &[]);
+        }
+        let loaded = LoadedManifest::load(&manifest).unwrap();
+        let env = Environment {
+            now: jiff::Timestamp::UNIX_EPOCH,
+            source_date_epoch: None,
+            cache_dir: Some(xdg.join("nixlayer/layers")),
+            binary_cache: Default::default(),
+        };
+        let mut overrides = Overrides::default();
+        overrides.threads = std::num::NonZeroUsize::new(2);
+        let resolved = settings::resolve_build(&loaded, &overrides, &env).unwrap();
+        let image = ops::prepare(&resolved.settings).unwrap();
+        let greeting = "nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0";
+        edit_in_place(&store.join(greeting).join("share/greeting.txt"));
+        let sink =
+            DockerArchiveWriter::new(Vec::new(), resolved.settings.mtime, &resolved.compress)
+                .unwrap();
+        match ops::build(&resolved.settings, &image, sink, &NoReporter) {
+            Err(ops::Error::Layer(nixlayer::layer::Error::Modified { path })) => {
+                assert_eq!(path, store.join(greeting));
+            }
+            Err(other) => panic!("expected Modified, got {other}"),
+            Ok(_) if warm => panic!("an edit after the layer was measured and stamped went by"),
+            Ok((_, bytes)) => {
+                let out = tmp.path().join("edited.tar");
+                std::fs::write(&out, bytes).unwrap();
+                for (said, found) in diff_ids_said_and_found(&out) {
+                    assert_eq!(said, found, "a diff_id is not the hash of its layer");
+                }
+            }
+        }
+    }
+}
