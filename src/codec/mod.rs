@@ -145,6 +145,24 @@ mod tests {
         assert_eq!(Compression::from_name("xz"), None);
     }
 
+    /// gzip's stored form names its format, so digests filed by the
+    /// former compressor (`gzip-6`) are not found; the threads are not in it.
+    #[test]
+    fn stored_forms_name_the_gzip_format_and_level() {
+        let two = std::num::NonZeroUsize::new(2).unwrap();
+        let gzip = CompressOptions::new(Compression::Gzip, two);
+        assert_eq!(stored_form(&gzip), format!("{GZIP_FORMAT}-6"));
+        assert_ne!(stored_form(&gzip), "gzip-6");
+        let one = CompressOptions::new(Compression::Gzip, std::num::NonZeroUsize::MIN);
+        assert_eq!(stored_form(&gzip), stored_form(&one));
+        let nine = CompressOptions { level: 9, ..gzip };
+        assert_ne!(stored_form(&gzip), stored_form(&nine));
+        assert_eq!(
+            stored_form(&CompressOptions::new(Compression::Zstd, two)),
+            "zstd-3"
+        );
+    }
+
     #[test]
     fn layer_media_types_are_the_oci_ones() {
         assert_eq!(
