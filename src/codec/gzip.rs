@@ -51,17 +51,14 @@ pub const GZIP_MEMBER: usize = 1 << 20;
 /// change.
 pub const GZIP_FORMAT: &str = "gzip-members-1MiB-libdeflate-1.26";
 
-/// A piece compressed: the buffers back for reuse, and how much of `out`
-/// is the member.
+/// A piece compressed: its input buffer back for reuse, and the member.
 struct Done {
     data: Vec<u8>,
-    out: Vec<u8>,
-    len: usize,
+    member: Vec<u8>,
 }
 
 struct Job {
     data: Vec<u8>,
-    out: Vec<u8>,
     reply: SyncSender<io::Result<Done>>,
 }
 
@@ -82,6 +79,9 @@ impl Pool {
                 let rx = Arc::clone(&rx);
                 std::thread::spawn(move || {
                     let mut compressor = libdeflater::Compressor::new(level);
+                    // libdeflate's room for a full piece, once per worker;
+                    // a member leaves in a buffer of its own size.
+                    let mut out = vec![0; compressor.gzip_compress_bound(GZIP_MEMBER)];
                     loop {
                         // A poisoned lock means another worker panicked:
                         // stop, and the writer sees the closed channel.
@@ -90,7 +90,7 @@ impl Pool {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let done = compress_member(&mut compressor, job.data, job.out);
+                        let done = compress_member(&mut compressor, job.data, &mut out);
                         // One message on a channel of one: never blocks.
                         let _ = job.reply.send(done);
                     }
@@ -115,17 +115,22 @@ impl Drop for Pool {
     }
 }
 
-/// Compresses `data` into `out` (at least the gzip bound of
-/// [`GZIP_MEMBER`] bytes long) as one whole gzip member.
+/// Compresses `data` as one whole gzip member, in `out` (at least the
+/// gzip bound of [`GZIP_MEMBER`] bytes long) and then a buffer of the
+/// member's own size: members waiting to be written hold no more memory
+/// than their bytes.
 fn compress_member(
     compressor: &mut libdeflater::Compressor,
     data: Vec<u8>,
-    mut out: Vec<u8>,
+    out: &mut [u8],
 ) -> io::Result<Done> {
     let len = compressor
-        .gzip_compress(&data, &mut out)
+        .gzip_compress(&data, out)
         .map_err(|e| io::Error::other(format!("gzip: {e:?}")))?;
-    Ok(Done { data, out, len })
+    Ok(Done {
+        data,
+        member: out[..len].to_vec(),
+    })
 }
 
 /// gzip on `threads` threads as a series of members (see the module doc).
@@ -133,18 +138,14 @@ pub struct GzipWriter<W: Write> {
     inner: W,
     /// The input of the member being filled, up to [`GZIP_MEMBER`] bytes.
     piece: Vec<u8>,
-    /// Inline compression when one thread is allowed: no pool, same bytes.
-    inline: Option<libdeflater::Compressor>,
+    /// Inline compression when one thread is allowed (no pool, same
+    /// bytes), with its output buffer.
+    inline: Option<(libdeflater::Compressor, Vec<u8>)>,
     pool: Option<Pool>,
     pending: VecDeque<Receiver<io::Result<Done>>>,
     max_pending: usize,
-    /// Buffers of pieces written out, for the next pieces: the writer
-    /// holds `max_pending + 1` pairs at most.
-    spare_data: Vec<Vec<u8>>,
-    spare_out: Vec<Vec<u8>>,
-    /// The size every output buffer has: libdeflate's bound for a full
-    /// piece, so compressing never runs out of room.
-    out_len: usize,
+    /// Input buffers of pieces written out, for the next pieces.
+    spare: Vec<Vec<u8>>,
     /// Members handed on so far: an empty input still gets one.
     members: u64,
 }
@@ -156,22 +157,23 @@ impl<W: Write> GzipWriter<W> {
         let level = libdeflater::CompressionLvl::new(level.clamp(1, 9))
             .unwrap_or_else(|_| libdeflater::CompressionLvl::default());
         let threads = threads.get();
-        let mut inline = libdeflater::Compressor::new(level);
-        let out_len = inline.gzip_compress_bound(GZIP_MEMBER);
         let pool = (threads > 1).then(|| Pool::new(threads, level));
+        let inline = pool.is_none().then(|| {
+            let mut compressor = libdeflater::Compressor::new(level);
+            let out = vec![0; compressor.gzip_compress_bound(GZIP_MEMBER)];
+            (compressor, out)
+        });
         Self {
             inner,
             piece: Vec::with_capacity(GZIP_MEMBER),
-            inline: pool.is_none().then_some(inline),
+            inline,
             pool,
             pending: VecDeque::new(),
-            // Enough pieces in flight to keep every worker busy while the
-            // oldest is written out; bounded, so memory stays small (two
-            // threads: four pieces, about 8 MiB with their outputs).
-            max_pending: threads * 2,
-            spare_data: Vec::new(),
-            spare_out: Vec::new(),
-            out_len,
+            // Every worker busy and one piece waiting for the first free
+            // one, while the next is filled; bounded, so memory stays
+            // small (two threads: about 6 MiB of input and output).
+            max_pending: threads + 1,
+            spare: Vec::new(),
             members: 0,
         }
     }
@@ -186,13 +188,12 @@ impl<W: Write> GzipWriter<W> {
         &mut self.inner
     }
 
-    /// Writes a member out and keeps its buffers.
+    /// Writes a member out and keeps its input buffer.
     fn put(&mut self, done: Done) -> io::Result<()> {
-        let Done { mut data, out, len } = done;
-        self.inner.write_all(&out[..len])?;
+        let Done { mut data, member } = done;
+        self.inner.write_all(&member)?;
         data.clear();
-        self.spare_data.push(data);
-        self.spare_out.push(out);
+        self.spare.push(data);
         Ok(())
     }
 
@@ -221,20 +222,21 @@ impl<W: Write> GzipWriter<W> {
 
     /// Hands the current piece to a worker (or compresses it inline).
     fn submit(&mut self) -> io::Result<()> {
+        self.members += 1;
+        if let Some((compressor, out)) = &mut self.inline {
+            // Compressed straight from the piece, which is then refilled.
+            let len = compressor
+                .gzip_compress(&self.piece, out)
+                .map_err(|e| io::Error::other(format!("gzip: {e:?}")))?;
+            self.inner.write_all(&out[..len])?;
+            self.piece.clear();
+            return Ok(());
+        }
         let next = self
-            .spare_data
+            .spare
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(GZIP_MEMBER));
         let data = std::mem::replace(&mut self.piece, next);
-        let out = self
-            .spare_out
-            .pop()
-            .unwrap_or_else(|| vec![0; self.out_len]);
-        self.members += 1;
-        if let Some(compressor) = &mut self.inline {
-            let done = compress_member(compressor, data, out)?;
-            return self.put(done);
-        }
         while self.pending.len() >= self.max_pending {
             if let Some(rx) = self.pending.pop_front() {
                 let done = Self::receive(&rx)?;
@@ -246,7 +248,7 @@ impl<W: Write> GzipWriter<W> {
             .pool
             .as_ref()
             .and_then(|p| p.jobs.as_ref())
-            .is_some_and(|jobs| jobs.send(Job { data, out, reply }).is_ok());
+            .is_some_and(|jobs| jobs.send(Job { data, reply }).is_ok());
         if !sent {
             return Err(io::Error::other("the gzip worker threads stopped"));
         }

@@ -32,7 +32,7 @@ fn members(mut bytes: &[u8]) -> (u64, u64) {
 
 /// busybox runs `sha256sum` of debian-libc's `libc.so.6`, its own layer
 /// of about 4.5 MB (five members).
-fn manifest(dir: &Path, busybox: &Path, libc: &Path) -> (PathBuf, String) {
+pub fn manifest(dir: &Path, busybox: &Path, libc: &Path) -> (PathBuf, String) {
     let file = libc.join("lib/x86_64-linux-gnu/libc.so.6");
     let expected = String::from_utf8(util::tool("sha256sum", &[file.to_str().unwrap()])).unwrap();
     let m = util::write(
@@ -132,17 +132,10 @@ fn multi_member_gzip_is_read_whole_and_runs_from_docker_load_and_a_registry_pull
         .unwrap()
         .as_nanos();
     let reference = format!("{REGISTRY}/nixlayer-test/gzip-members-{nonce}:t");
-    let pushed = json(
-        &run(
-            nixlayer().arg("push").arg(&m).arg(&reference).args([
-                "--compression",
-                "gzip",
-                "--json",
-            ]),
-            0,
-        )
-        .stdout,
-    );
+    // A private layer cache: its records of where blobs went would
+    // otherwise offer this repository to other tests' pushes as a mount
+    // source.
+    let pushed = push_with_cache(&m, &reference, &tmp.path().join("xdg"));
     assert_eq!(pushed["manifest_digest"], built["manifest_digest"]);
     docker(&["pull", "-q", &reference]);
     assert_eq!(docker_run(&reference), expected);
