@@ -2,7 +2,8 @@
 //! small blocking HTTP client (ureq, no async runtime).
 //!
 //! [`RegistrySink`] is an [`ImageSink`]: each layer blob is spooled to a
-//! temporary file while it is compressed and hashed, then queued for
+//! temporary file while it is compressed and hashed (a large one is also
+//! sent in chunks as it is spooled, see the private `stream` module), then queued for
 //! upload threads (the build goes on meanwhile; see `Uploads`), uploaded unless
 //! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`): in
 //! chunks (`POST …/blobs/uploads/`, `PATCH`es, `PUT <location>?digest=…`),
@@ -27,6 +28,7 @@ pub mod client;
 pub mod credentials;
 pub mod homes;
 pub mod reference;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ use client::Body;
 pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
+pub use stream::LayerBlob;
+use stream::Streaming;
 
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
@@ -203,6 +207,8 @@ struct Job {
     digest: Digest,
     spooled: Spooled,
     size: u64,
+    /// The session a large layer was streamed into as it was written.
+    stream: Option<Streaming>,
 }
 
 /// What the upload workers share with the sink.
@@ -265,8 +271,8 @@ impl Uploads {
 
     fn queue(&self, job: Job) -> Result<(), Error> {
         lock(&self.shared.0).outstanding += 1;
-        let sent = self.sender.as_ref().map(|s| s.send(job));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = self.sender.as_ref().is_some_and(|s| s.send(job).is_ok());
+        if !sent {
             lock(&self.shared.0).outstanding -= 1;
             return Err(Error::Io {
                 what: "(upload queue)".to_owned(),
@@ -324,7 +330,7 @@ impl Drop for Uploads {
 /// An upload worker: takes jobs until the queue closes.
 fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
     loop {
-        let job = match lock(receiver).recv() {
+        let mut job = match lock(receiver).recv() {
             Ok(job) => job,
             Err(_) => return,
         };
@@ -332,7 +338,7 @@ fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
         let result = if skip {
             Ok(())
         } else {
-            client.upload(&job.digest, &Body::File(job.spooled.path(), job.size))
+            upload(client, &mut job)
         };
         drop(job.spooled); // removes the spooled copy
         let (mutex, done) = &**shared;
@@ -350,6 +356,23 @@ fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
         p.outstanding -= 1;
         done.notify_all();
     }
+}
+
+/// Uploads a queued layer: closes the session it was streamed into, or
+/// (not streamed, or the stream or its close failed) uploads its spool
+/// file, whose upload reports what is wrong if it fails too.
+fn upload(client: &Client, job: &mut Job) -> Result<(), Error> {
+    if let Some(stream) = job.stream.take() {
+        if let Some(session) = stream.join() {
+            let what = format!("blob {}", job.digest.prefixed());
+            if client.close_session(&session, &job.digest, &what).is_ok() {
+                return Ok(());
+            }
+        }
+        // What the stream sent goes again.
+        client.meter().queue(job.size);
+    }
+    client.upload(&job.digest, &Body::File(job.spooled.path(), job.size))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -667,15 +690,21 @@ pub fn merge_referrers(
 }
 
 impl ImageSink for RegistrySink {
-    type Blob = SpooledBlob;
+    type Blob = LayerBlob;
     type Output = PushCounts;
 
     fn layer_form(&self) -> LayerForm {
         LayerForm::Blobs(self.compress)
     }
 
-    fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<Self::Blob, super::Error> {
-        SpooledBlob::new_in(self.spool.path())
+    /// A spool file; a large layer (`size` tar bytes) is also streamed
+    /// to the registry as it is written (see the `stream` module).
+    fn start_layer(&mut self, _key: &Digest, size: u64) -> Result<Self::Blob, super::Error> {
+        let spool = SpooledBlob::new_in(self.spool.path())?;
+        let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
+        let stream = (large && self.client.chunks_allowed())
+            .then(|| Streaming::start(&self.client, spool.path().to_owned()));
+        Ok(LayerBlob::new(spool, stream))
     }
 
     fn commit_layer(
@@ -687,7 +716,9 @@ impl ImageSink for RegistrySink {
         if let Some(e) = self.uploads.failed() {
             return Err(sink_err(e));
         }
-        let spooled = blob.finish()?;
+        let LayerBlob { spool, stream, .. } = blob;
+        let spooled = spool.finish()?;
+        // A stream of a blob found here is cancelled when dropped.
         if self.head(digest).map_err(sink_err)? {
             self.counts.existing += 1;
             return Ok(false);
@@ -699,12 +730,19 @@ impl ImageSink for RegistrySink {
         }
         // Queued: taken for present, so the same blob is not queued twice.
         lock(&self.known).insert(*digest, true);
-        self.client.meter().queue(size);
+        match &stream {
+            // The whole blob is in the file now: its last chunk goes out
+            // at once, before a worker takes the job to close it.
+            Some(stream) => stream.end(size),
+            // A stream counts its chunks as it sends them.
+            None => self.client.meter().queue(size),
+        }
         self.uploads
             .queue(Job {
                 digest: *digest,
                 spooled,
                 size,
+                stream,
             })
             .map_err(sink_err)?;
         Ok(true)
