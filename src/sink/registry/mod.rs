@@ -230,6 +230,8 @@ type Shared = Arc<(Mutex<Progress>, Condvar)>;
 /// spooled blobs exist at once besides the one being written.
 struct Uploads {
     sender: Option<SyncSender<Job>>,
+    /// Worker threads: uploads at once (`--jobs`).
+    jobs: usize,
     workers: Vec<JoinHandle<()>>,
     shared: Shared,
 }
@@ -259,6 +261,7 @@ impl Uploads {
             .collect();
         Self {
             sender: Some(sender),
+            jobs,
             workers,
             shared,
         }
@@ -702,7 +705,9 @@ impl ImageSink for RegistrySink {
     fn start_layer(&mut self, _key: &Digest, size: u64) -> Result<Self::Blob, super::Error> {
         let spool = SpooledBlob::new_in(self.spool.path())?;
         let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
-        let stream = (large && self.client.chunks_allowed())
+        // A stream is an upload beside the workers': none when uploads
+        // are to go one at a time.
+        let stream = (large && self.uploads.jobs > 1 && self.client.chunks_allowed())
             .then(|| Streaming::start(&self.client, spool.path().to_owned()));
         Ok(LayerBlob::new(spool, stream))
     }
