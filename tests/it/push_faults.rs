@@ -1071,15 +1071,20 @@ fn a_re_push_asks_only_about_new_blobs_and_recovers_a_vanished_one() {
 }
 
 /// A large layer (four chunks of tar bytes or more) is uploaded while it
-/// is compressed: its upload session starts before its digest is known
-/// (before the `HEAD` that asks for it at its commit), every chunk goes
-/// into that one session, and the image is the one an OCI layout build
-/// writes. Small layers are asked about first, as before.
+/// is compressed, once the registry has lacked the layers before it: its
+/// upload session starts before its digest is known (before the `HEAD`
+/// that asks for it at its commit), every chunk goes into that one
+/// session, and the image is the one an OCI layout build writes. Other
+/// layers are asked about first, as before. With `--threads 1` the layers
+/// are written one after another, so the first ones are committed
+/// (missing) before libc's, the fourth, starts.
 #[test]
 fn a_large_layer_is_uploaded_while_it_is_written() {
-    // debian-libc's layer: 2 MB of gzip, more than the spool file's
-    // 1 MiB write buffer holds back.
-    let (Some(busybox), Some(libc)) = (
+    // debian-libc's layer, the last: 2 MB of gzip, more than the spool
+    // file's 1 MiB write buffer holds back.
+    let (Some(greeting), Some(hello), Some(busybox), Some(libc)) = (
+        util::nix_fixture("greeting"),
+        util::nix_fixture("hello"),
         util::nix_fixture("busybox"),
         util::nix_fixture("debian-libc"),
     ) else {
@@ -1094,7 +1099,16 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
         forward_to(&upstream, conn, seen, rest, None);
     });
     let tmp = util::temp_dir();
-    let (m, _) = crate::gzip_members::manifest(tmp.path(), &busybox, &libc);
+    let roots =
+        [&greeting, &hello, &busybox, &libc].map(|p| format!("{:?}", p.display().to_string()));
+    let m = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/streamed\"\ntag = \"1\"\n[closure]\nroots = [{}]\n",
+            roots.join(", ")
+        ),
+    );
     let built = json(
         &util::run(
             nixlayer()
@@ -1120,13 +1134,15 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
             "--chunk-size",
             &chunk.to_string(),
             "--no-cache",
+            "--threads",
+            "1",
         ]),
         Duration::from_secs(100),
     );
     assert_exit(&out, 0);
     let pushed = json(&out.stdout);
     assert_eq!(pushed["manifest_digest"], built["manifest_digest"]);
-    assert_eq!(blobs(&pushed), (3, 0), "{pushed}");
+    assert_eq!(blobs(&pushed), (5, 0), "{pushed}");
 
     let seen = proxy.seen();
     let path = |s: &Seen| s.target.split('?').next().unwrap_or_default().to_owned();
@@ -1164,4 +1180,27 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
         }
     }
     assert_eq!(streamed, 1, "{pushed}");
+
+    // Again, with no layer cache: the registry holds the first layers, so
+    // the large one is asked about before any byte of it is sent, and no
+    // byte is.
+    let before = proxy.seen().len();
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args([
+            "--chunk-size",
+            &chunk.to_string(),
+            "--no-cache",
+            "--threads",
+            "1",
+        ]),
+        Duration::from_secs(100),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(blobs(&json(&out.stdout)), (0, 5));
+    let again = proxy.seen();
+    let sent: Vec<&Seen> = again[before..]
+        .iter()
+        .filter(|s| s.method == "PATCH" || s.method == "POST")
+        .collect();
+    assert!(sent.is_empty(), "{} uploads", sent.len());
 }

@@ -417,6 +417,8 @@ pub struct RegistrySink {
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
+    /// Layers queued for upload so far.
+    queued: usize,
     /// Artifacts referring to an image manifest (SBOMs): manifest bytes,
     /// subject and index entry, PUT after the images.
     referrers: Vec<(Vec<u8>, Digest, serde_json::Value)>,
@@ -474,6 +476,7 @@ impl RegistrySink {
             assumed: Mutex::new(Vec::new()),
             to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            queued: 0,
             referrers: Vec::new(),
             index_annotations: BTreeMap::new(),
         })
@@ -528,6 +531,20 @@ impl RegistrySink {
             }
         }
         Ok(false)
+    }
+
+    /// Whether the registry has lacked every layer of this push asked
+    /// about so far, at least one: then a large layer is likely new too,
+    /// and worth streaming before its digest is known. A registry holding
+    /// some of them (a re-push, a CI job with a cold layer cache) may hold
+    /// the large one as well, which is asked about first as any other, so
+    /// that its bytes are not sent for nothing.
+    fn registry_lacks_this_image(&self) -> bool {
+        self.queued > 0
+            && self.counts.existing == 0
+            && self.counts.mounted == 0
+            && self.unread.0.load(Ordering::Relaxed) == 0
+            && self.unread.1.load(Ordering::Relaxed) == 0
     }
 
     /// Notes that the blobs of the manifests put are in our repository:
@@ -707,8 +724,11 @@ impl ImageSink for RegistrySink {
         let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
         // A stream is an upload beside the workers': none when uploads
         // are to go one at a time.
-        let stream = (large && self.uploads.jobs > 1 && self.client.chunks_allowed())
-            .then(|| Streaming::start(&self.client, spool.path().to_owned()));
+        let stream = (large
+            && self.uploads.jobs > 1
+            && self.client.chunks_allowed()
+            && self.registry_lacks_this_image())
+        .then(|| Streaming::start(&self.client, spool.path().to_owned()));
         Ok(LayerBlob::new(spool, stream))
     }
 
@@ -735,6 +755,7 @@ impl ImageSink for RegistrySink {
         }
         // Queued: taken for present, so the same blob is not queued twice.
         lock(&self.known).insert(*digest, true);
+        self.queued += 1;
         match &stream {
             // The whole blob is in the file now: its last chunk goes out
             // at once, before a worker takes the job to close it.

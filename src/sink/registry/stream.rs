@@ -9,6 +9,10 @@
 //! puts half the closure in its last layer) was uploaded only after it was
 //! compressed, with the cores idle meanwhile.
 //!
+//! Only when the registry has lacked every layer of the push asked about
+//! so far (at least one): a registry holding some (a re-push with a cold
+//! layer cache) may hold the large one too, and is asked first.
+//!
 //! The streamed session is an optimisation, never the only way: when it
 //! fails in any way (a dropped connection, a refused chunk, a lost
 //! session), it is abandoned and the spooled blob is uploaded as any other
