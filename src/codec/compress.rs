@@ -1,15 +1,7 @@
 //! Compression on all cores whose bytes never depend on the thread count.
 //!
-//! - **gzip**: pigz's scheme, written here. The input is cut into fixed
-//!   [`GZIP_BLOCK`]-byte blocks; each is deflated on its own (in parallel)
-//!   with the previous block's last 32 KiB as preset dictionary and ends
-//!   with a sync flush, so the raw deflate pieces concatenate into one
-//!   stream; the last piece ends the stream. One gzip member (header, the
-//!   pieces, CRC-32 and length), which every gunzip reads. A block's bytes
-//!   depend only on its data, its dictionary and the level, never on which
-//!   thread compressed it or how many there are. Backend: flate2 on
-//!   `zlib-rs` (pinned; a C zlib would give other bytes, which the golden
-//!   tests catch).
+//! - **gzip**: a series of gzip members compressed by libdeflate in
+//!   parallel, one per fixed-size piece of the input: see [`super::gzip`].
 //! - **zstd**: libzstd's own multithreading, always with at least one
 //!   worker: its single-threaded mode (0 workers) writes other bytes than
 //!   its multithreaded mode, whose output is the same for 1 or N workers
@@ -23,26 +15,14 @@
 //!
 //! [`Compressor`] wraps any [`Write`] and is finished by consuming it.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use flate2::{Compress, Crc, FlushCompress, Status};
-
+use super::gzip::GzipWriter;
 use super::Compression;
 
 /// zstd's multithreaded job size (see [`Compressor::new`]).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
-
-/// Bytes of input per gzip block (pigz's default). Part of the output
-/// format: changing it changes every gzip digest.
-pub const GZIP_BLOCK: usize = 128 * 1024;
-
-/// deflate's window: the dictionary a block inherits from its predecessor.
-const DICT: usize = 32 * 1024;
 
 /// How to compress: algorithm, level and worker threads. The threads never
 /// change the bytes.
@@ -79,7 +59,7 @@ impl CompressOptions {
 pub enum Compressor<W: Write> {
     /// Passes bytes through.
     None(W),
-    /// Parallel deterministic gzip.
+    /// Parallel deterministic gzip (see [`super::gzip`]).
     Gzip(GzipWriter<W>),
     /// zstd, multithreaded with ≥ 1 worker.
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -181,276 +161,8 @@ fn not_written(codec: Compression) -> io::Error {
     )
 }
 
-/// A block compressed: its raw deflate bytes and the CRC of its input.
-struct Piece {
-    deflated: Vec<u8>,
-    crc: Crc,
-}
-
-struct Job {
-    data: Vec<u8>,
-    dict: Vec<u8>,
-    last: bool,
-    reply: SyncSender<io::Result<Piece>>,
-}
-
-/// Worker threads deflating blocks; the results come back in submission
-/// order through one reply channel per block.
-struct Pool {
-    jobs: Option<mpsc::Sender<Job>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl Pool {
-    fn new(threads: usize, level: u32) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..threads)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                std::thread::spawn(move || {
-                    loop {
-                        // A poisoned lock means another worker panicked:
-                        // stop, and the writer sees the closed channel.
-                        let job = match rx.lock() {
-                            Ok(guard) => guard.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let piece = deflate_block(level, &job.dict, &job.data, job.last);
-                        let _ = job.reply.send(piece);
-                    }
-                })
-            })
-            .collect();
-        Self {
-            jobs: Some(tx),
-            workers,
-        }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // Closing the channel ends the workers; join them so no thread
-        // outlives the writer.
-        self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-/// Deflates `data` as one piece of a raw deflate stream: preset
-/// dictionary `dict`, ending with a sync flush (or the stream's end when
-/// `last`), and the CRC-32 of `data`.
-///
-/// Each block gets a fresh deflater: a reused one (`Compress::reset`)
-/// gave other bytes for the same block depending on which blocks that
-/// worker had compressed before (seen with zlib-rs 0.6.8), which would make
-/// the output depend on the thread count. A deflater costs a few hundred
-/// KiB of allocation per 128 KiB block, small next to deflating it.
-fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Piece> {
-    let mut c = Compress::new(flate2::Compression::new(level), false);
-    if !dict.is_empty() {
-        c.set_dictionary(dict).map_err(io::Error::other)?;
-    }
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-    let start = c.total_in();
-    loop {
-        let consumed = usize::try_from(c.total_in() - start).unwrap_or(usize::MAX);
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(4096));
-        }
-        let status = c
-            .compress_vec(&data[consumed.min(data.len())..], &mut out, flush)
-            .map_err(io::Error::other)?;
-        let consumed = usize::try_from(c.total_in() - start).unwrap_or(usize::MAX);
-        let done = match status {
-            Status::StreamEnd => true,
-            // A flush is complete once all input is taken and the output
-            // was not filled: zlib's contract for Z_SYNC_FLUSH.
-            Status::Ok | Status::BufError => {
-                !last && consumed >= data.len() && out.len() < out.capacity()
-            }
-        };
-        if done {
-            break;
-        }
-    }
-    let mut crc = Crc::new();
-    crc.update(data);
-    Ok(Piece { deflated: out, crc })
-}
-
-/// gzip on `threads` threads, pigz-style (see the module doc).
-pub struct GzipWriter<W: Write> {
-    inner: W,
-    level: u32,
-    block: Vec<u8>,
-    /// The last [`DICT`] bytes before `block`.
-    dict: Vec<u8>,
-    pool: Option<Pool>,
-    pending: VecDeque<Receiver<io::Result<Piece>>>,
-    max_pending: usize,
-    crc: Crc,
-    header_written: bool,
-}
-
-impl<W: Write> GzipWriter<W> {
-    /// Starts a gzip stream into `inner` at `level` (1–9).
-    pub fn new(inner: W, level: i32, threads: NonZeroUsize) -> Self {
-        let level = u32::try_from(level.clamp(1, 9)).unwrap_or(6);
-        let threads = threads.get();
-        // One thread deflates inline: no pool, same bytes.
-        let pool = (threads > 1).then(|| Pool::new(threads, level));
-        Self {
-            inner,
-            level,
-            block: Vec::with_capacity(GZIP_BLOCK),
-            dict: Vec::new(),
-            pool,
-            pending: VecDeque::new(),
-            // Enough blocks in flight to keep every worker busy while the
-            // oldest is written out; bounded, so memory stays small.
-            max_pending: threads * 2,
-            crc: Crc::new(),
-            header_written: false,
-        }
-    }
-
-    /// The inner writer.
-    pub fn get_ref(&self) -> &W {
-        &self.inner
-    }
-
-    /// The inner writer, mutably.
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
-
-    fn write_header(&mut self) -> io::Result<()> {
-        if !self.header_written {
-            // No name, no mtime (like `pigz -n -T`), XFL by level as gzip
-            // sets it, OS = Unix.
-            let xfl = match self.level {
-                9 => 2,
-                1 => 4,
-                _ => 0,
-            };
-            self.inner
-                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])?;
-            self.header_written = true;
-        }
-        Ok(())
-    }
-
-    fn put_piece(&mut self, piece: Piece) -> io::Result<()> {
-        self.write_header()?;
-        self.inner.write_all(&piece.deflated)?;
-        self.crc.combine(&piece.crc);
-        Ok(())
-    }
-
-    fn wait_oldest(&mut self) -> io::Result<()> {
-        if let Some(rx) = self.pending.pop_front() {
-            let piece = rx
-                .recv()
-                .map_err(|_| io::Error::other("a gzip worker thread stopped"))??;
-            self.put_piece(piece)?;
-        }
-        Ok(())
-    }
-
-    /// Hands the current block to a worker (or deflates it inline).
-    fn submit(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.block, Vec::with_capacity(GZIP_BLOCK));
-        let dict = std::mem::take(&mut self.dict);
-        // The next block's dictionary: the end of this block, preceded by
-        // the end of the previous dictionary when this block is short.
-        let mut next = Vec::with_capacity(DICT);
-        if data.len() < DICT {
-            let keep = (DICT - data.len()).min(dict.len());
-            next.extend_from_slice(&dict[dict.len() - keep..]);
-        }
-        next.extend_from_slice(&data[data.len().saturating_sub(DICT)..]);
-        self.dict = next;
-        if self.pool.is_none() {
-            let piece = deflate_block(self.level, &dict, &data, last)?;
-            return self.put_piece(piece);
-        }
-        while self.pending.len() >= self.max_pending {
-            self.wait_oldest()?;
-        }
-        let (reply, rx) = mpsc::sync_channel(1);
-        let sent = self
-            .pool
-            .as_ref()
-            .and_then(|p| p.jobs.as_ref())
-            .is_some_and(|jobs| {
-                jobs.send(Job {
-                    data,
-                    dict,
-                    last,
-                    reply,
-                })
-                .is_ok()
-            });
-        if !sent {
-            return Err(io::Error::other("the gzip worker threads stopped"));
-        }
-        self.pending.push_back(rx);
-        Ok(())
-    }
-
-    /// Compresses what is left, writes the trailer and returns the inner
-    /// writer.
-    ///
-    /// # Errors
-    /// When compressing or writing fails.
-    pub fn finish(mut self) -> io::Result<W> {
-        // The final piece carries the end-of-stream marker, whether or not
-        // data is left: the bytes depend only on the input's length.
-        self.submit(true)?;
-        while !self.pending.is_empty() {
-            self.wait_oldest()?;
-        }
-        self.write_header()?;
-        let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
-        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
-        self.inner.write_all(&trailer)?;
-        self.inner.flush()?;
-        self.pool = None;
-        Ok(self.inner)
-    }
-}
-
-impl<W: Write> Write for GzipWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = GZIP_BLOCK - self.block.len();
-        let n = room.min(buf.len());
-        self.block.extend_from_slice(&buf[..n]);
-        if self.block.len() == GZIP_BLOCK {
-            self.submit(false)?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Read as _;
-
     use super::*;
     use crate::oci::Digest;
 
@@ -487,41 +199,6 @@ mod tests {
         c.finish().unwrap()
     }
 
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    }
-
-    #[test]
-    fn gzip_bytes_do_not_depend_on_threads_and_round_trip() {
-        let data = sample();
-        let one = compress(&data, Compression::Gzip, 6, 1);
-        for threads in [2, 3, 4, 8] {
-            let other = compress(&data, Compression::Gzip, 6, threads);
-            assert!(
-                one == other,
-                "{threads} threads: {} vs {} bytes",
-                one.len(),
-                other.len()
-            );
-        }
-        assert_eq!(gunzip(&one), data);
-        assert!(one.len() < data.len() / 2);
-    }
-
-    #[test]
-    fn gzip_of_empty_and_exact_block_multiples() {
-        for len in [0, 1, DICT, GZIP_BLOCK, 2 * GZIP_BLOCK, 2 * GZIP_BLOCK + 1] {
-            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let a = compress(&data, Compression::Gzip, 6, 1);
-            assert!(a == compress(&data, Compression::Gzip, 6, 4), "{len}");
-            assert_eq!(gunzip(&a), data, "{len}");
-        }
-    }
-
     /// Less than one job, as most layers are: one worker or several, the
     /// same bytes.
     #[test]
@@ -540,9 +217,9 @@ mod tests {
         assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
     }
 
-    /// Golden digests: a backend flip (flate2 picking a C zlib through
-    /// feature unification, a zstd upgrade) or a change of block size
-    /// changes every blob digest users have; this catches it.
+    /// Golden digests: a backend change (a libdeflate or zstd upgrade) or
+    /// a change of gzip member size changes every blob digest users have;
+    /// this catches it. A gzip change must change `GZIP_FORMAT` too.
     #[test]
     fn compressed_bytes_are_pinned() {
         let data = sample();
@@ -552,11 +229,11 @@ mod tests {
         );
         assert_eq!(
             Digest::of(&compress(&data, Compression::Gzip, 6, 2)).hex(),
-            "ea0e310ac5c74e757215ebd55589040f0b5af7de0f1dce2a8f40a78d2479eb9e"
+            "0ced08536783d44778f419531a961a77ed2b2971e95358e3d76bf13b9782e4a3"
         );
         assert_eq!(
             Digest::of(&compress(&data, Compression::Gzip, 9, 2)).hex(),
-            "a00724ccb7f0f47fa9b70a6f2f20cf50a9ea8a344d73d49c43f4598d42e487bb"
+            "48c42ffa55c2c4cd4f8017fe38c1a528d07252b738d0253c6846a8752d04f2aa"
         );
         assert_eq!(
             Digest::of(&compress(&data, Compression::Zstd, 3, 2)).hex(),

@@ -53,6 +53,37 @@ mod tests {
         );
     }
 
+    /// Every member is read: nixlayer's own gzip (one member per
+    /// [`GZIP_MEMBER`](crate::codec::GZIP_MEMBER) bytes) and members
+    /// written elsewhere and concatenated (`cat a.gz b.gz`).
+    #[test]
+    fn every_gzip_member_is_read() {
+        let data: Vec<u8> = (0..crate::codec::GZIP_MEMBER * 3 + 77)
+            .map(|i| (i % 253) as u8 ^ (i >> 12) as u8)
+            .collect();
+        let options = crate::codec::CompressOptions::new(
+            Compression::Gzip,
+            std::num::NonZeroUsize::new(2).unwrap(),
+        );
+        let mut ours = crate::codec::Compressor::new(Vec::new(), &options).unwrap();
+        ours.write_all(&data).unwrap();
+        let ours = ours.finish().unwrap();
+        assert_eq!(crate::codec::gzip::count_members(&ours).unwrap(), 4);
+        let mut cat = Vec::new();
+        for part in data.chunks(1_000_000) {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+            gz.write_all(part).unwrap();
+            cat.extend(gz.finish().unwrap());
+        }
+        for bytes in [ours, cat] {
+            let (found, mut r) = decompress(&bytes[..]).unwrap();
+            assert_eq!(found, Compression::Gzip);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert!(out == data, "{} of {} bytes", out.len(), data.len());
+        }
+    }
+
     #[test]
     fn garbage_after_a_magic_is_an_error_not_a_panic() {
         let (_, mut r) = decompress(&[0x1f, 0x8b, 1, 2, 3][..]).unwrap();

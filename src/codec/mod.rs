@@ -8,10 +8,27 @@
 pub mod blob;
 pub mod compress;
 pub mod decompress;
+pub mod gzip;
 
 pub use blob::{BlobWriter, WrittenBlob};
-pub use compress::{CompressOptions, Compressor, GZIP_BLOCK};
+pub use compress::{CompressOptions, Compressor};
 pub use decompress::decompress;
+pub use gzip::{GZIP_FORMAT, GZIP_MEMBER};
+
+/// The name of the stored form `options` writes, for the layer cache's
+/// records of compressed digests: the compression, what else its bytes
+/// depend on (for gzip, [`GZIP_FORMAT`]: compressor, version, member
+/// size) and the level. A digest filed by a build whose compressor wrote
+/// other bytes is under another name, so a warm build never serves a
+/// digest a cold one would not write. Never the thread count: it changes
+/// no byte.
+#[must_use]
+pub fn stored_form(options: &CompressOptions) -> String {
+    match options.codec {
+        Compression::Gzip => format!("{GZIP_FORMAT}-{}", options.level),
+        codec => format!("{}-{}", codec.name(), options.level),
+    }
+}
 
 /// A compression: what the manifest and the flags name, what a writer
 /// applies, and what a reader finds by a stream's first bytes.
@@ -25,7 +42,8 @@ pub use decompress::decompress;
 pub enum Compression {
     /// Bytes as they are (or, sniffed, not a format recognised here).
     None,
-    /// gzip (RFC 1952, magic `1f 8b`); written as one member.
+    /// gzip (RFC 1952, magic `1f 8b`); written as a series of members
+    /// (see [`gzip`](mod@gzip)), read with all its members.
     Gzip,
     /// zstd (RFC 8878, magic `28 b5 2f fd`); written as one frame with a checksum.
     Zstd,
@@ -125,6 +143,24 @@ mod tests {
         }
         assert!(!Compression::Xz.is_writable());
         assert_eq!(Compression::from_name("xz"), None);
+    }
+
+    /// gzip's stored form names its format, so digests filed by the
+    /// former compressor (`gzip-6`) are not found; the threads are not in it.
+    #[test]
+    fn stored_forms_name_the_gzip_format_and_level() {
+        let two = std::num::NonZeroUsize::new(2).unwrap();
+        let gzip = CompressOptions::new(Compression::Gzip, two);
+        assert_eq!(stored_form(&gzip), format!("{GZIP_FORMAT}-6"));
+        assert_ne!(stored_form(&gzip), "gzip-6");
+        let one = CompressOptions::new(Compression::Gzip, std::num::NonZeroUsize::MIN);
+        assert_eq!(stored_form(&gzip), stored_form(&one));
+        let nine = CompressOptions { level: 9, ..gzip };
+        assert_ne!(stored_form(&gzip), stored_form(&nine));
+        assert_eq!(
+            stored_form(&CompressOptions::new(Compression::Zstd, two)),
+            "zstd-3"
+        );
     }
 
     #[test]

@@ -270,7 +270,7 @@ fn write_image<S: ImageSink>(
     };
     let media_type = compress.codec.layer_media_type();
     let mut counts = BlobCounts::default();
-    let cache_name = format!("{}-{}", compress.codec.name(), compress.level);
+    let cache_name = crate::codec::stored_form(&compress);
     // Taken once, before any byte of a layer is read: the cache files what
     // it learns under them, and a diff_id not hashed from the streamed
     // bytes themselves is checked against them after streaming.
@@ -535,7 +535,7 @@ fn write_blobs<S: ImageSink>(
 const MAX_LAYERS_AT_ONCE: usize = 2;
 
 /// Below this many tar bytes a layer written beside another gets one
-/// compressor thread: four zstd jobs, or 64 gzip blocks.
+/// compressor thread: four zstd jobs, or eight gzip members.
 const SMALL_LAYER: u64 = 8 << 20;
 
 /// Written layers (temporary files) that may wait for an earlier, larger

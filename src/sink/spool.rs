@@ -65,6 +65,18 @@ impl SpooledBlob {
         })
     }
 
+    /// Where the file is.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.file.get_ref().path()
+    }
+
+    /// Bytes written but still in the buffer, not yet in the file.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.file.buffer().len()
+    }
+
     /// Ends writing: flushes and rewinds the file.
     ///
     /// # Errors

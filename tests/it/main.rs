@@ -10,6 +10,7 @@
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
 //! - `diff`: `nixlayer diff` of manifests (auto, popularity) and of the archives and layouts built from them;
 //! - `errors`: bad input gives one message and no output;
+//! - `gzip_members`: gzip written as 1 MiB members: counted in archives and layer blobs, read back whole by `inspect`, run by docker from `docker load` and from `docker pull` of a push;
 //! - `hostile_archives`: edited and symlinked blobs, decompression bombs, unsafe merge members, a tampered base under `--stream`;
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
@@ -41,6 +42,7 @@ mod closure_sources;
 mod content;
 mod diff;
 mod errors;
+mod gzip_members;
 mod hostile_archives;
 mod init;
 mod layer_golden;

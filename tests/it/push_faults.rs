@@ -1069,3 +1069,138 @@ fn a_re_push_asks_only_about_new_blobs_and_recovers_a_vanished_one() {
     );
     assert!(copied.join(format!("blobs/sha256/{hex}")).is_file());
 }
+
+/// A large layer (four chunks of tar bytes or more) is uploaded while it
+/// is compressed, once the registry has lacked the layers before it: its
+/// upload session starts before its digest is known (before the `HEAD`
+/// that asks for it at its commit), every chunk goes into that one
+/// session, and the image is the one an OCI layout build writes. Other
+/// layers are asked about first, as before. With `--threads 1` the layers
+/// are written one after another, so the first ones are committed
+/// (missing) before libc's, the fourth, starts.
+#[test]
+fn a_large_layer_is_uploaded_while_it_is_written() {
+    // debian-libc's layer, the last: 2 MB of gzip, more than the spool
+    // file's 1 MiB write buffer holds back.
+    let (Some(greeting), Some(hello), Some(busybox), Some(libc)) = (
+        util::nix_fixture("greeting"),
+        util::nix_fixture("hello"),
+        util::nix_fixture("busybox"),
+        util::nix_fixture("debian-libc"),
+    ) else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let proxy = Server::start(move |conn, seen, rest, _| {
+        forward_to(&upstream, conn, seen, rest, None);
+    });
+    let tmp = util::temp_dir();
+    let roots =
+        [&greeting, &hello, &busybox, &libc].map(|p| format!("{:?}", p.display().to_string()));
+    let m = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/streamed\"\ntag = \"1\"\n[closure]\nroots = [{}]\n",
+            roots.join(", ")
+        ),
+    );
+    let built = json(
+        &util::run(
+            nixlayer()
+                .arg("build")
+                .arg(&m)
+                .args([
+                    "--format",
+                    "oci-layout",
+                    "--compression",
+                    "gzip",
+                    "--json",
+                    "-o",
+                ])
+                .arg(tmp.path().join("layout")),
+            0,
+        )
+        .stdout,
+    );
+    let reference = format!("127.0.0.1:{}/nixlayer-test/streamed:1", proxy.port);
+    let chunk = 65536;
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args([
+            "--chunk-size",
+            &chunk.to_string(),
+            "--no-cache",
+            "--threads",
+            "1",
+        ]),
+        Duration::from_secs(100),
+    );
+    assert_exit(&out, 0);
+    let pushed = json(&out.stdout);
+    assert_eq!(pushed["manifest_digest"], built["manifest_digest"]);
+    assert_eq!(blobs(&pushed), (5, 0), "{pushed}");
+
+    let seen = proxy.seen();
+    let path = |s: &Seen| s.target.split('?').next().unwrap_or_default().to_owned();
+    let mut streamed = 0;
+    for layer in pushed["layers"].as_array().unwrap() {
+        let hex = layer["digest"].as_str().unwrap()["sha256:".len()..].to_owned();
+        let head = seen
+            .iter()
+            .position(|s| s.method == "HEAD" && s.target.ends_with(&hex));
+        let put = seen
+            .iter()
+            .find(|s| s.method == "PUT" && s.target.contains(&hex))
+            .unwrap_or_else(|| panic!("no final PUT of {hex}"));
+        let session = path(put);
+        let patches: Vec<usize> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.method == "PATCH" && path(s) == session)
+            .map(|(i, _)| i)
+            .collect();
+        let size = layer["size"].as_u64().unwrap();
+        if size > (1 << 20) + chunk {
+            streamed += 1;
+            assert!(patches.len() as u64 >= size.div_ceil(chunk), "{layer}");
+            // Sent before its digest was asked about.
+            let head = head.expect("a HEAD at its commit");
+            assert!(
+                patches[0] < head,
+                "{layer}: first PATCH #{}, HEAD #{head}",
+                patches[0]
+            );
+        } else {
+            let head = head.expect("a HEAD before its upload");
+            assert!(patches.iter().all(|&p| p > head), "{layer}");
+        }
+    }
+    assert_eq!(streamed, 1, "{pushed}");
+
+    // Again, with no layer cache: the registry holds the first layers, so
+    // the large one is asked about before any byte of it is sent, and no
+    // byte is.
+    let before = proxy.seen().len();
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args([
+            "--chunk-size",
+            &chunk.to_string(),
+            "--no-cache",
+            "--threads",
+            "1",
+        ]),
+        Duration::from_secs(100),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(blobs(&json(&out.stdout)), (0, 5));
+    let again = proxy.seen();
+    let sent: Vec<&Seen> = again[before..]
+        .iter()
+        .filter(|s| s.method == "PATCH" || s.method == "POST")
+        .collect();
+    assert!(sent.is_empty(), "{} uploads", sent.len());
+}

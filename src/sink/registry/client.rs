@@ -996,14 +996,9 @@ impl Client {
     }
 
     /// A chunked upload of the file `path` (`size` bytes): POST, a `PATCH`
-    /// per chunk, then `PUT ?digest=` with no body. A chunk that fails (a
-    /// dropped connection, a 5xx, a 429) is followed by `GET` on the upload
-    /// URL: when the registry says (`Range: 0-N`) which bytes it holds, the
-    /// upload goes on from there; when it no longer knows the session or
-    /// holds bytes we did not see acknowledged, a new session starts from
-    /// the first byte. A blob is content-addressed, so a restart never
-    /// stores it twice. `Chunked::Refused` when the first `PATCH` is
-    /// refused (400, 405, 501: a registry without chunked uploads).
+    /// per chunk (see [`Client::send_chunks`]), then `PUT ?digest=` with no
+    /// body. `Chunked::Refused` when the first `PATCH` is refused (400,
+    /// 405, 501: a registry without chunked uploads).
     fn upload_chunked(
         &self,
         digest: &Digest,
@@ -1011,13 +1006,52 @@ impl Client {
         path: &Path,
         size: u64,
     ) -> Result<Chunked, Error> {
+        let chunk = self.chunk_size;
+        let mut next = |offset: u64| (offset < size).then(|| chunk.min(size - offset));
+        match self.send_chunks(what, path, &mut next)? {
+            None => Ok(Chunked::Refused),
+            Some(session) => self
+                .close_session(&session, digest, what)
+                .map(|()| Chunked::Done),
+        }
+    }
+
+    /// Whether a chunked upload may be tried: the registry has not
+    /// refused a `PATCH`.
+    pub(super) fn chunks_allowed(&self) -> bool {
+        !self.chunks_refused.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes of one `PATCH`.
+    pub(super) fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// Sends the file `path` in `PATCH`es into a new upload session:
+    /// `next(offset)` says how many bytes from `offset` go next (it may
+    /// wait for them to be written: see `stream`), `None` when none are
+    /// left. The session, every byte sent; `None` when the first `PATCH`
+    /// is refused (400, 405, 501: a registry without chunked uploads;
+    /// later uploads then go in one `PUT`).
+    ///
+    /// A chunk that fails (a dropped connection, a 5xx, a 429) is
+    /// followed by `GET` on the upload URL: when the registry says
+    /// (`Range: 0-N`) which bytes it holds, the upload goes on from there;
+    /// when it no longer knows the session or holds bytes we did not see
+    /// acknowledged, a new session starts from the first byte. A blob is
+    /// content-addressed, so a restart never stores it twice.
+    pub(super) fn send_chunks(
+        &self,
+        what: &str,
+        path: &Path,
+        next: &mut dyn FnMut(u64) -> Option<u64>,
+    ) -> Result<Option<Session>, Error> {
         // Recoveries (resumes and restarts) before a failure is final.
         let mut recoveries = 0;
         let mut url = self.start_upload(what)?;
         let mut offset = 0;
         let mut first = true;
-        while offset < size {
-            let len = self.chunk_size.min(size - offset);
+        while let Some(len) = next(offset).filter(|&len| len > 0) {
             let range = format!("{offset}-{}", offset + len - 1);
             let sent = self.send_with(
                 "PATCH",
@@ -1045,7 +1079,8 @@ impl Client {
                     continue;
                 }
                 Ok(resp) if first && matches!(resp.status().as_u16(), 400 | 405 | 501) => {
-                    return Ok(Chunked::Refused);
+                    self.chunks_refused.store(true, Ordering::Relaxed);
+                    return Ok(None);
                 }
                 // 416: the registry holds other bytes than we think.
                 Ok(resp)
@@ -1074,15 +1109,32 @@ impl Client {
                 }
             }
         }
-        let put = Self::with_digest(&url, digest);
+        Ok(Some(Session { url, offset }))
+    }
+
+    /// Ends a session whose bytes are all sent: `PUT ?digest=` with no
+    /// body, and the digest the registry reports checked.
+    pub(super) fn close_session(
+        &self,
+        session: &Session,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<(), Error> {
+        let put = Self::with_digest(&session.url, digest);
         let resp = self.send("PUT", &put, what, &[], &Body::None)?;
         match resp.status().as_u16() {
-            201 => check_digest(&resp, &put, what, digest).map(|()| Chunked::Done),
+            201 => check_digest(&resp, &put, what, digest),
             // A PUT that completed although its answer was lost leaves no
             // session: the blob is there when HEAD says so.
-            404 if self.has_blob(digest)? => Ok(Chunked::Done),
+            404 if self.has_blob(digest)? => Ok(()),
             _ => Err(self.status_error("PUT", &put, what, resp)),
         }
+    }
+
+    /// Abandons a session (`DELETE` on its URL), best effort: a registry
+    /// also drops sessions left open.
+    pub(super) fn cancel_session(&self, session: &Session, what: &str) {
+        let _ = self.send_with("DELETE", &session.url, what, &[], &Body::None, false);
     }
 
     /// `GET` on an upload URL: how many bytes the registry holds (from
@@ -1206,6 +1258,21 @@ impl Client {
         check_digest(&resp, &url, &what, &digest)?;
         let subject = resp.headers().contains_key("oci-subject");
         Ok((digest, subject))
+    }
+}
+
+/// An upload session whose bytes are sent: its URL for the closing
+/// `PUT ?digest=`, and how many bytes the registry acknowledged.
+#[derive(Debug)]
+pub(super) struct Session {
+    url: String,
+    offset: u64,
+}
+
+impl Session {
+    /// Bytes the registry acknowledged.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
     }
 }
 

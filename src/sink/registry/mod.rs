@@ -2,7 +2,8 @@
 //! small blocking HTTP client (ureq, no async runtime).
 //!
 //! [`RegistrySink`] is an [`ImageSink`]: each layer blob is spooled to a
-//! temporary file while it is compressed and hashed, then queued for
+//! temporary file while it is compressed and hashed (a large one is also
+//! sent in chunks as it is spooled, see the private `stream` module), then queued for
 //! upload threads (the build goes on meanwhile; see `Uploads`), uploaded unless
 //! the registry already has it (`HEAD /v2/<name>/blobs/<digest>`): in
 //! chunks (`POST …/blobs/uploads/`, `PATCH`es, `PUT <location>?digest=…`),
@@ -27,6 +28,7 @@ pub mod client;
 pub mod credentials;
 pub mod homes;
 pub mod reference;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ use client::Body;
 pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
+pub use stream::LayerBlob;
+use stream::Streaming;
 
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
@@ -203,6 +207,8 @@ struct Job {
     digest: Digest,
     spooled: Spooled,
     size: u64,
+    /// The session a large layer was streamed into as it was written.
+    stream: Option<Streaming>,
 }
 
 /// What the upload workers share with the sink.
@@ -224,6 +230,8 @@ type Shared = Arc<(Mutex<Progress>, Condvar)>;
 /// spooled blobs exist at once besides the one being written.
 struct Uploads {
     sender: Option<SyncSender<Job>>,
+    /// Worker threads: uploads at once (`--jobs`).
+    jobs: usize,
     workers: Vec<JoinHandle<()>>,
     shared: Shared,
 }
@@ -253,6 +261,7 @@ impl Uploads {
             .collect();
         Self {
             sender: Some(sender),
+            jobs,
             workers,
             shared,
         }
@@ -265,8 +274,8 @@ impl Uploads {
 
     fn queue(&self, job: Job) -> Result<(), Error> {
         lock(&self.shared.0).outstanding += 1;
-        let sent = self.sender.as_ref().map(|s| s.send(job));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = self.sender.as_ref().is_some_and(|s| s.send(job).is_ok());
+        if !sent {
             lock(&self.shared.0).outstanding -= 1;
             return Err(Error::Io {
                 what: "(upload queue)".to_owned(),
@@ -324,7 +333,7 @@ impl Drop for Uploads {
 /// An upload worker: takes jobs until the queue closes.
 fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
     loop {
-        let job = match lock(receiver).recv() {
+        let mut job = match lock(receiver).recv() {
             Ok(job) => job,
             Err(_) => return,
         };
@@ -332,7 +341,7 @@ fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
         let result = if skip {
             Ok(())
         } else {
-            client.upload(&job.digest, &Body::File(job.spooled.path(), job.size))
+            upload(client, &mut job)
         };
         drop(job.spooled); // removes the spooled copy
         let (mutex, done) = &**shared;
@@ -350,6 +359,23 @@ fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
         p.outstanding -= 1;
         done.notify_all();
     }
+}
+
+/// Uploads a queued layer: closes the session it was streamed into, or
+/// (not streamed, or the stream or its close failed) uploads its spool
+/// file, whose upload reports what is wrong if it fails too.
+fn upload(client: &Client, job: &mut Job) -> Result<(), Error> {
+    if let Some(stream) = job.stream.take() {
+        if let Some(session) = stream.join() {
+            let what = format!("blob {}", job.digest.prefixed());
+            if client.close_session(&session, &job.digest, &what).is_ok() {
+                return Ok(());
+            }
+        }
+        // What the stream sent goes again.
+        client.meter().queue(job.size);
+    }
+    client.upload(&job.digest, &Body::File(job.spooled.path(), job.size))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -391,6 +417,8 @@ pub struct RegistrySink {
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
+    /// Layers queued for upload so far.
+    queued: usize,
     /// Artifacts referring to an image manifest (SBOMs): manifest bytes,
     /// subject and index entry, PUT after the images.
     referrers: Vec<(Vec<u8>, Digest, serde_json::Value)>,
@@ -448,6 +476,7 @@ impl RegistrySink {
             assumed: Mutex::new(Vec::new()),
             to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            queued: 0,
             referrers: Vec::new(),
             index_annotations: BTreeMap::new(),
         })
@@ -502,6 +531,20 @@ impl RegistrySink {
             }
         }
         Ok(false)
+    }
+
+    /// Whether the registry has lacked every layer of this push asked
+    /// about so far, at least one: then a large layer is likely new too,
+    /// and worth streaming before its digest is known. A registry holding
+    /// some of them (a re-push, a CI job with a cold layer cache) may hold
+    /// the large one as well, which is asked about first as any other, so
+    /// that its bytes are not sent for nothing.
+    fn registry_lacks_this_image(&self) -> bool {
+        self.queued > 0
+            && self.counts.existing == 0
+            && self.counts.mounted == 0
+            && self.unread.0.load(Ordering::Relaxed) == 0
+            && self.unread.1.load(Ordering::Relaxed) == 0
     }
 
     /// Notes that the blobs of the manifests put are in our repository:
@@ -667,15 +710,26 @@ pub fn merge_referrers(
 }
 
 impl ImageSink for RegistrySink {
-    type Blob = SpooledBlob;
+    type Blob = LayerBlob;
     type Output = PushCounts;
 
     fn layer_form(&self) -> LayerForm {
         LayerForm::Blobs(self.compress)
     }
 
-    fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<Self::Blob, super::Error> {
-        SpooledBlob::new_in(self.spool.path())
+    /// A spool file; a large layer (`size` tar bytes) is also streamed
+    /// to the registry as it is written (see the `stream` module).
+    fn start_layer(&mut self, _key: &Digest, size: u64) -> Result<Self::Blob, super::Error> {
+        let spool = SpooledBlob::new_in(self.spool.path())?;
+        let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
+        // A stream is an upload beside the workers': none when uploads
+        // are to go one at a time.
+        let stream = (large
+            && self.uploads.jobs > 1
+            && self.client.chunks_allowed()
+            && self.registry_lacks_this_image())
+        .then(|| Streaming::start(&self.client, spool.path().to_owned()));
+        Ok(LayerBlob::new(spool, stream))
     }
 
     fn commit_layer(
@@ -687,7 +741,9 @@ impl ImageSink for RegistrySink {
         if let Some(e) = self.uploads.failed() {
             return Err(sink_err(e));
         }
-        let spooled = blob.finish()?;
+        let LayerBlob { spool, stream, .. } = blob;
+        let spooled = spool.finish()?;
+        // A stream of a blob found here is cancelled when dropped.
         if self.head(digest).map_err(sink_err)? {
             self.counts.existing += 1;
             return Ok(false);
@@ -699,12 +755,20 @@ impl ImageSink for RegistrySink {
         }
         // Queued: taken for present, so the same blob is not queued twice.
         lock(&self.known).insert(*digest, true);
-        self.client.meter().queue(size);
+        self.queued += 1;
+        match &stream {
+            // The whole blob is in the file now: its last chunk goes out
+            // at once, before a worker takes the job to close it.
+            Some(stream) => stream.end(size),
+            // A stream counts its chunks as it sends them.
+            None => self.client.meter().queue(size),
+        }
         self.uploads
             .queue(Job {
                 digest: *digest,
                 spooled,
                 size,
+                stream,
             })
             .map_err(sink_err)?;
         Ok(true)

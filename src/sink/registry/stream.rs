@@ -1,0 +1,194 @@
+//! A large layer uploaded while it is still being written.
+//!
+//! A blob's digest is known only once its last byte is compressed, and a
+//! small blob is best asked about (`HEAD`) before it is sent. A large one
+//! is sent as it is spooled instead: an upload session is opened at once,
+//! each chunk of the spool file goes out in a `PATCH` as soon as the
+//! compressor has written it, and the digest comes with the closing `PUT`.
+//! Without this, the last large layer of an image (a `popularity` plan
+//! puts half the closure in its last layer) was uploaded only after it was
+//! compressed, with the cores idle meanwhile.
+//!
+//! Only when the registry has lacked every layer of the push asked about
+//! so far (at least one): a registry holding some (a re-push with a cold
+//! layer cache) may hold the large one too, and is asked first.
+//!
+//! The streamed session is an optimisation, never the only way: when it
+//! fails in any way (a dropped connection, a refused chunk, a lost
+//! session), it is abandoned and the spooled blob is uploaded as any other
+//! (with its resumes and retries). When the registry turns out to hold the
+//! blob already (`HEAD`, or a mount) the session is cancelled: at most the
+//! chunks sent so far were sent for nothing.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use super::client::Session;
+use super::{lock, Client};
+use crate::sink::SpooledBlob;
+
+/// A layer of at least this many chunks of tar bytes (64 MiB with the
+/// default 16 MiB chunk) is streamed: it compresses long enough for the
+/// upload to overlap, and its blob is likely new to the registry.
+pub(super) const STREAM_FROM_CHUNKS: u64 = 4;
+
+/// What the upload's description says in errors.
+const WHAT: &str = "layer blob (uploaded as it is written)";
+
+/// A layer blob being written into the registry sink: spooled, and for a
+/// large layer streamed too.
+#[derive(Debug)]
+pub struct LayerBlob {
+    pub(super) spool: SpooledBlob,
+    /// Bytes written into `spool` (some may still be in its buffer).
+    written: u64,
+    pub(super) stream: Option<Streaming>,
+}
+
+impl LayerBlob {
+    pub(super) fn new(spool: SpooledBlob, stream: Option<Streaming>) -> Self {
+        Self {
+            spool,
+            written: 0,
+            stream,
+        }
+    }
+}
+
+impl Write for LayerBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.spool.write(buf)?;
+        self.written += n as u64;
+        if let Some(stream) = &mut self.stream {
+            stream.spooled(self.written - self.spool.buffered() as u64);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.spool.flush()
+    }
+}
+
+/// What the writer tells the streaming thread.
+#[derive(Debug, Default)]
+struct Feed {
+    /// Bytes in the spool file (not in a buffer).
+    spooled: u64,
+    /// The blob's size, once the whole blob is in the file.
+    end: Option<u64>,
+    /// Stop: the blob is not needed (the registry has it) or the build
+    /// failed.
+    cancel: bool,
+}
+
+type Shared = Arc<(Mutex<Feed>, Condvar)>;
+
+/// The thread sending a layer's chunks as they are spooled.
+#[derive(Debug)]
+pub(super) struct Streaming {
+    feed: Shared,
+    thread: Option<JoinHandle<Option<Session>>>,
+    /// `feed.spooled` as last told (told again a chunk later).
+    told: u64,
+    chunk: u64,
+}
+
+impl Streaming {
+    /// Starts streaming the spool file at `path` through `client`.
+    pub(super) fn start(client: &Arc<Client>, path: PathBuf) -> Self {
+        let feed: Shared = Arc::default();
+        let chunk = client.chunk_size().max(1);
+        let thread = {
+            let (client, feed) = (Arc::clone(client), Arc::clone(&feed));
+            std::thread::spawn(move || send(&client, &path, &feed, chunk))
+        };
+        Self {
+            feed,
+            thread: Some(thread),
+            told: 0,
+            chunk,
+        }
+    }
+
+    /// `in_file` bytes are in the spool file: a chunk more wakes the
+    /// thread.
+    fn spooled(&mut self, in_file: u64) {
+        if in_file >= self.told + self.chunk {
+            self.told = in_file;
+            let (feed, wake) = &*self.feed;
+            lock(feed).spooled = in_file;
+            wake.notify_all();
+        }
+    }
+
+    /// The whole blob, `size` bytes, is in the spool file.
+    pub(super) fn end(&self, size: u64) {
+        let (feed, wake) = &*self.feed;
+        lock(feed).end = Some(size);
+        wake.notify_all();
+    }
+
+    /// Waits for the thread: the session holding every byte, or `None`
+    /// when streaming failed or stopped (then the blob is uploaded from
+    /// its spool file).
+    pub(super) fn join(mut self) -> Option<Session> {
+        self.thread.take().and_then(|t| t.join().ok().flatten())
+    }
+}
+
+impl Drop for Streaming {
+    /// Not joined: cancels, and the thread ends after the request in
+    /// flight (within its deadline).
+    fn drop(&mut self) {
+        let (feed, wake) = &*self.feed;
+        lock(feed).cancel = true;
+        wake.notify_all();
+    }
+}
+
+/// The streaming thread: a `PATCH` per chunk as it is spooled, the rest
+/// once the blob is complete (resumed or restarted as any chunked upload,
+/// see [`Client::send_chunks`]); the session holding every byte, or `None`
+/// (cancelled, failed, or chunks refused: a session opened is abandoned).
+fn send(client: &Client, path: &Path, feed: &Shared, chunk: u64) -> Option<Session> {
+    let (state, wake) = &**feed;
+    // Bytes counted on the meter as queued: each once, though a restarted
+    // session sends them again.
+    let mut queued = 0;
+    let mut next = |offset: u64| {
+        let mut f = lock(state);
+        let len = loop {
+            if f.cancel {
+                return None;
+            }
+            if let Some(end) = f.end {
+                break end.saturating_sub(offset).min(chunk);
+            }
+            if f.spooled >= offset + chunk {
+                break chunk;
+            }
+            f = wake.wait(f).unwrap_or_else(PoisonError::into_inner);
+        };
+        drop(f);
+        if offset + len > queued {
+            client.meter().queue(offset + len - queued);
+            queued = offset + len;
+        }
+        Some(len)
+    };
+    let sent = client.send_chunks(WHAT, path, &mut next);
+    let complete = lock(state)
+        .end
+        .is_some_and(|end| matches!(&sent, Ok(Some(session)) if session.offset() == end));
+    match sent {
+        Ok(Some(session)) if complete => Some(session),
+        Ok(Some(session)) => {
+            client.cancel_session(&session, WHAT);
+            None
+        }
+        Ok(None) | Err(_) => None,
+    }
+}
