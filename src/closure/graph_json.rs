@@ -8,13 +8,15 @@
 use std::path::Path;
 
 use super::json::{self, EntryListSeed, Paths};
-use super::{Error, PathInfo};
+use super::{Error, Interner, PathInfo};
 use crate::nix::StoreDir;
 
 /// Parses the list; `file` names it in errors.
 pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
+    let interner = Interner::default();
     let paths = Paths {
         dir,
+        interner: &interner,
         base_names: false,
     };
     json::parse(bytes, file, EntryListSeed(paths))

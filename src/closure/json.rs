@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{malformed, Error, PathInfo};
+use super::{malformed, Error, Interner, PathInfo};
 use crate::nix::{NarHash, StoreDir, StorePath};
 
 /// Runs `seed` over the whole of `bytes` (trailing data is an error).
@@ -39,16 +39,18 @@ pub(super) struct Paths<'a> {
     pub(super) dir: &'a StoreDir,
     /// Whether base names (`<hash>-<name>`) are accepted besides absolute paths.
     pub(super) base_names: bool,
+    /// The paths read so far, shared by the path and its referrers.
+    pub(super) interner: &'a Interner,
 }
 
 impl Paths<'_> {
     fn parse<E: de::Error>(self, text: &str) -> Result<StorePath, E> {
-        let parsed = if self.base_names && !text.starts_with('/') {
-            StorePath::from_base_name(self.dir, text)
+        if self.base_names && !text.starts_with('/') {
+            StorePath::from_base_name(self.dir, text).map(|p| self.interner.intern(p))
         } else {
-            StorePath::parse(self.dir, text)
-        };
-        parsed.map_err(E::custom)
+            self.interner.parse(self.dir, text)
+        }
+        .map_err(E::custom)
     }
 }
 

@@ -19,10 +19,12 @@
 //! - [`Source::BinaryCache`]: the signed narinfos of a binary cache
 //!   ([`BinaryCache::closure`]), read through [`read_closure_in`].
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::nix::{NarHash, StorePath};
+use crate::nix::{NarHash, StoreDir, StorePath, StorePathError};
 use crate::store::binary_cache::CacheError;
 use crate::store::{AnyStore, BinaryCache, Store as _};
 
@@ -251,10 +253,23 @@ impl ClosureGraph {
                 _ => merged.push(info),
             }
         }
-        let graph = Self { paths: merged };
+        let mut graph = Self { paths: merged };
         let edges = graph.edge_indices(input)?;
         check_acyclic(&graph.paths, &edges, input)?;
+        graph.share_references(&edges);
         Ok((graph, edges))
+    }
+
+    /// Each reference made the very store path of the node it names, its
+    /// text shared: a source that parsed each reference on its own (DOT,
+    /// narinfos, a caller's entries) no longer holds a copy per referrer.
+    fn share_references(&mut self, edges: &Edges) {
+        for (i, targets) in edges.iter().enumerate() {
+            for (k, &j) in targets.iter().enumerate() {
+                let node = self.paths[j].path.clone();
+                self.paths[i].references[k] = node;
+            }
+        }
     }
 
     /// The references of each path as indices into `paths`.
@@ -576,6 +591,39 @@ fn read(file: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// The store paths one input has named so far, so that a path named again
+/// (in every referrer's references, and as its own entry) shares the text
+/// of the first [`StorePath`] read rather than holding a copy: in a closure
+/// file each path is named about seven times, and those copies were most of
+/// the memory a big closure took (issue 15). A text seen before is also not
+/// validated again.
+#[derive(Default)]
+pub(crate) struct Interner {
+    /// Store paths' `Borrow<str>` finds them by their text.
+    seen: RefCell<HashSet<StorePath>>,
+}
+
+impl Interner {
+    /// The store path `text` names (absolute, in `dir`), parsed and
+    /// checked only the first time it is seen.
+    pub(crate) fn parse(&self, dir: &StoreDir, text: &str) -> Result<StorePath, StorePathError> {
+        if let Some(path) = self.seen.borrow().get(text) {
+            return Ok(path.clone());
+        }
+        Ok(self.intern(StorePath::parse(dir, text)?))
+    }
+
+    /// `path`, or the equal store path seen before.
+    pub(crate) fn intern(&self, path: StorePath) -> StorePath {
+        let mut seen = self.seen.borrow_mut();
+        if let Some(old) = seen.get(path.as_str()) {
+            return old.clone();
+        }
+        seen.insert(path.clone());
+        path
+    }
+}
+
 /// Shorthand for [`Error::Malformed`].
 fn malformed(file: &Path, line: usize, message: impl Into<String>) -> Error {
     Error::Malformed {
@@ -658,6 +706,55 @@ pub(crate) mod tests {
         );
         assert_eq!(g.len(), 5);
         assert!(!g.is_empty());
+    }
+
+    /// Asserts every reference of `paths` holds the text of its node's
+    /// store path itself, not a copy: one copy of each path however many
+    /// referrers name it (issue 15).
+    #[track_caller]
+    fn assert_references_shared(paths: &[PathInfo]) {
+        let mut refs = 0;
+        for info in paths {
+            for r in &info.references {
+                let node = paths.iter().find(|p| p.path == *r).unwrap();
+                assert!(std::ptr::eq(r.as_str(), node.path.as_str()), "{r}");
+                refs += 1;
+            }
+        }
+        assert!(refs >= 3, "{refs}");
+    }
+
+    #[test]
+    fn references_share_their_nodes_text() {
+        // Paths made apart, as DOT and narinfos give them: shared by the graph.
+        let (g, _) = sample();
+        assert_references_shared(g.paths());
+        // Closure files: shared as they are parsed, whichever comes first.
+        let [a, b, c] = [sp('a', "a"), sp('b', "b"), sp('c', "c")];
+        let hash = "sha256:1qlamlcq8xcp7c4w1zy3wcd83srswlhnqx28rpq4803117azyp51";
+        let entry = |p: &StorePath, refs: &[&StorePath]| {
+            let refs: Vec<String> = refs.iter().map(|r| format!("\"{r}\"")).collect();
+            format!(
+                r#"{{"path":"{p}","narHash":"{hash}","narSize":8,"references":[{}]}}"#,
+                refs.join(",")
+            )
+        };
+        let json = format!(
+            "[{},{},{}]",
+            entry(&a, &[&b, &c]),
+            entry(&b, &[&b, &c]),
+            entry(&c, &[&c])
+        );
+        let dir = StoreDir::default();
+        let file = Path::new("graph.json");
+        assert_references_shared(&graph_json::parse(json.as_bytes(), file, &dir).unwrap());
+        let json = json.replace("/nix/store/", "");
+        assert_references_shared(&path_info::parse(json.as_bytes(), file, &dir).unwrap());
+        let registration = format!(
+            "{a}\n{hash}\n8\n\n2\n{b}\n{c}\n{b}\n{hash}\n8\n\n1\n{c}\n{c}\n{hash}\n8\n\n1\n{c}\n"
+        );
+        let parsed = registration::parse(registration.as_bytes(), file, &dir).unwrap();
+        assert_references_shared(&parsed);
     }
 
     #[test]

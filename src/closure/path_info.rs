@@ -10,13 +10,15 @@ use std::path::Path;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::json::{self, EntryListSeed, EntrySeed, PathSeed, Paths};
-use super::{Error, PathInfo};
+use super::{Error, Interner, PathInfo};
 use crate::nix::StoreDir;
 
 /// Parses either shape; `file` names it in errors.
 pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
+    let interner = Interner::default();
     let paths = Paths {
         dir,
+        interner: &interner,
         base_names: true,
     };
     json::parse(bytes, file, AnyShape(paths))
