@@ -6,6 +6,7 @@
 //! every error names `file:line` as SPEC §2 asks.
 
 use std::fmt;
+use std::io;
 use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -13,16 +14,23 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use super::{malformed, Error, Interner, PathInfo};
 use crate::nix::{NarHash, StoreDir, StorePath};
 
-/// Runs `seed` over the whole of `bytes` (trailing data is an error).
+/// Runs `seed` over the whole of `input` (trailing data is an error),
+/// reading it as it goes: the paths read are kept, the text is not.
 pub(super) fn parse<'de, S: DeserializeSeed<'de>>(
-    bytes: &'de [u8],
+    input: impl io::Read,
     file: &Path,
     seed: S,
 ) -> Result<S::Value, Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_reader(input);
     seed.deserialize(&mut de)
         .and_then(|value| de.end().map(|()| value))
         .map_err(|e| {
+            if e.is_io() {
+                return Error::Io {
+                    path: file.to_owned(),
+                    source: e.into(),
+                };
+            }
             // serde_json appends the position to its message; the line goes
             // into `Malformed` instead, so drop it from the text.
             let text = e.to_string();

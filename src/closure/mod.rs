@@ -559,8 +559,8 @@ pub fn read_closure_in(
             }
         },
         Source::Registration(file) => (file, registration::parse(&read(file)?, file, dir)?),
-        Source::Graph(file) => (file, graph_json::parse(&read(file)?, file, dir)?),
-        Source::PathInfo(file) => (file, path_info::parse(&read(file)?, file, dir)?),
+        Source::Graph(file) => (file, graph_json::parse(open(file)?, file, dir)?),
+        Source::PathInfo(file) => (file, path_info::parse(open(file)?, file, dir)?),
         Source::Dot(file) => (file, dot::parse(&read(file)?, file, store)?),
     };
     let input = format!("`{}`", file.display());
@@ -622,6 +622,17 @@ impl Interner {
         seen.insert(path.clone());
         path
     }
+}
+
+/// A closure file to be read piece by piece (the JSON sources), bounded
+/// as [`read`] is and buffered.
+fn open(file: &Path) -> Result<std::io::BufReader<crate::input::Bounded>, Error> {
+    crate::input::open_bounded(file, CLOSURE_FILE_LIMIT)
+        .map(std::io::BufReader::new)
+        .map_err(|source| Error::Io {
+            path: file.to_owned(),
+            source,
+        })
 }
 
 /// Shorthand for [`Error::Malformed`].
