@@ -902,7 +902,7 @@ pub(crate) mod tests {
         // What the graph itself needs: an entry, the path's text (about
         // 70 bytes with its counts), a reference each; on top, for a
         // while, the references as indices (the checks' edges). 1.21 MB
-        // of 1.33 MB allowed when written; 3.8 MB before (the 1.4 MB
+        // of 1.33 MB allowed when written; 4.05 MB before (the 1.4 MB
         // file whole, a text per reference, the entries twice).
         let graph_bytes =
             n * (std::mem::size_of::<PathInfo>() + 80) + refs * std::mem::size_of::<StorePath>();
