@@ -252,6 +252,8 @@ impl ClosureGraph {
             });
         }
         paths.dedup_by(|a, b| a.path == b.path);
+        // The parser's list grew by doubling too.
+        paths.shrink_to_fit();
         let mut graph = Self { paths };
         let edges = graph.edge_indices(input)?;
         check_acyclic(&graph.paths, &edges, input)?;
@@ -327,6 +329,7 @@ impl ClosureGraph {
     ) -> Result<Self, Error> {
         let mut keep = reachable(edges, &self.root_indices(roots, input)?).into_iter();
         self.paths.retain(|_| keep.next().unwrap_or(false));
+        self.paths.shrink_to_fit();
         Ok(self)
     }
 
