@@ -22,8 +22,11 @@ use std::path::Path;
 /// When `path` cannot be opened or read, is a directory, or holds more
 /// than `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    open_bounded(path, limit)?.read_to_end(&mut bytes)?;
+    let mut file = open_bounded(path, limit)?;
+    // The file's size when it has one: read into a buffer that size rather
+    // than one doubled as it fills (up to twice the file).
+    let mut bytes = Vec::with_capacity(file.size);
+    file.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -53,6 +56,11 @@ pub fn open_bounded(path: &Path, limit: u64) -> io::Result<Bounded> {
     }
     clear_nonblocking(&file)?;
     Ok(Bounded {
+        size: if meta.is_file() {
+            usize::try_from(meta.len()).unwrap_or(0)
+        } else {
+            0
+        },
         file: file.take(limit.saturating_add(1)),
         limit,
     })
@@ -65,6 +73,8 @@ pub struct Bounded {
     /// Reads at most one byte past the limit, to tell the limit was passed.
     file: io::Take<File>,
     limit: u64,
+    /// The size of a regular file when opened (at most `limit`), else 0.
+    size: usize,
 }
 
 impl io::Read for Bounded {
@@ -143,6 +153,16 @@ mod tests {
         assert_eq!(buf, [0; 8]);
         let err = io::copy(&mut zero, &mut io::sink()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn a_file_is_read_into_a_buffer_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![b'x'; 100_000]).unwrap();
+        let bytes = read_bounded(&path, 1 << 20).unwrap();
+        assert_eq!(bytes.len(), 100_000);
+        assert!(bytes.capacity() < 100_000 + 4096, "{}", bytes.capacity());
     }
 
     #[test]
