@@ -22,6 +22,22 @@ use std::path::Path;
 /// When `path` cannot be opened or read, is a directory, or holds more
 /// than `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut file = open_bounded(path, limit)?;
+    // The file's size when it has one: read into a buffer that size rather
+    // than one doubled as it fills (up to twice the file).
+    let mut bytes = Vec::with_capacity(file.size);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `path` opened to be read piece by piece, as [`read_bounded`] reads it:
+/// for a parser that need not hold the whole file (a closure file is about
+/// 570 bytes a store path, more than the graph read from it).
+///
+/// # Errors
+/// As [`read_bounded`]; reading fails with [`io::ErrorKind::FileTooLarge`]
+/// once more than `limit` bytes were read.
+pub fn open_bounded(path: &Path, limit: u64) -> io::Result<Bounded> {
     // O_NONBLOCK only for `open`: opening a FIFO for reading otherwise
     // blocks until some process opens it for writing.
     let file = File::options()
@@ -39,12 +55,36 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         return Err(too_large(limit));
     }
     clear_nonblocking(&file)?;
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(limit));
+    Ok(Bounded {
+        size: if meta.is_file() {
+            usize::try_from(meta.len()).unwrap_or(0)
+        } else {
+            0
+        },
+        file: file.take(limit.saturating_add(1)),
+        limit,
+    })
+}
+
+/// An input file opened by [`open_bounded`]: an error once it has given
+/// more than its limit.
+#[derive(Debug)]
+pub struct Bounded {
+    /// Reads at most one byte past the limit, to tell the limit was passed.
+    file: io::Take<File>,
+    limit: u64,
+    /// The size of a regular file when opened (at most `limit`), else 0.
+    size: usize,
+}
+
+impl io::Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if self.file.limit() == 0 {
+            return Err(too_large(self.limit));
+        }
+        Ok(n)
     }
-    Ok(bytes)
 }
 
 fn too_large(limit: u64) -> io::Error {
@@ -90,6 +130,39 @@ mod tests {
             read_bounded(dir.path(), 2).unwrap_err().kind(),
             io::ErrorKind::IsADirectory
         );
+    }
+
+    #[test]
+    fn files_read_piece_by_piece_stop_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let mut text = String::new();
+        open_bounded(&path, 3)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "abc");
+        assert_eq!(
+            open_bounded(&path, 2).unwrap_err().kind(),
+            io::ErrorKind::FileTooLarge
+        );
+        let mut zero = open_bounded(Path::new("/dev/zero"), 10).unwrap();
+        let mut buf = [1u8; 8];
+        zero.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [0; 8]);
+        let err = io::copy(&mut zero, &mut io::sink()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn a_file_is_read_into_a_buffer_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![b'x'; 100_000]).unwrap();
+        let bytes = read_bounded(&path, 1 << 20).unwrap();
+        assert_eq!(bytes.len(), 100_000);
+        assert!(bytes.capacity() < 100_000 + 4096, "{}", bytes.capacity());
     }
 
     #[test]

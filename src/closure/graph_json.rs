@@ -5,19 +5,22 @@
 //! reads exactly this list; this module reads the list, not the whole
 //! `.attrs.json` around it.
 
+use std::io::Read;
 use std::path::Path;
 
 use super::json::{self, EntryListSeed, Paths};
-use super::{Error, PathInfo};
+use super::{Error, Interner, PathInfo};
 use crate::nix::StoreDir;
 
 /// Parses the list; `file` names it in errors.
-pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
+pub(super) fn parse(input: impl Read, file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
+    let interner = Interner::default();
     let paths = Paths {
         dir,
+        interner: &interner,
         base_names: false,
     };
-    json::parse(bytes, file, EntryListSeed(paths))
+    json::parse(input, file, EntryListSeed(paths))
 }
 
 #[cfg(test)]
@@ -162,7 +165,7 @@ mod tests {
         proptest! {
             #[test]
             fn any_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-                let _ = parse(&bytes, Path::new("in.json"), &StoreDir::default());
+                let _ = parse(&bytes[..], Path::new("in.json"), &StoreDir::default());
             }
 
             #[test]

@@ -6,23 +6,31 @@
 //! every error names `file:line` as SPEC §2 asks.
 
 use std::fmt;
+use std::io;
 use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{malformed, Error, PathInfo};
+use super::{malformed, Error, Interner, PathInfo};
 use crate::nix::{NarHash, StoreDir, StorePath};
 
-/// Runs `seed` over the whole of `bytes` (trailing data is an error).
+/// Runs `seed` over the whole of `input` (trailing data is an error),
+/// reading it as it goes: the paths read are kept, the text is not.
 pub(super) fn parse<'de, S: DeserializeSeed<'de>>(
-    bytes: &'de [u8],
+    input: impl io::Read,
     file: &Path,
     seed: S,
 ) -> Result<S::Value, Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_reader(input);
     seed.deserialize(&mut de)
         .and_then(|value| de.end().map(|()| value))
         .map_err(|e| {
+            if e.is_io() {
+                return Error::Io {
+                    path: file.to_owned(),
+                    source: e.into(),
+                };
+            }
             // serde_json appends the position to its message; the line goes
             // into `Malformed` instead, so drop it from the text.
             let text = e.to_string();
@@ -39,16 +47,18 @@ pub(super) struct Paths<'a> {
     pub(super) dir: &'a StoreDir,
     /// Whether base names (`<hash>-<name>`) are accepted besides absolute paths.
     pub(super) base_names: bool,
+    /// The paths read so far, shared by the path and its referrers.
+    pub(super) interner: &'a Interner,
 }
 
 impl Paths<'_> {
     fn parse<E: de::Error>(self, text: &str) -> Result<StorePath, E> {
-        let parsed = if self.base_names && !text.starts_with('/') {
-            StorePath::from_base_name(self.dir, text)
+        if self.base_names && !text.starts_with('/') {
+            StorePath::from_base_name(self.dir, text).map(|p| self.interner.intern(p))
         } else {
-            StorePath::parse(self.dir, text)
-        };
-        parsed.map_err(E::custom)
+            self.interner.parse(self.dir, text)
+        }
+        .map_err(E::custom)
     }
 }
 

@@ -19,10 +19,12 @@
 //! - [`Source::BinaryCache`]: the signed narinfos of a binary cache
 //!   ([`BinaryCache::closure`]), read through [`read_closure_in`].
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::nix::{NarHash, StorePath};
+use crate::nix::{NarHash, StoreDir, StorePath, StorePathError};
 use crate::store::binary_cache::CacheError;
 use crate::store::{AnyStore, BinaryCache, Store as _};
 
@@ -233,28 +235,42 @@ impl ClosureGraph {
         for info in &mut paths {
             info.references.sort();
             info.references.dedup();
+            // A parser's list grew by doubling; the graph keeps it to the end.
+            info.references.shrink_to_fit();
         }
         // Sorting puts the entries of one path side by side, so each is
-        // compared with the one kept before it.
+        // compared with the one before it, and the copies are dropped in
+        // place (no second list of every entry).
         paths.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut merged: Vec<PathInfo> = Vec::with_capacity(paths.len());
-        for info in paths {
-            match merged.last() {
-                Some(last) if last.path == info.path => {
-                    if *last != info {
-                        return Err(Error::ConflictingEntries {
-                            path: info.path,
-                            input: input.to_owned(),
-                        });
-                    }
-                }
-                _ => merged.push(info),
-            }
+        if let Some(pair) = paths
+            .windows(2)
+            .find(|pair| pair[0].path == pair[1].path && pair[0] != pair[1])
+        {
+            return Err(Error::ConflictingEntries {
+                path: pair[1].path.clone(),
+                input: input.to_owned(),
+            });
         }
-        let graph = Self { paths: merged };
+        paths.dedup_by(|a, b| a.path == b.path);
+        // The parser's list grew by doubling too.
+        paths.shrink_to_fit();
+        let mut graph = Self { paths };
         let edges = graph.edge_indices(input)?;
         check_acyclic(&graph.paths, &edges, input)?;
+        graph.share_references(&edges);
         Ok((graph, edges))
+    }
+
+    /// Each reference made the very store path of the node it names, its
+    /// text shared: a source that parsed each reference on its own (DOT,
+    /// narinfos, a caller's entries) no longer holds a copy per referrer.
+    fn share_references(&mut self, edges: &Edges) {
+        for (i, targets) in edges.iter().enumerate() {
+            for (k, &j) in targets.iter().enumerate() {
+                let node = self.paths[j].path.clone();
+                self.paths[i].references[k] = node;
+            }
+        }
     }
 
     /// The references of each path as indices into `paths`.
@@ -305,16 +321,16 @@ impl ClosureGraph {
     /// [`ClosureGraph::closure_of`] of a graph read from `input`, whose
     /// `edges` [`ClosureGraph::checked`] gave: the kept entries are moved,
     /// not copied.
-    fn into_closure(self, edges: &Edges, roots: &[StorePath], input: &str) -> Result<Self, Error> {
-        let keep = reachable(edges, &self.root_indices(roots, input)?);
-        Ok(Self {
-            paths: self
-                .paths
-                .into_iter()
-                .zip(keep)
-                .filter_map(|(info, keep)| keep.then_some(info))
-                .collect(),
-        })
+    fn into_closure(
+        mut self,
+        edges: &Edges,
+        roots: &[StorePath],
+        input: &str,
+    ) -> Result<Self, Error> {
+        let mut keep = reachable(edges, &self.root_indices(roots, input)?).into_iter();
+        self.paths.retain(|_| keep.next().unwrap_or(false));
+        self.paths.shrink_to_fit();
+        Ok(self)
     }
 
     fn root_indices(&self, roots: &[StorePath], input: &str) -> Result<Vec<usize>, Error> {
@@ -544,8 +560,8 @@ pub fn read_closure_in(
             }
         },
         Source::Registration(file) => (file, registration::parse(&read(file)?, file, dir)?),
-        Source::Graph(file) => (file, graph_json::parse(&read(file)?, file, dir)?),
-        Source::PathInfo(file) => (file, path_info::parse(&read(file)?, file, dir)?),
+        Source::Graph(file) => (file, graph_json::parse(open(file)?, file, dir)?),
+        Source::PathInfo(file) => (file, path_info::parse(open(file)?, file, dir)?),
         Source::Dot(file) => (file, dot::parse(&read(file)?, file, store)?),
     };
     let input = format!("`{}`", file.display());
@@ -574,6 +590,50 @@ fn read(file: &Path) -> Result<Vec<u8>, Error> {
         path: file.to_owned(),
         source,
     })
+}
+
+/// The store paths one input has named so far, so that a path named again
+/// (in every referrer's references, and as its own entry) shares the text
+/// of the first [`StorePath`] read rather than holding a copy: in a closure
+/// file each path is named about seven times, and those copies were most of
+/// the memory a big closure took (issue 15). A text seen before is also not
+/// validated again.
+#[derive(Default)]
+pub(crate) struct Interner {
+    /// Store paths' `Borrow<str>` finds them by their text.
+    seen: RefCell<HashSet<StorePath>>,
+}
+
+impl Interner {
+    /// The store path `text` names (absolute, in `dir`), parsed and
+    /// checked only the first time it is seen.
+    pub(crate) fn parse(&self, dir: &StoreDir, text: &str) -> Result<StorePath, StorePathError> {
+        if let Some(path) = self.seen.borrow().get(text) {
+            return Ok(path.clone());
+        }
+        Ok(self.intern(StorePath::parse(dir, text)?))
+    }
+
+    /// `path`, or the equal store path seen before.
+    pub(crate) fn intern(&self, path: StorePath) -> StorePath {
+        let mut seen = self.seen.borrow_mut();
+        if let Some(old) = seen.get(path.as_str()) {
+            return old.clone();
+        }
+        seen.insert(path.clone());
+        path
+    }
+}
+
+/// A closure file to be read piece by piece (the JSON sources), bounded
+/// as [`read`] is and buffered.
+fn open(file: &Path) -> Result<std::io::BufReader<crate::input::Bounded>, Error> {
+    crate::input::open_bounded(file, CLOSURE_FILE_LIMIT)
+        .map(std::io::BufReader::new)
+        .map_err(|source| Error::Io {
+            path: file.to_owned(),
+            source,
+        })
 }
 
 /// Shorthand for [`Error::Malformed`].
@@ -658,6 +718,203 @@ pub(crate) mod tests {
         );
         assert_eq!(g.len(), 5);
         assert!(!g.is_empty());
+    }
+
+    /// Asserts every reference of `paths` holds the text of its node's
+    /// store path itself, not a copy: one copy of each path however many
+    /// referrers name it (issue 15).
+    #[track_caller]
+    fn assert_references_shared(paths: &[PathInfo]) {
+        let mut refs = 0;
+        for info in paths {
+            for r in &info.references {
+                let node = paths.iter().find(|p| p.path == *r).unwrap();
+                assert!(std::ptr::eq(r.as_str(), node.path.as_str()), "{r}");
+                refs += 1;
+            }
+        }
+        assert!(refs >= 3, "{refs}");
+    }
+
+    #[test]
+    fn references_share_their_nodes_text() {
+        // Paths made apart, as DOT and narinfos give them: shared by the graph.
+        let (g, _) = sample();
+        assert_references_shared(g.paths());
+        // Closure files: shared as they are parsed, whichever comes first.
+        let [a, b, c] = [sp('a', "a"), sp('b', "b"), sp('c', "c")];
+        let hash = "sha256:1qlamlcq8xcp7c4w1zy3wcd83srswlhnqx28rpq4803117azyp51";
+        let entry = |p: &StorePath, refs: &[&StorePath]| {
+            let refs: Vec<String> = refs.iter().map(|r| format!("\"{r}\"")).collect();
+            format!(
+                r#"{{"path":"{p}","narHash":"{hash}","narSize":8,"references":[{}]}}"#,
+                refs.join(",")
+            )
+        };
+        let json = format!(
+            "[{},{},{}]",
+            entry(&a, &[&b, &c]),
+            entry(&b, &[&b, &c]),
+            entry(&c, &[&c])
+        );
+        let dir = StoreDir::default();
+        let file = Path::new("graph.json");
+        assert_references_shared(&graph_json::parse(json.as_bytes(), file, &dir).unwrap());
+        let json = json.replace("/nix/store/", "");
+        assert_references_shared(&path_info::parse(json.as_bytes(), file, &dir).unwrap());
+        let registration = format!(
+            "{a}\n{hash}\n8\n\n2\n{b}\n{c}\n{b}\n{hash}\n8\n\n1\n{c}\n{c}\n{hash}\n8\n\n1\n{c}\n"
+        );
+        let parsed = registration::parse(registration.as_bytes(), file, &dir).unwrap();
+        assert_references_shared(&parsed);
+    }
+
+    /// The most heap one call takes at once, counted for the calling thread
+    /// only: tests run in parallel, so a process-wide count (dhat's, or
+    /// the allocator's statistics) would mix theirs in. Hand-written for
+    /// that reason; it counts what `alloc`/`realloc`/`dealloc` are asked.
+    mod heap {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            // `const` and without `Drop`: usable inside the allocator.
+            static LIVE: Cell<isize> = const { Cell::new(0) };
+            static PEAK: Cell<isize> = const { Cell::new(0) };
+        }
+
+        fn add(bytes: isize) {
+            let _ = LIVE.try_with(|live| {
+                let now = live.get() + bytes;
+                live.set(now);
+                let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+            });
+        }
+
+        fn size(layout: Layout) -> isize {
+            isize::try_from(layout.size()).unwrap_or(isize::MAX)
+        }
+
+        struct Counting;
+
+        // SAFETY: every call is passed on to `System` unchanged.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                // SAFETY: the caller's contract, passed on.
+                let p = unsafe { System.alloc(layout) };
+                if !p.is_null() {
+                    add(size(layout));
+                }
+                p
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                // SAFETY: as above.
+                let p = unsafe { System.alloc_zeroed(layout) };
+                if !p.is_null() {
+                    add(size(layout));
+                }
+                p
+            }
+            unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+                // SAFETY: as above.
+                unsafe { System.dealloc(p, layout) };
+                add(-size(layout));
+            }
+            unsafe fn realloc(&self, p: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+                // SAFETY: as above.
+                let q = unsafe { System.realloc(p, layout, new) };
+                if !q.is_null() {
+                    add(isize::try_from(new).unwrap_or(isize::MAX) - size(layout));
+                }
+                q
+            }
+        }
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+
+        /// `f()`, and the most bytes it held at once beyond those live
+        /// when it started (what it returns included).
+        pub(super) fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            let start = LIVE.with(Cell::get);
+            PEAK.with(|peak| peak.set(start));
+            let value = f();
+            let peak = PEAK.with(Cell::get) - start;
+            (value, usize::try_from(peak).unwrap_or(0))
+        }
+    }
+
+    /// A closure file of `n` paths shaped like fixtures/scale's (a chain
+    /// half the closure deep, a libc everything references, a few far
+    /// references, self-references), compact, as exportReferencesGraph.
+    fn scale_graph(n: usize) -> (String, StorePath) {
+        let dir = StoreDir::default();
+        let names: Vec<StorePath> = (0..n)
+            .map(|i| {
+                let mut hash = [7u8; 20];
+                hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let base = format!("{}-scale-{i}", crate::nix::base32::encode(&hash));
+                StorePath::from_base_name(&dir, &base).unwrap()
+            })
+            .collect();
+        let hash = "sha256:1qlamlcq8xcp7c4w1zy3wcd83srswlhnqx28rpq4803117azyp51";
+        let mut text = String::from("[");
+        for i in 0..n {
+            let mut refs = vec![n - 1, i + 1 + (i * 7919) % (n - i)];
+            if i < n / 2 {
+                // The chain, and a referrer for each path of the other half.
+                refs.extend([i + 1, i + n / 2]);
+            }
+            if i % 3 == 0 {
+                refs.push(i);
+            }
+            refs.retain(|&r| r < n);
+            let refs: Vec<String> = refs.iter().map(|&r| format!("\"{}\"", names[r])).collect();
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!(
+                r#"{{"path":"{}","narHash":"{hash}","narSize":{},"references":[{}]}}"#,
+                names[i],
+                1000 + i,
+                refs.join(",")
+            ));
+        }
+        text.push(']');
+        (text, names[0].clone())
+    }
+
+    /// Reading a big closure holds the graph, not the file and a copy of
+    /// each path per referrer (issue 15: about 1.3 KB a path before, the
+    /// file read whole and every reference a `String` of its own).
+    #[test]
+    fn reading_a_closure_file_holds_little_more_than_the_graph() {
+        let n = 4000;
+        let (text, root) = scale_graph(n);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("graph.json");
+        std::fs::write(&file, &text).unwrap();
+        let store = StoreLocation {
+            dir: StoreDir::default(),
+            root: dir.path().to_owned(),
+        };
+        let (graph, peak) =
+            heap::peak(|| read_closure(&Source::Graph(file.clone()), &store, &[root]).unwrap());
+        assert_eq!(graph.len(), n);
+        let refs: usize = graph.paths().iter().map(|p| p.references.len()).sum();
+        // What the graph itself needs: an entry, the path's text (about
+        // 70 bytes with its counts), a reference each; on top, for a
+        // while, the references as indices (the checks' edges). 1.21 MB
+        // of 1.33 MB allowed when written; 4.05 MB before (the 1.4 MB
+        // file whole, a text per reference, the entries twice).
+        let graph_bytes =
+            n * (std::mem::size_of::<PathInfo>() + 80) + refs * std::mem::size_of::<StorePath>();
+        assert!(
+            peak < graph_bytes * 3 / 2 && peak < text.len(),
+            "peak {peak} bytes ({} a path) for a {}-byte file, a {graph_bytes}-byte graph",
+            peak / n,
+            text.len()
+        );
     }
 
     #[test]

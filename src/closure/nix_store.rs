@@ -177,8 +177,9 @@ fn read_database(
         seen.insert(id, (path, hash, size?, references));
     }
     let mut infos = Vec::with_capacity(seen.len());
+    let interner = super::Interner::default();
     for (path, hash, size, references) in seen.values() {
-        let parse = |text: &str| StorePath::parse(&store.dir, text).ok();
+        let parse = |text: &str| interner.parse(&store.dir, text).ok();
         infos.push(PathInfo {
             path: parse(path)?,
             nar_hash: Some(NarHash::parse(hash).ok()?),

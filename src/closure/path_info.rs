@@ -5,21 +5,24 @@
 //! references and keys are absolute paths or base names (newer schemas).
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::json::{self, EntryListSeed, EntrySeed, PathSeed, Paths};
-use super::{Error, PathInfo};
+use super::{Error, Interner, PathInfo};
 use crate::nix::StoreDir;
 
 /// Parses either shape; `file` names it in errors.
-pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
+pub(super) fn parse(input: impl Read, file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
+    let interner = Interner::default();
     let paths = Paths {
         dir,
+        interner: &interner,
         base_names: true,
     };
-    json::parse(bytes, file, AnyShape(paths))
+    json::parse(input, file, AnyShape(paths))
 }
 
 struct AnyShape<'a>(Paths<'a>);
@@ -152,7 +155,7 @@ mod tests {
         proptest! {
             #[test]
             fn any_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-                let _ = parse(&bytes, Path::new("in.json"), &StoreDir::default());
+                let _ = parse(&bytes[..], Path::new("in.json"), &StoreDir::default());
             }
 
             #[test]

@@ -15,13 +15,19 @@
 
 use std::path::Path;
 
-use super::{malformed, Error, PathInfo};
+use super::{malformed, Error, Interner, PathInfo};
 use crate::nix::{NarHash, StoreDir, StorePath};
 
 /// Parses a whole registration file; `file` names it in errors.
 pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<PathInfo>, Error> {
     let mut lines = Lines::new(bytes, file);
     let mut paths = Vec::new();
+    let interner = Interner::default();
+    let store_path = |text: &str, file: &Path, line: usize| {
+        interner
+            .parse(dir, text)
+            .map_err(|e| malformed(file, line, e.to_string()))
+    };
     while let Some((start, text)) = lines.next()? {
         if text.is_empty() {
             if lines.rest_is_blank() {
@@ -33,7 +39,7 @@ pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<Pat
                 "expected a store path, found an empty line",
             ));
         }
-        let path = store_path(dir, text, file, start)?;
+        let path = store_path(text, file, start)?;
         let mut expect = |what: &str| lines.expect(what, &path, start);
 
         let (n, text) = expect("its NAR hash")?;
@@ -50,7 +56,8 @@ pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<Pat
 
         let (n, text) = expect("its deriver (or an empty line)")?;
         if !text.is_empty() {
-            store_path(dir, text, file, n)?;
+            // Checked, not kept: no need to remember it.
+            StorePath::parse(dir, text).map_err(|e| malformed(file, n, e.to_string()))?;
         }
 
         let (n, text) = expect("its number of references")?;
@@ -62,7 +69,7 @@ pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<Pat
         let mut references = Vec::new();
         for _ in 0..count {
             let (n, text) = lines.expect("a reference", &path, start)?;
-            references.push(store_path(dir, text, file, n)?);
+            references.push(store_path(text, file, n)?);
         }
         paths.push(PathInfo {
             path,
@@ -72,10 +79,6 @@ pub(super) fn parse(bytes: &[u8], file: &Path, dir: &StoreDir) -> Result<Vec<Pat
         });
     }
     Ok(paths)
-}
-
-fn store_path(dir: &StoreDir, text: &str, file: &Path, line: usize) -> Result<StorePath, Error> {
-    StorePath::parse(dir, text).map_err(|e| malformed(file, line, e.to_string()))
 }
 
 /// The lines of a file, numbered from 1, each checked to be UTF-8.

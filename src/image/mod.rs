@@ -1,17 +1,17 @@
 //! The image config and its history; the OCI manifest and index and the
 //! docker `manifest.json` are vocabulary, in [`crate::oci`].
 //!
-//! Every JSON document goes through [`canonical_json`]: keys sorted, no
-//! insignificant whitespace, so the same inputs always give the same bytes
-//! and the same digests.
+//! Every JSON document is canonical, as [`crate::oci::canonical_json`]
+//! writes it: keys sorted, no insignificant whitespace, so the same
+//! inputs always give the same bytes and the same digests.
 
 pub mod base;
 pub mod nix_db;
 pub mod pull;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::oci::{canonical_json, Digest};
+use crate::oci::Digest;
 
 /// What the image config says beyond its layers.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,30 +40,93 @@ pub struct ConfigLayer {
 /// The history comment of a store layer, in nixpkgs' wording.
 #[must_use]
 pub fn store_layer_comment<S: AsRef<str>>(paths: &[S]) -> String {
-    let quoted: Vec<String> = paths.iter().map(|p| format!("'{}'", p.as_ref())).collect();
-    format!("store paths: [{}]", quoted.join(", "))
+    // Written into one string of the right size: a layer may hold
+    // thousands of paths (issue 15), and the comment is kept to the end.
+    let len = paths.iter().map(|p| p.as_ref().len() + 4).sum::<usize>();
+    let mut comment = String::with_capacity("store paths: []".len() + len);
+    comment.push_str("store paths: [");
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            comment.push_str(", ");
+        }
+        comment.push('\'');
+        comment.push_str(path.as_ref());
+        comment.push('\'');
+    }
+    comment.push(']');
+    comment
 }
 
 /// The image config JSON (OCI image config / docker image JSON).
 #[must_use]
 pub fn config_json(spec: &ConfigSpec, layers: &[ConfigLayer]) -> Vec<u8> {
-    let history: Vec<Value> = layers
-        .iter()
-        .map(|l| json!({ "created": spec.created, "created_by": "nixlayer", "comment": l.comment }))
-        .collect();
-    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.prefixed()).collect();
-    let mut doc = json!({
-        "created": spec.created,
-        "architecture": spec.architecture,
-        "os": spec.os,
-        "config": Value::Object(spec.config.clone()),
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        "history": history,
-    });
-    if let (Some(variant), Some(obj)) = (&spec.variant, doc.as_object_mut()) {
-        obj.insert("variant".to_owned(), Value::String(variant.clone()));
+    config_json_of(
+        spec,
+        layers.iter().map(|l| (&l.diff_id, l.comment.as_str())),
+    )
+}
+
+/// [`config_json`] of each layer's diff_id and history comment, borrowed:
+/// the comments name every store path of the image, so copying them into
+/// [`ConfigLayer`]s and again into a JSON tree cost a copy each per path.
+#[must_use]
+pub fn config_json_of<'a>(
+    spec: &ConfigSpec,
+    layers: impl IntoIterator<Item = (&'a Digest, &'a str)>,
+) -> Vec<u8> {
+    use serde::Serialize;
+    // Fields in the order of their names, as `canonical_json` sorts a
+    // JSON object's keys: the same bytes as serialising the `Value`.
+    #[derive(Serialize)]
+    struct Config<'a> {
+        architecture: &'a str,
+        config: &'a Map<String, Value>,
+        created: &'a str,
+        history: Vec<History<'a>>,
+        os: &'a str,
+        rootfs: RootFs,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        variant: Option<&'a str>,
     }
-    canonical_json(&doc)
+    #[derive(Serialize)]
+    struct History<'a> {
+        comment: &'a str,
+        created: &'a str,
+        created_by: &'static str,
+    }
+    #[derive(Serialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+        r#type: &'static str,
+    }
+    let (diff_ids, history): (Vec<String>, Vec<History<'_>>) = layers
+        .into_iter()
+        .map(|(diff_id, comment)| {
+            let history = History {
+                comment,
+                created: &spec.created,
+                created_by: "nixlayer",
+            };
+            (diff_id.prefixed(), history)
+        })
+        .unzip();
+    let size = history.iter().map(|h| h.comment.len() + 128).sum::<usize>() + 4096;
+    let config = Config {
+        architecture: &spec.architecture,
+        config: &spec.config,
+        created: &spec.created,
+        history,
+        os: &spec.os,
+        rootfs: RootFs {
+            diff_ids,
+            r#type: "layers",
+        },
+        variant: spec.variant.as_deref(),
+    };
+    let mut out = Vec::with_capacity(size);
+    // Writing to a Vec cannot fail, and these types always serialise.
+    let _ = serde_json::to_writer(&mut out, &config);
+    out
 }
 
 /// Merges base and image `Env` lists by nixpkgs' rule: by variable name, at
@@ -118,6 +181,58 @@ mod tests {
         );
         assert_eq!(doc["config"]["Cmd"][0], "/bin/sh");
         assert!(doc.get("variant").is_none());
+    }
+
+    /// The config written from borrowed layers is byte for byte the
+    /// canonical JSON of the document as a `Value` (sorted keys).
+    #[test]
+    fn config_json_is_the_canonical_json_of_the_document() {
+        for variant in [None, Some("v7".to_owned())] {
+            let spec = ConfigSpec {
+                created: "2024-01-01T00:00:00Z".into(),
+                architecture: "arm".into(),
+                os: "linux".into(),
+                variant: variant.clone(),
+                config: serde_json::from_str(
+                    r#"{"Env":["A=\"b\"\n"],"Cmd":["/bin/sh"],"Labels":{"z":"1","a":"é"}}"#,
+                )
+                .unwrap(),
+            };
+            let layers = [
+                ConfigLayer {
+                    diff_id: Digest::of(b"a"),
+                    comment: store_layer_comment(&["/nix/store/a", "/nix/store/b'\"\u{1}"]),
+                },
+                ConfigLayer {
+                    diff_id: Digest::of(b"b"),
+                    comment: "customisation layer".into(),
+                },
+            ];
+            let history: Vec<Value> = layers
+                .iter()
+                .map(|l| serde_json::json!({ "created": spec.created, "created_by": "nixlayer", "comment": l.comment }))
+                .collect();
+            let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.prefixed()).collect();
+            let mut doc = serde_json::json!({
+                "created": spec.created,
+                "architecture": spec.architecture,
+                "os": spec.os,
+                "config": Value::Object(spec.config.clone()),
+                "rootfs": { "type": "layers", "diff_ids": diff_ids },
+                "history": history,
+            });
+            if let Some(v) = &variant {
+                doc["variant"] = Value::String(v.clone());
+            }
+            let want = String::from_utf8(crate::oci::canonical_json(&doc)).unwrap();
+            let got = String::from_utf8(config_json(&spec, &layers)).unwrap();
+            assert_eq!(got, want);
+        }
+        assert_eq!(store_layer_comment::<&str>(&[]), "store paths: []");
+        assert_eq!(
+            store_layer_comment(&["/a", "/b"]),
+            "store paths: ['/a', '/b']"
+        );
     }
 
     #[test]

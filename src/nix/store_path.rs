@@ -2,6 +2,7 @@
 //! Nix validates them, inside a store directory that need not be `/nix/store`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::base32;
 
@@ -55,11 +56,17 @@ impl fmt::Display for StoreDir {
 }
 
 /// A valid store path, absolute. Ordered by its text, as Nix orders them.
+///
+/// Cloning is cheap and shares the text: the closure graph, the plan, the
+/// layers and the SBOM all hold the same store paths (a path appears once
+/// as a node and again in every referrer's references), and an owned
+/// `String` per copy made planning memory grow by about a kilobyte per
+/// path (issue 15). The base name's offset is not stored but found again
+/// (the last `/`): it keeps the type two words, and a base name is at most
+/// 211 bytes to scan.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StorePath {
-    path: String,
-    /// Byte offset of the base name (`<hash>-<name>`) in `path`.
-    base: usize,
+    path: Arc<str>,
 }
 
 /// Why a text is not a store path.
@@ -96,10 +103,7 @@ impl StorePath {
             return Err(err("it names a file inside a store path, not a store path"));
         }
         Self::check_base_name(rest).map_err(err)?;
-        Ok(Self {
-            path: format!("{}/{rest}", dir.as_str()),
-            base: dir.as_str().len() + 1,
-        })
+        Ok(Self::join(dir, rest))
     }
 
     /// Parses a base name (`<hash>-<name>`, as DOT files and newer path-info use) in `dir`.
@@ -111,10 +115,16 @@ impl StorePath {
             path: base.to_owned(),
             reason,
         })?;
-        Ok(Self {
-            path: format!("{}/{base}", dir.as_str()),
-            base: dir.as_str().len() + 1,
-        })
+        Ok(Self::join(dir, base))
+    }
+
+    /// `dir/base`, one allocation of the exact size.
+    fn join(dir: &StoreDir, base: &str) -> Self {
+        let mut path = String::with_capacity(dir.as_str().len() + 1 + base.len());
+        path.push_str(dir.as_str());
+        path.push('/');
+        path.push_str(base);
+        Self { path: path.into() }
     }
 
     fn check_base_name(base: &str) -> Result<(), &'static str> {
@@ -154,7 +164,10 @@ impl StorePath {
     /// `<hash>-<name>`.
     #[must_use]
     pub fn base_name(&self) -> &str {
-        &self.path[self.base..]
+        // A store path's base name has no `/`, and the store directory
+        // is absolute: the last `/` is the one before the base name.
+        let base = self.path.rfind('/').map_or(0, |slash| slash + 1);
+        &self.path[base..]
     }
 
     /// The 32-character hash part.
@@ -167,6 +180,14 @@ impl StorePath {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.base_name()[HASH_LEN + 1..]
+    }
+}
+
+impl std::borrow::Borrow<str> for StorePath {
+    /// A set or map of store paths is looked up by text (the derived
+    /// `Hash`, `Eq` and `Ord` are those of the text).
+    fn borrow(&self) -> &str {
+        &self.path
     }
 }
 
@@ -206,12 +227,33 @@ mod tests {
         assert_eq!(p, q);
     }
 
+    /// A clone is the same text, not a copy: the graph, the plan and the
+    /// layers hold many clones of each path (issue 15).
+    #[test]
+    fn clones_share_the_text() {
+        let p = StorePath::parse(&StoreDir::default(), P).unwrap();
+        let q = p.clone();
+        assert_eq!(p, q);
+        assert!(std::ptr::eq(p.as_str(), q.as_str()));
+        assert_eq!(
+            std::mem::size_of::<StorePath>(),
+            2 * std::mem::size_of::<usize>()
+        );
+    }
+
     #[test]
     fn other_store_dirs() {
         let dir = StoreDir::new("/opt/store/").unwrap();
         assert_eq!(dir.as_str(), "/opt/store");
         let p = StorePath::parse(&dir, &P.replace("/nix/store", "/opt/store")).unwrap();
         assert_eq!(p.name(), "golden-libc-2.40");
+        assert_eq!(p.base_name(), &P[11..]);
+        let root = StoreDir::new("/s").unwrap();
+        let p = StorePath::from_base_name(&root, &P[11..]).unwrap();
+        assert_eq!(
+            (p.as_str(), p.base_name()),
+            (&*format!("/s/{}", &P[11..]), &P[11..])
+        );
         assert!(StorePath::parse(&dir, P).is_err());
         assert!(StoreDir::new("nix/store").is_err());
         assert!(StoreDir::new("/nix/../store").is_err());

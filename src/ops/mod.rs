@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use crate::closure::{self, ClosureGraph, Source};
 use crate::image::base::{self as base_image, BaseImage};
-use crate::image::{self, nix_db, ConfigLayer, ConfigSpec};
+use crate::image::{self, nix_db, ConfigSpec};
 use crate::layer::cache::{LayerCache, Stamps};
 use crate::layer::customisation::{CustomisationTree, FileData, OnCollision};
 use crate::layer::{self, LayerOptions, Owner, Permissions};
@@ -746,15 +746,12 @@ impl PreparedImage {
     /// The image config for layers written with these diff_ids.
     #[must_use]
     pub fn config_json(&self, settings: &BuildSettings, diff_ids: &[Digest]) -> Vec<u8> {
-        let records: Vec<ConfigLayer> = self
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(l, d)| ConfigLayer {
-                diff_id: *d,
-                comment: l.comment.clone(),
-            })
-            .collect();
+        let records = || {
+            diff_ids
+                .iter()
+                .zip(&self.layers)
+                .map(|(d, l)| (d, l.comment.as_str()))
+        };
         match &self.base {
             Some(base) => {
                 // Only the base's Env is inherited, merged by nixpkgs' rule (§A.7).
@@ -773,9 +770,9 @@ impl PreparedImage {
                 if !merged.is_empty() {
                     spec.config.insert("Env".to_owned(), merged.into());
                 }
-                image::config_json(&spec, &records)
+                image::config_json_of(&spec, records())
             }
-            None => image::config_json(&settings.config, &records),
+            None => image::config_json_of(&settings.config, records()),
         }
     }
 }
