@@ -11,7 +11,7 @@ use super::{
     reference, BlobCounts, BuildSettings, BuildSummary, Error, LayerContent, LayerSummary,
     MeasuredLayer, PreparedImage, Reporter,
 };
-use crate::codec::{BlobWriter, CompressOptions, WrittenBlob};
+use crate::codec::{BlobWriter, CompressOptions, Compression, WrittenBlob};
 use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord, Stamps};
 use crate::layer::{self, ahead, LayerOptions};
 use crate::nix::StorePath;
@@ -409,12 +409,14 @@ fn summary_of(blob: &WrittenBlob, layer: &MeasuredLayer) -> LayerSummary {
 /// The layers of a sink that takes blobs, each compressed on its own;
 /// those `cached` (known and already in the sink) are not read. When the
 /// sink takes several blobs at once and more than one thread is allowed,
-/// up to that many layers are written at the same time, each on a thread
-/// of its own with the compressor's full thread count (one for a small
-/// layer; a layer's bytes never depend on it), and committed in layer order: small layers, which
-/// one compressor cannot spread over several cores, then keep every core
-/// busy, and a large one does not hold up the small ones after it (they
-/// wait, written, for their turn to be committed).
+/// up to that many layers are compressed at the same time, each on a
+/// thread of its own with the compressor's full thread count (a layer's
+/// bytes never depend on it), and committed in layer order: small layers,
+/// which one compressor cannot spread over several cores, then keep every
+/// core busy, and a large one does not hold up the small ones after it
+/// (they wait, written, for their turn to be committed). A layer's slot is
+/// free once it is compressed: syncing its blob to the disk (waiting, not
+/// working) overlaps the next layer's compression.
 #[allow(clippy::too_many_arguments)]
 fn write_blobs<S: ImageSink>(
     settings: &BuildSettings,
@@ -441,31 +443,41 @@ fn write_blobs<S: ImageSink>(
     let mut to_start = to_write.into_iter().peekable();
     std::thread::scope(|scope| -> Result<Vec<LayerSummary>, Error> {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Layers being compressed, and compressed ones being synced.
         let mut running = 0;
+        let mut sealing = 0;
+        // The zstd layer being compressed with several workers, if any.
+        let mut wide = None;
         loop {
-            while running < at_once && written.len() < MAX_WRITTEN_WAITING {
-                let Some(index) = to_start.next() else {
+            while running < at_once
+                && running + sealing < 2 * at_once
+                && written.len() < MAX_WRITTEN_WAITING
+            {
+                let Some(&index) = to_start.peek() else {
                     break;
                 };
                 let layer = &image.layers[index];
+                let Some(own) = layer_compression(compress, at_once, layer.size, wide.is_some())
+                else {
+                    // Its turn comes when the wide layer is compressed.
+                    break;
+                };
+                to_start.next();
+                if compress.codec == Compression::Zstd && own.threads.get() > 1 {
+                    wide = Some(index);
+                }
                 reporter.on_layer_start(index, total, layer.store_paths(), layer.size);
                 let dest = sink.start_layer(&layer.key, layer.size)?;
                 let done = done_tx.clone();
-                // A small layer is one compression job or a few: more workers
-                // would only hold more buffers. The bytes are the same.
-                let mut own = *compress;
-                if at_once > 1 && layer.size < SMALL_LAYER {
-                    own.threads = std::num::NonZeroUsize::MIN;
-                }
                 scope.spawn(move || {
-                    let result = image
-                        .write_layer_blob(settings, index, &own, dest, reporter)
-                        .and_then(|(mut dest, blob)| {
-                            S::seal_layer(&mut dest)?;
-                            Ok((dest, blob))
-                        });
-                    // The receiver is gone only when the build failed already.
-                    let _ = done.send((index, result));
+                    let result = image.write_layer_blob(settings, index, &own, dest, reporter);
+                    // The receivers are gone only when the build failed already.
+                    let _ = done.send((index, None));
+                    let result = result.and_then(|(mut dest, blob)| {
+                        S::seal_layer(&mut dest)?;
+                        Ok((dest, blob))
+                    });
+                    let _ = done.send((index, Some(result)));
                 });
                 running += 1;
             }
@@ -495,7 +507,7 @@ fn write_blobs<S: ImageSink>(
                     layers.push(summary);
                 }
             }
-            if running == 0 {
+            if running == 0 && sealing == 0 {
                 if to_start.peek().is_none() {
                     break;
                 }
@@ -506,8 +518,20 @@ fn write_blobs<S: ImageSink>(
             let (index, result) = done_rx
                 .recv()
                 .map_err(|_| Error::Write(io::Error::other("a layer writer stopped")))?;
-            running -= 1;
-            written.insert(index, result);
+            match result {
+                // Compressed (or failed): its slot is free.
+                None => {
+                    running -= 1;
+                    sealing += 1;
+                    if wide == Some(index) {
+                        wide = None;
+                    }
+                }
+                Some(result) => {
+                    sealing -= 1;
+                    written.insert(index, result);
+                }
+            }
         }
         if layers.len() == total {
             Ok(layers)
@@ -515,6 +539,39 @@ fn write_blobs<S: ImageSink>(
             Err(Error::Write(io::Error::other("a layer was never written")))
         }
     })
+}
+
+/// How layer `size` bytes long is compressed when `at_once` layers may be
+/// compressed at the same time; `None` while it has to wait.
+///
+/// - gzip: a small layer gets one thread (it is a few blocks: more would
+///   only hold more buffers), others all of them.
+/// - zstd: a layer of one compression job gets one worker (a second would
+///   never have a job); a larger one gets all of them, but only one such
+///   layer is compressed at a time (`wide_busy` says one is): each
+///   multithreaded context holds ~20 MiB of buffers, and two would also
+///   run twice as many workers as cores. Beside it, the small layers after
+///   it are compressed on one worker each, which keeps the cores busy while
+///   the wide one waits for its last job.
+///
+/// Worker counts never change the bytes (see `codec::compress`).
+fn layer_compression(
+    compress: &CompressOptions,
+    at_once: usize,
+    size: u64,
+    wide_busy: bool,
+) -> Option<CompressOptions> {
+    let mut own = *compress;
+    if compress.codec == Compression::Zstd {
+        if size <= crate::codec::compress::ZSTD_JOB {
+            own.threads = std::num::NonZeroUsize::MIN;
+        } else if wide_busy && own.threads.get() > 1 {
+            return None;
+        }
+    } else if at_once > 1 && size < SMALL_LAYER {
+        own.threads = std::num::NonZeroUsize::MIN;
+    }
+    Some(own)
 }
 
 /// Layers written at once into a sink that takes blobs: enough to keep two
@@ -654,4 +711,38 @@ fn stream_members<S: ImageSink>(
         layers.push(summary_of(&blob, layer));
     }
     Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+
+    fn options(codec: Compression, threads: usize) -> CompressOptions {
+        CompressOptions {
+            threads: NonZeroUsize::new(threads).unwrap(),
+            ..CompressOptions::new(codec, NonZeroUsize::MIN)
+        }
+    }
+
+    /// zstd: one multithreaded layer at a time, small ones beside it on
+    /// one worker; gzip as before.
+    #[test]
+    fn one_zstd_layer_at_a_time_gets_every_worker() {
+        let zstd = options(Compression::Zstd, 2);
+        let job = crate::codec::compress::ZSTD_JOB;
+        let threads = |size, busy| layer_compression(&zstd, 2, size, busy).map(|o| o.threads.get());
+        assert_eq!(threads(job, false), Some(1));
+        assert_eq!(threads(job, true), Some(1));
+        assert_eq!(threads(job + 1, false), Some(2));
+        assert_eq!(threads(job + 1, true), None, "waits for the wide one");
+        // One thread allowed: never waits.
+        let one = options(Compression::Zstd, 1);
+        assert!(layer_compression(&one, 1, 1 << 30, true).is_some());
+        let gzip = options(Compression::Gzip, 2);
+        let gzip_threads = |size| layer_compression(&gzip, 2, size, true).map(|o| o.threads.get());
+        assert_eq!(gzip_threads(SMALL_LAYER - 1), Some(1));
+        assert_eq!(gzip_threads(SMALL_LAYER), Some(2));
+    }
 }
