@@ -106,6 +106,92 @@ fn check_unchanged(
     Err(layer::Error::Modified { path }.into())
 }
 
+/// One multithreaded zstd compression at a time (see
+/// [`layer_compression`]). A wide layer started while another compresses
+/// reads and hashes its first bytes, then waits here.
+#[derive(Default)]
+struct WideGate {
+    busy: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+impl WideGate {
+    fn enter(&self) -> WideTurn<'_> {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy {
+            busy = self
+                .freed
+                .wait(busy)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *busy = true;
+        WideTurn(self)
+    }
+}
+
+/// A wide layer's turn, until dropped.
+struct WideTurn<'g>(&'g WideGate);
+
+impl Drop for WideTurn<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        self.0.freed.notify_one();
+    }
+}
+
+/// A layer's blob writer, made at its first byte once its gate lets it.
+struct GatedBlob<'g, W: Write> {
+    /// Declared before `turn`: dropped first, so a failed layer frees its
+    /// compressor before the next wide layer starts one.
+    blob: Option<BlobWriter<W>>,
+    turn: Option<WideTurn<'g>>,
+    dest: Option<W>,
+    compress: CompressOptions,
+    gate: Option<&'g WideGate>,
+}
+
+impl<W: Write> GatedBlob<'_, W> {
+    fn ready(&mut self) -> io::Result<&mut BlobWriter<W>> {
+        if self.blob.is_none() {
+            if let (Some(gate), None) = (self.gate, &self.turn) {
+                self.turn = Some(gate.enter());
+            }
+            let dest = self
+                .dest
+                .take()
+                .ok_or_else(|| io::Error::other("the blob writer failed"))?;
+            self.blob = Some(BlobWriter::layer(dest, &self.compress)?);
+        }
+        self.blob
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the blob writer failed"))
+    }
+}
+
+impl<W: Write> Write for GatedBlob<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ready()?.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.ready()?.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.blob {
+            Some(blob) => blob.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Tells the reporter of each write's bytes (uncompressed) as they pass.
 struct Progress<'a, W> {
     inner: W,
@@ -148,13 +234,47 @@ impl PreparedImage {
         dest: W,
         reporter: &dyn Reporter,
     ) -> Result<(W, WrittenBlob), Error> {
+        self.write_gated_blob(settings, index, compress, dest, reporter, None)
+    }
+
+    /// [`PreparedImage::write_layer_blob`], compressing only once `gate`
+    /// (if any) lets it: the layer's first bytes are read and hashed
+    /// meanwhile.
+    fn write_gated_blob<W: Write + Send>(
+        &self,
+        settings: &BuildSettings,
+        index: usize,
+        compress: &CompressOptions,
+        dest: W,
+        reporter: &dyn Reporter,
+        gate: Option<&WideGate>,
+    ) -> Result<(W, WrittenBlob), Error> {
+        let mut blob = GatedBlob {
+            blob: None,
+            turn: None,
+            dest: Some(dest),
+            compress: *compress,
+            gate,
+        };
+        if gate.is_none() {
+            blob.ready().map_err(Error::Write)?;
+        }
         let mut progress = Progress {
-            inner: BlobWriter::layer(dest, compress).map_err(Error::Write)?,
+            inner: blob,
             index,
             reporter,
         };
         let tar = self.write_layer(settings, index, &mut progress)?;
-        progress.inner.finish_layer(tar).map_err(Error::Write)
+        let mut blob = progress.inner;
+        blob.ready().map_err(Error::Write)?;
+        let result = match blob.blob.take() {
+            Some(writer) => writer.finish_layer(tar).map_err(Error::Write),
+            None => Err(Error::Write(io::Error::other("the blob writer failed"))),
+        };
+        // The compressor is finished (its context back in the pool) before
+        // the next wide layer may take it.
+        drop(blob);
+        result
     }
 
     /// [`PreparedImage::write_layer_blob`] for store layer `index`,
@@ -441,36 +561,29 @@ fn write_blobs<S: ImageSink>(
     let mut written = std::collections::BTreeMap::new();
     let to_write: Vec<usize> = (0..total).filter(|&i| cached[i].is_none()).collect();
     let mut to_start = to_write.into_iter().peekable();
+    let gate = WideGate::default();
     std::thread::scope(|scope| -> Result<Vec<LayerSummary>, Error> {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         // Layers being compressed, and compressed ones being synced.
         let mut running = 0;
         let mut sealing = 0;
-        // The zstd layer being compressed with several workers, if any.
-        let mut wide = None;
         loop {
             while running < at_once
                 && running + sealing < 2 * at_once
                 && written.len() < MAX_WRITTEN_WAITING
             {
-                let Some(&index) = to_start.peek() else {
+                let Some(index) = to_start.next() else {
                     break;
                 };
                 let layer = &image.layers[index];
-                let Some(own) = layer_compression(compress, at_once, layer.size, wide.is_some())
-                else {
-                    // Its turn comes when the wide layer is compressed.
-                    break;
-                };
-                to_start.next();
-                if compress.codec == Compression::Zstd && own.threads.get() > 1 {
-                    wide = Some(index);
-                }
+                let (own, wide) = layer_compression(compress, at_once, layer.size);
+                let gate = wide.then_some(&gate);
                 reporter.on_layer_start(index, total, layer.store_paths(), layer.size);
                 let dest = sink.start_layer(&layer.key, layer.size)?;
                 let done = done_tx.clone();
                 scope.spawn(move || {
-                    let result = image.write_layer_blob(settings, index, &own, dest, reporter);
+                    let result =
+                        image.write_gated_blob(settings, index, &own, dest, reporter, gate);
                     // The receivers are gone only when the build failed already.
                     let _ = done.send((index, None));
                     let result = result.and_then(|(mut dest, blob)| {
@@ -523,9 +636,6 @@ fn write_blobs<S: ImageSink>(
                 None => {
                     running -= 1;
                     sealing += 1;
-                    if wide == Some(index) {
-                        wide = None;
-                    }
                 }
                 Some(result) => {
                     sealing -= 1;
@@ -541,37 +651,36 @@ fn write_blobs<S: ImageSink>(
     })
 }
 
-/// How layer `size` bytes long is compressed when `at_once` layers may be
-/// compressed at the same time; `None` while it has to wait.
+/// How a layer `size` bytes long is compressed when `at_once` layers may
+/// be compressed at the same time, and whether it is a wide layer (one at
+/// a time: see [`WideGate`]).
 ///
 /// - gzip: a small layer gets one thread (it is a few blocks: more would
 ///   only hold more buffers), others all of them.
 /// - zstd: a layer of one compression job gets one worker (a second would
 ///   never have a job); a larger one gets all of them, but only one such
-///   layer is compressed at a time (`wide_busy` says one is): each
-///   multithreaded context holds ~20 MiB of buffers, and two would also
-///   run twice as many workers as cores. Beside it, the small layers after
-///   it are compressed on one worker each, which keeps the cores busy while
-///   the wide one waits for its last job.
+///   layer is compressed at a time: each multithreaded context holds
+///   ~20 MiB of buffers, and two would also run twice as many workers as
+///   cores. Beside it, the next layer is read and hashed, and compressed
+///   when it is small, which keeps the cores busy while the wide one
+///   waits for its last job.
 ///
 /// Worker counts never change the bytes (see `codec::compress`).
 fn layer_compression(
     compress: &CompressOptions,
     at_once: usize,
     size: u64,
-    wide_busy: bool,
-) -> Option<CompressOptions> {
+) -> (CompressOptions, bool) {
     let mut own = *compress;
     if compress.codec == Compression::Zstd {
         if size <= crate::codec::compress::ZSTD_JOB {
             own.threads = std::num::NonZeroUsize::MIN;
-        } else if wide_busy && own.threads.get() > 1 {
-            return None;
         }
     } else if at_once > 1 && size < SMALL_LAYER {
         own.threads = std::num::NonZeroUsize::MIN;
     }
-    Some(own)
+    let wide = at_once > 1 && compress.codec == Compression::Zstd && own.threads.get() > 1;
+    (own, wide)
 }
 
 /// Layers written at once into a sink that takes blobs: enough to keep two
@@ -726,23 +835,47 @@ mod tests {
         }
     }
 
-    /// zstd: one multithreaded layer at a time, small ones beside it on
-    /// one worker; gzip as before.
+    /// zstd: one-job layers on one worker, larger ones on every worker,
+    /// one at a time; gzip as before.
     #[test]
     fn one_zstd_layer_at_a_time_gets_every_worker() {
         let zstd = options(Compression::Zstd, 2);
         let job = crate::codec::compress::ZSTD_JOB;
-        let threads = |size, busy| layer_compression(&zstd, 2, size, busy).map(|o| o.threads.get());
-        assert_eq!(threads(job, false), Some(1));
-        assert_eq!(threads(job, true), Some(1));
-        assert_eq!(threads(job + 1, false), Some(2));
-        assert_eq!(threads(job + 1, true), None, "waits for the wide one");
-        // One thread allowed: never waits.
+        let how = |size| {
+            let (o, wide) = layer_compression(&zstd, 2, size);
+            (o.threads.get(), wide)
+        };
+        assert_eq!(how(job), (1, false));
+        assert_eq!(how(job + 1), (2, true));
+        // One thread allowed: nothing to wait for.
         let one = options(Compression::Zstd, 1);
-        assert!(layer_compression(&one, 1, 1 << 30, true).is_some());
+        assert!(!layer_compression(&one, 1, 1 << 30).1);
         let gzip = options(Compression::Gzip, 2);
-        let gzip_threads = |size| layer_compression(&gzip, 2, size, true).map(|o| o.threads.get());
-        assert_eq!(gzip_threads(SMALL_LAYER - 1), Some(1));
-        assert_eq!(gzip_threads(SMALL_LAYER), Some(2));
+        let gzip_how = |size| {
+            let (o, wide) = layer_compression(&gzip, 2, size);
+            (o.threads.get(), wide)
+        };
+        assert_eq!(gzip_how(SMALL_LAYER - 1), (1, false));
+        assert_eq!(gzip_how(SMALL_LAYER), (2, false));
+    }
+
+    /// A second wide layer waits for the first one's turn to end.
+    #[test]
+    fn the_wide_gate_lets_one_in_at_a_time() {
+        let gate = WideGate::default();
+        let inside = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _turn = gate.enter();
+                        let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(n, 0);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
     }
 }
