@@ -426,6 +426,13 @@ pub struct LayoutBlob {
 /// Bytes written between two writeback requests.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
+/// A blob's write buffer. Compressors hand over their output in pieces
+/// of 256 KiB or so and the uncompressed layer writer in 1 MiB chunks,
+/// which go to the file without a copy; the buffer only gathers small
+/// writes. Small, as a build holds up to eight blobs at once (being
+/// written, synced or waiting to be committed in layer order).
+const BLOB_BUFFER: usize = 64 << 10;
+
 impl LayoutBlob {
     fn wrote(&mut self, n: usize) -> io::Result<()> {
         self.written += n as u64;
@@ -478,7 +485,7 @@ impl ImageSink for OciLayout {
 
     fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<LayoutBlob, Error> {
         let shown = self.shown.join(BLOBS);
-        Staged::new_in(&self.blobs, &shown)
+        Staged::with_buffer(&self.blobs, &shown, BLOB_BUFFER)
             .map(|file| LayoutBlob {
                 file,
                 written: 0,

@@ -113,6 +113,12 @@ pub(crate) struct Staged {
 impl Staged {
     /// A new temporary file in `dir`.
     pub(crate) fn new_in(dir: &Path, shown: &Path) -> io::Result<Self> {
+        Self::with_buffer(dir, shown, BUFFER)
+    }
+
+    /// A new temporary file in `dir`, writes of fewer than `buffer` bytes
+    /// gathered (larger ones go straight to the file).
+    pub(crate) fn with_buffer(dir: &Path, shown: &Path, buffer: usize) -> io::Result<Self> {
         let mut builder = tempfile::Builder::new();
         builder.prefix(".nixlayer-").suffix(".tmp");
         // Created with 0666 the kernel narrows by the umask: the mode of
@@ -126,7 +132,7 @@ impl Staged {
             Pending::create(|| builder.tempfile_in(dir), |t| t.path()).map_err(os_cause)?;
         let (file, temp) = temp.into_parts();
         Ok(Self {
-            writer: BufWriter::with_capacity(BUFFER, file),
+            writer: BufWriter::with_capacity(buffer, file),
             temp,
             pending,
             shown: shown.to_owned(),
