@@ -582,14 +582,26 @@ fn write_blobs<S: ImageSink>(
                 let dest = sink.start_layer(&layer.key, layer.size)?;
                 let done = done_tx.clone();
                 scope.spawn(move || {
-                    let result =
-                        image.write_gated_blob(settings, index, &own, dest, reporter, gate);
                     // The receivers are gone only when the build failed already.
-                    let _ = done.send((index, None));
-                    let result = result.and_then(|(mut dest, blob)| {
-                        S::seal_layer(&mut dest)?;
-                        Ok((dest, blob))
+                    let compressed = std::cell::Cell::new(false);
+                    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let result =
+                            image.write_gated_blob(settings, index, &own, dest, reporter, gate);
+                        let _ = done.send((index, None));
+                        compressed.set(true);
+                        result.and_then(|(mut dest, blob)| {
+                            S::seal_layer(&mut dest)?;
+                            Ok((dest, blob))
+                        })
+                    }));
+                    // A panic is the layer's error, not a build that waits
+                    // for it forever.
+                    let result = body.unwrap_or_else(|_| {
+                        Err(Error::Write(io::Error::other("a layer writer panicked")))
                     });
+                    if !compressed.get() {
+                        let _ = done.send((index, None));
+                    }
                     let _ = done.send((index, Some(result)));
                 });
                 running += 1;
