@@ -17,6 +17,7 @@
 
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use super::gzip::GzipWriter;
 use super::Compression;
@@ -62,7 +63,7 @@ pub enum Compressor<W: Write> {
     /// Parallel deterministic gzip (see [`super::gzip`]).
     Gzip(GzipWriter<W>),
     /// zstd, multithreaded with ≥ 1 worker.
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(ZstdWriter<W>),
 }
 
 impl<W: Write> Compressor<W> {
@@ -88,19 +89,7 @@ impl<W: Write> Compressor<W> {
         Ok(match options.codec {
             Compression::None => Self::None(inner),
             Compression::Gzip => Self::Gzip(GzipWriter::new(inner, options.level, options.threads)),
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(inner, options.level)?;
-                enc.include_checksum(true)?;
-                // Never 0: see the module doc.
-                let workers = u32::try_from(options.threads.get()).unwrap_or(u32::MAX);
-                enc.multithread(workers)?;
-                // Pinned, as it changes the bytes. libzstd's default (4 ×
-                // the window, 8 MiB at level 3) measured slower here with
-                // two workers and 80+ MiB resident; 2 MiB jobs kept both
-                // cores busy at ~35 MiB for 0.3 % more output.
-                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                Self::Zstd(enc)
-            }
+            Compression::Zstd => Self::Zstd(ZstdWriter::new(inner, options)?),
             Compression::Xz => return Err(not_written(options.codec)),
         })
     }
@@ -159,6 +148,137 @@ fn not_written(codec: Compression) -> io::Error {
         io::ErrorKind::Unsupported,
         format!("{} is read, never written", codec.name()),
     )
+}
+
+/// A zstd frame being written: libzstd's multithreaded streaming
+/// context (through the `zstd` crate's writer) into `W`.
+///
+/// Contexts are kept between frames ([`IDLE_ZSTD`]): an OCI image
+/// compresses each of its ~100 layers as a frame of its own, and a fresh
+/// multithreaded context per layer would start its worker threads and
+/// allocate (and fault in) its buffers and match tables every time. A
+/// context's output depends only on its parameters and the frame's input,
+/// never on the frames it compressed before (libzstd's contract; the tests
+/// pin it), so reuse changes no byte.
+pub struct ZstdWriter<W: Write> {
+    stream: zstd::stream::zio::Writer<W, ZstdEncoder>,
+    setup: ZstdSetup,
+}
+
+type ZstdEncoder = zstd::stream::raw::Encoder<'static>;
+
+/// Input bytes per zstd compression job: an input no longer than this is
+/// compressed by one worker however many there are.
+pub const ZSTD_JOB: u64 = ZSTD_JOB_SIZE as u64;
+
+/// What a zstd context is set up for: level and workers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ZstdSetup {
+    level: i32,
+    workers: u32,
+}
+
+/// Idle zstd contexts, the most recently used last. Each holds its worker
+/// threads (asleep) and its buffers. An OCI build uses at most one
+/// multithreaded context and two single-worker ones at a time (see
+/// `ops::write`), so three are kept.
+static IDLE_ZSTD: Mutex<Vec<(ZstdSetup, ZstdEncoder)>> = Mutex::new(Vec::new());
+const MAX_IDLE_ZSTD: usize = 3;
+
+/// Bytes libzstd hands back per call: a few calls per compression job.
+const ZSTD_OUT_BUFFER: usize = 256 * 1024;
+
+impl ZstdSetup {
+    /// A new context: checksummed frames, multithreaded, pinned job size.
+    fn encoder(self) -> io::Result<ZstdEncoder> {
+        use zstd::stream::raw::CParameter;
+        let mut enc = ZstdEncoder::new(self.level)?;
+        enc.set_parameter(CParameter::ChecksumFlag(true))?;
+        // Never 0: see the module doc.
+        enc.set_parameter(CParameter::NbWorkers(self.workers))?;
+        // Pinned, as it changes the bytes. libzstd's default (4 × the
+        // window, 8 MiB at level 3) measured slower here with two workers
+        // and 80+ MiB resident; 2 MiB jobs kept both cores busy at ~35 MiB
+        // for 0.3 % more output.
+        enc.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))?;
+        Ok(enc)
+    }
+
+    /// An idle context set up like this one, else a new one.
+    fn take(self) -> io::Result<ZstdEncoder> {
+        let idle = IDLE_ZSTD.lock().ok().and_then(|mut idle| {
+            let at = idle.iter().rposition(|(setup, _)| *setup == self)?;
+            Some(idle.remove(at).1)
+        });
+        match idle {
+            Some(mut enc) => {
+                // A finished frame leaves the context ready for the next;
+                // resetting the session makes sure, keeping parameters.
+                zstd::stream::raw::Operation::reinit(&mut enc)?;
+                Ok(enc)
+            }
+            None => self.encoder(),
+        }
+    }
+
+    /// Keeps `enc`, whose last frame was finished, for the next frame.
+    fn give_back(self, enc: ZstdEncoder) {
+        if let Ok(mut idle) = IDLE_ZSTD.lock() {
+            idle.push((self, enc));
+            if idle.len() > MAX_IDLE_ZSTD {
+                idle.remove(0);
+            }
+        }
+    }
+}
+
+impl<W: Write> ZstdWriter<W> {
+    fn new(inner: W, options: &CompressOptions) -> io::Result<Self> {
+        let setup = ZstdSetup {
+            level: options.level,
+            workers: u32::try_from(options.threads.get()).unwrap_or(u32::MAX),
+        };
+        Ok(Self {
+            stream: zstd::stream::zio::Writer::new_with_capacity(
+                inner,
+                setup.take()?,
+                ZSTD_OUT_BUFFER,
+            ),
+            setup,
+        })
+    }
+
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        self.stream.writer()
+    }
+
+    /// The inner writer, mutably.
+    pub fn get_mut(&mut self) -> &mut W {
+        self.stream.writer_mut()
+    }
+
+    /// Ends the frame and returns the inner writer; the context is kept
+    /// for the next frame. A writer dropped unfinished drops its context.
+    ///
+    /// # Errors
+    /// When compressing or writing fails.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.stream.finish()?;
+        let (inner, enc) = self.stream.into_inner();
+        self.setup.give_back(enc);
+        Ok(inner)
+    }
+}
+
+impl<W: Write> Write for ZstdWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.writer_mut().flush()
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +375,70 @@ mod tests {
             Digest::of(&bytes).hex(),
             "aa75a6fbb23705ba40c619a67a1143699314c0943cd39c37c1cb7ca3f32c7eb4"
         );
+    }
+
+    /// A context reused for a new frame writes the bytes a fresh one
+    /// writes: what lets OCI builds keep contexts from layer to layer.
+    #[test]
+    fn a_reused_zstd_context_writes_what_a_fresh_one_writes() {
+        let data = sample().repeat(2);
+        let frame = |enc: ZstdEncoder, data: &[u8]| {
+            let mut w = zstd::stream::zio::Writer::new(Vec::new(), enc);
+            for chunk in data.chunks(100_003) {
+                w.write_all(chunk).unwrap();
+            }
+            w.finish().unwrap();
+            let (bytes, mut enc) = w.into_inner();
+            zstd::stream::raw::Operation::reinit(&mut enc).unwrap();
+            (bytes, enc)
+        };
+        for workers in [1, 2] {
+            let setup = ZstdSetup { level: 3, workers };
+            let (fresh, _) = frame(setup.encoder().unwrap(), &data);
+            // Used before for other input, a large frame and a small one.
+            let (_, used) = frame(setup.encoder().unwrap(), &data[1000..]);
+            let (_, used) = frame(used, &data[..5000]);
+            let (again, _) = frame(used, &data);
+            assert!(fresh == again, "{workers} workers");
+            // And through the pool, as every Compressor takes them.
+            assert!(fresh == compress(&data, Compression::Zstd, 3, workers as usize));
+            assert!(fresh == compress(&data, Compression::Zstd, 3, workers as usize));
+        }
+    }
+
+    /// A finished frame hands its context to the next compressor of the
+    /// same setup instead of freeing it (a level no other test uses, so
+    /// that concurrent tests do not take it).
+    #[test]
+    fn a_finished_zstd_frame_leaves_its_context_for_the_next() {
+        let setup = ZstdSetup {
+            level: 11,
+            workers: 3,
+        };
+        let idle = || {
+            IDLE_ZSTD
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| *s == setup)
+                .count()
+        };
+        let options = CompressOptions {
+            codec: Compression::Zstd,
+            level: 11,
+            threads: NonZeroUsize::new(3).unwrap(),
+        };
+        // Other tests may push the context out of the pool (never put one
+        // of this setup in): one of a few tries sees it kept.
+        let kept = (0..5).any(|_| {
+            let mut c = Compressor::new(Vec::new(), &options).unwrap();
+            c.write_all(b"first frame").unwrap();
+            assert_eq!(idle(), 0, "taken from the pool, or new");
+            let bytes = c.finish().unwrap();
+            assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), b"first frame");
+            idle() == 1
+        });
+        assert!(kept);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! and the output bytes are exactly those of a single-threaded write.
 
 use std::io::{self, Write};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use sha2::{Digest as _, Sha256};
@@ -21,6 +22,16 @@ const DEPTH: usize = 3;
 /// Chunks one pipeline may have out at once; past that the producer waits
 /// for the writer to hand one back, which bounds memory.
 const IN_FLIGHT: usize = 2 * DEPTH + 2;
+
+/// Chunks all pipelines together may have out before each is held to
+/// [`OWN`]: one pipeline alone gets its [`IN_FLIGHT`], but two at once
+/// (layers compressed side by side, whose compressor is the slower stage
+/// and would only have full chunks waiting for it) share a few less.
+const SHARED: usize = IN_FLIGHT + 2;
+/// Chunks a pipeline may always take, whatever the others hold.
+const OWN: usize = DEPTH;
+/// Chunks taken by the pipelines running now.
+static OUT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Chunks kept between layers. A fresh 1 MiB buffer is a fresh mapping
 /// whose every page faults on first touch; a layer after another reuses
@@ -76,8 +87,12 @@ impl ChunkSender {
     fn send(&mut self) -> io::Result<()> {
         let next = match self.free.try_recv() {
             Ok(chunk) => chunk,
-            Err(_) if self.taken < IN_FLIGHT => {
+            Err(_)
+                if self.taken < IN_FLIGHT
+                    && (self.taken < OWN || OUT.load(Ordering::Relaxed) < SHARED) =>
+            {
                 self.taken += 1;
+                OUT.fetch_add(1, Ordering::Relaxed);
                 take_chunk()
             }
             // Enough chunks out: wait for the writer to return one.
@@ -93,6 +108,7 @@ impl ChunkSender {
 impl Drop for ChunkSender {
     /// Returns its buffers to the pool (a memory cache, nothing to flush).
     fn drop(&mut self) {
+        OUT.fetch_sub(self.taken, Ordering::Relaxed);
         give_chunk(std::mem::take(&mut self.chunk));
         for chunk in self.free.try_iter() {
             give_chunk(chunk);
@@ -195,6 +211,7 @@ where
             out.flush()?;
             Ok(count)
         });
+        OUT.fetch_add(1, Ordering::Relaxed);
         let sender = ChunkSender {
             chunk: take_chunk(),
             filled: 0,

@@ -11,7 +11,7 @@ use super::{
     reference, BlobCounts, BuildSettings, BuildSummary, Error, LayerContent, LayerSummary,
     MeasuredLayer, PreparedImage, Reporter,
 };
-use crate::codec::{BlobWriter, CompressOptions, WrittenBlob};
+use crate::codec::{BlobWriter, CompressOptions, Compression, WrittenBlob};
 use crate::layer::cache::{BlobRecord, LayerRecord as CacheRecord, Stamps};
 use crate::layer::{self, ahead, LayerOptions};
 use crate::nix::StorePath;
@@ -117,6 +117,92 @@ fn check_unchanged(
     Err(layer::Error::Modified { path }.into())
 }
 
+/// One multithreaded zstd compression at a time (see
+/// [`layer_compression`]). A wide layer started while another compresses
+/// reads and hashes its first bytes, then waits here.
+#[derive(Default)]
+struct WideGate {
+    busy: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+impl WideGate {
+    fn enter(&self) -> WideTurn<'_> {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy {
+            busy = self
+                .freed
+                .wait(busy)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *busy = true;
+        WideTurn(self)
+    }
+}
+
+/// A wide layer's turn, until dropped.
+struct WideTurn<'g>(&'g WideGate);
+
+impl Drop for WideTurn<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        self.0.freed.notify_one();
+    }
+}
+
+/// A layer's blob writer, made at its first byte once its gate lets it.
+struct GatedBlob<'g, W: Write> {
+    /// Declared before `turn`: dropped first, so a failed layer frees its
+    /// compressor before the next wide layer starts one.
+    blob: Option<BlobWriter<W>>,
+    turn: Option<WideTurn<'g>>,
+    dest: Option<W>,
+    compress: CompressOptions,
+    gate: Option<&'g WideGate>,
+}
+
+impl<W: Write> GatedBlob<'_, W> {
+    fn ready(&mut self) -> io::Result<&mut BlobWriter<W>> {
+        if self.blob.is_none() {
+            if let (Some(gate), None) = (self.gate, &self.turn) {
+                self.turn = Some(gate.enter());
+            }
+            let dest = self
+                .dest
+                .take()
+                .ok_or_else(|| io::Error::other("the blob writer failed"))?;
+            self.blob = Some(BlobWriter::layer(dest, &self.compress)?);
+        }
+        self.blob
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the blob writer failed"))
+    }
+}
+
+impl<W: Write> Write for GatedBlob<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ready()?.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.ready()?.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.blob {
+            Some(blob) => blob.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Tells the reporter of each write's bytes (uncompressed) as they pass.
 struct Progress<'a, W> {
     inner: W,
@@ -159,13 +245,47 @@ impl PreparedImage {
         dest: W,
         reporter: &dyn Reporter,
     ) -> Result<(W, WrittenBlob), Error> {
+        self.write_gated_blob(settings, index, compress, dest, reporter, None)
+    }
+
+    /// [`PreparedImage::write_layer_blob`], compressing only once `gate`
+    /// (if any) lets it: the layer's first bytes are read and hashed
+    /// meanwhile.
+    fn write_gated_blob<W: Write + Send>(
+        &self,
+        settings: &BuildSettings,
+        index: usize,
+        compress: &CompressOptions,
+        dest: W,
+        reporter: &dyn Reporter,
+        gate: Option<&WideGate>,
+    ) -> Result<(W, WrittenBlob), Error> {
+        let mut blob = GatedBlob {
+            blob: None,
+            turn: None,
+            dest: Some(dest),
+            compress: *compress,
+            gate,
+        };
+        if gate.is_none() {
+            blob.ready().map_err(Error::Write)?;
+        }
         let mut progress = Progress {
-            inner: BlobWriter::layer(dest, compress).map_err(Error::Write)?,
+            inner: blob,
             index,
             reporter,
         };
         let tar = self.write_layer(settings, index, &mut progress)?;
-        progress.inner.finish_layer(tar).map_err(Error::Write)
+        let mut blob = progress.inner;
+        blob.ready().map_err(Error::Write)?;
+        let result = match blob.blob.take() {
+            Some(writer) => writer.finish_layer(tar).map_err(Error::Write),
+            None => Err(Error::Write(io::Error::other("the blob writer failed"))),
+        };
+        // The compressor is finished (its context back in the pool) before
+        // the next wide layer may take it.
+        drop(blob);
+        result
     }
 
     /// [`PreparedImage::write_layer_blob`] for store layer `index`,
@@ -421,12 +541,14 @@ fn summary_of(blob: &WrittenBlob, layer: &MeasuredLayer) -> LayerSummary {
 /// The layers of a sink that takes blobs, each compressed on its own;
 /// those `cached` (known and already in the sink) are not read. When the
 /// sink takes several blobs at once and more than one thread is allowed,
-/// up to that many layers are written at the same time, each on a thread
-/// of its own with the compressor's full thread count (one for a small
-/// layer; a layer's bytes never depend on it), and committed in layer order: small layers, which
-/// one compressor cannot spread over several cores, then keep every core
-/// busy, and a large one does not hold up the small ones after it (they
-/// wait, written, for their turn to be committed).
+/// up to that many layers are compressed at the same time, each on a
+/// thread of its own with the compressor's full thread count (a layer's
+/// bytes never depend on it), and committed in layer order: small layers,
+/// which one compressor cannot spread over several cores, then keep every
+/// core busy, and a large one does not hold up the small ones after it
+/// (they wait, written, for their turn to be committed). A layer's slot is
+/// free once it is compressed: syncing its blob to the disk (waiting, not
+/// working) overlaps the next layer's compression.
 #[allow(clippy::too_many_arguments)]
 fn write_blobs<S: ImageSink>(
     settings: &BuildSettings,
@@ -451,33 +573,48 @@ fn write_blobs<S: ImageSink>(
     let mut written = std::collections::BTreeMap::new();
     let to_write: Vec<usize> = (0..total).filter(|&i| cached[i].is_none()).collect();
     let mut to_start = to_write.into_iter().peekable();
+    let gate = WideGate::default();
     std::thread::scope(|scope| -> Result<Vec<LayerSummary>, Error> {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Layers being compressed, and compressed ones being synced.
         let mut running = 0;
+        let mut sealing = 0;
         loop {
-            while running < at_once && written.len() < MAX_WRITTEN_WAITING {
+            while running < at_once
+                && running + sealing < 2 * at_once
+                && written.len() < MAX_WRITTEN_WAITING
+            {
                 let Some(index) = to_start.next() else {
                     break;
                 };
                 let layer = &image.layers[index];
+                let (own, wide) = layer_compression(compress, at_once, layer.size);
+                let gate = wide.then_some(&gate);
                 reporter.on_layer_start(index, total, layer.store_paths(), layer.size);
                 let dest = sink.start_layer(&layer.key, layer.size)?;
                 let done = done_tx.clone();
-                // A small layer is one compression job or a few: more workers
-                // would only hold more buffers. The bytes are the same.
-                let mut own = *compress;
-                if at_once > 1 && layer.size < SMALL_LAYER {
-                    own.threads = std::num::NonZeroUsize::MIN;
-                }
                 scope.spawn(move || {
-                    let result = image
-                        .write_layer_blob(settings, index, &own, dest, reporter)
-                        .and_then(|(mut dest, blob)| {
+                    // The receivers are gone only when the build failed already.
+                    let compressed = std::cell::Cell::new(false);
+                    let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let result =
+                            image.write_gated_blob(settings, index, &own, dest, reporter, gate);
+                        let _ = done.send((index, None));
+                        compressed.set(true);
+                        result.and_then(|(mut dest, blob)| {
                             S::seal_layer(&mut dest)?;
                             Ok((dest, blob))
-                        });
-                    // The receiver is gone only when the build failed already.
-                    let _ = done.send((index, result));
+                        })
+                    }));
+                    // A panic is the layer's error, not a build that waits
+                    // for it forever.
+                    let result = body.unwrap_or_else(|_| {
+                        Err(Error::Write(io::Error::other("a layer writer panicked")))
+                    });
+                    if !compressed.get() {
+                        let _ = done.send((index, None));
+                    }
+                    let _ = done.send((index, Some(result)));
                 });
                 running += 1;
             }
@@ -507,7 +644,7 @@ fn write_blobs<S: ImageSink>(
                     layers.push(summary);
                 }
             }
-            if running == 0 {
+            if running == 0 && sealing == 0 {
                 if to_start.peek().is_none() {
                     break;
                 }
@@ -518,8 +655,17 @@ fn write_blobs<S: ImageSink>(
             let (index, result) = done_rx
                 .recv()
                 .map_err(|_| Error::Write(io::Error::other("a layer writer stopped")))?;
-            running -= 1;
-            written.insert(index, result);
+            match result {
+                // Compressed (or failed): its slot is free.
+                None => {
+                    running -= 1;
+                    sealing += 1;
+                }
+                Some(result) => {
+                    sealing -= 1;
+                    written.insert(index, result);
+                }
+            }
         }
         if layers.len() == total {
             Ok(layers)
@@ -529,13 +675,46 @@ fn write_blobs<S: ImageSink>(
     })
 }
 
+/// How a layer `size` bytes long is compressed when `at_once` layers may
+/// be compressed at the same time, and whether it is a wide layer (one at
+/// a time: see [`WideGate`]).
+///
+/// - gzip: a small layer gets one thread (it is a few blocks: more would
+///   only hold more buffers), others all of them.
+/// - zstd: a layer of one compression job gets one worker (a second would
+///   never have a job); a larger one gets all of them, but only one such
+///   layer is compressed at a time: each multithreaded context holds
+///   ~20 MiB of buffers, and two would also run twice as many workers as
+///   cores. Beside it, the next layer is read and hashed, and compressed
+///   when it is small, which keeps the cores busy while the wide one
+///   waits for its last job.
+///
+/// Worker counts never change the bytes (see `codec::compress`).
+fn layer_compression(
+    compress: &CompressOptions,
+    at_once: usize,
+    size: u64,
+) -> (CompressOptions, bool) {
+    let mut own = *compress;
+    if compress.codec == Compression::Zstd {
+        if size <= crate::codec::compress::ZSTD_JOB {
+            own.threads = std::num::NonZeroUsize::MIN;
+        }
+    } else if at_once > 1 && size < SMALL_LAYER {
+        own.threads = std::num::NonZeroUsize::MIN;
+    }
+    let wide = at_once > 1 && compress.codec == Compression::Zstd && own.threads.get() > 1;
+    (own, wide)
+}
+
 /// Layers written at once into a sink that takes blobs: enough to keep two
 /// or more cores busy with small layers, few enough that the blobs in
 /// flight (each with its compressor's buffers) keep memory small.
 const MAX_LAYERS_AT_ONCE: usize = 2;
 
-/// Below this many tar bytes a layer written beside another gets one
-/// compressor thread: four zstd jobs, or eight gzip members.
+/// Below this many tar bytes a gzip layer written beside another gets one
+/// compressor thread: eight gzip members. (zstd decides by its job size,
+/// [`crate::codec::compress::ZSTD_JOB`].)
 const SMALL_LAYER: u64 = 8 << 20;
 
 /// Written layers (temporary files) that may wait for an earlier, larger
@@ -673,4 +852,62 @@ fn stream_members<S: ImageSink>(
         layers.push(summary_of(&blob, layer));
     }
     Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+
+    fn options(codec: Compression, threads: usize) -> CompressOptions {
+        CompressOptions {
+            threads: NonZeroUsize::new(threads).unwrap(),
+            ..CompressOptions::new(codec, NonZeroUsize::MIN)
+        }
+    }
+
+    /// zstd: one-job layers on one worker, larger ones on every worker,
+    /// one at a time; gzip as before.
+    #[test]
+    fn one_zstd_layer_at_a_time_gets_every_worker() {
+        let zstd = options(Compression::Zstd, 2);
+        let job = crate::codec::compress::ZSTD_JOB;
+        let how = |size| {
+            let (o, wide) = layer_compression(&zstd, 2, size);
+            (o.threads.get(), wide)
+        };
+        assert_eq!(how(job), (1, false));
+        assert_eq!(how(job + 1), (2, true));
+        // One thread allowed: nothing to wait for.
+        let one = options(Compression::Zstd, 1);
+        assert!(!layer_compression(&one, 1, 1 << 30).1);
+        let gzip = options(Compression::Gzip, 2);
+        let gzip_how = |size| {
+            let (o, wide) = layer_compression(&gzip, 2, size);
+            (o.threads.get(), wide)
+        };
+        assert_eq!(gzip_how(SMALL_LAYER - 1), (1, false));
+        assert_eq!(gzip_how(SMALL_LAYER), (2, false));
+    }
+
+    /// A second wide layer waits for the first one's turn to end.
+    #[test]
+    fn the_wide_gate_lets_one_in_at_a_time() {
+        let gate = WideGate::default();
+        let inside = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _turn = gate.enter();
+                        let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(n, 0);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+    }
 }

@@ -412,19 +412,52 @@ fn replace_file(path: &Path, bytes: &[u8], shown: &Path) -> Result<(), Error> {
 }
 
 /// A blob being written into the layout.
-pub struct LayoutBlob(Staged);
+///
+/// Its bytes are handed to the disk as they come, [`WRITEBACK_STEP`] at a
+/// time: the sync before the blob is committed then waits for its last
+/// few MiB, not for a 100 MiB layer written at once after the compressor
+/// finished (the build's cores would idle meanwhile).
+pub struct LayoutBlob {
+    file: Staged,
+    written: u64,
+    handed: u64,
+}
+
+/// Bytes written between two writeback requests.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// A blob's write buffer. Compressors hand over their output in pieces
+/// of 256 KiB or so and the uncompressed layer writer in 1 MiB chunks,
+/// which go to the file without a copy; the buffer only gathers small
+/// writes. Small, as a build holds up to eight blobs at once (being
+/// written, synced or waiting to be committed in layer order).
+const BLOB_BUFFER: usize = 64 << 10;
+
+impl LayoutBlob {
+    fn wrote(&mut self, n: usize) -> io::Result<()> {
+        self.written += n as u64;
+        if self.written - self.handed >= WRITEBACK_STEP {
+            self.file.start_writeback(self.handed, self.written)?;
+            self.handed = self.written;
+        }
+        Ok(())
+    }
+}
 
 impl Write for LayoutBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        let n = self.file.write(buf)?;
+        self.wrote(n)?;
+        Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+        self.file.write_all(buf)?;
+        self.wrote(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.file.flush()
     }
 }
 
@@ -444,7 +477,7 @@ impl ImageSink for OciLayout {
     /// Synced by the thread that wrote it: committing (a rename) then
     /// finds its bytes on disk already.
     fn seal_layer(blob: &mut LayoutBlob) -> Result<(), Error> {
-        blob.0.sync().map_err(|source| Error::Io {
+        blob.file.sync().map_err(|source| Error::Io {
             path: PathBuf::from(BLOBS),
             source,
         })
@@ -452,8 +485,12 @@ impl ImageSink for OciLayout {
 
     fn start_layer(&mut self, _key: &Digest, _size: u64) -> Result<LayoutBlob, Error> {
         let shown = self.shown.join(BLOBS);
-        Staged::new_in(&self.blobs, &shown)
-            .map(LayoutBlob)
+        Staged::with_buffer(&self.blobs, &shown, BLOB_BUFFER)
+            .map(|file| LayoutBlob {
+                file,
+                written: 0,
+                handed: 0,
+            })
             .map_err(io_at(&shown))
     }
 
@@ -465,7 +502,7 @@ impl ImageSink for OciLayout {
     ) -> Result<bool, Error> {
         // Same digest, same bytes: an existing blob is kept untouched (its
         // inode and mtime), the temporary one dropped.
-        blob.0
+        blob.file
             .publish_new(&self.blob_path(digest))
             .map_err(io_at(&self.shown_blob(digest)))
     }
@@ -551,6 +588,25 @@ mod tests {
         // Only the blob, no temporary file or staging directory left behind.
         assert_eq!(fs::read_dir(root.join(BLOBS)).unwrap().count(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A blob of several writeback steps, written in odd pieces, is
+    /// stored whole.
+    #[test]
+    fn a_large_blob_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(&dir.path().join("layout")).unwrap();
+        let bytes: Vec<u8> = (0..2 * WRITEBACK_STEP + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let digest = Digest::of(&bytes);
+        let mut blob = layout.start_layer(&digest, 0).unwrap();
+        for piece in bytes.chunks(1_000_003) {
+            blob.write_all(piece).unwrap();
+        }
+        OciLayout::seal_layer(&mut blob).unwrap();
+        assert!(layout.commit_layer(blob, &digest, 0).unwrap());
+        assert!(fs::read(layout.blob_path(&digest)).unwrap() == bytes);
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub(crate) struct Staged {
 impl Staged {
     /// A new temporary file in `dir`.
     pub(crate) fn new_in(dir: &Path, shown: &Path) -> io::Result<Self> {
+        Self::with_buffer(dir, shown, BUFFER)
+    }
+
+    /// A new temporary file in `dir`, writes of fewer than `buffer` bytes
+    /// gathered (larger ones go straight to the file).
+    pub(crate) fn with_buffer(dir: &Path, shown: &Path, buffer: usize) -> io::Result<Self> {
         let mut builder = tempfile::Builder::new();
         builder.prefix(".nixlayer-").suffix(".tmp");
         // Created with 0666 the kernel narrows by the umask: the mode of
@@ -126,7 +132,7 @@ impl Staged {
             Pending::create(|| builder.tempfile_in(dir), |t| t.path()).map_err(os_cause)?;
         let (file, temp) = temp.into_parts();
         Ok(Self {
-            writer: BufWriter::with_capacity(BUFFER, file),
+            writer: BufWriter::with_capacity(buffer, file),
             temp,
             pending,
             shown: shown.to_owned(),
@@ -141,6 +147,35 @@ impl Staged {
             .get_ref()
             .sync_all()
             .map_err(|e| naming(&self.shown, e))
+    }
+
+    /// Flushes what was written so far and asks the kernel to start
+    /// writing bytes `from..to` of it to the disk, without waiting (Linux;
+    /// a no-op elsewhere): a large file's final [`Staged::sync`] then
+    /// waits only for its tail instead of for all of it, and the disk works
+    /// while the rest is produced.
+    pub(crate) fn start_writeback(&mut self, from: u64, to: u64) -> io::Result<()> {
+        self.writer.flush().map_err(|e| naming(&self.shown, e))?;
+        #[cfg(target_os = "linux")]
+        if let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from)))
+        {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: a plain syscall on the descriptor this file owns; no
+            // memory is passed.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    self.writer.get_ref().as_raw_fd(),
+                    offset,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            // Only a hint: the final sync reports any real write error.
+            let _ = rc;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (from, to);
+        Ok(())
     }
 
     fn finish(self) -> io::Result<(File, TempPath, Pending)> {

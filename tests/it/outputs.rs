@@ -265,6 +265,53 @@ fn compressed_bytes_do_not_depend_on_threads_or_runs() {
     }
 }
 
+/// A cold zstd OCI layout whose layers are larger than one compression
+/// job, so that several are compressed with every worker one after the
+/// other (each waiting for the previous one's turn) beside one-job layers
+/// on one worker: the blobs are those of one thread, whatever the count.
+#[test]
+fn zstd_layout_blobs_do_not_depend_on_threads() {
+    let Some(python) = util::nix_fixture("debian-python") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let manifest = hello_manifest(tmp.path(), &python, "nixlayer-test/zstd-layout", "z");
+    let build = |threads: &str| {
+        let out = tmp.path().join(format!("layout-{threads}"));
+        run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--format", "oci-layout", "--compression", "zstd"])
+                .args(["--threads", threads, "-q", "-o"])
+                .arg(&out)
+                // Cold: every layer compressed, none from the cache.
+                .env(
+                    "XDG_CACHE_HOME",
+                    tmp.path().join(format!("cache-{threads}")),
+                ),
+            0,
+        );
+        let mut blobs: Vec<(String, u64)> = std::fs::read_dir(out.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        blobs.sort();
+        (blobs, std::fs::read(out.join("index.json")).unwrap())
+    };
+    let one = build("1");
+    let wide = one.0.iter().filter(|(_, size)| *size > 1 << 20).count();
+    assert!(wide >= 2, "{:?}", one.0);
+    assert!(one == build("2"), "1 vs 2 threads differ");
+    assert!(one == build("4"), "1 vs 4 threads differ");
+}
+
 /// Lists the member names of a tar through GNU tar.
 fn tar_members(archive: &Path) -> Vec<String> {
     String::from_utf8(tool("tar", &["-tf", archive.to_str().unwrap()]))
