@@ -153,7 +153,7 @@ fn not_written(codec: Compression) -> io::Error {
 /// A zstd frame being written: libzstd's multithreaded streaming
 /// context (through the `zstd` crate's writer) into `W`.
 ///
-/// Contexts are kept between frames ([`IDLE_ZSTD`]): an OCI image
+/// Contexts are kept between frames (a small pool of idle contexts): an OCI image
 /// compresses each of its ~100 layers as a frame of its own, and a fresh
 /// multithreaded context per layer would start its worker threads and
 /// allocate (and fault in) its buffers and match tables every time. A

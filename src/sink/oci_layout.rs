@@ -413,7 +413,7 @@ fn replace_file(path: &Path, bytes: &[u8], shown: &Path) -> Result<(), Error> {
 
 /// A blob being written into the layout.
 ///
-/// Its bytes are handed to the disk as they come, [`WRITEBACK_STEP`] at a
+/// Its bytes are handed to the disk as they come, 8 MiB at a
 /// time: the sync before the blob is committed then waits for its last
 /// few MiB, not for a 100 MiB layer written at once after the compressor
 /// finished (the build's cores would idle meanwhile).
