@@ -167,6 +167,19 @@ pub struct ZstdWriter<W: Write> {
 
 type ZstdEncoder = zstd::stream::raw::Encoder<'static>;
 
+/// What zstd's bytes depend on besides the input and the level: the job
+/// size and libzstd's version (pinned by the bundled `zstd-sys`, but a
+/// new one may cut blocks differently). The layer cache files zstd digests
+/// under it, as under [`super::GZIP_FORMAT`] for gzip.
+#[must_use]
+pub fn zstd_format() -> String {
+    format!(
+        "zstd-jobs-{}MiB-libzstd-{}",
+        ZSTD_JOB_SIZE >> 20,
+        zstd::zstd_safe::version_string()
+    )
+}
+
 /// Input bytes per zstd compression job: an input no longer than this is
 /// compressed by one worker however many there are.
 pub const ZSTD_JOB: u64 = ZSTD_JOB_SIZE as u64;

@@ -18,7 +18,8 @@ pub use gzip::{GZIP_FORMAT, GZIP_MEMBER};
 /// The name of the stored form `options` writes, for the layer cache's
 /// records of compressed digests: the compression, what else its bytes
 /// depend on (for gzip, [`GZIP_FORMAT`]: compressor, version, member
-/// size) and the level. A digest filed by a build whose compressor wrote
+/// size; for zstd, [`compress::zstd_format`]: job size and libzstd's
+/// version) and the level. A digest filed by a build whose compressor wrote
 /// other bytes is under another name, so a warm build never serves a
 /// digest a cold one would not write. Never the thread count: it changes
 /// no byte.
@@ -26,6 +27,7 @@ pub use gzip::{GZIP_FORMAT, GZIP_MEMBER};
 pub fn stored_form(options: &CompressOptions) -> String {
     match options.codec {
         Compression::Gzip => format!("{GZIP_FORMAT}-{}", options.level),
+        Compression::Zstd => format!("{}-{}", compress::zstd_format(), options.level),
         codec => format!("{}-{}", codec.name(), options.level),
     }
 }
@@ -145,8 +147,9 @@ mod tests {
         assert_eq!(Compression::from_name("xz"), None);
     }
 
-    /// gzip's stored form names its format, so digests filed by the
-    /// former compressor (`gzip-6`) are not found; the threads are not in it.
+    /// gzip's and zstd's stored forms name their formats, so digests filed
+    /// by another compressor (`gzip-6`, `zstd-3`) are not found; the
+    /// threads are not in them.
     #[test]
     fn stored_forms_name_the_gzip_format_and_level() {
         let two = std::num::NonZeroUsize::new(2).unwrap();
@@ -157,9 +160,15 @@ mod tests {
         assert_eq!(stored_form(&gzip), stored_form(&one));
         let nine = CompressOptions { level: 9, ..gzip };
         assert_ne!(stored_form(&gzip), stored_form(&nine));
+        let zstd = stored_form(&CompressOptions::new(Compression::Zstd, two));
+        assert_eq!(zstd, format!("{}-3", compress::zstd_format()));
+        assert!(zstd.starts_with("zstd-jobs-2MiB-libzstd-1."), "{zstd}");
         assert_eq!(
-            stored_form(&CompressOptions::new(Compression::Zstd, two)),
-            "zstd-3"
+            zstd,
+            stored_form(&CompressOptions::new(
+                Compression::Zstd,
+                std::num::NonZeroUsize::MIN
+            ))
         );
     }
 
