@@ -960,6 +960,16 @@ pub(crate) mod tests {
         );
     }
 
+    /// A graph of `paths` in one chain: each references the next.
+    fn chain(paths: &[StorePath]) -> ClosureGraph {
+        let infos = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| info(p, &paths.get(i + 1).into_iter().collect::<Vec<_>>()))
+            .collect();
+        ClosureGraph::new(infos).unwrap()
+    }
+
     #[test]
     fn a_long_chain_does_not_overflow_the_stack() {
         let dir = StoreDir::default();
@@ -973,12 +983,7 @@ pub(crate) mod tests {
                 StorePath::parse(&dir, &format!("/nix/store/{hash}-p")).unwrap()
             })
             .collect();
-        let infos = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| info(p, &paths.get(i + 1).into_iter().collect::<Vec<_>>()))
-            .collect();
-        let g = ClosureGraph::new(infos).unwrap();
+        let g = chain(&paths);
         assert_eq!(g.closure_of(&paths[..1]).unwrap().len(), 200_000);
     }
 
@@ -994,12 +999,7 @@ pub(crate) mod tests {
                 StorePath::parse(&dir, &format!("/nix/store/{hash}-p")).unwrap()
             })
             .collect();
-        let infos = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| info(p, &paths.get(i + 1).into_iter().collect::<Vec<_>>()))
-            .collect();
-        let g = ClosureGraph::new(infos).unwrap();
+        let g = chain(&paths);
         assert_eq!(g.closure_of(&paths[10_000..=10_000]).unwrap().len(), 10_000);
     }
 

@@ -453,15 +453,7 @@ mod tests {
 
         // An edit in place (same size, even the same mtime) is a miss.
         let file = root_a.join("nix/store/00000000000000000000000000000000-a/bin/a");
-        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&file, b"two").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        crate::store::fixture::edit_keeping_mtime(&file, b"two");
         assert_eq!(in_a.get(&key, &paths), None);
 
         // A store path that cannot be read: nothing cached, no error.
@@ -493,15 +485,7 @@ mod tests {
         let stamps = Stamps::of(&store, &paths).unwrap();
         assert_eq!(stamps.check(&store, &paths), Ok(()));
         let file = dir.path().join(&names[1][1..]).join("f");
-        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&file, b"two").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        crate::store::fixture::edit_keeping_mtime(&file, b"two");
         assert_eq!(stamps.check(&store, &paths), Err(Some(&paths[1])));
         // Stamps of other paths are never taken for these.
         assert_eq!(stamps.check(&store, &paths[..1]), Err(Some(&paths[0])));

@@ -665,6 +665,20 @@ pub(crate) mod fixture {
         fs::write(path, content).unwrap();
     }
 
+    /// Rewrites `file` with `content` and puts its mtime back: an edit in
+    /// place that only the inode's change time (and the bytes) can tell.
+    pub(crate) fn edit_keeping_mtime(file: &Path, content: &[u8]) {
+        let mtime = fs::metadata(file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(file, content).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
     /// The twin of `build_tree` in `fixtures/tar/generate.py`, left with
     /// this process's umask modes: the canonical-mode rule must give the
     /// bytes Python read from a tree chmod-ed like a real store.
@@ -854,15 +868,7 @@ mod tests {
         assert!(store.stamp(&store_path(LINK)).is_ok());
 
         let file = store.disk_path(TREE).join("a/b/c");
-        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        fs::write(&file, b"C\n").unwrap();
-        File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        edit_keeping_mtime(&file, b"C\n");
         let edited = store.stamp(&tree).unwrap();
         assert_ne!(edited, first);
 
@@ -956,15 +962,7 @@ mod tests {
             if entry.name == target.as_bytes() {
                 let mut reader = store.open_entry(&mut walk, &entry.name).unwrap();
                 let file = store.disk_path(&target);
-                let mtime = fs::metadata(&file).unwrap().modified().unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                fs::write(&file, b"C\n").unwrap();
-                File::options()
-                    .write(true)
-                    .open(&file)
-                    .unwrap()
-                    .set_modified(mtime)
-                    .unwrap();
+                edit_keeping_mtime(&file, b"C\n");
                 let mut bytes = Vec::new();
                 reader.read_to_end(&mut bytes).unwrap();
             }

@@ -97,24 +97,7 @@ fn multi_member_gzip_is_read_whole_and_runs_from_docker_load_and_a_registry_pull
     // Each OCI layer blob is its own stream: the large layer has one
     // member per MiB of its tar.
     let layout = tmp.path().join("layout");
-    let built = json(
-        &run(
-            nixlayer()
-                .arg("build")
-                .arg(&m)
-                .args([
-                    "--format",
-                    "oci-layout",
-                    "--compression",
-                    "gzip",
-                    "--json",
-                    "-o",
-                ])
-                .arg(&layout),
-            0,
-        )
-        .stdout,
-    );
+    let built = crate::support::gzip_layout(&m, &layout);
     let mut most = 0;
     for layer in built["layers"].as_array().unwrap() {
         let digest = layer["digest"].as_str().unwrap();

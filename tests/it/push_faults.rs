@@ -1109,36 +1109,23 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
             roots.join(", ")
         ),
     );
-    let built = json(
-        &util::run(
-            nixlayer()
-                .arg("build")
-                .arg(&m)
-                .args([
-                    "--format",
-                    "oci-layout",
-                    "--compression",
-                    "gzip",
-                    "--json",
-                    "-o",
-                ])
-                .arg(tmp.path().join("layout")),
-            0,
-        )
-        .stdout,
-    );
+    let built = crate::support::gzip_layout(&m, &tmp.path().join("layout"));
     let reference = format!("127.0.0.1:{}/nixlayer-test/streamed:1", proxy.port);
     let chunk = 65536;
-    let (out, _) = run_bounded(
-        push_cmd(&m, &reference, tmp.path()).args([
-            "--chunk-size",
-            &chunk.to_string(),
-            "--no-cache",
-            "--threads",
-            "1",
-        ]),
-        Duration::from_secs(100),
-    );
+    let push = || {
+        run_bounded(
+            push_cmd(&m, &reference, tmp.path()).args([
+                "--chunk-size",
+                &chunk.to_string(),
+                "--no-cache",
+                "--threads",
+                "1",
+            ]),
+            Duration::from_secs(100),
+        )
+        .0
+    };
+    let out = push();
     assert_exit(&out, 0);
     let pushed = json(&out.stdout);
     assert_eq!(pushed["manifest_digest"], built["manifest_digest"]);
@@ -1185,16 +1172,7 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
     // the large one is asked about before any byte of it is sent, and no
     // byte is.
     let before = proxy.seen().len();
-    let (out, _) = run_bounded(
-        push_cmd(&m, &reference, tmp.path()).args([
-            "--chunk-size",
-            &chunk.to_string(),
-            "--no-cache",
-            "--threads",
-            "1",
-        ]),
-        Duration::from_secs(100),
-    );
+    let out = push();
     assert_exit(&out, 0);
     assert_eq!(blobs(&json(&out.stdout)), (0, 5));
     let again = proxy.seen();

@@ -14,6 +14,27 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// Builds `manifest` as an OCI layout at `layout` with gzip layers and
+/// returns `build --json`'s summary.
+pub fn gzip_layout(manifest: &Path, layout: &Path) -> serde_json::Value {
+    let out = util::run(
+        util::nixlayer()
+            .arg("build")
+            .arg(manifest)
+            .args([
+                "--format",
+                "oci-layout",
+                "--compression",
+                "gzip",
+                "--json",
+                "-o",
+            ])
+            .arg(layout),
+        0,
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The layers of a docker-archive, bottom first: their bytes, read with
 /// GNU tar through the archive's `manifest.json`.
 pub fn archive_layers(archive: &Path) -> Vec<Vec<u8>> {
