@@ -33,7 +33,7 @@ mod stream;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,7 +50,7 @@ pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
 pub use stream::LayerBlob;
-use stream::Streaming;
+use stream::{Candidate, Evidence, Streaming};
 
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
@@ -211,11 +211,26 @@ struct Job {
     stream: Option<Streaming>,
 }
 
+/// Bytes of spooled blobs that may wait for an upload worker (one larger
+/// blob waits alone): the disk the spool takes stays bounded, while the
+/// many small layers of an image queue without holding up the build
+/// (it waited for a free place after every few of them, and its
+/// compressors with it).
+const QUEUE_BYTES: u64 = 256 << 20;
+
+/// The write buffer of a layer's spool file. Compressed layers arrive in
+/// large writes (a gzip member, a zstd block), which pass it by; several
+/// layers are written at once, some waiting, written, for their commit,
+/// and a larger buffer would only hold memory meanwhile.
+const SPOOL_BUFFER: usize = 64 << 10;
+
 /// What the upload workers share with the sink.
 #[derive(Default)]
 struct Progress {
     /// Blobs queued or uploading.
     outstanding: usize,
+    /// Bytes of the blobs queued, not yet taken by a worker.
+    waiting: u64,
     /// The first upload that failed; later jobs are dropped unsent.
     error: Option<Error>,
     uploaded: usize,
@@ -225,11 +240,12 @@ struct Progress {
 type Shared = Arc<(Mutex<Progress>, Condvar)>;
 
 /// Layers upload on `jobs` worker threads while the build goes on: a
-/// committed layer is queued (the queue holds at most `jobs` spooled
-/// blobs; the build waits while it is full), so at most `2 × jobs`
-/// spooled blobs exist at once besides the one being written.
+/// committed layer is queued (the queue holds at most [`QUEUE_BYTES`] of
+/// spooled blobs; the build waits while it is full), so besides the
+/// layers being written at most `jobs` blobs being uploaded and that
+/// many bytes of waiting ones are spooled at once.
 struct Uploads {
-    sender: Option<SyncSender<Job>>,
+    sender: Option<Sender<Job>>,
     /// Worker threads: uploads at once (`--jobs`).
     jobs: usize,
     workers: Vec<JoinHandle<()>>,
@@ -246,7 +262,7 @@ impl std::fmt::Debug for Uploads {
 
 impl Uploads {
     fn start(client: &Arc<Client>, jobs: usize) -> Self {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(jobs);
+        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let shared: Shared = Arc::default();
         let workers = (0..jobs)
@@ -272,11 +288,26 @@ impl Uploads {
         lock(&self.shared.0).error.take()
     }
 
+    /// Queues `job`, once the blobs waiting leave room for it (or a
+    /// worker failed: the job is then dropped unsent).
     fn queue(&self, job: Job) -> Result<(), Error> {
-        lock(&self.shared.0).outstanding += 1;
+        {
+            let (mutex, taken) = &*self.shared;
+            let mut p = lock(mutex);
+            while p.waiting > 0 && p.waiting + job.size > QUEUE_BYTES && p.error.is_none() {
+                p = taken
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            p.outstanding += 1;
+            p.waiting += job.size;
+        }
+        let size = job.size;
         let sent = self.sender.as_ref().is_some_and(|s| s.send(job).is_ok());
         if !sent {
-            lock(&self.shared.0).outstanding -= 1;
+            let mut p = lock(&self.shared.0);
+            p.outstanding -= 1;
+            p.waiting -= size;
             return Err(Error::Io {
                 what: "(upload queue)".to_owned(),
                 path: PathBuf::from("(memory)"),
@@ -337,7 +368,12 @@ fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
             Ok(job) => job,
             Err(_) => return,
         };
-        let skip = lock(&shared.0).error.is_some();
+        let skip = {
+            let mut p = lock(&shared.0);
+            p.waiting -= job.size;
+            shared.1.notify_all();
+            p.error.is_some()
+        };
         let result = if skip {
             Ok(())
         } else {
@@ -417,8 +453,9 @@ pub struct RegistrySink {
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
-    /// Layers queued for upload so far.
-    queued: usize,
+    /// Whether the registry lacked every layer asked about so far, shared
+    /// with the large layers being written (see the `stream` module).
+    evidence: Arc<Evidence>,
     /// Artifacts referring to an image manifest (SBOMs): manifest bytes,
     /// subject and index entry, PUT after the images.
     referrers: Vec<(Vec<u8>, Digest, serde_json::Value)>,
@@ -476,7 +513,7 @@ impl RegistrySink {
             assumed: Mutex::new(Vec::new()),
             to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
-            queued: 0,
+            evidence: Arc::default(),
             referrers: Vec::new(),
             index_annotations: BTreeMap::new(),
         })
@@ -531,20 +568,6 @@ impl RegistrySink {
             }
         }
         Ok(false)
-    }
-
-    /// Whether the registry has lacked every layer of this push asked
-    /// about so far, at least one: then a large layer is likely new too,
-    /// and worth streaming before its digest is known. A registry holding
-    /// some of them (a re-push, a CI job with a cold layer cache) may hold
-    /// the large one as well, which is asked about first as any other, so
-    /// that its bytes are not sent for nothing.
-    fn registry_lacks_this_image(&self) -> bool {
-        self.queued > 0
-            && self.counts.existing == 0
-            && self.counts.mounted == 0
-            && self.unread.0.load(Ordering::Relaxed) == 0
-            && self.unread.1.load(Ordering::Relaxed) == 0
     }
 
     /// Notes that the blobs of the manifests put are in our repository:
@@ -612,10 +635,12 @@ impl RegistrySink {
     fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
         if self.head(digest)? {
             self.counts.existing += 1;
+            self.evidence.found();
             return Ok(false);
         }
         if self.mount(digest)? {
             self.counts.mounted += 1;
+            self.evidence.found();
             lock(&self.known).insert(*digest, true);
             return Ok(false);
         }
@@ -717,19 +742,38 @@ impl ImageSink for RegistrySink {
         LayerForm::Blobs(self.compress)
     }
 
+    /// Several layers are written at once, each spooled to a file of its
+    /// own (and a large one streamed) until committed in layer order.
+    fn concurrent_layers(&self) -> bool {
+        true
+    }
+
     /// A spool file; a large layer (`size` tar bytes) is also streamed
-    /// to the registry as it is written (see the `stream` module).
+    /// to the registry as it is written (see the `stream` module): at once
+    /// when the registry is known to lack this image, else from its first
+    /// chunk written after that is known.
     fn start_layer(&mut self, _key: &Digest, size: u64) -> Result<Self::Blob, super::Error> {
-        let spool = SpooledBlob::new_in(self.spool.path())?;
+        let spool = SpooledBlob::with_buffer_in(self.spool.path(), SPOOL_BUFFER)?;
         let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
         // A stream is an upload beside the workers': none when uploads
         // are to go one at a time.
-        let stream = (large
-            && self.uploads.jobs > 1
-            && self.client.chunks_allowed()
-            && self.registry_lacks_this_image())
-        .then(|| Streaming::start(&self.client, spool.path().to_owned()));
-        Ok(LayerBlob::new(spool, stream))
+        if !(large && self.uploads.jobs > 1 && self.client.chunks_allowed()) {
+            return Ok(LayerBlob::new(spool, None, None));
+        }
+        Ok(match self.evidence.lacks_image() {
+            Some(true) => {
+                let stream = Streaming::start(&self.client, spool.path().to_owned());
+                LayerBlob::new(spool, Some(stream), None)
+            }
+            Some(false) => LayerBlob::new(spool, None, None),
+            None => {
+                let candidate = Candidate {
+                    client: Arc::clone(&self.client),
+                    evidence: Arc::clone(&self.evidence),
+                };
+                LayerBlob::new(spool, None, Some(candidate))
+            }
+        })
     }
 
     fn commit_layer(
@@ -746,16 +790,18 @@ impl ImageSink for RegistrySink {
         // A stream of a blob found here is cancelled when dropped.
         if self.head(digest).map_err(sink_err)? {
             self.counts.existing += 1;
+            self.evidence.found();
             return Ok(false);
         }
         if self.mount(digest).map_err(sink_err)? {
             self.counts.mounted += 1;
+            self.evidence.found();
             lock(&self.known).insert(*digest, true);
             return Ok(false);
         }
         // Queued: taken for present, so the same blob is not queued twice.
         lock(&self.known).insert(*digest, true);
-        self.queued += 1;
+        self.evidence.missing();
         match &stream {
             // The whole blob is in the file now: its last chunk goes out
             // at once, before a worker takes the job to close it.
@@ -782,11 +828,13 @@ impl ImageSink for RegistrySink {
         // reports what is wrong.
         if self.head(digest).unwrap_or(false) {
             self.unread.0.fetch_add(1, Ordering::Relaxed);
+            self.evidence.found();
             return true;
         }
         if self.mount(digest).unwrap_or(false) {
             lock(&self.known).insert(*digest, true);
             self.unread.1.fetch_add(1, Ordering::Relaxed);
+            self.evidence.found();
             return true;
         }
         false
