@@ -748,6 +748,16 @@ impl ImageSink for RegistrySink {
         true
     }
 
+    /// Runs on the layer's thread once it is compressed: a streamed
+    /// layer's last chunk need not wait for the layers before it to be
+    /// committed.
+    fn seal_layer(blob: &mut LayerBlob) -> Result<(), super::Error> {
+        blob.seal().map_err(|source| super::Error::Io {
+            path: blob.spool.path().to_owned(),
+            source,
+        })
+    }
+
     /// A spool file; a large layer (`size` tar bytes) is also streamed
     /// to the registry as it is written (see the `stream` module): at once
     /// when the registry is known to lack this image, else from its first

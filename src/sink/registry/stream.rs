@@ -134,6 +134,24 @@ impl LayerBlob {
     }
 }
 
+impl LayerBlob {
+    /// The layer is written: its bytes go into the file, and a stream
+    /// (started now if the registry is known by now to lack the image)
+    /// sends its last chunk at once, before the layer's turn to be
+    /// committed (when its digest closes the session).
+    pub(super) fn seal(&mut self) -> io::Result<()> {
+        self.spool.flush()?;
+        if self.stream.is_none() {
+            self.decide(self.written);
+        }
+        if let Some(stream) = &mut self.stream {
+            stream.spooled(self.written);
+            stream.end(self.written);
+        }
+        Ok(())
+    }
+}
+
 impl Write for LayerBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.spool.write(buf)?;
