@@ -611,7 +611,7 @@ fn write_blobs<S: ImageSink>(
                         let _ = done.send((index, None));
                         compressed.set(true);
                         result.and_then(|(mut dest, blob)| {
-                            S::seal_layer(&mut dest)?;
+                            S::seal_layer_as(&mut dest, &blob.digest)?;
                             Ok((dest, blob))
                         })
                     }));

@@ -50,7 +50,7 @@ pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
 pub use stream::LayerBlob;
-use stream::{Candidate, Evidence, Streaming};
+use stream::{Evidence, Streaming};
 
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
@@ -418,6 +418,57 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What the registry said of blobs (and what may be taken for present
+/// without asking), shared by the sink and its layers' threads: a layer
+/// asks about its blob on its own thread once written, so the commits,
+/// one at a time, find the answer there instead of each waiting for a
+/// `HEAD` (tens of milliseconds from a registry busy receiving).
+#[derive(Debug)]
+struct Asked {
+    client: Arc<Client>,
+    /// What HEAD said, so no blob is asked about twice.
+    known: Mutex<BTreeMap<Digest, bool>>,
+    /// Where blobs went, for cross-repository mounts (none: no mounts).
+    homes: Option<homes::BlobHomes>,
+    /// Our repository.
+    repository: String,
+    /// Whether a blob `homes` records in our repository is taken for
+    /// present without a `HEAD` (see [`RegistrySink::with_homes`]).
+    trust_homes: bool,
+    /// The blobs taken for present on a record alone, checked when the
+    /// registry refuses a manifest.
+    assumed: Mutex<Vec<Digest>>,
+}
+
+impl Asked {
+    /// Whether `homes` records `digest` in our repository, and such
+    /// records are trusted.
+    fn recorded_here(&self, digest: &Digest) -> bool {
+        self.trust_homes
+            && self
+                .homes
+                .as_ref()
+                .is_some_and(|h| h.get(digest).contains(&self.repository))
+    }
+
+    /// Whether the registry holds `digest` in our repository: known, taken
+    /// for present on its record, or asked (`HEAD`; not under the lock, so
+    /// other threads' questions do not wait for this one).
+    fn head(&self, digest: &Digest) -> Result<bool, Error> {
+        if let Some(&have) = lock(&self.known).get(digest) {
+            return Ok(have);
+        }
+        if self.recorded_here(digest) {
+            lock(&self.known).insert(*digest, true);
+            lock(&self.assumed).push(*digest);
+            return Ok(true);
+        }
+        let have = self.client.has_blob(digest)?;
+        // Another thread's answer for the same blob (rare) is the same.
+        Ok(*lock(&self.known).entry(*digest).or_insert(have))
+    }
+}
+
 /// An [`ImageSink`] that uploads to a registry: see the module docs.
 #[derive(Debug)]
 pub struct RegistrySink {
@@ -434,19 +485,9 @@ pub struct RegistrySink {
     small: BTreeMap<Digest, Vec<u8>>,
     /// The manifests put, with their platforms, for [`ImageSink::finish`].
     manifests: Vec<(Vec<u8>, super::Platform)>,
-    /// What HEAD said, so no blob is asked about twice.
-    known: Mutex<BTreeMap<Digest, bool>>,
+    /// What the registry said of blobs, shared with the layers' threads.
+    asked: Arc<Asked>,
     counts: PushCounts,
-    /// Where blobs went, for cross-repository mounts (none: no mounts).
-    homes: Option<homes::BlobHomes>,
-    /// Our repository.
-    repository: String,
-    /// Whether a blob `homes` records in our repository is taken for
-    /// present without a `HEAD` (see [`RegistrySink::with_homes`]).
-    trust_homes: bool,
-    /// The blobs taken for present on a record alone, checked when the
-    /// registry refuses a manifest.
-    assumed: Mutex<Vec<Digest>>,
     /// The blobs of the manifests put, recorded in `homes` once the
     /// registry accepted them.
     to_record: Vec<Digest>,
@@ -498,24 +539,27 @@ impl RegistrySink {
         };
         Ok(Self {
             uploads: Uploads::start(&client, jobs),
-            client,
             spool,
             _pending: pending,
             compress,
             tags,
             small: BTreeMap::new(),
             manifests: Vec::new(),
-            known: Mutex::new(BTreeMap::new()),
+            asked: Arc::new(Asked {
+                client: Arc::clone(&client),
+                known: Mutex::new(BTreeMap::new()),
+                homes: None,
+                repository: String::new(),
+                trust_homes: false,
+                assumed: Mutex::new(Vec::new()),
+            }),
             counts: PushCounts::default(),
-            homes: None,
-            repository: String::new(),
-            trust_homes: false,
-            assumed: Mutex::new(Vec::new()),
             to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
             evidence: Arc::default(),
             referrers: Vec::new(),
             index_annotations: BTreeMap::new(),
+            client,
         })
     }
 
@@ -527,22 +571,15 @@ impl RegistrySink {
     /// that a manifest's blobs exist when it is put, and when one has gone
     /// the push fails with [`Error::Vanished`], for the caller to push
     /// again without `trust`.
+    /// Called before any layer is started (it has no effect after).
     #[must_use]
     pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str, trust: bool) -> Self {
-        self.homes = Some(homes);
-        self.repository = repository.to_owned();
-        self.trust_homes = trust;
+        if let Some(asked) = Arc::get_mut(&mut self.asked) {
+            asked.homes = Some(homes);
+            repository.clone_into(&mut asked.repository);
+            asked.trust_homes = trust;
+        }
         self
-    }
-
-    /// Whether `homes` records `digest` in our repository, and such
-    /// records are trusted.
-    fn recorded_here(&self, digest: &Digest) -> bool {
-        self.trust_homes
-            && self
-                .homes
-                .as_ref()
-                .is_some_and(|h| h.get(digest).contains(&self.repository))
     }
 
     /// What the uploads have sent, for progress.
@@ -554,13 +591,13 @@ impl RegistrySink {
     /// Mounts `digest` from a repository it was pushed to before, when the
     /// registry agrees: whether it did. At most three are asked.
     fn mount(&self, digest: &Digest) -> Result<bool, Error> {
-        let Some(homes) = &self.homes else {
+        let Some(homes) = &self.asked.homes else {
             return Ok(false);
         };
         for from in homes
             .get(digest)
             .iter()
-            .filter(|r| **r != self.repository)
+            .filter(|r| **r != self.asked.repository)
             .take(3)
         {
             if self.client.mount(digest, from)? {
@@ -573,12 +610,12 @@ impl RegistrySink {
     /// Notes that the blobs of the manifests put are in our repository:
     /// called once the registry accepted them.
     fn record_homes(&self) {
-        let Some(homes) = &self.homes else {
+        let Some(homes) = &self.asked.homes else {
             return;
         };
         for d in &self.to_record {
             // A record that cannot be written only costs an upload later.
-            let _ = homes.put(d, &self.repository);
+            let _ = homes.put(d, &self.asked.repository);
         }
     }
 
@@ -586,7 +623,7 @@ impl RegistrySink {
     /// [`Error::Vanished`] when a blob taken for present on its record
     /// alone is not there (a `HEAD` for each of them tells).
     fn check_assumed(&self, refusal: Error) -> Error {
-        let assumed = std::mem::take(&mut *lock(&self.assumed));
+        let assumed = std::mem::take(&mut *lock(&self.asked.assumed));
         // Only a refusal of the manifest itself (4xx) may mean a missing
         // blob; a timeout, a 5xx or an auth failure is reported as it is.
         if assumed.is_empty()
@@ -608,28 +645,14 @@ impl RegistrySink {
             return refusal;
         }
         Error::Vanished {
-            repository: self.repository.clone(),
+            repository: self.asked.repository.clone(),
             missing,
             source: Box::new(refusal),
         }
     }
 
     fn head(&self, digest: &Digest) -> Result<bool, Error> {
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(&have) = known.get(digest) {
-            return Ok(have);
-        }
-        if self.recorded_here(digest) {
-            known.insert(*digest, true);
-            lock(&self.assumed).push(*digest);
-            return Ok(true);
-        }
-        let have = self.client.has_blob(digest)?;
-        known.insert(*digest, have);
-        Ok(have)
+        self.asked.head(digest)
     }
 
     fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
@@ -641,14 +664,11 @@ impl RegistrySink {
         if self.mount(digest)? {
             self.counts.mounted += 1;
             self.evidence.found();
-            lock(&self.known).insert(*digest, true);
+            lock(&self.asked.known).insert(*digest, true);
             return Ok(false);
         }
         self.client.upload(digest, body)?;
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(*digest, true);
+        lock(&self.asked.known).insert(*digest, true);
         self.counts.uploaded += 1;
         self.counts.bytes_uploaded += body.len();
         Ok(true)
@@ -748,11 +768,11 @@ impl ImageSink for RegistrySink {
         true
     }
 
-    /// Runs on the layer's thread once it is compressed: a streamed
-    /// layer's last chunk need not wait for the layers before it to be
-    /// committed.
-    fn seal_layer(blob: &mut LayerBlob) -> Result<(), super::Error> {
-        blob.seal().map_err(|source| super::Error::Io {
+    /// Runs on the layer's thread once it is compressed: the registry is
+    /// asked about the blob there, and a streamed layer's last chunk need
+    /// not wait for the layers before it to be committed.
+    fn seal_layer_as(blob: &mut LayerBlob, digest: &Digest) -> Result<(), super::Error> {
+        blob.seal(digest).map_err(|source| super::Error::Io {
             path: blob.spool.path().to_owned(),
             source,
         })
@@ -767,23 +787,18 @@ impl ImageSink for RegistrySink {
         let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
         // A stream is an upload beside the workers': none when uploads
         // are to go one at a time.
-        if !(large && self.uploads.jobs > 1 && self.client.chunks_allowed()) {
-            return Ok(LayerBlob::new(spool, None, None));
-        }
-        Ok(match self.evidence.lacks_image() {
-            Some(true) => {
-                let stream = Streaming::start(&self.client, spool.path().to_owned());
-                LayerBlob::new(spool, Some(stream), None)
-            }
-            Some(false) => LayerBlob::new(spool, None, None),
-            None => {
-                let candidate = Candidate {
-                    client: Arc::clone(&self.client),
-                    evidence: Arc::clone(&self.evidence),
-                };
-                LayerBlob::new(spool, None, Some(candidate))
-            }
-        })
+        let streamable = large && self.uploads.jobs > 1 && self.client.chunks_allowed();
+        let lacks = self.evidence.lacks_image();
+        let stream = (streamable && lacks == Some(true))
+            .then(|| Streaming::start(&self.client, spool.path().to_owned()));
+        let candidate = streamable && lacks.is_none();
+        Ok(LayerBlob::new(
+            spool,
+            stream,
+            candidate,
+            &self.asked,
+            &self.evidence,
+        ))
     }
 
     fn commit_layer(
@@ -806,11 +821,11 @@ impl ImageSink for RegistrySink {
         if self.mount(digest).map_err(sink_err)? {
             self.counts.mounted += 1;
             self.evidence.found();
-            lock(&self.known).insert(*digest, true);
+            lock(&self.asked.known).insert(*digest, true);
             return Ok(false);
         }
         // Queued: taken for present, so the same blob is not queued twice.
-        lock(&self.known).insert(*digest, true);
+        lock(&self.asked.known).insert(*digest, true);
         self.evidence.missing();
         match &stream {
             // The whole blob is in the file now: its last chunk goes out
@@ -842,7 +857,7 @@ impl ImageSink for RegistrySink {
             return true;
         }
         if self.mount(digest).unwrap_or(false) {
-            lock(&self.known).insert(*digest, true);
+            lock(&self.asked.known).insert(*digest, true);
             self.unread.1.fetch_add(1, Ordering::Relaxed);
             self.evidence.found();
             return true;

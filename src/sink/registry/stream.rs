@@ -31,7 +31,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use super::client::Session;
-use super::{lock, Client};
+use super::{lock, Asked, Client};
+use crate::oci::Digest;
 use crate::sink::SpooledBlob;
 
 /// A layer of at least this many chunks of tar bytes (64 MiB with the
@@ -76,14 +77,6 @@ impl Evidence {
     }
 }
 
-/// A large layer that may yet be streamed: once a chunk is in its spool
-/// file and the registry is known to lack the image (see the module doc).
-#[derive(Debug)]
-pub(super) struct Candidate {
-    pub(super) client: Arc<Client>,
-    pub(super) evidence: Arc<Evidence>,
-}
-
 /// A layer blob being written into the registry sink: spooled, and for a
 /// large layer streamed too.
 #[derive(Debug)]
@@ -92,55 +85,69 @@ pub struct LayerBlob {
     /// Bytes written into `spool` (some may still be in its buffer).
     written: u64,
     pub(super) stream: Option<Streaming>,
-    candidate: Option<Candidate>,
+    /// A large layer that may yet be streamed: once a chunk is in its
+    /// spool file and the registry is known to lack the image (see the
+    /// module doc).
+    candidate: bool,
+    asked: Arc<Asked>,
+    evidence: Arc<Evidence>,
 }
 
 impl LayerBlob {
     /// A layer spooled into `spool`, streamed at once with `stream`, or
-    /// later as a `candidate`.
+    /// later if a `candidate`.
     pub(super) fn new(
         spool: SpooledBlob,
         stream: Option<Streaming>,
-        candidate: Option<Candidate>,
+        candidate: bool,
+        asked: &Arc<Asked>,
+        evidence: &Arc<Evidence>,
     ) -> Self {
         Self {
             spool,
             written: 0,
             stream,
             candidate,
+            asked: Arc::clone(asked),
+            evidence: Arc::clone(evidence),
         }
     }
 
     /// Starts streaming a candidate when a chunk is in the file and the
-    /// registry lacks the image; drops it when the registry holds some of
-    /// the image (or refused chunks); else asks again at the next write.
+    /// registry lacks the image; gives it up when the registry holds some
+    /// of the image (or refused chunks); else asks again at the next write.
     fn decide(&mut self, in_file: u64) {
-        let Some(candidate) = &self.candidate else {
-            return;
-        };
-        if in_file < candidate.client.chunk_size() {
+        let client = &self.asked.client;
+        if !self.candidate || in_file < client.chunk_size() {
             return;
         }
-        match candidate.evidence.lacks_image() {
+        match self.evidence.lacks_image() {
             None => {}
-            Some(true) if candidate.client.chunks_allowed() => {
-                let mut stream = Streaming::start(&candidate.client, self.spool.path().to_owned());
+            Some(true) if client.chunks_allowed() => {
+                let mut stream = Streaming::start(client, self.spool.path().to_owned());
                 stream.spooled(in_file);
                 self.stream = Some(stream);
-                self.candidate = None;
+                self.candidate = false;
             }
-            Some(_) => self.candidate = None,
+            Some(_) => self.candidate = false,
         }
     }
-}
 
-impl LayerBlob {
-    /// The layer is written: its bytes go into the file, and a stream
-    /// (started now if the registry is known by now to lack the image)
-    /// sends its last chunk at once, before the layer's turn to be
-    /// committed (when its digest closes the session).
-    pub(super) fn seal(&mut self) -> io::Result<()> {
+    /// The layer is written, its blob's digest `digest`: its bytes go into
+    /// the file; the registry is asked about the blob here, on the layer's
+    /// thread (its commit finds the answer, see `Asked`), which is also
+    /// evidence for other large layers; and a stream (started now if the
+    /// registry is known by now to lack the image) sends its last chunk at
+    /// once, before the layer's turn to be committed (when its digest
+    /// closes the session).
+    pub(super) fn seal(&mut self, digest: &Digest) -> io::Result<()> {
         self.spool.flush()?;
+        // A failed question is asked again at the commit, which reports it.
+        match self.asked.head(digest) {
+            Ok(true) => self.evidence.found(),
+            Ok(false) => self.evidence.missing(),
+            Err(_) => {}
+        }
         if self.stream.is_none() {
             self.decide(self.written);
         }
