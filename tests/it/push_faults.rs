@@ -1455,3 +1455,143 @@ fn a_failed_stream_falls_back_to_the_spooled_upload() {
         .count();
     assert_eq!(finals, 1);
 }
+
+/// A layer blob that takes any bytes (and whose sealing panics).
+struct PanickingBlob;
+
+impl Write for PanickingBlob {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink taking blobs several at a time (as a registry or a layout does)
+/// that panics sealing a layer, on the layer's own thread.
+struct PanickingSink;
+
+impl nixlayer::sink::ImageSink for PanickingSink {
+    type Blob = PanickingBlob;
+    type Output = ();
+
+    fn layer_form(&self) -> nixlayer::sink::LayerForm {
+        nixlayer::sink::LayerForm::Blobs(nixlayer::codec::CompressOptions::NONE)
+    }
+
+    fn concurrent_layers(&self) -> bool {
+        true
+    }
+
+    fn seal_layer(_: &mut PanickingBlob) -> Result<(), nixlayer::sink::Error> {
+        panic!("a layer sink that panics (a test)");
+    }
+
+    fn start_layer(
+        &mut self,
+        _: &nixlayer::oci::Digest,
+        _: u64,
+    ) -> Result<PanickingBlob, nixlayer::sink::Error> {
+        Ok(PanickingBlob)
+    }
+
+    fn commit_layer(
+        &mut self,
+        _: PanickingBlob,
+        _: &nixlayer::oci::Digest,
+        _: u64,
+    ) -> Result<bool, nixlayer::sink::Error> {
+        Ok(true)
+    }
+
+    fn put_blob(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(nixlayer::oci::Digest, bool), nixlayer::sink::Error> {
+        Ok((nixlayer::oci::Digest::of(bytes), true))
+    }
+
+    fn put_manifest(
+        &mut self,
+        image: &nixlayer::sink::ImageEntry<'_>,
+    ) -> Result<(nixlayer::oci::Descriptor, bool), nixlayer::sink::Error> {
+        let desc = nixlayer::oci::Descriptor {
+            media_type: nixlayer::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: nixlayer::oci::Digest::of(image.manifest),
+            size: image.manifest.len() as u64,
+        };
+        Ok((desc, true))
+    }
+
+    fn finish(self, _: &str) -> Result<((), Option<u64>), nixlayer::sink::Error> {
+        Ok(((), None))
+    }
+}
+
+/// A layer writer that panics (here the sink, sealing each layer on the
+/// layer's thread) fails the build with an error that says so — what
+/// `push` and the OCI outputs report before exiting 1 — instead of taking
+/// the process down or waiting forever for the layer: the layers are
+/// written on threads of their own (two at a time), and the panic is
+/// caught there.
+#[test]
+fn a_panicking_layer_writer_fails_the_build_with_an_error() {
+    use nixlayer::manifest::LoadedManifest;
+    use nixlayer::ops::settings::{self, Environment, Overrides};
+    use nixlayer::ops::{self, NoReporter};
+
+    let repo = util::repo();
+    let tmp = util::temp_dir();
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            r#"name = "nixlayer-test/panics"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+max_layers = 3
+
+[store]
+root = "{store}"
+
+[closure]
+roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
+source = {{ graph = "{graph}" }}
+"#,
+            store = repo.join("fixtures/example/store").display(),
+            graph = repo.join("fixtures/example/graph.json").display(),
+        ),
+    );
+    let loaded = LoadedManifest::load(&manifest).unwrap();
+    let env = Environment {
+        now: jiff::Timestamp::UNIX_EPOCH,
+        source_date_epoch: None,
+        cache_dir: None,
+        binary_cache: Default::default(),
+    };
+    let mut overrides = Overrides::default();
+    overrides.threads = std::num::NonZeroUsize::new(2);
+    let resolved = settings::resolve_build(&loaded, &overrides, &env).unwrap();
+    let image = ops::prepare(&resolved.settings).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let result = ops::build(&resolved.settings, &image, PanickingSink, &NoReporter);
+        // The error with its causes, as the command line shows them.
+        let _ = tx.send(result.map(|_| ()).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text += &format!(": {c}");
+                cause = c.source();
+            }
+            text
+        }));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the build hung or panicked instead of failing");
+    let err = result.expect_err("a build whose layer writer panicked succeeded");
+    assert!(err.contains("panicked"), "{err}");
+}
