@@ -571,7 +571,16 @@ fn write_blobs<S: ImageSink>(
     let mut cached: std::collections::VecDeque<Option<LayerSummary>> = cached.into();
     // Written layers waiting for the ones before them to be committed.
     let mut written = std::collections::BTreeMap::new();
-    let to_write: Vec<usize> = (0..total).filter(|&i| cached[i].is_none()).collect();
+    let mut to_write: Vec<usize> = (0..total).filter(|&i| cached[i].is_none()).collect();
+    // The largest layer starts first (the others in order): the smaller
+    // ones then fill the cores around it and end soon after it, instead
+    // of it compressing alone at the end (a `popularity` plan puts half
+    // the closure in its last layer). Commits still come in layer order.
+    if at_once > 1 {
+        if let Some(largest) = (0..to_write.len()).max_by_key(|&i| image.layers[to_write[i]].size) {
+            to_write[..=largest].rotate_right(1);
+        }
+    }
     let mut to_start = to_write.into_iter().peekable();
     let gate = WideGate::default();
     std::thread::scope(|scope| -> Result<Vec<LayerSummary>, Error> {
@@ -602,7 +611,7 @@ fn write_blobs<S: ImageSink>(
                         let _ = done.send((index, None));
                         compressed.set(true);
                         result.and_then(|(mut dest, blob)| {
-                            S::seal_layer(&mut dest)?;
+                            S::seal_layer_as(&mut dest, &blob.digest)?;
                             Ok((dest, blob))
                         })
                     }));

@@ -296,6 +296,20 @@ pub trait ImageSink {
         Ok(())
     }
 
+    /// [`ImageSink::seal_layer`], told the digest of the blob written (a
+    /// registry asks there whether it holds it, rather than in the
+    /// commit). By default `seal_layer`.
+    ///
+    /// # Errors
+    /// As [`ImageSink::seal_layer`].
+    fn seal_layer_as(blob: &mut Self::Blob, digest: &Digest) -> Result<(), Error>
+    where
+        Self: Sized,
+    {
+        let _ = digest;
+        Self::seal_layer(blob)
+    }
+
     /// Whether the blob `digest` is already stored, so a layer known (from
     /// the layer cache) to have that blob need not be read again.
     fn has_blob(&self, digest: &Digest) -> bool {

@@ -47,6 +47,15 @@ impl SpooledBlob {
     /// # Errors
     /// When it cannot be created; the error names `dir`.
     pub fn new_in(dir: &Path) -> Result<Self, Error> {
+        Self::with_buffer_in(dir, BUFFER)
+    }
+
+    /// A new spool file in `dir`, writes gathered in a buffer of `buffer`
+    /// bytes (a write at least that large goes straight to the file).
+    ///
+    /// # Errors
+    /// When it cannot be created; the error names `dir`.
+    pub fn with_buffer_in(dir: &Path, buffer: usize) -> Result<Self, Error> {
         let (temp, pending) = Pending::create(
             || {
                 tempfile::Builder::new()
@@ -60,7 +69,7 @@ impl SpooledBlob {
             source,
         })?;
         Ok(Self {
-            file: BufWriter::with_capacity(BUFFER, temp),
+            file: BufWriter::with_capacity(buffer, temp),
             _pending: pending,
         })
     }

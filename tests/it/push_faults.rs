@@ -879,8 +879,9 @@ fn a_connection_dropped_mid_upload_resumes_or_restarts_cleanly() {
     );
 }
 
-/// The most uploads (`PATCH`es) in flight at once through a proxy that
-/// holds each for 300 ms, for a push with `--jobs jobs` of a new image.
+/// The most uploads (`PATCH`es, and `PUT`s with a body: a layer of one
+/// chunk) in flight at once through a proxy that holds each for 300 ms,
+/// for a push with `--jobs jobs` of a new image.
 fn concurrent_uploads(jobs: &str) -> Option<usize> {
     let hello = util::nix_fixture("hello")?;
     if !registry_ready() || !util::require_tool("docker-registry") {
@@ -892,7 +893,11 @@ fn concurrent_uploads(jobs: &str) -> Option<usize> {
     let proxy = {
         let in_flight = in_flight.clone();
         Server::start(move |conn, seen, rest, _| {
-            if seen.method != "PATCH" {
+            let carries = seen.method == "PATCH"
+                || (seen.method == "PUT"
+                    && seen.target.contains("/blobs/")
+                    && content_length(seen) > 0);
+            if !carries {
                 return forward_to(&upstream, conn, seen, rest, None);
             }
             {
@@ -1077,7 +1082,9 @@ fn a_re_push_asks_only_about_new_blobs_and_recovers_a_vanished_one() {
 /// session, and the image is the one an OCI layout build writes. Other
 /// layers are asked about first, as before. With `--threads 1` the layers
 /// are written one after another, so the first ones are committed
-/// (missing) before libc's, the fourth, starts.
+/// (missing) before libc's, the fourth, starts. (The second, hello's, is
+/// large too and starts before the first is committed: it is streamed
+/// from a later chunk, or, if written by then, uploaded after its `HEAD`.)
 #[test]
 fn a_large_layer_is_uploaded_while_it_is_written() {
     // debian-libc's layer, the last: 2 MB of gzip, more than the spool
@@ -1133,7 +1140,7 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
 
     let seen = proxy.seen();
     let path = |s: &Seen| s.target.split('?').next().unwrap_or_default().to_owned();
-    let mut streamed = 0;
+    let mut streamed = Vec::new();
     for layer in pushed["layers"].as_array().unwrap() {
         let hex = layer["digest"].as_str().unwrap()["sha256:".len()..].to_owned();
         let head = seen
@@ -1151,22 +1158,29 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
             .map(|(i, _)| i)
             .collect();
         let size = layer["size"].as_u64().unwrap();
-        if size > (1 << 20) + chunk {
-            streamed += 1;
-            assert!(patches.len() as u64 >= size.div_ceil(chunk), "{layer}");
-            // Sent before its digest was asked about.
-            let head = head.expect("a HEAD at its commit");
-            assert!(
-                patches[0] < head,
-                "{layer}: first PATCH #{}, HEAD #{head}",
-                patches[0]
-            );
+        let head = head.expect("a HEAD at its commit");
+        if size <= chunk {
+            // One chunk: in one PUT, after its HEAD.
+            assert!(patches.is_empty(), "{layer}");
+            let put = seen
+                .iter()
+                .position(|s| s.method == "PUT" && s.target.contains(&hex));
+            assert!(put.is_some_and(|p| p > head), "{layer}");
+            continue;
+        }
+        assert!(patches.len() as u64 >= size.div_ceil(chunk), "{layer}");
+        // Sent before its digest was asked about: streamed.
+        if patches[0] < head {
+            streamed.push(hex);
         } else {
-            let head = head.expect("a HEAD before its upload");
             assert!(patches.iter().all(|&p| p > head), "{layer}");
         }
     }
-    assert_eq!(streamed, 1, "{pushed}");
+    let last = pushed["layers"][3]["digest"].as_str().unwrap();
+    assert!(
+        streamed.iter().any(|s| last.ends_with(s.as_str())),
+        "{pushed}"
+    );
 
     // Again, with no layer cache: the registry holds the first layers, so
     // the large one is asked about before any byte of it is sent, and no
@@ -1181,4 +1195,403 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
         .filter(|s| s.method == "PATCH" || s.method == "POST")
         .collect();
     assert!(sent.is_empty(), "{} uploads", sent.len());
+}
+
+/// Bytes that stand for a compressed layer: any bytes do for the sink.
+fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift: incompressible enough, and the same every run.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// A registry sink pushing to `repository` through the proxy on `port`,
+/// `chunk` bytes a `PATCH`, driven by the test itself (so the order in
+/// which layers start, are written and are committed is the test's).
+fn sink_through(port: u16, repository: &str, chunk: u64) -> nixlayer::sink::registry::RegistrySink {
+    use nixlayer::sink::registry::{Client, ClientOptions, Reference, RegistrySink};
+    let target = Reference::parse(&format!("127.0.0.1:{port}/{repository}:1")).unwrap();
+    let options = ClientOptions {
+        insecure: true,
+        chunk_size: chunk,
+        ..ClientOptions::default()
+    };
+    RegistrySink::new(
+        Client::new(&target, options),
+        nixlayer::codec::CompressOptions::NONE,
+        Vec::new(),
+    )
+    .unwrap()
+}
+
+/// Waits (at most 20 s) until `server` has seen `n` `PATCH`es of exactly
+/// `len` bytes.
+fn wait_for_patches(server: &Server, len: usize, n: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let full = server
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PATCH" && content_length(s) == len)
+            .count();
+        if full >= n {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Puts the config and manifest of `layers` through `sink` (which waits
+/// for every upload first) and tags it: the push's last steps.
+fn finish_image(
+    mut sink: nixlayer::sink::registry::RegistrySink,
+    layers: &[(&[u8], nixlayer::oci::Digest)],
+) -> Result<(), nixlayer::sink::Error> {
+    use nixlayer::oci::{Descriptor, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE};
+    use nixlayer::sink::{ImageEntry, ImageSink, Platform};
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (config_digest, _) = sink.put_blob(config)?;
+    let config = Descriptor {
+        media_type: CONFIG_MEDIA_TYPE.to_owned(),
+        digest: config_digest,
+        size: config.len() as u64,
+    };
+    let layers: Vec<Descriptor> = layers
+        .iter()
+        .map(|(bytes, digest)| Descriptor {
+            media_type: format!("{LAYER_MEDIA_TYPE}+gzip"),
+            digest: *digest,
+            size: bytes.len() as u64,
+        })
+        .collect();
+    let manifest = nixlayer::oci::manifest_json(&config, &layers);
+    let platform = Platform {
+        os: "linux".to_owned(),
+        architecture: "amd64".to_owned(),
+        variant: None,
+    };
+    sink.put_manifest(&ImageEntry {
+        platform: &platform,
+        config: &config,
+        layers: &layers,
+        manifest: &manifest,
+    })?;
+    sink.finish("image:1").map(|_| ())
+}
+
+/// The bytes the registry stores as blob `digest`.
+fn stored_blob(registry: &crate::push::AuthRegistry, digest: &nixlayer::oci::Digest) -> Vec<u8> {
+    let hex = digest.hex();
+    std::fs::read(
+        registry
+            .storage()
+            .join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])),
+    )
+    .unwrap_or_default()
+}
+
+/// How many `PATCH`es each upload session (path) got, fewest first.
+fn patches_per_session(seen: &[Seen]) -> Vec<usize> {
+    let mut sessions: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for s in seen.iter().filter(|s| s.method == "PATCH") {
+        *sessions
+            .entry(s.target.split('?').next().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let mut counts: Vec<usize> = sessions.into_values().collect();
+    counts.sort_unstable();
+    counts
+}
+
+/// Layers are written several at a time, the largest first, so a large
+/// layer starts before the registry was asked about any other: it is not
+/// streamed then (the registry might hold it), but from its first chunk
+/// written once a smaller layer was found missing, the chunks spooled
+/// before that going first; all before its digest is known, in one
+/// session, and the registry holds its exact bytes.
+#[test]
+fn a_large_layer_started_first_streams_once_another_was_found_missing() {
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return;
+    }
+    use nixlayer::sink::ImageSink;
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let proxy = Server::start(move |conn, seen, rest, _| {
+        forward_to(&upstream, conn, seen, rest, None);
+    });
+    let chunk = 65536;
+    let mut sink = sink_through(proxy.port, "nixlayer-test/first", chunk as u64);
+    let big = blob_bytes(10 * chunk + 123, 1);
+    let big_digest = nixlayer::oci::Digest::of(&big);
+    // Eight chunks' worth of tar: a large layer.
+    let mut big_blob = sink
+        .start_layer(&nixlayer::oci::Digest::of(b"big"), 8 * chunk as u64)
+        .unwrap();
+    big_blob.write_all(&big[..3 * chunk]).unwrap();
+    big_blob.flush().unwrap();
+    // Nothing is known of the registry yet: nothing is sent.
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .all(|s| s.method != "PATCH" && s.method != "POST"),
+        "{:?}",
+        proxy.seen()
+    );
+    let small = b"a small layer".to_vec();
+    let small_digest = nixlayer::oci::Digest::of(&small);
+    let mut small_blob = sink
+        .start_layer(&nixlayer::oci::Digest::of(b"small"), small.len() as u64)
+        .unwrap();
+    small_blob.write_all(&small).unwrap();
+    assert!(sink
+        .commit_layer(small_blob, &small_digest, small.len() as u64)
+        .unwrap());
+    // The registry lacked it: the large layer's next write starts its
+    // stream, which sends what was spooled so far, then goes on.
+    big_blob.write_all(&big[3 * chunk..]).unwrap();
+    big_blob.flush().unwrap();
+    assert!(
+        wait_for_patches(&proxy, chunk, 10),
+        "the large layer was not streamed before its commit: {:?}",
+        proxy.seen()
+    );
+    assert!(!proxy
+        .seen()
+        .iter()
+        .any(|s| s.method == "HEAD" && s.target.ends_with(&big_digest.hex())));
+    assert!(sink
+        .commit_layer(big_blob, &big_digest, big.len() as u64)
+        .unwrap());
+    finish_image(sink, &[(&small, small_digest), (&big, big_digest)]).unwrap();
+    assert_eq!(stored_blob(&registry, &big_digest), big);
+    assert_eq!(stored_blob(&registry, &small_digest), small);
+    let seen = proxy.seen();
+    // The large layer's eleven PATCHes in one session (the small one
+    // went in one PUT).
+    assert_eq!(patches_per_session(&seen), [11]);
+}
+
+/// A streamed upload that fails (here its first `PATCH` is refused with a
+/// 403, which no retry follows) is abandoned, and the layer's spooled blob
+/// is uploaded as any other, in a session of its own: the push succeeds
+/// and the registry holds the blob's exact bytes, completed once.
+#[test]
+fn a_failed_stream_falls_back_to_the_spooled_upload() {
+    if !registry_ready() || !util::require_tool("docker-registry") {
+        return;
+    }
+    use nixlayer::sink::ImageSink;
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let chunk = 65536;
+    let refused = Arc::new(AtomicBool::new(false));
+    let proxy = {
+        let refused = refused.clone();
+        Server::start(move |mut conn, seen, rest, _| {
+            // The first chunk-sized PATCH: the stream's (the small
+            // layer goes in one PUT).
+            if seen.method == "PATCH"
+                && content_length(seen) == chunk
+                && !refused.swap(true, Ordering::SeqCst)
+            {
+                drain(&mut conn, seen, &rest);
+                return respond(
+                    conn,
+                    "403 Forbidden",
+                    &[("Content-Type", "application/json")],
+                    r#"{"errors":[{"code":"DENIED","message":"not this one"}]}"#,
+                );
+            }
+            forward_to(&upstream, conn, seen, rest, None);
+        })
+    };
+    let mut sink = sink_through(proxy.port, "nixlayer-test/fallback", chunk as u64);
+    let small = b"a small layer".to_vec();
+    let small_digest = nixlayer::oci::Digest::of(&small);
+    let mut small_blob = sink
+        .start_layer(&nixlayer::oci::Digest::of(b"small"), small.len() as u64)
+        .unwrap();
+    small_blob.write_all(&small).unwrap();
+    assert!(sink
+        .commit_layer(small_blob, &small_digest, small.len() as u64)
+        .unwrap());
+    // The registry lacks this image: the large layer streams at once.
+    let big = blob_bytes(6 * chunk + 77, 2);
+    let big_digest = nixlayer::oci::Digest::of(&big);
+    let mut big_blob = sink
+        .start_layer(&nixlayer::oci::Digest::of(b"big"), 8 * chunk as u64)
+        .unwrap();
+    big_blob.write_all(&big).unwrap();
+    big_blob.flush().unwrap();
+    assert!(
+        wait_for_patches(&proxy, chunk, 1),
+        "not streamed: {:?}",
+        proxy.seen()
+    );
+    assert!(sink
+        .commit_layer(big_blob, &big_digest, big.len() as u64)
+        .unwrap());
+    finish_image(sink, &[(&small, small_digest), (&big, big_digest)]).unwrap();
+    assert!(refused.load(Ordering::SeqCst));
+    assert_eq!(stored_blob(&registry, &big_digest), big);
+    let seen = proxy.seen();
+    // The stream's session got the refused PATCH only; the spooled upload
+    // a session of its own with every chunk.
+    assert_eq!(patches_per_session(&seen), [1, 7]);
+    let finals = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.target.contains(&big_digest.hex()))
+        .count();
+    assert_eq!(finals, 1);
+}
+
+/// A layer blob that takes any bytes (and whose sealing panics).
+struct PanickingBlob;
+
+impl Write for PanickingBlob {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink taking blobs several at a time (as a registry or a layout does)
+/// that panics sealing a layer, on the layer's own thread.
+struct PanickingSink;
+
+impl nixlayer::sink::ImageSink for PanickingSink {
+    type Blob = PanickingBlob;
+    type Output = ();
+
+    fn layer_form(&self) -> nixlayer::sink::LayerForm {
+        nixlayer::sink::LayerForm::Blobs(nixlayer::codec::CompressOptions::NONE)
+    }
+
+    fn concurrent_layers(&self) -> bool {
+        true
+    }
+
+    fn seal_layer(_: &mut PanickingBlob) -> Result<(), nixlayer::sink::Error> {
+        panic!("a layer sink that panics (a test)");
+    }
+
+    fn start_layer(
+        &mut self,
+        _: &nixlayer::oci::Digest,
+        _: u64,
+    ) -> Result<PanickingBlob, nixlayer::sink::Error> {
+        Ok(PanickingBlob)
+    }
+
+    fn commit_layer(
+        &mut self,
+        _: PanickingBlob,
+        _: &nixlayer::oci::Digest,
+        _: u64,
+    ) -> Result<bool, nixlayer::sink::Error> {
+        Ok(true)
+    }
+
+    fn put_blob(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(nixlayer::oci::Digest, bool), nixlayer::sink::Error> {
+        Ok((nixlayer::oci::Digest::of(bytes), true))
+    }
+
+    fn put_manifest(
+        &mut self,
+        image: &nixlayer::sink::ImageEntry<'_>,
+    ) -> Result<(nixlayer::oci::Descriptor, bool), nixlayer::sink::Error> {
+        let desc = nixlayer::oci::Descriptor {
+            media_type: nixlayer::oci::MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: nixlayer::oci::Digest::of(image.manifest),
+            size: image.manifest.len() as u64,
+        };
+        Ok((desc, true))
+    }
+
+    fn finish(self, _: &str) -> Result<((), Option<u64>), nixlayer::sink::Error> {
+        Ok(((), None))
+    }
+}
+
+/// A layer writer that panics (here the sink, sealing each layer on the
+/// layer's thread) fails the build with an error that says so — what
+/// `push` and the OCI outputs report before exiting 1 — instead of taking
+/// the process down or waiting forever for the layer: the layers are
+/// written on threads of their own (two at a time), and the panic is
+/// caught there.
+#[test]
+fn a_panicking_layer_writer_fails_the_build_with_an_error() {
+    use nixlayer::manifest::LoadedManifest;
+    use nixlayer::ops::settings::{self, Environment, Overrides};
+    use nixlayer::ops::{self, NoReporter};
+
+    let repo = util::repo();
+    let tmp = util::temp_dir();
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            r#"name = "nixlayer-test/panics"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+max_layers = 3
+
+[store]
+root = "{store}"
+
+[closure]
+roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
+source = {{ graph = "{graph}" }}
+"#,
+            store = repo.join("fixtures/example/store").display(),
+            graph = repo.join("fixtures/example/graph.json").display(),
+        ),
+    );
+    let loaded = LoadedManifest::load(&manifest).unwrap();
+    let env = Environment {
+        now: jiff::Timestamp::UNIX_EPOCH,
+        source_date_epoch: None,
+        cache_dir: None,
+        binary_cache: Default::default(),
+    };
+    let mut overrides = Overrides::default();
+    overrides.threads = std::num::NonZeroUsize::new(2);
+    let resolved = settings::resolve_build(&loaded, &overrides, &env).unwrap();
+    let image = ops::prepare(&resolved.settings).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let result = ops::build(&resolved.settings, &image, PanickingSink, &NoReporter);
+        // The error with its causes, as the command line shows them.
+        let _ = tx.send(result.map(|_| ()).map_err(|e| {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text += &format!(": {c}");
+                cause = c.source();
+            }
+            text
+        }));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the build hung or panicked instead of failing");
+    let err = result.expect_err("a build whose layer writer panicked succeeded");
+    assert!(err.contains("panicked"), "{err}");
 }

@@ -947,13 +947,17 @@ impl Client {
     }
 
     /// Uploads blob `digest` from a file or from memory; checks the digest
-    /// the registry reports. A file goes in chunks (`PATCH` with
-    /// `Content-Range`, then `PUT ?digest=`), unless the registry refused
-    /// a `PATCH` before; then, and for bytes in memory, in one `PUT`.
+    /// the registry reports. A file larger than a chunk goes in chunks
+    /// (`PATCH` with `Content-Range`, then `PUT ?digest=`), unless the
+    /// registry refused a `PATCH` before; then, and for a file of one chunk
+    /// or bytes in memory, in one `PUT`. (A single `PATCH` would carry the
+    /// same bytes and be resumed no better, and the registry handles one
+    /// request less: a fifth of its work for the many small layers of an
+    /// image.)
     pub(super) fn upload(&self, digest: &Digest, body: &Body<'_>) -> Result<(), Error> {
         let what = format!("blob {}", digest.prefixed());
         if let Body::File(path, size) = *body {
-            if !self.chunks_refused.load(Ordering::Relaxed) {
+            if size > self.chunk_size && !self.chunks_refused.load(Ordering::Relaxed) {
                 match self.upload_chunked(digest, &what, path, size)? {
                     Chunked::Done => return Ok(()),
                     Chunked::Refused => self.chunks_refused.store(true, Ordering::Relaxed),

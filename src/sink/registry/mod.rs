@@ -33,7 +33,7 @@ mod stream;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,7 +50,7 @@ pub use client::{Client, ClientOptions, Timeouts, UploadMeter};
 pub use credentials::Credentials;
 pub use reference::Reference;
 pub use stream::LayerBlob;
-use stream::Streaming;
+use stream::{Evidence, Streaming};
 
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
@@ -211,11 +211,26 @@ struct Job {
     stream: Option<Streaming>,
 }
 
+/// Bytes of spooled blobs that may wait for an upload worker (one larger
+/// blob waits alone): the disk the spool takes stays bounded, while the
+/// many small layers of an image queue without holding up the build
+/// (it waited for a free place after every few of them, and its
+/// compressors with it).
+const QUEUE_BYTES: u64 = 256 << 20;
+
+/// The write buffer of a layer's spool file. Compressed layers arrive in
+/// large writes (a gzip member, a zstd block), which pass it by; several
+/// layers are written at once, some waiting, written, for their commit,
+/// and a larger buffer would only hold memory meanwhile.
+const SPOOL_BUFFER: usize = 64 << 10;
+
 /// What the upload workers share with the sink.
 #[derive(Default)]
 struct Progress {
     /// Blobs queued or uploading.
     outstanding: usize,
+    /// Bytes of the blobs queued, not yet taken by a worker.
+    waiting: u64,
     /// The first upload that failed; later jobs are dropped unsent.
     error: Option<Error>,
     uploaded: usize,
@@ -225,11 +240,12 @@ struct Progress {
 type Shared = Arc<(Mutex<Progress>, Condvar)>;
 
 /// Layers upload on `jobs` worker threads while the build goes on: a
-/// committed layer is queued (the queue holds at most `jobs` spooled
-/// blobs; the build waits while it is full), so at most `2 × jobs`
-/// spooled blobs exist at once besides the one being written.
+/// committed layer is queued (the queue holds at most [`QUEUE_BYTES`] of
+/// spooled blobs; the build waits while it is full), so besides the
+/// layers being written at most `jobs` blobs being uploaded and that
+/// many bytes of waiting ones are spooled at once.
 struct Uploads {
-    sender: Option<SyncSender<Job>>,
+    sender: Option<Sender<Job>>,
     /// Worker threads: uploads at once (`--jobs`).
     jobs: usize,
     workers: Vec<JoinHandle<()>>,
@@ -246,7 +262,7 @@ impl std::fmt::Debug for Uploads {
 
 impl Uploads {
     fn start(client: &Arc<Client>, jobs: usize) -> Self {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(jobs);
+        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let shared: Shared = Arc::default();
         let workers = (0..jobs)
@@ -272,11 +288,26 @@ impl Uploads {
         lock(&self.shared.0).error.take()
     }
 
+    /// Queues `job`, once the blobs waiting leave room for it (or a
+    /// worker failed: the job is then dropped unsent).
     fn queue(&self, job: Job) -> Result<(), Error> {
-        lock(&self.shared.0).outstanding += 1;
+        {
+            let (mutex, taken) = &*self.shared;
+            let mut p = lock(mutex);
+            while p.waiting > 0 && p.waiting + job.size > QUEUE_BYTES && p.error.is_none() {
+                p = taken
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            p.outstanding += 1;
+            p.waiting += job.size;
+        }
+        let size = job.size;
         let sent = self.sender.as_ref().is_some_and(|s| s.send(job).is_ok());
         if !sent {
-            lock(&self.shared.0).outstanding -= 1;
+            let mut p = lock(&self.shared.0);
+            p.outstanding -= 1;
+            p.waiting -= size;
             return Err(Error::Io {
                 what: "(upload queue)".to_owned(),
                 path: PathBuf::from("(memory)"),
@@ -337,7 +368,12 @@ fn work(client: &Client, receiver: &Mutex<Receiver<Job>>, shared: &Shared) {
             Ok(job) => job,
             Err(_) => return,
         };
-        let skip = lock(&shared.0).error.is_some();
+        let skip = {
+            let mut p = lock(&shared.0);
+            p.waiting -= job.size;
+            shared.1.notify_all();
+            p.error.is_some()
+        };
         let result = if skip {
             Ok(())
         } else {
@@ -382,6 +418,57 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What the registry said of blobs (and what may be taken for present
+/// without asking), shared by the sink and its layers' threads: a layer
+/// asks about its blob on its own thread once written, so the commits,
+/// one at a time, find the answer there instead of each waiting for a
+/// `HEAD` (tens of milliseconds from a registry busy receiving).
+#[derive(Debug)]
+struct Asked {
+    client: Arc<Client>,
+    /// What HEAD said, so no blob is asked about twice.
+    known: Mutex<BTreeMap<Digest, bool>>,
+    /// Where blobs went, for cross-repository mounts (none: no mounts).
+    homes: Option<homes::BlobHomes>,
+    /// Our repository.
+    repository: String,
+    /// Whether a blob `homes` records in our repository is taken for
+    /// present without a `HEAD` (see [`RegistrySink::with_homes`]).
+    trust_homes: bool,
+    /// The blobs taken for present on a record alone, checked when the
+    /// registry refuses a manifest.
+    assumed: Mutex<Vec<Digest>>,
+}
+
+impl Asked {
+    /// Whether `homes` records `digest` in our repository, and such
+    /// records are trusted.
+    fn recorded_here(&self, digest: &Digest) -> bool {
+        self.trust_homes
+            && self
+                .homes
+                .as_ref()
+                .is_some_and(|h| h.get(digest).contains(&self.repository))
+    }
+
+    /// Whether the registry holds `digest` in our repository: known, taken
+    /// for present on its record, or asked (`HEAD`; not under the lock, so
+    /// other threads' questions do not wait for this one).
+    fn head(&self, digest: &Digest) -> Result<bool, Error> {
+        if let Some(&have) = lock(&self.known).get(digest) {
+            return Ok(have);
+        }
+        if self.recorded_here(digest) {
+            lock(&self.known).insert(*digest, true);
+            lock(&self.assumed).push(*digest);
+            return Ok(true);
+        }
+        let have = self.client.has_blob(digest)?;
+        // Another thread's answer for the same blob (rare) is the same.
+        Ok(*lock(&self.known).entry(*digest).or_insert(have))
+    }
+}
+
 /// An [`ImageSink`] that uploads to a registry: see the module docs.
 #[derive(Debug)]
 pub struct RegistrySink {
@@ -398,27 +485,18 @@ pub struct RegistrySink {
     small: BTreeMap<Digest, Vec<u8>>,
     /// The manifests put, with their platforms, for [`ImageSink::finish`].
     manifests: Vec<(Vec<u8>, super::Platform)>,
-    /// What HEAD said, so no blob is asked about twice.
-    known: Mutex<BTreeMap<Digest, bool>>,
+    /// What the registry said of blobs, shared with the layers' threads.
+    asked: Arc<Asked>,
     counts: PushCounts,
-    /// Where blobs went, for cross-repository mounts (none: no mounts).
-    homes: Option<homes::BlobHomes>,
-    /// Our repository.
-    repository: String,
-    /// Whether a blob `homes` records in our repository is taken for
-    /// present without a `HEAD` (see [`RegistrySink::with_homes`]).
-    trust_homes: bool,
-    /// The blobs taken for present on a record alone, checked when the
-    /// registry refuses a manifest.
-    assumed: Mutex<Vec<Digest>>,
     /// The blobs of the manifests put, recorded in `homes` once the
     /// registry accepted them.
     to_record: Vec<Digest>,
     /// Blobs [`ImageSink::has_blob`] found (existing, mounted): layers
     /// not read.
     unread: (AtomicUsize, AtomicUsize),
-    /// Layers queued for upload so far.
-    queued: usize,
+    /// Whether the registry lacked every layer asked about so far, shared
+    /// with the large layers being written (see the `stream` module).
+    evidence: Arc<Evidence>,
     /// Artifacts referring to an image manifest (SBOMs): manifest bytes,
     /// subject and index entry, PUT after the images.
     referrers: Vec<(Vec<u8>, Digest, serde_json::Value)>,
@@ -461,24 +539,27 @@ impl RegistrySink {
         };
         Ok(Self {
             uploads: Uploads::start(&client, jobs),
-            client,
             spool,
             _pending: pending,
             compress,
             tags,
             small: BTreeMap::new(),
             manifests: Vec::new(),
-            known: Mutex::new(BTreeMap::new()),
+            asked: Arc::new(Asked {
+                client: Arc::clone(&client),
+                known: Mutex::new(BTreeMap::new()),
+                homes: None,
+                repository: String::new(),
+                trust_homes: false,
+                assumed: Mutex::new(Vec::new()),
+            }),
             counts: PushCounts::default(),
-            homes: None,
-            repository: String::new(),
-            trust_homes: false,
-            assumed: Mutex::new(Vec::new()),
             to_record: Vec::new(),
             unread: (AtomicUsize::new(0), AtomicUsize::new(0)),
-            queued: 0,
+            evidence: Arc::default(),
             referrers: Vec::new(),
             index_annotations: BTreeMap::new(),
+            client,
         })
     }
 
@@ -490,22 +571,15 @@ impl RegistrySink {
     /// that a manifest's blobs exist when it is put, and when one has gone
     /// the push fails with [`Error::Vanished`], for the caller to push
     /// again without `trust`.
+    /// Called before any layer is started (it has no effect after).
     #[must_use]
     pub fn with_homes(mut self, homes: homes::BlobHomes, repository: &str, trust: bool) -> Self {
-        self.homes = Some(homes);
-        self.repository = repository.to_owned();
-        self.trust_homes = trust;
+        if let Some(asked) = Arc::get_mut(&mut self.asked) {
+            asked.homes = Some(homes);
+            repository.clone_into(&mut asked.repository);
+            asked.trust_homes = trust;
+        }
         self
-    }
-
-    /// Whether `homes` records `digest` in our repository, and such
-    /// records are trusted.
-    fn recorded_here(&self, digest: &Digest) -> bool {
-        self.trust_homes
-            && self
-                .homes
-                .as_ref()
-                .is_some_and(|h| h.get(digest).contains(&self.repository))
     }
 
     /// What the uploads have sent, for progress.
@@ -517,13 +591,13 @@ impl RegistrySink {
     /// Mounts `digest` from a repository it was pushed to before, when the
     /// registry agrees: whether it did. At most three are asked.
     fn mount(&self, digest: &Digest) -> Result<bool, Error> {
-        let Some(homes) = &self.homes else {
+        let Some(homes) = &self.asked.homes else {
             return Ok(false);
         };
         for from in homes
             .get(digest)
             .iter()
-            .filter(|r| **r != self.repository)
+            .filter(|r| **r != self.asked.repository)
             .take(3)
         {
             if self.client.mount(digest, from)? {
@@ -533,29 +607,15 @@ impl RegistrySink {
         Ok(false)
     }
 
-    /// Whether the registry has lacked every layer of this push asked
-    /// about so far, at least one: then a large layer is likely new too,
-    /// and worth streaming before its digest is known. A registry holding
-    /// some of them (a re-push, a CI job with a cold layer cache) may hold
-    /// the large one as well, which is asked about first as any other, so
-    /// that its bytes are not sent for nothing.
-    fn registry_lacks_this_image(&self) -> bool {
-        self.queued > 0
-            && self.counts.existing == 0
-            && self.counts.mounted == 0
-            && self.unread.0.load(Ordering::Relaxed) == 0
-            && self.unread.1.load(Ordering::Relaxed) == 0
-    }
-
     /// Notes that the blobs of the manifests put are in our repository:
     /// called once the registry accepted them.
     fn record_homes(&self) {
-        let Some(homes) = &self.homes else {
+        let Some(homes) = &self.asked.homes else {
             return;
         };
         for d in &self.to_record {
             // A record that cannot be written only costs an upload later.
-            let _ = homes.put(d, &self.repository);
+            let _ = homes.put(d, &self.asked.repository);
         }
     }
 
@@ -563,7 +623,7 @@ impl RegistrySink {
     /// [`Error::Vanished`] when a blob taken for present on its record
     /// alone is not there (a `HEAD` for each of them tells).
     fn check_assumed(&self, refusal: Error) -> Error {
-        let assumed = std::mem::take(&mut *lock(&self.assumed));
+        let assumed = std::mem::take(&mut *lock(&self.asked.assumed));
         // Only a refusal of the manifest itself (4xx) may mean a missing
         // blob; a timeout, a 5xx or an auth failure is reported as it is.
         if assumed.is_empty()
@@ -585,45 +645,30 @@ impl RegistrySink {
             return refusal;
         }
         Error::Vanished {
-            repository: self.repository.clone(),
+            repository: self.asked.repository.clone(),
             missing,
             source: Box::new(refusal),
         }
     }
 
     fn head(&self, digest: &Digest) -> Result<bool, Error> {
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(&have) = known.get(digest) {
-            return Ok(have);
-        }
-        if self.recorded_here(digest) {
-            known.insert(*digest, true);
-            lock(&self.assumed).push(*digest);
-            return Ok(true);
-        }
-        let have = self.client.has_blob(digest)?;
-        known.insert(*digest, have);
-        Ok(have)
+        self.asked.head(digest)
     }
 
     fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
         if self.head(digest)? {
             self.counts.existing += 1;
+            self.evidence.found();
             return Ok(false);
         }
         if self.mount(digest)? {
             self.counts.mounted += 1;
-            lock(&self.known).insert(*digest, true);
+            self.evidence.found();
+            lock(&self.asked.known).insert(*digest, true);
             return Ok(false);
         }
         self.client.upload(digest, body)?;
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(*digest, true);
+        lock(&self.asked.known).insert(*digest, true);
         self.counts.uploaded += 1;
         self.counts.bytes_uploaded += body.len();
         Ok(true)
@@ -717,19 +762,43 @@ impl ImageSink for RegistrySink {
         LayerForm::Blobs(self.compress)
     }
 
+    /// Several layers are written at once, each spooled to a file of its
+    /// own (and a large one streamed) until committed in layer order.
+    fn concurrent_layers(&self) -> bool {
+        true
+    }
+
+    /// Runs on the layer's thread once it is compressed: the registry is
+    /// asked about the blob there, and a streamed layer's last chunk need
+    /// not wait for the layers before it to be committed.
+    fn seal_layer_as(blob: &mut LayerBlob, digest: &Digest) -> Result<(), super::Error> {
+        blob.seal(digest).map_err(|source| super::Error::Io {
+            path: blob.spool.path().to_owned(),
+            source,
+        })
+    }
+
     /// A spool file; a large layer (`size` tar bytes) is also streamed
-    /// to the registry as it is written (see the `stream` module).
+    /// to the registry as it is written (see the `stream` module): at once
+    /// when the registry is known to lack this image, else from its first
+    /// chunk written after that is known.
     fn start_layer(&mut self, _key: &Digest, size: u64) -> Result<Self::Blob, super::Error> {
-        let spool = SpooledBlob::new_in(self.spool.path())?;
+        let spool = SpooledBlob::with_buffer_in(self.spool.path(), SPOOL_BUFFER)?;
         let large = size >= stream::STREAM_FROM_CHUNKS.saturating_mul(self.client.chunk_size());
         // A stream is an upload beside the workers': none when uploads
         // are to go one at a time.
-        let stream = (large
-            && self.uploads.jobs > 1
-            && self.client.chunks_allowed()
-            && self.registry_lacks_this_image())
-        .then(|| Streaming::start(&self.client, spool.path().to_owned()));
-        Ok(LayerBlob::new(spool, stream))
+        let streamable = large && self.uploads.jobs > 1 && self.client.chunks_allowed();
+        let lacks = self.evidence.lacks_image();
+        let stream = (streamable && lacks == Some(true))
+            .then(|| Streaming::start(&self.client, spool.path().to_owned()));
+        let candidate = streamable && lacks.is_none();
+        Ok(LayerBlob::new(
+            spool,
+            stream,
+            candidate,
+            &self.asked,
+            &self.evidence,
+        ))
     }
 
     fn commit_layer(
@@ -746,16 +815,18 @@ impl ImageSink for RegistrySink {
         // A stream of a blob found here is cancelled when dropped.
         if self.head(digest).map_err(sink_err)? {
             self.counts.existing += 1;
+            self.evidence.found();
             return Ok(false);
         }
         if self.mount(digest).map_err(sink_err)? {
             self.counts.mounted += 1;
-            lock(&self.known).insert(*digest, true);
+            self.evidence.found();
+            lock(&self.asked.known).insert(*digest, true);
             return Ok(false);
         }
         // Queued: taken for present, so the same blob is not queued twice.
-        lock(&self.known).insert(*digest, true);
-        self.queued += 1;
+        lock(&self.asked.known).insert(*digest, true);
+        self.evidence.missing();
         match &stream {
             // The whole blob is in the file now: its last chunk goes out
             // at once, before a worker takes the job to close it.
@@ -782,11 +853,13 @@ impl ImageSink for RegistrySink {
         // reports what is wrong.
         if self.head(digest).unwrap_or(false) {
             self.unread.0.fetch_add(1, Ordering::Relaxed);
+            self.evidence.found();
             return true;
         }
         if self.mount(digest).unwrap_or(false) {
-            lock(&self.known).insert(*digest, true);
+            lock(&self.asked.known).insert(*digest, true);
             self.unread.1.fetch_add(1, Ordering::Relaxed);
+            self.evidence.found();
             return true;
         }
         false

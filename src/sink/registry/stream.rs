@@ -11,7 +11,11 @@
 //!
 //! Only when the registry has lacked every layer of the push asked about
 //! so far (at least one): a registry holding some (a re-push with a cold
-//! layer cache) may hold the large one too, and is asked first.
+//! layer cache) may hold the large one too, and is asked first. Layers are
+//! written several at a time, the largest first, so a large layer usually
+//! starts before any other is asked about: it is then spooled, and its
+//! stream starts at the first chunk written once a smaller layer has
+//! been found missing (the chunks spooled meanwhile go first).
 //!
 //! The streamed session is an optimisation, never the only way: when it
 //! fails in any way (a dropped connection, a refused chunk, a lost
@@ -22,11 +26,13 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use super::client::Session;
-use super::{lock, Client};
+use super::{lock, Asked, Client};
+use crate::oci::Digest;
 use crate::sink::SpooledBlob;
 
 /// A layer of at least this many chunks of tar bytes (64 MiB with the
@@ -37,6 +43,40 @@ pub(super) const STREAM_FROM_CHUNKS: u64 = 4;
 /// What the upload's description says in errors.
 const WHAT: &str = "layer blob (uploaded as it is written)";
 
+/// What the push has learnt so far of whether the registry holds this
+/// image's layers, shared with the layers being written.
+#[derive(Debug, Default)]
+pub(super) struct Evidence {
+    /// Layers asked about and found missing (queued for upload).
+    missing: AtomicUsize,
+    /// Whether any blob asked about was there (or mounted).
+    found: AtomicBool,
+}
+
+impl Evidence {
+    /// A layer was asked about and found missing.
+    pub(super) fn missing(&self) {
+        self.missing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A blob asked about was there, or mounted.
+    pub(super) fn found(&self) {
+        self.found.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the registry has lacked every layer asked about so far, at
+    /// least one (`None`: none asked about yet).
+    pub(super) fn lacks_image(&self) -> Option<bool> {
+        if self.found.load(Ordering::Relaxed) {
+            Some(false)
+        } else if self.missing.load(Ordering::Relaxed) > 0 {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
 /// A layer blob being written into the registry sink: spooled, and for a
 /// large layer streamed too.
 #[derive(Debug)]
@@ -45,15 +85,77 @@ pub struct LayerBlob {
     /// Bytes written into `spool` (some may still be in its buffer).
     written: u64,
     pub(super) stream: Option<Streaming>,
+    /// A large layer that may yet be streamed: once a chunk is in its
+    /// spool file and the registry is known to lack the image (see the
+    /// module doc).
+    candidate: bool,
+    asked: Arc<Asked>,
+    evidence: Arc<Evidence>,
 }
 
 impl LayerBlob {
-    pub(super) fn new(spool: SpooledBlob, stream: Option<Streaming>) -> Self {
+    /// A layer spooled into `spool`, streamed at once with `stream`, or
+    /// later if a `candidate`.
+    pub(super) fn new(
+        spool: SpooledBlob,
+        stream: Option<Streaming>,
+        candidate: bool,
+        asked: &Arc<Asked>,
+        evidence: &Arc<Evidence>,
+    ) -> Self {
         Self {
             spool,
             written: 0,
             stream,
+            candidate,
+            asked: Arc::clone(asked),
+            evidence: Arc::clone(evidence),
         }
+    }
+
+    /// Starts streaming a candidate when a chunk is in the file and the
+    /// registry lacks the image; gives it up when the registry holds some
+    /// of the image (or refused chunks); else asks again at the next write.
+    fn decide(&mut self, in_file: u64) {
+        let client = &self.asked.client;
+        if !self.candidate || in_file < client.chunk_size() {
+            return;
+        }
+        match self.evidence.lacks_image() {
+            None => {}
+            Some(true) if client.chunks_allowed() => {
+                let mut stream = Streaming::start(client, self.spool.path().to_owned());
+                stream.spooled(in_file);
+                self.stream = Some(stream);
+                self.candidate = false;
+            }
+            Some(_) => self.candidate = false,
+        }
+    }
+
+    /// The layer is written, its blob's digest `digest`: its bytes go into
+    /// the file; the registry is asked about the blob here, on the layer's
+    /// thread (its commit finds the answer, see `Asked`), which is also
+    /// evidence for other large layers; and a stream (started now if the
+    /// registry is known by now to lack the image) sends its last chunk at
+    /// once, before the layer's turn to be committed (when its digest
+    /// closes the session).
+    pub(super) fn seal(&mut self, digest: &Digest) -> io::Result<()> {
+        self.spool.flush()?;
+        // A failed question is asked again at the commit, which reports it.
+        match self.asked.head(digest) {
+            Ok(true) => self.evidence.found(),
+            Ok(false) => self.evidence.missing(),
+            Err(_) => {}
+        }
+        if self.stream.is_none() {
+            self.decide(self.written);
+        }
+        if let Some(stream) = &mut self.stream {
+            stream.spooled(self.written);
+            stream.end(self.written);
+        }
+        Ok(())
     }
 }
 
@@ -61,8 +163,10 @@ impl Write for LayerBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.spool.write(buf)?;
         self.written += n as u64;
-        if let Some(stream) = &mut self.stream {
-            stream.spooled(self.written - self.spool.buffered() as u64);
+        let in_file = self.written - self.spool.buffered() as u64;
+        match &mut self.stream {
+            Some(stream) => stream.spooled(in_file),
+            None => self.decide(in_file),
         }
         Ok(n)
     }
