@@ -93,10 +93,12 @@ pub mod oci;
 pub mod tar;
 pub mod codec;
 
-// Below every stage: bounded input reads, signal clean-up, HTTP deadlines.
+// Below every stage: bounded input reads, signal clean-up, HTTP deadlines,
+// the registry client.
 pub mod input;
 pub mod cleanup;
 pub mod http;
+pub mod registry;
 
 // The stages, in data-flow order.
 pub mod store;

@@ -25,10 +25,9 @@ use serde_json::{json, Value};
 
 use crate::cleanup::Pending;
 use crate::oci::{Digest, INDEX_MEDIA_TYPE};
-use crate::sink::registry::{self, Client, ClientOptions, Credentials, Reference};
+use crate::registry::{self, Client, ClientOptions, Credentials, Reference};
 
-/// The scheme that marks a registry reference in `base.image`.
-pub const SCHEME: &str = "docker://";
+pub use crate::registry::reference::{parse_pinned, SCHEME};
 
 /// The docker v2 manifest list, docker's name for an index.
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -100,32 +99,6 @@ pub struct PullSpec {
     /// HTTPS with the system's trust and docker's `config.json`
     /// credentials. A pull asks for a `pull` token only, whatever these say.
     pub options: Option<ClientOptions>,
-}
-
-/// Parses `docker://HOST/NAME[:TAG]@sha256:HEX` (without its scheme check:
-/// `text` starts with [`SCHEME`]).
-///
-/// # Errors
-/// What is wrong, and a hint, for a located manifest error.
-pub fn parse(text: &str) -> Result<(Reference, Digest), (String, Option<String>)> {
-    let rest = text.strip_prefix(SCHEME).unwrap_or(text);
-    let Some((name, digest)) = rest.split_once('@') else {
-        return Err((
-            format!("base image `{text}` has no digest"),
-            Some(
-                "a registry base image is pinned by digest for reproducibility: append `@sha256:…` (e.g. from `docker buildx imagetools inspect` or `skopeo inspect`)"
-                    .to_owned(),
-            ),
-        ));
-    };
-    let digest = Digest::parse(digest).ok_or_else(|| {
-        (
-            format!("`{digest}` in base image `{text}` is not a digest"),
-            Some("write `sha256:` and 64 lowercase hex digits".to_owned()),
-        )
-    })?;
-    let reference = Reference::parse(name).map_err(|e| (e.to_string(), None))?;
-    Ok((reference, digest))
 }
 
 impl PullSpec {
@@ -509,17 +482,18 @@ mod tests {
 
     #[test]
     fn references() {
-        let (r, d) = parse(&format!("docker://127.0.0.1:5000/team/app:1@sha256:{HEX}")).unwrap();
+        let (r, d) =
+            parse_pinned(&format!("docker://127.0.0.1:5000/team/app:1@sha256:{HEX}")).unwrap();
         assert_eq!(r.host, "127.0.0.1:5000");
         assert_eq!(r.repository, "team/app");
         assert_eq!(d.hex(), HEX);
-        let (hub, _) = parse(&format!("docker://alpine@sha256:{HEX}")).unwrap();
+        let (hub, _) = parse_pinned(&format!("docker://alpine@sha256:{HEX}")).unwrap();
         assert_eq!(hub.repository, "library/alpine");
-        let (msg, hint) = parse("docker://alpine:3").unwrap_err();
+        let (msg, hint) = parse_pinned("docker://alpine:3").unwrap_err();
         assert!(msg.contains("no digest"), "{msg}");
         assert!(hint.unwrap().contains("@sha256:"));
-        assert!(parse("docker://alpine@sha256:12").is_err());
-        assert!(parse(&format!("docker://@sha256:{HEX}")).is_err());
+        assert!(parse_pinned("docker://alpine@sha256:12").is_err());
+        assert!(parse_pinned(&format!("docker://@sha256:{HEX}")).is_err());
     }
 
     fn spec(arch: &str, variant: Option<&str>) -> PullSpec {
@@ -598,8 +572,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parsing_never_panics(text in "\\PC{0,120}") {
-            let _ = parse(&text);
-            let _ = parse(&format!("docker://{text}"));
+            let _ = parse_pinned(&text);
+            let _ = parse_pinned(&format!("docker://{text}"));
         }
 
         #[test]

@@ -450,9 +450,9 @@ impl LoadedManifest {
             .image
             .get_ref()
             .to_str()
-            .filter(|t| t.starts_with(crate::image::pull::SCHEME))
+            .filter(|t| t.starts_with(crate::registry::reference::SCHEME))
         {
-            return match crate::image::pull::parse(text) {
+            return match crate::registry::reference::parse_pinned(text) {
                 Ok((reference, digest)) => Ok(Some(BaseSource::Registry {
                     text: text.to_owned(),
                     reference,
@@ -483,7 +483,7 @@ pub enum BaseSource {
         /// The reference as written.
         text: String,
         /// Registry, repository and tag.
-        reference: crate::sink::registry::Reference,
+        reference: crate::registry::Reference,
         /// The image manifest's or index's digest.
         digest: crate::oci::Digest,
     },

@@ -107,7 +107,7 @@ impl UploadMeter {
         self.sent.load(Ordering::Relaxed)
     }
 
-    pub(super) fn queue(&self, bytes: u64) {
+    pub(crate) fn queue(&self, bytes: u64) {
         self.queued.fetch_add(bytes, Ordering::Relaxed);
     }
 
@@ -156,7 +156,7 @@ struct CachedToken {
 
 /// Scheme, host and port of a URL: where credentials may go.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Origin {
+pub(crate) struct Origin {
     scheme: String,
     host: String,
     port: u16,
@@ -164,7 +164,7 @@ pub(super) struct Origin {
 
 impl Origin {
     /// The origin of `url`; `None` when it is not an absolute http(s) URL.
-    pub(super) fn of(url: &str) -> Option<Self> {
+    pub(crate) fn of(url: &str) -> Option<Self> {
         let uri: ureq::http::Uri = url.parse().ok()?;
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
         let default = match scheme.as_str() {
@@ -183,7 +183,7 @@ impl Origin {
 /// `url` as errors show it: no user information, no query (an upload
 /// `Location` carries the registry's upload state there), no fragment.
 #[must_use]
-pub(super) fn shown_url(url: &str) -> String {
+pub(crate) fn shown_url(url: &str) -> String {
     let end = url.find(['?', '#']).unwrap_or(url.len());
     let url = &url[..end];
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -251,7 +251,7 @@ impl fmt::Debug for Client {
 }
 
 /// A request body, re-creatable for retries and auth.
-pub(super) enum Body<'a> {
+pub(crate) enum Body<'a> {
     None,
     Bytes(&'a [u8]),
     /// A spooled file and its size.
@@ -262,7 +262,7 @@ pub(super) enum Body<'a> {
 
 impl Body<'_> {
     /// The size of the body.
-    pub(super) fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Body::None => 0,
             Body::Bytes(b) => b.len() as u64,
@@ -954,7 +954,7 @@ impl Client {
     /// same bytes and be resumed no better, and the registry handles one
     /// request less: a fifth of its work for the many small layers of an
     /// image.)
-    pub(super) fn upload(&self, digest: &Digest, body: &Body<'_>) -> Result<(), Error> {
+    pub(crate) fn upload(&self, digest: &Digest, body: &Body<'_>) -> Result<(), Error> {
         let what = format!("blob {}", digest.prefixed());
         if let Body::File(path, size) = *body {
             if size > self.chunk_size && !self.chunks_refused.load(Ordering::Relaxed) {
@@ -1022,12 +1022,12 @@ impl Client {
 
     /// Whether a chunked upload may be tried: the registry has not
     /// refused a `PATCH`.
-    pub(super) fn chunks_allowed(&self) -> bool {
+    pub(crate) fn chunks_allowed(&self) -> bool {
         !self.chunks_refused.load(Ordering::Relaxed)
     }
 
     /// The most bytes of one `PATCH`.
-    pub(super) fn chunk_size(&self) -> u64 {
+    pub(crate) fn chunk_size(&self) -> u64 {
         self.chunk_size
     }
 
@@ -1044,7 +1044,7 @@ impl Client {
     /// when it no longer knows the session or holds bytes we did not see
     /// acknowledged, a new session starts from the first byte. A blob is
     /// content-addressed, so a restart never stores it twice.
-    pub(super) fn send_chunks(
+    pub(crate) fn send_chunks(
         &self,
         what: &str,
         path: &Path,
@@ -1118,7 +1118,7 @@ impl Client {
 
     /// Ends a session whose bytes are all sent: `PUT ?digest=` with no
     /// body, and the digest the registry reports checked.
-    pub(super) fn close_session(
+    pub(crate) fn close_session(
         &self,
         session: &Session,
         digest: &Digest,
@@ -1137,7 +1137,7 @@ impl Client {
 
     /// Abandons a session (`DELETE` on its URL), best effort: a registry
     /// also drops sessions left open.
-    pub(super) fn cancel_session(&self, session: &Session, what: &str) {
+    pub(crate) fn cancel_session(&self, session: &Session, what: &str) {
         let _ = self.send_with("DELETE", &session.url, what, &[], &Body::None, false);
     }
 
@@ -1268,14 +1268,14 @@ impl Client {
 /// An upload session whose bytes are sent: its URL for the closing
 /// `PUT ?digest=`, and how many bytes the registry acknowledged.
 #[derive(Debug)]
-pub(super) struct Session {
+pub(crate) struct Session {
     url: String,
     offset: u64,
 }
 
 impl Session {
     /// Bytes the registry acknowledged.
-    pub(super) fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 }

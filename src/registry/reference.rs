@@ -2,6 +2,7 @@
 //! names (`alpine` is `docker.io/library/alpine`), as docker reads them.
 
 use super::Error;
+use crate::oci::Digest;
 
 /// Docker Hub's name in references and images.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -49,14 +50,14 @@ impl Reference {
     /// one-component name is under `library/`.
     ///
     /// ```
-    /// use nixlayer::sink::registry::Reference;
+    /// use nixlayer::registry::Reference;
     /// let r = Reference::parse("127.0.0.1:5000/team/app:1.0")?;
     /// assert_eq!((r.host.as_str(), r.repository.as_str(), r.tag.as_deref()),
     ///            ("127.0.0.1:5000", "team/app", Some("1.0")));
     /// let hub = Reference::parse("alpine:3")?;
     /// assert_eq!((hub.host.as_str(), hub.repository.as_str(), hub.api_host()),
     ///            ("docker.io", "library/alpine", "registry-1.docker.io"));
-    /// # Ok::<(), nixlayer::sink::registry::Error>(())
+    /// # Ok::<(), nixlayer::registry::Error>(())
     /// ```
     ///
     /// # Errors
@@ -152,6 +153,35 @@ impl Reference {
         name.parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
     }
+}
+
+/// The scheme that marks a registry reference in a manifest's `base.image`.
+pub const SCHEME: &str = "docker://";
+
+/// Parses `docker://HOST/NAME[:TAG]@sha256:HEX` (without its scheme check:
+/// `text` starts with [`SCHEME`]).
+///
+/// # Errors
+/// What is wrong, and a hint, for a located manifest error.
+pub fn parse_pinned(text: &str) -> Result<(Reference, Digest), (String, Option<String>)> {
+    let rest = text.strip_prefix(SCHEME).unwrap_or(text);
+    let Some((name, digest)) = rest.split_once('@') else {
+        return Err((
+            format!("base image `{text}` has no digest"),
+            Some(
+                "a registry base image is pinned by digest for reproducibility: append `@sha256:…` (e.g. from `docker buildx imagetools inspect` or `skopeo inspect`)"
+                    .to_owned(),
+            ),
+        ));
+    };
+    let digest = Digest::parse(digest).ok_or_else(|| {
+        (
+            format!("`{digest}` in base image `{text}` is not a digest"),
+            Some("write `sha256:` and 64 lowercase hex digits".to_owned()),
+        )
+    })?;
+    let reference = Reference::parse(name).map_err(|e| (e.to_string(), None))?;
+    Ok((reference, digest))
 }
 
 #[cfg(test)]

@@ -47,11 +47,11 @@ impl fmt::Debug for Credentials {
 }
 
 /// What `Debug` shows in place of a secret.
-pub(super) const REDACTED: Redacted = Redacted;
+pub(crate) const REDACTED: Redacted = Redacted;
 
 /// Shows as `<redacted>` in `Debug` output.
 #[derive(Clone, Copy)]
-pub(super) struct Redacted;
+pub(crate) struct Redacted;
 
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,12 +166,12 @@ impl Credentials {
     }
 
     /// The `Authorization` value for basic auth.
-    pub(super) fn basic(&self) -> String {
+    pub(crate) fn basic(&self) -> String {
         format!("Basic {}", self.basic_token())
     }
 
     /// base64 of `USER:PASS`, as in the header.
-    pub(super) fn basic_token(&self) -> String {
+    pub(crate) fn basic_token(&self) -> String {
         let raw = format!("{}:{}", self.user, self.password);
         base64::engine::general_purpose::STANDARD.encode(raw)
     }
