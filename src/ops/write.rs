@@ -589,10 +589,7 @@ fn write_blobs<S: ImageSink>(
         let mut running = 0;
         let mut sealing = 0;
         loop {
-            while running < at_once
-                && running + sealing < 2 * at_once
-                && written.len() < MAX_WRITTEN_WAITING
-            {
+            while may_start(at_once, running, sealing, written.len()) {
                 let Some(index) = to_start.next() else {
                     break;
                 };
@@ -726,9 +723,22 @@ const MAX_LAYERS_AT_ONCE: usize = 2;
 /// [`crate::codec::compress::ZSTD_JOB`].)
 const SMALL_LAYER: u64 = 8 << 20;
 
-/// Written layers (temporary files) that may wait for an earlier, larger
-/// one to be committed before no new layer is started.
-const MAX_WRITTEN_WAITING: usize = 4;
+/// Written layers that may wait for an earlier, larger one to be
+/// committed before no new layer is started. Each is a synced temporary
+/// file and its small write buffer, so the room is wide: while a wide zstd
+/// layer compresses, the one-job layers after it are written beside it one
+/// by one, and the next wide layer must still start (read and hash its
+/// first bytes, then wait for its turn) instead of waiting for the wide
+/// one's commit and leaving a core idle through that layer's last jobs.
+const MAX_WRITTEN_WAITING: usize = 32;
+
+/// Whether [`write_blobs`] starts another layer, with `running` being
+/// compressed, `sealing` compressed and being synced, and `waiting`
+/// written but not yet committable: a free slot, fewer than twice as many
+/// layers as slots compressing or syncing, and room to wait.
+fn may_start(at_once: usize, running: usize, sealing: usize, waiting: usize) -> bool {
+    running < at_once && running + sealing < 2 * at_once && waiting < MAX_WRITTEN_WAITING
+}
 
 /// How a docker-archive member's diff_id is had.
 #[derive(Clone, Copy)]
@@ -898,6 +908,23 @@ mod tests {
         };
         assert_eq!(gzip_how(SMALL_LAYER - 1), (1, false));
         assert_eq!(gzip_how(SMALL_LAYER), (2, false));
+    }
+
+    /// The bench closure's layers 92-99: a 7 MiB layer compresses with
+    /// every worker, the five one-job layers after it are written beside
+    /// it and wait for its commit; the 400 MiB layer after them still
+    /// starts, to read its first bytes and take its turn the moment the
+    /// 7 MiB one is compressed. A full room, a full slot or too many blobs
+    /// syncing still stop new layers.
+    #[test]
+    fn a_layer_starts_while_small_ones_wait_for_a_wide_ones_commit() {
+        assert!(may_start(2, 1, 0, 5));
+        assert!(may_start(2, 1, 1, 12));
+        assert!(!may_start(2, 1, 0, MAX_WRITTEN_WAITING));
+        assert!(!may_start(2, 2, 0, 0));
+        assert!(!may_start(2, 1, 3, 0));
+        assert!(!may_start(1, 1, 0, 0));
+        assert!(may_start(1, 0, 1, 0));
     }
 
     /// A second wide layer waits for the first one's turn to end.
