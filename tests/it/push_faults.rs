@@ -1230,6 +1230,25 @@ fn sink_through(port: u16, repository: &str, chunk: u64) -> nixlayer::sink::regi
     .unwrap()
 }
 
+/// Writes and commits a small layer the registry lacks (it is uploaded,
+/// and tells the sink the registry lacks this image's layers); its bytes
+/// and digest.
+fn commit_small_layer(
+    sink: &mut nixlayer::sink::registry::RegistrySink,
+) -> (Vec<u8>, nixlayer::oci::Digest) {
+    use nixlayer::sink::ImageSink as _;
+    let small = b"a small layer".to_vec();
+    let small_digest = nixlayer::oci::Digest::of(&small);
+    let mut small_blob = sink
+        .start_layer(&nixlayer::oci::Digest::of(b"small"), small.len() as u64)
+        .unwrap();
+    small_blob.write_all(&small).unwrap();
+    assert!(sink
+        .commit_layer(small_blob, &small_digest, small.len() as u64)
+        .unwrap());
+    (small, small_digest)
+}
+
 /// Waits (at most 20 s) until `server` has seen `n` `PATCH`es of exactly
 /// `len` bytes.
 fn wait_for_patches(server: &Server, len: usize, n: usize) -> bool {
@@ -1348,15 +1367,7 @@ fn a_large_layer_started_first_streams_once_another_was_found_missing() {
         "{:?}",
         proxy.seen()
     );
-    let small = b"a small layer".to_vec();
-    let small_digest = nixlayer::oci::Digest::of(&small);
-    let mut small_blob = sink
-        .start_layer(&nixlayer::oci::Digest::of(b"small"), small.len() as u64)
-        .unwrap();
-    small_blob.write_all(&small).unwrap();
-    assert!(sink
-        .commit_layer(small_blob, &small_digest, small.len() as u64)
-        .unwrap());
+    let (small, small_digest) = commit_small_layer(&mut sink);
     // The registry lacked it: the large layer's next write starts its
     // stream, which sends what was spooled so far, then goes on.
     big_blob.write_all(&big[3 * chunk..]).unwrap();
@@ -1417,15 +1428,7 @@ fn a_failed_stream_falls_back_to_the_spooled_upload() {
         })
     };
     let mut sink = sink_through(proxy.port, "nixlayer-test/fallback", chunk as u64);
-    let small = b"a small layer".to_vec();
-    let small_digest = nixlayer::oci::Digest::of(&small);
-    let mut small_blob = sink
-        .start_layer(&nixlayer::oci::Digest::of(b"small"), small.len() as u64)
-        .unwrap();
-    small_blob.write_all(&small).unwrap();
-    assert!(sink
-        .commit_layer(small_blob, &small_digest, small.len() as u64)
-        .unwrap());
+    let (small, small_digest) = commit_small_layer(&mut sink);
     // The registry lacks this image: the large layer streams at once.
     let big = blob_bytes(6 * chunk + 77, 2);
     let big_digest = nixlayer::oci::Digest::of(&big);
