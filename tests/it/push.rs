@@ -279,22 +279,15 @@ fn push_errors_name_the_registry_and_bad_references() {
 /// A `docker-registry` of its own (with htpasswd auth, or none) on a free
 /// loopback port, stopped on drop.
 pub struct AuthRegistry {
-    child: std::process::Child,
+    _server: crate::support::Spawned,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl AuthRegistry {
     /// Where the registry keeps its blobs and repositories.
     pub fn storage(&self) -> PathBuf {
-        self._dir.path().join("data/docker/registry/v2")
-    }
-}
-
-impl Drop for AuthRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.dir.path().join("data/docker/registry/v2")
     }
 }
 
@@ -317,51 +310,26 @@ fn own_registry(auth: bool) -> AuthRegistry {
         "htpasswd",
         "nixlayer:$2b$04$uqi/VbwQs4JgeFGmX72o9uHq1edt3U53IBNexmezwKRW7uOMThdiq\n",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let d = dir.path().display();
-    let config = util::write(
-        dir.path(),
-        "config.yml",
-        &format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
-             http:\n  addr: 127.0.0.1:{port}\n{}",
-            if auth {
-                format!("auth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {d}/htpasswd\n")
-            } else {
-                String::new()
-            }
-        ),
-    );
-    let child = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let registry = AuthRegistry {
-        child,
-        port,
-        _dir: dir,
+    let extra = if auth {
+        format!(
+            "auth:\n  htpasswd:\n    realm: nixlayer-test\n    path: {}/htpasswd\n",
+            dir.path().display()
+        )
+    } else {
+        String::new()
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    for _ in 0..100 {
-        let answered = agent
-            .get(format!("http://127.0.0.1:{port}/v2/"))
-            .call()
-            .is_ok_and(|r| r.status().as_u16() == if auth { 401 } else { 200 });
-        if answered {
-            return registry;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let server = crate::support::docker_registry(
+        dir.path(),
+        &extra,
+        "http",
+        if auth { 401 } else { 200 },
+        None,
+    );
+    AuthRegistry {
+        port: server.port,
+        _server: server,
+        dir,
     }
-    panic!("docker-registry with htpasswd auth did not answer on port {port}");
 }
 
 #[test]

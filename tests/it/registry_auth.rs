@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use crate::push::{json, manifest};
 use crate::support::{self, Spawned};
@@ -34,39 +33,6 @@ fn python_jwt() -> bool {
     ok
 }
 
-/// Waits until `url` answers with `status` (or panics after ~10 s).
-fn wait_for(url: &str, status: u16, ca: Option<&Path>) {
-    let mut config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)));
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca).unwrap();
-        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-            .filter_map(|i| match i.ok()? {
-                ureq::tls::PemItem::Certificate(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::from(certs))
-                .build(),
-        );
-    }
-    let agent: ureq::Agent = config.build().into();
-    for _ in 0..100 {
-        if agent
-            .get(url)
-            .call()
-            .is_ok_and(|r| r.status().as_u16() == status)
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} did not answer {status}");
-}
-
 /// The token issuer on a free port, its key in `dir`.
 fn token_issuer(dir: &Path, expires_in: u32) -> Spawned {
     support::self_signed(dir, "nixlayer test token issuer");
@@ -92,31 +58,6 @@ fn token_issuer(dir: &Path, expires_in: u32) -> Spawned {
     Spawned { child, port }
 }
 
-/// A `docker-registry` on a free loopback port with `extra` config (auth,
-/// TLS), its storage in `dir`; answers `status` to `GET /v2/` when ready.
-fn registry(dir: &Path, extra: &str, scheme: &str, status: u16, ca: Option<&Path>) -> Spawned {
-    let port = support::free_port();
-    let config = util::write(
-        dir,
-        "config.yml",
-        &format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n\
-             http:\n  addr: 127.0.0.1:{port}\n{extra}",
-            dir.display()
-        ),
-    );
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let server = Spawned { child, port };
-    wait_for(&format!("{scheme}://127.0.0.1:{port}/v2/"), status, ca);
-    server
-}
-
 /// A token-auth registry and its issuer.
 struct TokenSetup {
     issuer: Spawned,
@@ -135,7 +76,7 @@ fn token_setup(dir: &Path, expires_in: u32) -> TokenSetup {
     );
     let reg_dir = dir.join("registry");
     std::fs::create_dir_all(&reg_dir).unwrap();
-    let registry = registry(&reg_dir, &extra, "http", 401, None);
+    let registry = support::docker_registry(&reg_dir, &extra, "http", 401, None);
     TokenSetup {
         issuer,
         registry,
@@ -402,7 +343,7 @@ fn tls_registry_with_a_test_ca() {
     );
     let reg_dir = tmp.path().join("registry");
     std::fs::create_dir_all(&reg_dir).unwrap();
-    let registry = registry(&reg_dir, &extra, "https", 200, Some(&ca));
+    let registry = support::docker_registry(&reg_dir, &extra, "https", 200, Some(&ca));
     let host = format!("127.0.0.1:{}", registry.port);
     let m = manifest(tmp.path(), "image.toml", &hello, r#""tls""#);
     let reference = format!("{host}/nixlayer-test/tls:s1");

@@ -219,3 +219,69 @@ pub fn test_ca(dir: &Path) -> TestCa {
         key: p("srv.key"),
     }
 }
+
+/// Waits until `url` answers with `status` (or panics after ~10 s).
+pub fn wait_for(url: &str, status: u16, ca: Option<&Path>) {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i.ok()? {
+                ureq::tls::PemItem::Certificate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::from(certs))
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
+    for _ in 0..100 {
+        if agent
+            .get(url)
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == status)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not answer {status}");
+}
+
+/// A `docker-registry` (Debian's) on a free loopback port with `extra`
+/// config (auth, TLS), its storage in `dir`, killed on drop; returned once
+/// `GET SCHEME://127.0.0.1:PORT/v2/` answers `status` (200 anonymous,
+/// 401 with auth).
+pub fn docker_registry(
+    dir: &Path,
+    extra: &str,
+    scheme: &str,
+    status: u16,
+    ca: Option<&Path>,
+) -> Spawned {
+    let port = free_port();
+    let config = util::write(
+        dir,
+        "config.yml",
+        &format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n\
+             http:\n  addr: 127.0.0.1:{port}\n{extra}",
+            dir.display()
+        ),
+    );
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let server = Spawned { child, port };
+    wait_for(&format!("{scheme}://127.0.0.1:{port}/v2/"), status, ca);
+    server
+}
