@@ -1219,13 +1219,7 @@ impl Client {
             200 => {}
             _ => return Err(self.status_error("GET", &url, &what, resp)),
         }
-        let mut bytes = Vec::new();
-        resp.body_mut()
-            .as_reader()
-            .take(MANIFEST_LIMIT + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.read_error(&url, &what, e))?;
-        if bytes.len() as u64 > MANIFEST_LIMIT {
+        let Some(bytes) = self.read_manifest(&mut resp, &url, &what)? else {
             return Err(Error::Status {
                 method: "GET",
                 url: shown_url(&url),
@@ -1233,7 +1227,7 @@ impl Client {
                 status: 200,
                 body: "more than 4 MiB of index".to_owned(),
             });
-        }
+        };
         Ok(Some(bytes))
     }
 
@@ -1354,15 +1348,9 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let mut bytes = Vec::new();
-        resp.body_mut()
-            .as_reader()
-            .take(MANIFEST_LIMIT + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.read_error(&url, &what, e))?;
-        if bytes.len() as u64 > MANIFEST_LIMIT {
+        let Some(bytes) = self.read_manifest(&mut resp, &url, &what)? else {
             return Err(self.mismatch(&url, &what, digest, "more than 4 MiB of manifest"));
-        }
+        };
         let got = Digest::of(&bytes);
         if got != *digest {
             return Err(self.mismatch(&url, &what, digest, &got.prefixed()));
@@ -1451,6 +1439,23 @@ impl Client {
             &[],
             &Body::File(Path::new("/dev/null"), size),
         )
+    }
+
+    /// The body of a manifest or index answer, at most [`MANIFEST_LIMIT`]
+    /// bytes; `None` when the registry sends more.
+    fn read_manifest(
+        &self,
+        resp: &mut Response,
+        url: &str,
+        what: &str,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let mut bytes = Vec::new();
+        resp.body_mut()
+            .as_reader()
+            .take(MANIFEST_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.read_error(url, what, e))?;
+        Ok((bytes.len() as u64 <= MANIFEST_LIMIT).then_some(bytes))
     }
 
     fn read_error(&self, url: &str, what: &str, e: std::io::Error) -> Error {

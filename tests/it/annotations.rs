@@ -18,15 +18,8 @@ fn example(dir: &Path, extra: &str) -> PathBuf {
             r#"name = "nixlayer-test/annotations"
 tag = "t"
 
-[store]
-root = "{root}"
-
-[closure]
-roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
-source = {{ graph = "{graph}" }}
-{extra}"#,
-            root = repo.join("fixtures/example/store").display(),
-            graph = repo.join("fixtures/example/graph.json").display(),
+{closure}{extra}"#,
+            closure = crate::support::example_closure(&repo.join("fixtures/example/store")),
         ),
     )
 }

@@ -310,16 +310,9 @@ name = "nixlayer-test/content"
 tag = "t"
 {extra_top}
 
-[store]
-root = "{root}"
-
-[closure]
-roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
-source = {{ graph = "{graph}" }}
-{extra}
+{closure}{extra}
 "#,
-            root = repo.join("fixtures/example/store").display(),
-            graph = repo.join("fixtures/example/graph.json").display(),
+            closure = crate::support::example_closure(&repo.join("fixtures/example/store")),
         ),
     )
 }

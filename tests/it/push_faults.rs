@@ -996,11 +996,7 @@ fn a_re_push_asks_only_about_new_blobs_and_recovers_a_vanished_one() {
     {
         return;
     }
-    let registry = crate::push::fresh_registry();
-    let upstream = format!("127.0.0.1:{}", registry.port);
-    let proxy = Server::start(move |conn, seen, rest, _| {
-        forward_to(&upstream, conn, seen, rest, None);
-    });
+    let (registry, proxy) = registry_behind_proxy();
     let tmp = util::temp_dir();
     let reference = format!("127.0.0.1:{}/nixlayer-test/records:1", proxy.port);
     let push = |cmd: &str| {
@@ -1100,11 +1096,7 @@ fn a_large_layer_is_uploaded_while_it_is_written() {
     if !registry_ready() || !util::require_tool("docker-registry") {
         return;
     }
-    let registry = crate::push::fresh_registry();
-    let upstream = format!("127.0.0.1:{}", registry.port);
-    let proxy = Server::start(move |conn, seen, rest, _| {
-        forward_to(&upstream, conn, seen, rest, None);
-    });
+    let (_registry, proxy) = registry_behind_proxy();
     let tmp = util::temp_dir();
     let roots =
         [&greeting, &hello, &busybox, &libc].map(|p| format!("{:?}", p.display().to_string()));
@@ -1209,6 +1201,17 @@ fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
             x.to_le_bytes()[0]
         })
         .collect()
+}
+
+/// An empty registry of its own and a proxy that only forwards to it
+/// (and records what it saw).
+fn registry_behind_proxy() -> (crate::push::AuthRegistry, Server) {
+    let registry = crate::push::fresh_registry();
+    let upstream = format!("127.0.0.1:{}", registry.port);
+    let proxy = Server::start(move |conn, seen, rest, _| {
+        forward_to(&upstream, conn, seen, rest, None);
+    });
+    (registry, proxy)
 }
 
 /// A registry sink pushing to `repository` through the proxy on `port`,
@@ -1342,11 +1345,7 @@ fn a_large_layer_started_first_streams_once_another_was_found_missing() {
         return;
     }
     use nixlayer::sink::ImageSink;
-    let registry = crate::push::fresh_registry();
-    let upstream = format!("127.0.0.1:{}", registry.port);
-    let proxy = Server::start(move |conn, seen, rest, _| {
-        forward_to(&upstream, conn, seen, rest, None);
-    });
+    let (registry, proxy) = registry_behind_proxy();
     let chunk = 65536;
     let mut sink = sink_through(proxy.port, "nixlayer-test/first", chunk as u64);
     let big = blob_bytes(10 * chunk + 123, 1);
@@ -1556,15 +1555,8 @@ tag = "1"
 created = "2024-01-01T00:00:00Z"
 max_layers = 3
 
-[store]
-root = "{store}"
-
-[closure]
-roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
-source = {{ graph = "{graph}" }}
-"#,
-            store = repo.join("fixtures/example/store").display(),
-            graph = repo.join("fixtures/example/graph.json").display(),
+{closure}"#,
+            closure = crate::support::example_closure(&repo.join("fixtures/example/store")),
         ),
     );
     let loaded = LoadedManifest::load(&manifest).unwrap();

@@ -285,3 +285,14 @@ pub fn docker_registry(
     wait_for(&format!("{scheme}://127.0.0.1:{port}/v2/"), status, ca);
     server
 }
+
+/// The `[store]` and `[closure]` tables of a manifest of the embedded
+/// example's closure, its store at `store` (`fixtures/example/store` or a
+/// copy), ending in a newline.
+pub fn example_closure(store: &Path) -> String {
+    format!(
+        "[store]\nroot = \"{}\"\n\n[closure]\nroots = [\"/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3\"]\nsource = {{ graph = \"{}\" }}\n",
+        store.display(),
+        util::repo().join("fixtures/example/graph.json").display()
+    )
+}

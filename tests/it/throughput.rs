@@ -35,19 +35,12 @@ tag = "1"
 created = "2024-01-01T00:00:00Z"
 max_layers = 3
 
-[store]
-root = "{store}"
-
-[closure]
-roots = ["/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3"]
-source = {{ graph = "{graph}" }}
-
+{closure}
 [[customisation.files]]
 path = "/etc/motd"
 text = "hello"
 "#,
-            store = store.display(),
-            graph = repo.join("fixtures/example/graph.json").display(),
+            closure = crate::support::example_closure(&store),
         ),
     );
     (store, manifest)
