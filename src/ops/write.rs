@@ -910,10 +910,10 @@ mod tests {
         assert_eq!(gzip_how(SMALL_LAYER), (2, false));
     }
 
-    /// The bench closure's layers 92-99: a 7 MiB layer compresses with
-    /// every worker, the five one-job layers after it are written beside
-    /// it and wait for its commit; the 400 MiB layer after them still
-    /// starts, to read its first bytes and take its turn the moment the
+    /// A 7 MiB layer compresses with every worker, the five one-job
+    /// layers after it are written beside it and wait for its commit; a
+    /// large layer after them (the bench closure's layers 92-99, before
+    /// the largest layer was started first) still starts, to read its first bytes and take its turn the moment the
     /// 7 MiB one is compressed. A full room, a full slot or too many blobs
     /// syncing still stop new layers.
     #[test]

@@ -26,7 +26,7 @@ pub use reference::Reference;
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
 
-/// Why a push failed.
+/// Why a push or a base-image pull failed at the registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -528,16 +528,24 @@ impl RegistrySink {
         self.asked.head(digest)
     }
 
-    fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
+    /// Whether the registry holds `digest` in our repository (`HEAD`) or
+    /// mounts it there from another one, counted as existing or mounted;
+    /// either is evidence that it may hold this image's other layers.
+    fn already_there(&mut self, digest: &Digest) -> Result<bool, Error> {
         if self.head(digest)? {
             self.counts.existing += 1;
-            self.evidence.found();
+        } else if self.mount(digest)? {
+            self.counts.mounted += 1;
+            lock(&self.asked.known).insert(*digest, true);
+        } else {
             return Ok(false);
         }
-        if self.mount(digest)? {
-            self.counts.mounted += 1;
-            self.evidence.found();
-            lock(&self.asked.known).insert(*digest, true);
+        self.evidence.found();
+        Ok(true)
+    }
+
+    fn push_blob(&mut self, digest: &Digest, body: &Body<'_>) -> Result<bool, Error> {
+        if self.already_there(digest)? {
             return Ok(false);
         }
         self.client.upload(digest, body)?;
@@ -686,15 +694,7 @@ impl ImageSink for RegistrySink {
         let LayerBlob { spool, stream, .. } = blob;
         let spooled = spool.finish()?;
         // A stream of a blob found here is cancelled when dropped.
-        if self.head(digest).map_err(sink_err)? {
-            self.counts.existing += 1;
-            self.evidence.found();
-            return Ok(false);
-        }
-        if self.mount(digest).map_err(sink_err)? {
-            self.counts.mounted += 1;
-            self.evidence.found();
-            lock(&self.asked.known).insert(*digest, true);
+        if self.already_there(digest).map_err(sink_err)? {
             return Ok(false);
         }
         // Queued: taken for present, so the same blob is not queued twice.
