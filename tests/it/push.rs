@@ -264,6 +264,22 @@ fn push_errors_name_the_registry_and_bad_references() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lowercase"), "{stderr}");
 
+    // Names docker refuses: a `..` part (a path segment of every URL), a
+    // part starting with `-`, a port that is not one. A usage error
+    // before anything is built, never the registry's late 301 or 404.
+    for bad in [
+        "127.0.0.1:5000/nixlayer-test/../hello:x",
+        "127.0.0.1:5000/nixlayer-test/-hello:x",
+        "127.0.0.1:port/nixlayer-test/hello:x",
+    ] {
+        let out = run(nixlayer().arg("push").arg(&m).arg(bad), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("`{bad}` is not a registry reference")),
+            "{stderr}"
+        );
+    }
+
     // Nothing listens on port 9: the error names the URL.
     let out = run(
         nixlayer()
