@@ -204,6 +204,15 @@ fn config_keys(host: &str) -> Vec<String> {
 /// `None` when it has none. The reason of an error never holds the
 /// helper's stdout.
 fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, String> {
+    run_helper_within(program, server, HELPER_DEADLINE)
+}
+
+/// [`run_helper`] with a deadline of `deadline` (short ones in tests).
+fn run_helper_within(
+    program: &Path,
+    server: &str,
+    deadline: Duration,
+) -> Result<Option<Credentials>, String> {
     let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -215,40 +224,52 @@ fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, Strin
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = (&mut stdout)
-            .take(HELPER_OUTPUT_LIMIT + 1)
-            .read_to_end(&mut bytes);
-        bytes
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = (&mut stderr).take(4096).read_to_end(&mut bytes);
-        bytes
-    });
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // Each pipe is read on a thread that hands its bytes over a channel, so
+    // that the wait for them has a deadline too: a process the helper
+    // started in the background (an agent) may hold the pipes open long
+    // after the helper itself has exited.
+    let read = |mut pipe: Box<dyn std::io::Read + Send>, limit: u64| {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = (&mut pipe).take(limit).read_to_end(&mut bytes);
+            let _ = send.send(bytes);
+        });
+        receive
+    };
+    let out = read(Box::new(stdout), HELPER_OUTPUT_LIMIT + 1);
+    let err = read(Box::new(stderr), 4096);
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < HELPER_DEADLINE => {
+            Ok(None) if start.elapsed() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "gave no answer within {}s",
-                    HELPER_DEADLINE.as_secs()
-                ));
+                return Err(format!("gave no answer within {}s", deadline.as_secs()));
             }
             Err(e) => return Err(e.to_string()),
         }
     };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let left = || deadline.saturating_sub(start.elapsed());
+    let held_open = || {
+        format!(
+            "its output was still open {}s after it started (a process it started in the background holds it?)",
+            deadline.as_secs()
+        )
+    };
+    let stdout = out.recv_timeout(left()).map_err(|_| held_open())?;
+    let stderr = err.recv_timeout(left()).map_err(|_| held_open())?;
+    // Checked first: a helper whose answer has no end is stopped by the
+    // closed pipe (SIGPIPE), and its exit status would hide why.
+    if stdout.len() as u64 > HELPER_OUTPUT_LIMIT {
+        return Err("its answer is over 64 KiB".to_owned());
+    }
     if !status.success() {
         // docker's helpers say so on stdout when they have nothing; that
         // text is no secret, but stdout is never quoted: only checked.
@@ -267,9 +288,6 @@ fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, Strin
             .take(200)
             .collect();
         return Err(format!("`get` failed ({status}): {first}"));
-    }
-    if stdout.len() as u64 > HELPER_OUTPUT_LIMIT {
-        return Err("its answer is over 64 KiB".to_owned());
     }
     // serde_json's errors name a position, never the text.
     let doc: serde_json::Value =
@@ -380,6 +398,27 @@ mod tests {
         let c = run_helper(&tok, "x").unwrap().unwrap();
         assert_eq!(c.as_identity_token(), Some("refresh-s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn helpers_that_hold_their_output_open_or_flood_it_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        // It answers and exits, but a background process keeps its stdout
+        // open: the wait for the answer has the deadline too.
+        let bg = helper(
+            dir.path(),
+            "bg",
+            r#"sleep 30 & echo '{"Username":"u","Secret":"s3cret-bg"}'"#,
+        );
+        let start = Instant::now();
+        let e = run_helper_within(&bg, "x", Duration::from_secs(2)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+        assert!(e.contains("still open") && !e.contains("s3cret"), "{e}");
+        // An answer without end: stopped at the limit, and said so (not
+        // the exit status of the SIGPIPE that stopped it).
+        let huge = helper(dir.path(), "huge", "yes s3cret-huge");
+        let e = run_helper_within(&huge, "x", Duration::from_secs(20)).unwrap_err();
+        assert!(e.contains("over 64 KiB") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]
