@@ -137,9 +137,22 @@ impl Credentials {
             }
         }
         let auths = &doc["auths"];
+        // An exact key first; else, as docker's file store does, any key
+        // whose host part (after a scheme, before a path) is the host:
+        // `https://reg.example/`, `http://reg.example/v2/`, `reg.example/`.
+        // The map is sorted, so the same file picks the same entry.
+        let by_host = || {
+            auths.as_object()?.iter().find_map(|(k, e)| {
+                let name = config_key_host(k);
+                keys.iter()
+                    .any(|key| !key.contains("://") && *key == name)
+                    .then_some((k.as_str(), e))
+            })
+        };
         let Some((key, entry)) = keys
             .iter()
             .find_map(|k| auths.get(k).map(|e| (k.as_str(), e)))
+            .or_else(by_host)
         else {
             return Ok(None);
         };
@@ -150,8 +163,19 @@ impl Credentials {
         {
             return Ok(Some(Self::identity_token(token)));
         }
-        let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else {
-            return Ok(None);
+        let text = |field: &str| {
+            entry
+                .get(field)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(auth) = text("auth") else {
+            // docker reads `username` and `password` fields too, when
+            // there is no `auth` (some tools write them so).
+            return Ok(text("password").map(|password| Self {
+                user: text("username").unwrap_or("").to_owned(),
+                password: password.to_owned(),
+            }));
         };
         let host = key;
         // base64's error would quote a byte of the secret: not shown.
@@ -198,6 +222,16 @@ fn config_keys(host: &str) -> Vec<String> {
         format!("https://{host}/v1/"),
         format!("https://{host}/v2/"),
     ]
+}
+
+/// The host part of a `config.json` key as docker's `ConvertToHostname`
+/// takes it: without an `http://` or `https://` scheme, up to the first `/`.
+fn config_key_host(key: &str) -> &str {
+    let rest = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// Runs credential helper `program get` for `server`: the credentials, or
@@ -443,6 +477,45 @@ mod tests {
         assert_eq!(c.as_identity_token(), Some("idtok-s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(config_keys("docker.io")[0], "https://index.docker.io/v1/");
+    }
+
+    #[test]
+    fn auths_keys_are_matched_by_their_host_as_docker_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let find = |doc: &str, host: &str| {
+            std::fs::write(&path, doc).unwrap();
+            Credentials::from_docker_config(&path, host)
+                .unwrap()
+                .map(|c| (c.user, c.password))
+        };
+        let pair = |u: &str, p: &str| Some((u.to_owned(), p.to_owned()));
+        // `dXNlcjpwYXNz` is `user:pass`.
+        for key in [
+            "https://reg.example:5000/",
+            "http://reg.example:5000/v2/",
+            "reg.example:5000/",
+            "https://reg.example:5000/some/path",
+        ] {
+            let doc = format!(r#"{{"auths":{{"{key}":{{"auth":"dXNlcjpwYXNz"}}}}}}"#);
+            assert_eq!(
+                find(&doc, "reg.example:5000"),
+                pair("user", "pass"),
+                "{key}"
+            );
+            // Another port or host is another registry.
+            assert_eq!(find(&doc, "reg.example"), None, "{key}");
+            assert_eq!(find(&doc, "reg.example:500"), None, "{key}");
+        }
+        // An exact key wins over one matched by its host.
+        let doc = r#"{"auths":{"https://reg.example/":{"auth":"YTpi"},"reg.example":{"auth":"dXNlcjpwYXNz"}}}"#;
+        assert_eq!(find(doc, "reg.example"), pair("user", "pass"));
+        // `username` and `password` fields, which docker reads when there
+        // is no `auth`.
+        let doc = r#"{"auths":{"reg.example":{"username":"u","password":"p"}}}"#;
+        assert_eq!(find(doc, "reg.example"), pair("u", "p"));
+        let doc = r#"{"auths":{"reg.example":{"auth":"","username":"u","password":""}}}"#;
+        assert_eq!(find(doc, "reg.example"), None);
     }
 
     #[test]
