@@ -50,6 +50,30 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[error("{0}")]
 struct UsageError(String);
 
+/// A push that failed, named by where it was going as the reference was
+/// resolved: `alpine` is `docker.io/library/alpine`, which the registry's
+/// URLs in the causes (`registry-1.docker.io`) do not make plain.
+#[derive(Debug, thiserror::Error)]
+#[error("push to `{target}` failed")]
+struct PushFailed {
+    target: String,
+    #[source]
+    source: ops::Error,
+}
+
+impl PushFailed {
+    /// A closure wrapping an error of the push to `target`.
+    fn to(target: &nixlayer::sink::registry::Reference) -> impl Fn(ops::Error) -> Self + '_ {
+        move |source| Self {
+            target: match &target.tag {
+                Some(tag) => format!("{}/{}:{tag}", target.host, target.repository),
+                None => format!("{}/{}", target.host, target.repository),
+            },
+            source,
+        }
+    }
+}
+
 /// glibc gives each thread that allocates its own arena (up to 8 per
 /// core), and the compressor threads of OCI outputs each keep theirs full
 /// of freed job buffers: a cold zstd layout build peaked at 116–140 MB
@@ -891,7 +915,8 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         options,
         command.compress,
         &progress,
-    )?;
+    )
+    .map_err(PushFailed::to(&target))?;
     progress.clear();
     let (summary, counts, layers_cached) = (&pushed.build, pushed.counts, pushed.layers_cached);
     let manifest_digest = summary
@@ -1403,7 +1428,8 @@ fn run_push_platforms(
         options,
         all[0].1.compress,
         &progress,
-    )?;
+    )
+    .map_err(PushFailed::to(target))?;
     progress.clear();
     let counts = pushed.counts;
     if args.json {

@@ -290,6 +290,29 @@ fn push_errors_name_the_registry_and_bad_references() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("http://127.0.0.1:9/v2/"), "{stderr}");
+    assert!(
+        stderr.contains("push to `127.0.0.1:9/nixlayer-test/hello:x` failed"),
+        "{stderr}"
+    );
+
+    // A Docker Hub short name: the error names the image as resolved
+    // (the API host alone does not say which image). A proxy on a closed
+    // loopback port keeps the request on this machine.
+    let mut cmd = nixlayer();
+    cmd.arg("push").arg(&m).arg("alpine:3");
+    for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    let out = run(&mut cmd, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("push to `docker.io/library/alpine:3` failed")
+            && stderr.contains("https://registry-1.docker.io/v2/"),
+        "{stderr}"
+    );
 }
 
 /// A `docker-registry` of its own (with htpasswd auth, or none) on a free
