@@ -1030,12 +1030,7 @@ impl PushEnv {
             user: var(USER_ENV),
             password: var(PASSWORD_ENV).map(args::Secret),
             timeout: var(TIMEOUT_ENV),
-            docker_config: std::env::var_os("DOCKER_CONFIG")
-                .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker"))
-                })
-                .map(|d| d.join("config.json")),
+            docker_config: nixlayer::registry::credentials::docker_config_path(),
         }
     }
 }

@@ -137,7 +137,7 @@ impl PullSpec {
         let options = match &self.options {
             Some(options) => options.clone(),
             None => ClientOptions {
-                credentials: docker_config()
+                credentials: crate::registry::credentials::docker_config_path()
                     .map(|path| Credentials::from_docker_config(&path, &self.reference.host))
                     .transpose()
                     .map_err(|e| self.registry_error(e))?
@@ -458,20 +458,6 @@ fn name_part(text: &str) -> String {
         }
     }
     out
-}
-
-/// docker's `config.json`: `$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`.
-fn docker_config() -> Option<PathBuf> {
-    std::env::var_os("DOCKER_CONFIG")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".docker"))
-        })
-        .map(|d| d.join("config.json"))
 }
 
 #[cfg(test)]

@@ -201,6 +201,19 @@ impl Credentials {
     }
 }
 
+/// Where docker reads its `config.json`: `$DOCKER_CONFIG/config.json`,
+/// else `~/.docker/config.json`. An empty variable counts as unset, as
+/// docker takes it (an empty `DOCKER_CONFIG` would otherwise be a
+/// `config.json` in whatever directory the command runs in).
+#[must_use]
+pub fn docker_config_path() -> Option<std::path::PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
 /// The keys `config.json` may file `host`'s credentials under, the one
 /// docker gives helpers first.
 fn config_keys(host: &str) -> Vec<String> {

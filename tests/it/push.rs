@@ -652,3 +652,40 @@ fn progress_shows_on_a_terminal_only() {
         "{shown}"
     );
 }
+
+#[test]
+fn an_empty_docker_config_variable_means_the_home_directorys() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""cfg""#);
+    // The directory the command runs in holds a `config.json` that is no
+    // docker config (a project's own file); `DOCKER_CONFIG=` is empty, as
+    // a CI system leaves an unset variable: docker then reads
+    // `~/.docker/config.json` (none here), never `./config.json`.
+    util::write(tmp.path(), "config.json", "{ not docker's");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let reference = format!("{REGISTRY}/nixlayer-test/empty-docker-config:t");
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .current_dir(tmp.path())
+            .env("DOCKER_CONFIG", "")
+            .env("HOME", &home),
+        0,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "{REGISTRY}/nixlayer-test/empty-docker-config@sha256:"
+        )),
+        "{stdout}"
+    );
+}
