@@ -1114,9 +1114,16 @@ fn given_credentials(
 ) -> Result<Option<nixlayer::sink::registry::Credentials>, BoxError> {
     use nixlayer::sink::registry::Credentials;
     if let Some(text) = &args.creds {
-        return Ok(Some(Credentials::parse(&text.0).ok_or_else(|| {
-            UsageError("`--creds` must be `USER:PASS`".to_owned())
-        })?));
+        let creds = Credentials::parse(&text.0)
+            .ok_or_else(|| UsageError("`--creds` must be `USER:PASS`".to_owned()))?;
+        // As skopeo's `--creds`: a registry would only answer 401 to it.
+        if creds.user.is_empty() {
+            return Err(UsageError("`--creds`: the user before `:` is empty".to_owned()).into());
+        }
+        return Ok(Some(creds));
+    }
+    if args.username.as_deref() == Some("") {
+        return Err(UsageError("`--username` is empty".to_owned()).into());
     }
     let user = args.username.clone().or_else(|| env.user.clone());
     let no_user = || {

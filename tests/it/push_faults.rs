@@ -664,6 +664,12 @@ fn bad_timeouts_and_password_sources_are_usage_errors() {
         ),
         (&["--creds", "s3cret-pw"][..], None, "USER:PASS"),
         (
+            &["--creds", ":s3cret-pw"][..],
+            None,
+            "user before `:` is empty",
+        ),
+        (&["--username", ""][..], None, "`--username` is empty"),
+        (
             &["--creds", "u:p", "--username", "u"][..],
             None,
             "--username",
