@@ -345,7 +345,7 @@ impl Client {
     /// by trying HTTPS.
     fn endpoint(&self) -> Result<Endpoint, Error> {
         if let Some(e) = &self.setup_error {
-            return Err(Error::Tls {
+            return Err(Error::TrustRoots {
                 host: self.host.clone(),
                 reason: e.clone(),
             });

@@ -440,6 +440,19 @@ fn tls_registry_with_a_test_ca() {
     let junk = util::write(tmp.path(), "junk.pem", "not a certificate\n");
     let out = run(push(&m, &reference, &none).args(["--ca-file", s(&junk)]), 1);
     assert!(shown(&out).contains("junk.pem"), "{}", shown(&out));
+    // The file is what is wrong, not the registry's certificate: no advice
+    // to trust a CA with the very flag that failed.
+    for file in [junk, tmp.path().join("missing.pem")] {
+        let out = run(push(&m, &reference, &none).args(["--ca-file", s(&file)]), 1);
+        let text = shown(&out);
+        assert!(
+            text.contains(&format!("{host}: cannot set up TLS"))
+                && text.contains(s(&file))
+                && !text.contains("TLS failed")
+                && !text.contains("trust its CA"),
+            "{text}"
+        );
+    }
 }
 
 /// A manifest whose only layers are those of the registry image `base`
