@@ -200,6 +200,43 @@ impl PullSpec {
         Ok(())
     }
 
+    /// The config and layer blobs of the image as pulled, from its cached
+    /// layout: what a push to the same registry may mount from the base
+    /// image's repository instead of uploading. Empty when the layout is
+    /// not there or cannot be read (a hint only, never an error).
+    #[must_use]
+    pub fn blob_digests(&self) -> Vec<Digest> {
+        let layout = self.layout();
+        let read = |path: PathBuf| -> Option<Value> {
+            let mut bytes = Vec::new();
+            File::open(path)
+                .and_then(|f| {
+                    f.take(registry::client::MANIFEST_LIMIT)
+                        .read_to_end(&mut bytes)
+                })
+                .ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let Some(manifest) = read(layout.join("index.json"))
+            .as_ref()
+            .and_then(|index| {
+                index
+                    .get("manifests")?
+                    .get(0)?
+                    .get("digest")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .and_then(|d| Digest::parse(&d))
+            .and_then(|d| read(layout.join("blobs/sha256").join(d.hex())))
+        else {
+            return Vec::new();
+        };
+        self.blobs_of(&manifest)
+            .map(|blobs| blobs.into_iter().map(|(d, _)| d).collect())
+            .unwrap_or_default()
+    }
+
     fn registry_error(&self, source: registry::Error) -> Error {
         Error::Registry {
             reference: self.text.clone(),

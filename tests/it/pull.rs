@@ -591,3 +591,44 @@ fn a_docker_v2_manifest_pushed_by_skopeo_is_a_base_too() {
     let base_ids = registry_diff_ids(repo, &digest);
     assert_eq!(layout_diff_ids(&out)[..base_ids.len()], base_ids[..]);
 }
+
+#[test]
+fn a_push_to_the_base_images_registry_mounts_its_layers() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let cache = tmp.path().join("cache");
+    let repo = "nixlayer-test/mount-base";
+    let digest = push_base(tmp.path(), repo, "m1", "a base to mount", "", "amd64");
+    let base_layers = registry_diff_ids(repo, &digest).len();
+    let image = format!("docker://{REGISTRY}/{repo}:m1@{digest}");
+    let m = top(tmp.path(), "top.toml", &image, "", "\"/x\"");
+    // A repository of its own, new on every run, so that the registry
+    // holds none of its blobs yet.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let target = format!(
+        "{REGISTRY}/nixlayer-test/mount-app-{}-{nonce}:t",
+        std::process::id()
+    );
+    // A fresh layer cache: no record of an earlier push, only the pull.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&target)
+            .arg("--json")
+            .env("XDG_CACHE_HOME", &cache),
+        0,
+    );
+    let summary = json(&out.stdout);
+    let blobs = &summary["blobs"];
+    assert_eq!(
+        (blobs["mounted"].as_u64(), blobs["uploaded"].as_u64()),
+        (Some(base_layers as u64), Some(2)),
+        "the base's layers mounted from {repo}; the top layer and config uploaded: {blobs}"
+    );
+}
