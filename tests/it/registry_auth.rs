@@ -519,6 +519,7 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
         .as_str()
         .unwrap()
         .to_owned();
+    let base_layers = json(&out.stdout)["layers"].as_array().unwrap().len() as u64;
     let m = on_base(
         tmp.path(),
         &format!("docker://{host}/nixlayer-test/private-base@{digest}"),
@@ -600,5 +601,17 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
         0,
     );
     assert_no_secret(&out);
+    // The base's layers are mounted from its repository, with a token
+    // that names both repositories.
+    let blobs = &json(&out.stdout)["blobs"];
+    assert_eq!(blobs["mounted"].as_u64(), Some(base_layers), "{blobs}");
+    assert!(
+        setup.requests().iter().any(|r| r["scopes"]
+            == serde_json::json!([
+                "repository:nixlayer-test/on-base:pull,push",
+                "repository:nixlayer-test/private-base:pull"
+            ])),
+        "a token for the mount"
+    );
     drop(setup.issuer);
 }
