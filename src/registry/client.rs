@@ -504,6 +504,22 @@ impl Client {
                         after: deadline,
                     })
                 }
+                // An untrusted certificate is no connection trouble: it
+                // is said at once, with the ways to trust it, for every
+                // HTTPS host (the registry, a token realm, a blob's CDN).
+                Err(e) if tls_refusal(&e).is_some() => {
+                    let host = Origin::of(url).map_or_else(
+                        || self.host.clone(),
+                        |o| match (o.scheme.as_str(), o.port) {
+                            ("https", 443) => o.host,
+                            _ => format!("{}:{}", o.host, o.port),
+                        },
+                    );
+                    return Err(Error::Tls {
+                        host,
+                        reason: tls_refusal(&e).unwrap_or_default(),
+                    });
+                }
                 Err(e) if attempt < attempts && transient(&e) => backoff(attempt),
                 Err(e) => {
                     return Err(Error::Request {
@@ -1583,6 +1599,14 @@ fn tls_refusal(e: &ureq::Error) -> Option<String> {
         .any(|k| lower.contains(k))
         && !lower.contains("invalidcontenttype")
         && !lower.contains("corrupt message");
+    if tls && text.contains("CaUsedAsEndEntity") {
+        // What `openssl req -x509` makes by default, and what the
+        // distribution docs' self-signed recipe gives a registry: docker's
+        // Go TLS takes it when it is trusted, rustls (webpki) never does.
+        return Some(format!(
+            "{text} (the registry's certificate is itself a CA certificate, `basicConstraints CA:TRUE`, as `openssl req -x509` makes by default; rustls refuses such a server certificate even when it is trusted: give the registry one made with `-addext basicConstraints=critical,CA:FALSE`, or one signed by a CA of its own, and trust that CA)"
+        ));
+    }
     tls.then_some(text)
 }
 
@@ -1681,6 +1705,26 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_ca_certificate_served_by_the_registry_is_explained() {
+        // As ureq shows rustls' refusal of a certificate with
+        // `basicConstraints CA:TRUE` (what `openssl req -x509` makes).
+        let io = |text: &str| {
+            ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, text))
+        };
+        let why = tls_refusal(&io(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        ))
+        .unwrap();
+        assert!(
+            why.contains("CaUsedAsEndEntity") && why.contains("basicConstraints=critical,CA:FALSE"),
+            "{why}"
+        );
+        let why = tls_refusal(&io("invalid peer certificate: UnknownIssuer")).unwrap();
+        assert!(!why.contains("CA:FALSE"), "{why}");
+        assert!(tls_refusal(&io("Connection refused")).is_none());
+    }
 
     #[test]
     fn challenges() {
