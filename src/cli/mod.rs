@@ -1449,11 +1449,17 @@ fn run_push_platforms(
             "tags": pushed.tags,
             "pushed": pushed.pinned,
             "platforms": platforms,
+            // The same keys as a single-platform push's `blobs`.
             "blobs": {
                 "uploaded": counts.uploaded,
                 "existing": counts.existing,
                 "bytes_uploaded": counts.bytes_uploaded,
                 "mounted": counts.mounted,
+                "layers_cached": pushed
+                    .builds
+                    .iter()
+                    .map(|b| b.blobs.map_or(0, |x| x.layers_cached))
+                    .sum::<usize>(),
             },
         });
         let mut doc = doc;
