@@ -178,6 +178,20 @@ impl Origin {
             scheme,
         })
     }
+
+    /// `host[:port]`, the port left out when it is the scheme's default;
+    /// an IPv6 host in brackets.
+    fn authority(&self) -> String {
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.scheme.as_str(), self.port) {
+            ("https", 443) | ("http", 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
 }
 
 /// `url` as errors show it: no user information, no query (an upload
@@ -508,13 +522,7 @@ impl Client {
                 // is said at once, with the ways to trust it, for every
                 // HTTPS host (the registry, a token realm, a blob's CDN).
                 Err(e) if tls_refusal(&e).is_some() => {
-                    let host = Origin::of(url).map_or_else(
-                        || self.host.clone(),
-                        |o| match (o.scheme.as_str(), o.port) {
-                            ("https", 443) => o.host,
-                            _ => format!("{}:{}", o.host, o.port),
-                        },
-                    );
+                    let host = Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority());
                     return Err(Error::Tls {
                         host,
                         reason: tls_refusal(&e).unwrap_or_default(),
@@ -773,6 +781,11 @@ impl Client {
         };
         let mut resp = sent.map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
+            // As for the registry: an untrusted certificate is said as one.
+            e if tls_refusal(&e).is_some() => Error::Tls {
+                host: realm_origin.authority(),
+                reason: tls_refusal(&e).unwrap_or_default(),
+            },
             e => auth_err(format!("{shown}: {e}")),
         })?;
         if !resp.status().is_success() {

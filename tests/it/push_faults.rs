@@ -1596,3 +1596,57 @@ max_layers = 3
     let err = result.expect_err("a build whose layer writer panicked succeeded");
     assert!(err.contains("panicked"), "{err}");
 }
+
+/// A token realm on HTTPS whose certificate is not trusted: the push ends
+/// with a TLS error naming the realm's host and the ways to trust it, as
+/// for the registry itself, not with an authentication failure.
+#[test]
+fn an_untrusted_token_realm_is_a_tls_error() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    // The realm: any HTTPS server with a certificate from a CA made here.
+    let crate::support::TestCa { ca, cert, key } = crate::support::test_ca(tmp.path());
+    let realm_dir = tmp.path().join("realm");
+    std::fs::create_dir_all(&realm_dir).unwrap();
+    let realm = crate::support::docker_registry(
+        &realm_dir,
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        "https",
+        200,
+        Some(&ca),
+    );
+    let challenge = format!(
+        "Bearer realm=\"https://127.0.0.1:{}/token\",service=\"faults\"",
+        realm.port
+    );
+    let registry = Server::start(move |conn, _, _, _| {
+        respond(
+            conn,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", &challenge)],
+            "",
+        );
+    });
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:realm", registry.port);
+    let mut cmd = push_cmd(&m, &reference, tmp.path());
+    cmd.env("NIXLAYER_CERTS_D", tmp.path().join("certs.d-empty"))
+        .env_remove("SSL_CERT_FILE");
+    let (out, _) = run_bounded(&mut cmd, Duration::from_secs(60));
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}: TLS failed", realm.port))
+            && stderr.contains("UnknownIssuer")
+            && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+}
