@@ -740,7 +740,7 @@ impl Client {
                 .join("&")
         };
         let shown = shown_url(realm);
-        let sent = if let Some(identity) = identity {
+        if let Some(identity) = identity {
             // The refresh token the realm gave last, else the identity token.
             let refresh = lock(&self.refresh_token)
                 .clone()
@@ -748,30 +748,48 @@ impl Client {
             form.push(("grant_type", "refresh_token".to_owned()));
             form.push(("client_id", "nixlayer".to_owned()));
             form.push(("refresh_token", refresh));
-            let body = query(&form);
-            self.agent
-                .post(realm)
-                .config()
-                .timeout_global(Some(self.timeouts.request))
-                .build()
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .send(body.as_bytes())
-        } else {
-            let token_url = format!(
-                "{realm}{}{}",
-                if realm.contains('?') { '&' } else { '?' },
-                query(&form)
-            );
-            let mut req = self
-                .agent
-                .get(&token_url)
-                .config()
-                .timeout_global(Some(self.timeouts.request))
-                .build();
-            if let Some(c) = &self.credentials {
-                req = req.header("Authorization", c.basic());
+        }
+        let request = || {
+            if identity.is_some() {
+                let body = query(&form);
+                self.agent
+                    .post(realm)
+                    .config()
+                    .timeout_global(Some(self.timeouts.request))
+                    .build()
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .send(body.as_bytes())
+            } else {
+                let token_url = format!(
+                    "{realm}{}{}",
+                    if realm.contains('?') { '&' } else { '?' },
+                    query(&form)
+                );
+                let mut req = self
+                    .agent
+                    .get(&token_url)
+                    .config()
+                    .timeout_global(Some(self.timeouts.request))
+                    .build();
+                if let Some(c) = &self.credentials {
+                    req = req.header("Authorization", c.basic());
+                }
+                req.call()
             }
-            req.call()
+        };
+        // A realm is a server like the registry: a dropped connection, a
+        // 5xx or a 429 is tried again, as every registry request is.
+        let mut attempt = 1;
+        let sent = loop {
+            match request() {
+                Err(e) if attempt < ATTEMPTS && transient(&e) && tls_refusal(&e).is_none() => {}
+                Ok(resp)
+                    if attempt < ATTEMPTS
+                        && (resp.status().is_server_error() || resp.status() == 429) => {}
+                other => break other,
+            }
+            backoff(attempt);
+            attempt += 1;
         };
         let timeout = || Error::Timeout {
             method: if identity.is_some() { "POST" } else { "GET" },

@@ -1650,3 +1650,52 @@ fn an_untrusted_token_realm_is_a_tls_error() {
         "{stderr}"
     );
 }
+
+/// A token realm that answers 503 once, or drops the connection once, is
+/// asked again, as the registry is: the token comes on the next attempt.
+#[test]
+fn a_token_realm_failing_once_is_asked_again() {
+    use nixlayer::sink::registry::{Client, ClientOptions, Reference};
+    for fault in ["503", "drop"] {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let realm = {
+            let asked = asked.clone();
+            Server::start(move |conn, _, _, _| {
+                if asked.fetch_add(1, Ordering::SeqCst) > 0 {
+                    respond(conn, "200 OK", &[], r#"{"token":"tok-1"}"#);
+                } else if fault == "503" {
+                    respond(conn, "503 Service Unavailable", &[], "busy");
+                } else {
+                    let _ = conn.shutdown(Shutdown::Both);
+                }
+            })
+        };
+        let challenge = format!("Bearer realm=\"{}/token\",service=\"faults\"", realm.url());
+        let registry = Server::start(move |conn, seen, _, _| {
+            if seen.header("authorization") == Some("Bearer tok-1") {
+                respond(conn, "200 OK", &[], "{}");
+            } else {
+                respond(
+                    conn,
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", &challenge)],
+                    "",
+                );
+            }
+        });
+        let target = Reference::parse(&format!(
+            "127.0.0.1:{}/nixlayer-test/realm:1",
+            registry.port
+        ))
+        .unwrap();
+        let client = Client::new(
+            &target,
+            ClientOptions {
+                insecure: true,
+                ..ClientOptions::default()
+            },
+        );
+        client.ping().unwrap_or_else(|e| panic!("{fault}: {e:?}"));
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "{fault}");
+    }
+}
