@@ -1015,7 +1015,7 @@ struct PushEnv {
     user: Option<String>,
     password: Option<args::Secret>,
     timeout: Option<String>,
-    docker_config: Option<std::path::PathBuf>,
+    credential_files: Vec<std::path::PathBuf>,
 }
 
 /// Where `push` reads the user and the password from the environment.
@@ -1030,7 +1030,7 @@ impl PushEnv {
             user: var(USER_ENV),
             password: var(PASSWORD_ENV).map(args::Secret),
             timeout: var(TIMEOUT_ENV),
-            docker_config: nixlayer::registry::credentials::docker_config_path(),
+            credential_files: nixlayer::registry::credentials::credential_files(),
         }
     }
 }
@@ -1048,7 +1048,7 @@ struct RegistryAccess {
     insecure: bool,
     ca_file: Option<std::path::PathBuf>,
     timeouts: nixlayer::sink::registry::Timeouts,
-    docker_config: Option<std::path::PathBuf>,
+    credential_files: Vec<std::path::PathBuf>,
 }
 
 impl RegistryAccess {
@@ -1069,7 +1069,7 @@ impl RegistryAccess {
                 request: push_timeout(args, env)?,
                 ..nixlayer::sink::registry::Timeouts::default()
             },
-            docker_config: env.docker_config.clone(),
+            credential_files: env.credential_files.clone(),
         })
     }
 
@@ -1078,12 +1078,12 @@ impl RegistryAccess {
     /// for that host, else anonymous; `--ca-file` and the deadline always.
     fn options(&self, host: &str) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
         let ours = self.given_for.as_deref().is_none_or(|h| h == host);
-        let credentials = match (&self.given, ours, &self.docker_config) {
-            (Some(given), true, _) => Some(given.clone()),
-            (_, _, Some(path)) => {
-                nixlayer::sink::registry::Credentials::from_docker_config(path, host)?
-            }
-            _ => None,
+        let credentials = match (&self.given, ours) {
+            (Some(given), true) => Some(given.clone()),
+            _ => nixlayer::sink::registry::Credentials::from_config_files(
+                &self.credential_files,
+                host,
+            )?,
         };
         Ok(nixlayer::sink::registry::ClientOptions {
             credentials,

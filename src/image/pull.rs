@@ -137,11 +137,11 @@ impl PullSpec {
         let options = match &self.options {
             Some(options) => options.clone(),
             None => ClientOptions {
-                credentials: crate::registry::credentials::docker_config_path()
-                    .map(|path| Credentials::from_docker_config(&path, &self.reference.host))
-                    .transpose()
-                    .map_err(|e| self.registry_error(e))?
-                    .flatten(),
+                credentials: Credentials::from_config_files(
+                    &crate::registry::credentials::credential_files(),
+                    &self.reference.host,
+                )
+                .map_err(|e| self.registry_error(e))?,
                 ..ClientOptions::default()
             },
         };

@@ -616,7 +616,7 @@ impl Client {
                 .filter(|c| c.as_identity_token().is_none())
                 .ok_or_else(|| {
                     auth_err(
-                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
+                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
                             .to_owned(),
                     )
                 })?;

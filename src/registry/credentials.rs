@@ -189,6 +189,25 @@ impl Credentials {
             .ok_or_else(|| bad(format!("`auths.{host}.auth` is not `USER:PASS`")))
     }
 
+    /// The credentials for `host` in the first of `files` (see
+    /// [`credential_files`]) that has some, each read as
+    /// [`Credentials::from_docker_config`] reads it; a missing file has none.
+    ///
+    /// # Errors
+    /// As [`Credentials::from_docker_config`], for the first file that is
+    /// not valid or whose helper fails.
+    pub fn from_config_files(
+        files: &[std::path::PathBuf],
+        host: &str,
+    ) -> Result<Option<Self>, Error> {
+        for file in files {
+            if let Some(found) = Self::from_docker_config(file, host)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// The `Authorization` value for basic auth.
     pub(crate) fn basic(&self) -> String {
         format!("Basic {}", self.basic_token())
@@ -212,6 +231,32 @@ pub fn docker_config_path() -> Option<std::path::PathBuf> {
         .map(std::path::PathBuf::from)
         .or_else(|| var("HOME").map(|h| Path::new(&h).join(".docker")))
         .map(|d| d.join("config.json"))
+}
+
+/// The files credentials are looked up in, first found wins: docker's
+/// `config.json` ([`docker_config_path`]), then the `auth.json` that
+/// `podman login` and `skopeo login` write (same format): the file
+/// `REGISTRY_AUTH_FILE` names, else `$XDG_RUNTIME_DIR/containers/auth.json`
+/// and `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/…`), as
+/// containers-auth.json(5) reads them.
+#[must_use]
+pub fn credential_files() -> Vec<std::path::PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+    let mut files: Vec<std::path::PathBuf> = docker_config_path().into_iter().collect();
+    if let Some(file) = var("REGISTRY_AUTH_FILE") {
+        files.push(file.into());
+        return files;
+    }
+    if let Some(run) = var("XDG_RUNTIME_DIR") {
+        files.push(Path::new(&run).join("containers/auth.json"));
+    }
+    if let Some(config) = var("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".config")))
+    {
+        files.push(config.join("containers/auth.json"));
+    }
+    files
 }
 
 /// The keys `config.json` may file `host`'s credentials under, the one
@@ -529,6 +574,33 @@ mod tests {
         assert_eq!(find(doc, "reg.example"), pair("u", "p"));
         let doc = r#"{"auths":{"reg.example":{"auth":"","username":"u","password":""}}}"#;
         assert_eq!(find(doc, "reg.example"), None);
+    }
+
+    #[test]
+    fn the_first_file_with_credentials_for_the_host_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("config.json");
+        let podman = dir.path().join("auth.json");
+        // `dXNlcjpwYXNz` is `user:pass`, `cG9kOm1hbg==` `pod:man`.
+        std::fs::write(
+            &docker,
+            r#"{"auths":{"a.example":{"auth":"dXNlcjpwYXNz"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &podman,
+            r#"{"auths":{"a.example":{"auth":"cG9kOm1hbg=="},"b.example":{"auth":"cG9kOm1hbg=="}}}"#,
+        )
+        .unwrap();
+        let files = [dir.path().join("missing.json"), docker, podman];
+        let user = |host: &str| {
+            Credentials::from_config_files(&files, host)
+                .unwrap()
+                .map(|c| c.user)
+        };
+        assert_eq!(user("a.example").as_deref(), Some("user"));
+        assert_eq!(user("b.example").as_deref(), Some("pod"));
+        assert_eq!(user("c.example"), None);
     }
 
     #[test]

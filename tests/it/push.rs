@@ -447,6 +447,54 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
 }
 
 #[test]
+fn push_with_credentials_from_podman_logins_auth_file() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = auth_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""podman""#);
+    let host = format!("127.0.0.1:{}", registry.port);
+    let reference = format!("{host}/nixlayer-test/podman:p1");
+    // What `podman login` writes (docker's format), where it writes it:
+    // `$XDG_RUNTIME_DIR/containers/auth.json`, or `REGISTRY_AUTH_FILE`.
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(run_dir.join("containers")).unwrap();
+    let auth = util::write(
+        &run_dir.join("containers"),
+        "auth.json",
+        &format!(r#"{{"auths":{{"{host}":{{"auth":"bml4bGF5ZXI6cGFzcw=="}}}}}}"#),
+    );
+    let push = |env: &[(&str, &Path)]| {
+        let mut cmd = nixlayer();
+        cmd.arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .arg("--json")
+            .env("DOCKER_CONFIG", tmp.path().join("no-docker-config"))
+            .env("HOME", tmp.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NIXLAYER_REGISTRY_USER")
+            .env_remove("NIXLAYER_REGISTRY_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    run(&mut push(&[("XDG_RUNTIME_DIR", &run_dir)]), 0);
+    run(&mut push(&[("REGISTRY_AUTH_FILE", &auth)]), 0);
+    // Without it: anonymous, refused, and the hint names both logins.
+    let out = run(&mut push(&[]), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("podman login"), "{stderr}");
+}
+
+#[test]
 fn push_with_a_password_from_stdin_or_the_environment() {
     let Some(hello) = util::nix_fixture("hello") else {
         return;
