@@ -50,6 +50,30 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[error("{0}")]
 struct UsageError(String);
 
+/// A push that failed, named by where it was going as the reference was
+/// resolved: `alpine` is `docker.io/library/alpine`, which the registry's
+/// URLs in the causes (`registry-1.docker.io`) do not make plain.
+#[derive(Debug, thiserror::Error)]
+#[error("push to `{target}` failed")]
+struct PushFailed {
+    target: String,
+    #[source]
+    source: ops::Error,
+}
+
+impl PushFailed {
+    /// A closure wrapping an error of the push to `target`.
+    fn to(target: &nixlayer::sink::registry::Reference) -> impl Fn(ops::Error) -> Self + '_ {
+        move |source| Self {
+            target: match &target.tag {
+                Some(tag) => format!("{}/{}:{tag}", target.host, target.repository),
+                None => format!("{}/{}", target.host, target.repository),
+            },
+            source,
+        }
+    }
+}
+
 /// glibc gives each thread that allocates its own arena (up to 8 per
 /// core), and the compressor threads of OCI outputs each keep theirs full
 /// of freed job buffers: a cold zstd layout build peaked at 116–140 MB
@@ -891,7 +915,8 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         options,
         command.compress,
         &progress,
-    )?;
+    )
+    .map_err(PushFailed::to(&target))?;
     progress.clear();
     let (summary, counts, layers_cached) = (&pushed.build, pushed.counts, pushed.layers_cached);
     let manifest_digest = summary
@@ -990,7 +1015,7 @@ struct PushEnv {
     user: Option<String>,
     password: Option<args::Secret>,
     timeout: Option<String>,
-    docker_config: Option<std::path::PathBuf>,
+    credential_files: Vec<std::path::PathBuf>,
 }
 
 /// Where `push` reads the user and the password from the environment.
@@ -1005,12 +1030,7 @@ impl PushEnv {
             user: var(USER_ENV),
             password: var(PASSWORD_ENV).map(args::Secret),
             timeout: var(TIMEOUT_ENV),
-            docker_config: std::env::var_os("DOCKER_CONFIG")
-                .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker"))
-                })
-                .map(|d| d.join("config.json")),
+            credential_files: nixlayer::registry::credentials::credential_files(),
         }
     }
 }
@@ -1028,7 +1048,7 @@ struct RegistryAccess {
     insecure: bool,
     ca_file: Option<std::path::PathBuf>,
     timeouts: nixlayer::sink::registry::Timeouts,
-    docker_config: Option<std::path::PathBuf>,
+    credential_files: Vec<std::path::PathBuf>,
 }
 
 impl RegistryAccess {
@@ -1049,7 +1069,7 @@ impl RegistryAccess {
                 request: push_timeout(args, env)?,
                 ..nixlayer::sink::registry::Timeouts::default()
             },
-            docker_config: env.docker_config.clone(),
+            credential_files: env.credential_files.clone(),
         })
     }
 
@@ -1058,12 +1078,12 @@ impl RegistryAccess {
     /// for that host, else anonymous; `--ca-file` and the deadline always.
     fn options(&self, host: &str) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
         let ours = self.given_for.as_deref().is_none_or(|h| h == host);
-        let credentials = match (&self.given, ours, &self.docker_config) {
-            (Some(given), true, _) => Some(given.clone()),
-            (_, _, Some(path)) => {
-                nixlayer::sink::registry::Credentials::from_docker_config(path, host)?
-            }
-            _ => None,
+        let credentials = match (&self.given, ours) {
+            (Some(given), true) => Some(given.clone()),
+            _ => nixlayer::sink::registry::Credentials::from_config_files(
+                &self.credential_files,
+                host,
+            )?,
         };
         Ok(nixlayer::sink::registry::ClientOptions {
             credentials,
@@ -1094,9 +1114,16 @@ fn given_credentials(
 ) -> Result<Option<nixlayer::sink::registry::Credentials>, BoxError> {
     use nixlayer::sink::registry::Credentials;
     if let Some(text) = &args.creds {
-        return Ok(Some(Credentials::parse(&text.0).ok_or_else(|| {
-            UsageError("`--creds` must be `USER:PASS`".to_owned())
-        })?));
+        let creds = Credentials::parse(&text.0)
+            .ok_or_else(|| UsageError("`--creds` must be `USER:PASS`".to_owned()))?;
+        // As skopeo's `--creds`: a registry would only answer 401 to it.
+        if creds.user.is_empty() {
+            return Err(UsageError("`--creds`: the user before `:` is empty".to_owned()).into());
+        }
+        return Ok(Some(creds));
+    }
+    if args.username.as_deref() == Some("") {
+        return Err(UsageError("`--username` is empty".to_owned()).into());
     }
     let user = args.username.clone().or_else(|| env.user.clone());
     let no_user = || {
@@ -1403,7 +1430,8 @@ fn run_push_platforms(
         options,
         all[0].1.compress,
         &progress,
-    )?;
+    )
+    .map_err(PushFailed::to(target))?;
     progress.clear();
     let counts = pushed.counts;
     if args.json {
@@ -1421,11 +1449,17 @@ fn run_push_platforms(
             "tags": pushed.tags,
             "pushed": pushed.pinned,
             "platforms": platforms,
+            // The same keys as a single-platform push's `blobs`.
             "blobs": {
                 "uploaded": counts.uploaded,
                 "existing": counts.existing,
                 "bytes_uploaded": counts.bytes_uploaded,
                 "mounted": counts.mounted,
+                "layers_cached": pushed
+                    .builds
+                    .iter()
+                    .map(|b| b.blobs.map_or(0, |x| x.layers_cached))
+                    .sum::<usize>(),
             },
         });
         let mut doc = doc;

@@ -137,11 +137,11 @@ impl PullSpec {
         let options = match &self.options {
             Some(options) => options.clone(),
             None => ClientOptions {
-                credentials: docker_config()
-                    .map(|path| Credentials::from_docker_config(&path, &self.reference.host))
-                    .transpose()
-                    .map_err(|e| self.registry_error(e))?
-                    .flatten(),
+                credentials: Credentials::from_config_files(
+                    &crate::registry::credentials::credential_files(),
+                    &self.reference.host,
+                )
+                .map_err(|e| self.registry_error(e))?,
                 ..ClientOptions::default()
             },
         };
@@ -198,6 +198,43 @@ impl PullSpec {
             return Err(stale("names another image"));
         }
         Ok(())
+    }
+
+    /// The config and layer blobs of the image as pulled, from its cached
+    /// layout: what a push to the same registry may mount from the base
+    /// image's repository instead of uploading. Empty when the layout is
+    /// not there or cannot be read (a hint only, never an error).
+    #[must_use]
+    pub fn blob_digests(&self) -> Vec<Digest> {
+        let layout = self.layout();
+        let read = |path: PathBuf| -> Option<Value> {
+            let mut bytes = Vec::new();
+            File::open(path)
+                .and_then(|f| {
+                    f.take(registry::client::MANIFEST_LIMIT)
+                        .read_to_end(&mut bytes)
+                })
+                .ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let Some(manifest) = read(layout.join("index.json"))
+            .as_ref()
+            .and_then(|index| {
+                index
+                    .get("manifests")?
+                    .get(0)?
+                    .get("digest")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .and_then(|d| Digest::parse(&d))
+            .and_then(|d| read(layout.join("blobs/sha256").join(d.hex())))
+        else {
+            return Vec::new();
+        };
+        self.blobs_of(&manifest)
+            .map(|blobs| blobs.into_iter().map(|(d, _)| d).collect())
+            .unwrap_or_default()
     }
 
     fn registry_error(&self, source: registry::Error) -> Error {
@@ -338,10 +375,13 @@ impl PullSpec {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
+        let wanted_variant = default_variant(&p.architecture, p.variant.as_deref());
         let matching = |e: &&Value, with_variant: bool| {
             field(e, "architecture").as_deref() == Some(p.architecture.as_str())
                 && field(e, "os").as_deref() == Some(p.os.as_str())
-                && (!with_variant || field(e, "variant") == p.variant)
+                && (!with_variant
+                    || default_variant(&p.architecture, field(e, "variant").as_deref())
+                        == wanted_variant)
         };
         // An exact match first; without a variant asked for, any variant
         // of the architecture (as docker picks `arm64/v8` for `arm64`).
@@ -445,6 +485,23 @@ fn is_index(doc: &Value, served: &str) -> bool {
             && doc.get("layers").is_none())
 }
 
+/// A platform's variant as docker and containerd compare them: `arm64`
+/// without one is `v8` and `arm` without one `v7` (so an `arm64/v8` image
+/// finds an index's plain `arm64` entry, and the other way round), and
+/// `amd64`'s `v1` is none.
+fn default_variant<'a>(architecture: &str, variant: Option<&'a str>) -> Option<&'a str> {
+    match (architecture, variant) {
+        ("arm64", None | Some("8" | "v8")) => Some("v8"),
+        ("arm", None) => Some("v7"),
+        ("arm", Some("5")) => Some("v5"),
+        ("arm", Some("6")) => Some("v6"),
+        ("arm", Some("7")) => Some("v7"),
+        ("arm", Some("8")) => Some("v8"),
+        ("amd64", Some("v1")) => None,
+        _ => variant,
+    }
+}
+
 /// `text` as part of a file name: ASCII letters, digits and `.` kept,
 /// anything else (a `/`, a `-` that would blur where parts end) as `_XX`
 /// hex, so distinct platforms never share a name.
@@ -458,20 +515,6 @@ fn name_part(text: &str) -> String {
         }
     }
     out
-}
-
-/// docker's `config.json`: `$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`.
-fn docker_config() -> Option<PathBuf> {
-    std::env::var_os("DOCKER_CONFIG")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".docker"))
-        })
-        .map(|d| d.join("config.json"))
 }
 
 #[cfg(test)]
@@ -530,6 +573,32 @@ mod tests {
             "{err}"
         );
         assert!(pick("s390x", None).is_err());
+    }
+
+    #[test]
+    fn default_variants_match_as_dockers() {
+        let d = |b: &[u8]| Digest::of(b).prefixed();
+        // Indexes that leave arm64's and arm's variant out (ko, distroless
+        // and many others do), and name amd64's `v1`.
+        let index = json!({"manifests": [
+            {"digest": d(b"a"), "platform": {"architecture": "amd64", "os": "linux", "variant": "v1"}},
+            {"digest": d(b"b"), "platform": {"architecture": "arm64", "os": "linux"}},
+            {"digest": d(b"c"), "platform": {"architecture": "arm", "os": "linux"}},
+            {"digest": d(b"e"), "platform": {"architecture": "arm", "os": "linux", "variant": "v6"}},
+        ]});
+        let pick = |arch, variant| spec(arch, variant).choose(&index).map(|c| c.0);
+        assert_eq!(pick("arm64", Some("v8")).unwrap(), Digest::of(b"b"));
+        assert_eq!(pick("arm", Some("v7")).unwrap(), Digest::of(b"c"));
+        assert_eq!(pick("arm", None).unwrap(), Digest::of(b"c"));
+        assert_eq!(pick("arm", Some("v6")).unwrap(), Digest::of(b"e"));
+        assert_eq!(pick("amd64", None).unwrap(), Digest::of(b"a"));
+        assert!(pick("arm", Some("v5")).is_err());
+        // An arm64 image without a variant finds an index's `arm64/v8`.
+        let index = json!({"manifests": [
+            {"digest": d(b"v8"), "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        ]});
+        let pick = |arch, variant| spec(arch, variant).choose(&index).map(|c| c.0);
+        assert_eq!(pick("arm64", None).unwrap(), Digest::of(b"v8"));
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn push(
     compress: CompressOptions,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, Error> {
+    note_base_blobs(settings, [settings], target);
     let (sink, mut tags) = open_sink(settings, target, more_tags, options.clone(), compress, true)?;
     reporter.on_uploads(sink.meter());
     // A layer from the cache the registry has (or mounted) counts as
@@ -82,6 +83,37 @@ pub fn push(
         counts,
         layers_cached,
     })
+}
+
+/// Notes in `records`' blob records (the first settings' layer cache)
+/// that each pulled base image of `images` that is on `target`'s registry
+/// holds its blobs in its own repository: a push to another repository
+/// there then mounts the base's layers (as docker and crane do) instead
+/// of uploading them all again. Only hints; the registry decides.
+fn note_base_blobs<'a>(
+    records: &BuildSettings,
+    images: impl IntoIterator<Item = &'a BuildSettings>,
+    target: &Reference,
+) {
+    let Some(cache) = &records.cache else {
+        return;
+    };
+    let homes = BlobHomes::new(&cache.dir().join("registry-blobs"), &target.host);
+    for base in images
+        .into_iter()
+        .filter_map(|s| s.content.base_pull.as_ref())
+    {
+        let from = &base.reference;
+        if !from.host.eq_ignore_ascii_case(&target.host) || from.repository == target.repository {
+            continue;
+        }
+        for digest in base.blob_digests() {
+            if !homes.get(&digest).contains(&from.repository) {
+                // A record that cannot be written only costs an upload.
+                let _ = homes.put(&digest, &from.repository);
+            }
+        }
+    }
 }
 
 /// Whether `e` says that blobs the blob records placed in the repository
@@ -161,6 +193,7 @@ pub fn push_platforms(
     let Some((first, _)) = images.first() else {
         return Err(Error::Empty);
     };
+    note_base_blobs(first, images.iter().map(|(s, _)| *s), target);
     let (sink, mut tags) = open_sink(first, target, more_tags, options.clone(), compress, true)?;
     reporter.on_uploads(sink.meter());
     let (builds, counts) = match build_platforms(images, sink, reporter) {

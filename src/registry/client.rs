@@ -178,6 +178,20 @@ impl Origin {
             scheme,
         })
     }
+
+    /// `host[:port]`, the port left out when it is the scheme's default;
+    /// an IPv6 host in brackets.
+    fn authority(&self) -> String {
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.scheme.as_str(), self.port) {
+            ("https", 443) | ("http", 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
 }
 
 /// `url` as errors show it: no user information, no query (an upload
@@ -345,7 +359,7 @@ impl Client {
     /// by trying HTTPS.
     fn endpoint(&self) -> Result<Endpoint, Error> {
         if let Some(e) = &self.setup_error {
-            return Err(Error::Tls {
+            return Err(Error::TrustRoots {
                 host: self.host.clone(),
                 reason: e.clone(),
             });
@@ -504,6 +518,16 @@ impl Client {
                         after: deadline,
                     })
                 }
+                // An untrusted certificate is no connection trouble: it
+                // is said at once, with the ways to trust it, for every
+                // HTTPS host (the registry, a token realm, a blob's CDN).
+                Err(e) if tls_refusal(&e).is_some() => {
+                    let host = Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority());
+                    return Err(Error::Tls {
+                        host,
+                        reason: tls_refusal(&e).unwrap_or_default(),
+                    });
+                }
                 Err(e) if attempt < attempts && transient(&e) => backoff(attempt),
                 Err(e) => {
                     return Err(Error::Request {
@@ -592,7 +616,7 @@ impl Client {
                 .filter(|c| c.as_identity_token().is_none())
                 .ok_or_else(|| {
                     auth_err(
-                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login`"
+                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
                             .to_owned(),
                     )
                 })?;
@@ -716,7 +740,7 @@ impl Client {
                 .join("&")
         };
         let shown = shown_url(realm);
-        let sent = if let Some(identity) = identity {
+        if let Some(identity) = identity {
             // The refresh token the realm gave last, else the identity token.
             let refresh = lock(&self.refresh_token)
                 .clone()
@@ -724,30 +748,48 @@ impl Client {
             form.push(("grant_type", "refresh_token".to_owned()));
             form.push(("client_id", "nixlayer".to_owned()));
             form.push(("refresh_token", refresh));
-            let body = query(&form);
-            self.agent
-                .post(realm)
-                .config()
-                .timeout_global(Some(self.timeouts.request))
-                .build()
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .send(body.as_bytes())
-        } else {
-            let token_url = format!(
-                "{realm}{}{}",
-                if realm.contains('?') { '&' } else { '?' },
-                query(&form)
-            );
-            let mut req = self
-                .agent
-                .get(&token_url)
-                .config()
-                .timeout_global(Some(self.timeouts.request))
-                .build();
-            if let Some(c) = &self.credentials {
-                req = req.header("Authorization", c.basic());
+        }
+        let request = || {
+            if identity.is_some() {
+                let body = query(&form);
+                self.agent
+                    .post(realm)
+                    .config()
+                    .timeout_global(Some(self.timeouts.request))
+                    .build()
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .send(body.as_bytes())
+            } else {
+                let token_url = format!(
+                    "{realm}{}{}",
+                    if realm.contains('?') { '&' } else { '?' },
+                    query(&form)
+                );
+                let mut req = self
+                    .agent
+                    .get(&token_url)
+                    .config()
+                    .timeout_global(Some(self.timeouts.request))
+                    .build();
+                if let Some(c) = &self.credentials {
+                    req = req.header("Authorization", c.basic());
+                }
+                req.call()
             }
-            req.call()
+        };
+        // A realm is a server like the registry: a dropped connection, a
+        // 5xx or a 429 is tried again, as every registry request is.
+        let mut attempt = 1;
+        let sent = loop {
+            match request() {
+                Err(e) if attempt < ATTEMPTS && transient(&e) && tls_refusal(&e).is_none() => {}
+                Ok(resp)
+                    if attempt < ATTEMPTS
+                        && (resp.status().is_server_error() || resp.status() == 429) => {}
+                other => break other,
+            }
+            backoff(attempt);
+            attempt += 1;
         };
         let timeout = || Error::Timeout {
             method: if identity.is_some() { "POST" } else { "GET" },
@@ -757,6 +799,11 @@ impl Client {
         };
         let mut resp = sent.map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
+            // As for the registry: an untrusted certificate is said as one.
+            e if tls_refusal(&e).is_some() => Error::Tls {
+                host: realm_origin.authority(),
+                reason: tls_refusal(&e).unwrap_or_default(),
+            },
             e => auth_err(format!("{shown}: {e}")),
         })?;
         if !resp.status().is_success() {
@@ -1583,6 +1630,14 @@ fn tls_refusal(e: &ureq::Error) -> Option<String> {
         .any(|k| lower.contains(k))
         && !lower.contains("invalidcontenttype")
         && !lower.contains("corrupt message");
+    if tls && text.contains("CaUsedAsEndEntity") {
+        // What `openssl req -x509` makes by default, and what the
+        // distribution docs' self-signed recipe gives a registry: docker's
+        // Go TLS takes it when it is trusted, rustls (webpki) never does.
+        return Some(format!(
+            "{text} (the registry's certificate is itself a CA certificate, `basicConstraints CA:TRUE`, as `openssl req -x509` makes by default; rustls refuses such a server certificate even when it is trusted: give the registry one made with `-addext basicConstraints=critical,CA:FALSE`, or one signed by a CA of its own, and trust that CA)"
+        ));
+    }
     tls.then_some(text)
 }
 
@@ -1681,6 +1736,26 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_ca_certificate_served_by_the_registry_is_explained() {
+        // As ureq shows rustls' refusal of a certificate with
+        // `basicConstraints CA:TRUE` (what `openssl req -x509` makes).
+        let io = |text: &str| {
+            ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, text))
+        };
+        let why = tls_refusal(&io(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        ))
+        .unwrap();
+        assert!(
+            why.contains("CaUsedAsEndEntity") && why.contains("basicConstraints=critical,CA:FALSE"),
+            "{why}"
+        );
+        let why = tls_refusal(&io("invalid peer certificate: UnknownIssuer")).unwrap();
+        assert!(!why.contains("CA:FALSE"), "{why}");
+        assert!(tls_refusal(&io("Connection refused")).is_none());
+    }
 
     #[test]
     fn challenges() {

@@ -137,9 +137,22 @@ impl Credentials {
             }
         }
         let auths = &doc["auths"];
+        // An exact key first; else, as docker's file store does, any key
+        // whose host part (after a scheme, before a path) is the host:
+        // `https://reg.example/`, `http://reg.example/v2/`, `reg.example/`.
+        // The map is sorted, so the same file picks the same entry.
+        let by_host = || {
+            auths.as_object()?.iter().find_map(|(k, e)| {
+                let name = config_key_host(k);
+                keys.iter()
+                    .any(|key| !key.contains("://") && *key == name)
+                    .then_some((k.as_str(), e))
+            })
+        };
         let Some((key, entry)) = keys
             .iter()
             .find_map(|k| auths.get(k).map(|e| (k.as_str(), e)))
+            .or_else(by_host)
         else {
             return Ok(None);
         };
@@ -150,8 +163,19 @@ impl Credentials {
         {
             return Ok(Some(Self::identity_token(token)));
         }
-        let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) else {
-            return Ok(None);
+        let text = |field: &str| {
+            entry
+                .get(field)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(auth) = text("auth") else {
+            // docker reads `username` and `password` fields too, when
+            // there is no `auth` (some tools write them so).
+            return Ok(text("password").map(|password| Self {
+                user: text("username").unwrap_or("").to_owned(),
+                password: password.to_owned(),
+            }));
         };
         let host = key;
         // base64's error would quote a byte of the secret: not shown.
@@ -165,6 +189,25 @@ impl Credentials {
             .ok_or_else(|| bad(format!("`auths.{host}.auth` is not `USER:PASS`")))
     }
 
+    /// The credentials for `host` in the first of `files` (see
+    /// [`credential_files`]) that has some, each read as
+    /// [`Credentials::from_docker_config`] reads it; a missing file has none.
+    ///
+    /// # Errors
+    /// As [`Credentials::from_docker_config`], for the first file that is
+    /// not valid or whose helper fails.
+    pub fn from_config_files(
+        files: &[std::path::PathBuf],
+        host: &str,
+    ) -> Result<Option<Self>, Error> {
+        for file in files {
+            if let Some(found) = Self::from_docker_config(file, host)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// The `Authorization` value for basic auth.
     pub(crate) fn basic(&self) -> String {
         format!("Basic {}", self.basic_token())
@@ -175,6 +218,45 @@ impl Credentials {
         let raw = format!("{}:{}", self.user, self.password);
         base64::engine::general_purpose::STANDARD.encode(raw)
     }
+}
+
+/// Where docker reads its `config.json`: `$DOCKER_CONFIG/config.json`,
+/// else `~/.docker/config.json`. An empty variable counts as unset, as
+/// docker takes it (an empty `DOCKER_CONFIG` would otherwise be a
+/// `config.json` in whatever directory the command runs in).
+#[must_use]
+pub fn docker_config_path() -> Option<std::path::PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
+/// The files credentials are looked up in, first found wins: docker's
+/// `config.json` ([`docker_config_path`]), then the `auth.json` that
+/// `podman login` and `skopeo login` write (same format): the file
+/// `REGISTRY_AUTH_FILE` names, else `$XDG_RUNTIME_DIR/containers/auth.json`
+/// and `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/…`), as
+/// containers-auth.json(5) reads them.
+#[must_use]
+pub fn credential_files() -> Vec<std::path::PathBuf> {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+    let mut files: Vec<std::path::PathBuf> = docker_config_path().into_iter().collect();
+    if let Some(file) = var("REGISTRY_AUTH_FILE") {
+        files.push(file.into());
+        return files;
+    }
+    if let Some(run) = var("XDG_RUNTIME_DIR") {
+        files.push(Path::new(&run).join("containers/auth.json"));
+    }
+    if let Some(config) = var("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".config")))
+    {
+        files.push(config.join("containers/auth.json"));
+    }
+    files
 }
 
 /// The keys `config.json` may file `host`'s credentials under, the one
@@ -200,10 +282,29 @@ fn config_keys(host: &str) -> Vec<String> {
     ]
 }
 
+/// The host part of a `config.json` key as docker's `ConvertToHostname`
+/// takes it: without an `http://` or `https://` scheme, up to the first `/`.
+fn config_key_host(key: &str) -> &str {
+    let rest = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// Runs credential helper `program get` for `server`: the credentials, or
 /// `None` when it has none. The reason of an error never holds the
 /// helper's stdout.
 fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, String> {
+    run_helper_within(program, server, HELPER_DEADLINE)
+}
+
+/// [`run_helper`] with a deadline of `deadline` (short ones in tests).
+fn run_helper_within(
+    program: &Path,
+    server: &str,
+    deadline: Duration,
+) -> Result<Option<Credentials>, String> {
     let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
@@ -215,40 +316,52 @@ fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, Strin
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = (&mut stdout)
-            .take(HELPER_OUTPUT_LIMIT + 1)
-            .read_to_end(&mut bytes);
-        bytes
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = (&mut stderr).take(4096).read_to_end(&mut bytes);
-        bytes
-    });
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // Each pipe is read on a thread that hands its bytes over a channel, so
+    // that the wait for them has a deadline too: a process the helper
+    // started in the background (an agent) may hold the pipes open long
+    // after the helper itself has exited.
+    let read = |mut pipe: Box<dyn std::io::Read + Send>, limit: u64| {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = (&mut pipe).take(limit).read_to_end(&mut bytes);
+            let _ = send.send(bytes);
+        });
+        receive
+    };
+    let out = read(Box::new(stdout), HELPER_OUTPUT_LIMIT + 1);
+    let err = read(Box::new(stderr), 4096);
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < HELPER_DEADLINE => {
+            Ok(None) if start.elapsed() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "gave no answer within {}s",
-                    HELPER_DEADLINE.as_secs()
-                ));
+                return Err(format!("gave no answer within {}s", deadline.as_secs()));
             }
             Err(e) => return Err(e.to_string()),
         }
     };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let left = || deadline.saturating_sub(start.elapsed());
+    let held_open = || {
+        format!(
+            "its output was still open {}s after it started (a process it started in the background holds it?)",
+            deadline.as_secs()
+        )
+    };
+    let stdout = out.recv_timeout(left()).map_err(|_| held_open())?;
+    let stderr = err.recv_timeout(left()).map_err(|_| held_open())?;
+    // Checked first: a helper whose answer has no end is stopped by the
+    // closed pipe (SIGPIPE), and its exit status would hide why.
+    if stdout.len() as u64 > HELPER_OUTPUT_LIMIT {
+        return Err("its answer is over 64 KiB".to_owned());
+    }
     if !status.success() {
         // docker's helpers say so on stdout when they have nothing; that
         // text is no secret, but stdout is never quoted: only checked.
@@ -267,9 +380,6 @@ fn run_helper(program: &Path, server: &str) -> Result<Option<Credentials>, Strin
             .take(200)
             .collect();
         return Err(format!("`get` failed ({status}): {first}"));
-    }
-    if stdout.len() as u64 > HELPER_OUTPUT_LIMIT {
-        return Err("its answer is over 64 KiB".to_owned());
     }
     // serde_json's errors name a position, never the text.
     let doc: serde_json::Value =
@@ -383,6 +493,27 @@ mod tests {
     }
 
     #[test]
+    fn helpers_that_hold_their_output_open_or_flood_it_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        // It answers and exits, but a background process keeps its stdout
+        // open: the wait for the answer has the deadline too.
+        let bg = helper(
+            dir.path(),
+            "bg",
+            r#"sleep 30 & echo '{"Username":"u","Secret":"s3cret-bg"}'"#,
+        );
+        let start = Instant::now();
+        let e = run_helper_within(&bg, "x", Duration::from_secs(2)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+        assert!(e.contains("still open") && !e.contains("s3cret"), "{e}");
+        // An answer without end: stopped at the limit, and said so (not
+        // the exit status of the SIGPIPE that stopped it).
+        let huge = helper(dir.path(), "huge", "yes s3cret-huge");
+        let e = run_helper_within(&huge, "x", Duration::from_secs(20)).unwrap_err();
+        assert!(e.contains("over 64 KiB") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn identity_tokens_and_docker_hub_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
@@ -404,6 +535,72 @@ mod tests {
         assert_eq!(c.as_identity_token(), Some("idtok-s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(config_keys("docker.io")[0], "https://index.docker.io/v1/");
+    }
+
+    #[test]
+    fn auths_keys_are_matched_by_their_host_as_docker_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let find = |doc: &str, host: &str| {
+            std::fs::write(&path, doc).unwrap();
+            Credentials::from_docker_config(&path, host)
+                .unwrap()
+                .map(|c| (c.user, c.password))
+        };
+        let pair = |u: &str, p: &str| Some((u.to_owned(), p.to_owned()));
+        // `dXNlcjpwYXNz` is `user:pass`.
+        for key in [
+            "https://reg.example:5000/",
+            "http://reg.example:5000/v2/",
+            "reg.example:5000/",
+            "https://reg.example:5000/some/path",
+        ] {
+            let doc = format!(r#"{{"auths":{{"{key}":{{"auth":"dXNlcjpwYXNz"}}}}}}"#);
+            assert_eq!(
+                find(&doc, "reg.example:5000"),
+                pair("user", "pass"),
+                "{key}"
+            );
+            // Another port or host is another registry.
+            assert_eq!(find(&doc, "reg.example"), None, "{key}");
+            assert_eq!(find(&doc, "reg.example:500"), None, "{key}");
+        }
+        // An exact key wins over one matched by its host.
+        let doc = r#"{"auths":{"https://reg.example/":{"auth":"YTpi"},"reg.example":{"auth":"dXNlcjpwYXNz"}}}"#;
+        assert_eq!(find(doc, "reg.example"), pair("user", "pass"));
+        // `username` and `password` fields, which docker reads when there
+        // is no `auth`.
+        let doc = r#"{"auths":{"reg.example":{"username":"u","password":"p"}}}"#;
+        assert_eq!(find(doc, "reg.example"), pair("u", "p"));
+        let doc = r#"{"auths":{"reg.example":{"auth":"","username":"u","password":""}}}"#;
+        assert_eq!(find(doc, "reg.example"), None);
+    }
+
+    #[test]
+    fn the_first_file_with_credentials_for_the_host_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("config.json");
+        let podman = dir.path().join("auth.json");
+        // `dXNlcjpwYXNz` is `user:pass`, `cG9kOm1hbg==` `pod:man`.
+        std::fs::write(
+            &docker,
+            r#"{"auths":{"a.example":{"auth":"dXNlcjpwYXNz"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &podman,
+            r#"{"auths":{"a.example":{"auth":"cG9kOm1hbg=="},"b.example":{"auth":"cG9kOm1hbg=="}}}"#,
+        )
+        .unwrap();
+        let files = [dir.path().join("missing.json"), docker, podman];
+        let user = |host: &str| {
+            Credentials::from_config_files(&files, host)
+                .unwrap()
+                .map(|c| c.user)
+        };
+        assert_eq!(user("a.example").as_deref(), Some("user"));
+        assert_eq!(user("b.example").as_deref(), Some("pod"));
+        assert_eq!(user("c.example"), None);
     }
 
     #[test]

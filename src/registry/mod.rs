@@ -98,6 +98,16 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A CA file (`--ca-file`, `SSL_CERT_FILE`, docker's `certs.d`)
+    /// cannot be read or holds no certificate: the registry was not asked
+    /// anything, so no advice on trusting it.
+    #[error("{host}: cannot set up TLS: {reason}")]
+    TrustRoots {
+        /// The registry host.
+        host: String,
+        /// Which file, and what is wrong with it.
+        reason: String,
+    },
     /// Authentication failed.
     #[error("{url}: authentication failed: {reason}")]
     Auth {

@@ -43,6 +43,70 @@ pub fn check_tag(tag: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The longest `host/repository` docker accepts.
+const NAME_MAX: usize = 255;
+
+/// Whether `part` is one component of a repository as docker's grammar has
+/// it: `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of `-`.
+/// Written out (a dozen lines) rather than taken from a reference crate:
+/// those bring an async client or a regex engine for one grammar rule.
+fn is_path_component(part: &str) -> bool {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = part.as_bytes();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    bytes
+        .split(alnum)
+        .filter(|sep| !sep.is_empty())
+        .all(|sep| matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|&b| b == b'-'))
+}
+
+/// Checks `host[:port]` as docker's grammar has it: DNS labels (letters,
+/// digits and inner `-`) joined by `.`, or an IPv6 literal in brackets,
+/// then an optional port of 1 to 65535.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err("the registry host's IPv6 address has no closing `]`");
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("the registry host's `[…]` is not an IPv6 address");
+        }
+        match after {
+            "" => ("", None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("", Some(port)),
+                None => return Err("the registry host has text after its `[…]` address"),
+            },
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !host.starts_with('[') && !name.split('.').all(label) {
+        return Err("the registry host must be names of letters, digits and inner `-` joined by `.`, or `[IPv6]`");
+    }
+    if let Some(port) = port {
+        if port.is_empty()
+            || port.len() > 5
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || !(1..=65535).contains(&port.parse::<u32>().unwrap_or(0))
+        {
+            return Err("the registry port must be a number from 1 to 65535");
+        }
+    }
+    Ok(())
+}
+
 impl Reference {
     /// Parses `host[:port]/repo[:tag]`. As docker decides, the first
     /// component is a host when it holds a `.` or `:` or is `localhost`;
@@ -102,6 +166,7 @@ impl Reference {
         {
             return Err(err("the registry host holds characters a host name cannot"));
         }
+        check_host(host).map_err(err)?;
         let (repository, tag) = match rest.as_str().rsplit_once(':') {
             Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_owned())),
             _ => (rest.as_str(), None),
@@ -113,6 +178,20 @@ impl Reference {
         {
             return Err(err(
                 "the repository must be lowercase letters, digits, `.`, `_`, `-` and `/`",
+            ));
+        }
+        // Docker's grammar, checked here rather than by the registry: a
+        // `..` or `.` component would be a path segment of every URL (a
+        // registry answers 301 or 404 only after the whole build), and
+        // `-a`, `a-`, `a..b` are names no registry or docker accepts.
+        if !repository.split('/').all(is_path_component) {
+            return Err(err(
+                "each `/`-separated part of the repository must be lowercase letters and digits joined by one `.`, one or two `_`, or dashes (as docker's)",
+            ));
+        }
+        if host.len() + 1 + repository.len() > NAME_MAX {
+            return Err(err(
+                "the name (registry host and repository) is longer than 255 characters (as docker's limit)",
             ));
         }
         if let Some(tag) = &tag {
@@ -212,6 +291,51 @@ mod tests {
         for remote in ["128.0.0.1/a", "[::2]:5000/a", "localhost.example/a", "a/b"] {
             assert!(!Reference::parse(remote).unwrap().is_local(), "{remote}");
         }
+    }
+
+    #[test]
+    fn repository_and_host_follow_dockers_grammar() {
+        // Accepted as docker accepts them.
+        for ok in [
+            "127.0.0.1:5000/a/b:t",
+            "127.0.0.1:5000/a.b/c_d/e__f/g-h/i---j",
+            "reg.example.com/a0/9z",
+            "[::1]:5000/a",
+            "[::1]/a",
+            "my-host.example:65535/a",
+            "Host.Example/a",
+        ] {
+            assert!(Reference::parse(ok).is_ok(), "{ok}");
+        }
+        // Path segments, separators at the ends or doubled, bad hosts and
+        // ports: refused before anything is built or sent.
+        for bad in [
+            "127.0.0.1:5000/a/../b:t",
+            "127.0.0.1:5000/a/./b",
+            "127.0.0.1:5000/a/.b",
+            "127.0.0.1:5000/-a",
+            "127.0.0.1:5000/a-",
+            "127.0.0.1:5000/a..b",
+            "127.0.0.1:5000/a___b",
+            "127.0.0.1:5000/a_-b",
+            "127.0.0.1:abc/a",
+            "127.0.0.1:99999/a",
+            "127.0.0.1:0/a",
+            "127.0.0.1:/a",
+            ":5000/a",
+            "[::1/a",
+            "[::1]x/a",
+            "[nothost]:5000/a",
+            "a..b.example/a",
+            "-a.example/a",
+            "a-.example/a",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad}");
+        }
+        // 255 characters of `host/repository` at most, as docker's.
+        let at_most = format!("reg.example/{}", "a".repeat(255 - 12));
+        assert!(Reference::parse(&at_most).is_ok());
+        assert!(Reference::parse(&format!("{at_most}a:t")).is_err());
     }
 
     #[test]

@@ -292,6 +292,20 @@ fn a_pushed_index_copies_intact_and_its_amd64_image_runs() {
     // a repository another test pushed to on the shared registry) for the
     // first platform and found for the second.
     let b = &pushed["blobs"];
+    // The keys of a single-platform push's `blobs`.
+    let mut keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "bytes_uploaded",
+            "existing",
+            "layers_cached",
+            "mounted",
+            "uploaded"
+        ],
+        "{pushed}"
+    );
     let existing = b["existing"].as_u64().unwrap();
     assert!(existing >= 1, "{pushed}");
     let seen = b["uploaded"].as_u64().unwrap() + b["mounted"].as_u64().unwrap() + existing;

@@ -591,3 +591,113 @@ fn a_docker_v2_manifest_pushed_by_skopeo_is_a_base_too() {
     let base_ids = registry_diff_ids(repo, &digest);
     assert_eq!(layout_diff_ids(&out)[..base_ids.len()], base_ids[..]);
 }
+
+#[test]
+fn a_push_to_the_base_images_registry_mounts_its_layers() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let cache = tmp.path().join("cache");
+    let repo = "nixlayer-test/mount-base";
+    let digest = push_base(tmp.path(), repo, "m1", "a base to mount", "", "amd64");
+    let base_layers = registry_diff_ids(repo, &digest).len();
+    let image = format!("docker://{REGISTRY}/{repo}:m1@{digest}");
+    let m = top(tmp.path(), "top.toml", &image, "", "\"/x\"");
+    // A repository of its own, new on every run, so that the registry
+    // holds none of its blobs yet.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let target = format!(
+        "{REGISTRY}/nixlayer-test/mount-app-{}-{nonce}:t",
+        std::process::id()
+    );
+    // A fresh layer cache: no record of an earlier push, only the pull.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&target)
+            .arg("--json")
+            .env("XDG_CACHE_HOME", &cache),
+        0,
+    );
+    let summary = json(&out.stdout);
+    let blobs = &summary["blobs"];
+    assert_eq!(
+        (blobs["mounted"].as_u64(), blobs["uploaded"].as_u64()),
+        (Some(base_layers as u64), Some(2)),
+        "the base's layers mounted from {repo}; the top layer and config uploaded: {blobs}"
+    );
+}
+
+#[test]
+fn a_blob_redirected_to_an_untrusted_https_host_is_a_tls_error() {
+    if !registry_ready() || !util::require_tool("docker-registry") || !util::require_tool("openssl")
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let repo = "nixlayer-test/pull-untrusted-cdn";
+    let digest = push_base(tmp.path(), repo, "u", "untrusted", "", "amd64");
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let manifest_bytes = get(&format!("{repo}/manifests/{digest}"), media);
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    // The "CDN": an HTTPS server whose certificate (from a CA made here)
+    // nixlayer is not told to trust.
+    let crate::support::TestCa { ca, cert, key } = crate::support::test_ca(tmp.path());
+    let cdn_dir = tmp.path().join("cdn");
+    std::fs::create_dir_all(&cdn_dir).unwrap();
+    let cdn = crate::support::docker_registry(
+        &cdn_dir,
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        "https",
+        200,
+        Some(&ca),
+    );
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let routes = vec![
+        (
+            format!("/v2/{repo}/manifests/{digest}"),
+            media.to_owned(),
+            manifest_bytes,
+        ),
+        (
+            format!("/v2/{repo}/blobs/{config}"),
+            "redirect".to_owned(),
+            format!("https://127.0.0.1:{}/cdn/{config}", cdn.port).into_bytes(),
+        ),
+    ];
+    let port = serve(routes, 20);
+    let image = format!("docker://127.0.0.1:{port}/{repo}:u@{digest}");
+    let m = top(tmp.path(), "top.toml", &image, "", "\"/x\"");
+    let out = tmp.path().join("out");
+    let empty_certs_d = tmp.path().join("certs.d-empty");
+    let output = run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(&out)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env_remove("SSL_CERT_FILE"),
+        1,
+    );
+    // Said as a TLS failure of that host, with the ways to trust it, not
+    // as a connection failure retried four times.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}: TLS failed", cdn.port))
+            && stderr.contains("UnknownIssuer")
+            && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

@@ -264,6 +264,22 @@ fn push_errors_name_the_registry_and_bad_references() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lowercase"), "{stderr}");
 
+    // Names docker refuses: a `..` part (a path segment of every URL), a
+    // part starting with `-`, a port that is not one. A usage error
+    // before anything is built, never the registry's late 301 or 404.
+    for bad in [
+        "127.0.0.1:5000/nixlayer-test/../hello:x",
+        "127.0.0.1:5000/nixlayer-test/-hello:x",
+        "127.0.0.1:port/nixlayer-test/hello:x",
+    ] {
+        let out = run(nixlayer().arg("push").arg(&m).arg(bad), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("`{bad}` is not a registry reference")),
+            "{stderr}"
+        );
+    }
+
     // Nothing listens on port 9: the error names the URL.
     let out = run(
         nixlayer()
@@ -274,6 +290,29 @@ fn push_errors_name_the_registry_and_bad_references() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("http://127.0.0.1:9/v2/"), "{stderr}");
+    assert!(
+        stderr.contains("push to `127.0.0.1:9/nixlayer-test/hello:x` failed"),
+        "{stderr}"
+    );
+
+    // A Docker Hub short name: the error names the image as resolved
+    // (the API host alone does not say which image). A proxy on a closed
+    // loopback port keeps the request on this machine.
+    let mut cmd = nixlayer();
+    cmd.arg("push").arg(&m).arg("alpine:3");
+    for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    let out = run(&mut cmd, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("push to `docker.io/library/alpine:3` failed")
+            && stderr.contains("https://registry-1.docker.io/v2/"),
+        "{stderr}"
+    );
 }
 
 /// A `docker-registry` of its own (with htpasswd auth, or none) on a free
@@ -405,6 +444,54 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
         0,
     );
     assert_eq!(blobs(&json(&out.stdout)), (0, 4));
+}
+
+#[test]
+fn push_with_credentials_from_podman_logins_auth_file() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = auth_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""podman""#);
+    let host = format!("127.0.0.1:{}", registry.port);
+    let reference = format!("{host}/nixlayer-test/podman:p1");
+    // What `podman login` writes (docker's format), where it writes it:
+    // `$XDG_RUNTIME_DIR/containers/auth.json`, or `REGISTRY_AUTH_FILE`.
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(run_dir.join("containers")).unwrap();
+    let auth = util::write(
+        &run_dir.join("containers"),
+        "auth.json",
+        &format!(r#"{{"auths":{{"{host}":{{"auth":"bml4bGF5ZXI6cGFzcw=="}}}}}}"#),
+    );
+    let push = |env: &[(&str, &Path)]| {
+        let mut cmd = nixlayer();
+        cmd.arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .arg("--json")
+            .env("DOCKER_CONFIG", tmp.path().join("no-docker-config"))
+            .env("HOME", tmp.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NIXLAYER_REGISTRY_USER")
+            .env_remove("NIXLAYER_REGISTRY_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    run(&mut push(&[("XDG_RUNTIME_DIR", &run_dir)]), 0);
+    run(&mut push(&[("REGISTRY_AUTH_FILE", &auth)]), 0);
+    // Without it: anonymous, refused, and the hint names both logins.
+    let out = run(&mut push(&[]), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("podman login"), "{stderr}");
 }
 
 #[test]
@@ -611,5 +698,42 @@ fn progress_shows_on_a_terminal_only() {
         pinned.starts_with(&format!("{REGISTRY}/nixlayer-test/progress@sha256:"))
             && !pinned.contains('\n'),
         "{shown}"
+    );
+}
+
+#[test]
+fn an_empty_docker_config_variable_means_the_home_directorys() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""cfg""#);
+    // The directory the command runs in holds a `config.json` that is no
+    // docker config (a project's own file); `DOCKER_CONFIG=` is empty, as
+    // a CI system leaves an unset variable: docker then reads
+    // `~/.docker/config.json` (none here), never `./config.json`.
+    util::write(tmp.path(), "config.json", "{ not docker's");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let reference = format!("{REGISTRY}/nixlayer-test/empty-docker-config:t");
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .current_dir(tmp.path())
+            .env("DOCKER_CONFIG", "")
+            .env("HOME", &home),
+        0,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "{REGISTRY}/nixlayer-test/empty-docker-config@sha256:"
+        )),
+        "{stdout}"
     );
 }

@@ -664,6 +664,12 @@ fn bad_timeouts_and_password_sources_are_usage_errors() {
         ),
         (&["--creds", "s3cret-pw"][..], None, "USER:PASS"),
         (
+            &["--creds", ":s3cret-pw"][..],
+            None,
+            "user before `:` is empty",
+        ),
+        (&["--username", ""][..], None, "`--username` is empty"),
+        (
             &["--creds", "u:p", "--username", "u"][..],
             None,
             "--username",
@@ -1589,4 +1595,107 @@ max_layers = 3
         .expect("the build hung or panicked instead of failing");
     let err = result.expect_err("a build whose layer writer panicked succeeded");
     assert!(err.contains("panicked"), "{err}");
+}
+
+/// A token realm on HTTPS whose certificate is not trusted: the push ends
+/// with a TLS error naming the realm's host and the ways to trust it, as
+/// for the registry itself, not with an authentication failure.
+#[test]
+fn an_untrusted_token_realm_is_a_tls_error() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    // The realm: any HTTPS server with a certificate from a CA made here.
+    let crate::support::TestCa { ca, cert, key } = crate::support::test_ca(tmp.path());
+    let realm_dir = tmp.path().join("realm");
+    std::fs::create_dir_all(&realm_dir).unwrap();
+    let realm = crate::support::docker_registry(
+        &realm_dir,
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        "https",
+        200,
+        Some(&ca),
+    );
+    let challenge = format!(
+        "Bearer realm=\"https://127.0.0.1:{}/token\",service=\"faults\"",
+        realm.port
+    );
+    let registry = Server::start(move |conn, _, _, _| {
+        respond(
+            conn,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", &challenge)],
+            "",
+        );
+    });
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:realm", registry.port);
+    let mut cmd = push_cmd(&m, &reference, tmp.path());
+    cmd.env("NIXLAYER_CERTS_D", tmp.path().join("certs.d-empty"))
+        .env_remove("SSL_CERT_FILE");
+    let (out, _) = run_bounded(&mut cmd, Duration::from_secs(60));
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}: TLS failed", realm.port))
+            && stderr.contains("UnknownIssuer")
+            && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+}
+
+/// A token realm that answers 503 once, or drops the connection once, is
+/// asked again, as the registry is: the token comes on the next attempt.
+#[test]
+fn a_token_realm_failing_once_is_asked_again() {
+    use nixlayer::sink::registry::{Client, ClientOptions, Reference};
+    for fault in ["503", "drop"] {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let realm = {
+            let asked = asked.clone();
+            Server::start(move |conn, _, _, _| {
+                if asked.fetch_add(1, Ordering::SeqCst) > 0 {
+                    respond(conn, "200 OK", &[], r#"{"token":"tok-1"}"#);
+                } else if fault == "503" {
+                    respond(conn, "503 Service Unavailable", &[], "busy");
+                } else {
+                    let _ = conn.shutdown(Shutdown::Both);
+                }
+            })
+        };
+        let challenge = format!("Bearer realm=\"{}/token\",service=\"faults\"", realm.url());
+        let registry = Server::start(move |conn, seen, _, _| {
+            if seen.header("authorization") == Some("Bearer tok-1") {
+                respond(conn, "200 OK", &[], "{}");
+            } else {
+                respond(
+                    conn,
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", &challenge)],
+                    "",
+                );
+            }
+        });
+        let target = Reference::parse(&format!(
+            "127.0.0.1:{}/nixlayer-test/realm:1",
+            registry.port
+        ))
+        .unwrap();
+        let client = Client::new(
+            &target,
+            ClientOptions {
+                insecure: true,
+                ..ClientOptions::default()
+            },
+        );
+        client.ping().unwrap_or_else(|e| panic!("{fault}: {e:?}"));
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "{fault}");
+    }
 }

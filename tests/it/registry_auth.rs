@@ -440,6 +440,19 @@ fn tls_registry_with_a_test_ca() {
     let junk = util::write(tmp.path(), "junk.pem", "not a certificate\n");
     let out = run(push(&m, &reference, &none).args(["--ca-file", s(&junk)]), 1);
     assert!(shown(&out).contains("junk.pem"), "{}", shown(&out));
+    // The file is what is wrong, not the registry's certificate: no advice
+    // to trust a CA with the very flag that failed.
+    for file in [junk, tmp.path().join("missing.pem")] {
+        let out = run(push(&m, &reference, &none).args(["--ca-file", s(&file)]), 1);
+        let text = shown(&out);
+        assert!(
+            text.contains(&format!("{host}: cannot set up TLS"))
+                && text.contains(s(&file))
+                && !text.contains("TLS failed")
+                && !text.contains("trust its CA"),
+            "{text}"
+        );
+    }
 }
 
 /// A manifest whose only layers are those of the registry image `base`
@@ -506,6 +519,7 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
         .as_str()
         .unwrap()
         .to_owned();
+    let base_layers = json(&out.stdout)["layers"].as_array().unwrap().len() as u64;
     let m = on_base(
         tmp.path(),
         &format!("docker://{host}/nixlayer-test/private-base@{digest}"),
@@ -587,5 +601,17 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
         0,
     );
     assert_no_secret(&out);
+    // The base's layers are mounted from its repository, with a token
+    // that names both repositories.
+    let blobs = &json(&out.stdout)["blobs"];
+    assert_eq!(blobs["mounted"].as_u64(), Some(base_layers), "{blobs}");
+    assert!(
+        setup.requests().iter().any(|r| r["scopes"]
+            == serde_json::json!([
+                "repository:nixlayer-test/on-base:pull,push",
+                "repository:nixlayer-test/private-base:pull"
+            ])),
+        "a token for the mount"
+    );
     drop(setup.issuer);
 }

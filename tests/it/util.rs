@@ -142,6 +142,12 @@ pub fn nixlayer() -> Command {
         .env_remove("SOURCE_DATE_EPOCH")
         // The tests' own layer cache, not the user's.
         .env("XDG_CACHE_HOME", repo().join("target/test-cache"))
+        // Not the machine's `podman login` credentials (a file that does
+        // not exist; a test that wants one sets its own).
+        .env(
+            "REGISTRY_AUTH_FILE",
+            repo().join("target/no-registry-auth-file.json"),
+        )
         .env("NIX_CONFIG", NIX_CONFIG);
     cmd
 }
