@@ -136,18 +136,123 @@ pub struct BaseImage {
     pub env: Vec<String>,
 }
 
+/// The platform an image is built for, which its base must be for.
+#[derive(Clone, Copy, Debug)]
+pub struct Platform<'a> {
+    /// `linux`.
+    pub os: &'a str,
+    /// GOARCH spelling.
+    pub architecture: &'a str,
+    /// CPU variant, e.g. `v7`.
+    pub variant: Option<&'a str>,
+}
+
+impl std::fmt::Display for Platform<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The platform an image's config gives (`os`, `architecture`, `variant`);
+/// `None` when it names no architecture.
+fn config_platform(config: &Value) -> Option<(String, String, Option<String>)> {
+    let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_owned);
+    let architecture = field("architecture").filter(|a| !a.is_empty())?;
+    Some((
+        field("os").unwrap_or_else(|| "linux".to_owned()),
+        architecture,
+        field("variant").filter(|v| !v.is_empty()),
+    ))
+}
+
+fn platform_name((os, architecture, variant): &(String, String, Option<String>)) -> String {
+    match variant {
+        Some(v) => format!("{os}/{architecture}/{v}"),
+        None => format!("{os}/{architecture}"),
+    }
+}
+
+/// The image of `images` for `want`: an exact match first; then, when
+/// either names no variant, any variant of the architecture (as docker
+/// picks `arm64/v8` for `arm64`) or an image whose config names no
+/// architecture at all. Without `want`, the first image.
+fn choose<'a>(
+    path: &Path,
+    images: &'a [archive::Image],
+    want: Option<&Platform<'_>>,
+) -> Result<&'a archive::Image, Error> {
+    let first = images
+        .first()
+        .ok_or_else(|| Error::malformed(path, "it holds no image"))?;
+    let Some(want) = want else {
+        return Ok(first);
+    };
+    let platforms: Vec<Option<(String, String, Option<String>)>> = images
+        .iter()
+        .map(|image| image.config_value().ok().as_ref().and_then(config_platform))
+        .collect();
+    let fits = |p: &Option<(String, String, Option<String>)>, exact: bool| match p {
+        None => !exact,
+        Some((os, architecture, variant)) => {
+            os == want.os
+                && architecture == want.architecture
+                && (variant.as_deref() == want.variant
+                    || (!exact && (variant.is_none() || want.variant.is_none())))
+        }
+    };
+    let chosen = platforms
+        .iter()
+        .position(|p| fits(p, true))
+        .or_else(|| platforms.iter().position(|p| fits(p, false)));
+    if let Some(i) = chosen {
+        return Ok(&images[i]);
+    }
+    let offered: Vec<String> = platforms.iter().flatten().map(platform_name).collect();
+    Err(Error::malformed(
+        path,
+        if images.len() == 1 {
+            format!(
+                "it is an image for {}, not for {want}, the platform being built",
+                offered.join(", ")
+            )
+        } else {
+            format!(
+                "it has no image for {want}, the platform being built (it has {})",
+                offered.join(", ")
+            )
+        },
+    ))
+}
+
 impl BaseImage {
     /// Opens the image at `path`: a directory is an OCI layout, a file a
-    /// docker-archive or OCI archive, plain or compressed.
+    /// docker-archive or OCI archive, plain or compressed. Its first image
+    /// is the base; [`BaseImage::open_for`] picks it by platform.
     ///
     /// # Errors
     /// When it cannot be read, is not one of those formats, or is malformed.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_image(path, None)
+    }
+
+    /// [`BaseImage::open`], its image the one for `platform`: an archive of
+    /// several images (a multi-platform layout, `docker save` of several)
+    /// gives the one whose config is for that platform, and an image for
+    /// another platform is refused, as its programs would not run there.
+    ///
+    /// # Errors
+    /// As [`BaseImage::open`]; also when no image is for `platform`.
+    pub fn open_for(path: &Path, platform: &Platform<'_>) -> Result<Self, Error> {
+        Self::open_image(path, Some(platform))
+    }
+
+    fn open_image(path: &Path, platform: Option<&Platform<'_>>) -> Result<Self, Error> {
         let archive = ImageArchive::open(path).map_err(|e| Error::from_archive(path, e))?;
-        let image = archive
-            .images()
-            .first()
-            .ok_or_else(|| Error::malformed(path, "it holds no image"))?;
+        let image = choose(path, archive.images(), platform)?;
         let config = image
             .config_value()
             .map_err(|e| Error::malformed(path, format!("its config is not valid JSON: {e}")))?;

@@ -446,7 +446,14 @@ fn open_base(settings: &BuildSettings) -> Result<Option<Arc<BaseImage>>, Error> 
         pull.ensure()?;
     }
     Ok(match &settings.content.base {
-        Some(path) => Some(Arc::new(BaseImage::open(path)?)),
+        Some(path) => Some(Arc::new(BaseImage::open_for(
+            path,
+            &base_image::Platform {
+                os: &settings.config.os,
+                architecture: &settings.config.architecture,
+                variant: settings.config.variant.as_deref(),
+            },
+        )?)),
         None => None,
     })
 }

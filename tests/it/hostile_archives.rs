@@ -466,3 +466,99 @@ fn edited_docker_archive_layer_is_refused_by_inspect_and_merge() {
     assert!(text.contains("does not match its digest"), "{text}");
     assert!(!merged.exists());
 }
+
+/// A base image of one platform, its file saying which.
+fn platform_base(dir: &Path, arch: &str) -> PathBuf {
+    let manifest = util::write(
+        dir,
+        &format!("base-{arch}.toml"),
+        &format!(
+            r#"
+name = "nixlayer-test/platform-base-{arch}"
+tag = "b"
+architecture = "{arch}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/arch"
+text = "{arch}"
+"#
+        ),
+    );
+    let out = dir.join(format!("base-{arch}.tar"));
+    build(&manifest, &out, "docker-archive");
+    out
+}
+
+/// A base archive holding an arm64 and an amd64 image (as `docker save`
+/// of both, or a merge, makes it): each platform's build gets its own
+/// base layer, a platform it lacks is an error listing what it has, and
+/// an image of one other platform is refused. (The old reader took the
+/// first image whatever the platform: the amd64 image got arm64's base.)
+#[test]
+fn base_image_is_chosen_by_platform() {
+    let tmp = util::temp_dir();
+    let arm = platform_base(tmp.path(), "arm64");
+    let amd = platform_base(tmp.path(), "amd64");
+    let both = tmp.path().join("both.tar");
+    run(
+        nixlayer()
+            .arg("merge")
+            .arg(&arm)
+            .arg(&amd)
+            .arg("-o")
+            .arg(&both),
+        0,
+    );
+    let first_diff_id = |archive: &Path| {
+        let out = run(nixlayer().args(["inspect", "--json"]).arg(archive), 0);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let images = v["images"].as_array().unwrap();
+        images
+            .iter()
+            .map(|i| i["layers"][0]["diff_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let top = |arch: &str, base: &Path| {
+        let text = std::fs::read_to_string(top_manifest(tmp.path(), base)).unwrap();
+        let text = text.replace(
+            "tag = \"t\"",
+            &format!("tag = \"t\"\narchitecture = \"{arch}\""),
+        );
+        util::write(tmp.path(), &format!("top-{arch}.toml"), &text)
+    };
+    for (arch, base) in [("amd64", &amd), ("arm64", &arm)] {
+        let out = tmp.path().join(format!("top-{arch}.tar"));
+        build(&top(arch, &both), &out, "docker-archive");
+        assert_eq!(first_diff_id(&out), first_diff_id(base), "{arch}");
+    }
+    let out = tmp.path().join("none.tar");
+    let failed = run(
+        nixlayer()
+            .arg("build")
+            .arg(top("s390x", &both))
+            .arg("-o")
+            .arg(&out),
+        1,
+    );
+    let text = stderr(&failed);
+    assert!(
+        text.contains("no image for linux/s390x") && text.contains("linux/arm64, linux/amd64"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    let failed = run(
+        nixlayer()
+            .arg("build")
+            .arg(top("amd64", &arm))
+            .arg("-o")
+            .arg(&out),
+        1,
+    );
+    let text = stderr(&failed);
+    assert!(
+        text.contains("for linux/arm64, not for linux/amd64"),
+        "{text}"
+    );
+    assert!(!out.exists());
+}
