@@ -345,7 +345,8 @@ impl ImageArchive {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
+        // Not waiting for a FIFO's writer: one without reads as empty.
+        let file = crate::input::open_without_waiting(path).map_err(io_err)?;
         let (compression, reader) = codec::decompress(&file).map_err(io_err)?;
         let limits = tar::Limits {
             large_member: MAX_JSON,
@@ -354,7 +355,17 @@ impl ImageArchive {
         let (file, index) = if compression == Compression::None {
             drop(reader);
             let mut f = file;
-            f.rewind().map_err(io_err)?;
+            f.rewind().map_err(|e| {
+                io_err(if e.raw_os_error() == Some(libc::ESPIPE) {
+                    io::Error::new(
+                        e.kind(),
+                        "an uncompressed archive is read out of order, so it must be a \
+                         file, not a pipe (a compressed one may come through a pipe)",
+                    )
+                } else {
+                    e
+                })
+            })?;
             let index = TarIndex::read_limited(io::BufReader::with_capacity(1 << 16, &f), limits)
                 .map_err(tar_err)?;
             (f, index)
@@ -544,13 +555,22 @@ impl ImageArchive {
             })?;
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
-            let flags = libc::O_NOFOLLOW | if last { 0 } else { libc::O_DIRECTORY };
+            // The file itself non-blocking: opening a FIFO put where a
+            // blob or `index.json` belongs would otherwise wait for a
+            // writer forever; it is refused below, as is any non-file.
+            let flags = libc::O_NOFOLLOW
+                | if last {
+                    libc::O_NONBLOCK
+                } else {
+                    libc::O_DIRECTORY
+                };
             current = openat(&current, part, flags).map_err(|e| fail(i, e))?;
         }
         let meta = current.metadata().map_err(|e| fail(parts.len() - 1, e))?;
         if !meta.is_file() {
             return Err(self.malformed(location, "is not a regular file"));
         }
+        crate::input::clear_nonblocking(&current).map_err(|e| fail(parts.len() - 1, e))?;
         Ok(current)
     }
 
@@ -1326,6 +1346,92 @@ mod tests {
         assert!(
             matches!(&err, Error::Malformed { member, what, .. } if member == "c.json" && what.contains("past 512 MiB")),
             "{err:?}"
+        );
+    }
+
+    /// `ImageArchive::open(path)`'s error, or a failure if it does not
+    /// return within 30 seconds (a thread left blocked on a FIFO).
+    fn open_error_within(path: PathBuf) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(ImageArchive::open(&path).map(|_| ()));
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Err(e)) => {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text = format!("{text}: {s}");
+                    source = s.source();
+                }
+                text
+            }
+            Ok(Ok(())) => panic!("opened"),
+            Err(_) => panic!("opening hung"),
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+
+    /// A FIFO nobody writes to where an archive, a layout's `index.json`
+    /// or one of its blobs belongs is an error naming it, not a wait for
+    /// a writer forever (as `inspect`, `merge` and a build's base waited).
+    #[test]
+    fn fifos_for_an_archive_index_or_blob_are_errors_not_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("image.tar");
+        mkfifo(&archive);
+        let err = open_error_within(archive);
+        assert!(
+            err.contains("image.tar") && err.contains("not a pipe"),
+            "{err}"
+        );
+
+        let layout = dir.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        mkfifo(&layout.join("index.json"));
+        let err = open_error_within(layout.clone());
+        assert!(err.contains("`index.json` is not a regular file"), "{err}");
+
+        let blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let digest = Digest::of(bytes);
+            std::fs::write(blobs.join(digest.hex()), bytes).unwrap();
+            serde_json::json!({"digest": digest.prefixed(), "size": bytes.len()})
+        };
+        let layer = Digest::of(b"layer");
+        let config = put(
+            serde_json::json!({"rootfs": {"diff_ids": [layer.prefixed()]}})
+                .to_string()
+                .as_bytes(),
+        );
+        let manifest = put(serde_json::json!({
+            "config": config,
+            "layers": [{"digest": layer.prefixed(), "size": 5}],
+        })
+        .to_string()
+        .as_bytes());
+        mkfifo(&blobs.join(layer.hex()));
+        std::fs::remove_file(layout.join("index.json")).unwrap();
+        std::fs::write(
+            layout.join("index.json"),
+            serde_json::json!({"manifests": [manifest]}).to_string(),
+        )
+        .unwrap();
+        let err = open_error_within(layout);
+        assert!(
+            err.contains(&format!(
+                "`blobs/sha256/{}` is not a regular file",
+                layer.hex()
+            )),
+            "{err}"
         );
     }
 
