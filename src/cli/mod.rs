@@ -754,7 +754,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
     if args.json {
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
     } else {
-        printer.data(inspect_text(&doc).as_bytes())?;
+        printer.data(diagnostics::printable(&inspect_text(&doc)).as_bytes())?;
     }
     Ok(())
 }

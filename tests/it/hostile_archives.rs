@@ -562,3 +562,46 @@ fn base_image_is_chosen_by_platform() {
     );
     assert!(!out.exists());
 }
+
+/// Escape sequences in hostile input (an archive's tag, a closure file's
+/// store path) are shown escaped by `inspect` and in errors, never sent
+/// to the terminal raw (where they could retitle, clear or rewrite it).
+#[test]
+fn escape_sequences_from_inputs_never_reach_the_terminal() {
+    let tmp = util::temp_dir();
+    let base = tmp.path().join("base.tar");
+    build(&base_manifest(tmp.path()), &base, "docker-archive");
+    let tag = "nixlayer-test/hostile-base:b";
+    // As JSON spells them in `manifest.json`: ESC ] 0;x BEL (retitle),
+    // ESC [2J (clear).
+    let evil = r"\u001b]0;x\u0007:\u001b[2J";
+    let archive = std::fs::read(&base).unwrap();
+    // Same length, so the tar stays valid: pad the tag out.
+    let evil = format!("{evil}{}", "x".repeat(tag.len() - evil.len()));
+    std::fs::write(&base, replace(&archive, tag, &evil)).unwrap();
+    let out = run(nixlayer().arg("inspect").arg(&base), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains(r"\u{1b}]0;x\u{7}:\u{1b}[2Jxx"), "{text}");
+
+    let registration = util::write(
+        tmp.path(),
+        "registration",
+        "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a\u{1b}[2J\n",
+    );
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"x\"\n[closure]\nroots = []\nsource = {{ registration = \"{}\" }}\n",
+            registration.display()
+        ),
+    );
+    let out = run(nixlayer().arg("layers").arg(&manifest), 1);
+    let text = stderr(&out);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains(r"-a\u{1b}[2J"), "{text}");
+}
