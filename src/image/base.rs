@@ -216,7 +216,8 @@ fn choose<'a>(
         path,
         if images.len() == 1 {
             format!(
-                "it is an image for {}, not for {want}, the platform being built",
+                "it is an image for {}, not for {want}, the platform being built \
+                 (`--no-arch-check` takes it anyway)",
                 offered.join(", ")
             )
         } else {

@@ -561,6 +561,17 @@ fn base_image_is_chosen_by_platform() {
         "{text}"
     );
     assert!(!out.exists());
+    // `--no-arch-check` takes it anyway, as it does a foreign entrypoint.
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(top("amd64", &arm))
+            .arg("--no-arch-check")
+            .arg("-o")
+            .arg(&out),
+        0,
+    );
+    assert_eq!(first_diff_id(&out), first_diff_id(&arm));
 }
 
 /// Escape sequences in hostile input (an archive's tag, a closure file's
