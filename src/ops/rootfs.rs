@@ -128,6 +128,17 @@ fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>
             let Some((base, parent)) = comps.split_last() else {
                 continue; // `./` itself: the root is the importer's
             };
+            // A whiteout is a marker, not a directory: a member under one
+            // would put a whiteout's name in the output.
+            if let Some(marker) = parent.iter().find(|c| c.starts_with(".wh.")) {
+                return Err(layer_error(
+                    at,
+                    format!(
+                        "member `{}` lies under the whiteout `{marker}`",
+                        member.raw_name
+                    ),
+                ));
+            }
             if base == ".wh..wh..opq" {
                 hides.push((parent.to_vec(), Hide::Below));
                 continue;
@@ -397,6 +408,23 @@ mod tests {
         assert!(merge(&[&l]).is_err());
     }
 
+    /// A member under a whiteout or opaque marker (`.wh.foo/child`) is
+    /// refused: its path would put the marker's name in the output.
+    #[test]
+    fn members_under_a_whiteout_are_refused() {
+        for name in [".wh.foo/child", "a/.wh..wh..opq/child"] {
+            let l = layer(&[(name, 'f')]);
+            let e = match merge(&[&l]) {
+                Err(e) => std::error::Error::source(&e).unwrap().to_string(),
+                Ok(_) => panic!("merged {name}"),
+            };
+            assert!(
+                e.contains(&format!("`{name}` lies under the whiteout")),
+                "{e}"
+            );
+        }
+    }
+
     /// An entry under a path that is visible as a symlink (same layer or
     /// a higher one) or a file is refused naming both; one under a
     /// directory that replaced a lower symlink is fine.
@@ -446,7 +474,7 @@ mod tests {
             layers in proptest::collection::vec(
                 proptest::collection::vec(
                     (
-                        proptest::sample::select(vec!["a", "a/b", "a/b/c", "a/.wh.b", "a/.wh..wh..opq", ".wh.a", "d", "a/b/.wh.c"]),
+                        proptest::sample::select(vec!["a", "a/b", "a/b/c", "a/.wh.b", "a/.wh..wh..opq", ".wh.a", "d", "a/b/.wh.c", ".wh.a/b"]),
                         proptest::sample::select(vec!['d', 'f', 'l']),
                     ),
                     0..8,
