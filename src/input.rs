@@ -94,9 +94,25 @@ fn too_large(limit: u64) -> io::Error {
     )
 }
 
+/// `path` opened for reading without waiting for a FIFO's writer (one
+/// that has none reads as empty), then back to blocking reads: for an
+/// input read piece by piece and unbounded (an image archive), which
+/// `-o`'s or a test's FIFO must not hang.
+///
+/// # Errors
+/// When `path` cannot be opened.
+pub fn open_without_waiting(path: &Path) -> io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    clear_nonblocking(&file)?;
+    Ok(file)
+}
+
 /// Back to blocking reads, so a pipe whose writer is slow is waited for
 /// rather than read as `WouldBlock`.
-fn clear_nonblocking(file: &File) -> io::Result<()> {
+pub fn clear_nonblocking(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a descriptor this function's caller owns, with

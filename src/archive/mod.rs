@@ -26,6 +26,10 @@
 //!   opened component by component with `O_NOFOLLOW` from the layout
 //!   directory, so neither a symlinked blob nor a symlinked `blobs/` leads
 //!   out of it. JSON documents are capped at [`MAX_JSON`] before parsing.
+//! - Documents naming one another many times (nested indexes, one config
+//!   for many entries) are bounded in all: the JSON read, the images and
+//!   the layers reached are counted each time, so a small archive cannot
+//!   make opening it exponential; a layer listed many times is opened once.
 //!
 //! ```no_run
 //! use std::io::Read as _;
@@ -39,6 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt as _;
@@ -221,6 +226,43 @@ pub struct ImageArchive {
 /// Largest JSON document (manifest, config, index) read into memory.
 pub const MAX_JSON: u64 = 64 << 20;
 
+/// Most JSON bytes opening an archive reads in all, each document counted
+/// every time it is reached: documents can name one another many times
+/// (an index listing one nested index a thousand times, itself listing
+/// another, …), so the per-document cap alone bounds neither time nor the
+/// configs the images keep.
+const MAX_JSON_TOTAL: u64 = 512 << 20;
+
+/// Most images and nested indexes (each counted every time it is named)
+/// opening an archive follows: each costs a manifest and config read.
+const MAX_MANIFESTS: usize = 1 << 16;
+
+/// Most layers (each counted every time it is listed) opening an archive
+/// lists.
+const MAX_LAYERS: usize = 1 << 20;
+
+/// What opening an archive has left to read: the bound on documents that
+/// name one another over and over (a nested index DAG is exponential in
+/// its depth), and the layers already measured, so a layer listed many
+/// times is opened once.
+struct Budget {
+    json: u64,
+    manifests: usize,
+    layer_count: usize,
+    layers: HashMap<String, (u64, Compression)>,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            json: MAX_JSON_TOTAL,
+            manifests: MAX_MANIFESTS,
+            layer_count: MAX_LAYERS,
+            layers: HashMap::new(),
+        }
+    }
+}
+
 /// Bytes left free on the spool's file system when a compressed archive is
 /// decompressed into it (or a twentieth of it, when smaller).
 const SPOOL_RESERVE: u64 = 1 << 30;
@@ -303,7 +345,8 @@ impl ImageArchive {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
+        // Not waiting for a FIFO's writer: one without reads as empty.
+        let file = crate::input::open_without_waiting(path).map_err(io_err)?;
         let (compression, reader) = codec::decompress(&file).map_err(io_err)?;
         let limits = tar::Limits {
             large_member: MAX_JSON,
@@ -312,7 +355,17 @@ impl ImageArchive {
         let (file, index) = if compression == Compression::None {
             drop(reader);
             let mut f = file;
-            f.rewind().map_err(io_err)?;
+            f.rewind().map_err(|e| {
+                io_err(if e.raw_os_error() == Some(libc::ESPIPE) {
+                    io::Error::new(
+                        e.kind(),
+                        "an uncompressed archive is read out of order, so it must be a \
+                         file, not a pipe (a compressed one may come through a pipe)",
+                    )
+                } else {
+                    e
+                })
+            })?;
             let index = TarIndex::read_limited(io::BufReader::with_capacity(1 << 16, &f), limits)
                 .map_err(tar_err)?;
             (f, index)
@@ -402,7 +455,8 @@ impl ImageArchive {
     /// # Errors
     /// When it is missing, unreadable, not JSON or does not match.
     pub fn read_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, Error> {
-        self.read_blob_json(digest, size).map(|(_, bytes, _)| bytes)
+        self.read_blob_json(digest, size, &mut Budget::new())
+            .map(|(_, bytes, _)| bytes)
     }
 
     /// The tar's members (archives only; `None` for a layout).
@@ -501,13 +555,22 @@ impl ImageArchive {
             })?;
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
-            let flags = libc::O_NOFOLLOW | if last { 0 } else { libc::O_DIRECTORY };
+            // The file itself non-blocking: opening a FIFO put where a
+            // blob or `index.json` belongs would otherwise wait for a
+            // writer forever; it is refused below, as is any non-file.
+            let flags = libc::O_NOFOLLOW
+                | if last {
+                    libc::O_NONBLOCK
+                } else {
+                    libc::O_DIRECTORY
+                };
             current = openat(&current, part, flags).map_err(|e| fail(i, e))?;
         }
         let meta = current.metadata().map_err(|e| fail(parts.len() - 1, e))?;
         if !meta.is_file() {
             return Err(self.malformed(location, "is not a regular file"));
         }
+        crate::input::clear_nonblocking(&current).map_err(|e| fail(parts.len() - 1, e))?;
         Ok(current)
     }
 
@@ -533,7 +596,26 @@ impl ImageArchive {
     /// # Errors
     /// When it is missing, too large, unreadable or not JSON.
     pub fn read_json(&self, location: &str) -> Result<(Vec<u8>, Value), Error> {
+        self.read_json_counted(location, &mut Budget::new())
+    }
+
+    /// [`ImageArchive::read_json`], its bytes counted against `budget`.
+    fn read_json_counted(
+        &self,
+        location: &str,
+        budget: &mut Budget,
+    ) -> Result<(Vec<u8>, Value), Error> {
         let bytes = self.read_small(location)?;
+        budget.json = budget.json.checked_sub(bytes.len() as u64).ok_or_else(|| {
+            self.malformed(
+                location,
+                format!(
+                    "takes the JSON read to open the image past {} MiB \
+                     (documents counted each time they are named)",
+                    MAX_JSON_TOTAL >> 20
+                ),
+            )
+        })?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| self.malformed(location, format!("is not valid JSON: {e}")))?;
         Ok((bytes, value))
@@ -647,9 +729,10 @@ impl ImageArchive {
         &self,
         digest: &Digest,
         size: u64,
+        budget: &mut Budget,
     ) -> Result<(String, Vec<u8>, Value), Error> {
         let location = blob_location(digest);
-        let (bytes, value) = self.read_json(&location)?;
+        let (bytes, value) = self.read_json_counted(&location, budget)?;
         if Digest::of(&bytes) != *digest {
             return Err(self.malformed(&location, "does not match its digest"));
         }
@@ -711,8 +794,55 @@ impl ImageArchive {
             .collect()
     }
 
+    /// Counts one image or index, named in `location`, against `budget`.
+    fn spend_manifest(&self, location: &str, budget: &mut Budget) -> Result<(), Error> {
+        budget.manifests = budget.manifests.checked_sub(1).ok_or_else(|| {
+            self.malformed(
+                location,
+                format!(
+                    "leads to more than {MAX_MANIFESTS} images and indexes \
+                     (counted each time they are named)"
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Counts one layer, listed in `location`, against `budget`.
+    fn spend_layer(&self, location: &str, budget: &mut Budget) -> Result<(), Error> {
+        budget.layer_count = budget.layer_count.checked_sub(1).ok_or_else(|| {
+            self.malformed(
+                location,
+                format!(
+                    "leads to more than {MAX_LAYERS} layers \
+                     (counted each time they are listed)"
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The stored size and compression of the layer at `location`, opened
+    /// once however often it is listed.
+    fn measure_layer(
+        &self,
+        location: &str,
+        budget: &mut Budget,
+    ) -> Result<(u64, Compression), Error> {
+        if let Some(&known) = budget.layers.get(location) {
+            return Ok(known);
+        }
+        let (_, size) = self.open_location(location)?;
+        let compression = self.sniff(location)?;
+        budget
+            .layers
+            .insert(location.to_owned(), (size, compression));
+        Ok((size, compression))
+    }
+
     fn read_docker(&self) -> Result<Vec<Image>, Error> {
-        let (_, manifest) = self.read_json("manifest.json")?;
+        let budget = &mut Budget::new();
+        let (_, manifest) = self.read_json_counted("manifest.json", budget)?;
         let entries = manifest
             .as_array()
             .ok_or_else(|| self.malformed("manifest.json", "is not a list"))?;
@@ -723,7 +853,8 @@ impl ImageArchive {
                 .and_then(Value::as_str)
                 .ok_or_else(|| self.malformed("manifest.json", "has an entry without `Config`"))?
                 .to_owned();
-            let (config, config_value) = self.read_json(&config_location)?;
+            self.spend_manifest("manifest.json", budget)?;
+            let (config, config_value) = self.read_json_counted(&config_location, budget)?;
             // docker, skopeo, podman and nixpkgs name the config by its
             // digest: hold it to that name.
             if let Some(named) = digest_in_name(&config_location) {
@@ -746,8 +877,8 @@ impl ImageArchive {
                         self.malformed("manifest.json", "has a layer that is not a string")
                     })?
                     .to_owned();
-                let (_, size) = self.open_location(&location)?;
-                let compression = self.sniff(&location)?;
+                self.spend_layer("manifest.json", budget)?;
+                let (size, compression) = self.measure_layer(&location, budget)?;
                 let digest = location
                     .strip_prefix("blobs/sha256/")
                     .and_then(Digest::from_hex);
@@ -775,7 +906,8 @@ impl ImageArchive {
     }
 
     fn read_oci(&self) -> Result<(Vec<Image>, Vec<OciEntry>), Error> {
-        let (_, index) = self.read_json("index.json")?;
+        let budget = &mut Budget::new();
+        let (_, index) = self.read_json_counted("index.json", budget)?;
         let mut images = Vec::new();
         let mut entries = Vec::new();
         self.read_oci_index(
@@ -784,8 +916,8 @@ impl ImageArchive {
             None,
             None,
             0,
-            &mut images,
-            &mut entries,
+            (&mut images, &mut entries),
+            budget,
         )?;
         Ok((images, entries))
     }
@@ -799,8 +931,8 @@ impl ImageArchive {
         parent_tag: Option<&str>,
         parent_index: Option<Digest>,
         depth: usize,
-        images: &mut Vec<Image>,
-        entries: &mut Vec<OciEntry>,
+        (images, entries): (&mut Vec<Image>, &mut Vec<OciEntry>),
+        budget: &mut Budget,
     ) -> Result<(), Error> {
         if depth > 4 {
             return Err(self.malformed(location, "nests indexes too deeply"));
@@ -811,6 +943,7 @@ impl ImageArchive {
             .ok_or_else(|| self.malformed(location, "has no `manifests` list"))?;
         for desc in manifests {
             let (media_type, digest, size) = self.descriptor(location, desc)?;
+            self.spend_manifest(location, budget)?;
             let tag = oci::entry_ref_name(desc).or(parent_tag);
             if depth == 0 {
                 entries.push(OciEntry {
@@ -819,7 +952,7 @@ impl ImageArchive {
                 });
             }
             let entry = entries.len().saturating_sub(1);
-            let (blob, _, doc) = self.read_blob_json(&digest, size)?;
+            let (blob, _, doc) = self.read_blob_json(&digest, size, budget)?;
             let media_type = doc
                 .get("mediaType")
                 .and_then(Value::as_str)
@@ -830,7 +963,15 @@ impl ImageArchive {
                 if let Some(e) = entries.last_mut() {
                     e.indexes.push((digest, size));
                 }
-                self.read_oci_index(&blob, &doc, tag, Some(digest), depth + 1, images, entries)?;
+                self.read_oci_index(
+                    &blob,
+                    &doc,
+                    tag,
+                    Some(digest),
+                    depth + 1,
+                    (&mut *images, &mut *entries),
+                    budget,
+                )?;
                 continue;
             }
             if doc.get("artifactType").is_some() || doc.get("subject").is_some() {
@@ -843,7 +984,7 @@ impl ImageArchive {
                 .ok_or_else(|| self.malformed(&blob, "has no `config`"))?;
             let (_, config_digest, config_size) = self.descriptor(&blob, config_desc)?;
             let (config_location, config, config_value) =
-                self.read_blob_json(&config_digest, config_size)?;
+                self.read_blob_json(&config_digest, config_size, budget)?;
             let diff_ids = self.diff_ids(&config_location, &config_value)?;
             let layer_descs = doc
                 .get("layers")
@@ -853,7 +994,8 @@ impl ImageArchive {
             for (i, d) in layer_descs.iter().enumerate() {
                 let (media_type, digest, size) = self.descriptor(&blob, d)?;
                 let location = blob_location(&digest);
-                let (_, stored) = self.open_location(&location)?;
+                self.spend_layer(&blob, budget)?;
+                let (stored, _) = self.measure_layer(&location, budget)?;
                 if stored != size {
                     return Err(self.malformed(
                         &location,
@@ -1125,6 +1267,171 @@ mod tests {
         assert!(
             matches!(&err, Error::Malformed { member, what, .. } if member == "index.json" && what.contains("too large")),
             "{err:?}"
+        );
+    }
+
+    /// An OCI layout whose `index.json` names one nested index 40 times,
+    /// which names the next 40 times, four deep: 40^5 images by naming,
+    /// one blob of each on disk. Opening it stops at the budget (in
+    /// seconds) instead of reading 100 million manifests.
+    #[test]
+    fn a_nested_index_named_over_and_over_stops_at_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: Vec<u8>, media_type: &str| {
+            let digest = Digest::of(&bytes);
+            std::fs::write(blobs.join(digest.hex()), &bytes).unwrap();
+            serde_json::json!({
+                "mediaType": media_type,
+                "digest": digest.prefixed(),
+                "size": bytes.len(),
+            })
+        };
+        let config = put(
+            br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec(),
+            "application/vnd.oci.image.config.v1+json",
+        );
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [],
+        });
+        let mut desc = put(manifest.to_string().into_bytes(), oci::MANIFEST_MEDIA_TYPE);
+        for _ in 0..4 {
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": oci::INDEX_MEDIA_TYPE,
+                "manifests": vec![desc; 40],
+            });
+            desc = put(index.to_string().into_bytes(), oci::INDEX_MEDIA_TYPE);
+        }
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": vec![desc; 40]});
+        std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+
+        let started = std::time::Instant::now();
+        let err = ImageArchive::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Malformed { what, .. } if what.contains("more than 65536 images and indexes")),
+            "{err:?}"
+        );
+        assert!(started.elapsed().as_secs() < 120, "{:?}", started.elapsed());
+    }
+
+    /// A docker-archive whose `manifest.json` names one 32 MiB config 20
+    /// times: 640 MiB of JSON to read for one member, refused at the
+    /// budget rather than read (and kept, once an image) again and again.
+    #[test]
+    fn a_config_named_over_and_over_stops_at_the_json_budget() {
+        use crate::tar::{Header, Kind, TarWriter};
+        let config = format!(
+            r#"{{"rootfs":{{"type":"layers","diff_ids":[]}},"x":"{}"}}"#,
+            "a".repeat(32 << 20)
+        );
+        let entry = serde_json::json!({"Config": "c.json", "Layers": [], "RepoTags": []});
+        let manifest = serde_json::Value::Array(vec![entry; 20]).to_string();
+        let mut w = TarWriter::new(Vec::new());
+        for (name, data) in [
+            ("manifest.json", manifest.as_bytes()),
+            ("c.json", config.as_bytes()),
+        ] {
+            let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
+            w.append(&header, data).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tar");
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        let err = ImageArchive::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::Malformed { member, what, .. } if member == "c.json" && what.contains("past 512 MiB")),
+            "{err:?}"
+        );
+    }
+
+    /// `ImageArchive::open(path)`'s error, or a failure if it does not
+    /// return within 30 seconds (a thread left blocked on a FIFO).
+    fn open_error_within(path: PathBuf) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(ImageArchive::open(&path).map(|_| ()));
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Err(e)) => {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text = format!("{text}: {s}");
+                    source = s.source();
+                }
+                text
+            }
+            Ok(Ok(())) => panic!("opened"),
+            Err(_) => panic!("opening hung"),
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+
+    /// A FIFO nobody writes to where an archive, a layout's `index.json`
+    /// or one of its blobs belongs is an error naming it, not a wait for
+    /// a writer forever (as `inspect`, `merge` and a build's base waited).
+    #[test]
+    fn fifos_for_an_archive_index_or_blob_are_errors_not_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("image.tar");
+        mkfifo(&archive);
+        let err = open_error_within(archive);
+        assert!(
+            err.contains("image.tar") && err.contains("not a pipe"),
+            "{err}"
+        );
+
+        let layout = dir.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        mkfifo(&layout.join("index.json"));
+        let err = open_error_within(layout.clone());
+        assert!(err.contains("`index.json` is not a regular file"), "{err}");
+
+        let blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let digest = Digest::of(bytes);
+            std::fs::write(blobs.join(digest.hex()), bytes).unwrap();
+            serde_json::json!({"digest": digest.prefixed(), "size": bytes.len()})
+        };
+        let layer = Digest::of(b"layer");
+        let config = put(
+            serde_json::json!({"rootfs": {"diff_ids": [layer.prefixed()]}})
+                .to_string()
+                .as_bytes(),
+        );
+        let manifest = put(serde_json::json!({
+            "config": config,
+            "layers": [{"digest": layer.prefixed(), "size": 5}],
+        })
+        .to_string()
+        .as_bytes());
+        mkfifo(&blobs.join(layer.hex()));
+        std::fs::remove_file(layout.join("index.json")).unwrap();
+        std::fs::write(
+            layout.join("index.json"),
+            serde_json::json!({"manifests": [manifest]}).to_string(),
+        )
+        .unwrap();
+        let err = open_error_within(layout);
+        assert!(
+            err.contains(&format!(
+                "`blobs/sha256/{}` is not a regular file",
+                layer.hex()
+            )),
+            "{err}"
         );
     }
 

@@ -31,7 +31,29 @@ pub(crate) fn render(err: &(dyn StdError + 'static)) -> String {
     for h in hints {
         let _ = write!(out, "\n\nhint: {h}");
     }
-    out
+    printable(&out).into_owned()
+}
+
+/// `text` with its control characters other than newline and tab escaped
+/// (`\u{1b}`): errors and `inspect` quote hostile input (a store path from
+/// a closure file, an archive's tags), whose escape sequences must not
+/// reach the terminal and retitle, clear or rewrite it.
+#[must_use]
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// The exit status of a closed pipe: 128 + SIGPIPE, what a shell reports

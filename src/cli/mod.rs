@@ -206,6 +206,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         Chosen::All(mut all) => {
             for (_, command) in &mut all {
                 access.reach_base(&mut command.settings)?;
+                command.settings.content.base_any_platform = args.no_arch_check;
             }
             return run_build_platforms(args, all, printer, start);
         }
@@ -231,6 +232,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         .into());
     }
     access.reach_base(&mut command.settings)?;
+    command.settings.content.base_any_platform = args.no_arch_check;
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -778,7 +780,7 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
     if args.json {
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
     } else {
-        printer.data(inspect_text(&doc).as_bytes())?;
+        printer.data(diagnostics::printable(&inspect_text(&doc)).as_bytes())?;
     }
     Ok(())
 }
@@ -901,6 +903,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     command.settings.sbom = sbom::formats(&args.sbom);
     access.reach_base(&mut command.settings)?;
+    command.settings.content.base_any_platform = args.no_arch_check;
     for w in &command.warnings {
         printer.warn(w);
     }
@@ -1408,6 +1411,7 @@ fn run_push_platforms(
     for (_, command) in &mut all {
         command.settings.sbom.clone_from(&sbom_formats);
         access.reach_base(&mut command.settings)?;
+        command.settings.content.base_any_platform = args.no_arch_check;
     }
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
     let mut images = Vec::with_capacity(all.len());

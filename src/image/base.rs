@@ -16,6 +16,7 @@
 //! never held in memory, and checks it again: only a base image changed
 //! *during* the build can fail then, after some bytes went out.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -135,18 +136,124 @@ pub struct BaseImage {
     pub env: Vec<String>,
 }
 
+/// The platform an image is built for, which its base must be for.
+#[derive(Clone, Copy, Debug)]
+pub struct Platform<'a> {
+    /// `linux`.
+    pub os: &'a str,
+    /// GOARCH spelling.
+    pub architecture: &'a str,
+    /// CPU variant, e.g. `v7`.
+    pub variant: Option<&'a str>,
+}
+
+impl std::fmt::Display for Platform<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The platform an image's config gives (`os`, `architecture`, `variant`);
+/// `None` when it names no architecture.
+fn config_platform(config: &Value) -> Option<(String, String, Option<String>)> {
+    let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_owned);
+    let architecture = field("architecture").filter(|a| !a.is_empty())?;
+    Some((
+        field("os").unwrap_or_else(|| "linux".to_owned()),
+        architecture,
+        field("variant").filter(|v| !v.is_empty()),
+    ))
+}
+
+fn platform_name((os, architecture, variant): &(String, String, Option<String>)) -> String {
+    match variant {
+        Some(v) => format!("{os}/{architecture}/{v}"),
+        None => format!("{os}/{architecture}"),
+    }
+}
+
+/// The image of `images` for `want`: an exact match first; then, when
+/// either names no variant, any variant of the architecture (as docker
+/// picks `arm64/v8` for `arm64`) or an image whose config names no
+/// architecture at all. Without `want`, the first image.
+fn choose<'a>(
+    path: &Path,
+    images: &'a [archive::Image],
+    want: Option<&Platform<'_>>,
+) -> Result<&'a archive::Image, Error> {
+    let first = images
+        .first()
+        .ok_or_else(|| Error::malformed(path, "it holds no image"))?;
+    let Some(want) = want else {
+        return Ok(first);
+    };
+    let platforms: Vec<Option<(String, String, Option<String>)>> = images
+        .iter()
+        .map(|image| image.config_value().ok().as_ref().and_then(config_platform))
+        .collect();
+    let fits = |p: &Option<(String, String, Option<String>)>, exact: bool| match p {
+        None => !exact,
+        Some((os, architecture, variant)) => {
+            os == want.os
+                && architecture == want.architecture
+                && (variant.as_deref() == want.variant
+                    || (!exact && (variant.is_none() || want.variant.is_none())))
+        }
+    };
+    let chosen = platforms
+        .iter()
+        .position(|p| fits(p, true))
+        .or_else(|| platforms.iter().position(|p| fits(p, false)));
+    if let Some(i) = chosen {
+        return Ok(&images[i]);
+    }
+    let offered: Vec<String> = platforms.iter().flatten().map(platform_name).collect();
+    Err(Error::malformed(
+        path,
+        if images.len() == 1 {
+            format!(
+                "it is an image for {}, not for {want}, the platform being built \
+                 (`--no-arch-check` takes it anyway)",
+                offered.join(", ")
+            )
+        } else {
+            format!(
+                "it has no image for {want}, the platform being built (it has {})",
+                offered.join(", ")
+            )
+        },
+    ))
+}
+
 impl BaseImage {
     /// Opens the image at `path`: a directory is an OCI layout, a file a
-    /// docker-archive or OCI archive, plain or compressed.
+    /// docker-archive or OCI archive, plain or compressed. Its first image
+    /// is the base; [`BaseImage::open_for`] picks it by platform.
     ///
     /// # Errors
     /// When it cannot be read, is not one of those formats, or is malformed.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_image(path, None)
+    }
+
+    /// [`BaseImage::open`], its image the one for `platform`: an archive of
+    /// several images (a multi-platform layout, `docker save` of several)
+    /// gives the one whose config is for that platform, and an image for
+    /// another platform is refused, as its programs would not run there.
+    ///
+    /// # Errors
+    /// As [`BaseImage::open`]; also when no image is for `platform`.
+    pub fn open_for(path: &Path, platform: &Platform<'_>) -> Result<Self, Error> {
+        Self::open_image(path, Some(platform))
+    }
+
+    fn open_image(path: &Path, platform: Option<&Platform<'_>>) -> Result<Self, Error> {
         let archive = ImageArchive::open(path).map_err(|e| Error::from_archive(path, e))?;
-        let image = archive
-            .images()
-            .first()
-            .ok_or_else(|| Error::malformed(path, "it holds no image"))?;
+        let image = choose(path, archive.images(), platform)?;
         let config = image
             .config_value()
             .map_err(|e| Error::malformed(path, format!("its config is not valid JSON: {e}")))?;
@@ -171,6 +278,10 @@ impl BaseImage {
             })?,
         };
         let mut layers = Vec::with_capacity(image.layers.len());
+        // A layer listed again (an image with two identical layers, or a
+        // hostile one listing a big layer thousands of times) is read and
+        // checked once: its bytes and diff_id are the same each time.
+        let mut checked_sizes: HashMap<(String, Digest), u64> = HashMap::new();
         for layer in &image.layers {
             let mut layer = BaseLayer {
                 diff_id: layer.diff_id.ok_or_else(|| {
@@ -180,6 +291,12 @@ impl BaseImage {
                 member: layer.location.clone(),
                 source: layer.clone(),
             };
+            let key = (layer.source.location.clone(), layer.diff_id);
+            if let Some(&size) = checked_sizes.get(&key) {
+                layer.size = size;
+                layers.push(layer);
+                continue;
+            }
             // Before anything is written: the stored bytes, read to their
             // end, against their digest (and, when they are the tar itself,
             // against the diff_id); then a compressed layer is decompressed
@@ -192,6 +309,7 @@ impl BaseImage {
             } else {
                 copy_layer(&archive, &layer, io::sink())?.size
             };
+            checked_sizes.insert(key, layer.size);
             layers.push(layer);
         }
         Ok(Self {
@@ -366,6 +484,44 @@ mod tests {
             Err(Error::Malformed { .. })
         ));
         assert!(matches!(open_bytes(&[]), Err(Error::Malformed { .. })));
+    }
+
+    /// One compressed layer (16 MiB of zeros in 16 KiB of gzip) listed
+    /// 1,000 times: read and checked once, not 1,000 times (16 GiB to
+    /// decompress and hash), and every listing gets its size.
+    #[test]
+    fn a_layer_listed_many_times_is_checked_once() {
+        let layer = vec![0u8; 16 << 20];
+        let diff_id = Digest::of(&layer);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&layer).unwrap();
+        let gz = gz.finish().unwrap();
+        let n = 1000;
+        let config = serde_json::json!({
+            "rootfs": {"type": "layers", "diff_ids": vec![diff_id.prefixed(); n]},
+        })
+        .to_string();
+        let manifest = serde_json::json!([{
+            "Config": "c.json",
+            "RepoTags": ["x:y"],
+            "Layers": vec!["l/layer.tar"; n],
+        }])
+        .to_string();
+        let mut tar = TarWriter::new(Vec::new());
+        for (name, data) in [
+            ("l/layer.tar", &gz[..]),
+            ("c.json", config.as_bytes()),
+            ("manifest.json", manifest.as_bytes()),
+        ] {
+            let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
+            tar.append(&header, data).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let image = open_bytes(&tar.finish().unwrap()).unwrap();
+        let took = started.elapsed();
+        assert_eq!(image.layers.len(), n);
+        assert!(image.layers.iter().all(|l| l.size == 16 << 20));
+        assert!(took.as_secs() < 30, "opening took {took:?}");
     }
 
     /// An OCI layout directory whose layer blob is gzip-compressed: the

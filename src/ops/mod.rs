@@ -118,6 +118,9 @@ pub struct ContentSettings {
     pub chroot: bool,
     /// `[[users]]` and `[[groups]]`, checked; `None`: no account files.
     pub accounts: Option<crate::manifest::Accounts>,
+    /// Take a base image for another platform than the image's (the first
+    /// image of the archive) instead of refusing it: `--no-arch-check`.
+    pub base_any_platform: bool,
     /// `max_layers` when the store layers use the default pipeline, whose
     /// limit must then leave room for the base image's layers too (nixpkgs
     /// checks no budget for a custom pipeline).
@@ -141,6 +144,7 @@ impl Default for ContentSettings {
             run: None,
             chroot: false,
             default_budget: None,
+            base_any_platform: false,
         }
     }
 }
@@ -445,8 +449,14 @@ fn open_base(settings: &BuildSettings) -> Result<Option<Arc<BaseImage>>, Error> 
     if let Some(pull) = &settings.content.base_pull {
         pull.ensure()?;
     }
+    let platform = base_image::Platform {
+        os: &settings.config.os,
+        architecture: &settings.config.architecture,
+        variant: settings.config.variant.as_deref(),
+    };
     Ok(match &settings.content.base {
-        Some(path) => Some(Arc::new(BaseImage::open(path)?)),
+        Some(path) if settings.content.base_any_platform => Some(Arc::new(BaseImage::open(path)?)),
+        Some(path) => Some(Arc::new(BaseImage::open_for(path, &platform)?)),
         None => None,
     })
 }

@@ -128,6 +128,17 @@ fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>
             let Some((base, parent)) = comps.split_last() else {
                 continue; // `./` itself: the root is the importer's
             };
+            // A whiteout is a marker, not a directory: a member under one
+            // would put a whiteout's name in the output.
+            if let Some(marker) = parent.iter().find(|c| c.starts_with(".wh.")) {
+                return Err(layer_error(
+                    at,
+                    format!(
+                        "member `{}` lies under the whiteout `{marker}`",
+                        member.raw_name
+                    ),
+                ));
+            }
             if base == ".wh..wh..opq" {
                 hides.push((parent.to_vec(), Hide::Below));
                 continue;
@@ -165,7 +176,41 @@ fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>
             }
         }
     }
+    refuse_entries_under_non_directories(&winners)?;
     Ok(winners)
+}
+
+/// Refuses a visible entry whose parent (or any ancestor) is visible as a
+/// symlink or file: `link -> /etc` then `link/passwd`. A runtime applying
+/// the layers resolves such a name through the link (inside the root), but
+/// a tar holding both makes `tar -x`, `docker import` and friends write
+/// through the link, maybe out of the extraction directory; the entry has
+/// no place of its own in a merged filesystem, so it is an error naming it
+/// (as `merge` refuses members under an earlier member's symlink).
+fn refuse_entries_under_non_directories(
+    winners: &BTreeMap<Vec<String>, Winner<'_>>,
+) -> Result<(), Error> {
+    for (path, (at, member)) in winners {
+        for n in 1..path.len() {
+            let Some((_, above)) = winners.get(&path[..n]) else {
+                continue;
+            };
+            let what = match above.kind {
+                MemberKind::Directory => continue,
+                MemberKind::Symlink(_) => "a symbolic link",
+                _ => "not a directory",
+            };
+            return Err(layer_error(
+                *at,
+                format!(
+                    "member `{}` lies under `{}`, which is {what} in the merged filesystem",
+                    member.raw_name,
+                    path[..n].join("/")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The regular member a hard link at layer `at` names: in its own layer or
@@ -363,6 +408,64 @@ mod tests {
         assert!(merge(&[&l]).is_err());
     }
 
+    /// A member under a whiteout or opaque marker (`.wh.foo/child`) is
+    /// refused: its path would put the marker's name in the output.
+    #[test]
+    fn members_under_a_whiteout_are_refused() {
+        for name in [".wh.foo/child", "a/.wh..wh..opq/child"] {
+            let l = layer(&[(name, 'f')]);
+            let e = match merge(&[&l]) {
+                Err(e) => std::error::Error::source(&e).unwrap().to_string(),
+                Ok(_) => panic!("merged {name}"),
+            };
+            assert!(
+                e.contains(&format!("`{name}` lies under the whiteout")),
+                "{e}"
+            );
+        }
+    }
+
+    /// An entry under a path that is visible as a symlink (same layer or
+    /// a higher one) or a file is refused naming both; one under a
+    /// directory that replaced a lower symlink is fine.
+    #[test]
+    fn entries_under_a_symlink_or_file_are_refused() {
+        let error = |layers: &[TarIndex]| {
+            let refs: Vec<&TarIndex> = layers.iter().collect();
+            match merge(&refs) {
+                Err(e) => std::error::Error::source(&e).unwrap().to_string(),
+                Ok(_) => panic!("merged"),
+            }
+        };
+        let e = error(&[layer(&[("link", 'l'), ("link/evil", 'f')])]);
+        assert_eq!(
+            e,
+            "layer 1: member `link/evil` lies under `link`, which is a symbolic link in the merged filesystem"
+        );
+        let e = error(&[layer(&[("link", 'l')]), layer(&[("link/a/evil", 'f')])]);
+        assert!(
+            e.starts_with("layer 2: member `link/a/evil` lies under `link`"),
+            "{e}"
+        );
+        let e = error(&[layer(&[("f", 'f'), ("f/x", 'f')])]);
+        assert!(e.contains("which is not a directory"), "{e}");
+        // A directory replacing a lower symlink: what is in it is fine,
+        // and the symlink's lower contents stay hidden.
+        let layers = [
+            layer(&[("d/", 'd'), ("d/old", 'f'), ("s", 'l')]),
+            layer(&[("s/", 'd'), ("s/new", 'f')]),
+        ];
+        assert_eq!(
+            visible(&layers),
+            [
+                ("d".to_owned(), 0),
+                ("d/old".to_owned(), 0),
+                ("s".to_owned(), 1),
+                ("s/new".to_owned(), 1),
+            ]
+        );
+    }
+
     proptest! {
         /// Never panics; no whiteout is ever visible; every visible path
         /// is its topmost occurrence.
@@ -371,7 +474,7 @@ mod tests {
             layers in proptest::collection::vec(
                 proptest::collection::vec(
                     (
-                        proptest::sample::select(vec!["a", "a/b", "a/b/c", "a/.wh.b", "a/.wh..wh..opq", ".wh.a", "d", "a/b/.wh.c"]),
+                        proptest::sample::select(vec!["a", "a/b", "a/b/c", "a/.wh.b", "a/.wh..wh..opq", ".wh.a", "d", "a/b/.wh.c", ".wh.a/b"]),
                         proptest::sample::select(vec!['d', 'f', 'l']),
                     ),
                     0..8,
@@ -381,7 +484,14 @@ mod tests {
         ) {
             let built: Vec<TarIndex> = layers.iter().map(|l| layer(l)).collect();
             let refs: Vec<&TarIndex> = built.iter().collect();
-            let winners = merge(&refs).unwrap();
+            let winners = match merge(&refs) {
+                Ok(winners) => winners,
+                Err(e) => {
+                    let text = std::error::Error::source(&e).unwrap().to_string();
+                    prop_assert!(text.contains("lies under"), "{text}");
+                    return Ok(());
+                }
+            };
             for (path, (at, _)) in &winners {
                 prop_assert!(!path.iter().any(|c| c.starts_with(".wh.")));
                 let name = path.join("/");

@@ -671,6 +671,7 @@ fn resolve_content(
         run: custom.run,
         chroot: custom.chroot,
         default_budget,
+        base_any_platform: false,
     })
 }
 

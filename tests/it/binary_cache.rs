@@ -486,6 +486,45 @@ impl Nginx {
     }
 }
 
+/// An unsigned narinfo (accepted with `require_signatures = false`) that
+/// declares a NAR bigger than the disk: refused before the download, so a
+/// decompression bomb cannot fill the NAR cache's file system, and nothing
+/// is left there. (The old reader decompressed up to the declared NarSize
+/// and only then compared.)
+#[test]
+fn a_nar_larger_than_the_free_space_is_refused_before_the_download() {
+    let Some(signed) = Signed::new("none") else {
+        return;
+    };
+    let root = &signed.roots[0];
+    let narinfo = signed.narinfo(root);
+    let original = std::fs::read_to_string(&narinfo).unwrap();
+    let huge: String = original
+        .lines()
+        .filter(|l| !l.starts_with("Sig:"))
+        .map(|l| match l.strip_prefix("NarSize: ") {
+            Some(_) => format!("NarSize: {}\n", 1u64 << 62),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&narinfo, huge).unwrap();
+    let mut opts = options(&[], &signed.nar_cache());
+    opts.require_signatures = false;
+    let cache = BinaryCache::open(&signed.url(), opts).unwrap();
+    let error = cache
+        .entries(root)
+        .find_map(Result::err)
+        .map(|e| chain(&e))
+        .expect("an error");
+    assert!(
+        error.contains(root.as_str())
+            && error.contains("bytes (its NarSize and FileSize), more than the")
+            && error.contains("free there"),
+        "{error}"
+    );
+    assert_eq!(nar_cache_files(&signed.nar_cache()), Vec::<String>::new());
+}
+
 #[test]
 fn http_cache_served_by_nginx_equals_the_local_store() {
     let Some(signed) = Signed::new("xz") else {

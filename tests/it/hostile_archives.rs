@@ -466,3 +466,153 @@ fn edited_docker_archive_layer_is_refused_by_inspect_and_merge() {
     assert!(text.contains("does not match its digest"), "{text}");
     assert!(!merged.exists());
 }
+
+/// A base image of one platform, its file saying which.
+fn platform_base(dir: &Path, arch: &str) -> PathBuf {
+    let manifest = util::write(
+        dir,
+        &format!("base-{arch}.toml"),
+        &format!(
+            r#"
+name = "nixlayer-test/platform-base-{arch}"
+tag = "b"
+architecture = "{arch}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/arch"
+text = "{arch}"
+"#
+        ),
+    );
+    let out = dir.join(format!("base-{arch}.tar"));
+    build(&manifest, &out, "docker-archive");
+    out
+}
+
+/// A base archive holding an arm64 and an amd64 image (as `docker save`
+/// of both, or a merge, makes it): each platform's build gets its own
+/// base layer, a platform it lacks is an error listing what it has, and
+/// an image of one other platform is refused. (The old reader took the
+/// first image whatever the platform: the amd64 image got arm64's base.)
+#[test]
+fn base_image_is_chosen_by_platform() {
+    let tmp = util::temp_dir();
+    let arm = platform_base(tmp.path(), "arm64");
+    let amd = platform_base(tmp.path(), "amd64");
+    let both = tmp.path().join("both.tar");
+    run(
+        nixlayer()
+            .arg("merge")
+            .arg(&arm)
+            .arg(&amd)
+            .arg("-o")
+            .arg(&both),
+        0,
+    );
+    let first_diff_id = |archive: &Path| {
+        let out = run(nixlayer().args(["inspect", "--json"]).arg(archive), 0);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let images = v["images"].as_array().unwrap();
+        images
+            .iter()
+            .map(|i| i["layers"][0]["diff_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let top = |arch: &str, base: &Path| {
+        let text = std::fs::read_to_string(top_manifest(tmp.path(), base)).unwrap();
+        let text = text.replace(
+            "tag = \"t\"",
+            &format!("tag = \"t\"\narchitecture = \"{arch}\""),
+        );
+        util::write(tmp.path(), &format!("top-{arch}.toml"), &text)
+    };
+    for (arch, base) in [("amd64", &amd), ("arm64", &arm)] {
+        let out = tmp.path().join(format!("top-{arch}.tar"));
+        build(&top(arch, &both), &out, "docker-archive");
+        assert_eq!(first_diff_id(&out), first_diff_id(base), "{arch}");
+    }
+    let out = tmp.path().join("none.tar");
+    let failed = run(
+        nixlayer()
+            .arg("build")
+            .arg(top("s390x", &both))
+            .arg("-o")
+            .arg(&out),
+        1,
+    );
+    let text = stderr(&failed);
+    assert!(
+        text.contains("no image for linux/s390x") && text.contains("linux/arm64, linux/amd64"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    let failed = run(
+        nixlayer()
+            .arg("build")
+            .arg(top("amd64", &arm))
+            .arg("-o")
+            .arg(&out),
+        1,
+    );
+    let text = stderr(&failed);
+    assert!(
+        text.contains("for linux/arm64, not for linux/amd64"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    // `--no-arch-check` takes it anyway, as it does a foreign entrypoint.
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(top("amd64", &arm))
+            .arg("--no-arch-check")
+            .arg("-o")
+            .arg(&out),
+        0,
+    );
+    assert_eq!(first_diff_id(&out), first_diff_id(&arm));
+}
+
+/// Escape sequences in hostile input (an archive's tag, a closure file's
+/// store path) are shown escaped by `inspect` and in errors, never sent
+/// to the terminal raw (where they could retitle, clear or rewrite it).
+#[test]
+fn escape_sequences_from_inputs_never_reach_the_terminal() {
+    let tmp = util::temp_dir();
+    let base = tmp.path().join("base.tar");
+    build(&base_manifest(tmp.path()), &base, "docker-archive");
+    let tag = "nixlayer-test/hostile-base:b";
+    // As JSON spells them in `manifest.json`: ESC ] 0;x BEL (retitle),
+    // ESC [2J (clear).
+    let evil = r"\u001b]0;x\u0007:\u001b[2J";
+    let archive = std::fs::read(&base).unwrap();
+    // Same length, so the tar stays valid: pad the tag out.
+    let evil = format!("{evil}{}", "x".repeat(tag.len() - evil.len()));
+    std::fs::write(&base, replace(&archive, tag, &evil)).unwrap();
+    let out = run(nixlayer().arg("inspect").arg(&base), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains(r"\u{1b}]0;x\u{7}:\u{1b}[2Jxx"), "{text}");
+
+    let registration = util::write(
+        tmp.path(),
+        "registration",
+        "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a\u{1b}[2J\n",
+    );
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"x\"\n[closure]\nroots = []\nsource = {{ registration = \"{}\" }}\n",
+            registration.display()
+        ),
+    );
+    let out = run(nixlayer().arg("layers").arg(&manifest), 1);
+    let text = stderr(&out);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains(r"-a\u{1b}[2J"), "{text}");
+}

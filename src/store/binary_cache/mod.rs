@@ -692,6 +692,23 @@ impl BinaryCache {
         };
         // 1. The file as served, hashed on the way, into a temporary file.
         let compressed = self.nar_cache.temp().map_err(cache_err)?;
+        // Both the file and the NAR are kept, side by side, until verified:
+        // refused before the download when they cannot fit.
+        let need = info
+            .nar_size
+            .saturating_add(info.file_size.unwrap_or(info.nar_size));
+        if let Some(room) = NarCache::room(compressed.as_file()) {
+            if need > room {
+                return Err(cache_err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "the NAR of `{path}` ({}) needs {need} bytes (its NarSize and \
+                         FileSize), more than the {room} free there",
+                        url
+                    ),
+                )));
+            }
+        }
         let limit = info
             .file_size
             .unwrap_or_else(|| info.nar_size.saturating_mul(2).saturating_add(1 << 20));

@@ -87,6 +87,31 @@ impl NarCache {
             .tempfile_in(&self.dir)
     }
 
+    /// The bytes a NAR may take beside `temp` (a file in the cache): what
+    /// its file system has free, less a reserve (1 GiB, or a twentieth of
+    /// the file system when smaller); `None` when that cannot be told.
+    /// So a narinfo declaring a NAR larger than that (a decompression
+    /// bomb behind an unsigned narinfo) fails before a byte is written,
+    /// rather than filling the disk.
+    pub(super) fn room(temp: &File) -> Option<u64> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: fstatvfs writes into the zeroed struct we own, on a
+        // descriptor we hold open.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstatvfs(temp.as_raw_fd(), &raw mut st) } != 0 {
+            return None;
+        }
+        // u64 here; narrower or wider fields on other targets.
+        #[allow(clippy::useless_conversion)]
+        let (frsize, avail, total) = (
+            u64::try_from(st.f_frsize).unwrap_or(1).max(1),
+            u64::try_from(st.f_bavail).unwrap_or(0),
+            u64::try_from(st.f_blocks).unwrap_or(0),
+        );
+        let reserve = (1u64 << 30).min(total.saturating_mul(frsize) / 20);
+        Some(avail.saturating_mul(frsize).saturating_sub(reserve))
+    }
+
     /// Renames the verified NAR `temp` into place.
     pub(super) fn insert(&self, temp: tempfile::NamedTempFile, hash: &NarHash) -> io::Result<File> {
         temp.persist(self.path(hash)).map_err(|e| e.error)
