@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::archive::{self, ImageArchive};
 use crate::codec::{self, Compression};
+use crate::oci::platform::comparable_variant;
 use crate::oci::{Digest, HashCountWriter, LayerDigest};
 use crate::tar::TarError;
 
@@ -169,6 +170,21 @@ fn config_platform(config: &Value) -> Option<(String, String, Option<String>)> {
     ))
 }
 
+/// Whether an image of config platform `p` serves `want` (see [`choose`]):
+/// exactly, or when `exact` is false also loosely.
+fn fits(p: &Option<(String, String, Option<String>)>, want: &Platform<'_>, exact: bool) -> bool {
+    match p {
+        None => !exact,
+        Some((os, architecture, variant)) => {
+            os == want.os
+                && architecture == want.architecture
+                && (comparable_variant(architecture, variant.as_deref())
+                    == comparable_variant(architecture, want.variant)
+                    || (!exact && (variant.is_none() || want.variant.is_none())))
+        }
+    }
+}
+
 fn platform_name((os, architecture, variant): &(String, String, Option<String>)) -> String {
     match variant {
         Some(v) => format!("{os}/{architecture}/{v}"),
@@ -176,10 +192,11 @@ fn platform_name((os, architecture, variant): &(String, String, Option<String>))
     }
 }
 
-/// The image of `images` for `want`: an exact match first; then, when
-/// either names no variant, any variant of the architecture (as docker
-/// picks `arm64/v8` for `arm64`) or an image whose config names no
-/// architecture at all. Without `want`, the first image.
+/// The image of `images` for `want`: an exact match first (variants
+/// compared as docker compares them: `arm64` is `arm64/v8`, `arm` is
+/// `arm/v7`; see [`comparable_variant`]); then, when either names no
+/// variant, any variant of the architecture or an image whose config names
+/// no architecture at all. Without `want`, the first image.
 fn choose<'a>(
     path: &Path,
     images: &'a [archive::Image],
@@ -195,15 +212,7 @@ fn choose<'a>(
         .iter()
         .map(|image| image.config_value().ok().as_ref().and_then(config_platform))
         .collect();
-    let fits = |p: &Option<(String, String, Option<String>)>, exact: bool| match p {
-        None => !exact,
-        Some((os, architecture, variant)) => {
-            os == want.os
-                && architecture == want.architecture
-                && (variant.as_deref() == want.variant
-                    || (!exact && (variant.is_none() || want.variant.is_none())))
-        }
-    };
+    let fits = |p: &Option<(String, String, Option<String>)>, exact: bool| fits(p, want, exact);
     let chosen = platforms
         .iter()
         .position(|p| fits(p, true))
@@ -404,6 +413,39 @@ fn string_list(value: &Value) -> Option<Vec<String>> {
 mod tests {
     use super::*;
     use crate::tar::{Header, Kind, TarWriter};
+
+    /// Variants compare as docker's (and as a pulled index's do): `arm`
+    /// with none is `arm/v7`, `arm64` with none `arm64/v8`; so for a plain
+    /// `arm` image, an archive's `arm/v7` is the exact match, not whichever
+    /// `arm` image comes first.
+    #[test]
+    fn variants_compare_as_dockers() {
+        let p = |arch: &str, variant: Option<&str>| {
+            Some((
+                "linux".to_owned(),
+                arch.to_owned(),
+                variant.map(str::to_owned),
+            ))
+        };
+        let want = |architecture, variant| Platform {
+            os: "linux",
+            architecture,
+            variant,
+        };
+        assert!(fits(&p("arm", Some("v7")), &want("arm", None), true));
+        assert!(!fits(&p("arm", Some("v6")), &want("arm", None), true));
+        assert!(fits(&p("arm64", None), &want("arm64", Some("v8")), true));
+        assert!(fits(&p("amd64", Some("v1")), &want("amd64", None), true));
+        // Loosely, any variant when either names none.
+        assert!(fits(&p("arm", Some("v6")), &want("arm", None), false));
+        assert!(!fits(
+            &p("arm", Some("v6")),
+            &want("arm", Some("v7")),
+            false
+        ));
+        assert!(!fits(&None, &want("arm", None), true));
+        assert!(fits(&None, &want("arm", None), false));
+    }
 
     /// A docker-archive with one layer whose bytes are `layer`.
     fn archive(layer: &[u8], diff_id: &Digest) -> Vec<u8> {

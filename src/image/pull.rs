@@ -375,13 +375,16 @@ impl PullSpec {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let wanted_variant = default_variant(&p.architecture, p.variant.as_deref());
+        let wanted_variant =
+            crate::oci::platform::comparable_variant(&p.architecture, p.variant.as_deref());
         let matching = |e: &&Value, with_variant: bool| {
             field(e, "architecture").as_deref() == Some(p.architecture.as_str())
                 && field(e, "os").as_deref() == Some(p.os.as_str())
                 && (!with_variant
-                    || default_variant(&p.architecture, field(e, "variant").as_deref())
-                        == wanted_variant)
+                    || crate::oci::platform::comparable_variant(
+                        &p.architecture,
+                        field(e, "variant").as_deref(),
+                    ) == wanted_variant)
         };
         // An exact match first; without a variant asked for, any variant
         // of the architecture (as docker picks `arm64/v8` for `arm64`).
@@ -483,23 +486,6 @@ fn is_index(doc: &Value, served: &str) -> bool {
         || (doc.get("mediaType").is_none()
             && doc.get("manifests").is_some()
             && doc.get("layers").is_none())
-}
-
-/// A platform's variant as docker and containerd compare them: `arm64`
-/// without one is `v8` and `arm` without one `v7` (so an `arm64/v8` image
-/// finds an index's plain `arm64` entry, and the other way round), and
-/// `amd64`'s `v1` is none.
-fn default_variant<'a>(architecture: &str, variant: Option<&'a str>) -> Option<&'a str> {
-    match (architecture, variant) {
-        ("arm64", None | Some("8" | "v8")) => Some("v8"),
-        ("arm", None) => Some("v7"),
-        ("arm", Some("5")) => Some("v5"),
-        ("arm", Some("6")) => Some("v6"),
-        ("arm", Some("7")) => Some("v7"),
-        ("arm", Some("8")) => Some("v8"),
-        ("amd64", Some("v1")) => None,
-        _ => variant,
-    }
 }
 
 /// `text` as part of a file name: ASCII letters, digits and `.` kept,

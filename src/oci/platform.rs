@@ -1,5 +1,6 @@
 //! Which ELF machine an image platform runs: the mapping from the config's
-//! `architecture` (GOARCH spelling, as OCI uses) to [`Machine`].
+//! `architecture` (GOARCH spelling, as OCI uses) to [`Machine`]; and how
+//! two platforms' variants compare.
 //!
 //! Formats tier: a table, no I/O.
 
@@ -32,6 +33,24 @@ pub fn elf_machine(architecture: &str) -> Option<Machine> {
         is_64,
         little_endian,
     })
+}
+
+/// A platform's variant as docker and containerd compare them: `arm64`
+/// without one is `v8` and `arm` without one `v7` (so an `arm64/v8` image
+/// finds an index's plain `arm64` entry, and the other way round), and
+/// `amd64`'s `v1` is none.
+#[must_use]
+pub fn comparable_variant<'a>(architecture: &str, variant: Option<&'a str>) -> Option<&'a str> {
+    match (architecture, variant) {
+        ("arm64", None | Some("8" | "v8")) => Some("v8"),
+        ("arm", None) => Some("v7"),
+        ("arm", Some("5")) => Some("v5"),
+        ("arm", Some("6")) => Some("v6"),
+        ("arm", Some("7")) => Some("v7"),
+        ("arm", Some("8")) => Some("v8"),
+        ("amd64", Some("v1")) => None,
+        _ => variant,
+    }
 }
 
 #[cfg(test)]
