@@ -647,20 +647,7 @@ fn a_blob_redirected_to_an_untrusted_https_host_is_a_tls_error() {
     let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
     // The "CDN": an HTTPS server whose certificate (from a CA made here)
     // nixlayer is not told to trust.
-    let crate::support::TestCa { ca, cert, key } = crate::support::test_ca(tmp.path());
-    let cdn_dir = tmp.path().join("cdn");
-    std::fs::create_dir_all(&cdn_dir).unwrap();
-    let cdn = crate::support::docker_registry(
-        &cdn_dir,
-        &format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            cert.display(),
-            key.display()
-        ),
-        "https",
-        200,
-        Some(&ca),
-    );
+    let (cdn, _) = crate::support::tls_registry(tmp.path(), "cdn");
     let config = manifest["config"]["digest"].as_str().unwrap();
     let routes = vec![
         (

@@ -1610,20 +1610,7 @@ fn an_untrusted_token_realm_is_a_tls_error() {
     }
     let tmp = util::temp_dir();
     // The realm: any HTTPS server with a certificate from a CA made here.
-    let crate::support::TestCa { ca, cert, key } = crate::support::test_ca(tmp.path());
-    let realm_dir = tmp.path().join("realm");
-    std::fs::create_dir_all(&realm_dir).unwrap();
-    let realm = crate::support::docker_registry(
-        &realm_dir,
-        &format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            cert.display(),
-            key.display()
-        ),
-        "https",
-        200,
-        Some(&ca),
-    );
+    let (realm, _) = crate::support::tls_registry(tmp.path(), "realm");
     let challenge = format!(
         "Bearer realm=\"https://127.0.0.1:{}/token\",service=\"faults\"",
         realm.port

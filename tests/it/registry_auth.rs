@@ -335,15 +335,7 @@ fn tls_registry_with_a_test_ca() {
         return;
     }
     let tmp = util::temp_dir();
-    let support::TestCa { ca, cert, key } = support::test_ca(tmp.path());
-    let extra = format!(
-        "  tls:\n    certificate: {}\n    key: {}\n",
-        cert.display(),
-        key.display()
-    );
-    let reg_dir = tmp.path().join("registry");
-    std::fs::create_dir_all(&reg_dir).unwrap();
-    let registry = support::docker_registry(&reg_dir, &extra, "https", 200, Some(&ca));
+    let (registry, ca) = support::tls_registry(tmp.path(), "registry");
     let host = format!("127.0.0.1:{}", registry.port);
     let m = manifest(tmp.path(), "image.toml", &hello, r#""tls""#);
     let reference = format!("{host}/nixlayer-test/tls:s1");

@@ -286,6 +286,23 @@ pub fn docker_registry(
     server
 }
 
+/// A [`docker_registry`] (anonymous) on HTTPS with a certificate from a
+/// [`test_ca`] made in `dir`, its storage in `dir/NAME`; and the CA's
+/// certificate, for the tests that trust it (or show what happens when
+/// they do not).
+pub fn tls_registry(dir: &Path, name: &str) -> (Spawned, PathBuf) {
+    let TestCa { ca, cert, key } = test_ca(dir);
+    let extra = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let storage = dir.join(name);
+    std::fs::create_dir_all(&storage).unwrap();
+    let registry = docker_registry(&storage, &extra, "https", 200, Some(&ca));
+    (registry, ca)
+}
+
 /// The `[store]` and `[closure]` tables of a manifest of the embedded
 /// example's closure, its store at `store` (`fixtures/example/store` or a
 /// copy), ending in a newline.
