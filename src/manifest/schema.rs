@@ -338,7 +338,11 @@ fn config_key(key: &str) -> Value {
         "Entrypoint" => strings("The command run when the container starts."),
         "Cmd" => strings("Arguments to the entry point (or the command, without one)."),
         "Volumes" => set("Directories holding data, as `\"/data\" = {}`."),
-        "WorkingDir" => string("Current directory of the process."),
+        "WorkingDir" => json!({
+            "type": "string",
+            "pattern": "^(/|$)",
+            "description": "Current directory of the process: an absolute path (empty: `/`).",
+        }),
         "Labels" => json!({
             "type": "object",
             "additionalProperties": {"type": "string"},

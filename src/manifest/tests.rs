@@ -627,6 +627,52 @@ fn config_values_have_the_oci_types() {
     ));
 }
 
+/// Strings runc cannot start a container with are refused at load, at
+/// their value: a relative `WorkingDir` ("Cwd must be an absolute path")
+/// and a NUL byte in an argument, variable, user or directory ("environment
+/// variable value can't contain null"). They used to build an image that
+/// `docker load` took and `docker run` refused.
+#[test]
+fn config_strings_no_container_can_start_with_are_refused() {
+    let config = |body: &str| format!("name = \"a\"\n[closure]\n[config]\n{body}\n");
+    for (body, at, words) in [
+        (
+            "WorkingDir = \"app\"",
+            (4, 14),
+            &["`config.WorkingDir`", "absolute"][..],
+        ),
+        ("WorkingDir = \"./\"", (4, 14), &["absolute"]),
+        ("WorkingDir = \"/a\\u0000\"", (4, 14), &["NUL"]),
+        (
+            "Env = [\"A=1\", \"B=\\u0000\"]",
+            (4, 15),
+            &["`config.Env`", "NUL"],
+        ),
+        ("Entrypoint = [\"/bin/a\\u0000b\"]", (4, 15), &["NUL"]),
+        (
+            "Cmd = [\"x\", \"\\u0000\"]",
+            (4, 13),
+            &["`config.Cmd`", "NUL"],
+        ),
+        ("User = \"root\\u0000\"", (4, 8), &["`config.User`", "NUL"]),
+    ] {
+        let (line, column, message, _) = invalid(&config(body));
+        assert_eq!((line, column), at, "{body}: {message}");
+        for word in words {
+            assert!(message.contains(word), "{body}: {message} lacks {word}");
+        }
+        assert!(!message.contains('\0'), "{body}: raw NUL in {message:?}");
+    }
+    // The platform's own `[platforms.config]` is held to the same rule.
+    let (line, _, message, _) = invalid(
+        "name = \"a\"\n[closure]\n[[platforms]]\narchitecture = \"arm64\"\n\
+         [platforms.closure]\n[platforms.config]\nWorkingDir = \"rel\"\n",
+    );
+    assert_eq!(line, 7, "{message}");
+    // Empty is the runtime's default directory, `/`.
+    ok(&config("WorkingDir = \"\""));
+}
+
 /// Ids are 32-bit: 2^32 and above are refused where they are written.
 #[test]
 fn ids_beyond_32_bits_are_refused_at_their_line() {
