@@ -86,7 +86,8 @@ pub(crate) struct BuildArgs {
     /// The manifest (`image.toml`).
     pub(crate) manifest: PathBuf,
     /// Write the image to this file (via a temporary file, renamed when
-    /// complete); a device or FIFO (`/dev/stdout`) is written in place.
+    /// complete); a device or FIFO (`/dev/stdout`) is written in place;
+    /// `-` is stdout, as `--stream`.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// Write the image to stdout, e.g. `| docker load`.

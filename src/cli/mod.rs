@@ -71,7 +71,7 @@ pub(crate) fn main() -> ExitCode {
     // leaving its temporary files behind: nothing to refuse to run for.
     let _ = nixlayer::cleanup::install_signal_handlers();
     limit_malloc_arenas();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -83,6 +83,10 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(cli.quiet);
+    if let Err(e) = dash_means_stdout(&mut cli.command) {
+        printer.error(&diagnostics::render(&e));
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Build(args) => run_build(args, printer),
         Command::Layers(args) => layers::run(args, printer),
@@ -116,6 +120,64 @@ pub(crate) fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `-o -` (and `layers --html -`) is stdout, as `tar -f -` and `curl -o -`
+/// have it, not a file named `-` in the working directory: `build -o -` is
+/// `build --stream`; `merge`, `layers --html` and `sbom` write `/dev/stdout`
+/// in place (a device or FIFO), as they would with that path. `--json`,
+/// which prints its summary on stdout, cannot share it with the image.
+fn dash_means_stdout(command: &mut Command) -> Result<(), UsageError> {
+    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
+    let stdout = || Some(PathBuf::from("/dev/stdout"));
+    match command {
+        Command::Build(args) if dash(&args.output) => {
+            args.output = None;
+            args.stream = true;
+        }
+        Command::Merge(args) if args.output == Path::new("-") => {
+            args.output = PathBuf::from("/dev/stdout");
+        }
+        Command::Layers(args) if dash(&args.html) => args.html = stdout(),
+        Command::Sbom(args) if dash(&args.output) => args.output = None,
+        _ => {}
+    }
+    match command {
+        Command::Build(args) if args.json && args.stream => Err(json_on_stdout(Path::new("-"))),
+        Command::Build(BuildArgs {
+            output: Some(path),
+            json: true,
+            ..
+        }) => refuse_json_onto_stdout(path),
+        Command::Merge(args) if args.json => refuse_json_onto_stdout(&args.output),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses `--json` when `-o PATH` is the file stdout is (`/dev/stdout`,
+/// `/proc/self/fd/1`, or the file stdout is redirected to): the summary
+/// would land inside or after the image.
+fn refuse_json_onto_stdout(path: &Path) -> Result<(), UsageError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(out), Ok(stdout)) = (std::fs::metadata(path), rustix::fs::fstat(io::stdout())) else {
+        return Ok(());
+    };
+    // `st_dev` and `st_ino` are u64 on the 64-bit Linux targets, wider or
+    // signed elsewhere; compare them as u64 either way.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let same = out.dev() == stdout.st_dev as u64 && out.ino() == stdout.st_ino as u64;
+    if same {
+        Err(json_on_stdout(path))
+    } else {
+        Ok(())
+    }
+}
+
+fn json_on_stdout(path: &Path) -> UsageError {
+    UsageError(format!(
+        "`--json` prints the summary on stdout, where `-o {}` writes the image: write the image to a file, or drop `--json`",
+        path.display()
+    ))
 }
 
 /// The flags of `build` that change the manifest's values.

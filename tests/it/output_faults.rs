@@ -146,6 +146,90 @@ fn dev_null_and_dev_stdout_are_written_in_place_never_replaced() {
         .is_char_device());
 }
 
+/// `-o -` is stdout, as for `tar -f -` and `curl -o -`: `build -o -` is
+/// `build --stream`, and `merge`, `layers --html` and `sbom` write stdout;
+/// no file named `-` appears. `--json` is refused (exit 2, nothing built)
+/// when the image goes to stdout, by `-o -`, `/dev/stdout` or the file
+/// stdout is redirected to: the summary used to land after the image in a
+/// pipe, or over its first bytes in a file.
+#[test]
+fn dash_is_stdout_and_json_never_shares_stdout_with_the_image() {
+    let tmp = util::temp_dir();
+    let expected = streamed();
+    let dash = |args: &[&str]| {
+        let out = run(nixlayer().args(args).current_dir(tmp.path()), 0);
+        assert!(!tmp.path().join("-").exists(), "{args:?} wrote a file `-`");
+        out.stdout
+    };
+    let manifest = example();
+    let manifest = manifest.to_str().unwrap();
+    assert!(
+        dash(&["build", manifest, "-o", "-"]) == expected,
+        "other bytes"
+    );
+    let image = tmp.path().join("a.tar");
+    std::fs::write(&image, &expected).unwrap();
+    let merged = dash(&["merge", image.to_str().unwrap(), "-o", "-"]);
+    let merged_file = tmp.path().join("merged.tar");
+    run(
+        nixlayer()
+            .arg("merge")
+            .arg(&image)
+            .arg("-o")
+            .arg(&merged_file),
+        0,
+    );
+    assert!(
+        merged == std::fs::read(&merged_file).unwrap(),
+        "merge: other bytes"
+    );
+    let html = dash(&["layers", manifest, "--html", "-"]);
+    assert!(html.starts_with(b"<!doctype html>"));
+    let spdx = dash(&["sbom", manifest, "--format", "spdx-json", "-o", "-"]);
+    serde_json::from_slice::<Value>(&spdx).expect("SPDX JSON on stdout");
+
+    // `--json` with the image on stdout: a usage error before any work.
+    for (command, target) in [("build", "-"), ("build", "/dev/stdout"), ("merge", "-")] {
+        let input = if command == "build" {
+            manifest
+        } else {
+            image.to_str().unwrap()
+        };
+        let out = run(
+            nixlayer()
+                .args([command, input, "-o", target, "--json"])
+                .current_dir(tmp.path()),
+            2,
+        );
+        assert!(out.stdout.is_empty(), "{command} -o {target}: wrote stdout");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: `--json`"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // Stdout redirected to the output file itself.
+    let out_file = tmp.path().join("out.tar");
+    let redirected = std::fs::File::create(&out_file).unwrap();
+    let out = run(
+        nixlayer()
+            .args(["build", manifest, "--json", "-o"])
+            .arg(&out_file)
+            .stdout(redirected),
+        2,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--json`"));
+    assert_eq!(std::fs::metadata(&out_file).unwrap().len(), 0);
+    // Another file: `--json` as before.
+    let other = tmp.path().join("other.tar");
+    let out = run(
+        nixlayer()
+            .args(["build", manifest, "--json", "-o"])
+            .arg(&other),
+        0,
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["reference"], "nixlayer/example:0.3");
+}
+
 #[test]
 fn a_fifo_gets_the_image_when_read_and_stays_a_fifo() {
     let tmp = util::temp_dir();
