@@ -495,6 +495,48 @@ fn write_errors_name_the_output_not_a_temporary_file() {
         assert!(!output.exists(), "{}", output.display());
     }
     assert!(debris(tmp.path()).is_empty(), "{:?}", debris(tmp.path()));
+
+    // An output in a directory that does not exist: the error names the
+    // output, not the staging directory an OCI layout would have had
+    // (which it used to, as tempfile's ` at path "…/.nixlayer-….tmp"`).
+    let missing = tmp.path().join("missing");
+    let example = example();
+    let in_missing = |name: &str| missing.join(name).to_str().unwrap().to_owned();
+    for args in [
+        vec![
+            "build",
+            example.to_str().unwrap(),
+            "-o",
+            &in_missing("a.tar"),
+        ],
+        vec![
+            "build",
+            example.to_str().unwrap(),
+            "--format",
+            "oci-layout",
+            "-o",
+            &in_missing("layout"),
+        ],
+        vec![
+            "merge",
+            image.to_str().unwrap(),
+            "--format",
+            "oci-layout",
+            "-o",
+            &in_missing("merged"),
+        ],
+        vec!["merge", image.to_str().unwrap(), "-o", &in_missing("m.tar")],
+    ] {
+        let out = run(nixlayer().args(&args), 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("`{}`", args[args.len() - 1])),
+            "{stderr}"
+        );
+        assert!(stderr.contains("No such file or directory"), "{stderr}");
+        assert!(!stderr.contains(".nixlayer-"), "{args:?}: {stderr}");
+    }
+    assert!(!missing.exists());
 }
 
 /// Waits until `dir` holds a `.nixlayer-*` entry (the build is writing),
