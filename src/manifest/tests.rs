@@ -679,6 +679,9 @@ fn ids_beyond_32_bits_are_refused_at_their_line() {
     for (body, line) in [
         ("[owner]\nuid = 4294967296\n", 5),
         ("[owner]\ngid = 18446744073709551615\n", 5),
+        // Beyond 64 bits too: no Rust type (`as i128`) in the message.
+        ("[owner]\nuid = 99999999999999999999\n", 5),
+        ("[owner]\nuid = -99999999999999999999\n", 5),
         (
             "[[customisation.permissions]]\npath = \"/x\"\nuid = 4294967296\n",
             6,
@@ -691,7 +694,12 @@ fn ids_beyond_32_bits_are_refused_at_their_line() {
         let (l, _, message, _) = invalid(&format!("name = \"a\"\n[closure]\n\n{body}"));
         assert_eq!(l, line, "{body}: {message}");
         assert!(message.contains("4294967295"), "{body}: {message}");
+        assert!(!message.contains("i128"), "{body}: {message}");
     }
+    let (_, _, message, _) =
+        invalid("max_layers = 99999999999999999999\nname = \"a\"\n[closure]\n");
+    assert!(message.contains("from 0 to 4294967295"), "{message}");
+    assert!(!message.contains("i128"), "{message}");
     let m = ok("name = \"a\"\n[closure]\n[owner]\nuid = 4294967295\ngid = 4294967295\n");
     assert_eq!(m.manifest.owner.uid, Some(u32::MAX));
 }
