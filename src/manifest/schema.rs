@@ -43,6 +43,7 @@ fn add_platforms(schema: &mut Value) {
             "architecture": {
                 "type": "string",
                 "description": "GOARCH spelling (`amd64`, `arm64`, …).",
+                "enum": super::resolved::GOARCH,
                 "examples": ["arm64"],
             },
             "variant": {
@@ -98,11 +99,13 @@ fn base_schema() -> Value {
             "architecture": {
                 "type": "string",
                 "description": "GOARCH spelling (`amd64`, `arm64`, …); default the host's.",
+                "enum": super::resolved::GOARCH,
                 "examples": ["amd64", "arm64"],
             },
             "os": {
                 "type": "string",
-                "description": "Image OS.",
+                "description": "Image OS, GOOS spelling.",
+                "enum": super::resolved::GOOS,
                 "default": "linux",
             },
             "variant": {

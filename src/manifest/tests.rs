@@ -673,6 +673,46 @@ fn config_strings_no_container_can_start_with_are_refused() {
     ok(&config("WorkingDir = \"\""));
 }
 
+/// `architecture` and `os` are Go's words, as OCI uses them: Nix's and
+/// uname's spellings (`aarch64`, `x86_64`) used to go into the image
+/// config as they were, where no platform match finds them; now they are
+/// refused at their line with the GOARCH word as the hint.
+#[test]
+fn architecture_and_os_are_go_words() {
+    for (text, at, hint) in [
+        ("architecture = \"aarch64\"\n", (1, 16), "`arm64`"),
+        ("architecture = \"x86_64\"\n", (1, 16), "`amd64`"),
+        ("architecture = \"armv7l\"\n", (1, 16), "variant = \"v7\""),
+        ("architecture = \"AMD64\"\n", (1, 16), "`amd64`"),
+        (
+            "architecture = \"amd46\"\n",
+            (1, 16),
+            "did you mean `amd64`?",
+        ),
+        ("os = \"Linux\"\n", (1, 6), "did you mean `linux`?"),
+        ("os = \"nixos\"\n", (1, 6), "write `linux`"),
+        ("os = \"multics\"\n", (1, 6), "GOOS"),
+    ] {
+        let (line, column, message, got) = invalid(&format!("{text}name = \"a\"\n[closure]\n"));
+        assert_eq!((line, column), at, "{text}: {message}");
+        assert!(message.contains("is not an OCI"), "{text}: {message}");
+        let got = got.unwrap_or_default();
+        assert!(got.contains(hint), "{text}: {got}");
+    }
+    // Each `[[platforms]]` entry's too.
+    let (line, _, message, _) = invalid(
+        "name = \"a\"\n[closure]\n[[platforms]]\narchitecture = \"aarch64\"\n[platforms.closure]\n",
+    );
+    assert_eq!(line, 4, "{message}");
+    for arch in [
+        "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "loong64",
+    ] {
+        ok(&format!(
+            "architecture = \"{arch}\"\nos = \"linux\"\nname = \"a\"\n[closure]\n"
+        ));
+    }
+}
+
 /// Ids are 32-bit: 2^32 and above are refused where they are written.
 #[test]
 fn ids_beyond_32_bits_are_refused_at_their_line() {
