@@ -114,13 +114,13 @@ fn base_schema() -> Value {
             },
             "created": {
                 "type": "string",
-                "description": "RFC 3339 or `now`; image metadata only. When unset, `SOURCE_DATE_EPOCH` from the environment if set, else 1970-01-01T00:00:01Z.",
+                "description": "RFC 3339 or `now` (or an unquoted TOML date-time with an offset); image metadata only. When unset, `SOURCE_DATE_EPOCH` from the environment if set, else 1970-01-01T00:00:01Z.",
                 "default": DEFAULT_TIME,
                 "examples": ["now"],
             },
             "mtime": {
                 "type": "string",
-                "description": "RFC 3339 or `now`; timestamp of every file in every layer. Default: the value of `created`.",
+                "description": "RFC 3339 or `now` (or an unquoted TOML date-time with an offset); timestamp of every file in every layer. Default: the value of `created`.",
                 "examples": [DEFAULT_TIME],
             },
             "annotations": {

@@ -713,6 +713,30 @@ fn architecture_and_os_are_go_words() {
     }
 }
 
+/// `created` and `mtime` take TOML's own date-time (unquoted) as its RFC
+/// 3339 text, the same image as the quoted string; they used to be
+/// refused as "expected a string, found a date-time". A date-time without
+/// an offset, or a bare date, is no point in time: refused at its value.
+#[test]
+fn created_and_mtime_take_a_toml_date_time() {
+    let m = ok("name = \"a\"\ncreated = 2024-01-01T02:00:00+02:00\nmtime = 1970-01-01T00:00:01Z\n[closure]\n");
+    assert_eq!(
+        m.manifest.created.as_ref().unwrap().get_ref(),
+        "2024-01-01T02:00:00+02:00"
+    );
+    assert_eq!(
+        m.manifest.mtime.as_ref().unwrap().get_ref(),
+        "1970-01-01T00:00:01Z"
+    );
+    let (line, column, message, _) = invalid("name = \"a\"\ncreated = 5\n[closure]\n");
+    assert_eq!((line, column), (2, 11), "{message}");
+    assert!(message.contains("date-time"), "{message}");
+    // The text is then checked as a quoted one would be (`resolve_build`).
+    let m = ok("name = \"a\"\nmtime = 2024-01-01\n[closure]\n");
+    assert_eq!(m.manifest.mtime.as_ref().unwrap().get_ref(), "2024-01-01");
+    assert_eq!(m.manifest.mtime.as_ref().unwrap().span(), 19..29);
+}
+
 /// Ids are 32-bit: 2^32 and above are refused where they are written.
 #[test]
 fn ids_beyond_32_bits_are_refused_at_their_line() {
