@@ -322,7 +322,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         None => {
             // `Stdout`, not its lock: the layer writer hands it to a writer thread.
             widen_stdout_pipe();
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
+            let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout()));
             let written = write_archive(&command, &image, stdout, &progress).and_then(
                 |(mut out, summary)| {
                     out.flush().map_err(ops::Error::Write)?;
@@ -424,7 +424,7 @@ fn write_rootfs(
             (on_closed_pipe(written, &shown)?, path.display().to_string())
         }
         None => {
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout().lock()));
             let written =
                 ops::rootfs::export_rootfs(settings, image, &std::env::temp_dir(), stdout)
                     .and_then(|(mut out, summary)| {
@@ -460,6 +460,37 @@ fn write_rootfs(
 
 /// `result`, with a closed pipe named as what it is: the reader of
 /// `reader` (stdout, a FIFO) stopped before the image was complete.
+/// Stdout for an image, whose write errors say they are stdout's: the
+/// layer writer names the layer it was writing, and without this a full
+/// disk behind `--stream > file` read as a problem of that store path.
+/// The error kind is kept, so a closed pipe is still recognised.
+struct NamedStdout<W>(W);
+
+/// A write to stdout failed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write the image to stdout")]
+struct StdoutWriteError(#[source] io::Error);
+
+impl<W: Write> NamedStdout<W> {
+    fn named(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), StdoutWriteError(e))
+    }
+}
+
+impl<W: Write> Write for NamedStdout<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(Self::named)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf).map_err(Self::named)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(Self::named)
+    }
+}
+
 fn on_closed_pipe<T>(result: Result<T, BoxError>, reader: &str) -> Result<T, BoxError> {
     result.map_err(|e| {
         if diagnostics::is_broken_pipe(e.as_ref()) {
@@ -1371,7 +1402,7 @@ fn run_build_platforms(
         }
         None => {
             widen_stdout_pipe();
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
+            let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout()));
             let written = OciArchiveWriter::new(stdout, mtime, compress)
                 .map_err(ops::Error::Write)
                 .and_then(|sink| ops::build_platforms(&pairs, sink, &progress))

@@ -230,6 +230,33 @@ fn dash_is_stdout_and_json_never_shares_stdout_with_the_image() {
     assert_eq!(summary["reference"], "nixlayer/example:0.3");
 }
 
+/// `--stream` onto a full disk (stdout is `/dev/full`): exit 1, and the
+/// error says stdout could not be written; it used to name only the store
+/// path whose layer was being written, as if that path were the problem.
+#[test]
+fn a_stream_write_error_names_stdout() {
+    for format in ["docker-archive", "rootfs", "oci-archive"] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = run(
+            nixlayer()
+                .arg("build")
+                .arg(example())
+                .args(["--stream", "--format", format])
+                .stdout(full),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("failed to write the image to stdout"),
+            "{format}: {stderr}"
+        );
+        assert!(stderr.contains("No space left"), "{format}: {stderr}");
+    }
+}
+
 #[test]
 fn a_fifo_gets_the_image_when_read_and_stays_a_fifo() {
     let tmp = util::temp_dir();
