@@ -286,18 +286,38 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         .into());
     }
     let layout = command.format == OutputFormat::OciLayout;
+    // The SBOM files beside a docker-archive or rootfs file are outputs
+    // too: held to the same checks as `-o`, and opened before the image is
+    // written, so a bad one fails the build before any output exists.
+    let beside: Vec<(nixlayer::sbom::SbomFormat, PathBuf)> = match output {
+        Some(output) => beside
+            .iter()
+            .map(|&f| (f, sbom::beside_path(output, f)))
+            .collect(),
+        None => Vec::new(),
+    };
     if let Some(output) = output {
         let inputs = build_inputs(&args.manifest, &command.settings);
         refuse_overwriting_inputs("-o", output, &inputs, layout)?;
+        for (_, path) in &beside {
+            refuse_overwriting_inputs("--sbom", path, &inputs, false)?;
+        }
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(output) = output {
-        refuse_output_in_closure(output, &command.settings, &image.closure)?;
+        refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
+        for (_, path) in &beside {
+            refuse_output_in_closure("--sbom", path, &command.settings, &image.closure)?;
+        }
     }
+    let beside = beside
+        .into_iter()
+        .map(|(f, path)| Ok((f, path.clone(), OutputFile::create(&path)?)))
+        .collect::<Result<Vec<_>, BoxError>>()?;
     if command.format == OutputFormat::Rootfs {
         write_rootfs(args, &command, &image, printer, start)?;
-        return sboms_beside(args, &command.settings, &image, &beside, printer);
+        return sboms_beside(&command.settings, &image, beside, printer);
     }
     let settings = &command.settings;
     let compress = &command.compress;
@@ -373,24 +393,20 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
                 .map_or_else(String::new, |d| d.to_string()),
         ));
     }
-    sboms_beside(args, &command.settings, &image, &beside, printer)
+    sboms_beside(&command.settings, &image, beside, printer)
 }
 
 /// `build --sbom` of a docker-archive or rootfs file: the SBOMs beside it.
 fn sboms_beside(
-    args: &BuildArgs,
     settings: &BuildSettings,
     image: &ops::PreparedImage,
-    formats: &[nixlayer::sbom::SbomFormat],
+    opened: Vec<(nixlayer::sbom::SbomFormat, PathBuf, OutputFile)>,
     printer: Printer,
 ) -> Result<(), BoxError> {
-    let Some(output) = &args.output else {
-        return Ok(());
-    };
-    if formats.is_empty() {
+    if opened.is_empty() {
         return Ok(());
     }
-    for path in sbom::write_beside(output, settings, image, formats)? {
+    for path in sbom::write_beside(opened, settings, image)? {
         printer.info(&format!("wrote the SBOM → {}", path.display()));
     }
     Ok(())
@@ -552,6 +568,7 @@ fn refuse_overwriting_inputs(
 /// Refuses an output inside a store path of the image's closure (or the
 /// store directory itself), which the build reads.
 fn refuse_output_in_closure(
+    flag: &str,
     output: &Path,
     settings: &BuildSettings,
     closure: &ClosureGraph,
@@ -591,7 +608,7 @@ fn refuse_output_in_closure(
     };
     match inside {
         Some(path) => Err(UsageError(format!(
-            "`-o {}` is inside `{path}`, which the image is built from: write the output elsewhere",
+            "`{flag} {}` is inside `{path}`, which the image is built from: write the output elsewhere",
             output.display()
         ))),
         None => Ok(()),
@@ -1371,7 +1388,7 @@ fn run_build_platforms(
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(output) = output {
-            refuse_output_in_closure(output, &command.settings, &image.closure)?;
+            refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
         }
         images.push(image);
     }

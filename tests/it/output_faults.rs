@@ -408,6 +408,60 @@ fn an_output_naming_an_input_is_refused_and_the_input_kept() {
     assert!(debris(tmp.path()).is_empty());
 }
 
+/// The SBOM `build --sbom` writes beside a docker-archive (`OUT.cdx.json`)
+/// is an output like `-o`: a link there to the manifest, or into a store
+/// path of the closure, is refused (exit 2) and the input kept — the SBOM
+/// used to be written over the manifest. One that cannot be written (a
+/// directory) fails the build before the image is written, leaving nothing.
+#[test]
+fn an_sbom_beside_the_image_never_overwrites_an_input() {
+    let tmp = util::temp_dir();
+    let manifest = example_copy(tmp.path(), APP);
+    let text = std::fs::read(&manifest).unwrap();
+    let store_file = tmp
+        .path()
+        .join("store/nix/store")
+        .join(APP)
+        .join("etc/hello.conf");
+    let store_text = std::fs::read(&store_file).unwrap();
+    let out = tmp.path().join("out.tar");
+    let sbom = tmp.path().join("out.tar.cdx.json");
+    for (target, what) in [(&manifest, "the manifest"), (&store_file, APP)] {
+        std::os::unix::fs::symlink(target, &sbom).unwrap();
+        let failed = run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--sbom", "cyclonedx-json", "-o"])
+                .arg(&out),
+            2,
+        );
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(stderr.contains("`--sbom "), "{stderr}");
+        assert!(stderr.contains(what), "{stderr}");
+        assert!(!out.exists());
+        std::fs::remove_file(&sbom).unwrap();
+    }
+    assert_eq!(std::fs::read(&manifest).unwrap(), text);
+    assert_eq!(std::fs::read(&store_file).unwrap(), store_text);
+
+    std::fs::create_dir(&sbom).unwrap();
+    let failed = run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .args(["--sbom", "cyclonedx-json", "-o"])
+            .arg(&out),
+        1,
+    );
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("is a directory"));
+    assert!(
+        !out.exists(),
+        "the image was written before the SBOM failed"
+    );
+    assert!(debris(tmp.path()).is_empty());
+}
+
 /// `nixlayer` run by `sh` after `prelude` (a umask, a file size limit).
 fn nixlayer_after(prelude: &str) -> Command {
     let template = nixlayer();
