@@ -42,6 +42,9 @@ pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let settings = &command.settings;
     let (closure, plan) = ops::plan(settings).map_err(|e| layers::locate(&loaded, e))?;
+    if let Some(path) = &args.output {
+        super::refuse_output_in_closure("-o", path, settings, &closure)?;
+    }
     let docs = ops::sbom::write_sboms(settings, &closure, &plan, &[format])?;
     let Some((_, bytes)) = docs.first() else {
         return Ok(());

@@ -462,6 +462,43 @@ fn an_sbom_beside_the_image_never_overwrites_an_input() {
     assert!(debris(tmp.path()).is_empty());
 }
 
+/// `layers --html` and `sbom -o` onto a file inside a store path of the
+/// closure (through a link too) are refused (exit 2) as `build -o` is, and
+/// the store file kept; both used to replace it.
+#[test]
+fn layers_html_and_sbom_never_write_into_the_closure() {
+    let tmp = util::temp_dir();
+    let manifest = example_copy(tmp.path(), APP);
+    let store_file = tmp
+        .path()
+        .join("store/nix/store")
+        .join(APP)
+        .join("etc/hello.conf");
+    let store_text = std::fs::read(&store_file).unwrap();
+    let link = tmp.path().join("plan.html");
+    std::os::unix::fs::symlink(&store_file, &link).unwrap();
+    for target in [&store_file, &link] {
+        for (args, flag) in [
+            (&["layers", "--html"][..], "--html"),
+            (&["sbom", "--format", "spdx-json", "-o"], "-o"),
+        ] {
+            let out = run(
+                nixlayer()
+                    .arg(args[0])
+                    .arg(&manifest)
+                    .args(&args[1..])
+                    .arg(target),
+                2,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&format!("`{flag} ")), "{stderr}");
+            assert!(stderr.contains(APP), "{stderr}");
+        }
+    }
+    assert_eq!(std::fs::read(&store_file).unwrap(), store_text);
+    assert!(debris(tmp.path()).is_empty());
+}
+
 /// `nixlayer` run by `sh` after `prelude` (a umask, a file size limit).
 fn nixlayer_after(prelude: &str) -> Command {
     let template = nixlayer();
