@@ -86,7 +86,8 @@ pub(crate) struct BuildArgs {
     /// The manifest (`image.toml`).
     pub(crate) manifest: PathBuf,
     /// Write the image to this file (via a temporary file, renamed when
-    /// complete); a device or FIFO (`/dev/stdout`) is written in place.
+    /// complete); a device or FIFO (`/dev/stdout`) is written in place;
+    /// `-` is stdout, as `--stream`.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// Write the image to stdout, e.g. `| docker load`.
@@ -205,8 +206,8 @@ pub(crate) struct LayersArgs {
 /// `nixlayer init`.
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
-    /// The roots: store paths whose closure goes into the image; the first
-    /// names the image.
+    /// The roots: store paths whose closure goes into the image (or
+    /// out-links to them, such as `./result`); the first names the image.
     #[arg(required = true, num_args = 1.., value_name = "STORE_PATH")]
     pub(crate) roots: Vec<String>,
     /// The store directory the paths live in.

@@ -50,7 +50,9 @@ pub(super) fn run(args: &InitArgs, printer: Printer) -> Result<(), BoxError> {
     })?;
     let mut roots: Vec<StorePath> = Vec::with_capacity(args.roots.len());
     for arg in &args.roots {
-        let root = StorePath::parse(&dir, arg).map_err(|e| UsageError(e.to_string()))?;
+        let root = StorePath::parse(&dir, arg)
+            .or_else(|e| links_to_store_path(&dir, arg).ok_or(e))
+            .map_err(|e| UsageError(e.to_string()))?;
         if !roots.contains(&root) {
             roots.push(root);
         }
@@ -96,6 +98,36 @@ pub(super) fn run(args: &InitArgs, printer: Printer) -> Result<(), BoxError> {
     let text = manifest(&dir, &roots, &executables, None);
     printer.data(text.trim_end().as_bytes())?;
     Ok(())
+}
+
+/// The store path `arg` leads to through symbolic links, as Nix's
+/// `followLinksToStorePath` finds it for `nix-store -qR ./result`: the
+/// out-link `nix build` leaves is how users name what they built. Each
+/// hop's relative target is taken from the link's directory and `..`
+/// resolved by name (as Nix does), up to 40 hops; `None` when the chain
+/// ends elsewhere (then `arg`'s own error stands).
+fn links_to_store_path(dir: &StoreDir, arg: &str) -> Option<StorePath> {
+    use std::path::{Component, PathBuf};
+    let mut path = std::path::absolute(arg).ok()?;
+    for _ in 0..40 {
+        let target = std::fs::read_link(&path).ok()?;
+        let joined = path.parent()?.join(target);
+        let mut resolved = PathBuf::new();
+        for part in joined.components() {
+            match part {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::CurDir => {}
+                other => resolved.push(other),
+            }
+        }
+        if let Ok(root) = StorePath::parse(dir, resolved.to_str()?) {
+            return Some(root);
+        }
+        path = resolved;
+    }
+    None
 }
 
 /// A root the binary cache has no narinfo for.

@@ -37,6 +37,7 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let (closure, plan) = ops::plan(&command.settings).map_err(|e| locate(&loaded, e))?;
     if let Some(path) = &args.html {
+        super::refuse_output_in_closure("--html", path, &command.settings, &closure)?;
         let settings = &command.settings;
         let reference = match &settings.tag {
             Some(tag) => format!("{}:{tag}", settings.name),

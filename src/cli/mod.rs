@@ -95,7 +95,7 @@ pub(crate) fn main() -> ExitCode {
     // leaving its temporary files behind: nothing to refuse to run for.
     let _ = nixlayer::cleanup::install_signal_handlers();
     limit_malloc_arenas();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -107,6 +107,10 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(cli.quiet);
+    if let Err(e) = dash_means_stdout(&mut cli.command) {
+        printer.error(&diagnostics::render(&e));
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Build(args) => run_build(args, printer),
         Command::Layers(args) => layers::run(args, printer),
@@ -140,6 +144,64 @@ pub(crate) fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `-o -` (and `layers --html -`) is stdout, as `tar -f -` and `curl -o -`
+/// have it, not a file named `-` in the working directory: `build -o -` is
+/// `build --stream`; `merge`, `layers --html` and `sbom` write `/dev/stdout`
+/// in place (a device or FIFO), as they would with that path. `--json`,
+/// which prints its summary on stdout, cannot share it with the image.
+fn dash_means_stdout(command: &mut Command) -> Result<(), UsageError> {
+    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
+    let stdout = || Some(PathBuf::from("/dev/stdout"));
+    match command {
+        Command::Build(args) if dash(&args.output) => {
+            args.output = None;
+            args.stream = true;
+        }
+        Command::Merge(args) if args.output == Path::new("-") => {
+            args.output = PathBuf::from("/dev/stdout");
+        }
+        Command::Layers(args) if dash(&args.html) => args.html = stdout(),
+        Command::Sbom(args) if dash(&args.output) => args.output = None,
+        _ => {}
+    }
+    match command {
+        Command::Build(args) if args.json && args.stream => Err(json_on_stdout(Path::new("-"))),
+        Command::Build(BuildArgs {
+            output: Some(path),
+            json: true,
+            ..
+        }) => refuse_json_onto_stdout(path),
+        Command::Merge(args) if args.json => refuse_json_onto_stdout(&args.output),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses `--json` when `-o PATH` is the file stdout is (`/dev/stdout`,
+/// `/proc/self/fd/1`, or the file stdout is redirected to): the summary
+/// would land inside or after the image.
+fn refuse_json_onto_stdout(path: &Path) -> Result<(), UsageError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(out), Ok(stdout)) = (std::fs::metadata(path), rustix::fs::fstat(io::stdout())) else {
+        return Ok(());
+    };
+    // `st_dev` and `st_ino` are u64 on the 64-bit Linux targets, wider or
+    // signed elsewhere; compare them as u64 either way.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let same = out.dev() == stdout.st_dev as u64 && out.ino() == stdout.st_ino as u64;
+    if same {
+        Err(json_on_stdout(path))
+    } else {
+        Ok(())
+    }
+}
+
+fn json_on_stdout(path: &Path) -> UsageError {
+    UsageError(format!(
+        "`--json` prints the summary on stdout, where `-o {}` writes the image: write the image to a file, or drop `--json`",
+        path.display()
+    ))
 }
 
 /// The flags of `build` that change the manifest's values.
@@ -250,18 +312,38 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         .into());
     }
     let layout = command.format == OutputFormat::OciLayout;
+    // The SBOM files beside a docker-archive or rootfs file are outputs
+    // too: held to the same checks as `-o`, and opened before the image is
+    // written, so a bad one fails the build before any output exists.
+    let beside: Vec<(nixlayer::sbom::SbomFormat, PathBuf)> = match output {
+        Some(output) => beside
+            .iter()
+            .map(|&f| (f, sbom::beside_path(output, f)))
+            .collect(),
+        None => Vec::new(),
+    };
     if let Some(output) = output {
         let inputs = build_inputs(&args.manifest, &command.settings);
         refuse_overwriting_inputs("-o", output, &inputs, layout)?;
+        for (_, path) in &beside {
+            refuse_overwriting_inputs("--sbom", path, &inputs, false)?;
+        }
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(output) = output {
-        refuse_output_in_closure(output, &command.settings, &image.closure)?;
+        refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
+        for (_, path) in &beside {
+            refuse_output_in_closure("--sbom", path, &command.settings, &image.closure)?;
+        }
     }
+    let beside = beside
+        .into_iter()
+        .map(|(f, path)| Ok((f, path.clone(), OutputFile::create(&path)?)))
+        .collect::<Result<Vec<_>, BoxError>>()?;
     if command.format == OutputFormat::Rootfs {
         write_rootfs(args, &command, &image, printer, start)?;
-        return sboms_beside(args, &command.settings, &image, &beside, printer);
+        return sboms_beside(&command.settings, &image, beside, printer);
     }
     let settings = &command.settings;
     let compress = &command.compress;
@@ -286,7 +368,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         None => {
             // `Stdout`, not its lock: the layer writer hands it to a writer thread.
             widen_stdout_pipe();
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
+            let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout()));
             let written = write_archive(&command, &image, stdout, &progress).and_then(
                 |(mut out, summary)| {
                     out.flush().map_err(ops::Error::Write)?;
@@ -337,24 +419,20 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
                 .map_or_else(String::new, |d| d.to_string()),
         ));
     }
-    sboms_beside(args, &command.settings, &image, &beside, printer)
+    sboms_beside(&command.settings, &image, beside, printer)
 }
 
 /// `build --sbom` of a docker-archive or rootfs file: the SBOMs beside it.
 fn sboms_beside(
-    args: &BuildArgs,
     settings: &BuildSettings,
     image: &ops::PreparedImage,
-    formats: &[nixlayer::sbom::SbomFormat],
+    opened: Vec<(nixlayer::sbom::SbomFormat, PathBuf, OutputFile)>,
     printer: Printer,
 ) -> Result<(), BoxError> {
-    let Some(output) = &args.output else {
-        return Ok(());
-    };
-    if formats.is_empty() {
+    if opened.is_empty() {
         return Ok(());
     }
-    for path in sbom::write_beside(output, settings, image, formats)? {
+    for path in sbom::write_beside(opened, settings, image)? {
         printer.info(&format!("wrote the SBOM → {}", path.display()));
     }
     Ok(())
@@ -388,7 +466,7 @@ fn write_rootfs(
             (on_closed_pipe(written, &shown)?, path.display().to_string())
         }
         None => {
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout().lock()));
             let written =
                 ops::rootfs::export_rootfs(settings, image, &std::env::temp_dir(), stdout)
                     .and_then(|(mut out, summary)| {
@@ -424,6 +502,37 @@ fn write_rootfs(
 
 /// `result`, with a closed pipe named as what it is: the reader of
 /// `reader` (stdout, a FIFO) stopped before the image was complete.
+/// Stdout for an image, whose write errors say they are stdout's: the
+/// layer writer names the layer it was writing, and without this a full
+/// disk behind `--stream > file` read as a problem of that store path.
+/// The error kind is kept, so a closed pipe is still recognised.
+struct NamedStdout<W>(W);
+
+/// A write to stdout failed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write the image to stdout")]
+struct StdoutWriteError(#[source] io::Error);
+
+impl<W: Write> NamedStdout<W> {
+    fn named(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), StdoutWriteError(e))
+    }
+}
+
+impl<W: Write> Write for NamedStdout<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(Self::named)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf).map_err(Self::named)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(Self::named)
+    }
+}
+
 fn on_closed_pipe<T>(result: Result<T, BoxError>, reader: &str) -> Result<T, BoxError> {
     result.map_err(|e| {
         if diagnostics::is_broken_pipe(e.as_ref()) {
@@ -485,6 +594,7 @@ fn refuse_overwriting_inputs(
 /// Refuses an output inside a store path of the image's closure (or the
 /// store directory itself), which the build reads.
 fn refuse_output_in_closure(
+    flag: &str,
     output: &Path,
     settings: &BuildSettings,
     closure: &ClosureGraph,
@@ -524,7 +634,7 @@ fn refuse_output_in_closure(
     };
     match inside {
         Some(path) => Err(UsageError(format!(
-            "`-o {}` is inside `{path}`, which the image is built from: write the output elsewhere",
+            "`{flag} {}` is inside `{path}`, which the image is built from: write the output elsewhere",
             output.display()
         ))),
         None => Ok(()),
@@ -1308,7 +1418,7 @@ fn run_build_platforms(
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(output) = output {
-            refuse_output_in_closure(output, &command.settings, &image.closure)?;
+            refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
         }
         images.push(image);
     }
@@ -1339,7 +1449,7 @@ fn run_build_platforms(
         }
         None => {
             widen_stdout_pipe();
-            let stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
+            let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout()));
             let written = OciArchiveWriter::new(stdout, mtime, compress)
                 .map_err(ops::Error::Write)
                 .and_then(|sink| ops::build_platforms(&pairs, sink, &progress))

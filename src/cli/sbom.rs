@@ -42,6 +42,9 @@ pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let settings = &command.settings;
     let (closure, plan) = ops::plan(settings).map_err(|e| layers::locate(&loaded, e))?;
+    if let Some(path) = &args.output {
+        super::refuse_output_in_closure("-o", path, settings, &closure)?;
+    }
     let docs = ops::sbom::write_sboms(settings, &closure, &plan, &[format])?;
     let Some((_, bytes)) = docs.first() else {
         return Ok(());
@@ -116,21 +119,37 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Where `build --sbom FORMAT` puts the SBOM of a docker-archive or
+/// rootfs file `output`: beside it, `OUTPUT.spdx.json` or `OUTPUT.cdx.json`.
+pub(super) fn beside_path(output: &Path, format: SbomFormat) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(format.extension());
+    PathBuf::from(name)
+}
+
 /// `build --sbom` for a docker-archive or rootfs file: each SBOM written
-/// beside `output` (`OUTPUT.spdx.json`, `OUTPUT.cdx.json`); the paths.
+/// beside the image ([`beside_path`]) through `opened`, the files opened
+/// (so checked: not a directory, not an input) before the image was
+/// written; the paths.
 pub(super) fn write_beside(
-    output: &Path,
+    opened: Vec<(SbomFormat, PathBuf, OutputFile)>,
     settings: &ops::BuildSettings,
     image: &ops::PreparedImage,
-    formats: &[SbomFormat],
 ) -> Result<Vec<PathBuf>, BoxError> {
-    let docs = ops::sbom::write_sboms(settings, &image.closure, &image.plan, formats)?;
-    let mut written = Vec::with_capacity(docs.len());
-    for (format, bytes) in docs {
-        let mut name = output.as_os_str().to_owned();
-        name.push(format.extension());
-        let path = PathBuf::from(name);
-        write_file(&path, &bytes)?;
+    let formats: Vec<SbomFormat> = opened.iter().map(|(f, _, _)| *f).collect();
+    let mut docs: std::collections::BTreeMap<SbomFormat, Vec<u8>> =
+        ops::sbom::write_sboms(settings, &image.closure, &image.plan, &formats)?
+            .into_iter()
+            .collect();
+    let mut written = Vec::with_capacity(opened.len());
+    for (format, path, mut out) in opened {
+        let bytes = docs.remove(&format).unwrap_or_default();
+        out.write_all(&bytes)
+            .map_err(|source| OutputError::Commit {
+                path: path.clone(),
+                source,
+            })?;
+        out.commit()?;
         written.push(path);
     }
     Ok(written)

@@ -31,6 +31,9 @@ const HEALTHCHECK_KEYS: [&str; 6] = [
 #[derive(Clone, Copy)]
 enum Shape {
     String,
+    /// `WorkingDir`: an absolute path, or empty for the default (runc
+    /// refuses a relative one when the container starts).
+    WorkDir,
     Strings,
     /// `Env`: `NAME=value` strings.
     EnvStrings,
@@ -50,7 +53,8 @@ enum Shape {
 impl Shape {
     fn of(key: &str) -> Option<Self> {
         Some(match key {
-            "User" | "WorkingDir" | "StopSignal" => Self::String,
+            "User" | "StopSignal" => Self::String,
+            "WorkingDir" => Self::WorkDir,
             "Entrypoint" | "Cmd" | "OnBuild" | "Shell" => Self::Strings,
             "Env" => Self::EnvStrings,
             "ExposedPorts" => Self::Ports,
@@ -65,7 +69,7 @@ impl Shape {
 
     fn expected(self) -> &'static str {
         match self {
-            Self::String => "a string",
+            Self::String | Self::WorkDir => "a string",
             Self::Strings | Self::EnvStrings => "an array of strings",
             Self::Ports | Self::Paths => "a table of empty tables",
             Self::StringMap => "a table of strings",
@@ -79,6 +83,7 @@ impl Shape {
     fn hint(self, key: &str) -> Option<String> {
         let example = match self {
             Self::String => format!("{key} = \"…\""),
+            Self::WorkDir => format!("{key} = \"/app\""),
             Self::Strings => format!("{key} = [\"/bin/app\", \"--flag\"]"),
             Self::EnvStrings => format!("{key} = [\"NAME=value\"]"),
             Self::Ports => format!("{key} = {{ \"8080/tcp\" = {{}} }}"),
@@ -170,9 +175,22 @@ fn wrong(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) ->
 /// The first problem of `value` (the value of `key`, at `dotted`).
 fn check(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) -> Option<Bad> {
     match (shape, value.get_ref()) {
-        (Shape::String, DeValue::String(_))
-        | (Shape::Bool, DeValue::Boolean(_))
-        | (Shape::Integer, DeValue::Integer(_)) => None,
+        (Shape::String, DeValue::String(s)) => nul_problem(dotted, s).map(|message| Bad {
+            span: value.span(),
+            message,
+            hint: None,
+        }),
+        (Shape::WorkDir, DeValue::String(s)) => nul_problem(dotted, s)
+            .or_else(|| {
+                (!s.is_empty() && !s.starts_with('/'))
+                    .then(|| format!("invalid value for `{dotted}`: `{s}` is not an absolute path"))
+            })
+            .map(|message| Bad {
+                span: value.span(),
+                message,
+                hint: shape.hint(key),
+            }),
+        (Shape::Bool, DeValue::Boolean(_)) | (Shape::Integer, DeValue::Integer(_)) => None,
         (Shape::NonNegative, DeValue::Integer(i)) => {
             if i.as_str().trim_start().starts_with('-') {
                 Some(Bad {
@@ -188,6 +206,13 @@ fn check(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) ->
             items.into_iter().find_map(|item| match item.get_ref() {
                 DeValue::String(s) => {
                     let s: &str = s;
+                    if let Some(message) = nul_problem(dotted, s) {
+                        return Some(Bad {
+                            span: item.span(),
+                            message,
+                            hint: None,
+                        });
+                    }
                     let bad_env = matches!(shape, Shape::EnvStrings)
                         && s.split_once('=').is_none_or(|(name, _)| name.is_empty());
                     bad_env.then(|| Bad {
@@ -244,6 +269,7 @@ fn check(dotted: &str, key: &str, shape: Shape, value: &Spanned<DeValue<'_>>) ->
         // Every shape by name, so a new one must say what it accepts above.
         (
             Shape::String
+            | Shape::WorkDir
             | Shape::Strings
             | Shape::EnvStrings
             | Shape::Ports
@@ -287,6 +313,19 @@ fn empty_tables(
                 hint: shape.hint(key),
             }),
         }
+    })
+}
+
+/// Why `s`, a string of `dotted`, cannot reach a process, if it cannot: a
+/// NUL byte ends a C string, so runc refuses to start a container whose
+/// argument, environment, user or directory holds one.
+fn nul_problem(dotted: &str, s: &str) -> Option<String> {
+    s.contains('\0').then(|| {
+        format!(
+            "invalid value for `{dotted}`: `{}` holds a NUL byte, which no process argument, \
+             environment variable, user or path can",
+            s.escape_debug()
+        )
     })
 }
 

@@ -280,6 +280,16 @@ fn rephrase(
     }
     if let Some(rest) = raw.strip_prefix("invalid type: ") {
         if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+            // An integer beyond 64 bits reaches serde as an i128, which no
+            // field takes: out of the field's range, as any other.
+            if let Some(number) = found.strip_suffix(" as i128") {
+                if let Some(range) = integer_range(expected) {
+                    return (
+                        format!("invalid value for {key}: expected {range}, found {number}"),
+                        None,
+                    );
+                }
+            }
             // serde sees a TOML date-time as a one-key table.
             let found = match location.found {
                 Some("a date-time") => "a date-time".to_owned(),

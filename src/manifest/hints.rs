@@ -15,28 +15,12 @@ pub(super) fn mode_hint(key: &str) -> String {
     format!("write the mode as an octal string, e.g. `{key} = \"0644\"`, or as `0o644`")
 }
 
-/// Levenshtein distance in characters. Hand-written: ten lines do not
-/// justify a dependency, and only short key names are compared.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    // One row of the classic dynamic-programming table at a time.
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
 /// The candidate nearest to `word`, if it is close enough to be a likely
 /// typo: about a third of the word's length in edits, rounded up, so
 /// `rots` → `roots` and `sauce` → `source` qualify but `foo` → `os` does
-/// not. A candidate differing only by case always qualifies
+/// not. Edits are strsim's optimal-string-alignment distance, which counts
+/// two swapped letters as one edit: `tga` → `tag`, the commonest typo,
+/// qualifies (plain Levenshtein counts it as two). A candidate differing only by case always qualifies
 /// (`entrypoint` → `Entrypoint`).
 pub(super) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let limit = word.chars().count().div_ceil(3).max(1);
@@ -46,7 +30,7 @@ pub(super) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
             let distance = if c.eq_ignore_ascii_case(word) {
                 0
             } else {
-                edit_distance(word, c)
+                strsim::osa_distance(word, c)
             };
             (distance, c)
         })
@@ -75,20 +59,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn edit_distance_is_levenshtein() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("rots", "roots"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("abc", ""), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
-
-    #[test]
     fn nearest_picks_a_close_key_or_none() {
         let keys = ["roots", "source", "exclude"];
         assert_eq!(nearest("rots", &keys), Some("roots"));
         assert_eq!(nearest("sauce", &keys), Some("source"));
         assert_eq!(nearest("zzzzzz", &keys), None);
+        // Swapped letters are one edit.
+        assert_eq!(nearest("tga", &["name", "tag", "os"]), Some("tag"));
+        assert_eq!(nearest("soruce", &keys), Some("source"));
         assert_eq!(nearest("foo", &["os", "tag"]), None);
         assert_eq!(
             nearest("entrypoint", &["Cmd", "Entrypoint"]),

@@ -31,6 +31,49 @@ pub use schema::json_schema;
 
 use crate::input::read_bounded;
 
+/// `created` / `mtime`: a string, or a TOML date-time as its RFC 3339
+/// text, since TOML has a type for exactly this and users write it. The
+/// text is checked later like any string, so a local date-time or a bare
+/// date (no offset: not a point in time) is refused at its line there.
+fn time_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Spanned<String>>, D::Error> {
+    struct TimeText(String);
+
+    impl<'de> Deserialize<'de> for TimeText {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Text;
+            impl<'de> serde::de::Visitor<'de> for Text {
+                type Value = TimeText;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string or a date-time")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TimeText, E> {
+                    Ok(TimeText(v.to_owned()))
+                }
+                // toml hands a date-time over as a one-key table only its
+                // own `Datetime` reads.
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<TimeText, A::Error> {
+                    let datetime = toml::value::Datetime::deserialize(
+                        serde::de::value::MapAccessDeserializer::new(map),
+                    )?;
+                    Ok(TimeText(datetime.to_string()))
+                }
+            }
+            deserializer.deserialize_any(Text)
+        }
+    }
+
+    let value = Option::<Spanned<TimeText>>::deserialize(deserializer)?;
+    Ok(value.map(|v| {
+        let span = v.span();
+        Spanned::new(span, v.into_inner().0)
+    }))
+}
+
 /// The largest manifest read: hand-written TOML is kilobytes.
 pub const MANIFEST_LIMIT: u64 = 16 << 20;
 
@@ -53,9 +96,13 @@ pub struct Manifest {
     pub os: Option<Spanned<String>>,
     /// CPU variant (arm).
     pub variant: Option<Spanned<String>>,
-    /// RFC 3339 or `now`; image metadata only.
+    /// RFC 3339 or `now`; image metadata only. A TOML date-time
+    /// (`created = 2024-01-01T00:00:00Z`, unquoted) is taken as its text.
+    #[serde(default, deserialize_with = "time_text")]
     pub created: Option<Spanned<String>>,
-    /// RFC 3339 or `now`; timestamp of every file in every layer.
+    /// RFC 3339 or `now`; timestamp of every file in every layer; a TOML
+    /// date-time as for `created`.
+    #[serde(default, deserialize_with = "time_text")]
     pub mtime: Option<Spanned<String>>,
     /// Total layer budget.
     pub max_layers: Option<Spanned<u32>>,

@@ -15,6 +15,73 @@ use super::{Error, LoadedManifest, SourceSpec};
 use crate::codec::Compression;
 use crate::nix::narinfo::PublicKey;
 
+/// Go's `GOARCH` words (go/build's `knownArch`), the image-spec's
+/// `architecture` values.
+pub(super) const GOARCH: [&str; 24] = [
+    "386",
+    "amd64",
+    "amd64p32",
+    "arm",
+    "armbe",
+    "arm64",
+    "arm64be",
+    "loong64",
+    "mips",
+    "mipsle",
+    "mips64",
+    "mips64le",
+    "mips64p32",
+    "mips64p32le",
+    "ppc",
+    "ppc64",
+    "ppc64le",
+    "riscv",
+    "riscv64",
+    "s390",
+    "s390x",
+    "sparc",
+    "sparc64",
+    "wasm",
+];
+
+/// Go's `GOOS` words (go/build's `knownOS`), the image-spec's `os` values.
+pub(super) const GOOS: [&str; 18] = [
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "hurd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "nacl",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+    "zos",
+];
+
+/// The hint for an architecture spelled as Nix systems, `uname -m` or
+/// Debian spell it (or Go's word in other case).
+fn arch_alias(word: &str) -> Option<&'static str> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "x86_64" | "x86-64" | "x64" | "amd64" => "write `amd64` (Go's spelling of x86_64)",
+        "aarch64" | "arm64" | "armv8" | "armv8l" => "write `arm64` (Go's spelling of aarch64)",
+        "i386" | "i486" | "i586" | "i686" | "x86" | "386" => "write `386` (Go's spelling of x86)",
+        "armv7l" | "armv7" | "armhf" | "armv7a" => "write `arm` with `variant = \"v7\"`",
+        "armv6l" | "armv6" | "armel" => "write `arm` with `variant = \"v6\"`",
+        "powerpc64le" | "ppc64el" => "write `ppc64le`",
+        "powerpc64" => "write `ppc64`",
+        "loongarch64" => "write `loong64`",
+        _ => return None,
+    })
+}
+
 /// The layer budget when `max_layers` is not set (nixpkgs' `maxLayers` default).
 pub const DEFAULT_MAX_LAYERS: u32 = 100;
 
@@ -164,6 +231,7 @@ impl LoadedManifest {
     pub fn validate(&self) -> Result<(), Error> {
         let errors = [
             self.store_dir().err(),
+            self.platform_words().err(),
             self.max_layers().err(),
             self.closure_source().err(),
             self.check_config().err(),
@@ -181,6 +249,61 @@ impl LoadedManifest {
             Error::Io { .. } | Error::Flag { .. } | Error::Environment { .. } => (0, 0),
         });
         first.map_or(Ok(()), Err)
+    }
+
+    /// `architecture` (top-level and each `[[platforms]]` entry's) and
+    /// `os` are Go's words, as OCI image configs and indexes use them
+    /// (image-spec `config.md`); anything else built an image that no
+    /// runtime or registry matches to a platform (`aarch64` is no
+    /// `arm64` to `docker pull --platform`). Nix's and uname's spellings
+    /// get the GOARCH word as the hint.
+    ///
+    /// # Errors
+    /// At the first value that is not a known `GOARCH` / `GOOS`.
+    fn platform_words(&self) -> Result<(), Error> {
+        let m = &self.manifest;
+        let arches = m
+            .architecture
+            .iter()
+            .chain(m.platforms.iter().map(|p| &p.architecture));
+        for arch in arches {
+            let word = arch.get_ref().as_str();
+            if !GOARCH.contains(&word) {
+                let hint = arch_alias(word)
+                    .map(str::to_owned)
+                    .or_else(|| nearest(word, &GOARCH).map(|w| format!("did you mean `{w}`?")))
+                    .unwrap_or_else(|| {
+                        "use Go's spelling (GOARCH), as OCI does: `amd64`, `arm64`, `arm`, `386`, `ppc64le`, `s390x`, `riscv64`, …".to_owned()
+                    });
+                return Err(self.error_at(
+                    arch.span(),
+                    format!("`{word}` is not an OCI architecture"),
+                    Some(hint),
+                ));
+            }
+        }
+        if let Some(os) = &m.os {
+            let word = os.get_ref().as_str();
+            if !GOOS.contains(&word) {
+                // A Linux distribution or a Nix system's kernel half is Linux.
+                let linux = ["nixos", "gnu", "gnu/linux", "linux-gnu", "x86_64-linux"]
+                    .contains(&word.to_ascii_lowercase().as_str());
+                let hint = if linux {
+                    "write `linux`".to_owned()
+                } else {
+                    nearest(word, &GOOS).map_or_else(
+                        || "use Go's spelling (GOOS), as OCI does: `linux`, …".to_owned(),
+                        |w| format!("did you mean `{w}`?"),
+                    )
+                };
+                return Err(self.error_at(
+                    os.span(),
+                    format!("`{word}` is not an OCI operating system"),
+                    Some(hint),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `store.dir`, default `/nix/store`, without a trailing slash.

@@ -43,6 +43,7 @@ fn add_platforms(schema: &mut Value) {
             "architecture": {
                 "type": "string",
                 "description": "GOARCH spelling (`amd64`, `arm64`, …).",
+                "enum": super::resolved::GOARCH,
                 "examples": ["arm64"],
             },
             "variant": {
@@ -98,11 +99,13 @@ fn base_schema() -> Value {
             "architecture": {
                 "type": "string",
                 "description": "GOARCH spelling (`amd64`, `arm64`, …); default the host's.",
+                "enum": super::resolved::GOARCH,
                 "examples": ["amd64", "arm64"],
             },
             "os": {
                 "type": "string",
-                "description": "Image OS.",
+                "description": "Image OS, GOOS spelling.",
+                "enum": super::resolved::GOOS,
                 "default": "linux",
             },
             "variant": {
@@ -111,13 +114,13 @@ fn base_schema() -> Value {
             },
             "created": {
                 "type": "string",
-                "description": "RFC 3339 or `now`; image metadata only. When unset, `SOURCE_DATE_EPOCH` from the environment if set, else 1970-01-01T00:00:01Z.",
+                "description": "RFC 3339 or `now` (or an unquoted TOML date-time with an offset); image metadata only. When unset, `SOURCE_DATE_EPOCH` from the environment if set, else 1970-01-01T00:00:01Z.",
                 "default": DEFAULT_TIME,
                 "examples": ["now"],
             },
             "mtime": {
                 "type": "string",
-                "description": "RFC 3339 or `now`; timestamp of every file in every layer. Default: the value of `created`.",
+                "description": "RFC 3339 or `now` (or an unquoted TOML date-time with an offset); timestamp of every file in every layer. Default: the value of `created`.",
                 "examples": [DEFAULT_TIME],
             },
             "annotations": {
@@ -338,7 +341,11 @@ fn config_key(key: &str) -> Value {
         "Entrypoint" => strings("The command run when the container starts."),
         "Cmd" => strings("Arguments to the entry point (or the command, without one)."),
         "Volumes" => set("Directories holding data, as `\"/data\" = {}`."),
-        "WorkingDir" => string("Current directory of the process."),
+        "WorkingDir" => json!({
+            "type": "string",
+            "pattern": "^(/|$)",
+            "description": "Current directory of the process: an absolute path (empty: `/`).",
+        }),
         "Labels" => json!({
             "type": "object",
             "additionalProperties": {"type": "string"},

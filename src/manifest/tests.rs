@@ -627,12 +627,125 @@ fn config_values_have_the_oci_types() {
     ));
 }
 
+/// Strings runc cannot start a container with are refused at load, at
+/// their value: a relative `WorkingDir` ("Cwd must be an absolute path")
+/// and a NUL byte in an argument, variable, user or directory ("environment
+/// variable value can't contain null"). They used to build an image that
+/// `docker load` took and `docker run` refused.
+#[test]
+fn config_strings_no_container_can_start_with_are_refused() {
+    let config = |body: &str| format!("name = \"a\"\n[closure]\n[config]\n{body}\n");
+    for (body, at, words) in [
+        (
+            "WorkingDir = \"app\"",
+            (4, 14),
+            &["`config.WorkingDir`", "absolute"][..],
+        ),
+        ("WorkingDir = \"./\"", (4, 14), &["absolute"]),
+        ("WorkingDir = \"/a\\u0000\"", (4, 14), &["NUL"]),
+        (
+            "Env = [\"A=1\", \"B=\\u0000\"]",
+            (4, 15),
+            &["`config.Env`", "NUL"],
+        ),
+        ("Entrypoint = [\"/bin/a\\u0000b\"]", (4, 15), &["NUL"]),
+        (
+            "Cmd = [\"x\", \"\\u0000\"]",
+            (4, 13),
+            &["`config.Cmd`", "NUL"],
+        ),
+        ("User = \"root\\u0000\"", (4, 8), &["`config.User`", "NUL"]),
+    ] {
+        let (line, column, message, _) = invalid(&config(body));
+        assert_eq!((line, column), at, "{body}: {message}");
+        for word in words {
+            assert!(message.contains(word), "{body}: {message} lacks {word}");
+        }
+        assert!(!message.contains('\0'), "{body}: raw NUL in {message:?}");
+    }
+    // The platform's own `[platforms.config]` is held to the same rule.
+    let (line, _, message, _) = invalid(
+        "name = \"a\"\n[closure]\n[[platforms]]\narchitecture = \"arm64\"\n\
+         [platforms.closure]\n[platforms.config]\nWorkingDir = \"rel\"\n",
+    );
+    assert_eq!(line, 7, "{message}");
+    // Empty is the runtime's default directory, `/`.
+    ok(&config("WorkingDir = \"\""));
+}
+
+/// `architecture` and `os` are Go's words, as OCI uses them: Nix's and
+/// uname's spellings (`aarch64`, `x86_64`) used to go into the image
+/// config as they were, where no platform match finds them; now they are
+/// refused at their line with the GOARCH word as the hint.
+#[test]
+fn architecture_and_os_are_go_words() {
+    for (text, at, hint) in [
+        ("architecture = \"aarch64\"\n", (1, 16), "`arm64`"),
+        ("architecture = \"x86_64\"\n", (1, 16), "`amd64`"),
+        ("architecture = \"armv7l\"\n", (1, 16), "variant = \"v7\""),
+        ("architecture = \"AMD64\"\n", (1, 16), "`amd64`"),
+        (
+            "architecture = \"amd46\"\n",
+            (1, 16),
+            "did you mean `amd64`?",
+        ),
+        ("os = \"Linux\"\n", (1, 6), "did you mean `linux`?"),
+        ("os = \"nixos\"\n", (1, 6), "write `linux`"),
+        ("os = \"multics\"\n", (1, 6), "GOOS"),
+    ] {
+        let (line, column, message, got) = invalid(&format!("{text}name = \"a\"\n[closure]\n"));
+        assert_eq!((line, column), at, "{text}: {message}");
+        assert!(message.contains("is not an OCI"), "{text}: {message}");
+        let got = got.unwrap_or_default();
+        assert!(got.contains(hint), "{text}: {got}");
+    }
+    // Each `[[platforms]]` entry's too.
+    let (line, _, message, _) = invalid(
+        "name = \"a\"\n[closure]\n[[platforms]]\narchitecture = \"aarch64\"\n[platforms.closure]\n",
+    );
+    assert_eq!(line, 4, "{message}");
+    for arch in [
+        "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "loong64",
+    ] {
+        ok(&format!(
+            "architecture = \"{arch}\"\nos = \"linux\"\nname = \"a\"\n[closure]\n"
+        ));
+    }
+}
+
+/// `created` and `mtime` take TOML's own date-time (unquoted) as its RFC
+/// 3339 text, the same image as the quoted string; they used to be
+/// refused as "expected a string, found a date-time". A date-time without
+/// an offset, or a bare date, is no point in time: refused at its value.
+#[test]
+fn created_and_mtime_take_a_toml_date_time() {
+    let m = ok("name = \"a\"\ncreated = 2024-01-01T02:00:00+02:00\nmtime = 1970-01-01T00:00:01Z\n[closure]\n");
+    assert_eq!(
+        m.manifest.created.as_ref().unwrap().get_ref(),
+        "2024-01-01T02:00:00+02:00"
+    );
+    assert_eq!(
+        m.manifest.mtime.as_ref().unwrap().get_ref(),
+        "1970-01-01T00:00:01Z"
+    );
+    let (line, column, message, _) = invalid("name = \"a\"\ncreated = 5\n[closure]\n");
+    assert_eq!((line, column), (2, 11), "{message}");
+    assert!(message.contains("date-time"), "{message}");
+    // The text is then checked as a quoted one would be (`resolve_build`).
+    let m = ok("name = \"a\"\nmtime = 2024-01-01\n[closure]\n");
+    assert_eq!(m.manifest.mtime.as_ref().unwrap().get_ref(), "2024-01-01");
+    assert_eq!(m.manifest.mtime.as_ref().unwrap().span(), 19..29);
+}
+
 /// Ids are 32-bit: 2^32 and above are refused where they are written.
 #[test]
 fn ids_beyond_32_bits_are_refused_at_their_line() {
     for (body, line) in [
         ("[owner]\nuid = 4294967296\n", 5),
         ("[owner]\ngid = 18446744073709551615\n", 5),
+        // Beyond 64 bits too: no Rust type (`as i128`) in the message.
+        ("[owner]\nuid = 99999999999999999999\n", 5),
+        ("[owner]\nuid = -99999999999999999999\n", 5),
         (
             "[[customisation.permissions]]\npath = \"/x\"\nuid = 4294967296\n",
             6,
@@ -645,7 +758,12 @@ fn ids_beyond_32_bits_are_refused_at_their_line() {
         let (l, _, message, _) = invalid(&format!("name = \"a\"\n[closure]\n\n{body}"));
         assert_eq!(l, line, "{body}: {message}");
         assert!(message.contains("4294967295"), "{body}: {message}");
+        assert!(!message.contains("i128"), "{body}: {message}");
     }
+    let (_, _, message, _) =
+        invalid("max_layers = 99999999999999999999\nname = \"a\"\n[closure]\n");
+    assert!(message.contains("from 0 to 4294967295"), "{message}");
+    assert!(!message.contains("i128"), "{message}");
     let m = ok("name = \"a\"\n[closure]\n[owner]\nuid = 4294967295\ngid = 4294967295\n");
     assert_eq!(m.manifest.owner.uid, Some(u32::MAX));
 }

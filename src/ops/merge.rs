@@ -2,8 +2,8 @@
 //! they hold, with nixpkgs' `mergeImages` semantics: the members of all
 //! inputs, the first copy of a member name winning (layers are named by
 //! content, so a layer two images share is stored once); `manifest.json`
-//! entries concatenated in input order; `repositories` objects united,
-//! later keys winning. Inputs may be plain, gzip, zstd or xz.
+//! entries concatenated in input order (but one tag naming two different
+//! images is refused); `repositories` objects united, later keys winning. Inputs may be plain, gzip, zstd or xz.
 //!
 //! Inputs are hostile: before anything is written, every member is checked
 //! and the merge is refused (naming the input and the member) when one has
@@ -63,6 +63,10 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// One reference names two different images: `docker load` would keep
+    /// the later and silently untag the earlier.
+    #[error(transparent)]
+    TagConflict(Box<ImagesError>),
     /// The output could not be written.
     #[error("failed to write the merged archive")]
     Write(#[source] io::Error),
@@ -174,8 +178,8 @@ pub fn default_codec(inputs: &[ImageArchive]) -> Compression {
 /// gets `mtime`, owner 0:0.
 ///
 /// # Errors
-/// When an input is not a docker-archive or cannot be read, or `out`
-/// cannot be written.
+/// When an input is not a docker-archive or cannot be read, two inputs
+/// name different images by one tag, or `out` cannot be written.
 pub fn merge<W: Write>(
     inputs: &[ImageArchive],
     mtime: u64,
@@ -191,6 +195,19 @@ pub fn merge<W: Write>(
         }
     }
     check_member_names(inputs)?;
+    // nixpkgs concatenates the entries whatever their tags; refused here
+    // as `merge_images` refuses it, since `docker load` of such an archive
+    // keeps one image per tag and drops the other's name without a word.
+    // The same image twice (one config) is no conflict.
+    let mut names: BTreeMap<String, (Digest, PathBuf)> = BTreeMap::new();
+    for input in inputs {
+        for image in input.images() {
+            for tag in &image.tags {
+                claim(&mut names, tag, image.config_digest, input.path())
+                    .map_err(|e| Error::TagConflict(Box::new(e)))?;
+            }
+        }
+    }
     let mut tar = TarWriter::new(BlobWriter::stream(out, compress).map_err(Error::Write)?);
     let header =
         |name: &str, kind: Kind, size: u64| Header::archive_member(name, kind, size, mtime);

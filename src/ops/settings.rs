@@ -541,6 +541,25 @@ fn annotations(
         let (target, text) = match flag.split_once(':') {
             Some(("index", rest)) => (&mut index, rest),
             Some(("manifest", rest)) => (&mut manifest, rest),
+            // A word of letters and `-` before the first `:` (and before
+            // any `=`) is a level: buildx's others (`manifest-descriptor`,
+            // `index-descriptor`) or a typo (`idnex`) would otherwise
+            // become part of the key, silently. Keys in reverse-domain
+            // notation hold a `.` before any `:`.
+            Some((level, rest))
+                if rest.contains('=')
+                    && !level.is_empty()
+                    && level.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') =>
+            {
+                return Err(Error::Flag {
+                    flag: "--annotation".to_owned(),
+                    message: format!("`{flag}`: unknown level `{level}`"),
+                    hint: Some(
+                        "the level is `manifest:` (the default) or `index:`; docker-archive and descriptor annotations are not written"
+                            .to_owned(),
+                    ),
+                });
+            }
             _ => (&mut manifest, flag.as_str()),
         };
         match text.split_once('=') {

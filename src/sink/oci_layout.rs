@@ -376,7 +376,7 @@ fn staging_dir(parent: &Path) -> io::Result<TempDir> {
         use std::os::unix::fs::PermissionsExt as _;
         builder.permissions(fs::Permissions::from_mode(0o777));
     }
-    builder.tempdir_in(parent)
+    builder.tempdir_in(parent).map_err(super::output::os_cause)
 }
 
 /// Whether `dir` holds nothing but our own temporary entries.

@@ -89,7 +89,7 @@ pub(crate) fn naming(path: &Path, e: io::Error) -> io::Error {
 
 /// The error without `tempfile`'s ` at path "…"` suffix, which names the
 /// temporary file, a name the user never chose.
-fn os_cause(e: io::Error) -> io::Error {
+pub(super) fn os_cause(e: io::Error) -> io::Error {
     let text = e.to_string();
     match text.split_once(" at path \"") {
         Some((cause, _)) => match e.raw_os_error() {

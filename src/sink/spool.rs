@@ -66,7 +66,7 @@ impl SpooledBlob {
         )
         .map_err(|source| Error::Io {
             path: dir.to_owned(),
-            source,
+            source: super::output::os_cause(source),
         })?;
         Ok(Self {
             file: BufWriter::with_capacity(buffer, temp),

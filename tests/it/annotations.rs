@@ -161,6 +161,48 @@ fn bad_annotations_are_located_errors() {
     );
 }
 
+/// `--annotation LEVEL:KEY=VALUE` with a level other than `manifest` or
+/// `index` (buildx's `manifest-descriptor`, a typo) is a usage error
+/// naming it; it used to become part of the key (`idnex:k`) silently. A
+/// key with a `:` after a reverse-domain prefix stays a key.
+#[test]
+fn an_unknown_annotation_level_is_refused() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path(), "");
+    let out = tmp.path().join("x.tar");
+    for flag in ["idnex:a.b=c", "manifest-descriptor:a.b=c"] {
+        let failed = run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--format", "oci-archive", "--annotation", flag, "-o"])
+                .arg(&out),
+            2,
+        );
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        let level = flag.split(':').next().unwrap();
+        assert!(
+            stderr.contains(&format!("unknown level `{level}`")),
+            "{stderr}"
+        );
+        assert!(!out.exists());
+    }
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .args([
+                "--format",
+                "oci-archive",
+                "--annotation",
+                "org.example:x=1",
+                "-o",
+            ])
+            .arg(&out),
+        0,
+    );
+}
+
 #[test]
 fn push_writes_the_annotations_to_the_registry() {
     use crate::push::registry_ready;

@@ -80,6 +80,33 @@ fn wrong_type() {
     );
 }
 
+/// An unquoted TOML date-time builds the image the quoted string does; an
+/// unquoted date (no time, no offset) fails at its line as the string would.
+#[test]
+fn created_as_a_toml_date_time() {
+    let tmp = util::temp_dir();
+    let graph = util::repo().join("fixtures/example/graph.json");
+    let text = |created: &str| {
+        format!(
+            "name = \"x\"\ntag = \"1\"\ncreated = {created}\n[store]\nroot = \"{}\"\n[closure]\nroots = [\"{ROOT}\"]\nsource = {{ graph = \"{}\" }}\n",
+            example_store(),
+            graph.display()
+        )
+    };
+    let mut images = Vec::new();
+    for (name, created) in [
+        ("quoted.toml", "\"2024-01-01T00:00:00Z\""),
+        ("bare.toml", "2024-01-01T00:00:00Z"),
+    ] {
+        let manifest = util::write(tmp.path(), name, &text(created));
+        let out = run(nixlayer().arg("build").arg(&manifest).arg("--stream"), 0);
+        images.push(out.stdout);
+    }
+    assert!(images[0] == images[1], "other bytes");
+    let stderr = fails(&text("2024-01-01"), &[], "image.toml:3:11");
+    assert!(stderr.contains("RFC 3339"), "{stderr}");
+}
+
 #[test]
 fn root_outside_store_dir() {
     fails(

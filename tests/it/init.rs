@@ -86,6 +86,54 @@ fn init_fails(args: &[&str], code: i32, names: &str) -> String {
     stderr
 }
 
+/// `nixlayer init ./result`: the out-link `nix build` leaves (here a
+/// chain of them, relative and absolute) names the store path it leads to,
+/// as for `nix-store -qR ./result`; it used to be refused as "not inside
+/// the store directory". A link leading out of the store still is.
+#[test]
+fn init_follows_out_links_to_their_store_path() {
+    let tmp = util::temp_dir();
+    let dir = tmp.path().join("store");
+    let root = dir.join("00000000000000000000000000000000-tool-1.0");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::os::unix::fs::symlink(
+        "../store/00000000000000000000000000000000-tool-1.0",
+        work.join("result"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("result", work.join("result-2")).unwrap();
+    std::os::unix::fs::symlink(work.join("result-2"), work.join("abs")).unwrap();
+    let dir_arg = dir.to_str().unwrap();
+    let direct = run(
+        nixlayer().args(["init", "--store-dir", dir_arg]).arg(&root),
+        0,
+    )
+    .stdout;
+    for link in ["./result", "result-2", "abs"] {
+        let out = run(
+            nixlayer()
+                .args(["init", "--store-dir", dir_arg, link])
+                .current_dir(&work),
+            0,
+        );
+        assert_eq!(out.stdout, direct, "{link}");
+    }
+    std::os::unix::fs::symlink("/usr/bin", work.join("elsewhere")).unwrap();
+    let out = run(
+        nixlayer()
+            .args(["init", "--store-dir", dir_arg, "elsewhere"])
+            .current_dir(&work),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`elsewhere` is not a valid store path"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn init_refuses_what_is_not_a_store_path_on_disk() {
     // Not store paths: usage errors (2), like any malformed argument.

@@ -455,6 +455,47 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     );
 }
 
+/// Two docker-archives holding different images under one tag: the
+/// docker-archive merge (nixpkgs' member-level path) refuses them as the
+/// other outputs do, leaving nothing, instead of an archive whose `docker
+/// load` silently untags the first image. The same image twice merges.
+#[test]
+fn one_tag_for_two_images_is_refused_in_a_docker_archive_merge_too() {
+    let tmp = util::temp_dir();
+    let (a, b) = (tmp.path().join("a.tar"), tmp.path().join("b.tar"));
+    let name = "nixlayer-test/merge-conflict";
+    build(&example(tmp.path(), name, "1", "a", false), &[], &a);
+    build(&example(tmp.path(), name, "1", "b", false), &[], &b);
+    let out = tmp.path().join("out.tar");
+    for args in [
+        &[][..],
+        &["--format", "docker-archive"],
+        &["--format", "oci-archive"],
+    ] {
+        let stderr = merge(&[&a, &b], args, &out, 1);
+        assert!(
+            stderr.contains(&format!("`{name}:1` names two different images")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("a.tar") && stderr.contains("b.tar"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!out.exists(), "{args:?}");
+        assert_eq!(
+            files(tmp.path())
+                .iter()
+                .filter(|f| f.contains(".nixlayer"))
+                .count(),
+            0
+        );
+    }
+    merge(&[&a, &a], &[], &out, 0);
+    let manifest = tool("tar", &["-xOf", out.to_str().unwrap(), "manifest.json"]);
+    assert_eq!(json(&manifest).as_array().unwrap().len(), 2);
+}
+
 /// Merges `inputs` into each output format in `dir`, which must fail
 /// saying every one of `wanted` and leave no output and no temporary file.
 fn refused_leaving_nothing(dir: &Path, inputs: &[&Path], wanted: &[&str]) {

@@ -146,6 +146,117 @@ fn dev_null_and_dev_stdout_are_written_in_place_never_replaced() {
         .is_char_device());
 }
 
+/// `-o -` is stdout, as for `tar -f -` and `curl -o -`: `build -o -` is
+/// `build --stream`, and `merge`, `layers --html` and `sbom` write stdout;
+/// no file named `-` appears. `--json` is refused (exit 2, nothing built)
+/// when the image goes to stdout, by `-o -`, `/dev/stdout` or the file
+/// stdout is redirected to: the summary used to land after the image in a
+/// pipe, or over its first bytes in a file.
+#[test]
+fn dash_is_stdout_and_json_never_shares_stdout_with_the_image() {
+    let tmp = util::temp_dir();
+    let expected = streamed();
+    let dash = |args: &[&str]| {
+        let out = run(nixlayer().args(args).current_dir(tmp.path()), 0);
+        assert!(!tmp.path().join("-").exists(), "{args:?} wrote a file `-`");
+        out.stdout
+    };
+    let manifest = example();
+    let manifest = manifest.to_str().unwrap();
+    assert!(
+        dash(&["build", manifest, "-o", "-"]) == expected,
+        "other bytes"
+    );
+    let image = tmp.path().join("a.tar");
+    std::fs::write(&image, &expected).unwrap();
+    let merged = dash(&["merge", image.to_str().unwrap(), "-o", "-"]);
+    let merged_file = tmp.path().join("merged.tar");
+    run(
+        nixlayer()
+            .arg("merge")
+            .arg(&image)
+            .arg("-o")
+            .arg(&merged_file),
+        0,
+    );
+    assert!(
+        merged == std::fs::read(&merged_file).unwrap(),
+        "merge: other bytes"
+    );
+    let html = dash(&["layers", manifest, "--html", "-"]);
+    assert!(html.starts_with(b"<!doctype html>"));
+    let spdx = dash(&["sbom", manifest, "--format", "spdx-json", "-o", "-"]);
+    serde_json::from_slice::<Value>(&spdx).expect("SPDX JSON on stdout");
+
+    // `--json` with the image on stdout: a usage error before any work.
+    for (command, target) in [("build", "-"), ("build", "/dev/stdout"), ("merge", "-")] {
+        let input = if command == "build" {
+            manifest
+        } else {
+            image.to_str().unwrap()
+        };
+        let out = run(
+            nixlayer()
+                .args([command, input, "-o", target, "--json"])
+                .current_dir(tmp.path()),
+            2,
+        );
+        assert!(out.stdout.is_empty(), "{command} -o {target}: wrote stdout");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: `--json`"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // Stdout redirected to the output file itself.
+    let out_file = tmp.path().join("out.tar");
+    let redirected = std::fs::File::create(&out_file).unwrap();
+    let out = run(
+        nixlayer()
+            .args(["build", manifest, "--json", "-o"])
+            .arg(&out_file)
+            .stdout(redirected),
+        2,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--json`"));
+    assert_eq!(std::fs::metadata(&out_file).unwrap().len(), 0);
+    // Another file: `--json` as before.
+    let other = tmp.path().join("other.tar");
+    let out = run(
+        nixlayer()
+            .args(["build", manifest, "--json", "-o"])
+            .arg(&other),
+        0,
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["reference"], "nixlayer/example:0.3");
+}
+
+/// `--stream` onto a full disk (stdout is `/dev/full`): exit 1, and the
+/// error says stdout could not be written; it used to name only the store
+/// path whose layer was being written, as if that path were the problem.
+#[test]
+fn a_stream_write_error_names_stdout() {
+    for format in ["docker-archive", "rootfs", "oci-archive"] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = run(
+            nixlayer()
+                .arg("build")
+                .arg(example())
+                .args(["--stream", "--format", format])
+                .stdout(full),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("failed to write the image to stdout"),
+            "{format}: {stderr}"
+        );
+        assert!(stderr.contains("No space left"), "{format}: {stderr}");
+    }
+}
+
 #[test]
 fn a_fifo_gets_the_image_when_read_and_stays_a_fifo() {
     let tmp = util::temp_dir();
@@ -297,6 +408,97 @@ fn an_output_naming_an_input_is_refused_and_the_input_kept() {
     assert!(debris(tmp.path()).is_empty());
 }
 
+/// The SBOM `build --sbom` writes beside a docker-archive (`OUT.cdx.json`)
+/// is an output like `-o`: a link there to the manifest, or into a store
+/// path of the closure, is refused (exit 2) and the input kept — the SBOM
+/// used to be written over the manifest. One that cannot be written (a
+/// directory) fails the build before the image is written, leaving nothing.
+#[test]
+fn an_sbom_beside_the_image_never_overwrites_an_input() {
+    let tmp = util::temp_dir();
+    let manifest = example_copy(tmp.path(), APP);
+    let text = std::fs::read(&manifest).unwrap();
+    let store_file = tmp
+        .path()
+        .join("store/nix/store")
+        .join(APP)
+        .join("etc/hello.conf");
+    let store_text = std::fs::read(&store_file).unwrap();
+    let out = tmp.path().join("out.tar");
+    let sbom = tmp.path().join("out.tar.cdx.json");
+    for (target, what) in [(&manifest, "the manifest"), (&store_file, APP)] {
+        std::os::unix::fs::symlink(target, &sbom).unwrap();
+        let failed = run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--sbom", "cyclonedx-json", "-o"])
+                .arg(&out),
+            2,
+        );
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(stderr.contains("`--sbom "), "{stderr}");
+        assert!(stderr.contains(what), "{stderr}");
+        assert!(!out.exists());
+        std::fs::remove_file(&sbom).unwrap();
+    }
+    assert_eq!(std::fs::read(&manifest).unwrap(), text);
+    assert_eq!(std::fs::read(&store_file).unwrap(), store_text);
+
+    std::fs::create_dir(&sbom).unwrap();
+    let failed = run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .args(["--sbom", "cyclonedx-json", "-o"])
+            .arg(&out),
+        1,
+    );
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("is a directory"));
+    assert!(
+        !out.exists(),
+        "the image was written before the SBOM failed"
+    );
+    assert!(debris(tmp.path()).is_empty());
+}
+
+/// `layers --html` and `sbom -o` onto a file inside a store path of the
+/// closure (through a link too) are refused (exit 2) as `build -o` is, and
+/// the store file kept; both used to replace it.
+#[test]
+fn layers_html_and_sbom_never_write_into_the_closure() {
+    let tmp = util::temp_dir();
+    let manifest = example_copy(tmp.path(), APP);
+    let store_file = tmp
+        .path()
+        .join("store/nix/store")
+        .join(APP)
+        .join("etc/hello.conf");
+    let store_text = std::fs::read(&store_file).unwrap();
+    let link = tmp.path().join("plan.html");
+    std::os::unix::fs::symlink(&store_file, &link).unwrap();
+    for target in [&store_file, &link] {
+        for (args, flag) in [
+            (&["layers", "--html"][..], "--html"),
+            (&["sbom", "--format", "spdx-json", "-o"], "-o"),
+        ] {
+            let out = run(
+                nixlayer()
+                    .arg(args[0])
+                    .arg(&manifest)
+                    .args(&args[1..])
+                    .arg(target),
+                2,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&format!("`{flag} ")), "{stderr}");
+            assert!(stderr.contains(APP), "{stderr}");
+        }
+    }
+    assert_eq!(std::fs::read(&store_file).unwrap(), store_text);
+    assert!(debris(tmp.path()).is_empty());
+}
+
 /// `nixlayer` run by `sh` after `prelude` (a umask, a file size limit).
 fn nixlayer_after(prelude: &str) -> Command {
     let template = nixlayer();
@@ -411,6 +613,48 @@ fn write_errors_name_the_output_not_a_temporary_file() {
         assert!(!output.exists(), "{}", output.display());
     }
     assert!(debris(tmp.path()).is_empty(), "{:?}", debris(tmp.path()));
+
+    // An output in a directory that does not exist: the error names the
+    // output, not the staging directory an OCI layout would have had
+    // (which it used to, as tempfile's ` at path "…/.nixlayer-….tmp"`).
+    let missing = tmp.path().join("missing");
+    let example = example();
+    let in_missing = |name: &str| missing.join(name).to_str().unwrap().to_owned();
+    for args in [
+        vec![
+            "build",
+            example.to_str().unwrap(),
+            "-o",
+            &in_missing("a.tar"),
+        ],
+        vec![
+            "build",
+            example.to_str().unwrap(),
+            "--format",
+            "oci-layout",
+            "-o",
+            &in_missing("layout"),
+        ],
+        vec![
+            "merge",
+            image.to_str().unwrap(),
+            "--format",
+            "oci-layout",
+            "-o",
+            &in_missing("merged"),
+        ],
+        vec!["merge", image.to_str().unwrap(), "-o", &in_missing("m.tar")],
+    ] {
+        let out = run(nixlayer().args(&args), 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("`{}`", args[args.len() - 1])),
+            "{stderr}"
+        );
+        assert!(stderr.contains("No such file or directory"), "{stderr}");
+        assert!(!stderr.contains(".nixlayer-"), "{args:?}: {stderr}");
+    }
+    assert!(!missing.exists());
 }
 
 /// Waits until `dir` holds a `.nixlayer-*` entry (the build is writing),

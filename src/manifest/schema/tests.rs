@@ -551,6 +551,8 @@ fn what_the_manifest_rejects_the_schema_rejects() {
         ("[config]\nEntrypoint = 5\n", ".config.Entrypoint"),
         ("[config]\nLabels = { a = 5 }\n", ".config.Labels"),
         ("[config]\nVolumes = [\"/data\"]\n", ".config.Volumes"),
+        ("architecture = \"aarch64\"\n", ".architecture"),
+        ("os = \"Linux\"\n", ".os"),
         (
             "[config]\nHealthcheck = { Retries = -1 }\n",
             ".config.Healthcheck",
