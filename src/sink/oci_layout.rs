@@ -113,6 +113,18 @@ impl OciLayout {
             }
         };
         if target.join("oci-layout").exists() {
+            // Blobs are written into `blobs/sha256`: through a link there
+            // they would land outside the layout (reading a layout refuses
+            // such links too; see `archive`).
+            for part in ["blobs", BLOBS] {
+                let at = target.join(part);
+                if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(Error::Refused {
+                        path: at,
+                        reason: "is a symbolic link: the layout's blobs are never written through a link, which would put them outside the layout".to_owned(),
+                    });
+                }
+            }
             let blobs = target.join(BLOBS);
             fs::create_dir_all(&blobs).map_err(io_at(dir))?;
             return Ok(Self {
@@ -588,6 +600,35 @@ mod tests {
         // Only the blob, no temporary file or staging directory left behind.
         assert_eq!(fs::read_dir(root.join(BLOBS)).unwrap().count(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// An existing layout whose `blobs` or `blobs/sha256` is a link (out
+    /// of the layout) is refused before anything is written through it.
+    #[test]
+    fn blobs_through_a_link_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("layout");
+        let mut layout = OciLayout::create(&root).unwrap();
+        layout.set_tag("a", entry(b"1", "a")).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir_all(elsewhere.join("sha256")).unwrap();
+        for (link, to) in [
+            ("blobs/sha256", elsewhere.join("sha256")),
+            ("blobs", elsewhere.clone()),
+        ] {
+            let at = root.join(link);
+            fs::rename(&at, dir.path().join("kept")).unwrap();
+            std::os::unix::fs::symlink(&to, &at).unwrap();
+            let Err(Error::Refused { path, reason }) = OciLayout::create(&root) else {
+                panic!("{link}: a layout writing through a link");
+            };
+            assert_eq!(path, root.canonicalize().unwrap().join(link));
+            assert!(reason.contains("symbolic link"), "{reason}");
+            fs::remove_file(&at).unwrap();
+            fs::rename(dir.path().join("kept"), &at).unwrap();
+        }
+        assert_eq!(fs::read_dir(elsewhere.join("sha256")).unwrap().count(), 0);
+        OciLayout::create(&root).unwrap();
     }
 
     /// A blob of several writeback steps, written in odd pieces, is
