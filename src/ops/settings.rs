@@ -275,6 +275,13 @@ pub fn resolve_build(
     let mut warnings = Vec::new();
 
     let (name, tag) = match &args.tag {
+        // A digest is what the build computes, not a name it can be given.
+        Some(reference) if reference.contains('@') => {
+            return Err(flag_error(
+                "--tag",
+                format!("`{reference}` names a digest: `--tag` takes NAME[:TAG], and the image's digest comes from its bytes (it is printed, and in `--json`)"),
+            ))
+        }
         Some(reference) => split_reference(reference),
         None => (
             m.name.get_ref().clone(),

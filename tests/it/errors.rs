@@ -303,6 +303,30 @@ fn source_date_epoch_errors_name_the_variable() {
     }
 }
 
+/// `--tag NAME@sha256:…` is told apart from a bad name: a build computes
+/// its digest, it cannot be given one.
+#[test]
+fn a_digest_in_tag_is_refused_as_a_digest() {
+    let tmp = util::temp_dir();
+    let manifest = util::write(tmp.path(), "image.toml", &example_manifest("", ""));
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(tmp.path().join("out.tar"))
+            .args(["--tag", &format!("a/b:1@{digest}")]),
+        2,
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: `--tag`: ") && stderr.contains("names a digest"),
+        "{stderr}"
+    );
+    assert_no_output(tmp.path());
+}
+
 #[test]
 fn bad_flag_values_name_the_flag_and_exit_2() {
     for (flags, flag) in [
