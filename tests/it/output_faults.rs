@@ -358,11 +358,7 @@ fn an_output_naming_an_input_is_refused_and_the_input_kept() {
     std::os::unix::fs::symlink("image.toml", &alias).unwrap();
     let graph = tmp.path().join("graph.json");
     let graph_text = std::fs::read(&graph).unwrap();
-    let store_file = tmp
-        .path()
-        .join("store/nix/store")
-        .join(APP)
-        .join("etc/hello.conf");
+    let store_file = store_file(tmp.path());
     let store_text = std::fs::read(&store_file).unwrap();
     let via_dots = tmp.path().join("store/../image.toml");
     for (output, what) in [
@@ -418,11 +414,7 @@ fn an_sbom_beside_the_image_never_overwrites_an_input() {
     let tmp = util::temp_dir();
     let manifest = example_copy(tmp.path(), APP);
     let text = std::fs::read(&manifest).unwrap();
-    let store_file = tmp
-        .path()
-        .join("store/nix/store")
-        .join(APP)
-        .join("etc/hello.conf");
+    let store_file = store_file(tmp.path());
     let store_text = std::fs::read(&store_file).unwrap();
     let out = tmp.path().join("out.tar");
     let sbom = tmp.path().join("out.tar.cdx.json");
@@ -469,11 +461,7 @@ fn an_sbom_beside_the_image_never_overwrites_an_input() {
 fn layers_html_and_sbom_never_write_into_the_closure() {
     let tmp = util::temp_dir();
     let manifest = example_copy(tmp.path(), APP);
-    let store_file = tmp
-        .path()
-        .join("store/nix/store")
-        .join(APP)
-        .join("etc/hello.conf");
+    let store_file = store_file(tmp.path());
     let store_text = std::fs::read(&store_file).unwrap();
     let link = tmp.path().join("plan.html");
     std::os::unix::fs::symlink(&store_file, &link).unwrap();
@@ -875,4 +863,9 @@ fn a_closed_pipe_is_reported_with_status_141() {
         stderr.contains("closed before the image was complete"),
         "{stderr}"
     );
+}
+
+/// A file of the closure in [`example_copy`]'s store copy under `dir`.
+fn store_file(dir: &Path) -> PathBuf {
+    dir.join("store/nix/store").join(APP).join("etc/hello.conf")
 }
