@@ -382,10 +382,23 @@ impl fmt::Debug for PublicKey {
 
 /// Why a public key was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{text}` is not a public key (expected `name:<base64 of 32 bytes>`)")]
-pub struct KeyError {
-    /// The text (a public key is no secret).
-    pub text: String,
+pub enum KeyError {
+    /// Not `name:base64` of a 32-byte ed25519 point.
+    #[error("`{text}` is not a public key (expected `name:<base64 of 32 bytes>`)")]
+    Malformed {
+        /// The text (a public key is no secret).
+        text: String,
+    },
+    /// A secret key (`nix key generate-secret`'s 64 bytes) where a public
+    /// one belongs: only its name is kept, so the secret never reaches an
+    /// error message or a CI log.
+    #[error(
+        "`{name}:…` is a secret key, not a public key (give its public half, as `nix key convert-secret-to-public` prints it)"
+    )]
+    Secret {
+        /// The key's name (empty when there was none).
+        name: String,
+    },
 }
 
 impl PublicKey {
@@ -394,15 +407,21 @@ impl PublicKey {
     /// # Errors
     /// When the name is empty or the key is not 32 bytes of a valid point.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let err = || KeyError {
+        let text = text.trim();
+        let (name, data) = text.split_once(':').unwrap_or(("", text));
+        let decoded = base64::engine::general_purpose::STANDARD.decode(data.trim());
+        if decoded.as_ref().is_ok_and(|b| b.len() == 64) {
+            return Err(KeyError::Secret {
+                name: name.chars().take(200).collect(),
+            });
+        }
+        let err = || KeyError::Malformed {
             text: text.chars().take(200).collect(),
         };
-        let (name, data) = text.trim().split_once(':').ok_or_else(err)?;
         if name.is_empty() {
             return Err(err());
         }
-        let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
-            .decode(data)
+        let bytes: [u8; 32] = decoded
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(err)?;
@@ -551,6 +570,30 @@ Sig: test-1:Tc8rq/e/xeUJGWkroZChyOragQ6B+XXeX92b7/gjMiSzqVGeWHWm2BmH+IV/LbF2c1PZ
         assert!(PublicKey::parse("nokey").is_err());
         assert!(PublicKey::parse(":7kTP0iSKeWH1BOl03oZNbMQDyxuH5WBEAJL/5Waazrg=").is_err());
         assert!(PublicKey::parse("k:AAAA").is_err());
+    }
+
+    /// A secret key pasted where a public key belongs (found by the QA
+    /// round: the error echoed the whole secret into the log).
+    #[test]
+    fn a_secret_key_is_refused_without_echoing_it() {
+        // `nix key generate-secret --key-name test-1`.
+        let secret = "xyfT/k/xyt6OOAfje6bvXxwQDLf0Mq3Q1CnWbqN0NkGkTpI4cD/ciCs9oSjzgke5rQYpUHAKBDZph4OedOel9g==";
+        for text in [
+            format!("test-1:{secret}"),
+            secret.to_owned(),
+            format!(" test-1:{secret}\n"),
+        ] {
+            let message = PublicKey::parse(&text).unwrap_err().to_string();
+            assert!(!message.contains(&secret[..20]), "{message}");
+            assert!(message.contains("is a secret key"), "{message}");
+        }
+        let message = PublicKey::parse(&format!("test-1:{secret}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("`test-1:…` is a secret key"),
+            "{message}"
+        );
     }
 
     proptest! {
