@@ -269,6 +269,53 @@ fn image_from_a_file_cache_is_the_local_build_and_runs() {
     );
 }
 
+/// A NAR cache entry damaged on disk (one flipped byte in a file's
+/// contents, the NAR's structure intact) is noticed and fetched anew: the
+/// image stays the local build's (found by the QA round: the damaged bytes
+/// went into the layer while the config kept the layer cache's digest).
+#[test]
+fn a_damaged_nar_cache_entry_is_fetched_anew() {
+    let Some(cache) = Cache::new("xz") else {
+        return;
+    };
+    let tmp = cache.tmp.path();
+    let want = tmp.join("local.tar");
+    cache.build(&cache.local_manifest(), &want, "xdg-local", &[], 0);
+    let from_cache = cache.cache_manifest("cache.toml", &cache.url(), "");
+    cache.build(&from_cache, &tmp.join("first.tar"), "xdg", &[], 0);
+    let nar_dir = tmp.join("xdg/nixlayer/nar");
+    let biggest = cache
+        .nars("xdg")
+        .into_iter()
+        .map(|n| nar_dir.join(n))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = std::fs::read(&biggest).unwrap();
+    let mut bad = good.clone();
+    // Past the NAR's header, inside the largest file's contents.
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    std::fs::write(&biggest, &bad).unwrap();
+    for format in ["docker-archive", "oci-archive"] {
+        let got = tmp.join(format!("again-{format}.tar"));
+        cache.build(&from_cache, &got, "xdg", &["--format", format], 0);
+        let local = tmp.join(format!("local-{format}.tar"));
+        cache.build(
+            &cache.local_manifest(),
+            &local,
+            "xdg-local",
+            &["--format", format],
+            0,
+        );
+        assert!(
+            std::fs::read(&got).unwrap() == std::fs::read(&local).unwrap(),
+            "{format}: the damaged NAR went into the image"
+        );
+        assert!(std::fs::read(&biggest).unwrap() == good, "fetched anew");
+        std::fs::write(&biggest, &bad).unwrap();
+    }
+}
+
 #[test]
 fn image_from_nginx_is_the_local_build() {
     let Some(cache) = Cache::new("xz") else {

@@ -409,6 +409,24 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The index of the cached NAR `file` when its bytes still hash to the
+/// narinfo's `NarHash` and `NarSize`, else `None` (fetch it anew).
+///
+/// Re-hashed on every use, not trusted for having been verified once: a
+/// flipped bit on disk or a stray edit would otherwise go into a layer
+/// whose digest (from the layer cache, keyed by `NarHash`) says otherwise,
+/// a silently broken image (found by the QA round).
+fn cached_index(file: &File, info: &NarInfo) -> Option<NarIndex> {
+    let mut tee = Tee {
+        inner: BufReader::with_capacity(1 << 16, file).take(info.nar_size.saturating_add(1)),
+        out: Hashing::new(io::sink()),
+    };
+    let index = NarIndex::read(&mut tee).ok()?;
+    io::copy(&mut tee, &mut io::sink()).ok()?;
+    let (_, hash, size) = tee.out.finish();
+    (hash == info.nar_hash && size == info.nar_size).then_some(index)
+}
+
 /// Reads from `inner`, writing each byte read to `out`, hashing it.
 struct Tee<R, W> {
     inner: R,
@@ -636,15 +654,13 @@ impl BinaryCache {
         };
         let file_path = self.nar_cache.path(&info.nar_hash);
         let nar = match self.nar_cache.open(&info.nar_hash).map_err(cache_err)? {
-            // Verified when it was put there; a damaged one is fetched anew.
-            Some(file) => match NarIndex::read_file(BufReader::with_capacity(1 << 16, &file)) {
-                Ok(index) => Some(Nar {
-                    file: Arc::new(file),
-                    path: file_path.clone(),
-                    index,
-                }),
-                Err(_) => None,
-            },
+            // Verified when it was put there, and again now: a damaged one
+            // is fetched anew.
+            Some(file) => cached_index(&file, &info).map(|index| Nar {
+                file: Arc::new(file),
+                path: file_path.clone(),
+                index,
+            }),
             None => None,
         };
         let (nar, added) = match nar {
