@@ -642,6 +642,31 @@ fn https_cache_with_a_custom_ca() {
     opts.ca_files = Vec::new();
     let e = chain(&BinaryCache::open(&nginx.https_url(), opts.clone()).unwrap_err());
     assert!(e.contains(&nginx.https_url()), "{e}");
+    // The error says how to trust it (found by the QA round: it said
+    // `io: invalid peer certificate: UnknownIssuer`, and that after four
+    // retries of a refusal that never changes).
+    assert!(
+        e.contains("TLS failed") && e.contains("SSL_CERT_FILE"),
+        "{e}"
+    );
+    // A CA file with no certificate in it (here a key) is named, not
+    // quietly skipped.
+    opts.ca_files = vec![key.clone()];
+    let e = chain(&BinaryCache::open(&nginx.https_url(), opts.clone()).unwrap_err());
+    assert!(
+        e.contains(&key.display().to_string()) && e.contains("holds no PEM certificate"),
+        "{e}"
+    );
+    // A self-signed certificate as `openssl req -x509` makes it (a CA
+    // certificate), trusted: rustls refuses it, and the error says why.
+    let (self_key, self_cert) = support::self_signed(&signed.tmp.path().join("self"), "127.0.0.1");
+    let Some(self_nginx) = Nginx::start_with(&signed.dir(), "", Some((&self_cert, &self_key)))
+    else {
+        return;
+    };
+    opts.ca_files = vec![self_cert.clone()];
+    let e = chain(&BinaryCache::open(&self_nginx.https_url(), opts.clone()).unwrap_err());
+    assert!(e.contains("CA:TRUE"), "{e}");
     // Trusted with it (as SSL_CERT_FILE gives it).
     opts.ca_files = vec![ca];
     let cache = BinaryCache::open(&nginx.https_url(), opts).unwrap();

@@ -251,6 +251,14 @@ pub enum CacheError {
         /// The deadline.
         after: std::time::Duration,
     },
+    /// The server's certificate is not trusted, or the handshake failed.
+    #[error("`{url}`: TLS failed: {reason}; trust its CA with `SSL_CERT_FILE` or `NIX_SSL_CERT_FILE` (a PEM file)")]
+    Tls {
+        /// Where.
+        url: String,
+        /// Why (rustls' words).
+        reason: String,
+    },
     /// A request failed.
     #[error("request to `{url}` failed")]
     Http {

@@ -316,6 +316,12 @@ impl Transport {
                         after: deadline,
                     })
                 }
+                Err(e) if tls_refusal(&e).is_some() => {
+                    return Err(CacheError::Tls {
+                        reason: tls_refusal(&e).unwrap_or_default(),
+                        url,
+                    })
+                }
                 Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt),
                 Err(e) => {
                     return Err(CacheError::Http {
@@ -330,6 +336,29 @@ impl Transport {
 
 fn transient(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed)
+}
+
+/// When `e` says the server speaks TLS but its certificate is not
+/// trusted (or the handshake failed): why, for an error that says how to
+/// trust it; `None` for failures that are not TLS ones (those are retried,
+/// a refused certificate never changes).
+fn tls_refusal(e: &ureq::Error) -> Option<String> {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    // ureq shows rustls' errors with their names.
+    let tls = ["certificate", "alert", "handshake"]
+        .iter()
+        .any(|k| lower.contains(k))
+        && !lower.contains("invalidcontenttype")
+        && !lower.contains("corrupt message");
+    if tls && text.contains("CaUsedAsEndEntity") {
+        // What `openssl req -x509` makes by default: curl (so Nix) takes
+        // it when trusted, rustls (webpki) never does.
+        return Some(format!(
+            "{text} (the cache's certificate is itself a CA certificate, `basicConstraints CA:TRUE`, as `openssl req -x509` makes by default; rustls refuses such a server certificate even when it is trusted: give the server one made with `-addext basicConstraints=critical,CA:FALSE`, or one signed by a CA of its own, and trust that CA)"
+        ));
+    }
+    tls.then_some(text)
 }
 
 fn backoff(attempt: u32) {
@@ -360,10 +389,20 @@ fn root_certs(url: &str, ca_files: &[PathBuf]) -> Result<ureq::tls::RootCerts, C
             url: format!("{} (trusted CAs for {url})", file.display()),
             source,
         })?;
+        let before = certs.len();
         for item in ureq::tls::parse_pem(&pem).flatten() {
             if let ureq::tls::PemItem::Certificate(cert) = item {
                 certs.push(cert);
             }
+        }
+        // A CA file that holds none (a key, a DER file) would otherwise
+        // be skipped quietly, and the build fail later on an untrusted
+        // certificate with no word of the file.
+        if certs.len() == before && ca_files.contains(file) {
+            return Err(CacheError::Read {
+                url: format!("{} (trusted CAs for {url})", file.display()),
+                source: io::Error::new(io::ErrorKind::InvalidData, "it holds no PEM certificate"),
+            });
         }
     }
     if certs.is_empty() {
