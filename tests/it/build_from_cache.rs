@@ -327,7 +327,8 @@ fn image_from_nginx_is_the_local_build() {
     let tmp = cache.tmp.path();
     let want = tmp.join("local.tar");
     cache.build(&cache.local_manifest(), &want, "xdg-local", &[], 0);
-    let from_cache = cache.cache_manifest("http.toml", &nginx.url(), "");
+    let nginx_url = nginx.url();
+    let from_cache = cache.cache_manifest("http.toml", &nginx_url, "");
     let got = tmp.join("http.tar");
     cache.build(&from_cache, &got, "xdg-http", &[], 0);
     assert!(std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap());
@@ -337,6 +338,27 @@ fn image_from_nginx_is_the_local_build() {
     cache.build(&from_cache, &oci, "xdg-http-oci", &args, 0);
     cache.build(&cache.local_manifest(), &local_oci, "xdg-local", &args, 0);
     assert!(std::fs::read(&oci).unwrap() == std::fs::read(&local_oci).unwrap());
+
+    // With the server gone, a warm build needs no HTTP: the narinfos kept
+    // from the last build (checked again) and the NAR cache (found by the
+    // QA round: it failed on `nix-cache-info`, connection refused).
+    drop(nginx);
+    for (xdg, args, want) in [
+        ("xdg-http", &[][..], &want),
+        ("xdg-http-oci", &args[..], &local_oci),
+    ] {
+        let offline = tmp.join(format!("offline-{xdg}.tar"));
+        cache.build(&from_cache, &offline, xdg, args, 0);
+        assert!(
+            std::fs::read(&offline).unwrap() == std::fs::read(want).unwrap(),
+            "{xdg}"
+        );
+    }
+    // A NAR not in the NAR cache cannot be had: the error names its URL.
+    std::fs::remove_dir_all(tmp.join("xdg-http/nixlayer/nar")).unwrap();
+    let e = one_error(&cache.build(&from_cache, &tmp.join("no.tar"), "xdg-http", &[], 1));
+    assert!(e.contains(&format!("{}/nar/", nginx_url)), "{e}");
+    assert!(!tmp.join("no.tar").exists());
 }
 
 #[test]

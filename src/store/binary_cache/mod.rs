@@ -335,6 +335,8 @@ pub struct BinaryCache {
     transport: Transport,
     options: CacheOptions,
     nar_cache: NarCache,
+    /// Where the last copies of this cache's small files are kept.
+    offline: Option<Offline>,
     narinfos: Mutex<HashMap<StorePath, Arc<NarInfo>>>,
     nars: Mutex<HashMap<StorePath, Arc<Nar>>>,
     listings: Mutex<HashMap<StorePath, Option<Arc<NarIndex>>>>,
@@ -417,6 +419,106 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The last copies of an HTTP cache's `nix-cache-info` and narinfos,
+/// beside the NAR cache (`…/nixlayer/narinfo/<sha256 of the URL>/`), so
+/// that a warm build needs no server: they are read only when the server
+/// cannot be reached (refused, reset, timed out, 5xx after the retries),
+/// never when it answers, and a copy is checked as the original would be
+/// (parsed, its path, its signatures by today's trusted keys). As Nix
+/// keeps narinfos in its own disk cache; found missing by the QA round (a
+/// build whose NARs were all cached failed when the cache was down).
+#[derive(Debug)]
+struct Offline {
+    dir: PathBuf,
+    /// Set once the server was found unreachable: the rest of the build
+    /// reads the copies without waiting on the retries again.
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Offline {
+    /// For an HTTP(S) cache (a `file://` one is its own copy).
+    fn of(url: &str, nar_cache_dir: &std::path::Path) -> Option<Self> {
+        if url.starts_with("file://") {
+            return None;
+        }
+        let digest = Sha256::digest(url.as_bytes());
+        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let root = nar_cache_dir.parent()?.join("narinfo");
+        Some(Self {
+            dir: root.join(name),
+            down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Keeps `bytes` as the copy of `rel`; best effort (a failure only
+    /// means the next build needs the server).
+    fn keep(&self, rel: &str, bytes: &[u8]) {
+        let write = || -> io::Result<()> {
+            std::fs::create_dir_all(&self.dir)?;
+            let mut temp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&self.dir)?;
+            temp.write_all(bytes)?;
+            temp.persist(self.dir.join(rel)).map_err(|e| e.error)?;
+            Ok(())
+        };
+        let _ = write();
+    }
+
+    /// The copy of `rel`, at most `MAX_NARINFO` bytes.
+    fn copy(&self, rel: &str) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        File::open(self.dir.join(rel))
+            .ok()?
+            .take(MAX_NARINFO + 1)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        (bytes.len() as u64 <= MAX_NARINFO).then_some(bytes)
+    }
+}
+
+/// Whether `e` means the server could not be reached (as opposed to an
+/// answer: missing, refused credentials, a bad certificate, too large).
+fn unreachable(e: &CacheError) -> bool {
+    match e {
+        CacheError::Http { .. } | CacheError::Timeout { .. } => true,
+        CacheError::Status { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// `rel` (`nix-cache-info` or a narinfo) from the cache, its copy kept;
+/// the copy when the server cannot be reached.
+fn get_small(
+    transport: &Transport,
+    offline: Option<&Offline>,
+    rel: &str,
+) -> Result<Option<Vec<u8>>, CacheError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(o) = offline.filter(|o| o.down.load(Relaxed)) {
+        if let Some(bytes) = o.copy(rel) {
+            return Ok(Some(bytes));
+        }
+    }
+    match transport.get(rel, MAX_NARINFO) {
+        Ok(Some(bytes)) => {
+            if let Some(o) = offline {
+                o.keep(rel, &bytes);
+            }
+            Ok(Some(bytes))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if unreachable(&e) => match offline.and_then(|o| Some((o, o.copy(rel)?))) {
+            Some((o, bytes)) => {
+                o.down.store(true, Relaxed);
+                Ok(Some(bytes))
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 /// The index of the cached NAR `file` when its bytes still hash to the
 /// narinfo's `NarHash` and `NarSize`, else `None` (fetch it anew).
 ///
@@ -463,13 +565,14 @@ impl BinaryCache {
             return Err(CacheError::NoKeys { url });
         }
         let transport = Transport::new(&url, &options.auth, options.timeouts, &options.ca_files)?;
+        let offline = Offline::of(&url, &options.nar_cache_dir);
         let info_url = transport.url("nix-cache-info");
-        let text = transport
-            .get("nix-cache-info", MAX_NARINFO)?
-            .ok_or_else(|| CacheError::Missing {
+        let text = get_small(&transport, offline.as_ref(), "nix-cache-info")?.ok_or_else(|| {
+            CacheError::Missing {
                 what: "nix-cache-info (is this a binary cache?)".into(),
                 url: info_url.clone(),
-            })?;
+            }
+        })?;
         let dir = narinfo::parse_cache_info(&text).map_err(|source| CacheError::Parse {
             url: info_url.clone(),
             path: None,
@@ -486,6 +589,7 @@ impl BinaryCache {
             url,
             transport,
             nar_cache: NarCache::new(options.nar_cache_dir.clone(), options.nar_cache_max_bytes),
+            offline,
             options,
             narinfos: Mutex::new(HashMap::new()),
             nars: Mutex::new(HashMap::new()),
@@ -511,7 +615,7 @@ impl BinaryCache {
         }
         let rel = format!("{}.narinfo", path.hash_part());
         let url = self.transport.url(&rel);
-        let fetched = self.transport.get(&rel, MAX_NARINFO);
+        let fetched = get_small(&self.transport, self.offline.as_ref(), &rel);
         let Some(text) = fetched.map_err(|e| CacheError::Fetch {
             path: path.to_string(),
             source: Box::new(e),
@@ -852,6 +956,16 @@ impl BinaryCache {
             return l.clone();
         }
         let rel = format!("{}.ls", path.hash_part());
+        if self
+            .offline
+            .as_ref()
+            .is_some_and(|o| o.down.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            // The server is down: the NAR (cached, or the build fails
+            // naming it) is the listing.
+            lock(&self.listings).insert(path.clone(), None);
+            return None;
+        }
         // A listing is optional: any failure means "none", and the NAR is used.
         let index = self
             .transport
