@@ -35,6 +35,8 @@ pub enum Compression {
     Zstd,
     /// `bzip2`, also when the field is absent.
     Bzip2,
+    /// `gzip` (`nix copy --to '…?compression=gzip'`).
+    Gzip,
 }
 
 impl fmt::Display for Compression {
@@ -44,6 +46,7 @@ impl fmt::Display for Compression {
             Self::Xz => "xz",
             Self::Zstd => "zstd",
             Self::Bzip2 => "bzip2",
+            Self::Gzip => "gzip",
         })
     }
 }
@@ -55,6 +58,7 @@ impl Compression {
             "xz" => Some(Self::Xz),
             "zstd" => Some(Self::Zstd),
             "bzip2" => Some(Self::Bzip2),
+            "gzip" => Some(Self::Gzip),
             _ => None,
         }
     }
@@ -247,7 +251,7 @@ impl NarInfo {
                         bad(
                             line,
                             key,
-                            format!("unknown compression `{value}` (known: xz, zstd, bzip2, none)"),
+                            format!("unknown compression `{value}` (known: xz, zstd, bzip2, gzip, none; `nix copy --to '…?compression=zstd'` writes one)"),
                         )
                     })?;
                 }

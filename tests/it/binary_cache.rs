@@ -173,7 +173,7 @@ fn file_caches_of_every_compression_equal_the_local_store() {
     .lines()
     .map(str::to_owned)
     .collect();
-    for compression in ["xz", "zstd", "bzip2", "none"] {
+    for compression in ["xz", "zstd", "bzip2", "gzip", "none"] {
         let dir = tmp.path().join(compression);
         nix_copy(&dir, compression, Some(&secret), &roots);
         let nar_cache = tmp.path().join(format!("nar-{compression}"));

@@ -10,7 +10,7 @@
 //! (Nix's default is to require them).
 //!
 //! Content comes from NARs: each is downloaded (retried), its `FileHash`
-//! and `FileSize` checked, decompressed (xz, zstd, bzip2 or none), its
+//! and `FileSize` checked, decompressed (xz, zstd, bzip2, gzip or none), its
 //! `NarHash` and `NarSize` checked and its structure validated while it
 //! is written to the local NAR cache (`ops::settings::nixlayer_cache_home`), then renamed into
 //! place. [`Store::entries`] and [`Store::open`] read that verified file:
@@ -885,6 +885,7 @@ impl BinaryCache {
             Compression::None => Box::new(buffered),
             Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
             Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
             Compression::Zstd => {
                 Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(cache_err)?)
             }
