@@ -377,6 +377,22 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
     assert!(e.contains("narinfo") && e.contains("missing"), "{e}");
     assert!(e.contains(root.as_str()), "{e}");
     std::fs::write(&narinfo, &original).unwrap();
+    // A reference's: the error names the path that needs it (found by the
+    // QA round: only the missing path was named).
+    let reference = original
+        .lines()
+        .find_map(|l| l.strip_prefix("References: "))
+        .and_then(|r| r.split(' ').find(|r| !root.as_str().ends_with(*r)))
+        .expect("the root has a reference");
+    let referenced = signed.dir().join(format!("{}.narinfo", &reference[..32]));
+    let kept = std::fs::read(&referenced).unwrap();
+    std::fs::remove_file(&referenced).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(
+        e.contains(reference) && e.contains(&format!("(a reference of `{root}`)")),
+        "{e}"
+    );
+    std::fs::write(&referenced, kept).unwrap();
 
     // No keys: refused unless signatures are not required.
     let e = signed.error(&[]);

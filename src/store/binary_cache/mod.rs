@@ -663,14 +663,15 @@ impl BinaryCache {
     /// The first failure of any narinfo (missing, malformed, unsigned…).
     pub fn closure(&self, roots: &[StorePath]) -> Result<Vec<Arc<NarInfo>>, CacheError> {
         struct Work {
-            queue: VecDeque<StorePath>,
+            /// Each path with the path that referenced it (`None`: a root).
+            queue: VecDeque<(StorePath, Option<StorePath>)>,
             seen: HashSet<StorePath>,
             busy: usize,
             error: Option<CacheError>,
             done: Vec<Arc<NarInfo>>,
         }
         let work = Mutex::new(Work {
-            queue: roots.iter().cloned().collect(),
+            queue: roots.iter().map(|r| (r.clone(), None)).collect(),
             seen: roots.iter().cloned().collect(),
             busy: 0,
             error: None,
@@ -678,7 +679,7 @@ impl BinaryCache {
         });
         let wake = Condvar::new();
         let worker = || loop {
-            let path = {
+            let (path, referrer) = {
                 let mut w = lock(&work);
                 loop {
                     if w.error.is_some() {
@@ -694,14 +695,25 @@ impl BinaryCache {
                     w = wake.wait(w).unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            let result = self.required_narinfo(&path);
+            // A missing reference names the path that needs it, as Nix's
+            // "required by" does: the narinfo asked for is not in the
+            // manifest.
+            let result = self.narinfo(&path).and_then(|info| {
+                info.ok_or_else(|| CacheError::Missing {
+                    what: match &referrer {
+                        Some(r) => format!("the narinfo of `{path}` (a reference of `{r}`)"),
+                        None => format!("the narinfo of `{path}`"),
+                    },
+                    url: self.transport.url(&format!("{}.narinfo", path.hash_part())),
+                })
+            });
             let mut w = lock(&work);
             w.busy -= 1;
             match result {
                 Ok(info) => {
                     for r in &info.references {
                         if w.seen.insert(r.clone()) {
-                            w.queue.push_back(r.clone());
+                            w.queue.push_back((r.clone(), Some(path.clone())));
                         }
                     }
                     w.done.push(info);
