@@ -433,10 +433,10 @@ fn netrc_credentials(path: &Path, host: &str) -> Result<Option<(String, String)>
 
 /// The credentials of the first `machine host` (or `default`) entry.
 pub(super) fn netrc_lookup(text: &str, host: &str) -> Option<(String, String)> {
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        for word in line.split_whitespace() {
+        for word in netrc_words(line) {
             if word == "macdef" {
                 // A macro runs to the next empty line.
                 for l in lines.by_ref() {
@@ -452,7 +452,7 @@ pub(super) fn netrc_lookup(text: &str, host: &str) -> Option<(String, String)> {
     let mut it = tokens.into_iter();
     let (mut matching, mut login, mut password) = (false, None, None);
     while let Some(token) = it.next() {
-        match token {
+        match token.as_str() {
             "machine" | "default" => {
                 if matching {
                     break;
@@ -474,7 +474,44 @@ pub(super) fn netrc_lookup(text: &str, host: &str) -> Option<(String, String)> {
     if !matching {
         return None;
     }
-    Some((login.unwrap_or_default().to_owned(), password?.to_owned()))
+    Some((login.unwrap_or_default(), password?))
+}
+
+/// The words of a netrc line: split on white space, and, as curl (so Nix)
+/// reads them, a word in double quotes may hold spaces and the escapes
+/// `\"`, `\\`, `\n`, `\r`, `\t` (a password with a space or a quote;
+/// found by the QA round: the quotes were taken as part of the password).
+fn netrc_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(first) = chars.next() else {
+            return words;
+        };
+        let mut word = String::new();
+        if first == '"' {
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next() {
+                        Some('n') => word.push('\n'),
+                        Some('r') => word.push('\r'),
+                        Some('t') => word.push('\t'),
+                        Some(other) => word.push(other),
+                        None => {}
+                    },
+                    c => word.push(c),
+                }
+            }
+        } else {
+            word.push(first);
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                word.push(c);
+            }
+        }
+        words.push(word);
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +535,20 @@ mod tests {
             Some(("d".into(), "e".into()))
         );
         assert_eq!(netrc_lookup("machine x login a password b", "y"), None);
+        // Quoted, as curl reads them (found by the QA round).
+        assert_eq!(
+            netrc_lookup(
+                "machine h login \"a user\" password \"s3 \\\"cr\\\\et\"\n",
+                "h"
+            ),
+            Some(("a user".into(), "s3 \"cr\\et".into()))
+        );
+        assert_eq!(
+            netrc_lookup("machine h login u password \"right\"", "h")
+                .unwrap()
+                .1,
+            "right"
+        );
         assert_eq!(
             netrc_lookup(
                 "macdef init\nmachine h login no password no\n\nmachine h login a password b",
