@@ -602,6 +602,19 @@ fn basic_auth_through_netrc() {
         e.contains("needs credentials") && e.contains(&nginx.url()),
         "{e}"
     );
+    // ...and why there were none: the netrc file named is not there, or
+    // has no entry for the host (found by the QA round: a mistyped
+    // `netrc_file` was not mentioned).
+    let no_netrc = signed.tmp.path().join("no-netrc").display().to_string();
+    assert!(e.contains(&format!("`{no_netrc}` does not exist")), "{e}");
+    let other = signed.tmp.path().join("other-netrc");
+    std::fs::write(&other, "machine other.example login x password other-pw\n").unwrap();
+    opts.auth.netrc_file = Some(other.clone());
+    let e = chain(&BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err());
+    assert!(
+        e.contains("no `machine 127.0.0.1` or `default` entry") && !e.contains("other-pw"),
+        "{e}"
+    );
     // Wrong ones: refused, and the password is never shown.
     let netrc = signed.tmp.path().join("netrc");
     std::fs::write(

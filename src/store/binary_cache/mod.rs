@@ -228,12 +228,15 @@ pub enum CacheError {
         limit: u64,
     },
     /// The server wants credentials, or refused ours.
-    #[error("`{url}` needs credentials{}", if *sent { " and refused the ones sent (from the netrc file or NIXLAYER_CACHE_TOKEN)" } else { ": none were found (give them in a netrc file, netrc_file, or NIXLAYER_CACHE_TOKEN)" })]
+    #[error("`{url}` needs credentials{}", if *sent { format!(" and refused the ones sent ({whence})") } else { format!(": none were found ({whence}; give them in a netrc file, netrc_file, or NIXLAYER_CACHE_TOKEN)") })]
     Unauthorized {
         /// Where.
         url: String,
         /// Whether credentials were sent.
         sent: bool,
+        /// Where they came from, or why there were none (a netrc file
+        /// missing or without the host): never the credentials.
+        whence: String,
     },
     /// An HTTP status that is not success.
     #[error("`{url}` answered HTTP {status}")]

@@ -50,6 +50,8 @@ pub(super) enum Transport {
         base: String,
         /// The `Authorization` header value for the cache's origin.
         auth: Option<Secret>,
+        /// Where `auth` came from, or why there is none, for errors.
+        whence: String,
         timeouts: Timeouts,
     },
 }
@@ -111,16 +113,33 @@ impl Transport {
         }
         let base = url.trim_end_matches('/').to_owned();
         let host = host_of(&base).unwrap_or_default().to_owned();
-        let header = match (&auth.bearer_token, &auth.netrc_file) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, Some(netrc)) => netrc_credentials(netrc, &host)?.map(|(login, password)| {
-                let pair = format!("{login}:{password}");
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                )
-            }),
-            (None, None) => None,
+        // The netrc file's absence or missing entry is said in a 401's
+        // error: a mistyped `netrc_file` would otherwise read as "no
+        // credentials" with no word of the file.
+        let (header, whence) = match (&auth.bearer_token, &auth.netrc_file) {
+            (Some(token), _) => (
+                Some(format!("Bearer {token}")),
+                "NIXLAYER_CACHE_TOKEN".into(),
+            ),
+            (None, Some(netrc)) => match netrc_credentials(netrc, &host)? {
+                Some((login, password)) => {
+                    let pair = format!("{login}:{password}");
+                    let header = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    );
+                    (Some(header), format!("from `{}`", netrc.display()))
+                }
+                None if !netrc.exists() => (None, format!("`{}` does not exist", netrc.display())),
+                None => (
+                    None,
+                    format!(
+                        "`{}` has no `machine {host}` or `default` entry with a password",
+                        netrc.display()
+                    ),
+                ),
+            },
+            (None, None) => (None, "no netrc file".into()),
         };
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -141,6 +160,7 @@ impl Transport {
             agent: config.build().into(),
             base,
             auth: header.map(Secret),
+            whence,
             timeouts,
         })
     }
@@ -269,6 +289,7 @@ impl Transport {
             agent,
             base,
             auth,
+            whence,
             timeouts,
         } = self
         else {
@@ -289,11 +310,16 @@ impl Transport {
                     return Err(CacheError::Unauthorized {
                         url,
                         sent: auth.is_some(),
+                        whence: whence.clone(),
                     })
                 }
                 Ok(resp) if matches!(resp.status().as_u16(), 403 | 404 | 410) => {
                     if resp.status() == 403 && auth.is_some() {
-                        return Err(CacheError::Unauthorized { url, sent: true });
+                        return Err(CacheError::Unauthorized {
+                            url,
+                            sent: true,
+                            whence: whence.clone(),
+                        });
                     }
                     return Ok(None);
                 }
