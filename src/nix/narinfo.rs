@@ -185,9 +185,12 @@ fn number(line: usize, key: &str, value: &str) -> Result<u64, ParseError> {
         .map_err(|_| bad(line, key, format!("`{value}` is too large")))
 }
 
-/// A sha256 written `sha256:<nixbase32>` (or hex), as narinfo hashes are.
+/// A sha256 written `sha256:<nixbase32>` (or hex), as Nix writes narinfo
+/// hashes, or SRI `sha256-<base64>`, which Nix's parser takes too (found
+/// by the QA round: a narinfo Nix reads was called malformed). The
+/// fingerprint a `Sig` covers is nixbase32 whatever the spelling.
 fn sha256(line: usize, key: &str, value: &str) -> Result<NarHash, ParseError> {
-    if !value.starts_with("sha256:") {
+    if !value.starts_with("sha256:") && !value.starts_with("sha256-") {
         return Err(bad(line, key, format!("`{value}` is not `sha256:…`")));
     }
     NarHash::parse(value).map_err(|e| bad(line, key, e.to_string()))
@@ -547,6 +550,20 @@ Sig: test-1:Tc8rq/e/xeUJGWkroZChyOragQ6B+XXeX92b7/gjMiSzqVGeWHWm2BmH+IV/LbF2c1PZ
             parse(&format!("{NARINFO}Future: thing\n")).is_ok(),
             "unknown fields are ignored"
         );
+        // An SRI NarHash, as Nix's parser takes it: the same narinfo, its
+        // signature still valid.
+        let sri = NARINFO.replace(
+            "NarHash: sha256:0p20p1bgs5880bhar4a273avhrvm4xbcz9kn39kw5rgi1igfcqkw",
+            &format!(
+                "NarHash: sha256-{}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(parse(NARINFO).unwrap().nar_hash.0)
+            ),
+        );
+        assert_ne!(sri, NARINFO);
+        let info = parse(&sri).unwrap();
+        assert_eq!(info, parse(NARINFO).unwrap());
+        info.verify(&[PublicKey::parse(KEY).unwrap()]).unwrap();
         assert!(matches!(
             parse(&NARINFO.replace("zstd\n", "br\n")),
             Err(ParseError::Value { line: 3, .. })
