@@ -35,6 +35,8 @@ pub enum Compression {
     Zstd,
     /// `bzip2`, also when the field is absent.
     Bzip2,
+    /// `gzip` (`nix copy --to '…?compression=gzip'`).
+    Gzip,
 }
 
 impl fmt::Display for Compression {
@@ -44,6 +46,7 @@ impl fmt::Display for Compression {
             Self::Xz => "xz",
             Self::Zstd => "zstd",
             Self::Bzip2 => "bzip2",
+            Self::Gzip => "gzip",
         })
     }
 }
@@ -55,6 +58,7 @@ impl Compression {
             "xz" => Some(Self::Xz),
             "zstd" => Some(Self::Zstd),
             "bzip2" => Some(Self::Bzip2),
+            "gzip" => Some(Self::Gzip),
             _ => None,
         }
     }
@@ -181,9 +185,12 @@ fn number(line: usize, key: &str, value: &str) -> Result<u64, ParseError> {
         .map_err(|_| bad(line, key, format!("`{value}` is too large")))
 }
 
-/// A sha256 written `sha256:<nixbase32>` (or hex), as narinfo hashes are.
+/// A sha256 written `sha256:<nixbase32>` (or hex), as Nix writes narinfo
+/// hashes, or SRI `sha256-<base64>`, which Nix's parser takes too (found
+/// by the QA round: a narinfo Nix reads was called malformed). The
+/// fingerprint a `Sig` covers is nixbase32 whatever the spelling.
 fn sha256(line: usize, key: &str, value: &str) -> Result<NarHash, ParseError> {
-    if !value.starts_with("sha256:") {
+    if !value.starts_with("sha256:") && !value.starts_with("sha256-") {
         return Err(bad(line, key, format!("`{value}` is not `sha256:…`")));
     }
     NarHash::parse(value).map_err(|e| bad(line, key, e.to_string()))
@@ -247,7 +254,7 @@ impl NarInfo {
                         bad(
                             line,
                             key,
-                            format!("unknown compression `{value}` (known: xz, zstd, bzip2, none)"),
+                            format!("unknown compression `{value}` (known: xz, zstd, bzip2, gzip, none; `nix copy --to '…?compression=zstd'` writes one)"),
                         )
                     })?;
                 }
@@ -382,10 +389,23 @@ impl fmt::Debug for PublicKey {
 
 /// Why a public key was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{text}` is not a public key (expected `name:<base64 of 32 bytes>`)")]
-pub struct KeyError {
-    /// The text (a public key is no secret).
-    pub text: String,
+pub enum KeyError {
+    /// Not `name:base64` of a 32-byte ed25519 point.
+    #[error("`{text}` is not a public key (expected `name:<base64 of 32 bytes>`)")]
+    Malformed {
+        /// The text (a public key is no secret).
+        text: String,
+    },
+    /// A secret key (`nix key generate-secret`'s 64 bytes) where a public
+    /// one belongs: only its name is kept, so the secret never reaches an
+    /// error message or a CI log.
+    #[error(
+        "`{name}:…` is a secret key, not a public key (give its public half, as `nix key convert-secret-to-public` prints it)"
+    )]
+    Secret {
+        /// The key's name (empty when there was none).
+        name: String,
+    },
 }
 
 impl PublicKey {
@@ -394,15 +414,21 @@ impl PublicKey {
     /// # Errors
     /// When the name is empty or the key is not 32 bytes of a valid point.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let err = || KeyError {
+        let text = text.trim();
+        let (name, data) = text.split_once(':').unwrap_or(("", text));
+        let decoded = base64::engine::general_purpose::STANDARD.decode(data.trim());
+        if decoded.as_ref().is_ok_and(|b| b.len() == 64) {
+            return Err(KeyError::Secret {
+                name: name.chars().take(200).collect(),
+            });
+        }
+        let err = || KeyError::Malformed {
             text: text.chars().take(200).collect(),
         };
-        let (name, data) = text.trim().split_once(':').ok_or_else(err)?;
         if name.is_empty() {
             return Err(err());
         }
-        let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
-            .decode(data)
+        let bytes: [u8; 32] = decoded
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(err)?;
@@ -524,6 +550,20 @@ Sig: test-1:Tc8rq/e/xeUJGWkroZChyOragQ6B+XXeX92b7/gjMiSzqVGeWHWm2BmH+IV/LbF2c1PZ
             parse(&format!("{NARINFO}Future: thing\n")).is_ok(),
             "unknown fields are ignored"
         );
+        // An SRI NarHash, as Nix's parser takes it: the same narinfo, its
+        // signature still valid.
+        let sri = NARINFO.replace(
+            "NarHash: sha256:0p20p1bgs5880bhar4a273avhrvm4xbcz9kn39kw5rgi1igfcqkw",
+            &format!(
+                "NarHash: sha256-{}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(parse(NARINFO).unwrap().nar_hash.0)
+            ),
+        );
+        assert_ne!(sri, NARINFO);
+        let info = parse(&sri).unwrap();
+        assert_eq!(info, parse(NARINFO).unwrap());
+        info.verify(&[PublicKey::parse(KEY).unwrap()]).unwrap();
         assert!(matches!(
             parse(&NARINFO.replace("zstd\n", "br\n")),
             Err(ParseError::Value { line: 3, .. })
@@ -551,6 +591,30 @@ Sig: test-1:Tc8rq/e/xeUJGWkroZChyOragQ6B+XXeX92b7/gjMiSzqVGeWHWm2BmH+IV/LbF2c1PZ
         assert!(PublicKey::parse("nokey").is_err());
         assert!(PublicKey::parse(":7kTP0iSKeWH1BOl03oZNbMQDyxuH5WBEAJL/5Waazrg=").is_err());
         assert!(PublicKey::parse("k:AAAA").is_err());
+    }
+
+    /// A secret key pasted where a public key belongs (found by the QA
+    /// round: the error echoed the whole secret into the log).
+    #[test]
+    fn a_secret_key_is_refused_without_echoing_it() {
+        // `nix key generate-secret --key-name test-1`.
+        let secret = "xyfT/k/xyt6OOAfje6bvXxwQDLf0Mq3Q1CnWbqN0NkGkTpI4cD/ciCs9oSjzgke5rQYpUHAKBDZph4OedOel9g==";
+        for text in [
+            format!("test-1:{secret}"),
+            secret.to_owned(),
+            format!(" test-1:{secret}\n"),
+        ] {
+            let message = PublicKey::parse(&text).unwrap_err().to_string();
+            assert!(!message.contains(&secret[..20]), "{message}");
+            assert!(message.contains("is a secret key"), "{message}");
+        }
+        let message = PublicKey::parse(&format!("test-1:{secret}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("`test-1:…` is a secret key"),
+            "{message}"
+        );
     }
 
     proptest! {

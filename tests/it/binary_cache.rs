@@ -173,7 +173,7 @@ fn file_caches_of_every_compression_equal_the_local_store() {
     .lines()
     .map(str::to_owned)
     .collect();
-    for compression in ["xz", "zstd", "bzip2", "none"] {
+    for compression in ["xz", "zstd", "bzip2", "gzip", "none"] {
         let dir = tmp.path().join(compression);
         nix_copy(&dir, compression, Some(&secret), &roots);
         let nar_cache = tmp.path().join(format!("nar-{compression}"));
@@ -377,6 +377,22 @@ fn tampering_wrong_keys_and_missing_files_are_refused() {
     assert!(e.contains("narinfo") && e.contains("missing"), "{e}");
     assert!(e.contains(root.as_str()), "{e}");
     std::fs::write(&narinfo, &original).unwrap();
+    // A reference's: the error names the path that needs it (found by the
+    // QA round: only the missing path was named).
+    let reference = original
+        .lines()
+        .find_map(|l| l.strip_prefix("References: "))
+        .and_then(|r| r.split(' ').find(|r| !root.as_str().ends_with(*r)))
+        .expect("the root has a reference");
+    let referenced = signed.dir().join(format!("{}.narinfo", &reference[..32]));
+    let kept = std::fs::read(&referenced).unwrap();
+    std::fs::remove_file(&referenced).unwrap();
+    let e = signed.error(&[&signed.public]);
+    assert!(
+        e.contains(reference) && e.contains(&format!("(a reference of `{root}`)")),
+        "{e}"
+    );
+    std::fs::write(&referenced, kept).unwrap();
 
     // No keys: refused unless signatures are not required.
     let e = signed.error(&[]);
@@ -586,6 +602,19 @@ fn basic_auth_through_netrc() {
         e.contains("needs credentials") && e.contains(&nginx.url()),
         "{e}"
     );
+    // ...and why there were none: the netrc file named is not there, or
+    // has no entry for the host (found by the QA round: a mistyped
+    // `netrc_file` was not mentioned).
+    let no_netrc = signed.tmp.path().join("no-netrc").display().to_string();
+    assert!(e.contains(&format!("`{no_netrc}` does not exist")), "{e}");
+    let other = signed.tmp.path().join("other-netrc");
+    std::fs::write(&other, "machine other.example login x password other-pw\n").unwrap();
+    opts.auth.netrc_file = Some(other.clone());
+    let e = chain(&BinaryCache::open(&nginx.url(), opts.clone()).unwrap_err());
+    assert!(
+        e.contains("no `machine 127.0.0.1` or `default` entry") && !e.contains("other-pw"),
+        "{e}"
+    );
     // Wrong ones: refused, and the password is never shown.
     let netrc = signed.tmp.path().join("netrc");
     std::fs::write(
@@ -642,6 +671,31 @@ fn https_cache_with_a_custom_ca() {
     opts.ca_files = Vec::new();
     let e = chain(&BinaryCache::open(&nginx.https_url(), opts.clone()).unwrap_err());
     assert!(e.contains(&nginx.https_url()), "{e}");
+    // The error says how to trust it (found by the QA round: it said
+    // `io: invalid peer certificate: UnknownIssuer`, and that after four
+    // retries of a refusal that never changes).
+    assert!(
+        e.contains("TLS failed") && e.contains("SSL_CERT_FILE"),
+        "{e}"
+    );
+    // A CA file with no certificate in it (here a key) is named, not
+    // quietly skipped.
+    opts.ca_files = vec![key.clone()];
+    let e = chain(&BinaryCache::open(&nginx.https_url(), opts.clone()).unwrap_err());
+    assert!(
+        e.contains(&key.display().to_string()) && e.contains("holds no PEM certificate"),
+        "{e}"
+    );
+    // A self-signed certificate as `openssl req -x509` makes it (a CA
+    // certificate), trusted: rustls refuses it, and the error says why.
+    let (self_key, self_cert) = support::self_signed(&signed.tmp.path().join("self"), "127.0.0.1");
+    let Some(self_nginx) = Nginx::start_with(&signed.dir(), "", Some((&self_cert, &self_key)))
+    else {
+        return;
+    };
+    opts.ca_files = vec![self_cert.clone()];
+    let e = chain(&BinaryCache::open(&self_nginx.https_url(), opts.clone()).unwrap_err());
+    assert!(e.contains("CA:TRUE"), "{e}");
     // Trusted with it (as SSL_CERT_FILE gives it).
     opts.ca_files = vec![ca];
     let cache = BinaryCache::open(&nginx.https_url(), opts).unwrap();

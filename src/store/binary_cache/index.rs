@@ -6,7 +6,7 @@
 //! layer from a cache has the order of one from a local store.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek};
+use std::io::Read;
 
 use crate::nix::listing::ListingNode;
 use crate::nix::nar::{NarError, NarKind, NarReader};
@@ -42,11 +42,6 @@ impl NarIndex {
     /// what it reads sees all of it).
     pub(super) fn read(nar: impl Read) -> Result<Self, NarError> {
         Self::from_reader(NarReader::new(nar))
-    }
-
-    /// Reads the structure of a NAR in a file, seeking over contents.
-    pub(super) fn read_file(nar: impl Read + Seek) -> Result<Self, NarError> {
-        Self::from_reader(NarReader::seekable(nar))
     }
 
     fn from_reader<R: Read>(mut reader: NarReader<R>) -> Result<Self, NarError> {

@@ -10,7 +10,7 @@
 //! (Nix's default is to require them).
 //!
 //! Content comes from NARs: each is downloaded (retried), its `FileHash`
-//! and `FileSize` checked, decompressed (xz, zstd, bzip2 or none), its
+//! and `FileSize` checked, decompressed (xz, zstd, bzip2, gzip or none), its
 //! `NarHash` and `NarSize` checked and its structure validated while it
 //! is written to the local NAR cache (`ops::settings::nixlayer_cache_home`), then renamed into
 //! place. [`Store::entries`] and [`Store::open`] read that verified file:
@@ -228,12 +228,15 @@ pub enum CacheError {
         limit: u64,
     },
     /// The server wants credentials, or refused ours.
-    #[error("`{url}` needs credentials{}", if *sent { " and refused the ones sent (from the netrc file or NIXLAYER_CACHE_TOKEN)" } else { ": none were found (give them in a netrc file, netrc_file, or NIXLAYER_CACHE_TOKEN)" })]
+    #[error("`{url}` needs credentials{}", if *sent { format!(" and refused the ones sent ({whence})") } else { format!(": none were found ({whence}; give them in a netrc file, netrc_file, or NIXLAYER_CACHE_TOKEN)") })]
     Unauthorized {
         /// Where.
         url: String,
         /// Whether credentials were sent.
         sent: bool,
+        /// Where they came from, or why there were none (a netrc file
+        /// missing or without the host): never the credentials.
+        whence: String,
     },
     /// An HTTP status that is not success.
     #[error("`{url}` answered HTTP {status}")]
@@ -250,6 +253,14 @@ pub enum CacheError {
         url: String,
         /// The deadline.
         after: std::time::Duration,
+    },
+    /// The server's certificate is not trusted, or the handshake failed.
+    #[error("`{url}`: TLS failed: {reason}; trust its CA with `SSL_CERT_FILE` or `NIX_SSL_CERT_FILE` (a PEM file)")]
+    Tls {
+        /// Where.
+        url: String,
+        /// Why (rustls' words).
+        reason: String,
     },
     /// A request failed.
     #[error("request to `{url}` failed")]
@@ -327,6 +338,8 @@ pub struct BinaryCache {
     transport: Transport,
     options: CacheOptions,
     nar_cache: NarCache,
+    /// Where the last copies of this cache's small files are kept.
+    offline: Option<Offline>,
     narinfos: Mutex<HashMap<StorePath, Arc<NarInfo>>>,
     nars: Mutex<HashMap<StorePath, Arc<Nar>>>,
     listings: Mutex<HashMap<StorePath, Option<Arc<NarIndex>>>>,
@@ -409,6 +422,124 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The last copies of an HTTP cache's `nix-cache-info` and narinfos,
+/// beside the NAR cache (`…/nixlayer/narinfo/<sha256 of the URL>/`), so
+/// that a warm build needs no server: they are read only when the server
+/// cannot be reached (refused, reset, timed out, 5xx after the retries),
+/// never when it answers, and a copy is checked as the original would be
+/// (parsed, its path, its signatures by today's trusted keys). As Nix
+/// keeps narinfos in its own disk cache; found missing by the QA round (a
+/// build whose NARs were all cached failed when the cache was down).
+#[derive(Debug)]
+struct Offline {
+    dir: PathBuf,
+    /// Set once the server was found unreachable: the rest of the build
+    /// reads the copies without waiting on the retries again.
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Offline {
+    /// For an HTTP(S) cache (a `file://` one is its own copy).
+    fn of(url: &str, nar_cache_dir: &std::path::Path) -> Option<Self> {
+        if url.starts_with("file://") {
+            return None;
+        }
+        let digest = Sha256::digest(url.as_bytes());
+        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let root = nar_cache_dir.parent()?.join("narinfo");
+        Some(Self {
+            dir: root.join(name),
+            down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Keeps `bytes` as the copy of `rel`; best effort (a failure only
+    /// means the next build needs the server).
+    fn keep(&self, rel: &str, bytes: &[u8]) {
+        let write = || -> io::Result<()> {
+            std::fs::create_dir_all(&self.dir)?;
+            let mut temp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&self.dir)?;
+            temp.write_all(bytes)?;
+            temp.persist(self.dir.join(rel)).map_err(|e| e.error)?;
+            Ok(())
+        };
+        let _ = write();
+    }
+
+    /// The copy of `rel`, at most `MAX_NARINFO` bytes.
+    fn copy(&self, rel: &str) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        File::open(self.dir.join(rel))
+            .ok()?
+            .take(MAX_NARINFO + 1)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        (bytes.len() as u64 <= MAX_NARINFO).then_some(bytes)
+    }
+}
+
+/// Whether `e` means the server could not be reached (as opposed to an
+/// answer: missing, refused credentials, a bad certificate, too large).
+fn unreachable(e: &CacheError) -> bool {
+    match e {
+        CacheError::Http { .. } | CacheError::Timeout { .. } => true,
+        CacheError::Status { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// `rel` (`nix-cache-info` or a narinfo) from the cache, its copy kept;
+/// the copy when the server cannot be reached.
+fn get_small(
+    transport: &Transport,
+    offline: Option<&Offline>,
+    rel: &str,
+) -> Result<Option<Vec<u8>>, CacheError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(o) = offline.filter(|o| o.down.load(Relaxed)) {
+        if let Some(bytes) = o.copy(rel) {
+            return Ok(Some(bytes));
+        }
+    }
+    match transport.get(rel, MAX_NARINFO) {
+        Ok(Some(bytes)) => {
+            if let Some(o) = offline {
+                o.keep(rel, &bytes);
+            }
+            Ok(Some(bytes))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if unreachable(&e) => match offline.and_then(|o| Some((o, o.copy(rel)?))) {
+            Some((o, bytes)) => {
+                o.down.store(true, Relaxed);
+                Ok(Some(bytes))
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// The index of the cached NAR `file` when its bytes still hash to the
+/// narinfo's `NarHash` and `NarSize`, else `None` (fetch it anew).
+///
+/// Re-hashed on every use, not trusted for having been verified once: a
+/// flipped bit on disk or a stray edit would otherwise go into a layer
+/// whose digest (from the layer cache, keyed by `NarHash`) says otherwise,
+/// a silently broken image (found by the QA round).
+fn cached_index(file: &File, info: &NarInfo) -> Option<NarIndex> {
+    let mut tee = Tee {
+        inner: BufReader::with_capacity(1 << 16, file).take(info.nar_size.saturating_add(1)),
+        out: Hashing::new(io::sink()),
+    };
+    let index = NarIndex::read(&mut tee).ok()?;
+    io::copy(&mut tee, &mut io::sink()).ok()?;
+    let (_, hash, size) = tee.out.finish();
+    (hash == info.nar_hash && size == info.nar_size).then_some(index)
+}
+
 /// Reads from `inner`, writing each byte read to `out`, hashing it.
 struct Tee<R, W> {
     inner: R,
@@ -437,13 +568,14 @@ impl BinaryCache {
             return Err(CacheError::NoKeys { url });
         }
         let transport = Transport::new(&url, &options.auth, options.timeouts, &options.ca_files)?;
+        let offline = Offline::of(&url, &options.nar_cache_dir);
         let info_url = transport.url("nix-cache-info");
-        let text = transport
-            .get("nix-cache-info", MAX_NARINFO)?
-            .ok_or_else(|| CacheError::Missing {
+        let text = get_small(&transport, offline.as_ref(), "nix-cache-info")?.ok_or_else(|| {
+            CacheError::Missing {
                 what: "nix-cache-info (is this a binary cache?)".into(),
                 url: info_url.clone(),
-            })?;
+            }
+        })?;
         let dir = narinfo::parse_cache_info(&text).map_err(|source| CacheError::Parse {
             url: info_url.clone(),
             path: None,
@@ -460,6 +592,7 @@ impl BinaryCache {
             url,
             transport,
             nar_cache: NarCache::new(options.nar_cache_dir.clone(), options.nar_cache_max_bytes),
+            offline,
             options,
             narinfos: Mutex::new(HashMap::new()),
             nars: Mutex::new(HashMap::new()),
@@ -485,7 +618,7 @@ impl BinaryCache {
         }
         let rel = format!("{}.narinfo", path.hash_part());
         let url = self.transport.url(&rel);
-        let fetched = self.transport.get(&rel, MAX_NARINFO);
+        let fetched = get_small(&self.transport, self.offline.as_ref(), &rel);
         let Some(text) = fetched.map_err(|e| CacheError::Fetch {
             path: path.to_string(),
             source: Box::new(e),
@@ -533,14 +666,15 @@ impl BinaryCache {
     /// The first failure of any narinfo (missing, malformed, unsigned…).
     pub fn closure(&self, roots: &[StorePath]) -> Result<Vec<Arc<NarInfo>>, CacheError> {
         struct Work {
-            queue: VecDeque<StorePath>,
+            /// Each path with the path that referenced it (`None`: a root).
+            queue: VecDeque<(StorePath, Option<StorePath>)>,
             seen: HashSet<StorePath>,
             busy: usize,
             error: Option<CacheError>,
             done: Vec<Arc<NarInfo>>,
         }
         let work = Mutex::new(Work {
-            queue: roots.iter().cloned().collect(),
+            queue: roots.iter().map(|r| (r.clone(), None)).collect(),
             seen: roots.iter().cloned().collect(),
             busy: 0,
             error: None,
@@ -548,7 +682,7 @@ impl BinaryCache {
         });
         let wake = Condvar::new();
         let worker = || loop {
-            let path = {
+            let (path, referrer) = {
                 let mut w = lock(&work);
                 loop {
                     if w.error.is_some() {
@@ -564,14 +698,25 @@ impl BinaryCache {
                     w = wake.wait(w).unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            let result = self.required_narinfo(&path);
+            // A missing reference names the path that needs it, as Nix's
+            // "required by" does: the narinfo asked for is not in the
+            // manifest.
+            let result = self.narinfo(&path).and_then(|info| {
+                info.ok_or_else(|| CacheError::Missing {
+                    what: match &referrer {
+                        Some(r) => format!("the narinfo of `{path}` (a reference of `{r}`)"),
+                        None => format!("the narinfo of `{path}`"),
+                    },
+                    url: self.transport.url(&format!("{}.narinfo", path.hash_part())),
+                })
+            });
             let mut w = lock(&work);
             w.busy -= 1;
             match result {
                 Ok(info) => {
                     for r in &info.references {
                         if w.seen.insert(r.clone()) {
-                            w.queue.push_back(r.clone());
+                            w.queue.push_back((r.clone(), Some(path.clone())));
                         }
                     }
                     w.done.push(info);
@@ -636,15 +781,13 @@ impl BinaryCache {
         };
         let file_path = self.nar_cache.path(&info.nar_hash);
         let nar = match self.nar_cache.open(&info.nar_hash).map_err(cache_err)? {
-            // Verified when it was put there; a damaged one is fetched anew.
-            Some(file) => match NarIndex::read_file(BufReader::with_capacity(1 << 16, &file)) {
-                Ok(index) => Some(Nar {
-                    file: Arc::new(file),
-                    path: file_path.clone(),
-                    index,
-                }),
-                Err(_) => None,
-            },
+            // Verified when it was put there, and again now: a damaged one
+            // is fetched anew.
+            Some(file) => cached_index(&file, &info).map(|index| Nar {
+                file: Arc::new(file),
+                path: file_path.clone(),
+                index,
+            }),
             None => None,
         };
         let (nar, added) = match nar {
@@ -757,6 +900,7 @@ impl BinaryCache {
             Compression::None => Box::new(buffered),
             Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
             Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
             Compression::Zstd => {
                 Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(cache_err)?)
             }
@@ -828,6 +972,16 @@ impl BinaryCache {
             return l.clone();
         }
         let rel = format!("{}.ls", path.hash_part());
+        if self
+            .offline
+            .as_ref()
+            .is_some_and(|o| o.down.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            // The server is down: the NAR (cached, or the build fails
+            // naming it) is the listing.
+            lock(&self.listings).insert(path.clone(), None);
+            return None;
+        }
         // A listing is optional: any failure means "none", and the NAR is used.
         let index = self
             .transport

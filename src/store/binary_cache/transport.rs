@@ -50,6 +50,8 @@ pub(super) enum Transport {
         base: String,
         /// The `Authorization` header value for the cache's origin.
         auth: Option<Secret>,
+        /// Where `auth` came from, or why there is none, for errors.
+        whence: String,
         timeouts: Timeouts,
     },
 }
@@ -111,16 +113,33 @@ impl Transport {
         }
         let base = url.trim_end_matches('/').to_owned();
         let host = host_of(&base).unwrap_or_default().to_owned();
-        let header = match (&auth.bearer_token, &auth.netrc_file) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, Some(netrc)) => netrc_credentials(netrc, &host)?.map(|(login, password)| {
-                let pair = format!("{login}:{password}");
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                )
-            }),
-            (None, None) => None,
+        // The netrc file's absence or missing entry is said in a 401's
+        // error: a mistyped `netrc_file` would otherwise read as "no
+        // credentials" with no word of the file.
+        let (header, whence) = match (&auth.bearer_token, &auth.netrc_file) {
+            (Some(token), _) => (
+                Some(format!("Bearer {token}")),
+                "NIXLAYER_CACHE_TOKEN".into(),
+            ),
+            (None, Some(netrc)) => match netrc_credentials(netrc, &host)? {
+                Some((login, password)) => {
+                    let pair = format!("{login}:{password}");
+                    let header = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    );
+                    (Some(header), format!("from `{}`", netrc.display()))
+                }
+                None if !netrc.exists() => (None, format!("`{}` does not exist", netrc.display())),
+                None => (
+                    None,
+                    format!(
+                        "`{}` has no `machine {host}` or `default` entry with a password",
+                        netrc.display()
+                    ),
+                ),
+            },
+            (None, None) => (None, "no netrc file".into()),
         };
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -141,6 +160,7 @@ impl Transport {
             agent: config.build().into(),
             base,
             auth: header.map(Secret),
+            whence,
             timeouts,
         })
     }
@@ -269,6 +289,7 @@ impl Transport {
             agent,
             base,
             auth,
+            whence,
             timeouts,
         } = self
         else {
@@ -289,11 +310,16 @@ impl Transport {
                     return Err(CacheError::Unauthorized {
                         url,
                         sent: auth.is_some(),
+                        whence: whence.clone(),
                     })
                 }
                 Ok(resp) if matches!(resp.status().as_u16(), 403 | 404 | 410) => {
                     if resp.status() == 403 && auth.is_some() {
-                        return Err(CacheError::Unauthorized { url, sent: true });
+                        return Err(CacheError::Unauthorized {
+                            url,
+                            sent: true,
+                            whence: whence.clone(),
+                        });
                     }
                     return Ok(None);
                 }
@@ -316,6 +342,12 @@ impl Transport {
                         after: deadline,
                     })
                 }
+                Err(e) if tls_refusal(&e).is_some() => {
+                    return Err(CacheError::Tls {
+                        reason: tls_refusal(&e).unwrap_or_default(),
+                        url,
+                    })
+                }
                 Err(e) if attempt < ATTEMPTS && transient(&e) => backoff(attempt),
                 Err(e) => {
                     return Err(CacheError::Http {
@@ -330,6 +362,29 @@ impl Transport {
 
 fn transient(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed)
+}
+
+/// When `e` says the server speaks TLS but its certificate is not
+/// trusted (or the handshake failed): why, for an error that says how to
+/// trust it; `None` for failures that are not TLS ones (those are retried,
+/// a refused certificate never changes).
+fn tls_refusal(e: &ureq::Error) -> Option<String> {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    // ureq shows rustls' errors with their names.
+    let tls = ["certificate", "alert", "handshake"]
+        .iter()
+        .any(|k| lower.contains(k))
+        && !lower.contains("invalidcontenttype")
+        && !lower.contains("corrupt message");
+    if tls && text.contains("CaUsedAsEndEntity") {
+        // What `openssl req -x509` makes by default: curl (so Nix) takes
+        // it when trusted, rustls (webpki) never does.
+        return Some(format!(
+            "{text} (the cache's certificate is itself a CA certificate, `basicConstraints CA:TRUE`, as `openssl req -x509` makes by default; rustls refuses such a server certificate even when it is trusted: give the server one made with `-addext basicConstraints=critical,CA:FALSE`, or one signed by a CA of its own, and trust that CA)"
+        ));
+    }
+    tls.then_some(text)
 }
 
 fn backoff(attempt: u32) {
@@ -360,10 +415,20 @@ fn root_certs(url: &str, ca_files: &[PathBuf]) -> Result<ureq::tls::RootCerts, C
             url: format!("{} (trusted CAs for {url})", file.display()),
             source,
         })?;
+        let before = certs.len();
         for item in ureq::tls::parse_pem(&pem).flatten() {
             if let ureq::tls::PemItem::Certificate(cert) = item {
                 certs.push(cert);
             }
+        }
+        // A CA file that holds none (a key, a DER file) would otherwise
+        // be skipped quietly, and the build fail later on an untrusted
+        // certificate with no word of the file.
+        if certs.len() == before && ca_files.contains(file) {
+            return Err(CacheError::Read {
+                url: format!("{} (trusted CAs for {url})", file.display()),
+                source: io::Error::new(io::ErrorKind::InvalidData, "it holds no PEM certificate"),
+            });
         }
     }
     if certs.is_empty() {
@@ -394,10 +459,10 @@ fn netrc_credentials(path: &Path, host: &str) -> Result<Option<(String, String)>
 
 /// The credentials of the first `machine host` (or `default`) entry.
 pub(super) fn netrc_lookup(text: &str, host: &str) -> Option<(String, String)> {
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        for word in line.split_whitespace() {
+        for word in netrc_words(line) {
             if word == "macdef" {
                 // A macro runs to the next empty line.
                 for l in lines.by_ref() {
@@ -413,7 +478,7 @@ pub(super) fn netrc_lookup(text: &str, host: &str) -> Option<(String, String)> {
     let mut it = tokens.into_iter();
     let (mut matching, mut login, mut password) = (false, None, None);
     while let Some(token) = it.next() {
-        match token {
+        match token.as_str() {
             "machine" | "default" => {
                 if matching {
                     break;
@@ -435,7 +500,44 @@ pub(super) fn netrc_lookup(text: &str, host: &str) -> Option<(String, String)> {
     if !matching {
         return None;
     }
-    Some((login.unwrap_or_default().to_owned(), password?.to_owned()))
+    Some((login.unwrap_or_default(), password?))
+}
+
+/// The words of a netrc line: split on white space, and, as curl (so Nix)
+/// reads them, a word in double quotes may hold spaces and the escapes
+/// `\"`, `\\`, `\n`, `\r`, `\t` (a password with a space or a quote;
+/// found by the QA round: the quotes were taken as part of the password).
+fn netrc_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(first) = chars.next() else {
+            return words;
+        };
+        let mut word = String::new();
+        if first == '"' {
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next() {
+                        Some('n') => word.push('\n'),
+                        Some('r') => word.push('\r'),
+                        Some('t') => word.push('\t'),
+                        Some(other) => word.push(other),
+                        None => {}
+                    },
+                    c => word.push(c),
+                }
+            }
+        } else {
+            word.push(first);
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                word.push(c);
+            }
+        }
+        words.push(word);
+    }
 }
 
 #[cfg(test)]
@@ -459,6 +561,20 @@ mod tests {
             Some(("d".into(), "e".into()))
         );
         assert_eq!(netrc_lookup("machine x login a password b", "y"), None);
+        // Quoted, as curl reads them (found by the QA round).
+        assert_eq!(
+            netrc_lookup(
+                "machine h login \"a user\" password \"s3 \\\"cr\\\\et\"\n",
+                "h"
+            ),
+            Some(("a user".into(), "s3 \"cr\\et".into()))
+        );
+        assert_eq!(
+            netrc_lookup("machine h login u password \"right\"", "h")
+                .unwrap()
+                .1,
+            "right"
+        );
         assert_eq!(
             netrc_lookup(
                 "macdef init\nmachine h login no password no\n\nmachine h login a password b",
