@@ -1355,7 +1355,10 @@ fn choose_platform(
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
     let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
     if let Some(wanted) = wanted {
-        let Some((_, one)) = manifests.into_iter().find(|(n, _)| *n == wanted) else {
+        let Some((_, one)) = manifests
+            .into_iter()
+            .find(|(n, _)| n.is_same_platform(&wanted))
+        else {
             return Err(UsageError(format!(
                 "--platform `{wanted}` is not in the manifest, which describes {}",
                 names.join(", ")

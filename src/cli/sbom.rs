@@ -97,7 +97,7 @@ fn one_platform(loaded: &LoadedManifest, wanted: Option<&str>) -> Result<LoadedM
     };
     manifests
         .into_iter()
-        .find(|(n, _)| *n == wanted)
+        .find(|(n, _)| n.is_same_platform(&wanted))
         .map(|(_, one)| one)
         .ok_or_else(|| {
             UsageError(format!(

@@ -548,11 +548,12 @@ fn pick<'a>(
             platforms: offered,
         });
     };
-    // Without a variant, any variant of the architecture (as a pull does).
+    // Without a variant, any variant of the architecture (as a pull does);
+    // with one, the variant as docker compares it (`arm64/v8` is `arm64`).
     let fits = |i: &&&archive::Image| {
         let p = platform_of(i);
         p.architecture == wanted.architecture
-            && (wanted.variant.is_none() || p.variant == wanted.variant)
+            && (wanted.variant.is_none() || p.is_same_platform(wanted))
     };
     images
         .iter()
