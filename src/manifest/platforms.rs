@@ -259,14 +259,14 @@ mod tests {
             );
             let result = load(&text).unwrap().platform_manifests("amd64");
             if first.contains("amd64") {
-                let err = result.err().expect("amd64/v1 is amd64").to_string();
+                let err = result.expect_err("amd64/v1 is amd64").to_string();
                 assert!(
                     err.contains("platform `amd64/v1` is described twice (as `amd64`"),
                     "{err}"
                 );
                 continue;
             }
-            let err = result.err().expect("described twice").to_string();
+            let err = result.expect_err("described twice").to_string();
             assert!(err.contains("is described twice (as `"), "{err}");
         }
         let arm64 = PlatformName::parse("arm64").unwrap();
