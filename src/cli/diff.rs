@@ -89,6 +89,14 @@ fn table(d: &ImageDiff) -> String {
             ));
         }
     }
+    if d.config_changed.is_empty() {
+        out.push_str("config: no setting changed\n");
+    } else {
+        out.push_str(&format!(
+            "config: {} changed\n",
+            d.config_changed.join(", ")
+        ));
+    }
     out.push_str(&format!(
         "update pushes {} ({} layers + {} config + {} manifest); a client with the old image pulls the same",
         printer::bytes(d.push_bytes()),

@@ -39,6 +39,12 @@ pub struct DiffImage {
     pub config_size: u64,
     /// Bytes of the OCI image manifest (as a registry holds it).
     pub manifest_size: u64,
+    /// The image config, to tell which of its settings changed.
+    pub config: Value,
+    /// Its digest: a registry holding the old image has an unchanged one.
+    pub config_digest: Digest,
+    /// The manifest's digest, likewise.
+    pub manifest_digest: Digest,
 }
 
 /// Why an image could not be read for `diff`.
@@ -128,6 +134,9 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
         layers,
         config_size: config.len() as u64,
         manifest_size: manifest.len() as u64,
+        config: serde_json::from_slice(&config).unwrap_or(Value::Null),
+        config_digest: Digest::of(&config),
+        manifest_digest: Digest::of(&manifest),
     })
 }
 
@@ -200,6 +209,9 @@ pub fn from_archive(path: &Path) -> Result<DiffImage, DiffError> {
         layers,
         config_size,
         manifest_size: manifest.len() as u64,
+        config_digest: image.config_digest,
+        manifest_digest: Digest::of(&manifest),
+        config,
     })
 }
 
@@ -244,10 +256,15 @@ pub struct ImageDiff {
     pub added_layers: Vec<DiffLayer>,
     /// Layers only the old image has.
     pub dropped_layers: Vec<DiffLayer>,
-    /// The new image's config size.
+    /// The new image's config size; 0 when the config is unchanged (a
+    /// registry holding the old image has it).
     pub config_size: u64,
-    /// The new image's manifest size.
+    /// The new image's manifest size; 0 when it is unchanged.
     pub manifest_size: u64,
+    /// The config settings that differ, as `KEY` or `config.KEY` (the
+    /// runtime settings: `config.Env`, `config.Cmd`, …), sorted. `rootfs`
+    /// and `history` are left out: they follow the layers.
+    pub config_changed: Vec<String>,
 }
 
 impl ImageDiff {
@@ -287,6 +304,7 @@ impl ImageDiff {
                 "added": self.added_layers.iter().map(layer).collect::<Vec<_>>(),
                 "dropped": self.dropped_layers.iter().map(layer).collect::<Vec<_>>(),
             },
+            "config": { "changed": self.config_changed },
             "bytes": {
                 "layers": self.layer_bytes(),
                 "config": self.config_size,
@@ -302,6 +320,41 @@ impl ImageDiff {
 fn path_name(path: &str) -> &str {
     let base = path.rsplit('/').next().unwrap_or(path);
     base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+/// The top-level config keys whose values differ, and of the runtime
+/// `config` object each key as `config.KEY`; `rootfs` and `history` are
+/// left out (the layer comparison covers them).
+fn config_changes(old: &Value, new: &Value) -> Vec<String> {
+    fn differing(old: &Value, new: &Value) -> BTreeSet<String> {
+        let empty = serde_json::Map::new();
+        let (o, n) = (
+            old.as_object().unwrap_or(&empty),
+            new.as_object().unwrap_or(&empty),
+        );
+        o.keys()
+            .chain(n.keys())
+            .filter(|k| o.get(*k) != n.get(*k))
+            .cloned()
+            .collect()
+    }
+    let mut out = Vec::new();
+    for key in differing(old, new) {
+        match key.as_str() {
+            "rootfs" | "history" => {}
+            "config" => {
+                let runtime = differing(&old["config"], &new["config"]);
+                if runtime.is_empty() {
+                    // One side's `config` is not an object (or absent).
+                    out.push(key);
+                    continue;
+                }
+                out.extend(runtime.into_iter().map(|k| format!("config.{k}")));
+            }
+            _ => out.push(key),
+        }
+    }
+    out
 }
 
 /// Compares `old` with `new`.
@@ -368,8 +421,18 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
         kept,
         added_layers,
         dropped_layers,
-        config_size: new.config_size,
-        manifest_size: new.manifest_size,
+        // What the registry already holds is not sent again.
+        config_size: if old.config_digest == new.config_digest {
+            0
+        } else {
+            new.config_size
+        },
+        manifest_size: if old.manifest_digest == new.manifest_digest {
+            0
+        } else {
+            new.manifest_size
+        },
+        config_changed: config_changes(&old.config, &new.config),
     }
 }
 
@@ -406,6 +469,9 @@ mod tests {
             ],
             config_size: 10,
             manifest_size: 20,
+            config: json!({"config": {"Cmd": ["a"], "Env": ["X=1"]}, "created": "1"}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
         };
         let new = DiffImage {
             layers: vec![
@@ -414,6 +480,9 @@ mod tests {
             ],
             config_size: 11,
             manifest_size: 21,
+            config: json!({"config": {"Cmd": ["b"], "Env": ["X=1"], "User": "1"}, "created": "1", "history": []}),
+            config_digest: Digest([11; 32]),
+            manifest_digest: Digest([21; 32]),
         };
         let d = diff(&old, &new);
         assert_eq!(d.added, ["/nix/store/ddd-new"]);
@@ -429,6 +498,11 @@ mod tests {
         assert_eq!(d.added_layers.len(), 1);
         assert_eq!(d.dropped_layers.len(), 1);
         assert_eq!(d.push_bytes(), 300 + 11 + 21);
+        assert_eq!(d.config_changed, ["config.Cmd", "config.User"]);
+        // Against itself: nothing changes and nothing is sent.
+        let same = diff(&new, &new);
+        assert!(same.config_changed.is_empty());
+        assert_eq!(same.push_bytes(), 0);
     }
 
     proptest::proptest! {
