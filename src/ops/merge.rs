@@ -666,6 +666,11 @@ fn select_for_docker<'a>(
         }
         for (i, entry) in input.entries().iter().enumerate() {
             let images = entry_images(input, i);
+            if images.is_empty() && entry.indexes.is_empty() {
+                // An OCI 1.1 artifact (an SBOM) about an image: a
+                // docker-archive has no place for it.
+                continue;
+            }
             let image = if entry.indexes.is_empty() && images.len() == 1 {
                 images[0]
             } else {
@@ -983,6 +988,50 @@ fn write_oci<S: crate::sink::ImageSink>(
         }
         for (i, entry) in input.entries().iter().enumerate() {
             let images = entry_images(input, i);
+            if images.is_empty() && entry.indexes.is_empty() {
+                // An OCI 1.1 artifact (an SBOM) about an image: its
+                // manifest, config and layers copied as stored, its entry
+                // kept (it names no image).
+                let (digest, size) = artifact_descriptor(input, &entry.descriptor, "index.json")?;
+                let bytes = input.read_blob(&digest, size)?;
+                let location = format!("blobs/sha256/{}", digest.hex());
+                let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let config = doc.get("config").ok_or_else(|| {
+                    ImagesError::Read(archive::Error::Malformed {
+                        path: input.path().to_owned(),
+                        member: location.clone(),
+                        what: "has no `config`".to_owned(),
+                    })
+                })?;
+                let (config_digest, config_size) = artifact_descriptor(input, config, &location)?;
+                put_json(
+                    sink,
+                    &mut summary,
+                    &input.read_blob(&config_digest, config_size)?,
+                )?;
+                let layers = doc.get("layers").and_then(Value::as_array);
+                for layer in layers.into_iter().flatten() {
+                    let (layer_digest, layer_size) = artifact_descriptor(input, layer, &location)?;
+                    let layer = archive::Layer {
+                        location: format!("blobs/sha256/{}", layer_digest.hex()),
+                        digest: Some(layer_digest),
+                        diff_id: None,
+                        size: layer_size,
+                        media_type: layer
+                            .get("mediaType")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    };
+                    let copied = put_layer(input, &layer, sink)?;
+                    count(&mut summary, copied.new, copied.size);
+                }
+                put_json(sink, &mut summary, &bytes)?;
+                if !entries.contains(&entry.descriptor) {
+                    entries.push(entry.descriptor.clone());
+                }
+                continue;
+            }
             let chosen: Vec<&archive::Image> = match (&options.platform, entry.indexes.is_empty()) {
                 (Some(_), false) => vec![pick(input, entry, &images, options.platform.as_ref())?],
                 _ => images,
@@ -1026,6 +1075,27 @@ fn write_oci<S: crate::sink::ImageSink>(
         }
     }
     Ok((entries, summary))
+}
+
+/// The digest and size of a descriptor of an artifact in `input`, found
+/// in `location`.
+fn artifact_descriptor(
+    input: &ImageArchive,
+    descriptor: &Value,
+    location: &str,
+) -> Result<(Digest, u64), ImagesError> {
+    let digest = descriptor
+        .get("digest")
+        .and_then(Value::as_str)
+        .and_then(Digest::parse);
+    let size = descriptor.get("size").and_then(Value::as_u64);
+    digest.zip(size).ok_or_else(|| {
+        ImagesError::Read(archive::Error::Malformed {
+            path: input.path().to_owned(),
+            member: location.to_owned(),
+            what: "has a descriptor without a sha256 `digest` and a `size`".to_owned(),
+        })
+    })
 }
 
 /// Adds an `index.json` entry unless an identical one is there; a
