@@ -218,20 +218,27 @@ impl OciLayout {
     pub fn set_tag(&mut self, tag: &str, entry: Value) -> Result<(), Error> {
         let name = entry_name(&entry).1.map(str::to_owned);
         self.update(&|mut manifests: Vec<Value>| {
-            match manifests
-                .iter_mut()
-                .find(|m| oci::entry_ref_name(m) == Some(tag))
-            {
-                Some(slot) => {
-                    if let (Some(old), Some(new)) = (entry_name(slot).1, name.as_deref()) {
-                        if old != new {
+            let tagged = |m: &Value| oci::entry_ref_name(m) == Some(tag);
+            // Its own entry first (a merge may have put `db:1` beside it).
+            let own = manifests
+                .iter()
+                .position(|m| tagged(m) && entry_name(m).1 == name.as_deref());
+            let slot = match own {
+                Some(i) => Some(i),
+                None => match (manifests.iter().position(tagged), name.as_deref()) {
+                    (Some(i), Some(new)) => {
+                        if let Some(old) = entry_name(&manifests[i]).1 {
                             return Err(format!(
                                 "already names `{old}` by the tag `{tag}`; tools pick a layout's image by tag (`oci:DIR:{tag}`), so `{new}` would replace it: use another tag or layout, or remove that entry"
                             ));
                         }
+                        Some(i)
                     }
-                    *slot = entry.clone();
-                }
+                    (found, _) => found,
+                },
+            };
+            match slot {
+                Some(i) => manifests[i] = entry.clone(),
                 None => manifests.push(entry.clone()),
             }
             Ok(manifests)
@@ -802,6 +809,30 @@ mod tests {
             .to_string();
         assert!(err.contains("already names `x:a` by the tag `a`"), "{err}");
         assert_eq!(fs::read(dir.path().join("l/index.json")).unwrap(), before);
+        // Beside it (as `merge` puts them), `y:a` is rebuilt in place.
+        let y = |n: &[u8]| {
+            let d = oci::Descriptor {
+                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+                digest: Digest::of(n),
+                size: 1,
+            };
+            oci::index_entry(&d, "y:a", "a", "linux", "amd64")
+        };
+        let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        layout.add_entries(&[y(b"2")]).unwrap();
+        layout.set_tag("a", y(b"3")).unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("l/index.json")).unwrap()).unwrap();
+        let digests: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            digests,
+            [Digest::of(b"1").prefixed(), Digest::of(b"3").prefixed()]
+        );
     }
 
     #[test]
