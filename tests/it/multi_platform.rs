@@ -279,6 +279,21 @@ fn arm64_and_arm64_v8_are_one_platform() {
         0,
     );
 
+    // One platform into a layout: its `index.json` entry names the variant
+    // its config has.
+    let single = tmp.path().join("single");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--platform", "arm64", "--format", "oci-layout", "-o"])
+            .arg(&single),
+        0,
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(single.join("index.json")).unwrap()).unwrap();
+    assert_eq!(platforms(&index), ["arm64/v8"], "{index}");
+
     // The same manifest with a plain `arm64` entry, as an OCI layout index.
     let text = std::fs::read_to_string(&m).unwrap();
     let plain = util::write(
