@@ -64,6 +64,16 @@ impl PlatformName {
         })
     }
 
+    /// Parses `--platform`: `ARCH[/VARIANT]`, or as docker and podman spell
+    /// it, `linux/ARCH[/VARIANT]` (every image here is for linux, so the
+    /// OS only has to be that one).
+    #[must_use]
+    pub fn parse_option(text: &str) -> Option<Self> {
+        text.strip_prefix("linux/")
+            .and_then(Self::parse)
+            .or_else(|| Self::parse(text))
+    }
+
     /// Whether `self` and `other` are one platform as docker and containerd
     /// match them: `arm64` is `arm64/v8`, `arm` is `arm/v7`, `amd64/v1` is
     /// `amd64` (an index holding both of such a pair leaves a pull to pick
@@ -305,6 +315,25 @@ mod tests {
         assert_eq!(PlatformName::parse("amd64").unwrap().variant, None);
         for bad in ["", "/v8", "arm64/", "a/b/c"] {
             assert!(PlatformName::parse(bad).is_none(), "{bad}");
+        }
+        // `--platform` also takes docker's `linux/` prefix.
+        let arm = PlatformName::parse_option("linux/arm/v7").unwrap();
+        assert_eq!(
+            (arm.architecture.as_str(), arm.variant.as_deref()),
+            ("arm", Some("v7"))
+        );
+        assert_eq!(
+            PlatformName::parse_option("linux/arm64")
+                .unwrap()
+                .to_string(),
+            "arm64"
+        );
+        assert_eq!(
+            PlatformName::parse_option("arm64/v8").unwrap().to_string(),
+            "arm64/v8"
+        );
+        for bad in ["linux/", "linux/a/b/c"] {
+            assert!(PlatformName::parse_option(bad).is_none(), "{bad}");
         }
     }
 

@@ -278,6 +278,32 @@ fn arm64_and_arm64_v8_are_one_platform() {
             .arg(&m),
         0,
     );
+    // docker's spelling, `linux/ARCH[/VARIANT]`, names the same platform.
+    let linux = tmp.path().join("linux.tar");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--platform", "linux/arm64", "-o"])
+            .arg(&linux),
+        0,
+    );
+    assert_eq!(
+        crate::support::archive_config(&linux)["architecture"],
+        "arm64"
+    );
+    run(
+        nixlayer()
+            .args([
+                "sbom",
+                "--format",
+                "spdx-json",
+                "--platform",
+                "linux/arm64/v8",
+            ])
+            .arg(&m),
+        0,
+    );
 
     // One platform into a layout: its `index.json` entry names the variant
     // its config has.
@@ -313,7 +339,7 @@ fn arm64_and_arm64_v8_are_one_platform() {
     let merged = tmp.path().join("merged.tar");
     run(
         nixlayer()
-            .args(["merge", "--platform", "arm64/v8", "-o"])
+            .args(["merge", "--platform", "linux/arm64/v8", "-o"])
             .arg(&merged)
             .arg(&layout),
         0,
