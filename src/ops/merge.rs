@@ -383,6 +383,23 @@ pub enum ImagesError {
         /// Where that is.
         second_path: PathBuf,
     },
+    /// One reference names one image (one config) under two manifests:
+    /// its layers stored in two compressions.
+    #[error("`{reference}` names one image (config {config}) stored two ways, manifest {first} in `{}` and {second} in `{}` (its layers in another compression, or other manifest annotations), and an OCI output names one manifest per tag: merge into a docker-archive, which keeps one copy, or leave one of them out", first_path.display(), second_path.display())]
+    SameImageTwoManifests {
+        /// The reference (tag, or `name:tag`).
+        reference: String,
+        /// The image's config digest (`sha256:…`).
+        config: String,
+        /// The first manifest's digest.
+        first: String,
+        /// Where it is.
+        first_path: PathBuf,
+        /// The second manifest's digest.
+        second: String,
+        /// Where that is.
+        second_path: PathBuf,
+    },
     /// A layer's bytes are not what its image's config records.
     #[error("`{}` is malformed: layer `{location}` {what}", path.display())]
     Layer {
@@ -920,6 +937,7 @@ fn write_oci<S: crate::sink::ImageSink>(
     };
     let mut entries: Vec<Value> = Vec::new();
     let mut names: BTreeMap<String, (Digest, PathBuf)> = BTreeMap::new();
+    let mut configs: BTreeMap<String, Digest> = BTreeMap::new();
     let count = |summary: &mut MergeSummary, new: bool, size: u64| {
         if new {
             summary.members += 1;
@@ -981,7 +999,13 @@ fn write_oci<S: crate::sink::ImageSink>(
                         .collect()
                 };
                 for entry in named {
-                    add_entry(&mut entries, &mut names, &mut summary, entry, input)?;
+                    add_entry(
+                        &mut entries,
+                        (&mut names, &mut configs),
+                        &mut summary,
+                        (entry, Some(image.config_digest)),
+                        input,
+                    )?;
                 }
             }
             continue;
@@ -1071,7 +1095,17 @@ fn write_oci<S: crate::sink::ImageSink>(
                 }
                 entry.descriptor.clone()
             };
-            add_entry(&mut entries, &mut names, &mut summary, descriptor, input)?;
+            // An entry of one image is known by its config too.
+            let config = (chosen.len() == 1
+                && (entry.indexes.is_empty() || options.platform.is_some()))
+            .then(|| chosen[0].config_digest);
+            add_entry(
+                &mut entries,
+                (&mut names, &mut configs),
+                &mut summary,
+                (descriptor, config),
+                input,
+            )?;
         }
     }
     Ok((entries, summary))
@@ -1099,12 +1133,17 @@ fn artifact_descriptor(
 }
 
 /// Adds an `index.json` entry unless an identical one is there; a
-/// reference naming another digest already is an error.
+/// reference naming another digest already is an error, which says so
+/// when both are one image (`config`, the config digest of an entry of one
+/// image, is recorded per reference in `configs`).
 fn add_entry(
     entries: &mut Vec<Value>,
-    names: &mut BTreeMap<String, (Digest, PathBuf)>,
+    (names, configs): (
+        &mut BTreeMap<String, (Digest, PathBuf)>,
+        &mut BTreeMap<String, Digest>,
+    ),
     summary: &mut MergeSummary,
-    entry: Value,
+    (entry, config): (Value, Option<Digest>),
     input: &ImageArchive,
 ) -> Result<(), ImagesError> {
     let digest = entry
@@ -1113,7 +1152,29 @@ fn add_entry(
         .and_then(Digest::parse)
         .unwrap_or(Digest([0; 32]));
     if let Some(reference) = entry_reference(&entry) {
-        claim(names, &reference, digest, input.path())?;
+        claim(names, &reference, digest, input.path()).map_err(|e| match (e, config) {
+            (
+                ImagesError::TagConflict {
+                    reference,
+                    first,
+                    first_path,
+                    second,
+                    second_path,
+                },
+                Some(config),
+            ) if configs.get(&reference) == Some(&config) => ImagesError::SameImageTwoManifests {
+                reference,
+                config: config.prefixed(),
+                first,
+                first_path,
+                second,
+                second_path,
+            },
+            (e, _) => e,
+        })?;
+        if let Some(config) = config {
+            configs.entry(reference.clone()).or_insert(config);
+        }
         if !summary.tags.contains(&reference) {
             summary.tags.push(reference);
         }

@@ -496,6 +496,37 @@ fn one_tag_for_two_images_is_refused_in_a_docker_archive_merge_too() {
     assert_eq!(json(&manifest).as_array().unwrap().len(), 2);
 }
 
+/// One image (one config) as a plain docker-archive and as a gzip layout:
+/// a docker-archive merge keeps one copy, an OCI merge (one manifest per
+/// tag) is refused saying it is one image stored two ways rather than
+/// "two different images".
+#[test]
+fn one_image_in_two_compressions_is_named_as_such() {
+    let tmp = util::temp_dir();
+    let name = "nixlayer-test/merge-two-ways";
+    let manifest = example(tmp.path(), name, "1", "a", false);
+    let (plain, gzip) = (tmp.path().join("plain.tar"), tmp.path().join("gzip"));
+    build(&manifest, &[], &plain);
+    build(
+        &manifest,
+        &["--format", "oci-layout", "--compression", "gzip"],
+        &gzip,
+    );
+    let out = tmp.path().join("out.tar");
+    merge(&[&plain, &gzip], &[], &out, 0);
+    let manifest = tool("tar", &["-xOf", out.to_str().unwrap(), "manifest.json"]);
+    assert_eq!(json(&manifest).as_array().unwrap().len(), 1);
+    let layout = tmp.path().join("out");
+    let stderr = merge(&[&plain, &gzip], &["--format", "oci-layout"], &layout, 1);
+    assert!(
+        stderr.contains(&format!("`{name}:1` names one image (config sha256:"))
+            && stderr.contains("stored two ways")
+            && stderr.contains("merge into a docker-archive"),
+        "{stderr}"
+    );
+    assert!(!layout.exists());
+}
+
 /// Merges `inputs` into each output format in `dir`, which must fail
 /// saying every one of `wanted` and leave no output and no temporary file.
 fn refused_leaving_nothing(dir: &Path, inputs: &[&Path], wanted: &[&str]) {
