@@ -385,20 +385,15 @@ pub enum ImagesError {
     },
     /// One reference names one image (one config) under two manifests:
     /// its layers stored in two compressions.
-    #[error("`{reference}` names one image (config {config}) stored two ways, manifest {first} in `{}` and {second} in `{}` (its layers in another compression, or other manifest annotations), and an OCI output names one manifest per tag: merge into a docker-archive, which keeps one copy, or leave one of them out", first_path.display(), second_path.display())]
+    #[error("`{reference}` names one image (config {config}) stored two ways, manifest {manifests} (its layers in another compression, or other manifest annotations), and an OCI output names one manifest per tag: merge into a docker-archive, which keeps one copy, or leave one of them out")]
     SameImageTwoManifests {
         /// The reference (tag, or `name:tag`).
         reference: String,
         /// The image's config digest (`sha256:…`).
         config: String,
-        /// The first manifest's digest.
-        first: String,
-        /// Where it is.
-        first_path: PathBuf,
-        /// The second manifest's digest.
-        second: String,
-        /// Where that is.
-        second_path: PathBuf,
+        /// The two manifests and where each is: "sha256:… in `A` and
+        /// sha256:… in `B`".
+        manifests: String,
     },
     /// A layer's bytes are not what its image's config records.
     #[error("`{}` is malformed: layer `{location}` {what}", path.display())]
@@ -1132,16 +1127,16 @@ fn artifact_descriptor(
     })
 }
 
+/// The image each reference names, and the input it came from.
+type Names = BTreeMap<String, (Digest, PathBuf)>;
+
 /// Adds an `index.json` entry unless an identical one is there; a
 /// reference naming another digest already is an error, which says so
 /// when both are one image (`config`, the config digest of an entry of one
 /// image, is recorded per reference in `configs`).
 fn add_entry(
     entries: &mut Vec<Value>,
-    (names, configs): (
-        &mut BTreeMap<String, (Digest, PathBuf)>,
-        &mut BTreeMap<String, Digest>,
-    ),
+    (names, configs): (&mut Names, &mut BTreeMap<String, Digest>),
     summary: &mut MergeSummary,
     (entry, config): (Value, Option<Digest>),
     input: &ImageArchive,
@@ -1165,10 +1160,11 @@ fn add_entry(
             ) if configs.get(&reference) == Some(&config) => ImagesError::SameImageTwoManifests {
                 reference,
                 config: config.prefixed(),
-                first,
-                first_path,
-                second,
-                second_path,
+                manifests: format!(
+                    "{first} in `{}` and {second} in `{}`",
+                    first_path.display(),
+                    second_path.display()
+                ),
             },
             (e, _) => e,
         })?;
