@@ -78,6 +78,11 @@ pub(crate) struct DiffArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Of a multi-platform side (a manifest with `[[platforms]]`, an image
+    /// index), compare this platform's image (`ARCH[/VARIANT]`, or docker's
+    /// `linux/ARCH[/VARIANT]`); needed for an index.
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
 }
 
 /// `nixlayer build`.

@@ -58,12 +58,14 @@ pub enum DiffError {
     #[error(transparent)]
     Archive(#[from] archive::Error),
     /// The archive holds no image, or several.
-    #[error("`{}` holds {count} images; `diff` compares exactly one on each side", path.display())]
+    #[error("`{}` holds {count} images{}; `diff` compares exactly one on each side{}", path.display(), platform.as_ref().map(|p| format!(" of platform `{p}`")).unwrap_or_default(), if platform.is_none() && *count > 1 { " (of an image index, choose one with `--platform ARCH[/VARIANT]`)" } else { "" })]
     ImageCount {
         /// The archive.
         path: std::path::PathBuf,
-        /// How many images it holds.
+        /// How many images it holds (of `platform`).
         count: usize,
+        /// The platform asked for.
+        platform: Option<String>,
     },
     /// A layer has no diff_id in the config.
     #[error("`{}`: layer {index} has no diff_id in the image config", path.display())]
@@ -148,12 +150,29 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
 /// # Errors
 /// When the path cannot be read as an image, holds other than one image,
 /// or a layer has no diff_id.
-pub fn from_archive(path: &Path) -> Result<DiffImage, DiffError> {
+pub fn from_archive(
+    path: &Path,
+    platform: Option<&crate::manifest::PlatformName>,
+) -> Result<DiffImage, DiffError> {
     let archive = ImageArchive::open(path)?;
-    let [image] = archive.images() else {
+    // Of several images, the one of `platform` (without a variant, any of
+    // the architecture's, as a pull picks).
+    let fits = |i: &&archive::Image| {
+        let Some(wanted) = platform else { return true };
+        let config = i.config_value().unwrap_or(Value::Null);
+        let name = crate::manifest::PlatformName {
+            architecture: config["architecture"].as_str().unwrap_or("").to_owned(),
+            variant: config["variant"].as_str().map(str::to_owned),
+        };
+        name.architecture == wanted.architecture
+            && (wanted.variant.is_none() || name.is_same_platform(wanted))
+    };
+    let chosen: Vec<&archive::Image> = archive.images().iter().filter(fits).collect();
+    let [image] = chosen[..] else {
         return Err(DiffError::ImageCount {
             path: path.to_owned(),
-            count: archive.images().len(),
+            count: chosen.len(),
+            platform: platform.map(ToString::to_string),
         });
     };
     let config = image.config_value().unwrap_or(Value::Null);

@@ -237,6 +237,51 @@ fn config_changes_are_named_and_an_unchanged_image_sends_nothing() {
     );
 }
 
+/// A multi-platform side: `--platform` picks its image (a manifest's and
+/// an index's alike, docker's `linux/` spelling too); without it an index
+/// is refused with the way out (it only said "holds 2 images").
+#[test]
+fn platform_picks_the_image_of_a_multi_platform_side() {
+    let tmp = util::temp_dir();
+    let two = crate::merge_oci::example(tmp.path(), "nixlayer-test/diff-multi", "1", "a", true);
+    let layout = tmp.path().join("layout");
+    build(&two, &layout, &["--format", "oci-layout"]);
+    let out = run(nixlayer().arg("diff").arg(&two).arg(&layout), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds 2 images") && stderr.contains("--platform"),
+        "{stderr}"
+    );
+    for platform in ["arm64", "linux/arm64/v8", "amd64"] {
+        let out = run(
+            nixlayer()
+                .arg("diff")
+                .arg(&two)
+                .arg(&layout)
+                .args(["--json", "--platform", platform]),
+            0,
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["bytes"]["push"], 0, "{platform}: {doc}");
+    }
+    // A side with no image of that platform is an error, not a guess.
+    let arm = tmp.path().join("arm.tar");
+    build(&two, &arm, &["--platform", "arm64"]);
+    let out = run(
+        nixlayer()
+            .arg("diff")
+            .arg(&arm)
+            .arg(&layout)
+            .args(["--json", "--platform", "amd64"]),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds 0 images of platform `amd64`"),
+        "{stderr}"
+    );
+}
+
 /// Unreadable sides fail with one error naming the input.
 #[test]
 fn bad_inputs_are_named() {

@@ -28,7 +28,7 @@ const APP: &str = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
 
 /// A manifest of the example closure named `name:tag` whose program
 /// prints `LANG=lang`; with `arm` a second, arm64 platform.
-fn example(dir: &Path, name: &str, tag: &str, lang: &str, arm: bool) -> PathBuf {
+pub(crate) fn example(dir: &Path, name: &str, tag: &str, lang: &str, arm: bool) -> PathBuf {
     let fixtures = util::repo().join("fixtures/example");
     let mut text = format!(
         r#"
