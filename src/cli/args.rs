@@ -57,7 +57,8 @@ pub(crate) struct SbomArgs {
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// Of a manifest with `[[platforms]]`, the platform whose image it
-    /// describes (`ARCH[/VARIANT]`; one SBOM per platform image).
+    /// describes (`ARCH[/VARIANT]` or `linux/ARCH[/VARIANT]`; one SBOM per
+    /// platform image).
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,
     /// Override the manifest's name and tag, as `build --tag` does (the
@@ -77,6 +78,11 @@ pub(crate) struct DiffArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Of a multi-platform side (a manifest with `[[platforms]]`, an image
+    /// index), compare this platform's image (`ARCH[/VARIANT]`, or docker's
+    /// `linux/ARCH[/VARIANT]`); needed for an index.
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
 }
 
 /// `nixlayer build`.
@@ -117,7 +123,7 @@ pub(crate) struct BuildArgs {
     #[arg(long)]
     pub(crate) no_cache: bool,
     /// Of a manifest with `[[platforms]]`, build only this one
-    /// (`ARCH[/VARIANT]`); needed for docker-archive and rootfs, which
+    /// (`ARCH[/VARIANT]`, or docker's `linux/ARCH[/VARIANT]`); needed for docker-archive and rootfs, which
     /// hold one platform.
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,
@@ -158,7 +164,8 @@ pub(crate) struct MergeArgs {
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci-archive", "oci-layout"])]
     pub(crate) format: Option<String>,
     /// Of every multi-platform image index, keep only this platform's
-    /// image (`ARCH[/VARIANT]`); needed for a docker-archive output.
+    /// image (`ARCH[/VARIANT]`, or docker's `linux/ARCH[/VARIANT]`);
+    /// needed for a docker-archive output.
     #[arg(long, value_name = "PLATFORM")]
     pub(crate) platform: Option<String>,
     /// Compression of a docker-archive output (default: that of the last

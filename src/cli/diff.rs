@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use nixlayer::manifest::LoadedManifest;
+use nixlayer::manifest::{LoadedManifest, PlatformName};
 use nixlayer::ops::diff::{self, DiffImage, DiffLayer, ImageDiff};
 use nixlayer::ops::settings;
 
@@ -13,8 +13,16 @@ use super::BoxError;
 
 /// Runs `nixlayer diff`.
 pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
-    let old = read(&args.old, printer)?;
-    let new = read(&args.new, printer)?;
+    let platform = match &args.platform {
+        Some(text) => Some(PlatformName::parse_option(text).ok_or_else(|| {
+            super::UsageError(format!(
+                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+            ))
+        })?),
+        None => None,
+    };
+    let old = read(&args.old, platform.as_ref(), printer)?;
+    let new = read(&args.new, platform.as_ref(), printer)?;
     let d = diff::diff(&old, &new);
     if args.json {
         printer.data(&nixlayer::oci::canonical_json(&d.to_json()))?;
@@ -26,9 +34,36 @@ pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
 
 /// One side: a manifest (by its `.toml` name) planned like `build`, else
 /// an image archive or layout.
-fn read(path: &Path, printer: Printer) -> Result<DiffImage, BoxError> {
+fn read(
+    path: &Path,
+    platform: Option<&PlatformName>,
+    printer: Printer,
+) -> Result<DiffImage, BoxError> {
     if path.extension().is_some_and(|e| e == "toml") {
-        let loaded = LoadedManifest::load(path)?;
+        let mut loaded = LoadedManifest::load(path)?;
+        if loaded.is_multi_platform() || platform.is_some() {
+            // One platform's manifest: `--platform`'s, else the default
+            // (top-level) one, as a build for the host names it.
+            let all = loaded.platform_manifests(settings::host_architecture())?;
+            let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
+            let found = match platform {
+                Some(wanted) => all.into_iter().find(|(n, _)| {
+                    n.architecture == wanted.architecture
+                        && (wanted.variant.is_none() || n.is_same_platform(wanted))
+                }),
+                None => all.into_iter().next(),
+            };
+            let Some((_, one)) = found else {
+                return Err(super::UsageError(format!(
+                    "--platform `{}` is not in `{}`, which describes {}",
+                    platform.map(ToString::to_string).unwrap_or_default(),
+                    path.display(),
+                    names.join(", ")
+                ))
+                .into());
+            };
+            loaded = one;
+        }
         let command = settings::resolve_build(
             &loaded,
             &settings::Overrides::default(),
@@ -42,7 +77,7 @@ fn read(path: &Path, printer: Printer) -> Result<DiffImage, BoxError> {
                 .map_err(|e| super::layers::locate(&loaded, e))?,
         )
     } else {
-        Ok(diff::from_archive(path)?)
+        Ok(diff::from_archive(path, platform)?)
     }
 }
 
@@ -88,6 +123,14 @@ fn table(d: &ImageDiff) -> String {
                 super::plural(l.store_paths.len())
             ));
         }
+    }
+    if d.config_changed.is_empty() {
+        out.push_str("config: no setting changed\n");
+    } else {
+        out.push_str(&format!(
+            "config: {} changed\n",
+            d.config_changed.join(", ")
+        ));
     }
     out.push_str(&format!(
         "update pushes {} ({} layers + {} config + {} manifest); a client with the old image pulls the same",

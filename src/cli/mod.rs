@@ -725,8 +725,10 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
     };
     let platform = match &args.platform {
         Some(text) => Some(
-            nixlayer::manifest::PlatformName::parse(text).ok_or_else(|| {
-                UsageError(format!("--platform `{text}` is not `ARCH[/VARIANT]`"))
+            nixlayer::manifest::PlatformName::parse_option(text).ok_or_else(|| {
+                UsageError(format!(
+                    "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+                ))
             })?,
         ),
         None => None,
@@ -1341,13 +1343,14 @@ fn choose_platform(
     env: &settings::Environment,
 ) -> Result<Chosen, BoxError> {
     use nixlayer::manifest::PlatformName;
-    let wanted =
-        match &args.platform {
-            Some(text) => Some(PlatformName::parse(text).ok_or_else(|| {
-                UsageError(format!("--platform `{text}` is not `ARCH[/VARIANT]`"))
-            })?),
-            None => None,
-        };
+    let wanted = match &args.platform {
+        Some(text) => Some(PlatformName::parse_option(text).ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+            ))
+        })?),
+        None => None,
+    };
     if !loaded.is_multi_platform() && wanted.is_none() {
         let command = settings::resolve_build(loaded, &overrides(args), env)?;
         return Ok(Chosen::One(Box::new(loaded.clone()), Box::new(command)));
@@ -1355,7 +1358,10 @@ fn choose_platform(
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
     let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
     if let Some(wanted) = wanted {
-        let Some((_, one)) = manifests.into_iter().find(|(n, _)| *n == wanted) else {
+        let Some((_, one)) = manifests
+            .into_iter()
+            .find(|(n, _)| n.is_same_platform(&wanted))
+        else {
             return Err(UsageError(format!(
                 "--platform `{wanted}` is not in the manifest, which describes {}",
                 names.join(", ")

@@ -75,13 +75,14 @@ pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
 /// itself, or of a manifest with `[[platforms]]` the one `--platform`
 /// names (a usage error without it).
 fn one_platform(loaded: &LoadedManifest, wanted: Option<&str>) -> Result<LoadedManifest, BoxError> {
-    let wanted =
-        match wanted {
-            Some(text) => Some(PlatformName::parse(text).ok_or_else(|| {
-                UsageError(format!("--platform `{text}` is not `ARCH[/VARIANT]`"))
-            })?),
-            None => None,
-        };
+    let wanted = match wanted {
+        Some(text) => Some(PlatformName::parse_option(text).ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+            ))
+        })?),
+        None => None,
+    };
     if !loaded.is_multi_platform() && wanted.is_none() {
         return Ok(loaded.clone());
     }
@@ -97,7 +98,7 @@ fn one_platform(loaded: &LoadedManifest, wanted: Option<&str>) -> Result<LoadedM
     };
     manifests
         .into_iter()
-        .find(|(n, _)| *n == wanted)
+        .find(|(n, _)| n.is_same_platform(&wanted))
         .map(|(_, one)| one)
         .ok_or_else(|| {
             UsageError(format!(

@@ -63,6 +63,28 @@ impl PlatformName {
             variant,
         })
     }
+
+    /// Parses `--platform`: `ARCH[/VARIANT]`, or as docker and podman spell
+    /// it, `linux/ARCH[/VARIANT]` (every image here is for linux, so the
+    /// OS only has to be that one).
+    #[must_use]
+    pub fn parse_option(text: &str) -> Option<Self> {
+        text.strip_prefix("linux/")
+            .and_then(Self::parse)
+            .or_else(|| Self::parse(text))
+    }
+
+    /// Whether `self` and `other` are one platform as docker and containerd
+    /// match them: `arm64` is `arm64/v8`, `arm` is `arm/v7`, `amd64/v1` is
+    /// `amd64` (an index holding both of such a pair leaves a pull to pick
+    /// either, and `--platform arm64` must find an `arm64/v8` entry).
+    #[must_use]
+    pub fn is_same_platform(&self, other: &Self) -> bool {
+        use crate::oci::platform::comparable_variant;
+        self.architecture == other.architecture
+            && comparable_variant(&self.architecture, self.variant.as_deref())
+                == comparable_variant(&other.architecture, other.variant.as_deref())
+    }
 }
 
 impl std::fmt::Display for PlatformName {
@@ -119,10 +141,15 @@ impl LoadedManifest {
                     None,
                 ));
             }
-            if out.iter().any(|(n, _)| *n == name) {
+            if let Some((same, _)) = out.iter().find(|(n, _)| n.is_same_platform(&name)) {
+                let shown = if *same == name {
+                    format!("platform `{name}` is described twice")
+                } else {
+                    format!("platform `{name}` is described twice (as `{same}`, the same platform to docker and containerd)")
+                };
                 return Err(self.error_at(
                     entry.architecture.span(),
-                    format!("platform `{name}` is described twice"),
+                    shown,
                     Some("each `[[platforms]]` entry needs its own `architecture` or `variant`, different from the top-level one".to_owned()),
                 ));
             }
@@ -220,6 +247,45 @@ mod tests {
     }
 
     #[test]
+    fn a_platform_spelled_two_ways_is_described_twice() {
+        // `arm64` and `arm64/v8` (and `arm`, `arm/v7`) are one platform to
+        // a pull: an index with both leaves the runtime to pick either.
+        for (first, second) in [
+            (
+                "architecture = \"arm64\"",
+                "architecture = \"arm64\"\nvariant = \"v8\"",
+            ),
+            (
+                "architecture = \"arm\"\nvariant = \"v7\"",
+                "architecture = \"arm\"",
+            ),
+            (
+                "architecture = \"amd64\"\nvariant = \"v1\"",
+                "architecture = \"arm\"\nvariant = \"v6\"",
+            ),
+        ] {
+            let text = format!(
+                "{TOP}[[platforms]]\n{first}\n[platforms.closure]\nroots = []\n[[platforms]]\n{second}\n[platforms.closure]\nroots = []\n"
+            );
+            let result = load(&text).unwrap().platform_manifests("amd64");
+            if first.contains("amd64") {
+                let err = result.expect_err("amd64/v1 is amd64").to_string();
+                assert!(
+                    err.contains("platform `amd64/v1` is described twice (as `amd64`"),
+                    "{err}"
+                );
+                continue;
+            }
+            let err = result.expect_err("described twice").to_string();
+            assert!(err.contains("is described twice (as `"), "{err}");
+        }
+        let arm64 = PlatformName::parse("arm64").unwrap();
+        assert!(arm64.is_same_platform(&PlatformName::parse("arm64/v8").unwrap()));
+        assert!(!arm64.is_same_platform(&PlatformName::parse("arm64/v9").unwrap()));
+        assert!(!arm64.is_same_platform(&PlatformName::parse("arm/v8").unwrap()));
+    }
+
+    #[test]
     fn a_platform_without_closure_or_with_unknown_keys_is_refused() {
         let text = format!("{TOP}[[platforms]]\narchitecture = \"arm64\"\n");
         assert!(load(&text).unwrap_err().to_string().contains("closure"));
@@ -249,6 +315,25 @@ mod tests {
         assert_eq!(PlatformName::parse("amd64").unwrap().variant, None);
         for bad in ["", "/v8", "arm64/", "a/b/c"] {
             assert!(PlatformName::parse(bad).is_none(), "{bad}");
+        }
+        // `--platform` also takes docker's `linux/` prefix.
+        let arm = PlatformName::parse_option("linux/arm/v7").unwrap();
+        assert_eq!(
+            (arm.architecture.as_str(), arm.variant.as_deref()),
+            ("arm", Some("v7"))
+        );
+        assert_eq!(
+            PlatformName::parse_option("linux/arm64")
+                .unwrap()
+                .to_string(),
+            "arm64"
+        );
+        assert_eq!(
+            PlatformName::parse_option("arm64/v8").unwrap().to_string(),
+            "arm64/v8"
+        );
+        for bad in ["linux/", "linux/a/b/c"] {
+            assert!(PlatformName::parse_option(bad).is_none(), "{bad}");
         }
     }
 

@@ -39,6 +39,12 @@ pub struct DiffImage {
     pub config_size: u64,
     /// Bytes of the OCI image manifest (as a registry holds it).
     pub manifest_size: u64,
+    /// The image config, to tell which of its settings changed.
+    pub config: Value,
+    /// Its digest: a registry holding the old image has an unchanged one.
+    pub config_digest: Digest,
+    /// The manifest's digest, likewise.
+    pub manifest_digest: Digest,
 }
 
 /// Why an image could not be read for `diff`.
@@ -52,12 +58,14 @@ pub enum DiffError {
     #[error(transparent)]
     Archive(#[from] archive::Error),
     /// The archive holds no image, or several.
-    #[error("`{}` holds {count} images; `diff` compares exactly one on each side", path.display())]
+    #[error("`{}` holds {count} images{}; `diff` compares exactly one on each side{}", path.display(), platform.as_ref().map(|p| format!(" of platform `{p}`")).unwrap_or_default(), if platform.is_none() && *count > 1 { " (of an image index, choose one with `--platform ARCH[/VARIANT]`)" } else { "" })]
     ImageCount {
         /// The archive.
         path: std::path::PathBuf,
-        /// How many images it holds.
+        /// How many images it holds (of `platform`).
         count: usize,
+        /// The platform asked for.
+        platform: Option<String>,
     },
     /// A layer has no diff_id in the config.
     #[error("`{}`: layer {index} has no diff_id in the image config", path.display())]
@@ -128,6 +136,9 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
         layers,
         config_size: config.len() as u64,
         manifest_size: manifest.len() as u64,
+        config: serde_json::from_slice(&config).unwrap_or(Value::Null),
+        config_digest: Digest::of(&config),
+        manifest_digest: Digest::of(&manifest),
     })
 }
 
@@ -139,12 +150,29 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
 /// # Errors
 /// When the path cannot be read as an image, holds other than one image,
 /// or a layer has no diff_id.
-pub fn from_archive(path: &Path) -> Result<DiffImage, DiffError> {
+pub fn from_archive(
+    path: &Path,
+    platform: Option<&crate::manifest::PlatformName>,
+) -> Result<DiffImage, DiffError> {
     let archive = ImageArchive::open(path)?;
-    let [image] = archive.images() else {
+    // Of several images, the one of `platform` (without a variant, any of
+    // the architecture's, as a pull picks).
+    let fits = |i: &&archive::Image| {
+        let Some(wanted) = platform else { return true };
+        let config = i.config_value().unwrap_or(Value::Null);
+        let name = crate::manifest::PlatformName {
+            architecture: config["architecture"].as_str().unwrap_or("").to_owned(),
+            variant: config["variant"].as_str().map(str::to_owned),
+        };
+        name.architecture == wanted.architecture
+            && (wanted.variant.is_none() || name.is_same_platform(wanted))
+    };
+    let chosen: Vec<&archive::Image> = archive.images().iter().filter(fits).collect();
+    let [image] = chosen[..] else {
         return Err(DiffError::ImageCount {
             path: path.to_owned(),
-            count: archive.images().len(),
+            count: chosen.len(),
+            platform: platform.map(ToString::to_string),
         });
     };
     let config = image.config_value().unwrap_or(Value::Null);
@@ -200,6 +228,9 @@ pub fn from_archive(path: &Path) -> Result<DiffImage, DiffError> {
         layers,
         config_size,
         manifest_size: manifest.len() as u64,
+        config_digest: image.config_digest,
+        manifest_digest: Digest::of(&manifest),
+        config,
     })
 }
 
@@ -244,10 +275,15 @@ pub struct ImageDiff {
     pub added_layers: Vec<DiffLayer>,
     /// Layers only the old image has.
     pub dropped_layers: Vec<DiffLayer>,
-    /// The new image's config size.
+    /// The new image's config size; 0 when the config is unchanged (a
+    /// registry holding the old image has it).
     pub config_size: u64,
-    /// The new image's manifest size.
+    /// The new image's manifest size; 0 when it is unchanged.
     pub manifest_size: u64,
+    /// The config settings that differ, as `KEY` or `config.KEY` (the
+    /// runtime settings: `config.Env`, `config.Cmd`, …), sorted. `rootfs`
+    /// and `history` are left out: they follow the layers.
+    pub config_changed: Vec<String>,
 }
 
 impl ImageDiff {
@@ -287,6 +323,7 @@ impl ImageDiff {
                 "added": self.added_layers.iter().map(layer).collect::<Vec<_>>(),
                 "dropped": self.dropped_layers.iter().map(layer).collect::<Vec<_>>(),
             },
+            "config": { "changed": self.config_changed },
             "bytes": {
                 "layers": self.layer_bytes(),
                 "config": self.config_size,
@@ -302,6 +339,41 @@ impl ImageDiff {
 fn path_name(path: &str) -> &str {
     let base = path.rsplit('/').next().unwrap_or(path);
     base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+/// The top-level config keys whose values differ, and of the runtime
+/// `config` object each key as `config.KEY`; `rootfs` and `history` are
+/// left out (the layer comparison covers them).
+fn config_changes(old: &Value, new: &Value) -> Vec<String> {
+    fn differing(old: &Value, new: &Value) -> BTreeSet<String> {
+        let empty = serde_json::Map::new();
+        let (o, n) = (
+            old.as_object().unwrap_or(&empty),
+            new.as_object().unwrap_or(&empty),
+        );
+        o.keys()
+            .chain(n.keys())
+            .filter(|k| o.get(*k) != n.get(*k))
+            .cloned()
+            .collect()
+    }
+    let mut out = Vec::new();
+    for key in differing(old, new) {
+        match key.as_str() {
+            "rootfs" | "history" => {}
+            "config" => {
+                let runtime = differing(&old["config"], &new["config"]);
+                if runtime.is_empty() {
+                    // One side's `config` is not an object (or absent).
+                    out.push(key);
+                    continue;
+                }
+                out.extend(runtime.into_iter().map(|k| format!("config.{k}")));
+            }
+            _ => out.push(key),
+        }
+    }
+    out
 }
 
 /// Compares `old` with `new`.
@@ -368,8 +440,18 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
         kept,
         added_layers,
         dropped_layers,
-        config_size: new.config_size,
-        manifest_size: new.manifest_size,
+        // What the registry already holds is not sent again.
+        config_size: if old.config_digest == new.config_digest {
+            0
+        } else {
+            new.config_size
+        },
+        manifest_size: if old.manifest_digest == new.manifest_digest {
+            0
+        } else {
+            new.manifest_size
+        },
+        config_changed: config_changes(&old.config, &new.config),
     }
 }
 
@@ -406,6 +488,9 @@ mod tests {
             ],
             config_size: 10,
             manifest_size: 20,
+            config: json!({"config": {"Cmd": ["a"], "Env": ["X=1"]}, "created": "1"}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
         };
         let new = DiffImage {
             layers: vec![
@@ -414,6 +499,9 @@ mod tests {
             ],
             config_size: 11,
             manifest_size: 21,
+            config: json!({"config": {"Cmd": ["b"], "Env": ["X=1"], "User": "1"}, "created": "1", "history": []}),
+            config_digest: Digest([11; 32]),
+            manifest_digest: Digest([21; 32]),
         };
         let d = diff(&old, &new);
         assert_eq!(d.added, ["/nix/store/ddd-new"]);
@@ -429,6 +517,11 @@ mod tests {
         assert_eq!(d.added_layers.len(), 1);
         assert_eq!(d.dropped_layers.len(), 1);
         assert_eq!(d.push_bytes(), 300 + 11 + 21);
+        assert_eq!(d.config_changed, ["config.Cmd", "config.User"]);
+        // Against itself: nothing changes and nothing is sent.
+        let same = diff(&new, &new);
+        assert!(same.config_changed.is_empty());
+        assert_eq!(same.push_bytes(), 0);
     }
 
     proptest::proptest! {

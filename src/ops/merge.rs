@@ -383,6 +383,18 @@ pub enum ImagesError {
         /// Where that is.
         second_path: PathBuf,
     },
+    /// One reference names one image (one config) under two manifests:
+    /// its layers stored in two compressions.
+    #[error("`{reference}` names one image (config {config}) stored two ways, manifest {manifests} (its layers in another compression, or other manifest annotations), and an OCI output names one manifest per tag: merge into a docker-archive, which keeps one copy, or leave one of them out")]
+    SameImageTwoManifests {
+        /// The reference (tag, or `name:tag`).
+        reference: String,
+        /// The image's config digest (`sha256:…`).
+        config: String,
+        /// The two manifests and where each is: "sha256:… in `A` and
+        /// sha256:… in `B`".
+        manifests: String,
+    },
     /// A layer's bytes are not what its image's config records.
     #[error("`{}` is malformed: layer `{location}` {what}", path.display())]
     Layer {
@@ -548,11 +560,12 @@ fn pick<'a>(
             platforms: offered,
         });
     };
-    // Without a variant, any variant of the architecture (as a pull does).
+    // Without a variant, any variant of the architecture (as a pull does);
+    // with one, the variant as docker compares it (`arm64/v8` is `arm64`).
     let fits = |i: &&&archive::Image| {
         let p = platform_of(i);
         p.architecture == wanted.architecture
-            && (wanted.variant.is_none() || p.variant == wanted.variant)
+            && (wanted.variant.is_none() || p.is_same_platform(wanted))
     };
     images
         .iter()
@@ -665,6 +678,11 @@ fn select_for_docker<'a>(
         }
         for (i, entry) in input.entries().iter().enumerate() {
             let images = entry_images(input, i);
+            if images.is_empty() && entry.indexes.is_empty() {
+                // An OCI 1.1 artifact (an SBOM) about an image: a
+                // docker-archive has no place for it.
+                continue;
+            }
             let image = if entry.indexes.is_empty() && images.len() == 1 {
                 images[0]
             } else {
@@ -914,6 +932,7 @@ fn write_oci<S: crate::sink::ImageSink>(
     };
     let mut entries: Vec<Value> = Vec::new();
     let mut names: BTreeMap<String, (Digest, PathBuf)> = BTreeMap::new();
+    let mut configs: BTreeMap<String, Digest> = BTreeMap::new();
     let count = |summary: &mut MergeSummary, new: bool, size: u64| {
         if new {
             summary.members += 1;
@@ -975,13 +994,63 @@ fn write_oci<S: crate::sink::ImageSink>(
                         .collect()
                 };
                 for entry in named {
-                    add_entry(&mut entries, &mut names, &mut summary, entry, input)?;
+                    add_entry(
+                        &mut entries,
+                        (&mut names, &mut configs),
+                        &mut summary,
+                        (entry, Some(image.config_digest)),
+                        input,
+                    )?;
                 }
             }
             continue;
         }
         for (i, entry) in input.entries().iter().enumerate() {
             let images = entry_images(input, i);
+            if images.is_empty() && entry.indexes.is_empty() {
+                // An OCI 1.1 artifact (an SBOM) about an image: its
+                // manifest, config and layers copied as stored, its entry
+                // kept (it names no image).
+                let (digest, size) = artifact_descriptor(input, &entry.descriptor, "index.json")?;
+                let bytes = input.read_blob(&digest, size)?;
+                let location = format!("blobs/sha256/{}", digest.hex());
+                let doc: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let config = doc.get("config").ok_or_else(|| {
+                    ImagesError::Read(archive::Error::Malformed {
+                        path: input.path().to_owned(),
+                        member: location.clone(),
+                        what: "has no `config`".to_owned(),
+                    })
+                })?;
+                let (config_digest, config_size) = artifact_descriptor(input, config, &location)?;
+                put_json(
+                    sink,
+                    &mut summary,
+                    &input.read_blob(&config_digest, config_size)?,
+                )?;
+                let layers = doc.get("layers").and_then(Value::as_array);
+                for layer in layers.into_iter().flatten() {
+                    let (layer_digest, layer_size) = artifact_descriptor(input, layer, &location)?;
+                    let layer = archive::Layer {
+                        location: format!("blobs/sha256/{}", layer_digest.hex()),
+                        digest: Some(layer_digest),
+                        diff_id: None,
+                        size: layer_size,
+                        media_type: layer
+                            .get("mediaType")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    };
+                    let copied = put_layer(input, &layer, sink)?;
+                    count(&mut summary, copied.new, copied.size);
+                }
+                put_json(sink, &mut summary, &bytes)?;
+                if !entries.contains(&entry.descriptor) {
+                    entries.push(entry.descriptor.clone());
+                }
+                continue;
+            }
             let chosen: Vec<&archive::Image> = match (&options.platform, entry.indexes.is_empty()) {
                 (Some(_), false) => vec![pick(input, entry, &images, options.platform.as_ref())?],
                 _ => images,
@@ -1021,19 +1090,55 @@ fn write_oci<S: crate::sink::ImageSink>(
                 }
                 entry.descriptor.clone()
             };
-            add_entry(&mut entries, &mut names, &mut summary, descriptor, input)?;
+            // An entry of one image is known by its config too.
+            let config = (chosen.len() == 1
+                && (entry.indexes.is_empty() || options.platform.is_some()))
+            .then(|| chosen[0].config_digest);
+            add_entry(
+                &mut entries,
+                (&mut names, &mut configs),
+                &mut summary,
+                (descriptor, config),
+                input,
+            )?;
         }
     }
     Ok((entries, summary))
 }
 
+/// The digest and size of a descriptor of an artifact in `input`, found
+/// in `location`.
+fn artifact_descriptor(
+    input: &ImageArchive,
+    descriptor: &Value,
+    location: &str,
+) -> Result<(Digest, u64), ImagesError> {
+    let digest = descriptor
+        .get("digest")
+        .and_then(Value::as_str)
+        .and_then(Digest::parse);
+    let size = descriptor.get("size").and_then(Value::as_u64);
+    digest.zip(size).ok_or_else(|| {
+        ImagesError::Read(archive::Error::Malformed {
+            path: input.path().to_owned(),
+            member: location.to_owned(),
+            what: "has a descriptor without a sha256 `digest` and a `size`".to_owned(),
+        })
+    })
+}
+
+/// The image each reference names, and the input it came from.
+type Names = BTreeMap<String, (Digest, PathBuf)>;
+
 /// Adds an `index.json` entry unless an identical one is there; a
-/// reference naming another digest already is an error.
+/// reference naming another digest already is an error, which says so
+/// when both are one image (`config`, the config digest of an entry of one
+/// image, is recorded per reference in `configs`).
 fn add_entry(
     entries: &mut Vec<Value>,
-    names: &mut BTreeMap<String, (Digest, PathBuf)>,
+    (names, configs): (&mut Names, &mut BTreeMap<String, Digest>),
     summary: &mut MergeSummary,
-    entry: Value,
+    (entry, config): (Value, Option<Digest>),
     input: &ImageArchive,
 ) -> Result<(), ImagesError> {
     let digest = entry
@@ -1042,7 +1147,30 @@ fn add_entry(
         .and_then(Digest::parse)
         .unwrap_or(Digest([0; 32]));
     if let Some(reference) = entry_reference(&entry) {
-        claim(names, &reference, digest, input.path())?;
+        claim(names, &reference, digest, input.path()).map_err(|e| match (e, config) {
+            (
+                ImagesError::TagConflict {
+                    reference,
+                    first,
+                    first_path,
+                    second,
+                    second_path,
+                },
+                Some(config),
+            ) if configs.get(&reference) == Some(&config) => ImagesError::SameImageTwoManifests {
+                reference,
+                config: config.prefixed(),
+                manifests: format!(
+                    "{first} in `{}` and {second} in `{}`",
+                    first_path.display(),
+                    second_path.display()
+                ),
+            },
+            (e, _) => e,
+        })?;
+        if let Some(config) = config {
+            configs.entry(reference.clone()).or_insert(config);
+        }
         if !summary.tags.contains(&reference) {
             summary.tags.push(reference);
         }

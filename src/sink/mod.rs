@@ -441,6 +441,9 @@ fn tagged_entry(
             let mut entry = crate::oci::index_entry(desc, reference, tag, &p.os, &p.architecture);
             if let Some(obj) = entry.as_object_mut() {
                 obj.insert("annotations".into(), named.into());
+                // With its variant (`arm/v7`), as the config and an index
+                // of several platforms say it.
+                obj.insert("platform".into(), p.to_json());
             }
             Ok(entry)
         }
@@ -476,6 +479,30 @@ mod platform_tests {
                 variant: variant.map(str::to_owned),
             },
         )
+    }
+
+    /// One image's `index.json` entry names its platform's variant, as
+    /// its config does (it was left out: `arm64` for an `arm64/v8` image).
+    #[test]
+    fn a_single_entry_keeps_its_variant() {
+        let one = [entry(1, "arm", Some("v7"))];
+        let named = tagged_entry(&one, "x:t", &OutputAnnotations::default(), |b| {
+            Ok((Digest::of(b), true))
+        })
+        .unwrap();
+        assert_eq!(
+            named["platform"],
+            serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v7"})
+        );
+        let amd64 = [entry(1, "amd64", None)];
+        let named = tagged_entry(&amd64, "x:t", &OutputAnnotations::default(), |b| {
+            Ok((Digest::of(b), true))
+        })
+        .unwrap();
+        assert_eq!(
+            named["platform"],
+            serde_json::json!({"os": "linux", "architecture": "amd64"})
+        );
     }
 
     /// No index annotations, the bytes of before; with them, on the index

@@ -210,17 +210,38 @@ impl OciLayout {
     /// new layout puts the layout in place.
     ///
     /// # Errors
-    /// When the existing `index.json` is malformed or cannot be replaced.
+    /// When the existing `index.json` is malformed or cannot be replaced,
+    /// or its entry of that tag is another image name's (`app:1` into a
+    /// layout holding `db:1`): tools pick a layout's image by tag alone
+    /// (`oci:DIR:1`), so replacing it would silently drop `db:1`, and
+    /// adding a second `1` would leave skopeo to take either.
     pub fn set_tag(&mut self, tag: &str, entry: Value) -> Result<(), Error> {
+        let name = entry_name(&entry).1.map(str::to_owned);
         self.update(&|mut manifests: Vec<Value>| {
-            match manifests
-                .iter_mut()
-                .find(|m| oci::entry_ref_name(m) == Some(tag))
-            {
-                Some(slot) => *slot = entry.clone(),
+            let tagged = |m: &Value| oci::entry_ref_name(m) == Some(tag);
+            // Its own entry first (a merge may have put `db:1` beside it).
+            let own = manifests
+                .iter()
+                .position(|m| tagged(m) && entry_name(m).1 == name.as_deref());
+            let slot = match own {
+                Some(i) => Some(i),
+                None => match (manifests.iter().position(tagged), name.as_deref()) {
+                    (Some(i), Some(new)) => {
+                        if let Some(old) = entry_name(&manifests[i]).1 {
+                            return Err(format!(
+                                "already names `{old}` by the tag `{tag}`; tools pick a layout's image by tag (`oci:DIR:{tag}`), so `{new}` would replace it: use another tag or layout, or remove that entry"
+                            ));
+                        }
+                        Some(i)
+                    }
+                    (found, _) => found,
+                },
+            };
+            match slot {
+                Some(i) => manifests[i] = entry.clone(),
                 None => manifests.push(entry.clone()),
             }
-            manifests
+            Ok(manifests)
         })
     }
 
@@ -245,13 +266,13 @@ impl OciLayout {
                     None => manifests.push(entry.clone()),
                 }
             }
-            manifests
+            Ok(manifests)
         })
     }
 
     /// Replaces `index.json`'s `manifests` with what `change` makes of
     /// them; a new layout is put in place.
-    fn update(&mut self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
+    fn update(&mut self, change: Change<'_>) -> Result<(), Error> {
         let Some(staging) = self.staging.take() else {
             return self.update_index(change);
         };
@@ -260,7 +281,12 @@ impl OciLayout {
             let index = staging.dir.path().join("index.json");
             replace_file(
                 &index,
-                &oci::index_json(self.with_referrers(change(Vec::new()))),
+                &oci::index_json(self.with_referrers(change(Vec::new()).map_err(|reason| {
+                    Error::Refused {
+                        path: self.shown.join("index.json"),
+                        reason,
+                    }
+                })?)),
                 &self.shown.join("index.json"),
             )?;
             let renamed = staging
@@ -283,11 +309,7 @@ impl OciLayout {
     /// Moves the staged blobs into the layout that is now at the target,
     /// then changes `index.json` and, last, adds the `oci-layout` marker if
     /// missing.
-    fn merge_staged(
-        &self,
-        staged: &Path,
-        change: &dyn Fn(Vec<Value>) -> Vec<Value>,
-    ) -> Result<(), Error> {
+    fn merge_staged(&self, staged: &Path, change: Change<'_>) -> Result<(), Error> {
         let _lock = lock(&self.target, &self.shown)?;
         let marker = self.target.join("oci-layout");
         if !marker.exists() && !is_empty(&self.target).map_err(io_at(&self.shown))? {
@@ -328,13 +350,13 @@ impl OciLayout {
     }
 
     /// Changes `index.json` of the layout in place, under its lock.
-    fn update_index(&self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
+    fn update_index(&self, change: Change<'_>) -> Result<(), Error> {
         let _lock = lock(&self.target, &self.shown)?;
         self.write_index(change)
     }
 
     /// Reads, changes and replaces `index.json`; the caller holds the lock.
-    fn write_index(&self, change: &dyn Fn(Vec<Value>) -> Vec<Value>) -> Result<(), Error> {
+    fn write_index(&self, change: Change<'_>) -> Result<(), Error> {
         let path = self.target.join("index.json");
         let shown = self.shown.join("index.json");
         let manifests: Vec<Value> = match fs::read(&path) {
@@ -364,10 +386,17 @@ impl OciLayout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_at(&shown)(e)),
         };
-        let manifests = self.with_referrers(change(manifests));
+        let changed = change(manifests).map_err(|reason| Error::Refused {
+            path: shown.clone(),
+            reason,
+        })?;
+        let manifests = self.with_referrers(changed);
         replace_file(&path, &oci::index_json(manifests), &shown)
     }
 }
+
+/// A change of `index.json`'s `manifests`, or why it is refused.
+type Change<'a> = &'a dyn Fn(Vec<Value>) -> Result<Vec<Value>, String>;
 
 /// What names an `index.json` entry: its ref name and containerd name.
 fn entry_name(entry: &Value) -> (Option<&str>, Option<&str>) {
@@ -761,6 +790,51 @@ mod tests {
     /// `merge`'s entries: one tag under two image names stays two
     /// entries (as containerd and docker write them); the same name and
     /// tag again replaces its entry; an identical entry is kept once.
+    #[test]
+    fn a_tag_of_another_name_is_refused_and_the_index_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        layout.set_tag("a", entry(b"1", "a")).unwrap();
+        let before = fs::read(dir.path().join("l/index.json")).unwrap();
+        let d = oci::Descriptor {
+            media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+            digest: Digest::of(b"2"),
+            size: 1,
+        };
+        let other = oci::index_entry(&d, "y:a", "a", "linux", "amd64");
+        let err = OciLayout::create(&dir.path().join("l"))
+            .unwrap()
+            .set_tag("a", other)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already names `x:a` by the tag `a`"), "{err}");
+        assert_eq!(fs::read(dir.path().join("l/index.json")).unwrap(), before);
+        // Beside it (as `merge` puts them), `y:a` is rebuilt in place.
+        let y = |n: &[u8]| {
+            let d = oci::Descriptor {
+                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
+                digest: Digest::of(n),
+                size: 1,
+            };
+            oci::index_entry(&d, "y:a", "a", "linux", "amd64")
+        };
+        let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        layout.add_entries(&[y(b"2")]).unwrap();
+        layout.set_tag("a", y(b"3")).unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("l/index.json")).unwrap()).unwrap();
+        let digests: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            digests,
+            [Digest::of(b"1").prefixed(), Digest::of(b"3").prefixed()]
+        );
+    }
+
     #[test]
     fn merged_entries_keep_a_tag_of_two_names() {
         let dir = tempfile::tempdir().unwrap();

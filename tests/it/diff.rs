@@ -197,6 +197,91 @@ fn built_images_agree_with_manifests() {
     assert!(doc["bytes"]["layers"].as_u64() < planned["bytes"]["layers"].as_u64());
 }
 
+/// A change of config alone is named (`config.Env`), and an image
+/// against itself (or its manifest) changes nothing and sends nothing: the
+/// registry already holds its config and manifest.
+#[test]
+fn config_changes_are_named_and_an_unchanged_image_sends_nothing() {
+    let tmp = util::temp_dir();
+    let old = example(&tmp.path().join("old"), "auto", false);
+    let text = std::fs::read_to_string(&old).unwrap();
+    let env = util::write(
+        &tmp.path().join("old"),
+        "env.toml",
+        &format!("{text}Env = [\"GREETING=hi\"]\n"),
+    );
+    let doc = diff_json(&old, &env);
+    assert_eq!(
+        doc["config"]["changed"],
+        serde_json::json!(["config.Env"]),
+        "{doc}"
+    );
+    assert!(doc["bytes"]["config"].as_u64().unwrap() > 0, "{doc}");
+    assert_eq!(doc["bytes"]["layers"], 0, "{doc}");
+    let out = run(nixlayer().arg("diff").arg(&old).arg(&env), 0);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("config: config.Env changed"), "{table}");
+
+    let layout = tmp.path().join("layout");
+    build(&old, &layout, &["--format", "oci-layout"]);
+    for (a, b) in [(&old, &old), (&old, &layout), (&layout, &layout)] {
+        let doc = diff_json(a, b);
+        assert_eq!(doc["config"]["changed"], serde_json::json!([]), "{doc}");
+        assert_eq!(doc["bytes"]["push"], 0, "{}: {doc}", b.display());
+    }
+    let out = run(nixlayer().arg("diff").arg(&layout).arg(&old), 0);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("config: no setting changed\nupdate pushes 0 B"),
+        "{table}"
+    );
+}
+
+/// A multi-platform side: `--platform` picks its image (a manifest's and
+/// an index's alike, docker's `linux/` spelling too); without it an index
+/// is refused with the way out (it only said "holds 2 images").
+#[test]
+fn platform_picks_the_image_of_a_multi_platform_side() {
+    let tmp = util::temp_dir();
+    let two = crate::merge_oci::example(tmp.path(), "nixlayer-test/diff-multi", "1", "a", true);
+    let layout = tmp.path().join("layout");
+    build(&two, &layout, &["--format", "oci-layout"]);
+    let out = run(nixlayer().arg("diff").arg(&two).arg(&layout), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds 2 images") && stderr.contains("--platform"),
+        "{stderr}"
+    );
+    for platform in ["arm64", "linux/arm64/v8", "amd64"] {
+        let out = run(
+            nixlayer()
+                .arg("diff")
+                .arg(&two)
+                .arg(&layout)
+                .args(["--json", "--platform", platform]),
+            0,
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["bytes"]["push"], 0, "{platform}: {doc}");
+    }
+    // A side with no image of that platform is an error, not a guess.
+    let arm = tmp.path().join("arm.tar");
+    build(&two, &arm, &["--platform", "arm64"]);
+    let out = run(
+        nixlayer()
+            .arg("diff")
+            .arg(&arm)
+            .arg(&layout)
+            .args(["--json", "--platform", "amd64"]),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds 0 images of platform `amd64`"),
+        "{stderr}"
+    );
+}
+
 /// Unreadable sides fail with one error naming the input.
 #[test]
 fn bad_inputs_are_named() {

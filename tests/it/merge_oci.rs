@@ -28,7 +28,7 @@ const APP: &str = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
 
 /// A manifest of the example closure named `name:tag` whose program
 /// prints `LANG=lang`; with `arm` a second, arm64 platform.
-fn example(dir: &Path, name: &str, tag: &str, lang: &str, arm: bool) -> PathBuf {
+pub(crate) fn example(dir: &Path, name: &str, tag: &str, lang: &str, arm: bool) -> PathBuf {
     let fixtures = util::repo().join("fixtures/example");
     let mut text = format!(
         r#"
@@ -494,6 +494,37 @@ fn one_tag_for_two_images_is_refused_in_a_docker_archive_merge_too() {
     merge(&[&a, &a], &[], &out, 0);
     let manifest = tool("tar", &["-xOf", out.to_str().unwrap(), "manifest.json"]);
     assert_eq!(json(&manifest).as_array().unwrap().len(), 2);
+}
+
+/// One image (one config) as a plain docker-archive and as a gzip layout:
+/// a docker-archive merge keeps one copy, an OCI merge (one manifest per
+/// tag) is refused saying it is one image stored two ways rather than
+/// "two different images".
+#[test]
+fn one_image_in_two_compressions_is_named_as_such() {
+    let tmp = util::temp_dir();
+    let name = "nixlayer-test/merge-two-ways";
+    let manifest = example(tmp.path(), name, "1", "a", false);
+    let (plain, gzip) = (tmp.path().join("plain.tar"), tmp.path().join("gzip"));
+    build(&manifest, &[], &plain);
+    build(
+        &manifest,
+        &["--format", "oci-layout", "--compression", "gzip"],
+        &gzip,
+    );
+    let out = tmp.path().join("out.tar");
+    merge(&[&plain, &gzip], &[], &out, 0);
+    let manifest = tool("tar", &["-xOf", out.to_str().unwrap(), "manifest.json"]);
+    assert_eq!(json(&manifest).as_array().unwrap().len(), 1);
+    let layout = tmp.path().join("out");
+    let stderr = merge(&[&plain, &gzip], &["--format", "oci-layout"], &layout, 1);
+    assert!(
+        stderr.contains(&format!("`{name}:1` names one image (config sha256:"))
+            && stderr.contains("stored two ways")
+            && stderr.contains("merge into a docker-archive"),
+        "{stderr}"
+    );
+    assert!(!layout.exists());
 }
 
 /// Merges `inputs` into each output format in `dir`, which must fail

@@ -249,6 +249,130 @@ fn docker_archive_of_several_platforms_needs_platform() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the manifest"));
 }
 
+/// `arm64` and `arm64/v8` are one platform to docker and containerd:
+/// `--platform arm64` of `build` and `sbom` finds the manifest's `arm64/v8`,
+/// `merge --platform arm64/v8` finds an index's plain `arm64` image, and a
+/// manifest describing both is refused (a pull would pick either).
+#[test]
+fn arm64_and_arm64_v8_are_one_platform() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), &hello, "m3", "same");
+    let out_path = tmp.path().join("image.tar");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--platform", "arm64", "-o"])
+            .arg(&out_path),
+        0,
+    );
+    let config = crate::support::archive_config(&out_path);
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["variant"], "v8");
+    run(
+        nixlayer()
+            .args(["sbom", "--format", "spdx-json", "--platform", "arm64"])
+            .arg(&m),
+        0,
+    );
+    // docker's spelling, `linux/ARCH[/VARIANT]`, names the same platform.
+    let linux = tmp.path().join("linux.tar");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--platform", "linux/arm64", "-o"])
+            .arg(&linux),
+        0,
+    );
+    assert_eq!(
+        crate::support::archive_config(&linux)["architecture"],
+        "arm64"
+    );
+    run(
+        nixlayer()
+            .args([
+                "sbom",
+                "--format",
+                "spdx-json",
+                "--platform",
+                "linux/arm64/v8",
+            ])
+            .arg(&m),
+        0,
+    );
+
+    // One platform into a layout: its `index.json` entry names the variant
+    // its config has.
+    let single = tmp.path().join("single");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--platform", "arm64", "--format", "oci-layout", "-o"])
+            .arg(&single),
+        0,
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(single.join("index.json")).unwrap()).unwrap();
+    assert_eq!(platforms(&index), ["arm64/v8"], "{index}");
+
+    // The same manifest with a plain `arm64` entry, as an OCI layout index.
+    let text = std::fs::read_to_string(&m).unwrap();
+    let plain = util::write(
+        tmp.path(),
+        "plain.toml",
+        &text.replace("variant = \"v8\"\n", ""),
+    );
+    let layout = tmp.path().join("layout");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&plain)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(&layout),
+        0,
+    );
+    let merged = tmp.path().join("merged.tar");
+    run(
+        nixlayer()
+            .args(["merge", "--platform", "linux/arm64/v8", "-o"])
+            .arg(&merged)
+            .arg(&layout),
+        0,
+    );
+    assert_eq!(
+        crate::support::archive_config(&merged)["architecture"],
+        "arm64"
+    );
+
+    // Both spellings in one manifest: refused at the second one's line.
+    let both = util::write(
+        tmp.path(),
+        "both.toml",
+        &format!(
+            "{text}\n[[platforms]]\narchitecture = \"arm64\"\n[platforms.closure]\nroots = [\"{ARM_PATH}\"]\n"
+        ),
+    );
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&both)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(tmp.path().join("both")),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("platform `arm64` is described twice (as `arm64/v8`"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("both").exists());
+}
+
 #[test]
 fn a_pushed_index_copies_intact_and_its_amd64_image_runs() {
     let Some(hello) = util::nix_fixture("hello") else {

@@ -533,6 +533,62 @@ fn a_layout_rebuild_after_one_path_changed_writes_only_the_changed_blobs() {
     assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
 }
 
+/// A layout tells its images apart by tag (`oci:DIR:it`): building
+/// `other:it` into a layout holding `first:it` is refused, the layout
+/// left as it was (it replaced `first:it` silently), while rebuilding
+/// `first:it` and adding `first:two` still work.
+#[test]
+fn a_tag_of_another_name_in_a_layout_is_refused() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let first = hello_manifest(tmp.path(), &hello, "nixlayer-test/first", "one");
+    let other = hello_manifest(tmp.path(), &hello, "nixlayer-test/other", "two");
+    let layout = tmp.path().join("layout");
+    let built = build_json(
+        &first,
+        &["--format", "oci-layout", "-o", layout.to_str().unwrap()],
+    );
+    let index = std::fs::read(layout.join("index.json")).unwrap();
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&other)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(&layout),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("index.json` already names `nixlayer-test/first:it` by the tag `it`")
+            && stderr.contains("`nixlayer-test/other:it` would replace it"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(layout.join("index.json")).unwrap(), index);
+    let seen: Value = serde_json::from_slice(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:it", layout.display())],
+    ))
+    .unwrap();
+    assert_eq!(seen["Digest"], built["manifest_digest"], "{built}");
+    build_json(
+        &first,
+        &["--format", "oci-layout", "-o", layout.to_str().unwrap()],
+    );
+    build_json(
+        &other,
+        &[
+            "--tag",
+            "nixlayer-test/other:two",
+            "--format",
+            "oci-layout",
+            "-o",
+            layout.to_str().unwrap(),
+        ],
+    );
+}
+
 #[test]
 fn inspect_reports_what_build_wrote() {
     let tmp = util::temp_dir();

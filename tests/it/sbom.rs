@@ -478,6 +478,73 @@ fn build_attaches_sboms_to_an_oci_layout() {
     }
 }
 
+/// `merge` of a layout with SBOMs attached: into an OCI layout or archive
+/// the artifacts come along whole (their manifests, the empty config and
+/// the SBOM blobs; `index.json` named blobs that were never copied), and
+/// into a docker-archive they are left out (it was refused, the SBOM taken
+/// for an untagged multi-platform index). The summary counts images only.
+#[test]
+fn merge_carries_sboms_into_oci_and_leaves_them_out_of_docker() {
+    let dir = util::temp_dir();
+    let example = util::repo().join("manifests/example.toml");
+    let layout = dir.path().join("oci");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&example)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(&layout)
+            .args(["--sbom", "spdx-json", "--sbom", "cyclonedx-json"]),
+        0,
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let found = referrers(&index);
+    assert_eq!(found.len(), 2, "{index}");
+
+    let merged = dir.path().join("merged");
+    let out = run(
+        nixlayer()
+            .args(["merge", "--json", "--format", "oci-layout", "-o"])
+            .arg(&merged)
+            .arg(&layout),
+        0,
+    );
+    assert_eq!(
+        json(&out.stdout)["images"],
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(merged.join("index.json")).unwrap()).unwrap();
+    assert_eq!(referrers(&again), found);
+    for entry in &found {
+        let artifact: Value =
+            serde_json::from_slice(&blob(&merged, entry["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            blob(&merged, artifact["config"]["digest"].as_str().unwrap()),
+            b"{}"
+        );
+        let digest = artifact["layers"][0]["digest"].as_str().unwrap();
+        assert_eq!(blob(&merged, digest), blob(&layout, digest));
+    }
+    // The merged layout reads back whole.
+    run(nixlayer().arg("inspect").arg(&merged), 0);
+
+    let archive = dir.path().join("merged.tar");
+    run(
+        nixlayer().args(["merge", "-o"]).arg(&archive).arg(&layout),
+        0,
+    );
+    let inspected = json(&run(nixlayer().arg("inspect").arg(&archive).arg("--json"), 0).stdout);
+    assert_eq!(
+        inspected["images"].as_array().unwrap().len(),
+        1,
+        "{inspected}"
+    );
+}
+
 /// A multi-platform OCI archive gets one SBOM per platform image, each
 /// naming its platform's manifest; `nixlayer sbom` asks which platform.
 #[test]

@@ -48,6 +48,14 @@ pub fn archive_layers(archive: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The config of a docker-archive's (first) image, read with GNU tar.
+pub fn archive_config(archive: &Path) -> serde_json::Value {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&util::tool("tar", &["-xOf", s(archive), "manifest.json"])).unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap();
+    serde_json::from_slice(&util::tool("tar", &["-xOf", s(archive), config])).unwrap()
+}
+
 /// The top (customisation) layer of a docker-archive.
 pub fn top_layer(archive: &Path) -> Vec<u8> {
     archive_layers(archive).pop().expect("a layer")
