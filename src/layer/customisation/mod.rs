@@ -170,6 +170,16 @@ impl CustomisationTree {
             .map(|e| e.kind == EntryKind::Directory)
     }
 
+    /// The mode of the directory at `path`, if the tree has one there.
+    #[must_use]
+    pub fn dir_mode(&self, path: &str) -> Option<u32> {
+        let comps = split(path).ok()?;
+        self.entries
+            .get(&comps)
+            .filter(|e| e.kind == EntryKind::Directory)
+            .map(|e| e.mode)
+    }
+
     fn store_comps(&self) -> Vec<Vec<u8>> {
         split(self.store_dir.as_str()).unwrap_or_default()
     }
