@@ -128,6 +128,39 @@ fn field_problem(key: &str, value: &str) -> Option<String> {
 }
 
 impl LoadedManifest {
+    /// Why `home` cannot be made a directory of the layer, if it cannot:
+    /// inside the store directory (only store layers fill it), or at or
+    /// under one of the account files. Checked here so the error names the
+    /// manifest line, not only the path.
+    fn home_problem(&self, home: &str) -> Option<String> {
+        let normal = format!(
+            "/{}",
+            home.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        let under = |dir: &str| {
+            let dir = dir.trim_end_matches('/');
+            normal == dir || normal.starts_with(&format!("{dir}/"))
+        };
+        let store = self.store_dir().unwrap_or(super::DEFAULT_STORE_DIR);
+        if under(store) {
+            return Some(format!(
+                "`home` `{home}` is inside the store directory `{store}`, which only store paths fill"
+            ));
+        }
+        [
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/shadow",
+            "/etc/nsswitch.conf",
+        ]
+        .into_iter()
+        .find(|file| under(file))
+        .map(|file| format!("`home` `{home}` would replace the account file `{file}`"))
+    }
+
     /// Whether the manifest defines any account (then the layer gets the
     /// account files and `config.User` must name an account).
     #[must_use]
@@ -205,6 +238,9 @@ impl LoadedManifest {
             let home = match &u.home {
                 Some(home) => {
                     if let Some(problem) = field_problem("home", home.get_ref()) {
+                        return Err(at(home.span(), problem));
+                    }
+                    if let Some(problem) = self.home_problem(home.get_ref()) {
                         return Err(at(home.span(), problem));
                     }
                     home.get_ref().clone()
@@ -518,6 +554,16 @@ mod tests {
                 "[config]\nUser = \"a:staff\"\n[[users]]\nname = \"a\"\nuid = 1\n",
                 5,
                 "staff",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 1\nhome = \"/nix/store/x\"\n",
+                7,
+                "inside the store directory",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 1\nhome = \"//etc/passwd/\"\n",
+                7,
+                "account file `/etc/passwd`",
             ),
             ("[[users]]\nname = \"a\"\nuid = -1\n", 6, ""),
             (
