@@ -702,6 +702,12 @@ fn customisation_tree(
             cache.as_deref(),
         )?;
     }
+    if let Some(rule) = tree.unmatched_rule(&content.permissions) {
+        return Err(layer::Error::UnmatchedRule {
+            pattern: rule.pattern.clone(),
+        }
+        .into());
+    }
     Ok(tree)
 }
 

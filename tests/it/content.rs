@@ -604,3 +604,36 @@ fn contents_collision_names_both_store_paths_unless_first_wins() {
         .arg(&root)
         .status();
 }
+
+/// A permission rule that can only match the customisation layer (its
+/// fixed start is outside the store directory) and matches none of it is
+/// an error naming the rule, not a silently unchanged owner; rules that
+/// match, or could match inside the store, still build.
+#[test]
+fn a_permission_rule_that_matches_nothing_is_an_error() {
+    let tmp = util::temp_dir();
+    let typo = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
+                [[customisation.permissions]]\npath = \"/etc/pasword\"\nuid = 1000\n";
+    let first = fails(tmp.path(), &example(tmp.path(), "", typo));
+    assert!(
+        first.contains("permission rule `/etc/pasword` matches no entry"),
+        "{first}"
+    );
+    let glob = "[[customisation.permissions]]\npath = \"/home/*/**\"\nmode = \"0700\"\n";
+    let first = fails(tmp.path(), &example(tmp.path(), "", glob));
+    assert!(first.contains("`/home/*/**`"), "{first}");
+
+    let fine = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
+                [[customisation.permissions]]\npath = \"/etc/passw?\"\nuid = 1000\n\
+                [[customisation.permissions]]\npath = \"/**\"\nmode = \"0755\"\n\
+                [[customisation.permissions]]\npath = \"/nix/store/*/**\"\nuid = 1\n";
+    let manifest = example(tmp.path(), "", fine);
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(tmp.path().join("fine.tar")),
+        0,
+    );
+}
