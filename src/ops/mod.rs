@@ -275,6 +275,28 @@ pub struct PreparedImage {
     pub base: Option<Arc<BaseImage>>,
 }
 
+/// The most layers docker's layer store stacks (moby's `maxLayerDepth`):
+/// `docker load` of a deeper image fails with "max depth exceeded".
+pub const DOCKER_MAX_LAYERS: usize = 125;
+
+impl PreparedImage {
+    /// A warning when the image has more layers than docker can load. A
+    /// `[layering] pipeline` is not held to `max_layers` (nixpkgs ignores
+    /// `maxLayers` when a `layeringPipeline` is given), so
+    /// `[["popularity_contest"]]` on a large closure makes one layer per
+    /// path; podman and containerd may take it, docker refuses it.
+    #[must_use]
+    pub fn depth_warning(&self) -> Option<String> {
+        let total = self.layers.len();
+        (total > DOCKER_MAX_LAYERS).then(|| {
+            let store = self.plan.layers.len();
+            format!(
+                "the image has {total} layers ({store} store layers); docker refuses more than {DOCKER_MAX_LAYERS} (`docker load`: max depth exceeded): a `[layering] pipeline` is not held to `max_layers`, so end it with `[\"limit_layers\", N]`"
+            )
+        })
+    }
+}
+
 /// One layer of a written image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerSummary {
