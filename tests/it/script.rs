@@ -423,3 +423,37 @@ fn a_chroot_script_runs_again_when_a_store_path_it_sees_changes() {
     std::fs::write(data_dir.join("msg"), "two\n").unwrap();
     assert_eq!(copy("two.tar"), "two\n", "a stale cached script result");
 }
+
+/// A job the script leaves in the background neither holds the build
+/// until it ends (it kept the output pipes open) nor outlives it: it is
+/// killed with the script's process group, as Nix kills a builder's.
+#[test]
+fn a_background_job_of_the_script_does_not_hold_the_build() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let marker = tmp.path().join("still-running");
+    let script = format!("(sleep 8; touch '{}') &\ntouch x\n", marker.display());
+    let m = manifest(tmp.path(), "", &script, "");
+    let archive = tmp.path().join("image.tar");
+    let started = std::time::Instant::now();
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(7), "took {took:?}");
+    let listing = top_layer_listing(&archive);
+    assert!(
+        support::listed(&listing, "/x").starts_with("-rw-r--r-- 0/0 "),
+        "{listing}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(9).saturating_sub(took));
+    assert!(!marker.exists(), "the background job outlived the build");
+}

@@ -32,7 +32,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use super::{CustomisationTree, EntryKind, FileData, RUNTIME_DIRS};
 use crate::layer::{Error, Owner};
@@ -75,6 +75,52 @@ fn quote(bytes: &[u8]) -> Vec<u8> {
     }
     out.push(b'\'');
     out
+}
+
+/// Runs `command` as [`Command::output`] does, but in a process group of
+/// its own that is killed once the command itself has ended, and with its
+/// output in files under `work` rather than pipes. A script's background
+/// job (`daemon &`, `sleep 600 &`) would otherwise hold the pipes, and so
+/// the build, until it ended, and could go on changing the tree after the
+/// listing; Nix likewise kills whatever a builder leaves running. A job
+/// that leaves the group (`setsid`) is out of reach, as it would be of a
+/// process group under Nix without its sandbox.
+fn output_killing_leftovers(command: &mut Command, work: &Path) -> std::io::Result<Output> {
+    use std::os::unix::process::CommandExt as _;
+    let out_path = work.join("stdout");
+    let err_path = work.join("stderr");
+    let mut child = command
+        .stdout(fs::File::create(&out_path)?)
+        .stderr(fs::File::create(&err_path)?)
+        .process_group(0)
+        .spawn()?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    // Wait for the exit without reaping (`WNOWAIT`): the leader stays a
+    // zombie, so its pid (the group's id) cannot be reused while the
+    // group is killed.
+    // SAFETY: `info` is a plain C struct that `waitid` fills; the call
+    // touches no other memory.
+    let waited = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            libc::id_t::try_from(pid).unwrap_or_default(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    if waited == 0 {
+        // SAFETY: `kill` only sends a signal; a group already gone is ESRCH.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let status = child.wait()?;
+    Ok(Output {
+        status,
+        stdout: fs::read(&out_path)?,
+        stderr: fs::read(&err_path)?,
+    })
 }
 
 /// The error for a command that failed: its status and its stderr's end.
@@ -202,7 +248,7 @@ fn run_in_chroot(
     for (disk, path) in &mounts {
         command.arg(disk).arg(path);
     }
-    let output = command
+    command
         .env_clear()
         .env(
             "PATH",
@@ -210,8 +256,8 @@ fn run_in_chroot(
         )
         .env("LC_ALL", "C")
         .current_dir(stage)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::null());
+    let output = output_killing_leftovers(&mut command, temp)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 script_error(
@@ -465,7 +511,8 @@ impl CustomisationTree {
             return self.tree_from_stage(&stage, &output.stdout, names, groups, record);
         }
 
-        let output = Command::new("fakeroot")
+        let mut command = Command::new("fakeroot");
+        command
             .arg("--")
             .arg("sh")
             .arg(temp.path().join("driver.sh"))
@@ -482,8 +529,8 @@ impl CustomisationTree {
             )
             .env("LC_ALL", "C")
             .env("HOME", &stage)
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::null());
+        let output = output_killing_leftovers(&mut command, temp.path())
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     script_error(
