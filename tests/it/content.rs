@@ -637,3 +637,31 @@ fn a_permission_rule_that_matches_nothing_is_an_error() {
         0,
     );
 }
+
+/// The Nix database registers whole closures only: a path of the image
+/// whose reference `exclude` left out is an error naming both, not a
+/// database that silently drops the reference (`nix copy` from the
+/// container would then lose it).
+#[test]
+fn nix_db_with_an_excluded_reference_is_an_error() {
+    let tmp = util::temp_dir();
+    let greeting = "/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0";
+    let extra = format!("exclude = [\"{greeting}\"]\ninclude_nix_db = true\n");
+    let first = fails(tmp.path(), &example(tmp.path(), "", &extra));
+    assert!(
+        first.contains("`include_nix_db`")
+            && first.contains("example-site-2.1` refers to")
+            && first.contains(greeting),
+        "{first}"
+    );
+    // Without the exclusion the same database builds.
+    let whole = example(tmp.path(), "", "include_nix_db = true\n");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&whole)
+            .arg("-o")
+            .arg(tmp.path().join("whole.tar")),
+        0,
+    );
+}
