@@ -47,10 +47,11 @@ type FileReader<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, Error> + 'a;
 /// The most of the script's stderr an error quotes.
 const STDERR_TAIL: usize = 2048;
 
-/// What `fakeroot` runs: the owners and modes of the tree, the user's
+/// What `fakeroot` runs (under umask 022, as Nix builders do, so what the
+/// script makes has the same modes whatever the build's umask): the owners and modes of the tree, the user's
 /// script, then the listing (`%y` type, `%m` mode, `%U`/`%G` ids, `%P`
 /// path, `%l` link target, NUL-separated, so any name survives).
-const DRIVER: &str = "set -e\n. \"$1\"\nsh -e \"$2\"\nfind . -mindepth 1 -printf '%y\\0%m\\0%U\\0%G\\0%P\\0%l\\0' > \"$3\"\n";
+const DRIVER: &str = "set -e\numask 022\n. \"$1\"\nsh -e \"$2\"\nfind . -mindepth 1 -printf '%y\\0%m\\0%U\\0%G\\0%P\\0%l\\0' > \"$3\"\n";
 
 fn script_error(message: String) -> Error {
     Error::Script { message }
@@ -147,7 +148,7 @@ fn failed(what: &str, output: &std::process::Output) -> Error {
 /// `CAP_SYS_ADMIN` (and module, raw I/O, boot, ptrace) in its bounding
 /// set, so it cannot remount a store path writable or unmount it and
 /// write through, while `chown`, `chmod` and `mknod` stay real.
-const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils setpriv:util-linux; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot) setpriv_bin=$(command -v setpriv)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$setpriv_bin\" --bounding-set -sys_admin,-sys_module,-sys_rawio,-sys_boot,-sys_ptrace -- \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
+const CHROOT_DRIVER: &str = "set -e\numask 022\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils setpriv:util-linux; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot) setpriv_bin=$(command -v setpriv)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$setpriv_bin\" --bounding-set -sys_admin,-sys_module,-sys_rawio,-sys_boot,-sys_ptrace -- \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
 
 /// Runs the staged preamble (owners, modes) and then `script.sh` inside
 /// `stage` as its root, with every store path of `visible` bound
@@ -351,7 +352,9 @@ impl CustomisationTree {
             hash.update((bytes.len() as u64).to_le_bytes());
             hash.update(bytes);
         };
-        field(b"nixlayer-script-v2");
+        // v3: scripts run under umask 022 (before, the build's umask leaked
+        // into the modes of what they made, and into cached results).
+        field(b"nixlayer-script-v3");
         field(script.as_bytes());
         field(self.store_dir.as_str().as_bytes());
         let owner = |o: &Owner| format!("{}:{}:{}:{}", o.uid, o.gid, o.uname, o.gname);
