@@ -329,12 +329,23 @@ impl LoadedManifest {
         for f in &section.files {
             let path = self.entry_path_at(&f.path)?;
             once(&f.path, &path)?;
+            // Without `mode`, a `source` keeps only whether it is
+            // executable, as a NAR (and git) do: 0755 or 0644, so an
+            // entry-point script stays runnable (as docker's COPY keeps
+            // it) while the checkout's umask changes nothing.
+            let mut default_mode = 0o644;
             let content = match (&f.text, &f.source) {
                 (Some(text), None) => CustomFileContent::Text(text.get_ref().clone()),
                 (None, Some(source)) => {
                     let file = self.resolve(source.get_ref());
                     match std::fs::metadata(&file) {
-                        Ok(meta) if meta.is_file() => CustomFileContent::Source(file),
+                        Ok(meta) if meta.is_file() => {
+                            use std::os::unix::fs::PermissionsExt as _;
+                            if meta.permissions().mode() & 0o100 != 0 {
+                                default_mode = 0o755;
+                            }
+                            CustomFileContent::Source(file)
+                        }
                         Ok(_) => {
                             return Err(self.error_at(
                                 source.span(),
@@ -359,7 +370,7 @@ impl LoadedManifest {
                     ))
                 }
             };
-            let mode = self.mode_at("mode", f.mode.as_ref(), 0o644)?;
+            let mode = self.mode_at("mode", f.mode.as_ref(), default_mode)?;
             files.push(CustomFile {
                 path,
                 content,
@@ -598,6 +609,36 @@ mod tests {
         assert_eq!(normalise_image_path("/", true).unwrap(), "/");
         // A tar name stops at NUL: `/x\0y` must not become `/x`.
         assert!(normalise_image_path("/x\0y", false).is_err());
+    }
+
+    #[test]
+    fn a_source_without_mode_keeps_only_its_executable_bit() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run.sh");
+        let data = dir.path().join("data.json");
+        std::fs::write(&run, "#!/bin/sh\n").unwrap();
+        std::fs::write(&data, "{}").unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let m = load(&format!(
+            "name = \"x\"\n[closure]\nroots = []\n\
+             [[customisation.files]]\npath = \"/run.sh\"\nsource = \"{}\"\n\
+             [[customisation.files]]\npath = \"/data.json\"\nsource = \"{}\"\n\
+             [[customisation.files]]\npath = \"/fixed.sh\"\nsource = \"{}\"\nmode = \"0500\"\n",
+            run.display(),
+            data.display(),
+            run.display()
+        ))
+        .unwrap();
+        let modes: Vec<u32> = m
+            .customisation()
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.mode)
+            .collect();
+        assert_eq!(modes, [0o755, 0o644, 0o500]);
     }
 
     #[test]
