@@ -142,7 +142,7 @@ pub enum Error {
     /// of the customisation layer (its fixed start is outside the store
     /// directory) matches none: a typo that would leave owners and modes
     /// silently unchanged.
-    #[error("permission rule `{pattern}` matches no entry of the image (outside the store directory only the customisation layer's entries can match, and none is at that path)")]
+    #[error("permission rule `{pattern}` matches no entry of the image (outside the store directory only the customisation layer's entries can match, none is at that path, and `/` itself is in no layer)")]
     UnmatchedRule {
         /// The rule's pattern.
         pattern: String,

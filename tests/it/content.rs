@@ -622,6 +622,12 @@ fn a_permission_rule_that_matches_nothing_is_an_error() {
     let glob = "[[customisation.permissions]]\npath = \"/home/*/**\"\nmode = \"0700\"\n";
     let first = fails(tmp.path(), &example(tmp.path(), "", glob));
     assert!(first.contains("`/home/*/**`"), "{first}");
+    let root = "[[customisation.permissions]]\npath = \"/\"\nmode = \"0700\"\n";
+    let first = fails(tmp.path(), &example(tmp.path(), "", root));
+    assert!(
+        first.contains("permission rule `/` matches no entry"),
+        "{first}"
+    );
 
     let fine = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
                 [[customisation.permissions]]\npath = \"/etc/passw?\"\nuid = 1000\n\

@@ -199,7 +199,9 @@ impl CustomisationTree {
                 .take_while(|c| !c.iter().any(|b| matches!(b, b'*' | b'?')))
                 .collect();
             let parts_ways = fixed.iter().zip(&store).any(|(a, b)| *a != b.as_slice());
-            parts_ways
+            // `/` itself is an entry of no layer written here (store
+            // layers start at `/nix/`, this tree at its children).
+            (parts_ways || rule.pattern == "/")
                 && !self.entries.keys().any(|comps| {
                     let mut path = Vec::new();
                     for c in comps {
