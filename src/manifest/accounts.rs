@@ -114,6 +114,14 @@ fn name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// `(uid_t)-1`: the kernel reads it as "leave unchanged", so no account
+/// can have it (runc fails with `setgroups: invalid argument`).
+const NO_ID: u32 = u32::MAX;
+
+fn no_id(key: &str) -> String {
+    format!("{key} {NO_ID} is (uid_t)-1, which the kernel takes as \"no change\" and no account can have")
+}
+
 /// Why a home or shell cannot go into `/etc/passwd`, if it cannot.
 fn field_problem(key: &str, value: &str) -> Option<String> {
     if !value.starts_with('/') {
@@ -198,6 +206,9 @@ impl LoadedManifest {
                 ));
             }
             let gid = *g.gid.get_ref();
+            if gid == NO_ID {
+                return Err(at(g.gid.span(), no_id("gid")));
+            }
             if let Some(other) = gids.insert(gid, name.clone()) {
                 return Err(at(
                     g.gid.span(),
@@ -225,6 +236,9 @@ impl LoadedManifest {
                 return Err(at(u.name.span(), format!("user `{name}` is defined twice")));
             }
             let uid = *u.uid.get_ref();
+            if uid == NO_ID {
+                return Err(at(u.uid.span(), no_id("uid")));
+            }
             if let Some(other) = uids.insert(uid, name.clone()) {
                 return Err(at(
                     u.uid.span(),
@@ -232,6 +246,9 @@ impl LoadedManifest {
                 ));
             }
             let gid = match &u.gid {
+                Some(gid) if *gid.get_ref() == NO_ID => {
+                    return Err(at(gid.span(), no_id("gid")));
+                }
                 Some(gid) => *gid.get_ref(),
                 None => groups.get(name).map_or(uid, |g| g.gid),
             };
@@ -564,6 +581,21 @@ mod tests {
                 "[[users]]\nname = \"a\"\nuid = 1\nhome = \"//etc/passwd/\"\n",
                 7,
                 "account file `/etc/passwd`",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 4294967295\n",
+                6,
+                "(uid_t)-1",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 1\ngid = 4294967295\n",
+                7,
+                "(uid_t)-1",
+            ),
+            (
+                "[[groups]]\nname = \"g\"\ngid = 4294967295\n",
+                6,
+                "(uid_t)-1",
             ),
             ("[[users]]\nname = \"a\"\nuid = -1\n", 6, ""),
             (
