@@ -331,6 +331,9 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+    if let Some(w) = image.depth_warning() {
+        printer.warn(&w);
+    }
     if let Some(output) = output {
         refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
         for (_, path) in &beside {
@@ -1021,6 +1024,9 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+    if let Some(w) = image.depth_warning() {
+        printer.warn(&w);
+    }
     let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), true);
     let pushed = ops::push::push(
         &command.settings,
@@ -1423,6 +1429,9 @@ fn run_build_platforms(
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+        if let Some(w) = image.depth_warning() {
+            printer.warn(&w);
+        }
         if let Some(output) = output {
             refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
         }
@@ -1537,6 +1546,9 @@ fn run_push_platforms(
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+        if let Some(w) = image.depth_warning() {
+            printer.warn(&w);
+        }
         images.push(image);
     }
     let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =

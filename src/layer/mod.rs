@@ -138,6 +138,15 @@ pub enum Error {
         /// The store path.
         path: String,
     },
+    /// A `[[customisation.permissions]]` rule that can only match entries
+    /// of the customisation layer (its fixed start is outside the store
+    /// directory) matches none: a typo that would leave owners and modes
+    /// silently unchanged.
+    #[error("permission rule `{pattern}` matches no entry of the image (outside the store directory only the customisation layer's entries can match, none is at that path, and `/` itself is in no layer)")]
+    UnmatchedRule {
+        /// The rule's pattern.
+        pattern: String,
+    },
     /// The `[customisation] run` script could not run or failed.
     #[error("{message}")]
     Script {

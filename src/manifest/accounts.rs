@@ -114,6 +114,14 @@ fn name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// `(uid_t)-1`: the kernel reads it as "leave unchanged", so no account
+/// can have it (runc fails with `setgroups: invalid argument`).
+const NO_ID: u32 = u32::MAX;
+
+fn no_id(key: &str) -> String {
+    format!("{key} {NO_ID} is (uid_t)-1, which the kernel takes as \"no change\" and no account can have")
+}
+
 /// Why a home or shell cannot go into `/etc/passwd`, if it cannot.
 fn field_problem(key: &str, value: &str) -> Option<String> {
     if !value.starts_with('/') {
@@ -128,6 +136,39 @@ fn field_problem(key: &str, value: &str) -> Option<String> {
 }
 
 impl LoadedManifest {
+    /// Why `home` cannot be made a directory of the layer, if it cannot:
+    /// inside the store directory (only store layers fill it), or at or
+    /// under one of the account files. Checked here so the error names the
+    /// manifest line, not only the path.
+    fn home_problem(&self, home: &str) -> Option<String> {
+        let normal = format!(
+            "/{}",
+            home.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        let under = |dir: &str| {
+            let dir = dir.trim_end_matches('/');
+            normal == dir || normal.starts_with(&format!("{dir}/"))
+        };
+        let store = self.store_dir().unwrap_or(super::DEFAULT_STORE_DIR);
+        if under(store) {
+            return Some(format!(
+                "`home` `{home}` is inside the store directory `{store}`, which only store paths fill"
+            ));
+        }
+        [
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/shadow",
+            "/etc/nsswitch.conf",
+        ]
+        .into_iter()
+        .find(|file| under(file))
+        .map(|file| format!("`home` `{home}` would replace the account file `{file}`"))
+    }
+
     /// Whether the manifest defines any account (then the layer gets the
     /// account files and `config.User` must name an account).
     #[must_use]
@@ -165,6 +206,9 @@ impl LoadedManifest {
                 ));
             }
             let gid = *g.gid.get_ref();
+            if gid == NO_ID {
+                return Err(at(g.gid.span(), no_id("gid")));
+            }
             if let Some(other) = gids.insert(gid, name.clone()) {
                 return Err(at(
                     g.gid.span(),
@@ -192,6 +236,9 @@ impl LoadedManifest {
                 return Err(at(u.name.span(), format!("user `{name}` is defined twice")));
             }
             let uid = *u.uid.get_ref();
+            if uid == NO_ID {
+                return Err(at(u.uid.span(), no_id("uid")));
+            }
             if let Some(other) = uids.insert(uid, name.clone()) {
                 return Err(at(
                     u.uid.span(),
@@ -199,12 +246,18 @@ impl LoadedManifest {
                 ));
             }
             let gid = match &u.gid {
+                Some(gid) if *gid.get_ref() == NO_ID => {
+                    return Err(at(gid.span(), no_id("gid")));
+                }
                 Some(gid) => *gid.get_ref(),
                 None => groups.get(name).map_or(uid, |g| g.gid),
             };
             let home = match &u.home {
                 Some(home) => {
                     if let Some(problem) = field_problem("home", home.get_ref()) {
+                        return Err(at(home.span(), problem));
+                    }
+                    if let Some(problem) = self.home_problem(home.get_ref()) {
                         return Err(at(home.span(), problem));
                     }
                     home.get_ref().clone()
@@ -518,6 +571,31 @@ mod tests {
                 "[config]\nUser = \"a:staff\"\n[[users]]\nname = \"a\"\nuid = 1\n",
                 5,
                 "staff",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 1\nhome = \"/nix/store/x\"\n",
+                7,
+                "inside the store directory",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 1\nhome = \"//etc/passwd/\"\n",
+                7,
+                "account file `/etc/passwd`",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 4294967295\n",
+                6,
+                "(uid_t)-1",
+            ),
+            (
+                "[[users]]\nname = \"a\"\nuid = 1\ngid = 4294967295\n",
+                7,
+                "(uid_t)-1",
+            ),
+            (
+                "[[groups]]\nname = \"g\"\ngid = 4294967295\n",
+                6,
+                "(uid_t)-1",
             ),
             ("[[users]]\nname = \"a\"\nuid = -1\n", 6, ""),
             (

@@ -6,6 +6,7 @@
 //! `source` files resolved against the manifest's directory and checked to
 //! exist, so a bad value is reported at its line before anything is built.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -188,6 +189,13 @@ pub(super) fn normalise_image_path(path: &str, allow_root: bool) -> Result<Strin
     if !path.starts_with('/') {
         return Err(format!("`{path}` must be an absolute path in the image"));
     }
+    // A tar name ends at its first NUL: `/x\0y` would silently become `/x`.
+    if path.contains('\0') {
+        return Err(format!(
+            "`{}` holds a NUL byte, which no file name in an image can",
+            path.escape_debug()
+        ));
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -295,15 +303,49 @@ impl LoadedManifest {
                 }
             },
         };
+        // Two entries for one path are a mistake (the later would silently
+        // replace the earlier): the path, and the line it was first given at.
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut once = |path: &Spanned<String>, normal: &str| -> Result<(), Error> {
+            let line = self.line_col(path.span().start).0;
+            match seen.insert(normal.to_owned(), line) {
+                None => Ok(()),
+                Some(first) => {
+                    seen.insert(normal.to_owned(), first);
+                    Err(self.error_at(
+                        path.span(),
+                        format!(
+                            "`{normal}` is already a file, directory or symlink at line {first}"
+                        ),
+                        Some(
+                            "give each image path once in `files`, `dirs` and `symlinks`"
+                                .to_owned(),
+                        ),
+                    ))
+                }
+            }
+        };
         let mut files = Vec::with_capacity(section.files.len());
         for f in &section.files {
             let path = self.entry_path_at(&f.path)?;
+            once(&f.path, &path)?;
+            // Without `mode`, a `source` keeps only whether it is
+            // executable, as a NAR (and git) do: 0755 or 0644, so an
+            // entry-point script stays runnable (as docker's COPY keeps
+            // it) while the checkout's umask changes nothing.
+            let mut default_mode = 0o644;
             let content = match (&f.text, &f.source) {
                 (Some(text), None) => CustomFileContent::Text(text.get_ref().clone()),
                 (None, Some(source)) => {
                     let file = self.resolve(source.get_ref());
                     match std::fs::metadata(&file) {
-                        Ok(meta) if meta.is_file() => CustomFileContent::Source(file),
+                        Ok(meta) if meta.is_file() => {
+                            use std::os::unix::fs::PermissionsExt as _;
+                            if meta.permissions().mode() & 0o100 != 0 {
+                                default_mode = 0o755;
+                            }
+                            CustomFileContent::Source(file)
+                        }
                         Ok(_) => {
                             return Err(self.error_at(
                                 source.span(),
@@ -328,7 +370,7 @@ impl LoadedManifest {
                     ))
                 }
             };
-            let mode = self.mode_at("mode", f.mode.as_ref(), 0o644)?;
+            let mode = self.mode_at("mode", f.mode.as_ref(), default_mode)?;
             files.push(CustomFile {
                 path,
                 content,
@@ -337,10 +379,9 @@ impl LoadedManifest {
         }
         let mut dirs = Vec::with_capacity(section.dirs.len());
         for d in &section.dirs {
-            dirs.push((
-                self.entry_path_at(&d.path)?,
-                self.mode_at("mode", d.mode.as_ref(), 0o755)?,
-            ));
+            let path = self.entry_path_at(&d.path)?;
+            once(&d.path, &path)?;
+            dirs.push((path, self.mode_at("mode", d.mode.as_ref(), 0o755)?));
         }
         let mut symlinks = Vec::with_capacity(section.symlinks.len());
         for l in &section.symlinks {
@@ -351,7 +392,16 @@ impl LoadedManifest {
                     None,
                 ));
             }
-            symlinks.push((self.entry_path_at(&l.path)?, l.target.get_ref().clone()));
+            if l.target.get_ref().contains('\0') {
+                return Err(self.error_at(
+                    l.target.span(),
+                    "a symlink target cannot hold a NUL byte".to_owned(),
+                    None,
+                ));
+            }
+            let path = self.entry_path_at(&l.path)?;
+            once(&l.path, &path)?;
+            symlinks.push((path, l.target.get_ref().clone()));
         }
         let mut permissions = Vec::with_capacity(section.permissions.len());
         for p in &section.permissions {
@@ -557,5 +607,59 @@ mod tests {
         assert!(normalise_image_path("etc/passwd", false).is_err());
         assert!(normalise_image_path("/", false).is_err());
         assert_eq!(normalise_image_path("/", true).unwrap(), "/");
+        // A tar name stops at NUL: `/x\0y` must not become `/x`.
+        assert!(normalise_image_path("/x\0y", false).is_err());
+    }
+
+    #[test]
+    fn a_source_without_mode_keeps_only_its_executable_bit() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run.sh");
+        let data = dir.path().join("data.json");
+        std::fs::write(&run, "#!/bin/sh\n").unwrap();
+        std::fs::write(&data, "{}").unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let m = load(&format!(
+            "name = \"x\"\n[closure]\nroots = []\n\
+             [[customisation.files]]\npath = \"/run.sh\"\nsource = \"{}\"\n\
+             [[customisation.files]]\npath = \"/data.json\"\nsource = \"{}\"\n\
+             [[customisation.files]]\npath = \"/fixed.sh\"\nsource = \"{}\"\nmode = \"0500\"\n",
+            run.display(),
+            data.display(),
+            run.display()
+        ))
+        .unwrap();
+        let modes: Vec<u32> = m
+            .customisation()
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.mode)
+            .collect();
+        assert_eq!(modes, [0o755, 0o644, 0o500]);
+    }
+
+    #[test]
+    fn one_image_path_given_twice_is_an_error_naming_both_lines() {
+        for (text, line, first) in [
+            ("[[customisation.files]]\npath = \"/x\"\ntext = \"a\"\n[[customisation.files]]\npath = \"/x\"\ntext = \"b\"\n", 9, 6),
+            ("[[customisation.files]]\npath = \"/x\"\ntext = \"a\"\n[[customisation.dirs]]\npath = \"//x/\"\n", 9, 6),
+            ("[[customisation.dirs]]\npath = \"/d\"\n[[customisation.symlinks]]\npath = \"/d\"\ntarget = \"/\"\n", 8, 6),
+            ("[[customisation.symlinks]]\npath = \"/l\\u0000x\"\ntarget = \"/\"\n", 6, 0),
+            ("[[customisation.symlinks]]\npath = \"/l\"\ntarget = \"/a\\u0000b\"\n", 7, 0),
+        ] {
+            let text = format!("name = \"x\"\n[closure]\nroots = []\n\n{text}");
+            match load(&text).and_then(|m| m.customisation()) {
+                Err(Error::Invalid { line: l, message, .. }) => {
+                    assert_eq!(l, line, "{text}");
+                    if first > 0 {
+                        assert!(message.contains(&format!("at line {first}")), "{message}");
+                    }
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 }

@@ -78,7 +78,11 @@ pub(super) fn add_accounts(
                     .find(|g| g.gid == u.gid)
                     .map_or_else(String::new, |g| g.name.clone()),
             };
-            tree.add_dir(&u.home, 0o700, &owner)?;
+            // A home that `dirs` or `contents` already made a directory
+            // (`/tmp` at 1777, `/srv`) keeps its mode and only takes the
+            // user as owner: 0700 would silently lock everyone else out.
+            let mode = tree.dir_mode(&u.home).unwrap_or(0o700);
+            tree.add_dir(&u.home, mode, &owner)?;
         }
     }
     Ok(())
@@ -88,6 +92,40 @@ pub(super) fn add_accounts(
 mod tests {
     use super::*;
     use crate::manifest::{GroupAccount, UserAccount};
+    use crate::nix::StoreDir;
+
+    fn user(name: &str, uid: u32, home: &str) -> UserAccount {
+        UserAccount {
+            name: name.into(),
+            uid,
+            gid: uid,
+            description: String::new(),
+            home: home.into(),
+            shell: "/bin/sh".into(),
+            create_home: true,
+        }
+    }
+
+    #[test]
+    fn a_home_that_is_already_a_directory_keeps_its_mode() {
+        let mut tree = CustomisationTree::new(StoreDir::default(), Owner::default());
+        tree.add_dir("/tmp", 0o1777, &Owner::default()).unwrap();
+        let accounts = Accounts {
+            users: vec![user("app", 1000, "/tmp"), user("web", 1001, "/home/web")],
+            groups: Vec::new(),
+        };
+        add_accounts(&mut tree, &accounts, OnCollision::Error).unwrap();
+        assert_eq!(
+            tree.dir_mode("/tmp"),
+            Some(0o1777),
+            "/tmp stays world-writable"
+        );
+        assert_eq!(
+            tree.dir_mode("/home/web"),
+            Some(0o700),
+            "a new home is the user's only"
+        );
+    }
 
     #[test]
     fn lines() {

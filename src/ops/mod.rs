@@ -193,6 +193,18 @@ pub enum Error {
     /// Nothing would go into the image.
     #[error("the image would have no layer: `closure.roots`, `[customisation]` and `[base]` give nothing to put in it")]
     Empty,
+    /// `include_nix_db` with a store path of the image whose reference is
+    /// not in it (dropped by `closure.exclude` or `remove_paths`): Nix's
+    /// database holds only whole closures, and registering the path
+    /// without it would make `nix copy` and the garbage collector inside
+    /// the container lose it.
+    #[error("`include_nix_db`: `{path}` refers to `{reference}`, which is not in the image (left out by `closure.exclude` or the layering pipeline); the Nix database can only register whole closures: keep it in the image, or drop `include_nix_db`")]
+    NixDbIncomplete {
+        /// The registered path.
+        path: String,
+        /// Its reference that is missing.
+        reference: String,
+    },
     /// The base image leaves no layer for the store paths (nixpkgs' check, reference §B.2).
     #[error("the base image `{}` and the customisation layer use {used} layers, but only `max_layers = {max}` are allowed; at least 1 layer is required to store contents", base.display())]
     Budget {
@@ -273,6 +285,28 @@ pub struct PreparedImage {
     pub layers: Vec<MeasuredLayer>,
     /// The base image, when there is one.
     pub base: Option<Arc<BaseImage>>,
+}
+
+/// The most layers docker's layer store stacks (moby's `maxLayerDepth`):
+/// `docker load` of a deeper image fails with "max depth exceeded".
+pub const DOCKER_MAX_LAYERS: usize = 125;
+
+impl PreparedImage {
+    /// A warning when the image has more layers than docker can load. A
+    /// `[layering] pipeline` is not held to `max_layers` (nixpkgs ignores
+    /// `maxLayers` when a `layeringPipeline` is given), so
+    /// `[["popularity_contest"]]` on a large closure makes one layer per
+    /// path; podman and containerd may take it, docker refuses it.
+    #[must_use]
+    pub fn depth_warning(&self) -> Option<String> {
+        let total = self.layers.len();
+        (total > DOCKER_MAX_LAYERS).then(|| {
+            let store = self.plan.layers.len();
+            format!(
+                "the image has {total} layers ({store} store layers); docker refuses more than {DOCKER_MAX_LAYERS} (`docker load`: max depth exceeded): a `[layering] pipeline` is not held to `max_layers`, so end it with `[\"limit_layers\", N]`"
+            )
+        })
+    }
 }
 
 /// One layer of a written image.
@@ -702,6 +736,12 @@ fn customisation_tree(
             cache.as_deref(),
         )?;
     }
+    if let Some(rule) = tree.unmatched_rule(&content.permissions) {
+        return Err(layer::Error::UnmatchedRule {
+            pattern: rule.pattern.clone(),
+        }
+        .into());
+    }
     Ok(tree)
 }
 
@@ -720,6 +760,20 @@ fn add_nix_db(
         .flatten()
         .filter_map(|p| closure.get(p.as_str()))
         .collect();
+    let in_image: std::collections::HashSet<&str> =
+        infos.iter().map(|info| info.path.as_str()).collect();
+    for info in &infos {
+        if let Some(reference) = info
+            .references
+            .iter()
+            .find(|r| !in_image.contains(r.as_str()))
+        {
+            return Err(Error::NixDbIncomplete {
+                path: info.path.as_str().to_owned(),
+                reference: reference.as_str().to_owned(),
+            });
+        }
+    }
     let db = nix_db::nix_db(&infos, settings.mtime)?;
     // The state directory sits next to the store directory (`/nix/var/nix`
     // for `/nix/store`), as Nix derives it.

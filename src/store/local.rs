@@ -141,7 +141,16 @@ impl Store for StoreLocation {
         let disk = self.disk(name);
         let meta = match fs::symlink_metadata(&disk) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Under a store path that is one file (`writeScript`), `x/bin`
+            // is ENOTDIR: absent too, not a read failure.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None)
+            }
             Err(source) => return Err(Error::Io { path: disk, source }),
         };
         let kind = kind_of(&meta, &disk)?;
@@ -830,6 +839,12 @@ mod tests {
         );
         assert_eq!(
             store.entry(format!("{TREE}/absent").as_bytes()).unwrap(),
+            None
+        );
+        // Below a store path that is a single file: absent, not an error
+        // (the architecture guard asks every root for its `bin/`).
+        assert_eq!(
+            store.entry(format!("{SINGLE}/bin").as_bytes()).unwrap(),
             None
         );
         assert_eq!(store.read_dir(bin.as_bytes()).unwrap(), [b"exe".to_vec()]);

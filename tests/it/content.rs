@@ -604,3 +604,70 @@ fn contents_collision_names_both_store_paths_unless_first_wins() {
         .arg(&root)
         .status();
 }
+
+/// A permission rule that can only match the customisation layer (its
+/// fixed start is outside the store directory) and matches none of it is
+/// an error naming the rule, not a silently unchanged owner; rules that
+/// match, or could match inside the store, still build.
+#[test]
+fn a_permission_rule_that_matches_nothing_is_an_error() {
+    let tmp = util::temp_dir();
+    let typo = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
+                [[customisation.permissions]]\npath = \"/etc/pasword\"\nuid = 1000\n";
+    let first = fails(tmp.path(), &example(tmp.path(), "", typo));
+    assert!(
+        first.contains("permission rule `/etc/pasword` matches no entry"),
+        "{first}"
+    );
+    let glob = "[[customisation.permissions]]\npath = \"/home/*/**\"\nmode = \"0700\"\n";
+    let first = fails(tmp.path(), &example(tmp.path(), "", glob));
+    assert!(first.contains("`/home/*/**`"), "{first}");
+    let root = "[[customisation.permissions]]\npath = \"/\"\nmode = \"0700\"\n";
+    let first = fails(tmp.path(), &example(tmp.path(), "", root));
+    assert!(
+        first.contains("permission rule `/` matches no entry"),
+        "{first}"
+    );
+
+    let fine = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
+                [[customisation.permissions]]\npath = \"/etc/passw?\"\nuid = 1000\n\
+                [[customisation.permissions]]\npath = \"/**\"\nmode = \"0755\"\n\
+                [[customisation.permissions]]\npath = \"/nix/store/*/**\"\nuid = 1\n";
+    let manifest = example(tmp.path(), "", fine);
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(tmp.path().join("fine.tar")),
+        0,
+    );
+}
+
+/// The Nix database registers whole closures only: a path of the image
+/// whose reference `exclude` left out is an error naming both, not a
+/// database that silently drops the reference (`nix copy` from the
+/// container would then lose it).
+#[test]
+fn nix_db_with_an_excluded_reference_is_an_error() {
+    let tmp = util::temp_dir();
+    let greeting = "/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0";
+    let extra = format!("exclude = [\"{greeting}\"]\ninclude_nix_db = true\n");
+    let first = fails(tmp.path(), &example(tmp.path(), "", &extra));
+    assert!(
+        first.contains("`include_nix_db`")
+            && first.contains("example-site-2.1` refers to")
+            && first.contains(greeting),
+        "{first}"
+    );
+    // Without the exclusion the same database builds.
+    let whole = example(tmp.path(), "", "include_nix_db = true\n");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&whole)
+            .arg("-o")
+            .arg(tmp.path().join("whole.tar")),
+        0,
+    );
+}

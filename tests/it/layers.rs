@@ -380,3 +380,65 @@ fn byte_totals_do_not_wrap_at_2_64() {
         "{table}"
     );
 }
+
+/// A store under `dir` with `count` one-file store paths, none referring
+/// to another, described by an exportReferencesGraph file.
+fn flat_store(dir: &Path, count: usize) {
+    const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let mut graph = Vec::new();
+    for i in 0..count {
+        // `i` in base 32, nix32 digits: a distinct valid hash per path.
+        let mut hash = [b'0'; 32];
+        let mut n = i;
+        for digit in hash.iter_mut().rev() {
+            *digit = NIX32[n % 32];
+            n /= 32;
+        }
+        let hash = String::from_utf8(hash.to_vec()).unwrap();
+        let path = format!("/nix/store/{hash}-p{i}");
+        let disk = dir.join(&path[1..]);
+        std::fs::create_dir_all(&disk).unwrap();
+        std::fs::write(disk.join("f"), i.to_string()).unwrap();
+        graph.push(serde_json::json!({
+            "path": path,
+            "narHash": format!("sha256:{}", "1".repeat(52)),
+            "narSize": 1000 + i,
+            "references": [],
+        }));
+    }
+    std::fs::write(dir.join("graph.json"), serde_json::to_vec(&graph).unwrap()).unwrap();
+}
+
+/// A pipeline is not held to `max_layers` (as in nixpkgs), so one layer
+/// per path can pass docker's 125: the build says so (docker would only
+/// say "max depth exceeded" at `docker load`); at 125 it says nothing.
+#[test]
+fn more_layers_than_docker_loads_is_a_warning() {
+    let tmp = util::temp_dir();
+    flat_store(tmp.path(), 126);
+    for (limit, warns) in [("", true), (", [\"limit_layers\", 125]", false)] {
+        let manifest = util::write(
+            tmp.path(),
+            "image.toml",
+            &format!(
+                "name = \"nixlayer-test/deep\"\ntag = \"t\"\n[store]\nroot = \".\"\n\
+                 [closure]\nroots = []\nsource = {{ graph = \"graph.json\" }}\n\
+                 [layering]\npipeline = [[\"popularity_contest\"]{limit}]\n"
+            ),
+        );
+        let out = run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .arg("-o")
+                .arg(tmp.path().join("deep.tar")),
+            0,
+        );
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            stderr.contains("docker refuses more than 125"),
+            warns,
+            "{limit}: {stderr}"
+        );
+    }
+}

@@ -423,3 +423,89 @@ fn a_chroot_script_runs_again_when_a_store_path_it_sees_changes() {
     std::fs::write(data_dir.join("msg"), "two\n").unwrap();
     assert_eq!(copy("two.tar"), "two\n", "a stale cached script result");
 }
+
+/// A job the script leaves in the background neither holds the build
+/// until it ends (it kept the output pipes open) nor outlives it: it is
+/// killed with the script's process group, as Nix kills a builder's.
+#[test]
+fn a_background_job_of_the_script_does_not_hold_the_build() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let marker = tmp.path().join("still-running");
+    let script = format!("(sleep 8; touch '{}') &\ntouch x\n", marker.display());
+    let m = manifest(tmp.path(), "", &script, "");
+    let archive = tmp.path().join("image.tar");
+    let started = std::time::Instant::now();
+    run(
+        nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive),
+        0,
+    );
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(7), "took {took:?}");
+    let listing = top_layer_listing(&archive);
+    assert!(
+        support::listed(&listing, "/x").starts_with("-rw-r--r-- 0/0 "),
+        "{listing}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(9).saturating_sub(took));
+    assert!(!marker.exists(), "the background job outlived the build");
+}
+
+/// What the script makes has the same modes whatever the build's umask
+/// (it runs under 022, as a Nix builder does): the same manifest built
+/// under umask 077 gives the same bytes.
+#[test]
+fn a_scripts_new_files_do_not_follow_the_builds_umask() {
+    if !util::require_tool("fakeroot") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = manifest(
+        tmp.path(),
+        "",
+        "mkdir -p data/sub && echo hi > data/f\n",
+        "",
+    );
+    let build = |umask: &str| {
+        let archive = tmp.path().join(format!("image-{umask}.tar"));
+        let template = nixlayer();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(template.get_program());
+        for (key, value) in template.get_envs() {
+            if let Some(v) = value {
+                cmd.env(key, v);
+            }
+        }
+        cmd.env("XDG_CACHE_HOME", tmp.path().join(format!("cache-{umask}")))
+            .arg("build")
+            .arg(&m)
+            .arg("-o")
+            .arg(&archive);
+        run(&mut cmd, 0);
+        archive
+    };
+    let usual = build("022");
+    let strict = build("077");
+    let listing = top_layer_listing(&strict);
+    assert!(
+        support::listed(&listing, "/data/sub/").starts_with("drwxr-xr-x 0/0 "),
+        "{listing}"
+    );
+    assert!(
+        support::listed(&listing, "/data/f").starts_with("-rw-r--r-- 0/0 "),
+        "{listing}"
+    );
+    assert!(
+        std::fs::read(&usual).unwrap() == std::fs::read(&strict).unwrap(),
+        "umask 077 changed the image"
+    );
+}

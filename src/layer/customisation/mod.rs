@@ -31,7 +31,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use super::{copy_file, CopyError, Error, Owner, Permissions, READ_BUFFER};
+use super::{copy_file, CopyError, Error, Owner, PermissionRule, Permissions, READ_BUFFER};
 use crate::nix::StoreDir;
 use crate::oci::{HashCountWriter, LayerDigest};
 use crate::tar::{self, Header, Kind, TarWriter};
@@ -168,6 +168,49 @@ impl CustomisationTree {
         self.entries
             .get(&comps)
             .map(|e| e.kind == EntryKind::Directory)
+    }
+
+    /// The mode of the directory at `path`, if the tree has one there.
+    #[must_use]
+    pub fn dir_mode(&self, path: &str) -> Option<u32> {
+        let comps = split(path).ok()?;
+        self.entries
+            .get(&comps)
+            .filter(|e| e.kind == EntryKind::Directory)
+            .map(|e| e.mode)
+    }
+
+    /// A rule of `permissions` that matches no entry of this tree although
+    /// only this tree can hold what it matches: its leading components
+    /// without glob characters part ways with the store directory's (and
+    /// base-image layers are never rewritten), as in `/etc/pasword`,
+    /// `/home/usr/**` or `/nix/var/nix/**`. A rule that could match inside
+    /// the store directory (`/**`, `/nix/store/*-app/**`) is not judged:
+    /// store layers come from the layer cache without being read again.
+    #[must_use]
+    pub fn unmatched_rule<'p>(&self, permissions: &'p Permissions) -> Option<&'p PermissionRule> {
+        let store = self.store_comps();
+        permissions.rules().iter().find(|rule| {
+            let fixed: Vec<&[u8]> = rule
+                .pattern
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::as_bytes)
+                .take_while(|c| !c.iter().any(|b| matches!(b, b'*' | b'?')))
+                .collect();
+            let parts_ways = fixed.iter().zip(&store).any(|(a, b)| *a != b.as_slice());
+            // `/` itself is an entry of no layer written here (store
+            // layers start at `/nix/`, this tree at its children).
+            (parts_ways || rule.pattern == "/")
+                && !self.entries.keys().any(|comps| {
+                    let mut path = Vec::new();
+                    for c in comps {
+                        path.push(b'/');
+                        path.extend_from_slice(c);
+                    }
+                    rule.matches(&path)
+                })
+        })
     }
 
     fn store_comps(&self) -> Vec<Vec<u8>> {

@@ -32,7 +32,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use super::{CustomisationTree, EntryKind, FileData, RUNTIME_DIRS};
 use crate::layer::{Error, Owner};
@@ -47,10 +47,11 @@ type FileReader<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, Error> + 'a;
 /// The most of the script's stderr an error quotes.
 const STDERR_TAIL: usize = 2048;
 
-/// What `fakeroot` runs: the owners and modes of the tree, the user's
+/// What `fakeroot` runs (under umask 022, as Nix builders do, so what the
+/// script makes has the same modes whatever the build's umask): the owners and modes of the tree, the user's
 /// script, then the listing (`%y` type, `%m` mode, `%U`/`%G` ids, `%P`
 /// path, `%l` link target, NUL-separated, so any name survives).
-const DRIVER: &str = "set -e\n. \"$1\"\nsh -e \"$2\"\nfind . -mindepth 1 -printf '%y\\0%m\\0%U\\0%G\\0%P\\0%l\\0' > \"$3\"\n";
+const DRIVER: &str = "set -e\numask 022\n. \"$1\"\nsh -e \"$2\"\nfind . -mindepth 1 -printf '%y\\0%m\\0%U\\0%G\\0%P\\0%l\\0' > \"$3\"\n";
 
 fn script_error(message: String) -> Error {
     Error::Script { message }
@@ -77,6 +78,52 @@ fn quote(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Runs `command` as [`Command::output`] does, but in a process group of
+/// its own that is killed once the command itself has ended, and with its
+/// output in files under `work` rather than pipes. A script's background
+/// job (`daemon &`, `sleep 600 &`) would otherwise hold the pipes, and so
+/// the build, until it ended, and could go on changing the tree after the
+/// listing; Nix likewise kills whatever a builder leaves running. A job
+/// that leaves the group (`setsid`) is out of reach, as it would be of a
+/// process group under Nix without its sandbox.
+fn output_killing_leftovers(command: &mut Command, work: &Path) -> std::io::Result<Output> {
+    use std::os::unix::process::CommandExt as _;
+    let out_path = work.join("stdout");
+    let err_path = work.join("stderr");
+    let mut child = command
+        .stdout(fs::File::create(&out_path)?)
+        .stderr(fs::File::create(&err_path)?)
+        .process_group(0)
+        .spawn()?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    // Wait for the exit without reaping (`WNOWAIT`): the leader stays a
+    // zombie, so its pid (the group's id) cannot be reused while the
+    // group is killed.
+    // SAFETY: `info` is a plain C struct that `waitid` fills; the call
+    // touches no other memory.
+    let waited = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            libc::id_t::try_from(pid).unwrap_or_default(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    if waited == 0 {
+        // SAFETY: `kill` only sends a signal; a group already gone is ESRCH.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let status = child.wait()?;
+    Ok(Output {
+        status,
+        stdout: fs::read(&out_path)?,
+        stderr: fs::read(&err_path)?,
+    })
+}
+
 /// The error for a command that failed: its status and its stderr's end.
 fn failed(what: &str, output: &std::process::Output) -> Error {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -101,7 +148,7 @@ fn failed(what: &str, output: &std::process::Output) -> Error {
 /// `CAP_SYS_ADMIN` (and module, raw I/O, boot, ptrace) in its bounding
 /// set, so it cannot remount a store path writable or unmount it and
 /// write through, while `chown`, `chmod` and `mknod` stay real.
-const CHROOT_DRIVER: &str = "set -e\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils setpriv:util-linux; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot) setpriv_bin=$(command -v setpriv)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$setpriv_bin\" --bounding-set -sys_admin,-sys_module,-sys_rawio,-sys_boot,-sys_ptrace -- \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
+const CHROOT_DRIVER: &str = "set -e\numask 022\nstage=$1 shell=$2 script=$3 inner_path=$4\nshift 4\n(cd \"$stage\" && sh -e ../preamble.sh)\nfor tool in mount:mount chroot:coreutils setpriv:util-linux; do\n  command -v ${tool%%:*} >/dev/null || { echo \"\\`${tool%%:*}\\` is not installed: install the Debian package \\`${tool#*:}\\`\" >&2; exit 127; }\ndone\nchroot_bin=$(command -v chroot) setpriv_bin=$(command -v setpriv)\nwhile [ $# -gt 0 ]; do\n  mount --bind \"$1\" \"$stage$2\"\n  mount -o remount,bind,ro \"$stage$2\"\n  shift 2\ndone\nexec env -i PATH=\"$inner_path\" HOME=/ LC_ALL=C \"$setpriv_bin\" --bounding-set -sys_admin,-sys_module,-sys_rawio,-sys_boot,-sys_ptrace -- \"$chroot_bin\" \"$stage\" \"$shell\" -ec \"$script\"\n";
 
 /// Runs the staged preamble (owners, modes) and then `script.sh` inside
 /// `stage` as its root, with every store path of `visible` bound
@@ -202,7 +249,7 @@ fn run_in_chroot(
     for (disk, path) in &mounts {
         command.arg(disk).arg(path);
     }
-    let output = command
+    command
         .env_clear()
         .env(
             "PATH",
@@ -210,8 +257,8 @@ fn run_in_chroot(
         )
         .env("LC_ALL", "C")
         .current_dir(stage)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::null());
+    let output = output_killing_leftovers(&mut command, temp)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 script_error(
@@ -305,7 +352,9 @@ impl CustomisationTree {
             hash.update((bytes.len() as u64).to_le_bytes());
             hash.update(bytes);
         };
-        field(b"nixlayer-script-v2");
+        // v3: scripts run under umask 022 (before, the build's umask leaked
+        // into the modes of what they made, and into cached results).
+        field(b"nixlayer-script-v3");
         field(script.as_bytes());
         field(self.store_dir.as_str().as_bytes());
         let owner = |o: &Owner| format!("{}:{}:{}:{}", o.uid, o.gid, o.uname, o.gname);
@@ -465,7 +514,8 @@ impl CustomisationTree {
             return self.tree_from_stage(&stage, &output.stdout, names, groups, record);
         }
 
-        let output = Command::new("fakeroot")
+        let mut command = Command::new("fakeroot");
+        command
             .arg("--")
             .arg("sh")
             .arg(temp.path().join("driver.sh"))
@@ -482,8 +532,8 @@ impl CustomisationTree {
             )
             .env("LC_ALL", "C")
             .env("HOME", &stage)
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::null());
+        let output = output_killing_leftovers(&mut command, temp.path())
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     script_error(
