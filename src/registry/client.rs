@@ -47,6 +47,7 @@ const TOKEN_BODY_LIMIT: u64 = 1 << 20;
 /// The most of an error answer that is read, to quote its start.
 const ERROR_BODY_LIMIT: u64 = 4096;
 
+use crate::http::tls_refusal;
 pub use crate::http::Timeouts;
 
 /// Docker's directory of per-registry CA certificates.
@@ -383,10 +384,10 @@ impl Client {
             Ok(_) => https,
             // The port speaks TLS but is not trusted: never a reason to
             // fall back to plain HTTP.
-            Err(e) if tls_refusal(&e).is_some() => {
+            Err(e) if tls_refusal(&e, "registry").is_some() => {
                 return Err(Error::Tls {
                     host: self.host.clone(),
-                    reason: tls_refusal(&e).unwrap_or_default(),
+                    reason: tls_refusal(&e, "registry").unwrap_or_default(),
                 })
             }
             // Not TLS (or nothing listening): plain HTTP, as docker does
@@ -521,11 +522,11 @@ impl Client {
                 // An untrusted certificate is no connection trouble: it
                 // is said at once, with the ways to trust it, for every
                 // HTTPS host (the registry, a token realm, a blob's CDN).
-                Err(e) if tls_refusal(&e).is_some() => {
+                Err(e) if tls_refusal(&e, "registry").is_some() => {
                     let host = Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority());
                     return Err(Error::Tls {
                         host,
-                        reason: tls_refusal(&e).unwrap_or_default(),
+                        reason: tls_refusal(&e, "registry").unwrap_or_default(),
                     });
                 }
                 Err(e) if attempt < attempts && transient(&e) => backoff(attempt),
@@ -782,7 +783,10 @@ impl Client {
         let mut attempt = 1;
         let sent = loop {
             match request() {
-                Err(e) if attempt < ATTEMPTS && transient(&e) && tls_refusal(&e).is_none() => {}
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && transient(&e)
+                        && tls_refusal(&e, "registry").is_none() => {}
                 Ok(resp)
                     if attempt < ATTEMPTS
                         && (resp.status().is_server_error() || resp.status() == 429) => {}
@@ -800,9 +804,9 @@ impl Client {
         let mut resp = sent.map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
             // As for the registry: an untrusted certificate is said as one.
-            e if tls_refusal(&e).is_some() => Error::Tls {
+            e if tls_refusal(&e, "registry").is_some() => Error::Tls {
                 host: realm_origin.authority(),
-                reason: tls_refusal(&e).unwrap_or_default(),
+                reason: tls_refusal(&e, "registry").unwrap_or_default(),
             },
             e => auth_err(format!("{shown}: {e}")),
         })?;
@@ -1617,30 +1621,6 @@ fn root_certs(
     Ok(ureq::tls::RootCerts::Specific(Arc::new(certs)))
 }
 
-/// When `e` says the server speaks TLS but its certificate is not trusted
-/// (or the handshake failed on its side): why, for an error. `None` for
-/// failures that are not TLS ones.
-fn tls_refusal(e: &ureq::Error) -> Option<String> {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    // ureq shows rustls' errors with their names; a certificate problem
-    // or an alert from the server means the port speaks TLS.
-    let tls = ["certificate", "alert", "handshake"]
-        .iter()
-        .any(|k| lower.contains(k))
-        && !lower.contains("invalidcontenttype")
-        && !lower.contains("corrupt message");
-    if tls && text.contains("CaUsedAsEndEntity") {
-        // What `openssl req -x509` makes by default, and what the
-        // distribution docs' self-signed recipe gives a registry: docker's
-        // Go TLS takes it when it is trusted, rustls (webpki) never does.
-        return Some(format!(
-            "{text} (the registry's certificate is itself a CA certificate, `basicConstraints CA:TRUE`, as `openssl req -x509` makes by default; rustls refuses such a server certificate even when it is trusted: give the registry one made with `-addext basicConstraints=critical,CA:FALSE`, or one signed by a CA of its own, and trust that CA)"
-        ));
-    }
-    tls.then_some(text)
-}
-
 fn check_digest(resp: &Response, url: &str, what: &str, digest: &Digest) -> Result<(), Error> {
     match resp
         .headers()
@@ -1736,26 +1716,6 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn a_ca_certificate_served_by_the_registry_is_explained() {
-        // As ureq shows rustls' refusal of a certificate with
-        // `basicConstraints CA:TRUE` (what `openssl req -x509` makes).
-        let io = |text: &str| {
-            ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, text))
-        };
-        let why = tls_refusal(&io(
-            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
-        ))
-        .unwrap();
-        assert!(
-            why.contains("CaUsedAsEndEntity") && why.contains("basicConstraints=critical,CA:FALSE"),
-            "{why}"
-        );
-        let why = tls_refusal(&io("invalid peer certificate: UnknownIssuer")).unwrap();
-        assert!(!why.contains("CA:FALSE"), "{why}");
-        assert!(tls_refusal(&io("Connection refused")).is_none());
-    }
 
     #[test]
     fn challenges() {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::{CacheError, Hashing};
-use crate::http::Timeouts;
+use crate::http::{tls_refusal, Timeouts};
 use crate::nix::NarHash;
 
 /// Tries of one request: the first and three retries.
@@ -342,9 +342,9 @@ impl Transport {
                         after: deadline,
                     })
                 }
-                Err(e) if tls_refusal(&e).is_some() => {
+                Err(e) if tls_refusal(&e, "cache").is_some() => {
                     return Err(CacheError::Tls {
-                        reason: tls_refusal(&e).unwrap_or_default(),
+                        reason: tls_refusal(&e, "cache").unwrap_or_default(),
                         url,
                     })
                 }
@@ -362,29 +362,6 @@ impl Transport {
 
 fn transient(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed)
-}
-
-/// When `e` says the server speaks TLS but its certificate is not
-/// trusted (or the handshake failed): why, for an error that says how to
-/// trust it; `None` for failures that are not TLS ones (those are retried,
-/// a refused certificate never changes).
-fn tls_refusal(e: &ureq::Error) -> Option<String> {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    // ureq shows rustls' errors with their names.
-    let tls = ["certificate", "alert", "handshake"]
-        .iter()
-        .any(|k| lower.contains(k))
-        && !lower.contains("invalidcontenttype")
-        && !lower.contains("corrupt message");
-    if tls && text.contains("CaUsedAsEndEntity") {
-        // What `openssl req -x509` makes by default: curl (so Nix) takes
-        // it when trusted, rustls (webpki) never does.
-        return Some(format!(
-            "{text} (the cache's certificate is itself a CA certificate, `basicConstraints CA:TRUE`, as `openssl req -x509` makes by default; rustls refuses such a server certificate even when it is trusted: give the server one made with `-addext basicConstraints=critical,CA:FALSE`, or one signed by a CA of its own, and trust that CA)"
-        ));
-    }
-    tls.then_some(text)
 }
 
 fn backoff(attempt: u32) {
