@@ -597,13 +597,16 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
     // that names both repositories.
     let blobs = &json(&out.stdout)["blobs"];
     assert_eq!(blobs["mounted"].as_u64(), Some(base_layers), "{blobs}");
+    // Seen to fail once in a loaded full run (not reproduced alone): the
+    // requests the issuer logged are shown, to tell which token did it.
+    let asked = setup.requests();
     assert!(
-        setup.requests().iter().any(|r| r["scopes"]
+        asked.iter().any(|r| r["scopes"]
             == serde_json::json!([
                 "repository:nixlayer-test/on-base:pull,push",
                 "repository:nixlayer-test/private-base:pull"
             ])),
-        "a token for the mount"
+        "a token for the mount; the issuer was asked: {asked:?}"
     );
     drop(setup.issuer);
 }
