@@ -643,7 +643,7 @@ impl Client {
         let mut scopes = vec![format!("repository:{}:{}", self.repository, self.actions)];
         if let Some(asked) = params.get("scope") {
             for scope in asked.split(' ').filter(|s| !s.is_empty()) {
-                if !scopes.iter().any(|s| s == scope) {
+                if !scopes.iter().any(|s| scope_covers(s, scope)) {
                     scopes.push(scope.to_owned());
                 }
             }
@@ -1621,6 +1621,19 @@ fn root_certs(
     Ok(ureq::tls::RootCerts::Specific(Arc::new(certs)))
 }
 
+/// Whether scope `have` (`TYPE:NAME:ACTIONS`) grants all that `want` asks:
+/// the same resource and every action of `want`, in any order — docker's
+/// registry names a repository's actions in no fixed order (`push,pull`
+/// one time, `pull,push` the next).
+fn scope_covers(have: &str, want: &str) -> bool {
+    match (have.rsplit_once(':'), want.rsplit_once(':')) {
+        (Some((resource, have)), Some((wanted, want))) => {
+            resource == wanted && want.split(',').all(|a| have.split(',').any(|h| h == a))
+        }
+        _ => have == want,
+    }
+}
+
 fn check_digest(resp: &Response, url: &str, what: &str, digest: &Digest) -> Result<(), Error> {
     match resp
         .headers()
@@ -1716,6 +1729,32 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A challenge naming our repository's actions in another order
+    /// (`push,pull`) asks for nothing more; another repository is added.
+    #[test]
+    fn scopes_in_another_order_are_not_asked_twice() {
+        assert!(scope_covers(
+            "repository:a/b:pull,push",
+            "repository:a/b:push,pull"
+        ));
+        assert!(scope_covers(
+            "repository:a/b:pull,push",
+            "repository:a/b:pull"
+        ));
+        assert!(!scope_covers(
+            "repository:a/b:pull",
+            "repository:a/b:pull,push"
+        ));
+        assert!(!scope_covers(
+            "repository:a/b:pull,push",
+            "repository:a/c:pull"
+        ));
+        assert!(!scope_covers(
+            "repository:a/b:pull,push",
+            "registry:catalog:*"
+        ));
+    }
 
     #[test]
     fn challenges() {
@@ -1862,6 +1901,18 @@ mod tests {
         p.insert(
             "scope".to_owned(),
             "repository:team/app:pull,push repository:other/base:pull".to_owned(),
+        );
+        assert_eq!(
+            c.scopes(&p),
+            [
+                "repository:team/app:pull,push",
+                "repository:other/base:pull"
+            ]
+        );
+        // docker's registry names the actions in no fixed order.
+        p.insert(
+            "scope".to_owned(),
+            "repository:team/app:push,pull repository:other/base:pull".to_owned(),
         );
         assert_eq!(
             c.scopes(&p),
