@@ -603,12 +603,29 @@ mod tests {
     use super::*;
 
     fn entry(n: &[u8], tag: &str) -> Value {
+        named_entry(n, "x", tag)
+    }
+
+    /// An index entry of a manifest `n` named `NAME:TAG`.
+    fn named_entry(n: &[u8], name: &str, tag: &str) -> Value {
         let d = oci::Descriptor {
             media_type: oci::MANIFEST_MEDIA_TYPE.into(),
             digest: Digest::of(n),
             size: 1,
         };
-        oci::index_entry(&d, &format!("x:{tag}"), tag, "linux", "amd64")
+        oci::index_entry(&d, &format!("{name}:{tag}"), tag, "linux", "amd64")
+    }
+
+    /// The digests `index.json` under `root` lists, in order.
+    fn index_digests(root: &Path) -> Vec<String> {
+        let index: Value =
+            serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     #[test]
@@ -810,27 +827,12 @@ mod tests {
         assert!(err.contains("already names `x:a` by the tag `a`"), "{err}");
         assert_eq!(fs::read(dir.path().join("l/index.json")).unwrap(), before);
         // Beside it (as `merge` puts them), `y:a` is rebuilt in place.
-        let y = |n: &[u8]| {
-            let d = oci::Descriptor {
-                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
-                digest: Digest::of(n),
-                size: 1,
-            };
-            oci::index_entry(&d, "y:a", "a", "linux", "amd64")
-        };
+        let y = |n: &[u8]| named_entry(n, "y", "a");
         let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
         layout.add_entries(&[y(b"2")]).unwrap();
         layout.set_tag("a", y(b"3")).unwrap();
-        let index: Value =
-            serde_json::from_slice(&fs::read(dir.path().join("l/index.json")).unwrap()).unwrap();
-        let digests: Vec<&str> = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["digest"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            digests,
+            index_digests(&dir.path().join("l")),
             [Digest::of(b"1").prefixed(), Digest::of(b"3").prefixed()]
         );
     }
@@ -839,28 +841,13 @@ mod tests {
     fn merged_entries_keep_a_tag_of_two_names() {
         let dir = tempfile::tempdir().unwrap();
         let mut layout = OciLayout::create(&dir.path().join("l")).unwrap();
-        let named = |n: &[u8], name: &str| {
-            let d = oci::Descriptor {
-                media_type: oci::MANIFEST_MEDIA_TYPE.into(),
-                digest: Digest::of(n),
-                size: 1,
-            };
-            oci::index_entry(&d, &format!("{name}:1"), "1", "linux", "amd64")
-        };
+        let named = |n: &[u8], name: &str| named_entry(n, name, "1");
         layout
             .add_entries(&[named(b"a", "x"), named(b"b", "y"), named(b"b", "y")])
             .unwrap();
         layout.add_entries(&[named(b"c", "x")]).unwrap();
-        let index: Value =
-            serde_json::from_slice(&fs::read(dir.path().join("l/index.json")).unwrap()).unwrap();
-        let digests: Vec<&str> = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["digest"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            digests,
+            index_digests(&dir.path().join("l")),
             [Digest::of(b"c").prefixed(), Digest::of(b"b").prefixed()]
         );
     }
