@@ -399,6 +399,33 @@ fn run_helper_within(
 mod tests {
     use super::*;
 
+    /// Never panics, never quotes the file: any bytes as a docker config
+    /// (mangled JSON around a secret-looking value), for any host.
+    mod untrusted {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn any_config_fails_cleanly(
+                bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                json in r#"[{}\[\]":,a-z0-9 ]{0,120}"#,
+                host in r"[a-zA-Z0-9.:/\[\]-]{0,40}",
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                for text in [bytes.clone(), format!("{{\"auths\":{{\"s3cr3t-value\":{json}").into_bytes()] {
+                    let path = dir.path().join("config.json");
+                    std::fs::write(&path, &text).unwrap();
+                    if let Err(e) = Credentials::from_docker_config(&path, &host) {
+                        prop_assert!(!e.to_string().contains("s3cr3t-value"));
+                    }
+                    let _ = config_key_host(&host);
+                }
+            }
+        }
+    }
+
     #[test]
     fn docker_config() {
         let dir = tempfile::tempdir().unwrap();
