@@ -205,7 +205,11 @@ fn file_caches_of_every_compression_equal_the_local_store() {
         assert_same_as_local(&cache, &paths);
         // A second build reads the NAR cache: same answers, no new files.
         let before = nar_cache_files(&nar_cache);
-        assert_eq!(before.len(), paths.len(), "one NAR per path: {before:?}");
+        assert_eq!(
+            before.len(),
+            2 * paths.len(),
+            "one NAR and index per path: {before:?}"
+        );
         let again = BinaryCache::open(&url, options(&[&public], &nar_cache)).unwrap();
         again.fetch_all(&paths).unwrap();
         assert_same_as_local(&again, &paths);
@@ -534,7 +538,7 @@ fn a_nar_larger_than_the_free_space_is_refused_before_the_download() {
         .expect("an error");
     assert!(
         error.contains(root.as_str())
-            && error.contains("bytes (its NarSize and FileSize), more than the")
+            && error.contains("bytes (its NarSize), more than the")
             && error.contains("free there"),
         "{error}"
     );
@@ -954,8 +958,170 @@ fn two_builds_share_one_nar_cache() {
     let files = nar_cache_files(&shared);
     assert_eq!(
         files.len(),
-        counts[0],
-        "one NAR per path, nothing partial: {files:?}"
+        2 * counts[0],
+        "one NAR and one index per path, nothing partial: {files:?}"
     );
-    assert!(files.iter().all(|f| f.ends_with(".nar")), "{files:?}");
+    let nars: Vec<&String> = files.iter().filter(|f| f.ends_with(".nar")).collect();
+    assert_eq!(nars.len(), counts[0], "{files:?}");
+    for nar in nars {
+        let index = nar.replace(".nar", ".idx");
+        assert!(files.contains(&index), "no index for {nar}: {files:?}");
+    }
+}
+
+/// The NAR-cache files' total size.
+fn nar_cache_bytes(dir: &Path) -> u64 {
+    nar_cache_files(dir)
+        .iter()
+        .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
+        .sum()
+}
+
+/// A bound smaller than one build's closure holds once the build is over:
+/// the NARs it read were kept while it read them, and go when the cache is
+/// dropped, least recently used first (found by the QA round: the cache
+/// stayed above `nar_cache_max_bytes` after every such build).
+#[test]
+fn the_nar_cache_bound_holds_after_a_build() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let dir = signed.nar_cache();
+    let fill = |max: u64| {
+        let mut o = options(&[&signed.public], &dir);
+        o.nar_cache_max_bytes = max;
+        let cache = BinaryCache::open(&signed.url(), o).unwrap();
+        let paths = closure_paths(&cache, &signed.roots);
+        cache.fetch_all(&paths).unwrap();
+        assert_same_as_local(&cache, &paths);
+        let during = nar_cache_bytes(&dir);
+        drop(cache);
+        (during, nar_cache_bytes(&dir))
+    };
+    let (_, full) = fill(u64::MAX);
+    assert!(full > 0);
+    // One byte less than everything: at least one NAR must go, not all.
+    let bound = full - 1;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (during, after) = fill(bound);
+    assert_eq!(
+        during, full,
+        "every NAR the build holds is kept while it runs"
+    );
+    assert!(
+        after <= bound && after > 0,
+        "after the build: {after} bytes, bound {bound}"
+    );
+    // Nothing but whole NARs with their indexes is left.
+    let files = nar_cache_files(&dir);
+    for f in &files {
+        let other = match f.strip_suffix(".nar") {
+            Some(stem) => format!("{stem}.idx"),
+            None => format!("{}.nar", f.strip_suffix(".idx").unwrap()),
+        };
+        assert!(files.contains(&other), "{f} alone: {files:?}");
+    }
+}
+
+/// The index file of the cached NAR of `path` (through its narinfo).
+fn index_file(signed: &Signed, path: &StorePath) -> PathBuf {
+    let text = std::fs::read_to_string(signed.narinfo(path)).unwrap();
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NarHash: sha256:"))
+        .unwrap();
+    signed.nar_cache().join(format!("{hash}.idx"))
+}
+
+/// A cached NAR's index is trusted only under the NAR's stamp: a NAR whose
+/// stamp changed with its bytes intact (`touch`, a copy) is hashed again,
+/// kept (not fetched) and given a new index; one whose bytes changed is
+/// fetched anew; a damaged or foreign index file is ignored and rewritten.
+/// Every read gives the local store's entries and bytes.
+#[test]
+fn a_nar_whose_stamp_changed_is_verified_again() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let open = || {
+        BinaryCache::open(
+            &signed.url(),
+            options(&[&signed.public], &signed.nar_cache()),
+        )
+        .unwrap()
+    };
+    let cache = open();
+    let paths = closure_paths(&cache, &signed.roots);
+    cache.fetch_all(&paths).unwrap();
+    drop(cache);
+    // The largest NAR: a file's contents fill most of it.
+    let (path, nar) = paths
+        .iter()
+        .map(|p| {
+            let idx = index_file(&signed, p);
+            (p.clone(), idx.with_extension("nar"))
+        })
+        .max_by_key(|(_, nar)| std::fs::metadata(nar).unwrap().len())
+        .unwrap();
+    let idx = nar.with_extension("idx");
+    let read = || {
+        let cache = open();
+        assert_same_as_local(&cache, std::slice::from_ref(&path));
+    };
+    let inode = || std::fs::metadata(&nar).unwrap().ino();
+    let first = std::fs::read(&idx).unwrap();
+    let good_inode = inode();
+
+    // Stamp moved, bytes intact: verified, kept, a new index.
+    let file = std::fs::File::options().append(true).open(&nar).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(file);
+    read();
+    assert_eq!(inode(), good_inode, "an intact NAR is not fetched again");
+    let second = std::fs::read(&idx).unwrap();
+    assert_ne!(second, first, "the index records the new stamp");
+    // Unchanged since: the index stands (not rewritten).
+    read();
+    assert_eq!(std::fs::read(&idx).unwrap(), second);
+
+    // A byte of a file's contents flipped in place (same size, same
+    // inode, the mtime put back): fetched anew.
+    let good = std::fs::read(&nar).unwrap();
+    let mtime = std::fs::metadata(&nar).unwrap().modified().unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    std::fs::write(&nar, &bad).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&nar)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    read();
+    assert!(std::fs::read(&nar).unwrap() == good, "fetched anew");
+    assert_ne!(inode(), good_inode);
+
+    // A damaged index (one byte), then another NAR's index: ignored,
+    // the NAR verified again and the index written anew.
+    for damage in 0..2 {
+        let mut bytes = std::fs::read(&idx).unwrap();
+        if damage == 0 {
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x40;
+        } else {
+            let other = paths.iter().find(|p| **p != path).unwrap();
+            bytes = std::fs::read(index_file(&signed, other)).unwrap();
+        }
+        std::fs::write(&idx, &bytes).unwrap();
+        let before = inode();
+        read();
+        assert_eq!(inode(), before, "an intact NAR is not fetched again");
+        assert_ne!(
+            std::fs::read(&idx).unwrap(),
+            bytes,
+            "index {damage} rewritten"
+        );
+    }
 }
