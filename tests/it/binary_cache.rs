@@ -716,12 +716,16 @@ enum Fault {
     Truncate,
     /// Only the first answer for each NAR is cut (a connection reset).
     TruncateOnce,
+    /// Every NAR is answered after 300 ms.
+    Slow,
 }
 
 /// A small HTTP server on 127.0.0.1 in front of a cache directory that
 /// misbehaves as told; stops on drop.
 struct Faulty {
     port: u16,
+    /// Requests for NARs so far.
+    nars: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
@@ -735,6 +739,8 @@ impl Faulty {
         listener.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = std::sync::Arc::clone(&stop);
+        let nars = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let nar_requests = std::sync::Arc::clone(&nars);
         let thread = std::thread::spawn(move || {
             let mut seen = std::collections::HashSet::new();
             let mut served = 0;
@@ -765,6 +771,12 @@ impl Faulty {
                     .trim_start_matches('/')
                     .to_owned();
                 let body = std::fs::read(root.join(&target));
+                if target.starts_with("nar/") {
+                    nar_requests.fetch_add(1, Ordering::SeqCst);
+                    if fault == Fault::Slow {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                }
                 let _ = match (body, fault) {
                     (Err(_), _) => conn.write_all(
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -793,6 +805,7 @@ impl Faulty {
         });
         Self {
             port,
+            nars,
             stop,
             thread: Some(thread),
         }
@@ -801,6 +814,33 @@ impl Faulty {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    fn nar_requests(&self) -> usize {
+        self.nars.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Threads wanting the same NAR at once (the layer writer and the thread
+/// hashing layers ahead of it) download it once: the others wait for it.
+#[test]
+fn a_nar_wanted_by_several_threads_is_downloaded_once() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let slow = Faulty::start(signed.dir(), Fault::Slow);
+    let cache =
+        BinaryCache::open(&slow.url(), options(&[&signed.public], &signed.nar_cache())).unwrap();
+    let root = &signed.roots[1];
+    cache.closure(std::slice::from_ref(root)).unwrap();
+    let entries: Vec<_> = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| cache.entries(root).map(Result::unwrap).collect::<Vec<_>>()))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(slow.nar_requests(), 1, "one download for four readers");
+    assert!(entries.windows(2).all(|w| w[0] == w[1]));
+    assert_same_as_local(&cache, std::slice::from_ref(root));
 }
 
 impl Drop for Faulty {
