@@ -718,14 +718,16 @@ enum Fault {
     TruncateOnce,
     /// Every NAR is answered after 300 ms.
     Slow,
+    /// None: every file as it is (to count requests).
+    Honest,
 }
 
 /// A small HTTP server on 127.0.0.1 in front of a cache directory that
 /// misbehaves as told; stops on drop.
 struct Faulty {
     port: u16,
-    /// Requests for NARs so far.
-    nars: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The files asked for so far.
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
@@ -739,8 +741,8 @@ impl Faulty {
         listener.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = std::sync::Arc::clone(&stop);
-        let nars = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let nar_requests = std::sync::Arc::clone(&nars);
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asking = std::sync::Arc::clone(&asked);
         let thread = std::thread::spawn(move || {
             let mut seen = std::collections::HashSet::new();
             let mut served = 0;
@@ -771,11 +773,9 @@ impl Faulty {
                     .trim_start_matches('/')
                     .to_owned();
                 let body = std::fs::read(root.join(&target));
-                if target.starts_with("nar/") {
-                    nar_requests.fetch_add(1, Ordering::SeqCst);
-                    if fault == Fault::Slow {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                    }
+                asking.lock().unwrap().push(target.clone());
+                if target.starts_with("nar/") && fault == Fault::Slow {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
                 }
                 let _ = match (body, fault) {
                     (Err(_), _) => conn.write_all(
@@ -805,7 +805,7 @@ impl Faulty {
         });
         Self {
             port,
-            nars,
+            asked,
             stop,
             thread: Some(thread),
         }
@@ -816,8 +816,52 @@ impl Faulty {
     }
 
     fn nar_requests(&self) -> usize {
-        self.nars.load(std::sync::atomic::Ordering::SeqCst)
+        self.asked_for(|t| t.starts_with("nar/"))
     }
+
+    /// How many requests so far were for a file `which` picks.
+    fn asked_for(&self, which: impl Fn(&str) -> bool) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| which(t))
+            .count()
+    }
+}
+
+/// A build whose NARs are all in the NAR cache measures its layers from
+/// there and asks the server for no listing and no NAR (narinfos only).
+#[test]
+fn a_warm_build_fetches_no_listing_and_no_nar() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let server = Faulty::start(signed.dir(), Fault::Honest);
+    let open = || {
+        BinaryCache::open(
+            &server.url(),
+            options(&[&signed.public], &signed.nar_cache()),
+        )
+        .unwrap()
+    };
+    let cold = open();
+    let paths = closure_paths(&cold, &signed.roots);
+    cold.fetch_all(&paths).unwrap();
+    drop(cold);
+    let before = server.asked_for(|_| true);
+    let warm = open();
+    assert_eq!(closure_paths(&warm, &signed.roots), paths);
+    assert!(warm.has_listing(&paths[0]));
+    let layer = layer_of(warm.listed(), &warm, &paths);
+    assert_eq!(layer, layer_of(local(), local(), &paths));
+    let asked = server.asked.lock().unwrap()[before..].to_vec();
+    assert!(
+        asked
+            .iter()
+            .all(|t| t.ends_with(".narinfo") || t == "nix-cache-info"),
+        "{asked:?}"
+    );
 }
 
 /// Threads wanting the same NAR at once (the layer writer and the thread

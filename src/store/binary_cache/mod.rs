@@ -1087,13 +1087,25 @@ impl BinaryCache {
         index
     }
 
-    /// Whether `path`'s NAR is verified here already, or the cache has a
-    /// valid `.ls` listing of it (fetched once and kept for
-    /// [`BinaryCache::listed`]): then its layer entries come without
+    /// Whether `path`'s NAR is verified here already or in the NAR cache,
+    /// or the cache has a valid `.ls` listing of it (fetched once and kept
+    /// for [`BinaryCache::listed`]): then its layer entries come without
     /// downloading the NAR first.
     #[must_use]
     pub fn has_listing(&self, path: &StorePath) -> bool {
-        lock(&self.nars).contains_key(path) || self.listing(path).is_some()
+        lock(&self.nars).contains_key(path)
+            || self.in_nar_cache(path)
+            || self.listing(path).is_some()
+    }
+
+    /// Whether the NAR cache has a file for `path`'s NAR (to be checked
+    /// when used, as every cached NAR is): its entries are then read from
+    /// there rather than from a listing fetched from the server.
+    fn in_nar_cache(&self, path: &StorePath) -> bool {
+        let Some(info) = lock(&self.narinfos).get(path).cloned() else {
+            return false;
+        };
+        self.nar_cache.path(&info.nar_hash).is_file()
     }
 
     /// A view for measuring layers: entries from `.ls` listings where the
@@ -1269,11 +1281,12 @@ impl Store for Listed<'_> {
         self.0.identity()
     }
     /// From the listing the first time a path is asked for, unless its
-    /// NAR is already here; from the verified NAR every other time. So
+    /// NAR is already here or in the NAR cache (a warm build asks the
+    /// server for no listing); from the verified NAR every other time. So
     /// measuring takes the listing and writing (even through this view)
     /// the NAR, which is then checked against the listing that was used.
     fn entries(&self, path: &StorePath) -> Self::Entries<'_> {
-        let cached = lock(&self.0.nars).contains_key(path);
+        let cached = lock(&self.0.nars).contains_key(path) || self.0.in_nar_cache(path);
         let first = !lock(&self.0.listed).contains_key(path);
         if !cached && first {
             if let Some(index) = self.0.listing(path) {
