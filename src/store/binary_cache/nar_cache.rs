@@ -42,6 +42,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use super::index::NarIndex;
+use crate::cleanup::Pending;
 use crate::nix::NarHash;
 
 /// Prefix of temporary files.
@@ -122,6 +123,34 @@ pub(super) fn decode_index(
         rest = tail;
     }
     NarIndex::decode(rest, nar_size)
+}
+
+/// A temporary file of the NAR cache, registered for removal on a signal
+/// until it is renamed into place or dropped.
+pub(super) struct Temp {
+    file: tempfile::NamedTempFile,
+    pending: Pending,
+}
+
+impl Temp {
+    /// Renames it to `to`, unregistered once there.
+    fn persist(self, to: PathBuf) -> io::Result<File> {
+        let Self { file, pending } = self;
+        pending.publish(|| file.persist(to).map_err(|e| e.error))
+    }
+}
+
+impl std::ops::Deref for Temp {
+    type Target = tempfile::NamedTempFile;
+    fn deref(&self) -> &Self::Target {
+        &self.file
+    }
+}
+
+impl std::ops::DerefMut for Temp {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.file
+    }
 }
 
 /// The NAR cache directory.
@@ -227,18 +256,26 @@ impl NarCache {
             let bytes = encode_index(hash, nar_size, &Stamp::of(file)?, index);
             let mut temp = self.temp()?;
             temp.write_all(&bytes)?;
-            temp.persist(self.index_path(hash)).map_err(|e| e.error)?;
+            temp.persist(self.index_path(hash))?;
             Ok(())
         };
         let _ = write();
     }
 
-    /// A new temporary file in the cache directory (created if needed).
-    pub(super) fn temp(&self) -> io::Result<tempfile::NamedTempFile> {
+    /// A new temporary file in the cache directory (created if needed),
+    /// removed by a signal too ([`Pending`]): a build stopped mid-download
+    /// leaves no partial NAR behind.
+    pub(super) fn temp(&self) -> io::Result<Temp> {
         fs::create_dir_all(&self.dir)?;
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&self.dir)
+        let (file, pending) = Pending::create(
+            || {
+                tempfile::Builder::new()
+                    .prefix(TEMP_PREFIX)
+                    .tempfile_in(&self.dir)
+            },
+            tempfile::NamedTempFile::path,
+        )?;
+        Ok(Temp { file, pending })
     }
 
     /// The bytes a NAR may take beside `temp` (a file in the cache): what
@@ -267,8 +304,8 @@ impl NarCache {
     }
 
     /// Renames the verified NAR `temp` into place.
-    pub(super) fn insert(&self, temp: tempfile::NamedTempFile, hash: &NarHash) -> io::Result<File> {
-        temp.persist(self.path(hash)).map_err(|e| e.error)
+    pub(super) fn insert(&self, temp: Temp, hash: &NarHash) -> io::Result<File> {
+        temp.persist(self.path(hash))
     }
 
     /// Removes the least recently used NARs (with their indexes) until the
@@ -543,6 +580,24 @@ mod tests {
         assert!(!cache.path(&hash(3)).exists(), "the oldest not kept went");
         assert!(cache.open(&hash(9)).unwrap().is_some());
         assert!(cache.open(&hash(1)).unwrap().is_none());
+    }
+
+    /// A temporary file is removed by a signal until it is in place (see
+    /// `crate::cleanup`), and no longer once it is.
+    #[test]
+    fn temporary_files_are_registered_until_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = NarCache::new(dir.path().to_owned(), u64::MAX);
+        let t = cache.temp().unwrap();
+        let at = t.path().to_owned();
+        assert!(crate::cleanup::is_pending(&at));
+        cache.insert(t, &NarHash([5; 32])).unwrap();
+        assert!(!crate::cleanup::is_pending(&at));
+        assert!(!crate::cleanup::is_pending(&cache.path(&NarHash([5; 32]))));
+        let t = cache.temp().unwrap();
+        let at = t.path().to_owned();
+        drop(t);
+        assert!(!crate::cleanup::is_pending(&at) && !at.exists());
     }
 
     /// A NAR goes with its index, an index without a NAR goes, the later
