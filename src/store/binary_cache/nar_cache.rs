@@ -234,9 +234,11 @@ impl NarCache {
     pub(super) fn index(&self, file: &File, hash: &NarHash, nar_size: u64) -> Option<NarIndex> {
         let stamp = Stamp::of(file).ok()?;
         let index_file = File::open(self.index_path(hash)).ok()?;
-        // An index holds less than its NAR (every NAR node takes more
-        // bytes than its index entry), plus the header.
-        let limit = nar_size.saturating_add(4096);
+        // Bounded, though the file is this tool's own: an index entry
+        // repeats its parents' names (a NAR entry holds its own name and
+        // 100 bytes of framing), so only a deep tree of long names makes
+        // an index more than a few times its NAR.
+        let limit = nar_size.saturating_mul(64).saturating_add(1 << 16);
         let mut bytes = Vec::new();
         (&index_file).take(limit + 1).read_to_end(&mut bytes).ok()?;
         if bytes.len() as u64 > limit {
@@ -493,6 +495,30 @@ mod tests {
             .unwrap();
         writable.set_modified(mtime).unwrap();
         assert!(cache.index(&opened, &hash, size).is_none());
+    }
+
+    /// A deep tree of long names has an index larger than its NAR (each
+    /// entry repeats its parents' names): still read back, not re-hashed
+    /// on every use.
+    #[test]
+    fn a_deep_tree_keeps_its_index() {
+        let mut tree = N::File(false, b"leaf".to_vec());
+        for depth in 0..40u8 {
+            tree = N::Dir(vec![(vec![b'a' + depth % 26; 100], tree)]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = NarCache::new(dir.path().to_owned(), u64::MAX);
+        let bytes = nar(&tree);
+        let size = bytes.len() as u64;
+        let hash = NarHash([4; 32]);
+        let mut t = cache.temp().unwrap();
+        t.write_all(&bytes).unwrap();
+        let file = cache.insert(t, &hash).unwrap();
+        let index = NarIndex::read(bytes.as_slice()).unwrap();
+        cache.write_index(&file, &hash, size, &index);
+        let index_len = std::fs::metadata(cache.index_path(&hash)).unwrap().len();
+        assert!(index_len > 4 * size, "{index_len} vs {size}");
+        assert!(cache.index(&file, &hash, size).is_some());
     }
 
     /// Bytes shaped like an index (a valid header and checksum around
