@@ -11,7 +11,7 @@
 //! # What a use trusts
 //!
 //! Once verified, a NAR's index (its entries and where each file's bytes
-//! are) is kept beside it with the NAR's [`Stamp`] (size, inode, device,
+//! are) is kept beside it with the NAR's [`Stamp`] (size, inode, device, mode,
 //! modification and change times, in nanoseconds) taken right after the
 //! rename, and the index's own sha256. A later use takes the index only
 //! while the NAR's stamp is still that one; any write to the NAR (a flipped
@@ -54,8 +54,8 @@ const TEMP_PREFIX: &str = ".tmp-";
 const INDEX_MAGIC: &[u8] = b"nixlayer NAR index v1\n";
 
 /// What an index file records of its NAR's metadata: size, inode, device,
-/// modification and change times (seconds and nanoseconds). Equal stamps
-/// mean no write reached the file in between (see the module docs).
+/// modification and change times (seconds and nanoseconds), mode. Equal
+/// stamps mean no write reached the file in between (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Stamp([u64; 8]);
 
