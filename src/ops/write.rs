@@ -398,7 +398,8 @@ fn write_image<S: ImageSink>(
     // or the helper thread, not from the bytes streamed: their stamps
     // must cover every entry, not just the live store's registration
     // (which lets OCI outputs and pushes skip layers without reading them).
-    let stamps = if settings.cache.is_some() || (!oci_output && settings.store.local().is_some()) {
+    // A binary cache's stamps are its signed NarHashes (nothing read).
+    let stamps = if settings.cache.is_some() || !oci_output {
         layer_stamps(settings, image, !oci_output)
     } else {
         vec![None; image.layers.len()]
@@ -754,10 +755,13 @@ enum DiffId {
 /// The layers of a docker-archive, in order, as uncompressed members: a
 /// store layer whose diff_id the cache knows streams without hashing, and
 /// the others are hashed either as they stream or, on a helper thread,
-/// ahead of the streaming (local stores only: a binary cache's files would
-/// be fetched twice). A diff_id not hashed from the streamed bytes stands
-/// only if the store's stamps of the layer's paths are the same after
-/// streaming as before the hash was taken.
+/// ahead of the streaming. A diff_id not hashed from the streamed bytes
+/// stands only if the store's stamps of the layer's paths are the same
+/// after streaming as before the hash was taken (a binary cache's are the
+/// signed NarHashes its NARs were checked against). From a binary cache
+/// the helper gets (downloads, or finds in the NAR cache) the NARs of the
+/// layers it takes, so both cores decompress and hash; a NAR both threads
+/// want is got once ([`crate::store::BinaryCache`] makes the second wait).
 fn write_members<S: ImageSink>(
     settings: &BuildSettings,
     image: &PreparedImage,
@@ -772,17 +776,6 @@ fn write_members<S: ImageSink>(
         .zip(stamps)
         .map(|(layer, stamps)| cached_diff_id(settings, layer, stamps.as_ref()))
         .collect();
-    let Some(local) = settings.store.local() else {
-        return stream_members(
-            settings, image, sink, reporter, stamps, &known, None, counts,
-        );
-    };
-    let opts = LayerOptions {
-        store: local,
-        owner: settings.owner.clone(),
-        mtime: settings.mtime,
-        permissions: settings.content.permissions.clone(),
-    };
     let jobs: Vec<ahead::Job<'_>> = image
         .layers
         .iter()
@@ -800,7 +793,7 @@ fn write_members<S: ImageSink>(
             settings, image, sink, reporter, stamps, &known, None, counts,
         );
     }
-    ahead::with_hashing_ahead(&opts, &jobs, |ahead| {
+    let stream = |ahead: &ahead::Ahead| {
         stream_members(
             settings,
             image,
@@ -811,7 +804,19 @@ fn write_members<S: ImageSink>(
             Some(ahead),
             counts,
         )
-    })
+    };
+    fn opts<S: crate::store::Store>(settings: &BuildSettings, store: S) -> LayerOptions<S> {
+        LayerOptions {
+            store,
+            owner: settings.owner.clone(),
+            mtime: settings.mtime,
+            permissions: settings.content.permissions.clone(),
+        }
+    }
+    match settings.store.local() {
+        Some(local) => ahead::with_hashing_ahead(&opts(settings, local), &jobs, stream),
+        None => ahead::with_hashing_ahead(&opts(settings, &settings.store), &jobs, stream),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -205,7 +205,11 @@ fn file_caches_of_every_compression_equal_the_local_store() {
         assert_same_as_local(&cache, &paths);
         // A second build reads the NAR cache: same answers, no new files.
         let before = nar_cache_files(&nar_cache);
-        assert_eq!(before.len(), paths.len(), "one NAR per path: {before:?}");
+        assert_eq!(
+            before.len(),
+            2 * paths.len(),
+            "one NAR and index per path: {before:?}"
+        );
         let again = BinaryCache::open(&url, options(&[&public], &nar_cache)).unwrap();
         again.fetch_all(&paths).unwrap();
         assert_same_as_local(&again, &paths);
@@ -534,7 +538,7 @@ fn a_nar_larger_than_the_free_space_is_refused_before_the_download() {
         .expect("an error");
     assert!(
         error.contains(root.as_str())
-            && error.contains("bytes (its NarSize and FileSize), more than the")
+            && error.contains("bytes (its NarSize), more than the")
             && error.contains("free there"),
         "{error}"
     );
@@ -712,12 +716,18 @@ enum Fault {
     Truncate,
     /// Only the first answer for each NAR is cut (a connection reset).
     TruncateOnce,
+    /// Every NAR is answered after 300 ms.
+    Slow,
+    /// None: every file as it is (to count requests).
+    Honest,
 }
 
 /// A small HTTP server on 127.0.0.1 in front of a cache directory that
 /// misbehaves as told; stops on drop.
 struct Faulty {
     port: u16,
+    /// The files asked for so far.
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
@@ -731,6 +741,8 @@ impl Faulty {
         listener.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = std::sync::Arc::clone(&stop);
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asking = std::sync::Arc::clone(&asked);
         let thread = std::thread::spawn(move || {
             let mut seen = std::collections::HashSet::new();
             let mut served = 0;
@@ -761,6 +773,10 @@ impl Faulty {
                     .trim_start_matches('/')
                     .to_owned();
                 let body = std::fs::read(root.join(&target));
+                asking.lock().unwrap().push(target.clone());
+                if target.starts_with("nar/") && fault == Fault::Slow {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
                 let _ = match (body, fault) {
                     (Err(_), _) => conn.write_all(
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -789,6 +805,7 @@ impl Faulty {
         });
         Self {
             port,
+            asked,
             stop,
             thread: Some(thread),
         }
@@ -797,6 +814,77 @@ impl Faulty {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    fn nar_requests(&self) -> usize {
+        self.asked_for(|t| t.starts_with("nar/"))
+    }
+
+    /// How many requests so far were for a file `which` picks.
+    fn asked_for(&self, which: impl Fn(&str) -> bool) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| which(t))
+            .count()
+    }
+}
+
+/// A build whose NARs are all in the NAR cache measures its layers from
+/// there and asks the server for no listing and no NAR (narinfos only).
+#[test]
+fn a_warm_build_fetches_no_listing_and_no_nar() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let server = Faulty::start(signed.dir(), Fault::Honest);
+    let open = || {
+        BinaryCache::open(
+            &server.url(),
+            options(&[&signed.public], &signed.nar_cache()),
+        )
+        .unwrap()
+    };
+    let cold = open();
+    let paths = closure_paths(&cold, &signed.roots);
+    cold.fetch_all(&paths).unwrap();
+    drop(cold);
+    let before = server.asked_for(|_| true);
+    let warm = open();
+    assert_eq!(closure_paths(&warm, &signed.roots), paths);
+    assert!(warm.has_listing(&paths[0]));
+    let layer = layer_of(warm.listed(), &warm, &paths);
+    assert_eq!(layer, layer_of(local(), local(), &paths));
+    let asked = server.asked.lock().unwrap()[before..].to_vec();
+    assert!(
+        asked
+            .iter()
+            .all(|t| t.ends_with(".narinfo") || t == "nix-cache-info"),
+        "{asked:?}"
+    );
+}
+
+/// Threads wanting the same NAR at once (the layer writer and the thread
+/// hashing layers ahead of it) download it once: the others wait for it.
+#[test]
+fn a_nar_wanted_by_several_threads_is_downloaded_once() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let slow = Faulty::start(signed.dir(), Fault::Slow);
+    let cache =
+        BinaryCache::open(&slow.url(), options(&[&signed.public], &signed.nar_cache())).unwrap();
+    let root = &signed.roots[1];
+    cache.closure(std::slice::from_ref(root)).unwrap();
+    let entries: Vec<_> = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| cache.entries(root).map(Result::unwrap).collect::<Vec<_>>()))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(slow.nar_requests(), 1, "one download for four readers");
+    assert!(entries.windows(2).all(|w| w[0] == w[1]));
+    assert_same_as_local(&cache, std::slice::from_ref(root));
 }
 
 impl Drop for Faulty {
@@ -954,8 +1042,170 @@ fn two_builds_share_one_nar_cache() {
     let files = nar_cache_files(&shared);
     assert_eq!(
         files.len(),
-        counts[0],
-        "one NAR per path, nothing partial: {files:?}"
+        2 * counts[0],
+        "one NAR and one index per path, nothing partial: {files:?}"
     );
-    assert!(files.iter().all(|f| f.ends_with(".nar")), "{files:?}");
+    let nars: Vec<&String> = files.iter().filter(|f| f.ends_with(".nar")).collect();
+    assert_eq!(nars.len(), counts[0], "{files:?}");
+    for nar in nars {
+        let index = nar.replace(".nar", ".idx");
+        assert!(files.contains(&index), "no index for {nar}: {files:?}");
+    }
+}
+
+/// The NAR-cache files' total size.
+fn nar_cache_bytes(dir: &Path) -> u64 {
+    nar_cache_files(dir)
+        .iter()
+        .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
+        .sum()
+}
+
+/// A bound smaller than one build's closure holds once the build is over:
+/// the NARs it read were kept while it read them, and go when the cache is
+/// dropped, least recently used first (found by the QA round: the cache
+/// stayed above `nar_cache_max_bytes` after every such build).
+#[test]
+fn the_nar_cache_bound_holds_after_a_build() {
+    let Some(signed) = Signed::new("zstd") else {
+        return;
+    };
+    let dir = signed.nar_cache();
+    let fill = |max: u64| {
+        let mut o = options(&[&signed.public], &dir);
+        o.nar_cache_max_bytes = max;
+        let cache = BinaryCache::open(&signed.url(), o).unwrap();
+        let paths = closure_paths(&cache, &signed.roots);
+        cache.fetch_all(&paths).unwrap();
+        assert_same_as_local(&cache, &paths);
+        let during = nar_cache_bytes(&dir);
+        drop(cache);
+        (during, nar_cache_bytes(&dir))
+    };
+    let (_, full) = fill(u64::MAX);
+    assert!(full > 0);
+    // One byte less than everything: at least one NAR must go, not all.
+    let bound = full - 1;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (during, after) = fill(bound);
+    assert_eq!(
+        during, full,
+        "every NAR the build holds is kept while it runs"
+    );
+    assert!(
+        after <= bound && after > 0,
+        "after the build: {after} bytes, bound {bound}"
+    );
+    // Nothing but whole NARs with their indexes is left.
+    let files = nar_cache_files(&dir);
+    for f in &files {
+        let other = match f.strip_suffix(".nar") {
+            Some(stem) => format!("{stem}.idx"),
+            None => format!("{}.nar", f.strip_suffix(".idx").unwrap()),
+        };
+        assert!(files.contains(&other), "{f} alone: {files:?}");
+    }
+}
+
+/// The index file of the cached NAR of `path` (through its narinfo).
+fn index_file(signed: &Signed, path: &StorePath) -> PathBuf {
+    let text = std::fs::read_to_string(signed.narinfo(path)).unwrap();
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NarHash: sha256:"))
+        .unwrap();
+    signed.nar_cache().join(format!("{hash}.idx"))
+}
+
+/// A cached NAR's index is trusted only under the NAR's stamp: a NAR whose
+/// stamp changed with its bytes intact (`touch`, a copy) is hashed again,
+/// kept (not fetched) and given a new index; one whose bytes changed is
+/// fetched anew; a damaged or foreign index file is ignored and rewritten.
+/// Every read gives the local store's entries and bytes.
+#[test]
+fn a_nar_whose_stamp_changed_is_verified_again() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(signed) = Signed::new("xz") else {
+        return;
+    };
+    let open = || {
+        BinaryCache::open(
+            &signed.url(),
+            options(&[&signed.public], &signed.nar_cache()),
+        )
+        .unwrap()
+    };
+    let cache = open();
+    let paths = closure_paths(&cache, &signed.roots);
+    cache.fetch_all(&paths).unwrap();
+    drop(cache);
+    // The largest NAR: a file's contents fill most of it.
+    let (path, nar) = paths
+        .iter()
+        .map(|p| {
+            let idx = index_file(&signed, p);
+            (p.clone(), idx.with_extension("nar"))
+        })
+        .max_by_key(|(_, nar)| std::fs::metadata(nar).unwrap().len())
+        .unwrap();
+    let idx = nar.with_extension("idx");
+    let read = || {
+        let cache = open();
+        assert_same_as_local(&cache, std::slice::from_ref(&path));
+    };
+    let inode = || std::fs::metadata(&nar).unwrap().ino();
+    let first = std::fs::read(&idx).unwrap();
+    let good_inode = inode();
+
+    // Stamp moved, bytes intact: verified, kept, a new index.
+    let file = std::fs::File::options().append(true).open(&nar).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(file);
+    read();
+    assert_eq!(inode(), good_inode, "an intact NAR is not fetched again");
+    let second = std::fs::read(&idx).unwrap();
+    assert_ne!(second, first, "the index records the new stamp");
+    // Unchanged since: the index stands (not rewritten).
+    read();
+    assert_eq!(std::fs::read(&idx).unwrap(), second);
+
+    // A byte of a file's contents flipped in place (same size, same
+    // inode, the mtime put back): fetched anew.
+    let good = std::fs::read(&nar).unwrap();
+    let mtime = std::fs::metadata(&nar).unwrap().modified().unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    std::fs::write(&nar, &bad).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&nar)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    read();
+    assert!(std::fs::read(&nar).unwrap() == good, "fetched anew");
+    assert_ne!(inode(), good_inode);
+
+    // A damaged index (one byte), then another NAR's index: ignored,
+    // the NAR verified again and the index written anew.
+    for damage in 0..2 {
+        let mut bytes = std::fs::read(&idx).unwrap();
+        if damage == 0 {
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x40;
+        } else {
+            let other = paths.iter().find(|p| **p != path).unwrap();
+            bytes = std::fs::read(index_file(&signed, other)).unwrap();
+        }
+        std::fs::write(&idx, &bytes).unwrap();
+        let before = inode();
+        read();
+        assert_eq!(inode(), before, "an intact NAR is not fetched again");
+        assert_ne!(
+            std::fs::read(&idx).unwrap(),
+            bytes,
+            "index {damage} rewritten"
+        );
+    }
 }

@@ -146,13 +146,24 @@ contents = ["{hello}"]
     }
 
     /// NARs the cache `xdg` holds, and no temporary file among them.
+    /// The NARs in the NAR cache of `xdg`, each with its index.
     fn nars(&self, xdg: &str) -> Vec<String> {
         let names = nar_cache_files(&self.tmp.path().join(xdg).join("nixlayer/nar"));
         assert!(
             names.iter().all(|n| !n.starts_with('.')),
             "a partial file in the NAR cache: {names:?}"
         );
-        names
+        let nars: Vec<String> = names
+            .iter()
+            .filter(|n| n.ends_with(".nar"))
+            .cloned()
+            .collect();
+        for nar in &nars {
+            let index = nar.replace(".nar", ".idx");
+            assert!(names.contains(&index), "no index for {nar}: {names:?}");
+        }
+        assert_eq!(2 * nars.len(), names.len(), "{names:?}");
+        nars
     }
 }
 

@@ -111,6 +111,93 @@ impl NarIndex {
         Self::build(nodes)
     }
 
+    /// Appends the nodes, in NAR order, to `out` (see [`NarIndex::decode`]):
+    /// per node its path's length and bytes, a kind byte (0 directory,
+    /// 1 file, 2 executable file, 3 symlink), then a file's size and
+    /// offset or a symlink target's length and bytes; integers little-endian.
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.nodes.len() as u64).to_le_bytes());
+        for node in &self.nodes {
+            out.extend_from_slice(&(node.rel.len() as u64).to_le_bytes());
+            out.extend_from_slice(&node.rel);
+            match &node.kind {
+                EntryKind::Directory => out.push(0),
+                EntryKind::Regular { size, executable } => {
+                    out.push(if *executable { 2 } else { 1 });
+                    out.extend_from_slice(&size.to_le_bytes());
+                    out.extend_from_slice(&node.offset.to_le_bytes());
+                }
+                EntryKind::Symlink { target } => {
+                    out.push(3);
+                    out.extend_from_slice(&(target.len() as u64).to_le_bytes());
+                    out.extend_from_slice(target);
+                }
+            }
+        }
+    }
+
+    /// The index [`NarIndex::encode`] wrote at the start of `bytes`, of a
+    /// NAR of `nar_size` bytes; `None` for anything else: a length past the
+    /// end, an unknown kind, a first node that is not the root, a file
+    /// past the NAR's end, bytes left over. Never panics, and allocates no
+    /// more than `bytes` can hold.
+    pub(super) fn decode(mut bytes: &[u8], nar_size: u64) -> Option<Self> {
+        fn take<'b>(bytes: &mut &'b [u8], n: u64) -> Option<&'b [u8]> {
+            let n = usize::try_from(n).ok()?;
+            if n > bytes.len() {
+                return None;
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Some(head)
+        }
+        fn u64_of(bytes: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
+        }
+        let count = u64_of(&mut bytes)?;
+        // A node takes at least 9 bytes: no count larger than that allows.
+        if count == 0 || count > bytes.len() as u64 / 9 {
+            return None;
+        }
+        let mut nodes = Vec::with_capacity(usize::try_from(count).ok()?);
+        for i in 0..count {
+            let len = u64_of(&mut bytes)?;
+            let rel = take(&mut bytes, len)?.to_vec();
+            // The root first and only first.
+            if (i == 0) != rel.is_empty() {
+                return None;
+            }
+            let (kind, offset) = match take(&mut bytes, 1)?[0] {
+                0 => (EntryKind::Directory, 0),
+                k @ (1 | 2) => {
+                    let size = u64_of(&mut bytes)?;
+                    let offset = u64_of(&mut bytes)?;
+                    if offset.checked_add(size)? > nar_size {
+                        return None;
+                    }
+                    let kind = EntryKind::Regular {
+                        size,
+                        executable: k == 2,
+                    };
+                    (kind, offset)
+                }
+                3 => {
+                    let len = u64_of(&mut bytes)?;
+                    let target = take(&mut bytes, len)?.to_vec();
+                    (EntryKind::Symlink { target }, 0)
+                }
+                _ => return None,
+            };
+            nodes.push(Node {
+                rel,
+                kind,
+                offset,
+                children: Vec::new(),
+            });
+        }
+        bytes.is_empty().then(|| Self::build(nodes))
+    }
+
     /// Links `nodes` (a pre-order, parents first) and orders them.
     fn build(mut nodes: Vec<Node>) -> Self {
         let by_rel: HashMap<Vec<u8>, usize> = nodes

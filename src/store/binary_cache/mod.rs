@@ -9,12 +9,17 @@
 //! Without keys the cache is refused unless `require_signatures` is false
 //! (Nix's default is to require them).
 //!
-//! Content comes from NARs: each is downloaded (retried), its `FileHash`
-//! and `FileSize` checked, decompressed (xz, zstd, bzip2, gzip or none), its
-//! `NarHash` and `NarSize` checked and its structure validated while it
-//! is written to the local NAR cache (`ops::settings::nixlayer_cache_home`), then renamed into
-//! place. [`Store::entries`] and [`Store::open`] read that verified file:
-//! entries from its index, a file's bytes at its offset. NARs carry no
+//! Content comes from NARs: each is downloaded (retried) and, in the same
+//! pass as it arrives, hashed as served, decompressed (xz, zstd, bzip2,
+//! gzip or none), hashed again, its structure validated and written to a
+//! temporary file of the local NAR cache
+//! (`ops::settings::nixlayer_cache_home`); its `FileSize`, `FileHash`,
+//! `NarSize` and `NarHash` are checked at the end, and only then is it
+//! renamed into place, with its index and stamp beside it (see
+//! `nar_cache`: a later use re-hashes it only when its stamp moved).
+//! [`Store::entries`] and [`Store::open`] read that verified file:
+//! entries from its index, a file's bytes at its offset. A NAR two threads
+//! want at once is got by one of them. NARs carry no
 //! mtime or owner and the executable bit maps to the canonical modes
 //! ([`Entry::mode`]), so the layers are those of a local store holding the
 //! same paths.
@@ -51,7 +56,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -342,6 +347,10 @@ pub struct BinaryCache {
     offline: Option<Offline>,
     narinfos: Mutex<HashMap<StorePath, Arc<NarInfo>>>,
     nars: Mutex<HashMap<StorePath, Arc<Nar>>>,
+    /// Paths whose NAR a thread is getting now: another thread asking for
+    /// one waits for it (`fetched`) rather than downloading it again.
+    fetching: Mutex<HashSet<StorePath>>,
+    fetched: Condvar,
     listings: Mutex<HashMap<StorePath, Option<Arc<NarIndex>>>>,
     /// Listings whose entries were handed out: each is compared with its
     /// NAR when the NAR arrives.
@@ -525,10 +534,11 @@ fn get_small(
 /// The index of the cached NAR `file` when its bytes still hash to the
 /// narinfo's `NarHash` and `NarSize`, else `None` (fetch it anew).
 ///
-/// Re-hashed on every use, not trusted for having been verified once: a
-/// flipped bit on disk or a stray edit would otherwise go into a layer
-/// whose digest (from the layer cache, keyed by `NarHash`) says otherwise,
-/// a silently broken image (found by the QA round).
+/// Used when the NAR's index file is missing or its stamp no longer
+/// matches ([`NarCache::index`]): not trusted for having been verified
+/// once, since a flipped bit or a stray edit would otherwise go into a
+/// layer whose digest (from the layer cache, keyed by `NarHash`) says
+/// otherwise, a silently broken image (found by the QA round).
 fn cached_index(file: &File, info: &NarInfo) -> Option<NarIndex> {
     let mut tee = Tee {
         inner: BufReader::with_capacity(1 << 16, file).take(info.nar_size.saturating_add(1)),
@@ -538,6 +548,22 @@ fn cached_index(file: &File, info: &NarInfo) -> Option<NarIndex> {
     io::copy(&mut tee, &mut io::sink()).ok()?;
     let (_, hash, size) = tee.out.finish();
     (hash == info.nar_hash && size == info.nar_size).then_some(index)
+}
+
+/// What one pass over a downloaded NAR file found (see `download`).
+struct Received {
+    /// sha256 and length of the file as served.
+    file_hash: NarHash,
+    file_size: u64,
+    /// The NAR's index, or why it is no NAR.
+    parsed: Result<NarIndex, NarError>,
+    /// Reading what the decoder held past the NAR's end.
+    drained: io::Result<u64>,
+    /// The NAR's temporary file, written.
+    writer: BufWriter<File>,
+    /// sha256 and length of the decompressed NAR.
+    nar_hash: NarHash,
+    nar_size: u64,
 }
 
 /// Reads from `inner`, writing each byte read to `out`, hashing it.
@@ -596,6 +622,8 @@ impl BinaryCache {
             options,
             narinfos: Mutex::new(HashMap::new()),
             nars: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashSet::new()),
+            fetched: Condvar::new(),
             listings: Mutex::new(HashMap::new()),
             listed: Mutex::new(HashMap::new()),
         })
@@ -769,11 +797,41 @@ impl BinaryCache {
         }
     }
 
-    /// The verified NAR of `path`, from the NAR cache or downloaded.
+    /// The verified NAR of `path`, from the NAR cache or downloaded; one
+    /// thread gets it while any other asking for it waits (the layer
+    /// writer and the thread hashing layers ahead of it may want the same
+    /// path at once).
     fn nar(&self, path: &StorePath) -> Result<Arc<Nar>, CacheError> {
-        if let Some(nar) = lock(&self.nars).get(path) {
-            return Ok(Arc::clone(nar));
+        /// Takes `path` off the list of NARs being got, however `get` ends.
+        struct Done<'a>(&'a BinaryCache, &'a StorePath);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.fetching).remove(self.1);
+                self.0.fetched.notify_all();
+            }
         }
+        {
+            let mut fetching = lock(&self.fetching);
+            loop {
+                if let Some(nar) = lock(&self.nars).get(path) {
+                    return Ok(Arc::clone(nar));
+                }
+                // Another thread's failure leaves it to this one to try.
+                if fetching.insert(path.clone()) {
+                    break;
+                }
+                fetching = self
+                    .fetched
+                    .wait(fetching)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        let _done = Done(self, path);
+        self.get_nar(path)
+    }
+
+    /// [`BinaryCache::nar`]'s work, by the one thread getting `path`.
+    fn get_nar(&self, path: &StorePath) -> Result<Arc<Nar>, CacheError> {
         let info = self.required_narinfo(path)?;
         let cache_err = |source| CacheError::NarCache {
             dir: self.nar_cache.dir.clone(),
@@ -781,20 +839,32 @@ impl BinaryCache {
         };
         let file_path = self.nar_cache.path(&info.nar_hash);
         let nar = match self.nar_cache.open(&info.nar_hash).map_err(cache_err)? {
-            // Verified when it was put there, and again now: a damaged one
-            // is fetched anew.
-            Some(file) => cached_index(&file, &info).map(|index| Nar {
-                file: Arc::new(file),
-                path: file_path.clone(),
-                index,
-            }),
+            // Verified when it was put there; its index stands while its
+            // stamp does, else it is hashed again (and written a new index
+            // when intact): a damaged one is fetched anew.
+            Some(file) => self
+                .nar_cache
+                .index(&file, &info.nar_hash, info.nar_size)
+                .or_else(|| {
+                    let index = cached_index(&file, &info)?;
+                    self.nar_cache
+                        .write_index(&file, &info.nar_hash, info.nar_size, &index);
+                    Some(index)
+                })
+                .map(|index| Nar {
+                    file: Arc::new(file),
+                    path: file_path.clone(),
+                    index,
+                }),
             None => None,
         };
         let (nar, added) = match nar {
             Some(nar) => (nar, None),
             None => {
                 let nar = self.download(&info)?;
-                let len = nar.file.metadata().map(|m| m.len()).unwrap_or(0);
+                let index_len = std::fs::metadata(self.nar_cache.index_path(&info.nar_hash))
+                    .map_or(0, |m| m.len());
+                let len = nar.file.metadata().map_or(0, |m| m.len()) + index_len;
                 (nar, Some(len))
             }
         };
@@ -833,20 +903,21 @@ impl BinaryCache {
             expected,
             found,
         };
-        // 1. The file as served, hashed on the way, into a temporary file.
-        let compressed = self.nar_cache.temp().map_err(cache_err)?;
-        // Both the file and the NAR are kept, side by side, until verified:
-        // refused before the download when they cannot fit.
-        let need = info
-            .nar_size
-            .saturating_add(info.file_size.unwrap_or(info.nar_size));
-        if let Some(room) = NarCache::room(compressed.as_file()) {
+        // One pass as the file arrives: hashed as served (FileHash),
+        // decompressed (never past NarSize + 1), hashed again (NarHash),
+        // checked as a NAR and written to the NAR's temporary file; nothing
+        // of it is in place before every check passed. (The compressed
+        // file is not kept: no second pass over it, no disk for it.)
+        let nar_file = self.nar_cache.temp().map_err(cache_err)?;
+        // Refused before the download when the NAR cannot fit.
+        let need = info.nar_size;
+        if let Some(room) = NarCache::room(nar_file.as_file()) {
             if need > room {
                 return Err(cache_err(io::Error::new(
                     io::ErrorKind::StorageFull,
                     format!(
-                        "the NAR of `{path}` ({}) needs {need} bytes (its NarSize and \
-                         FileSize), more than the {room} free there",
+                        "the NAR of `{path}` ({}) needs {need} bytes (its NarSize), \
+                         more than the {room} free there",
                         url
                     ),
                 )));
@@ -855,24 +926,73 @@ impl BinaryCache {
         let limit = info
             .file_size
             .unwrap_or_else(|| info.nar_size.saturating_mul(2).saturating_add(1 << 20));
-        let copied = self
+        let attempt = |body: &mut dyn Read| -> io::Result<Received> {
+            let out = nar_file.reopen()?;
+            out.set_len(0)?;
+            let mut served = Tee {
+                inner: body,
+                out: Hashing::new(io::sink()),
+            };
+            let (parsed, drained, writer, nar_hash, nar_size) = {
+                let buffered = BufReader::with_capacity(1 << 16, &mut served);
+                let decoder: Box<dyn Read + '_> = match info.compression {
+                    Compression::None => Box::new(buffered),
+                    Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
+                    Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+                    Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+                    Compression::Zstd => {
+                        Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?)
+                    }
+                };
+                let mut tee = Tee {
+                    inner: decoder.take(info.nar_size.saturating_add(1)),
+                    out: Hashing::new(BufWriter::with_capacity(1 << 16, out)),
+                };
+                let parsed = NarIndex::read(&mut tee);
+                // Whatever the decoder still holds counts towards NarSize.
+                let drained = io::copy(&mut tee, &mut io::sink());
+                let (writer, nar_hash, nar_size) = tee.out.finish();
+                (parsed, drained, writer, nar_hash, nar_size)
+            };
+            // The rest of the file (past a corrupt stream's failure, or
+            // after its end) counts towards FileHash and FileSize.
+            io::copy(&mut served, &mut io::sink())?;
+            let (_, file_hash, file_size) = served.out.finish();
+            Ok(Received {
+                file_hash,
+                file_size,
+                parsed,
+                drained,
+                writer,
+                nar_hash,
+                nar_size,
+            })
+        };
+        let received = self
             .transport
-            .download(
-                &info.url,
-                limit.saturating_add(1),
-                limit,
-                compressed.as_file(),
-            )
+            .stream(&info.url, limit.saturating_add(1), limit, attempt)
             .map_err(|e| CacheError::Fetch {
                 path: path.clone(),
                 source: Box::new(e),
             })?;
-        let Some((file_hash, file_size)) = copied else {
+        let Some(received) = received else {
             return Err(CacheError::Missing {
                 what: format!("the NAR of `{path}`"),
                 url,
             });
         };
+        let Received {
+            file_hash,
+            file_size,
+            parsed,
+            drained,
+            writer,
+            nar_hash,
+            nar_size,
+        } = received.map_err(cache_err)?;
+        // The file as served first (a tampered or truncated file), then a
+        // decoder's failure (a corrupt one), then the signed size and hash
+        // of the NAR, then the structure of a NAR that has them.
         if let Some(expected) = info.file_size {
             if file_size != expected {
                 return Err(mismatch(
@@ -891,40 +1011,12 @@ impl BinaryCache {
                 ));
             }
         }
-        // 2. Decompressed (never past NarSize + 1), checked as a NAR,
-        //    hashed and written to the NAR's temporary file.
-        let mut source = compressed.reopen().map_err(cache_err)?;
-        source.rewind().map_err(cache_err)?;
-        let buffered = BufReader::with_capacity(1 << 16, source);
-        let decoder: Box<dyn Read> = match info.compression {
-            Compression::None => Box::new(buffered),
-            Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
-            Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(cache_err)?)
-            }
-        };
-        let nar_file = self.nar_cache.temp().map_err(cache_err)?;
-        let mut tee = Tee {
-            inner: decoder.take(info.nar_size.saturating_add(1)),
-            out: Hashing::new(BufWriter::with_capacity(
-                1 << 16,
-                nar_file.reopen().map_err(cache_err)?,
-            )),
-        };
-        let parsed = NarIndex::read(&mut tee);
-        // Whatever the decoder still holds counts towards NarSize.
-        let drained = io::copy(&mut tee, &mut io::sink());
-        let (writer, nar_hash, nar_size) = tee.out.finish();
         let nar_error = |source| CacheError::Nar {
             path: path.clone(),
             url: url.clone(),
             compression: info.compression,
             source,
         };
-        // A decoder's failure first (a corrupt or truncated file), then the
-        // signed size and hash, then the structure of a NAR that has them.
         let parsed = match parsed {
             Err(NarError::Io { source, offset })
                 if source.kind() != io::ErrorKind::UnexpectedEof =>
@@ -953,12 +1045,13 @@ impl BinaryCache {
         }
         let index = parsed.map_err(nar_error)?;
         writer.into_inner().map_err(|e| cache_err(e.into_error()))?;
-        drop(compressed);
-        // 3. Verified: into place.
+        // Verified: into place.
         let file = self
             .nar_cache
             .insert(nar_file, &info.nar_hash)
             .map_err(cache_err)?;
+        self.nar_cache
+            .write_index(&file, &info.nar_hash, info.nar_size, &index);
         Ok(Nar {
             file: Arc::new(file),
             path: self.nar_cache.path(&info.nar_hash),
@@ -994,13 +1087,25 @@ impl BinaryCache {
         index
     }
 
-    /// Whether `path`'s NAR is verified here already, or the cache has a
-    /// valid `.ls` listing of it (fetched once and kept for
-    /// [`BinaryCache::listed`]): then its layer entries come without
+    /// Whether `path`'s NAR is verified here already or in the NAR cache,
+    /// or the cache has a valid `.ls` listing of it (fetched once and kept
+    /// for [`BinaryCache::listed`]): then its layer entries come without
     /// downloading the NAR first.
     #[must_use]
     pub fn has_listing(&self, path: &StorePath) -> bool {
-        lock(&self.nars).contains_key(path) || self.listing(path).is_some()
+        lock(&self.nars).contains_key(path)
+            || self.in_nar_cache(path)
+            || self.listing(path).is_some()
+    }
+
+    /// Whether the NAR cache has a file for `path`'s NAR (to be checked
+    /// when used, as every cached NAR is): its entries are then read from
+    /// there rather than from a listing fetched from the server.
+    fn in_nar_cache(&self, path: &StorePath) -> bool {
+        let Some(info) = lock(&self.narinfos).get(path).cloned() else {
+            return false;
+        };
+        self.nar_cache.path(&info.nar_hash).is_file()
     }
 
     /// A view for measuring layers: entries from `.ls` listings where the
@@ -1050,6 +1155,15 @@ impl BinaryCache {
         }
         let nar = self.nar(&path).map_err(|e| self.store_error(name, e))?;
         Ok(Some((path, nar, rel)))
+    }
+}
+
+impl Drop for BinaryCache {
+    /// The build is over: the NAR cache goes back within its bound (see
+    /// [`NarCache::finish`]); a failure only leaves it larger until the
+    /// next build's eviction.
+    fn drop(&mut self) {
+        let _ = self.nar_cache.finish();
     }
 }
 
@@ -1167,11 +1281,12 @@ impl Store for Listed<'_> {
         self.0.identity()
     }
     /// From the listing the first time a path is asked for, unless its
-    /// NAR is already here; from the verified NAR every other time. So
+    /// NAR is already here or in the NAR cache (a warm build asks the
+    /// server for no listing); from the verified NAR every other time. So
     /// measuring takes the listing and writing (even through this view)
     /// the NAR, which is then checked against the listing that was used.
     fn entries(&self, path: &StorePath) -> Self::Entries<'_> {
-        let cached = lock(&self.0.nars).contains_key(path);
+        let cached = lock(&self.0.nars).contains_key(path) || self.0.in_nar_cache(path);
         let first = !lock(&self.0.listed).contains_key(path);
         if !cached && first {
             if let Some(index) = self.0.listing(path) {

@@ -13,15 +13,14 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek as _};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::{CacheError, Hashing};
+use super::CacheError;
 use crate::http::{tls_refusal, Timeouts};
-use crate::nix::NarHash;
 
 /// Tries of one request: the first and three retries.
 const ATTEMPTS: u32 = 4;
@@ -225,34 +224,28 @@ impl Transport {
         }
     }
 
-    /// Copies the file `rel` into `out` (emptied first, and again for a
-    /// retry), at most `limit` bytes: the sha256 and length of what was
-    /// copied, or `None` when the cache has no such file. `expected` sizes
-    /// the deadline.
-    pub(super) fn download(
+    /// Hands the file `rel`, at most `limit` bytes of it, to `consume` as
+    /// it arrives (no copy of it is kept): what `consume` returns, or
+    /// `None` when the cache has no such file. When reading the body fails
+    /// (a reset, a timeout) whatever `consume` made of it is dropped and
+    /// the request is made again, up to [`ATTEMPTS`] times; `consume`
+    /// starts over each time. `expected` sizes the deadline.
+    pub(super) fn stream<T>(
         &self,
         rel: &str,
         limit: u64,
         expected: u64,
-        out: &File,
-    ) -> Result<Option<(NarHash, u64)>, CacheError> {
+        mut consume: impl FnMut(&mut dyn Read) -> T,
+    ) -> Result<Option<T>, CacheError> {
         let url = self.url(rel);
-        let read_err = |source| CacheError::Read {
-            url: url.clone(),
-            source,
-        };
-        // One attempt: `out` emptied, then `from` copied into it, hashed.
-        let copy = |from: &mut dyn Read| -> io::Result<(NarHash, u64)> {
-            let mut file = out;
-            file.set_len(0)?;
-            file.rewind()?;
-            let mut hashing = Hashing::new(io::BufWriter::with_capacity(1 << 16, file));
-            io::copy(&mut from.take(limit), &mut hashing)?;
-            let (writer, hash, len) = hashing.finish();
-            writer
-                .into_inner()
-                .map_err(io::IntoInnerError::into_error)?;
-            Ok((hash, len))
+        // One attempt: what `consume` made, and the body's own read error.
+        let mut attempt_with = |from: &mut dyn Read| {
+            let mut watched = Watched {
+                inner: from.take(limit),
+                failed: None,
+            };
+            let made = consume(&mut watched);
+            (made, watched.failed)
         };
         match self {
             Self::File { root } => {
@@ -261,7 +254,10 @@ impl Transport {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(source) => return Err(CacheError::Read { url, source }),
                 };
-                copy(&mut file).map(Some).map_err(read_err)
+                match attempt_with(&mut file) {
+                    (_, Some(source)) => Err(CacheError::Read { url, source }),
+                    (made, None) => Ok(Some(made)),
+                }
             }
             Self::Http { .. } => {
                 let mut attempt = 0;
@@ -272,10 +268,10 @@ impl Transport {
                     };
                     let mut body = resp.into_body();
                     let mut reader = body.with_config().limit(limit).reader();
-                    match copy(&mut reader) {
-                        Ok(done) => return Ok(Some(done)),
-                        Err(_) if attempt < ATTEMPTS => backoff(attempt),
-                        Err(source) => return Err(read_err(source)),
+                    match attempt_with(&mut reader) {
+                        (made, None) => return Ok(Some(made)),
+                        (_, Some(_)) if attempt < ATTEMPTS => backoff(attempt),
+                        (_, Some(source)) => return Err(CacheError::Read { url, source }),
                     }
                 }
             }
@@ -362,6 +358,26 @@ impl Transport {
 
 fn transient(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed)
+}
+
+/// A body that remembers its first read error: a failed transfer (to
+/// retry), as opposed to bytes that arrived and were found wrong.
+struct Watched<R> {
+    inner: R,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("the download failed already"));
+        }
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
 }
 
 fn backoff(attempt: u32) {
