@@ -204,6 +204,26 @@ fn json_on_stdout(path: &Path) -> UsageError {
     ))
 }
 
+/// Refuses `--annotation` on a build of one image into a docker-archive or
+/// rootfs: neither has a place for annotations, and a flag the user typed
+/// must not vanish silently (the manifest's `[annotations]` may serve
+/// other outputs, so those are left alone).
+fn refuse_annotations_without_place(
+    args: &BuildArgs,
+    format: OutputFormat,
+) -> Result<(), UsageError> {
+    let Some(first) = args.annotation.first() else {
+        return Ok(());
+    };
+    if matches!(format, OutputFormat::OciLayout | OutputFormat::OciArchive) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "`--annotation {first}`: a `{}` has no place for annotations and would drop it; they are kept by `--format oci-layout`, `--format oci-archive` and `nixlayer push` (use `[config] Labels` for metadata a docker-archive keeps)",
+        format.name()
+    )))
+}
+
 /// The flags of `build` that change the manifest's values.
 fn overrides(args: &BuildArgs) -> settings::Overrides {
     let mut o = settings::Overrides::default();
@@ -273,13 +293,14 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             return run_build_platforms(args, all, printer, start);
         }
     };
-    // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
-    // them beside it.
-    let sbom_formats = sbom::formats(&args.sbom);
     let oci = matches!(
         command.format,
         OutputFormat::OciLayout | OutputFormat::OciArchive
     );
+    refuse_annotations_without_place(args, command.format)?;
+    // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
+    // them beside it.
+    let sbom_formats = sbom::formats(&args.sbom);
     let beside = if oci {
         command.settings.sbom.clone_from(&sbom_formats);
         Vec::new()
