@@ -898,8 +898,10 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
             }));
         }
         let config = image.config_value().unwrap_or(serde_json::Value::Null);
+        let (tags, ref_name) = inspect_names(&archive, image);
         images.push(serde_json::json!({
-            "tags": image.tags,
+            "tags": tags,
+            "ref_name": ref_name,
             "config_digest": image.config_digest.prefixed(),
             "manifest_digest": image.manifest_digest.map(|d| d.prefixed()),
             "index_digest": image.index_digest.map(|d| d.prefixed()),
@@ -929,6 +931,37 @@ fn run_schema(printer: Printer) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The names `inspect` shows for `image`, and for an OCI image its
+/// `org.opencontainers.image.ref.name` apart. A docker-archive's
+/// `RepoTags` are full references; an OCI `index.json` entry's ref name is
+/// a bare tag (`0.3`, what `oci:DIR:0.3` takes) and its
+/// `io.containerd.image.name` the full reference docker and containerd
+/// show (`name:0.3`), so that one is shown when the entry has it.
+fn inspect_names(
+    archive: &ImageArchive,
+    image: &nixlayer::archive::Image,
+) -> (Vec<String>, Option<String>) {
+    if archive.format() == nixlayer::archive::Format::DockerArchive {
+        return (image.tags.clone(), None);
+    }
+    let full = |descriptor: Option<&serde_json::Value>| {
+        descriptor?
+            .get("annotations")?
+            .get(nixlayer::oci::CONTAINERD_NAME)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    // The image's own descriptor first (it may sit in an index under the
+    // `index.json` entry), then the entry's.
+    let named = full(image.descriptor.as_ref())
+        .or_else(|| full(archive.entries().get(image.entry).map(|e| &e.descriptor)));
+    let ref_name = image.tags.first().cloned();
+    match named {
+        Some(named) => (vec![named], ref_name),
+        None => (image.tags.clone(), ref_name),
+    }
+}
+
 /// The human form of `inspect`'s JSON.
 fn inspect_text(doc: &serde_json::Value) -> String {
     use std::fmt::Write as _;
@@ -946,9 +979,16 @@ fn inspect_text(doc: &serde_json::Value) -> String {
             .flatten()
             .map(s)
             .collect();
+        // skopeo and crane pick an OCI image by its ref name
+        // (`oci:DIR:TAG`): shown too when the name shown is another.
+        let ref_name = image["ref_name"]
+            .as_str()
+            .filter(|r| !tags.iter().any(|t| t == r))
+            .map(|r| format!(" (ref.name `{r}`)"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\nimage {}: {}",
+            "\nimage {}: {}{ref_name}",
             i + 1,
             if tags.is_empty() {
                 "(untagged)".to_owned()
