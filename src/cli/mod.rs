@@ -433,9 +433,16 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));
+    report_attached(&summary, "", printer);
+    sboms_beside(&command.settings, &image, beside, printer)
+}
+
+/// One line per SBOM `build` attached to an image manifest of an OCI
+/// output; `platform` (` (arm64)`) tells the images of an index apart.
+fn report_attached(summary: &BuildSummary, platform: &str, printer: Printer) {
     for s in &summary.sboms {
         printer.info(&format!(
-            "attached the {} SBOM ({}) to {}",
+            "attached the {} SBOM ({}) to {}{platform}",
             s.format.name(),
             s.manifest.digest,
             summary
@@ -443,7 +450,6 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
                 .map_or_else(String::new, |d| d.to_string()),
         ));
     }
-    sboms_beside(&command.settings, &image, beside, printer)
 }
 
 /// `build --sbom` of a docker-archive or rootfs file: the SBOMs beside it.
@@ -1555,18 +1561,19 @@ fn run_build_platforms(
         });
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
     }
+    let platform = |c: &settings::ResolvedBuild| {
+        let c = &c.settings.config;
+        let variant = c
+            .variant
+            .as_ref()
+            .map(|v| format!("/{v}"))
+            .unwrap_or_default();
+        format!("{}{variant}", c.architecture)
+    };
     let each: Vec<String> = summaries
         .iter()
         .zip(&all)
-        .map(|(s, (_, c))| {
-            let c = &c.settings.config;
-            let variant = c
-                .variant
-                .as_ref()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default();
-            format!("{}{variant} {}", c.architecture, s.config_digest)
-        })
+        .map(|(s, (_, c))| format!("{} {}", platform(c), s.config_digest))
         .collect();
     printer.info(&format!(
         "built {} ({} platforms: {}) in {} → {dest}",
@@ -1575,6 +1582,10 @@ fn run_build_platforms(
         each.join(", "),
         printer::elapsed(start.elapsed()),
     ));
+    // As a single-platform build does, one line per attached SBOM.
+    for (summary, (_, c)) in summaries.iter().zip(&all) {
+        report_attached(summary, &format!(" ({})", platform(c)), printer);
+    }
     Ok(())
 }
 
