@@ -103,8 +103,16 @@ fn table(d: &ImageDiff) -> String {
     for c in &d.changed {
         out.push_str(&format!("  ~ {} -> {}\n", c.old, c.new));
     }
+    let reblobbed = if d.kept_reblobbed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} of them stored another way, pushed again)",
+            d.kept_reblobbed.len()
+        )
+    };
     out.push_str(&format!(
-        "layers: {} kept, {} added, {} dropped\n",
+        "layers: {} kept{reblobbed}, {} added, {} dropped\n",
         d.kept.len(),
         d.added_layers.len(),
         d.dropped_layers.len()
@@ -115,6 +123,12 @@ fn table(d: &ImageDiff) -> String {
         ("-", &d.dropped_layers),
     ] {
         for l in layers {
+            // `*`: same content (diff_id) in a blob the old image lacks.
+            let mark = if mark == "=" && d.kept_reblobbed.contains(l) {
+                "*"
+            } else {
+                mark
+            };
             out.push_str(&format!(
                 "  {mark} {}  {:>10}  {} path{}\n",
                 short(l),

@@ -5,7 +5,10 @@
 //! [`crate::archive`] (docker-archive, OCI archive, OCI layout).
 //!
 //! Layers are matched by diff_id (the sha256 of the uncompressed tar), so a
-//! manifest and the archive built from it agree whatever the compression.
+//! manifest and the archive built from it agree on what content changed
+//! whatever the compression; the bytes to push count blobs by their digest
+//! (what a registry stores), so a layer of the same content stored another
+//! way (plain, gzip, zstd) is pushed again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -271,6 +274,10 @@ pub struct ImageDiff {
     pub changed: Vec<ChangedPath>,
     /// Layers in both (by diff_id), in the new image's order.
     pub kept: Vec<DiffLayer>,
+    /// Of `kept`, those whose new blob the old image does not have (by
+    /// digest): the same content stored another way (another compression),
+    /// which a registry holding the old image does not hold.
+    pub kept_reblobbed: Vec<DiffLayer>,
     /// Layers only the new image has.
     pub added_layers: Vec<DiffLayer>,
     /// Layers only the old image has.
@@ -287,10 +294,15 @@ pub struct ImageDiff {
 }
 
 impl ImageDiff {
-    /// Bytes of the new layers' blobs.
+    /// Bytes of the layer blobs the old image lacks (by digest): the added
+    /// layers' and the kept layers' stored another way.
     #[must_use]
     pub fn layer_bytes(&self) -> u64 {
-        self.added_layers.iter().map(|l| l.blob_size).sum()
+        self.added_layers
+            .iter()
+            .chain(&self.kept_reblobbed)
+            .map(|l| l.blob_size)
+            .sum()
     }
 
     /// Bytes an update sends to a registry that holds the old image: the
@@ -320,6 +332,7 @@ impl ImageDiff {
             },
             "layers": {
                 "kept": self.kept.iter().map(layer).collect::<Vec<_>>(),
+                "kept_other_blob": self.kept_reblobbed.iter().map(layer).collect::<Vec<_>>(),
                 "added": self.added_layers.iter().map(layer).collect::<Vec<_>>(),
                 "dropped": self.dropped_layers.iter().map(layer).collect::<Vec<_>>(),
             },
@@ -426,6 +439,14 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
             added_layers.push(l.clone());
         }
     }
+    // A registry stores blobs by digest: a kept layer whose blob the old
+    // image lacks (another compression) is sent again.
+    let old_blobs: BTreeSet<Digest> = old.layers.iter().map(|l| l.digest).collect();
+    let kept_reblobbed = kept
+        .iter()
+        .filter(|l| !old_blobs.contains(&l.digest))
+        .cloned()
+        .collect();
     let mut seen = BTreeSet::new();
     let dropped_layers = old
         .layers
@@ -438,6 +459,7 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
         removed,
         changed,
         kept,
+        kept_reblobbed,
         added_layers,
         dropped_layers,
         // What the registry already holds is not sent again.
@@ -522,6 +544,30 @@ mod tests {
         let same = diff(&new, &new);
         assert!(same.config_changed.is_empty());
         assert_eq!(same.push_bytes(), 0);
+    }
+
+    /// The same layers stored another way (gzip blobs of the same tars)
+    /// are kept by diff_id but pushed: the registry has not their digests.
+    #[test]
+    fn the_same_content_in_other_blobs_is_pushed() {
+        let plain = DiffImage {
+            layers: vec![layer(1, &["/nix/store/aaa-lib-1"]), layer(2, &[])],
+            config_size: 10,
+            manifest_size: 20,
+            config: json!({}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
+        };
+        let mut gzip = plain.clone();
+        gzip.layers[1].digest = Digest([9; 32]);
+        gzip.layers[1].blob_size = 7;
+        gzip.manifest_digest = Digest([21; 32]);
+        let d = diff(&plain, &gzip);
+        assert_eq!(d.kept.len(), 2);
+        assert!(d.added_layers.is_empty() && d.dropped_layers.is_empty());
+        assert_eq!(d.kept_reblobbed, [gzip.layers[1].clone()]);
+        assert_eq!(d.layer_bytes(), 7);
+        assert_eq!(d.push_bytes(), 7 + 20);
     }
 
     proptest::proptest! {
