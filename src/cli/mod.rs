@@ -1074,7 +1074,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     let options = ClientOptions {
         chunk_size: args.chunk_size.unwrap_or(0),
         jobs: args.jobs.map_or(0, usize::from),
-        ..access.options(&target.host)?
+        ..access.options(&target.host, &target.repository)?
     };
     if loaded.is_multi_platform() {
         return run_push_platforms(
@@ -1261,16 +1261,22 @@ impl RegistryAccess {
         })
     }
 
-    /// The options for the registry at `host`: the given credentials (and
-    /// `--insecure`) when they are for it, else docker's `config.json`
-    /// for that host, else anonymous; `--ca-file` and the deadline always.
-    fn options(&self, host: &str) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
+    /// The options for `repository` at the registry `host`: the given
+    /// credentials (and `--insecure`) when they are for it, else those of
+    /// docker's `config.json` or podman's `auth.json` for that repository
+    /// or host, else anonymous; `--ca-file` and the deadline always.
+    fn options(
+        &self,
+        host: &str,
+        repository: &str,
+    ) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
         let ours = self.given_for.as_deref().is_none_or(|h| h == host);
         let credentials = match (&self.given, ours) {
             (Some(given), true) => Some(given.clone()),
             _ => nixlayer::sink::registry::Credentials::from_config_files(
                 &self.credential_files,
                 host,
+                repository,
             )?,
         };
         Ok(nixlayer::sink::registry::ClientOptions {
@@ -1285,7 +1291,7 @@ impl RegistryAccess {
     /// Makes a registry base image of `settings` reached this way.
     fn reach_base(&self, settings: &mut ops::BuildSettings) -> Result<(), BoxError> {
         if let Some(pull) = settings.content.base_pull.as_mut() {
-            pull.options = Some(self.options(&pull.reference.host)?);
+            pull.options = Some(self.options(&pull.reference.host, &pull.reference.repository)?);
         }
         Ok(())
     }
