@@ -78,6 +78,20 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
         (ops::Error::Plan(e), Ok(Layering::Pipeline(p))) if e.is_pipeline() => {
             loaded.error_at(p.span(), e.to_string(), None).into()
         }
+        (ops::Error::EntryCollision { path, field, .. }, _) => {
+            match loaded.entry_span(field, path) {
+                Some(span) => loaded
+                    .error_at(
+                        span,
+                        err.to_string(),
+                        Some(format!(
+                            "give it another path, or leave it out of `contents`; `customisation.on_collision = \"first\"` keeps what `contents` puts at `{path}`"
+                        )),
+                    )
+                    .into(),
+                None => err.into(),
+            }
+        }
         _ => err.into(),
     }
 }

@@ -280,6 +280,24 @@ impl LoadedManifest {
         Ok(normal)
     }
 
+    /// Where `customisation.{field}` (`files`, `dirs` or `symlinks`) gives
+    /// the image path `path` (normalised as [`LoadedManifest::customisation`]
+    /// gives it), for an error found while building.
+    #[must_use]
+    pub fn entry_span(&self, field: &str, path: &str) -> Option<std::ops::Range<usize>> {
+        let section = &self.manifest.customisation;
+        let paths: Vec<&Spanned<String>> = match field {
+            "files" => section.files.iter().map(|f| &f.path).collect(),
+            "dirs" => section.dirs.iter().map(|d| &d.path).collect(),
+            "symlinks" => section.symlinks.iter().map(|l| &l.path).collect(),
+            _ => Vec::new(),
+        };
+        paths
+            .into_iter()
+            .find(|p| normalise_image_path(p.get_ref(), false).is_ok_and(|n| n == path))
+            .map(Spanned::span)
+    }
+
     /// The `[customisation]` section, checked.
     ///
     /// # Errors

@@ -605,6 +605,60 @@ fn contents_collision_names_both_store_paths_unless_first_wins() {
         .status();
 }
 
+/// A `files` or `symlinks` entry at a path `contents` fills (a link to a
+/// store file, a merged directory) is an error at the entry's line naming
+/// both; it used to replace it silently (a symlink over a merged directory
+/// dropping all of it). A directory over a merged directory merges. With
+/// `on_collision = "first"` the `contents` one is kept, as for accounts.
+#[test]
+fn an_entry_over_what_contents_puts_there_is_a_located_error() {
+    const APP: &str = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
+    let tmp = util::temp_dir();
+    let cases = [
+        (
+            "[[customisation.files]]\npath = \"/etc/hello.conf\"\ntext = \"mine\"\n",
+            "`/etc/hello.conf` in `customisation.files` would replace the link to",
+            format!("`{APP}/etc/hello.conf`"),
+        ),
+        (
+            "[[customisation.symlinks]]\npath = \"/bin\"\ntarget = \"/usr/bin\"\n",
+            "`/bin` in `customisation.symlinks` would replace the directory there",
+            "and everything in it".to_owned(),
+        ),
+    ];
+    for (entry, says, names) in &cases {
+        let extra = format!("[customisation]\ncontents = [\"{APP}\"]\n\n[[customisation.dirs]]\npath = \"/etc\"\n\n{entry}");
+        let manifest = example(tmp.path(), "", &extra);
+        let first = fails(tmp.path(), &manifest);
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let path_line = entry.lines().nth(1).unwrap();
+        let line = text.lines().position(|l| l == path_line).unwrap() + 1;
+        let at = format!("{}:{line}:8: ", manifest.display());
+        assert!(first.contains(&at), "{first:?} should point at {at}");
+        assert!(
+            first.contains(says) && first.contains(names.as_str()),
+            "{first}"
+        );
+    }
+    // `on_collision = "first"`: the `contents` link stays.
+    let (entry, _, _) = &cases[0];
+    let extra =
+        format!("[customisation]\non_collision = \"first\"\ncontents = [\"{APP}\"]\n\n{entry}");
+    let manifest = example(tmp.path(), "", &extra);
+    let archive = tmp.path().join("first.tar");
+    build(&manifest, &archive);
+    let root = tmp.path().join("root");
+    unpack(&archive, &root);
+    assert_eq!(
+        std::fs::read_link(root.join("etc/hello.conf")).unwrap(),
+        Path::new(APP).join("etc/hello.conf")
+    );
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&root)
+        .status();
+}
+
 /// A permission rule that can only match the customisation layer (its
 /// fixed start is outside the store directory) and matches none of it is
 /// an error naming the rule, not a silently unchanged owner; rules that
