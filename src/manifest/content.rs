@@ -298,6 +298,25 @@ impl LoadedManifest {
             .map(Spanned::span)
     }
 
+    /// Where `customisation.contents` names the store path that `path` is
+    /// or is inside of (`/nix/store/…-app/etc/x`), for an error found while
+    /// building.
+    #[must_use]
+    pub fn contents_span(&self, path: &str) -> Option<std::ops::Range<usize>> {
+        self.manifest
+            .customisation
+            .contents
+            .iter()
+            .find(|c| {
+                let entry = c.get_ref().trim_end_matches('/');
+                !entry.is_empty()
+                    && path
+                        .strip_prefix(entry)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(Spanned::span)
+    }
+
     /// The `[customisation]` section, checked.
     ///
     /// # Errors

@@ -591,6 +591,10 @@ fn contents_collision_names_both_store_paths_unless_first_wins() {
             && first.contains(&format!("{}/etc/motd", b.display())),
         "{first}"
     );
+    // At the manifest line and column of the later entry.
+    let column = format!("contents = [\"{}\", ", a.display()).len() + 1;
+    let at = format!("image.toml:5:{column}: ");
+    assert!(first.contains(&at), "{first:?} should point at {at}");
     let archive = tmp.path().join("first.tar");
     build(&manifest("on_collision = \"first\"\n"), &archive);
     let root = tmp.path().join("root");
@@ -657,6 +661,22 @@ fn an_entry_over_what_contents_puts_there_is_a_located_error() {
         .args(["-R", "u+w"])
         .arg(&root)
         .status();
+}
+
+/// A `contents` store path the closure lacks is an error at its line in
+/// `contents`, as the manifest's own errors are; it named no line.
+#[test]
+fn a_contents_path_outside_the_closure_is_a_located_error() {
+    let tmp = util::temp_dir();
+    let missing = "/nix/store/00000000000000000000000000000000-missing";
+    let extra = format!("[customisation]\ncontents = [\n  \"{missing}\",\n]\n");
+    let manifest = example(tmp.path(), "", &extra);
+    let first = fails(tmp.path(), &manifest);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text.lines().position(|l| l.contains(missing)).unwrap() + 1;
+    let at = format!("{}:{line}:3: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
+    assert!(first.contains(missing), "{first}");
 }
 
 /// A permission rule that can only match the customisation layer (its
