@@ -224,6 +224,18 @@ fn refuse_annotations_without_place(
     )))
 }
 
+/// Warns about each `--annotation index:…` of a build or push of one
+/// image: only an image index of several platforms has a place for it
+/// (buildx likewise writes index annotations only with an index), so it
+/// is not written anywhere.
+fn warn_index_annotations_unused(flags: &[String], printer: Printer) {
+    for flag in flags.iter().filter(|f| f.starts_with("index:")) {
+        printer.warn(&format!(
+            "`--annotation {flag}` is not written: one image has no image index (`index:` annotations go on the index of several `[[platforms]]`; drop `index:` to annotate the image manifest)"
+        ));
+    }
+}
+
 /// The flags of `build` that change the manifest's values.
 fn overrides(args: &BuildArgs) -> settings::Overrides {
     let mut o = settings::Overrides::default();
@@ -298,6 +310,7 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         OutputFormat::OciLayout | OutputFormat::OciArchive
     );
     refuse_annotations_without_place(args, command.format)?;
+    warn_index_annotations_unused(&args.annotation, printer);
     // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
     // them beside it.
     let sbom_formats = sbom::formats(&args.sbom);
@@ -1081,6 +1094,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
             args, &loaded, &overrides, &target, &access, options, printer, start,
         );
     }
+    warn_index_annotations_unused(&args.annotation, printer);
     let mut command =
         settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     command.settings.sbom = sbom::formats(&args.sbom);

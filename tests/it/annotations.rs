@@ -414,3 +414,27 @@ fn an_annotation_flag_on_an_output_without_annotations_is_refused() {
     );
     assert!(out.exists());
 }
+
+/// `--annotation index:…` on a build of one image (no image index) warns
+/// that it is not written; it was dropped without a word. The manifest's
+/// annotation still lands.
+#[test]
+fn an_index_annotation_flag_without_an_index_warns() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path(), "");
+    let layout = tmp.path().join("layout");
+    let out = build_layout(
+        &manifest,
+        &layout,
+        &["--annotation", "index:a.b=c", "--annotation", "d.e=f"],
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: `--annotation index:a.b=c` is not written"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("d.e=f"), "{stderr}");
+    let manifest: Value = serde_json::from_slice(&image_manifest(&layout)).unwrap();
+    assert_eq!(manifest["annotations"]["d.e"], "f");
+}
