@@ -72,8 +72,16 @@ fn read(
         for w in &command.warnings {
             printer.warn(w);
         }
+        // Layers as the manifest's output stores them: compressed one by
+        // one in an OCI output; a docker-archive holds them plain (its
+        // compression is of the whole file).
+        let oci = matches!(
+            command.format,
+            nixlayer::manifest::OutputFormat::OciLayout
+                | nixlayer::manifest::OutputFormat::OciArchive
+        );
         Ok(
-            diff::from_settings(&command.settings)
+            diff::from_settings_stored(&command.settings, oci.then_some(&command.compress))
                 .map_err(|e| super::layers::locate(&loaded, e))?,
         )
     } else {

@@ -88,22 +88,64 @@ pub enum DiffError {
 /// # Errors
 /// When the closure cannot be read, planning fails or a layer cannot be read.
 pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
+    from_settings_stored(settings, None)
+}
+
+/// [`from_settings`], each layer's blob as an OCI output compressed with
+/// `compress` stores it (digest and size; through the layer cache when it
+/// knows that blob, else compressed here): what a registry would hold of
+/// an image built and pushed from these settings. `None` (or no
+/// compression): the uncompressed tars.
+///
+/// # Errors
+/// As [`from_settings`], and when a layer cannot be compressed.
+pub fn from_settings_stored(
+    settings: &BuildSettings,
+    compress: Option<&crate::codec::CompressOptions>,
+) -> Result<DiffImage, Error> {
+    use crate::codec::{BlobWriter, Compression};
+    let compress = compress.filter(|c| c.codec != Compression::None);
+    let stored_name = compress.map(crate::codec::stored_form);
     let image = super::prepare(settings)?;
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
-        let cached = settings
+        let record = settings
             .cache
             .as_ref()
-            .and_then(|c| c.get(&layer.key, layer.store_paths()))
+            .and_then(|c| c.get(&layer.key, layer.store_paths()));
+        let cached = record
+            .as_ref()
             .and_then(|r| r.tar)
             .filter(|t| t.size == layer.size);
-        let tar = match cached {
-            Some(tar) => oci::LayerDigest {
-                diff_id: tar.digest,
-                size: tar.size,
-            },
-            None => image.write_layer(settings, index, std::io::sink())?,
+        let cached_blob = match (&stored_name, &record) {
+            (Some(name), Some(r)) => r.blobs.get(name).copied(),
+            _ => None,
         };
+        let (tar, blob) = match (compress, cached, cached_blob) {
+            (None, Some(tar), _) => (
+                oci::LayerDigest {
+                    diff_id: tar.digest,
+                    size: tar.size,
+                },
+                None,
+            ),
+            (Some(_), Some(tar), Some(blob)) => (
+                oci::LayerDigest {
+                    diff_id: tar.digest,
+                    size: tar.size,
+                },
+                Some((blob.digest, blob.size)),
+            ),
+            (None, None, _) => (image.write_layer(settings, index, std::io::sink())?, None),
+            (Some(options), _, _) => {
+                let mut writer =
+                    BlobWriter::layer(std::io::sink(), options).map_err(Error::Write)?;
+                let tar = image.write_layer(settings, index, &mut writer)?;
+                let (_, written) = writer.finish_layer(tar).map_err(Error::Write)?;
+                (tar, Some((written.digest, written.size)))
+            }
+        };
+        let (digest, blob_size) = blob.unwrap_or((tar.diff_id, tar.size));
         // A base image's layers name no store path (its history comment
         // names the member, which `from_archive` skips too).
         let store_paths = layer
@@ -113,11 +155,14 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
             .collect();
         layers.push(DiffLayer {
             diff_id: tar.diff_id,
-            digest: tar.diff_id,
-            blob_size: tar.size,
+            digest,
+            blob_size,
             store_paths,
         });
     }
+    let media_type = compress
+        .map_or(Compression::None, |c| c.codec)
+        .layer_media_type();
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
     let config = image.config_json(settings, &diff_ids);
     let manifest = oci::manifest_json(
@@ -129,7 +174,7 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
         &layers
             .iter()
             .map(|l| Descriptor {
-                media_type: oci::LAYER_MEDIA_TYPE.to_owned(),
+                media_type: media_type.to_owned(),
                 digest: l.digest,
                 size: l.blob_size,
             })

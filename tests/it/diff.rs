@@ -228,10 +228,25 @@ fn the_same_image_in_another_compression_pushes_its_blobs() {
     );
     assert_eq!(text.matches("\n  * ").count(), 3, "{text}");
     assert!(!text.contains("(0 B layers"), "{text}");
-    // The plain layout against its manifest (plain tars) pushes nothing.
+    // The plain layout against its manifest (plain tars) pushes nothing;
+    // nor does the gzip one against a manifest whose `[output]` is gzip
+    // (its layers compressed as that output stores them).
     let doc = diff_json(&manifest, &plain);
     assert_eq!(doc["bytes"]["push"], 0, "{doc}");
     assert_eq!(doc["layers"]["kept_other_blob"], serde_json::json!([]));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let gzip_manifest = util::write(
+        &tmp.path().join("m"),
+        "gzip.toml",
+        &format!("{text}\n[output]\nformat = \"oci-layout\"\ncompression = \"gzip\"\n"),
+    );
+    for (old, new) in [(&gzip_manifest, &gzip), (&gzip, &gzip_manifest)] {
+        let doc = diff_json(old, new);
+        assert_eq!(doc["bytes"]["push"], 0, "{doc}");
+        assert_eq!(doc["layers"]["kept_other_blob"], serde_json::json!([]));
+    }
+    let doc = diff_json(&plain, &gzip_manifest);
+    assert_eq!(doc["bytes"]["layers"].as_u64(), Some(gzip_bytes), "{doc}");
 }
 
 /// A change of config alone is named (`config.Env`), and an image
