@@ -86,9 +86,13 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
                     .error_at(
                         span,
                         err.to_string(),
-                        Some(format!(
-                            "give it another path, or leave it out of `contents`; `customisation.on_collision = \"first\"` keeps what `contents` puts at `{path}`"
-                        )),
+                        Some(if loaded.manifest.customisation.contents.is_empty() {
+                            format!("give `{path}` another path, or drop the entries inside it")
+                        } else {
+                            format!(
+                                "give it another path, or leave it out of `contents`; `customisation.on_collision = \"first\"` keeps what `contents` puts at `{path}`"
+                            )
+                        }),
                     )
                     .into(),
                 None => err.into(),

@@ -676,15 +676,25 @@ fn measure_layers<S: crate::store::Store + Sync>(
 /// directory merges and replaces nothing.
 fn keep_existing(
     tree: &CustomisationTree,
+    content: &ContentSettings,
     path: &str,
     field: &'static str,
     is_dir: bool,
-    on_collision: OnCollision,
 ) -> Result<bool, Error> {
     use crate::layer::customisation::Occupant;
     let existing = match tree.occupant(path) {
         None => return Ok(false),
         Some(Occupant::Directory) if is_dir => return Ok(false),
+        // Without `contents`, only another entry made it: no collision
+        // with `contents` that `on_collision` could settle.
+        Some(Occupant::Directory) if content.contents.is_empty() => {
+            return Err(Error::EntryCollision {
+                path: path.to_owned(),
+                field,
+                existing: "the directory there, which holds another entry of `[customisation]`"
+                    .to_owned(),
+            })
+        }
         Some(Occupant::Directory) => {
             "the directory there (made by `customisation.contents`, or holding another entry) and everything in it".to_owned()
         }
@@ -693,7 +703,7 @@ fn keep_existing(
         }
         Some(_) => "what `customisation.contents` puts there".to_owned(),
     };
-    match on_collision {
+    match content.on_collision {
         OnCollision::First => Ok(true),
         _ => Err(Error::EntryCollision {
             path: path.to_owned(),
@@ -717,19 +727,19 @@ fn customisation_tree(
     // The manifest gives each of these paths once; what is already there
     // came from `contents` or is the parent directory of an earlier entry.
     for file in &content.files {
-        if keep_existing(&tree, &file.path, "files", false, content.on_collision)? {
+        if keep_existing(&tree, content, &file.path, "files", false)? {
             continue;
         }
         tree.add_file(&file.path, file.data.clone(), file.mode, &root)?;
     }
     for (path, mode) in &content.dirs {
-        if keep_existing(&tree, path, "dirs", true, content.on_collision)? {
+        if keep_existing(&tree, content, path, "dirs", true)? {
             continue;
         }
         tree.add_dir(path, *mode, &root)?;
     }
     for (path, target) in &content.symlinks {
-        if keep_existing(&tree, path, "symlinks", false, content.on_collision)? {
+        if keep_existing(&tree, content, path, "symlinks", false)? {
             continue;
         }
         tree.add_symlink(path, target, &root)?;

@@ -663,6 +663,30 @@ fn an_entry_over_what_contents_puts_there_is_a_located_error() {
         .status();
 }
 
+/// A symlink or file entry at a directory another entry is in (`files`
+/// `/srv/app/config`, then `symlinks` `/srv/app`) is an error at its line;
+/// the symlink used to replace the directory, dropping the file silently.
+#[test]
+fn an_entry_over_the_directory_of_another_is_a_located_error() {
+    let tmp = util::temp_dir();
+    let extra = "[[customisation.files]]\npath = \"/srv/app/config\"\ntext = \"x\"\n\n\
+                 [[customisation.symlinks]]\npath = \"/srv/app\"\ntarget = \"/etc\"\n";
+    let manifest = example(tmp.path(), "", extra);
+    let first = fails(tmp.path(), &manifest);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l == "path = \"/srv/app\"")
+        .unwrap()
+        + 1;
+    let at = format!("{}:{line}:8: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
+    assert!(
+        first.contains("`/srv/app` in `customisation.symlinks` would replace the directory there"),
+        "{first}"
+    );
+}
+
 /// A `contents` store path the closure lacks is an error at its line in
 /// `contents`, as the manifest's own errors are; it named no line.
 #[test]
