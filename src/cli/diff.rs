@@ -72,8 +72,16 @@ fn read(
         for w in &command.warnings {
             printer.warn(w);
         }
+        // Layers as the manifest's output stores them: compressed one by
+        // one in an OCI output; a docker-archive holds them plain (its
+        // compression is of the whole file).
+        let oci = matches!(
+            command.format,
+            nixlayer::manifest::OutputFormat::OciLayout
+                | nixlayer::manifest::OutputFormat::OciArchive
+        );
         Ok(
-            diff::from_settings(&command.settings)
+            diff::from_settings_stored(&command.settings, oci.then_some(&command.compress))
                 .map_err(|e| super::layers::locate(&loaded, e))?,
         )
     } else {
@@ -103,8 +111,16 @@ fn table(d: &ImageDiff) -> String {
     for c in &d.changed {
         out.push_str(&format!("  ~ {} -> {}\n", c.old, c.new));
     }
+    let reblobbed = if d.kept_reblobbed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} of them stored another way, pushed again)",
+            d.kept_reblobbed.len()
+        )
+    };
     out.push_str(&format!(
-        "layers: {} kept, {} added, {} dropped\n",
+        "layers: {} kept{reblobbed}, {} added, {} dropped\n",
         d.kept.len(),
         d.added_layers.len(),
         d.dropped_layers.len()
@@ -115,6 +131,12 @@ fn table(d: &ImageDiff) -> String {
         ("-", &d.dropped_layers),
     ] {
         for l in layers {
+            // `*`: same content (diff_id) in a blob the old image lacks.
+            let mark = if mark == "=" && d.kept_reblobbed.contains(l) {
+                "*"
+            } else {
+                mark
+            };
             out.push_str(&format!(
                 "  {mark} {}  {:>10}  {} path{}\n",
                 short(l),

@@ -74,9 +74,56 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
 /// A planning error that is the pipeline's fault, pointed at the
 /// pipeline's place in the manifest; other errors unchanged.
 pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
+    use nixlayer::closure;
+    use nixlayer::layer;
     match (&err, loaded.layering()) {
         (ops::Error::Plan(e), Ok(Layering::Pipeline(p))) if e.is_pipeline() => {
             loaded.error_at(p.span(), e.to_string(), None).into()
+        }
+        (ops::Error::EntryCollision { path, field, .. }, _) => {
+            match loaded.entry_span(field, path) {
+                Some(span) => loaded
+                    .error_at(
+                        span,
+                        err.to_string(),
+                        Some(if loaded.manifest.customisation.contents.is_empty() {
+                            format!("give `{path}` another path, or drop the entries inside it")
+                        } else {
+                            format!(
+                                "give it another path, or leave it out of `contents`; `customisation.on_collision = \"first\"` keeps what `contents` puts at `{path}`"
+                            )
+                        }),
+                    )
+                    .into(),
+                None => err.into(),
+            }
+        }
+        // Errors about a `contents` store path point at its entry, as the
+        // manifest's own errors do. A collision names the later one.
+        (
+            ops::Error::Layer(
+                layer::Error::NotADirectory { path } | layer::Error::Collision { second: path, .. },
+            ),
+            _,
+        ) => match loaded.contents_span(path) {
+            Some(span) => loaded.error_at(span, err.to_string(), None).into(),
+            None => err.into(),
+        },
+        // A `contents` path is a root of the closure too; one that is not
+        // in the closure file is pointed at where it was given.
+        (ops::Error::Closure(closure::Error::MissingRoot { root, .. }), _) => {
+            let given = loaded
+                .manifest
+                .closure
+                .roots
+                .iter()
+                .find(|r| r.get_ref().trim_end_matches('/') == root.as_str())
+                .map(toml::Spanned::span)
+                .or_else(|| loaded.contents_span(root.as_str()));
+            match given {
+                Some(span) => loaded.error_at(span, err.to_string(), None).into(),
+                None => err.into(),
+            }
         }
         _ => err.into(),
     }

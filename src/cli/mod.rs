@@ -204,6 +204,38 @@ fn json_on_stdout(path: &Path) -> UsageError {
     ))
 }
 
+/// Refuses `--annotation` on a build of one image into a docker-archive or
+/// rootfs: neither has a place for annotations, and a flag the user typed
+/// must not vanish silently (the manifest's `[annotations]` may serve
+/// other outputs, so those are left alone).
+fn refuse_annotations_without_place(
+    args: &BuildArgs,
+    format: OutputFormat,
+) -> Result<(), UsageError> {
+    let Some(first) = args.annotation.first() else {
+        return Ok(());
+    };
+    if matches!(format, OutputFormat::OciLayout | OutputFormat::OciArchive) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "`--annotation {first}`: a `{}` has no place for annotations and would drop it; they are kept by `--format oci-layout`, `--format oci-archive` and `nixlayer push` (use `[config] Labels` for metadata a docker-archive keeps)",
+        format.name()
+    )))
+}
+
+/// Warns about each `--annotation index:…` of a build or push of one
+/// image: only an image index of several platforms has a place for it
+/// (buildx likewise writes index annotations only with an index), so it
+/// is not written anywhere.
+fn warn_index_annotations_unused(flags: &[String], printer: Printer) {
+    for flag in flags.iter().filter(|f| f.starts_with("index:")) {
+        printer.warn(&format!(
+            "`--annotation {flag}` is not written: one image has no image index (`index:` annotations go on the index of several `[[platforms]]`; drop `index:` to annotate the image manifest)"
+        ));
+    }
+}
+
 /// The flags of `build` that change the manifest's values.
 fn overrides(args: &BuildArgs) -> settings::Overrides {
     let mut o = settings::Overrides::default();
@@ -273,13 +305,15 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             return run_build_platforms(args, all, printer, start);
         }
     };
-    // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
-    // them beside it.
-    let sbom_formats = sbom::formats(&args.sbom);
     let oci = matches!(
         command.format,
         OutputFormat::OciLayout | OutputFormat::OciArchive
     );
+    refuse_annotations_without_place(args, command.format)?;
+    warn_index_annotations_unused(&args.annotation, printer);
+    // OCI outputs carry their SBOMs; a docker-archive or rootfs file gets
+    // them beside it.
+    let sbom_formats = sbom::formats(&args.sbom);
     let beside = if oci {
         command.settings.sbom.clone_from(&sbom_formats);
         Vec::new()
@@ -412,9 +446,16 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         printer::bytes(summary.bytes),
         printer::elapsed(start.elapsed()),
     ));
+    report_attached(&summary, "", printer);
+    sboms_beside(&command.settings, &image, beside, printer)
+}
+
+/// One line per SBOM `build` attached to an image manifest of an OCI
+/// output; `platform` (` (arm64)`) tells the images of an index apart.
+fn report_attached(summary: &BuildSummary, platform: &str, printer: Printer) {
     for s in &summary.sboms {
         printer.info(&format!(
-            "attached the {} SBOM ({}) to {}",
+            "attached the {} SBOM ({}) to {}{platform}",
             s.format.name(),
             s.manifest.digest,
             summary
@@ -422,7 +463,6 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
                 .map_or_else(String::new, |d| d.to_string()),
         ));
     }
-    sboms_beside(&command.settings, &image, beside, printer)
 }
 
 /// `build --sbom` of a docker-archive or rootfs file: the SBOMs beside it.
@@ -877,8 +917,10 @@ fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
             }));
         }
         let config = image.config_value().unwrap_or(serde_json::Value::Null);
+        let (tags, ref_name) = inspect_names(&archive, image);
         images.push(serde_json::json!({
-            "tags": image.tags,
+            "tags": tags,
+            "ref_name": ref_name,
             "config_digest": image.config_digest.prefixed(),
             "manifest_digest": image.manifest_digest.map(|d| d.prefixed()),
             "index_digest": image.index_digest.map(|d| d.prefixed()),
@@ -908,6 +950,37 @@ fn run_schema(printer: Printer) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The names `inspect` shows for `image`, and for an OCI image its
+/// `org.opencontainers.image.ref.name` apart. A docker-archive's
+/// `RepoTags` are full references; an OCI `index.json` entry's ref name is
+/// a bare tag (`0.3`, what `oci:DIR:0.3` takes) and its
+/// `io.containerd.image.name` the full reference docker and containerd
+/// show (`name:0.3`), so that one is shown when the entry has it.
+fn inspect_names(
+    archive: &ImageArchive,
+    image: &nixlayer::archive::Image,
+) -> (Vec<String>, Option<String>) {
+    if archive.format() == nixlayer::archive::Format::DockerArchive {
+        return (image.tags.clone(), None);
+    }
+    let full = |descriptor: Option<&serde_json::Value>| {
+        descriptor?
+            .get("annotations")?
+            .get(nixlayer::oci::CONTAINERD_NAME)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    // The image's own descriptor first (it may sit in an index under the
+    // `index.json` entry), then the entry's.
+    let named = full(image.descriptor.as_ref())
+        .or_else(|| full(archive.entries().get(image.entry).map(|e| &e.descriptor)));
+    let ref_name = image.tags.first().cloned();
+    match named {
+        Some(named) => (vec![named], ref_name),
+        None => (image.tags.clone(), ref_name),
+    }
+}
+
 /// The human form of `inspect`'s JSON.
 fn inspect_text(doc: &serde_json::Value) -> String {
     use std::fmt::Write as _;
@@ -925,9 +998,16 @@ fn inspect_text(doc: &serde_json::Value) -> String {
             .flatten()
             .map(s)
             .collect();
+        // skopeo and crane pick an OCI image by its ref name
+        // (`oci:DIR:TAG`): shown too when the name shown is another.
+        let ref_name = image["ref_name"]
+            .as_str()
+            .filter(|r| !tags.iter().any(|t| t == r))
+            .map(|r| format!(" (ref.name `{r}`)"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\nimage {}: {}",
+            "\nimage {}: {}{ref_name}",
             i + 1,
             if tags.is_empty() {
                 "(untagged)".to_owned()
@@ -1007,13 +1087,14 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     let options = ClientOptions {
         chunk_size: args.chunk_size.unwrap_or(0),
         jobs: args.jobs.map_or(0, usize::from),
-        ..access.options(&target.host)?
+        ..access.options(&target.host, &target.repository)?
     };
     if loaded.is_multi_platform() {
         return run_push_platforms(
             args, &loaded, &overrides, &target, &access, options, printer, start,
         );
     }
+    warn_index_annotations_unused(&args.annotation, printer);
     let mut command =
         settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
     command.settings.sbom = sbom::formats(&args.sbom);
@@ -1194,16 +1275,22 @@ impl RegistryAccess {
         })
     }
 
-    /// The options for the registry at `host`: the given credentials (and
-    /// `--insecure`) when they are for it, else docker's `config.json`
-    /// for that host, else anonymous; `--ca-file` and the deadline always.
-    fn options(&self, host: &str) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
+    /// The options for `repository` at the registry `host`: the given
+    /// credentials (and `--insecure`) when they are for it, else those of
+    /// docker's `config.json` or podman's `auth.json` for that repository
+    /// or host, else anonymous; `--ca-file` and the deadline always.
+    fn options(
+        &self,
+        host: &str,
+        repository: &str,
+    ) -> Result<nixlayer::sink::registry::ClientOptions, BoxError> {
         let ours = self.given_for.as_deref().is_none_or(|h| h == host);
         let credentials = match (&self.given, ours) {
             (Some(given), true) => Some(given.clone()),
             _ => nixlayer::sink::registry::Credentials::from_config_files(
                 &self.credential_files,
                 host,
+                repository,
             )?,
         };
         Ok(nixlayer::sink::registry::ClientOptions {
@@ -1218,7 +1305,7 @@ impl RegistryAccess {
     /// Makes a registry base image of `settings` reached this way.
     fn reach_base(&self, settings: &mut ops::BuildSettings) -> Result<(), BoxError> {
         if let Some(pull) = settings.content.base_pull.as_mut() {
-            pull.options = Some(self.options(&pull.reference.host)?);
+            pull.options = Some(self.options(&pull.reference.host, &pull.reference.repository)?);
         }
         Ok(())
     }
@@ -1494,18 +1581,19 @@ fn run_build_platforms(
         });
         printer.data(&nixlayer::oci::canonical_json(&doc))?;
     }
+    let platform = |c: &settings::ResolvedBuild| {
+        let c = &c.settings.config;
+        let variant = c
+            .variant
+            .as_ref()
+            .map(|v| format!("/{v}"))
+            .unwrap_or_default();
+        format!("{}{variant}", c.architecture)
+    };
     let each: Vec<String> = summaries
         .iter()
         .zip(&all)
-        .map(|(s, (_, c))| {
-            let c = &c.settings.config;
-            let variant = c
-                .variant
-                .as_ref()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default();
-            format!("{}{variant} {}", c.architecture, s.config_digest)
-        })
+        .map(|(s, (_, c))| format!("{} {}", platform(c), s.config_digest))
         .collect();
     printer.info(&format!(
         "built {} ({} platforms: {}) in {} → {dest}",
@@ -1514,6 +1602,10 @@ fn run_build_platforms(
         each.join(", "),
         printer::elapsed(start.elapsed()),
     ));
+    // As a single-platform build does, one line per attached SBOM.
+    for (summary, (_, c)) in summaries.iter().zip(&all) {
+        report_attached(summary, &format!(" ({})", platform(c)), printer);
+    }
     Ok(())
 }
 

@@ -140,6 +140,7 @@ impl PullSpec {
                 credentials: Credentials::from_config_files(
                     &crate::registry::credentials::credential_files(),
                     &self.reference.host,
+                    &self.reference.repository,
                 )
                 .map_err(|e| self.registry_error(e))?,
                 ..ClientOptions::default()

@@ -280,6 +280,43 @@ impl LoadedManifest {
         Ok(normal)
     }
 
+    /// Where `customisation.{field}` (`files`, `dirs` or `symlinks`) gives
+    /// the image path `path` (normalised as [`LoadedManifest::customisation`]
+    /// gives it), for an error found while building.
+    #[must_use]
+    pub fn entry_span(&self, field: &str, path: &str) -> Option<std::ops::Range<usize>> {
+        let section = &self.manifest.customisation;
+        let paths: Vec<&Spanned<String>> = match field {
+            "files" => section.files.iter().map(|f| &f.path).collect(),
+            "dirs" => section.dirs.iter().map(|d| &d.path).collect(),
+            "symlinks" => section.symlinks.iter().map(|l| &l.path).collect(),
+            _ => Vec::new(),
+        };
+        paths
+            .into_iter()
+            .find(|p| normalise_image_path(p.get_ref(), false).is_ok_and(|n| n == path))
+            .map(Spanned::span)
+    }
+
+    /// Where `customisation.contents` names the store path that `path` is
+    /// or is inside of (`/nix/store/…-app/etc/x`), for an error found while
+    /// building.
+    #[must_use]
+    pub fn contents_span(&self, path: &str) -> Option<std::ops::Range<usize>> {
+        self.manifest
+            .customisation
+            .contents
+            .iter()
+            .find(|c| {
+                let entry = c.get_ref().trim_end_matches('/');
+                !entry.is_empty()
+                    && path
+                        .strip_prefix(entry)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(Spanned::span)
+    }
+
     /// The `[customisation]` section, checked.
     ///
     /// # Errors

@@ -5,7 +5,10 @@
 //! [`crate::archive`] (docker-archive, OCI archive, OCI layout).
 //!
 //! Layers are matched by diff_id (the sha256 of the uncompressed tar), so a
-//! manifest and the archive built from it agree whatever the compression.
+//! manifest and the archive built from it agree on what content changed
+//! whatever the compression; the bytes to push count blobs by their digest
+//! (what a registry stores), so a layer of the same content stored another
+//! way (plain, gzip, zstd) is pushed again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -85,22 +88,64 @@ pub enum DiffError {
 /// # Errors
 /// When the closure cannot be read, planning fails or a layer cannot be read.
 pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
+    from_settings_stored(settings, None)
+}
+
+/// [`from_settings`], each layer's blob as an OCI output compressed with
+/// `compress` stores it (digest and size; through the layer cache when it
+/// knows that blob, else compressed here): what a registry would hold of
+/// an image built and pushed from these settings. `None` (or no
+/// compression): the uncompressed tars.
+///
+/// # Errors
+/// As [`from_settings`], and when a layer cannot be compressed.
+pub fn from_settings_stored(
+    settings: &BuildSettings,
+    compress: Option<&crate::codec::CompressOptions>,
+) -> Result<DiffImage, Error> {
+    use crate::codec::{BlobWriter, Compression};
+    let compress = compress.filter(|c| c.codec != Compression::None);
+    let stored_name = compress.map(crate::codec::stored_form);
     let image = super::prepare(settings)?;
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
-        let cached = settings
+        let record = settings
             .cache
             .as_ref()
-            .and_then(|c| c.get(&layer.key, layer.store_paths()))
+            .and_then(|c| c.get(&layer.key, layer.store_paths()));
+        let cached = record
+            .as_ref()
             .and_then(|r| r.tar)
             .filter(|t| t.size == layer.size);
-        let tar = match cached {
-            Some(tar) => oci::LayerDigest {
-                diff_id: tar.digest,
-                size: tar.size,
-            },
-            None => image.write_layer(settings, index, std::io::sink())?,
+        let cached_blob = match (&stored_name, &record) {
+            (Some(name), Some(r)) => r.blobs.get(name).copied(),
+            _ => None,
         };
+        let (tar, blob) = match (compress, cached, cached_blob) {
+            (None, Some(tar), _) => (
+                oci::LayerDigest {
+                    diff_id: tar.digest,
+                    size: tar.size,
+                },
+                None,
+            ),
+            (Some(_), Some(tar), Some(blob)) => (
+                oci::LayerDigest {
+                    diff_id: tar.digest,
+                    size: tar.size,
+                },
+                Some((blob.digest, blob.size)),
+            ),
+            (None, None, _) => (image.write_layer(settings, index, std::io::sink())?, None),
+            (Some(options), _, _) => {
+                let mut writer =
+                    BlobWriter::layer(std::io::sink(), options).map_err(Error::Write)?;
+                let tar = image.write_layer(settings, index, &mut writer)?;
+                let (_, written) = writer.finish_layer(tar).map_err(Error::Write)?;
+                (tar, Some((written.digest, written.size)))
+            }
+        };
+        let (digest, blob_size) = blob.unwrap_or((tar.diff_id, tar.size));
         // A base image's layers name no store path (its history comment
         // names the member, which `from_archive` skips too).
         let store_paths = layer
@@ -110,11 +155,14 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
             .collect();
         layers.push(DiffLayer {
             diff_id: tar.diff_id,
-            digest: tar.diff_id,
-            blob_size: tar.size,
+            digest,
+            blob_size,
             store_paths,
         });
     }
+    let media_type = compress
+        .map_or(Compression::None, |c| c.codec)
+        .layer_media_type();
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
     let config = image.config_json(settings, &diff_ids);
     let manifest = oci::manifest_json(
@@ -126,7 +174,7 @@ pub fn from_settings(settings: &BuildSettings) -> Result<DiffImage, Error> {
         &layers
             .iter()
             .map(|l| Descriptor {
-                media_type: oci::LAYER_MEDIA_TYPE.to_owned(),
+                media_type: media_type.to_owned(),
                 digest: l.digest,
                 size: l.blob_size,
             })
@@ -271,6 +319,10 @@ pub struct ImageDiff {
     pub changed: Vec<ChangedPath>,
     /// Layers in both (by diff_id), in the new image's order.
     pub kept: Vec<DiffLayer>,
+    /// Of `kept`, those whose new blob the old image does not have (by
+    /// digest): the same content stored another way (another compression),
+    /// which a registry holding the old image does not hold.
+    pub kept_reblobbed: Vec<DiffLayer>,
     /// Layers only the new image has.
     pub added_layers: Vec<DiffLayer>,
     /// Layers only the old image has.
@@ -287,10 +339,15 @@ pub struct ImageDiff {
 }
 
 impl ImageDiff {
-    /// Bytes of the new layers' blobs.
+    /// Bytes of the layer blobs the old image lacks (by digest): the added
+    /// layers' and the kept layers' stored another way.
     #[must_use]
     pub fn layer_bytes(&self) -> u64 {
-        self.added_layers.iter().map(|l| l.blob_size).sum()
+        self.added_layers
+            .iter()
+            .chain(&self.kept_reblobbed)
+            .map(|l| l.blob_size)
+            .sum()
     }
 
     /// Bytes an update sends to a registry that holds the old image: the
@@ -320,6 +377,7 @@ impl ImageDiff {
             },
             "layers": {
                 "kept": self.kept.iter().map(layer).collect::<Vec<_>>(),
+                "kept_other_blob": self.kept_reblobbed.iter().map(layer).collect::<Vec<_>>(),
                 "added": self.added_layers.iter().map(layer).collect::<Vec<_>>(),
                 "dropped": self.dropped_layers.iter().map(layer).collect::<Vec<_>>(),
             },
@@ -426,6 +484,14 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
             added_layers.push(l.clone());
         }
     }
+    // A registry stores blobs by digest: a kept layer whose blob the old
+    // image lacks (another compression) is sent again.
+    let old_blobs: BTreeSet<Digest> = old.layers.iter().map(|l| l.digest).collect();
+    let kept_reblobbed = kept
+        .iter()
+        .filter(|l| !old_blobs.contains(&l.digest))
+        .cloned()
+        .collect();
     let mut seen = BTreeSet::new();
     let dropped_layers = old
         .layers
@@ -438,6 +504,7 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
         removed,
         changed,
         kept,
+        kept_reblobbed,
         added_layers,
         dropped_layers,
         // What the registry already holds is not sent again.
@@ -522,6 +589,30 @@ mod tests {
         let same = diff(&new, &new);
         assert!(same.config_changed.is_empty());
         assert_eq!(same.push_bytes(), 0);
+    }
+
+    /// The same layers stored another way (gzip blobs of the same tars)
+    /// are kept by diff_id but pushed: the registry has not their digests.
+    #[test]
+    fn the_same_content_in_other_blobs_is_pushed() {
+        let plain = DiffImage {
+            layers: vec![layer(1, &["/nix/store/aaa-lib-1"]), layer(2, &[])],
+            config_size: 10,
+            manifest_size: 20,
+            config: json!({}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
+        };
+        let mut gzip = plain.clone();
+        gzip.layers[1].digest = Digest([9; 32]);
+        gzip.layers[1].blob_size = 7;
+        gzip.manifest_digest = Digest([21; 32]);
+        let d = diff(&plain, &gzip);
+        assert_eq!(d.kept.len(), 2);
+        assert!(d.added_layers.is_empty() && d.dropped_layers.is_empty());
+        assert_eq!(d.kept_reblobbed, [gzip.layers[1].clone()]);
+        assert_eq!(d.layer_bytes(), 7);
+        assert_eq!(d.push_bytes(), 7 + 20);
     }
 
     proptest::proptest! {

@@ -225,6 +225,18 @@ pub enum Error {
     /// path and the URL).
     #[error(transparent)]
     BinaryCache(#[from] CacheError),
+    /// A `files`, `dirs` or `symlinks` entry at a path that `contents`
+    /// already fills (or, for a file or symlink, a directory another entry
+    /// is in): it would replace it, and all below it, silently.
+    #[error("`{path}` in `customisation.{field}` would replace {existing}")]
+    EntryCollision {
+        /// The image path.
+        path: String,
+        /// `files`, `dirs` or `symlinks`.
+        field: &'static str,
+        /// What is there: the `contents` link, or the directory.
+        existing: String,
+    },
     /// `[[users]]` would write a path that `contents` or `files` gave.
     #[error("`{path}` comes from both `[customisation]` and the accounts (`[[users]]`, `[[groups]]`); set `customisation.on_collision = \"first\"` to keep the `[customisation]` one")]
     AccountCollision {
@@ -658,6 +670,49 @@ fn measure_layers<S: crate::store::Store + Sync>(
         .collect()
 }
 
+/// Whether an entry of `customisation.{field}` at `path` leaves what the
+/// tree has there (`on_collision = "first"`, as for the accounts); under
+/// `"error"` replacing it is an error naming both. A directory over a
+/// directory merges and replaces nothing.
+fn keep_existing(
+    tree: &CustomisationTree,
+    content: &ContentSettings,
+    path: &str,
+    field: &'static str,
+    is_dir: bool,
+) -> Result<bool, Error> {
+    use crate::layer::customisation::Occupant;
+    let existing = match tree.occupant(path) {
+        None => return Ok(false),
+        Some(Occupant::Directory) if is_dir => return Ok(false),
+        // Without `contents`, only another entry made it: no collision
+        // with `contents` that `on_collision` could settle.
+        Some(Occupant::Directory) if content.contents.is_empty() => {
+            return Err(Error::EntryCollision {
+                path: path.to_owned(),
+                field,
+                existing: "the directory there, which holds another entry of `[customisation]`"
+                    .to_owned(),
+            })
+        }
+        Some(Occupant::Directory) => {
+            "the directory there (made by `customisation.contents`, or holding another entry) and everything in it".to_owned()
+        }
+        Some(Occupant::ContentsLink(origin)) => {
+            format!("the link to `{origin}` that `customisation.contents` puts there")
+        }
+        Some(_) => "what `customisation.contents` puts there".to_owned(),
+    };
+    match content.on_collision {
+        OnCollision::First => Ok(true),
+        _ => Err(Error::EntryCollision {
+            path: path.to_owned(),
+            field,
+            existing,
+        }),
+    }
+}
+
 /// The customisation layer's tree: `contents`, `files`, `dirs`, `symlinks`,
 /// the accounts, the Nix database, then the `run` script over all of it (SPEC §4, §5).
 fn customisation_tree(
@@ -669,13 +724,24 @@ fn customisation_tree(
     let root = Owner::default();
     let mut tree = CustomisationTree::new(settings.store.dir().clone(), settings.owner.clone());
     tree.merge_contents(&settings.store, &content.contents, content.on_collision)?;
+    // The manifest gives each of these paths once; what is already there
+    // came from `contents` or is the parent directory of an earlier entry.
     for file in &content.files {
+        if keep_existing(&tree, content, &file.path, "files", false)? {
+            continue;
+        }
         tree.add_file(&file.path, file.data.clone(), file.mode, &root)?;
     }
     for (path, mode) in &content.dirs {
+        if keep_existing(&tree, content, path, "dirs", true)? {
+            continue;
+        }
         tree.add_dir(path, *mode, &root)?;
     }
     for (path, target) in &content.symlinks {
+        if keep_existing(&tree, content, path, "symlinks", false)? {
+            continue;
+        }
         tree.add_symlink(path, target, &root)?;
     }
     if let Some(accounts) = &content.accounts {

@@ -115,6 +115,9 @@ pub fn export_rootfs<W: Write>(
 fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>>, Error> {
     let mut winners: BTreeMap<Vec<String>, Winner<'_>> = BTreeMap::new();
     let mut hidden: HashMap<Vec<String>, Hide> = HashMap::new();
+    // Every whiteout and opaque marker: its layer, its directory, and
+    // its member, checked once all layers are read.
+    let mut markers: Vec<(usize, Vec<String>, &Member)> = Vec::new();
     for (at, layer) in layers.iter().enumerate().rev() {
         let mut hides: Vec<(Vec<String>, Hide)> = Vec::new();
         for member in layer.members() {
@@ -140,10 +143,24 @@ fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>
                 ));
             }
             if base == ".wh..wh..opq" {
+                markers.push((at, parent.to_vec(), member));
                 hides.push((parent.to_vec(), Hide::Below));
                 continue;
             }
             if let Some(name) = base.strip_prefix(".wh.") {
+                // `.wh.`, `.wh..` and `.wh...` would remove the directory
+                // itself or its parent: no runtime agrees on what that
+                // means, and it names nothing inside the directory.
+                if matches!(name, "" | "." | "..") {
+                    return Err(layer_error(
+                        at,
+                        format!(
+                            "whiteout `{}` names `{name}`, not an entry of its directory",
+                            member.raw_name
+                        ),
+                    ));
+                }
+                markers.push((at, parent.to_vec(), member));
                 let mut target = parent.to_vec();
                 target.push(name.to_owned());
                 hides.push((target, Hide::AtAndBelow));
@@ -177,7 +194,43 @@ fn merge<'a>(layers: &[&'a TarIndex]) -> Result<BTreeMap<Vec<String>, Winner<'a>
         }
     }
     refuse_entries_under_non_directories(&winners)?;
+    refuse_markers_under_non_directories(layers, &markers)?;
     Ok(winners)
+}
+
+/// Refuses a whiteout or opaque marker whose directory is, in its own
+/// layer or the nearest one below that has it, a symbolic link or a file
+/// (`link -> /etc`, then `link/.wh.passwd`). A runtime resolves such a
+/// name through the link, to wherever in the root it points (docker and
+/// containerd would remove `/etc/passwd`); applied by name here it would
+/// remove nothing and leave a file the container does not have. What the
+/// link resolves to is the runtime's to decide, so the export refuses,
+/// naming the marker and the link, rather than guess.
+fn refuse_markers_under_non_directories(
+    layers: &[&TarIndex],
+    markers: &[(usize, Vec<String>, &Member)],
+) -> Result<(), Error> {
+    for (at, dir, member) in markers {
+        for n in 1..=dir.len() {
+            let name = dir[..n].join("/");
+            let Some(found) = layers[..=*at].iter().rev().find_map(|l| l.get(&name)) else {
+                continue;
+            };
+            let what = match found.kind {
+                MemberKind::Directory => continue,
+                MemberKind::Symlink(_) => "a symbolic link",
+                _ => "not a directory",
+            };
+            return Err(layer_error(
+                *at,
+                format!(
+                    "whiteout `{}` lies under `{name}`, which is {what} in the layers it applies to",
+                    member.raw_name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a visible entry whose parent (or any ancestor) is visible as a
@@ -425,6 +478,68 @@ mod tests {
         }
     }
 
+    /// A whiteout of `..`, `.` or nothing (`.wh...`, `.wh..`, `.wh.`) is
+    /// refused naming it; it used to be ignored.
+    #[test]
+    fn whiteouts_of_dot_and_dot_dot_are_refused() {
+        for name in ["a/.wh...", "a/.wh..", "a/.wh.", ".wh..."] {
+            let lower = layer(&[("a/", 'd'), ("a/x", 'f')]);
+            let upper = layer(&[(name, 'f')]);
+            let e = match merge(&[&lower, &upper]) {
+                Err(e) => std::error::Error::source(&e).unwrap().to_string(),
+                Ok(_) => panic!("merged {name}"),
+            };
+            assert!(
+                e.starts_with(&format!("layer 2: whiteout `{name}` names `")),
+                "{e}"
+            );
+        }
+    }
+
+    /// A whiteout or opaque marker under a directory that is a symlink
+    /// (or a file) in the layers it applies to is refused naming both: a
+    /// runtime would follow the link. It used to be applied by name, which
+    /// removed nothing and left `etc/passwd` in the export.
+    #[test]
+    fn whiteouts_under_a_symlinked_directory_are_refused() {
+        let lower = || layer(&[("etc/", 'd'), ("etc/passwd", 'f'), ("link", 'l')]);
+        for (upper, marker) in [
+            (layer(&[("link/.wh.passwd", 'f')]), "link/.wh.passwd"),
+            (layer(&[("link/.wh..wh..opq", 'f')]), "link/.wh..wh..opq"),
+            (layer(&[("link/sub/.wh.x", 'f')]), "link/sub/.wh.x"),
+        ] {
+            let base = lower();
+            let e = match merge(&[&base, &upper]) {
+                Err(e) => std::error::Error::source(&e).unwrap().to_string(),
+                Ok(_) => panic!("merged {marker}"),
+            };
+            assert_eq!(
+                e,
+                format!("layer 2: whiteout `{marker}` lies under `link`, which is a symbolic link in the layers it applies to")
+            );
+        }
+        // In the same layer as the link, and under a file, too.
+        let one = layer(&[("link", 'l'), ("link/.wh.x", 'f')]);
+        assert!(merge(&[&one]).is_err());
+        let file = layer(&[("f", 'f')]);
+        let e = match merge(&[&file, &layer(&[("f/.wh.x", 'f')])]) {
+            Err(e) => std::error::Error::source(&e).unwrap().to_string(),
+            Ok(_) => panic!("merged f/.wh.x"),
+        };
+        assert!(e.contains("which is not a directory"), "{e}");
+        // A directory that replaced the link in the marker's layer is
+        // fine: the marker applies inside it.
+        let replaced = layer(&[("link/", 'd'), ("link/.wh.passwd", 'f')]);
+        assert_eq!(
+            visible(&[lower(), replaced]),
+            [
+                ("etc".to_owned(), 0),
+                ("etc/passwd".to_owned(), 0),
+                ("link".to_owned(), 1),
+            ]
+        );
+    }
+
     /// An entry under a path that is visible as a symlink (same layer or
     /// a higher one) or a file is refused naming both; one under a
     /// directory that replaced a lower symlink is fine.
@@ -488,7 +603,7 @@ mod tests {
                 Ok(winners) => winners,
                 Err(e) => {
                     let text = std::error::Error::source(&e).unwrap().to_string();
-                    prop_assert!(text.contains("lies under"), "{text}");
+                    prop_assert!(text.contains("lies under") || text.contains("names `"), "{text}");
                     return Ok(());
                 }
             };

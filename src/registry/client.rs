@@ -8,8 +8,10 @@
 //! credentials. A bearer challenge's token realm gets the registry's
 //! credentials as basic auth — the token request docker makes — and never
 //! a bearer token; over HTTPS unless the registry itself is plain HTTP.
-//! Redirects are never followed (ureq `max_redirects(0)`), so no header is
-//! carried to where a `3xx` points.
+//! ureq follows no redirect (`max_redirects(0)`): a redirect within the
+//! registry's origin is followed here with the credentials, as docker does;
+//! one to another origin is not followed (a blob GET's is, to a CDN, with
+//! no credentials), so no header is carried off the origin.
 //!
 //! Transport: HTTPS by default, trusting the system bundle (or
 //! `SSL_CERT_FILE`), docker's `/etc/docker/certs.d/HOST[:PORT]/*.crt`
@@ -299,7 +301,8 @@ impl Client {
         let timeouts = options.timeouts;
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            // Never follow a redirect: our headers stay where we send them.
+            // ureq follows no redirect: `send_with` follows those within
+            // the registry's origin, so our headers stay where we send them.
             .max_redirects(0)
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
@@ -462,7 +465,46 @@ impl Client {
     /// [`Client::send`]; with `retry` false, a 5xx, a 429 or a broken
     /// connection is the caller's to handle (a `PATCH` sent again could
     /// append its bytes twice).
+    ///
+    /// A redirect from the registry's origin to a place on the same origin
+    /// is followed, credentials kept, as docker does (Go's client keeps
+    /// `Authorization` on a redirect to the same host): a few hops, `307`
+    /// and `308` for every method (the same request again, body and all),
+    /// `301`, `302` and `303` for `GET` and `HEAD` only (they turn another
+    /// method into a `GET`). A redirect to another origin is answered to
+    /// the caller as it came: never followed with credentials.
     fn send_with(
+        &self,
+        method: &'static str,
+        url: &str,
+        what: &str,
+        headers: &[(&str, &str)],
+        body: &Body<'_>,
+        retry: bool,
+    ) -> Result<Response, Error> {
+        let mut url = url.to_owned();
+        let mut resp = self.send_to(method, &url, what, headers, body, retry)?;
+        for _ in 0..MAX_SAME_ORIGIN_REDIRECTS {
+            let followed = match resp.status().as_u16() {
+                307 | 308 => true,
+                301..=303 => matches!(method, "GET" | "HEAD"),
+                _ => false,
+            };
+            let next = location(&resp).and_then(|l| redirect_target(&url, &l));
+            match next {
+                Some(next) if followed && self.is_ours(&url) && self.is_ours(&next) => {
+                    url = next;
+                }
+                _ => break,
+            }
+            resp = self.send_to(method, &url, what, headers, body, retry)?;
+        }
+        Ok(resp)
+    }
+
+    /// One request to `url` (retried, and authenticated on a 401, as
+    /// [`Client::send_with`] says); a redirect is the caller's.
+    fn send_to(
         &self,
         method: &'static str,
         url: &str,
@@ -1359,6 +1401,9 @@ pub const PULL_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, appli
 
 /// How many redirects a blob GET follows.
 const MAX_BLOB_REDIRECTS: usize = 4;
+
+/// How many redirects within the registry's origin a request follows.
+const MAX_SAME_ORIGIN_REDIRECTS: usize = 4;
 
 /// Where a redirect from `current` to `location` goes: an absolute http(s)
 /// URL, or a path on `current`'s origin; `None` for anything else.

@@ -86,16 +86,24 @@ impl Credentials {
         (self.user == IDENTITY_TOKEN_USER).then_some(self.password.as_str())
     }
 
-    /// The credentials for `host` in a docker `config.json`: from the
-    /// helper `credHelpers.<host>` names, else from `credsStore`'s helper,
-    /// else `auths.<host>` (`auth`, base64 of `USER:PASS`, or
-    /// `identitytoken`); `None` when there are none. Docker Hub
-    /// (`docker.io`) is looked up under `https://index.docker.io/v1/`.
+    /// The credentials for `repository` on `host` in a docker
+    /// `config.json` or a podman `auth.json`: from the helper
+    /// `credHelpers.<host>` names, else from `credsStore`'s helper, else
+    /// `auths` (`auth`, base64 of `USER:PASS`, or `identitytoken`) under
+    /// the most specific key of containers-auth.json(5) — the repository
+    /// (`host/team/app`), each namespace above it (`host/team`), then the
+    /// registry (`host`, or a key docker files it under); `None` when
+    /// there are none. Docker Hub (`docker.io`) is looked up under
+    /// `https://index.docker.io/v1/`, its namespaces under `docker.io/…`.
     ///
     /// # Errors
     /// When the file exists but is not valid, or a helper fails. The error
     /// never quotes the file's content or a helper's answer.
-    pub fn from_docker_config(path: &Path, host: &str) -> Result<Option<Self>, Error> {
+    pub fn from_docker_config(
+        path: &Path,
+        host: &str,
+        repository: &str,
+    ) -> Result<Option<Self>, Error> {
         let bad = |reason: String| Error::DockerConfig {
             path: path.to_owned(),
             reason,
@@ -137,21 +145,35 @@ impl Credentials {
             }
         }
         let auths = &doc["auths"];
-        // An exact key first; else, as docker's file store does, any key
-        // whose host part (after a scheme, before a path) is the host:
-        // `https://reg.example/`, `http://reg.example/v2/`, `reg.example/`.
-        // The map is sorted, so the same file picks the same entry.
+        // podman's per-repository keys, most specific first, each only as
+        // an exact key (as containers/image matches them).
+        let scoped = || {
+            namespace_keys(host, repository)
+                .into_iter()
+                .find_map(|k| auths.as_object()?.get_key_value(&k))
+                .map(|(k, e)| (k.as_str(), e))
+        };
+        // Then an exact registry key; else, as docker's file store does,
+        // any key whose host part (after a scheme, before a path) is the
+        // host: `https://reg.example/`, `http://reg.example/v2/`,
+        // `reg.example/`. A key without a scheme and with a path is a
+        // podman namespace (`reg.example/team`): it is for that namespace
+        // alone, never for the whole registry. The map is sorted, so the
+        // same file picks the same entry.
         let by_host = || {
             auths.as_object()?.iter().find_map(|(k, e)| {
                 let name = config_key_host(k);
-                keys.iter()
-                    .any(|key| !key.contains("://") && *key == name)
+                let namespace = !k.contains("://")
+                    && k.split_once('/').is_some_and(|(_, path)| !path.is_empty());
+                (!namespace && keys.iter().any(|key| !key.contains("://") && *key == name))
                     .then_some((k.as_str(), e))
             })
         };
-        let Some((key, entry)) = keys
-            .iter()
-            .find_map(|k| auths.get(k).map(|e| (k.as_str(), e)))
+        let Some((key, entry)) = scoped()
+            .or_else(|| {
+                keys.iter()
+                    .find_map(|k| auths.get(k).map(|e| (k.as_str(), e)))
+            })
             .or_else(by_host)
         else {
             return Ok(None);
@@ -199,9 +221,10 @@ impl Credentials {
     pub fn from_config_files(
         files: &[std::path::PathBuf],
         host: &str,
+        repository: &str,
     ) -> Result<Option<Self>, Error> {
         for file in files {
-            if let Some(found) = Self::from_docker_config(file, host)? {
+            if let Some(found) = Self::from_docker_config(file, host, repository)? {
                 return Ok(Some(found));
             }
         }
@@ -280,6 +303,24 @@ fn config_keys(host: &str) -> Vec<String> {
         format!("https://{host}/v1/"),
         format!("https://{host}/v2/"),
     ]
+}
+
+/// The `auths` keys of containers-auth.json(5) for `repository` on
+/// `host`, most specific first: `host/a/b/c`, `host/a/b`, `host/a` (Docker
+/// Hub as `docker.io`). The registry's own keys are [`config_keys`].
+fn namespace_keys(host: &str, repository: &str) -> Vec<String> {
+    let registry = if [DOCKER_HUB, DOCKER_HUB_API, "index.docker.io"].contains(&host) {
+        DOCKER_HUB
+    } else {
+        host
+    };
+    let mut keys = Vec::new();
+    let mut path = repository.trim_matches('/');
+    while !path.is_empty() {
+        keys.push(format!("{registry}/{path}"));
+        path = path.rsplit_once('/').map_or("", |(up, _)| up);
+    }
+    keys
 }
 
 /// The host part of a `config.json` key as docker's `ConvertToHostname`
@@ -412,15 +453,17 @@ mod tests {
                 bytes in proptest::collection::vec(any::<u8>(), 0..300),
                 json in r#"[{}\[\]":,a-z0-9 ]{0,120}"#,
                 host in r"[a-zA-Z0-9.:/\[\]-]{0,40}",
+                repository in r"[a-z0-9/._-]{0,40}",
             ) {
                 let dir = tempfile::tempdir().unwrap();
                 for text in [bytes.clone(), format!("{{\"auths\":{{\"s3cr3t-value\":{json}").into_bytes()] {
                     let path = dir.path().join("config.json");
                     std::fs::write(&path, &text).unwrap();
-                    if let Err(e) = Credentials::from_docker_config(&path, &host) {
+                    if let Err(e) = Credentials::from_docker_config(&path, &host, &repository) {
                         prop_assert!(!e.to_string().contains("s3cr3t-value"));
                     }
                     let _ = config_key_host(&host);
+                    prop_assert!(namespace_keys(&host, &repository).len() <= repository.len());
                 }
             }
         }
@@ -435,15 +478,15 @@ mod tests {
             r#"{"auths":{"reg.example.com":{"auth":"dXNlcjpwYXNz"}}}"#,
         )
         .unwrap();
-        let c = Credentials::from_docker_config(&path, "reg.example.com")
+        let c = Credentials::from_docker_config(&path, "reg.example.com", "team/app")
             .unwrap()
             .unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("user", "pass"));
-        assert!(Credentials::from_docker_config(&path, "other")
+        assert!(Credentials::from_docker_config(&path, "other", "team/app")
             .unwrap()
             .is_none());
         assert!(
-            Credentials::from_docker_config(&dir.path().join("none"), "x")
+            Credentials::from_docker_config(&dir.path().join("none"), "x", "team/app")
                 .unwrap()
                 .is_none()
         );
@@ -460,7 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"auths":{"h.example":{"auth":"dXNl!hunter2"}}}"#).unwrap();
-        let e = Credentials::from_docker_config(&path, "h.example").unwrap_err();
+        let e = Credentials::from_docker_config(&path, "h.example", "team/app").unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(
             !shown.contains("hunter2") && !shown.contains('!'),
@@ -551,12 +594,12 @@ mod tests {
         )
         .unwrap();
         for hub in ["docker.io", "registry-1.docker.io"] {
-            let c = Credentials::from_docker_config(&path, hub)
+            let c = Credentials::from_docker_config(&path, hub, "team/app")
                 .unwrap()
                 .unwrap();
             assert_eq!((c.user.as_str(), c.password.as_str()), ("hub", "pw"));
         }
-        let c = Credentials::from_docker_config(&path, "reg.example")
+        let c = Credentials::from_docker_config(&path, "reg.example", "team/app")
             .unwrap()
             .unwrap();
         assert_eq!(c.as_identity_token(), Some("idtok-s3cret"));
@@ -570,7 +613,7 @@ mod tests {
         let path = dir.path().join("config.json");
         let find = |doc: &str, host: &str| {
             std::fs::write(&path, doc).unwrap();
-            Credentials::from_docker_config(&path, host)
+            Credentials::from_docker_config(&path, host, "team/app")
                 .unwrap()
                 .map(|c| (c.user, c.password))
         };
@@ -603,6 +646,65 @@ mod tests {
         assert_eq!(find(doc, "reg.example"), None);
     }
 
+    /// podman's `auth.json` may key credentials by repository or
+    /// namespace (containers-auth.json(5)): the most specific key wins,
+    /// then the registry's; a namespace key is for that namespace alone.
+    /// Only the registry key used to be read.
+    #[test]
+    fn podman_namespace_keys_win_from_the_most_specific() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        // base64 of `repo:1`, `team:2`, `host:3`, `hub:4`.
+        std::fs::write(
+            &path,
+            r#"{"auths":{
+                "reg.example:5000/team/app":{"auth":"cmVwbzox"},
+                "reg.example:5000/team":{"auth":"dGVhbToy"},
+                "reg.example:5000":{"auth":"aG9zdDoz"},
+                "other.example/only/this":{"auth":"cmVwbzox"},
+                "docker.io/library":{"auth":"aHViOjQ="}
+            }}"#,
+        )
+        .unwrap();
+        let user = |host: &str, repository: &str| {
+            Credentials::from_docker_config(&path, host, repository)
+                .unwrap()
+                .map(|c| c.user)
+        };
+        assert_eq!(
+            user("reg.example:5000", "team/app").as_deref(),
+            Some("repo")
+        );
+        assert_eq!(
+            user("reg.example:5000", "team/app/sub").as_deref(),
+            Some("repo")
+        );
+        assert_eq!(
+            user("reg.example:5000", "team/other").as_deref(),
+            Some("team")
+        );
+        assert_eq!(
+            user("reg.example:5000", "teamx/app").as_deref(),
+            Some("host")
+        );
+        assert_eq!(user("reg.example:5000", "app").as_deref(), Some("host"));
+        // Another port is another registry.
+        assert_eq!(user("reg.example", "team/app"), None);
+        // A namespace key is not the registry's.
+        assert_eq!(user("other.example", "only/this").as_deref(), Some("repo"));
+        assert_eq!(user("other.example", "only/that"), None);
+        assert_eq!(user("docker.io", "library/alpine").as_deref(), Some("hub"));
+        assert_eq!(
+            user("registry-1.docker.io", "library/alpine").as_deref(),
+            Some("hub")
+        );
+        assert_eq!(user("docker.io", "someone/alpine"), None);
+        assert_eq!(
+            namespace_keys("h:1", "a/b/c"),
+            ["h:1/a/b/c", "h:1/a/b", "h:1/a"]
+        );
+    }
+
     #[test]
     fn the_first_file_with_credentials_for_the_host_wins() {
         let dir = tempfile::tempdir().unwrap();
@@ -621,7 +723,7 @@ mod tests {
         .unwrap();
         let files = [dir.path().join("missing.json"), docker, podman];
         let user = |host: &str| {
-            Credentials::from_config_files(&files, host)
+            Credentials::from_config_files(&files, host, "team/app")
                 .unwrap()
                 .map(|c| c.user)
         };
@@ -635,7 +737,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"credHelpers":{"reg.example":"../../bin/sh"}}"#).unwrap();
-        let e = Credentials::from_docker_config(&path, "reg.example").unwrap_err();
+        let e = Credentials::from_docker_config(&path, "reg.example", "team/app").unwrap_err();
         assert!(e.to_string().contains("not a plain name"), "{e}");
     }
 }

@@ -375,3 +375,66 @@ fn push_writes_index_annotations_to_the_registry() {
     );
     assert_eq!(value["annotations"], json!({ "where": "registry" }));
 }
+
+/// `--annotation` on a docker-archive or rootfs output is a usage error
+/// naming the flag, the output and the outputs that keep it, and writes
+/// nothing; the image used to be built with the annotation dropped
+/// silently. The manifest's `[annotations]` (which may serve other
+/// outputs) still build a docker-archive.
+#[test]
+fn an_annotation_flag_on_an_output_without_annotations_is_refused() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path(), "[annotations]\n\"org.example.a\" = \"1\"\n");
+    for (format, out) in [("docker-archive", "x.tar"), ("rootfs", "root.tar")] {
+        let out = tmp.path().join(out);
+        let failed = run(
+            nixlayer()
+                .arg("build")
+                .arg(&manifest)
+                .args(["--format", format, "--annotation", "a.b=c", "-o"])
+                .arg(&out),
+            2,
+        );
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        for needle in [
+            "`--annotation a.b=c`",
+            &format!("`{format}` has no place for annotations"),
+            "oci-layout",
+            "oci-archive",
+            "nixlayer push",
+        ] {
+            assert!(stderr.contains(needle), "{needle} not in {stderr}");
+        }
+        assert!(!out.exists());
+    }
+    let out = tmp.path().join("x.tar");
+    run(
+        nixlayer().arg("build").arg(&manifest).arg("-o").arg(&out),
+        0,
+    );
+    assert!(out.exists());
+}
+
+/// `--annotation index:…` on a build of one image (no image index) warns
+/// that it is not written; it was dropped without a word. The manifest's
+/// annotation still lands.
+#[test]
+fn an_index_annotation_flag_without_an_index_warns() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path(), "");
+    let layout = tmp.path().join("layout");
+    let out = build_layout(
+        &manifest,
+        &layout,
+        &["--annotation", "index:a.b=c", "--annotation", "d.e=f"],
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: `--annotation index:a.b=c` is not written"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("d.e=f"), "{stderr}");
+    let manifest: Value = serde_json::from_slice(&image_manifest(&layout)).unwrap();
+    assert_eq!(manifest["annotations"]["d.e"], "f");
+}

@@ -591,6 +591,10 @@ fn contents_collision_names_both_store_paths_unless_first_wins() {
             && first.contains(&format!("{}/etc/motd", b.display())),
         "{first}"
     );
+    // At the manifest line and column of the later entry.
+    let column = format!("contents = [\"{}\", ", a.display()).len() + 1;
+    let at = format!("image.toml:5:{column}: ");
+    assert!(first.contains(&at), "{first:?} should point at {at}");
     let archive = tmp.path().join("first.tar");
     build(&manifest("on_collision = \"first\"\n"), &archive);
     let root = tmp.path().join("root");
@@ -603,6 +607,100 @@ fn contents_collision_names_both_store_paths_unless_first_wins() {
         .args(["-R", "u+w"])
         .arg(&root)
         .status();
+}
+
+/// A `files` or `symlinks` entry at a path `contents` fills (a link to a
+/// store file, a merged directory) is an error at the entry's line naming
+/// both; it used to replace it silently (a symlink over a merged directory
+/// dropping all of it). A directory over a merged directory merges. With
+/// `on_collision = "first"` the `contents` one is kept, as for accounts.
+#[test]
+fn an_entry_over_what_contents_puts_there_is_a_located_error() {
+    const APP: &str = "/nix/store/cbs3bw4azcdb0askdsxda760jy7w9ymr-example-app-0.3";
+    let tmp = util::temp_dir();
+    let cases = [
+        (
+            "[[customisation.files]]\npath = \"/etc/hello.conf\"\ntext = \"mine\"\n",
+            "`/etc/hello.conf` in `customisation.files` would replace the link to",
+            format!("`{APP}/etc/hello.conf`"),
+        ),
+        (
+            "[[customisation.symlinks]]\npath = \"/bin\"\ntarget = \"/usr/bin\"\n",
+            "`/bin` in `customisation.symlinks` would replace the directory there",
+            "and everything in it".to_owned(),
+        ),
+    ];
+    for (entry, says, names) in &cases {
+        let extra = format!("[customisation]\ncontents = [\"{APP}\"]\n\n[[customisation.dirs]]\npath = \"/etc\"\n\n{entry}");
+        let manifest = example(tmp.path(), "", &extra);
+        let first = fails(tmp.path(), &manifest);
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let path_line = entry.lines().nth(1).unwrap();
+        let line = text.lines().position(|l| l == path_line).unwrap() + 1;
+        let at = format!("{}:{line}:8: ", manifest.display());
+        assert!(first.contains(&at), "{first:?} should point at {at}");
+        assert!(
+            first.contains(says) && first.contains(names.as_str()),
+            "{first}"
+        );
+    }
+    // `on_collision = "first"`: the `contents` link stays.
+    let (entry, _, _) = &cases[0];
+    let extra =
+        format!("[customisation]\non_collision = \"first\"\ncontents = [\"{APP}\"]\n\n{entry}");
+    let manifest = example(tmp.path(), "", &extra);
+    let archive = tmp.path().join("first.tar");
+    build(&manifest, &archive);
+    let root = tmp.path().join("root");
+    unpack(&archive, &root);
+    assert_eq!(
+        std::fs::read_link(root.join("etc/hello.conf")).unwrap(),
+        Path::new(APP).join("etc/hello.conf")
+    );
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&root)
+        .status();
+}
+
+/// A symlink or file entry at a directory another entry is in (`files`
+/// `/srv/app/config`, then `symlinks` `/srv/app`) is an error at its line;
+/// the symlink used to replace the directory, dropping the file silently.
+#[test]
+fn an_entry_over_the_directory_of_another_is_a_located_error() {
+    let tmp = util::temp_dir();
+    let extra = "[[customisation.files]]\npath = \"/srv/app/config\"\ntext = \"x\"\n\n\
+                 [[customisation.symlinks]]\npath = \"/srv/app\"\ntarget = \"/etc\"\n";
+    let manifest = example(tmp.path(), "", extra);
+    let first = fails(tmp.path(), &manifest);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l == "path = \"/srv/app\"")
+        .unwrap()
+        + 1;
+    let at = format!("{}:{line}:8: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
+    assert!(
+        first.contains("`/srv/app` in `customisation.symlinks` would replace the directory there"),
+        "{first}"
+    );
+}
+
+/// A `contents` store path the closure lacks is an error at its line in
+/// `contents`, as the manifest's own errors are; it named no line.
+#[test]
+fn a_contents_path_outside_the_closure_is_a_located_error() {
+    let tmp = util::temp_dir();
+    let missing = "/nix/store/00000000000000000000000000000000-missing";
+    let extra = format!("[customisation]\ncontents = [\n  \"{missing}\",\n]\n");
+    let manifest = example(tmp.path(), "", &extra);
+    let first = fails(tmp.path(), &manifest);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text.lines().position(|l| l.contains(missing)).unwrap() + 1;
+    let at = format!("{}:{line}:3: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
+    assert!(first.contains(missing), "{first}");
 }
 
 /// A permission rule that can only match the customisation layer (its

@@ -197,6 +197,58 @@ fn built_images_agree_with_manifests() {
     assert!(doc["bytes"]["layers"].as_u64() < planned["bytes"]["layers"].as_u64());
 }
 
+/// The same image stored plain and with gzip layers: nothing changed in
+/// content (every layer kept by diff_id), but a registry holding the plain
+/// one has none of the gzip blobs, so the update pushes all of them. It
+/// used to say the layers cost 0 B to push.
+#[test]
+fn the_same_image_in_another_compression_pushes_its_blobs() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let (plain, gzip) = (tmp.path().join("plain"), tmp.path().join("gzip"));
+    build(&manifest, &plain, &["--format", "oci-layout"]);
+    build(
+        &manifest,
+        &gzip,
+        &["--format", "oci-layout", "--compression", "gzip"],
+    );
+    let doc = diff_json(&plain, &gzip);
+    let kept = doc["layers"]["kept"].as_array().unwrap();
+    assert_eq!(kept.len(), 3, "{doc}");
+    assert_eq!(ids(&doc, "added"), Vec::<String>::new());
+    assert_eq!(doc["layers"]["kept_other_blob"], doc["layers"]["kept"]);
+    let gzip_bytes: u64 = kept.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    assert!(gzip_bytes > 0);
+    assert_eq!(doc["bytes"]["layers"].as_u64(), Some(gzip_bytes), "{doc}");
+    let text =
+        String::from_utf8(run(nixlayer().arg("diff").arg(&plain).arg(&gzip), 0).stdout).unwrap();
+    assert!(
+        text.contains("layers: 3 kept (3 of them stored another way, pushed again), 0 added"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\n  * ").count(), 3, "{text}");
+    assert!(!text.contains("(0 B layers"), "{text}");
+    // The plain layout against its manifest (plain tars) pushes nothing;
+    // nor does the gzip one against a manifest whose `[output]` is gzip
+    // (its layers compressed as that output stores them).
+    let doc = diff_json(&manifest, &plain);
+    assert_eq!(doc["bytes"]["push"], 0, "{doc}");
+    assert_eq!(doc["layers"]["kept_other_blob"], serde_json::json!([]));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let gzip_manifest = util::write(
+        &tmp.path().join("m"),
+        "gzip.toml",
+        &format!("{text}\n[output]\nformat = \"oci-layout\"\ncompression = \"gzip\"\n"),
+    );
+    for (old, new) in [(&gzip_manifest, &gzip), (&gzip, &gzip_manifest)] {
+        let doc = diff_json(old, new);
+        assert_eq!(doc["bytes"]["push"], 0, "{doc}");
+        assert_eq!(doc["layers"]["kept_other_blob"], serde_json::json!([]));
+    }
+    let doc = diff_json(&plain, &gzip_manifest);
+    assert_eq!(doc["bytes"]["layers"].as_u64(), Some(gzip_bytes), "{doc}");
+}
+
 /// A change of config alone is named (`config.Env`), and an image
 /// against itself (or its manifest) changes nothing and sends nothing: the
 /// registry already holds its config and manifest.

@@ -226,13 +226,26 @@ fn two_layouts_and_a_docker_archive_merge_into_a_layout_and_an_archive() {
         std::fs::read(&again).unwrap()
     );
     let shown = json(&run(nixlayer().arg("inspect").arg(&archive).arg("--json"), 0).stdout);
-    let tags: Vec<&str> = shown["images"]
+    let tags: Vec<(&str, &str)> = shown["images"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["tags"][0].as_str().unwrap())
+        .map(|i| {
+            (
+                i["tags"][0].as_str().unwrap(),
+                i["ref_name"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(tags, ["1", "latest", "2", "3"]);
+    assert_eq!(
+        tags,
+        [
+            ("nixlayer-test/merge-oci-a:1", "1"),
+            ("nixlayer-test/merge-oci-a:latest", "latest"),
+            ("nixlayer-test/merge-oci-b:2", "2"),
+            ("nixlayer-test/merge-oci-c:3", "3")
+        ]
+    );
     let raw = tool(
         "skopeo",
         &[

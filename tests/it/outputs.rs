@@ -630,12 +630,23 @@ fn inspect_reports_what_build_wrote() {
             assert_eq!(inspected["compression"], codec);
             assert_eq!(image["tags"][0], "nixlayer/example:0.3");
         } else {
-            assert_eq!(image["tags"][0], "0.3");
+            // The full reference (`io.containerd.image.name`), as docker
+            // shows it, and the ref name skopeo's `oci:DIR:TAG` takes.
+            assert_eq!(image["tags"], serde_json::json!(["nixlayer/example:0.3"]));
+            assert_eq!(image["ref_name"], "0.3");
             assert_eq!(image["manifest_digest"], summary["manifest_digest"]);
         }
-        // The human form names the tag and every layer.
+        // The human form names the image as docker does (and an OCI
+        // one's ref name), and every layer.
         let text = String::from_utf8(run(nixlayer().arg("inspect").arg(&out), 0).stdout).unwrap();
-        assert!(text.contains("0.3"), "{text}");
+        if format == "docker-archive" {
+            assert!(text.contains("image 1: nixlayer/example:0.3\n"), "{text}");
+        } else {
+            assert!(
+                text.contains("image 1: nixlayer/example:0.3 (ref.name `0.3`)\n"),
+                "{text}"
+            );
+        }
         assert!(text.matches("sha256:").count() >= 4, "{text}");
     }
 }

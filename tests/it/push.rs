@@ -494,6 +494,68 @@ fn push_with_credentials_from_podman_logins_auth_file() {
     assert!(stderr.contains("podman login"), "{stderr}");
 }
 
+/// podman's `auth.json` keyed by repository or namespace
+/// (containers-auth.json(5)): the most specific key for the repository
+/// pushed to wins over the registry's (here a wrong password), and a key
+/// for another namespace is not used. Only the registry key used to be
+/// read, so the push failed with the wrong password.
+#[test]
+fn push_uses_podmans_per_repository_credentials() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !util::require_tool("docker-registry") {
+        return;
+    }
+    let registry = auth_registry();
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""podman-ns""#);
+    let host = format!("127.0.0.1:{}", registry.port);
+    // `bml4bGF5ZXI6cGFzcw==` is `nixlayer:pass`, `bml4bGF5ZXI6d3Jvbmc=`
+    // `nixlayer:wrong`.
+    let push = |name: &str, keys: &[(&str, &str)]| {
+        let entries: Vec<String> = keys
+            .iter()
+            .map(|(k, auth)| format!(r#""{k}":{{"auth":"{auth}"}}"#))
+            .collect();
+        let auth = util::write(
+            tmp.path(),
+            &format!("{name}.json"),
+            &format!(r#"{{"auths":{{{}}}}}"#, entries.join(",")),
+        );
+        let mut cmd = nixlayer();
+        cmd.arg("push")
+            .arg(&m)
+            .arg(format!("{host}/nixlayer-test/ns/podman:p1"))
+            .arg("--json")
+            .env("DOCKER_CONFIG", tmp.path().join("no-docker-config"))
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .env_remove("NIXLAYER_REGISTRY_USER")
+            .env_remove("NIXLAYER_REGISTRY_PASSWORD");
+        cmd
+    };
+    let (right, wrong) = ("bml4bGF5ZXI6cGFzcw==", "bml4bGF5ZXI6d3Jvbmc=");
+    for key in [
+        "nixlayer-test/ns/podman",
+        "nixlayer-test/ns",
+        "nixlayer-test",
+    ] {
+        let scoped = format!("{host}/{key}");
+        run(&mut push("scoped", &[(&scoped, right), (&host, wrong)]), 0);
+    }
+    // The repository's key beats its namespace's.
+    let (repo, ns) = (
+        format!("{host}/nixlayer-test/ns/podman"),
+        format!("{host}/nixlayer-test/ns"),
+    );
+    run(&mut push("both", &[(&ns, wrong), (&repo, right)]), 0);
+    // Another namespace's key is not the registry's: the wrong one is used.
+    let other = format!("{host}/nixlayer-test/other");
+    let out = run(&mut push("other", &[(&other, right), (&host, wrong)]), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+}
+
 #[test]
 fn push_with_a_password_from_stdin_or_the_environment() {
     let Some(hello) = util::nix_fixture("hello") else {

@@ -558,6 +558,88 @@ fn redirects_are_not_followed() {
     assert!(other.seen().is_empty(), "{:?}", other.seen());
 }
 
+/// A registry that moves every authorized request to another path on its
+/// own origin (a `307` to `/moved/…`, relative or absolute, every method):
+/// the push follows each one with the credentials, as docker does, and no
+/// request reaches `/moved` without them. Same-origin redirects used to
+/// end the push with the `307`. (A redirect to another origin is still not
+/// followed: `redirects_are_not_followed`.)
+#[test]
+fn redirects_within_the_registry_keep_the_credentials() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let accepted = basic("nixlayer", "s3cret-pw");
+    let front = Server::start(move |conn, seen, rest, _| {
+        if seen.header("authorization") != Some(accepted.as_str()) {
+            return respond(
+                conn,
+                "401 Unauthorized",
+                &[("WWW-Authenticate", r#"Basic realm="moved-test""#)],
+                "",
+            );
+        }
+        match seen.target.strip_prefix("/moved") {
+            Some(target) => {
+                let moved = Seen {
+                    target: target.to_owned(),
+                    ..seen.clone()
+                };
+                forward(conn, &moved, rest, None);
+            }
+            None => {
+                // Every other request relative, the rest absolute (the
+                // `Host` it was sent to).
+                let host = seen.header("host").unwrap_or_default().to_owned();
+                let location = if seen.method == "PUT" || seen.method == "HEAD" {
+                    format!("http://{host}/moved{}", seen.target)
+                } else {
+                    format!("/moved{}", seen.target)
+                };
+                // The body is not read: the client sends it again.
+                let mut conn = conn;
+                drain(&mut conn, seen, &rest);
+                respond(
+                    conn,
+                    "307 Temporary Redirect",
+                    &[("Location", &location)],
+                    "",
+                );
+            }
+        }
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:moved", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(120),
+    );
+    assert_exit(&out, 0);
+    let (uploaded, _) = blobs(&json(&out.stdout));
+    assert!(uploaded >= 1);
+    let seen = front.seen();
+    let moved: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.target.starts_with("/moved"))
+        .collect();
+    for method in ["HEAD", "PUT"] {
+        assert!(
+            moved.iter().any(|s| s.method == method),
+            "no {method} was redirected: {seen:?}"
+        );
+    }
+    let bare: Vec<String> = moved
+        .iter()
+        .filter(|s| s.header("authorization").is_none())
+        .map(|s| format!("{} {}", s.method, s.target))
+        .collect();
+    assert_eq!(bare, Vec::<String>::new(), "redirected without credentials");
+}
+
 /// A server that reads each request and never answers (holding the
 /// connection until stopped).
 fn silent() -> Server {

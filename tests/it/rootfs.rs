@@ -253,6 +253,112 @@ gid = 1000
     );
 }
 
+/// A layer tar of empty files named `names`, under directory `dir`.
+fn markers_layer(dir: &str, names: &[&str]) -> Vec<u8> {
+    let mut tar = TarWriter::new(Vec::new());
+    let header = |name: String, kind: Kind| Header {
+        name: name.into_bytes(),
+        mode: 0o644,
+        kind,
+        uid: 0,
+        gid: 0,
+        uname: String::new(),
+        gname: String::new(),
+        mtime: 1,
+        size: 0,
+    };
+    if !dir.is_empty() {
+        tar.append(&header(format!("{dir}/"), Kind::Directory), b"")
+            .unwrap();
+    }
+    for name in names {
+        let path = if dir.is_empty() {
+            (*name).to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        tar.append(&header(path, Kind::Regular), b"").unwrap();
+    }
+    tar.finish().unwrap()
+}
+
+/// Crafted layers whose whiteouts a runtime would apply outside their
+/// directory: a whiteout of `..` (`etc/.wh...`), and whiteouts under a
+/// directory that is a symlink below (`link -> etc`, then
+/// `link/.wh.passwd`, which docker applies as `/etc/passwd`). Each is an
+/// error naming the marker, with no output left; they used to be ignored,
+/// leaving `etc/passwd` in the export.
+#[test]
+fn whiteouts_of_dot_dot_or_under_a_symlink_are_refused() {
+    let tmp = util::temp_dir();
+    let base_manifest = util::write(
+        tmp.path(),
+        "base.toml",
+        r#"
+name = "nixlayer-test/rootfs-marker-base"
+tag = "b"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/passwd"
+text = "root:x:0:0::/:/bin/sh\n"
+[[customisation.symlinks]]
+path = "/link"
+target = "etc"
+"#,
+    );
+    let base = tmp.path().join("base.tar");
+    build(&base_manifest, &base, &[]);
+    let top = util::write(
+        tmp.path(),
+        "top.toml",
+        "name = \"nixlayer-test/rootfs-marker\"\ntag = \"t\"\n[base]\nimage = \"mid.tar\"\n[closure]\nroots = []\n",
+    );
+    for (dir, marker, says) in [
+        ("etc", ".wh...", "whiteout `etc/.wh...` names `..`"),
+        (
+            "",
+            "link/.wh.passwd",
+            "whiteout `link/.wh.passwd` lies under `link`, which is a symbolic link",
+        ),
+        (
+            "",
+            "link/.wh..wh..opq",
+            "whiteout `link/.wh..wh..opq` lies under `link`, which is a symbolic link",
+        ),
+    ] {
+        let mid = tmp.path().join("mid.tar");
+        add_layer(&base, &markers_layer(dir, &[marker]), &mid);
+        let rootfs = tmp.path().join("rootfs.tar");
+        let out = run(
+            nixlayer()
+                .arg("build")
+                .arg(&top)
+                .args(["--format", "rootfs", "-o"])
+                .arg(&rootfs),
+            1,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{says} not in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!rootfs.exists(), "no output for {marker}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".nixlayer"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+    // The same whiteout under the real directory applies.
+    let mid = tmp.path().join("mid.tar");
+    add_layer(&base, &markers_layer("etc", &[".wh.passwd"]), &mid);
+    let rootfs = tmp.path().join("rootfs.tar");
+    build(&top, &rootfs, &["--format", "rootfs"]);
+    let text = listing(&rootfs).join("\n");
+    assert!(!text.contains("etc/passwd"), "{text}");
+    assert!(text.contains("link -> etc"), "{text}");
+}
+
 /// A rootfs is uncompressed: asking for compression is a usage error.
 #[test]
 fn a_compressed_rootfs_is_a_usage_error() {

@@ -621,6 +621,56 @@ fn each_platform_image_gets_its_sbom() {
     );
 }
 
+/// A multi-platform OCI layout built with `--sbom` says, as a
+/// single-platform one does, which SBOM it attached to which image
+/// manifest: one line per platform, naming it. It used to print none.
+#[test]
+fn a_multi_platform_build_reports_each_attached_sbom() {
+    let dir = util::temp_dir();
+    let m = two_platforms(dir.path());
+    let layout = dir.path().join("layout");
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args([
+                "--format",
+                "oci-layout",
+                "--no-arch-check",
+                "--sbom",
+                "spdx-json",
+                "-o",
+            ])
+            .arg(&layout),
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let image_index: Value = serde_json::from_slice(&blob(
+        &layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let platforms = image_index["manifests"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2);
+    for p in platforms {
+        let line = format!(
+            "to {} ({})\n",
+            p["digest"].as_str().unwrap(),
+            p["platform"]["architecture"].as_str().unwrap()
+        );
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("attached the spdx-json SBOM (sha256:")
+                    && format!("{l}\n").ends_with(&line)),
+            "no `attached … {line}` in {stderr}"
+        );
+    }
+    assert_eq!(stderr.matches("attached the").count(), 2, "{stderr}");
+}
+
 /// The example's SBOMs are pinned: the whole path from the manifest and
 /// its graph file to the bytes (a change must be deliberate; the tool's
 /// version is part of them).

@@ -81,6 +81,20 @@ struct Entry {
     origin: Option<String>,
 }
 
+/// What a [`CustomisationTree`] holds at a path, to tell what an entry
+/// added there would replace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Occupant {
+    /// A directory: merged from `contents`, or the parent of another entry.
+    Directory,
+    /// The link `contents` made to this store file (or the store link it
+    /// copied).
+    ContentsLink(String),
+    /// Another file or symlink.
+    Other,
+}
+
 /// Directories a tree read from disk never contributes: the container
 /// runtime mounts its own there.
 const RUNTIME_DIRS: [&[u8]; 3] = [b"proc", b"sys", b"dev"];
@@ -168,6 +182,18 @@ impl CustomisationTree {
         self.entries
             .get(&comps)
             .map(|e| e.kind == EntryKind::Directory)
+    }
+
+    /// What is at `path`, if anything.
+    #[must_use]
+    pub fn occupant(&self, path: &str) -> Option<Occupant> {
+        let comps = split(path).ok()?;
+        let e = self.entries.get(&comps)?;
+        Some(match (&e.kind, &e.origin) {
+            (EntryKind::Directory, _) => Occupant::Directory,
+            (_, Some(origin)) => Occupant::ContentsLink(origin.clone()),
+            (_, None) => Occupant::Other,
+        })
     }
 
     /// The mode of the directory at `path`, if the tree has one there.
