@@ -1160,7 +1160,7 @@ impl BinaryCache {
 
 impl Drop for BinaryCache {
     /// The build is over: the NAR cache goes back within its bound (see
-    /// [`NarCache::finish`]); a failure only leaves it larger until the
+    /// `NarCache::finish`); a failure only leaves it larger until the
     /// next build's eviction.
     fn drop(&mut self) {
         let _ = self.nar_cache.finish();
