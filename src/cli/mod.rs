@@ -154,6 +154,13 @@ pub(crate) fn main() -> ExitCode {
 fn dash_means_stdout(command: &mut Command) -> Result<(), UsageError> {
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     let stdout = || Some(PathBuf::from("/dev/stdout"));
+    // `merge -o - --json` is refused naming the `-` the user gave, not the
+    // `/dev/stdout` it stands for.
+    if let Command::Merge(args) = command {
+        if args.json && args.output == Path::new("-") {
+            return Err(json_on_stdout(Path::new("-")));
+        }
+    }
     match command {
         Command::Build(args) if dash(&args.output) => {
             args.output = None;
