@@ -256,7 +256,12 @@ fn targets<S: Store>(
             .read_dir(bin.as_bytes())
             .map_err(|e| Error::Layer(e.into()))?
         {
-            targets.push(format!("{bin}/{}", String::from_utf8_lossy(&name)));
+            let program = format!("{bin}/{}", String::from_utf8_lossy(&name));
+            // The entrypoint is often one of these: name each file once,
+            // not once as the entrypoint and again as a root's program.
+            if !targets.contains(&program) {
+                targets.push(program);
+            }
         }
     }
     Ok(targets)
