@@ -7,18 +7,21 @@ mod html;
 use std::io::Write as _;
 
 use nixlayer::closure::ClosureGraph;
-use nixlayer::manifest::{Layering, LoadedManifest};
+use nixlayer::manifest::{Layering, LoadedManifest, PlatformName};
 use nixlayer::ops::{self, settings};
 use nixlayer::plan::LayerPlan;
 use nixlayer::sink::{OutputError, OutputFile};
 
 use super::args::LayersArgs;
 use super::printer::Printer;
-use super::{printer, BoxError};
+use super::{printer, BoxError, UsageError};
 
 /// Runs `nixlayer layers`.
 pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
-    let loaded = LoadedManifest::load(&args.manifest)?;
+    let loaded = platform(
+        LoadedManifest::load(&args.manifest)?,
+        args.platform.as_deref(),
+    )?;
     // The settings of a build of the same manifest: the plan is the build's.
     let mut overrides = settings::Overrides::default();
     overrides.no_cache = true;
@@ -69,6 +72,33 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     // Data for scripts: the printer's stdout, which ends it with a newline.
     printer.data(text.as_bytes())?;
     Ok(())
+}
+
+/// The manifest of the platform `--platform` names (a usage error when the
+/// manifest does not describe it); without it the manifest itself, whose
+/// top-level platform is planned, as `diff` compares it.
+fn platform(loaded: LoadedManifest, wanted: Option<&str>) -> Result<LoadedManifest, BoxError> {
+    let Some(text) = wanted else {
+        return Ok(loaded);
+    };
+    let wanted = PlatformName::parse_option(text).ok_or_else(|| {
+        UsageError(format!(
+            "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+        ))
+    })?;
+    let manifests = loaded.platform_manifests(settings::host_architecture())?;
+    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
+    manifests
+        .into_iter()
+        .find(|(n, _)| n.is_same_platform(&wanted))
+        .map(|(_, one)| one)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{wanted}` is not in the manifest, which describes {}",
+                names.join(", ")
+            ))
+            .into()
+        })
 }
 
 /// A planning error that is the pipeline's fault, pointed at the
