@@ -1702,8 +1702,20 @@ fn run_push_platforms(
         printer.data(pushed.pinned.as_bytes())?;
     }
     let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
+    // The same tags and counts as a single image's line.
+    let also: String = pushed
+        .tags
+        .iter()
+        .skip(1)
+        .map(|t| format!(", :{t}"))
+        .collect();
+    let mounted = if counts.mounted > 0 {
+        format!(", {} mounted from another repository", counts.mounted)
+    } else {
+        String::new()
+    };
     printer.info(&format!(
-        "pushed {} (image index of {}) in {}; {} blob{} uploaded ({}), {} already present",
+        "pushed {}{also} (image index of {}) in {}; {} blob{} uploaded ({}){mounted}, {} already present",
         pushed.reference,
         names.join(", "),
         printer::elapsed(start.elapsed()),
