@@ -259,6 +259,18 @@ fn overrides(args: &BuildArgs) -> settings::Overrides {
 /// The architecture guard ([`ops::arch`]): a program built for another
 /// machine fails the build before any output exists, or with
 /// `--no-arch-check` is a warning.
+/// Refuses an image whose `config.User` names a user or group its files
+/// cannot resolve (see [`ops::arch::unresolvable_user`]).
+fn user_guard(settings: &ops::BuildSettings, image: &ops::PreparedImage) -> Result<(), BoxError> {
+    match ops::arch::unresolvable_user(settings, image)? {
+        Some((kind, name, file)) => Err(format!(
+            "`config.User` names the {kind} `{name}`, but the image has no `{file}` to find it in: docker and podman would refuse to start it; define it in `[[users]]`/`[[groups]]`, or give a numeric id (`User = \"1000\"`, `\"1000:1000\"`)"
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 fn arch_guard(
     settings: &ops::BuildSettings,
     image: &ops::PreparedImage,
@@ -371,6 +383,10 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         }
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    // A rootfs has no config, so no `User` to resolve.
+    if command.format != OutputFormat::Rootfs {
+        user_guard(&command.settings, &image)?;
+    }
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(w) = image.depth_warning() {
         printer.warn(&w);
@@ -1111,6 +1127,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         printer.warn(w);
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    user_guard(&command.settings, &image)?;
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(w) = image.depth_warning() {
         printer.warn(&w);
@@ -1522,6 +1539,7 @@ fn run_build_platforms(
             refuse_overwriting_inputs("-o", output, &inputs, layout)?;
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
+        user_guard(&command.settings, &image)?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(w) = image.depth_warning() {
             printer.warn(&w);
@@ -1644,6 +1662,7 @@ fn run_push_platforms(
             printer.warn(w);
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?;
+        user_guard(&command.settings, &image)?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(w) = image.depth_warning() {
             printer.warn(&w);
