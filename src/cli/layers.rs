@@ -139,6 +139,13 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
             Some(span) => loaded.error_at(span, err.to_string(), None).into(),
             None => err.into(),
         },
+        // A permission rule that matches nothing points at its `path`.
+        (ops::Error::Layer(layer::Error::UnmatchedRule { pattern }), _) => {
+            match loaded.permission_span(pattern) {
+                Some(span) => loaded.error_at(span, err.to_string(), None).into(),
+                None => err.into(),
+            }
+        }
         // A `contents` path is a root of the closure too; one that is not
         // in the closure file is pointed at where it was given.
         (ops::Error::Closure(closure::Error::MissingRoot { root, .. }), _) => {

@@ -712,11 +712,17 @@ fn a_permission_rule_that_matches_nothing_is_an_error() {
     let tmp = util::temp_dir();
     let typo = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
                 [[customisation.permissions]]\npath = \"/etc/pasword\"\nuid = 1000\n";
-    let first = fails(tmp.path(), &example(tmp.path(), "", typo));
+    let manifest = example(tmp.path(), "", typo);
+    let first = fails(tmp.path(), &manifest);
     assert!(
         first.contains("permission rule `/etc/pasword` matches no entry"),
         "{first}"
     );
+    // At the rule's `path` (it named no line).
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text.lines().position(|l| l.contains("pasword")).unwrap() + 1;
+    let at = format!("{}:{line}:8: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
     let glob = "[[customisation.permissions]]\npath = \"/home/*/**\"\nmode = \"0700\"\n";
     let first = fails(tmp.path(), &example(tmp.path(), "", glob));
     assert!(first.contains("`/home/*/**`"), "{first}");
