@@ -139,6 +139,11 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
             Some(span) => loaded.error_at(span, err.to_string(), None).into(),
             None => err.into(),
         },
+        // A base image that leaves no layer for the store: at `max_layers`.
+        (ops::Error::Budget { .. }, _) => match &loaded.manifest.max_layers {
+            Some(max) => loaded.error_at(max.span(), err.to_string(), None).into(),
+            None => err.into(),
+        },
         // A permission rule that matches nothing points at its `path`.
         (ops::Error::Layer(layer::Error::UnmatchedRule { pattern }), _) => {
             match loaded.permission_span(pattern) {

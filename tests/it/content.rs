@@ -490,6 +490,15 @@ text = "from the top\n"
         stderr.contains("use 5 layers") && stderr.contains("at least 1 layer is required"),
         "{stderr}"
     );
+    // At `max_layers`' line (it named no line).
+    let line = std::fs::read_to_string(&over)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("max_layers"))
+        .unwrap()
+        + 1;
+    let at = format!("{}:{line}:", over.display());
+    assert!(stderr.contains(&at), "{stderr:?} should point at {at}");
     assert!(!tmp.path().join("over.tar").exists());
 
     if !docker_ready() {
