@@ -205,6 +205,11 @@ pub(crate) struct LayersArgs {
     /// Write the plan as a self-contained HTML page to this file instead.
     #[arg(long, value_name = "FILE")]
     pub(crate) html: Option<PathBuf>,
+    /// Of a manifest with `[[platforms]]`, plan this platform's image
+    /// (`ARCH[/VARIANT]`, or docker's `linux/ARCH[/VARIANT]`; default: the
+    /// top-level platform).
+    #[arg(long, value_name = "ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
     /// How to reach the registry of a `[base] image = "docker://…"`.
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,

@@ -7,18 +7,21 @@ mod html;
 use std::io::Write as _;
 
 use nixlayer::closure::ClosureGraph;
-use nixlayer::manifest::{Layering, LoadedManifest};
+use nixlayer::manifest::{Layering, LoadedManifest, PlatformName};
 use nixlayer::ops::{self, settings};
 use nixlayer::plan::LayerPlan;
 use nixlayer::sink::{OutputError, OutputFile};
 
 use super::args::LayersArgs;
 use super::printer::Printer;
-use super::{printer, BoxError};
+use super::{printer, BoxError, UsageError};
 
 /// Runs `nixlayer layers`.
 pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
-    let loaded = LoadedManifest::load(&args.manifest)?;
+    let loaded = platform(
+        LoadedManifest::load(&args.manifest)?,
+        args.platform.as_deref(),
+    )?;
     // The settings of a build of the same manifest: the plan is the build's.
     let mut overrides = settings::Overrides::default();
     overrides.no_cache = true;
@@ -71,6 +74,33 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The manifest of the platform `--platform` names (a usage error when the
+/// manifest does not describe it); without it the manifest itself, whose
+/// top-level platform is planned, as `diff` compares it.
+fn platform(loaded: LoadedManifest, wanted: Option<&str>) -> Result<LoadedManifest, BoxError> {
+    let Some(text) = wanted else {
+        return Ok(loaded);
+    };
+    let wanted = PlatformName::parse_option(text).ok_or_else(|| {
+        UsageError(format!(
+            "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+        ))
+    })?;
+    let manifests = loaded.platform_manifests(settings::host_architecture())?;
+    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
+    manifests
+        .into_iter()
+        .find(|(n, _)| n.is_same_platform(&wanted))
+        .map(|(_, one)| one)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{wanted}` is not in the manifest, which describes {}",
+                names.join(", ")
+            ))
+            .into()
+        })
+}
+
 /// A planning error that is the pipeline's fault, pointed at the
 /// pipeline's place in the manifest; other errors unchanged.
 pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
@@ -109,6 +139,18 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
             Some(span) => loaded.error_at(span, err.to_string(), None).into(),
             None => err.into(),
         },
+        // A base image that leaves no layer for the store: at `max_layers`.
+        (ops::Error::Budget { .. }, _) => match &loaded.manifest.max_layers {
+            Some(max) => loaded.error_at(max.span(), err.to_string(), None).into(),
+            None => err.into(),
+        },
+        // A permission rule that matches nothing points at its `path`.
+        (ops::Error::Layer(layer::Error::UnmatchedRule { pattern }), _) => {
+            match loaded.permission_span(pattern) {
+                Some(span) => loaded.error_at(span, err.to_string(), None).into(),
+                None => err.into(),
+            }
+        }
         // A `contents` path is a root of the closure too; one that is not
         // in the closure file is pointed at where it was given.
         (ops::Error::Closure(closure::Error::MissingRoot { root, .. }), _) => {

@@ -154,6 +154,13 @@ pub(crate) fn main() -> ExitCode {
 fn dash_means_stdout(command: &mut Command) -> Result<(), UsageError> {
     let dash = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     let stdout = || Some(PathBuf::from("/dev/stdout"));
+    // `merge -o - --json` is refused naming the `-` the user gave, not the
+    // `/dev/stdout` it stands for.
+    if let Command::Merge(args) = command {
+        if args.json && args.output == Path::new("-") {
+            return Err(json_on_stdout(Path::new("-")));
+        }
+    }
     match command {
         Command::Build(args) if dash(&args.output) => {
             args.output = None;
@@ -252,6 +259,18 @@ fn overrides(args: &BuildArgs) -> settings::Overrides {
 /// The architecture guard ([`ops::arch`]): a program built for another
 /// machine fails the build before any output exists, or with
 /// `--no-arch-check` is a warning.
+/// Refuses an image whose `config.User` names a user or group its files
+/// cannot resolve (see [`ops::arch::unresolvable_user`]).
+fn user_guard(settings: &ops::BuildSettings, image: &ops::PreparedImage) -> Result<(), BoxError> {
+    match ops::arch::unresolvable_user(settings, image)? {
+        Some((kind, name, file)) => Err(format!(
+            "`config.User` names the {kind} `{name}`, but the image has no `{file}` to find it in: docker and podman would refuse to start it; define it in `[[users]]`/`[[groups]]`, or give a numeric id (`User = \"1000\"`, `\"1000:1000\"`)"
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 fn arch_guard(
     settings: &ops::BuildSettings,
     image: &ops::PreparedImage,
@@ -364,6 +383,10 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
         }
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    // A rootfs has no config, so no `User` to resolve.
+    if command.format != OutputFormat::Rootfs {
+        user_guard(&command.settings, &image)?;
+    }
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(w) = image.depth_warning() {
         printer.warn(&w);
@@ -1104,6 +1127,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         printer.warn(w);
     }
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
+    user_guard(&command.settings, &image)?;
     arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
     if let Some(w) = image.depth_warning() {
         printer.warn(&w);
@@ -1515,6 +1539,7 @@ fn run_build_platforms(
             refuse_overwriting_inputs("-o", output, &inputs, layout)?;
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
+        user_guard(&command.settings, &image)?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(w) = image.depth_warning() {
             printer.warn(&w);
@@ -1637,6 +1662,7 @@ fn run_push_platforms(
             printer.warn(w);
         }
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?;
+        user_guard(&command.settings, &image)?;
         arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
         if let Some(w) = image.depth_warning() {
             printer.warn(&w);
@@ -1695,8 +1721,20 @@ fn run_push_platforms(
         printer.data(pushed.pinned.as_bytes())?;
     }
     let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
+    // The same tags and counts as a single image's line.
+    let also: String = pushed
+        .tags
+        .iter()
+        .skip(1)
+        .map(|t| format!(", :{t}"))
+        .collect();
+    let mounted = if counts.mounted > 0 {
+        format!(", {} mounted from another repository", counts.mounted)
+    } else {
+        String::new()
+    };
     printer.info(&format!(
-        "pushed {} (image index of {}) in {}; {} blob{} uploaded ({}), {} already present",
+        "pushed {}{also} (image index of {}) in {}; {} blob{} uploaded ({}){mounted}, {} already present",
         pushed.reference,
         names.join(", "),
         printer::elapsed(start.elapsed()),

@@ -298,6 +298,18 @@ impl LoadedManifest {
             .map(Spanned::span)
     }
 
+    /// Where the `[[customisation.permissions]]` rule whose normalised
+    /// pattern is `pattern` is written, for an error found while building.
+    #[must_use]
+    pub fn permission_span(&self, pattern: &str) -> Option<std::ops::Range<usize>> {
+        self.manifest
+            .customisation
+            .permissions
+            .iter()
+            .find(|p| normalise_image_path(p.path.get_ref(), true).is_ok_and(|n| n == pattern))
+            .map(|p| p.path.span())
+    }
+
     /// Where `customisation.contents` names the store path that `path` is
     /// or is inside of (`/nix/store/…-app/etc/x`), for an error found while
     /// building.

@@ -256,7 +256,12 @@ fn targets<S: Store>(
             .read_dir(bin.as_bytes())
             .map_err(|e| Error::Layer(e.into()))?
         {
-            targets.push(format!("{bin}/{}", String::from_utf8_lossy(&name)));
+            let program = format!("{bin}/{}", String::from_utf8_lossy(&name));
+            // The entrypoint is often one of these: name each file once,
+            // not once as the entrypoint and again as a root's program.
+            if !targets.contains(&program) {
+                targets.push(program);
+            }
         }
     }
     Ok(targets)
@@ -278,22 +283,7 @@ pub fn check(settings: &BuildSettings, image: &PreparedImage) -> Result<Vec<Mism
         platform.push('/');
         platform.push_str(variant);
     }
-    let tree = image.layers.iter().find_map(|l| match &l.content {
-        LayerContent::Customisation(tree) => Some(&**tree),
-        _ => None,
-    });
-    let view = ImageView {
-        store: &settings.store,
-        store_comps: components(settings.store.dir().as_str().as_bytes()).collect(),
-        paths: image
-            .plan
-            .layers
-            .iter()
-            .flatten()
-            .map(|p| p.base_name())
-            .collect(),
-        tree,
-    };
+    let view = view(settings, image);
     let mut mismatches = Vec::new();
     for file in targets(settings, &view)? {
         if let Some((name, found)) = view.machine(file.as_bytes())? {
@@ -310,4 +300,69 @@ pub fn check(settings: &BuildSettings, image: &PreparedImage) -> Result<Vec<Mism
         }
     }
     Ok(mismatches)
+}
+
+/// The image's files as this build knows them: the store paths of its
+/// layers and the customisation tree.
+fn view<'a>(
+    settings: &'a BuildSettings,
+    image: &'a PreparedImage,
+) -> ImageView<'a, impl Store + 'a> {
+    let tree = image.layers.iter().find_map(|l| match &l.content {
+        LayerContent::Customisation(tree) => Some(&**tree),
+        _ => None,
+    });
+    ImageView {
+        store: &settings.store,
+        store_comps: components(settings.store.dir().as_str().as_bytes()).collect(),
+        paths: image
+            .plan
+            .layers
+            .iter()
+            .flatten()
+            .map(|p| p.base_name())
+            .collect(),
+        tree,
+    }
+}
+
+/// The user or group `config.User` names (`app`, `app:staff`, `1000:staff`;
+/// numeric ids need no file) when the image has no `/etc/passwd` or
+/// `/etc/group` to find it in: a runtime then refuses to start the
+/// container ("unable to find user app: no matching entries in passwd
+/// file"). `[[users]]`/`[[groups]]` write both files, and ones from
+/// `contents` or `files` count; an image with a base image or a `run`
+/// script is not checked, since either may bring the files and neither
+/// is read here. Returns `("user" | "group", name, file)`.
+///
+/// # Errors
+/// When a store file cannot be read.
+pub fn unresolvable_user(
+    settings: &BuildSettings,
+    image: &PreparedImage,
+) -> Result<Option<(&'static str, String, &'static str)>, Error> {
+    let Some(user) = settings.config.config.get("User").and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    let content = &settings.content;
+    if content.base.is_some() || content.base_pull.is_some() || content.run.is_some() {
+        return Ok(None);
+    }
+    let (user, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let named = |s: &str| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit());
+    let view = view(settings, image);
+    for (kind, name, file) in [
+        ("user", Some(user), "/etc/passwd"),
+        ("group", group, "/etc/group"),
+    ] {
+        if let Some(name) = name.filter(|n| named(n)) {
+            if view.resolve(file.as_bytes())?.is_none() {
+                return Ok(Some((kind, name.to_owned(), file)));
+            }
+        }
+    }
+    Ok(None)
 }

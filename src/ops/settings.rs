@@ -457,12 +457,16 @@ pub fn resolve_build(
         })?,
         None => loaded.compression()?,
     };
-    let compress = resolve_compress(
-        compression,
-        args.level,
-        m.output.level.as_ref().map(|l| (l, loaded)),
-        args.threads,
-    )?;
+    // `[output] level` is a level of the manifest's `[output] compression`
+    // when it names one: with another codec (`--compression`, or `push`,
+    // which defaults to gzip) it would be a level on another scale, or an
+    // error blaming the manifest's line for a codec it does not ask for.
+    let manifest_level = if m.output.compression.is_none() || compression == loaded.compression()? {
+        m.output.level.as_ref().map(|l| (l, loaded))
+    } else {
+        None
+    };
+    let compress = resolve_compress(compression, args.level, manifest_level, args.threads)?;
     Ok(ResolvedBuild {
         settings,
         warnings,

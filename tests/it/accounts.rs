@@ -178,3 +178,50 @@ fn a_user_no_account_defines_is_an_error_at_its_line() {
         "{stderr}"
     );
 }
+
+/// `config.User` naming a user or group in an image with no `/etc/passwd`
+/// (or `/etc/group`) to resolve it is an error before any output: docker
+/// refuses to start such an image ("unable to find user ghost: no matching
+/// entries in passwd file"), and the build used to succeed silently. A
+/// numeric id, an account file from `files`, a rootfs (no config) and a
+/// `run` script (which may write the file) pass.
+#[test]
+fn a_named_user_without_a_passwd_file_is_an_error() {
+    let tmp = util::temp_dir();
+    let store = util::repo().join("fixtures/example/store");
+    let manifest = |name: &str, user: &str, extra: &str| {
+        util::write(
+            tmp.path(),
+            name,
+            &format!(
+                "name = \"x\"\n{}[config]\nUser = \"{user}\"\n{extra}",
+                support::example_closure(&store)
+            ),
+        )
+    };
+    let out = tmp.path().join("x.tar");
+    for (user, missing) in [("ghost", "user `ghost`"), ("0:staff", "group `staff`")] {
+        let m = manifest("bad.toml", user, "");
+        let stderr = support::failed_build(&mut nixlayer(), &m, &out);
+        assert!(
+            stderr.contains(missing) && stderr.contains("[[users]]"),
+            "{user}: {stderr}"
+        );
+    }
+    let passwd =
+        "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"ghost:x:5:5::/:/bin/sh\\n\"\n";
+    let run_script = "[customisation]\nrun = \"mkdir -p etc\"\n";
+    for (user, extra) in [("1000:1000", ""), ("ghost", passwd), ("ghost", run_script)] {
+        let m = manifest("good.toml", user, extra);
+        run(nixlayer().arg("build").arg(&m).arg("-o").arg(&out), 0);
+    }
+    let m = manifest("rootfs.toml", "ghost", "");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&m)
+            .args(["--format", "rootfs", "-o"])
+            .arg(tmp.path().join("rootfs.tar")),
+        0,
+    );
+}

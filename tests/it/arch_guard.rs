@@ -118,6 +118,45 @@ fn an_arm64_entrypoint_on_an_amd64_image_fails_with_one_error() {
     assert!(out.exists());
 }
 
+/// An entrypoint that is itself one of the root's `bin/` programs is
+/// reported once: the error used to count it again as "1 more program",
+/// and `--no-arch-check` warned twice about the same file.
+#[test]
+fn an_entrypoint_in_the_roots_bin_is_reported_once() {
+    let tmp = util::temp_dir();
+    let manifest = fixture(
+        tmp.path(),
+        "architecture = \"amd64\"",
+        &format!("[config]\nEntrypoint = [\"{APP}/bin/app\"]\n"),
+    );
+    let out = tmp.path().join("image.tar");
+    let failed = run(
+        nixlayer().arg("build").arg(&manifest).arg("-o").arg(&out),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    // `bin/app` (the entrypoint) and `bin/run` (its script): two programs.
+    assert!(stderr.contains("(and 1 more program)"), "{stderr}");
+    let warned = run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .arg("--no-arch-check")
+            .arg("-o")
+            .arg(&out),
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert_eq!(stderr.matches("warning: ").count(), 2, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches(&format!("warning: `{APP}/bin/app` is"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn an_arm64_image_of_arm64_programs_builds_and_host_files_are_never_read() {
     let tmp = util::temp_dir();

@@ -490,6 +490,15 @@ text = "from the top\n"
         stderr.contains("use 5 layers") && stderr.contains("at least 1 layer is required"),
         "{stderr}"
     );
+    // At `max_layers`' line (it named no line).
+    let line = std::fs::read_to_string(&over)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("max_layers"))
+        .unwrap()
+        + 1;
+    let at = format!("{}:{line}:", over.display());
+    assert!(stderr.contains(&at), "{stderr:?} should point at {at}");
     assert!(!tmp.path().join("over.tar").exists());
 
     if !docker_ready() {
@@ -712,11 +721,17 @@ fn a_permission_rule_that_matches_nothing_is_an_error() {
     let tmp = util::temp_dir();
     let typo = "[[customisation.files]]\npath = \"/etc/passwd\"\ntext = \"x\\n\"\n\
                 [[customisation.permissions]]\npath = \"/etc/pasword\"\nuid = 1000\n";
-    let first = fails(tmp.path(), &example(tmp.path(), "", typo));
+    let manifest = example(tmp.path(), "", typo);
+    let first = fails(tmp.path(), &manifest);
     assert!(
         first.contains("permission rule `/etc/pasword` matches no entry"),
         "{first}"
     );
+    // At the rule's `path` (it named no line).
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text.lines().position(|l| l.contains("pasword")).unwrap() + 1;
+    let at = format!("{}:{line}:8: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
     let glob = "[[customisation.permissions]]\npath = \"/home/*/**\"\nmode = \"0700\"\n";
     let first = fails(tmp.path(), &example(tmp.path(), "", glob));
     assert!(first.contains("`/home/*/**`"), "{first}");

@@ -442,3 +442,50 @@ fn more_layers_than_docker_loads_is_a_warning() {
         );
     }
 }
+
+/// `layers --platform` plans one platform of a `[[platforms]]` manifest
+/// (here the arm64 one, whose closure is the greeting alone); without it
+/// the top-level platform, as before. `layers` had no `--platform`, so no
+/// other platform's plan could be seen.
+#[test]
+fn platform_picks_the_plan_of_one_platform() {
+    let tmp = util::temp_dir();
+    let store = util::repo().join("fixtures/example/store");
+    let graph = util::repo().join("fixtures/example/graph.json");
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"x\"\narchitecture = \"amd64\"\n{}\n[[platforms]]\narchitecture = \"arm64\"\n[platforms.closure]\nroots = [\"/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0\"]\nsource = {{ graph = \"{}\" }}\n[platforms.store]\nroot = \"{}\"\n",
+            crate::support::example_closure(&store),
+            graph.display(),
+            store.display()
+        ),
+    );
+    let plan = |platform: Option<&str>| {
+        let mut cmd = nixlayer();
+        cmd.arg("layers").arg(&manifest).arg("--json");
+        if let Some(p) = platform {
+            cmd.args(["--platform", p]);
+        }
+        parse_json(&String::from_utf8(run(&mut cmd, 0).stdout).unwrap())
+    };
+    assert_eq!(plan(None).len(), 3);
+    assert_eq!(plan(Some("amd64")), plan(None));
+    let arm = plan(Some("linux/arm64/v8"));
+    assert_eq!(
+        arm,
+        vec![vec![
+            "/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0".to_owned()
+        ]]
+    );
+    let out = run(
+        nixlayer()
+            .arg("layers")
+            .arg(&manifest)
+            .args(["--platform", "riscv64"]),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("amd64, arm64"), "{stderr}");
+}

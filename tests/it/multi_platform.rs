@@ -478,3 +478,46 @@ fn a_pushed_index_copies_intact_and_its_amd64_image_runs() {
 fn sha256_hex(bytes: &[u8]) -> String {
     nixlayer::oci::Digest::of(bytes).hex()
 }
+
+/// The summary line of a multi-platform push names every tag pushed and
+/// the blobs mounted from another repository, as a single image's does;
+/// it named only the first tag and left mounts out of its counts.
+#[test]
+fn a_pushed_index_summary_names_its_tags_and_mounts() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let m = manifest(tmp.path(), &hello, "s1", &nonce.to_string());
+    let first = format!("{REGISTRY}/nixlayer-test/multi-summary-{nonce}");
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(format!("{first}:a"))
+            .args(["--tag", "b"]),
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "pushed {first}:a, :b (image index of amd64, arm64/v8)"
+        )),
+        "{stderr}"
+    );
+    // Into another repository of the same registry: its blobs are mounted.
+    let second = format!("{REGISTRY}/nixlayer-test/multi-summary-{nonce}-2:a");
+    let out = run(nixlayer().arg("push").arg(&m).arg(&second), 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mounted from another repository"),
+        "{stderr}"
+    );
+}

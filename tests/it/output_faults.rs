@@ -204,6 +204,8 @@ fn dash_is_stdout_and_json_never_shares_stdout_with_the_image() {
         assert!(out.stdout.is_empty(), "{command} -o {target}: wrote stdout");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.starts_with("error: `--json`"), "{stderr}");
+        // It names the `-o` given (`merge -o -` used to say `/dev/stdout`).
+        assert!(stderr.contains(&format!("`-o {target}`")), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
     // Stdout redirected to the output file itself.

@@ -250,6 +250,76 @@ fn several_tags_in_one_push_and_the_digest_to_pin() {
     }
 }
 
+/// `[output] level` belongs to `[output] compression`: a push (gzip unless
+/// `--compression` says otherwise) of a manifest whose output is zstd level
+/// 15 pushes gzip at its default level, as without the `[output]` section;
+/// before, the zstd level was taken for gzip and the push failed with "gzip
+/// level 15 is out of range" at the manifest's line. `build --compression`
+/// likewise.
+#[test]
+fn a_manifests_level_for_another_codec_is_not_applied_to_a_push() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let plain = manifest(tmp.path(), "plain.toml", &hello, r#""level""#);
+    let zstd = tmp.path().join("zstd.toml");
+    let text = std::fs::read_to_string(&plain).unwrap();
+    std::fs::write(
+        &zstd,
+        format!("{text}[output]\ncompression = \"zstd\"\nlevel = 15\n"),
+    )
+    .unwrap();
+    let repo = format!("{REGISTRY}/nixlayer-test/manifest-level");
+    let pushed = push(&zstd, &format!("{repo}:zstd"));
+    assert_eq!(pushed["compression"], "gzip");
+    let expected = push(&plain, &format!("{repo}:plain"));
+    assert_eq!(pushed["manifest_digest"], expected["manifest_digest"]);
+    // A build's `--compression gzip` over that manifest: gzip level 6 too.
+    let layout = |m: &Path, dir: &str| {
+        json(
+            &run(
+                nixlayer()
+                    .arg("build")
+                    .arg(m)
+                    .args([
+                        "--format",
+                        "oci-layout",
+                        "--compression",
+                        "gzip",
+                        "--json",
+                        "-o",
+                    ])
+                    .arg(tmp.path().join(dir)),
+                0,
+            )
+            .stdout,
+        )["manifest_digest"]
+            .clone()
+    };
+    assert_eq!(layout(&zstd, "z"), layout(&plain, "p"));
+    // The manifest's level still applies to its own codec, and a bad one
+    // there is still an error at its line.
+    std::fs::write(
+        &zstd,
+        format!("{text}[output]\ncompression = \"zstd\"\nlevel = 25\n"),
+    )
+    .unwrap();
+    let out = run(
+        nixlayer()
+            .arg("build")
+            .arg(&zstd)
+            .args(["--format", "oci-layout", "-o"])
+            .arg(tmp.path().join("bad")),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("zstd level 25 is out of range"), "{stderr}");
+}
+
 #[test]
 fn push_errors_name_the_registry_and_bad_references() {
     let Some(hello) = util::nix_fixture("hello") else {
