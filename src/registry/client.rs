@@ -536,12 +536,12 @@ impl Client {
                 }
                 Ok(resp) if resp.status() == 401 && !authenticated => {
                     authenticated = true;
-                    let challenge = resp
-                        .headers()
-                        .get("www-authenticate")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
+                    let challenge = pick_challenge(
+                        resp.headers()
+                            .get_all("www-authenticate")
+                            .iter()
+                            .filter_map(|v| v.to_str().ok()),
+                    );
                     self.authenticate(url, &challenge)?;
                     attempt -= 1;
                 }
@@ -1748,6 +1748,23 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The challenge answered of a 401's `WWW-Authenticate` headers (RFC 7235
+/// allows several, e.g. `Negotiate` from a proxy before the registry's
+/// `Bearer`): the first Bearer one, else the first Basic one, as docker
+/// prefers them; else the first, whose scheme the error names.
+fn pick_challenge<'a>(headers: impl Iterator<Item = &'a str>) -> String {
+    let headers: Vec<&str> = headers.collect();
+    let with = |scheme: &str| {
+        headers
+            .iter()
+            .find(|h| split_challenge(h).0.eq_ignore_ascii_case(scheme))
+    };
+    with("bearer")
+        .or_else(|| with("basic"))
+        .or(headers.first())
+        .map_or_else(String::new, |h| (*h).to_owned())
+}
+
 /// The scheme and the parameters of a `WWW-Authenticate` challenge.
 fn split_challenge(challenge: &str) -> (&str, &str) {
     let challenge = challenge.trim();
@@ -1794,6 +1811,21 @@ mod tests {
 
     /// A challenge naming our repository's actions in another order
     /// (`push,pull`) asks for nothing more; another repository is added.
+    #[test]
+    fn bearer_then_basic_is_picked_among_several_challenges() {
+        let pick = |h: &[&str]| pick_challenge(h.iter().copied());
+        assert_eq!(
+            pick(&["Negotiate", r#"Basic realm="r""#, r#"Bearer realm="t""#]),
+            r#"Bearer realm="t""#
+        );
+        assert_eq!(
+            pick(&["Negotiate", r#"basic realm="r""#]),
+            r#"basic realm="r""#
+        );
+        assert_eq!(pick(&["Negotiate", "NTLM"]), "Negotiate");
+        assert_eq!(pick(&[]), "");
+    }
+
     #[test]
     fn scopes_in_another_order_are_not_asked_twice() {
         assert!(scope_covers(
@@ -2160,6 +2192,13 @@ mod tests {
             if let Ok(url) = c.upload_url("http://127.0.0.1:5000/v2/", "blob", &location) {
                 prop_assert!(url.starts_with("http://127.0.0.1:5000/") || Origin::of(&url).is_some());
             }
+        }
+
+        /// Any `WWW-Authenticate` headers: one of them is answered.
+        #[test]
+        fn any_challenges_pick_one_of_them(headers in proptest::collection::vec("((Bearer|Basic|Negotiate|bearer) )?\\PC{0,20}", 0..4)) {
+            let picked = pick_challenge(headers.iter().map(String::as_str));
+            prop_assert!(picked.is_empty() && headers.is_empty() || headers.contains(&picked));
         }
 
         #[test]
