@@ -1788,17 +1788,28 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
             .trim()
             .to_ascii_lowercase();
         let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.find('"') {
-                Some(end) => (&quoted[..end], &quoted[end + 1..]),
-                None => (quoted, ""),
+            // A quoted-string (RFC 9110 §5.6.4): `\x` stands for `x`.
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    c => value.push(c),
+                }
             }
+            (value, &quoted[end..])
         } else {
             match after.find(',') {
-                Some(end) => (&after[..end], &after[end..]),
-                None => (after, ""),
+                Some(end) => (after[..end].to_owned(), &after[end..]),
+                None => (after.to_owned(), ""),
             }
         };
-        out.insert(key, value.to_owned());
+        out.insert(key, value);
         rest = after.trim_start_matches([',', ' ']);
     }
     out
@@ -1811,6 +1822,17 @@ mod tests {
 
     /// A challenge naming our repository's actions in another order
     /// (`push,pull`) asks for nothing more; another repository is added.
+    #[test]
+    fn quoted_challenge_values_take_backslash_escapes() {
+        let p = challenge_params(
+            r#"realm="http://127.0.0.1:9/t",service="a\"b\\c",scope="repository:x:pull",error="unterminated\"#,
+        );
+        assert_eq!(p["realm"], "http://127.0.0.1:9/t");
+        assert_eq!(p["service"], r#"a"b\c"#);
+        assert_eq!(p["scope"], "repository:x:pull");
+        assert_eq!(p["error"], "unterminated");
+    }
+
     #[test]
     fn bearer_then_basic_is_picked_among_several_challenges() {
         let pick = |h: &[&str]| pick_challenge(h.iter().copied());
