@@ -389,6 +389,8 @@ fn manifest(
         "[config]\n# The OCI image config, OCI key names, copied verbatim."
     );
     let bin = format!("{}/bin", first.as_str());
+    // The store directory is the user's (`--store-dir`), yet any text.
+    let shown_bin = comment_name(&bin);
     match executables {
         [single] => {
             let _ = writeln!(m, "Entrypoint = [{}]", quote(&format!("{bin}/{single}")));
@@ -396,7 +398,7 @@ fn manifest(
         [] => {
             let _ = writeln!(
                 m,
-                "# `{bin}` has no executable: set the command to run.\n\
+                "# `{shown_bin}` has no executable: set the command to run.\n\
                  # Entrypoint = [{}]",
                 one_line_quote(&format!("{bin}/PROGRAM"))
             );
@@ -404,7 +406,7 @@ fn manifest(
         several => {
             let _ = writeln!(
                 m,
-                "# `{bin}` has {} executables ({}): pick the command to run.\n\
+                "# `{shown_bin}` has {} executables ({}): pick the command to run.\n\
                  # Entrypoint = [{}]",
                 several.len(),
                 several
@@ -562,6 +564,20 @@ mod tests {
         let loaded = load(&text);
         assert!(loaded.manifest.config.is_empty(), "{text}");
         assert!(text.contains("(a, \"b\\u000AUser = \\\"0:0\\\""), "{text}");
+    }
+
+    /// A store directory with a newline (`--store-dir`) stays in its
+    /// comment and its value too.
+    #[test]
+    fn a_store_directory_with_a_newline_stays_in_its_comment() {
+        let dir = StoreDir::new("/s\nUser = \"0\"").unwrap();
+        let root = StorePath::parse(&dir, &format!("{dir}/{}-tool", "0".repeat(32))).unwrap();
+        for exes in [&[][..], &["a".to_owned(), "b".to_owned()][..]] {
+            let text = manifest(&dir, std::slice::from_ref(&root), exes, None);
+            let loaded = load(&text);
+            assert!(loaded.manifest.config.is_empty(), "{text}");
+            assert_eq!(loaded.store_dir().unwrap(), dir.as_str());
+        }
     }
 
     proptest::proptest! {
