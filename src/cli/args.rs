@@ -356,6 +356,8 @@ pub(crate) fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
         .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        // `1e-12` is more than 0 but no whole nanosecond: a deadline of 0.
+        .filter(|d| !d.is_zero())
         .ok_or_else(|| "expected a number of seconds, more than 0 and at most 86400".to_owned())
 }
 
@@ -391,8 +393,38 @@ mod tests {
             parse_timeout("1.5"),
             Ok(std::time::Duration::from_millis(1500))
         );
-        for bad in ["0", "-1", "NaN", "inf", "1e9", "", "soon"] {
+        for bad in [
+            "0",
+            "-1",
+            "NaN",
+            "inf",
+            "1e9",
+            "",
+            "soon",
+            "1e-12",
+            "0.0000000001",
+        ] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_timeout("1e-9"),
+            Ok(std::time::Duration::from_nanos(1))
+        );
+    }
+
+    proptest::proptest! {
+        /// `--timeout` and `NIXLAYER_REGISTRY_TIMEOUT`: any text is a
+        /// deadline of more than 0 and at most a day, or refused.
+        #[test]
+        fn any_timeout_text_is_a_deadline_or_refused(
+            text in "\\PC{0,16}",
+            number in "[+-]?[0-9]{0,6}(\\.[0-9]{0,12})?([eE][+-]?[0-9]{1,3})?",
+        ) {
+            for text in [&text, &number] {
+                if let Ok(d) = parse_timeout(text) {
+                    proptest::prop_assert!(!d.is_zero() && d <= std::time::Duration::from_secs(86_400), "{}: {:?}", text, d);
+                }
+            }
         }
     }
 }

@@ -262,6 +262,39 @@ fn repository_name(name: &str) -> String {
     }
 }
 
+/// An executable's name as a comment shows it: as is, or as a one-line
+/// TOML string when it holds a control character. A file name is anything
+/// but `/` and NUL, and a newline in one would end the comment and put the
+/// rest of the name into the manifest as keys (`User = "0"`, `Env = …`);
+/// TOML refuses other control characters in a comment.
+fn comment_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        one_line_quote(name).into()
+    } else {
+        name.into()
+    }
+}
+
+/// `value` as a TOML basic string on one line, for a comment: [`quote`]
+/// writes a string with a newline over several lines. Control characters
+/// (all in the BMP) as `\uXXXX`, which TOML reads back.
+fn one_line_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// `value` as a TOML basic string.
 fn quote(value: &str) -> String {
     toml::Value::String(value.to_owned()).to_string()
@@ -356,6 +389,8 @@ fn manifest(
         "[config]\n# The OCI image config, OCI key names, copied verbatim."
     );
     let bin = format!("{}/bin", first.as_str());
+    // The store directory is the user's (`--store-dir`), yet any text.
+    let shown_bin = comment_name(&bin);
     match executables {
         [single] => {
             let _ = writeln!(m, "Entrypoint = [{}]", quote(&format!("{bin}/{single}")));
@@ -363,19 +398,23 @@ fn manifest(
         [] => {
             let _ = writeln!(
                 m,
-                "# `{bin}` has no executable: set the command to run.\n\
+                "# `{shown_bin}` has no executable: set the command to run.\n\
                  # Entrypoint = [{}]",
-                quote(&format!("{bin}/PROGRAM"))
+                one_line_quote(&format!("{bin}/PROGRAM"))
             );
         }
         several => {
             let _ = writeln!(
                 m,
-                "# `{bin}` has {} executables ({}): pick the command to run.\n\
+                "# `{shown_bin}` has {} executables ({}): pick the command to run.\n\
                  # Entrypoint = [{}]",
                 several.len(),
-                several.join(", "),
-                quote(&format!("{bin}/{}", several[0]))
+                several
+                    .iter()
+                    .map(|n| comment_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                one_line_quote(&format!("{bin}/{}", several[0]))
             );
         }
     }
@@ -509,6 +548,72 @@ mod tests {
         };
         assert_eq!(source.url, "https://cache.example.org");
         assert_eq!(source.trusted_public_keys, [key]);
+    }
+
+    /// Executable names are whatever a store path's `bin/` holds (a file
+    /// name is anything but `/` and NUL): a newline in one ended the comment
+    /// listing them and made the rest of the name manifest keys.
+    #[test]
+    fn executable_names_never_become_manifest_keys() {
+        let (_tmp, dir, root) = store_with(&[]);
+        let exes = [
+            "a".to_owned(),
+            "b\nUser = \"0:0\"\nEnv = [\"LD_PRELOAD=evil.so\"]\n#".to_owned(),
+        ];
+        let text = manifest(&dir, std::slice::from_ref(&root), &exes, None);
+        let loaded = load(&text);
+        assert!(loaded.manifest.config.is_empty(), "{text}");
+        assert!(text.contains("(a, \"b\\u000AUser = \\\"0:0\\\""), "{text}");
+    }
+
+    /// A store directory with a newline (`--store-dir`) stays in its
+    /// comment and its value too.
+    #[test]
+    fn a_store_directory_with_a_newline_stays_in_its_comment() {
+        let dir = StoreDir::new("/s\nUser = \"0\"").unwrap();
+        let root = StorePath::parse(&dir, &format!("{dir}/{}-tool", "0".repeat(32))).unwrap();
+        for exes in [&[][..], &["a".to_owned(), "b".to_owned()][..]] {
+            let text = manifest(&dir, std::slice::from_ref(&root), exes, None);
+            let loaded = load(&text);
+            assert!(loaded.manifest.config.is_empty(), "{text}");
+            assert_eq!(loaded.store_dir().unwrap(), dir.as_str());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any root name and any executable names (file names: anything
+        /// but `/` and NUL) give a manifest that loads, whose config is the
+        /// one entry point or nothing.
+        #[test]
+        fn any_names_give_a_manifest_that_loads(
+            name in "[a-zA-Z0-9+_?=-][a-zA-Z0-9+._?=-]{0,30}",
+            exes in proptest::collection::vec("(?s:[^/\\x00]){0,12}", 0..4),
+        ) {
+            let dir = StoreDir::default();
+            let root = StorePath::parse(&dir, &format!("/nix/store/{}-{name}", "0".repeat(32))).unwrap();
+            let text = manifest(&dir, std::slice::from_ref(&root), &exes, None);
+            let loaded = LoadedManifest::from_text(PathBuf::from("/m/image.toml"), text.clone());
+            let loaded = match loaded {
+                Ok(l) => l,
+                Err(e) => return Err(proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}"))),
+            };
+            let config = &loaded.manifest.config;
+            if let [single] = &exes[..] {
+                proptest::prop_assert_eq!(&config["Entrypoint"], &serde_json::json!([format!("{root}/bin/{single}")]));
+                proptest::prop_assert_eq!(config.len(), 1);
+            } else {
+                proptest::prop_assert!(config.is_empty(), "{}", text);
+                // The commented entry point reads back once uncommented.
+                let line = text.lines().find_map(|l| l.strip_prefix("# Entrypoint = ")).unwrap();
+                let table: toml::Table = toml::from_str(&format!("e = {line}")).unwrap();
+                let program = exes.first().map_or("PROGRAM", String::as_str);
+                let want = format!("{root}/bin/{program}");
+                proptest::prop_assert_eq!(table["e"][0].as_str(), Some(want.as_str()));
+            }
+            proptest::prop_assert_eq!(settings::invalid_name(loaded.manifest.name.get_ref()), None);
+        }
     }
 
     #[test]

@@ -607,4 +607,150 @@ mod tests {
         image.write_layer(0, &mut out).unwrap();
         assert_eq!(out, layer);
     }
+
+    mod untrusted {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A docker-archive with `layer` and config `config`, `@diff_id`
+        /// in it standing for the layer's diff_id.
+        fn archive_with_config(layer: &[u8], config: &Value) -> Vec<u8> {
+            let config = config
+                .to_string()
+                .replace("@diff_id", &Digest::of(layer).prefixed());
+            let manifest = r#"[{"Config":"c.json","Layers":["l.tar"]}]"#;
+            let mut tar = TarWriter::new(Vec::new());
+            for (name, data) in [
+                ("l.tar", layer),
+                ("c.json", config.as_bytes()),
+                ("manifest.json", manifest.as_bytes()),
+            ] {
+                let header = Header::archive_member(name, Kind::Regular, data.len() as u64, 1);
+                tar.append(&header, data).unwrap();
+            }
+            tar.finish().unwrap()
+        }
+
+        /// Opens `bytes` as a base image, for no platform and for a few,
+        /// and writes every layer of what opens: never a panic, and a
+        /// written layer is exactly its measured size.
+        fn exercise(bytes: &[u8]) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("base");
+            std::fs::write(&path, bytes).unwrap();
+            let platforms = [
+                Platform {
+                    os: "linux",
+                    architecture: "amd64",
+                    variant: None,
+                },
+                Platform {
+                    os: "linux",
+                    architecture: "arm",
+                    variant: Some("v7"),
+                },
+            ];
+            let opened = std::iter::once(BaseImage::open(&path))
+                .chain(platforms.iter().map(|p| BaseImage::open_for(&path, p)));
+            for image in opened.flatten() {
+                for (i, layer) in image.layers.iter().enumerate() {
+                    let mut out = HashCountWriter::new(io::sink());
+                    if let Ok(d) = image.write_layer(i, &mut out) {
+                        assert_eq!(d.size, layer.size);
+                    }
+                }
+                let _ = image.write_layer(image.layers.len(), io::sink());
+            }
+        }
+
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                prop::sample::select(
+                    &[
+                        "linux",
+                        "amd64",
+                        "arm",
+                        "v7",
+                        "arm64",
+                        "",
+                        "@diff_id",
+                        "PATH=/bin",
+                        "A",
+                    ][..]
+                )
+                .prop_map(Value::from),
+                ".{0,8}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(
+                        prop::sample::select(
+                            &[
+                                "os",
+                                "architecture",
+                                "variant",
+                                "rootfs",
+                                "diff_ids",
+                                "config",
+                                "Env",
+                                "x",
+                            ][..]
+                        ),
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                    )),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Any config (platform fields, `rootfs`, `Env` of any type):
+            /// an image or a clean error, never a panic.
+            #[test]
+            fn any_config_opens_or_fails_cleanly(config in arb_json(), env in arb_json()) {
+                let layer = vec![7u8; 100];
+                let mut config = config;
+                if let Value::Object(o) = &mut config {
+                    o.entry("rootfs").or_insert(serde_json::json!({"diff_ids": ["@diff_id"]}));
+                    o.entry("config").or_insert(serde_json::json!({"Env": env}));
+                }
+                exercise(&archive_with_config(&layer, &config));
+            }
+
+            /// A valid archive, plain or gzip, with bytes changed and cut:
+            /// an image or a clean error, never a panic or a wrong size.
+            #[test]
+            fn mutated_archives_open_or_fail_cleanly(
+                gzip in any::<bool>(),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+                cut in prop::option::of(any::<prop::sample::Index>()),
+            ) {
+                let layer = vec![7u8; 3000];
+                let mut bytes = archive(&layer, &Digest::of(&layer));
+                if gzip {
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    gz.write_all(&bytes).unwrap();
+                    bytes = gz.finish().unwrap();
+                }
+                for (at, byte) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut.index(bytes.len() + 1));
+                }
+                exercise(&bytes);
+            }
+        }
+    }
 }

@@ -151,4 +151,64 @@ mod tests {
         assert_eq!(shadow.1, "app:!:1::::::\n");
         assert!(nss.1.contains("hosts:     files dns\n"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Accounts with any names and fields (`:`, newlines, `,`, `..`,
+        /// NUL among them): refused at their line, or files whose every
+        /// line has its fields and no more, and a layer tree without panic.
+        #[test]
+        fn any_account_fields_are_refused_or_stay_in_their_fields(
+            users in proptest::collection::vec((
+                "([a-z0-9_.-]{1,8}|(?s:.){0,6})",
+                0..70_000_u32,
+                proptest::option::of("(/[a-z:,.\n\x00]{0,5}){0,3}|(?s:.){0,6}"),
+                proptest::option::of("(/[a-z:,.\n\x00]{0,5}){0,3}|(?s:.){0,6}"),
+                proptest::option::of("(?s:.){0,8}"),
+                proptest::collection::vec("([a-z]{1,4}|(?s:.){0,4})", 0..2),
+            ), 1..4),
+            groups in proptest::collection::vec((
+                "([a-z0-9_.-]{1,8}|(?s:.){0,6})",
+                0..70_000_u32,
+                proptest::collection::vec("([a-z]{1,4}|(?s:.){0,4})", 0..3),
+            ), 0..3),
+        ) {
+            let q = |v: &str| toml::Value::String(v.to_owned()).to_string();
+            let list = |v: &[String]| v.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ");
+            let mut text = "name = \"x\"\n[closure]\nroots = []\n".to_owned();
+            for (name, uid, home, shell, description, groups) in &users {
+                text.push_str(&format!("[[users]]\nname = {}\nuid = {uid}\ngroups = [{}]\n", q(name), list(groups)));
+                for (key, value) in [("home", home), ("shell", shell), ("description", description)] {
+                    if let Some(v) = value {
+                        text.push_str(&format!("{key} = {}\n", q(v)));
+                    }
+                }
+            }
+            for (name, gid, members) in &groups {
+                text.push_str(&format!("[[groups]]\nname = {}\ngid = {gid}\nmembers = [{}]\n", q(name), list(members)));
+            }
+            let loaded = crate::manifest::LoadedManifest::from_text(
+                std::path::PathBuf::from("/m/image.toml"),
+                text,
+            );
+            let Ok(Some(accounts)) = loaded.map(|m| m.accounts()) .and_then(|a| a) else {
+                return Ok(());
+            };
+            let [passwd, group, shadow, _] = files(&accounts);
+            for ((_, text, _), fields, count) in [
+                (&passwd, 7, accounts.users.len()),
+                (&group, 4, accounts.groups.len()),
+                (&shadow, 9, accounts.users.len()),
+            ] {
+                proptest::prop_assert_eq!(text.lines().count(), count, "{}", text);
+                for line in text.lines() {
+                    proptest::prop_assert_eq!(line.split(':').count(), fields, "{}", line);
+                    proptest::prop_assert!(!line.contains('\0'), "{}", line);
+                }
+            }
+            let mut tree = CustomisationTree::new(StoreDir::default(), Owner::default());
+            let _ = add_accounts(&mut tree, &accounts, OnCollision::Error);
+        }
+    }
 }

@@ -963,6 +963,43 @@ pub fn resolve_platforms(
 mod tests {
     use super::*;
 
+    /// The same parse as [`parse_time`], without a manifest to locate it.
+    fn read_time(text: &str) -> Option<Time> {
+        match text.parse::<jiff::Timestamp>() {
+            Ok(ts) => Some(Time::from_timestamp(ts)),
+            Err(_) => Time::parse_late(text),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// `created`/`mtime` text (any, and RFC 3339-shaped with any
+        /// fields) and `SOURCE_DATE_EPOCH` seconds: a time or `None`, never
+        /// a panic; a time's text reads back as the same time.
+        #[test]
+        fn times_parse_or_are_refused_and_round_trip(
+            text in "\\PC{0,40}",
+            shaped in "[+-]?[0-9]{4,6}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.,][0-9]{1,12})?([Zz]|[+-][0-9]{2}(:?[0-9]{2}(:?[0-9]{2})?)?)",
+            seconds in proptest::prelude::any::<i64>(),
+            near in -100_000_i64..=LAST_SECOND + 100_000,
+            nanos in 0..1_000_000_000_i32,
+        ) {
+            for text in [text.as_str(), shaped.as_str()] {
+                if let Some(t) = read_time(text) {
+                    proptest::prop_assert!(t.seconds <= LAST_SECOND);
+                    proptest::prop_assert_eq!(read_time(&t.text), Some(t));
+                }
+            }
+            for seconds in [seconds, near] {
+                if let Some(t) = Time::from_seconds(seconds, nanos) {
+                    proptest::prop_assert_eq!(t.seconds, seconds);
+                    proptest::prop_assert_eq!(read_time(&t.text), Some(t));
+                }
+            }
+        }
+    }
+
     #[test]
     fn references_split_at_the_tag_colon_only() {
         assert_eq!(split_reference("a/b:1"), ("a/b".into(), Some("1".into())));

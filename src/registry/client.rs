@@ -536,12 +536,12 @@ impl Client {
                 }
                 Ok(resp) if resp.status() == 401 && !authenticated => {
                     authenticated = true;
-                    let challenge = resp
-                        .headers()
-                        .get("www-authenticate")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
+                    let challenge = pick_challenge(
+                        resp.headers()
+                            .get_all("www-authenticate")
+                            .iter()
+                            .filter_map(|v| v.to_str().ok()),
+                    );
                     self.authenticate(url, &challenge)?;
                     attempt -= 1;
                 }
@@ -869,28 +869,12 @@ impl Client {
                 }
                 e => auth_err(format!("{shown}: {e}")),
             })?;
-        // serde_json's errors name a position, never the text (the token).
-        let doc: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| auth_err(format!("{shown}: not JSON: {e}")))?;
-        let token = doc["token"]
-            .as_str()
-            .or_else(|| doc["access_token"].as_str())
-            .ok_or_else(|| auth_err(format!("{shown} gave no token")))?;
-        // It goes into a header: a token that cannot is refused, not sent.
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(auth_err(format!(
-                "{shown} gave a token that is not printable ASCII"
-            )));
+        let answer = token_answer(&text, jiff::Timestamp::now())
+            .map_err(|why| auth_err(format!("{shown}{why}")))?;
+        if let Some(refresh) = answer.refresh {
+            *lock(&self.refresh_token) = Some(refresh);
         }
-        if let Some(refresh) = doc["refresh_token"].as_str().filter(|r| !r.is_empty()) {
-            *lock(&self.refresh_token) = Some(refresh.to_owned());
-        }
-        let lifetime = token_lifetime(
-            doc["expires_in"].as_u64(),
-            doc["issued_at"].as_str(),
-            jiff::Timestamp::now(),
-        );
-        Ok((token.to_owned(), lifetime))
+        Ok((answer.token, answer.lifetime))
     }
 
     /// The start of an error answer's body, capped and with our secrets
@@ -1594,6 +1578,39 @@ impl Endpoint {
 /// absent, as the spec says) counted from `issued_at` when that is in the
 /// past (the realm's clock), less a margin so it is not sent as it
 /// expires.
+/// What a token realm's answer gives.
+#[derive(PartialEq, Eq)]
+struct TokenAnswer {
+    token: String,
+    refresh: Option<String>,
+    lifetime: Duration,
+}
+
+/// A token realm's JSON answer (`token` or `access_token`, a
+/// `refresh_token`, `expires_in`, `issued_at`) read at `now`; the error
+/// is what follows the realm's URL in the message, and never holds the
+/// answer's text (serde_json's errors name a position only).
+fn token_answer(text: &str, now: jiff::Timestamp) -> Result<TokenAnswer, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!(": not JSON: {e}"))?;
+    let token = doc["token"]
+        .as_str()
+        .or_else(|| doc["access_token"].as_str())
+        .ok_or_else(|| " gave no token".to_owned())?;
+    // It goes into a header: a token that cannot is refused, not sent.
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(" gave a token that is not printable ASCII".to_owned());
+    }
+    Ok(TokenAnswer {
+        token: token.to_owned(),
+        refresh: doc["refresh_token"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+        lifetime: token_lifetime(doc["expires_in"].as_u64(), doc["issued_at"].as_str(), now),
+    })
+}
+
 fn token_lifetime(
     expires_in: Option<u64>,
     issued_at: Option<&str>,
@@ -1731,6 +1748,23 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The challenge answered of a 401's `WWW-Authenticate` headers (RFC 7235
+/// allows several, e.g. `Negotiate` from a proxy before the registry's
+/// `Bearer`): the first Bearer one, else the first Basic one, as docker
+/// prefers them; else the first, whose scheme the error names.
+fn pick_challenge<'a>(headers: impl Iterator<Item = &'a str>) -> String {
+    let headers: Vec<&str> = headers.collect();
+    let with = |scheme: &str| {
+        headers
+            .iter()
+            .find(|h| split_challenge(h).0.eq_ignore_ascii_case(scheme))
+    };
+    with("bearer")
+        .or_else(|| with("basic"))
+        .or(headers.first())
+        .map_or_else(String::new, |h| (*h).to_owned())
+}
+
 /// The scheme and the parameters of a `WWW-Authenticate` challenge.
 fn split_challenge(challenge: &str) -> (&str, &str) {
     let challenge = challenge.trim();
@@ -1754,17 +1788,28 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
             .trim()
             .to_ascii_lowercase();
         let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.find('"') {
-                Some(end) => (&quoted[..end], &quoted[end + 1..]),
-                None => (quoted, ""),
+            // A quoted-string (RFC 9110 §5.6.4): `\x` stands for `x`.
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    c => value.push(c),
+                }
             }
+            (value, &quoted[end..])
         } else {
             match after.find(',') {
-                Some(end) => (&after[..end], &after[end..]),
-                None => (after, ""),
+                Some(end) => (after[..end].to_owned(), &after[end..]),
+                None => (after.to_owned(), ""),
             }
         };
-        out.insert(key, value.to_owned());
+        out.insert(key, value);
         rest = after.trim_start_matches([',', ' ']);
     }
     out
@@ -1777,6 +1822,32 @@ mod tests {
 
     /// A challenge naming our repository's actions in another order
     /// (`push,pull`) asks for nothing more; another repository is added.
+    #[test]
+    fn quoted_challenge_values_take_backslash_escapes() {
+        let p = challenge_params(
+            r#"realm="http://127.0.0.1:9/t",service="a\"b\\c",scope="repository:x:pull",error="unterminated\"#,
+        );
+        assert_eq!(p["realm"], "http://127.0.0.1:9/t");
+        assert_eq!(p["service"], r#"a"b\c"#);
+        assert_eq!(p["scope"], "repository:x:pull");
+        assert_eq!(p["error"], "unterminated");
+    }
+
+    #[test]
+    fn bearer_then_basic_is_picked_among_several_challenges() {
+        let pick = |h: &[&str]| pick_challenge(h.iter().copied());
+        assert_eq!(
+            pick(&["Negotiate", r#"Basic realm="r""#, r#"Bearer realm="t""#]),
+            r#"Bearer realm="t""#
+        );
+        assert_eq!(
+            pick(&["Negotiate", r#"basic realm="r""#]),
+            r#"basic realm="r""#
+        );
+        assert_eq!(pick(&["Negotiate", "NTLM"]), "Negotiate");
+        assert_eq!(pick(&[]), "");
+    }
+
     #[test]
     fn scopes_in_another_order_are_not_asked_twice() {
         assert!(scope_covers(
@@ -2085,6 +2156,71 @@ mod tests {
             let (_, params) = split_challenge(&text);
             let p = challenge_params(params);
             prop_assert!(p.len() <= 8);
+        }
+
+        /// A token realm's answer: any text, and JSON of the answer's
+        /// shape with values of any type: a token (one a header can carry)
+        /// or an error that quotes none of it.
+        #[test]
+        fn token_answers_never_panic_or_quote_the_answer(
+            text in "\\PC{0,80}",
+            fields in proptest::collection::btree_map(
+                "(token|access_token|refresh_token|expires_in|issued_at|x)",
+                prop_oneof![
+                    Just(serde_json::Value::Null),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    any::<u64>().prop_map(serde_json::Value::from),
+                    any::<f64>().prop_map(serde_json::Value::from),
+                    "s3cr3t\\PC{0,20}".prop_map(serde_json::Value::from),
+                    "[0-9]{1,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
+                        .prop_map(serde_json::Value::from),
+                    Just(serde_json::json!(["s3cr3t"])),
+                ],
+                0..6,
+            ),
+            now_seconds in -377_705_116_800_i64..=253_402_207_200,
+        ) {
+            let now = jiff::Timestamp::from_second(now_seconds).unwrap();
+            let json = serde_json::to_string(&fields).unwrap();
+            for text in [text.as_str(), json.as_str()] {
+                match token_answer(text, now) {
+                    Ok(answer) => {
+                        prop_assert!(!answer.token.is_empty());
+                        prop_assert!(answer.token.bytes().all(|b| b.is_ascii_graphic()));
+                        prop_assert!(answer.lifetime <= Duration::from_secs(86_400 * 365));
+                    }
+                    Err(why) => prop_assert!(!why.contains("s3cr3t"), "{}", why),
+                }
+            }
+        }
+
+        /// A redirect's or an upload's `Location`: an http(s) URL, a path
+        /// on the same origin, or refused; never a panic.
+        #[test]
+        fn locations_never_panic(
+            current in "(https?://[a-z0-9.:\\[\\]@]{0,20})?\\PC{0,30}",
+            location in "(https?:|//|/)?\\PC{0,60}",
+        ) {
+            if let Some(target) = redirect_target(&current, &location) {
+                prop_assert!(target.ends_with(&location));
+            }
+            // One client for every case: making one loads the trust roots.
+            static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+            let c = CLIENT.get_or_init(|| {
+                let c = client(None);
+                *c.endpoint.lock().unwrap() = Some(Endpoint::new("http", "127.0.0.1:5000"));
+                c
+            });
+            if let Ok(url) = c.upload_url("http://127.0.0.1:5000/v2/", "blob", &location) {
+                prop_assert!(url.starts_with("http://127.0.0.1:5000/") || Origin::of(&url).is_some());
+            }
+        }
+
+        /// Any `WWW-Authenticate` headers: one of them is answered.
+        #[test]
+        fn any_challenges_pick_one_of_them(headers in proptest::collection::vec("((Bearer|Basic|Negotiate|bearer) )?\\PC{0,20}", 0..4)) {
+            let picked = pick_challenge(headers.iter().map(String::as_str));
+            prop_assert!(picked.is_empty() && headers.is_empty() || headers.contains(&picked));
         }
 
         #[test]

@@ -422,9 +422,15 @@ fn run_helper_within(
             .collect();
         return Err(format!("`get` failed ({status}): {first}"));
     }
-    // serde_json's errors name a position, never the text.
+    helper_answer(&stdout)
+}
+
+/// A helper's answer on stdout, `{"Username", "Secret"}`: the credentials,
+/// or `None` without a secret. The error never holds the answer's text
+/// (serde_json's errors name a position only).
+fn helper_answer(stdout: &[u8]) -> Result<Option<Credentials>, String> {
     let doc: serde_json::Value =
-        serde_json::from_slice(&stdout).map_err(|e| format!("its answer is not JSON: {e}"))?;
+        serde_json::from_slice(stdout).map_err(|e| format!("its answer is not JSON: {e}"))?;
     let user = doc["Username"].as_str().unwrap_or("");
     let secret = doc["Secret"].as_str().unwrap_or("");
     if secret.is_empty() {
@@ -464,6 +470,35 @@ mod tests {
                     }
                     let _ = config_key_host(&host);
                     prop_assert!(namespace_keys(&host, &repository).len() <= repository.len());
+                }
+            }
+
+            /// A credential helper's stdout: any bytes, and JSON of its
+            /// shape with values of any type: credentials, none, or an
+            /// error that quotes none of it.
+            #[test]
+            fn any_helper_answer_fails_cleanly(
+                bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                fields in proptest::collection::btree_map(
+                    "(Username|Secret|ServerURL|x)",
+                    prop_oneof![
+                        Just(serde_json::Value::Null),
+                        any::<i64>().prop_map(serde_json::Value::from),
+                        "s3cr3t\\PC{0,20}".prop_map(serde_json::Value::from),
+                        Just(serde_json::json!({"s3cr3t": "s3cr3t"})),
+                    ],
+                    0..4,
+                ),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let json = serde_json::to_vec(&fields).unwrap();
+                let cut = &json[..cut.index(json.len() + 1)];
+                for answer in [&bytes[..], &json[..], cut] {
+                    match helper_answer(answer) {
+                        Ok(Some(c)) => prop_assert!(!c.password.is_empty()),
+                        Ok(None) => {}
+                        Err(why) => prop_assert!(!why.contains("s3cr3t"), "{}", why),
+                    }
                 }
             }
         }

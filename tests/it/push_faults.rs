@@ -394,6 +394,43 @@ fn basic_credentials_never_go_to_an_upload_location_on_another_port() {
     assert!(!authorized(&front.seen()).is_empty());
 }
 
+/// A 401 with several `WWW-Authenticate` headers (a proxy's `Negotiate`
+/// first, then the registry's `Basic`): the Basic one is answered, as
+/// docker does, not refused as an unsupported challenge.
+#[test]
+fn the_basic_challenge_among_several_is_answered() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    let accepted = basic("nixlayer", "s3cret-pw");
+    let front = Server::start(move |conn, seen, rest, _| {
+        if seen.header("authorization") == Some(accepted.as_str()) {
+            forward(conn, seen, rest, None);
+        } else {
+            respond(
+                conn,
+                "401 Unauthorized",
+                &[
+                    ("WWW-Authenticate", "Negotiate"),
+                    ("WWW-Authenticate", r#"Basic realm="fault-test""#),
+                ],
+                "",
+            );
+        }
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/faults:challenges", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "nixlayer:s3cret-pw"]),
+        Duration::from_secs(120),
+    );
+    assert_exit(&out, 0);
+}
+
 #[test]
 fn bearer_tokens_go_only_to_the_registry_and_credentials_to_the_realm_as_basic() {
     let Some(hello) = util::nix_fixture("hello") else {
