@@ -13,14 +13,7 @@ use super::BoxError;
 
 /// Runs `nixlayer diff`.
 pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
-    let platform = match &args.platform {
-        Some(text) => Some(PlatformName::parse_option(text).ok_or_else(|| {
-            super::UsageError(format!(
-                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
-            ))
-        })?),
-        None => None,
-    };
+    let platform = super::platform_option(args.platform.as_deref())?;
     let old = read(&args.old, platform.as_ref(), printer)?;
     let new = read(&args.new, platform.as_ref(), printer)?;
     let d = diff::diff(&old, &new);

@@ -7,14 +7,14 @@ mod html;
 use std::io::Write as _;
 
 use nixlayer::closure::ClosureGraph;
-use nixlayer::manifest::{Layering, LoadedManifest, PlatformName};
+use nixlayer::manifest::{Layering, LoadedManifest};
 use nixlayer::ops::{self, settings};
 use nixlayer::plan::LayerPlan;
 use nixlayer::sink::{OutputError, OutputFile};
 
 use super::args::LayersArgs;
 use super::printer::Printer;
-use super::{printer, BoxError, UsageError};
+use super::{printer, BoxError};
 
 /// Runs `nixlayer layers`.
 pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
@@ -78,27 +78,11 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
 /// manifest does not describe it); without it the manifest itself, whose
 /// top-level platform is planned, as `diff` compares it.
 fn platform(loaded: LoadedManifest, wanted: Option<&str>) -> Result<LoadedManifest, BoxError> {
-    let Some(text) = wanted else {
+    let Some(wanted) = super::platform_option(wanted)? else {
         return Ok(loaded);
     };
-    let wanted = PlatformName::parse_option(text).ok_or_else(|| {
-        UsageError(format!(
-            "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
-        ))
-    })?;
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
-    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
-    manifests
-        .into_iter()
-        .find(|(n, _)| n.is_same_platform(&wanted))
-        .map(|(_, one)| one)
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--platform `{wanted}` is not in the manifest, which describes {}",
-                names.join(", ")
-            ))
-            .into()
-        })
+    Ok(super::the_platform(manifests, &wanted)?)
 }
 
 /// A planning error that is the pipeline's fault, pointed at the

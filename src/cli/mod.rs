@@ -789,16 +789,7 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
         Some("oci-archive") => merge::MergeFormat::OciArchive,
         Some(_) => merge::MergeFormat::OciLayout,
     };
-    let platform = match &args.platform {
-        Some(text) => Some(
-            nixlayer::manifest::PlatformName::parse_option(text).ok_or_else(|| {
-                UsageError(format!(
-                    "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
-                ))
-            })?,
-        ),
-        None => None,
-    };
+    let platform = platform_option(args.platform.as_deref())?;
     if format != merge::MergeFormat::DockerArchive
         && (args.compression.is_some() || args.level.is_some())
     {
@@ -1176,17 +1167,7 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
         // The one line a deploy step captures to pin the digest.
         printer.data(pinned.as_bytes())?;
     }
-    let also: String = pushed
-        .tags
-        .iter()
-        .skip(1)
-        .map(|t| format!(", :{t}"))
-        .collect();
-    let mounted = if counts.mounted > 0 {
-        format!(", {} mounted from another repository", counts.mounted)
-    } else {
-        String::new()
-    };
+    let (also, mounted) = summary_extras(&pushed.tags, counts.mounted);
     printer.info(&format!(
         "pushed {reference}{also} ({manifest_digest}, {} layer{}) in {}; {} blob{} uploaded ({}){mounted}, {} already present ({} layer{} from the cache)",
         summary.layers.len(),
@@ -1451,6 +1432,52 @@ enum Chosen {
     All(Vec<(LoadedManifest, settings::ResolvedBuild)>),
 }
 
+/// What a push's summary line adds to the reference: the other tags
+/// (`, :b`) and the blobs mounted from another repository, if any.
+fn summary_extras(tags: &[String], mounted: usize) -> (String, String) {
+    let also = tags.iter().skip(1).map(|t| format!(", :{t}")).collect();
+    let mounted = if mounted > 0 {
+        format!(", {mounted} mounted from another repository")
+    } else {
+        String::new()
+    };
+    (also, mounted)
+}
+
+/// `--platform TEXT` read as docker names platforms (a usage error when
+/// it is not one); `None` without the option.
+fn platform_option(
+    text: Option<&str>,
+) -> Result<Option<nixlayer::manifest::PlatformName>, UsageError> {
+    text.map(|text| {
+        nixlayer::manifest::PlatformName::parse_option(text).ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// The manifest of the platform `wanted` among a manifest's `platforms`
+/// (a usage error naming those it describes when it is not one of them).
+fn the_platform(
+    platforms: Vec<(nixlayer::manifest::PlatformName, LoadedManifest)>,
+    wanted: &nixlayer::manifest::PlatformName,
+) -> Result<LoadedManifest, UsageError> {
+    let names: Vec<String> = platforms.iter().map(|(n, _)| n.to_string()).collect();
+    platforms
+        .into_iter()
+        .find(|(n, _)| n.is_same_platform(wanted))
+        .map(|(_, one)| one)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--platform `{wanted}` is not in the manifest, which describes {}",
+                names.join(", ")
+            ))
+        })
+}
+
 /// Picks the platform(s) to build: all of a multi-platform manifest for an
 /// OCI output, else the one `--platform` names (a docker-archive or rootfs
 /// holds one image, so it must be named).
@@ -1459,35 +1486,18 @@ fn choose_platform(
     loaded: &LoadedManifest,
     env: &settings::Environment,
 ) -> Result<Chosen, BoxError> {
-    use nixlayer::manifest::PlatformName;
-    let wanted = match &args.platform {
-        Some(text) => Some(PlatformName::parse_option(text).ok_or_else(|| {
-            UsageError(format!(
-                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
-            ))
-        })?),
-        None => None,
-    };
+    let wanted = platform_option(args.platform.as_deref())?;
     if !loaded.is_multi_platform() && wanted.is_none() {
         let command = settings::resolve_build(loaded, &overrides(args), env)?;
         return Ok(Chosen::One(Box::new(loaded.clone()), Box::new(command)));
     }
     let manifests = loaded.platform_manifests(settings::host_architecture())?;
-    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
     if let Some(wanted) = wanted {
-        let Some((_, one)) = manifests
-            .into_iter()
-            .find(|(n, _)| n.is_same_platform(&wanted))
-        else {
-            return Err(UsageError(format!(
-                "--platform `{wanted}` is not in the manifest, which describes {}",
-                names.join(", ")
-            ))
-            .into());
-        };
+        let one = the_platform(manifests, &wanted)?;
         let command = settings::resolve_build(&one, &overrides(args), env)?;
         return Ok(Chosen::One(Box::new(one), Box::new(command)));
     }
+    let names: Vec<String> = manifests.iter().map(|(n, _)| n.to_string()).collect();
     let mut all = Vec::with_capacity(manifests.len());
     for (_, one) in manifests {
         let command = settings::resolve_build(&one, &overrides(args), env)?;
@@ -1722,17 +1732,7 @@ fn run_push_platforms(
     }
     let names: Vec<String> = all.iter().map(|(n, _)| n.to_string()).collect();
     // The same tags and counts as a single image's line.
-    let also: String = pushed
-        .tags
-        .iter()
-        .skip(1)
-        .map(|t| format!(", :{t}"))
-        .collect();
-    let mounted = if counts.mounted > 0 {
-        format!(", {} mounted from another repository", counts.mounted)
-    } else {
-        String::new()
-    };
+    let (also, mounted) = summary_extras(&pushed.tags, counts.mounted);
     printer.info(&format!(
         "pushed {}{also} (image index of {}) in {}; {} blob{} uploaded ({}){mounted}, {} already present",
         pushed.reference,

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use nixlayer::manifest::{LoadedManifest, PlatformName};
+use nixlayer::manifest::LoadedManifest;
 use nixlayer::ops::{self, settings};
 use nixlayer::sbom::SbomFormat;
 use nixlayer::sink::{OutputError, OutputFile};
@@ -75,14 +75,7 @@ pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
 /// itself, or of a manifest with `[[platforms]]` the one `--platform`
 /// names (a usage error without it).
 fn one_platform(loaded: &LoadedManifest, wanted: Option<&str>) -> Result<LoadedManifest, BoxError> {
-    let wanted = match wanted {
-        Some(text) => Some(PlatformName::parse_option(text).ok_or_else(|| {
-            UsageError(format!(
-                "--platform `{text}` is not `[linux/]ARCH[/VARIANT]`"
-            ))
-        })?),
-        None => None,
-    };
+    let wanted = super::platform_option(wanted)?;
     if !loaded.is_multi_platform() && wanted.is_none() {
         return Ok(loaded.clone());
     }
@@ -96,17 +89,7 @@ fn one_platform(loaded: &LoadedManifest, wanted: Option<&str>) -> Result<LoadedM
         ))
         .into());
     };
-    manifests
-        .into_iter()
-        .find(|(n, _)| n.is_same_platform(&wanted))
-        .map(|(_, one)| one)
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--platform `{wanted}` is not in the manifest, which describes {}",
-                names.join(", ")
-            ))
-            .into()
-        })
+    Ok(super::the_platform(manifests, &wanted)?)
 }
 
 /// Writes `bytes` to `path` through a temporary file renamed into place.
