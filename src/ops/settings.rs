@@ -191,10 +191,12 @@ impl Environment {
         let Some(epoch) = &self.source_date_epoch else {
             return Ok(None);
         };
-        epoch
-            .trim()
-            .parse::<u64>()
-            .ok()
+        // Digits only, as `date +%s` writes them (the reproducible builds
+        // definition): `u64`'s parse would also take a sign (`+5`).
+        let digits = epoch.trim();
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
             .and_then(|seconds| Time::from_seconds(seconds, 0))
             .map(Some)
             .ok_or_else(|| Error::Environment {
