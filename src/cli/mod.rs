@@ -853,7 +853,13 @@ fn run_merge(args: &MergeArgs, printer: Printer) -> Result<(), BoxError> {
             }
             Ok(summary)
         });
-        on_closed_pipe(merged, &format!("`{}`", path.display()))?
+        // `-o -` writes through `/dev/stdout`: its reader is stdout.
+        let reader = if path == Path::new("/dev/stdout") {
+            "stdout".to_owned()
+        } else {
+            format!("`{}`", path.display())
+        };
+        on_closed_pipe(merged, &reader)?
     };
     if args.json {
         let docker = format == merge::MergeFormat::DockerArchive;

@@ -865,6 +865,31 @@ fn a_closed_pipe_is_reported_with_status_141() {
         stderr.contains("closed before the image was complete"),
         "{stderr}"
     );
+
+    // `merge -o -` names stdout too, not the `/dev/stdout` it writes
+    // through.
+    let image = tmp.path().join("image.tar");
+    run(
+        nixlayer()
+            .arg("build")
+            .arg(&manifest)
+            .args(["--no-cache", "-q", "-o"])
+            .arg(&image),
+        0,
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" merge \"$1\" -o - | head -c 100 >/dev/null")
+        .arg(nixlayer().get_program())
+        .arg(&image)
+        .env("XDG_CACHE_HOME", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: stdout was closed before the image was complete"),
+        "{stderr}"
+    );
 }
 
 /// A file of the closure in [`example_copy`]'s store copy under `dir`.
