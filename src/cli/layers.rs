@@ -123,6 +123,12 @@ pub(super) fn locate(loaded: &LoadedManifest, err: ops::Error) -> BoxError {
             Some(span) => loaded.error_at(span, err.to_string(), None).into(),
             None => err.into(),
         },
+        // A store path registered without its whole closure: at
+        // `include_nix_db`.
+        (ops::Error::NixDbIncomplete { .. }, _) => match &loaded.manifest.closure.include_nix_db {
+            Some(on) => loaded.error_at(on.span(), err.to_string(), None).into(),
+            None => err.into(),
+        },
         // A base image that leaves no layer for the store: at `max_layers`.
         (ops::Error::Budget { .. }, _) => match &loaded.manifest.max_layers {
             Some(max) => loaded.error_at(max.span(), err.to_string(), None).into(),

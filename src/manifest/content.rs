@@ -623,7 +623,14 @@ mod tests {
         assert_eq!(c.files[0].mode, 0o600);
         assert_eq!(c.dirs, [("/tmp".to_owned(), 0o1777)]);
         assert_eq!(c.permissions[0].uid, Some(1));
-        assert_eq!(m.manifest.closure.include_nix_db, Some(true));
+        assert_eq!(
+            m.manifest
+                .closure
+                .include_nix_db
+                .as_ref()
+                .map(|on| *on.get_ref()),
+            Some(true)
+        );
     }
 
     #[test]

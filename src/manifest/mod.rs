@@ -179,8 +179,9 @@ pub struct ClosureSection {
     pub exclude: Vec<Spanned<String>>,
     /// Default true; false: no store path enters the image.
     pub include_store_paths: Option<bool>,
-    /// Default false; true: the Nix database of SPEC §5.
-    pub include_nix_db: Option<bool>,
+    /// Default false; true: the Nix database of SPEC §5 (spanned: an
+    /// error found while building, a partial closure, points at it).
+    pub include_nix_db: Option<Spanned<bool>>,
     /// A binary cache's signing keys (`name:base64`, Nix's format).
     #[serde(default)]
     pub trusted_public_keys: Vec<Spanned<String>>,

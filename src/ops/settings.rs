@@ -696,7 +696,11 @@ fn resolve_content(
                 .collect(),
         ),
         include_store_paths: m.closure.include_store_paths.unwrap_or(true),
-        include_nix_db: m.closure.include_nix_db.unwrap_or(false),
+        include_nix_db: m
+            .closure
+            .include_nix_db
+            .as_ref()
+            .is_some_and(|on| *on.get_ref()),
         base,
         base_pull,
         accounts: loaded.accounts()?,

@@ -766,13 +766,23 @@ fn nix_db_with_an_excluded_reference_is_an_error() {
     let tmp = util::temp_dir();
     let greeting = "/nix/store/7nfhipmb7k7l7rfafbnansncz9730ygj-example-greeting-1.0";
     let extra = format!("exclude = [\"{greeting}\"]\ninclude_nix_db = true\n");
-    let first = fails(tmp.path(), &example(tmp.path(), "", &extra));
+    let manifest = example(tmp.path(), "", &extra);
+    let first = fails(tmp.path(), &manifest);
     assert!(
         first.contains("`include_nix_db`")
             && first.contains("example-site-2.1` refers to")
             && first.contains(greeting),
         "{first}"
     );
+    // At `include_nix_db = true` (it named no line).
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("include_nix_db"))
+        .unwrap()
+        + 1;
+    let at = format!("{}:{line}:18: ", manifest.display());
+    assert!(first.contains(&at), "{first:?} should point at {at}");
     // Without the exclusion the same database builds.
     let whole = example(tmp.path(), "", "include_nix_db = true\n");
     run(
