@@ -277,7 +277,7 @@ impl LoadedManifest {
                     });
                 return Err(self.error_at(
                     arch.span(),
-                    format!("`{word}` is not an OCI architecture"),
+                    format!("`{}` is not an OCI architecture", word.escape_debug()),
                     Some(hint),
                 ));
             }
@@ -298,7 +298,7 @@ impl LoadedManifest {
                 };
                 return Err(self.error_at(
                     os.span(),
-                    format!("`{word}` is not an OCI operating system"),
+                    format!("`{}` is not an OCI operating system", word.escape_debug()),
                     Some(hint),
                 ));
             }
@@ -635,7 +635,13 @@ impl LoadedManifest {
             Some(near) => format!("did you mean `{near}`?"),
             None => format!("`{key}` is one of {}", one_of(valid)),
         };
-        self.error_at(span, format!("unknown `{key}` value `{value}`"), Some(hint))
+        // The value is the manifest's, escaped: a newline in it would break
+        // the one-line error.
+        self.error_at(
+            span,
+            format!("unknown `{key}` value `{}`", value.escape_debug()),
+            Some(hint),
+        )
     }
 }
 

@@ -521,6 +521,20 @@ fn check_no_panic(text: &str) {
     }
 }
 
+/// A platform word or a string key's value holding a newline is quoted
+/// escaped: every manifest error is one line (found by
+/// `a_mangled_full_manifest_loads_or_fails_cleanly`: `os = "{&\nux"`).
+#[test]
+fn values_with_newlines_are_quoted_on_one_line() {
+    for (key, value) in [("os", "li\\nux"), ("architecture", "amd\\n64")] {
+        let (_, _, message, _) =
+            invalid(&format!("{key} = \"{value}\"\nname = \"a\"\n[closure]\n"));
+        assert!(message.contains("is not an OCI"), "{message:?}");
+        assert!(!message.contains('\n'), "{message:?}");
+        assert!(message.contains("\\n"), "{message:?}");
+    }
+}
+
 /// `[config]` values are checked against the OCI config's types at load,
 /// at the offending value (issue 9: they used to fail in `docker load`).
 #[test]
