@@ -431,6 +431,23 @@ mod tests {
         Stamp([i, 2, 3, 4, 5, 6, 7, 0o100_444])
     }
 
+    /// `bytes` put in `cache` as the NAR of `hash`, as a download does.
+    fn put(cache: &NarCache, hash: &NarHash, bytes: &[u8]) -> File {
+        let mut t = cache.temp().unwrap();
+        t.write_all(bytes).unwrap();
+        cache.insert(t, hash).unwrap()
+    }
+
+    /// The NAR `bytes` put in `cache` with its index written, as a
+    /// verified download leaves it: the file and its size.
+    fn put_indexed(cache: &NarCache, hash: &NarHash, bytes: &[u8]) -> (File, u64) {
+        let size = bytes.len() as u64;
+        let file = put(cache, hash, bytes);
+        let index = NarIndex::read(bytes).unwrap();
+        cache.write_index(&file, hash, size, &index);
+        (file, size)
+    }
+
     /// An index file gives back the index under the same NAR and stamp,
     /// and nothing under another stamp, hash or size, or once any byte of
     /// it changed or it was cut short.
@@ -475,13 +492,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = NarCache::new(dir.path().to_owned(), u64::MAX);
         let bytes = nar(&tree());
-        let size = bytes.len() as u64;
         let hash = NarHash([3; 32]);
-        let mut t = cache.temp().unwrap();
-        t.write_all(&bytes).unwrap();
-        let file = cache.insert(t, &hash).unwrap();
-        let index = NarIndex::read(bytes.as_slice()).unwrap();
-        cache.write_index(&file, &hash, size, &index);
+        let (_, size) = put_indexed(&cache, &hash, &bytes);
         let opened = cache.open(&hash).unwrap().unwrap();
         assert!(cache.index(&opened, &hash, size).is_some());
         let mtime = opened.metadata().unwrap().modified().unwrap();
@@ -509,13 +521,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = NarCache::new(dir.path().to_owned(), u64::MAX);
         let bytes = nar(&tree);
-        let size = bytes.len() as u64;
         let hash = NarHash([4; 32]);
-        let mut t = cache.temp().unwrap();
-        t.write_all(&bytes).unwrap();
-        let file = cache.insert(t, &hash).unwrap();
-        let index = NarIndex::read(bytes.as_slice()).unwrap();
-        cache.write_index(&file, &hash, size, &index);
+        let (file, size) = put_indexed(&cache, &hash, &bytes);
         let index_len = std::fs::metadata(cache.index_path(&hash)).unwrap().len();
         assert!(index_len > 4 * size, "{index_len} vs {size}");
         assert!(cache.index(&file, &hash, size).is_some());
@@ -588,9 +595,7 @@ mod tests {
         let cache = NarCache::new(dir.path().to_owned(), 25);
         let hash = |i: u8| NarHash([i; 32]);
         for i in 0..4u8 {
-            let mut t = cache.temp().unwrap();
-            t.write_all(&[i; 10]).unwrap();
-            let file = cache.insert(t, &hash(i)).unwrap();
+            let file = put(&cache, &hash(i), &[i; 10]);
             let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + u64::from(i));
             file.set_modified(when).unwrap();
         }
@@ -599,9 +604,7 @@ mod tests {
         let left: Vec<bool> = (0..4).map(|i| cache.path(&hash(i)).exists()).collect();
         assert_eq!(left, [true, false, false, true]);
         // Counted from then on: 10 more bytes (30) go over again.
-        let mut t = cache.temp().unwrap();
-        t.write_all(&[9; 10]).unwrap();
-        cache.insert(t, &hash(9)).unwrap();
+        put(&cache, &hash(9), &[9; 10]);
         cache.added(10, &keep).unwrap();
         assert!(!cache.path(&hash(3)).exists(), "the oldest not kept went");
         assert!(cache.open(&hash(9)).unwrap().is_some());
@@ -636,11 +639,7 @@ mod tests {
         let hash = |i: u8| NarHash([i; 32]);
         let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + s);
         for i in 0..3u8 {
-            let mut t = cache.temp().unwrap();
-            t.write_all(&[i; 10]).unwrap();
-            cache
-                .insert(t, &hash(i))
-                .unwrap()
+            put(&cache, &hash(i), &[i; 10])
                 .set_modified(at(u64::from(i)))
                 .unwrap();
             std::fs::write(cache.index_path(&hash(i)), [i; 5]).unwrap();
