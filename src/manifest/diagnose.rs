@@ -44,9 +44,25 @@ pub(super) fn invalid_at(
         path: path.to_path_buf(),
         line,
         column,
-        message,
+        message: one_line(message),
         hint,
     }
+}
+
+/// `message` with its line breaks escaped (`\n`): a manifest error is one
+/// line, however the value it quotes is written (`os = "li\nux"`). Other
+/// control characters are the printer's to escape, as for every error.
+fn one_line(message: String) -> String {
+    if !message.contains(['\n', '\r']) {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Where in the document an error span points.

@@ -277,7 +277,7 @@ impl LoadedManifest {
                     });
                 return Err(self.error_at(
                     arch.span(),
-                    format!("`{}` is not an OCI architecture", word.escape_debug()),
+                    format!("`{word}` is not an OCI architecture"),
                     Some(hint),
                 ));
             }
@@ -298,7 +298,7 @@ impl LoadedManifest {
                 };
                 return Err(self.error_at(
                     os.span(),
-                    format!("`{}` is not an OCI operating system", word.escape_debug()),
+                    format!("`{word}` is not an OCI operating system"),
                     Some(hint),
                 ));
             }
@@ -635,13 +635,7 @@ impl LoadedManifest {
             Some(near) => format!("did you mean `{near}`?"),
             None => format!("`{key}` is one of {}", one_of(valid)),
         };
-        // The value is the manifest's, escaped: a newline in it would break
-        // the one-line error.
-        self.error_at(
-            span,
-            format!("unknown `{key}` value `{}`", value.escape_debug()),
-            Some(hint),
-        )
+        self.error_at(span, format!("unknown `{key}` value `{value}`"), Some(hint))
     }
 }
 
