@@ -123,6 +123,9 @@ pub struct BaseLayer {
     pub size: u64,
     /// Its name in the base image (archive member or blob), for history.
     pub member: String,
+    /// The store paths the base's own history lists for it (an image
+    /// nixlayer or nixpkgs built; none for others), for `diff`.
+    pub store_paths: Vec<String>,
     /// Where and what it is in the archive (its stored digest, if any).
     source: archive::Layer,
 }
@@ -286,6 +289,7 @@ impl BaseImage {
                 Error::malformed(path, "its config's `Env` is not a list of strings")
             })?,
         };
+        let mut history = super::history_store_paths(&config);
         let mut layers = Vec::with_capacity(image.layers.len());
         // A layer listed again (an image with two identical layers, or a
         // hostile one listing a big layer thousands of times) is read and
@@ -298,6 +302,10 @@ impl BaseImage {
                 })?,
                 size: 0,
                 member: layer.location.clone(),
+                store_paths: history
+                    .get_mut(layers.len())
+                    .map(std::mem::take)
+                    .unwrap_or_default(),
                 source: layer.clone(),
             };
             let key = (layer.source.location.clone(), layer.diff_id);

@@ -146,13 +146,17 @@ pub fn from_settings_stored(
             }
         };
         let (digest, blob_size) = blob.unwrap_or((tar.diff_id, tar.size));
-        // A base image's layers name no store path (its history comment
-        // names the member, which `from_archive` skips too).
-        let store_paths = layer
-            .store_paths()
-            .iter()
-            .map(|p| p.as_str().to_owned())
-            .collect();
+        // A base layer's paths are those the base's own history lists:
+        // the built image's history names the base's member instead, but
+        // a diff against the base must not call them removed.
+        let store_paths = match &layer.content {
+            super::LayerContent::Base(base, i) => base.layers[*i].store_paths.clone(),
+            _ => layer
+                .store_paths()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+        };
         layers.push(DiffLayer {
             diff_id: tar.diff_id,
             digest,
@@ -224,17 +228,7 @@ pub fn from_archive(
         });
     };
     let config = image.config_value().unwrap_or(Value::Null);
-    // History entries that made a layer, in order (empty_layer ones made none).
-    let comments: Vec<Option<&str>> = config
-        .get("history")
-        .and_then(Value::as_array)
-        .map(|h| {
-            h.iter()
-                .filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true))
-                .map(|e| e.get("comment").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut history = crate::image::history_store_paths(&config);
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
         let diff_id = layer.diff_id.ok_or_else(|| DiffError::NoDiffId {
@@ -245,11 +239,9 @@ pub fn from_archive(
             diff_id,
             digest: layer.digest.unwrap_or(diff_id),
             blob_size: layer.size,
-            store_paths: comments
-                .get(index)
-                .copied()
-                .flatten()
-                .map(parse_comment)
+            store_paths: history
+                .get_mut(index)
+                .map(std::mem::take)
                 .unwrap_or_default(),
         });
     }
@@ -280,23 +272,6 @@ pub fn from_archive(
         manifest_digest: Digest::of(&manifest),
         config,
     })
-}
-
-/// The store paths of a history comment `store paths: ['/nix/store/…', …]`
-/// ([`crate::image::store_layer_comment`]); none for any other comment.
-/// Hand-written: the format is ours, a quoted list no parser crate reads.
-fn parse_comment(comment: &str) -> Vec<String> {
-    let Some(list) = comment
-        .strip_prefix("store paths: [")
-        .and_then(|rest| rest.strip_suffix(']'))
-    else {
-        return Vec::new();
-    };
-    list.split(", ")
-        .filter_map(|item| item.strip_prefix('\'')?.strip_suffix('\''))
-        .filter(|p| p.starts_with('/'))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A store path whose name stayed and whose hash changed.
@@ -437,14 +412,37 @@ fn config_changes(old: &Value, new: &Value) -> Vec<String> {
 /// Compares `old` with `new`.
 #[must_use]
 pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
-    let paths = |image: &DiffImage| -> BTreeSet<String> {
+    // A layer is its diff_id: where one side lists no paths for it (an
+    // image built on a base names the base's member in its history, not
+    // the base's paths) and the other side does, they are the same paths.
+    let known: BTreeMap<Digest, &Vec<String>> = old
+        .layers
+        .iter()
+        .chain(&new.layers)
+        .filter(|l| !l.store_paths.is_empty())
+        .map(|l| (l.diff_id, &l.store_paths))
+        .collect();
+    let filled = |image: &DiffImage| -> Vec<DiffLayer> {
         image
             .layers
+            .iter()
+            .map(|l| match known.get(&l.diff_id) {
+                Some(paths) if l.store_paths.is_empty() => DiffLayer {
+                    store_paths: (*paths).clone(),
+                    ..l.clone()
+                },
+                _ => l.clone(),
+            })
+            .collect()
+    };
+    let (old_layers, new_layers) = (filled(old), filled(new));
+    let paths = |layers: &[DiffLayer]| -> BTreeSet<String> {
+        layers
             .iter()
             .flat_map(|l| l.store_paths.iter().cloned())
             .collect()
     };
-    let (old_paths, new_paths) = (paths(old), paths(new));
+    let (old_paths, new_paths) = (paths(&old_layers), paths(&new_layers));
     // Group what differs by name; same-name pairs are changes, the rest
     // (a name with more versions on one side) added or removed.
     let mut by_name: BTreeMap<&str, (Vec<&String>, Vec<&String>)> = BTreeMap::new();
@@ -469,11 +467,11 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
     added.sort();
     removed.sort();
 
-    let old_ids: BTreeSet<Digest> = old.layers.iter().map(|l| l.diff_id).collect();
-    let new_ids: BTreeSet<Digest> = new.layers.iter().map(|l| l.diff_id).collect();
+    let old_ids: BTreeSet<Digest> = old_layers.iter().map(|l| l.diff_id).collect();
+    let new_ids: BTreeSet<Digest> = new_layers.iter().map(|l| l.diff_id).collect();
     let mut seen = BTreeSet::new();
     let (mut kept, mut added_layers) = (Vec::new(), Vec::new());
-    for l in &new.layers {
+    for l in &new_layers {
         // A layer twice in one image is stored and sent once.
         if !seen.insert(l.diff_id) {
             continue;
@@ -486,15 +484,14 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
     }
     // A registry stores blobs by digest: a kept layer whose blob the old
     // image lacks (another compression) is sent again.
-    let old_blobs: BTreeSet<Digest> = old.layers.iter().map(|l| l.digest).collect();
+    let old_blobs: BTreeSet<Digest> = old_layers.iter().map(|l| l.digest).collect();
     let kept_reblobbed = kept
         .iter()
         .filter(|l| !old_blobs.contains(&l.digest))
         .cloned()
         .collect();
     let mut seen = BTreeSet::new();
-    let dropped_layers = old
-        .layers
+    let dropped_layers = old_layers
         .iter()
         .filter(|l| !new_ids.contains(&l.diff_id) && seen.insert(l.diff_id))
         .cloned()
@@ -533,17 +530,6 @@ mod tests {
             blob_size: u64::from(n) * 100,
             store_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         }
-    }
-
-    #[test]
-    fn comments_parse() {
-        assert_eq!(
-            parse_comment("store paths: ['/nix/store/a-x', '/nix/store/b-y']"),
-            ["/nix/store/a-x", "/nix/store/b-y"]
-        );
-        assert!(parse_comment("customisation layer").is_empty());
-        assert!(parse_comment("store paths: [").is_empty());
-        assert!(parse_comment("store paths: ['']").is_empty());
     }
 
     #[test]
@@ -615,10 +601,29 @@ mod tests {
         assert_eq!(d.push_bytes(), 7 + 20);
     }
 
+    /// A layer one side lists no paths for (an image built on a base names
+    /// the base's member) holds the paths the other side lists for it.
+    #[test]
+    fn a_layer_without_paths_takes_the_other_sides() {
+        let base = DiffImage {
+            layers: vec![layer(1, &["/nix/store/aaa-lib-1"])],
+            config_size: 10,
+            manifest_size: 20,
+            config: json!({}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
+        };
+        let mut top = base.clone();
+        top.layers = vec![layer(1, &[]), layer(2, &[])];
+        for d in [diff(&base, &top), diff(&top, &base)] {
+            assert!(d.removed.is_empty() && d.added.is_empty(), "{d:?}");
+            assert_eq!(d.kept, [base.layers[0].clone()]);
+        }
+    }
+
     proptest::proptest! {
         #[test]
-        fn comment_parser_never_panics(s in ".*") {
-            let _ = parse_comment(&s);
+        fn path_name_never_panics(s in ".*") {
             let _ = path_name(&s);
         }
     }

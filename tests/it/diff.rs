@@ -345,3 +345,77 @@ fn bad_inputs_are_named() {
     assert!(err.contains("junk.tar"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// An image built on a base, against that base: the base's layers are
+/// kept with the base's store paths, none of which is removed, and only
+/// the top's own layer is added — whether the new side is the manifest or
+/// the image built from it, plain or gzip. Its base layers' history names
+/// the base's members, so the base's paths were all reported removed.
+#[test]
+fn an_image_on_a_base_keeps_the_base_paths() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    for (base, extra, output) in [
+        ("base.tar", &[][..], ""),
+        (
+            "base-gz",
+            &["--format", "oci-layout", "--compression", "gzip"][..],
+            "[output]\nformat = \"oci-layout\"\ncompression = \"gzip\"\n",
+        ),
+    ] {
+        let base = tmp.path().join(base);
+        build(&manifest, &base, extra);
+        let top = util::write(
+            tmp.path(),
+            "top.toml",
+            &format!(
+                r#"name = "nixlayer-test/diff-top"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+[base]
+image = "{}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+{output}"#,
+                base.display()
+            ),
+        );
+        let built = tmp.path().join("top-built");
+        let _ = std::fs::remove_dir_all(&built);
+        let _ = std::fs::remove_file(&built);
+        build(&top, &built, extra);
+        let base_doc = diff_json(&manifest, &base);
+        let base_layers = base_doc["layers"]["kept"].as_array().unwrap().clone();
+        assert_eq!(base_layers.len(), 3, "{base_doc}");
+        for (old, new) in [(&base, &top), (&base, &built), (&built, &base)] {
+            let doc = diff_json(old, new);
+            let paths = &doc["store_paths"];
+            let none = serde_json::json!([]);
+            let what = format!("{} -> {}: {doc}", old.display(), new.display());
+            assert_eq!(paths["removed"], none, "{what}");
+            assert_eq!(paths["added"], none, "{what}");
+            assert_eq!(paths["changed"], none, "{what}");
+            // The base's layers, each with its path, blobs and all.
+            assert_eq!(
+                doc["layers"]["kept"],
+                serde_json::json!(base_layers),
+                "{what}"
+            );
+            assert_eq!(doc["layers"]["kept_other_blob"], none, "{what}");
+            let moved = if new == &base { "dropped" } else { "added" };
+            let top_layer = doc["layers"][moved].as_array().unwrap();
+            assert_eq!(top_layer.len(), 1, "{what}");
+            assert_eq!(top_layer[0]["store_paths"], none, "{what}");
+        }
+        let out = run(nixlayer().arg("diff").arg(&base).arg(&built), 0);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.starts_with("store paths: 0 added, 0 removed, 0 changed\nlayers: 3 kept, 1 added"),
+            "{text}"
+        );
+        assert_eq!(text.matches(" 1 path\n").count(), 3, "{text}");
+    }
+}
