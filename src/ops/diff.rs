@@ -235,9 +235,19 @@ pub fn from_archive(
             path: path.to_owned(),
             index,
         })?;
+        // A docker-archive records no digest: a plain tar's is its
+        // diff_id, but a compressed member's (docker loads gzip members)
+        // is that of its bytes, which are read for it.
+        let digest = match layer.digest {
+            Some(digest) => digest,
+            None if layer.media_type == crate::codec::Compression::None.layer_media_type() => {
+                diff_id
+            }
+            None => archive.verify_blob(layer)?.digest,
+        };
         layers.push(DiffLayer {
             diff_id,
-            digest: layer.digest.unwrap_or(diff_id),
+            digest,
             blob_size: layer.size,
             store_paths: history
                 .get_mut(index)

@@ -419,3 +419,64 @@ text = "top\n"
         assert_eq!(text.matches(" 1 path\n").count(), 3, "{text}");
     }
 }
+
+/// A docker-archive whose layer members are gzip (docker loads them):
+/// each blob is its gzip bytes, not the tar the diff_id names, so against
+/// the plain archive its layers are stored another way and pushed. Its
+/// digests were taken to be the diff_ids: "3 kept", nothing to push.
+#[test]
+fn gzip_members_of_a_docker_archive_are_other_blobs() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain.tar");
+    build(&manifest, &plain, &[]);
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    util::tool(
+        "tar",
+        &["-xf", plain.to_str().unwrap(), "-C", tree.to_str().unwrap()],
+    );
+    let manifest_json: Value =
+        serde_json::from_slice(&std::fs::read(tree.join("manifest.json")).unwrap()).unwrap();
+    let members: Vec<&str> = manifest_json[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 3);
+    let (mut gzip_digests, mut tar_bytes) = (Vec::new(), 0);
+    for member in &members {
+        let path = tree.join(member);
+        tar_bytes += std::fs::metadata(&path).unwrap().len();
+        let gz = util::tool("gzip", &["-n", "-c", path.to_str().unwrap()]);
+        std::fs::write(&path, gz).unwrap();
+        let sum = util::tool("sha256sum", &[path.to_str().unwrap()]);
+        let hex = String::from_utf8(sum).unwrap()[..64].to_owned();
+        gzip_digests.push(format!("sha256:{hex}"));
+    }
+    let gzipped = tmp.path().join("gzipped.tar");
+    util::tool(
+        "tar",
+        &[
+            "-cf",
+            gzipped.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let doc = diff_json(&plain, &gzipped);
+    let kept: Vec<&str> = doc["layers"]["kept_other_blob"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, gzip_digests, "{doc}");
+    assert!(doc["bytes"]["layers"].as_u64().unwrap() > 0, "{doc}");
+    // The other way round, the plain tars are the blobs pushed.
+    let doc = diff_json(&gzipped, &plain);
+    assert_eq!(ids(&doc, "kept_other_blob").len(), 3, "{doc}");
+    assert_eq!(doc["bytes"]["layers"], tar_bytes, "{doc}");
+}
