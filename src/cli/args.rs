@@ -71,7 +71,8 @@ pub(crate) struct SbomArgs {
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
     /// The old image: a manifest (`*.toml`), a docker-archive (any
-    /// compression), an OCI archive or an OCI layout directory.
+    /// compression), an OCI archive or an OCI layout directory; of one
+    /// holding several tags, `PATH:NAME` picks one (`layout:1`).
     pub(crate) old: PathBuf,
     /// The new image, of any of the same kinds.
     pub(crate) new: PathBuf,

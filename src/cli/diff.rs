@@ -1,7 +1,7 @@
 //! `nixlayer diff OLD NEW`: what an update from one image to another
 //! changes and moves, as a table or as JSON ([`nixlayer::ops::diff`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nixlayer::manifest::{LoadedManifest, PlatformName};
 use nixlayer::ops::diff::{self, DiffImage, DiffLayer, ImageDiff};
@@ -28,11 +28,20 @@ pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
 /// One side: a manifest (by its `.toml` name) planned like `build`, else
 /// an image archive or layout.
 fn read(
-    path: &Path,
+    arg: &Path,
     platform: Option<&PlatformName>,
     printer: Printer,
 ) -> Result<DiffImage, BoxError> {
+    let (path, reference) = split_reference(arg);
+    let path = path.as_path();
     if path.extension().is_some_and(|e| e == "toml") {
+        if reference.is_some() {
+            return Err(super::UsageError(format!(
+                "`{}`: a manifest describes one image (of each platform); `:NAME` picks one of an archive or layout",
+                arg.display()
+            ))
+            .into());
+        }
         let mut loaded = LoadedManifest::load(path)?;
         if loaded.is_multi_platform() || platform.is_some() {
             // One platform's manifest: `--platform`'s, else the default
@@ -78,8 +87,33 @@ fn read(
                 .map_err(|e| super::layers::locate(&loaded, e))?,
         )
     } else {
-        Ok(diff::from_archive(path, platform)?)
+        Ok(diff::from_archive_named(
+            path,
+            reference.as_deref(),
+            platform,
+        )?)
     }
+}
+
+/// `PATH:NAME`, one image of an archive or layout holding several tags
+/// (as skopeo's `oci:PATH:NAME` and `docker-archive:PATH:NAME`): when
+/// the argument is no file, the part before a `:` that is one is the path
+/// and the rest the image's name. A file whose name has a `:` is itself.
+fn split_reference(arg: &Path) -> (PathBuf, Option<String>) {
+    let whole = (arg.to_owned(), None);
+    if arg.symlink_metadata().is_ok() {
+        return whole;
+    }
+    let Some(text) = arg.to_str() else {
+        return whole;
+    };
+    for (at, _) in text.match_indices(':') {
+        let (path, name) = (&text[..at], &text[at + 1..]);
+        if !path.is_empty() && !name.is_empty() && Path::new(path).symlink_metadata().is_ok() {
+            return (PathBuf::from(path), Some(name.to_owned()));
+        }
+    }
+    whole
 }
 
 fn short(layer: &DiffLayer) -> String {

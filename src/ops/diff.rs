@@ -60,15 +60,20 @@ pub enum DiffError {
     /// An archive or layout could not be read.
     #[error(transparent)]
     Archive(#[from] archive::Error),
-    /// The archive holds no image, or several.
-    #[error("`{}` holds {count} images{}; `diff` compares exactly one on each side{}", path.display(), platform.as_ref().map(|p| format!(" of platform `{p}`")).unwrap_or_default(), if platform.is_none() && *count > 1 { " (of an image index, choose one with `--platform ARCH[/VARIANT]`)" } else { "" })]
+    /// The archive holds no image, or several (of `platform`, named
+    /// `reference`).
+    #[error("`{}` holds {count} images{}{}; `diff` compares exactly one on each side{hint}", path.display(), platform.as_ref().map(|p| format!(" of platform `{p}`")).unwrap_or_default(), reference.as_ref().map(|r| format!(" named `{r}`")).unwrap_or_default())]
     ImageCount {
         /// The archive.
         path: std::path::PathBuf,
-        /// How many images it holds (of `platform`).
+        /// How many images it holds (of `platform`, named `reference`).
         count: usize,
         /// The platform asked for.
         platform: Option<String>,
+        /// The name asked for (`PATH:REF`).
+        reference: Option<String>,
+        /// The way to choose one, as ` (…)`, or nothing.
+        hint: String,
     },
     /// A layer has no diff_id in the config.
     #[error("`{}`: layer {index} has no diff_id in the image config", path.display())]
@@ -206,25 +211,117 @@ pub fn from_archive(
     path: &Path,
     platform: Option<&crate::manifest::PlatformName>,
 ) -> Result<DiffImage, DiffError> {
+    from_archive_named(path, None, platform)
+}
+
+/// The names an image of `archive` goes by: its docker `RepoTags` or OCI
+/// `ref.name`, and the full reference containerd records
+/// (`io.containerd.image.name`) on its descriptor or its `index.json`
+/// entry's.
+fn image_names(archive: &ImageArchive, image: &archive::Image) -> Vec<String> {
+    let full = |descriptor: Option<&Value>| {
+        descriptor?
+            .get("annotations")?
+            .get(oci::CONTAINERD_NAME)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut names = image.tags.clone();
+    let entry = archive.entries().get(image.entry).map(|e| &e.descriptor);
+    for name in [full(image.descriptor.as_ref()), full(entry)]
+        .into_iter()
+        .flatten()
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// [`from_archive`], of the images named `reference` (a docker `RepoTags`
+/// entry, an OCI `ref.name` or containerd image name, exactly) when given:
+/// one image of an archive or layout holding several tags.
+///
+/// # Errors
+/// As [`from_archive`]; also when no image, or several, go by `reference`.
+pub fn from_archive_named(
+    path: &Path,
+    reference: Option<&str>,
+    platform: Option<&crate::manifest::PlatformName>,
+) -> Result<DiffImage, DiffError> {
     let archive = ImageArchive::open(path)?;
-    // Of several images, the one of `platform` (without a variant, any of
-    // the architecture's, as a pull picks).
-    let fits = |i: &&archive::Image| {
-        let Some(wanted) = platform else { return true };
+    let platform_of = |i: &archive::Image| {
         let config = i.config_value().unwrap_or(Value::Null);
-        let name = crate::manifest::PlatformName {
+        crate::manifest::PlatformName {
             architecture: config["architecture"].as_str().unwrap_or("").to_owned(),
             variant: config["variant"].as_str().map(str::to_owned),
-        };
-        name.architecture == wanted.architecture
-            && (wanted.variant.is_none() || name.is_same_platform(wanted))
+        }
+    };
+    // Of several images, the one of `platform` (without a variant, any of
+    // the architecture's, as a pull picks) and of the name given.
+    let fits = |i: &&archive::Image| {
+        let platform_fits = platform.is_none_or(|wanted| {
+            let name = platform_of(i);
+            name.architecture == wanted.architecture
+                && (wanted.variant.is_none() || name.is_same_platform(wanted))
+        });
+        platform_fits && reference.is_none_or(|r| image_names(&archive, i).iter().any(|n| n == r))
     };
     let chosen: Vec<&archive::Image> = archive.images().iter().filter(fits).collect();
     let [image] = chosen[..] else {
+        // The ways out that would tell the images apart.
+        let mut ways = Vec::new();
+        let platforms: BTreeSet<String> =
+            chosen.iter().map(|i| platform_of(i).to_string()).collect();
+        if platform.is_none() && platforms.len() > 1 {
+            ways.push("with `--platform ARCH[/VARIANT]`".to_owned());
+        }
+        let all: Vec<String> = archive
+            .images()
+            .iter()
+            .flat_map(|i| image_names(&archive, i))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Names tell images apart unless they all go by the same ones (the
+        // platforms of one index); a name that matched none is answered
+        // with those there are.
+        let named: BTreeSet<Vec<String>> =
+            chosen.iter().map(|i| image_names(&archive, i)).collect();
+        let names_help = if reference.is_some() {
+            chosen.is_empty()
+        } else {
+            named.len() > 1
+        };
+        if names_help && !all.is_empty() {
+            // A few names make the point; a hostile archive may hold
+            // thousands.
+            const SHOWN: usize = 5;
+            let mut names: Vec<String> = all
+                .iter()
+                .take(SHOWN)
+                .map(|n| format!("`{}`", n.escape_debug()))
+                .collect();
+            if all.len() > SHOWN {
+                names.push(format!("{} more", all.len() - SHOWN));
+            }
+            ways.push(format!(
+                "as `{}:NAME`, of {}",
+                path.display(),
+                names.join(", ")
+            ));
+        }
         return Err(DiffError::ImageCount {
             path: path.to_owned(),
             count: chosen.len(),
             platform: platform.map(ToString::to_string),
+            reference: reference.map(str::to_owned),
+            hint: if ways.is_empty() {
+                String::new()
+            } else {
+                format!(" (choose one {})", ways.join(", or "))
+            },
         });
     };
     let config = image.config_value().unwrap_or(Value::Null);

@@ -480,3 +480,52 @@ fn gzip_members_of_a_docker_archive_are_other_blobs() {
     assert_eq!(ids(&doc, "kept_other_blob").len(), 3, "{doc}");
     assert_eq!(doc["bytes"]["layers"], tar_bytes, "{doc}");
 }
+
+/// One image of a layout holding several tags is named as `PATH:NAME`
+/// (its `ref.name`, or the full name), as skopeo's `oci:PATH:NAME`; the
+/// layout alone is refused with its names, not with `--platform` (the
+/// images are of one platform, so that hint led nowhere). A file whose
+/// name has a `:` is still itself.
+#[test]
+fn one_image_of_several_tags_is_named() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("old"), "auto", false);
+    let changed = example(&tmp.path().join("new"), "auto", true);
+    let layout = tmp.path().join("layout");
+    build(&manifest, &layout, &["--format", "oci-layout"]);
+    build(
+        &changed,
+        &layout,
+        &["--format", "oci-layout", "--tag", "nixlayer-test/diff:2"],
+    );
+    let planned = diff_json(&manifest, &changed);
+    let side = |name: &str| PathBuf::from(format!("{}:{name}", layout.display()));
+    for (old, new) in [("1", "2"), ("nixlayer-test/diff:1", "nixlayer-test/diff:2")] {
+        let doc = diff_json(&side(old), &side(new));
+        assert_eq!(doc["store_paths"], planned["store_paths"], "{doc}");
+        assert_eq!(doc["bytes"], planned["bytes"], "{doc}");
+    }
+    let out = run(nixlayer().arg("diff").arg(&layout).arg(&changed), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds 2 images")
+            && stderr.contains(&format!("as `{}:NAME`, of `1`, `2`", layout.display()))
+            && !stderr.contains("--platform"),
+        "{stderr}"
+    );
+    let out = run(nixlayer().arg("diff").arg(side("3")).arg(&changed), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds 0 images named `3`"), "{stderr}");
+    // A manifest names no image; a file with a `:` in its name is itself.
+    let out = run(
+        nixlayer()
+            .arg("diff")
+            .arg(format!("{}:1", manifest.display()))
+            .arg(&changed),
+        2,
+    );
+    assert!(out.stdout.is_empty());
+    let colon = tmp.path().join("a:1.tar");
+    build(&manifest, &colon, &[]);
+    assert_eq!(diff_json(&colon, &manifest)["bytes"]["push"], 0);
+}
