@@ -20,7 +20,9 @@ pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
     if args.json {
         printer.data(&nixlayer::oci::canonical_json(&d.to_json()))?;
     } else {
-        printer.data(table(&d).as_bytes())?;
+        // Store paths come from the archives' histories: hostile input,
+        // whose escape sequences must not reach the terminal.
+        printer.data(super::diagnostics::printable(&table(&d)).as_bytes())?;
     }
     Ok(())
 }

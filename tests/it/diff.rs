@@ -529,3 +529,50 @@ fn one_image_of_several_tags_is_named() {
     build(&manifest, &colon, &[]);
     assert_eq!(diff_json(&colon, &manifest)["bytes"]["push"], 0);
 }
+
+/// A store path from a hostile archive's history (ESC ] 0;x BEL retitles
+/// a terminal, ESC [2J clears it) is printed escaped by the table, as
+/// `inspect` and errors print it; it reached the terminal raw.
+#[test]
+fn escape_sequences_in_history_never_reach_the_terminal() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain.tar");
+    build(&manifest, &plain, &[]);
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    util::tool(
+        "tar",
+        &["-xf", plain.to_str().unwrap(), "-C", tree.to_str().unwrap()],
+    );
+    let mut list: Value =
+        serde_json::from_slice(&std::fs::read(tree.join("manifest.json")).unwrap()).unwrap();
+    let config_name = list[0]["Config"].as_str().unwrap().to_owned();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(tree.join(&config_name)).unwrap()).unwrap();
+    config["history"][0]["comment"] =
+        Value::from("store paths: ['/nix/store/aaa-x\u{1b}]0;x\u{7}\u{1b}[2J']");
+    // Named otherwise than by its digest (tools may), so no name to match.
+    std::fs::remove_file(tree.join(&config_name)).unwrap();
+    std::fs::write(tree.join("config.json"), config.to_string()).unwrap();
+    list[0]["Config"] = Value::from("config.json");
+    std::fs::write(tree.join("manifest.json"), list.to_string()).unwrap();
+    let evil = tmp.path().join("evil.tar");
+    util::tool(
+        "tar",
+        &[
+            "-cf",
+            evil.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let out = run(nixlayer().arg("diff").arg(&evil).arg(&plain), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains(r"aaa-x\u{1b}]0;x\u{7}\u{1b}[2J"), "{text}");
+}
