@@ -289,7 +289,7 @@ impl BaseImage {
                 Error::malformed(path, "its config's `Env` is not a list of strings")
             })?,
         };
-        let mut history = super::history_store_paths(&config);
+        let mut history = super::history_store_paths(&config, image.layers.len());
         let mut layers = Vec::with_capacity(image.layers.len());
         // A layer listed again (an image with two identical layers, or a
         // hostile one listing a big layer thousands of times) is read and

@@ -77,27 +77,35 @@ pub fn parse_store_layer_comment(comment: &str) -> Vec<String> {
         .collect()
 }
 
-/// The store paths of each layer of an image config, bottom first, from
-/// its history comments ([`parse_store_layer_comment`]); the entries that
-/// made no layer (`empty_layer`) are skipped, so entry `i` is layer `i`'s.
-/// A layer past the end of the history has no entry (none listed).
+/// The store paths of each of an image's `layers` layers, bottom first,
+/// from its config's history comments ([`parse_store_layer_comment`]); the
+/// entries that made no layer (`empty_layer`) are skipped, so entry `i` is
+/// layer `i`'s. A history of another length than the layers (a tool that
+/// appended a layer without an entry) says nothing of which layer an entry
+/// is: then every layer lists none, rather than another layer's paths.
 #[must_use]
-pub fn history_store_paths(config: &Value) -> Vec<Vec<String>> {
-    config
+pub fn history_store_paths(config: &Value, layers: usize) -> Vec<Vec<String>> {
+    let entries: Vec<&Value> = config
         .get("history")
         .and_then(Value::as_array)
         .map(|h| {
             h.iter()
                 .filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true))
-                .map(|e| {
-                    e.get("comment")
-                        .and_then(Value::as_str)
-                        .map(parse_store_layer_comment)
-                        .unwrap_or_default()
-                })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if entries.len() != layers {
+        return vec![Vec::new(); layers];
+    }
+    entries
+        .into_iter()
+        .map(|e| {
+            e.get("comment")
+                .and_then(Value::as_str)
+                .map(parse_store_layer_comment)
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// The image config JSON (OCI image config / docker image JSON).
@@ -301,8 +309,8 @@ mod tests {
         assert!(parse_store_layer_comment("store paths: ['abc/layer.tar']").is_empty());
     }
 
-    /// Entries that made no layer are skipped; anything not a list of
-    /// entries gives none.
+    /// Entries that made no layer are skipped; a history of another length
+    /// than the layers, or not a list, gives none.
     #[test]
     fn history_paths_follow_the_layers() {
         let config = serde_json::json!({"history": [
@@ -312,14 +320,22 @@ mod tests {
             {"comment": "store paths: ['/nix/store/b-y']"},
         ]});
         assert_eq!(
-            history_store_paths(&config),
+            history_store_paths(&config, 3),
             [
                 vec!["/nix/store/a-x".to_owned()],
                 vec![],
                 vec!["/nix/store/b-y".to_owned()]
             ]
         );
-        assert!(history_store_paths(&serde_json::json!({"history": 1})).is_empty());
+        // Entries for other than the layers name none of them.
+        for layers in [2, 4] {
+            assert_eq!(
+                history_store_paths(&config, layers),
+                vec![Vec::<String>::new(); layers]
+            );
+        }
+        let none = serde_json::json!({"history": 1});
+        assert_eq!(history_store_paths(&none, 1), [Vec::<String>::new()]);
     }
 
     proptest::proptest! {

@@ -325,7 +325,7 @@ pub fn from_archive_named(
         });
     };
     let config = image.config_value().unwrap_or(Value::Null);
-    let mut history = crate::image::history_store_paths(&config);
+    let mut history = crate::image::history_store_paths(&config, image.layers.len());
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
         let diff_id = layer.diff_id.ok_or_else(|| DiffError::NoDiffId {
@@ -346,10 +346,7 @@ pub fn from_archive_named(
             diff_id,
             digest,
             blob_size: layer.size,
-            store_paths: history
-                .get_mut(index)
-                .map(std::mem::take)
-                .unwrap_or_default(),
+            store_paths: std::mem::take(&mut history[index]),
         });
     }
     let config_size = image.config.len() as u64;

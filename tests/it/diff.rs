@@ -539,7 +539,24 @@ fn escape_sequences_in_history_never_reach_the_terminal() {
     let manifest = example(&tmp.path().join("m"), "auto", false);
     let plain = tmp.path().join("plain.tar");
     build(&manifest, &plain, &[]);
-    let tree = tmp.path().join("tree");
+    let evil = edit_config(&plain, &tmp.path().join("evil"), |config| {
+        config["history"][0]["comment"] =
+            Value::from("store paths: ['/nix/store/aaa-x\u{1b}]0;x\u{7}\u{1b}[2J']");
+    });
+    let out = run(nixlayer().arg("diff").arg(&evil).arg(&plain), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains(r"aaa-x\u{1b}]0;x\u{7}\u{1b}[2J"), "{text}");
+}
+
+/// A copy of docker-archive `plain` as `{out}.tar` with its config edited
+/// by `edit`, the config named otherwise than by its digest (tools may), so
+/// no name is to match.
+fn edit_config(plain: &Path, out: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let tree = out.with_extension("d");
     std::fs::create_dir(&tree).unwrap();
     util::tool(
         "tar",
@@ -550,29 +567,46 @@ fn escape_sequences_in_history_never_reach_the_terminal() {
     let config_name = list[0]["Config"].as_str().unwrap().to_owned();
     let mut config: Value =
         serde_json::from_slice(&std::fs::read(tree.join(&config_name)).unwrap()).unwrap();
-    config["history"][0]["comment"] =
-        Value::from("store paths: ['/nix/store/aaa-x\u{1b}]0;x\u{7}\u{1b}[2J']");
-    // Named otherwise than by its digest (tools may), so no name to match.
+    edit(&mut config);
     std::fs::remove_file(tree.join(&config_name)).unwrap();
     std::fs::write(tree.join("config.json"), config.to_string()).unwrap();
     list[0]["Config"] = Value::from("config.json");
     std::fs::write(tree.join("manifest.json"), list.to_string()).unwrap();
-    let evil = tmp.path().join("evil.tar");
+    let archive = out.with_extension("tar");
     util::tool(
         "tar",
         &[
             "-cf",
-            evil.to_str().unwrap(),
+            archive.to_str().unwrap(),
             "-C",
             tree.to_str().unwrap(),
             ".",
         ],
     );
-    let out = run(nixlayer().arg("diff").arg(&evil).arg(&plain), 0);
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        !text.contains('\u{1b}') && !text.contains('\u{7}'),
-        "{text:?}"
-    );
-    assert!(text.contains(r"aaa-x\u{1b}]0;x\u{7}\u{1b}[2J"), "{text}");
+    archive
+}
+
+/// An image whose history lacks an entry (a tool appended a layer without
+/// one) says nothing of which layer an entry is: its layers list no paths
+/// (each then takes the other side's by diff_id), rather than each the
+/// next layer's paths, which made a diff against itself report changes.
+#[test]
+fn a_history_shorter_than_the_layers_names_no_paths() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain.tar");
+    build(&manifest, &plain, &[]);
+    let short = edit_config(&plain, &tmp.path().join("short"), |config| {
+        config["history"].as_array_mut().unwrap().remove(0);
+    });
+    let doc = diff_json(&short, &short);
+    for layer in doc["layers"]["kept"].as_array().unwrap() {
+        assert_eq!(layer["store_paths"], serde_json::json!([]), "{doc}");
+    }
+    let same = diff_json(&plain, &plain);
+    for (old, new) in [(&plain, &short), (&short, &plain)] {
+        let doc = diff_json(old, new);
+        assert_eq!(doc["store_paths"], same["store_paths"], "{doc}");
+        assert_eq!(doc["layers"]["kept"], same["layers"]["kept"], "{doc}");
+    }
 }
