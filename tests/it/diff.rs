@@ -610,3 +610,38 @@ fn a_history_shorter_than_the_layers_names_no_paths() {
         assert_eq!(doc["layers"]["kept"], same["layers"]["kept"], "{doc}");
     }
 }
+
+/// `inspect`'s first line tells the file's compression from its layers':
+/// a zstd layout said "compression none" (a directory has none), and a
+/// gzip docker-archive of plain layers said only "compression gzip".
+#[test]
+fn inspect_names_the_layers_compression_apart() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let cases = [
+        (
+            "zstd-layout",
+            &["--format", "oci-layout", "--compression", "zstd"][..],
+            "oci-layout, layers zstd\n",
+        ),
+        (
+            "gzip.oci",
+            &["--format", "oci-archive", "--compression", "gzip"][..],
+            "oci-archive, compression none, layers gzip\n",
+        ),
+        (
+            "image.tar.gz",
+            &["--compression", "gzip"][..],
+            "docker-archive, compression gzip, layers uncompressed\n",
+        ),
+    ];
+    for (name, extra, header) in cases {
+        let out = tmp.path().join(name);
+        build(&manifest, &out, extra);
+        let text = String::from_utf8(run(nixlayer().arg("inspect").arg(&out), 0).stdout).unwrap();
+        assert!(
+            text.starts_with(&format!("{}: {header}", out.display())),
+            "{text}"
+        );
+    }
+}
