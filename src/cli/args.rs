@@ -84,6 +84,10 @@ pub(crate) struct DiffArgs {
     /// `linux/ARCH[/VARIANT]`); needed for an index.
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,
+    /// How to reach the registry of a manifest's `[base] image =
+    /// "docker://…"`.
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 /// `nixlayer build`.

@@ -14,8 +14,17 @@ use super::BoxError;
 /// Runs `nixlayer diff`.
 pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
     let platform = super::platform_option(args.platform.as_deref())?;
-    let old = read(&args.old, platform.as_ref(), printer)?;
-    let new = read(&args.new, platform.as_ref(), printer)?;
+    // A manifest's registry base is reached as `build` reaches it (the
+    // credentials, `--ca-file`, `--insecure`, the deadline): read once,
+    // for both sides.
+    let access = super::RegistryAccess::new(
+        &args.registry,
+        &super::PushEnv::capture(),
+        None,
+        &mut std::io::stdin().lock(),
+    )?;
+    let old = read(&args.old, platform.as_ref(), &access, printer)?;
+    let new = read(&args.new, platform.as_ref(), &access, printer)?;
     let d = diff::diff(&old, &new);
     if args.json {
         printer.data(&nixlayer::oci::canonical_json(&d.to_json()))?;
@@ -32,6 +41,7 @@ pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
 fn read(
     arg: &Path,
     platform: Option<&PlatformName>,
+    access: &super::RegistryAccess,
     printer: Printer,
 ) -> Result<DiffImage, BoxError> {
     let (path, reference) = split_reference(arg);
@@ -68,11 +78,12 @@ fn read(
             };
             loaded = one;
         }
-        let command = settings::resolve_build(
+        let mut command = settings::resolve_build(
             &loaded,
             &settings::Overrides::default(),
             &settings::Environment::capture(),
         )?;
+        access.reach_base(&mut command.settings)?;
         for w in &command.warnings {
             printer.warn(w);
         }

@@ -645,3 +645,80 @@ fn inspect_names_the_layers_compression_apart() {
         );
     }
 }
+
+/// A manifest whose `[base]` is on a registry is reached as `build`
+/// reaches it: `diff` takes `--ca-file` (and the other registry flags,
+/// the credentials of docker's `config.json`). It had none, so a base on
+/// a registry with a private CA (or needing a login) could be built and
+/// planned but not diffed.
+#[test]
+fn a_registry_base_is_reached_with_the_registry_flags() {
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let (registry, ca) = crate::support::tls_registry(tmp.path(), "registry");
+    let host = format!("127.0.0.1:{}", registry.port);
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let empty_certs_d = tmp.path().join("certs.d-empty");
+    let with_ca = |cmd: &mut Command| {
+        cmd.env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .env_remove("SSL_CERT_FILE")
+            .arg("--ca-file")
+            .arg(&ca);
+    };
+    let mut push = nixlayer();
+    push.arg("push")
+        .arg(&manifest)
+        .arg(format!("{host}/nixlayer-test/diff-base:1"))
+        .arg("--json");
+    with_ca(&mut push);
+    let pushed: Value = serde_json::from_slice(&run(&mut push, 0).stdout).unwrap();
+    let digest = pushed["manifest_digest"].as_str().unwrap();
+    let top = util::write(
+        tmp.path(),
+        "top.toml",
+        &format!(
+            r#"name = "nixlayer-test/diff-top"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+[base]
+image = "docker://{host}/nixlayer-test/diff-base:1@{digest}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+"#
+        ),
+    );
+    let diff = || {
+        let mut cmd = nixlayer();
+        cmd.arg("diff").arg(&manifest).arg(&top).arg("--json");
+        cmd
+    };
+    // Without the CA: a TLS failure naming the way to trust it.
+    let out = run(
+        diff()
+            .env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-untrusted"))
+            .env_remove("SSL_CERT_FILE"),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TLS failed") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    let mut cmd = diff();
+    with_ca(&mut cmd);
+    let doc: Value = serde_json::from_slice(&run(&mut cmd, 0).stdout).unwrap();
+    assert_eq!(
+        doc["store_paths"]["removed"],
+        serde_json::json!([]),
+        "{doc}"
+    );
+    assert_eq!(ids(&doc, "kept").len(), 3, "{doc}");
+    assert_eq!(ids(&doc, "added").len(), 1, "{doc}");
+}
