@@ -126,23 +126,38 @@ pub fn from_settings_stored(
             (Some(name), Some(r)) => r.blobs.get(name).copied(),
             _ => None,
         };
-        let (tar, blob) = match (compress, cached, cached_blob) {
-            (None, Some(tar), _) => (
+        // A base layer stored as the output stores layers goes in as it
+        // is (`BaseImage::stored_blob`): its digest, no compressing.
+        let kept_blob = match (&layer.content, compress) {
+            (super::LayerContent::Base(base, i), Some(c)) => base
+                .stored_blob(*i, c.codec)
+                .map(|blob| (base.layers[*i].diff_id, blob)),
+            _ => None,
+        };
+        let (tar, blob) = match (kept_blob, compress, cached, cached_blob) {
+            (Some((diff_id, blob)), ..) => (
+                oci::LayerDigest {
+                    diff_id,
+                    size: layer.size,
+                },
+                Some(blob),
+            ),
+            (None, None, Some(tar), _) => (
                 oci::LayerDigest {
                     diff_id: tar.digest,
                     size: tar.size,
                 },
                 None,
             ),
-            (Some(_), Some(tar), Some(blob)) => (
+            (None, Some(_), Some(tar), Some(blob)) => (
                 oci::LayerDigest {
                     diff_id: tar.digest,
                     size: tar.size,
                 },
                 Some((blob.digest, blob.size)),
             ),
-            (None, None, _) => (image.write_layer(settings, index, std::io::sink())?, None),
-            (Some(options), _, _) => {
+            (None, None, None, _) => (image.write_layer(settings, index, std::io::sink())?, None),
+            (None, Some(options), _, _) => {
                 let mut writer =
                     BlobWriter::layer(std::io::sink(), options).map_err(Error::Write)?;
                 let tar = image.write_layer(settings, index, &mut writer)?;

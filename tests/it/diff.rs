@@ -722,3 +722,112 @@ text = "top\n"
     assert_eq!(ids(&doc, "kept").len(), 3, "{doc}");
     assert_eq!(ids(&doc, "added").len(), 1, "{doc}");
 }
+
+/// The stored layer digests of an OCI layout's one image.
+fn layout_layer_digests(layout: &Path) -> Vec<String> {
+    let doc: Value =
+        serde_json::from_slice(&run(nixlayer().arg("inspect").arg(layout).arg("--json"), 0).stdout)
+            .unwrap();
+    doc["images"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An image built on a base whose layers another tool compressed (skopeo,
+/// docker: Go's gzip, another zstd) keeps the base's blobs when its output
+/// compresses layers the same way, as docker keeps a base's blobs: they
+/// were recompressed, so every base layer got a new digest, which a push
+/// uploaded again instead of mounting, and which every client holding the
+/// base pulled again. `diff` says the same (no base layer pushed again).
+#[test]
+fn a_base_compressed_by_another_tool_keeps_its_blobs() {
+    if !util::require_tool("skopeo") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain");
+    build(&manifest, &plain, &["--format", "oci-layout"]);
+    for codec in ["gzip", "zstd"] {
+        let base = tmp.path().join(format!("base-{codec}"));
+        util::tool(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--dest-compress",
+                "--dest-compress-format",
+                codec,
+                &format!("oci:{}:1", plain.display()),
+                &format!("oci:{}:1", base.display()),
+            ],
+        );
+        let base_blobs = layout_layer_digests(&base);
+        // Not what nixlayer makes of the same tars: the case at hand.
+        let ours = tmp.path().join(format!("ours-{codec}"));
+        build(
+            &manifest,
+            &ours,
+            &["--format", "oci-layout", "--compression", codec],
+        );
+        assert_ne!(layout_layer_digests(&ours), base_blobs, "{codec}");
+        let top = util::write(
+            tmp.path(),
+            &format!("top-{codec}.toml"),
+            &format!(
+                r#"name = "nixlayer-test/diff-top"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+[base]
+image = "{}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+[output]
+format = "oci-layout"
+compression = "{codec}"
+"#,
+                base.display()
+            ),
+        );
+        let built = tmp.path().join(format!("top-{codec}"));
+        build(&top, &built, &[]);
+        let top_blobs = layout_layer_digests(&built);
+        assert_eq!(top_blobs[..3], base_blobs[..], "{codec}");
+        // Read back whole by skopeo, every blob checked.
+        util::tool(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &format!("oci:{}:1", built.display()),
+                &format!(
+                    "oci:{}:1",
+                    tmp.path().join(format!("copy-{codec}")).display()
+                ),
+            ],
+        );
+        for (old, new) in [(&base, &built), (&base, &top), (&top, &built)] {
+            let doc = diff_json(old, new);
+            assert_eq!(
+                doc["layers"]["kept_other_blob"],
+                serde_json::json!([]),
+                "{codec}: {doc}"
+            );
+        }
+        // Uncompressed, the tars are the blobs, whatever the base's.
+        let plain_top = tmp.path().join(format!("top-{codec}-plain"));
+        build(&top, &plain_top, &["--compression", "none"]);
+        let plain_blobs = layout_layer_digests(&plain_top);
+        assert_eq!(
+            plain_blobs[..3],
+            layout_layer_digests(&plain)[..],
+            "{codec}"
+        );
+    }
+}
