@@ -71,7 +71,8 @@ pub(crate) struct SbomArgs {
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
     /// The old image: a manifest (`*.toml`), a docker-archive (any
-    /// compression), an OCI archive or an OCI layout directory.
+    /// compression), an OCI archive or an OCI layout directory; of one
+    /// holding several tags, `PATH:NAME` picks one (`layout:1`).
     pub(crate) old: PathBuf,
     /// The new image, of any of the same kinds.
     pub(crate) new: PathBuf,
@@ -83,6 +84,10 @@ pub(crate) struct DiffArgs {
     /// `linux/ARCH[/VARIANT]`); needed for an index.
     #[arg(long, value_name = "ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,
+    /// How to reach the registry of a manifest's `[base] image =
+    /// "docker://…"`.
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 /// `nixlayer build`.

@@ -1,7 +1,7 @@
 //! `nixlayer diff OLD NEW`: what an update from one image to another
 //! changes and moves, as a table or as JSON ([`nixlayer::ops::diff`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nixlayer::manifest::{LoadedManifest, PlatformName};
 use nixlayer::ops::diff::{self, DiffImage, DiffLayer, ImageDiff};
@@ -14,13 +14,24 @@ use super::BoxError;
 /// Runs `nixlayer diff`.
 pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
     let platform = super::platform_option(args.platform.as_deref())?;
-    let old = read(&args.old, platform.as_ref(), printer)?;
-    let new = read(&args.new, platform.as_ref(), printer)?;
+    // A manifest's registry base is reached as `build` reaches it (the
+    // credentials, `--ca-file`, `--insecure`, the deadline): read once,
+    // for both sides.
+    let access = super::RegistryAccess::new(
+        &args.registry,
+        &super::PushEnv::capture(),
+        None,
+        &mut std::io::stdin().lock(),
+    )?;
+    let old = read(&args.old, platform.as_ref(), &access, printer)?;
+    let new = read(&args.new, platform.as_ref(), &access, printer)?;
     let d = diff::diff(&old, &new);
     if args.json {
         printer.data(&nixlayer::oci::canonical_json(&d.to_json()))?;
     } else {
-        printer.data(table(&d).as_bytes())?;
+        // Store paths come from the archives' histories: hostile input,
+        // whose escape sequences must not reach the terminal.
+        printer.data(super::diagnostics::printable(&table(&d)).as_bytes())?;
     }
     Ok(())
 }
@@ -28,11 +39,21 @@ pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
 /// One side: a manifest (by its `.toml` name) planned like `build`, else
 /// an image archive or layout.
 fn read(
-    path: &Path,
+    arg: &Path,
     platform: Option<&PlatformName>,
+    access: &super::RegistryAccess,
     printer: Printer,
 ) -> Result<DiffImage, BoxError> {
+    let (path, reference) = split_reference(arg);
+    let path = path.as_path();
     if path.extension().is_some_and(|e| e == "toml") {
+        if reference.is_some() {
+            return Err(super::UsageError(format!(
+                "`{}`: a manifest describes one image (of each platform); `:NAME` picks one of an archive or layout",
+                arg.display()
+            ))
+            .into());
+        }
         let mut loaded = LoadedManifest::load(path)?;
         if loaded.is_multi_platform() || platform.is_some() {
             // One platform's manifest: `--platform`'s, else the default
@@ -57,11 +78,12 @@ fn read(
             };
             loaded = one;
         }
-        let command = settings::resolve_build(
+        let mut command = settings::resolve_build(
             &loaded,
             &settings::Overrides::default(),
             &settings::Environment::capture(),
         )?;
+        access.reach_base(&mut command.settings)?;
         for w in &command.warnings {
             printer.warn(w);
         }
@@ -78,8 +100,33 @@ fn read(
                 .map_err(|e| super::layers::locate(&loaded, e))?,
         )
     } else {
-        Ok(diff::from_archive(path, platform)?)
+        Ok(diff::from_archive_named(
+            path,
+            reference.as_deref(),
+            platform,
+        )?)
     }
+}
+
+/// `PATH:NAME`, one image of an archive or layout holding several tags
+/// (as skopeo's `oci:PATH:NAME` and `docker-archive:PATH:NAME`): when
+/// the argument is no file, the part before a `:` that is one is the path
+/// and the rest the image's name. A file whose name has a `:` is itself.
+fn split_reference(arg: &Path) -> (PathBuf, Option<String>) {
+    let whole = (arg.to_owned(), None);
+    if arg.symlink_metadata().is_ok() {
+        return whole;
+    }
+    let Some(text) = arg.to_str() else {
+        return whole;
+    };
+    for (at, _) in text.match_indices(':') {
+        let (path, name) = (&text[..at], &text[at + 1..]);
+        if !path.is_empty() && !name.is_empty() && Path::new(path).symlink_metadata().is_ok() {
+            return (PathBuf::from(path), Some(name.to_owned()));
+        }
+    }
+    whole
 }
 
 fn short(layer: &DiffLayer) -> String {

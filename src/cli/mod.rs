@@ -1005,11 +1005,39 @@ fn inspect_names(
 fn inspect_text(doc: &serde_json::Value) -> String {
     use std::fmt::Write as _;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    // The file's compression (a layout, a directory, has none) and, apart,
+    // how its layers are stored: a zstd layout is no "compression none".
+    let mut layer_kinds: Vec<&str> = Vec::new();
+    let layers = doc["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["layers"].as_array().into_iter().flatten());
+    for layer in layers {
+        let kind = match layer["media_type"].as_str().unwrap_or("") {
+            m if m.ends_with("+gzip") || m.ends_with(".tar.gzip") => "gzip",
+            m if m.ends_with("+zstd") => "zstd",
+            m if m.ends_with("+xz") => "xz",
+            _ => "uncompressed",
+        };
+        if !layer_kinds.contains(&kind) {
+            layer_kinds.push(kind);
+        }
+    }
+    let file = if doc["format"] == "oci-layout" {
+        String::new()
+    } else {
+        format!(", compression {}", s(&doc["compression"]))
+    };
+    let layer_kinds = if layer_kinds.is_empty() {
+        String::new()
+    } else {
+        format!(", layers {}", layer_kinds.join(" and "))
+    };
     let mut out = format!(
-        "{}: {}, compression {}\n",
+        "{}: {}{file}{layer_kinds}\n",
         s(&doc["path"]),
         s(&doc["format"]),
-        s(&doc["compression"])
     );
     for (i, image) in doc["images"].as_array().into_iter().flatten().enumerate() {
         let tags: Vec<String> = image["tags"]

@@ -123,8 +123,13 @@ pub struct BaseLayer {
     pub size: u64,
     /// Its name in the base image (archive member or blob), for history.
     pub member: String,
+    /// The store paths the base's own history lists for it (an image
+    /// nixlayer or nixpkgs built; none for others), for `diff`.
+    pub store_paths: Vec<String>,
     /// Where and what it is in the archive (its stored digest, if any).
     source: archive::Layer,
+    /// How its stored bytes are compressed (sniffed when they were checked).
+    stored: Compression,
 }
 
 /// A base image, opened.
@@ -286,11 +291,12 @@ impl BaseImage {
                 Error::malformed(path, "its config's `Env` is not a list of strings")
             })?,
         };
+        let mut history = super::history_store_paths(&config, image.layers.len());
         let mut layers = Vec::with_capacity(image.layers.len());
         // A layer listed again (an image with two identical layers, or a
         // hostile one listing a big layer thousands of times) is read and
         // checked once: its bytes and diff_id are the same each time.
-        let mut checked_sizes: HashMap<(String, Digest), u64> = HashMap::new();
+        let mut checked_sizes: HashMap<(String, Digest), (u64, Compression)> = HashMap::new();
         for layer in &image.layers {
             let mut layer = BaseLayer {
                 diff_id: layer.diff_id.ok_or_else(|| {
@@ -298,11 +304,17 @@ impl BaseImage {
                 })?,
                 size: 0,
                 member: layer.location.clone(),
+                store_paths: history
+                    .get_mut(layers.len())
+                    .map(std::mem::take)
+                    .unwrap_or_default(),
                 source: layer.clone(),
+                stored: Compression::None,
             };
             let key = (layer.source.location.clone(), layer.diff_id);
-            if let Some(&size) = checked_sizes.get(&key) {
+            if let Some(&(size, stored)) = checked_sizes.get(&key) {
                 layer.size = size;
+                layer.stored = stored;
                 layers.push(layer);
                 continue;
             }
@@ -318,7 +330,8 @@ impl BaseImage {
             } else {
                 copy_layer(&archive, &layer, io::sink())?.size
             };
-            checked_sizes.insert(key, layer.size);
+            layer.stored = checked.compression;
+            checked_sizes.insert(key, (layer.size, layer.stored));
             layers.push(layer);
         }
         Ok(Self {
@@ -339,6 +352,62 @@ impl BaseImage {
             Error::malformed(self.archive.path(), format!("it has no layer {index}"))
         })?;
         copy_layer(&self.archive, layer, out)
+    }
+
+    /// The digest and size of layer `index`'s stored blob when it may go
+    /// into an image as it is, for a layer compressed with `codec`: it is
+    /// compressed so, and its digest is recorded (an OCI blob), so that
+    /// every read is checked against it; its decompressed bytes were held
+    /// to the diff_id when the image was opened. As docker keeps a base
+    /// image's blobs: recompressing them (another compressor, another
+    /// level) would give other digests, which a push uploads again rather
+    /// than mount, and which every client holding the base pulls again.
+    #[must_use]
+    pub fn stored_blob(&self, index: usize, codec: Compression) -> Option<(Digest, u64)> {
+        let layer = self.layers.get(index)?;
+        let digest = layer.source.digest?;
+        (codec != Compression::None && layer.stored == codec).then_some((digest, layer.source.size))
+    }
+
+    /// Copies layer `index`'s stored blob, as it is and checked against its
+    /// digest, to `out` (see [`BaseImage::stored_blob`]).
+    ///
+    /// # Errors
+    /// When the image cannot be read, its bytes do not match their digest,
+    /// or `out` fails.
+    pub fn copy_stored_blob<W: Write>(&self, index: usize, mut out: W) -> Result<u64, Error> {
+        let layer = self.layers.get(index).ok_or_else(|| {
+            Error::malformed(self.archive.path(), format!("it has no layer {index}"))
+        })?;
+        let mut blob = self
+            .archive
+            .open_blob(&layer.source)
+            .map_err(|e| Error::from_archive(self.archive.path(), e))?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = match blob.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(&self.archive, layer, e)),
+            };
+            out.write_all(&buf[..n]).map_err(|source| Error::Write {
+                member: layer.member.clone(),
+                source,
+            })?;
+            size += n as u64;
+        }
+        if size != layer.source.size {
+            return Err(Error::malformed(
+                self.archive.path(),
+                format!(
+                    "`{}` is {size} bytes, its descriptor says {}",
+                    layer.member, layer.source.size
+                ),
+            ));
+        }
+        Ok(size)
     }
 }
 

@@ -57,6 +57,57 @@ pub fn store_layer_comment<S: AsRef<str>>(paths: &[S]) -> String {
     comment
 }
 
+/// The store paths of a history comment `store paths: ['/nix/store/…', …]`
+/// ([`store_layer_comment`], as nixlayer and nixpkgs write them); none for
+/// any other comment, and none for a base layer's entry (which names the
+/// base's archive member or blob, not a path).
+/// Hand-written: the format is ours, a quoted list no parser crate reads.
+#[must_use]
+pub fn parse_store_layer_comment(comment: &str) -> Vec<String> {
+    let Some(list) = comment
+        .strip_prefix("store paths: [")
+        .and_then(|rest| rest.strip_suffix(']'))
+    else {
+        return Vec::new();
+    };
+    list.split(", ")
+        .filter_map(|item| item.strip_prefix('\'')?.strip_suffix('\''))
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The store paths of each of an image's `layers` layers, bottom first,
+/// from its config's history comments ([`parse_store_layer_comment`]); the
+/// entries that made no layer (`empty_layer`) are skipped, so entry `i` is
+/// layer `i`'s. A history of another length than the layers (a tool that
+/// appended a layer without an entry) says nothing of which layer an entry
+/// is: then every layer lists none, rather than another layer's paths.
+#[must_use]
+pub fn history_store_paths(config: &Value, layers: usize) -> Vec<Vec<String>> {
+    let entries: Vec<&Value> = config
+        .get("history")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true))
+                .collect()
+        })
+        .unwrap_or_default();
+    if entries.len() != layers {
+        return vec![Vec::new(); layers];
+    }
+    entries
+        .into_iter()
+        .map(|e| {
+            e.get("comment")
+                .and_then(Value::as_str)
+                .map(parse_store_layer_comment)
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// The image config JSON (OCI image config / docker image JSON).
 #[must_use]
 pub fn config_json(spec: &ConfigSpec, layers: &[ConfigLayer]) -> Vec<u8> {
@@ -243,5 +294,54 @@ mod tests {
             merge_env(&base, &own),
             ["PATH=/usr/bin", "A=1", "LANG", "B=2"]
         );
+    }
+
+    #[test]
+    fn comments_parse() {
+        assert_eq!(
+            parse_store_layer_comment("store paths: ['/nix/store/a-x', '/nix/store/b-y']"),
+            ["/nix/store/a-x", "/nix/store/b-y"]
+        );
+        assert!(parse_store_layer_comment("customisation layer").is_empty());
+        assert!(parse_store_layer_comment("store paths: [").is_empty());
+        assert!(parse_store_layer_comment("store paths: ['']").is_empty());
+        // A base layer's entry names its member, not a store path.
+        assert!(parse_store_layer_comment("store paths: ['abc/layer.tar']").is_empty());
+    }
+
+    /// Entries that made no layer are skipped; a history of another length
+    /// than the layers, or not a list, gives none.
+    #[test]
+    fn history_paths_follow_the_layers() {
+        let config = serde_json::json!({"history": [
+            {"comment": "store paths: ['/nix/store/a-x']"},
+            {"created_by": "ENV A=1", "empty_layer": true},
+            {"comment": "customisation layer"},
+            {"comment": "store paths: ['/nix/store/b-y']"},
+        ]});
+        assert_eq!(
+            history_store_paths(&config, 3),
+            [
+                vec!["/nix/store/a-x".to_owned()],
+                vec![],
+                vec!["/nix/store/b-y".to_owned()]
+            ]
+        );
+        // Entries for other than the layers name none of them.
+        for layers in [2, 4] {
+            assert_eq!(
+                history_store_paths(&config, layers),
+                vec![Vec::<String>::new(); layers]
+            );
+        }
+        let none = serde_json::json!({"history": 1});
+        assert_eq!(history_store_paths(&none, 1), [Vec::<String>::new()]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn comment_parser_never_panics(s in ".*") {
+            let _ = parse_store_layer_comment(&s);
+        }
     }
 }

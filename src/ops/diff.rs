@@ -60,15 +60,20 @@ pub enum DiffError {
     /// An archive or layout could not be read.
     #[error(transparent)]
     Archive(#[from] archive::Error),
-    /// The archive holds no image, or several.
-    #[error("`{}` holds {count} images{}; `diff` compares exactly one on each side{}", path.display(), platform.as_ref().map(|p| format!(" of platform `{p}`")).unwrap_or_default(), if platform.is_none() && *count > 1 { " (of an image index, choose one with `--platform ARCH[/VARIANT]`)" } else { "" })]
+    /// The archive holds no image, or several (of `platform`, named
+    /// `reference`).
+    #[error("`{}` holds {count} images{}{}; `diff` compares exactly one on each side{hint}", path.display(), platform.as_ref().map(|p| format!(" of platform `{p}`")).unwrap_or_default(), reference.as_ref().map(|r| format!(" named `{r}`")).unwrap_or_default())]
     ImageCount {
         /// The archive.
         path: std::path::PathBuf,
-        /// How many images it holds (of `platform`).
+        /// How many images it holds (of `platform`, named `reference`).
         count: usize,
         /// The platform asked for.
         platform: Option<String>,
+        /// The name asked for (`PATH:REF`).
+        reference: Option<String>,
+        /// The way to choose one, as ` (…)`, or nothing.
+        hint: String,
     },
     /// A layer has no diff_id in the config.
     #[error("`{}`: layer {index} has no diff_id in the image config", path.display())]
@@ -121,23 +126,38 @@ pub fn from_settings_stored(
             (Some(name), Some(r)) => r.blobs.get(name).copied(),
             _ => None,
         };
-        let (tar, blob) = match (compress, cached, cached_blob) {
-            (None, Some(tar), _) => (
+        // A base layer stored as the output stores layers goes in as it
+        // is (`BaseImage::stored_blob`): its digest, no compressing.
+        let kept_blob = match (&layer.content, compress) {
+            (super::LayerContent::Base(base, i), Some(c)) => base
+                .stored_blob(*i, c.codec)
+                .map(|blob| (base.layers[*i].diff_id, blob)),
+            _ => None,
+        };
+        let (tar, blob) = match (kept_blob, compress, cached, cached_blob) {
+            (Some((diff_id, blob)), ..) => (
+                oci::LayerDigest {
+                    diff_id,
+                    size: layer.size,
+                },
+                Some(blob),
+            ),
+            (None, None, Some(tar), _) => (
                 oci::LayerDigest {
                     diff_id: tar.digest,
                     size: tar.size,
                 },
                 None,
             ),
-            (Some(_), Some(tar), Some(blob)) => (
+            (None, Some(_), Some(tar), Some(blob)) => (
                 oci::LayerDigest {
                     diff_id: tar.digest,
                     size: tar.size,
                 },
                 Some((blob.digest, blob.size)),
             ),
-            (None, None, _) => (image.write_layer(settings, index, std::io::sink())?, None),
-            (Some(options), _, _) => {
+            (None, None, None, _) => (image.write_layer(settings, index, std::io::sink())?, None),
+            (None, Some(options), _, _) => {
                 let mut writer =
                     BlobWriter::layer(std::io::sink(), options).map_err(Error::Write)?;
                 let tar = image.write_layer(settings, index, &mut writer)?;
@@ -146,13 +166,17 @@ pub fn from_settings_stored(
             }
         };
         let (digest, blob_size) = blob.unwrap_or((tar.diff_id, tar.size));
-        // A base image's layers name no store path (its history comment
-        // names the member, which `from_archive` skips too).
-        let store_paths = layer
-            .store_paths()
-            .iter()
-            .map(|p| p.as_str().to_owned())
-            .collect();
+        // A base layer's paths are those the base's own history lists:
+        // the built image's history names the base's member instead, but
+        // a diff against the base must not call them removed.
+        let store_paths = match &layer.content {
+            super::LayerContent::Base(base, i) => base.layers[*i].store_paths.clone(),
+            _ => layer
+                .store_paths()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+        };
         layers.push(DiffLayer {
             diff_id: tar.diff_id,
             digest,
@@ -202,55 +226,142 @@ pub fn from_archive(
     path: &Path,
     platform: Option<&crate::manifest::PlatformName>,
 ) -> Result<DiffImage, DiffError> {
+    from_archive_named(path, None, platform)
+}
+
+/// The names an image of `archive` goes by: its docker `RepoTags` or OCI
+/// `ref.name`, and the full reference containerd records
+/// (`io.containerd.image.name`) on its descriptor or its `index.json`
+/// entry's.
+fn image_names(archive: &ImageArchive, image: &archive::Image) -> Vec<String> {
+    let full = |descriptor: Option<&Value>| {
+        descriptor?
+            .get("annotations")?
+            .get(oci::CONTAINERD_NAME)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut names = image.tags.clone();
+    let entry = archive.entries().get(image.entry).map(|e| &e.descriptor);
+    for name in [full(image.descriptor.as_ref()), full(entry)]
+        .into_iter()
+        .flatten()
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// [`from_archive`], of the images named `reference` (a docker `RepoTags`
+/// entry, an OCI `ref.name` or containerd image name, exactly) when given:
+/// one image of an archive or layout holding several tags.
+///
+/// # Errors
+/// As [`from_archive`]; also when no image, or several, go by `reference`.
+pub fn from_archive_named(
+    path: &Path,
+    reference: Option<&str>,
+    platform: Option<&crate::manifest::PlatformName>,
+) -> Result<DiffImage, DiffError> {
     let archive = ImageArchive::open(path)?;
-    // Of several images, the one of `platform` (without a variant, any of
-    // the architecture's, as a pull picks).
-    let fits = |i: &&archive::Image| {
-        let Some(wanted) = platform else { return true };
+    let platform_of = |i: &archive::Image| {
         let config = i.config_value().unwrap_or(Value::Null);
-        let name = crate::manifest::PlatformName {
+        crate::manifest::PlatformName {
             architecture: config["architecture"].as_str().unwrap_or("").to_owned(),
             variant: config["variant"].as_str().map(str::to_owned),
-        };
-        name.architecture == wanted.architecture
-            && (wanted.variant.is_none() || name.is_same_platform(wanted))
+        }
+    };
+    // Of several images, the one of `platform` (without a variant, any of
+    // the architecture's, as a pull picks) and of the name given.
+    let fits = |i: &&archive::Image| {
+        let platform_fits = platform.is_none_or(|wanted| {
+            let name = platform_of(i);
+            name.architecture == wanted.architecture
+                && (wanted.variant.is_none() || name.is_same_platform(wanted))
+        });
+        platform_fits && reference.is_none_or(|r| image_names(&archive, i).iter().any(|n| n == r))
     };
     let chosen: Vec<&archive::Image> = archive.images().iter().filter(fits).collect();
     let [image] = chosen[..] else {
+        // The ways out that would tell the images apart.
+        let mut ways = Vec::new();
+        let platforms: BTreeSet<String> =
+            chosen.iter().map(|i| platform_of(i).to_string()).collect();
+        if platform.is_none() && platforms.len() > 1 {
+            ways.push("with `--platform ARCH[/VARIANT]`".to_owned());
+        }
+        let all: Vec<String> = archive
+            .images()
+            .iter()
+            .flat_map(|i| image_names(&archive, i))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Names tell images apart unless they all go by the same ones (the
+        // platforms of one index); a name that matched none is answered
+        // with those there are.
+        let named: BTreeSet<Vec<String>> =
+            chosen.iter().map(|i| image_names(&archive, i)).collect();
+        let names_help = if reference.is_some() {
+            chosen.is_empty()
+        } else {
+            named.len() > 1
+        };
+        if names_help && !all.is_empty() {
+            // A few names make the point; a hostile archive may hold
+            // thousands.
+            const SHOWN: usize = 5;
+            let mut names: Vec<String> = all
+                .iter()
+                .take(SHOWN)
+                .map(|n| format!("`{}`", n.escape_debug()))
+                .collect();
+            if all.len() > SHOWN {
+                names.push(format!("{} more", all.len() - SHOWN));
+            }
+            ways.push(format!(
+                "as `{}:NAME`, of {}",
+                path.display(),
+                names.join(", ")
+            ));
+        }
         return Err(DiffError::ImageCount {
             path: path.to_owned(),
             count: chosen.len(),
             platform: platform.map(ToString::to_string),
+            reference: reference.map(str::to_owned),
+            hint: if ways.is_empty() {
+                String::new()
+            } else {
+                format!(" (choose one {})", ways.join(", or "))
+            },
         });
     };
     let config = image.config_value().unwrap_or(Value::Null);
-    // History entries that made a layer, in order (empty_layer ones made none).
-    let comments: Vec<Option<&str>> = config
-        .get("history")
-        .and_then(Value::as_array)
-        .map(|h| {
-            h.iter()
-                .filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true))
-                .map(|e| e.get("comment").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut history = crate::image::history_store_paths(&config, image.layers.len());
     let mut layers = Vec::with_capacity(image.layers.len());
     for (index, layer) in image.layers.iter().enumerate() {
         let diff_id = layer.diff_id.ok_or_else(|| DiffError::NoDiffId {
             path: path.to_owned(),
             index,
         })?;
+        // A docker-archive records no digest: a plain tar's is its
+        // diff_id, but a compressed member's (docker loads gzip members)
+        // is that of its bytes, which are read for it.
+        let digest = match layer.digest {
+            Some(digest) => digest,
+            None if layer.media_type == crate::codec::Compression::None.layer_media_type() => {
+                diff_id
+            }
+            None => archive.verify_blob(layer)?.digest,
+        };
         layers.push(DiffLayer {
             diff_id,
-            digest: layer.digest.unwrap_or(diff_id),
+            digest,
             blob_size: layer.size,
-            store_paths: comments
-                .get(index)
-                .copied()
-                .flatten()
-                .map(parse_comment)
-                .unwrap_or_default(),
+            store_paths: std::mem::take(&mut history[index]),
         });
     }
     let config_size = image.config.len() as u64;
@@ -280,23 +391,6 @@ pub fn from_archive(
         manifest_digest: Digest::of(&manifest),
         config,
     })
-}
-
-/// The store paths of a history comment `store paths: ['/nix/store/…', …]`
-/// ([`crate::image::store_layer_comment`]); none for any other comment.
-/// Hand-written: the format is ours, a quoted list no parser crate reads.
-fn parse_comment(comment: &str) -> Vec<String> {
-    let Some(list) = comment
-        .strip_prefix("store paths: [")
-        .and_then(|rest| rest.strip_suffix(']'))
-    else {
-        return Vec::new();
-    };
-    list.split(", ")
-        .filter_map(|item| item.strip_prefix('\'')?.strip_suffix('\''))
-        .filter(|p| p.starts_with('/'))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A store path whose name stayed and whose hash changed.
@@ -437,14 +531,37 @@ fn config_changes(old: &Value, new: &Value) -> Vec<String> {
 /// Compares `old` with `new`.
 #[must_use]
 pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
-    let paths = |image: &DiffImage| -> BTreeSet<String> {
+    // A layer is its diff_id: where one side lists no paths for it (an
+    // image built on a base names the base's member in its history, not
+    // the base's paths) and the other side does, they are the same paths.
+    let known: BTreeMap<Digest, &Vec<String>> = old
+        .layers
+        .iter()
+        .chain(&new.layers)
+        .filter(|l| !l.store_paths.is_empty())
+        .map(|l| (l.diff_id, &l.store_paths))
+        .collect();
+    let filled = |image: &DiffImage| -> Vec<DiffLayer> {
         image
             .layers
+            .iter()
+            .map(|l| match known.get(&l.diff_id) {
+                Some(paths) if l.store_paths.is_empty() => DiffLayer {
+                    store_paths: (*paths).clone(),
+                    ..l.clone()
+                },
+                _ => l.clone(),
+            })
+            .collect()
+    };
+    let (old_layers, new_layers) = (filled(old), filled(new));
+    let paths = |layers: &[DiffLayer]| -> BTreeSet<String> {
+        layers
             .iter()
             .flat_map(|l| l.store_paths.iter().cloned())
             .collect()
     };
-    let (old_paths, new_paths) = (paths(old), paths(new));
+    let (old_paths, new_paths) = (paths(&old_layers), paths(&new_layers));
     // Group what differs by name; same-name pairs are changes, the rest
     // (a name with more versions on one side) added or removed.
     let mut by_name: BTreeMap<&str, (Vec<&String>, Vec<&String>)> = BTreeMap::new();
@@ -469,11 +586,11 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
     added.sort();
     removed.sort();
 
-    let old_ids: BTreeSet<Digest> = old.layers.iter().map(|l| l.diff_id).collect();
-    let new_ids: BTreeSet<Digest> = new.layers.iter().map(|l| l.diff_id).collect();
+    let old_ids: BTreeSet<Digest> = old_layers.iter().map(|l| l.diff_id).collect();
+    let new_ids: BTreeSet<Digest> = new_layers.iter().map(|l| l.diff_id).collect();
     let mut seen = BTreeSet::new();
     let (mut kept, mut added_layers) = (Vec::new(), Vec::new());
-    for l in &new.layers {
+    for l in &new_layers {
         // A layer twice in one image is stored and sent once.
         if !seen.insert(l.diff_id) {
             continue;
@@ -486,15 +603,14 @@ pub fn diff(old: &DiffImage, new: &DiffImage) -> ImageDiff {
     }
     // A registry stores blobs by digest: a kept layer whose blob the old
     // image lacks (another compression) is sent again.
-    let old_blobs: BTreeSet<Digest> = old.layers.iter().map(|l| l.digest).collect();
+    let old_blobs: BTreeSet<Digest> = old_layers.iter().map(|l| l.digest).collect();
     let kept_reblobbed = kept
         .iter()
         .filter(|l| !old_blobs.contains(&l.digest))
         .cloned()
         .collect();
     let mut seen = BTreeSet::new();
-    let dropped_layers = old
-        .layers
+    let dropped_layers = old_layers
         .iter()
         .filter(|l| !new_ids.contains(&l.diff_id) && seen.insert(l.diff_id))
         .cloned()
@@ -533,17 +649,6 @@ mod tests {
             blob_size: u64::from(n) * 100,
             store_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         }
-    }
-
-    #[test]
-    fn comments_parse() {
-        assert_eq!(
-            parse_comment("store paths: ['/nix/store/a-x', '/nix/store/b-y']"),
-            ["/nix/store/a-x", "/nix/store/b-y"]
-        );
-        assert!(parse_comment("customisation layer").is_empty());
-        assert!(parse_comment("store paths: [").is_empty());
-        assert!(parse_comment("store paths: ['']").is_empty());
     }
 
     #[test]
@@ -615,10 +720,29 @@ mod tests {
         assert_eq!(d.push_bytes(), 7 + 20);
     }
 
+    /// A layer one side lists no paths for (an image built on a base names
+    /// the base's member) holds the paths the other side lists for it.
+    #[test]
+    fn a_layer_without_paths_takes_the_other_sides() {
+        let base = DiffImage {
+            layers: vec![layer(1, &["/nix/store/aaa-lib-1"])],
+            config_size: 10,
+            manifest_size: 20,
+            config: json!({}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
+        };
+        let mut top = base.clone();
+        top.layers = vec![layer(1, &[]), layer(2, &[])];
+        for d in [diff(&base, &top), diff(&top, &base)] {
+            assert!(d.removed.is_empty() && d.added.is_empty(), "{d:?}");
+            assert_eq!(d.kept, [base.layers[0].clone()]);
+        }
+    }
+
     proptest::proptest! {
         #[test]
-        fn comment_parser_never_panics(s in ".*") {
-            let _ = parse_comment(&s);
+        fn path_name_never_panics(s in ".*") {
             let _ = path_name(&s);
         }
     }

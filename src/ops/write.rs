@@ -260,6 +260,26 @@ impl PreparedImage {
         reporter: &dyn Reporter,
         gate: Option<&WideGate>,
     ) -> Result<(W, WrittenBlob), Error> {
+        if let LayerContent::Base(base, i) = &self.layers[index].content {
+            // A base layer already stored as this output stores layers
+            // goes in as it is (see `BaseImage::stored_blob`).
+            if let Some((digest, _)) = base.stored_blob(*i, compress.codec) {
+                let mut dest = dest;
+                let size = base.copy_stored_blob(*i, &mut dest)?;
+                let layer = &base.layers[*i];
+                reporter.on_bytes(index, layer.size);
+                let blob = WrittenBlob {
+                    tar: LayerDigest {
+                        diff_id: layer.diff_id,
+                        size: layer.size,
+                    },
+                    digest,
+                    size,
+                    media_type: compress.codec.layer_media_type(),
+                };
+                return Ok((dest, blob));
+            }
+        }
         let mut blob = GatedBlob {
             blob: None,
             turn: None,

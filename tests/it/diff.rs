@@ -345,3 +345,489 @@ fn bad_inputs_are_named() {
     assert!(err.contains("junk.tar"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// An image built on a base, against that base: the base's layers are
+/// kept with the base's store paths, none of which is removed, and only
+/// the top's own layer is added — whether the new side is the manifest or
+/// the image built from it, plain or gzip. Its base layers' history names
+/// the base's members, so the base's paths were all reported removed.
+#[test]
+fn an_image_on_a_base_keeps_the_base_paths() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    for (base, extra, output) in [
+        ("base.tar", &[][..], ""),
+        (
+            "base-gz",
+            &["--format", "oci-layout", "--compression", "gzip"][..],
+            "[output]\nformat = \"oci-layout\"\ncompression = \"gzip\"\n",
+        ),
+    ] {
+        let base = tmp.path().join(base);
+        build(&manifest, &base, extra);
+        let top = util::write(
+            tmp.path(),
+            "top.toml",
+            &format!(
+                r#"name = "nixlayer-test/diff-top"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+[base]
+image = "{}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+{output}"#,
+                base.display()
+            ),
+        );
+        let built = tmp.path().join("top-built");
+        let _ = std::fs::remove_dir_all(&built);
+        let _ = std::fs::remove_file(&built);
+        build(&top, &built, extra);
+        let base_doc = diff_json(&manifest, &base);
+        let base_layers = base_doc["layers"]["kept"].as_array().unwrap().clone();
+        assert_eq!(base_layers.len(), 3, "{base_doc}");
+        for (old, new) in [(&base, &top), (&base, &built), (&built, &base)] {
+            let doc = diff_json(old, new);
+            let paths = &doc["store_paths"];
+            let none = serde_json::json!([]);
+            let what = format!("{} -> {}: {doc}", old.display(), new.display());
+            assert_eq!(paths["removed"], none, "{what}");
+            assert_eq!(paths["added"], none, "{what}");
+            assert_eq!(paths["changed"], none, "{what}");
+            // The base's layers, each with its path, blobs and all.
+            assert_eq!(
+                doc["layers"]["kept"],
+                serde_json::json!(base_layers),
+                "{what}"
+            );
+            assert_eq!(doc["layers"]["kept_other_blob"], none, "{what}");
+            let moved = if new == &base { "dropped" } else { "added" };
+            let top_layer = doc["layers"][moved].as_array().unwrap();
+            assert_eq!(top_layer.len(), 1, "{what}");
+            assert_eq!(top_layer[0]["store_paths"], none, "{what}");
+        }
+        let out = run(nixlayer().arg("diff").arg(&base).arg(&built), 0);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.starts_with("store paths: 0 added, 0 removed, 0 changed\nlayers: 3 kept, 1 added"),
+            "{text}"
+        );
+        assert_eq!(text.matches(" 1 path\n").count(), 3, "{text}");
+    }
+}
+
+/// A docker-archive whose layer members are gzip (docker loads them):
+/// each blob is its gzip bytes, not the tar the diff_id names, so against
+/// the plain archive its layers are stored another way and pushed. Its
+/// digests were taken to be the diff_ids: "3 kept", nothing to push.
+#[test]
+fn gzip_members_of_a_docker_archive_are_other_blobs() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain.tar");
+    build(&manifest, &plain, &[]);
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    util::tool(
+        "tar",
+        &["-xf", plain.to_str().unwrap(), "-C", tree.to_str().unwrap()],
+    );
+    let manifest_json: Value =
+        serde_json::from_slice(&std::fs::read(tree.join("manifest.json")).unwrap()).unwrap();
+    let members: Vec<&str> = manifest_json[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 3);
+    let (mut gzip_digests, mut tar_bytes) = (Vec::new(), 0);
+    for member in &members {
+        let path = tree.join(member);
+        tar_bytes += std::fs::metadata(&path).unwrap().len();
+        let gz = util::tool("gzip", &["-n", "-c", path.to_str().unwrap()]);
+        std::fs::write(&path, gz).unwrap();
+        let sum = util::tool("sha256sum", &[path.to_str().unwrap()]);
+        let hex = String::from_utf8(sum).unwrap()[..64].to_owned();
+        gzip_digests.push(format!("sha256:{hex}"));
+    }
+    let gzipped = tmp.path().join("gzipped.tar");
+    util::tool(
+        "tar",
+        &[
+            "-cf",
+            gzipped.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let doc = diff_json(&plain, &gzipped);
+    let kept: Vec<&str> = doc["layers"]["kept_other_blob"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, gzip_digests, "{doc}");
+    assert!(doc["bytes"]["layers"].as_u64().unwrap() > 0, "{doc}");
+    // The other way round, the plain tars are the blobs pushed.
+    let doc = diff_json(&gzipped, &plain);
+    assert_eq!(ids(&doc, "kept_other_blob").len(), 3, "{doc}");
+    assert_eq!(doc["bytes"]["layers"], tar_bytes, "{doc}");
+}
+
+/// One image of a layout holding several tags is named as `PATH:NAME`
+/// (its `ref.name`, or the full name), as skopeo's `oci:PATH:NAME`; the
+/// layout alone is refused with its names, not with `--platform` (the
+/// images are of one platform, so that hint led nowhere). A file whose
+/// name has a `:` is still itself.
+#[test]
+fn one_image_of_several_tags_is_named() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("old"), "auto", false);
+    let changed = example(&tmp.path().join("new"), "auto", true);
+    let layout = tmp.path().join("layout");
+    build(&manifest, &layout, &["--format", "oci-layout"]);
+    build(
+        &changed,
+        &layout,
+        &["--format", "oci-layout", "--tag", "nixlayer-test/diff:2"],
+    );
+    let planned = diff_json(&manifest, &changed);
+    let side = |name: &str| PathBuf::from(format!("{}:{name}", layout.display()));
+    for (old, new) in [("1", "2"), ("nixlayer-test/diff:1", "nixlayer-test/diff:2")] {
+        let doc = diff_json(&side(old), &side(new));
+        assert_eq!(doc["store_paths"], planned["store_paths"], "{doc}");
+        assert_eq!(doc["bytes"], planned["bytes"], "{doc}");
+    }
+    let out = run(nixlayer().arg("diff").arg(&layout).arg(&changed), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds 2 images")
+            && stderr.contains(&format!("as `{}:NAME`, of `1`, `2`", layout.display()))
+            && !stderr.contains("--platform"),
+        "{stderr}"
+    );
+    let out = run(nixlayer().arg("diff").arg(side("3")).arg(&changed), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds 0 images named `3`"), "{stderr}");
+    // A manifest names no image; a file with a `:` in its name is itself.
+    let out = run(
+        nixlayer()
+            .arg("diff")
+            .arg(format!("{}:1", manifest.display()))
+            .arg(&changed),
+        2,
+    );
+    assert!(out.stdout.is_empty());
+    let colon = tmp.path().join("a:1.tar");
+    build(&manifest, &colon, &[]);
+    assert_eq!(diff_json(&colon, &manifest)["bytes"]["push"], 0);
+}
+
+/// A store path from a hostile archive's history (ESC ] 0;x BEL retitles
+/// a terminal, ESC [2J clears it) is printed escaped by the table, as
+/// `inspect` and errors print it; it reached the terminal raw.
+#[test]
+fn escape_sequences_in_history_never_reach_the_terminal() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain.tar");
+    build(&manifest, &plain, &[]);
+    let evil = edit_config(&plain, &tmp.path().join("evil"), |config| {
+        config["history"][0]["comment"] =
+            Value::from("store paths: ['/nix/store/aaa-x\u{1b}]0;x\u{7}\u{1b}[2J']");
+    });
+    let out = run(nixlayer().arg("diff").arg(&evil).arg(&plain), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains(r"aaa-x\u{1b}]0;x\u{7}\u{1b}[2J"), "{text}");
+}
+
+/// A copy of docker-archive `plain` as `{out}.tar` with its config edited
+/// by `edit`, the config named otherwise than by its digest (tools may), so
+/// no name is to match.
+fn edit_config(plain: &Path, out: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let tree = out.with_extension("d");
+    std::fs::create_dir(&tree).unwrap();
+    util::tool(
+        "tar",
+        &["-xf", plain.to_str().unwrap(), "-C", tree.to_str().unwrap()],
+    );
+    let mut list: Value =
+        serde_json::from_slice(&std::fs::read(tree.join("manifest.json")).unwrap()).unwrap();
+    let config_name = list[0]["Config"].as_str().unwrap().to_owned();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(tree.join(&config_name)).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::remove_file(tree.join(&config_name)).unwrap();
+    std::fs::write(tree.join("config.json"), config.to_string()).unwrap();
+    list[0]["Config"] = Value::from("config.json");
+    std::fs::write(tree.join("manifest.json"), list.to_string()).unwrap();
+    let archive = out.with_extension("tar");
+    util::tool(
+        "tar",
+        &[
+            "-cf",
+            archive.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            ".",
+        ],
+    );
+    archive
+}
+
+/// An image whose history lacks an entry (a tool appended a layer without
+/// one) says nothing of which layer an entry is: its layers list no paths
+/// (each then takes the other side's by diff_id), rather than each the
+/// next layer's paths, which made a diff against itself report changes.
+#[test]
+fn a_history_shorter_than_the_layers_names_no_paths() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain.tar");
+    build(&manifest, &plain, &[]);
+    let short = edit_config(&plain, &tmp.path().join("short"), |config| {
+        config["history"].as_array_mut().unwrap().remove(0);
+    });
+    let doc = diff_json(&short, &short);
+    for layer in doc["layers"]["kept"].as_array().unwrap() {
+        assert_eq!(layer["store_paths"], serde_json::json!([]), "{doc}");
+    }
+    let same = diff_json(&plain, &plain);
+    for (old, new) in [(&plain, &short), (&short, &plain)] {
+        let doc = diff_json(old, new);
+        assert_eq!(doc["store_paths"], same["store_paths"], "{doc}");
+        assert_eq!(doc["layers"]["kept"], same["layers"]["kept"], "{doc}");
+    }
+}
+
+/// `inspect`'s first line tells the file's compression from its layers':
+/// a zstd layout said "compression none" (a directory has none), and a
+/// gzip docker-archive of plain layers said only "compression gzip".
+#[test]
+fn inspect_names_the_layers_compression_apart() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let cases = [
+        (
+            "zstd-layout",
+            &["--format", "oci-layout", "--compression", "zstd"][..],
+            "oci-layout, layers zstd\n",
+        ),
+        (
+            "gzip.oci",
+            &["--format", "oci-archive", "--compression", "gzip"][..],
+            "oci-archive, compression none, layers gzip\n",
+        ),
+        (
+            "image.tar.gz",
+            &["--compression", "gzip"][..],
+            "docker-archive, compression gzip, layers uncompressed\n",
+        ),
+    ];
+    for (name, extra, header) in cases {
+        let out = tmp.path().join(name);
+        build(&manifest, &out, extra);
+        let text = String::from_utf8(run(nixlayer().arg("inspect").arg(&out), 0).stdout).unwrap();
+        assert!(
+            text.starts_with(&format!("{}: {header}", out.display())),
+            "{text}"
+        );
+    }
+}
+
+/// A manifest whose `[base]` is on a registry is reached as `build`
+/// reaches it: `diff` takes `--ca-file` (and the other registry flags,
+/// the credentials of docker's `config.json`). It had none, so a base on
+/// a registry with a private CA (or needing a login) could be built and
+/// planned but not diffed.
+#[test]
+fn a_registry_base_is_reached_with_the_registry_flags() {
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let (registry, ca) = crate::support::tls_registry(tmp.path(), "registry");
+    let host = format!("127.0.0.1:{}", registry.port);
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let empty_certs_d = tmp.path().join("certs.d-empty");
+    let with_ca = |cmd: &mut Command| {
+        cmd.env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+            .env_remove("SSL_CERT_FILE")
+            .arg("--ca-file")
+            .arg(&ca);
+    };
+    let mut push = nixlayer();
+    push.arg("push")
+        .arg(&manifest)
+        .arg(format!("{host}/nixlayer-test/diff-base:1"))
+        .arg("--json");
+    with_ca(&mut push);
+    let pushed: Value = serde_json::from_slice(&run(&mut push, 0).stdout).unwrap();
+    let digest = pushed["manifest_digest"].as_str().unwrap();
+    let top = util::write(
+        tmp.path(),
+        "top.toml",
+        &format!(
+            r#"name = "nixlayer-test/diff-top"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+[base]
+image = "docker://{host}/nixlayer-test/diff-base:1@{digest}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+"#
+        ),
+    );
+    let diff = || {
+        let mut cmd = nixlayer();
+        cmd.arg("diff").arg(&manifest).arg(&top).arg("--json");
+        cmd
+    };
+    // Without the CA: a TLS failure naming the way to trust it.
+    let out = run(
+        diff()
+            .env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env("XDG_CACHE_HOME", tmp.path().join("cache-untrusted"))
+            .env_remove("SSL_CERT_FILE"),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TLS failed") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    let mut cmd = diff();
+    with_ca(&mut cmd);
+    let doc: Value = serde_json::from_slice(&run(&mut cmd, 0).stdout).unwrap();
+    assert_eq!(
+        doc["store_paths"]["removed"],
+        serde_json::json!([]),
+        "{doc}"
+    );
+    assert_eq!(ids(&doc, "kept").len(), 3, "{doc}");
+    assert_eq!(ids(&doc, "added").len(), 1, "{doc}");
+}
+
+/// The stored layer digests of an OCI layout's one image.
+fn layout_layer_digests(layout: &Path) -> Vec<String> {
+    let doc: Value =
+        serde_json::from_slice(&run(nixlayer().arg("inspect").arg(layout).arg("--json"), 0).stdout)
+            .unwrap();
+    doc["images"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An image built on a base whose layers another tool compressed (skopeo,
+/// docker: Go's gzip, another zstd) keeps the base's blobs when its output
+/// compresses layers the same way, as docker keeps a base's blobs: they
+/// were recompressed, so every base layer got a new digest, which a push
+/// uploaded again instead of mounting, and which every client holding the
+/// base pulled again. `diff` says the same (no base layer pushed again).
+#[test]
+fn a_base_compressed_by_another_tool_keeps_its_blobs() {
+    if !util::require_tool("skopeo") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let plain = tmp.path().join("plain");
+    build(&manifest, &plain, &["--format", "oci-layout"]);
+    for codec in ["gzip", "zstd"] {
+        let base = tmp.path().join(format!("base-{codec}"));
+        util::tool(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--dest-compress",
+                "--dest-compress-format",
+                codec,
+                &format!("oci:{}:1", plain.display()),
+                &format!("oci:{}:1", base.display()),
+            ],
+        );
+        let base_blobs = layout_layer_digests(&base);
+        // Not what nixlayer makes of the same tars: the case at hand.
+        let ours = tmp.path().join(format!("ours-{codec}"));
+        build(
+            &manifest,
+            &ours,
+            &["--format", "oci-layout", "--compression", codec],
+        );
+        assert_ne!(layout_layer_digests(&ours), base_blobs, "{codec}");
+        let top = util::write(
+            tmp.path(),
+            &format!("top-{codec}.toml"),
+            &format!(
+                r#"name = "nixlayer-test/diff-top"
+tag = "1"
+created = "2024-01-01T00:00:00Z"
+[base]
+image = "{}"
+[closure]
+roots = []
+[[customisation.files]]
+path = "/etc/top.txt"
+text = "top\n"
+[output]
+format = "oci-layout"
+compression = "{codec}"
+"#,
+                base.display()
+            ),
+        );
+        let built = tmp.path().join(format!("top-{codec}"));
+        build(&top, &built, &[]);
+        let top_blobs = layout_layer_digests(&built);
+        assert_eq!(top_blobs[..3], base_blobs[..], "{codec}");
+        // Read back whole by skopeo, every blob checked.
+        util::tool(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &format!("oci:{}:1", built.display()),
+                &format!(
+                    "oci:{}:1",
+                    tmp.path().join(format!("copy-{codec}")).display()
+                ),
+            ],
+        );
+        for (old, new) in [(&base, &built), (&base, &top), (&top, &built)] {
+            let doc = diff_json(old, new);
+            assert_eq!(
+                doc["layers"]["kept_other_blob"],
+                serde_json::json!([]),
+                "{codec}: {doc}"
+            );
+        }
+        // Uncompressed, the tars are the blobs, whatever the base's.
+        let plain_top = tmp.path().join(format!("top-{codec}-plain"));
+        build(&top, &plain_top, &["--compression", "none"]);
+        let plain_blobs = layout_layer_digests(&plain_top);
+        assert_eq!(
+            plain_blobs[..3],
+            layout_layer_digests(&plain)[..],
+            "{codec}"
+        );
+    }
+}

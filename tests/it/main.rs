@@ -8,7 +8,7 @@
 //! - `build_from_cache`: `build`, `layers` and `init` from a `nix copy` cache (`file://`, nginx, netrc) with no local store: the local build's bytes; refusals leave no output;
 //! - `closure_sources`: the five closure sources agree on real closures;
 //! - `content`: customisation layer, permissions, owner, Nix DB, base images, created/mtime;
-//! - `diff`: `nixlayer diff` of manifests (auto, popularity) and of the archives and layouts built from them;
+//! - `diff`: `nixlayer diff` of manifests (auto, popularity) and of the archives and layouts built from them, images on a base, one tag of several; `inspect`'s file and layer compression;
 //! - `errors`: bad input gives one message and no output;
 //! - `gzip_members`: gzip written as 1 MiB members: counted in archives and layer blobs, read back whole by `inspect`, run by docker from `docker load` and from `docker pull` of a push;
 //! - `hostile_archives`: edited and symlinked blobs, decompression bombs, unsafe merge members, a tampered base under `--stream`;
