@@ -930,6 +930,18 @@ impl Client {
         let what = "API version check";
         let resp = self.send("GET", &url, what, &[], &Body::None)?;
         match resp.status().as_u16() {
+            // A registry's API root answers JSON (`{}`), or nothing; an
+            // HTML page is a web server or a registry's web interface on
+            // this port, which would answer `200` to every later request.
+            status @ 200..=299 if is_html(&resp) && !is_registry_answer(&resp) => {
+                Err(Error::NotRegistry {
+                    method: "GET",
+                    url: shown_url(&url),
+                    what: what.to_owned(),
+                    status,
+                    reason: "it is an HTML page, not the registry API (is this the port of a web server or of a registry's web interface?)",
+                })
+            }
             200..=299 => Ok(()),
             _ => Err(self.status_error("GET", &url, what, resp)),
         }
@@ -1327,8 +1339,22 @@ impl Client {
             &Body::Bytes(manifest),
         )?;
         let status = resp.status().as_u16();
-        if status != 201 && status != 200 {
+        if !resp.status().is_success() {
             return Err(self.status_error("PUT", &url, &what, resp));
+        }
+        // `201 Created` is the distribution spec's answer; Quay answers
+        // `202 Accepted`, and others may `200`. Those are taken only with
+        // the manifest's digest in `Docker-Content-Digest`, as registries
+        // send it: a web server answering `200` to everything would
+        // otherwise pass for a registry that stored the image.
+        if status != 201 && !resp.headers().contains_key("docker-content-digest") {
+            return Err(Error::NotRegistry {
+                method: "PUT",
+                url: shown_url(&url),
+                what,
+                status,
+                reason: "it carries no `Docker-Content-Digest`, so nothing says the manifest was stored (is this the port of a web server?)",
+            });
         }
         check_digest(&resp, &url, &what, &digest)?;
         let subject = resp.headers().contains_key("oci-subject");
@@ -1710,6 +1736,22 @@ fn check_digest(resp: &Response, url: &str, what: &str, digest: &Digest) -> Resu
         }),
         _ => Ok(()),
     }
+}
+
+/// Whether an answer says it is an HTML page.
+fn is_html(resp: &Response) -> bool {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+}
+
+/// Whether an answer carries the header every registry API answer does
+/// (distribution, Harbor, Quay, GHCR, ECR …), though the spec does not
+/// require it.
+fn is_registry_answer(resp: &Response) -> bool {
+    resp.headers()
+        .contains_key("docker-distribution-api-version")
 }
 
 /// The start of `text`, on one line: what an error quotes of an answer.

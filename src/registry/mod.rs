@@ -77,6 +77,23 @@ pub enum Error {
         /// The start of the answer's body.
         body: String,
     },
+    /// The server answered with success, but not as a registry does: a web
+    /// server (or a registry's web interface) on the registry's port
+    /// answers `200` to everything, and taking that for a push would
+    /// report an image the registry never stored.
+    #[error("{method} {url} ({what}): the answer ({status}) is not a registry's: {reason}")]
+    NotRegistry {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// The blob or manifest concerned.
+        what: String,
+        /// The status code.
+        status: u16,
+        /// What is wrong with the answer.
+        reason: &'static str,
+    },
     /// The registry stored a blob or manifest under another digest.
     #[error("{url}: the registry says `{what}` has digest {got}, expected {expected}")]
     DigestMismatch {

@@ -195,10 +195,23 @@ fn forward(client: TcpStream, seen: &Seen, rest: Vec<u8>, location_port: Option<
 /// [`forward`] to the registry at `upstream`.
 fn forward_to(
     upstream: &str,
+    client: TcpStream,
+    seen: &Seen,
+    rest: Vec<u8>,
+    location_port: Option<u16>,
+) {
+    forward_as(upstream, client, seen, rest, location_port, None);
+}
+
+/// [`forward_to`], the registry's `201 Created` answered as `created`
+/// when given (the status line another registry sends).
+fn forward_as(
+    upstream: &str,
     mut client: TcpStream,
     seen: &Seen,
     rest: Vec<u8>,
     location_port: Option<u16>,
+    created: Option<&str>,
 ) {
     let Ok(mut up) = TcpStream::connect(upstream) else {
         return respond(client, "502 Bad Gateway", &[], "no registry");
@@ -221,6 +234,10 @@ fn forward_to(
         })
     };
     if let Some((first, headers, rest)) = read_head(&mut up) {
+        let first = match created {
+            Some(status) if first.contains(" 201 ") => format!("HTTP/1.1 {status}"),
+            _ => first,
+        };
         let mut head = format!("{first}\r\n");
         for (k, v) in headers {
             if k.eq_ignore_ascii_case("connection") {
@@ -816,6 +833,9 @@ enum Fault {
     /// The third `PATCH` reaches the registry with half of its body, then
     /// both connections are cut.
     DropMidUpload,
+    /// Manifests are accepted with `202 Accepted` and their digest, as
+    /// Quay answers, instead of `201 Created`.
+    ManifestAccepted,
 }
 
 /// The `Content-Length` of a request.
@@ -899,6 +919,11 @@ fn faulty(upstream: u16, fault: Fault) -> Server {
                 thread::sleep(Duration::from_millis(200));
                 let _ = up.shutdown(Shutdown::Both);
                 let _ = conn.shutdown(Shutdown::Both);
+            }
+            Fault::ManifestAccepted
+                if seen.method == "PUT" && seen.target.contains("/manifests/") =>
+            {
+                forward_as(&upstream, conn, seen, rest, None, Some("202 Accepted"));
             }
             _ => forward_to(&upstream, conn, seen, rest, None),
         }
@@ -1001,6 +1026,82 @@ fn a_connection_dropped_mid_upload_resumes_or_restarts_cleanly() {
         seen.iter()
             .any(|s| s.method == "GET" && s.target.contains("/blobs/uploads/")),
         "no status GET"
+    );
+}
+
+#[test]
+fn a_manifest_accepted_with_202_as_quay_answers_is_pushed() {
+    let Some(seen) = push_through(Fault::ManifestAccepted) else {
+        return;
+    };
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "PUT" && s.target.contains("/manifests/1")),
+        "no manifest PUT"
+    );
+}
+
+/// A server answering every request `200` with `body` of `content_type`
+/// and no registry header: a web server on the registry's port.
+fn answers_200_to_everything(content_type: &'static str, body: &'static str) -> Server {
+    Server::start(move |mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        respond(conn, "200 OK", &[("Content-Type", content_type)], body);
+    })
+}
+
+#[test]
+fn a_web_server_answering_200_to_everything_is_no_registry() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    // A web page (nginx's, a registry's web interface): refused at the
+    // first request, before anything is built.
+    let html =
+        answers_200_to_everything("text/html", "<html><body>Welcome to nginx!</body></html>");
+    let reference = format!("127.0.0.1:{}/nixlayer-test/web:1", html.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).arg("--no-cache"),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains(&format!("push to `{reference}` failed"))
+            && stderr.contains("(API version check): the answer (200) is not a registry's")
+            && stderr.contains("HTML page"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("HTML")).count(),
+        1,
+        "{stderr}"
+    );
+    // Another API answering JSON to everything: every blob seems present,
+    // and the manifest's `200` without its digest is no proof it was
+    // stored: an error, not a digest to pin.
+    let json_api = answers_200_to_everything("application/json", "{}");
+    let reference = format!("127.0.0.1:{}/nixlayer-test/web:1", json_api.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).arg("--no-cache"),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("manifest 1): the answer (200) is not a registry's")
+            && stderr.contains("`Docker-Content-Digest`"),
+        "{stderr}"
     );
 }
 
