@@ -898,6 +898,16 @@ impl Client {
         mut resp: Response,
     ) -> Error {
         let status = resp.status().as_u16();
+        // A 401 here came after the challenge was answered (see
+        // `send_to`): what was sent was refused, which the registry's own
+        // body (`authentication required`, or nothing for a HEAD) does not
+        // say.
+        if status == 401 {
+            return Error::Auth {
+                url: shown_url(url),
+                reason: self.refusal(),
+            };
+        }
         let body = self.error_body(&mut resp);
         Error::Status {
             method,
@@ -905,6 +915,29 @@ impl Client {
             what: what.to_owned(),
             status,
             body,
+        }
+    }
+
+    /// Why the registry answers 401 to a request sent with the
+    /// authorization its challenge asked for: who was refused what.
+    fn refusal(&self) -> String {
+        let bearer = self.auth_header().is_some_and(|h| h.starts_with("Bearer "));
+        let access = format!("`{}` on `{}`", self.actions, self.repository);
+        match &self.credentials {
+            None => format!(
+                "the registry answered 401 to anonymous access ({access}): give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
+            ),
+            Some(c) if c.as_identity_token().is_some() => format!(
+                "the registry answered 401 to the token its realm gave for the identity token ({access}): log in again (`docker login`)"
+            ),
+            Some(c) if bearer => format!(
+                "the registry answered 401 to the token its realm gave user `{}` ({access}): does the user have that access?",
+                c.user
+            ),
+            Some(c) => format!(
+                "the registry answered 401 to the credentials of user `{}`: a wrong password, or no {access}",
+                c.user
+            ),
         }
     }
 

@@ -468,7 +468,9 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--password-stdin"), "{stderr}");
 
-    // A wrong password: the registry's 401 names the URL.
+    // A wrong password: the error names the URL, and says the
+    // credentials were refused (the registry's 401 alone says
+    // `authentication required`, as if none were sent).
     let out = run(
         nixlayer()
             .arg("push")
@@ -480,7 +482,7 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("http://{host}/v2/")) && stderr.contains("401"),
+        stderr.contains(&format!("http://{host}/v2/: authentication failed: the registry answered 401 to the credentials of user `nixlayer`: a wrong password")),
         "{stderr}"
     );
 

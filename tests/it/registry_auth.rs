@@ -165,7 +165,13 @@ fn token_auth_with_a_real_registry_and_issuer() {
     // Anonymous: the issuer grants pull only, and the registry refuses the
     // upload.
     let out = run(&mut push(&m, &reference, &none), 1);
-    assert!(shown(&out).contains("401"), "{}", shown(&out));
+    assert!(
+        shown(&out).contains(
+            "authentication failed: the registry answered 401 to anonymous access (`pull,push` on `nixlayer-test/token`)"
+        ),
+        "{}",
+        shown(&out)
+    );
     let anonymous = setup.requests();
     assert!(
         anonymous
@@ -519,10 +525,14 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
     setup.requests();
     let pull_only = serde_json::json!(["repository:nixlayer-test/private-base:pull"]);
 
-    // Anonymous: refused by the registry.
+    // Anonymous: refused by the registry, which the error says in one
+    // line naming the repository and the access asked (not the
+    // registry's bare `401: authentication required`).
     let out = run(&mut pulling("build", &m, tmp.path(), "anonymous"), 1);
+    let refused = "the registry answered 401 to anonymous access (`pull` on `nixlayer-test/private-base`): give `--username USER`";
     assert!(
-        shown(&out).contains("failed to pull base image"),
+        shown(&out).contains("failed to pull base image")
+            && shown(&out).lines().filter(|l| l.contains(refused)).count() == 1,
         "{}",
         shown(&out)
     );
