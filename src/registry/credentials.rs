@@ -138,7 +138,9 @@ impl Credentials {
             if let Some(found) =
                 run_helper(Path::new(&program), server).map_err(|reason| Error::DockerConfig {
                     path: path.to_owned(),
-                    reason: format!("credential helper `{program}`: {reason}"),
+                    // Named with the registry it was asked about: the
+                    // same `credsStore` serves every registry of a push.
+                    reason: format!("credential helper `{program}` for `{server}`: {reason}"),
                 })?
             {
                 return Ok(Some(found));
@@ -420,6 +422,12 @@ fn run_helper_within(
             .chars()
             .take(200)
             .collect();
+        if first.trim().is_empty() {
+            // docker's helpers say why on stdout, which is never quoted.
+            return Err(format!(
+                "`get` failed ({status}) with nothing on stderr (its stdout is not shown: it may hold the secret)"
+            ));
+        }
         return Err(format!("`get` failed ({status}): {first}"));
     }
     helper_answer(&stdout)
@@ -581,6 +589,15 @@ mod tests {
         );
         let e = run_helper(&fail, "x").unwrap_err();
         assert!(e.contains("broken") && !e.contains("s3cret"), "{e}");
+        // One that says nothing on stderr: no dangling `: `.
+        let silent = helper(dir.path(), "silent", "echo s3cret-out; exit 1");
+        let e = run_helper(&silent, "x").unwrap_err();
+        assert!(
+            e.contains("(exit status: 1) with nothing on stderr")
+                && !e.ends_with(": ")
+                && !e.contains("s3cret"),
+            "{e}"
+        );
         let junk = helper(dir.path(), "junk", "echo '{\"Secret\": s3cret-junk'");
         let e = run_helper(&junk, "x").unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");

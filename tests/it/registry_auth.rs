@@ -315,7 +315,8 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store() {
         std::fs::remove_file(bin.join("helper.log")).unwrap();
     }
 
-    // A helper that is not on PATH: an error naming it.
+    // A helper that is not on PATH: an error naming it and the registry
+    // it was asked about (a `credsStore` serves every registry).
     let cfg = docker_config(
         tmp.path(),
         "missing",
@@ -323,9 +324,41 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store() {
     );
     let out = run(&mut push(&m, &format!("{host}/nixlayer-test/x:1"), &cfg), 1);
     assert!(
-        shown(&out).contains("docker-credential-nixlayer-missing"),
+        shown(&out).contains(&format!(
+            "credential helper `docker-credential-nixlayer-missing` for `{host}`: cannot run it"
+        )),
         "{}",
         shown(&out)
+    );
+    // One that fails saying why on stdout only, as docker's helpers do:
+    // named with the registry, its stdout (maybe the secret) not shown.
+    use std::os::unix::fs::PermissionsExt as _;
+    let failing = bin.join("docker-credential-failing");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh
+echo 'wonderland: keychain locked'
+exit 1
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = docker_config(
+        tmp.path(),
+        "failing",
+        &serde_json::json!({"credsStore": "failing"}),
+    );
+    let out = run(
+        push(&m, &format!("{host}/nixlayer-test/x:1"), &cfg).env("PATH", &path),
+        1,
+    );
+    assert_no_secret(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "credential helper `docker-credential-failing` for `{host}`: `get` failed (exit status: 1) with nothing on stderr"
+        )) && stderr.lines().count() == 1,
+        "{stderr}"
     );
 }
 
