@@ -131,6 +131,13 @@ impl Reference {
             reference: reference.to_owned(),
             reason,
         };
+        // `http://host/…` would otherwise be read as host `http` with a
+        // port that is not a number: the error would name the wrong part.
+        if reference.contains("://") {
+            return Err(err(
+                "a reference has no scheme: write `host[:port]/repo[:tag]` (`--insecure` for a plain-HTTP registry)",
+            ));
+        }
         if reference.contains('@') {
             return Err(err("push by digest is not supported; give a tag"));
         }
@@ -280,6 +287,15 @@ mod tests {
         assert!(Reference::parse("user:pw@host.example/a").is_err());
         assert!(Reference::parse("host.example?x=1/a").is_err());
         assert!(Reference::parse("host.example/a:t?x").is_err());
+        // A URL is no reference, and the error says so (not "port").
+        for url in [
+            "http://127.0.0.1:5000/a",
+            "https://reg.example/a:t",
+            "docker://reg.example/a",
+        ] {
+            let e = Reference::parse(url).unwrap_err().to_string();
+            assert!(e.contains("a reference has no scheme"), "{e}");
+        }
         for local in [
             "127.0.0.1:5000/a",
             "127.8.9.10/a",

@@ -235,6 +235,20 @@ fn several_tags_in_one_push_and_the_digest_to_pin() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("pushed {repo}:d (")), "{stderr}");
 
+    // skopeo's `docker://` before the reference, as a pipeline moving
+    // from `skopeo copy` has it: the same push, the same pinned name.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(format!("docker://{repo}:e")),
+        0,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{repo}@{digest}\n")
+    );
+
     // A bad tag is a usage error, before anything is built or sent.
     for bad in ["", "-x", "a/b", "x@y", &"t".repeat(129)] {
         let out = run(
@@ -346,6 +360,22 @@ fn push_errors_name_the_registry_and_bad_references() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains(&format!("`{bad}` is not a registry reference")),
+            "{stderr}"
+        );
+    }
+
+    // A URL (scheme and all) is refused as one, not as a host `http`
+    // whose port is not a number.
+    for url in [
+        "http://127.0.0.1:5000/nixlayer-test/hello:x",
+        "https://127.0.0.1:5000/nixlayer-test/hello:x",
+    ] {
+        let out = run(nixlayer().arg("push").arg(&m).arg(url), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "`{url}` is not a registry reference: a reference has no scheme"
+            )) && !stderr.contains("registry port must"),
             "{stderr}"
         );
     }
