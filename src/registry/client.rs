@@ -564,11 +564,11 @@ impl Client {
                 // An untrusted certificate is no connection trouble: it
                 // is said at once, with the ways to trust it, for every
                 // HTTPS host (the registry, a token realm, a blob's CDN).
-                Err(e) if tls_refusal(&e, "registry").is_some() => {
+                Err(e) if tls_failure(&e).is_some() => {
                     let host = Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority());
                     return Err(Error::Tls {
                         host,
-                        reason: tls_refusal(&e, "registry").unwrap_or_default(),
+                        reason: tls_failure(&e).unwrap_or_default(),
                     });
                 }
                 Err(e) if attempt < attempts && transient(&e) => backoff(attempt),
@@ -825,10 +825,7 @@ impl Client {
         let mut attempt = 1;
         let sent = loop {
             match request() {
-                Err(e)
-                    if attempt < ATTEMPTS
-                        && transient(&e)
-                        && tls_refusal(&e, "registry").is_none() => {}
+                Err(e) if attempt < ATTEMPTS && transient(&e) && tls_failure(&e).is_none() => {}
                 Ok(resp)
                     if attempt < ATTEMPTS
                         && (resp.status().is_server_error() || resp.status() == 429) => {}
@@ -846,9 +843,9 @@ impl Client {
         let mut resp = sent.map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
             // As for the registry: an untrusted certificate is said as one.
-            e if tls_refusal(&e, "registry").is_some() => Error::Tls {
+            e if tls_failure(&e).is_some() => Error::Tls {
                 host: realm_origin.authority(),
-                reason: tls_refusal(&e, "registry").unwrap_or_default(),
+                reason: tls_failure(&e).unwrap_or_default(),
             },
             e => auth_err(format!("{shown}: {e}")),
         })?;
@@ -1798,6 +1795,23 @@ fn snippet(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// What [`Error::Tls`] says of a server that answered a TLS handshake in
+/// plain HTTP (the advice it gets is `--insecure`).
+pub(crate) const PLAIN_HTTP_ANSWER: &str = "it answered in plain HTTP, not TLS";
+
+/// Why an HTTPS request failed at TLS: the server's certificate or
+/// handshake refused (see [`tls_refusal`]), or a server that speaks plain
+/// HTTP (rustls' `InvalidContentType`: the answer is no TLS record). Both
+/// are final, never retried as connection trouble; the loopback probe
+/// (`Client::endpoint`) takes the second for its cue to use plain HTTP.
+fn tls_failure(e: &ureq::Error) -> Option<String> {
+    tls_refusal(e, "registry").or_else(|| {
+        e.to_string()
+            .contains("InvalidContentType")
+            .then(|| PLAIN_HTTP_ANSWER.to_owned())
+    })
 }
 
 /// Whether a failed request is worth retrying (the connection, not the

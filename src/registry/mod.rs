@@ -26,6 +26,24 @@ pub use reference::Reference;
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
 
+/// What to do about a TLS failure: trust the CA, unless the certificate
+/// was trusted but names another host (rustls checks the chain first), or
+/// the server speaks plain HTTP.
+fn tls_advice(host: &str, reason: &str) -> String {
+    if reason == client::PLAIN_HTTP_ANSWER {
+        "use `--insecure` if it is a plain-HTTP registry".to_owned()
+    } else if reason.contains("not valid for name") {
+        // A certificate names hosts, not ports.
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        format!("its certificate is trusted but does not name `{name}`: reach it by a name the certificate holds, or give it a certificate for `{name}`")
+    } else {
+        format!("trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`, or use `--insecure` for a plain-HTTP registry")
+    }
+}
+
 /// Why a push or a base-image pull failed at the registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -108,7 +126,7 @@ pub enum Error {
     },
     /// The registry's TLS could not be set up or its certificate is not
     /// trusted.
-    #[error("{host}: TLS failed: {reason}; trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`, or use `--insecure` for a plain-HTTP registry")]
+    #[error("{host}: TLS failed: {reason}; {}", tls_advice(host, reason))]
     Tls {
         /// The registry host.
         host: String,

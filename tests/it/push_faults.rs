@@ -1105,6 +1105,87 @@ fn a_web_server_answering_200_to_everything_is_no_registry() {
     );
 }
 
+/// An HTTPS proxy (`CONNECT`) on 127.0.0.1 that tunnels every request to
+/// 127.0.0.1:`upstream`, whatever host it names: a registry with a name of
+/// its own, reached as through a company's proxy.
+fn connect_proxy(upstream: u16) -> Server {
+    Server::start(move |mut conn, seen, rest, _| {
+        if seen.method != "CONNECT" {
+            return respond(conn, "405 Method Not Allowed", &[], "");
+        }
+        let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+            return respond(conn, "502 Bad Gateway", &[], "");
+        };
+        let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let _ = up.write_all(&rest);
+        let (mut from, mut to) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+        let pump = thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+        let _ = std::io::copy(&mut up, &mut conn);
+        let _ = conn.shutdown(Shutdown::Both);
+        let _ = pump.join();
+    })
+}
+
+/// `push_cmd` to `reference` through `proxy` as every HTTPS proxy variable.
+fn push_via(proxy: &Server, m: &Path, reference: &str, tmp: &Path) -> Command {
+    let mut cmd = push_cmd(m, reference, tmp);
+    for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env(var, proxy.url());
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn a_plain_http_registry_or_a_certificate_for_another_name_is_said_as_such() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") || !util::require_tool("openssl")
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    // A plain-HTTP registry by a name that is not loopback: HTTPS meets an
+    // HTTP answer. Said so at once, with `--insecure` (not rustls'
+    // "corrupt message", after three more tries).
+    let plain = connect_proxy(5000);
+    let reference = "registry.nixlayer-qa.example/nixlayer-test/proxied:1";
+    let (out, _) = run_bounded(
+        &mut push_via(&plain, &m, reference, tmp.path()),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("registry.nixlayer-qa.example: TLS failed: it answered in plain HTTP, not TLS; use `--insecure` if it is a plain-HTTP registry"),
+        "{stderr}"
+    );
+    assert_eq!(plain.seen().len(), 1, "tried again: {:?}", plain.seen());
+    // A TLS registry whose trusted certificate names 127.0.0.1 only: the
+    // advice is the name, not trusting a CA that is trusted.
+    let (registry, ca) = crate::support::tls_registry(tmp.path(), "tls");
+    let tunnel = connect_proxy(registry.port);
+    let (out, _) = run_bounded(
+        push_via(&tunnel, &m, reference, tmp.path())
+            .arg("--ca-file")
+            .arg(&ca),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(
+            "its certificate is trusted but does not name `registry.nixlayer-qa.example`"
+        ) && !stderr.contains("trust its CA"),
+        "{stderr}"
+    );
+}
+
 /// The most uploads (`PATCH`es, and `PUT`s with a body: a layer of one
 /// chunk) in flight at once through a proxy that holds each for 300 ms,
 /// for a push with `--jobs jobs` of a new image.
