@@ -380,6 +380,21 @@ fn push_errors_name_the_registry_and_bad_references() {
         );
     }
 
+    // A password before the host, as in a URL: refused, and never shown.
+    for with_password in [
+        "bob:s3cret-pw@127.0.0.1:5000/nixlayer-test/hello:x",
+        "https://bob:s3cret-pw@127.0.0.1:5000/nixlayer-test/hello:x",
+    ] {
+        let out = run(nixlayer().arg("push").arg(&m).arg(with_password), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("<redacted>@127.0.0.1:5000/nixlayer-test/hello:x")
+                && stderr.contains("credentials do not go in a reference")
+                && !stderr.contains("s3cret"),
+            "{stderr}"
+        );
+    }
+
     // Nothing listens on port 9: the error names the URL.
     let out = run(
         nixlayer()
