@@ -1649,9 +1649,11 @@ struct TokenAnswer {
 fn token_answer(text: &str, now: jiff::Timestamp) -> Result<TokenAnswer, String> {
     let doc: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!(": not JSON: {e}"))?;
-    let token = doc["token"]
-        .as_str()
-        .or_else(|| doc["access_token"].as_str())
+    // As docker takes them: an OAuth2 server's non-empty `access_token`
+    // first, else `token` (a realm may send both, one of them empty).
+    let field = |key: &str| doc[key].as_str().filter(|t| !t.is_empty());
+    let token = field("access_token")
+        .or_else(|| field("token"))
         .ok_or_else(|| " gave no token".to_owned())?;
     // It goes into a header: a token that cannot is refused, not sent.
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -2049,6 +2051,22 @@ mod tests {
             after: Duration::from_secs(2),
         };
         assert!(t.to_string().contains("127.0.0.1:5000"), "{t}");
+    }
+
+    #[test]
+    fn token_answers_take_the_token_docker_takes() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let token = |text: &str| token_answer(text, now).map(|a| a.token);
+        assert_eq!(token(r#"{"token":"t1"}"#).unwrap(), "t1");
+        assert_eq!(token(r#"{"access_token":"a1"}"#).unwrap(), "a1");
+        // Both: the OAuth2 one, as docker; an empty one is no token.
+        assert_eq!(
+            token(r#"{"token":"t1","access_token":"a1"}"#).unwrap(),
+            "a1"
+        );
+        assert_eq!(token(r#"{"token":"","access_token":"a1"}"#).unwrap(), "a1");
+        assert_eq!(token(r#"{"token":"t1","access_token":""}"#).unwrap(), "t1");
+        assert!(token(r#"{"token":"","access_token":""}"#).is_err());
     }
 
     #[test]
