@@ -906,6 +906,18 @@ impl Client {
             };
         }
         let body = self.error_body(&mut resp);
+        // Go's HTTP server (distribution, Harbor …) answers plain HTTP on
+        // its TLS port so: `--insecure` (skopeo's `--tls-verify=false`
+        // skips certificate checks; ours never does) sent it plain HTTP.
+        if status == 400
+            && url.starts_with("http://")
+            && body.contains("HTTP request to an HTTPS server")
+        {
+            return Error::Tls {
+                host: Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority()),
+                reason: HTTPS_ONLY.to_owned(),
+            };
+        }
         Error::Status {
             method,
             url: shown_url(url),
@@ -1802,6 +1814,10 @@ fn snippet(text: &str) -> String {
 /// What [`Error::Tls`] says of a server that answered a TLS handshake in
 /// plain HTTP (the advice it gets is `--insecure`).
 pub(crate) const PLAIN_HTTP_ANSWER: &str = "it answered in plain HTTP, not TLS";
+
+/// What [`Error::Tls`] says of a registry that speaks HTTPS only, sent
+/// plain HTTP (`--insecure`).
+pub(crate) const HTTPS_ONLY: &str = "it speaks HTTPS only, and `--insecure` sent it plain HTTP";
 
 /// Why an HTTPS request failed at TLS: the server's certificate or
 /// handshake refused (see [`tls_refusal`]), or a server that speaks plain

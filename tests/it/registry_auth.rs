@@ -396,6 +396,18 @@ fn tls_registry_with_a_test_ca() {
     );
     assert!(!text.contains("http://"), "{text}");
 
+    // `--insecure` (as skopeo's `--tls-verify=false` would be given): plain
+    // HTTP to the TLS port, which the error says, with the way to trust
+    // the CA (before: the registry's bare 400 "Client sent an HTTP request
+    // to an HTTPS server").
+    let out = run(push(&m, &reference, &none).arg("--insecure"), 1);
+    let text = shown(&out);
+    assert!(
+        text.contains(&format!("{host}: TLS failed: it speaks HTTPS only, and `--insecure` sent it plain HTTP; drop `--insecure`"))
+            && text.contains("--ca-file"),
+        "{text}"
+    );
+
     // With it: `--ca-file`, `SSL_CERT_FILE`, docker's certs.d.
     let certs_d = tmp.path().join("certs.d");
     std::fs::create_dir_all(certs_d.join(&host)).unwrap();
