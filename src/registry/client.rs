@@ -1816,8 +1816,9 @@ fn snippet(text: &str) -> String {
 pub(crate) const PLAIN_HTTP_ANSWER: &str = "it answered in plain HTTP, not TLS";
 
 /// What [`Error::Tls`] says of a registry that speaks HTTPS only, sent
-/// plain HTTP (`--insecure`).
-pub(crate) const HTTPS_ONLY: &str = "it speaks HTTPS only, and `--insecure` sent it plain HTTP";
+/// plain HTTP (`--insecure`, or a loopback port that did not answer the
+/// TLS probe in time).
+pub(crate) const HTTPS_ONLY: &str = "it speaks HTTPS only, and was sent plain HTTP";
 
 /// Why an HTTPS request failed at TLS: the server's certificate or
 /// handshake refused (see [`tls_refusal`]), or a server that speaks plain

@@ -33,7 +33,7 @@ fn tls_advice(host: &str, reason: &str) -> String {
     if reason == client::PLAIN_HTTP_ANSWER {
         "use `--insecure` if it is a plain-HTTP registry".to_owned()
     } else if reason == client::HTTPS_ONLY {
-        format!("drop `--insecure` (certificates are always checked) and trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`")
+        format!("drop `--insecure` if given (certificates are always checked) and trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`")
     } else if reason.contains("not valid for name") {
         // A certificate names hosts, not ports.
         let name = match host.strip_prefix('[') {

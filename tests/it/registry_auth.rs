@@ -403,7 +403,7 @@ fn tls_registry_with_a_test_ca() {
     let out = run(push(&m, &reference, &none).arg("--insecure"), 1);
     let text = shown(&out);
     assert!(
-        text.contains(&format!("{host}: TLS failed: it speaks HTTPS only, and `--insecure` sent it plain HTTP; drop `--insecure`"))
+        text.contains(&format!("{host}: TLS failed: it speaks HTTPS only, and was sent plain HTTP; drop `--insecure` if given"))
             && text.contains("--ca-file"),
         "{text}"
     );
