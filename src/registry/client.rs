@@ -918,6 +918,16 @@ impl Client {
                 reason: HTTPS_ONLY.to_owned(),
             };
         }
+        // A HEAD answer has no body, and some refusals none either: the
+        // status's name then, not a dangling `: `.
+        let body = if body.is_empty() {
+            resp.status()
+                .canonical_reason()
+                .unwrap_or("(no explanation)")
+                .to_owned()
+        } else {
+            body
+        };
         Error::Status {
             method,
             url: shown_url(url),

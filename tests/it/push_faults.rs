@@ -1105,6 +1105,43 @@ fn a_web_server_answering_200_to_everything_is_no_registry() {
     );
 }
 
+#[test]
+fn a_refusal_without_a_body_is_named_by_its_status() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    // A registry that refuses this repository with bare 403s (a HEAD has
+    // no body to say why; some registries send none for a POST either).
+    let refusing = Server::start(|mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        if seen.target == "/v2/" {
+            respond(
+                conn,
+                "200 OK",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Docker-Distribution-API-Version", "registry/2.0"),
+                ],
+                "{}",
+            );
+        } else {
+            respond(conn, "403 Forbidden", &[], "");
+        }
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/refused:1", refusing.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).arg("--no-cache"),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("the registry answered 403: Forbidden") && !stderr.contains("403: \n"),
+        "{stderr}"
+    );
+}
+
 /// An HTTPS proxy (`CONNECT`) on 127.0.0.1 that tunnels every request to
 /// 127.0.0.1:`upstream`, whatever host it names: a registry with a name of
 /// its own, reached as through a company's proxy.
