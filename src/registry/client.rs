@@ -854,6 +854,7 @@ impl Client {
             let text = self.error_body(&mut resp);
             return Err(auth_err(format!("{shown} answered {status}: {text}")));
         }
+        let html = is_html(&resp);
         let text = resp
             .body_mut()
             .with_config()
@@ -866,8 +867,18 @@ impl Client {
                 }
                 e => auth_err(format!("{shown}: {e}")),
             })?;
-        let answer = token_answer(&text, jiff::Timestamp::now())
-            .map_err(|why| auth_err(format!("{shown}{why}")))?;
+        let answer = token_answer(&text, jiff::Timestamp::now()).map_err(|why| {
+            // An SSO proxy's login page, say: JSON's "expected value at
+            // line 1 column 1" would not tell. (A token in JSON sent as
+            // `text/html` is still taken.)
+            if html && serde_json::from_str::<serde_json::Value>(&text).is_err() {
+                auth_err(format!(
+                    "{shown} answered an HTML page, not a token (a login page rather than the registry's token service?)"
+                ))
+            } else {
+                auth_err(format!("{shown}{why}"))
+            }
+        })?;
         if let Some(refresh) = answer.refresh {
             *lock(&self.refresh_token) = Some(refresh);
         }

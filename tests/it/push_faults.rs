@@ -1142,6 +1142,45 @@ fn a_refusal_without_a_body_is_named_by_its_status() {
     );
 }
 
+#[test]
+fn a_token_realm_answering_a_web_page_is_said_so() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    // The realm answers its login page (an SSO proxy in front of it).
+    let realm = Server::start(|mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "text/html; charset=utf-8")],
+            "<html><body>Sign in</body></html>",
+        );
+    });
+    let front = gate(
+        Gate::Bearer {
+            realm: format!("{}/token", realm.url()),
+            token: "never-given".to_owned(),
+        },
+        realm.port,
+    );
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/sso:1", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "u:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{}/token answered an HTML page, not a token",
+            realm.url()
+        )) && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+}
+
 /// An HTTPS proxy (`CONNECT`) on 127.0.0.1 that tunnels every request to
 /// 127.0.0.1:`upstream`, whatever host it names: a registry with a name of
 /// its own, reached as through a company's proxy.
