@@ -217,7 +217,10 @@ pub(crate) fn shown_url(url: &str) -> String {
 /// A blocking client for one repository of one registry. `Debug` never
 /// shows a password or token.
 pub struct Client {
+    /// Through the environment's proxy, if any.
     agent: ureq::Agent,
+    /// The same, without a proxy: for loopback hosts (see [`Client::new`]).
+    direct: ureq::Agent,
     /// `host[:port]` of the registry API.
     host: String,
     /// Set once the scheme is known: at once, or after the loopback probe.
@@ -299,15 +302,7 @@ impl Client {
     pub fn new(reference: &Reference, options: ClientOptions) -> Self {
         let host = reference.api_host().to_owned();
         let timeouts = options.timeouts;
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // ureq follows no redirect: `send_with` follows those within
-            // the registry's origin, so our headers stay where we send them.
-            .max_redirects(0)
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
-            .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
-            .timeout_global(Some(timeouts.request))
-            .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")));
+        let mut tls = None;
         let mut setup_error = None;
         if !options.insecure {
             let certs_d = std::env::var_os(CERTS_D_ENV)
@@ -317,13 +312,32 @@ impl Client {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from);
             match root_certs(&host, bundle, options.ca_file.as_deref(), &certs_d) {
-                Ok(roots) => {
-                    config = config
-                        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
-                }
+                Ok(roots) => tls = Some(ureq::tls::TlsConfig::builder().root_certs(roots).build()),
                 Err(e) => setup_error = Some(e),
             }
         }
+        // One agent through the environment's proxy (`HTTPS_PROXY`, …, and
+        // `NO_PROXY`), one without for loopback hosts, which Go's clients
+        // (docker, skopeo, crane) never send to a proxy: a CI machine's
+        // proxy cannot reach its own `localhost:5000`.
+        let agent = |proxied: bool| -> ureq::Agent {
+            let mut config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                // ureq follows no redirect: `send_with` follows those within
+                // the registry's origin, so our headers stay where we send them.
+                .max_redirects(0)
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+                .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
+                .timeout_global(Some(timeouts.request))
+                .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")));
+            if let Some(tls) = &tls {
+                config = config.tls_config(tls.clone());
+            }
+            if !proxied {
+                config = config.proxy(None);
+            }
+            config.build().into()
+        };
         let endpoint = if options.insecure {
             Some(Endpoint::new("http", &host))
         } else if reference.is_local() {
@@ -332,7 +346,8 @@ impl Client {
             Some(Endpoint::new("https", &host))
         };
         Self {
-            agent: config.build().into(),
+            agent: agent(true),
+            direct: agent(false),
             host,
             endpoint: Mutex::new(endpoint),
             setup_error,
@@ -377,7 +392,7 @@ impl Client {
         // A TLS server on loopback answers a handshake at once; one that
         // is silent this long is taken for a plain-HTTP one.
         let probe = self
-            .agent
+            .agent_for(&url)
             .get(&url)
             .config()
             .timeout_global(Some(self.timeouts.request.min(PROBE_DEADLINE)))
@@ -399,6 +414,23 @@ impl Client {
         };
         *slot = Some(chosen.clone());
         Ok(chosen)
+    }
+
+    /// The agent for a request to `url`: without a proxy for a loopback
+    /// host.
+    fn agent_for(&self, url: &str) -> &ureq::Agent {
+        let loopback = Origin::of(url).is_some_and(|o| {
+            let host = o.host.trim_start_matches('[').trim_end_matches(']');
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if loopback {
+            &self.direct
+        } else {
+            &self.agent
+        }
     }
 
     fn url(&self, path: &str) -> Result<String, Error> {
@@ -595,6 +627,7 @@ impl Client {
     ) -> Result<Response, ureq::Error> {
         // Never to another origin, whatever it is.
         let auth = if ours { self.auth_header() } else { None };
+        let agent = self.agent_for(url);
         macro_rules! prepared {
             ($req:expr) => {{
                 let mut req = $req;
@@ -608,14 +641,14 @@ impl Client {
             }};
         }
         match (method, body) {
-            ("HEAD", _) => prepared!(self.agent.head(url)).call(),
-            ("GET", _) => prepared!(self.agent.get(url)).call(),
-            ("DELETE", _) => prepared!(self.agent.delete(url)).call(),
+            ("HEAD", _) => prepared!(agent.head(url)).call(),
+            ("GET", _) => prepared!(agent.get(url)).call(),
+            ("DELETE", _) => prepared!(agent.delete(url)).call(),
             (m, b) => {
                 let req = match m {
-                    "POST" => self.agent.post(url),
-                    "PATCH" => self.agent.patch(url),
-                    _ => self.agent.put(url),
+                    "POST" => agent.post(url),
+                    "PATCH" => agent.patch(url),
+                    _ => agent.put(url),
                 };
                 let req = prepared!(req);
                 let (file, offset, len) = match b {
@@ -795,7 +828,7 @@ impl Client {
         let request = || {
             if identity.is_some() {
                 let body = query(&form);
-                self.agent
+                self.agent_for(realm)
                     .post(realm)
                     .config()
                     .timeout_global(Some(self.timeouts.request))
@@ -809,7 +842,7 @@ impl Client {
                     query(&form)
                 );
                 let mut req = self
-                    .agent
+                    .agent_for(&token_url)
                     .get(&token_url)
                     .config()
                     .timeout_global(Some(self.timeouts.request))

@@ -1181,6 +1181,44 @@ fn a_token_realm_answering_a_web_page_is_said_so() {
     );
 }
 
+#[test]
+fn a_loopback_registry_is_reached_without_the_environments_proxy() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    // A company proxy in the environment cannot reach this machine's own
+    // registry: Go's clients (docker, skopeo, crane) never send loopback
+    // requests to a proxy. One here refuses everything, noting it.
+    let proxy = Server::start(|mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        respond(conn, "502 Bad Gateway", &[], "no route from the proxy");
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    for (n, host) in ["127.0.0.1:5000", "localhost:5000"].iter().enumerate() {
+        let mut cmd = push_via(
+            &proxy,
+            &m,
+            &format!("{host}/nixlayer-test/unproxied:{n}"),
+            tmp.path(),
+        );
+        for var in ["HTTP_PROXY", "http_proxy"] {
+            cmd.env(var, proxy.url());
+        }
+        let (out, _) = run_bounded(&mut cmd, Duration::from_secs(60));
+        assert_exit(&out, 0);
+    }
+    let seen: Vec<String> = proxy
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.target))
+        .collect();
+    assert!(seen.is_empty(), "sent to the proxy: {seen:?}");
+}
+
 /// An HTTPS proxy (`CONNECT`) on 127.0.0.1 that tunnels every request to
 /// 127.0.0.1:`upstream`, whatever host it names: a registry with a name of
 /// its own, reached as through a company's proxy.
