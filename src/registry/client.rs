@@ -691,10 +691,15 @@ impl Client {
                 .as_ref()
                 .filter(|c| c.as_identity_token().is_none())
                 .ok_or_else(|| {
-                    auth_err(
-                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
-                            .to_owned(),
-                    )
+                    // An identity token is only good for a token realm.
+                    let found = if self.credentials.is_some() {
+                        " (the credentials found are an identity token, which only a bearer-token registry takes)"
+                    } else {
+                        ""
+                    };
+                    auth_err(format!(
+                        "the registry wants a user and password{found}: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
+                    ))
                 })?;
             creds.basic()
         } else if scheme.eq_ignore_ascii_case("bearer") {

@@ -561,6 +561,31 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
         0,
     );
     assert_eq!(blobs(&json(&out.stdout)), (0, 4));
+
+    // An identity token (for a bearer-token registry) is no password: the
+    // error says that is what was found, not that nothing was.
+    let identity = tmp.path().join("identity");
+    std::fs::create_dir_all(&identity).unwrap();
+    util::write(
+        &identity,
+        "config.json",
+        &format!(r#"{{"auths":{{"{host}":{{"identitytoken":"id-s3cret"}}}}}}"#),
+    );
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .env("DOCKER_CONFIG", &identity),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the registry wants a user and password (the credentials found are an identity token"
+        ) && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
 }
 
 #[test]
