@@ -949,9 +949,26 @@ impl Client {
         // body (`authentication required`, or nothing for a HEAD) does not
         // say.
         if status == 401 {
+            // RFC 6750's `error` of the registry's new challenge: an
+            // `invalid_token` is no matter of access rights.
+            let invalid_token = resp
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter(|c| split_challenge(c).0.eq_ignore_ascii_case("bearer"))
+                .any(|c| {
+                    challenge_params(split_challenge(c).1)
+                        .get("error")
+                        .is_some_and(|e| e == "invalid_token")
+                });
+            let mut reason = self.refusal();
+            if invalid_token {
+                reason += " (the registry calls the token invalid: expired, or its clock and the token realm's apart?)";
+            }
             return Error::Auth {
                 url: shown_url(url),
-                reason: self.refusal(),
+                reason,
             };
         }
         let body = self.error_body(&mut resp);

@@ -34,7 +34,7 @@ fn python_jwt() -> bool {
 }
 
 /// The token issuer on a free port, its key in `dir`.
-fn token_issuer(dir: &Path, expires_in: u32) -> Spawned {
+fn token_issuer(dir: &Path, expires_in: i32) -> Spawned {
     support::self_signed(dir, "nixlayer test token issuer");
     let mut child = Command::new("/usr/bin/python3")
         .arg(util::repo().join("tests/it/token_issuer.py"))
@@ -65,7 +65,7 @@ struct TokenSetup {
     issuer_dir: PathBuf,
 }
 
-fn token_setup(dir: &Path, expires_in: u32) -> TokenSetup {
+fn token_setup(dir: &Path, expires_in: i32) -> TokenSetup {
     let issuer_dir = dir.join("issuer");
     let issuer = token_issuer(&issuer_dir, expires_in);
     let extra = format!(
@@ -277,6 +277,44 @@ fn credential_helper(dir: &Path) {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A realm whose tokens the registry finds expired (their `exp` two
+/// minutes past, beyond distribution's minute of leeway): the error says
+/// the token was called invalid, not only that access was refused.
+#[test]
+fn a_token_the_registry_calls_invalid_is_said_so() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !["docker-registry", "openssl"]
+        .iter()
+        .all(|t| util::require_tool(t))
+        || !python_jwt()
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let setup = token_setup(tmp.path(), -120);
+    let host = format!("127.0.0.1:{}", setup.registry.port);
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""expired""#);
+    let out = run(
+        push(
+            &m,
+            &format!("{host}/nixlayer-test/expired:1"),
+            &tmp.path().join("none"),
+        )
+        .args(["--creds", "alice:wonderland"]),
+        1,
+    );
+    assert_no_secret(&out);
+    assert!(
+        shown(&out).contains("the registry answered 401 to the token its realm gave user `alice` (`pull,push` on `nixlayer-test/expired`)")
+            && shown(&out).contains("the registry calls the token invalid: expired, or its clock and the token realm's apart?"),
+        "{}",
+        shown(&out)
+    );
+    drop(setup.issuer);
 }
 
 #[test]
