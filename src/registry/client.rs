@@ -56,6 +56,8 @@ pub use crate::http::Timeouts;
 pub const CERTS_D: &str = "/etc/docker/certs.d";
 /// The environment variable that moves [`CERTS_D`] (tests use it).
 pub const CERTS_D_ENV: &str = "NIXLAYER_CERTS_D";
+/// The most of a CA file that is read.
+const CA_FILE_LIMIT: u64 = 16 << 20;
 /// The system's CA bundle (Debian's `ca-certificates`).
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// How long a loopback host has to answer a TLS handshake before it is
@@ -1808,7 +1810,9 @@ fn root_certs(
     }
     let mut certs = Vec::new();
     for (file, required) in &files {
-        let pem = std::fs::read(file)
+        // Bounded, and a FIFO is not waited on: `--ca-file /dev/zero` ends
+        // with an error, not out of memory (a system bundle is ~200 KiB).
+        let pem = crate::input::read_bounded(file, CA_FILE_LIMIT)
             .map_err(|e| format!("cannot read CA file `{}`: {e}", file.display()))?;
         let before = certs.len();
         for item in ureq::tls::parse_pem(&pem).flatten() {
@@ -2267,6 +2271,21 @@ mod tests {
         std::fs::write(dir.path().join("other:1/ca.crt"), "junk").unwrap();
         assert!(root_certs("h:1", None, None, dir.path()).is_ok());
         assert!(root_certs("other:1", None, None, dir.path()).is_err());
+        // `/dev/zero` or a FIFO nobody writes to (as `--ca-file` or
+        // `SSL_CERT_FILE`): an error naming it, at once.
+        let e = root_certs("h:1", None, Some(Path::new("/dev/zero")), dir.path()).unwrap_err();
+        assert!(
+            e.contains("/dev/zero") && e.contains("more than 16 MiB"),
+            "{e}"
+        );
+        let fifo = dir.path().join("fifo.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = root_certs("h:1", Some(fifo), None, dir.path()).unwrap_err();
+        assert!(e.contains("fifo.pem") && e.contains("no PEM"), "{e}");
     }
 
     #[test]
