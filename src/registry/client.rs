@@ -435,6 +435,24 @@ impl Client {
         }
     }
 
+    /// How a request to `url` went when a proxy of the environment took
+    /// it (` through the proxy HOST:PORT …`), else nothing: a refused
+    /// connection is then the proxy's, not the registry's. Never the
+    /// proxy's credentials.
+    fn via_proxy(&self, url: &str) -> String {
+        let Some(proxy) = self.agent_for(url).config().proxy() else {
+            return String::new();
+        };
+        match url.parse::<ureq::http::Uri>() {
+            Ok(uri) if !proxy.is_no_proxy(&uri) => format!(
+                " through the proxy {}:{} (from `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY`)",
+                proxy.host(),
+                proxy.port()
+            ),
+            _ => String::new(),
+        }
+    }
+
     fn url(&self, path: &str) -> Result<String, Error> {
         Ok(format!(
             "{}/v2/{}/{path}",
@@ -611,6 +629,7 @@ impl Client {
                         method,
                         url: shown_url(url),
                         what: what.to_owned(),
+                        via: self.via_proxy(url),
                         source: Box::new(e),
                     })
                 }

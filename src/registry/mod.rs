@@ -59,7 +59,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A request could not be sent or its answer read.
-    #[error("{method} {url} ({what}) failed")]
+    #[error("{method} {url} ({what}) failed{via}")]
     Request {
         /// The HTTP method.
         method: &'static str,
@@ -67,6 +67,9 @@ pub enum Error {
         url: String,
         /// The blob or manifest concerned.
         what: String,
+        /// ` through the proxy HOST:PORT …` when the environment's proxy
+        /// took the request, else empty.
+        via: String,
         /// The cause.
         #[source]
         source: Box<ureq::Error>,

@@ -428,6 +428,11 @@ fn push_errors_name_the_registry_and_bad_references() {
             && stderr.contains("https://registry-1.docker.io/v2/"),
         "{stderr}"
     );
+    // The refused connection is the proxy's, and the error says so.
+    assert!(
+        stderr.contains("failed through the proxy 127.0.0.1:9 (from `HTTPS_PROXY`"),
+        "{stderr}"
+    );
 }
 
 /// A `docker-registry` of its own (with htpasswd auth, or none) on a free
