@@ -902,6 +902,10 @@ impl Client {
         let mut resp = sent.map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
             // As for the registry: an untrusted certificate is said as one.
+            // `--insecure` cannot help there: the registry names the realm.
+            e if tls_failure(&e).as_deref() == Some(PLAIN_HTTP_ANSWER) => auth_err(format!(
+                "{shown}: the token realm the registry names answers plain HTTP to HTTPS"
+            )),
             e if tls_failure(&e).is_some() => Error::Tls {
                 host: realm_origin.authority(),
                 reason: tls_failure(&e).unwrap_or_default(),

@@ -1179,6 +1179,41 @@ fn a_token_realm_answering_a_web_page_is_said_so() {
         )) && !stderr.contains("s3cret"),
         "{stderr}"
     );
+    // A challenge naming an `https://` realm that speaks plain HTTP (it
+    // answers a TLS hello with an HTTP 400, as Go's servers do): said as
+    // the realm's (no `--insecure` advice, which cannot help there).
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for conn in plain.incoming().take(8) {
+            let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello);
+            let _ = conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let front = gate(
+        Gate::Bearer {
+            realm: format!("https://127.0.0.1:{plain_port}/token"),
+            token: "never-given".to_owned(),
+        },
+        realm.port,
+    );
+    let reference = format!("127.0.0.1:{}/nixlayer-test/sso:1", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "u:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!(
+            "https://127.0.0.1:{plain_port}/token: the token realm the registry names answers plain HTTP to HTTPS"
+        )) && !stderr.contains("--insecure"),
+        "{stderr}"
+    );
 }
 
 #[test]
