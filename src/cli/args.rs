@@ -283,8 +283,9 @@ pub(crate) struct RegistryArgs {
 pub(crate) struct PushArgs {
     /// The manifest (`image.toml`).
     pub(crate) manifest: PathBuf,
-    /// Where to push: `host[:port]/repo[:tag]` (tag default: the manifest's
-    /// tag, else derived from the config digest).
+    /// Where to push: `host[:port]/repo[:tag]`, skopeo's `docker://`
+    /// before it allowed (tag default: the manifest's tag, else derived
+    /// from the config digest).
     #[arg(value_name = "REF")]
     pub(crate) reference: String,
     /// Also push as this tag, in the same repository (repeatable; with

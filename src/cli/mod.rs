@@ -1113,7 +1113,13 @@ fn layer_sizes(image: &ops::PreparedImage) -> Vec<u64> {
 fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     use nixlayer::sink::registry::{ClientOptions, Reference};
     let start = Instant::now();
-    let target = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    // skopeo's transport prefix, as a pipeline moving from `skopeo copy`
+    // writes it (and as a manifest's `[base] image` has it).
+    let reference = args
+        .reference
+        .strip_prefix(nixlayer::registry::reference::SCHEME)
+        .unwrap_or(&args.reference);
+    let target = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
     for tag in &args.tags {
         nixlayer::sink::registry::reference::check_tag(tag)
             .map_err(|reason| UsageError(format!("--tag `{tag}`: {reason}")))?;

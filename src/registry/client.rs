@@ -56,6 +56,8 @@ pub use crate::http::Timeouts;
 pub const CERTS_D: &str = "/etc/docker/certs.d";
 /// The environment variable that moves [`CERTS_D`] (tests use it).
 pub const CERTS_D_ENV: &str = "NIXLAYER_CERTS_D";
+/// The most of a CA file that is read.
+const CA_FILE_LIMIT: u64 = 16 << 20;
 /// The system's CA bundle (Debian's `ca-certificates`).
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// How long a loopback host has to answer a TLS handshake before it is
@@ -217,7 +219,10 @@ pub(crate) fn shown_url(url: &str) -> String {
 /// A blocking client for one repository of one registry. `Debug` never
 /// shows a password or token.
 pub struct Client {
+    /// Through the environment's proxy, if any.
     agent: ureq::Agent,
+    /// The same, without a proxy: for loopback hosts (see [`Client::new`]).
+    direct: ureq::Agent,
     /// `host[:port]` of the registry API.
     host: String,
     /// Set once the scheme is known: at once, or after the loopback probe.
@@ -299,15 +304,7 @@ impl Client {
     pub fn new(reference: &Reference, options: ClientOptions) -> Self {
         let host = reference.api_host().to_owned();
         let timeouts = options.timeouts;
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // ureq follows no redirect: `send_with` follows those within
-            // the registry's origin, so our headers stay where we send them.
-            .max_redirects(0)
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
-            .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
-            .timeout_global(Some(timeouts.request))
-            .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")));
+        let mut tls = None;
         let mut setup_error = None;
         if !options.insecure {
             let certs_d = std::env::var_os(CERTS_D_ENV)
@@ -317,13 +314,32 @@ impl Client {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from);
             match root_certs(&host, bundle, options.ca_file.as_deref(), &certs_d) {
-                Ok(roots) => {
-                    config = config
-                        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
-                }
+                Ok(roots) => tls = Some(ureq::tls::TlsConfig::builder().root_certs(roots).build()),
                 Err(e) => setup_error = Some(e),
             }
         }
+        // One agent through the environment's proxy (`HTTPS_PROXY`, …, and
+        // `NO_PROXY`), one without for loopback hosts, which Go's clients
+        // (docker, skopeo, crane) never send to a proxy: a CI machine's
+        // proxy cannot reach its own `localhost:5000`.
+        let agent = |proxied: bool| -> ureq::Agent {
+            let mut config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                // ureq follows no redirect: `send_with` follows those within
+                // the registry's origin, so our headers stay where we send them.
+                .max_redirects(0)
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+                .timeout_connect(Some(timeouts.request.min(Duration::from_secs(30))))
+                .timeout_global(Some(timeouts.request))
+                .user_agent(concat!("nixlayer/", env!("CARGO_PKG_VERSION")));
+            if let Some(tls) = &tls {
+                config = config.tls_config(tls.clone());
+            }
+            if !proxied {
+                config = config.proxy(None);
+            }
+            config.build().into()
+        };
         let endpoint = if options.insecure {
             Some(Endpoint::new("http", &host))
         } else if reference.is_local() {
@@ -332,7 +348,8 @@ impl Client {
             Some(Endpoint::new("https", &host))
         };
         Self {
-            agent: config.build().into(),
+            agent: agent(true),
+            direct: agent(false),
             host,
             endpoint: Mutex::new(endpoint),
             setup_error,
@@ -377,7 +394,7 @@ impl Client {
         // A TLS server on loopback answers a handshake at once; one that
         // is silent this long is taken for a plain-HTTP one.
         let probe = self
-            .agent
+            .agent_for(&url)
             .get(&url)
             .config()
             .timeout_global(Some(self.timeouts.request.min(PROBE_DEADLINE)))
@@ -399,6 +416,41 @@ impl Client {
         };
         *slot = Some(chosen.clone());
         Ok(chosen)
+    }
+
+    /// The agent for a request to `url`: without a proxy for a loopback
+    /// host.
+    fn agent_for(&self, url: &str) -> &ureq::Agent {
+        let loopback = Origin::of(url).is_some_and(|o| {
+            let host = o.host.trim_start_matches('[').trim_end_matches(']');
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if loopback {
+            &self.direct
+        } else {
+            &self.agent
+        }
+    }
+
+    /// How a request to `url` went when a proxy of the environment took
+    /// it (` through the proxy HOST:PORT …`), else nothing: a refused
+    /// connection is then the proxy's, not the registry's. Never the
+    /// proxy's credentials.
+    fn via_proxy(&self, url: &str) -> String {
+        let Some(proxy) = self.agent_for(url).config().proxy() else {
+            return String::new();
+        };
+        match url.parse::<ureq::http::Uri>() {
+            Ok(uri) if !proxy.is_no_proxy(&uri) => format!(
+                " through the proxy {}:{} (from `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY`)",
+                proxy.host(),
+                proxy.port()
+            ),
+            _ => String::new(),
+        }
     }
 
     fn url(&self, path: &str) -> Result<String, Error> {
@@ -564,11 +616,11 @@ impl Client {
                 // An untrusted certificate is no connection trouble: it
                 // is said at once, with the ways to trust it, for every
                 // HTTPS host (the registry, a token realm, a blob's CDN).
-                Err(e) if tls_refusal(&e, "registry").is_some() => {
+                Err(e) if tls_failure(&e).is_some() => {
                     let host = Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority());
                     return Err(Error::Tls {
                         host,
-                        reason: tls_refusal(&e, "registry").unwrap_or_default(),
+                        reason: tls_failure(&e).unwrap_or_default(),
                     });
                 }
                 Err(e) if attempt < attempts && transient(&e) => backoff(attempt),
@@ -577,6 +629,7 @@ impl Client {
                         method,
                         url: shown_url(url),
                         what: what.to_owned(),
+                        via: self.via_proxy(url),
                         source: Box::new(e),
                     })
                 }
@@ -595,6 +648,7 @@ impl Client {
     ) -> Result<Response, ureq::Error> {
         // Never to another origin, whatever it is.
         let auth = if ours { self.auth_header() } else { None };
+        let agent = self.agent_for(url);
         macro_rules! prepared {
             ($req:expr) => {{
                 let mut req = $req;
@@ -608,14 +662,14 @@ impl Client {
             }};
         }
         match (method, body) {
-            ("HEAD", _) => prepared!(self.agent.head(url)).call(),
-            ("GET", _) => prepared!(self.agent.get(url)).call(),
-            ("DELETE", _) => prepared!(self.agent.delete(url)).call(),
+            ("HEAD", _) => prepared!(agent.head(url)).call(),
+            ("GET", _) => prepared!(agent.get(url)).call(),
+            ("DELETE", _) => prepared!(agent.delete(url)).call(),
             (m, b) => {
                 let req = match m {
-                    "POST" => self.agent.post(url),
-                    "PATCH" => self.agent.patch(url),
-                    _ => self.agent.put(url),
+                    "POST" => agent.post(url),
+                    "PATCH" => agent.patch(url),
+                    _ => agent.put(url),
                 };
                 let req = prepared!(req);
                 let (file, offset, len) = match b {
@@ -658,10 +712,15 @@ impl Client {
                 .as_ref()
                 .filter(|c| c.as_identity_token().is_none())
                 .ok_or_else(|| {
-                    auth_err(
-                        "the registry wants a user and password: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
-                            .to_owned(),
-                    )
+                    // An identity token is only good for a token realm.
+                    let found = if self.credentials.is_some() {
+                        " (the credentials found are an identity token, which only a bearer-token registry takes)"
+                    } else {
+                        ""
+                    };
+                    auth_err(format!(
+                        "the registry wants a user and password{found}: give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
+                    ))
                 })?;
             creds.basic()
         } else if scheme.eq_ignore_ascii_case("bearer") {
@@ -795,7 +854,7 @@ impl Client {
         let request = || {
             if identity.is_some() {
                 let body = query(&form);
-                self.agent
+                self.agent_for(realm)
                     .post(realm)
                     .config()
                     .timeout_global(Some(self.timeouts.request))
@@ -809,7 +868,7 @@ impl Client {
                     query(&form)
                 );
                 let mut req = self
-                    .agent
+                    .agent_for(&token_url)
                     .get(&token_url)
                     .config()
                     .timeout_global(Some(self.timeouts.request))
@@ -825,10 +884,7 @@ impl Client {
         let mut attempt = 1;
         let sent = loop {
             match request() {
-                Err(e)
-                    if attempt < ATTEMPTS
-                        && transient(&e)
-                        && tls_refusal(&e, "registry").is_none() => {}
+                Err(e) if attempt < ATTEMPTS && transient(&e) && tls_failure(&e).is_none() => {}
                 Ok(resp)
                     if attempt < ATTEMPTS
                         && (resp.status().is_server_error() || resp.status() == 429) => {}
@@ -846,9 +902,13 @@ impl Client {
         let mut resp = sent.map_err(|e| match e {
             ureq::Error::Timeout(_) => timeout(),
             // As for the registry: an untrusted certificate is said as one.
-            e if tls_refusal(&e, "registry").is_some() => Error::Tls {
+            // `--insecure` cannot help there: the registry names the realm.
+            e if tls_failure(&e).as_deref() == Some(PLAIN_HTTP_ANSWER) => auth_err(format!(
+                "{shown}: the token realm the registry names answers plain HTTP to HTTPS"
+            )),
+            e if tls_failure(&e).is_some() => Error::Tls {
                 host: realm_origin.authority(),
-                reason: tls_refusal(&e, "registry").unwrap_or_default(),
+                reason: tls_failure(&e).unwrap_or_default(),
             },
             e => auth_err(format!("{shown}: {e}")),
         })?;
@@ -857,6 +917,7 @@ impl Client {
             let text = self.error_body(&mut resp);
             return Err(auth_err(format!("{shown} answered {status}: {text}")));
         }
+        let html = is_html(&resp);
         let text = resp
             .body_mut()
             .with_config()
@@ -869,8 +930,18 @@ impl Client {
                 }
                 e => auth_err(format!("{shown}: {e}")),
             })?;
-        let answer = token_answer(&text, jiff::Timestamp::now())
-            .map_err(|why| auth_err(format!("{shown}{why}")))?;
+        let answer = token_answer(&text, jiff::Timestamp::now()).map_err(|why| {
+            // An SSO proxy's login page, say: JSON's "expected value at
+            // line 1 column 1" would not tell. (A token in JSON sent as
+            // `text/html` is still taken.)
+            if html && serde_json::from_str::<serde_json::Value>(&text).is_err() {
+                auth_err(format!(
+                    "{shown} answered an HTML page, not a token (a login page rather than the registry's token service?)"
+                ))
+            } else {
+                auth_err(format!("{shown}{why}"))
+            }
+        })?;
         if let Some(refresh) = answer.refresh {
             *lock(&self.refresh_token) = Some(refresh);
         }
@@ -898,13 +969,85 @@ impl Client {
         mut resp: Response,
     ) -> Error {
         let status = resp.status().as_u16();
+        // A 401 here came after the challenge was answered (see
+        // `send_to`): what was sent was refused, which the registry's own
+        // body (`authentication required`, or nothing for a HEAD) does not
+        // say.
+        if status == 401 {
+            // RFC 6750's `error` of the registry's new challenge: an
+            // `invalid_token` is no matter of access rights.
+            let invalid_token = resp
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter(|c| split_challenge(c).0.eq_ignore_ascii_case("bearer"))
+                .any(|c| {
+                    challenge_params(split_challenge(c).1)
+                        .get("error")
+                        .is_some_and(|e| e == "invalid_token")
+                });
+            let mut reason = self.refusal();
+            if invalid_token {
+                reason += " (the registry calls the token invalid: expired, or its clock and the token realm's apart?)";
+            }
+            return Error::Auth {
+                url: shown_url(url),
+                reason,
+            };
+        }
         let body = self.error_body(&mut resp);
+        // Go's HTTP server (distribution, Harbor …) answers plain HTTP on
+        // its TLS port so: `--insecure` (skopeo's `--tls-verify=false`
+        // skips certificate checks; ours never does) sent it plain HTTP.
+        if status == 400
+            && url.starts_with("http://")
+            && body.contains("HTTP request to an HTTPS server")
+        {
+            return Error::Tls {
+                host: Origin::of(url).map_or_else(|| self.host.clone(), |o| o.authority()),
+                reason: HTTPS_ONLY.to_owned(),
+            };
+        }
+        // A HEAD answer has no body, and some refusals none either: the
+        // status's name then, not a dangling `: `.
+        let body = if body.is_empty() {
+            resp.status()
+                .canonical_reason()
+                .unwrap_or("(no explanation)")
+                .to_owned()
+        } else {
+            body
+        };
         Error::Status {
             method,
             url: shown_url(url),
             what: what.to_owned(),
             status,
             body,
+        }
+    }
+
+    /// Why the registry answers 401 to a request sent with the
+    /// authorization its challenge asked for: who was refused what.
+    fn refusal(&self) -> String {
+        let bearer = self.auth_header().is_some_and(|h| h.starts_with("Bearer "));
+        let access = format!("`{}` on `{}`", self.actions, self.repository);
+        match &self.credentials {
+            None => format!(
+                "the registry answered 401 to anonymous access ({access}): give `--username USER` with `--password-stdin`, or set `NIXLAYER_REGISTRY_USER` and `NIXLAYER_REGISTRY_PASSWORD`, or `docker login` (or `podman login`)"
+            ),
+            Some(c) if c.as_identity_token().is_some() => format!(
+                "the registry answered 401 to the token its realm gave for the identity token ({access}): log in again (`docker login`)"
+            ),
+            Some(c) if bearer => format!(
+                "the registry answered 401 to the token its realm gave user `{}` ({access}): does the user have that access?",
+                c.user
+            ),
+            Some(c) => format!(
+                "the registry answered 401 to the credentials of user `{}`: a wrong password, or no {access}",
+                c.user
+            ),
         }
     }
 
@@ -930,6 +1073,18 @@ impl Client {
         let what = "API version check";
         let resp = self.send("GET", &url, what, &[], &Body::None)?;
         match resp.status().as_u16() {
+            // A registry's API root answers JSON (`{}`), or nothing; an
+            // HTML page is a web server or a registry's web interface on
+            // this port, which would answer `200` to every later request.
+            status @ 200..=299 if is_html(&resp) && !is_registry_answer(&resp) => {
+                Err(Error::NotRegistry {
+                    method: "GET",
+                    url: shown_url(&url),
+                    what: what.to_owned(),
+                    status,
+                    reason: "it is an HTML page, not the registry API (is this the port of a web server or of a registry's web interface?)",
+                })
+            }
             200..=299 => Ok(()),
             _ => Err(self.status_error("GET", &url, what, resp)),
         }
@@ -1327,8 +1482,22 @@ impl Client {
             &Body::Bytes(manifest),
         )?;
         let status = resp.status().as_u16();
-        if status != 201 && status != 200 {
+        if !resp.status().is_success() {
             return Err(self.status_error("PUT", &url, &what, resp));
+        }
+        // `201 Created` is the distribution spec's answer; Quay answers
+        // `202 Accepted`, and others may `200`. Those are taken only with
+        // the manifest's digest in `Docker-Content-Digest`, as registries
+        // send it: a web server answering `200` to everything would
+        // otherwise pass for a registry that stored the image.
+        if status != 201 && !resp.headers().contains_key("docker-content-digest") {
+            return Err(Error::NotRegistry {
+                method: "PUT",
+                url: shown_url(&url),
+                what,
+                status,
+                reason: "it carries no `Docker-Content-Digest`, so nothing says the manifest was stored (is this the port of a web server?)",
+            });
         }
         check_digest(&resp, &url, &what, &digest)?;
         let subject = resp.headers().contains_key("oci-subject");
@@ -1593,9 +1762,11 @@ struct TokenAnswer {
 fn token_answer(text: &str, now: jiff::Timestamp) -> Result<TokenAnswer, String> {
     let doc: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!(": not JSON: {e}"))?;
-    let token = doc["token"]
-        .as_str()
-        .or_else(|| doc["access_token"].as_str())
+    // As docker takes them: an OAuth2 server's non-empty `access_token`
+    // first, else `token` (a realm may send both, one of them empty).
+    let field = |key: &str| doc[key].as_str().filter(|t| !t.is_empty());
+    let token = field("access_token")
+        .or_else(|| field("token"))
         .ok_or_else(|| " gave no token".to_owned())?;
     // It goes into a header: a token that cannot is refused, not sent.
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -1662,7 +1833,9 @@ fn root_certs(
     }
     let mut certs = Vec::new();
     for (file, required) in &files {
-        let pem = std::fs::read(file)
+        // Bounded, and a FIFO is not waited on: `--ca-file /dev/zero` ends
+        // with an error, not out of memory (a system bundle is ~200 KiB).
+        let pem = crate::input::read_bounded(file, CA_FILE_LIMIT)
             .map_err(|e| format!("cannot read CA file `{}`: {e}", file.display()))?;
         let before = certs.len();
         for item in ureq::tls::parse_pem(&pem).flatten() {
@@ -1712,6 +1885,22 @@ fn check_digest(resp: &Response, url: &str, what: &str, digest: &Digest) -> Resu
     }
 }
 
+/// Whether an answer says it is an HTML page.
+fn is_html(resp: &Response) -> bool {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+}
+
+/// Whether an answer carries the header every registry API answer does
+/// (distribution, Harbor, Quay, GHCR, ECR …), though the spec does not
+/// require it.
+fn is_registry_answer(resp: &Response) -> bool {
+    resp.headers()
+        .contains_key("docker-distribution-api-version")
+}
+
 /// The start of `text`, on one line: what an error quotes of an answer.
 fn snippet(text: &str) -> String {
     let text = text.trim();
@@ -1723,6 +1912,28 @@ fn snippet(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// What [`Error::Tls`] says of a server that answered a TLS handshake in
+/// plain HTTP (the advice it gets is `--insecure`).
+pub(crate) const PLAIN_HTTP_ANSWER: &str = "it answered in plain HTTP, not TLS";
+
+/// What [`Error::Tls`] says of a registry that speaks HTTPS only, sent
+/// plain HTTP (`--insecure`, or a loopback port that did not answer the
+/// TLS probe in time).
+pub(crate) const HTTPS_ONLY: &str = "it speaks HTTPS only, and was sent plain HTTP";
+
+/// Why an HTTPS request failed at TLS: the server's certificate or
+/// handshake refused (see [`tls_refusal`]), or a server that speaks plain
+/// HTTP (rustls' `InvalidContentType`: the answer is no TLS record). Both
+/// are final, never retried as connection trouble; the loopback probe
+/// (`Client::endpoint`) takes the second for its cue to use plain HTTP.
+fn tls_failure(e: &ureq::Error) -> Option<String> {
+    tls_refusal(e, "registry").or_else(|| {
+        e.to_string()
+            .contains("InvalidContentType")
+            .then(|| PLAIN_HTTP_ANSWER.to_owned())
+    })
 }
 
 /// Whether a failed request is worth retrying (the connection, not the
@@ -1963,6 +2174,22 @@ mod tests {
     }
 
     #[test]
+    fn token_answers_take_the_token_docker_takes() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let token = |text: &str| token_answer(text, now).map(|a| a.token);
+        assert_eq!(token(r#"{"token":"t1"}"#).unwrap(), "t1");
+        assert_eq!(token(r#"{"access_token":"a1"}"#).unwrap(), "a1");
+        // Both: the OAuth2 one, as docker; an empty one is no token.
+        assert_eq!(
+            token(r#"{"token":"t1","access_token":"a1"}"#).unwrap(),
+            "a1"
+        );
+        assert_eq!(token(r#"{"token":"","access_token":"a1"}"#).unwrap(), "a1");
+        assert_eq!(token(r#"{"token":"t1","access_token":""}"#).unwrap(), "t1");
+        assert!(token(r#"{"token":"","access_token":""}"#).is_err());
+    }
+
+    #[test]
     fn token_lifetimes() {
         let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
         let secs = |e, i| token_lifetime(e, i, now).as_secs_f64();
@@ -2067,6 +2294,21 @@ mod tests {
         std::fs::write(dir.path().join("other:1/ca.crt"), "junk").unwrap();
         assert!(root_certs("h:1", None, None, dir.path()).is_ok());
         assert!(root_certs("other:1", None, None, dir.path()).is_err());
+        // `/dev/zero` or a FIFO nobody writes to (as `--ca-file` or
+        // `SSL_CERT_FILE`): an error naming it, at once.
+        let e = root_certs("h:1", None, Some(Path::new("/dev/zero")), dir.path()).unwrap_err();
+        assert!(
+            e.contains("/dev/zero") && e.contains("more than 16 MiB"),
+            "{e}"
+        );
+        let fifo = dir.path().join("fifo.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = root_certs("h:1", Some(fifo), None, dir.path()).unwrap_err();
+        assert!(e.contains("fifo.pem") && e.contains("no PEM"), "{e}");
     }
 
     #[test]

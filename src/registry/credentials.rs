@@ -23,6 +23,10 @@ use super::Error;
 /// credential helpers.
 pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
+/// The most of a docker `config.json` or podman `auth.json` that is read
+/// (real ones are a few KiB).
+const CONFIG_LIMIT: u64 = 4 << 20;
+
 /// How long a credential helper may run.
 const HELPER_DEADLINE: Duration = Duration::from_secs(30);
 /// The most of a helper's answer that is read.
@@ -108,7 +112,9 @@ impl Credentials {
             path: path.to_owned(),
             reason,
         };
-        let text = match std::fs::read(path) {
+        // Bounded, and a FIFO is not waited on: `/dev/zero` or a pipe
+        // nobody writes to in its place must not grow or hang the push.
+        let text = match crate::input::read_bounded(path, CONFIG_LIMIT) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(bad(e.to_string())),
@@ -138,7 +144,9 @@ impl Credentials {
             if let Some(found) =
                 run_helper(Path::new(&program), server).map_err(|reason| Error::DockerConfig {
                     path: path.to_owned(),
-                    reason: format!("credential helper `{program}`: {reason}"),
+                    // Named with the registry it was asked about: the
+                    // same `credsStore` serves every registry of a push.
+                    reason: format!("credential helper `{program}` for `{server}`: {reason}"),
                 })?
             {
                 return Ok(Some(found));
@@ -420,6 +428,12 @@ fn run_helper_within(
             .chars()
             .take(200)
             .collect();
+        if first.trim().is_empty() {
+            // docker's helpers say why on stdout, which is never quoted.
+            return Err(format!(
+                "`get` failed ({status}) with nothing on stderr (its stdout is not shown: it may hold the secret)"
+            ));
+        }
         return Err(format!("`get` failed ({status}): {first}"));
     }
     helper_answer(&stdout)
@@ -504,6 +518,29 @@ mod tests {
         }
     }
 
+    /// `/dev/zero` or a FIFO nobody writes to as the config: an error
+    /// naming the file, at once, never a hang or unbounded memory.
+    #[test]
+    fn configs_that_never_end_fail_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = dir.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = Credentials::from_docker_config(&zero, "reg.example", "a")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("zero.json") && e.contains("more than 4 MiB"),
+            "{e}"
+        );
+        let fifo = dir.path().join("fifo.json");
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let e = Credentials::from_docker_config(&fifo, "reg.example", "a")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fifo.json"), "{e}");
+    }
+
     #[test]
     fn docker_config() {
         let dir = tempfile::tempdir().unwrap();
@@ -581,6 +618,15 @@ mod tests {
         );
         let e = run_helper(&fail, "x").unwrap_err();
         assert!(e.contains("broken") && !e.contains("s3cret"), "{e}");
+        // One that says nothing on stderr: no dangling `: `.
+        let silent = helper(dir.path(), "silent", "echo s3cret-out; exit 1");
+        let e = run_helper(&silent, "x").unwrap_err();
+        assert!(
+            e.contains("(exit status: 1) with nothing on stderr")
+                && !e.ends_with(": ")
+                && !e.contains("s3cret"),
+            "{e}"
+        );
         let junk = helper(dir.path(), "junk", "echo '{\"Secret\": s3cret-junk'");
         let e = run_helper(&junk, "x").unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");

@@ -26,6 +26,26 @@ pub use reference::Reference;
 /// How many times a request is tried before a transient failure is final.
 pub const ATTEMPTS: u32 = 4;
 
+/// What to do about a TLS failure: trust the CA, unless the certificate
+/// was trusted but names another host (rustls checks the chain first), or
+/// the server speaks plain HTTP.
+fn tls_advice(host: &str, reason: &str) -> String {
+    if reason == client::PLAIN_HTTP_ANSWER {
+        "use `--insecure` if it is a plain-HTTP registry".to_owned()
+    } else if reason == client::HTTPS_ONLY {
+        format!("drop `--insecure` if given (certificates are always checked) and trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`")
+    } else if reason.contains("not valid for name") {
+        // A certificate names hosts, not ports.
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        format!("its certificate is trusted but does not name `{name}`: reach it by a name the certificate holds, or give it a certificate for `{name}`")
+    } else {
+        format!("trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`, or use `--insecure` for a plain-HTTP registry")
+    }
+}
+
 /// Why a push or a base-image pull failed at the registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -39,7 +59,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A request could not be sent or its answer read.
-    #[error("{method} {url} ({what}) failed")]
+    #[error("{method} {url} ({what}) failed{via}")]
     Request {
         /// The HTTP method.
         method: &'static str,
@@ -47,6 +67,9 @@ pub enum Error {
         url: String,
         /// The blob or manifest concerned.
         what: String,
+        /// ` through the proxy HOST:PORT …` when the environment's proxy
+        /// took the request, else empty.
+        via: String,
         /// The cause.
         #[source]
         source: Box<ureq::Error>,
@@ -77,6 +100,23 @@ pub enum Error {
         /// The start of the answer's body.
         body: String,
     },
+    /// The server answered with success, but not as a registry does: a web
+    /// server (or a registry's web interface) on the registry's port
+    /// answers `200` to everything, and taking that for a push would
+    /// report an image the registry never stored.
+    #[error("{method} {url} ({what}): the answer ({status}) is not a registry's: {reason}")]
+    NotRegistry {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// The blob or manifest concerned.
+        what: String,
+        /// The status code.
+        status: u16,
+        /// What is wrong with the answer.
+        reason: &'static str,
+    },
     /// The registry stored a blob or manifest under another digest.
     #[error("{url}: the registry says `{what}` has digest {got}, expected {expected}")]
     DigestMismatch {
@@ -91,7 +131,7 @@ pub enum Error {
     },
     /// The registry's TLS could not be set up or its certificate is not
     /// trusted.
-    #[error("{host}: TLS failed: {reason}; trust its CA with `--ca-file FILE`, `SSL_CERT_FILE` or `/etc/docker/certs.d/{host}/ca.crt`, or use `--insecure` for a plain-HTTP registry")]
+    #[error("{host}: TLS failed: {reason}; {}", tls_advice(host, reason))]
     Tls {
         /// The registry host.
         host: String,

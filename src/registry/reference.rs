@@ -43,6 +43,40 @@ pub fn check_tag(tag: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Why a reference with `user:password@` before its host is refused.
+const USERINFO: &str = "credentials do not go in a reference: give them with `--username USER` and `--password-stdin`, `--creds`, or `docker login`";
+
+/// Whether `text` (a reference, maybe after a `scheme://`) has user
+/// information before its host, `user:password@host/…`: an `@` before
+/// the first `/` that no digest follows (`alpine:3@sha256:…` is a tag and
+/// a digest).
+fn has_userinfo(text: &str) -> bool {
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(_, after)| !after.starts_with("sha256:") && !after.starts_with("sha512:"))
+}
+
+/// `text` with the user information before its host replaced, so that no
+/// error shows a password given in a reference.
+#[must_use]
+pub fn without_userinfo(text: &str) -> String {
+    if !has_userinfo(text) {
+        return text.to_owned();
+    }
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, format!("/{path}")),
+        None => (rest, String::new()),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}<redacted>@{host}{path}")
+}
+
 /// The longest `host/repository` docker accepts.
 const NAME_MAX: usize = 255;
 
@@ -128,9 +162,19 @@ impl Reference {
     /// When there is no host or no repository, or a digest reference (`@`).
     pub fn parse(reference: &str) -> Result<Self, Error> {
         let err = |reason| Error::Reference {
-            reference: reference.to_owned(),
+            reference: without_userinfo(reference),
             reason,
         };
+        if has_userinfo(reference) {
+            return Err(err(USERINFO));
+        }
+        // `http://host/…` would otherwise be read as host `http` with a
+        // port that is not a number: the error would name the wrong part.
+        if reference.contains("://") {
+            return Err(err(
+                "a reference has no scheme: write `host[:port]/repo[:tag]` (`--insecure` for a plain-HTTP registry)",
+            ));
+        }
         if reference.contains('@') {
             return Err(err("push by digest is not supported; give a tag"));
         }
@@ -243,6 +287,12 @@ pub const SCHEME: &str = "docker://";
 /// # Errors
 /// What is wrong, and a hint, for a located manifest error.
 pub fn parse_pinned(text: &str) -> Result<(Reference, Digest), (String, Option<String>)> {
+    if has_userinfo(text) {
+        return Err((
+            format!("base image `{}`: {USERINFO}", without_userinfo(text)),
+            None,
+        ));
+    }
     let rest = text.strip_prefix(SCHEME).unwrap_or(text);
     let Some((name, digest)) = rest.split_once('@') else {
         return Err((
@@ -278,8 +328,45 @@ mod tests {
         assert!(Reference::parse("127.0.0.1:5000/App").is_err());
         assert!(Reference::parse("127.0.0.1:5000/a@sha256:00").is_err());
         assert!(Reference::parse("user:pw@host.example/a").is_err());
+        // A password before the host is refused, and never shown.
+        for with_password in [
+            "bob:s3cret@127.0.0.1:5000/a:1",
+            "https://bob:s3cret@reg.example/a",
+            "docker://bob:s3cret@reg.example/a",
+            "b@b:s3cret@reg.example/a",
+            "bob:s3cret@reg.example",
+        ] {
+            let e = Reference::parse(with_password).unwrap_err().to_string();
+            assert!(
+                e.contains("credentials do not go in a reference") && !e.contains("s3cret"),
+                "{e}"
+            );
+        }
+        let (e, _) = parse_pinned(&format!(
+            "docker://bob:s3cret@reg.example/a@sha256:{}",
+            "0".repeat(64)
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("`docker://<redacted>@reg.example/a@sha256:")
+                && e.contains("credentials do not go in a reference")
+                && !e.contains("s3cret"),
+            "{e}"
+        );
+        // A digest after a Docker Hub name is no user information.
+        assert!(!has_userinfo(&format!("alpine@sha256:{}", "0".repeat(64))));
+        assert!(parse_pinned(&format!("docker://alpine@sha256:{}", "0".repeat(64))).is_ok());
         assert!(Reference::parse("host.example?x=1/a").is_err());
         assert!(Reference::parse("host.example/a:t?x").is_err());
+        // A URL is no reference, and the error says so (not "port").
+        for url in [
+            "http://127.0.0.1:5000/a",
+            "https://reg.example/a:t",
+            "docker://reg.example/a",
+        ] {
+            let e = Reference::parse(url).unwrap_err().to_string();
+            assert!(e.contains("a reference has no scheme"), "{e}");
+        }
         for local in [
             "127.0.0.1:5000/a",
             "127.8.9.10/a",
@@ -377,6 +464,24 @@ mod tests {
                 proptest::prop_assert!(!r.repository.contains(['?', '@', '#', ':']));
                 proptest::prop_assert!(!r.repository.starts_with('/'));
                 let _ = r.is_local();
+            }
+        }
+
+        /// A password before the host never shows in an error, whatever
+        /// follows it.
+        #[test]
+        fn a_password_in_a_reference_is_never_shown(
+            scheme in "(|docker://|https://)",
+            password in "[A-Za-z0-9]{0,4}s3cret[A-Za-z0-9]{0,4}",
+            rest in "[a-z0-9.:/@_-]{0,30}",
+        ) {
+            let text = format!("{scheme}bob:{password}@{rest}");
+            if let Err(e) = Reference::parse(&text) {
+                proptest::prop_assert!(!e.to_string().contains("s3cret"), "{}", e);
+            }
+            if let Err((e, hint)) = parse_pinned(&text) {
+                proptest::prop_assert!(!e.contains("s3cret"), "{}", e);
+                proptest::prop_assert!(!hint.unwrap_or_default().contains("s3cret"));
             }
         }
 

@@ -245,6 +245,29 @@ fn a_wrong_digest_or_none_is_refused_and_leaves_nothing() {
     assert!(stderr.contains("has no digest"), "{stderr}");
     assert!(stderr.contains("@sha256:"), "hint: {stderr}");
     assert!(!out.exists(), "no output");
+
+    // A password before the host (as in a URL): refused, located, and
+    // never shown (before, the whole reference was quoted, password and
+    // all, as "not a digest").
+    let with_password = top(
+        tmp.path(),
+        "password.toml",
+        &format!(
+            "docker://bob:s3cret-pw@127.0.0.1:1/nixlayer-test/pull-base@sha256:{}",
+            "0".repeat(64)
+        ),
+        "",
+        "\"/x\"",
+    );
+    let stderr = build(&with_password, &out, "docker-archive", &cache, 1);
+    assert!(
+        stderr.contains("password.toml:6:")
+            && stderr.contains("`docker://<redacted>@127.0.0.1:1/nixlayer-test/pull-base@sha256:")
+            && stderr.contains("credentials do not go in a reference")
+            && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no output");
 }
 
 #[test]

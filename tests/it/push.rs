@@ -235,6 +235,20 @@ fn several_tags_in_one_push_and_the_digest_to_pin() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("pushed {repo}:d (")), "{stderr}");
 
+    // skopeo's `docker://` before the reference, as a pipeline moving
+    // from `skopeo copy` has it: the same push, the same pinned name.
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(format!("docker://{repo}:e")),
+        0,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{repo}@{digest}\n")
+    );
+
     // A bad tag is a usage error, before anything is built or sent.
     for bad in ["", "-x", "a/b", "x@y", &"t".repeat(129)] {
         let out = run(
@@ -350,6 +364,37 @@ fn push_errors_name_the_registry_and_bad_references() {
         );
     }
 
+    // A URL (scheme and all) is refused as one, not as a host `http`
+    // whose port is not a number.
+    for url in [
+        "http://127.0.0.1:5000/nixlayer-test/hello:x",
+        "https://127.0.0.1:5000/nixlayer-test/hello:x",
+    ] {
+        let out = run(nixlayer().arg("push").arg(&m).arg(url), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "`{url}` is not a registry reference: a reference has no scheme"
+            )) && !stderr.contains("registry port must"),
+            "{stderr}"
+        );
+    }
+
+    // A password before the host, as in a URL: refused, and never shown.
+    for with_password in [
+        "bob:s3cret-pw@127.0.0.1:5000/nixlayer-test/hello:x",
+        "https://bob:s3cret-pw@127.0.0.1:5000/nixlayer-test/hello:x",
+    ] {
+        let out = run(nixlayer().arg("push").arg(&m).arg(with_password), 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("<redacted>@127.0.0.1:5000/nixlayer-test/hello:x")
+                && stderr.contains("credentials do not go in a reference")
+                && !stderr.contains("s3cret"),
+            "{stderr}"
+        );
+    }
+
     // Nothing listens on port 9: the error names the URL.
     let out = run(
         nixlayer()
@@ -381,6 +426,11 @@ fn push_errors_name_the_registry_and_bad_references() {
     assert!(
         stderr.contains("push to `docker.io/library/alpine:3` failed")
             && stderr.contains("https://registry-1.docker.io/v2/"),
+        "{stderr}"
+    );
+    // The refused connection is the proxy's, and the error says so.
+    assert!(
+        stderr.contains("failed through the proxy 127.0.0.1:9 (from `HTTPS_PROXY`"),
         "{stderr}"
     );
 }
@@ -468,7 +518,9 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--password-stdin"), "{stderr}");
 
-    // A wrong password: the registry's 401 names the URL.
+    // A wrong password: the error names the URL, and says the
+    // credentials were refused (the registry's 401 alone says
+    // `authentication required`, as if none were sent).
     let out = run(
         nixlayer()
             .arg("push")
@@ -480,7 +532,7 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("http://{host}/v2/")) && stderr.contains("401"),
+        stderr.contains(&format!("http://{host}/v2/: authentication failed: the registry answered 401 to the credentials of user `nixlayer`: a wrong password")),
         "{stderr}"
     );
 
@@ -514,6 +566,31 @@ fn push_with_basic_auth_from_creds_and_docker_config() {
         0,
     );
     assert_eq!(blobs(&json(&out.stdout)), (0, 4));
+
+    // An identity token (for a bearer-token registry) is no password: the
+    // error says that is what was found, not that nothing was.
+    let identity = tmp.path().join("identity");
+    std::fs::create_dir_all(&identity).unwrap();
+    util::write(
+        &identity,
+        "config.json",
+        &format!(r#"{{"auths":{{"{host}":{{"identitytoken":"id-s3cret"}}}}}}"#),
+    );
+    let out = run(
+        nixlayer()
+            .arg("push")
+            .arg(&m)
+            .arg(&reference)
+            .env("DOCKER_CONFIG", &identity),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the registry wants a user and password (the credentials found are an identity token"
+        ) && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
 }
 
 #[test]

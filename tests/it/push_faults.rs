@@ -195,10 +195,23 @@ fn forward(client: TcpStream, seen: &Seen, rest: Vec<u8>, location_port: Option<
 /// [`forward`] to the registry at `upstream`.
 fn forward_to(
     upstream: &str,
+    client: TcpStream,
+    seen: &Seen,
+    rest: Vec<u8>,
+    location_port: Option<u16>,
+) {
+    forward_as(upstream, client, seen, rest, location_port, None);
+}
+
+/// [`forward_to`], the registry's `201 Created` answered as `created`
+/// when given (the status line another registry sends).
+fn forward_as(
+    upstream: &str,
     mut client: TcpStream,
     seen: &Seen,
     rest: Vec<u8>,
     location_port: Option<u16>,
+    created: Option<&str>,
 ) {
     let Ok(mut up) = TcpStream::connect(upstream) else {
         return respond(client, "502 Bad Gateway", &[], "no registry");
@@ -221,6 +234,10 @@ fn forward_to(
         })
     };
     if let Some((first, headers, rest)) = read_head(&mut up) {
+        let first = match created {
+            Some(status) if first.contains(" 201 ") => format!("HTTP/1.1 {status}"),
+            _ => first,
+        };
         let mut head = format!("{first}\r\n");
         for (k, v) in headers {
             if k.eq_ignore_ascii_case("connection") {
@@ -816,6 +833,9 @@ enum Fault {
     /// The third `PATCH` reaches the registry with half of its body, then
     /// both connections are cut.
     DropMidUpload,
+    /// Manifests are accepted with `202 Accepted` and their digest, as
+    /// Quay answers, instead of `201 Created`.
+    ManifestAccepted,
 }
 
 /// The `Content-Length` of a request.
@@ -899,6 +919,11 @@ fn faulty(upstream: u16, fault: Fault) -> Server {
                 thread::sleep(Duration::from_millis(200));
                 let _ = up.shutdown(Shutdown::Both);
                 let _ = conn.shutdown(Shutdown::Both);
+            }
+            Fault::ManifestAccepted
+                if seen.method == "PUT" && seen.target.contains("/manifests/") =>
+            {
+                forward_as(&upstream, conn, seen, rest, None, Some("202 Accepted"));
             }
             _ => forward_to(&upstream, conn, seen, rest, None),
         }
@@ -1001,6 +1026,312 @@ fn a_connection_dropped_mid_upload_resumes_or_restarts_cleanly() {
         seen.iter()
             .any(|s| s.method == "GET" && s.target.contains("/blobs/uploads/")),
         "no status GET"
+    );
+}
+
+#[test]
+fn a_manifest_accepted_with_202_as_quay_answers_is_pushed() {
+    let Some(seen) = push_through(Fault::ManifestAccepted) else {
+        return;
+    };
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "PUT" && s.target.contains("/manifests/1")),
+        "no manifest PUT"
+    );
+}
+
+/// A server answering every request `200` with `body` of `content_type`
+/// and no registry header: a web server on the registry's port.
+fn answers_200_to_everything(content_type: &'static str, body: &'static str) -> Server {
+    Server::start(move |mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        respond(conn, "200 OK", &[("Content-Type", content_type)], body);
+    })
+}
+
+#[test]
+fn a_web_server_answering_200_to_everything_is_no_registry() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    // A web page (nginx's, a registry's web interface): refused at the
+    // first request, before anything is built.
+    let html =
+        answers_200_to_everything("text/html", "<html><body>Welcome to nginx!</body></html>");
+    let reference = format!("127.0.0.1:{}/nixlayer-test/web:1", html.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).arg("--no-cache"),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains(&format!("push to `{reference}` failed"))
+            && stderr.contains("(API version check): the answer (200) is not a registry's")
+            && stderr.contains("HTML page"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("HTML")).count(),
+        1,
+        "{stderr}"
+    );
+    // Another API answering JSON to everything: every blob seems present,
+    // and the manifest's `200` without its digest is no proof it was
+    // stored: an error, not a digest to pin.
+    let json_api = answers_200_to_everything("application/json", "{}");
+    let reference = format!("127.0.0.1:{}/nixlayer-test/web:1", json_api.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).arg("--no-cache"),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("manifest 1): the answer (200) is not a registry's")
+            && stderr.contains("`Docker-Content-Digest`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_refusal_without_a_body_is_named_by_its_status() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    // A registry that refuses this repository with bare 403s (a HEAD has
+    // no body to say why; some registries send none for a POST either).
+    let refusing = Server::start(|mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        if seen.target == "/v2/" {
+            respond(
+                conn,
+                "200 OK",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Docker-Distribution-API-Version", "registry/2.0"),
+                ],
+                "{}",
+            );
+        } else {
+            respond(conn, "403 Forbidden", &[], "");
+        }
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/refused:1", refusing.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).arg("--no-cache"),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("the registry answered 403: Forbidden") && !stderr.contains("403: \n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_token_realm_answering_a_web_page_is_said_so() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    // The realm answers its login page (an SSO proxy in front of it).
+    let realm = Server::start(|mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "text/html; charset=utf-8")],
+            "<html><body>Sign in</body></html>",
+        );
+    });
+    let front = gate(
+        Gate::Bearer {
+            realm: format!("{}/token", realm.url()),
+            token: "never-given".to_owned(),
+        },
+        realm.port,
+    );
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    let reference = format!("127.0.0.1:{}/nixlayer-test/sso:1", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "u:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{}/token answered an HTML page, not a token",
+            realm.url()
+        )) && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+    // A challenge naming an `https://` realm that speaks plain HTTP (it
+    // answers a TLS hello with an HTTP 400, as Go's servers do): said as
+    // the realm's (no `--insecure` advice, which cannot help there).
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for conn in plain.incoming().take(8) {
+            let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello);
+            let _ = conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let front = gate(
+        Gate::Bearer {
+            realm: format!("https://127.0.0.1:{plain_port}/token"),
+            token: "never-given".to_owned(),
+        },
+        realm.port,
+    );
+    let reference = format!("127.0.0.1:{}/nixlayer-test/sso:1", front.port);
+    let (out, _) = run_bounded(
+        push_cmd(&m, &reference, tmp.path()).args(["--creds", "u:s3cret-pw"]),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(&format!(
+            "https://127.0.0.1:{plain_port}/token: the token realm the registry names answers plain HTTP to HTTPS"
+        )) && !stderr.contains("--insecure"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_loopback_registry_is_reached_without_the_environments_proxy() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() {
+        return;
+    }
+    // A company proxy in the environment cannot reach this machine's own
+    // registry: Go's clients (docker, skopeo, crane) never send loopback
+    // requests to a proxy. One here refuses everything, noting it.
+    let proxy = Server::start(|mut conn, seen, rest, _| {
+        drain(&mut conn, seen, &rest);
+        respond(conn, "502 Bad Gateway", &[], "no route from the proxy");
+    });
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    for (n, host) in ["127.0.0.1:5000", "localhost:5000"].iter().enumerate() {
+        let mut cmd = push_via(
+            &proxy,
+            &m,
+            &format!("{host}/nixlayer-test/unproxied:{n}"),
+            tmp.path(),
+        );
+        for var in ["HTTP_PROXY", "http_proxy"] {
+            cmd.env(var, proxy.url());
+        }
+        let (out, _) = run_bounded(&mut cmd, Duration::from_secs(60));
+        assert_exit(&out, 0);
+    }
+    let seen: Vec<String> = proxy
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.target))
+        .collect();
+    assert!(seen.is_empty(), "sent to the proxy: {seen:?}");
+}
+
+/// An HTTPS proxy (`CONNECT`) on 127.0.0.1 that tunnels every request to
+/// 127.0.0.1:`upstream`, whatever host it names: a registry with a name of
+/// its own, reached as through a company's proxy.
+fn connect_proxy(upstream: u16) -> Server {
+    Server::start(move |mut conn, seen, rest, _| {
+        if seen.method != "CONNECT" {
+            return respond(conn, "405 Method Not Allowed", &[], "");
+        }
+        let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+            return respond(conn, "502 Bad Gateway", &[], "");
+        };
+        let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let _ = up.write_all(&rest);
+        let (mut from, mut to) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+        let pump = thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+        let _ = std::io::copy(&mut up, &mut conn);
+        let _ = conn.shutdown(Shutdown::Both);
+        let _ = pump.join();
+    })
+}
+
+/// `push_cmd` to `reference` through `proxy` as every HTTPS proxy variable.
+fn push_via(proxy: &Server, m: &Path, reference: &str, tmp: &Path) -> Command {
+    let mut cmd = push_cmd(m, reference, tmp);
+    for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env(var, proxy.url());
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn a_plain_http_registry_or_a_certificate_for_another_name_is_said_as_such() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !registry_ready() || !util::require_tool("docker-registry") || !util::require_tool("openssl")
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let m = fresh_manifest(tmp.path(), &hello);
+    // A plain-HTTP registry by a name that is not loopback: HTTPS meets an
+    // HTTP answer. Said so at once, with `--insecure` (not rustls'
+    // "corrupt message", after three more tries).
+    let plain = connect_proxy(5000);
+    let reference = "registry.nixlayer-qa.example/nixlayer-test/proxied:1";
+    let (out, _) = run_bounded(
+        &mut push_via(&plain, &m, reference, tmp.path()),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains("registry.nixlayer-qa.example: TLS failed: it answered in plain HTTP, not TLS; use `--insecure` if it is a plain-HTTP registry"),
+        "{stderr}"
+    );
+    assert_eq!(plain.seen().len(), 1, "tried again: {:?}", plain.seen());
+    // A TLS registry whose trusted certificate names 127.0.0.1 only: the
+    // advice is the name, not trusting a CA that is trusted.
+    let (registry, ca) = crate::support::tls_registry(tmp.path(), "tls");
+    let tunnel = connect_proxy(registry.port);
+    let (out, _) = run_bounded(
+        push_via(&tunnel, &m, reference, tmp.path())
+            .arg("--ca-file")
+            .arg(&ca),
+        Duration::from_secs(60),
+    );
+    let stderr = assert_exit(&out, 1);
+    assert!(
+        stderr.contains(
+            "its certificate is trusted but does not name `registry.nixlayer-qa.example`"
+        ) && !stderr.contains("trust its CA"),
+        "{stderr}"
     );
 }
 

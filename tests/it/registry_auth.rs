@@ -34,7 +34,7 @@ fn python_jwt() -> bool {
 }
 
 /// The token issuer on a free port, its key in `dir`.
-fn token_issuer(dir: &Path, expires_in: u32) -> Spawned {
+fn token_issuer(dir: &Path, expires_in: i32) -> Spawned {
     support::self_signed(dir, "nixlayer test token issuer");
     let mut child = Command::new("/usr/bin/python3")
         .arg(util::repo().join("tests/it/token_issuer.py"))
@@ -65,7 +65,7 @@ struct TokenSetup {
     issuer_dir: PathBuf,
 }
 
-fn token_setup(dir: &Path, expires_in: u32) -> TokenSetup {
+fn token_setup(dir: &Path, expires_in: i32) -> TokenSetup {
     let issuer_dir = dir.join("issuer");
     let issuer = token_issuer(&issuer_dir, expires_in);
     let extra = format!(
@@ -165,7 +165,13 @@ fn token_auth_with_a_real_registry_and_issuer() {
     // Anonymous: the issuer grants pull only, and the registry refuses the
     // upload.
     let out = run(&mut push(&m, &reference, &none), 1);
-    assert!(shown(&out).contains("401"), "{}", shown(&out));
+    assert!(
+        shown(&out).contains(
+            "authentication failed: the registry answered 401 to anonymous access (`pull,push` on `nixlayer-test/token`)"
+        ),
+        "{}",
+        shown(&out)
+    );
     let anonymous = setup.requests();
     assert!(
         anonymous
@@ -273,6 +279,44 @@ fn credential_helper(dir: &Path) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A realm whose tokens the registry finds expired (their `exp` two
+/// minutes past, beyond distribution's minute of leeway): the error says
+/// the token was called invalid, not only that access was refused.
+#[test]
+fn a_token_the_registry_calls_invalid_is_said_so() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    if !["docker-registry", "openssl"]
+        .iter()
+        .all(|t| util::require_tool(t))
+        || !python_jwt()
+    {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let setup = token_setup(tmp.path(), -120);
+    let host = format!("127.0.0.1:{}", setup.registry.port);
+    let m = manifest(tmp.path(), "image.toml", &hello, r#""expired""#);
+    let out = run(
+        push(
+            &m,
+            &format!("{host}/nixlayer-test/expired:1"),
+            &tmp.path().join("none"),
+        )
+        .args(["--creds", "alice:wonderland"]),
+        1,
+    );
+    assert_no_secret(&out);
+    assert!(
+        shown(&out).contains("the registry answered 401 to the token its realm gave user `alice` (`pull,push` on `nixlayer-test/expired`)")
+            && shown(&out).contains("the registry calls the token invalid: expired, or its clock and the token realm's apart?"),
+        "{}",
+        shown(&out)
+    );
+    drop(setup.issuer);
+}
+
 #[test]
 fn credential_helpers_named_by_cred_helpers_and_creds_store() {
     let Some((hello, tmp, setup, host)) = token_test(&[]) else {
@@ -309,7 +353,8 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store() {
         std::fs::remove_file(bin.join("helper.log")).unwrap();
     }
 
-    // A helper that is not on PATH: an error naming it.
+    // A helper that is not on PATH: an error naming it and the registry
+    // it was asked about (a `credsStore` serves every registry).
     let cfg = docker_config(
         tmp.path(),
         "missing",
@@ -317,9 +362,41 @@ fn credential_helpers_named_by_cred_helpers_and_creds_store() {
     );
     let out = run(&mut push(&m, &format!("{host}/nixlayer-test/x:1"), &cfg), 1);
     assert!(
-        shown(&out).contains("docker-credential-nixlayer-missing"),
+        shown(&out).contains(&format!(
+            "credential helper `docker-credential-nixlayer-missing` for `{host}`: cannot run it"
+        )),
         "{}",
         shown(&out)
+    );
+    // One that fails saying why on stdout only, as docker's helpers do:
+    // named with the registry, its stdout (maybe the secret) not shown.
+    use std::os::unix::fs::PermissionsExt as _;
+    let failing = bin.join("docker-credential-failing");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh
+echo 'wonderland: keychain locked'
+exit 1
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = docker_config(
+        tmp.path(),
+        "failing",
+        &serde_json::json!({"credsStore": "failing"}),
+    );
+    let out = run(
+        push(&m, &format!("{host}/nixlayer-test/x:1"), &cfg).env("PATH", &path),
+        1,
+    );
+    assert_no_secret(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "credential helper `docker-credential-failing` for `{host}`: `get` failed (exit status: 1) with nothing on stderr"
+        )) && stderr.lines().count() == 1,
+        "{stderr}"
     );
 }
 
@@ -356,6 +433,18 @@ fn tls_registry_with_a_test_ca() {
         "{text}"
     );
     assert!(!text.contains("http://"), "{text}");
+
+    // `--insecure` (as skopeo's `--tls-verify=false` would be given): plain
+    // HTTP to the TLS port, which the error says, with the way to trust
+    // the CA (before: the registry's bare 400 "Client sent an HTTP request
+    // to an HTTPS server").
+    let out = run(push(&m, &reference, &none).arg("--insecure"), 1);
+    let text = shown(&out);
+    assert!(
+        text.contains(&format!("{host}: TLS failed: it speaks HTTPS only, and was sent plain HTTP; drop `--insecure` if given"))
+            && text.contains("--ca-file"),
+        "{text}"
+    );
 
     // With it: `--ca-file`, `SSL_CERT_FILE`, docker's certs.d.
     let certs_d = tmp.path().join("certs.d");
@@ -519,10 +608,14 @@ fn a_base_image_is_pulled_for_pull_only_with_the_registry_options() {
     setup.requests();
     let pull_only = serde_json::json!(["repository:nixlayer-test/private-base:pull"]);
 
-    // Anonymous: refused by the registry.
+    // Anonymous: refused by the registry, which the error says in one
+    // line naming the repository and the access asked (not the
+    // registry's bare `401: authentication required`).
     let out = run(&mut pulling("build", &m, tmp.path(), "anonymous"), 1);
+    let refused = "the registry answered 401 to anonymous access (`pull` on `nixlayer-test/private-base`): give `--username USER`";
     assert!(
-        shown(&out).contains("failed to pull base image"),
+        shown(&out).contains("failed to pull base image")
+            && shown(&out).lines().filter(|l| l.contains(refused)).count() == 1,
         "{}",
         shown(&out)
     );
