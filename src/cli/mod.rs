@@ -1569,7 +1569,7 @@ fn run_build_platforms(
         all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
     let first = &all[0].1;
     let sizes: Vec<u64> = images.iter().flat_map(layer_sizes).collect();
-    let progress = progress::Progress::new(sizes, true, false);
+    let progress = progress::Progress::new(sizes, printer.is_quiet(), false);
     let compress = first.compress;
     let mtime = first.settings.mtime;
     let (summaries, dest) = match output {
@@ -1688,7 +1688,7 @@ fn run_push_platforms(
     let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =
         all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
     let sizes: Vec<u64> = images.iter().flat_map(layer_sizes).collect();
-    let progress = progress::Progress::new(sizes, true, true);
+    let progress = progress::Progress::new(sizes, printer.is_quiet(), true);
     let pushed = ops::push::push_platforms(
         &pairs,
         target,
