@@ -514,6 +514,7 @@ fn write_rootfs(
     start: Instant,
 ) -> Result<(), BoxError> {
     let settings = &command.settings;
+    let progress = progress::Progress::new(layer_sizes(image), printer.is_quiet(), false);
     let (summary, dest) = match &args.output {
         Some(path) => {
             let shown = format!("`{}`", path.display());
@@ -525,7 +526,7 @@ fn write_rootfs(
                 .map_err(BoxError::from)
                 .and_then(|out| {
                     let (out, summary) =
-                        ops::rootfs::export_rootfs(settings, image, &spool_dir, out)?;
+                        ops::rootfs::export_rootfs(settings, image, &spool_dir, out, &progress)?;
                     out.commit()?;
                     Ok(summary)
                 });
@@ -533,18 +534,24 @@ fn write_rootfs(
         }
         None => {
             let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout().lock()));
-            let written =
-                ops::rootfs::export_rootfs(settings, image, &std::env::temp_dir(), stdout)
-                    .and_then(|(mut out, summary)| {
-                        out.flush().map_err(ops::Error::Write)?;
-                        Ok(summary)
-                    });
+            let written = ops::rootfs::export_rootfs(
+                settings,
+                image,
+                &std::env::temp_dir(),
+                stdout,
+                &progress,
+            )
+            .and_then(|(mut out, summary)| {
+                out.flush().map_err(ops::Error::Write)?;
+                Ok(summary)
+            });
             (
                 on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
                 "stdout".to_owned(),
             )
         }
     };
+    progress.clear();
     if args.json {
         let doc = serde_json::json!({
             "format": command.format.name(),

@@ -204,10 +204,10 @@ impl<W: Write> Write for GatedBlob<'_, W> {
 }
 
 /// Tells the reporter of each write's bytes (uncompressed) as they pass.
-struct Progress<'a, W> {
-    inner: W,
-    index: usize,
-    reporter: &'a dyn Reporter,
+pub(super) struct Progress<'a, W> {
+    pub(super) inner: W,
+    pub(super) index: usize,
+    pub(super) reporter: &'a dyn Reporter,
 }
 
 impl<W: Write> Write for Progress<'_, W> {

@@ -300,3 +300,31 @@ fn a_push_shows_one_row_and_stdout_is_only_the_pinned_name() {
         assert!(summary.starts_with("pushed "), "{name}: {summary:?}");
     }
 }
+
+/// `--format rootfs` shows the bar while its layers are spooled (it
+/// showed nothing before), to a file and to a pipe alike, and clears it
+/// before the summary.
+#[test]
+fn a_rootfs_build_shows_the_bar() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path());
+    let out = tmp.path().join("rootfs.tar");
+    let mut cmd = nixlayer();
+    cmd.arg("build")
+        .arg(&manifest)
+        .args(["--format", "rootfs", "-o"])
+        .arg(&out);
+    let Some(t) = on_terminal(&cmd, 100, false, None) else {
+        return;
+    };
+    assert_eq!(t.code, Some(0), "{:?}", t.screen);
+    let frames = frames(&t.screen);
+    assert!(!frames.is_empty(), "no bar: {:?}", t.screen);
+    assert!(totals(&frames).iter().all(|&n| n == 3), "{frames:?}");
+    let (_, summary) = t.screen.rsplit_once("\r\x1b[2K").unwrap();
+    assert!(
+        summary.starts_with("exported the merged filesystem of 3 layers"),
+        "{summary:?}"
+    );
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+}
