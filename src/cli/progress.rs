@@ -21,6 +21,7 @@ use nixlayer::nix::StorePath;
 use nixlayer::oci::Digest;
 use nixlayer::ops::Reporter;
 use nixlayer::sink::registry::UploadMeter;
+use nixlayer::store::binary_cache::NarMeter;
 
 /// How often the upload figures are redrawn when nothing else moves.
 const TICK: Duration = Duration::from_millis(200);
@@ -150,7 +151,12 @@ impl State {
     /// 750.00 KiB/s 2s`, the most telling first (the terminal cuts the
     /// end). The rate is of the bytes really written since the start (a
     /// layer from the cache counts in the position, not in the rate).
-    pub(crate) fn line(&self, uploading: bool, elapsed: Duration) -> String {
+    pub(crate) fn line(
+        &self,
+        uploading: bool,
+        elapsed: Duration,
+        nars: Option<&NarMeter>,
+    ) -> String {
         let secs = elapsed.as_secs_f64();
         #[allow(
             clippy::cast_precision_loss,
@@ -162,8 +168,14 @@ impl State {
         } else {
             0
         };
+        // NARs fetched before any layer is written (an OCI output or a
+        // push fetches them all first): the only thing moving then.
+        let fetched = match nars {
+            Some(m) if m.nars() > 0 && self.streamed == 0 => fetched_text(m),
+            _ => String::new(),
+        };
         format!(
-            "{} {} {}/{} {}/s {}",
+            "{}{fetched} {} {}/{} {}/s {}",
             self.message(uploading),
             bar(self.position(), self.total()),
             HumanBytes(self.position()),
@@ -172,6 +184,16 @@ impl State {
             seconds(elapsed)
         )
     }
+}
+
+/// `, fetched 12 NARs (45.20 MiB)`.
+fn fetched_text(m: &NarMeter) -> String {
+    let n = m.nars();
+    format!(
+        ", fetched {n} NAR{} ({})",
+        if n == 1 { "" } else { "s" },
+        HumanBytes(m.bytes())
+    )
 }
 
 /// The uploads of a push, as the bar shows them.
@@ -197,16 +219,101 @@ struct Shared {
     /// A push: uploads go on after the last layer is written.
     uploading: bool,
     started: Instant,
+    /// A binary cache's downloads.
+    nars: Option<Arc<NarMeter>>,
 }
 
 impl Shared {
     fn message(&self) -> String {
         let elapsed = self.started.elapsed();
+        let nars = self.nars.as_deref();
         match &*lock(&self.uploads) {
             // The upload figures say what goes on after the last layer.
-            Some(u) => format!("{}; {}", lock(&self.state).line(false, elapsed), u.text()),
-            None => lock(&self.state).line(self.uploading, elapsed),
+            Some(u) => format!(
+                "{}; {}",
+                lock(&self.state).line(false, elapsed, nars),
+                u.text()
+            ),
+            None => lock(&self.state).line(self.uploading, elapsed, nars),
         }
+    }
+}
+
+/// Calls `draw` every [`TICK`] on a thread of its own until stopped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(draw: impl Fn() + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                // Woken early by `stop`, so a build never waits a tick.
+                std::thread::park_timeout(TICK);
+                draw();
+            }
+        });
+        Self { stop, handle }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.thread().unpark();
+        let _ = self.handle.join();
+    }
+}
+
+/// A terminal line while the image is planned from a binary cache, which
+/// may download every NAR (a cache without `.ls` listings) before the
+/// layers can even be measured, and reads programs (their NARs) for the
+/// architecture check.
+pub(crate) struct Planning {
+    ticker: Option<(ProgressBar, Ticker)>,
+}
+
+impl Planning {
+    /// Watches `nars` when stderr is a terminal and not `quiet`.
+    pub(crate) fn start(nars: Option<Arc<NarMeter>>, quiet: bool) -> Self {
+        let enabled = !quiet && std::io::stderr().is_terminal();
+        let ticker = nars.filter(|_| enabled).map(|nars| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
+            if let Ok(style) = ProgressStyle::with_template("{wide_msg}") {
+                bar.set_style(style);
+            }
+            let (shown, started) = (bar.clone(), Instant::now());
+            // Drawn once a NAR arrived or after a second (a large NAR
+            // takes long to arrive), never for a plan made at once.
+            let ticker = Ticker::start(move || {
+                let elapsed = started.elapsed();
+                let fetched = match nars.nars() {
+                    0 if elapsed < Duration::from_secs(1) => return,
+                    0 => String::new(),
+                    _ => fetched_text(&nars),
+                };
+                shown.set_message(format!("planning{fetched} {}", seconds(elapsed)));
+            });
+            (bar, ticker)
+        });
+        Self { ticker }
+    }
+}
+
+impl Planning {
+    /// Removes the line, before anything else is printed.
+    pub(crate) fn clear(&mut self) {
+        if let Some((bar, ticker)) = self.ticker.take() {
+            ticker.stop();
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Planning {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -219,24 +326,32 @@ pub(crate) struct Progress {
     shared: Arc<Shared>,
     bar: Option<ProgressBar>,
     /// Redraws the line every [`TICK`] until told to stop.
-    ticker: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    ticker: Mutex<Option<Ticker>>,
     cleared: AtomicBool,
 }
 
 impl Progress {
     /// A bar for layers of `sizes` when stderr is a terminal and not
     /// `quiet`; else a reporter that draws nothing.
-    pub(crate) fn new(sizes: Vec<u64>, quiet: bool, uploading: bool) -> Self {
+    /// `nars`: a binary cache's downloads, shown until the first layer
+    /// bytes.
+    pub(crate) fn new(
+        sizes: Vec<u64>,
+        quiet: bool,
+        uploading: bool,
+        nars: Option<Arc<NarMeter>>,
+    ) -> Self {
         let enabled = !quiet && std::io::stderr().is_terminal();
-        Self::with(sizes, enabled, uploading)
+        Self::with(sizes, enabled, uploading, nars)
     }
 
-    fn with(sizes: Vec<u64>, enabled: bool, uploading: bool) -> Self {
+    fn with(sizes: Vec<u64>, enabled: bool, uploading: bool, nars: Option<Arc<NarMeter>>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(sizes)),
             uploads: Mutex::new(None),
             uploading,
             started: Instant::now(),
+            nars,
         });
         let bar = enabled.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
@@ -252,16 +367,8 @@ impl Progress {
         // The ticker draws: a write only counts its bytes (a build makes
         // many), and the time and rates move between writes.
         let ticker = bar.clone().map(|bar| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (shared, flag) = (Arc::clone(&shared), Arc::clone(&stop));
-            let handle = std::thread::spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    // Woken early by `clear`, so a build never waits a tick.
-                    std::thread::park_timeout(TICK);
-                    bar.set_message(shared.message());
-                }
-            });
-            (stop, handle)
+            let shared = Arc::clone(&shared);
+            Ticker::start(move || bar.set_message(shared.message()))
         });
         Self {
             shared,
@@ -280,10 +387,8 @@ impl Progress {
         if self.cleared.swap(true, Ordering::Relaxed) {
             return;
         }
-        if let Some((stop, ticker)) = lock(&self.ticker).take() {
-            stop.store(true, Ordering::Relaxed);
-            ticker.thread().unpark();
-            let _ = ticker.join();
+        if let Some(ticker) = lock(&self.ticker).take() {
+            ticker.stop();
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -362,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_disabled_bar_draws_nothing_but_keeps_count() {
-        let p = Progress::with(vec![10, 20], false, true);
+        let p = Progress::with(vec![10, 20], false, true, None);
         assert!(p.bar.is_none());
         p.on_bytes(0, 10);
         p.on_layer_done(0, &Digest::of(b""));
@@ -381,18 +486,18 @@ mod tests {
     fn the_line_says_layers_bytes_rate_and_time() {
         let mut s = State::new(vec![3 << 20, 1 << 20]);
         assert_eq!(
-            s.line(false, Duration::ZERO),
+            s.line(false, Duration::ZERO, None),
             "layers 0/2 [                    ] 0 B/4.00 MiB 0 B/s 0s"
         );
         s.on_layer_done(0);
         s.on_bytes(1, 512 << 10);
         assert_eq!(
-            s.line(false, Duration::from_secs(2)),
+            s.line(false, Duration::from_secs(2), None),
             "layers 1/2 [=================>  ] 3.50 MiB/4.00 MiB 256.00 KiB/s 2s"
         );
         s.on_layer_done(1);
         assert_eq!(
-            s.line(true, Duration::from_secs(65)),
+            s.line(true, Duration::from_secs(65), None),
             "layers 2/2, finishing uploads [====================] 4.00 MiB/4.00 MiB 7.88 KiB/s 1m 05s"
         );
         // Nothing to write at all: a full bar, never a division by zero.
@@ -405,7 +510,7 @@ mod tests {
     /// the bar showing every layer done while the second pass runs.
     #[test]
     fn a_push_started_over_counts_from_none() {
-        let p = Progress::with(vec![10, 20], true, true);
+        let p = Progress::with(vec![10, 20], true, true, None);
         p.on_uploads(Arc::default());
         p.on_bytes(0, 10);
         p.on_layer_done(0, &Digest::of(b""));

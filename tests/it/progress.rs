@@ -328,3 +328,59 @@ fn a_rootfs_build_shows_the_bar() {
     );
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
 }
+
+/// A build from a binary cache without `.ls` listings downloads every NAR
+/// before its layers can be measured: the terminal says how many arrived
+/// (before, nothing at all showed until the layers were written).
+#[test]
+fn nars_fetched_from_a_binary_cache_are_shown_before_the_layers() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let (secret, public) = crate::binary_cache::keypair(tmp.path(), "progress-test");
+    let cache = tmp.path().join("cache");
+    let url = format!(
+        "file://{}?compression=xz&secret-key={}",
+        cache.display(),
+        secret.display()
+    );
+    util::nix("nix", &["copy", "--to", &url, hello.to_str().unwrap()]);
+    let closure = util::nix(
+        "nix-store",
+        &["--query", "--requisites", hello.to_str().unwrap()],
+    );
+    let paths = String::from_utf8(closure).unwrap().lines().count();
+    std::fs::create_dir(tmp.path().join("empty-root")).unwrap();
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/progress-cache\"\ntag = \"1\"\n\n[store]\nroot = \"empty-root\"\n\n[closure]\nroots = [\"{}\"]\nsource = {{ binary_cache = \"file://{}\" }}\ntrusted_public_keys = [\"{public}\"]\n",
+            hello.display(),
+            cache.display()
+        ),
+    );
+    let mut cmd = nixlayer();
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+        .env("HOME", tmp.path())
+        .arg("build")
+        .arg(&manifest)
+        .arg("-o")
+        .arg(tmp.path().join("out.tar"));
+    let Some(t) = on_terminal(&cmd, 120, false, None) else {
+        return;
+    };
+    assert_eq!(t.code, Some(0), "{:?}", t.screen);
+    let fetched = format!(", fetched {paths} NARs (");
+    assert!(
+        t.screen.contains(&fetched),
+        "{fetched:?} not in {:?}",
+        t.screen
+    );
+    let (_, summary) = t.screen.rsplit_once("\r\x1b[2K").unwrap();
+    assert!(
+        summary.starts_with("built nixlayer-test/progress-cache:1 ("),
+        "{summary:?}"
+    );
+}
