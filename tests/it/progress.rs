@@ -384,3 +384,28 @@ fn nars_fetched_from_a_binary_cache_are_shown_before_the_layers() {
         "{summary:?}"
     );
 }
+
+/// A stderr nobody reads any more (`2>&1 | true`, a log reader that went
+/// away): the summary line or the error cannot be written, and the exit
+/// status still says how the build went (before, the failed write to
+/// stderr panicked: exit 101 for a good build and a bad one alike).
+#[test]
+fn a_closed_stderr_keeps_the_exit_status() {
+    let tmp = util::temp_dir();
+    let manifest = example(tmp.path());
+    for (manifest, code) in [(manifest, 0), (tmp.path().join("missing.toml"), 1)] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = nixlayer()
+            .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+            .arg("build")
+            .arg(&manifest)
+            .arg("-o")
+            .arg(tmp.path().join("out.tar"))
+            .stderr(writer)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", manifest.display());
+    }
+    assert!(tmp.path().join("out.tar").is_file());
+}
