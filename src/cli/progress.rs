@@ -266,32 +266,33 @@ impl Ticker {
     }
 }
 
-/// A terminal line while the image is planned from a binary cache, which
-/// may download every NAR (a cache without `.ls` listings) before the
-/// layers can even be measured, and reads programs (their NARs) for the
-/// architecture check.
+/// A terminal line while the image is planned: walking and measuring a
+/// large closure takes a while, and from a binary cache every NAR may be
+/// downloaded (a cache without `.ls` listings) before the layers can even
+/// be measured, and programs are read (their NARs) for the architecture
+/// check. Drawn after a second, or once a NAR arrived; never for a plan
+/// made at once.
 pub(crate) struct Planning {
     ticker: Option<(ProgressBar, Ticker)>,
 }
 
 impl Planning {
-    /// Watches `nars` when stderr is a terminal and not `quiet`.
+    /// Watches `nars` (a binary cache's downloads) too when stderr is a
+    /// terminal and not `quiet`.
     pub(crate) fn start(nars: Option<Arc<NarMeter>>, quiet: bool) -> Self {
         let enabled = !quiet && std::io::stderr().is_terminal();
-        let ticker = nars.filter(|_| enabled).map(|nars| {
+        let ticker = enabled.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
             if let Ok(style) = ProgressStyle::with_template("{wide_msg}") {
                 bar.set_style(style);
             }
             let (shown, started) = (bar.clone(), Instant::now());
-            // Drawn once a NAR arrived or after a second (a large NAR
-            // takes long to arrive), never for a plan made at once.
             let ticker = Ticker::start(move || {
                 let elapsed = started.elapsed();
-                let fetched = match nars.nars() {
+                let fetched = match nars.as_deref().map_or(0, NarMeter::nars) {
                     0 if elapsed < Duration::from_secs(1) => return,
                     0 => String::new(),
-                    _ => fetched_text(&nars),
+                    _ => nars.as_deref().map(fetched_text).unwrap_or_default(),
                 };
                 shown.set_message(format!("planning{fetched} {}", seconds(elapsed)));
             });

@@ -409,3 +409,105 @@ fn a_closed_stderr_keeps_the_exit_status() {
     }
     assert!(tmp.path().join("out.tar").is_file());
 }
+
+/// Serves the files under `dir` over HTTP on 127.0.0.1 (one request per
+/// connection, at most `requests`), each NAR (`nar/…`) after `delay`: a
+/// binary cache slow enough that planning visibly takes a while.
+fn slow_cache(dir: PathBuf, delay: std::time::Duration, requests: usize) -> u16 {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            // The headers, up to the blank line.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request
+                .split(' ')
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let body = (!path.contains(".."))
+                .then(|| std::fs::read(dir.join(path)).ok())
+                .flatten();
+            if path.starts_with("nar/") {
+                std::thread::sleep(delay);
+            }
+            let _ = match body {
+                Some(body) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(&body)),
+                None => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    port
+}
+
+/// Planning that takes a while (here a binary cache whose NARs take 1.5 s
+/// each to arrive) shows a `planning` line with the time, and the NARs as
+/// they arrive, cleared before the bar (before, nothing showed until the
+/// layers were written).
+#[test]
+fn a_slow_plan_shows_a_planning_line() {
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let (secret, public) = crate::binary_cache::keypair(tmp.path(), "planning-test");
+    let cache = tmp.path().join("cache");
+    let url = format!(
+        "file://{}?compression=xz&secret-key={}",
+        cache.display(),
+        secret.display()
+    );
+    util::nix("nix", &["copy", "--to", &url, hello.to_str().unwrap()]);
+    let port = slow_cache(cache, std::time::Duration::from_millis(1500), 200);
+    std::fs::create_dir(tmp.path().join("empty-root")).unwrap();
+    let manifest = util::write(
+        tmp.path(),
+        "image.toml",
+        &format!(
+            "name = \"nixlayer-test/planning\"\ntag = \"1\"\n\n[store]\nroot = \"empty-root\"\n\n[closure]\nroots = [\"{}\"]\nsource = {{ binary_cache = \"http://127.0.0.1:{port}\" }}\ntrusted_public_keys = [\"{public}\"]\n",
+            hello.display(),
+        ),
+    );
+    let mut cmd = nixlayer();
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+        .env("HOME", tmp.path())
+        .arg("build")
+        .arg(&manifest)
+        .arg("-o")
+        .arg(tmp.path().join("out.tar"));
+    let Some(t) = on_terminal(&cmd, 120, false, None) else {
+        return;
+    };
+    assert_eq!(t.code, Some(0), "{:?}", t.screen);
+    let first = t.screen.split("\r\x1b[2K").next().unwrap();
+    assert!(first.starts_with("planning 1s"), "{:?}", t.screen);
+    assert!(
+        t.screen.contains("\r\x1b[2Kplanning, fetched "),
+        "{:?}",
+        t.screen
+    );
+    assert!(!frames(&t.screen).is_empty(), "{:?}", t.screen);
+    let (_, summary) = t.screen.rsplit_once("\r\x1b[2K").unwrap();
+    assert!(
+        summary.starts_with("built nixlayer-test/planning:1 ("),
+        "{summary:?}"
+    );
+}
