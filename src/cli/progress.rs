@@ -149,13 +149,16 @@ fn seconds(d: Duration) -> String {
 impl State {
     /// The whole line: `layers 2/5 [====>     ] 1.50 MiB/4.00 MiB
     /// 750.00 KiB/s 2s`, the most telling first (the terminal cuts the
-    /// end). The rate is of the bytes really written since the start (a
-    /// layer from the cache counts in the position, not in the rate).
+    /// end): a push's `uploads` figures come right after the layers, so
+    /// an 80-column terminal still shows them. The rate is of the bytes
+    /// really written since the start (a layer from the cache counts in
+    /// the position, not in the rate).
     pub(crate) fn line(
         &self,
         uploading: bool,
         elapsed: Duration,
         nars: Option<&NarMeter>,
+        uploads: Option<&str>,
     ) -> String {
         let secs = elapsed.as_secs_f64();
         #[allow(
@@ -174,8 +177,9 @@ impl State {
             Some(m) if m.nars() > 0 && self.streamed == 0 => fetched_text(m),
             _ => String::new(),
         };
+        let uploads = uploads.map(|u| format!("; {u}")).unwrap_or_default();
         format!(
-            "{}{fetched} {} {}/{} {}/s {}",
+            "{}{fetched}{uploads} {} {}/{} {}/s {}",
             self.message(uploading),
             bar(self.position(), self.total()),
             HumanBytes(self.position()),
@@ -229,12 +233,8 @@ impl Shared {
         let nars = self.nars.as_deref();
         match &*lock(&self.uploads) {
             // The upload figures say what goes on after the last layer.
-            Some(u) => format!(
-                "{}; {}",
-                lock(&self.state).line(false, elapsed, nars),
-                u.text()
-            ),
-            None => lock(&self.state).line(self.uploading, elapsed, nars),
+            Some(u) => lock(&self.state).line(false, elapsed, nars, Some(&u.text())),
+            None => lock(&self.state).line(self.uploading, elapsed, nars, None),
         }
     }
 }
@@ -383,7 +383,8 @@ impl Progress {
         change(&mut lock(&self.shared.state));
     }
 
-    /// Removes the bar, before the summary line is printed.
+    /// Removes the bar, before the summary line is printed. A push's bar
+    /// is drawn once more first, with the upload figures at the end.
     pub(crate) fn clear(&self) {
         if self.cleared.swap(true, Ordering::Relaxed) {
             return;
@@ -392,6 +393,11 @@ impl Progress {
             ticker.stop();
         }
         if let Some(bar) = &self.bar {
+            // A push's line is drawn once more (past the rate limit), with
+            // the upload figures at the end, before it goes.
+            if lock(&self.shared.uploads).is_some() {
+                bar.abandon_with_message(self.shared.message());
+            }
             bar.finish_and_clear();
         }
     }
@@ -487,19 +493,24 @@ mod tests {
     fn the_line_says_layers_bytes_rate_and_time() {
         let mut s = State::new(vec![3 << 20, 1 << 20]);
         assert_eq!(
-            s.line(false, Duration::ZERO, None),
+            s.line(false, Duration::ZERO, None, None),
             "layers 0/2 [                    ] 0 B/4.00 MiB 0 B/s 0s"
         );
         s.on_layer_done(0);
         s.on_bytes(1, 512 << 10);
         assert_eq!(
-            s.line(false, Duration::from_secs(2), None),
+            s.line(false, Duration::from_secs(2), None, None),
             "layers 1/2 [=================>  ] 3.50 MiB/4.00 MiB 256.00 KiB/s 2s"
         );
         s.on_layer_done(1);
         assert_eq!(
-            s.line(true, Duration::from_secs(65), None),
+            s.line(true, Duration::from_secs(65), None, None),
             "layers 2/2, finishing uploads [====================] 4.00 MiB/4.00 MiB 7.88 KiB/s 1m 05s"
+        );
+        // A push: the upload figures before the bar.
+        assert_eq!(
+            s.line(false, Duration::from_secs(1), None, Some("uploaded 1 B/2 B (1 B/s)")),
+            "layers 2/2; uploaded 1 B/2 B (1 B/s) [====================] 4.00 MiB/4.00 MiB 512.00 KiB/s 1s"
         );
         // Nothing to write at all: a full bar, never a division by zero.
         assert_eq!(bar(0, 0), format!("[{}]", "=".repeat(BAR)));
