@@ -271,13 +271,16 @@ fn user_guard(settings: &ops::BuildSettings, image: &ops::PreparedImage) -> Resu
     }
 }
 
+/// `planning` is cleared once the programs are read, before any warning.
 fn arch_guard(
     settings: &ops::BuildSettings,
     image: &ops::PreparedImage,
     warn_only: bool,
     printer: Printer,
+    planning: &mut progress::Planning,
 ) -> Result<(), BoxError> {
     let mismatches = ops::arch::check(settings, image)?;
+    planning.clear();
     if warn_only {
         for m in &mismatches {
             printer.warn(&m.to_string());
@@ -382,12 +385,19 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             refuse_overwriting_inputs("--sbom", path, &inputs, false)?;
         }
     }
+    let mut planning = progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     // A rootfs has no config, so no `User` to resolve.
     if command.format != OutputFormat::Rootfs {
         user_guard(&command.settings, &image)?;
     }
-    arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+    arch_guard(
+        &command.settings,
+        &image,
+        args.no_arch_check,
+        printer,
+        &mut planning,
+    )?;
     if let Some(w) = image.depth_warning() {
         printer.warn(&w);
     }
@@ -407,7 +417,12 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
     }
     let settings = &command.settings;
     let compress = &command.compress;
-    let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), false);
+    let progress = progress::Progress::new(
+        layer_sizes(&image),
+        printer.is_quiet(),
+        false,
+        nar_meter(settings),
+    );
     let (summary, dest) = match output {
         Some(dir) if layout => {
             let layout = OciLayout::create(dir)?.compressed(*compress);
@@ -514,6 +529,12 @@ fn write_rootfs(
     start: Instant,
 ) -> Result<(), BoxError> {
     let settings = &command.settings;
+    let progress = progress::Progress::new(
+        layer_sizes(image),
+        printer.is_quiet(),
+        false,
+        nar_meter(settings),
+    );
     let (summary, dest) = match &args.output {
         Some(path) => {
             let shown = format!("`{}`", path.display());
@@ -525,7 +546,7 @@ fn write_rootfs(
                 .map_err(BoxError::from)
                 .and_then(|out| {
                     let (out, summary) =
-                        ops::rootfs::export_rootfs(settings, image, &spool_dir, out)?;
+                        ops::rootfs::export_rootfs(settings, image, &spool_dir, out, &progress)?;
                     out.commit()?;
                     Ok(summary)
                 });
@@ -533,18 +554,24 @@ fn write_rootfs(
         }
         None => {
             let stdout = io::BufWriter::with_capacity(1 << 20, NamedStdout(io::stdout().lock()));
-            let written =
-                ops::rootfs::export_rootfs(settings, image, &std::env::temp_dir(), stdout)
-                    .and_then(|(mut out, summary)| {
-                        out.flush().map_err(ops::Error::Write)?;
-                        Ok(summary)
-                    });
+            let written = ops::rootfs::export_rootfs(
+                settings,
+                image,
+                &std::env::temp_dir(),
+                stdout,
+                &progress,
+            )
+            .and_then(|(mut out, summary)| {
+                out.flush().map_err(ops::Error::Write)?;
+                Ok(summary)
+            });
             (
                 on_closed_pipe(written.map_err(BoxError::from), "stdout")?,
                 "stdout".to_owned(),
             )
         }
     };
+    progress.clear();
     if args.json {
         let doc = serde_json::json!({
             "format": command.format.name(),
@@ -1105,6 +1132,16 @@ fn inspect_text(doc: &serde_json::Value) -> String {
     out
 }
 
+/// A binary cache's downloads, for the progress bar.
+fn nar_meter(
+    settings: &ops::BuildSettings,
+) -> Option<std::sync::Arc<nixlayer::store::binary_cache::NarMeter>> {
+    settings
+        .store
+        .binary_cache()
+        .map(nixlayer::store::BinaryCache::meter)
+}
+
 /// The tar size of each layer, for the progress bar.
 fn layer_sizes(image: &ops::PreparedImage) -> Vec<u64> {
     image.layers.iter().map(|l| l.size).collect()
@@ -1157,13 +1194,25 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     for w in &command.warnings {
         printer.warn(w);
     }
+    let mut planning = progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
     let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     user_guard(&command.settings, &image)?;
-    arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+    arch_guard(
+        &command.settings,
+        &image,
+        args.no_arch_check,
+        printer,
+        &mut planning,
+    )?;
     if let Some(w) = image.depth_warning() {
         printer.warn(&w);
     }
-    let progress = progress::Progress::new(layer_sizes(&image), printer.is_quiet(), true);
+    let progress = progress::Progress::new(
+        layer_sizes(&image),
+        printer.is_quiet(),
+        true,
+        nar_meter(&command.settings),
+    );
     let pushed = ops::push::push(
         &command.settings,
         &image,
@@ -1588,9 +1637,17 @@ fn run_build_platforms(
             let inputs = build_inputs(&args.manifest, &command.settings);
             refuse_overwriting_inputs("-o", output, &inputs, layout)?;
         }
+        let mut planning =
+            progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
         user_guard(&command.settings, &image)?;
-        arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+        arch_guard(
+            &command.settings,
+            &image,
+            args.no_arch_check,
+            printer,
+            &mut planning,
+        )?;
         if let Some(w) = image.depth_warning() {
             printer.warn(&w);
         }
@@ -1603,7 +1660,7 @@ fn run_build_platforms(
         all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
     let first = &all[0].1;
     let sizes: Vec<u64> = images.iter().flat_map(layer_sizes).collect();
-    let progress = progress::Progress::new(sizes, true, false);
+    let progress = progress::Progress::new(sizes, printer.is_quiet(), false, nar_meter(pairs[0].0));
     let compress = first.compress;
     let mtime = first.settings.mtime;
     let (summaries, dest) = match output {
@@ -1711,9 +1768,17 @@ fn run_push_platforms(
         for w in &command.warnings {
             printer.warn(w);
         }
+        let mut planning =
+            progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
         let image = ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?;
         user_guard(&command.settings, &image)?;
-        arch_guard(&command.settings, &image, args.no_arch_check, printer)?;
+        arch_guard(
+            &command.settings,
+            &image,
+            args.no_arch_check,
+            printer,
+            &mut planning,
+        )?;
         if let Some(w) = image.depth_warning() {
             printer.warn(&w);
         }
@@ -1722,7 +1787,7 @@ fn run_push_platforms(
     let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =
         all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
     let sizes: Vec<u64> = images.iter().flat_map(layer_sizes).collect();
-    let progress = progress::Progress::new(sizes, true, true);
+    let progress = progress::Progress::new(sizes, printer.is_quiet(), true, nar_meter(pairs[0].0));
     let pushed = ops::push::push_platforms(
         &pairs,
         target,

@@ -1,6 +1,5 @@
 //! The one place that writes to the terminal. stdout carries data only (the
 //! image under `--stream`); everything for people goes to stderr.
-#![allow(clippy::print_stderr)]
 
 use std::time::Duration;
 
@@ -26,14 +25,14 @@ impl Printer {
     /// An informational line (the build summary).
     pub(crate) fn info(&self, line: &str) {
         if !self.quiet {
-            eprintln!("{line}");
+            to_stderr(format_args!("{line}"));
         }
     }
 
     /// A warning the user can act on.
     pub(crate) fn warn(&self, line: &str) {
         if !self.quiet {
-            eprintln!("warning: {line}");
+            to_stderr(format_args!("warning: {line}"));
         }
     }
 
@@ -52,8 +51,16 @@ impl Printer {
 
     /// An error report (always shown).
     pub(crate) fn error(&self, text: &str) {
-        eprintln!("{text}");
+        to_stderr(format_args!("{text}"));
     }
+}
+
+/// One line on stderr; a stderr that cannot be written (a closed pipe: a
+/// log reader that went away) is let be, as `eprintln!` would not (it
+/// panics, exit 101): the exit status still says how the command went.
+fn to_stderr(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// `850ms`, `1.20s`, `2m 05s`.

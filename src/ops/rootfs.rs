@@ -29,7 +29,7 @@ use std::io::{self, BufReader, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
-use super::{BuildSettings, Error, PreparedImage};
+use super::{BuildSettings, Error, PreparedImage, Reporter};
 use crate::sink::{Spooled, SpooledBlob};
 use crate::tar::read::{Member, MemberKind, TarIndex};
 use crate::tar::{Header, Kind, TarWriter};
@@ -82,7 +82,8 @@ fn layer_error(index: usize, what: String) -> Error {
 }
 
 /// Writes the merged filesystem of `image` as one tar to `out`, spooling
-/// the layers in `spool_dir`.
+/// the layers in `spool_dir`; `reporter` hears of each layer's bytes as
+/// they are spooled.
 ///
 /// # Errors
 /// When a layer cannot be written or read back, a member is unsafe (`..`)
@@ -92,11 +93,18 @@ pub fn export_rootfs<W: Write>(
     image: &PreparedImage,
     spool_dir: &Path,
     out: W,
+    reporter: &dyn Reporter,
 ) -> Result<(W, RootfsSummary), Error> {
     let mut layers = Vec::with_capacity(image.layers.len());
     for index in 0..image.layers.len() {
         let mut blob = SpooledBlob::new_in(spool_dir)?;
-        image.write_layer(settings, index, &mut blob)?;
+        let reporting = super::write::Progress {
+            inner: &mut blob,
+            index,
+            reporter,
+        };
+        let digest = image.write_layer(settings, index, reporting)?;
+        reporter.on_layer_done(index, &digest.diff_id);
         let spool = blob.finish()?;
         let index_of = TarIndex::read(BufReader::new(&spool.file))
             .map_err(|e| layer_error(index, e.to_string()))?;

@@ -204,10 +204,10 @@ impl<W: Write> Write for GatedBlob<'_, W> {
 }
 
 /// Tells the reporter of each write's bytes (uncompressed) as they pass.
-struct Progress<'a, W> {
-    inner: W,
-    index: usize,
-    reporter: &'a dyn Reporter,
+pub(super) struct Progress<'a, W> {
+    pub(super) inner: W,
+    pub(super) index: usize,
+    pub(super) reporter: &'a dyn Reporter,
 }
 
 impl<W: Write> Write for Progress<'_, W> {
@@ -367,7 +367,9 @@ pub fn build<S: ImageSink>(
 /// into `sink` and names them together by one image index, tagged by the
 /// first image's reference. Layers the platforms share are stored (or
 /// uploaded) once: the sink finds them already there. Returns each
-/// platform's summary, in the order given.
+/// platform's summary, in the order given. `reporter` sees the layers of
+/// all the images numbered one after another (the second image's first
+/// layer follows the first image's last), so one progress bar covers them.
 ///
 /// # Errors
 /// When a store file cannot be read or the sink fails, or the sink cannot
@@ -378,10 +380,18 @@ pub fn build_platforms<S: ImageSink>(
     reporter: &dyn Reporter,
 ) -> Result<(Vec<BuildSummary>, S::Output), Error> {
     let mut summaries = Vec::with_capacity(images.len());
+    let total = images.iter().map(|(_, image)| image.layers.len()).sum();
+    let mut before = 0;
     for (settings, image) in images {
-        let (mut summary, counts) = write_image(settings, image, &mut sink, reporter)?;
+        let shifted = Shifted {
+            inner: reporter,
+            before,
+            total,
+        };
+        let (mut summary, counts) = write_image(settings, image, &mut sink, &shifted)?;
         summary.blobs = summary.blobs.map(|_| counts);
         summaries.push(summary);
+        before += image.layers.len();
     }
     let reference = summaries
         .first()
@@ -392,6 +402,33 @@ pub fn build_platforms<S: ImageSink>(
     }
     let (output, _) = sink.finish(&reference)?;
     Ok((summaries, output))
+}
+
+/// One image's layer numbers as those of all the images of an index:
+/// layer `index` of this image is layer `before + index` of `total`.
+struct Shifted<'a> {
+    inner: &'a dyn Reporter,
+    before: usize,
+    total: usize,
+}
+
+impl Reporter for Shifted<'_> {
+    fn on_layer_start(&self, index: usize, _total: usize, paths: &[StorePath], bytes: u64) {
+        self.inner
+            .on_layer_start(self.before + index, self.total, paths, bytes);
+    }
+
+    fn on_bytes(&self, index: usize, bytes: u64) {
+        self.inner.on_bytes(self.before + index, bytes);
+    }
+
+    fn on_layer_done(&self, index: usize, diff_id: &Digest) {
+        self.inner.on_layer_done(self.before + index, diff_id);
+    }
+
+    fn on_uploads(&self, meter: std::sync::Arc<crate::sink::registry::UploadMeter>) {
+        self.inner.on_uploads(meter);
+    }
 }
 
 /// Writes `image`'s layers, config and manifest into `sink` without naming

@@ -20,6 +20,7 @@
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;
 //! - `platform_config`: `[platforms.config]` over `[config]` in a two-platform index; the guard checks each platform's entrypoint; bad keys located;
+//! - `progress`: the progress bar under a real pseudo-terminal (python3's `pty`): one row at any width, cleared before the summary, multi-platform builds and pushes, Ctrl-C; nothing under `--quiet` or a pipe;
 //! - `pull`: `[base] image = "docker://…@sha256:…"` pulled from the real registry, cached by digest (builds with the registry unreachable), indexes resolved by platform, missing and wrong digests and tampered manifests/blobs refused, docker v2 manifests from skopeo;
 //! - `push`: `nixlayer push` to a real registry (anonymous and basic auth), pulled by skopeo and run by docker;
 //! - `push_faults`: `push` against misbehaving registries: where credentials go, deadlines, echoed secrets;
@@ -52,6 +53,7 @@ mod multi_platform;
 mod output_faults;
 mod outputs;
 mod platform_config;
+mod progress;
 mod pull;
 mod push;
 mod push_faults;

@@ -42,7 +42,7 @@ pub(crate) fn arm_store(dir: &Path) -> (PathBuf, PathBuf) {
     (root, graph)
 }
 
-fn manifest(dir: &Path, hello: &Path, tag: &str, shared: &str) -> PathBuf {
+pub(crate) fn manifest(dir: &Path, hello: &Path, tag: &str, shared: &str) -> PathBuf {
     let (root, graph) = arm_store(dir);
     let hello = hello.display();
     util::write(
@@ -519,5 +519,77 @@ fn a_pushed_index_summary_names_its_tags_and_mounts() {
     assert!(
         stderr.contains("mounted from another repository"),
         "{stderr}"
+    );
+}
+
+/// Records what a build reports: each layer's index, start and end.
+#[derive(Default)]
+struct Recorder {
+    started: std::sync::Mutex<Vec<(usize, usize)>>,
+    done: std::sync::Mutex<Vec<usize>>,
+}
+
+impl nixlayer::ops::Reporter for Recorder {
+    fn on_layer_start(
+        &self,
+        index: usize,
+        total: usize,
+        _paths: &[nixlayer::nix::StorePath],
+        _bytes: u64,
+    ) {
+        self.started.lock().unwrap().push((index, total));
+    }
+
+    fn on_layer_done(&self, index: usize, _diff_id: &nixlayer::oci::Digest) {
+        self.done.lock().unwrap().push(index);
+    }
+}
+
+/// `build_platforms` numbers the layers of all the platforms one after
+/// another (the arm64 image's first layer follows the amd64 image's
+/// last), so one progress bar of all their layers counts each once;
+/// before, each image counted from 0 again and the CLI showed no progress
+/// for a multi-platform build at all.
+#[test]
+fn the_platforms_layers_are_reported_numbered_in_sequence() {
+    use nixlayer::manifest::LoadedManifest;
+    use nixlayer::ops::settings::{self, Environment, Overrides};
+    let Some(hello) = util::nix_fixture("hello") else {
+        return;
+    };
+    let tmp = util::temp_dir();
+    let m = manifest(tmp.path(), &hello, "seq", "on every platform");
+    let loaded = LoadedManifest::load(&m).unwrap();
+    let env = Environment {
+        now: jiff::Timestamp::UNIX_EPOCH,
+        source_date_epoch: None,
+        cache_dir: None,
+        binary_cache: Default::default(),
+    };
+    let mut overrides = Overrides::default();
+    overrides.format = Some("oci-archive".to_owned());
+    let all = settings::resolve_platforms(&loaded, &overrides, &env).unwrap();
+    let images: Vec<_> = all
+        .iter()
+        .map(|(_, c)| nixlayer::ops::prepare(&c.settings).unwrap())
+        .collect();
+    let pairs: Vec<_> = all.iter().map(|(_, c)| &c.settings).zip(&images).collect();
+    let counts: Vec<usize> = images.iter().map(|i| i.layers.len()).collect();
+    let total: usize = counts.iter().sum();
+    let sink = nixlayer::sink::oci_archive::OciArchiveWriter::new(
+        Vec::new(),
+        all[0].1.settings.mtime,
+        all[0].1.compress,
+    )
+    .unwrap();
+    let recorder = Recorder::default();
+    nixlayer::ops::build_platforms(&pairs, sink, &recorder).unwrap();
+    let mut done = recorder.done.into_inner().unwrap();
+    done.sort_unstable();
+    assert_eq!(done, (0..total).collect::<Vec<_>>(), "layers {counts:?}");
+    let started = recorder.started.into_inner().unwrap();
+    assert!(
+        started.iter().all(|&(i, t)| i < total && t == total),
+        "{started:?}"
     );
 }

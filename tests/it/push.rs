@@ -821,15 +821,14 @@ fn a_blob_pushed_to_one_repository_is_mounted_into_another() {
     assert_eq!(c["blobs"]["mounted"], 0);
 }
 
-/// Runs `nixlayer ARGS` under `script`, so its stderr is a terminal; what
-/// the terminal saw.
+/// Runs `nixlayer ARGS` with stdout and stderr on a terminal 200 columns
+/// wide (the line is cut at the terminal's width); what the terminal saw.
 fn on_a_terminal(args: &str) -> String {
-    let command = format!("{} {args}", env!("CARGO_BIN_EXE_nixlayer"));
-    let out = run(
-        std::process::Command::new("script").args(["-qec", &command, "/dev/null"]),
-        0,
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut cmd = nixlayer();
+    cmd.args(args.split_whitespace());
+    let t = crate::progress::on_terminal(&cmd, 200, true, None).expect("python3");
+    assert_eq!(t.code, Some(0), "{}", t.screen);
+    t.screen
 }
 
 #[test]
@@ -837,7 +836,7 @@ fn progress_shows_on_a_terminal_only() {
     let Some(hello) = util::nix_fixture("hello") else {
         return;
     };
-    if !registry_ready() || !util::require_tool("script") {
+    if !registry_ready() || !util::require_tool("python3") {
         return;
     }
     let tmp = util::temp_dir();

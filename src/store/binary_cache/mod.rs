@@ -59,6 +59,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use sha2::{Digest as _, Sha256};
@@ -355,10 +356,40 @@ pub struct BinaryCache {
     /// Listings whose entries were handed out: each is compared with its
     /// NAR when the NAR arrives.
     listed: Mutex<HashMap<StorePath, Arc<NarIndex>>>,
+    /// What was downloaded, for progress.
+    meter: Arc<NarMeter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The NARs a [`BinaryCache`] downloaded so far (not those found in the NAR
+/// cache), for the CLI's progress: fetching a closure's NARs can take
+/// long before and while its layers are written.
+#[derive(Debug, Default)]
+pub struct NarMeter {
+    nars: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+impl NarMeter {
+    /// NARs downloaded and verified.
+    #[must_use]
+    pub fn nars(&self) -> usize {
+        self.nars.load(Ordering::Relaxed)
+    }
+
+    /// Their bytes, as NARs (NarSize: uncompressed).
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, nar_size: u64) {
+        self.nars.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(nar_size, Ordering::Relaxed);
+    }
 }
 
 /// Checks `url`: `file://` (absolute path), `http://`, `https://`.
@@ -626,7 +657,14 @@ impl BinaryCache {
             fetched: Condvar::new(),
             listings: Mutex::new(HashMap::new()),
             listed: Mutex::new(HashMap::new()),
+            meter: Arc::default(),
         })
+    }
+
+    /// Counts the NARs downloaded from now on, as they arrive.
+    #[must_use]
+    pub fn meter(&self) -> Arc<NarMeter> {
+        Arc::clone(&self.meter)
     }
 
     /// The cache's URL.
@@ -883,6 +921,7 @@ impl BinaryCache {
             nars.values().map(|n| n.path.clone()).collect()
         };
         if let Some(len) = added {
+            self.meter.add(info.nar_size);
             self.nar_cache.added(len, &keep).map_err(cache_err)?;
         }
         Ok(nar)
