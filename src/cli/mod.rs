@@ -271,6 +271,30 @@ fn user_guard(settings: &ops::BuildSettings, image: &ops::PreparedImage) -> Resu
     }
 }
 
+/// Plans the image `settings` make and holds it to the guards every
+/// command that writes an image applies before any output exists: the
+/// `config.User` (unless `check_user` is false: a rootfs has no config)
+/// and the architecture; then warns of a deep closure. A planning line
+/// shows on a terminal meanwhile.
+fn prepare_guarded(
+    settings: &ops::BuildSettings,
+    loaded: &LoadedManifest,
+    check_user: bool,
+    no_arch_check: bool,
+    printer: Printer,
+) -> Result<ops::PreparedImage, BoxError> {
+    let mut planning = progress::Planning::start(nar_meter(settings), printer.is_quiet());
+    let image = ops::prepare(settings).map_err(|e| layers::locate(loaded, e))?;
+    if check_user {
+        user_guard(settings, &image)?;
+    }
+    arch_guard(settings, &image, no_arch_check, printer, &mut planning)?;
+    if let Some(w) = image.depth_warning() {
+        printer.warn(&w);
+    }
+    Ok(image)
+}
+
 /// `planning` is cleared once the programs are read, before any warning.
 fn arch_guard(
     settings: &ops::BuildSettings,
@@ -385,22 +409,14 @@ fn run_build(args: &BuildArgs, printer: Printer) -> Result<(), BoxError> {
             refuse_overwriting_inputs("--sbom", path, &inputs, false)?;
         }
     }
-    let mut planning = progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
-    let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
     // A rootfs has no config, so no `User` to resolve.
-    if command.format != OutputFormat::Rootfs {
-        user_guard(&command.settings, &image)?;
-    }
-    arch_guard(
+    let image = prepare_guarded(
         &command.settings,
-        &image,
+        &loaded,
+        command.format != OutputFormat::Rootfs,
         args.no_arch_check,
         printer,
-        &mut planning,
     )?;
-    if let Some(w) = image.depth_warning() {
-        printer.warn(&w);
-    }
     if let Some(output) = output {
         refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
         for (_, path) in &beside {
@@ -1194,19 +1210,13 @@ fn run_push(args: &PushArgs, printer: Printer) -> Result<(), BoxError> {
     for w in &command.warnings {
         printer.warn(w);
     }
-    let mut planning = progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
-    let image = ops::prepare(&command.settings).map_err(|e| layers::locate(&loaded, e))?;
-    user_guard(&command.settings, &image)?;
-    arch_guard(
+    let image = prepare_guarded(
         &command.settings,
-        &image,
+        &loaded,
+        true,
         args.no_arch_check,
         printer,
-        &mut planning,
     )?;
-    if let Some(w) = image.depth_warning() {
-        printer.warn(&w);
-    }
     let progress = progress::Progress::new(
         layer_sizes(&image),
         printer.is_quiet(),
@@ -1637,20 +1647,7 @@ fn run_build_platforms(
             let inputs = build_inputs(&args.manifest, &command.settings);
             refuse_overwriting_inputs("-o", output, &inputs, layout)?;
         }
-        let mut planning =
-            progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
-        let image = ops::prepare(&command.settings).map_err(|e| layers::locate(loaded, e))?;
-        user_guard(&command.settings, &image)?;
-        arch_guard(
-            &command.settings,
-            &image,
-            args.no_arch_check,
-            printer,
-            &mut planning,
-        )?;
-        if let Some(w) = image.depth_warning() {
-            printer.warn(&w);
-        }
+        let image = prepare_guarded(&command.settings, loaded, true, args.no_arch_check, printer)?;
         if let Some(output) = output {
             refuse_output_in_closure("-o", output, &command.settings, &image.closure)?;
         }
@@ -1768,20 +1765,7 @@ fn run_push_platforms(
         for w in &command.warnings {
             printer.warn(w);
         }
-        let mut planning =
-            progress::Planning::start(nar_meter(&command.settings), printer.is_quiet());
-        let image = ops::prepare(&command.settings).map_err(|e| layers::locate(one, e))?;
-        user_guard(&command.settings, &image)?;
-        arch_guard(
-            &command.settings,
-            &image,
-            args.no_arch_check,
-            printer,
-            &mut planning,
-        )?;
-        if let Some(w) = image.depth_warning() {
-            printer.warn(&w);
-        }
+        let image = prepare_guarded(&command.settings, one, true, args.no_arch_check, printer)?;
         images.push(image);
     }
     let pairs: Vec<(&ops::BuildSettings, &ops::PreparedImage)> =

@@ -29,23 +29,27 @@ const TICK: Duration = Duration::from_millis(200);
 /// `uploaded 1.5 MiB/4.0 MiB (750 KiB/s)`: bytes sent of those queued,
 /// and the mean rate since the uploads started.
 pub(crate) fn upload_text(sent: u64, queued: u64, elapsed: Duration) -> String {
+    format!(
+        "uploaded {}/{} ({}/s)",
+        HumanBytes(sent.min(queued)),
+        HumanBytes(queued),
+        HumanBytes(mean_rate(sent, elapsed))
+    )
+}
+
+/// Bytes per second over `elapsed` (0 before any time has passed).
+fn mean_rate(bytes: u64, elapsed: Duration) -> u64 {
     let secs = elapsed.as_secs_f64();
     #[allow(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss
     )]
-    let rate = if secs > 0.0 {
-        (sent as f64 / secs) as u64
+    if secs > 0.0 {
+        (bytes as f64 / secs) as u64
     } else {
         0
-    };
-    format!(
-        "uploaded {}/{} ({}/s)",
-        HumanBytes(sent.min(queued)),
-        HumanBytes(queued),
-        HumanBytes(rate)
-    )
+    }
 }
 
 /// What the bar shows, kept apart from drawing so it can be tested.
@@ -160,17 +164,7 @@ impl State {
         nars: Option<&NarMeter>,
         uploads: Option<&str>,
     ) -> String {
-        let secs = elapsed.as_secs_f64();
-        #[allow(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss
-        )]
-        let rate = if secs > 0.0 {
-            (self.streamed as f64 / secs) as u64
-        } else {
-            0
-        };
+        let rate = mean_rate(self.streamed, elapsed);
         // NARs fetched before any layer is written (an OCI output or a
         // push fetches them all first): the only thing moving then.
         let fetched = match nars {
