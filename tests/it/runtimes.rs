@@ -242,7 +242,11 @@ fn containerd_imports_docker_and_oci_archives() {
                 .lines()
                 .map(str::to_owned)
                 .collect();
-        let mut rm = vec!["images", "rm"];
+        // `--sync`: the content goes before the next import starts. Else
+        // containerd's garbage collection, run after the removal, can
+        // delete a blob the next import (the same layers) found present
+        // and relied on: "content digest …: not found".
+        let mut rm = vec!["images", "rm", "--sync"];
         rm.extend(names.iter().map(String::as_str));
         assert!(containerd.ctr(&rm).status.success());
     }
