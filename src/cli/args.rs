@@ -65,6 +65,10 @@ pub(crate) struct SbomArgs {
     /// SBOM names the image).
     #[arg(long, value_name = "NAME[:TAG]")]
     pub(crate) tag: Option<String>,
+    /// How to reach the registry of a manifest's `[base] image =
+    /// "docker://…"` (pulled to count and describe its layers).
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 /// `nixlayer diff`.
