@@ -75,8 +75,9 @@ pub(crate) struct SbomArgs {
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
     /// The old image: a manifest (`*.toml`), a docker-archive (any
-    /// compression), an OCI archive or an OCI layout directory; of one
-    /// holding several tags, `PATH:NAME` picks one (`layout:1`).
+    /// compression), an OCI archive or an OCI layout directory (`-`: an
+    /// archive on stdin); of one holding several tags, `PATH:NAME` picks
+    /// one (`layout:1`).
     pub(crate) old: PathBuf,
     /// The new image, of any of the same kinds.
     pub(crate) new: PathBuf,
@@ -196,7 +197,7 @@ pub(crate) struct MergeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
     /// A docker-archive (plain, gzip, zstd or xz), an OCI archive or an OCI
-    /// layout directory.
+    /// layout directory; `-` reads an archive from stdin.
     pub(crate) image: PathBuf,
     /// Print JSON on stdout.
     #[arg(long)]
