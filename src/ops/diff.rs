@@ -315,8 +315,7 @@ pub fn from_image_archive(
         // Names tell images apart unless they all go by the same ones (the
         // platforms of one index); a name that matched none is answered
         // with those there are.
-        let named: BTreeSet<Vec<String>> =
-            chosen.iter().map(|i| image_names(archive, i)).collect();
+        let named: BTreeSet<Vec<String>> = chosen.iter().map(|i| image_names(archive, i)).collect();
         let names_help = if reference.is_some() {
             chosen.is_empty()
         } else {
