@@ -14,12 +14,19 @@ use super::BoxError;
 /// Runs `nixlayer diff`.
 pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
     let platform = super::platform_option(args.platform.as_deref())?;
-    if [&args.old, &args.new]
+    let on_stdin = [&args.old, &args.new]
         .iter()
-        .all(|a| split_reference(a).0 == Path::new("-"))
-    {
+        .filter(|a| split_reference(a).0 == Path::new("-"))
+        .count();
+    if on_stdin == 2 {
         return Err(super::UsageError(
             "`-` (stdin) can be the old image or the new one, not both".to_owned(),
+        )
+        .into());
+    }
+    if on_stdin == 1 && args.registry.password_stdin {
+        return Err(super::UsageError(
+            "`--password-stdin` and an image on stdin (`-`) cannot share stdin: give the password in `NIXLAYER_REGISTRY_PASSWORD`".to_owned(),
         )
         .into());
     }

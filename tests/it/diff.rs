@@ -933,4 +933,14 @@ fn diff_and_inspect_read_an_archive_from_stdin() {
     let out = run_piped(nixlayer().args(["diff", "-", "-"]), Vec::new(), 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not both"), "{stderr}");
+    // The password would take the image's bytes.
+    let out = run_piped(
+        nixlayer()
+            .args(["diff", "-", "--password-stdin", "--username", "u"])
+            .arg(&new),
+        std::fs::read(&tar).unwrap(),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot share stdin"), "{stderr}");
 }
