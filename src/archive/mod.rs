@@ -341,31 +341,64 @@ impl ImageArchive {
             (archive.images, archive.entries) = archive.read_oci()?;
             return Ok(archive);
         }
+        // Not waiting for a FIFO's writer: one without reads as empty.
+        let file = crate::input::open_without_waiting(path).map_err(io_err)?;
+        Self::from_file(path, file)
+    }
+
+    /// Reads an image archive (docker-archive or OCI archive, plain or
+    /// compressed) from stdin, as `docker load` and `skopeo` read `-`;
+    /// errors name it `-`.
+    ///
+    /// # Errors
+    /// When stdin is a terminal (nothing would come), cannot be read or
+    /// holds no image in one of these formats.
+    pub fn open_stdin() -> Result<Self, Error> {
+        use std::io::IsTerminal as _;
+        use std::os::fd::AsFd as _;
+        let path = Path::new("-");
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            return Err(Error::NotAnImage {
+                path: path.to_owned(),
+                what: "a terminal: stdin must be an image archive piped or redirected in"
+                    .to_owned(),
+            });
+        }
+        let fd = stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::from_file(path, File::from(fd))
+    }
+
+    /// The archive in `file`, read from its start (a pipe, or a file not
+    /// at its start, is spooled), named `path` in errors.
+    fn from_file(path: &Path, file: File) -> Result<Self, Error> {
+        let io_err = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
         let tar_err = |source| Error::Tar {
             path: path.to_owned(),
             source,
         };
-        // Not waiting for a FIFO's writer: one without reads as empty.
-        let file = crate::input::open_without_waiting(path).map_err(io_err)?;
+        // A plain archive is read out of order, at the offsets its index
+        // gives: in place only when it is a file read from its start; a
+        // pipe (stdin, a FIFO) is spooled, as a compressed one is.
+        let in_place = (&file).stream_position().is_ok_and(|at| at == 0);
         let (compression, reader) = codec::decompress(&file).map_err(io_err)?;
         let limits = tar::Limits {
             large_member: MAX_JSON,
             ..tar::Limits::default()
         };
-        let (file, index) = if compression == Compression::None {
+        let (file, index) = if compression == Compression::None && in_place {
             drop(reader);
             let mut f = file;
-            f.rewind().map_err(|e| {
-                io_err(if e.raw_os_error() == Some(libc::ESPIPE) {
-                    io::Error::new(
-                        e.kind(),
-                        "an uncompressed archive is read out of order, so it must be a \
-                         file, not a pipe (a compressed one may come through a pipe)",
-                    )
-                } else {
-                    e
-                })
-            })?;
+            f.rewind().map_err(io_err)?;
             let index = TarIndex::read_limited(io::BufReader::with_capacity(1 << 16, &f), limits)
                 .map_err(tar_err)?;
             (f, index)
@@ -1388,8 +1421,9 @@ mod tests {
         let archive = dir.path().join("image.tar");
         mkfifo(&archive);
         let err = open_error_within(archive);
+        // Read as a pipe (spooled, as `-` is): without a writer, empty.
         assert!(
-            err.contains("image.tar") && err.contains("not a pipe"),
+            err.contains("image.tar") && err.contains("neither `manifest.json`"),
             "{err}"
         );
 

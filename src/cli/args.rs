@@ -65,14 +65,19 @@ pub(crate) struct SbomArgs {
     /// SBOM names the image).
     #[arg(long, value_name = "NAME[:TAG]")]
     pub(crate) tag: Option<String>,
+    /// How to reach the registry of a manifest's `[base] image =
+    /// "docker://…"` (pulled to count and describe its layers).
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
 }
 
 /// `nixlayer diff`.
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
     /// The old image: a manifest (`*.toml`), a docker-archive (any
-    /// compression), an OCI archive or an OCI layout directory; of one
-    /// holding several tags, `PATH:NAME` picks one (`layout:1`).
+    /// compression), an OCI archive or an OCI layout directory (`-`: an
+    /// archive on stdin); of one holding several tags, `PATH:NAME` picks
+    /// one (`layout:1`).
     pub(crate) old: PathBuf,
     /// The new image, of any of the same kinds.
     pub(crate) new: PathBuf,
@@ -192,7 +197,7 @@ pub(crate) struct MergeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
     /// A docker-archive (plain, gzip, zstd or xz), an OCI archive or an OCI
-    /// layout directory.
+    /// layout directory; `-` reads an archive from stdin.
     pub(crate) image: PathBuf,
     /// Print JSON on stdout.
     #[arg(long)]

@@ -14,6 +14,22 @@ use super::BoxError;
 /// Runs `nixlayer diff`.
 pub(super) fn run(args: &DiffArgs, printer: Printer) -> Result<(), BoxError> {
     let platform = super::platform_option(args.platform.as_deref())?;
+    let on_stdin = [&args.old, &args.new]
+        .iter()
+        .filter(|a| split_reference(a).0 == Path::new("-"))
+        .count();
+    if on_stdin == 2 {
+        return Err(super::UsageError(
+            "`-` (stdin) can be the old image or the new one, not both".to_owned(),
+        )
+        .into());
+    }
+    if on_stdin == 1 && args.registry.password_stdin {
+        return Err(super::UsageError(
+            "`--password-stdin` and an image on stdin (`-`) cannot share stdin: give the password in `NIXLAYER_REGISTRY_PASSWORD`".to_owned(),
+        )
+        .into());
+    }
     // A manifest's registry base is reached as `build` reaches it (the
     // credentials, `--ca-file`, `--insecure`, the deadline): read once,
     // for both sides.
@@ -46,6 +62,15 @@ fn read(
 ) -> Result<DiffImage, BoxError> {
     let (path, reference) = split_reference(arg);
     let path = path.as_path();
+    if path == Path::new("-") {
+        // An archive on stdin, as `docker load` and skopeo take `-`.
+        let archive = nixlayer::archive::ImageArchive::open_stdin()?;
+        return Ok(diff::from_image_archive(
+            &archive,
+            reference.as_deref(),
+            platform,
+        )?);
+    }
     if path.extension().is_some_and(|e| e == "toml") {
         if reference.is_some() {
             return Err(super::UsageError(format!(
@@ -120,6 +145,10 @@ fn split_reference(arg: &Path) -> (PathBuf, Option<String>) {
     let Some(text) = arg.to_str() else {
         return whole;
     };
+    // `-:NAME`: one image of the archive on stdin.
+    if let Some(name) = text.strip_prefix("-:").filter(|n| !n.is_empty()) {
+        return (PathBuf::from("-"), Some(name.to_owned()));
+    }
     for (at, _) in text.match_indices(':') {
         let (path, name) = (&text[..at], &text[at + 1..]);
         if !path.is_empty() && !name.is_empty() && Path::new(path).symlink_metadata().is_ok() {

@@ -964,7 +964,12 @@ fn merge_summary_json(
 }
 
 fn run_inspect(args: &InspectArgs, printer: Printer) -> Result<(), BoxError> {
-    let archive = ImageArchive::open(&args.image)?;
+    // `-`: an archive on stdin, as `docker load` and skopeo take it.
+    let archive = if args.image == Path::new("-") {
+        ImageArchive::open_stdin()?
+    } else {
+        ImageArchive::open(&args.image)?
+    };
     let mut images = Vec::new();
     for image in archive.images() {
         let mut layers = Vec::new();

@@ -265,7 +265,20 @@ pub fn from_archive_named(
     reference: Option<&str>,
     platform: Option<&crate::manifest::PlatformName>,
 ) -> Result<DiffImage, DiffError> {
-    let archive = ImageArchive::open(path)?;
+    from_image_archive(&ImageArchive::open(path)?, reference, platform)
+}
+
+/// [`from_archive_named`] of an archive already open (one read from
+/// stdin, as `-`); errors name it by [`ImageArchive::path`].
+///
+/// # Errors
+/// As [`from_archive_named`].
+pub fn from_image_archive(
+    archive: &ImageArchive,
+    reference: Option<&str>,
+    platform: Option<&crate::manifest::PlatformName>,
+) -> Result<DiffImage, DiffError> {
+    let path = archive.path();
     let platform_of = |i: &archive::Image| {
         let config = i.config_value().unwrap_or(Value::Null);
         crate::manifest::PlatformName {
@@ -281,7 +294,7 @@ pub fn from_archive_named(
             name.architecture == wanted.architecture
                 && (wanted.variant.is_none() || name.is_same_platform(wanted))
         });
-        platform_fits && reference.is_none_or(|r| image_names(&archive, i).iter().any(|n| n == r))
+        platform_fits && reference.is_none_or(|r| image_names(archive, i).iter().any(|n| n == r))
     };
     let chosen: Vec<&archive::Image> = archive.images().iter().filter(fits).collect();
     let [image] = chosen[..] else {
@@ -295,15 +308,14 @@ pub fn from_archive_named(
         let all: Vec<String> = archive
             .images()
             .iter()
-            .flat_map(|i| image_names(&archive, i))
+            .flat_map(|i| image_names(archive, i))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         // Names tell images apart unless they all go by the same ones (the
         // platforms of one index); a name that matched none is answered
         // with those there are.
-        let named: BTreeSet<Vec<String>> =
-            chosen.iter().map(|i| image_names(&archive, i)).collect();
+        let named: BTreeSet<Vec<String>> = chosen.iter().map(|i| image_names(archive, i)).collect();
         let names_help = if reference.is_some() {
             chosen.is_empty()
         } else {

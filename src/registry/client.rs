@@ -11,7 +11,10 @@
 //! ureq follows no redirect (`max_redirects(0)`): a redirect within the
 //! registry's origin is followed here with the credentials, as docker does;
 //! one to another origin is not followed (a blob GET's is, to a CDN, with
-//! no credentials), so no header is carried off the origin.
+//! no credentials), so no header is carried off the origin. A token
+//! realm's redirect is followed as Go's client follows it, a few hops:
+//! never from HTTPS to plain HTTP, the credentials (and an identity
+//! token's form) only to the realm's own origin.
 //!
 //! Transport: HTTPS by default, trusting the system bundle (or
 //! `SSL_CERT_FILE`), docker's `/etc/docker/certs.d/HOST[:PORT]/*.crt`
@@ -851,29 +854,33 @@ impl Client {
             form.push(("client_id", "nixlayer".to_owned()));
             form.push(("refresh_token", refresh));
         }
-        let request = || {
-            if identity.is_some() {
+        let token_url = format!(
+            "{realm}{}{}",
+            if realm.contains('?') { '&' } else { '?' },
+            query(&form)
+        );
+        // One request to `url`: the POST of an identity token (its form
+        // holds the refresh token) or the GET; credentials and the form
+        // only to the realm's own origin (a redirect may lead elsewhere).
+        let request = |url: &str, post: bool| {
+            let home = Origin::of(url).as_ref() == Some(&realm_origin);
+            if post {
                 let body = query(&form);
-                self.agent_for(realm)
-                    .post(realm)
+                self.agent_for(url)
+                    .post(url)
                     .config()
                     .timeout_global(Some(self.timeouts.request))
                     .build()
                     .header("Content-Type", "application/x-www-form-urlencoded")
                     .send(body.as_bytes())
             } else {
-                let token_url = format!(
-                    "{realm}{}{}",
-                    if realm.contains('?') { '&' } else { '?' },
-                    query(&form)
-                );
                 let mut req = self
-                    .agent_for(&token_url)
-                    .get(&token_url)
+                    .agent_for(url)
+                    .get(url)
                     .config()
                     .timeout_global(Some(self.timeouts.request))
                     .build();
-                if let Some(c) = &self.credentials {
+                if let (Some(c), true, None) = (&self.credentials, home, identity) {
                     req = req.header("Authorization", c.basic());
                 }
                 req.call()
@@ -881,18 +888,45 @@ impl Client {
         };
         // A realm is a server like the registry: a dropped connection, a
         // 5xx or a 429 is tried again, as every registry request is.
-        let mut attempt = 1;
-        let sent = loop {
-            match request() {
-                Err(e) if attempt < ATTEMPTS && transient(&e) && tls_failure(&e).is_none() => {}
-                Ok(resp)
-                    if attempt < ATTEMPTS
-                        && (resp.status().is_server_error() || resp.status() == 429) => {}
-                other => break other,
+        let send = |url: &str, post: bool| {
+            let mut attempt = 1;
+            loop {
+                match request(url, post) {
+                    Err(e) if attempt < ATTEMPTS && transient(&e) && tls_failure(&e).is_none() => {}
+                    Ok(resp)
+                        if attempt < ATTEMPTS
+                            && (resp.status().is_server_error() || resp.status() == 429) => {}
+                    other => break other,
+                }
+                backoff(attempt);
+                attempt += 1;
             }
-            backoff(attempt);
-            attempt += 1;
         };
+        // A realm behind a redirect (a moved token service, a load
+        // balancer) is followed as Go's client follows it — docker,
+        // skopeo and crane get their tokens so — within the limits
+        // [`token_redirect`] sets.
+        let mut post = identity.is_some();
+        let mut url = if post { realm.clone() } else { token_url };
+        let mut sent = send(&url, post);
+        for hop in 0..=MAX_TOKEN_REDIRECTS {
+            let Ok(resp) = &sent else { break };
+            let status = resp.status().as_u16();
+            if !matches!(status, 301..=303 | 307 | 308) {
+                break;
+            }
+            if hop == MAX_TOKEN_REDIRECTS {
+                return Err(auth_err(format!(
+                    "{shown}: more than {MAX_TOKEN_REDIRECTS} redirects"
+                )));
+            }
+            let (next, next_post) =
+                token_redirect(&url, location(resp).as_deref(), status, post, &realm_origin)
+                    .map_err(|why| auth_err(format!("{shown}: {why}")))?;
+            url = next;
+            post = next_post;
+            sent = send(&url, post);
+        }
         let timeout = || Error::Timeout {
             method: if identity.is_some() { "POST" } else { "GET" },
             url: shown.clone(),
@@ -1557,6 +1591,48 @@ const MAX_BLOB_REDIRECTS: usize = 4;
 
 /// How many redirects within the registry's origin a request follows.
 const MAX_SAME_ORIGIN_REDIRECTS: usize = 4;
+
+/// How many redirects a token request follows (Go's client: 10; a realm
+/// needs one or two).
+const MAX_TOKEN_REDIRECTS: usize = 4;
+
+/// Where a token request answered `status` with `location` goes next, and
+/// whether it is still the `POST` (`post`) of an identity token: `301`,
+/// `302` and `303` turn it into a `GET` without the form, as Go's client
+/// does; `307` and `308` repeat it. Refused: no usable `Location`, HTTPS
+/// to plain HTTP (the credentials or the token would travel in clear),
+/// and a `POST` repeated on another origin than the realm's `home` (its
+/// form holds the refresh token). A `GET` may leave the origin: it is
+/// sent there without credentials.
+fn token_redirect(
+    current: &str,
+    location: Option<&str>,
+    status: u16,
+    post: bool,
+    home: &Origin,
+) -> Result<(String, bool), String> {
+    let next = location
+        .and_then(|l| redirect_target(current, l))
+        .ok_or_else(|| format!("a {status} redirect without a usable `Location`"))?;
+    let from = Origin::of(current);
+    let to = Origin::of(&next);
+    if from.as_ref().is_some_and(|o| o.scheme == "https")
+        && to.as_ref().is_some_and(|o| o.scheme == "http")
+    {
+        return Err(format!(
+            "refusing a redirect from HTTPS to the plain-HTTP `{}`",
+            shown_url(&next)
+        ));
+    }
+    let post = post && matches!(status, 307 | 308);
+    if post && to.as_ref() != Some(home) {
+        return Err(format!(
+            "refusing to send the identity token to another origin, `{}`",
+            shown_url(&next)
+        ));
+    }
+    Ok((next, post))
+}
 
 /// Where a redirect from `current` to `location` goes: an absolute http(s)
 /// URL, or a path on `current`'s origin; `None` for anything else.
@@ -2320,6 +2396,187 @@ mod tests {
         assert_eq!(t.for_body(0), Duration::from_secs(10));
         assert_eq!(t.for_body(5000), Duration::from_secs(15));
         assert!(Timeouts::default().for_body(u64::MAX) > Duration::from_secs(1 << 40));
+    }
+
+    /// The requests a test server got: path, and whether with an
+    /// `Authorization`.
+    type Asked = Arc<Mutex<Vec<(String, bool)>>>;
+
+    /// A server on 127.0.0.1 answering `answer(path, authorization)`
+    /// (status, headers, body) to at most `max` requests, one per
+    /// connection; what it was asked (path, whether it got an
+    /// `Authorization`).
+    fn token_server(
+        max: usize,
+        answer: impl Fn(&str, Option<&str>) -> (u16, Vec<(String, String)>, String) + Send + 'static,
+    ) -> (u16, Asked) {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&asked);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(max) {
+                let Ok(stream) = stream else { continue };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                let mut auth = None;
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap_or((&header, ""));
+                    match name.to_ascii_lowercase().as_str() {
+                        "authorization" => auth = Some(value.trim().to_owned()),
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                log.lock().unwrap().push((path.clone(), auth.is_some()));
+                let (status, headers, text) = answer(&path, auth.as_deref());
+                let mut out = format!(
+                    "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n",
+                    text.len()
+                );
+                for (k, v) in headers {
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+                out.push_str("\r\n");
+                out.push_str(&text);
+                let _ = (&stream).write_all(out.as_bytes());
+            }
+        });
+        (port, asked)
+    }
+
+    /// A registry on `port` whose bearer realm is `/token` of its own
+    /// origin, `token` answering the realm (and what it redirects to);
+    /// the outcome of a ping with user `u`'s credentials.
+    fn ping_through(
+        token: impl Fn(&str, Option<&str>) -> (u16, Vec<(String, String)>, String) + Send + 'static,
+    ) -> (Result<(), Error>, Vec<(String, bool)>) {
+        let port = Arc::new(std::sync::OnceLock::new());
+        let known = Arc::clone(&port);
+        let (p, asked) = token_server(12, move |path, auth| {
+            let port = known.get().copied().unwrap_or(0);
+            if path.starts_with("/v2/") {
+                if auth == Some("Bearer good") {
+                    return (200, Vec::new(), "{}".to_owned());
+                }
+                let realm = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"t\"");
+                return (
+                    401,
+                    vec![("WWW-Authenticate".to_owned(), realm)],
+                    String::new(),
+                );
+            }
+            token(path, auth)
+        });
+        port.set(p).unwrap();
+        let r = Reference::parse(&format!("127.0.0.1:{p}/team/app:1")).unwrap();
+        let c = Client::new(
+            &r,
+            ClientOptions {
+                credentials: Credentials::parse("u:pw-secret"),
+                insecure: true,
+                ..ClientOptions::default()
+            },
+        );
+        let result = c.ping();
+        let asked = asked.lock().unwrap().clone();
+        (result, asked)
+    }
+
+    fn redirect(to: &str) -> (u16, Vec<(String, String)>, String) {
+        (
+            302,
+            vec![("Location".to_owned(), to.to_owned())],
+            String::new(),
+        )
+    }
+
+    /// A token realm answering a redirect is followed, as Go's client
+    /// follows it (it was an error: "answered 302"): credentials kept on
+    /// the realm's origin, dropped on another; a loop ends after a few
+    /// hops with an error.
+    #[test]
+    fn token_realm_redirects_are_followed_within_limits() {
+        let token = || (200, Vec::new(), r#"{"token":"good"}"#.to_owned());
+        // Within the realm's origin: the credentials go along.
+        let (result, asked) = ping_through(move |path, auth| {
+            if path.starts_with("/token?") {
+                redirect("/moved/token?again=1")
+            } else {
+                assert!(auth.is_some_and(|a| a.starts_with("Basic ")), "{path}");
+                token()
+            }
+        });
+        result.unwrap();
+        assert!(asked
+            .iter()
+            .any(|(p, auth)| p.starts_with("/moved/token") && *auth));
+
+        // To another origin: followed, no credentials sent there.
+        let (other, other_asked) = token_server(1, move |_, _| token());
+        let (result, asked) = ping_through(move |path, _| {
+            assert!(path.starts_with("/token?"), "{path}");
+            redirect(&format!("http://127.0.0.1:{other}/elsewhere"))
+        });
+        result.unwrap();
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        assert_eq!(
+            other_asked.lock().unwrap().clone(),
+            vec![("/elsewhere".to_owned(), false)]
+        );
+
+        // A loop: an error after a few hops, naming the realm.
+        let (result, asked) = ping_through(|_, _| redirect("/token?loop"));
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("redirects") && e.contains("/token"), "{e}");
+        assert!(!e.contains("pw-secret"), "{e}");
+        assert_eq!(asked.len(), 2 + MAX_TOKEN_REDIRECTS, "{asked:?}");
+    }
+
+    #[test]
+    fn token_redirect_limits() {
+        let home = Origin::of("https://auth.example/token").unwrap();
+        let from = "https://auth.example/token?scope=x";
+        let go = |l: Option<&str>, status, post| token_redirect(from, l, status, post, &home);
+        assert_eq!(
+            go(Some("/t2"), 302, false),
+            Ok(("https://auth.example/t2".to_owned(), false))
+        );
+        // 301-303 turn the POST into a GET; 307/308 repeat it at home only.
+        assert_eq!(
+            go(Some("/t2"), 303, true),
+            Ok(("https://auth.example/t2".to_owned(), false))
+        );
+        assert_eq!(
+            go(Some("/t2"), 307, true),
+            Ok(("https://auth.example/t2".to_owned(), true))
+        );
+        assert!(go(Some("https://other.example/t"), 308, true).is_err());
+        assert_eq!(
+            go(Some("https://other.example/t"), 302, true),
+            Ok(("https://other.example/t".to_owned(), false))
+        );
+        // Never down to plain HTTP, nor to nowhere.
+        let e = go(Some("http://auth.example/token"), 302, false).unwrap_err();
+        assert!(e.contains("plain-HTTP"), "{e}");
+        for bad in [None, Some("//evil/x"), Some("file:///etc/passwd"), Some("")] {
+            assert!(go(bad, 302, false).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl Credentials {
         // serde_json's errors name a line and column, never the text.
         let doc: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        check_shape(&doc).map_err(bad)?;
         let keys = config_keys(host);
         // The key docker gives helpers for this host.
         let server = keys[0].as_str();
@@ -313,6 +314,86 @@ fn config_keys(host: &str) -> Vec<String> {
     ]
 }
 
+/// Docker (and containers/image for podman's `auth.json`) decode the
+/// credential parts of the file into typed fields and refuse the whole file
+/// when one has another type: `auths` an object of objects whose fields
+/// are strings, `credHelpers` an object of strings, `credsStore` a
+/// string (`null` is as absent, as Go decodes it). Refused here too,
+/// rather than an entry of the wrong type being passed over silently (a
+/// push then going anonymous). The reason names the key, never a value.
+fn check_shape(doc: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    // Keys are registry names, not secrets; a long one is cut.
+    let name = |key: &str| {
+        let mut shown: String = key.chars().take(100).collect();
+        if shown.len() < key.len() {
+            shown.push('…');
+        }
+        shown
+    };
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let Some(doc) = doc.as_object() else {
+        return Err(format!("the file is {}, not a JSON object", kind(doc)));
+    };
+    let object = |field: &str| match doc.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(other) => Err(format!("`{field}` is {}, not an object", kind(other))),
+    };
+    for (key, entry) in object("auths")?.into_iter().flatten() {
+        let fields = match entry {
+            Value::Null => continue,
+            Value::Object(fields) => fields,
+            other => {
+                return Err(format!(
+                    "`auths.{}` is {}, not an object",
+                    name(key),
+                    kind(other)
+                ))
+            }
+        };
+        for field in [
+            "auth",
+            "username",
+            "password",
+            "identitytoken",
+            "registrytoken",
+            "email",
+            "serveraddress",
+        ] {
+            if let Some(v) = fields.get(field).filter(|v| !v.is_null() && !v.is_string()) {
+                return Err(format!(
+                    "`auths.{}.{field}` is {}, not a string",
+                    name(key),
+                    kind(v)
+                ));
+            }
+        }
+    }
+    for (key, v) in object("credHelpers")?.into_iter().flatten() {
+        if !v.is_null() && !v.is_string() {
+            return Err(format!(
+                "`credHelpers.{}` is {}, not a string",
+                name(key),
+                kind(v)
+            ));
+        }
+    }
+    match doc.get("credsStore") {
+        Some(v) if !v.is_null() && !v.is_string() => {
+            Err(format!("`credsStore` is {}, not a string", kind(v)))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The `auths` keys of containers-auth.json(5) for `repository` on
 /// `host`, most specific first: `host/a/b/c`, `host/a/b`, `host/a` (Docker
 /// Hub as `docker.io`). The registry's own keys are [`config_keys`].
@@ -476,7 +557,9 @@ mod tests {
                 repository in r"[a-z0-9/._-]{0,40}",
             ) {
                 let dir = tempfile::tempdir().unwrap();
-                for text in [bytes.clone(), format!("{{\"auths\":{{\"s3cr3t-value\":{json}").into_bytes()] {
+                // The secret as a value (a key is a registry's name, which
+                // errors do name), beside an entry of any shape.
+                for text in [bytes.clone(), format!("{{\"auths\":{{\"reg.example\":{{\"auth\":\"s3cr3t-value\",\"password\":\"s3cr3t-value\"}},\"k\":{json}").into_bytes()] {
                     let path = dir.path().join("config.json");
                     std::fs::write(&path, &text).unwrap();
                     if let Err(e) = Credentials::from_docker_config(&path, &host, &repository) {
@@ -581,6 +664,64 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains('!'),
             "{shown}"
         );
+    }
+
+    /// A field of the wrong type anywhere in the credential parts (docker
+    /// refuses such a file): an error naming the file and the key, never
+    /// the values; it was passed over, the push going anonymous.
+    #[test]
+    fn fields_of_the_wrong_type_are_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        for (doc, named) in [
+            (
+                r#"{"auths":{"reg.example":{"auth":12}}}"#,
+                "`auths.reg.example.auth` is a number",
+            ),
+            (
+                r#"{"auths":{"other.example":{"auth":"dXNlcjpwYXNz"},"reg.example":{"password":["hunter2"]}}}"#,
+                "`auths.reg.example.password` is an array",
+            ),
+            (
+                r#"{"auths":{"reg.example":"dXNlcjpodW50ZXIy"}}"#,
+                "`auths.reg.example` is a string",
+            ),
+            (r#"{"auths":["hunter2"]}"#, "`auths` is an array"),
+            (
+                r#"{"credHelpers":{"reg.example":true}}"#,
+                "`credHelpers.reg.example` is a boolean",
+            ),
+            (
+                r#"{"credsStore":{"hunter2":1}}"#,
+                "`credsStore` is an object",
+            ),
+            (r#"["hunter2"]"#, "the file is an array"),
+        ] {
+            std::fs::write(&path, doc).unwrap();
+            // Asked about another registry too: docker refuses the file.
+            for host in ["reg.example", "elsewhere.example"] {
+                let e = Credentials::from_docker_config(&path, host, "team/app").unwrap_err();
+                let shown = format!("{e} {e:?}");
+                assert!(
+                    shown.contains(named) && shown.contains("config.json"),
+                    "{shown}"
+                );
+                assert!(
+                    !shown.contains("hunter2") && !shown.contains("dXNl"),
+                    "{shown}"
+                );
+            }
+        }
+        // `null` is as absent, as Go decodes it; unknown fields are ignored.
+        std::fs::write(
+            &path,
+            r#"{"auths":{"reg.example":{"auth":"dXNlcjpwYXNz","email":null,"x":1},"n":null},"credsStore":null,"credHelpers":null,"other":5}"#,
+        )
+        .unwrap();
+        let c = Credentials::from_docker_config(&path, "reg.example", "a")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.user, "user");
     }
 
     /// A helper script at `dir/name` running `body` (sh).

@@ -831,3 +831,116 @@ compression = "{codec}"
         );
     }
 }
+
+/// Runs `cmd` with `bytes` written to its stdin through a pipe; asserts
+/// its exit code.
+fn run_piped(cmd: &mut Command, bytes: Vec<u8>, code: i32) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A reader that stops early closes the pipe: not a failure here.
+    let writer = std::thread::spawn(move || drop(stdin.write_all(&bytes)));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `-` is an archive on stdin, as `docker load` and skopeo read it:
+/// plain or compressed, through a pipe or redirected from a file, for
+/// `inspect` and either side of `diff` (`-:NAME` picks one of its
+/// images). It was a file named `-` ("failed to read `-`"), and a plain
+/// archive through `/dev/stdin` was refused as read out of order.
+#[test]
+fn diff_and_inspect_read_an_archive_from_stdin() {
+    let tmp = util::temp_dir();
+    let manifest = example(&tmp.path().join("m"), "auto", false);
+    let changed = example(&tmp.path().join("c"), "auto", true);
+    let tar = tmp.path().join("image.tar");
+    let gz = tmp.path().join("image.tar.gz");
+    let new = tmp.path().join("new.tar");
+    build(&manifest, &tar, &[]);
+    build(&manifest, &gz, &["--compression", "gzip"]);
+    build(&changed, &new, &[]);
+    let inspect = |path: &Path| {
+        let out = run(nixlayer().arg("inspect").arg(path).arg("--json"), 0);
+        let mut doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["path"] = Value::Null;
+        doc
+    };
+    for archive in [&tar, &gz] {
+        let bytes = std::fs::read(archive).unwrap();
+        let out = run_piped(
+            nixlayer().args(["inspect", "-", "--json"]),
+            bytes.clone(),
+            0,
+        );
+        let mut doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["path"], "-");
+        doc["path"] = Value::Null;
+        assert_eq!(doc, inspect(archive));
+        // Redirected from the file: read in place.
+        let out = run(
+            nixlayer()
+                .args(["inspect", "-", "--json"])
+                .stdin(std::fs::File::open(archive).unwrap()),
+            0,
+        );
+        let mut doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["path"] = Value::Null;
+        assert_eq!(doc, inspect(archive));
+        // Either side of a diff.
+        let out = run_piped(
+            nixlayer().arg("diff").arg("-").arg(&new).arg("--json"),
+            bytes.clone(),
+            0,
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ids(&doc, "added").len(), 1, "{doc}");
+        assert_eq!(ids(&doc, "dropped").len(), 1, "{doc}");
+        let out = run_piped(
+            nixlayer()
+                .arg("diff")
+                .arg("--json")
+                .arg("--")
+                .arg(&new)
+                .arg("-:nixlayer-test/diff:1"),
+            bytes,
+            0,
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ids(&doc, "added").len(), 1, "{doc}");
+    }
+    // Not an archive, nothing, or both sides: one clear error each.
+    let out = run_piped(nixlayer().args(["inspect", "-"]), b"garbage\n".to_vec(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`-` is not a valid tar"), "{stderr}");
+    let out = run_piped(nixlayer().args(["inspect", "-"]), Vec::new(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`-` is not a docker-archive"), "{stderr}");
+    let out = run_piped(nixlayer().args(["diff", "-", "-"]), Vec::new(), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not both"), "{stderr}");
+    // The password would take the image's bytes.
+    let out = run_piped(
+        nixlayer()
+            .args(["diff", "-", "--password-stdin", "--username", "u"])
+            .arg(&new),
+        std::fs::read(&tar).unwrap(),
+        2,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot share stdin"), "{stderr}");
+}

@@ -1096,3 +1096,66 @@ fn a_referrers_tag_that_is_no_index_is_not_replaced() {
     // The SBOM failed before any tag moved: `:2` was never pushed.
     assert_eq!(get_manifest(&host, "sbom/hostile", "2").0, 404);
 }
+
+/// A manifest whose `[base]` is on a registry is pulled as `build` pulls
+/// it: `sbom` takes `--ca-file` (and the other registry flags). It had
+/// none (`--ca-file` was a usage error), so the SBOM of an image on a
+/// base behind a private CA or a login could not be written.
+#[test]
+fn sbom_reaches_a_registry_base_with_the_registry_flags() {
+    if !util::require_tool("docker-registry") || !util::require_tool("openssl") {
+        return;
+    }
+    let tmp = util::temp_dir();
+    let (registry, ca) = crate::support::tls_registry(tmp.path(), "registry");
+    let host = format!("127.0.0.1:{}", registry.port);
+    let empty_certs_d = tmp.path().join("certs.d-empty");
+    let env = |cmd: &mut Command, cache: &str| {
+        cmd.env("NIXLAYER_CERTS_D", &empty_certs_d)
+            .env("XDG_CACHE_HOME", tmp.path().join(cache))
+            .env_remove("SSL_CERT_FILE");
+    };
+    let base = util::write(
+        tmp.path(),
+        "base.toml",
+        "name = \"nixlayer-test/sbom-base\"\ntag = \"1\"\ncreated = \"2024-01-01T00:00:00Z\"\n[closure]\nroots = []\n[[customisation.files]]\npath = \"/etc/base.txt\"\ntext = \"base\\n\"\n",
+    );
+    let mut push = nixlayer();
+    push.arg("push")
+        .arg(&base)
+        .arg(format!("{host}/nixlayer-test/sbom-base:1"))
+        .arg("--json")
+        .arg("--ca-file")
+        .arg(&ca);
+    env(&mut push, "cache");
+    let pushed: Value = serde_json::from_slice(&run(&mut push, 0).stdout).unwrap();
+    let digest = pushed["manifest_digest"].as_str().unwrap();
+    let store = util::repo().join("fixtures/example/store");
+    let top = util::write(
+        tmp.path(),
+        "top.toml",
+        &format!(
+            "name = \"nixlayer-test/sbom-top\"\ntag = \"1\"\ncreated = \"2024-01-01T00:00:00Z\"\n[base]\nimage = \"docker://{host}/nixlayer-test/sbom-base:1@{digest}\"\n\n{}",
+            crate::support::example_closure(&store)
+        ),
+    );
+    // Without the CA: a TLS failure naming the way to trust it.
+    let mut cmd = nixlayer();
+    cmd.arg("sbom").arg(&top).args(["--format", "spdx-json"]);
+    env(&mut cmd, "cache-untrusted");
+    let out = run(&mut cmd, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TLS failed") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    let mut cmd = nixlayer();
+    cmd.arg("sbom")
+        .arg(&top)
+        .args(["--format", "spdx-json", "--ca-file"])
+        .arg(&ca);
+    env(&mut cmd, "cache-sbom");
+    let doc: Value = serde_json::from_slice(&run(&mut cmd, 0).stdout).unwrap();
+    let text = doc.to_string();
+    assert!(text.contains("example-app-0.3"), "{doc}");
+}
