@@ -23,17 +23,8 @@ pub(super) fn run(args: &LayersArgs, printer: Printer) -> Result<(), BoxError> {
         args.platform.as_deref(),
     )?;
     // The settings of a build of the same manifest: the plan is the build's.
-    let mut overrides = settings::Overrides::default();
-    overrides.no_cache = true;
-    let mut command =
-        settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
-    super::RegistryAccess::new(
-        &args.registry,
-        &super::PushEnv::capture(),
-        None,
-        &mut std::io::stdin().lock(),
-    )?
-    .reach_base(&mut command.settings)?;
+    let command =
+        super::planning_settings(&loaded, settings::Overrides::default(), &args.registry)?;
     if let Some(path) = &args.html {
         let inputs = super::build_inputs(&args.manifest, &command.settings);
         super::refuse_overwriting_inputs("--html", path, &inputs, false)?;

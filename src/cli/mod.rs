@@ -1362,6 +1362,23 @@ struct RegistryAccess {
     credential_files: Vec<std::path::PathBuf>,
 }
 
+/// The settings of a build of `loaded` for a command that only plans it
+/// (`layers`, `sbom`): `overrides` without the layer cache, and a registry
+/// base reached as `build` reaches it (the credentials, `--ca-file`,
+/// `--insecure`, the deadline, docker's config.json).
+fn planning_settings(
+    loaded: &LoadedManifest,
+    mut overrides: settings::Overrides,
+    registry: &args::RegistryArgs,
+) -> Result<settings::ResolvedBuild, BoxError> {
+    overrides.no_cache = true;
+    let mut command =
+        settings::resolve_build(loaded, &overrides, &settings::Environment::capture())?;
+    RegistryAccess::new(registry, &PushEnv::capture(), None, &mut io::stdin().lock())?
+        .reach_base(&mut command.settings)?;
+    Ok(command)
+}
+
 impl RegistryAccess {
     /// Reads the credentials (`stdin` for `--password-stdin`) and the
     /// deadline once; `given_for` as in [`RegistryAccess::given_for`].

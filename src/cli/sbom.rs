@@ -33,19 +33,8 @@ pub(super) fn run(args: &SbomArgs, printer: Printer) -> Result<(), BoxError> {
     let loaded = LoadedManifest::load(&args.manifest)?;
     let loaded = one_platform(&loaded, args.platform.as_deref())?;
     let mut overrides = settings::Overrides::default();
-    overrides.no_cache = true;
     overrides.tag.clone_from(&args.tag);
-    let mut command =
-        settings::resolve_build(&loaded, &overrides, &settings::Environment::capture())?;
-    // A registry base is pulled as `build` pulls it (the credentials,
-    // `--ca-file`, `--insecure`, the deadline, docker's config.json).
-    super::RegistryAccess::new(
-        &args.registry,
-        &super::PushEnv::capture(),
-        None,
-        &mut std::io::stdin().lock(),
-    )?
-    .reach_base(&mut command.settings)?;
+    let command = super::planning_settings(&loaded, overrides, &args.registry)?;
     if let Some(path) = &args.output {
         let inputs = super::build_inputs(&args.manifest, &command.settings);
         super::refuse_overwriting_inputs("-o", path, &inputs, false)?;
