@@ -614,19 +614,21 @@ pub fn merge_images<W: Write + Send>(
             Ok((Some(out), summary))
         }
         MergeSink::OciArchive(out) => {
+            write_oci::<crate::sink::oci_archive::OciArchiveWriter<W>>(inputs, options, None)?;
             let mut sink = crate::sink::oci_archive::OciArchiveWriter::new(
                 out,
                 options.mtime,
                 CompressOptions::NONE,
             )
             .map_err(ImagesError::Write)?;
-            let (entries, mut summary) = write_oci(inputs, options, &mut sink)?;
+            let (entries, mut summary) = write_oci(inputs, options, Some(&mut sink))?;
             let (out, bytes) = sink.finish_entries(entries)?;
             summary.bytes = bytes;
             Ok((Some(out), summary))
         }
         MergeSink::OciLayout(mut layout) => {
-            let (entries, summary) = write_oci(inputs, options, &mut *layout)?;
+            write_oci::<crate::sink::oci_layout::OciLayout>(inputs, options, None)?;
+            let (entries, summary) = write_oci(inputs, options, Some(&mut *layout))?;
             layout.add_entries(&entries)?;
             Ok((None, summary))
         }
@@ -772,6 +774,17 @@ fn write_docker<W: Write + Send>(
     out: W,
 ) -> Result<(W, MergeSummary), ImagesError> {
     use crate::sink::ImageSink as _;
+    // A layer without a diff_id has no name here: refused before any
+    // layer is copied, not after the images before it.
+    for s in selected {
+        if let Some(layer) = s.image.layers.iter().find(|l| l.diff_id.is_none()) {
+            return Err(ImagesError::Layer {
+                path: s.input.path().to_owned(),
+                location: layer.location.clone(),
+                what: "has no diff_id in its image's config".to_owned(),
+            });
+        }
+    }
     let mut sink = crate::sink::docker_archive::DockerArchiveWriter::new(
         out,
         options.mtime,
@@ -916,12 +929,33 @@ fn put_layer<S: crate::sink::ImageSink>(
     Ok(Copied { digest, size, new })
 }
 
+/// What [`put_layer`] would record for `layer` without reading it: its
+/// stored digest where the input records it (an uncompressed layer's is
+/// its diff_id, which the copy is checked against), and its stored size.
+fn predicted(layer: &archive::Layer) -> Option<Copied> {
+    let plain = layer.media_type == crate::oci::LAYER_MEDIA_TYPE;
+    let digest = layer.digest.or(if plain { layer.diff_id } else { None })?;
+    Some(Copied {
+        digest,
+        size: layer.size,
+        new: true,
+    })
+}
+
 /// Copies every image into an OCI `sink` and returns the `index.json`
 /// entries naming them, in input order, each once.
+///
+/// Without a sink, a dry run: every refusal that depends only on indexes,
+/// manifests and configs (a reference naming two images, one image stored
+/// two ways, an index needing `--platform`, a malformed artifact) is found
+/// without reading a layer, so a merge of large inputs fails at once rather
+/// than after copying them. A docker-archive image with a layer whose
+/// stored digest is only known once read (a compressed legacy member) is
+/// left to the real run, which checks it the same way.
 fn write_oci<S: crate::sink::ImageSink>(
     inputs: &[ImageArchive],
     options: &MergeOptions,
-    sink: &mut S,
+    mut sink: Option<&mut S>,
 ) -> Result<(Vec<Value>, MergeSummary), ImagesError> {
     let mut summary = MergeSummary {
         tags: Vec::new(),
@@ -941,8 +975,11 @@ fn write_oci<S: crate::sink::ImageSink>(
             summary.duplicates += 1;
         }
     };
-    let put_json = |sink: &mut S, summary: &mut MergeSummary, bytes: &[u8]| {
-        let (digest, new) = sink.put_blob(bytes)?;
+    let put_json = |sink: &mut Option<&mut S>, summary: &mut MergeSummary, bytes: &[u8]| {
+        let (digest, new) = match sink {
+            Some(sink) => sink.put_blob(bytes)?,
+            None => (Digest::of(bytes), true),
+        };
         count(summary, new, bytes.len() as u64);
         Ok::<Digest, ImagesError>(digest)
     };
@@ -951,7 +988,13 @@ fn write_oci<S: crate::sink::ImageSink>(
             for image in input.images() {
                 let mut descs = Vec::with_capacity(image.layers.len());
                 for layer in &image.layers {
-                    let copied = put_layer(input, layer, sink)?;
+                    let copied = match sink.as_deref_mut() {
+                        Some(sink) => put_layer(input, layer, sink)?,
+                        None => match predicted(layer) {
+                            Some(copied) => copied,
+                            None => break,
+                        },
+                    };
                     count(&mut summary, copied.new, copied.size);
                     descs.push(crate::oci::Descriptor {
                         media_type: layer.media_type.clone(),
@@ -959,15 +1002,19 @@ fn write_oci<S: crate::sink::ImageSink>(
                         size: copied.size,
                     });
                 }
+                if descs.len() < image.layers.len() {
+                    // A dry run that cannot know this image's manifest.
+                    continue;
+                }
                 let config = crate::oci::Descriptor {
                     media_type: crate::oci::CONFIG_MEDIA_TYPE.to_owned(),
-                    digest: put_json(sink, &mut summary, &image.config)?,
+                    digest: put_json(&mut sink, &mut summary, &image.config)?,
                     size: image.config.len() as u64,
                 };
                 let manifest = crate::oci::manifest_json(&config, &descs);
                 let desc = crate::oci::Descriptor {
                     media_type: crate::oci::MANIFEST_MEDIA_TYPE.to_owned(),
-                    digest: put_json(sink, &mut summary, &manifest)?,
+                    digest: put_json(&mut sink, &mut summary, &manifest)?,
                     size: manifest.len() as u64,
                 };
                 let platform = platform_json(image);
@@ -1024,7 +1071,7 @@ fn write_oci<S: crate::sink::ImageSink>(
                 })?;
                 let (config_digest, config_size) = artifact_descriptor(input, config, &location)?;
                 put_json(
-                    sink,
+                    &mut sink,
                     &mut summary,
                     &input.read_blob(&config_digest, config_size)?,
                 )?;
@@ -1042,10 +1089,12 @@ fn write_oci<S: crate::sink::ImageSink>(
                             .unwrap_or_default()
                             .to_owned(),
                     };
-                    let copied = put_layer(input, &layer, sink)?;
-                    count(&mut summary, copied.new, copied.size);
+                    if let Some(sink) = sink.as_deref_mut() {
+                        let copied = put_layer(input, &layer, sink)?;
+                        count(&mut summary, copied.new, copied.size);
+                    }
                 }
-                put_json(sink, &mut summary, &bytes)?;
+                put_json(&mut sink, &mut summary, &bytes)?;
                 if !entries.contains(&entry.descriptor) {
                     entries.push(entry.descriptor.clone());
                 }
@@ -1056,11 +1105,13 @@ fn write_oci<S: crate::sink::ImageSink>(
                 _ => images,
             };
             for image in &chosen {
-                for layer in &image.layers {
-                    let copied = put_layer(input, layer, sink)?;
-                    count(&mut summary, copied.new, copied.size);
+                if let Some(sink) = sink.as_deref_mut() {
+                    for layer in &image.layers {
+                        let copied = put_layer(input, layer, sink)?;
+                        count(&mut summary, copied.new, copied.size);
+                    }
                 }
-                put_json(sink, &mut summary, &image.config)?;
+                put_json(&mut sink, &mut summary, &image.config)?;
                 if let (Some(digest), Some(size)) = (
                     image.manifest_digest,
                     image
@@ -1070,7 +1121,7 @@ fn write_oci<S: crate::sink::ImageSink>(
                         .and_then(Value::as_u64),
                 ) {
                     let bytes = input.read_blob(&digest, size)?;
-                    put_json(sink, &mut summary, &bytes)?;
+                    put_json(&mut sink, &mut summary, &bytes)?;
                 }
             }
             let descriptor = if options.platform.is_some() && !entry.indexes.is_empty() {
@@ -1086,7 +1137,7 @@ fn write_oci<S: crate::sink::ImageSink>(
                 // Nested indexes after what they name, deepest first.
                 for (digest, size) in entry.indexes.iter().rev() {
                     let bytes = input.read_blob(digest, *size)?;
-                    put_json(sink, &mut summary, &bytes)?;
+                    put_json(&mut sink, &mut summary, &bytes)?;
                 }
                 entry.descriptor.clone()
             };

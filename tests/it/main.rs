@@ -15,7 +15,7 @@
 //! - `init`: `nixlayer init` manifests build, load and run; bad roots are refused;
 //! - `layers`: `nixlayer layers` plans (table, JSON, HTML, strategies) and pipeline errors;
 //! - `layer_golden`: store layers reproduce nixpkgs' diff_ids;
-//! - `merge_oci`: `merge` of OCI layouts, OCI archives and docker-archives into each format, read by skopeo and docker; multi-platform indexes and `--platform`; corrupt and dangling inputs refused, a corrupt copy of a shared layer in a later input too; `--json`;
+//! - `merge_oci`: `merge` of OCI layouts, OCI archives and docker-archives into each format, read by skopeo and docker; multi-platform indexes and `--platform`; corrupt and dangling inputs refused, a corrupt copy of a shared layer in a later input too; a tag clash refused before any layer is read; `--json`;
 //! - `multi_platform`: `[[platforms]]` as one image index in a layout and a registry, copied by skopeo, its amd64 image run by docker; docker-archive asks for `--platform`;
 //! - `outputs`: OCI layouts/archives, gzip/zstd, merge and inspect with skopeo and docker;
 //! - `output_faults`: `-o` onto devices, FIFOs, links and inputs; umask; signals; concurrent layouts; closed pipes;

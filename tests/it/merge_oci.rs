@@ -708,3 +708,44 @@ fn merge_json_prints_the_summary() {
     assert_eq!(doc["compression"], "none");
     assert!(stderr.contains(&counts(&doc)), "{doc} vs {stderr}");
 }
+
+/// Two inputs naming different images by one tag are refused before any
+/// layer is read: with a layer of the first input corrupt (the first one a
+/// merge would copy), every output format still fails with the clash, not
+/// the corrupt layer, and leaves nothing. (Before, an OCI output copied
+/// every layer of every input first — a minute for large inputs — and
+/// here failed on the corrupt layer instead.) Layouts and docker-archives.
+#[test]
+fn a_tag_clash_is_refused_before_any_layer_is_read() {
+    let tmp = util::temp_dir();
+    let name = "nixlayer-test/merge-clash-early";
+    let clash = format!("`{name}:1` names two different images");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let layout = ["--format", "oci-layout"];
+    build(&example(tmp.path(), name, "1", "a", false), &layout, &a);
+    build(&example(tmp.path(), name, "1", "b", false), &layout, &b);
+    let blob = a.join("blobs/sha256").join(store_layer(&a));
+    flip(&blob, std::fs::metadata(&blob).unwrap().len() / 2);
+    refused_leaving_nothing(tmp.path(), &[&a, &b], &[&clash]);
+
+    let (c, d) = (tmp.path().join("c.tar"), tmp.path().join("d.tar"));
+    build(&example(tmp.path(), name, "1", "c", false), &[], &c);
+    build(&example(tmp.path(), name, "1", "d", false), &[], &d);
+    // The data of the first layer member of `c`.
+    let listing = String::from_utf8(tool("tar", &["-tvRf", c.to_str().unwrap()])).unwrap();
+    let (block, size) = listing
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let block: u64 = fields.get(1)?.trim_end_matches(':').parse().ok()?;
+            let size: u64 = fields.get(4)?.parse().ok()?;
+            fields
+                .last()?
+                .ends_with("/layer.tar")
+                .then_some((block, size))
+        })
+        .next()
+        .expect("a layer member");
+    flip(&c, (block + 1) * 512 + size / 2);
+    refused_leaving_nothing(tmp.path(), &[&c, &d], &[&clash]);
+}
