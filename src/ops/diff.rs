@@ -663,6 +663,19 @@ mod tests {
         }
     }
 
+    /// An image of `layers` with an empty config (digest 10, 10 bytes) and
+    /// manifest (digest 20, 20 bytes).
+    fn image(layers: Vec<DiffLayer>) -> DiffImage {
+        DiffImage {
+            layers,
+            config_size: 10,
+            manifest_size: 20,
+            config: json!({}),
+            config_digest: Digest([10; 32]),
+            manifest_digest: Digest([20; 32]),
+        }
+    }
+
     #[test]
     fn one_changed_path() {
         let old = DiffImage {
@@ -712,14 +725,7 @@ mod tests {
     /// are kept by diff_id but pushed: the registry has not their digests.
     #[test]
     fn the_same_content_in_other_blobs_is_pushed() {
-        let plain = DiffImage {
-            layers: vec![layer(1, &["/nix/store/aaa-lib-1"]), layer(2, &[])],
-            config_size: 10,
-            manifest_size: 20,
-            config: json!({}),
-            config_digest: Digest([10; 32]),
-            manifest_digest: Digest([20; 32]),
-        };
+        let plain = image(vec![layer(1, &["/nix/store/aaa-lib-1"]), layer(2, &[])]);
         let mut gzip = plain.clone();
         gzip.layers[1].digest = Digest([9; 32]);
         gzip.layers[1].blob_size = 7;
@@ -736,14 +742,7 @@ mod tests {
     /// the base's member) holds the paths the other side lists for it.
     #[test]
     fn a_layer_without_paths_takes_the_other_sides() {
-        let base = DiffImage {
-            layers: vec![layer(1, &["/nix/store/aaa-lib-1"])],
-            config_size: 10,
-            manifest_size: 20,
-            config: json!({}),
-            config_digest: Digest([10; 32]),
-            manifest_digest: Digest([20; 32]),
-        };
+        let base = image(vec![layer(1, &["/nix/store/aaa-lib-1"])]);
         let mut top = base.clone();
         top.layers = vec![layer(1, &[]), layer(2, &[])];
         for d in [diff(&base, &top), diff(&top, &base)] {
